@@ -1,0 +1,150 @@
+"""Database access and the systems-of-record tables (SQLModel).
+
+Owns: engine creation for SQLite (default) and PostgreSQL (``DATABASE_URL``), the tables of the
+general ledger, the bank statement and the accounting periods, and the journal postings Baton makes.
+Money is stored as integer cents so sums are exact on every database.
+
+Must not: talk to Temporal, call models, or decide policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, UniqueConstraint, create_engine, text
+
+
+def to_cents(amount: Decimal) -> int:
+    return int((amount * 100).to_integral_value())
+
+
+def from_cents(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(Decimal("0.01"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class AccountingPeriod(SQLModel, table=True):
+    __tablename__ = "accounting_period"
+    tenant: str = Field(primary_key=True)
+    period: str = Field(primary_key=True)
+    status: str = "open"  # open | closed
+    closed_by: str | None = None
+    closed_at: datetime | None = None
+
+
+class LedgerEntryRow(SQLModel, table=True):
+    """A general-ledger cash entry as booked by accountants (the books)."""
+
+    __tablename__ = "ledger_entry"
+    __table_args__ = (UniqueConstraint("tenant", "entry_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(index=True)
+    period: str = Field(index=True)
+    entry_id: str
+    booked_on: str
+    account: str
+    amount_cents: int
+    reference: str
+    description: str
+
+
+class BankStatementLine(SQLModel, table=True):
+    """A line of the bank statement for the period (what really moved)."""
+
+    __tablename__ = "bank_statement_line"
+    __table_args__ = (UniqueConstraint("tenant", "line_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(index=True)
+    period: str = Field(index=True)
+    line_id: str
+    value_date: str
+    amount_cents: int
+    reference: str
+    memo: str
+
+
+class JournalPosting(SQLModel, table=True):
+    """An adjusting entry Baton posted (or a reversal of one). Unique per idempotency key."""
+
+    __tablename__ = "journal_posting"
+    posting_id: str = Field(primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    tenant: str = Field(index=True)
+    period: str = Field(index=True)
+    entry_id: str
+    account: str
+    amount_cents: int
+    rationale: str
+    prepared_by: str
+    approved_by: str | None = None
+    workflow_id: str = ""
+    reverses_posting_id: str | None = Field(default=None, index=True)
+    decision_json: str = ""  # the policy outcome it was posted under, returned again on retry
+    posted_at: datetime = Field(default_factory=utcnow)
+
+
+class Database:
+    """A SQLModel engine plus the few session helpers Baton needs.
+
+    SQLite: WAL journal and ``BEGIN IMMEDIATE`` transactions, so concurrent activity threads
+    queue for the write lock instead of failing with 'database is locked' halfway through.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            _make_sqlite_transactions_immediate(self.engine)
+        else:
+            self.engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
+
+    def create_tables(self) -> None:
+        SQLModel.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on any error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def lock_audit_chain(self, session: Session) -> None:
+        """Serialise appends to the audit hash chain for the rest of this transaction."""
+        if not self.is_sqlite:  # SQLite already holds the write lock (BEGIN IMMEDIATE)
+            session.exec(text("SELECT pg_advisory_xact_lock(727274)"))  # type: ignore[call-overload]
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _make_sqlite_transactions_immediate(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # let us emit BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,468 @@
+"""Finance-close activities: data collector, reconciler, policy gate, postings, compensations.
+
+Each public method is a Temporal activity; its name is a public contract (it appears in the Web
+UI and in workflow histories). Side effects are idempotent: a posting is keyed by an idempotency
+key (workflow id + step + payload digest), so an activity retry never posts twice, and every side
+effect commits in the same transaction as its audit row.
+
+The sensitive activity, :meth:`FinanceActivities.post_journal_entry`, asks policy itself right
+before it writes (no gap between check and action) and returns the decision as data; it posts only
+on ``allow``. The workflow turns ``require_approval`` into a human approval and calls again with
+the approval attached, which policy re-checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+
+from sqlmodel import select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.audit import AuditLedger
+from activities.database import (
+    AccountingPeriod,
+    BankStatementLine,
+    Database,
+    JournalPosting,
+    LedgerEntryRow,
+    from_cents,
+    to_cents,
+    utcnow,
+)
+from activities.policy import PolicyEngine, decide
+from workflows.contracts import (
+    AuditEvent,
+    BankLine,
+    ClosePeriodInput,
+    CollectPeriodInput,
+    LedgerLine,
+    Match,
+    PeriodData,
+    PolicyBatch,
+    PolicyDecision,
+    PolicyQuery,
+    PostEntryInput,
+    PostEntryOutcome,
+    ReconcileInput,
+    Reconciliation,
+    ReverseEntryInput,
+    digest,
+)
+
+POSTING_POLICY = "baton/finance/posting"
+
+
+def _audit_key(name: str) -> tuple[str, str, str]:
+    """(workflow id, run id, seq) for an activity's own audit row; stable across retries."""
+    info = activity.info()
+    return info.workflow_id or "", info.workflow_run_id or "", f"act/{info.activity_id}/{name}"
+
+
+def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, object]:
+    """The exact input document the posting policy sees (see policy/finance/posting.rego)."""
+    return {
+        "action": "post_journal_entry",
+        "tenant": inp.tenant,
+        "period": {"id": inp.period, "status": period_status},
+        "entry": {
+            "entry_id": inp.entry.entry_id,
+            "account": inp.entry.account,
+            "amount": float(inp.entry.amount),
+            "source_ids": inp.entry.source_ids,
+        },
+        "preparer": inp.preparer,
+        "requested_by": inp.requested_by,
+        "compliance_flagged": inp.compliance_flagged,
+        "approval": inp.approval.model_dump() if inp.approval else None,
+    }
+
+
+def reconcile(inp: ReconcileInput) -> Reconciliation:
+    """Match bank lines to ledger entries deterministically.
+
+    Duplicated ledger entries (same reference, account and amount) are set aside first. A bank
+    line then matches exactly (same reference, amount and date) or within tolerance (same
+    reference, amount within ``amount_tolerance`` and date within ``date_tolerance_days``).
+    """
+    seen: dict[tuple[str, str, Decimal], str] = {}
+    duplicates: list[str] = []
+    candidates: dict[str, list[LedgerLine]] = defaultdict(list)
+    for entry in inp.data.ledger:
+        key = (entry.reference, entry.account, entry.amount)
+        if key in seen:
+            duplicates.append(entry.entry_id)
+            continue
+        seen[key] = entry.entry_id
+        candidates[entry.reference].append(entry)
+
+    matches: list[Match] = []
+    unmatched_bank: list[BankLine] = []
+    used: set[str] = set()
+    for line in inp.data.bank:
+        best: tuple[int, LedgerLine] | None = None
+        for entry in candidates.get(line.reference, []):
+            if entry.entry_id in used:
+                continue
+            diff = abs(line.amount - entry.amount)
+            days = abs(
+                (date.fromisoformat(line.value_date) - date.fromisoformat(entry.booked_on)).days
+            )
+            if diff == 0 and days == 0:
+                best = (0, entry)
+                break
+            if diff <= inp.amount_tolerance and days <= inp.date_tolerance_days:
+                best = best or (1, entry)
+        if best is None:
+            unmatched_bank.append(line)
+            continue
+        rank, entry = best
+        used.add(entry.entry_id)
+        matches.append(
+            Match(
+                bank_line_id=line.line_id,
+                entry_id=entry.entry_id,
+                kind="exact" if rank == 0 else "tolerance",
+                difference=line.amount - entry.amount,
+            )
+        )
+    unmatched_ledger = [
+        e for e in inp.data.ledger if e.entry_id not in used and e.entry_id not in duplicates
+    ]
+    return Reconciliation(
+        matches=matches,
+        unmatched_bank=unmatched_bank,
+        unmatched_ledger=unmatched_ledger,
+        duplicate_ledger_ids=duplicates,
+    )
+
+
+class FinanceActivities:
+    """Activities over the finance systems of record. Built once in worker.py."""
+
+    def __init__(self, db: Database, ledger: AuditLedger, policy: PolicyEngine) -> None:
+        self.db = db
+        self.ledger = ledger
+        self.policy = policy
+
+    # -- data collector ------------------------------------------------------------------
+
+    @activity.defn(name="collect_period_data")
+    async def collect_period_data(self, inp: CollectPeriodInput) -> PeriodData:
+        return await asyncio.to_thread(self._collect, inp)
+
+    def _collect(self, inp: CollectPeriodInput) -> PeriodData:
+        wf, run, seq = _audit_key("collect")
+        with self.db.session() as session:
+            period = session.get(AccountingPeriod, (inp.tenant, inp.period))
+            if period is None:
+                raise ApplicationError(
+                    f"no accounting period {inp.period} for tenant {inp.tenant!r} in the "
+                    "systems of record (seed it with `baton seed`)",
+                    type="PeriodNotFound",
+                    non_retryable=True,
+                )
+            ledger = session.exec(
+                select(LedgerEntryRow)
+                .where(LedgerEntryRow.tenant == inp.tenant, LedgerEntryRow.period == inp.period)
+                .order_by(LedgerEntryRow.entry_id)  # type: ignore[arg-type]
+            ).all()
+            bank = session.exec(
+                select(BankStatementLine)
+                .where(
+                    BankStatementLine.tenant == inp.tenant, BankStatementLine.period == inp.period
+                )
+                .order_by(BankStatementLine.line_id)  # type: ignore[arg-type]
+            ).all()
+            data = PeriodData(
+                tenant=inp.tenant,
+                period=inp.period,
+                period_status="closed" if period.status == "closed" else "open",
+                ledger=[
+                    LedgerLine(
+                        entry_id=r.entry_id,
+                        booked_on=r.booked_on,
+                        account=r.account,
+                        amount=from_cents(r.amount_cents),
+                        reference=r.reference,
+                        description=r.description,
+                    )
+                    for r in ledger
+                ],
+                bank=[
+                    BankLine(
+                        line_id=r.line_id,
+                        value_date=r.value_date,
+                        amount=from_cents(r.amount_cents),
+                        reference=r.reference,
+                        memo=r.memo,
+                    )
+                    for r in bank
+                ],
+            )
+            self.ledger.append_in(
+                session,
+                [
+                    AuditEvent(
+                        workflow_id=wf,
+                        run_id=run,
+                        seq=seq,
+                        actor="agent:data-collector",
+                        action="data.collected",
+                        detail={"ledger_entries": len(ledger), "bank_lines": len(bank)},
+                        output_digest=digest(data),
+                    )
+                ],
+            )
+        return data
+
+    # -- reconciler (deterministic part) -------------------------------------------------
+
+    @activity.defn(name="reconcile_transactions")
+    async def reconcile_transactions(self, inp: ReconcileInput) -> Reconciliation:
+        result = reconcile(inp)
+        wf, run, seq = _audit_key("reconcile")
+        event = AuditEvent(
+            workflow_id=wf,
+            run_id=run,
+            seq=seq,
+            actor="agent:reconciler",
+            action="reconciliation.done",
+            detail={
+                "exact": sum(m.kind == "exact" for m in result.matches),
+                "tolerance": sum(m.kind == "tolerance" for m in result.matches),
+                "unmatched_bank": len(result.unmatched_bank),
+                "unmatched_ledger": len(result.unmatched_ledger),
+                "duplicates": len(result.duplicate_ledger_ids),
+            },
+            input_digest=digest(inp),
+            output_digest=digest(result),
+        )
+        await asyncio.to_thread(self.ledger.append, [event])
+        return result
+
+    # -- policy gate ---------------------------------------------------------------------
+
+    @activity.defn(name="evaluate_policies")
+    async def evaluate_policies(self, batch: PolicyBatch) -> list[PolicyDecision]:
+        """Ask policy about several actions at once (a preflight); every decision is audited."""
+        wf, run, seq = _audit_key("policy")
+        decisions = [
+            await decide(self.policy, q, decision_id=f"{seq}/{i}")
+            for i, q in enumerate(batch.queries)
+        ]
+        events = [
+            AuditEvent(
+                workflow_id=wf,
+                run_id=run,
+                seq=f"{seq}/{i}",
+                actor=f"policy:{d.policy}",
+                action=f"policy.{d.verdict}",
+                detail={
+                    "subject": d.subject,
+                    "reasons": d.reasons,
+                    "revision": d.revision,
+                    "engine": d.engine,
+                    "preflight": True,
+                },
+                decision_id=d.decision_id,
+                input_digest=digest(q.input),
+            )
+            for i, (q, d) in enumerate(zip(batch.queries, decisions, strict=True))
+        ]
+        await asyncio.to_thread(self.ledger.append, events)
+        return decisions
+
+    # -- the sensitive action and its compensation ---------------------------------------
+
+    @activity.defn(name="post_journal_entry")
+    async def post_journal_entry(self, inp: PostEntryInput) -> PostEntryOutcome:
+        """Post one adjusting entry if, and only if, policy allows it right now."""
+        already = await asyncio.to_thread(self._posting_by_key, inp.idempotency_key)
+        if already is not None:
+            return PostEntryOutcome.model_validate_json(already.decision_json).model_copy(
+                update={"posting_id": already.posting_id}
+            )
+        status = await asyncio.to_thread(self._period_status, inp.tenant, inp.period)
+        wf, run, seq = _audit_key("post")
+        query = PolicyQuery(
+            policy=POSTING_POLICY,
+            input=posting_policy_input(inp, status),
+            subject=inp.entry.entry_id,
+            workflow_id=wf,
+        )
+        decision = await decide(self.policy, query, decision_id=f"{wf}/{seq}")
+        return await asyncio.to_thread(self._record_posting, inp, decision, (wf, run, seq))
+
+    def _posting_by_key(self, key: str) -> JournalPosting | None:
+        with self.db.session() as session:
+            return session.exec(
+                select(JournalPosting).where(JournalPosting.idempotency_key == key)
+            ).first()
+
+    def _period_status(self, tenant: str, period: str) -> str:
+        with self.db.session() as session:
+            row = session.get(AccountingPeriod, (tenant, period))
+            return row.status if row else "unknown"
+
+    def _record_posting(
+        self, inp: PostEntryInput, decision: PolicyDecision, key: tuple[str, str, str]
+    ) -> PostEntryOutcome:
+        wf, run, seq = key
+        outcome = PostEntryOutcome(decision=decision)
+        events = [
+            AuditEvent(
+                workflow_id=wf,
+                run_id=run,
+                seq=f"{seq}/policy",
+                actor=f"policy:{decision.policy}",
+                action=f"policy.{decision.verdict}",
+                detail={
+                    "subject": inp.entry.entry_id,
+                    "reasons": decision.reasons,
+                    "revision": decision.revision,
+                    "engine": decision.engine,
+                    "approval": inp.approval.model_dump() if inp.approval else None,
+                },
+                decision_id=decision.decision_id,
+                input_digest=digest(inp),
+            )
+        ]
+        with self.db.session() as session:
+            if decision.verdict == "allow":
+                posting = JournalPosting(
+                    posting_id=f"P-{uuid.uuid4().hex[:12]}",
+                    idempotency_key=inp.idempotency_key,
+                    tenant=inp.tenant,
+                    period=inp.period,
+                    entry_id=inp.entry.entry_id,
+                    account=inp.entry.account,
+                    amount_cents=to_cents(inp.entry.amount),
+                    rationale=inp.entry.rationale,
+                    prepared_by=inp.preparer,
+                    approved_by=inp.approval.approver if inp.approval else None,
+                    workflow_id=wf,
+                    decision_json="",
+                )
+                outcome = PostEntryOutcome(decision=decision, posting_id=posting.posting_id)
+                posting.decision_json = outcome.model_dump_json()
+                session.add(posting)
+                events.append(
+                    AuditEvent(
+                        workflow_id=wf,
+                        run_id=run,
+                        seq=f"{seq}/posted",
+                        actor=inp.preparer,
+                        action="ledger.posted",
+                        detail={
+                            "posting_id": posting.posting_id,
+                            "entry_id": inp.entry.entry_id,
+                            "account": inp.entry.account,
+                            "amount": str(inp.entry.amount),
+                            "approved_by": posting.approved_by,
+                        },
+                        rationale=inp.entry.rationale,
+                        decision_id=decision.decision_id,
+                        input_digest=digest(inp.entry),
+                    )
+                )
+            self.ledger.append_in(session, events)
+        return outcome
+
+    @activity.defn(name="reverse_journal_entry")
+    async def reverse_journal_entry(self, inp: ReverseEntryInput) -> str | None:
+        """Compensation: post the reversal of what was posted under ``original_key``, if anything.
+
+        Idempotent, and a no-op when the original action never posted (it was denied, awaited
+        approval, or failed before writing), so it can be registered before the action runs.
+        """
+        return await asyncio.to_thread(self._reverse, inp)
+
+    def _reverse(self, inp: ReverseEntryInput) -> str | None:
+        wf, run, seq = _audit_key("reverse")
+        with self.db.session() as session:
+            original = session.exec(
+                select(JournalPosting).where(JournalPosting.idempotency_key == inp.original_key)
+            ).first()
+            if original is None:
+                return None
+            done = session.exec(
+                select(JournalPosting).where(JournalPosting.idempotency_key == inp.idempotency_key)
+            ).first()
+            if done is not None:
+                return done.posting_id
+            reversal = JournalPosting(
+                posting_id=f"R-{uuid.uuid4().hex[:12]}",
+                idempotency_key=inp.idempotency_key,
+                tenant=original.tenant,
+                period=original.period,
+                entry_id=original.entry_id,
+                account=original.account,
+                amount_cents=-original.amount_cents,
+                rationale=f"Reversal of {original.posting_id}: {inp.reason}",
+                prepared_by="baton:compensation",
+                workflow_id=wf,
+                reverses_posting_id=original.posting_id,
+                decision_json="",
+            )
+            session.add(reversal)
+            self.ledger.append_in(
+                session,
+                [
+                    AuditEvent(
+                        workflow_id=wf,
+                        run_id=run,
+                        seq=seq,
+                        actor="baton:compensation",
+                        action="ledger.reversed",
+                        detail={
+                            "posting_id": reversal.posting_id,
+                            "reverses": original.posting_id,
+                            "entry_id": original.entry_id,
+                            "amount": str(from_cents(reversal.amount_cents)),
+                        },
+                        rationale=inp.reason,
+                    )
+                ],
+            )
+            return reversal.posting_id
+
+    @activity.defn(name="close_period")
+    async def close_period(self, inp: ClosePeriodInput) -> str:
+        """Mark the period closed (or reopen it, as the compensation). Idempotent."""
+        return await asyncio.to_thread(self._close_period, inp)
+
+    def _close_period(self, inp: ClosePeriodInput) -> str:
+        wf, run, seq = _audit_key("reopen" if inp.reopen else "close")
+        with self.db.session() as session:
+            period = session.get(AccountingPeriod, (inp.tenant, inp.period))
+            if period is None:
+                raise ApplicationError(
+                    f"no accounting period {inp.period} for tenant {inp.tenant!r}",
+                    type="PeriodNotFound",
+                    non_retryable=True,
+                )
+            new_status = "open" if inp.reopen else "closed"
+            if period.status != new_status:
+                period.status = new_status
+                period.closed_by = None if inp.reopen else inp.closed_by
+                period.closed_at = None if inp.reopen else utcnow()
+                session.add(period)
+            self.ledger.append_in(
+                session,
+                [
+                    AuditEvent(
+                        workflow_id=wf,
+                        run_id=run,
+                        seq=seq,
+                        actor=inp.closed_by,
+                        action="period.reopened" if inp.reopen else "period.closed",
+                        detail={"tenant": inp.tenant, "period": inp.period},
+                    )
+                ],
+            )
+            return new_status

@@ -1,0 +1,369 @@
+"""`baton`: the one command-line tool (console script installed by pyproject).
+
+    baton demo                         run the month-end close end to end on the local stack
+    baton worker                       run a worker (same as `python worker.py`)
+    baton seed --tenant T --period P   (re)seed a month of ledger and bank data
+    baton close start|status|result|cancel
+    baton approvals list WORKFLOW_ID   pending approval requests of a run
+    baton approve|reject WORKFLOW_ID --approver NAME --rationale TEXT
+    baton audit show WORKFLOW_ID       the audit trail of a run
+    baton audit verify                 verify the audit hash chain
+    baton policy test                  run the Rego unit tests
+
+Exit codes: 0 success, 1 the operation failed, 2 bad input. Every command leaves through
+``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can crash at interpreter exit in
+short-lived client processes (sdk-python#300), and a successful command must still exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from baton.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _exit(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _validation_message(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "input"
+        lines.append(f"  {field}: {e['msg'].removeprefix('Value error, ')}")
+    return "invalid input:\n" + "\n".join(lines)
+
+
+# -- helpers shared by commands --------------------------------------------------------------
+
+
+async def _client(settings: Settings):  # type: ignore[no-untyped-def]
+    from workflows.client import BatonClient
+
+    try:
+        return await asyncio.wait_for(
+            BatonClient.connect(
+                None if settings.temporal_profile else settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                profile=settings.temporal_profile,
+                task_queue=settings.task_queue,
+            ),
+            timeout=10,
+        )
+    except Exception as err:
+        raise CliError(
+            f"cannot reach Temporal at {settings.temporal_address}: {err}\n"
+            "start the local stack with `make up`, or set TEMPORAL_ADDRESS"
+        ) from None
+
+
+def _print_json(value: Any) -> None:
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        value = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in value]
+    print(json.dumps(value, indent=2, default=str))
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+async def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.database import Database
+    from activities.seed import seed_period
+    from workflows.contracts import FinanceCloseInput
+
+    FinanceCloseInput(tenant=args.tenant, period=args.period, requested_by="seed")  # validates
+    db = Database(settings.database_url)
+    db.create_tables()
+    summary = seed_period(db, args.tenant, args.period)
+    print(
+        f"seeded {summary.tenant} {summary.period}: {summary.ledger_entries} ledger entries, "
+        f"{summary.bank_lines} bank lines ({settings.database_url})"
+    )
+    return EXIT_OK
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import worker
+
+    worker.main()
+    return EXIT_OK
+
+
+async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.client import ProcessAlreadyStarted
+    from workflows.contracts import FinanceCloseInput
+
+    inp = FinanceCloseInput.model_validate(
+        {
+            "tenant": args.tenant,
+            "period": args.period,
+            "requested_by": args.requested_by,
+            **(
+                {"approval_timeout_seconds": args.approval_timeout} if args.approval_timeout else {}
+            ),
+        }
+    )
+    client = await _client(settings)
+    try:
+        handle = await client.start_finance_close(inp, join_existing=args.join)
+    except ProcessAlreadyStarted as err:
+        raise CliError(str(err)) from None
+    print(f"started {handle.id} (run {handle.result_run_id})")
+    print(f"web UI: {settings.workflow_url(handle.id)}")
+    if args.wait:
+        result = await handle.result()
+        _print_json(result)
+    return EXIT_OK
+
+
+async def cmd_close_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    _print_json(await client.status(args.workflow_id))
+    return EXIT_OK
+
+
+async def cmd_close_result(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    _print_json(await client.result(args.workflow_id))
+    return EXIT_OK
+
+
+async def cmd_close_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    await client.cancel(args.workflow_id)
+    print(f"cancellation requested for {args.workflow_id}; it compensates, then ends cancelled")
+    return EXIT_OK
+
+
+async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    pending = await client.pending_approvals(args.workflow_id)
+    if args.json:
+        _print_json(pending)
+        return EXIT_OK
+    if not pending:
+        print(f"{args.workflow_id}: no pending approvals")
+    for request in pending:
+        _print_request(args.workflow_id, request)
+    return EXIT_OK
+
+
+def _print_request(workflow_id: str, request: Any) -> None:
+    print(f"request {request.request_id} on {workflow_id}")
+    print(f"  {request.summary}")
+    print(
+        f"  requested by {request.requested_by} at {request.requested_at:%Y-%m-%d %H:%M:%S}Z, "
+        f"deadline {request.deadline:%Y-%m-%d %H:%M:%S}Z"
+    )
+    print(
+        f"  approver role(s): {', '.join(request.approver_roles)}; "
+        f"eligible: {', '.join(request.eligible_approvers)}"
+    )
+    print(f"  action digest: {request.action_digest}")
+    for entry in request.entries:
+        print(f"    {entry.entry_id:<16} {entry.account:<26} {entry.amount:>14}  {entry.rationale}")
+    for finding in request.compliance_findings:
+        print(f"    compliance {finding.severity}: {finding.entry_id}: {finding.note}")
+
+
+async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.client import ApprovalRefused, NoPendingApproval
+
+    client = await _client(settings)
+    decide = client.approve if args.command == "approve" else client.reject
+    try:
+        ack = await decide(
+            args.workflow_id,
+            approver=args.approver,
+            rationale=args.rationale,
+            request_id=args.request_id,
+            action_digest=args.digest,
+        )
+    except (ApprovalRefused, NoPendingApproval) as err:
+        raise CliError(str(err)) from None
+    print(f"{ack.request_id}: {ack.message}")
+    return EXIT_OK
+
+
+async def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.audit import AuditLedger
+    from activities.database import Database
+
+    db = Database(settings.database_url)
+    db.create_tables()
+    rows = AuditLedger(db).trail(args.workflow_id)
+    if args.json:
+        print(json.dumps([{**r.content(), "row_hash": r.row_hash} for r in rows], indent=2))
+        return EXIT_OK
+    if not rows:
+        raise CliError(f"no audit records for {args.workflow_id}")
+    for r in rows:
+        cost = f" {r.model} {r.tokens} tok ${r.cost_usd:.4f}" if r.model else ""
+        why = f" - {r.rationale}" if r.rationale else ""
+        detail = json.loads(r.detail_json)
+        brief = ", ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, list | dict))
+        print(
+            f"{r.position:>6} {r.recorded_at:%H:%M:%S} {r.actor:<28} {r.action:<28}"
+            f"{cost} {brief}{why}"
+        )
+    return EXIT_OK
+
+
+async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.audit import AuditLedger
+    from activities.database import Database
+
+    db = Database(settings.database_url)
+    db.create_tables()
+    report = AuditLedger(db).verify()
+    if report.ok:
+        print(f"audit chain OK: {report.rows_checked} rows verified")
+        return EXIT_OK
+    print(f"audit chain BROKEN: {len(report.problems)} problem(s) in {report.rows_checked} rows")
+    for problem in report.problems:
+        print(f"  {problem}")
+    return EXIT_FAILED
+
+
+async def cmd_policy_test(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.policy import run_rego_tests
+
+    results = run_rego_tests(settings.policy_dir, engine=args.engine)
+    failed = [r for r in results if not r.passed]
+    for r in results:
+        mark = "PASS" if r.passed else "FAIL"
+        print(f"{mark} {r.name}{': ' + r.error if r.error else ''}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return EXIT_FAILED if failed or not results else EXIT_OK
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from baton.demo import run_demo
+
+    return await run_demo(
+        settings, tenant=args.tenant, approver=args.approver, interactive=args.interactive
+    )
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="baton", description="Durable, governed AI-agent business processes on Temporal."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run a month-end close end to end on the local stack")
+    p.add_argument("--tenant", default="acme")
+    p.add_argument("--approver", default="carol", help="who approves in the demo")
+    p.add_argument(
+        "--interactive",
+        action="store_true",
+        help="wait for you to approve/reject from another terminal",
+    )
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("worker", help="run a worker for all processes")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("seed", help="(re)seed a month of ledger and bank data")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--period", required=True, help="YYYY-MM")
+    p.set_defaults(func=cmd_seed)
+
+    close = sub.add_parser("close", help="start and inspect finance closes")
+    close_sub = close.add_subparsers(dest="close_command", required=True, metavar="ACTION")
+    p = close_sub.add_parser("start", help="start the close of a period")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--period", required=True, help="YYYY-MM")
+    p.add_argument("--requested-by", required=True)
+    p.add_argument("--approval-timeout", type=int, help="seconds to wait for an approver")
+    p.add_argument("--join", action="store_true", help="attach to a running close instead")
+    p.add_argument("--wait", action="store_true", help="wait for the result")
+    p.set_defaults(func=cmd_close_start)
+    for name, func, text in [
+        ("status", cmd_close_status, "stage, pending approvals, postings"),
+        ("result", cmd_close_result, "wait for and print the result"),
+        ("cancel", cmd_close_cancel, "cancel (compensates what was posted)"),
+    ]:
+        p = close_sub.add_parser(name, help=text)
+        p.add_argument("workflow_id")
+        p.set_defaults(func=func)
+
+    approvals = sub.add_parser("approvals", help="pending approval requests")
+    approvals_sub = approvals.add_subparsers(
+        dest="approvals_command", required=True, metavar="ACTION"
+    )
+    p = approvals_sub.add_parser("list", help="pending approvals of a run")
+    p.add_argument("workflow_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_approvals_list)
+
+    for name in ("approve", "reject"):
+        p = sub.add_parser(name, help=f"{name} a pending approval request")
+        p.add_argument("workflow_id")
+        p.add_argument("--approver", required=True)
+        p.add_argument("--rationale", required=True)
+        p.add_argument("--request-id", help="defaults to the run's only pending request")
+        p.add_argument("--digest", help="action digest you reviewed (defaults to the current one)")
+        p.set_defaults(func=cmd_decide)
+
+    audit = sub.add_parser("audit", help="audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    p = audit_sub.add_parser("show", help="print the audit trail of a run")
+    p.add_argument("workflow_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit_show)
+    p = audit_sub.add_parser("verify", help="verify the hash chain of the whole audit ledger")
+    p.set_defaults(func=cmd_audit_verify)
+
+    policy = sub.add_parser("policy", help="policy tools")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    p = policy_sub.add_parser("test", help="run the Rego unit tests")
+    p.add_argument("--engine", choices=["opa", "regorus"], default="opa")
+    p.set_defaults(func=cmd_policy_test)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        code = asyncio.run(args.func(args, settings))
+    except ValidationError as err:
+        print(_validation_message(err), file=sys.stderr)
+        code = EXIT_USAGE
+    except CliError as err:
+        print(f"baton: {err}", file=sys.stderr)
+        code = err.code
+    except ValueError as err:
+        print(f"baton: {err}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        code = 130
+    _exit(code)
+
+
+if __name__ == "__main__":
+    main()

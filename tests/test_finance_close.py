@@ -1,0 +1,289 @@
+"""The finance close end to end: real dev server, real openai SDK over HTTP, real OPA evaluator,
+real database. Each test asserts what a controller would notice: what was posted, what was
+reversed, what the audit trail says."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+from sqlmodel import select
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from activities.database import AccountingPeriod, JournalPosting, from_cents
+from tests.conftest import Harness
+from tests.support.scripted_model import Fault
+from workflows.client import ApprovalRefused, ProcessAlreadyStarted
+from workflows.contracts import ApprovalDecision
+
+
+def postings(h: Harness) -> list[JournalPosting]:
+    with h.db.session() as s:
+        return list(s.exec(select(JournalPosting).where(JournalPosting.period == h.period)).all())
+
+
+def period_status(h: Harness) -> str:
+    with h.db.session() as s:
+        row = s.get(AccountingPeriod, (h.tenant, h.period))
+        assert row is not None
+        return row.status
+
+
+def net_by_entry(rows: list[JournalPosting]) -> dict[str, Decimal]:
+    net: Counter[str] = Counter()
+    for r in rows:
+        net[r.entry_id] += r.amount_cents
+    return {k: from_cents(v) for k, v in net.items()}
+
+
+def actions(h: Harness, workflow_id: str) -> list[str]:
+    return [r.action for r in h.runtime.ledger.trail(workflow_id)]
+
+
+def failure_type(err: WorkflowFailureError) -> str | None:
+    cause = err.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.cause
+    return cause.type if cause else None
+
+
+async def test_happy_path_with_approval(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        status = await h.wait_for_pending(handle.id)
+        request = status.pending[0]
+        # entries below the threshold were posted before the approval; big ones wait
+        auto_posted = {p.entry_id for p in status.posted}
+        assert auto_posted and all(abs(p.amount) < 1000 for p in status.posted)
+        assert all(abs(e.amount) >= 1000 for e in request.entries)
+        assert request.eligible_approvers and "alice" not in request.eligible_approvers
+        assert (await h.client.execution_status(handle.id)).name == "RUNNING"
+
+        ack = await h.client.approve(
+            handle.id,
+            approver="carol",
+            rationale="checked vs bank",
+            action_digest=request.action_digest,
+        )
+        assert ack.accepted
+        result = await handle.result()
+
+    rows = postings(h)
+    assert len(rows) == len(result.posted) == len(auto_posted) + len(request.entries)
+    assert len({r.idempotency_key for r in rows}) == len(rows)  # nothing posted twice
+    assert {r.entry_id for r in rows if r.approved_by == "carol"} == {
+        e.entry_id for e in request.entries
+    }
+    assert period_status(h) == "closed"
+    assert result.tokens > 0 and result.cost_usd > 0
+    assert "Close memo" in result.memo or h.period in result.memo
+
+    trail = h.runtime.ledger.trail(handle.id)
+    approved = [r for r in trail if r.action == "approval.approved"]
+    assert len(approved) == 1 and approved[0].actor == "carol"
+    assert approved[0].rationale == "checked vs bank"
+    assert sum(r.action == "ledger.posted" for r in trail) == len(rows)
+    assert [r for r in trail if r.model and r.tokens > 0]  # tokens recorded per agent call
+    assert h.runtime.ledger.verify().ok
+
+
+async def test_rejection_reverses_postings_and_audit_says_why(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        status = await h.wait_for_pending(handle.id)
+        assert status.posted, "small entries are posted before the approval"
+        await h.client.reject(
+            handle.id, approver="carol", rationale="suspense items need an explanation first"
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert failure_type(failed.value) == "ApprovalRejected"
+    rows = postings(h)
+    assert rows and all(net == 0 for net in net_by_entry(rows).values())  # all reversed
+    assert sum(r.reverses_posting_id is not None for r in rows) == len(status.posted)
+    assert period_status(h) == "open"
+    trail = h.runtime.ledger.trail(handle.id)
+    rejected = [r for r in trail if r.action == "approval.rejected"]
+    assert rejected and rejected[0].rationale == "suspense items need an explanation first"
+    assert sum(r.action == "ledger.reversed" for r in trail) == len(status.posted)
+    assert trail[-1].action == "close.failed"
+
+
+async def test_policy_deny_posts_nothing(harness: Harness) -> None:
+    h = harness
+    bad = {
+        "entries": [
+            {
+                "entry_id": "ADJ-X1",
+                "account": "9999-crypto-wallet",
+                "amount": "-250.00",
+                "source_ids": ["B0001"],
+                "rationale": "move cash to a wallet",
+            }
+        ]
+    }
+    h.model.script(Fault.output(bad), match=h.period)
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert failure_type(failed.value) == "PolicyDenied"
+    assert "9999-crypto-wallet" in str(failed.value.cause)
+    assert postings(h) == []
+    assert "policy.deny" in actions(h, handle.id)
+
+
+async def test_cancel_while_waiting_for_approval_compensates(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        status = await h.wait_for_pending(handle.id)
+        await h.client.cancel(handle.id)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert isinstance(failed.value.cause, CancelledError)
+    rows = postings(h)
+    assert len(rows) == 2 * len(status.posted)
+    assert all(net == 0 for net in net_by_entry(rows).values())
+    assert actions(h, handle.id)[-1] == "close.cancelled"
+
+
+async def test_llm_429_is_retried_and_posts_once(harness: Harness) -> None:
+    h = harness
+    h.model.script(Fault.status(429, retry_after=0.2), match=h.period)
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        status = await h.wait_for_pending(handle.id)
+        await h.client.approve(handle.id, approver="carol", rationale="ok")
+        result = await handle.result()
+    calls = [r for r in h.model.requests if h.period in r["raw"]]
+    reconciler = [r for r in calls if r["agent"] == "reconciler"]
+    assert len(reconciler) == 2 and reconciler[0]["fault"] is not None
+    rows = postings(h)
+    assert len(rows) == len(result.posted) == len(status.posted) + len(status.pending[0].entries)
+
+
+async def test_malformed_llm_output_fails_clearly_after_bounded_retries(harness: Harness) -> None:
+    h = harness
+    h.model.script(Fault.malformed(), Fault.malformed(), Fault.malformed(), match=h.period)
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert failure_type(failed.value) == "AgentOutputInvalid"
+    assert "reconciler" in str(failed.value.cause.cause)
+    assert len([r for r in h.model.requests if h.period in r["raw"]]) == 3
+    assert postings(h) == []
+
+
+async def test_approval_validator_refuses_bad_decisions(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+
+        def decision(**kw: str) -> ApprovalDecision:
+            base = {
+                "request_id": request.request_id,
+                "approver": "carol",
+                "verdict": "approve",
+                "rationale": "ok",
+                "action_digest": request.action_digest,
+            }
+            return ApprovalDecision.model_validate({**base, **kw})
+
+        cases = {
+            "digest mismatch": decision(action_digest="0" * 64),
+            "segregation of duties": decision(approver="alice"),
+            "may not decide": decision(approver="erin"),
+            "unknown approval request": decision(request_id="apr-nope"),
+        }
+        for expected, bad in cases.items():
+            with pytest.raises(ApprovalRefused, match=expected):
+                await h.client.decide(handle.id, bad)
+        # a refused signal is recorded, never acted on
+        await h.client.handle(handle.id).signal("submit_approval", decision(approver="erin"))
+        await h.client.approve(handle.id, approver="carol", rationale="fine")
+        with pytest.raises(ApprovalRefused, match="already closed"):
+            await h.client.decide(handle.id, decision(approver="frank"))
+        await handle.result()
+    refused = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "approval.refused"]
+    assert len(refused) == 1 and refused[0].actor == "erin"
+
+
+async def test_signal_approval_works_like_the_update(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+        await handle.signal(
+            "submit_approval",
+            ApprovalDecision(
+                request_id=request.request_id,
+                approver="dave",
+                verdict="approve",
+                rationale="signed off",
+                action_digest=request.action_digest,
+            ),
+        )
+        result = await handle.result()
+    assert result.approvals[0].approver == "dave"
+
+
+async def test_invalid_start_input_names_the_field_and_starts_nothing(harness: Harness) -> None:
+    h = harness
+    with pytest.raises(ValidationError) as err:
+        await h.client.start_finance_close(h.start_input(period="2026-13"))
+    assert "period" in str(err.value) and "YYYY-MM" in str(err.value)
+    with pytest.raises(ValidationError, match="tenant"):
+        await h.client.start_finance_close(h.start_input(tenant="Not A Name!"))
+    ids = [w.id async for w in h.temporal.list_workflows(f"TaskQueue = '{h.client.task_queue}'")]
+    assert ids == []
+
+
+async def test_second_start_of_the_same_period_is_refused_or_joined(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        first = await h.client.start_finance_close(h.start_input())
+        with pytest.raises(ProcessAlreadyStarted, match=first.id):
+            await h.client.start_finance_close(h.start_input(requested_by="bob"))
+        joined = await h.client.start_finance_close(h.start_input(), join_existing=True)
+        assert joined.result_run_id == first.result_run_id
+        await h.wait_for_pending(first.id)
+        await h.client.approve(first.id, approver="carol", rationale="ok")
+        await first.result()
+        # a completed close cannot be started again
+        with pytest.raises(ProcessAlreadyStarted):
+            await h.client.start_finance_close(h.start_input())
+    assert len({r.idempotency_key for r in postings(h)}) == len(postings(h))
+
+
+async def test_failure_after_posting_reverses_everything(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input(fail_after_posting=True))
+        await h.wait_for_pending(handle.id)
+        await h.client.approve(handle.id, approver="carol", rationale="ok")
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert failure_type(failed.value) == "InjectedFailure"
+    rows = postings(h)
+    assert rows and all(net == 0 for net in net_by_entry(rows).values())
+    assert period_status(h) == "open"
+
+
+async def test_approval_sla_expiry_fails_safe(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input(approval_timeout_seconds=2))
+        await h.wait_for_pending(handle.id)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 30)
+    assert failure_type(failed.value) == "ApprovalExpired"
+    assert all(net == 0 for net in net_by_entry(postings(h)).values())

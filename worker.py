@@ -1,0 +1,133 @@
+"""Composition root: settings -> clients -> activity objects -> Worker. Graceful stop.
+
+    python worker.py            # one worker for every Baton process, on BATON_TASK_QUEUE
+
+Connects with Temporal's envconfig (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY,
+TEMPORAL_PROFILE + TOML file, TLS). SIGINT/SIGTERM stop polling, let running activities finish
+(up to the graceful timeout) and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from activities.policy import build_engine
+from openai import AsyncOpenAI
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agents import AgentActivities
+from activities.audit import AuditActivities, AuditLedger
+from activities.database import Database
+from activities.finance import FinanceActivities
+from baton.settings import Settings
+from workflows.client import connect_client
+from workflows.finance_close import FinanceCloseWorkflow
+
+WORKFLOWS: Sequence[type] = [FinanceCloseWorkflow]
+log = logging.getLogger("baton.worker")
+
+
+@dataclass
+class Runtime:
+    """Everything a worker holds: built once, closed once."""
+
+    db: Database
+    ledger: AuditLedger
+    openai: AsyncOpenAI
+    activities: list[Any]
+
+    async def close(self) -> None:
+        await self.openai.close()
+        self.db.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    db = Database(settings.database_url)
+    db.create_tables()
+    ledger = AuditLedger(db)
+    # max_retries=0: Temporal owns retries, so every attempt is visible in the workflow history.
+    llm = AsyncOpenAI(
+        base_url=settings.openai_base_url, api_key=settings.openai_api_key, max_retries=0
+    )
+    finance = FinanceActivities(db, ledger, build_engine(settings.opa_url, settings.policy_dir))
+    agents = AgentActivities(
+        llm,
+        ledger,
+        model=settings.model,
+        price_per_1k_prompt=settings.price_per_1k_prompt,
+        price_per_1k_completion=settings.price_per_1k_completion,
+        timeout_seconds=settings.llm_timeout_seconds,
+    )
+    audit = AuditActivities(ledger)
+    activities = [
+        finance.collect_period_data,
+        finance.reconcile_transactions,
+        finance.evaluate_policies,
+        finance.post_journal_entry,
+        finance.reverse_journal_entry,
+        finance.close_period,
+        agents.propose_adjustments,
+        agents.review_compliance,
+        agents.write_close_memo,
+        audit.record_audit,
+    ]
+    return Runtime(db=db, ledger=ledger, openai=llm, activities=activities)
+
+
+def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options: Any) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=runtime.activities,
+        graceful_shutdown_timeout=options.pop("graceful_shutdown_timeout", timedelta(seconds=10)),
+        **options,
+    )
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect_client(
+        None if settings.temporal_profile else settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        profile=settings.temporal_profile,
+    )
+    runtime = build_runtime(settings)
+    worker = build_worker(client, runtime, task_queue=settings.task_queue)
+    log.info(
+        "worker polling %s on %s (namespace %s)",
+        settings.task_queue,
+        settings.temporal_address,
+        settings.temporal_namespace,
+    )
+    try:
+        async with worker:
+            await stop.wait()
+            log.info("stop requested: finishing running activities, then exiting")
+    finally:
+        await runtime.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(_main())
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The workflow's own audit events (approvals, refusals, outcomes), buffered and flushed.
+
+Activities write their own audit rows next to their side effects; this buffer is for what only
+the workflow knows. Sequence keys 'wf/<n>' are deterministic, so a replay or a retried flush
+writes nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+
+from workflows.contracts import AuditBatch, AuditEvent
+from workflows.presets import PRESETS
+
+with workflow.unsafe.imports_passed_through():
+    from activities.audit import AuditActivities
+
+
+class AuditTrail:
+    def __init__(self) -> None:
+        self._next = 0
+        self._buffer: list[AuditEvent] = []
+
+    def record(
+        self,
+        actor: str,
+        action: str,
+        *,
+        detail: dict[str, Any] | None = None,
+        rationale: str = "",
+        decision_id: str | None = None,
+    ) -> None:
+        info = workflow.info()
+        self._next += 1
+        self._buffer.append(
+            AuditEvent(
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                seq=f"wf/{self._next}",
+                actor=actor,
+                action=action,
+                detail=detail or {},
+                rationale=rationale,
+                decision_id=decision_id,
+            )
+        )
+
+    async def flush(self) -> None:
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        preset = PRESETS["audit"]
+        await workflow.execute_activity_method(
+            AuditActivities.record_audit,
+            AuditBatch(events=batch),
+            start_to_close_timeout=preset.start_to_close,
+            retry_policy=preset.retry,
+            summary=f"audit: {', '.join(e.action for e in batch)}"[:200],
+        )

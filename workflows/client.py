@@ -1,0 +1,244 @@
+"""The typed client service teams use to run Baton processes from their own code.
+
+    client = await BatonClient.connect("temporal.example.com:7233", namespace="finance")
+    handle = await client.start_finance_close(
+        FinanceCloseInput(tenant="acme", period="2026-10", requested_by="alice"))
+    print(await client.status(handle.id))
+    result = await client.result(handle.id)
+
+The business key is the workflow id (``finance-close/<tenant>/<period>``): a second start of the
+same period while one runs is refused (:class:`ProcessAlreadyStarted`) or joined
+(``join_existing=True``); a period already closed successfully cannot be started again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.envconfig import ClientConfig
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from workflows import visibility
+from workflows.contracts import (
+    DEFAULT_TASK_QUEUE,
+    ApprovalAck,
+    ApprovalDecision,
+    ApprovalRequest,
+    FinanceCloseInput,
+    FinanceCloseResult,
+    ProcessStatus,
+)
+from workflows.finance_close import PROCESS as FINANCE_CLOSE
+from workflows.finance_close import FinanceCloseWorkflow
+from workflows.plugin import BatonPlugin
+
+
+class BatonClientError(Exception):
+    """Base of the errors this client raises on purpose."""
+
+
+class ProcessAlreadyStarted(BatonClientError):
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(
+            f"a process with business key {workflow_id!r} is already running or has completed; "
+            "pass join_existing=True (CLI: --join) to attach to a running one"
+        )
+        self.workflow_id = workflow_id
+
+
+class ApprovalRefused(BatonClientError):
+    """The workflow's validator refused a decision; ``reason`` says why. Nothing was recorded."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"approval refused: {reason}")
+        self.reason = reason
+
+
+class NoPendingApproval(BatonClientError):
+    pass
+
+
+async def connect_client(
+    target_host: str | None = None, *, namespace: str | None = None, profile: str | None = None
+) -> Client:
+    """Connect with Temporal's envconfig (TOML profile + TEMPORAL_* variables, TLS, API key).
+
+    Explicit arguments win over the profile; the Baton plugin (pydantic converter) is always on.
+    """
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
+    if target_host:
+        config["target_host"] = target_host
+    config.setdefault("target_host", "localhost:7233")
+    if namespace:
+        config["namespace"] = namespace
+    return await Client.connect(**config, plugins=[BatonPlugin()])
+
+
+class BatonClient:
+    def __init__(self, client: Client, *, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    @classmethod
+    async def connect(
+        cls,
+        target_host: str | None = None,
+        *,
+        namespace: str | None = None,
+        profile: str | None = None,
+        task_queue: str = DEFAULT_TASK_QUEUE,
+    ) -> BatonClient:
+        client = await connect_client(target_host, namespace=namespace, profile=profile)
+        return cls(client, task_queue=task_queue)
+
+    # -- start --------------------------------------------------------------------------------
+
+    async def start_finance_close(
+        self, inp: FinanceCloseInput | dict[str, Any], *, join_existing: bool = False
+    ) -> WorkflowHandle[FinanceCloseWorkflow, FinanceCloseResult]:
+        """Start (or, with ``join_existing``, attach to) the close of one tenant's period.
+
+        A dict is validated first: a bad field raises ``pydantic.ValidationError`` naming it,
+        and no workflow is started.
+        """
+        if not isinstance(inp, FinanceCloseInput):
+            inp = FinanceCloseInput.model_validate(inp)
+        workflow_id = inp.workflow_id()
+        try:
+            return await self.client.start_workflow(
+                FinanceCloseWorkflow.run,
+                inp,
+                id=workflow_id,
+                task_queue=self.task_queue,
+                id_conflict_policy=(
+                    WorkflowIDConflictPolicy.USE_EXISTING
+                    if join_existing
+                    else WorkflowIDConflictPolicy.FAIL
+                ),
+                # a failed, rejected or cancelled close may be run again; a completed one may not
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        visibility.PROCESS.value_set(FINANCE_CLOSE),
+                        visibility.TENANT.value_set(inp.tenant),
+                        visibility.APPROVAL_STATE.value_set("none"),
+                    ]
+                ),
+                memo={"requested_by": inp.requested_by, "period": inp.period},
+                static_summary=f"Finance close {inp.tenant} {inp.period}",
+                static_details=(
+                    f"Month-end close of **{inp.tenant}** for **{inp.period}**, requested by "
+                    f"{inp.requested_by}. Postings need policy approval; see the "
+                    "`pending_approvals` query while it waits."
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            raise ProcessAlreadyStarted(workflow_id) from None
+
+    # -- inspect --------------------------------------------------------------------------------
+
+    def handle(self, workflow_id: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(workflow_id)
+
+    async def status(self, workflow_id: str) -> ProcessStatus:
+        return await self.handle(workflow_id).query(
+            FinanceCloseWorkflow.status, result_type=ProcessStatus
+        )
+
+    async def execution_status(self, workflow_id: str) -> WorkflowExecutionStatus | None:
+        return (await self.handle(workflow_id).describe()).status
+
+    async def pending_approvals(self, workflow_id: str) -> list[ApprovalRequest]:
+        return await self.handle(workflow_id).query(FinanceCloseWorkflow.pending_approvals)
+
+    async def result(self, workflow_id: str) -> FinanceCloseResult:
+        return await self.client.get_workflow_handle_for(
+            FinanceCloseWorkflow.run, workflow_id
+        ).result()
+
+    async def cancel(self, workflow_id: str) -> None:
+        """Request cancellation: the run compensates what it did, then ends as cancelled."""
+        await self.handle(workflow_id).cancel()
+
+    # -- decide -------------------------------------------------------------------------------
+
+    async def decide(self, workflow_id: str, decision: ApprovalDecision) -> ApprovalAck:
+        """Send a decision as an Update; refused decisions raise :class:`ApprovalRefused`."""
+        try:
+            return await self.handle(workflow_id).execute_update(
+                FinanceCloseWorkflow.decide_approval, decision
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            raise ApprovalRefused(getattr(cause, "message", None) or str(cause)) from err
+
+    async def approve(
+        self,
+        workflow_id: str,
+        *,
+        approver: str,
+        rationale: str,
+        request_id: str | None = None,
+        action_digest: str | None = None,
+    ) -> ApprovalAck:
+        return await self._decide(
+            workflow_id, "approve", approver, rationale, request_id, action_digest
+        )
+
+    async def reject(
+        self,
+        workflow_id: str,
+        *,
+        approver: str,
+        rationale: str,
+        request_id: str | None = None,
+        action_digest: str | None = None,
+    ) -> ApprovalAck:
+        return await self._decide(
+            workflow_id, "reject", approver, rationale, request_id, action_digest
+        )
+
+    async def _decide(
+        self,
+        workflow_id: str,
+        verdict: str,
+        approver: str,
+        rationale: str,
+        request_id: str | None,
+        action_digest: str | None,
+    ) -> ApprovalAck:
+        """Fill in the request id and digest from the pending request when not given.
+
+        Callers that showed the request to a human should pass the digest the human saw, so a
+        change in between is refused.
+        """
+        if request_id is None or action_digest is None:
+            pending = await self.pending_approvals(workflow_id)
+            match = [p for p in pending if request_id in (None, p.request_id)]
+            if not match:
+                raise NoPendingApproval(f"{workflow_id} has no pending approval request")
+            if len(match) > 1:
+                raise NoPendingApproval(
+                    f"{workflow_id} has {len(match)} pending requests; name one with request_id"
+                )
+            request_id = match[0].request_id
+            action_digest = action_digest or match[0].action_digest
+        decision = ApprovalDecision(
+            request_id=request_id,
+            approver=approver,
+            verdict=verdict,  # type: ignore[arg-type]
+            rationale=rationale,
+            action_digest=action_digest,
+        )
+        return await self.decide(workflow_id, decision)

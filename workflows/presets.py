@@ -1,0 +1,69 @@
+"""Timeout and retry presets: the one table every process uses, per kind of activity.
+
+Why these numbers:
+- agent: models are slow and flaky; 3 attempts bound cost and turn a persistently malformed answer
+  into a clear failure within seconds; heartbeats let cancellation reach a call in flight.
+- policy: pure evaluation, fast; retried a few times, then the gate fails closed.
+- connector: systems of record may be briefly down; keep trying for about ten minutes.
+- compensation / audit: must eventually happen, so they retry until they succeed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from temporalio.common import RetryPolicy
+
+ActivityKind = Literal["agent", "policy", "connector", "compensation", "audit"]
+
+# Errors that no retry can fix: stop at once.
+NON_RETRYABLE = ["LLMRequestRejected", "PeriodNotFound", "ValidationError"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    start_to_close: timedelta
+    retry: RetryPolicy
+    heartbeat: timedelta | None = None
+
+
+PRESETS: dict[ActivityKind, Preset] = {
+    "agent": Preset(
+        start_to_close=timedelta(minutes=2),
+        heartbeat=timedelta(seconds=20),
+        retry=RetryPolicy(
+            initial_interval=timedelta(milliseconds=500),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=30),
+            maximum_attempts=3,
+            non_retryable_error_types=NON_RETRYABLE,
+        ),
+    ),
+    "policy": Preset(
+        start_to_close=timedelta(seconds=10),
+        retry=RetryPolicy(maximum_attempts=5, non_retryable_error_types=NON_RETRYABLE),
+    ),
+    "connector": Preset(
+        start_to_close=timedelta(seconds=30),
+        retry=RetryPolicy(
+            initial_interval=timedelta(milliseconds=200),
+            maximum_interval=timedelta(seconds=30),
+            maximum_attempts=30,
+            non_retryable_error_types=NON_RETRYABLE,
+        ),
+    ),
+    "compensation": Preset(
+        start_to_close=timedelta(seconds=30),
+        retry=RetryPolicy(
+            initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+        ),
+    ),
+    "audit": Preset(
+        start_to_close=timedelta(seconds=30),
+        retry=RetryPolicy(
+            initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+        ),
+    ),
+}
