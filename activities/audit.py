@@ -23,7 +23,7 @@ from datetime import datetime
 from sqlmodel import Field, Session, SQLModel, UniqueConstraint, col, select
 from temporalio import activity
 
-from activities.database import Database, utcnow
+from activities.database import Database, as_utc, utcnow
 from workflows.contracts import AuditBatch, AuditEvent, AuditWriteResult
 
 GENESIS_HASH = "0" * 64
@@ -58,7 +58,7 @@ class AuditRecord(SQLModel, table=True):
             "workflow_id": self.workflow_id,
             "run_id": self.run_id,
             "seq": self.seq,
-            "recorded_at": self.recorded_at.isoformat(),
+            "recorded_at": as_utc(self.recorded_at).isoformat(),
             "actor": self.actor,
             "action": self.action,
             "detail": json.loads(self.detail_json),

@@ -29,7 +29,12 @@ def from_cents(cents: int) -> Decimal:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Databases hand timestamps back naive (SQLite) or in the session's zone (PostgreSQL)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class AccountingPeriod(SQLModel, table=True):
@@ -142,6 +147,9 @@ def _make_sqlite_transactions_immediate(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # let us emit BEGIN ourselves
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives a crash of any process; only power loss may drop the
+        # last commits. Production ledgers run on PostgreSQL.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 

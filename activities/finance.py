@@ -282,12 +282,9 @@ class FinanceActivities:
     @activity.defn(name="post_journal_entry")
     async def post_journal_entry(self, inp: PostEntryInput) -> PostEntryOutcome:
         """Post one adjusting entry if, and only if, policy allows it right now."""
-        already = await asyncio.to_thread(self._posting_by_key, inp.idempotency_key)
-        if already is not None:
-            return PostEntryOutcome.model_validate_json(already.decision_json).model_copy(
-                update={"posting_id": already.posting_id}
-            )
-        status = await asyncio.to_thread(self._period_status, inp.tenant, inp.period)
+        already, status = await asyncio.to_thread(self._lookup, inp)
+        if already is not None:  # a retry of an attempt that did post: same answer, no 2nd post
+            return PostEntryOutcome.model_validate_json(already.decision_json)
         wf, run, seq = _audit_key("post")
         query = PolicyQuery(
             policy=POSTING_POLICY,
@@ -298,16 +295,14 @@ class FinanceActivities:
         decision = await decide(self.policy, query, decision_id=f"{wf}/{seq}")
         return await asyncio.to_thread(self._record_posting, inp, decision, (wf, run, seq))
 
-    def _posting_by_key(self, key: str) -> JournalPosting | None:
+    def _lookup(self, inp: PostEntryInput) -> tuple[JournalPosting | None, str]:
+        """The posting already made under this key (if any) and the period's status."""
         with self.db.session() as session:
-            return session.exec(
-                select(JournalPosting).where(JournalPosting.idempotency_key == key)
+            posting = session.exec(
+                select(JournalPosting).where(JournalPosting.idempotency_key == inp.idempotency_key)
             ).first()
-
-    def _period_status(self, tenant: str, period: str) -> str:
-        with self.db.session() as session:
-            row = session.get(AccountingPeriod, (tenant, period))
-            return row.status if row else "unknown"
+            period = session.get(AccountingPeriod, (inp.tenant, inp.period))
+            return posting, period.status if period else "unknown"
 
     def _record_posting(
         self, inp: PostEntryInput, decision: PolicyDecision, key: tuple[str, str, str]

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from temporalio.client import Client
@@ -28,10 +28,12 @@ from temporalio.worker import Worker
 from activities.database import Database
 from activities.seed import seed_period
 from baton.settings import REPO_ROOT, Settings
-from tests.support.scripted_model import ScriptedModelServer
 from workflows import visibility
 from workflows.client import BatonClient
 from workflows.plugin import BatonPlugin
+
+if TYPE_CHECKING:
+    from tests.support.scripted_model import ScriptedModelServer
 
 _years = itertools.count(2101)
 
@@ -74,6 +76,8 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
 
 @pytest.fixture(scope="session")
 def model_server() -> Iterator[ScriptedModelServer]:
+    from tests.support.scripted_model import ScriptedModelServer
+
     server = ScriptedModelServer()
     server.start("127.0.0.1", 0)
     yield server

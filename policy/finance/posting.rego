@@ -163,7 +163,7 @@ deny contains msg if {
 
 deny contains msg if {
 	not amount_valid
-	msg := sprintf("entry %s has no numeric amount", [entry_id])
+	msg := sprintf("entry %s has no numeric amount (amounts are JSON numbers, not strings)", [entry_id])
 }
 
 deny contains msg if {

@@ -124,7 +124,7 @@ test_hard_cap_comes_from_data if {
 test_deny_amount_that_is_not_a_number if {
 	d := decide(with_amount("12.50"))
 	d.allow == false
-	d.deny == ["entry ADJ-B0042 has no numeric amount"]
+	d.deny == ["entry ADJ-B0042 has no numeric amount (amounts are JSON numbers, not strings)"]
 }
 
 test_deny_unknown_action if {

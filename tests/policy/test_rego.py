@@ -1,0 +1,231 @@
+"""The Rego policies, tested twice over.
+
+1. Every ``test_`` rule under policy/ passes on OPA's evaluator AND on regorus (one pytest item
+   per Rego test and engine, so a failure names the rule).
+2. A cross-check: a table of varied inputs, malformed ones included, gives identical decision
+   documents on both engines. The two evaluators disagree on a few corners of Rego (see
+   policy/README.md); this table is what proves the policies stay clear of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from activities.policy import (
+    EmbeddedOpaEngine,
+    RegorusEngine,
+    RegoTestResult,
+    discover_rego_tests,
+    run_rego_tests,
+)
+
+POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
+TEST_NAMES = discover_rego_tests(POLICY_DIR)
+Engine = Literal["opa", "regorus"]
+ENGINES: list[Engine] = ["opa", "regorus"]
+
+
+@functools.cache
+def results(engine: Engine) -> dict[str, RegoTestResult]:
+    # One run per engine for the whole module; each parametrized item reads its own result.
+    return {r.name: r for r in run_rego_tests(POLICY_DIR, engine)}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name", TEST_NAMES)
+def test_rego(name: str, engine: Engine) -> None:
+    result = results(engine)[name]
+    assert result.passed, f"{name} on {engine}: {result.error}"
+
+
+def test_every_policy_package_has_rego_tests() -> None:
+    packages = {name.rsplit(".", 1)[0] for name in TEST_NAMES}
+    assert {"baton.finance.posting_test", "baton.finance.approval_test", "baton.lib_test"} <= (
+        packages
+    )
+    assert len(TEST_NAMES) >= 60
+
+
+def test_runner_reports_failures_errors_and_duplicates_on_both_engines(tmp_path: Path) -> None:
+    (tmp_path / "p.rego").write_text("package t\n\nx := 1\n")
+    (tmp_path / "p_test.rego").write_text(
+        "package t_test\n\n"
+        "import data.t\n\n"
+        "test_passes if t.x == 1\n\n"
+        "test_fails if t.x == 2\n\n"
+        'test_errors if to_number("not a number") == 1\n\n'
+        "test_twice if t.x == 1\n\n"
+        "test_twice if t.x == 3\n"
+    )
+    for engine in ENGINES:
+        by_name = {r.name: r for r in run_rego_tests(tmp_path, engine)}
+        assert by_name["t_test.test_passes"] == RegoTestResult("t_test.test_passes", True)
+        assert by_name["t_test.test_fails"].error == (
+            "failed: a body expression was false or undefined"
+        )
+        error = by_name["t_test.test_errors"].error or ""
+        assert error.startswith("error: ") and "Stack backtrace" not in error
+        assert "defined more than once" in (by_name["t_test.test_twice"].error or "")
+        assert not any(r.passed for n, r in by_name.items() if n != "t_test.test_passes")
+
+
+def test_runner_fails_every_test_when_the_policies_do_not_load(tmp_path: Path) -> None:
+    shutil.copytree(POLICY_DIR, tmp_path / "policy")
+    (tmp_path / "policy" / "finance" / "broken.rego").write_text("package broken\n\nx := if {\n")
+    for engine in ENGINES:
+        out = run_rego_tests(tmp_path / "policy", engine)
+        assert len(out) == len(TEST_NAMES)
+        assert all(not r.passed and "does not compile" in (r.error or "") for r in out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-check: OPA and regorus give identical decision documents
+# ---------------------------------------------------------------------------------------------
+
+BASE: dict[str, Any] = {
+    "action": "post_journal_entry",
+    "tenant": "acme",
+    "period": {"id": "2026-10", "status": "open"},
+    "entry": {
+        "entry_id": "ADJ-B0042",
+        "account": "6100-bank-fees",
+        "amount": -12.5,
+        "source_ids": ["B0042"],
+    },
+    "preparer": "agent:reconciler",
+    "requested_by": "alice",
+    "compliance_flagged": False,
+    "approval": None,
+}
+
+
+def posting(amount: Any = -12.5, *, drop: tuple[str, ...] = (), **fields: Any) -> dict[str, Any]:
+    """BASE with the amount and top-level fields replaced and the named fields removed."""
+    doc = {**BASE, "entry": {**BASE["entry"], "amount": amount}, **fields}
+    for name in drop:
+        doc.pop(name)
+    return doc
+
+
+def approval(approver: str, **fields: Any) -> dict[str, Any]:
+    return {"approver": approver, "request_id": "apr-1", "action_digest": "d1", **fields}
+
+
+POSTING_CASES: dict[str, dict[str, Any]] = {
+    "small-debit": posting(),
+    "small-credit": posting(250),
+    "zero": posting(0),
+    "below-approval-999.99": posting(999.99),
+    "approval-1000": posting(1000),
+    "approval-negative-1000": posting(-1000),
+    "below-cfo-49999.99": posting(49999.99),
+    "cfo-50000": posting(50000),
+    "hard-cap-1000000": posting(1_000_000),
+    "over-cap-1000000.01": posting(1_000_000.01),
+    "over-cap-float-1234567.89": posting(-1_234_567.89),
+    "huge-123456789012.34": posting(123_456_789_012.34),
+    "rounding-0.005": posting(0.005),
+    "rounding-minus-0.004": posting(-0.004),
+    "closed-period": posting(period={"id": "2026-09", "status": "closed"}),
+    "bad-account": posting(entry={**BASE["entry"], "account": "9999-bonus"}),
+    "unknown-tenant": posting(tenant="initech"),
+    "other-tenant": posting(tenant="globex"),
+    "tenant-not-a-string": posting(tenant=42),
+    "unknown-action": posting(action="delete_ledger"),
+    "flagged": posting(compliance_flagged=True),
+    "flagged-cfo": posting(60000, compliance_flagged=True),
+    "flag-missing": posting(drop=("compliance_flagged",)),
+    "flag-string": posting(compliance_flagged="no"),
+    "valid-controller-approval": posting(1500, approval=approval("carol")),
+    "valid-cfo-approval": posting(75000, approval=approval("dave")),
+    "self-approval-requester": posting(1500, requested_by="carol", approval=approval("carol")),
+    "self-approval-preparer": posting(1500, preparer="frank", approval=approval("frank")),
+    "wrong-role": posting(75000, approval=approval("carol")),
+    "approver-without-role": posting(1500, approval=approval("erin")),
+    "approver-unknown": posting(1500, approval=approval("mallory")),
+    "approval-no-digest": posting(1500, approval={"approver": "carol", "request_id": "r"}),
+    "approval-no-approver": posting(1500, approval={"request_id": "r", "action_digest": "d"}),
+    "approval-is-a-string": posting(1500, approval="yes"),
+    "approval-missing": posting(1500, drop=("approval",)),
+    "requester-eligible-excluded": posting(5000, requested_by="carol"),
+    "requester-missing": posting(5000, drop=("requested_by",)),
+    "amount-string": posting("1500.00"),
+    "amount-null": posting(None),
+    "entry-missing": posting(drop=("entry",)),
+    "empty-input": {},
+}
+
+APPROVAL_CASES: dict[str, dict[str, Any]] = {
+    "controller": {
+        "approver": "carol",
+        "requested_by": "alice",
+        "preparer": "agent:reconciler",
+        "approver_roles": ["finance-controller"],
+    },
+    "cfo-needed": {
+        "approver": "carol",
+        "requested_by": "alice",
+        "preparer": "agent:reconciler",
+        "approver_roles": ["cfo"],
+    },
+    "self": {
+        "approver": "carol",
+        "requested_by": "carol",
+        "preparer": "carol",
+        "approver_roles": ["finance-controller"],
+    },
+    "unknown": {
+        "approver": "mallory",
+        "requested_by": "alice",
+        "preparer": "x",
+        "approver_roles": ["cfo"],
+    },
+    "no-roles": {"approver": "dave", "requested_by": "alice", "preparer": "x"},
+    "empty": {},
+}
+
+
+@pytest.fixture(scope="module")
+def engines() -> tuple[EmbeddedOpaEngine, RegorusEngine]:
+    return EmbeddedOpaEngine(POLICY_DIR), RegorusEngine(POLICY_DIR)
+
+
+@pytest.mark.parametrize(
+    ("path", "case"),
+    [("baton/finance/posting/decision", c) for c in POSTING_CASES]
+    + [("baton/finance/approval/decision", c) for c in APPROVAL_CASES],
+)
+def test_opa_and_regorus_agree(
+    engines: tuple[EmbeddedOpaEngine, RegorusEngine], path: str, case: str
+) -> None:
+    document = POSTING_CASES[case] if "posting" in path else APPROVAL_CASES[case]
+    opa, regorus = engines
+    opa_value, opa_revision = opa.evaluate_sync(path, document)
+    regorus_value, regorus_revision = regorus.evaluate_sync(path, document)
+    assert opa_value == regorus_value
+    assert opa_revision == regorus_revision
+    # Strict types on both sides: a boolean allow and lists of strings.
+    assert isinstance(opa_value["allow"], bool)
+    assert all(isinstance(reason, str) for reason in opa_value["deny"])
+
+
+def test_cross_check_table_covers_every_verdict(
+    engines: tuple[EmbeddedOpaEngine, RegorusEngine],
+) -> None:
+    opa, _ = engines
+    seen = set()
+    for document in POSTING_CASES.values():
+        value, _ = opa.evaluate_sync("baton/finance/posting/decision", document)
+        if value["deny"]:
+            seen.add("deny")
+        elif value["require_approval"]:
+            seen.add("require_approval")
+        else:
+            seen.add("allow")
+    assert seen == {"allow", "deny", "require_approval"}
+    assert len(POSTING_CASES) >= 20

@@ -1,0 +1,209 @@
+"""Operating Baton as its users do: a separate worker process (killed and restarted), the `baton`
+CLI, the stock `temporal` CLI, and replay of a committed golden history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlmodel import select, text
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from activities.database import JournalPosting
+from baton.settings import REPO_ROOT
+from tests.conftest import Harness, temporal_binary
+from workflows.finance_close import FinanceCloseWorkflow
+from workflows.plugin import BatonPlugin
+
+GOLDEN = Path(__file__).parent / "golden" / "finance_close_approved.json"
+BATON = str(Path(sys.executable).parent / "baton")
+
+
+def stack_env(h: Harness) -> dict[str, str]:
+    """Environment that points a Baton process at this test's server, queue, DB and model."""
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": h.temporal.service_client.config.target_host,
+        "BATON_TASK_QUEUE": h.client.task_queue,
+        "DATABASE_URL": h.settings.database_url,
+        "OPENAI_BASE_URL": h.settings.openai_base_url,
+        "BATON_POLICY_DIR": str(h.settings.policy_dir),
+    }
+
+
+async def run(
+    cmd: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in a thread: the in-process worker must keep answering meanwhile."""
+    return await asyncio.to_thread(
+        subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def run_cli(h: Harness, *args: str) -> subprocess.CompletedProcess[str]:
+    return await run([BATON, *args], env=stack_env(h))
+
+
+def start_worker_process(h: Harness) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "worker.py")],
+        env=stack_env(h),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def posted_keys(h: Harness) -> list[str]:
+    with h.db.session() as s:
+        rows = s.exec(select(JournalPosting).where(JournalPosting.period == h.period)).all()
+        return [r.idempotency_key for r in rows]
+
+
+async def test_worker_killed_mid_run_then_restarted_completes_without_double_posting(
+    harness: Harness,
+) -> None:
+    h = harness
+    worker = start_worker_process(h)
+    try:
+        handle = await h.client.start_finance_close(h.start_input())
+        status = await h.wait_for_pending(handle.id, timeout=60)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        # the approval lands while no worker runs at all: it is durable in the server
+        await handle.signal(
+            "submit_approval",
+            {
+                "request_id": status.pending[0].request_id,
+                "approver": "carol",
+                "verdict": "approve",
+                "rationale": "ok",
+                "action_digest": status.pending[0].action_digest,
+            },
+        )
+        worker = start_worker_process(h)
+        result = await asyncio.wait_for(handle.result(), 90)
+    finally:
+        worker.kill()
+        worker.wait(10)
+    keys = posted_keys(h)
+    assert len(keys) == len(set(keys)) == len(result.posted)
+    assert len(result.posted) == len(status.posted) + len(status.pending[0].entries)
+    assert h.runtime.ledger.verify().ok
+
+
+async def test_worker_stops_cleanly_on_sigterm(harness: Harness) -> None:
+    worker = start_worker_process(harness)
+    await asyncio.sleep(3)
+    assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+
+
+async def test_cli_and_stock_temporal_cli_drive_an_approval(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+
+        # the CLI exits 0, run after run (sdk-python#300 exit crash guard)
+        for _ in range(30):
+            listed = await run_cli(h, "approvals", "list", handle.id)
+            assert listed.returncode == 0, listed.stderr
+            assert request.request_id in listed.stdout
+
+        refused = await run_cli(h, "approve", handle.id, "--approver", "erin", "--rationale", "x")
+        assert refused.returncode == 1 and "erin may not decide" in refused.stderr
+
+        # the copy-paste example from the README, with the stock temporal CLI
+        payload = {
+            "request_id": request.request_id,
+            "approver": "carol",
+            "verdict": "approve",
+            "rationale": "approved from the temporal CLI",
+            "action_digest": request.action_digest,
+        }
+        update = await run(
+            [
+                temporal_binary(),
+                "workflow",
+                "update",
+                "execute",
+                "--address",
+                h.temporal.service_client.config.target_host,
+                "--workflow-id",
+                handle.id,
+                "--name",
+                "decide_approval",
+                "--input",
+                json.dumps(payload),
+            ]
+        )
+        assert update.returncode == 0, update.stderr
+        result = await handle.result()
+    assert result.approvals[0].rationale == "approved from the temporal CLI"
+
+    shown = await run_cli(h, "audit", "show", handle.id)
+    assert shown.returncode == 0 and "approval.approved" in shown.stdout
+    ok = await run_cli(h, "audit", "verify")
+    assert ok.returncode == 0 and "audit chain OK" in ok.stdout
+    with h.db.session() as s:
+        s.exec(
+            text(
+                "UPDATE audit_record SET actor = 'mallory' "  # type: ignore[call-overload]
+                "WHERE action = 'approval.approved'"
+            )
+        )
+    broken = await run_cli(h, "audit", "verify")
+    assert broken.returncode == 1
+    assert "approval.approved): content does not match its hash (edited)" in broken.stdout
+
+
+async def test_cli_rejects_bad_input_naming_the_field(harness: Harness) -> None:
+    bad = await run_cli(
+        harness,
+        "close",
+        "start",
+        "--tenant",
+        "acme",
+        "--period",
+        "2026-13",
+        "--requested-by",
+        "alice",
+    )
+    assert bad.returncode == 2
+    assert "period" in bad.stderr and "YYYY-MM" in bad.stderr
+    helped = await run([BATON, "--help"])
+    assert helped.returncode == 0
+    for command in ("demo", "worker", "close", "approve", "reject", "audit", "policy"):
+        assert command in helped.stdout
+
+
+async def test_golden_history_replays(harness: Harness) -> None:
+    """A committed history of an approved close must replay on the current workflow code.
+
+    Regenerate (only when a change is meant to alter the command sequence, behind
+    workflow.patched) with BATON_REGENERATE_GOLDEN=1.
+    """
+    h = harness
+    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+        async with h.worker():
+            handle = await h.client.start_finance_close(h.start_input())
+            await h.wait_for_pending(handle.id)
+            await h.client.approve(handle.id, approver="carol", rationale="golden")
+            await handle.result()
+        history = await handle.fetch_history()
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
+    if not GOLDEN.exists():
+        pytest.fail(f"{GOLDEN} is missing: run with BATON_REGENERATE_GOLDEN=1")
+    history = WorkflowHistory.from_json("golden-finance-close", GOLDEN.read_text())
+    replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
