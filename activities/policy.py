@@ -416,10 +416,17 @@ class RegorusEngine:
     def evaluate_sync(self, path: str, input: dict[str, Any] | None) -> tuple[Any, str]:
         segments = rule_path(path)
         snapshot = self.bundle.current()
+        # (revision, engine or the PolicyLoadError it failed with): a revision that does not
+        # compile is not re-parsed on every query.
         loaded: tuple[str, Any] | None = getattr(self._local, "loaded", None)
         if loaded is None or loaded[0] != snapshot.revision:
-            loaded = (snapshot.revision, _build_regorus(snapshot))
+            try:
+                loaded = (snapshot.revision, _build_regorus(snapshot))
+            except PolicyLoadError as exc:
+                loaded = (snapshot.revision, exc)
             self._local.loaded = loaded
+        if isinstance(loaded[1], PolicyLoadError):
+            raise loaded[1]
         return _eval_regorus(loaded[1], segments, input, snapshot.revision), snapshot.revision
 
 
@@ -581,9 +588,9 @@ async def decide(
         if deadline.expired():
             return denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
         return denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
-    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # pyo3's PanicException (regorus) derives from BaseException
+    except BaseException as exc:
+        if not _is_engine_failure(exc):
+            raise
         return denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
 
     revision = str(revision)
@@ -653,6 +660,13 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return f"a {type(value).__name__}"
+
+
+def _is_engine_failure(exc: BaseException) -> bool:
+    """Any exception, and pyo3's PanicException (regorus), which derives from BaseException;
+    but never a request to stop (cancellation, Ctrl-C, exit), which must propagate."""
+    stop = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+    return not isinstance(exc, stop)
 
 
 def _describe(exc: BaseException) -> str:
@@ -740,8 +754,11 @@ def run_rego_tests(
     # OPA). Only tests that are not plainly true there are evaluated one by one, for the reason.
     package_values: dict[str, Any] = {}
     for package in sorted({name.rsplit(".", 1)[0] for name in names}):
-        with contextlib.suppress(Exception):  # an erroring test: the slow path will name it
+        try:
             package_values[package] = evaluate(native, package.split("."), None, snapshot.revision)
+        except BaseException as exc:  # an erroring test: the one-by-one pass will name it
+            if not _is_engine_failure(exc):
+                raise
 
     results: list[RegoTestResult] = []
     for name in names:
@@ -759,7 +776,9 @@ def run_rego_tests(
             results.append(
                 RegoTestResult(name, False, "failed: a body expression was false or undefined")
             )
-        except Exception as exc:  # an evaluation error fails this test, not the run
+        except BaseException as exc:  # an evaluation error fails this test, not the run
+            if not _is_engine_failure(exc):
+                raise
             results.append(RegoTestResult(name, False, f"error: {_describe(exc)}"))
         else:
             passed = value is True

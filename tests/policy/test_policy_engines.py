@@ -37,7 +37,7 @@ from activities.policy import (
     decide,
     rule_path,
 )
-from tests.policy.test_rego import BASE, POSTING_CASES, approval, posting
+from tests.policy.test_rego import APPROVAL_CASES, BASE, POSTING_CASES, approval, posting
 from workflows.contracts import Obligations, PolicyDecision, PolicyQuery
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
@@ -583,9 +583,11 @@ async def test_rest_engine_through_local_opa_server_matches_embedded() -> None:
     rest = OpaRestEngine(f"http://127.0.0.1:{port}", timeout=5)
     embedded = EmbeddedOpaEngine(POLICY_DIR)
     try:
-        for case, document in POSTING_CASES.items():
-            via_rest = await decide(rest, query(document), case)
-            local = await decide(embedded, query(document), case)
+        table = [(POSTING, case, doc) for case, doc in POSTING_CASES.items()]
+        table += [("baton/finance/approval", case, doc) for case, doc in APPROVAL_CASES.items()]
+        for policy, case, document in table:
+            via_rest = await decide(rest, query(document, policy), case)
+            local = await decide(embedded, query(document, policy), case)
             assert via_rest.engine == "opa-rest"
             assert _comparable(via_rest) == _comparable(local), case
     finally:
