@@ -90,12 +90,12 @@ def reconcile(inp: ReconcileInput) -> Reconciliation:
     reference, amount within ``amount_tolerance`` and date within ``date_tolerance_days``).
     """
     seen: dict[tuple[str, str, Decimal], str] = {}
-    duplicates: list[str] = []
+    duplicates: list[LedgerLine] = []
     candidates: dict[str, list[LedgerLine]] = defaultdict(list)
     for entry in inp.data.ledger:
         key = (entry.reference, entry.account, entry.amount)
         if key in seen:
-            duplicates.append(entry.entry_id)
+            duplicates.append(entry)
             continue
         seen[key] = entry.entry_id
         candidates[entry.reference].append(entry)
@@ -130,14 +130,15 @@ def reconcile(inp: ReconcileInput) -> Reconciliation:
                 difference=line.amount - entry.amount,
             )
         )
+    duplicate_ids = {e.entry_id for e in duplicates}
     unmatched_ledger = [
-        e for e in inp.data.ledger if e.entry_id not in used and e.entry_id not in duplicates
+        e for e in inp.data.ledger if e.entry_id not in used and e.entry_id not in duplicate_ids
     ]
     return Reconciliation(
         matches=matches,
         unmatched_bank=unmatched_bank,
         unmatched_ledger=unmatched_ledger,
-        duplicate_ledger_ids=duplicates,
+        duplicate_ledger=duplicates,
     )
 
 
@@ -237,7 +238,7 @@ class FinanceActivities:
                 "tolerance": sum(m.kind == "tolerance" for m in result.matches),
                 "unmatched_bank": len(result.unmatched_bank),
                 "unmatched_ledger": len(result.unmatched_ledger),
-                "duplicates": len(result.duplicate_ledger_ids),
+                "duplicates": len(result.duplicate_ledger),
             },
             input_digest=digest(inp),
             output_digest=digest(result),

@@ -60,7 +60,9 @@ async def test_happy_path_with_approval(harness: Harness) -> None:
         # entries below the threshold were posted before the approval; big ones wait
         auto_posted = {p.entry_id for p in status.posted}
         assert auto_posted and all(abs(p.amount) < 1000 for p in status.posted)
-        assert all(abs(e.amount) >= 1000 for e in request.entries)
+        flagged = {f.entry_id for f in request.compliance_findings}
+        assert all(abs(e.amount) >= 1000 or e.entry_id in flagged for e in request.entries)
+        assert any(abs(e.amount) >= 1000 for e in request.entries)
         assert request.eligible_approvers and "alice" not in request.eligible_approvers
         assert (await h.client.execution_status(handle.id)).name == "RUNNING"
 

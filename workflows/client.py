@@ -22,6 +22,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -130,9 +131,9 @@ class BatonClient:
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 search_attributes=TypedSearchAttributes(
                     [
-                        visibility.PROCESS.value_set(FINANCE_CLOSE),
-                        visibility.TENANT.value_set(inp.tenant),
-                        visibility.APPROVAL_STATE.value_set("none"),
+                        SearchAttributePair(visibility.PROCESS, FINANCE_CLOSE),
+                        SearchAttributePair(visibility.TENANT, inp.tenant),
+                        SearchAttributePair(visibility.APPROVAL_STATE, "none"),
                     ]
                 ),
                 memo={"requested_by": inp.requested_by, "period": inp.period},

@@ -185,7 +185,7 @@ class Reconciliation(Contract):
     matches: list[Match]
     unmatched_bank: list[BankLine]
     unmatched_ledger: list[LedgerLine]
-    duplicate_ledger_ids: list[str]
+    duplicate_ledger: list[LedgerLine] = Field(description="Second and later copies of entries.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,6 +219,7 @@ class ProposeAdjustmentsInput(Contract):
     period: str
     unmatched_bank: list[BankLine]
     unmatched_ledger: list[LedgerLine]
+    duplicate_ledger: list[LedgerLine]
     duplicate_ledger_ids: list[str]
 
 

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import is_cancelled_exception
 
 from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate
@@ -102,12 +103,15 @@ class FinanceCloseWorkflow:
         )
         try:
             return await self._close(inp)
-        except BaseException as err:  # failure, rejection, deny, cancellation: undo, then re-raise
+        # Failure, rejection, deny or cancellation (CancelledError is a BaseException): undo, then
+        # re-raise. Not BaseException as a whole: an eviction from the worker's cache closes the
+        # coroutine with GeneratorExit, and that must not run compensations.
+        except (Exception, asyncio.CancelledError) as err:
             self.stage = "compensating"
             undone = await self.saga.compensate()
             self.audit.record(
                 "baton:workflow",
-                "close.cancelled" if isinstance(err, asyncio.CancelledError) else "close.failed",
+                "close.cancelled" if is_cancelled_exception(err) else "close.failed",
                 detail={
                     "error": str(err) or type(err).__name__,
                     "compensated": undone,
@@ -147,7 +151,8 @@ class FinanceCloseWorkflow:
                 period=inp.period,
                 unmatched_bank=recon.unmatched_bank,
                 unmatched_ledger=recon.unmatched_ledger,
-                duplicate_ledger_ids=recon.duplicate_ledger_ids,
+                duplicate_ledger=recon.duplicate_ledger,
+                duplicate_ledger_ids=[e.entry_id for e in recon.duplicate_ledger],
             ),
             f"reconciler agent (LLM): explain {len(recon.unmatched_bank)} bank lines, "
             f"{len(recon.unmatched_ledger)} ledger entries",
@@ -388,7 +393,7 @@ class FinanceCloseWorkflow:
             )
         self.audit.record(
             decision.approver,
-            f"approval.{decision.verdict}d",
+            "approval.approved" if decision.verdict == "approve" else "approval.rejected",
             detail={"request_id": decision.request_id, "action_digest": decision.action_digest},
             rationale=decision.rationale,
         )

@@ -21,6 +21,9 @@ PASSTHROUGH = [
     "pydantic",  # the contracts' base; pure, and re-importing it per workflow is slow
     "pydantic_core",  # pydantic's compiled core
     "annotated_types",  # pydantic dependency
+    # pure models (pydantic + stdlib only). Activities, imported through the sandbox, use the
+    # same classes; re-importing them inside would make PeriodData != PeriodData.
+    "workflows.contracts",
 ]
 
 
