@@ -5,8 +5,11 @@ reversed, what the audit trail says."""
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections import Counter
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -15,6 +18,8 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.database import AccountingPeriod, JournalPosting, from_cents
+from activities.seed import seed_period
+from baton.settings import REPO_ROOT
 from tests.conftest import Harness
 from tests.support.scripted_model import Fault
 from workflows.client import ApprovalRefused, ProcessAlreadyStarted
@@ -289,3 +294,43 @@ async def test_approval_sla_expiry_fails_safe(harness: Harness) -> None:
             await asyncio.wait_for(handle.result(), 30)
     assert failure_type(failed.value) == "ApprovalExpired"
     assert all(net == 0 for net in net_by_entry(postings(h)).values())
+
+
+async def test_close_through_opa_rest_server_and_postgres(
+    temporal_client: Any, model_server: Any, pg_database: str
+) -> None:
+    """The production shape: a real OPA REST API (opa-python-client) and PostgreSQL."""
+    from baton.devstack.opa_server import OpaCompatibleServer
+    from tests.conftest import make_settings
+    from worker import build_runtime, build_worker
+    from workflows.client import BatonClient
+
+    opa = OpaCompatibleServer(REPO_ROOT / "policy")
+    port = opa.start("127.0.0.1", 0)
+    settings = make_settings(pg_database, model_server, opa_url=f"http://127.0.0.1:{port}")
+    runtime = build_runtime(settings)
+    period = "2999-10"
+    seed_period(runtime.db, "globex", period)
+    client = BatonClient(temporal_client, task_queue=f"tq-{uuid.uuid4().hex[:12]}")
+    try:
+        async with build_worker(temporal_client, runtime, task_queue=client.task_queue):
+            handle = await client.start_finance_close(
+                {"tenant": "globex", "period": period, "requested_by": "alice"}
+            )
+            async with asyncio.timeout(30):
+                while not (await client.status(handle.id)).pending:
+                    await asyncio.sleep(0.1)
+            await client.approve(handle.id, approver="frank", rationale="ok")
+            result = await handle.result()
+        trail = runtime.ledger.trail(handle.id)
+        engines = {
+            json.loads(r.detail_json)["engine"] for r in trail if r.action.startswith("policy.")
+        }
+        assert engines == {"opa-rest"}
+        with runtime.db.session() as s:
+            rows = s.exec(select(JournalPosting).where(JournalPosting.period == period)).all()
+        assert len(rows) == len(result.posted) and rows
+        assert runtime.ledger.verify().ok
+    finally:
+        await runtime.close()
+        opa.stop()
