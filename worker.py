@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from activities.policy import build_engine
 from openai import AsyncOpenAI
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -26,6 +25,7 @@ from activities.agents import AgentActivities
 from activities.audit import AuditActivities, AuditLedger
 from activities.database import Database
 from activities.finance import FinanceActivities
+from activities.policy import build_engine
 from baton.settings import Settings
 from workflows.client import connect_client
 from workflows.finance_close import FinanceCloseWorkflow

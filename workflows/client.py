@@ -149,13 +149,11 @@ class BatonClient:
 
     # -- inspect --------------------------------------------------------------------------------
 
-    def handle(self, workflow_id: str) -> WorkflowHandle[Any, Any]:
-        return self.client.get_workflow_handle(workflow_id)
+    def handle(self, workflow_id: str) -> WorkflowHandle[FinanceCloseWorkflow, FinanceCloseResult]:
+        return self.client.get_workflow_handle_for(FinanceCloseWorkflow.run, workflow_id)
 
     async def status(self, workflow_id: str) -> ProcessStatus:
-        return await self.handle(workflow_id).query(
-            FinanceCloseWorkflow.status, result_type=ProcessStatus
-        )
+        return await self.handle(workflow_id).query(FinanceCloseWorkflow.status)
 
     async def execution_status(self, workflow_id: str) -> WorkflowExecutionStatus | None:
         return (await self.handle(workflow_id).describe()).status
@@ -164,9 +162,7 @@ class BatonClient:
         return await self.handle(workflow_id).query(FinanceCloseWorkflow.pending_approvals)
 
     async def result(self, workflow_id: str) -> FinanceCloseResult:
-        return await self.client.get_workflow_handle_for(
-            FinanceCloseWorkflow.run, workflow_id
-        ).result()
+        return await self.handle(workflow_id).result()
 
     async def cancel(self, workflow_id: str) -> None:
         """Request cancellation: the run compensates what it did, then ends as cancelled."""
@@ -177,8 +173,11 @@ class BatonClient:
     async def decide(self, workflow_id: str, decision: ApprovalDecision) -> ApprovalAck:
         """Send a decision as an Update; refused decisions raise :class:`ApprovalRefused`."""
         try:
+            # temporalio 1.35's stubs type an async update that has a validator as returning a
+            # coroutine; the call returns the ApprovalAck itself.
             return await self.handle(workflow_id).execute_update(
-                FinanceCloseWorkflow.decide_approval, decision
+                FinanceCloseWorkflow.decide_approval,  # type: ignore[arg-type]
+                decision,
             )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
