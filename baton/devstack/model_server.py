@@ -1,0 +1,414 @@
+"""Local OpenAI-compatible model server: deterministic rules, NOT a language model.
+
+Owns: the agent rules (``respond``) and the wire format of ``POST /v1/chat/completions``,
+``GET /v1/models`` and ``GET /health``, exactly as the ``openai`` SDK expects them, so the demo and
+the tests run offline through the very same code path as a hosted model. As its model name
+``baton-rules-not-an-llm`` says, every answer is computed by plain rules from the agent's input,
+and the same input always gives the same answer.
+
+Agent protocol: ``messages = [system, user]``; the system message's first line is
+``agent: <name>`` and the user message is the agent's input as a JSON document. The answer is a
+JSON document (the assistant message's ``content``) that fits the agent's response schema.
+
+Run: ``python -m baton.devstack.model_server --port 8765 --host 127.0.0.1``.
+
+Must not: be imported by workflows; pretend to be anything but rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
+from baton.settings import DEFAULT_MODEL_PORT, LOCAL_MODEL_NAME
+
+SUSPENSE = "6900-suspense"
+BANK_FEES = "6100-bank-fees"
+INTEREST_INCOME = "7100-interest-income"
+RECEIVABLES = "1200-accounts-receivable"
+LARGE_AMOUNT = Decimal("10000")
+CENT = Decimal("0.01")
+
+# Checked in this order: "chargeback" contains "charge", so refunds must win over fees.
+_MEMO_RULES: list[tuple[re.Pattern[str], str, str]] = [
+    (re.compile(r"refund|chargeback", re.I), RECEIVABLES, "a refund or chargeback"),
+    (re.compile(r"\bfees?\b|\bcharges?\b", re.I), BANK_FEES, "a bank fee or charge"),
+    (re.compile(r"interest", re.I), INTEREST_INCOME, "interest"),
+]
+
+
+class AgentInputError(ValueError):
+    """The request cannot be answered: unknown agent or an input that is not what it expects."""
+
+
+# -- the rules --------------------------------------------------------------------------------
+
+
+def respond(agent: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The answer of ``agent`` to ``payload``, as the JSON object the agent's schema describes."""
+    rules = _AGENTS.get(agent)
+    if rules is None:
+        known = ", ".join(sorted(_AGENTS))
+        raise AgentInputError(f"unknown agent {agent!r}; this server knows: {known}")
+    if not isinstance(payload, dict):
+        raise AgentInputError(f"{agent}: the user message must be a JSON object")
+    return rules(payload)
+
+
+def _reconcile(payload: dict[str, Any]) -> dict[str, Any]:
+    bank = _objects(payload, "unmatched_bank", "reconciler")
+    ledger = _objects(payload, "unmatched_ledger", "reconciler")
+    duplicate_ids = [str(i) for i in _items(payload, "duplicate_ledger_ids", "reconciler")]
+    # The duplicate copies may come inside unmatched_ledger or, with their details, apart.
+    extra = []
+    if "duplicate_ledger" in payload:
+        extra = _objects(payload, "duplicate_ledger", "reconciler")
+    by_id = {str(e.get("entry_id")): e for e in [*extra, *ledger]}
+    entries: list[dict[str, Any]] = []
+
+    for line in bank:
+        line_id = _text(line, "line_id")
+        amount = _money(line, "amount")
+        memo = str(line.get("memo", ""))
+        account, why = SUSPENSE, "nothing in the memo explains it"
+        for pattern, rule_account, meaning in _MEMO_RULES:
+            if pattern.search(memo):
+                account, why = rule_account, f"the memo {memo!r} shows {meaning}"
+                break
+        parked = " and is parked there until someone explains it" if account == SUSPENSE else ""
+        entries.append(
+            _entry(
+                f"ADJ-{line_id}",
+                account,
+                amount,
+                [line_id],
+                f"Bank line {line_id} of {_fmt(amount)} (reference "
+                f"{line.get('reference', '')!r}) has no ledger entry; {why}, so it is booked "
+                f"to {account}{parked}.",
+            )
+        )
+
+    duplicates = set(duplicate_ids)
+    for entry_id in duplicate_ids:
+        entry = by_id.get(entry_id)
+        if entry is None:
+            raise AgentInputError(
+                f"reconciler: duplicate ledger entry {entry_id} is listed in duplicate_ledger_ids "
+                "but neither unmatched_ledger nor duplicate_ledger gives its account and amount"
+            )
+        amount = _money(entry, "amount")
+        account = _text(entry, "account")
+        entries.append(
+            _entry(
+                f"ADJ-DUP-{entry_id}",
+                account,
+                -amount,
+                [entry_id],
+                f"Ledger entry {entry_id} ({_fmt(amount)} on {account}, reference "
+                f"{entry.get('reference', '')!r}) was booked twice; this reverses the duplicate "
+                f"with {_fmt(-amount)}.",
+            )
+        )
+
+    for entry in ledger:
+        entry_id = _text(entry, "entry_id")
+        if entry_id in duplicates:
+            continue
+        amount = _money(entry, "amount")
+        entries.append(
+            _entry(
+                f"ADJ-{entry_id}",
+                SUSPENSE,
+                -amount,
+                [entry_id],
+                f"Ledger entry {entry_id} ({_fmt(amount)} on {entry.get('account', '?')}, "
+                f"reference {entry.get('reference', '')!r}) matches no bank line, e.g. a mis-keyed "
+                f"amount; this moves {_fmt(-amount)} to {SUSPENSE} until it is corrected.",
+            )
+        )
+
+    entries.sort(key=lambda e: e["entry_id"])
+    return {"entries": entries}
+
+
+def _check_compliance(payload: dict[str, Any]) -> dict[str, Any]:
+    entries = _objects(payload, "entries", "compliance_checker")
+    decisions = _objects(payload, "decisions", "compliance_checker")
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for decision in decisions:
+        by_subject.setdefault(str(decision.get("subject", "")), []).append(decision)
+
+    findings: list[dict[str, Any]] = []
+    for entry in sorted(entries, key=lambda e: str(e.get("entry_id", ""))):
+        entry_id = _text(entry, "entry_id")
+        amount = _money(entry, "amount")
+        if entry.get("account") == SUSPENSE:
+            note = f"unexplained item parked in suspense ({_fmt(amount)}); clear it before close"
+            findings.append(_finding(entry_id, "warning", note))
+        if abs(amount) >= LARGE_AMOUNT:
+            note = f"large adjustment of {_fmt(amount)} (at least {_fmt(LARGE_AMOUNT)})"
+            findings.append(_finding(entry_id, "warning", note))
+        for decision in by_subject.get(entry_id, []):
+            verdict = decision.get("verdict")
+            reasons = "; ".join(str(r) for r in decision.get("reasons") or []) or "no reason given"
+            policy = decision.get("policy", "policy")
+            if verdict == "deny":
+                findings.append(_finding(entry_id, "blocker", f"denied by {policy}: {reasons}"))
+            elif verdict == "require_approval":
+                note = f"needs approval under {policy}: {reasons}"
+                findings.append(_finding(entry_id, "info", note))
+
+    warnings = sum(f["severity"] == "warning" for f in findings)
+    blockers = sum(f["severity"] == "blocker" for f in findings)
+    summary = (
+        f"Reviewed {len(entries)} adjusting entries for {payload.get('tenant', '?')} "
+        f"{payload.get('period', '?')}: {warnings} warning(s), {blockers} blocker(s)."
+    )
+    summary += " Blockers must be resolved before the close." if blockers else " No blockers."
+    return {"summary": summary, "findings": findings}
+
+
+def _write_memo(payload: dict[str, Any]) -> dict[str, Any]:
+    entries = _objects(payload, "entries", "close_memo_writer")
+    counts = {k: _count(payload, k) for k in ("matched", "unmatched_bank", "unmatched_ledger")}
+    amounts = [_money(e, "amount") for e in entries]
+    by_account: dict[str, list[Decimal]] = {}
+    for entry, amount in zip(entries, amounts, strict=True):
+        by_account.setdefault(str(entry.get("account", "?")), []).append(amount)
+
+    lines = [
+        f"Month-end close memo: {payload.get('tenant', '?')}, period {payload.get('period', '?')}",
+        f"Reconciliation: {counts['matched']} bank lines matched; {counts['unmatched_bank']} bank "
+        f"lines and {counts['unmatched_ledger']} ledger entries left unmatched.",
+        f"Adjustments: {len(entries)} entries, net {_fmt(sum(amounts, Decimal(0)))}, "
+        f"gross {_fmt(sum((abs(a) for a in amounts), Decimal(0)))}.",
+    ]
+    for account in sorted(by_account):
+        values = by_account[account]
+        lines.append(f"  {account}: {len(values)} entries, {_fmt(sum(values, Decimal(0)))}")
+    lines.append(f"Compliance: {payload.get('compliance_summary') or 'no review recorded.'}")
+    lines.append("Written by the local rule-based model server (not an LLM).")
+    return {"memo": "\n".join(lines)}
+
+
+_AGENTS = {
+    "reconciler": _reconcile,
+    "compliance_checker": _check_compliance,
+    "close_memo_writer": _write_memo,
+}
+
+
+def _items(payload: dict[str, Any], key: str, agent: str) -> list[Any]:
+    value = payload.get(key)
+    if not isinstance(value, list):
+        raise AgentInputError(f"{agent}: input field {key!r} must be a list, got {value!r:.60}")
+    return value
+
+
+def _objects(payload: dict[str, Any], key: str, agent: str) -> list[dict[str, Any]]:
+    value = _items(payload, key, agent)
+    for item in value:
+        if not isinstance(item, dict):
+            raise AgentInputError(f"{agent}: every item of {key!r} must be an object")
+    return value
+
+
+def _text(obj: Any, key: str) -> str:
+    if not isinstance(obj, dict) or not isinstance(obj.get(key), str) or not obj[key]:
+        raise AgentInputError(f"every item needs a non-empty string {key!r}, got {obj!r:.80}")
+    return str(obj[key])
+
+
+def _money(obj: Any, key: str) -> Decimal:
+    raw = obj.get(key) if isinstance(obj, dict) else None
+    try:
+        if isinstance(raw, bool) or raw is None:
+            raise InvalidOperation
+        value = Decimal(str(raw))
+        if not value.is_finite():
+            raise InvalidOperation
+    except InvalidOperation:
+        raise AgentInputError(f"{key!r} must be a decimal amount, got {raw!r}") from None
+    return value.quantize(CENT)
+
+
+def _count(payload: dict[str, Any], key: str) -> int:
+    value = payload.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise AgentInputError(f"close_memo_writer: input field {key!r} must be an integer")
+    return value
+
+
+def _fmt(amount: Decimal) -> str:
+    return f"{amount.quantize(CENT):.2f}"
+
+
+def _entry(
+    entry_id: str, account: str, amount: Decimal, sources: list[str], why: str
+) -> dict[str, Any]:
+    return {
+        "entry_id": entry_id,
+        "account": account,
+        "amount": _fmt(amount),
+        "source_ids": sources,
+        "rationale": why,
+    }
+
+
+def _finding(entry_id: str, severity: str, note: str) -> dict[str, str]:
+    return {"entry_id": entry_id, "severity": severity, "note": note}
+
+
+# -- the wire format --------------------------------------------------------------------------
+
+
+def message_text(message: Any) -> str:
+    """The text of a chat message; content may be a string or a list of text parts."""
+    if not isinstance(message, dict):
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
+        )
+    return ""
+
+
+def agent_name(body: Any) -> str | None:
+    """The agent a request speaks to (first line of the system message), if it names one."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+            first = message_text(message).strip().splitlines()[:1]
+            match = re.fullmatch(r"agent:\s*(\S+)\s*", first[0]) if first else None
+            return match.group(1) if match else None
+    return None
+
+
+def parse_chat_request(body: Any) -> tuple[str, dict[str, Any]]:
+    """(agent name, agent input) of a chat completion request; AgentInputError if unusable."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        raise AgentInputError("the request body must be a JSON object with a 'messages' list")
+    if body.get("stream"):
+        raise AgentInputError("streaming is not supported by the local model server")
+    agent = agent_name(body)
+    if agent is None:
+        raise AgentInputError("the system message's first line must be 'agent: <name>'")
+    users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+    if not users:
+        raise AgentInputError(f"{agent}: no user message with the agent input")
+    try:
+        payload = json.loads(message_text(users[-1]))
+    except json.JSONDecodeError as err:
+        raise AgentInputError(f"{agent}: the user message is not valid JSON ({err})") from None
+    if not isinstance(payload, dict):
+        raise AgentInputError(f"{agent}: the user message must be a JSON object")
+    return agent, payload
+
+
+def estimate_tokens(text: str) -> int:
+    """Roughly four characters per token, as the usual rule of thumb for English text."""
+    return math.ceil(len(text) / 4)
+
+
+def chat_completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` object answering ``body`` with ``content``."""
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    prompt = estimate_tokens("".join(message_text(m) for m in messages))
+    completion = estimate_tokens(content)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": str(body.get("model") or LOCAL_MODEL_NAME),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+def error_body(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+class ModelRequestHandler(JsonRequestHandler):
+    """HTTP front of the rules. Subclasses override ``chat_completion`` to inject faults."""
+
+    def do_GET(self) -> None:
+        if self.route == "/health":
+            self.send_json(200, {"status": "ok", "model": LOCAL_MODEL_NAME})
+        elif self.route in ("/v1/models", "/models"):
+            model = {"id": LOCAL_MODEL_NAME, "object": "model", "created": 0, "owned_by": "baton"}
+            self.send_json(200, {"object": "list", "data": [model]})
+        else:
+            self.send_json(404, error_body(f"no route GET {self.route}"))
+
+    def do_POST(self) -> None:
+        raw = self.read_body()
+        if self.route in ("/v1/chat/completions", "/chat/completions"):
+            self.chat_completion(raw)
+        else:
+            self.send_json(404, error_body(f"no route POST {self.route}"))
+
+    def chat_completion(self, raw: bytes) -> None:
+        """Answer one chat completion request by the rules (or 400 if it cannot be answered)."""
+        try:
+            body = json.loads(raw or b"null")
+            agent, payload = parse_chat_request(body)
+            self.log_note = f"agent={agent}"
+            answer = respond(agent, payload)
+        except json.JSONDecodeError as err:
+            self.send_json(400, error_body(f"the request body is not valid JSON ({err})"))
+            return
+        except AgentInputError as err:
+            self.send_json(400, error_body(str(err)))
+            return
+        self.send_completion(body, json.dumps(answer))
+
+    def send_completion(self, body: dict[str, Any], content: str) -> None:
+        self.send_json(200, chat_completion(body, content))
+
+
+class ModelServer(BackgroundHTTPServer):
+    """The rule-based model server on a background thread; ``url`` is the SDK's ``base_url``."""
+
+    handler_class: type[JsonRequestHandler] = ModelRequestHandler
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/v1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m baton.devstack.model_server",
+        description="Local OpenAI-compatible model server (deterministic rules, not an LLM).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_MODEL_PORT)
+    args = parser.parse_args(argv)
+    banner = f"model server (rules, not an LLM) serving {LOCAL_MODEL_NAME!r} at {{url}}/v1"
+    ModelServer(log_requests=True).serve_until_signalled(args.host, args.port, banner)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The OPA-REST-compatible server, driven by the real ``opa-python-client`` and by raw HTTP.
+
+Policies here are tiny modules of this file's own, so the server is tested independently of
+Baton's policy/ directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from opa_client.errors import DeletePolicyError, PolicyNotFoundError, RegoParseError
+from opa_client.opa_async import AsyncOpaClient
+
+from baton.devstack.opa_server import OpaCompatibleServer, PolicyStore, StoreError
+
+EXAMPLE = """package example
+
+default allow := false
+
+allow if input.user in data.users
+
+# no default: undefined unless the input names a user
+greeting := sprintf("hello %s", [input.user]) if input.user
+"""
+
+# Would not even compile if it were loaded: proves *_test.rego files are skipped.
+EXAMPLE_TEST = """package example
+test_alice if allow with input as {"user": "alice"} with data.no_such_thing as undefined_var
+"""
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    (tmp_path / "example.rego").write_text(EXAMPLE)
+    (tmp_path / "example_test.rego").write_text(EXAMPLE_TEST)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "users.json").write_text(json.dumps({"users": ["alice"]}))
+    (tmp_path / "data" / "limits.json").write_text(json.dumps({"limits": {"max": 10}}))
+    return tmp_path
+
+
+@pytest.fixture
+def server(policy_dir: Path) -> Iterator[OpaCompatibleServer]:
+    srv = OpaCompatibleServer(policy_dir)
+    srv.start("127.0.0.1", 0)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+async def opa(server: OpaCompatibleServer) -> AsyncIterator[AsyncOpaClient]:
+    async with AsyncOpaClient(host="127.0.0.1", port=server.port, timeout=5) as client:
+        yield client
+
+
+@pytest.fixture
+async def http(server: OpaCompatibleServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        yield client
+
+
+async def test_opa_client_connects_and_queries_rules(opa: AsyncOpaClient) -> None:
+    assert await opa.check_connection()
+    assert await opa.check_health()
+    assert await opa.get_policies_list() == ["example.rego"]
+    info = await opa.get_policies_info()
+    assert info["example.rego"]["path"].endswith("/v1/data/example")
+    assert sorted(r.rsplit("/", 1)[1] for r in info["example.rego"]["rules"]) == [
+        "allow",
+        "greeting",
+    ]
+    assert await opa.query_rule({"user": "alice"}, "example", "allow") == {"result": True}
+    assert await opa.query_rule({"user": "bob"}, "example", "allow") == {"result": False}
+    assert await opa.query_rule({"user": "bob"}, "example", "greeting") == {"result": "hello bob"}
+    assert await opa.bulk_query_rule([{"user": "alice"}, {"user": "bob"}], "example", "allow") == [
+        True,
+        False,
+    ]
+
+
+async def test_undefined_answers_without_a_result_key(opa: AsyncOpaClient) -> None:
+    # As real OPA: 200 and {} -- a caller that fails closed must look for the key.
+    assert await opa.query_rule({}, "example", "greeting") == {}
+    assert await opa.query_rule({}, "no.such.package", "allow") == {}
+
+
+async def test_data_documents_are_loaded_and_editable(
+    opa: AsyncOpaClient, http: httpx.AsyncClient
+) -> None:
+    assert await opa.get_data("users") == {"result": ["alice"]}
+    assert await opa.get_data("limits/max") == {"result": 10}
+    assert await opa.update_or_create_data({"roles": ["controller"]}, "people/carol")
+    assert await opa.patch_data(
+        "people/carol",
+        [
+            {"op": "add", "path": "/team", "value": "finance"},
+            {"op": "replace", "path": "/roles", "value": ["approver"]},
+        ],
+    )
+    assert await opa.get_data("people") == {
+        "result": {"carol": {"roles": ["approver"], "team": "finance"}}
+    }
+    # the client only sends objects; OPA (and this server) take any JSON value
+    assert (await http.put("/v1/data/users", json=["alice", "bob"])).status_code == 204
+    assert await opa.query_rule({"user": "bob"}, "example", "allow") == {"result": True}
+    assert await opa.delete_data("people")
+    with pytest.raises(PolicyNotFoundError):
+        await opa.get_data("people")
+
+
+async def test_policies_can_be_uploaded_replaced_and_deleted(opa: AsyncOpaClient) -> None:
+    v1 = "package other\n\nhello if input.x == 1\n"
+    assert await opa.update_policy_from_string(v1, "other")
+    assert await opa.query_rule({"x": 1}, "other", "hello") == {"result": True}
+    # OPA 0.x syntax: refused like OPA 1.x does, so the client's rego_compat upgrade kicks in.
+    v0 = "package other\n\nhello { input.x == 2 }\n"
+    assert await opa.update_policy_from_string(v0, "other")
+    assert await opa.query_rule({"x": 2}, "other", "hello") == {"result": True}
+    assert sorted(await opa.get_policies_list()) == ["example.rego", "other"]
+    assert (await opa.get_policy("other"))["result"]["raw"].startswith("package other")
+    assert await opa.delete_policy("other")
+    assert await opa.query_rule({"x": 2}, "other", "hello") == {}
+    with pytest.raises(DeletePolicyError):
+        await opa.delete_policy("other")
+    with pytest.raises(PolicyNotFoundError):
+        await opa.get_policy("other")
+
+
+async def test_a_bad_module_is_refused_and_the_old_policies_keep_working(
+    opa: AsyncOpaClient, http: httpx.AsyncClient
+) -> None:
+    with pytest.raises(RegoParseError) as caught:
+        await opa.update_policy_from_string("package bad\n\nallow if { x }\n", "bad")
+    assert "var x is unsafe" in str(caught.value)
+
+    response = await http.put("/v1/policies/bad2", content="package bad2\nallow if {")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid_parameter"
+    assert body["errors"][0]["code"] == "rego_parse_error"
+    assert body["errors"][0]["location"]["file"] == "bad2"
+
+    assert await opa.get_policies_list() == ["example.rego"]
+    assert await opa.query_rule({"user": "alice"}, "example", "allow") == {"result": True}
+
+
+async def test_raw_http_shapes(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/health")).json() == {}
+    root = (await http.post("/v1/data", json={"input": {"user": "alice"}})).json()
+    assert root["result"]["example"]["allow"] is True
+    assert root["result"]["users"] == ["alice"]
+    no_input = await http.post("/v1/data/example/allow")
+    assert no_input.json() == {"result": False}
+    malformed = await http.post("/v1/data/example/allow", content=b"{nope")
+    assert malformed.status_code == 400
+    assert malformed.json()["code"] == "invalid_parameter"
+    missing = await http.get("/v1/policies/nope")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "resource_not_found"
+    delete_missing = await http.delete("/v1/data/nope")
+    assert delete_missing.status_code == 404
+
+
+async def test_evaluation_errors_are_500_internal_error(http: httpx.AsyncClient) -> None:
+    conflict = "package clash\n\nx := 1 if input.a\nx := 2 if input.b\n"
+    assert (await http.put("/v1/policies/clash", content=conflict)).status_code == 200
+    response = await http.post("/v1/data/clash/x", json={"input": {"a": True, "b": True}})
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"
+    assert "eval_conflict_error" in response.json()["message"]
+
+
+def test_store_loads_a_directory_and_refuses_broken_ones(policy_dir: Path, tmp_path: Path) -> None:
+    store = PolicyStore()
+    store.load_dir(policy_dir)
+    assert [p["id"] for p in store.policies()] == ["example.rego"]
+    assert store.evaluate(["example", "allow"], {"user": "alice"}) == (True, True)
+    assert store.evaluate(["example", "greeting"], {}) == (False, None)
+    assert store.evaluate(["limits"]) == (True, {"max": 10})
+
+    (policy_dir / "data" / "again.json").write_text(json.dumps({"users": ["mallory"]}))
+    with pytest.raises(StoreError, match="'users' is defined twice"):
+        PolicyStore().load_dir(policy_dir)
+    with pytest.raises(StoreError, match="not a directory"):
+        PolicyStore().load_dir(tmp_path / "missing")
+
+
+def test_empty_policy_directory_is_fine(tmp_path: Path) -> None:
+    store = PolicyStore()
+    store.load_dir(tmp_path)
+    assert store.policies() == []
+    assert store.evaluate([]) == (True, {})

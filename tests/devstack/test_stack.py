@@ -1,0 +1,211 @@
+"""temporal-dev/stack.py as `make up`/`make down` run it: real processes, free ports, temp state.
+
+The tests of this module run in order against one stack: up, up again, status, a port held by a
+stranger, down, down again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+
+from baton.settings import REPO_ROOT
+from workflows.contracts import SEARCH_ATTRIBUTES
+
+STACK = REPO_ROOT / "temporal-dev" / "stack.py"
+
+
+def load_stack() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("baton_stack_script", STACK)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+stack = load_stack()
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class Stack:
+    state_dir: Path
+    env: dict[str, str]
+    grpc: int
+    ui: int
+    model: int
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(STACK), *args, "--state-dir", str(self.state_dir)],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def pids(self) -> dict[str, int]:
+        return {
+            p.stem: json.loads(p.read_text())["pid"] for p in sorted(self.state_dir.glob("*.pid"))
+        }
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    grpc, ui, model = free_ports(3)
+    env = {
+        **os.environ,
+        "BATON_TEMPORAL_PORT": str(grpc),
+        "BATON_UI_PORT": str(ui),
+        "BATON_MODEL_PORT": str(model),
+    }
+    s = Stack(tmp_path_factory.mktemp("stack") / ".baton", env, grpc, ui, model)
+    yield s
+    leftovers = s.pids() if s.state_dir.exists() else {}
+    s.run("down")
+    for pid in leftovers.values():  # only if `down` itself failed
+        if stack.pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+async def test_up_starts_temporal_and_the_model_server(local_stack: Stack) -> None:
+    done = local_stack.run("up")
+    assert done.returncode == 0, done.stderr
+    assert f"Temporal Web UI: http://localhost:{local_stack.ui}" in done.stdout
+    assert set(local_stack.pids()) == {"temporal", "model-server"}
+    assert (local_stack.state_dir / "temporal.db").exists()
+
+    client = await Client.connect(f"127.0.0.1:{local_stack.grpc}")
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace="default")
+    )
+    registered = {
+        name: IndexedValueType.Name(kind).removeprefix("INDEXED_VALUE_TYPE_")
+        for name, kind in listed.custom_attributes.items()
+    }
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        assert registered.get(name, "").replace("_", "") == kind.upper()
+
+    async with httpx.AsyncClient() as http:
+        health = await http.get(f"http://127.0.0.1:{local_stack.model}/health")
+        ui = await http.get(f"http://127.0.0.1:{local_stack.ui}/")
+    assert health.status_code == 200
+    assert ui.status_code == 200
+
+
+def test_up_again_is_a_no_op(local_stack: Stack) -> None:
+    before = local_stack.pids()
+    done = local_stack.run("up")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("already running") == 2
+    assert local_stack.pids() == before
+
+
+def test_up_registers_search_attributes_missing_from_an_existing_database(
+    local_stack: Stack,
+) -> None:
+    # `start-dev --search-attribute` is ignored for a database that already exists, so an
+    # attribute added to the contracts later must be registered by `up` itself.
+    temporal = str(stack.temporal_binary())
+    address = f"127.0.0.1:{local_stack.grpc}"
+    subprocess.run(
+        [temporal, "operator", "search-attribute", "remove", "--name", "BatonShadow", "--yes"]
+        + ["--address", address, "--disable-config-env", "--disable-config-file"],
+        check=True,
+        capture_output=True,
+    )
+    done = local_stack.run("up")
+    assert done.returncode == 0, done.stderr
+    assert "registered search attributes BatonShadow" in done.stdout
+
+    check = local_stack.run("search-attributes", "--address", address)
+    assert check.returncode == 0, check.stderr
+    assert "all search attributes present" in check.stdout
+
+
+def test_status_names_each_component(local_stack: Stack) -> None:
+    done = local_stack.run("status")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert "running" in lines["temporal"] and f"127.0.0.1:{local_stack.grpc}" in lines["temporal"]
+    assert f"http://127.0.0.1:{local_stack.model}/v1" in lines["model-server"]
+    assert "stopped" in lines["opa-server"]
+
+
+def test_up_with_opa_adds_only_the_policy_server(local_stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "gate.rego").write_text('package gate\n\nallow if input.user == "alice"\n')
+    [opa_port] = free_ports(1)
+    done = local_stack.run(
+        "up", "--with-opa", BATON_OPA_PORT=str(opa_port), BATON_POLICY_DIR=str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("already running") == 2
+    assert "opa-server    started" in done.stdout
+    answer = httpx.post(
+        f"http://127.0.0.1:{opa_port}/v1/data/gate/allow", json={"input": {"user": "alice"}}
+    )
+    assert answer.json() == {"result": True}
+
+
+def test_a_port_held_by_another_process_is_a_clear_error(
+    local_stack: Stack, tmp_path: Path
+) -> None:
+    other_grpc, other_ui, other_model = free_ports(3)
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", other_grpc))
+        stranger.listen()
+        other = Stack(tmp_path / ".baton", local_stack.env, other_grpc, other_ui, other_model)
+        done = other.run(
+            "up",
+            BATON_TEMPORAL_PORT=str(other_grpc),
+            BATON_UI_PORT=str(other_ui),
+            BATON_MODEL_PORT=str(other_model),
+        )
+    assert done.returncode == 1
+    assert (
+        f"port {other_grpc} is in use by another process; stop it or set BATON_TEMPORAL_PORT"
+        in done.stderr
+    )
+    assert other.pids() == {}  # nothing half-started
+
+
+def test_down_stops_everything_and_is_idempotent(local_stack: Stack) -> None:
+    pids = local_stack.pids()
+    done = local_stack.run("down")
+    assert done.returncode == 0, done.stderr
+    assert "temporal      stopped" in done.stdout
+    assert all(not stack.pid_alive(pid) for pid in pids.values())
+    assert local_stack.pids() == {}
+    for port in (local_stack.grpc, local_stack.ui, local_stack.model):
+        assert not stack.port_in_use(port)
+
+    again = local_stack.run("down")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to stop" in again.stdout

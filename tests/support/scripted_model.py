@@ -1,0 +1,211 @@
+"""A scripted fake of a hosted LLM endpoint, for failure tests.
+
+``ScriptedModelServer`` answers like the local rule-based model server (it IS that server, it is
+not a language model) and, on top, replays a script of faults a hosted OpenAI-compatible endpoint
+produces in real life: rate limits with ``Retry-After``, 5xx, 4xx rejections, slow answers,
+answers that are not JSON, and well-formed answers with content chosen by the test (e.g. an
+adjusting entry on an account the policy forbids). It records every chat completion request so a
+test can assert how many attempts Temporal made and what each one carried.
+
+Usage::
+
+    server.script(Fault.status(429, retry_after=1), Fault.status(503), match="agent: reconciler")
+    ...  # run the workflow
+    assert server.attempts("reconciler") == 3
+
+Faults are consumed first in, first out, by requests whose raw body or one of whose message
+texts contains ``match`` (``None`` matches any request); requests no fault matches are answered
+by the rules.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from baton.devstack.model_server import (
+    ModelRequestHandler,
+    ModelServer,
+    agent_name,
+    error_body,
+    message_text,
+)
+
+FaultKind = Literal["status", "malformed", "delay", "output", "disconnect"]
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout",
+    409: "conflict",
+    429: "rate_limit_exceeded",
+}
+
+#: What ``Fault.malformed()`` answers by default: chatty prose around a truncated JSON document.
+MALFORMED_CONTENT = 'Sure! Here are the adjusting entries you asked for: {"entries": [{"entry_'
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted misbehaviour of the model endpoint. Build with the class methods."""
+
+    kind: FaultKind
+    status_code: int = 200
+    retry_after: float | str | None = None
+    body: Any = None
+    seconds: float = 0.0
+    content: str | None = None
+
+    @classmethod
+    def status(cls, code: int, retry_after: float | str | None = None, body: Any = None) -> Fault:
+        """Answer HTTP ``code`` (OpenAI-style error body unless ``body`` is given)."""
+        return cls("status", status_code=code, retry_after=retry_after, body=body)
+
+    @classmethod
+    def malformed(cls, content: str = MALFORMED_CONTENT) -> Fault:
+        """Answer 200 with assistant content that is not valid JSON for the schema."""
+        return cls("malformed", content=content)
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Sleep ``seconds``, then answer by the rules (longer than the client's timeout: a
+        timeout)."""
+        return cls("delay", seconds=seconds)
+
+    @classmethod
+    def output(cls, obj: Any) -> Fault:
+        """Answer 200 with exactly this JSON value as the assistant content."""
+        return cls("output", content=json.dumps(obj))
+
+    @classmethod
+    def disconnect(cls) -> Fault:
+        """Close the connection without answering (the SDK sees a connection error)."""
+        return cls("disconnect")
+
+
+def searchable_text(raw: bytes) -> str:
+    """What ``match`` is looked for in: the raw body plus each message's text, decoded.
+
+    In the raw body the agent input is a JSON string inside JSON, so its quotes are escaped;
+    adding the decoded texts lets ``match='"period":"2101-11"'`` work as a test author means it.
+    """
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return text
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if isinstance(messages, list):
+        text += "\n" + "\n".join(message_text(m) for m in messages)
+    return text
+
+
+class ScriptedRequestHandler(ModelRequestHandler):
+    def chat_completion(self, raw: bytes) -> None:
+        server: ScriptedModelServer = self.owner
+        try:
+            body = json.loads(raw or b"null")
+        except json.JSONDecodeError:
+            body = None
+        fault = server.take_fault(raw)
+        server.record(
+            {
+                "agent": agent_name(body),
+                "body": body,
+                "fault": fault,
+                "raw": raw.decode("utf-8", errors="replace"),
+            }
+        )
+        if fault is not None:
+            self.log_note = f"fault={fault.kind}"
+        if fault is None or not isinstance(body, dict):
+            super().chat_completion(raw)
+        elif fault.kind == "status":
+            self._send_status(fault)
+        elif fault.kind in ("malformed", "output"):
+            self.send_completion(body, fault.content or "")
+        elif fault.kind == "delay":
+            # Wakes early when the server stops, so a stopped test never waits out a delay.
+            server.stopping.wait(fault.seconds)
+            super().chat_completion(raw)
+        elif fault.kind == "disconnect":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _send_status(self, fault: Fault) -> None:
+        code = fault.status_code
+        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+        if fault.body is None:
+            default = "server_error" if code >= 500 else "invalid_request_error"
+            kind = _ERROR_TYPES.get(code, default)
+            body: bytes = json.dumps(error_body(f"scripted fault: HTTP {code}", kind)).encode()
+        elif isinstance(fault.body, bytes | str):
+            body = fault.body.encode() if isinstance(fault.body, str) else fault.body
+        else:
+            body = json.dumps(fault.body).encode()
+        self.send_bytes(code, body, headers=headers)
+
+
+class ScriptedModelServer(ModelServer):
+    """The rule-based model server plus a FIFO fault script and a request log. Thread-safe."""
+
+    handler_class = ScriptedRequestHandler
+
+    def __init__(self, *, log_requests: bool = False) -> None:
+        super().__init__(log_requests=log_requests)
+        self._lock = threading.Lock()
+        self._script: list[tuple[str | None, Fault]] = []
+        self._requests: list[dict[str, Any]] = []
+
+    def script(self, *faults: Fault, match: str | None = None) -> None:
+        """Queue ``faults`` for requests whose raw body contains ``match`` (None: any request)."""
+        with self._lock:
+            self._script.extend((match, f) for f in faults)
+
+    def take_fault(self, raw: bytes) -> Fault | None:
+        """The first queued fault this request matches, removed from the script."""
+        text = searchable_text(raw)
+        with self._lock:
+            for i, (match, fault) in enumerate(self._script):
+                if match is None or match in text:
+                    del self._script[i]
+                    return fault
+        return None
+
+    def record(self, request: dict[str, Any]) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Every chat completion request so far, oldest first, as dicts with ``agent`` (name or
+        None), ``body`` (parsed JSON or None), ``fault`` (the Fault applied or None) and ``raw``
+        (the body as text). Health checks and model listings are not recorded."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def pending_faults(self) -> list[Fault]:
+        """Faults still queued (a test can assert the script was used up)."""
+        with self._lock:
+            return [f for _, f in self._script]
+
+    def attempts(self, agent: str | None = None, match: str | None = None) -> int:
+        """How many chat requests reached the server, for ``agent`` and/or containing ``match``."""
+        return sum(
+            1
+            for r in self.requests
+            if (agent is None or r["agent"] == agent)
+            and (match is None or match in searchable_text(r["raw"].encode()))
+        )
+
+    def reset(self) -> None:
+        """Forget the script and the request log (the server is shared across a session)."""
+        with self._lock:
+            self._script.clear()
+            self._requests.clear()
