@@ -50,7 +50,7 @@ class LedgerEntryRow(SQLModel, table=True):
     """A general-ledger cash entry as booked by accountants (the books)."""
 
     __tablename__ = "ledger_entry"
-    __table_args__ = (UniqueConstraint("tenant", "entry_id"),)
+    __table_args__ = (UniqueConstraint("tenant", "period", "entry_id"),)
     id: int | None = Field(default=None, primary_key=True)
     tenant: str = Field(index=True)
     period: str = Field(index=True)
@@ -66,7 +66,7 @@ class BankStatementLine(SQLModel, table=True):
     """A line of the bank statement for the period (what really moved)."""
 
     __tablename__ = "bank_statement_line"
-    __table_args__ = (UniqueConstraint("tenant", "line_id"),)
+    __table_args__ = (UniqueConstraint("tenant", "period", "line_id"),)
     id: int | None = Field(default=None, primary_key=True)
     tenant: str = Field(index=True)
     period: str = Field(index=True)

@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import sys
+import traceback
 from typing import Any
 
 from pydantic import ValidationError
@@ -362,6 +363,13 @@ def main(argv: list[str] | None = None) -> None:
         code = EXIT_USAGE
     except KeyboardInterrupt:
         code = 130
+    except Exception as err:  # anything unplanned: one readable line, the trace on request
+        if os.environ.get("BATON_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"baton: {type(err).__name__}: {err} (set BATON_DEBUG=1 for the trace)", file=sys.stderr
+        )
+        code = EXIT_FAILED
     _exit(code)
 
 

@@ -16,17 +16,31 @@ import time
 from datetime import timedelta
 
 from sqlmodel import select
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.database import AccountingPeriod, Database
 from activities.seed import seed_period
 from baton.settings import Settings
+from workflows.client import BatonClient
 from workflows.contracts import FinanceCloseInput
 
 FIRST_DEMO_PERIOD = (2026, 10)
+# a close that ended in one of these may be run again (see the client's id reuse policy)
+RETRYABLE_END_STATES = {
+    WorkflowExecutionStatus.FAILED,
+    WorkflowExecutionStatus.CANCELED,
+    WorkflowExecutionStatus.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT,
+}
 
 
-def next_open_period(db: Database, tenant: str) -> str:
-    """The newest period from 2026-10 backwards that is not closed yet."""
+async def next_open_period(client: BatonClient, db: Database, tenant: str) -> str:
+    """The newest period from 2026-10 backwards that no earlier demo closed or is closing.
+
+    Checked in both places: the systems of record (closed periods) and Temporal (a completed or
+    still running close of that period, which a fresh seed must not clobber).
+    """
     year, month = FIRST_DEMO_PERIOD
     with db.session() as session:
         closed = {
@@ -37,9 +51,21 @@ def next_open_period(db: Database, tenant: str) -> str:
                 )
             )
         }
-    while f"{year:04d}-{month:02d}" in closed:
+    for _ in range(240):
+        period = f"{year:04d}-{month:02d}"
         year, month = (year, month - 1) if month > 1 else (year - 1, 12)
-    return f"{year:04d}-{month:02d}"
+        if period in closed:
+            continue
+        workflow_id = FinanceCloseInput(tenant=tenant, period=period, requested_by="demo")
+        try:
+            described = await client.handle(workflow_id.workflow_id()).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return period
+            raise
+        if described.status in RETRYABLE_END_STATES:
+            return period
+    raise RuntimeError(f"every demo period of {tenant} is closed; remove .baton/ to start over")
 
 
 async def run_demo(settings: Settings, *, tenant: str, approver: str, interactive: bool) -> int:
@@ -48,7 +74,7 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
 
     client = await _client(settings)
     runtime = build_runtime(settings)
-    period = next_open_period(runtime.db, tenant)
+    period = await next_open_period(client, runtime.db, tenant)
     seeded = seed_period(runtime.db, tenant, period)
     print(
         f"1. seeded {tenant} {period}: {seeded.ledger_entries} ledger entries, "
