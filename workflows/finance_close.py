@@ -93,6 +93,7 @@ class FinanceCloseWorkflow:
                 visibility.PROCESS.value_set(PROCESS),
                 visibility.TENANT.value_set(inp.tenant),
                 visibility.APPROVAL_STATE.value_set("none"),
+                visibility.RISK.value_set("low"),
                 visibility.COST_USD.value_set(0.0),
             ]
         )
@@ -358,6 +359,9 @@ class FinanceCloseWorkflow:
             compliance_findings=[f for f in findings if f.entry_id in waiting_ids],
         )
         self.gate.open(request)
+        # risk for the Web UI list filters: a CFO-level approval is high, any other is medium
+        risk = "high" if "cfo" in roles else "medium"
+        workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
         self._set_approval_state("pending")
         self.stage = "waiting for approval"
         workflow.set_current_details(
