@@ -30,11 +30,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger
+from activities.audit import AuditLedger, activity_event
 from workflows.contracts import (
     AdjustingEntry,
     AdjustmentProposal,
-    AuditEvent,
     CloseMemo,
     ComplianceFinding,
     ComplianceInput,
@@ -221,14 +220,11 @@ class AgentActivities:
         usage: TokenUsage,
         detail: dict[str, Any],
     ) -> None:
-        info = activity.info()
-        event = AuditEvent(
-            workflow_id=info.workflow_id or "",
-            run_id=info.workflow_run_id or "",
-            seq=f"act/{info.activity_id}/{agent}",
+        event = activity_event(
+            agent,
             actor=f"agent:{agent}",
             action=action,
-            detail={**detail, "attempt": info.attempt},
+            detail={**detail, "attempt": activity.info().attempt},
             model=usage.model,
             tokens=usage.total_tokens,
             cost_usd=usage.cost_usd,

@@ -19,6 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Field, Session, SQLModel, UniqueConstraint, col, select
 from temporalio import activity
@@ -171,6 +172,21 @@ class AuditLedger:
                     report.problems.append(f"{where}: content does not match its hash (edited)")
                 prev_hash, prev_position = record.row_hash, record.position
         return report
+
+
+def activity_event(step: str, **fields: Any) -> AuditEvent:
+    """An audit event of the running activity, keyed (workflow id, run id, act/<id>/<step>).
+
+    The activity id is fixed by the workflow, so a retried attempt writes under the same key
+    and the ledger keeps the first write only.
+    """
+    info = activity.info()
+    return AuditEvent(
+        workflow_id=info.workflow_id or "",
+        run_id=info.workflow_run_id or "",
+        seq=f"act/{info.activity_id}/{step}",
+        **fields,
+    )
 
 
 class AuditActivities:

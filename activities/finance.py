@@ -23,7 +23,7 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger
+from activities.audit import AuditLedger, activity_event
 from activities.database import (
     AccountingPeriod,
     BankStatementLine,
@@ -36,7 +36,6 @@ from activities.database import (
 )
 from activities.policy import PolicyEngine, decide
 from workflows.contracts import (
-    AuditEvent,
     BankLine,
     ClosePeriodInput,
     CollectPeriodInput,
@@ -55,12 +54,6 @@ from workflows.contracts import (
 )
 
 POSTING_POLICY = "baton/finance/posting"
-
-
-def _audit_key(name: str) -> tuple[str, str, str]:
-    """(workflow id, run id, seq) for an activity's own audit row; stable across retries."""
-    info = activity.info()
-    return info.workflow_id or "", info.workflow_run_id or "", f"act/{info.activity_id}/{name}"
 
 
 def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, object]:
@@ -157,7 +150,6 @@ class FinanceActivities:
         return await asyncio.to_thread(self._collect, inp)
 
     def _collect(self, inp: CollectPeriodInput) -> PeriodData:
-        wf, run, seq = _audit_key("collect")
         with self.db.session() as session:
             period = session.get(AccountingPeriod, (inp.tenant, inp.period))
             if period is None:
@@ -208,10 +200,8 @@ class FinanceActivities:
             self.ledger.append_in(
                 session,
                 [
-                    AuditEvent(
-                        workflow_id=wf,
-                        run_id=run,
-                        seq=seq,
+                    activity_event(
+                        "collect",
                         actor="agent:data-collector",
                         action="data.collected",
                         detail={"ledger_entries": len(ledger), "bank_lines": len(bank)},
@@ -226,11 +216,8 @@ class FinanceActivities:
     @activity.defn(name="reconcile_transactions")
     async def reconcile_transactions(self, inp: ReconcileInput) -> Reconciliation:
         result = reconcile(inp)
-        wf, run, seq = _audit_key("reconcile")
-        event = AuditEvent(
-            workflow_id=wf,
-            run_id=run,
-            seq=seq,
+        event = activity_event(
+            "reconcile",
             actor="agent:reconciler",
             action="reconciliation.done",
             detail={
@@ -251,16 +238,15 @@ class FinanceActivities:
     @activity.defn(name="evaluate_policies")
     async def evaluate_policies(self, batch: PolicyBatch) -> list[PolicyDecision]:
         """Ask policy about several actions at once (a preflight); every decision is audited."""
-        wf, run, seq = _audit_key("policy")
+        info = activity.info()
+        prefix = f"{info.workflow_id}/act/{info.activity_id}/policy"
         decisions = [
-            await decide(self.policy, q, decision_id=f"{seq}/{i}")
+            await decide(self.policy, q, decision_id=f"{prefix}/{i}")
             for i, q in enumerate(batch.queries)
         ]
         events = [
-            AuditEvent(
-                workflow_id=wf,
-                run_id=run,
-                seq=f"{seq}/{i}",
+            activity_event(
+                f"policy/{i}",
                 actor=f"policy:{d.policy}",
                 action=f"policy.{d.verdict}",
                 detail={
@@ -286,15 +272,16 @@ class FinanceActivities:
         already, status = await asyncio.to_thread(self._lookup, inp)
         if already is not None:  # a retry of an attempt that did post: same answer, no 2nd post
             return PostEntryOutcome.model_validate_json(already.decision_json)
-        wf, run, seq = _audit_key("post")
+        info = activity.info()
+        wf = info.workflow_id or ""
         query = PolicyQuery(
             policy=POSTING_POLICY,
             input=posting_policy_input(inp, status),
             subject=inp.entry.entry_id,
             workflow_id=wf,
         )
-        decision = await decide(self.policy, query, decision_id=f"{wf}/{seq}")
-        return await asyncio.to_thread(self._record_posting, inp, decision, (wf, run, seq))
+        decision = await decide(self.policy, query, decision_id=f"{wf}/act/{info.activity_id}/post")
+        return await asyncio.to_thread(self._record_posting, inp, decision)
 
     def _lookup(self, inp: PostEntryInput) -> tuple[JournalPosting | None, str]:
         """The posting already made under this key (if any) and the period's status."""
@@ -305,16 +292,12 @@ class FinanceActivities:
             period = session.get(AccountingPeriod, (inp.tenant, inp.period))
             return posting, period.status if period else "unknown"
 
-    def _record_posting(
-        self, inp: PostEntryInput, decision: PolicyDecision, key: tuple[str, str, str]
-    ) -> PostEntryOutcome:
-        wf, run, seq = key
+    def _record_posting(self, inp: PostEntryInput, decision: PolicyDecision) -> PostEntryOutcome:
+        wf = activity.info().workflow_id or ""
         outcome = PostEntryOutcome(decision=decision)
         events = [
-            AuditEvent(
-                workflow_id=wf,
-                run_id=run,
-                seq=f"{seq}/policy",
+            activity_event(
+                "post/policy",
                 actor=f"policy:{decision.policy}",
                 action=f"policy.{decision.verdict}",
                 detail={
@@ -348,10 +331,8 @@ class FinanceActivities:
                 posting.decision_json = outcome.model_dump_json()
                 session.add(posting)
                 events.append(
-                    AuditEvent(
-                        workflow_id=wf,
-                        run_id=run,
-                        seq=f"{seq}/posted",
+                    activity_event(
+                        "post/posted",
                         actor=inp.preparer,
                         action="ledger.posted",
                         detail={
@@ -379,7 +360,7 @@ class FinanceActivities:
         return await asyncio.to_thread(self._reverse, inp)
 
     def _reverse(self, inp: ReverseEntryInput) -> str | None:
-        wf, run, seq = _audit_key("reverse")
+        wf = activity.info().workflow_id or ""
         with self.db.session() as session:
             original = session.exec(
                 select(JournalPosting).where(JournalPosting.idempotency_key == inp.original_key)
@@ -409,10 +390,8 @@ class FinanceActivities:
             self.ledger.append_in(
                 session,
                 [
-                    AuditEvent(
-                        workflow_id=wf,
-                        run_id=run,
-                        seq=seq,
+                    activity_event(
+                        "reverse",
                         actor="baton:compensation",
                         action="ledger.reversed",
                         detail={
@@ -433,7 +412,6 @@ class FinanceActivities:
         return await asyncio.to_thread(self._close_period, inp)
 
     def _close_period(self, inp: ClosePeriodInput) -> str:
-        wf, run, seq = _audit_key("reopen" if inp.reopen else "close")
         with self.db.session() as session:
             period = session.get(AccountingPeriod, (inp.tenant, inp.period))
             if period is None:
@@ -451,10 +429,8 @@ class FinanceActivities:
             self.ledger.append_in(
                 session,
                 [
-                    AuditEvent(
-                        workflow_id=wf,
-                        run_id=run,
-                        seq=seq,
+                    activity_event(
+                        "reopen" if inp.reopen else "close",
                         actor=inp.closed_by,
                         action="period.reopened" if inp.reopen else "period.closed",
                         detail={"tenant": inp.tenant, "period": inp.period},
