@@ -25,7 +25,7 @@ from activities.agents import AgentActivities
 from activities.audit import AuditActivities, AuditLedger
 from activities.database import Database
 from activities.finance import FinanceActivities
-from activities.policy import build_engine
+from activities.policy import PolicyEngine, build_engine
 from baton.settings import Settings
 from workflows.client import connect_client
 from workflows.finance_close import FinanceCloseWorkflow
@@ -41,10 +41,14 @@ class Runtime:
     db: Database
     ledger: AuditLedger
     openai: AsyncOpenAI
+    policy: PolicyEngine
     activities: list[Any]
 
     async def close(self) -> None:
         await self.openai.close()
+        aclose = getattr(self.policy, "aclose", None)  # the OPA REST client holds a session
+        if aclose is not None:
+            await aclose()
         self.db.dispose()
 
 
@@ -56,7 +60,8 @@ def build_runtime(settings: Settings) -> Runtime:
     llm = AsyncOpenAI(
         base_url=settings.openai_base_url, api_key=settings.openai_api_key, max_retries=0
     )
-    finance = FinanceActivities(db, ledger, build_engine(settings.opa_url, settings.policy_dir))
+    policy = build_engine(settings.opa_url, settings.policy_dir)
+    finance = FinanceActivities(db, ledger, policy)
     agents = AgentActivities(
         llm,
         ledger,
@@ -78,7 +83,7 @@ def build_runtime(settings: Settings) -> Runtime:
         agents.write_close_memo,
         audit.record_audit,
     ]
-    return Runtime(db=db, ledger=ledger, openai=llm, activities=activities)
+    return Runtime(db=db, ledger=ledger, openai=llm, policy=policy, activities=activities)
 
 
 def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options: Any) -> Worker:
