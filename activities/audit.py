@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, insert
 from sqlmodel import Field, Session, SQLModel, UniqueConstraint, col, select
 from temporalio import activity
 
@@ -54,23 +56,22 @@ class AuditRecord(SQLModel, table=True):
 
     def content(self) -> dict[str, object]:
         """What the hash covers: everything but the hashes and the surrogate id."""
-        return {
-            "position": self.position,
-            "workflow_id": self.workflow_id,
-            "run_id": self.run_id,
-            "seq": self.seq,
-            "recorded_at": as_utc(self.recorded_at).isoformat(),
-            "actor": self.actor,
-            "action": self.action,
-            "detail": json.loads(self.detail_json),
-            "rationale": self.rationale,
-            "decision_id": self.decision_id,
-            "model": self.model,
-            "tokens": self.tokens,
-            "cost_usd": round(self.cost_usd, 8),
-            "input_digest": self.input_digest,
-            "output_digest": self.output_digest,
-        }
+        return hashed_content(self.model_dump())
+
+
+HASHED_FIELDS = (
+    "position", "workflow_id", "run_id", "seq", "actor", "action", "rationale", "decision_id",
+    "model", "tokens", "input_digest", "output_digest",
+)  # fmt: skip
+
+
+def hashed_content(row: Mapping[str, Any]) -> dict[str, object]:
+    """The canonical content of a row (a dict of its columns) that its hash covers."""
+    content: dict[str, object] = {name: row[name] for name in HASHED_FIELDS}
+    content["recorded_at"] = as_utc(row["recorded_at"]).isoformat()
+    content["detail"] = json.loads(row["detail_json"])
+    content["cost_usd"] = round(row["cost_usd"], 8)
+    return content
 
 
 def row_hash(prev_hash: str, content: dict[str, object]) -> str:
@@ -88,6 +89,27 @@ class VerifyReport:
         return not self.problems
 
 
+TABLE = AuditRecord.__table__  # type: ignore[attr-defined]
+
+
+def _present_keys(conn: Connection, events: list[AuditEvent]) -> set[tuple[str, str, str]]:
+    """Which of these events' (workflow id, run id, seq) keys are already in the ledger."""
+    runs: dict[tuple[str, str], list[str]] = {}
+    for e in events:
+        runs.setdefault((e.workflow_id, e.run_id), []).append(e.seq)
+    present: set[tuple[str, str, str]] = set()
+    for (workflow_id, run_id), seqs in runs.items():
+        found = conn.execute(
+            select(TABLE.c.seq).where(
+                TABLE.c.workflow_id == workflow_id,
+                TABLE.c.run_id == run_id,
+                TABLE.c.seq.in_(seqs),
+            )
+        )
+        present.update((workflow_id, run_id, seq) for (seq,) in found)
+    return present
+
+
 class AuditLedger:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -98,52 +120,40 @@ class AuditLedger:
             return self.append_in(session, events)
 
     def append_in(self, session: Session, events: list[AuditEvent]) -> AuditWriteResult:
-        """Append events inside the caller's transaction (commits with the caller's side effect)."""
+        """Append events inside the caller's transaction (commits with the caller's side effect).
+
+        Three Core statements whatever the batch size (chain head, keys already present, one
+        multi-row insert): this runs inside every governed step, so it stays off the ORM.
+        """
         self.db.lock_audit_chain(session)
-        last = session.exec(
-            select(AuditRecord).order_by(col(AuditRecord.position).desc()).limit(1)
+        conn = session.connection()
+        head = conn.execute(
+            select(TABLE.c.position, TABLE.c.row_hash).order_by(TABLE.c.position.desc()).limit(1)
         ).first()
-        prev = last.row_hash if last else GENESIS_HASH
-        position = last.position if last else 0
-        written = present = 0
+        position, prev = (head.position, head.row_hash) if head else (0, GENESIS_HASH)
+        present = _present_keys(conn, events)
+        rows: list[dict[str, Any]] = []
         for event in events:
-            exists = session.exec(
-                select(AuditRecord.id).where(
-                    AuditRecord.workflow_id == event.workflow_id,
-                    AuditRecord.run_id == event.run_id,
-                    AuditRecord.seq == event.seq,
-                )
-            ).first()
-            if exists is not None:
-                present += 1
+            key = (event.workflow_id, event.run_id, event.seq)
+            if key in present:
                 continue
-            record = AuditRecord(
-                workflow_id=event.workflow_id,
-                run_id=event.run_id,
-                seq=event.seq,
-                actor=event.actor,
-                action=event.action,
+            present.add(key)  # the same event twice in one batch is written once
+            position += 1
+            row = event.model_dump(exclude={"detail"})
+            row.update(
+                position=position,
+                recorded_at=utcnow(),
                 detail_json=json.dumps(event.detail, sort_keys=True, default=str),
-                rationale=event.rationale,
-                decision_id=event.decision_id,
-                model=event.model,
-                tokens=event.tokens,
-                cost_usd=event.cost_usd,
-                input_digest=event.input_digest,
-                output_digest=event.output_digest,
-                position=position + 1,
                 prev_hash=prev,
-                row_hash="",
             )
-            record.row_hash = row_hash(prev, record.content())
-            session.add(record)
-            session.flush()  # the next row chains to this one
-            prev, position = record.row_hash, record.position
-            written += 1
-        return AuditWriteResult(written=written, already_present=present)
+            row["row_hash"] = prev = row_hash(prev, hashed_content(row))
+            rows.append(row)
+        if rows:
+            conn.execute(insert(TABLE), rows)
+        return AuditWriteResult(written=len(rows), already_present=len(events) - len(rows))
 
     def trail(self, workflow_id: str, run_id: str | None = None) -> list[AuditRecord]:
-        with self.db.session() as session:
+        with self.db.read_session() as session:
             query = select(AuditRecord).where(AuditRecord.workflow_id == workflow_id)
             if run_id:
                 query = query.where(AuditRecord.run_id == run_id)
@@ -154,7 +164,7 @@ class AuditLedger:
         report = VerifyReport()
         prev_hash = GENESIS_HASH
         prev_position = 0
-        with self.db.session() as session:
+        with self.db.read_session() as session:
             rows = session.exec(select(AuditRecord).order_by(col(AuditRecord.position)))
             for record in rows:
                 report.rows_checked += 1

@@ -117,6 +117,8 @@ class Database:
             _make_sqlite_transactions_immediate(self.engine)
         else:
             self.engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
+        # same pool; tells the SQLite begin hook that this transaction only reads
+        self._read_engine = self.engine.execution_options(baton_read_only=True)
 
     def create_tables(self) -> None:
         SQLModel.metadata.create_all(self.engine)
@@ -131,6 +133,12 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: on SQLite it does not take the write lock."""
+        with Session(self._read_engine, expire_on_commit=False) as session:
+            yield session
 
     def lock_audit_chain(self, session: Session) -> None:
         """Serialise appends to the audit hash chain for the rest of this transaction."""
@@ -155,4 +163,5 @@ def _make_sqlite_transactions_immediate(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get("baton_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

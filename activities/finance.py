@@ -19,6 +19,7 @@ from collections import defaultdict
 from datetime import date
 from decimal import Decimal
 
+from sqlalchemy import insert
 from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -54,6 +55,8 @@ from workflows.contracts import (
 )
 
 POSTING_POLICY = "baton/finance/posting"
+POSTINGS = JournalPosting.__table__  # type: ignore[attr-defined]
+PERIODS = AccountingPeriod.__table__  # type: ignore[attr-defined]
 
 
 def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, object]:
@@ -271,7 +274,7 @@ class FinanceActivities:
         """Post one adjusting entry if, and only if, policy allows it right now."""
         already, status = await asyncio.to_thread(self._lookup, inp)
         if already is not None:  # a retry of an attempt that did post: same answer, no 2nd post
-            return PostEntryOutcome.model_validate_json(already.decision_json)
+            return PostEntryOutcome.model_validate_json(already)
         info = activity.info()
         wf = info.workflow_id or ""
         query = PolicyQuery(
@@ -283,14 +286,22 @@ class FinanceActivities:
         decision = await decide(self.policy, query, decision_id=f"{wf}/act/{info.activity_id}/post")
         return await asyncio.to_thread(self._record_posting, inp, decision)
 
-    def _lookup(self, inp: PostEntryInput) -> tuple[JournalPosting | None, str]:
-        """The posting already made under this key (if any) and the period's status."""
-        with self.db.session() as session:
-            posting = session.exec(
-                select(JournalPosting).where(JournalPosting.idempotency_key == inp.idempotency_key)
-            ).first()
-            period = session.get(AccountingPeriod, (inp.tenant, inp.period))
-            return posting, period.status if period else "unknown"
+    def _lookup(self, inp: PostEntryInput) -> tuple[str | None, str]:
+        """The outcome stored with a posting already made under this key (if any), and the
+        period's status. Core statements: this runs in every governed step."""
+        with self.db.read_session() as session:
+            conn = session.connection()
+            stored = conn.execute(
+                select(POSTINGS.c.decision_json).where(
+                    POSTINGS.c.idempotency_key == inp.idempotency_key
+                )
+            ).scalar()
+            status = conn.execute(
+                select(PERIODS.c.status).where(
+                    PERIODS.c.tenant == inp.tenant, PERIODS.c.period == inp.period
+                )
+            ).scalar()
+            return stored, status or "unknown"
 
     def _record_posting(self, inp: PostEntryInput, decision: PolicyDecision) -> PostEntryOutcome:
         wf = activity.info().workflow_id or ""
@@ -329,7 +340,8 @@ class FinanceActivities:
                 )
                 outcome = PostEntryOutcome(decision=decision, posting_id=posting.posting_id)
                 posting.decision_json = outcome.model_dump_json()
-                session.add(posting)
+                # the unique idempotency key is the last guard against a concurrent 2nd attempt
+                session.connection().execute(insert(POSTINGS), posting.model_dump())
                 events.append(
                     activity_event(
                         "post/posted",
