@@ -9,8 +9,9 @@ Must not: talk to Temporal, call models, or decide policy.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -117,6 +118,9 @@ class Database:
             _make_sqlite_transactions_immediate(self.engine)
         else:
             self.engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10)
+        self._writers: AbstractContextManager[object] = (
+            threading.Lock() if self.is_sqlite else nullcontext()
+        )
         # same pool; tells the SQLite begin hook that this transaction only reads
         self._read_engine = self.engine.execution_options(baton_read_only=True)
 
@@ -125,8 +129,12 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on any error."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        """A session whose transaction commits on success and rolls back on any error.
+
+        On SQLite, writers of this process queue on a lock first: SQLite's own busy handler
+        would make them poll with sleeps of up to 100 ms, which starves a busy worker.
+        """
+        with self._writers, Session(self.engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
@@ -35,7 +36,7 @@ from activities.database import (
     to_cents,
     utcnow,
 )
-from activities.policy import PolicyEngine, decide
+from activities.policy import PolicyEngine, SyncPolicyEngine, decide, decide_sync
 from workflows.contracts import (
     BankLine,
     ClosePeriodInput,
@@ -271,88 +272,100 @@ class FinanceActivities:
 
     @activity.defn(name="post_journal_entry")
     async def post_journal_entry(self, inp: PostEntryInput) -> PostEntryOutcome:
-        """Post one adjusting entry if, and only if, policy allows it right now."""
-        already, status = await asyncio.to_thread(self._lookup, inp)
-        if already is not None:  # a retry of an attempt that did post: same answer, no 2nd post
-            return PostEntryOutcome.model_validate_json(already)
-        info = activity.info()
-        wf = info.workflow_id or ""
-        query = PolicyQuery(
-            policy=POSTING_POLICY,
-            input=posting_policy_input(inp, status),
-            subject=inp.entry.entry_id,
-            workflow_id=wf,
-        )
-        decision = await decide(self.policy, query, decision_id=f"{wf}/act/{info.activity_id}/post")
-        return await asyncio.to_thread(self._record_posting, inp, decision)
+        """Post one adjusting entry if, and only if, policy allows it right now.
 
-    def _lookup(self, inp: PostEntryInput) -> tuple[str | None, str]:
-        """The outcome stored with a posting already made under this key (if any), and the
-        period's status. Core statements: this runs in every governed step."""
-        with self.db.read_session() as session:
-            conn = session.connection()
+        Check, decision and write happen in ONE transaction: the period status policy sees
+        cannot change before the posting commits, and a retry of an attempt that did post
+        finds its posting and returns the same outcome instead of posting again.
+        """
+        info = activity.info()
+        decision_id = f"{info.workflow_id}/act/{info.activity_id}/post"
+        loop = asyncio.get_running_loop()
+
+        def decide_now(query: PolicyQuery) -> PolicyDecision:
+            if isinstance(self.policy, SyncPolicyEngine):  # embedded: on this thread, ~1 ms
+                return decide_sync(self.policy, query, decision_id)
+            # a policy server: the event loop owns its HTTP client
+            return asyncio.run_coroutine_threadsafe(
+                decide(self.policy, query, decision_id), loop
+            ).result()
+
+        return await asyncio.to_thread(self._post, inp, decide_now)
+
+    def _post(
+        self, inp: PostEntryInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
+    ) -> PostEntryOutcome:
+        wf = activity.info().workflow_id or ""
+        with self.db.session() as session:
+            conn = session.connection()  # Core statements: this is every governed step
             stored = conn.execute(
                 select(POSTINGS.c.decision_json).where(
                     POSTINGS.c.idempotency_key == inp.idempotency_key
                 )
             ).scalar()
+            if stored is not None:
+                return PostEntryOutcome.model_validate_json(stored)
             status = conn.execute(
                 select(PERIODS.c.status).where(
                     PERIODS.c.tenant == inp.tenant, PERIODS.c.period == inp.period
                 )
             ).scalar()
-            return stored, status or "unknown"
-
-    def _record_posting(self, inp: PostEntryInput, decision: PolicyDecision) -> PostEntryOutcome:
-        wf = activity.info().workflow_id or ""
-        outcome = PostEntryOutcome(decision=decision)
-        events = [
-            activity_event(
-                "post/policy",
-                actor=f"policy:{decision.policy}",
-                action=f"policy.{decision.verdict}",
-                detail={
-                    "subject": inp.entry.entry_id,
-                    "reasons": decision.reasons,
-                    "revision": decision.revision,
-                    "engine": decision.engine,
-                    "approval": inp.approval.model_dump() if inp.approval else None,
-                },
-                decision_id=decision.decision_id,
-                input_digest=digest(inp),
+            query = PolicyQuery(
+                policy=POSTING_POLICY,
+                input=posting_policy_input(inp, status or "unknown"),
+                subject=inp.entry.entry_id,
+                workflow_id=wf,
             )
-        ]
-        with self.db.session() as session:
-            if decision.verdict == "allow":
-                posting = JournalPosting(
-                    posting_id=f"P-{uuid.uuid4().hex[:12]}",
-                    idempotency_key=inp.idempotency_key,
-                    tenant=inp.tenant,
-                    period=inp.period,
-                    entry_id=inp.entry.entry_id,
-                    account=inp.entry.account,
-                    amount_cents=to_cents(inp.entry.amount),
-                    rationale=inp.entry.rationale,
-                    prepared_by=inp.preparer,
-                    approved_by=inp.approval.approver if inp.approval else None,
-                    workflow_id=wf,
-                    decision_json="",
+            decision = decide_now(query)
+            outcome = PostEntryOutcome(decision=decision)
+            events = [
+                activity_event(
+                    "post/policy",
+                    actor=f"policy:{decision.policy}",
+                    action=f"policy.{decision.verdict}",
+                    detail={
+                        "subject": inp.entry.entry_id,
+                        "reasons": decision.reasons,
+                        "revision": decision.revision,
+                        "engine": decision.engine,
+                        "approval": inp.approval.model_dump() if inp.approval else None,
+                    },
+                    decision_id=decision.decision_id,
+                    input_digest=digest(inp),
                 )
-                outcome = PostEntryOutcome(decision=decision, posting_id=posting.posting_id)
-                posting.decision_json = outcome.model_dump_json()
-                # the unique idempotency key is the last guard against a concurrent 2nd attempt
-                session.connection().execute(insert(POSTINGS), posting.model_dump())
+            ]
+            if decision.verdict == "allow":
+                posting_id = f"P-{uuid.uuid4().hex[:12]}"
+                outcome = PostEntryOutcome(decision=decision, posting_id=posting_id)
+                approved_by = inp.approval.approver if inp.approval else None
+                conn.execute(
+                    insert(POSTINGS),
+                    JournalPosting(
+                        posting_id=posting_id,
+                        idempotency_key=inp.idempotency_key,
+                        tenant=inp.tenant,
+                        period=inp.period,
+                        entry_id=inp.entry.entry_id,
+                        account=inp.entry.account,
+                        amount_cents=to_cents(inp.entry.amount),
+                        rationale=inp.entry.rationale,
+                        prepared_by=inp.preparer,
+                        approved_by=approved_by,
+                        workflow_id=wf,
+                        decision_json=outcome.model_dump_json(),
+                    ).model_dump(),
+                )
                 events.append(
                     activity_event(
                         "post/posted",
                         actor=inp.preparer,
                         action="ledger.posted",
                         detail={
-                            "posting_id": posting.posting_id,
+                            "posting_id": posting_id,
                             "entry_id": inp.entry.entry_id,
                             "account": inp.entry.account,
                             "amount": str(inp.entry.amount),
-                            "approved_by": posting.approved_by,
+                            "approved_by": approved_by,
                         },
                         rationale=inp.entry.rationale,
                         decision_id=decision.decision_id,

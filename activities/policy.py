@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from workflows.contracts import Obligations, PolicyDecision, PolicyQuery
@@ -264,6 +264,13 @@ class PolicyEngine(Protocol):
         revision of the policies that produced it. Raises ``PolicyUndefined`` when undefined,
         any other exception when the engine failed."""
         ...
+
+
+@runtime_checkable
+class SyncPolicyEngine(PolicyEngine, Protocol):
+    """An engine that can also evaluate on the caller's thread (the embedded ones)."""
+
+    def evaluate_sync(self, path: str, input: dict[str, Any] | None) -> tuple[Any, str]: ...
 
 
 def _build_opa(snapshot: BundleSnapshot, *, with_tests: bool = False) -> Any:
@@ -534,6 +541,57 @@ class _Malformed(Exception):
     """The policy answered, but not with a usable decision document."""
 
 
+class _Decision:
+    """Builds the PolicyDecision for one query: pre-checks, fail-closed denies, the mapping."""
+
+    def __init__(self, engine: object, query: PolicyQuery, decision_id: str) -> None:
+        self.engine_name = str(getattr(engine, "name", type(engine).__name__))
+        self.query = query
+        self.decision_id = decision_id
+        self.path = f"{query.policy.strip('/')}/decision"
+
+    def denied(self, reason: str, revision: str = UNKNOWN_REVISION) -> PolicyDecision:
+        return PolicyDecision(
+            decision_id=self.decision_id,
+            policy=self.query.policy,
+            verdict="deny",
+            reasons=[reason],
+            revision=revision,
+            engine=self.engine_name,
+            subject=self.query.subject,
+        )
+
+    def precheck(self) -> PolicyDecision | None:
+        """A deny for a query that must not reach the engine at all, else None."""
+        try:
+            json.dumps(self.query.input, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            # Checked here so the reason names the real problem (e.g. a Decimal amount) instead
+            # of an engine failure. Amounts must be JSON numbers for the policy to compare them.
+            return self.denied(f"policy input is not JSON-serialisable: {_shorten(str(exc))}")
+        try:
+            rule_path(self.query.policy)
+        except ValueError as exc:
+            return self.denied(f"invalid policy name: {exc}")
+        return None
+
+    def from_value(self, value: Any, revision: object) -> PolicyDecision:
+        try:
+            verdict, reasons, obligations = _verdict(value)
+        except _Malformed as exc:
+            return self.denied(str(exc), str(revision))
+        return PolicyDecision(
+            decision_id=self.decision_id,
+            policy=self.query.policy,
+            verdict=verdict,
+            reasons=reasons,
+            obligations=obligations,
+            revision=str(revision),
+            engine=self.engine_name,
+            subject=self.query.subject,
+        )
+
+
 async def decide(
     engine: PolicyEngine,
     query: PolicyQuery,
@@ -551,63 +609,45 @@ async def decide(
     The policy document's shape: ``{"allow": bool, "deny": [str], "require_approval": [str],
     "approver_roles": [str], "eligible_approvers": [str]}`` (the last three optional).
     """
-    engine_name = str(getattr(engine, "name", type(engine).__name__))
-
-    def denied(reason: str, revision: str = UNKNOWN_REVISION) -> PolicyDecision:
-        return PolicyDecision(
-            decision_id=decision_id,
-            policy=query.policy,
-            verdict="deny",
-            reasons=[reason],
-            revision=revision,
-            engine=engine_name,
-            subject=query.subject,
-        )
-
-    try:
-        json.dumps(query.input, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        # Checked here so the reason names the real problem (e.g. a Decimal amount) instead of
-        # an engine failure. Amounts must be JSON numbers for the policy to compare them.
-        return denied(f"policy input is not JSON-serialisable: {_shorten(str(exc))}")
-
-    try:
-        rule_path(query.policy)
-    except ValueError as exc:
-        return denied(f"invalid policy name: {exc}")
-
+    decision = _Decision(engine, query, decision_id)
+    if (early := decision.precheck()) is not None:
+        return early
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
-            value, revision = await engine.evaluate(
-                f"{query.policy.strip('/')}/decision", query.input
-            )
+            value, revision = await engine.evaluate(decision.path, query.input)
     except PolicyUndefined as exc:
-        return denied(UNDEFINED_DECISION, str(exc.revision))
+        return decision.denied(UNDEFINED_DECISION, str(exc.revision))
     except TimeoutError as exc:
         if deadline.expired():
-            return denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
-        return denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+            return decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
+        return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
     except BaseException as exc:
         if not _is_engine_failure(exc):
             raise
-        return denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+        return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+    return decision.from_value(value, revision)
 
-    revision = str(revision)
+
+def decide_sync(engine: SyncPolicyEngine, query: PolicyQuery, decision_id: str) -> PolicyDecision:
+    """:func:`decide` for an in-process engine, on the caller's thread. Never raises.
+
+    For callers that must decide inside a database transaction (the governed step decides and
+    writes under one lock, so the state policy saw cannot change before the write). There is no
+    timeout: an embedded evaluation is CPU-bound and sub-millisecond.
+    """
+    decision = _Decision(engine, query, decision_id)
+    if (early := decision.precheck()) is not None:
+        return early
     try:
-        verdict, reasons, obligations = _verdict(value)
-    except _Malformed as exc:
-        return denied(str(exc), revision)
-    return PolicyDecision(
-        decision_id=decision_id,
-        policy=query.policy,
-        verdict=verdict,
-        reasons=reasons,
-        obligations=obligations,
-        revision=revision,
-        engine=engine_name,
-        subject=query.subject,
-    )
+        value, revision = engine.evaluate_sync(decision.path, query.input)
+    except PolicyUndefined as exc:
+        return decision.denied(UNDEFINED_DECISION, str(exc.revision))
+    except BaseException as exc:
+        if not _is_engine_failure(exc):
+            raise
+        return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+    return decision.from_value(value, revision)
 
 
 def _verdict(
