@@ -26,7 +26,6 @@ import itertools
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from temporalio.worker import Worker  # noqa: E402
 
 from activities.audit import AuditActivities  # noqa: E402
 from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input  # noqa: E402
+from baton.devstack import local  # noqa: E402
 from baton.settings import Settings  # noqa: E402
 from bench.loops import BareCloseWorkflow, StepLoopWorkflow  # noqa: E402
 from bench.recorder import Mark, Recorder, TimingInterceptor  # noqa: E402
@@ -183,15 +183,8 @@ def diffs(starts: Sequence[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(starts)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def temporal_binary() -> str:
-    local = Path(sys.executable).parent / "temporal"
-    found = str(local) if local.exists() else shutil.which("temporal")
+    found = local.temporal_binary()
     if not found:
         sys.exit("the `temporal` CLI is missing: run `make install`")
     return found
@@ -718,7 +711,7 @@ async def measure_approvals(client: Client, bench: Bench, setting: str, n: int) 
 async def start_server(
     setting: ServerSetting, state_dir: Path
 ) -> tuple[WorkflowEnvironment, int, int | None]:
-    port = free_port()
+    port = local.free_port()
     db_file = state_dir / f"temporal-{port}.db" if setting.db_file else None
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),

