@@ -55,7 +55,7 @@ from activities.audit import AuditActivities  # noqa: E402
 from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input  # noqa: E402
 from baton.devstack import local  # noqa: E402
 from baton.settings import Settings  # noqa: E402
-from bench.loops import BareCloseWorkflow, StepLoopWorkflow  # noqa: E402
+from bench.loops import BareCloseWorkflow, StepLoopWorkflow, bank_fee_posting  # noqa: E402
 from bench.recorder import Mark, Recorder, TimingInterceptor  # noqa: E402
 from bench.seeding import period_names, seed_periods  # noqa: E402
 from bench.stand_ins import (  # noqa: E402
@@ -71,7 +71,6 @@ from worker import Runtime, build_runtime, build_worker  # noqa: E402
 from workflows import visibility  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
 from workflows.contracts import (  # noqa: E402
-    AdjustingEntry,
     AuditBatch,
     AuditEvent,
     ClosePeriodInput,
@@ -353,20 +352,7 @@ async def measure_direct(bench: Bench) -> dict[str, list[float]]:
     tag = uuid.uuid4().hex[:8]
 
     def request(i: int) -> PostEntryInput:
-        return PostEntryInput(
-            tenant=tenant,
-            period=period,
-            entry=AdjustingEntry(
-                entry_id=f"ADJ-B{i:04d}",
-                account="6100-bank-fees",
-                amount=Decimal("-12.50"),
-                source_ids=[f"B{i:04d}"],
-                rationale="bench: bank fee never booked",
-            ),
-            preparer="agent:reconciler",
-            requested_by="alice",
-            idempotency_key=f"direct/{tag}/post/{i}",
-        )
+        return bank_fee_posting(tenant, period, i, f"direct/{tag}/post/{i}")
 
     for i in range(-10, bench.size.direct):  # 10 warm-up calls (first policy query compiles)
         workflow_id = f"direct/{tag}"

@@ -46,6 +46,24 @@ CLOSE_SHAPE = [
 ]
 
 
+def bank_fee_posting(tenant: str, period: str, i: int, idempotency_key: str) -> PostEntryInput:
+    """The governed step the bench repeats: a small bank fee policy allows without approval."""
+    return PostEntryInput(
+        tenant=tenant,
+        period=period,
+        entry=AdjustingEntry(
+            entry_id=f"ADJ-B{i:04d}",
+            account="6100-bank-fees",
+            amount=Decimal("-12.50"),
+            source_ids=[f"B{i:04d}"],
+            rationale="bench: bank fee never booked",
+        ),
+        preparer="agent:reconciler",
+        requested_by="alice",
+        idempotency_key=idempotency_key,
+    )
+
+
 @workflow.defn(name="BenchStepLoop")
 class StepLoopWorkflow:
     @workflow.run
@@ -66,21 +84,8 @@ class StepLoopWorkflow:
         return inp.steps
 
     def _request(self, inp: LoopInput, i: int) -> PostEntryInput:
-        entry = AdjustingEntry(
-            entry_id=f"ADJ-B{i:04d}",
-            account="6100-bank-fees",
-            amount=Decimal("-12.50"),
-            source_ids=[f"B{i:04d}"],
-            rationale="bench: bank fee never booked",
-        )
-        return PostEntryInput(
-            tenant=inp.tenant,
-            period=inp.period,
-            entry=entry,
-            preparer="agent:reconciler",
-            requested_by="alice",
-            idempotency_key=f"{workflow.info().workflow_id}/post/{i}",
-        )
+        key = f"{workflow.info().workflow_id}/post/{i}"
+        return bank_fee_posting(inp.tenant, inp.period, i, key)
 
     async def _governed(self, inp: LoopInput, i: int) -> None:
         preset = PRESETS["connector"]
