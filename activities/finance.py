@@ -75,7 +75,8 @@ def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, o
         "preparer": inp.preparer,
         "requested_by": inp.requested_by,
         "compliance_flagged": inp.compliance_flagged,
-        "approval": inp.approval.model_dump() if inp.approval else None,
+        "amended_by": inp.amended_by,
+        "approval": inp.approval.model_dump(mode="json") if inp.approval else None,
     }
 
 
@@ -337,7 +338,8 @@ class FinanceActivities:
             if decision.verdict == "allow":
                 posting_id = f"P-{uuid.uuid4().hex[:12]}"
                 outcome = PostEntryOutcome(decision=decision, posting_id=posting_id)
-                approved_by = inp.approval.approver if inp.approval else None
+                # Everyone whose approval the posting carried (N-of-M), in one text column.
+                approved_by = ", ".join(inp.approval.approvers) if inp.approval else None
                 conn.execute(
                     insert(POSTINGS),
                     JournalPosting(

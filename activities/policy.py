@@ -30,10 +30,18 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
-from workflows.contracts import Obligations, PolicyDecision, PolicyQuery
+from pydantic import BaseModel, ValidationError
+
+from workflows.contracts import (
+    ApprovalRequirement,
+    EscalationTier,
+    Obligations,
+    PolicyDecision,
+    PolicyQuery,
+)
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 #: Every decide() answer that did not come from the policy itself starts with one of these.
@@ -46,6 +54,7 @@ _SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PACKAGE = re.compile(r"^package\s+([A-Za-z_][A-Za-z0-9_.]*)", re.MULTILINE)
 _TEST_RULE = re.compile(r"^(test_[A-Za-z0-9_]*)\b", re.MULTILINE)
 _MAX_REASON_CHARS = 500
+_M = TypeVar("_M", bound=BaseModel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,8 +615,18 @@ async def decide(
     ``deny`` whose reason says why. Only cancellation of the caller propagates (so a cancelled
     Temporal activity still stops).
 
-    The policy document's shape: ``{"allow": bool, "deny": [str], "require_approval": [str],
-    "approver_roles": [str], "eligible_approvers": [str]}`` (the last three optional).
+    The policy document's shape (everything but ``allow`` optional)::
+
+        {"allow": bool, "deny": [str], "require_approval": [str],
+         "required_approvals": [{"role": str, "count": int >= 1}],   # N-of-M slots
+         "approver_roles": [str],          # the required roles, sorted
+         "eligible_approvers": [str],      # people holding a required role, sorted
+         "escalation": [{"roles": [str], "sla_seconds": int >= 1}],  # tier 1 first
+         "candidates": {role: [str]}}      # who may fill each required / escalation role
+
+    A ``require_approval`` verdict needs non-empty ``required_approvals`` whose roles are the
+    ``approver_roles`` (derived from them when absent) and a ``candidates`` list for every
+    required and escalation role; anything else is malformed, and so a deny naming the field.
     """
     decision = _Decision(engine, query, decision_id)
     if (early := decision.precheck()) is not None:
@@ -670,15 +689,110 @@ def _verdict(
     require = _strings(value, "require_approval")
     if not require:
         return "allow", [], Obligations()
-    roles = _strings(value, "approver_roles")
-    if not roles:
-        raise _Malformed("policy requires approval but names no approver role")
-    eligible = _strings(value, "eligible_approvers")
-    return (
-        "require_approval",
-        require,
-        Obligations(approver_roles=roles, eligible_approvers=eligible),
+    return "require_approval", require, _obligations(value)
+
+
+def _obligations(value: dict[str, Any]) -> Obligations:
+    """The approval obligations of a require_approval document (see decide())."""
+    required = _requirements(value)
+    if not required:
+        raise _Malformed("policy requires approval but names no required_approvals")
+    required_roles = sorted(r.role for r in required)
+    roles = _strings(value, "approver_roles") if "approver_roles" in value else required_roles
+    if sorted(set(roles)) != required_roles:
+        raise _Malformed(
+            f"policy 'approver_roles' {_shorten(repr(roles))} are not the roles of its "
+            f"required_approvals {required_roles!r}"
+        )
+    escalation = _escalation(value)
+    candidates = _candidates(value)
+    wanted = set(required_roles) | {role for tier in escalation for role in tier.roles}
+    if missing := sorted(wanted - candidates.keys()):
+        raise _Malformed(f"policy 'candidates' has no list for the roles {missing!r}")
+    return Obligations(
+        approver_roles=sorted(set(roles)),
+        eligible_approvers=_strings(value, "eligible_approvers"),
+        required_approvals=required,
+        escalation=escalation,
+        candidates=candidates,
     )
+
+
+def _requirements(document: dict[str, Any]) -> list[ApprovalRequirement]:
+    items = document.get("required_approvals", [])
+    shape = "a list of {role: non-empty string, count: whole number >= 1}"
+    if not isinstance(items, list):
+        raise _Malformed(f"policy 'required_approvals' is not {shape}: {_shorten(repr(items))}")
+    required: list[ApprovalRequirement] = []
+    for item in items:
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"role", "count"}
+            or not _name(item["role"])
+            or not _whole(item["count"], minimum=1)
+        ):
+            raise _Malformed(f"policy 'required_approvals' is not {shape}: {_shorten(repr(item))}")
+        required.append(_model(ApprovalRequirement, "required_approvals", item))
+    roles = [r.role for r in required]
+    if duplicates := sorted({role for role in roles if roles.count(role) > 1}):
+        raise _Malformed(f"policy 'required_approvals' names the roles {duplicates!r} twice")
+    return required
+
+
+def _escalation(document: dict[str, Any]) -> list[EscalationTier]:
+    items = document.get("escalation", [])
+    shape = "a list of {roles: non-empty list of names, sla_seconds: whole number >= 1}"
+    if not isinstance(items, list):
+        raise _Malformed(f"policy 'escalation' is not {shape}: {_shorten(repr(items))}")
+    tiers: list[EscalationTier] = []
+    for item in items:
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"roles", "sla_seconds"}
+            or not isinstance(item["roles"], list)
+            or not item["roles"]
+            or not all(_name(role) for role in item["roles"])
+            or not _whole(item["sla_seconds"], minimum=1)
+        ):
+            raise _Malformed(f"policy 'escalation' is not {shape}: {_shorten(repr(item))}")
+        tiers.append(_model(EscalationTier, "escalation", item))
+    return tiers
+
+
+def _candidates(document: dict[str, Any]) -> dict[str, list[str]]:
+    items = document.get("candidates", {})
+    if not isinstance(items, dict) or not all(
+        _name(role) and isinstance(people, list) and all(isinstance(p, str) for p in people)
+        for role, people in items.items()
+    ):
+        raise _Malformed(
+            "policy 'candidates' is not an object of role -> list of names: "
+            + _shorten(repr(items))
+        )
+    return {role: list(people) for role, people in items.items()}
+
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _whole(value: Any, *, minimum: int) -> bool:
+    """An integer (or integral float, as a JSON number may decode) >= minimum; never a bool."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return float(value).is_integer() and value >= minimum
+
+
+def _model(model: type[_M], field: str, item: Any) -> _M:
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise _Malformed(
+            f"policy '{field}' entry {_shorten(repr(item))} is invalid: {problems}"
+        ) from None
 
 
 def _strings(document: dict[str, Any], key: str) -> list[str]:

@@ -3,9 +3,12 @@
 # data.baton.finance.approval.decision.
 #
 # Input: {"approver": "carol", "requested_by": "alice", "preparer": "agent:reconciler",
-#         "approver_roles": ["finance-controller"]}
+#         "amended_by": null | "frank", "approver_roles": ["finance-controller"]}
 # Authorised iff the approver is in the directory with one of the roles and is neither the
-# requester nor the preparer. Fail closed: missing names or an empty role list deny.
+# requester, nor the preparer, nor whoever amended the entry (`amended_by`: null, missing or ""
+# when nobody did). Fail closed: missing names, a non-string amended_by or an empty role list
+# deny. `approver_roles` are the roles that may decide at the request's current escalation
+# level (see posting.rego); whether enough approvers have decided is posting.rego's business.
 package baton.finance.approval
 
 import data.baton.lib
@@ -23,6 +26,10 @@ requester_named if lib.named(input.requested_by)
 
 preparer_named if lib.named(input.preparer)
 
+amender_valid if object.get(input, "amended_by", null) == null
+
+amender_valid if is_string(input.amended_by)
+
 roles_named if {
 	is_array(input.approver_roles)
 	count(input.approver_roles) > 0
@@ -37,6 +44,8 @@ deny contains "the request does not name who requested it (requested_by)" if not
 
 deny contains "the request does not name who prepared it (preparer)" if not preparer_named
 
+deny contains "amended_by must name who amended the entry, or be null" if not amender_valid
+
 deny contains "no approver role was named, so nobody can be authorised" if not roles_named
 
 deny contains reason if {
@@ -46,6 +55,7 @@ deny contains reason if {
 		input.approver,
 		lib.input_string(["requested_by"]),
 		lib.input_string(["preparer"]),
+		lib.input_string(["amended_by"]),
 		input.approver_roles,
 	)
 }

@@ -1,4 +1,5 @@
-# Unit tests for baton.finance.approval: who may approve, segregation of duties, and the
+# Unit tests for baton.finance.approval: who may approve, segregation of duties (requester,
+# preparer, amender), and the
 # fail-closed handling of incomplete requests.
 package baton.finance.approval_test
 
@@ -9,6 +10,7 @@ request := {
 	"approver": "carol",
 	"requested_by": "alice",
 	"preparer": "agent:reconciler",
+	"amended_by": null,
 	"approver_roles": ["finance-controller"],
 }
 
@@ -49,6 +51,28 @@ test_requester_cannot_approve if {
 test_preparer_cannot_approve if {
 	d := decide({"preparer": "carol"})
 	d.deny == ["segregation of duties: carol prepared this entry and cannot approve it"]
+}
+
+test_amender_cannot_approve if {
+	d := decide({"amended_by": "carol"})
+	d.allow == false
+	d.deny == ["segregation of duties: carol amended this entry and cannot approve it"]
+}
+
+test_someone_else_may_approve_an_amended_entry if {
+	decide({"amended_by": "frank"}) == {"allow": true, "deny": []}
+	decide({"amended_by": ""}).allow == true
+	approval.decision.allow == true with input as object.remove(request, ["amended_by"])
+}
+
+test_amended_by_that_is_not_a_name_is_denied if {
+	decide({"amended_by": 42}).deny == ["amended_by must name who amended the entry, or be null"]
+	decide({"amended_by": ["carol"]}).allow == false
+}
+
+test_escalation_roles_may_be_passed_as_approver_roles if {
+	decide({"approver": "grace", "approver_roles": ["finance-controller"]}).allow == false
+	decide({"approver": "grace", "approver_roles": ["cfo", "finance-controller", "ceo"]}).allow == true
 }
 
 test_unknown_approver_is_denied if {

@@ -2,8 +2,10 @@
 
 * decide() against small test doubles (clearly named ``Fake...``) that raise, hang, answer
   undefined or answer garbage: every one is a deny whose reason says exactly why.
+* _verdict's parsing of the approval obligations (N-of-M requirements, escalation chain,
+  candidates): well-formed documents become ``Obligations``, malformed ones a deny naming the field.
 * The real embedded OPA evaluator (and regorus) on the real policies: allow, require_approval
-  with roles and eligible approvers, deny.
+  with its obligations, N-of-M approvals and escalation, deny.
 * PolicyBundle: the revision follows the content, and a data edit is used by the same engine
   object without a restart; a broken edit denies until fixed.
 * OpaRestEngine through opa-python-client: against a canned OPA-REST test double (undefined,
@@ -38,7 +40,13 @@ from activities.policy import (
     rule_path,
 )
 from tests.policy.test_rego import APPROVAL_CASES, BASE, POSTING_CASES, approval, posting
-from workflows.contracts import Obligations, PolicyDecision, PolicyQuery
+from workflows.contracts import (
+    ApprovalRequirement,
+    EscalationTier,
+    Obligations,
+    PolicyDecision,
+    PolicyQuery,
+)
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 POSTING = "baton/finance/posting"
@@ -143,16 +151,211 @@ FAIL_CLOSED_CASES: list[tuple[str, PolicyEngine, str]] = [
         "policy 'deny' is not a list of strings: 'no'",
     ),
     (
-        "approval-without-roles",
+        "approval-without-requirements",
         FakeAnsweringEngine({"allow": True, "require_approval": ["needs a human"]}),
-        "policy requires approval but names no approver role",
+        "policy requires approval but names no required_approvals",
+    ),
+    (
+        "approval-with-empty-requirements",
+        FakeAnsweringEngine(
+            {
+                "allow": True,
+                "require_approval": ["needs a human"],
+                "approver_roles": ["cfo"],
+                "required_approvals": [],
+            }
+        ),
+        "policy requires approval but names no required_approvals",
     ),
     (
         "roles-not-strings",
         FakeAnsweringEngine(
-            {"allow": True, "require_approval": ["r"], "approver_roles": [{"role": "cfo"}]}
+            {
+                "allow": True,
+                "require_approval": ["r"],
+                "required_approvals": [{"role": "cfo", "count": 1}],
+                "approver_roles": [{"role": "cfo"}],
+                "candidates": {"cfo": []},
+            }
         ),
         "policy 'approver_roles' is not a list of strings: [{'role': 'cfo'}]",
+    ),
+]
+
+
+def held(**fields: Any) -> dict[str, Any]:
+    """A well-formed require_approval document (a cfo-level entry) with fields replaced."""
+    return {
+        "allow": True,
+        "deny": [],
+        "require_approval": ["amount is large"],
+        "approver_roles": ["cfo", "finance-controller"],
+        "eligible_approvers": ["carol", "dave"],
+        "required_approvals": [
+            {"role": "cfo", "count": 1},
+            {"role": "finance-controller", "count": 1},
+        ],
+        "escalation": [
+            {"roles": ["cfo"], "sla_seconds": 14400},
+            {"roles": ["ceo"], "sla_seconds": 86400},
+        ],
+        "candidates": {"cfo": ["dave"], "finance-controller": ["carol", "dave"], "ceo": ["grace"]},
+        **fields,
+    }
+
+
+REQUIREMENTS_SHAPE = (
+    "policy 'required_approvals' is not a list of {role: non-empty string, "
+    "count: whole number >= 1}: "
+)
+ESCALATION_SHAPE = (
+    "policy 'escalation' is not a list of {roles: non-empty list of names, "
+    "sla_seconds: whole number >= 1}: "
+)
+CANDIDATES_SHAPE = "policy 'candidates' is not an object of role -> list of names: "
+
+#: (case, document, the one deny reason): malformed obligations on a require_approval verdict.
+MALFORMED_OBLIGATIONS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "requirements-not-a-list",
+        held(required_approvals={"cfo": 1}),
+        REQUIREMENTS_SHAPE + "{'cfo': 1}",
+    ),
+    (
+        "requirement-a-string",
+        held(required_approvals=["cfo"]),
+        REQUIREMENTS_SHAPE + "'cfo'",
+    ),
+    (
+        "requirement-without-count",
+        held(required_approvals=[{"role": "cfo"}]),
+        REQUIREMENTS_SHAPE + "{'role': 'cfo'}",
+    ),
+    (
+        "requirement-count-zero",
+        held(required_approvals=[{"role": "cfo", "count": 0}]),
+        REQUIREMENTS_SHAPE + "{'role': 'cfo', 'count': 0}",
+    ),
+    (
+        "requirement-count-string",
+        held(required_approvals=[{"role": "cfo", "count": "1"}]),
+        REQUIREMENTS_SHAPE + "{'role': 'cfo', 'count': '1'}",
+    ),
+    (
+        "requirement-count-boolean",
+        held(required_approvals=[{"role": "cfo", "count": True}]),
+        REQUIREMENTS_SHAPE + "{'role': 'cfo', 'count': True}",
+    ),
+    (
+        "requirement-count-fraction",
+        held(required_approvals=[{"role": "cfo", "count": 1.5}]),
+        REQUIREMENTS_SHAPE + "{'role': 'cfo', 'count': 1.5}",
+    ),
+    (
+        "requirement-blank-role",
+        held(required_approvals=[{"role": "", "count": 1}]),
+        REQUIREMENTS_SHAPE + "{'role': '', 'count': 1}",
+    ),
+    (
+        "requirement-extra-field",
+        held(required_approvals=[{"role": "cfo", "count": 1, "any": True}]),
+        REQUIREMENTS_SHAPE + "{'role': 'cfo', 'count': 1, 'any': True}",
+    ),
+    (
+        "requirement-count-above-contract",
+        held(required_approvals=[{"role": "cfo", "count": 11}], approver_roles=["cfo"]),
+        "policy 'required_approvals' entry {'role': 'cfo', 'count': 11} is invalid: "
+        "count: Input should be less than or equal to 10",
+    ),
+    (
+        "requirement-role-twice",
+        held(
+            required_approvals=[{"role": "cfo", "count": 1}, {"role": "cfo", "count": 1}],
+            approver_roles=["cfo"],
+        ),
+        "policy 'required_approvals' names the roles ['cfo'] twice",
+    ),
+    (
+        "roles-disagree-with-requirements",
+        held(approver_roles=["cfo"]),
+        "policy 'approver_roles' ['cfo'] are not the roles of its required_approvals "
+        "['cfo', 'finance-controller']",
+    ),
+    (
+        "escalation-not-a-list",
+        held(escalation={"roles": ["ceo"], "sla_seconds": 60}),
+        ESCALATION_SHAPE + "{'roles': ['ceo'], 'sla_seconds': 60}",
+    ),
+    (
+        "escalation-tier-without-roles",
+        held(escalation=[{"roles": [], "sla_seconds": 60}]),
+        ESCALATION_SHAPE + "{'roles': [], 'sla_seconds': 60}",
+    ),
+    (
+        "escalation-roles-a-string",
+        held(escalation=[{"roles": "ceo", "sla_seconds": 60}]),
+        ESCALATION_SHAPE + "{'roles': 'ceo', 'sla_seconds': 60}",
+    ),
+    (
+        "escalation-blank-role",
+        held(escalation=[{"roles": [""], "sla_seconds": 60}]),
+        ESCALATION_SHAPE + "{'roles': [''], 'sla_seconds': 60}",
+    ),
+    (
+        "escalation-sla-zero",
+        held(escalation=[{"roles": ["ceo"], "sla_seconds": 0}]),
+        ESCALATION_SHAPE + "{'roles': ['ceo'], 'sla_seconds': 0}",
+    ),
+    (
+        "escalation-sla-string",
+        held(escalation=[{"roles": ["ceo"], "sla_seconds": "4h"}]),
+        ESCALATION_SHAPE + "{'roles': ['ceo'], 'sla_seconds': '4h'}",
+    ),
+    (
+        "escalation-sla-missing",
+        held(escalation=[{"roles": ["ceo"]}]),
+        ESCALATION_SHAPE + "{'roles': ['ceo']}",
+    ),
+    (
+        "escalation-sla-above-contract",
+        held(escalation=[{"roles": ["ceo"], "sla_seconds": 91 * 24 * 3600}]),
+        "policy 'escalation' entry {'roles': ['ceo'], 'sla_seconds': 7862400} is invalid: "
+        "sla_seconds: Input should be less than or equal to 7776000",
+    ),
+    (
+        "candidates-a-list",
+        held(candidates=["dave"]),
+        CANDIDATES_SHAPE + "['dave']",
+    ),
+    (
+        "candidates-not-lists",
+        held(candidates={"cfo": "dave", "finance-controller": [], "ceo": []}),
+        CANDIDATES_SHAPE + "{'cfo': 'dave', 'finance-controller': [], 'ceo': []}",
+    ),
+    (
+        "candidates-not-names",
+        held(candidates={"cfo": [1], "finance-controller": [], "ceo": []}),
+        CANDIDATES_SHAPE + "{'cfo': [1], 'finance-controller': [], 'ceo': []}",
+    ),
+    (
+        "candidates-missing-a-required-role",
+        held(candidates={"cfo": ["dave"], "ceo": ["grace"]}),
+        "policy 'candidates' has no list for the roles ['finance-controller']",
+    ),
+    (
+        "candidates-missing-an-escalation-role",
+        held(candidates={"cfo": ["dave"], "finance-controller": ["carol"]}),
+        "policy 'candidates' has no list for the roles ['ceo']",
+    ),
+    (
+        "candidates-missing",
+        {k: v for k, v in held().items() if k != "candidates"},
+        "policy 'candidates' has no list for the roles ['ceo', 'cfo', 'finance-controller']",
+    ),
+    (
+        "eligible-not-strings",
+        held(eligible_approvers=[None]),
+        "policy 'eligible_approvers' is not a list of strings: [None]",
     ),
 ]
 
@@ -195,19 +398,73 @@ async def test_decide_asks_for_the_decision_document_and_maps_each_verdict() -> 
     assert engine.calls == [("baton/finance/posting/decision", BASE)]
     assert (allowed.verdict, allowed.reasons, allowed.revision) == ("allow", [], "fake-rev")
 
-    engine = FakeAnsweringEngine(
-        {
-            "allow": True,
-            "deny": [],
-            "require_approval": ["amount is large"],
-            "approver_roles": ["cfo"],
-            "eligible_approvers": ["dave"],
-        }
+    engine = FakeAnsweringEngine(held())
+    pending = await decide(engine, query(), "dec-6")
+    assert pending.verdict == "require_approval"
+    assert pending.reasons == ["amount is large"]
+    assert pending.obligations == Obligations(
+        approver_roles=["cfo", "finance-controller"],
+        eligible_approvers=["carol", "dave"],
+        required_approvals=[
+            ApprovalRequirement(role="cfo", count=1),
+            ApprovalRequirement(role="finance-controller", count=1),
+        ],
+        escalation=[
+            EscalationTier(roles=["cfo"], sla_seconds=14400),
+            EscalationTier(roles=["ceo"], sla_seconds=86400),
+        ],
+        candidates={"cfo": ["dave"], "finance-controller": ["carol", "dave"], "ceo": ["grace"]},
     )
-    held = await decide(engine, query(), "dec-6")
-    assert held.verdict == "require_approval"
-    assert held.reasons == ["amount is large"]
-    assert held.obligations == Obligations(approver_roles=["cfo"], eligible_approvers=["dave"])
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [(document, reason) for _, document, reason in MALFORMED_OBLIGATIONS],
+    ids=[case for case, _, _ in MALFORMED_OBLIGATIONS],
+)
+async def test_malformed_obligations_deny_naming_the_field(
+    document: dict[str, Any], reason: str
+) -> None:
+    decision = await decide(FakeAnsweringEngine(document), query(), "dec-m")
+    assert decision.verdict == "deny"
+    assert decision.reasons == [reason]
+    assert decision.obligations == Obligations()
+    assert decision.revision == "fake-rev"
+
+
+async def test_obligations_parsing_is_lenient_only_where_safe() -> None:
+    # approver_roles may be left out (derived from required_approvals), tiers may be absent,
+    # a count or SLA may arrive as an integral float, and roles may repeat in approver_roles.
+    document = held(
+        required_approvals=[{"role": "finance-controller", "count": 2.0}],
+        escalation=[{"roles": ["cfo"], "sla_seconds": 60.0}],
+        candidates={"finance-controller": ["carol"], "cfo": []},
+    )
+    document.pop("approver_roles")
+    decision = await decide(FakeAnsweringEngine(document), query(), "dec-l1")
+    assert decision.verdict == "require_approval"
+    assert decision.obligations.approver_roles == ["finance-controller"]
+    assert decision.obligations.required_approvals == [
+        ApprovalRequirement(role="finance-controller", count=2)
+    ]
+    assert decision.obligations.escalation == [EscalationTier(roles=["cfo"], sla_seconds=60)]
+
+    no_chain = held(escalation=[], candidates={"cfo": [], "finance-controller": []})
+    plain = await decide(FakeAnsweringEngine(no_chain), query(), "dec-l2")
+    assert (plain.verdict, plain.obligations.escalation) == ("require_approval", [])
+
+
+async def test_obligations_are_ignored_unless_approval_is_required() -> None:
+    # A deny or an allow carries no obligations, and garbage in them cannot turn into a verdict.
+    junk = {"required_approvals": "junk", "escalation": 3, "candidates": None}
+    denied = await decide(
+        FakeAnsweringEngine({"allow": False, "deny": ["no"], **junk}), query(), "dec-i1"
+    )
+    assert (denied.verdict, denied.reasons, denied.obligations) == ("deny", ["no"], Obligations())
+    allowed = await decide(
+        FakeAnsweringEngine({"allow": True, "require_approval": [], **junk}), query(), "dec-i2"
+    )
+    assert (allowed.verdict, allowed.obligations) == ("allow", Obligations())
 
 
 async def test_input_that_is_not_json_denies_without_asking_the_engine() -> None:
@@ -266,6 +523,12 @@ async def test_small_entry_is_allowed(local_engine: PolicyEngine) -> None:
     assert len(decision.revision) == 12 and int(decision.revision, 16) >= 0
 
 
+SHIPPED_CHAIN = [
+    EscalationTier(roles=["cfo"], sla_seconds=14400),
+    EscalationTier(roles=["ceo"], sla_seconds=86400),
+]
+
+
 async def test_large_entry_requires_a_controller_from_the_directory(
     local_engine: PolicyEngine,
 ) -> None:
@@ -276,19 +539,93 @@ async def test_large_entry_requires_a_controller_from_the_directory(
         "a finance-controller must approve it"
     ]
     assert decision.obligations == Obligations(
-        approver_roles=["finance-controller"], eligible_approvers=["carol", "dave", "frank"]
+        approver_roles=["finance-controller"],
+        eligible_approvers=["carol", "dave", "frank"],
+        required_approvals=[ApprovalRequirement(role="finance-controller", count=1)],
+        escalation=SHIPPED_CHAIN,
+        candidates={
+            "finance-controller": ["carol", "dave", "frank"],
+            "cfo": ["dave", "ivan"],
+            "ceo": ["grace"],
+        },
     )
 
 
-async def test_cfo_entry_excludes_nobody_but_requires_the_cfo(local_engine: PolicyEngine) -> None:
+async def test_cfo_entry_requires_a_cfo_and_a_controller(local_engine: PolicyEngine) -> None:
     decision = await decide(local_engine, query(posting(50000)), "real-3")
     assert decision.verdict == "require_approval"
-    assert decision.obligations == Obligations(approver_roles=["cfo"], eligible_approvers=["dave"])
+    assert decision.obligations == Obligations(
+        approver_roles=["cfo", "finance-controller"],
+        eligible_approvers=["carol", "dave", "frank", "ivan"],
+        required_approvals=[
+            ApprovalRequirement(role="cfo", count=1),
+            ApprovalRequirement(role="finance-controller", count=1),
+        ],
+        escalation=SHIPPED_CHAIN,
+        candidates={
+            "cfo": ["dave", "ivan"],
+            "finance-controller": ["carol", "dave", "frank"],
+            "ceo": ["grace"],
+        },
+    )
+
+
+async def test_amender_is_no_candidate(local_engine: PolicyEngine) -> None:
+    decision = await decide(local_engine, query(posting(50000, amended_by="dave")), "real-3a")
+    assert decision.obligations.candidates == {
+        "cfo": ["ivan"],
+        "finance-controller": ["carol", "frank"],
+        "ceo": ["grace"],
+    }
+    assert decision.obligations.eligible_approvers == ["carol", "frank", "ivan"]
+    approved = posting(50000, amended_by="dave", approval=approval("dave", "carol"))
+    refused = await decide(local_engine, query(approved), "real-3b")
+    assert refused.verdict == "deny"
+    assert refused.reasons == [
+        "segregation of duties: dave amended this entry and cannot approve it"
+    ]
 
 
 async def test_valid_approval_allows(local_engine: PolicyEngine) -> None:
     decision = await decide(local_engine, query(posting(1500, approval=approval("carol"))), "r4")
     assert decision.verdict == "allow"
+    both = await decide(local_engine, query(posting(75000, approval=approval("dave", "frank"))), "")
+    assert both.verdict == "allow"
+
+
+async def test_one_person_is_one_slot(local_engine: PolicyEngine) -> None:
+    decision = await decide(local_engine, query(posting(75000, approval=approval("dave"))), "r4a")
+    assert decision.verdict == "require_approval"
+    assert decision.reasons[-1] == (
+        "entry ADJ-B0042 is not fully approved yet (approved so far by dave): "
+        "one more approver holding cfo or finance-controller must also approve"
+    )
+    assert len(decision.obligations.required_approvals) == 2
+
+
+async def test_escalation_level_widens_who_may_approve(local_engine: PolicyEngine) -> None:
+    verdicts = []
+    for level in range(3):
+        document = posting(75000, approval=approval("carol", "grace", level=level))
+        verdicts.append((await decide(local_engine, query(document), f"r4-{level}")).verdict)
+    assert verdicts == ["deny", "deny", "allow"]
+    beyond = posting(75000, approval=approval("carol", "grace", level=3))
+    assert (await decide(local_engine, query(beyond), "r4-3")).verdict == "deny"
+
+
+async def test_every_table_document_gives_a_well_formed_decision(
+    local_engine: PolicyEngine,
+) -> None:
+    # The real policies never trip the malformed-document checks in _verdict.
+    seen = set()
+    for case, document in POSTING_CASES.items():
+        decision = await decide(local_engine, query(document), case)
+        seen.add(decision.verdict)
+        assert not any(r.startswith("policy ") for r in decision.reasons), case
+        if decision.verdict == "require_approval":
+            assert decision.obligations.required_approvals, case
+            assert decision.obligations.escalation == SHIPPED_CHAIN, case
+    assert seen == {"allow", "deny", "require_approval"}
 
 
 async def test_closed_period_is_denied(local_engine: PolicyEngine) -> None:
@@ -360,6 +697,7 @@ async def test_data_edit_changes_revision_and_is_used_without_a_new_engine(
     engine = engine_class(policy_copy, reload_interval=0)
     before = await decide(engine, query(posting(1500)), "reload-1")
     assert before.verdict == "require_approval"
+    assert before.obligations.escalation[0].sla_seconds == 14400
     assert before.obligations.eligible_approvers == ["carol", "dave", "frank"]
 
     def raise_threshold(doc: dict[str, Any]) -> None:
@@ -377,6 +715,13 @@ async def test_data_edit_changes_revision_and_is_used_without_a_new_engine(
     third = await decide(engine, query(posting(2500)), "reload-3")
     assert third.obligations.eligible_approvers == ["dave", "frank"]
     assert len({before.revision, after.revision, third.revision}) == 3
+
+    def shorten_sla(doc: dict[str, Any]) -> None:
+        doc["baton"]["finance"]["escalation"][0]["sla_seconds"] = 600
+
+    edit_json(policy_copy / "data" / "escalation.json", shorten_sla)
+    fourth = await decide(engine, query(posting(2500)), "reload-4")
+    assert fourth.obligations.escalation[0].sla_seconds == 600
 
 
 async def test_reload_is_checked_at_most_once_per_interval(policy_copy: Path) -> None:
@@ -440,7 +785,9 @@ def test_bundle_separates_tests_and_merges_data() -> None:
     assert not any(path.endswith("_test.rego") for path in snapshot.modules)
     baton = snapshot.data["baton"]
     assert set(baton) == {"finance", "directory", "tenants"}
+    assert set(baton["finance"]) == {"limits", "escalation"}
     assert baton["finance"]["limits"]["hard_cap"] == 1000000
+    assert [tier["sla_seconds"] for tier in baton["finance"]["escalation"]] == [14400, 86400]
 
 
 def test_conflicting_data_files_are_a_load_error(policy_copy: Path) -> None:
@@ -597,3 +944,70 @@ async def test_rest_engine_through_local_opa_server_matches_embedded() -> None:
 
 def _comparable(decision: PolicyDecision) -> tuple[str, list[str], Obligations]:
     return decision.verdict, decision.reasons, decision.obligations
+
+
+# ---------------------------------------------------------------------------------------------
+# The posting activity's input document against the real policy
+# ---------------------------------------------------------------------------------------------
+
+
+def post_entry(amount: str, **fields: Any) -> Any:
+    from workflows.contracts import AdjustingEntry, PostEntryInput
+
+    entry = AdjustingEntry(
+        entry_id="ADJ-B0042",
+        account="6100-bank-fees",
+        amount=Decimal(amount),
+        source_ids=["B0042"],
+        rationale="bank fee",
+    )
+    return PostEntryInput(
+        tenant="acme",
+        period="2026-10",
+        entry=entry,
+        preparer="agent:reconciler",
+        requested_by="alice",
+        idempotency_key="k1",
+        **fields,
+    )
+
+
+async def test_posting_policy_input_speaks_the_policy_shape(local_engine: PolicyEngine) -> None:
+    from activities.finance import posting_policy_input
+    from workflows.contracts import ApprovalGrant
+
+    def grant(*approvers: str, level: int = 0) -> ApprovalGrant:
+        return ApprovalGrant(
+            request_id="apr-1",
+            approvers=list(approvers),
+            action_digest="d1",
+            escalation_level=level,
+        )
+
+    async def verdict(inp: Any) -> PolicyDecision:
+        return await decide(local_engine, query(posting_policy_input(inp, "open")), "pi")
+
+    document = posting_policy_input(post_entry("75000.00", approval=grant("carol")), "open")
+    assert document["amended_by"] is None
+    assert document["approval"] == {
+        "request_id": "apr-1",
+        "approvers": ["carol"],
+        "action_digest": "d1",
+        "escalation_level": 0,
+    }
+    assert (await verdict(post_entry("75000.00"))).verdict == "require_approval"
+    assert (await verdict(post_entry("75000.00", approval=grant("carol")))).verdict == (
+        "require_approval"
+    )
+    assert (await verdict(post_entry("75000.00", approval=grant("carol", "dave")))).verdict == (
+        "allow"
+    )
+    assert (
+        await verdict(post_entry("75000.00", approval=grant("carol", "grace", level=2)))
+    ).verdict == "allow"
+    amended = await verdict(
+        post_entry("75000.00", amended_by="carol", approval=grant("carol", "dave"))
+    )
+    assert amended.reasons == [
+        "segregation of duties: carol amended this entry and cannot approve it"
+    ]

@@ -48,7 +48,7 @@ def test_every_policy_package_has_rego_tests() -> None:
     assert {"baton.finance.posting_test", "baton.finance.approval_test", "baton.lib_test"} <= (
         packages
     )
-    assert len(TEST_NAMES) >= 60
+    assert len(TEST_NAMES) >= 110
 
 
 def test_runner_reports_failures_errors_and_duplicates_on_both_engines(tmp_path: Path) -> None:
@@ -100,6 +100,7 @@ BASE: dict[str, Any] = {
     "preparer": "agent:reconciler",
     "requested_by": "alice",
     "compliance_flagged": False,
+    "amended_by": None,
     "approval": None,
 }
 
@@ -112,8 +113,15 @@ def posting(amount: Any = -12.5, *, drop: tuple[str, ...] = (), **fields: Any) -
     return doc
 
 
-def approval(approver: str, **fields: Any) -> dict[str, Any]:
-    return {"approver": approver, "request_id": "apr-1", "action_digest": "d1", **fields}
+def approval(*approvers: Any, level: Any = 0, **fields: Any) -> dict[str, Any]:
+    """An approval in the shape of ApprovalGrant, with fields replaced or added."""
+    return {
+        "request_id": "apr-1",
+        "action_digest": "d1",
+        "approvers": list(approvers),
+        "escalation_level": level,
+        **fields,
+    }
 
 
 POSTING_CASES: dict[str, dict[str, Any]] = {
@@ -142,17 +150,63 @@ POSTING_CASES: dict[str, dict[str, Any]] = {
     "flag-missing": posting(drop=("compliance_flagged",)),
     "flag-string": posting(compliance_flagged="no"),
     "valid-controller-approval": posting(1500, approval=approval("carol")),
-    "valid-cfo-approval": posting(75000, approval=approval("dave")),
+    "valid-cfo-and-controller": posting(75000, approval=approval("dave", "carol")),
+    "cfo-entry-dave-alone": posting(75000, approval=approval("dave")),
+    "cfo-entry-controllers-only": posting(75000, approval=approval("carol", "frank")),
+    "cfo-entry-one-controller": posting(75000, approval=approval("frank")),
+    "flagged-cfo-both-approved": posting(
+        60000, compliance_flagged=True, approval=approval("frank", "dave")
+    ),
+    "duplicate-approver": posting(1500, approval=approval("carol", "carol")),
+    "duplicate-dave-on-cfo-entry": posting(75000, approval=approval("dave", "dave")),
     "self-approval-requester": posting(1500, requested_by="carol", approval=approval("carol")),
     "self-approval-preparer": posting(1500, preparer="frank", approval=approval("frank")),
-    "wrong-role": posting(75000, approval=approval("carol")),
+    "amender-approves": posting(1500, amended_by="carol", approval=approval("carol")),
+    "amender-and-other": posting(
+        75000, amended_by="dave", approval=approval("dave", "carol", "frank")
+    ),
+    "amended-other-approves": posting(1500, amended_by="carol", approval=approval("frank")),
+    "amended-candidates": posting(75000, amended_by="dave"),
+    "amended-by-empty": posting(1500, amended_by=""),
+    "amended-by-number": posting(1500, amended_by=7),
+    "amended-by-missing": posting(1500, drop=("amended_by",)),
+    "wrong-role": posting(75000, approval=approval("carol", "erin")),
     "approver-without-role": posting(1500, approval=approval("erin")),
     "approver-unknown": posting(1500, approval=approval("mallory")),
-    "approval-no-digest": posting(1500, approval={"approver": "carol", "request_id": "r"}),
-    "approval-no-approver": posting(1500, approval={"request_id": "r", "action_digest": "d"}),
+    "ceo-level-0": posting(75000, approval=approval("carol", "grace", level=0)),
+    "ceo-level-1": posting(75000, approval=approval("carol", "grace", level=1)),
+    "ceo-level-2": posting(75000, approval=approval("carol", "grace", level=2)),
+    "ceo-alone-level-2": posting(75000, approval=approval("grace", level=2)),
+    "ceo-controller-entry-level-2": posting(1500, approval=approval("grace", level=2)),
+    "level-too-high": posting(1500, approval=approval("carol", level=3)),
+    "level-negative": posting(1500, approval=approval("carol", level=-1)),
+    "level-fraction": posting(1500, approval=approval("carol", level=0.5)),
+    "level-string": posting(1500, approval=approval("carol", level="1")),
+    "level-null": posting(1500, approval=approval("carol", level=None)),
+    "level-bool": posting(1500, approval=approval("carol", level=True)),
+    "level-missing": posting(
+        1500, approval={"request_id": "r", "action_digest": "d", "approvers": ["carol"]}
+    ),
+    "bad-level-does-not-widen": posting(1500, approval=approval("grace", level=9)),
+    "approvers-empty": posting(1500, approval=approval()),
+    "approvers-missing": posting(1500, approval={"request_id": "r", "action_digest": "d"}),
+    "approvers-a-string": posting(1500, approval=approval(approvers="carol")),
+    "approvers-with-null": posting(1500, approval=approval("carol", None)),
+    "approvers-with-number": posting(1500, approval=approval(3)),
+    "approvers-blank-name": posting(1500, approval=approval("")),
+    "old-single-approver-shape": posting(
+        1500, approval={"approver": "carol", "request_id": "r", "action_digest": "d"}
+    ),
+    "approval-no-digest": posting(
+        1500, approval={"request_id": "r", "approvers": ["carol"], "escalation_level": 0}
+    ),
     "approval-is-a-string": posting(1500, approval="yes"),
+    "approval-on-small-entry": posting(10, approval=approval("frank", level=2)),
     "approval-missing": posting(1500, drop=("approval",)),
     "requester-eligible-excluded": posting(5000, requested_by="carol"),
+    "everyone-excluded-but-dave": posting(
+        60000, requested_by="carol", preparer="frank", amended_by="grace"
+    ),
     "requester-missing": posting(5000, drop=("requested_by",)),
     "amount-string": posting("1500.00"),
     "amount-null": posting(None),
@@ -185,6 +239,33 @@ APPROVAL_CASES: dict[str, dict[str, Any]] = {
         "preparer": "x",
         "approver_roles": ["cfo"],
     },
+    "amender": {
+        "approver": "carol",
+        "requested_by": "alice",
+        "preparer": "agent:reconciler",
+        "amended_by": "carol",
+        "approver_roles": ["finance-controller"],
+    },
+    "amended-by-other": {
+        "approver": "carol",
+        "requested_by": "alice",
+        "preparer": "agent:reconciler",
+        "amended_by": "frank",
+        "approver_roles": ["finance-controller"],
+    },
+    "amended-by-not-a-name": {
+        "approver": "carol",
+        "requested_by": "alice",
+        "preparer": "agent:reconciler",
+        "amended_by": ["frank"],
+        "approver_roles": ["finance-controller"],
+    },
+    "escalated-ceo": {
+        "approver": "grace",
+        "requested_by": "alice",
+        "preparer": "agent:reconciler",
+        "approver_roles": ["cfo", "finance-controller", "ceo"],
+    },
     "no-roles": {"approver": "dave", "requested_by": "alice", "preparer": "x"},
     "empty": {},
 }
@@ -212,6 +293,26 @@ def test_opa_and_regorus_agree(
     # Strict types on both sides: a boolean allow and lists of strings.
     assert isinstance(opa_value["allow"], bool)
     assert all(isinstance(reason, str) for reason in opa_value["deny"])
+    if "posting" in path:
+        assert set(opa_value) == POSTING_FIELDS
+        roles = [r["role"] for r in opa_value["required_approvals"]]
+        assert roles == sorted(roles) == opa_value["approver_roles"]
+        escalation_roles = {role for tier in opa_value["escalation"] for role in tier["roles"]}
+        assert set(opa_value["candidates"]) == set(roles) | escalation_roles
+        eligible = {p for role in roles for p in opa_value["candidates"][role]}
+        assert opa_value["eligible_approvers"] == sorted(eligible)
+
+
+POSTING_FIELDS = {
+    "allow",
+    "deny",
+    "require_approval",
+    "approver_roles",
+    "eligible_approvers",
+    "required_approvals",
+    "escalation",
+    "candidates",
+}
 
 
 def test_cross_check_table_covers_every_verdict(
@@ -228,4 +329,4 @@ def test_cross_check_table_covers_every_verdict(
         else:
             seen.add("allow")
     assert seen == {"allow", "deny", "require_approval"}
-    assert len(POSTING_CASES) >= 20
+    assert len(POSTING_CASES) >= 60
