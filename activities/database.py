@@ -1,7 +1,8 @@
 """Database access and the systems-of-record tables (SQLModel).
 
 Owns: engine creation for SQLite (default) and PostgreSQL (``DATABASE_URL``), the tables of the
-general ledger, the bank statement and the accounting periods, and the journal postings Baton makes.
+general ledger, the bank statement and the accounting periods, the journal postings Baton makes,
+and the notification outbox.
 Money is stored as integer cents so sums are exact on every database.
 
 Must not: talk to Temporal, call models, or decide policy.
@@ -15,8 +16,9 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import JSON, Column, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, UniqueConstraint, create_engine, text
 
@@ -96,6 +98,27 @@ class JournalPosting(SQLModel, table=True):
     reverses_posting_id: str | None = Field(default=None, index=True)
     decision_json: str = ""  # the policy outcome it was posted under, returned again on retry
     posted_at: datetime = Field(default_factory=utcnow)
+
+
+class NotificationOutbox(SQLModel, table=True):
+    """A notification queued for delivery (activities/notify.py), one row per idempotency key.
+
+    Written in the same transaction as its ``notification.queued`` audit row. A relay (or the
+    receiving system itself) reads rows with ``delivered_at IS NULL``, delivers them, and sets
+    ``delivered_at``; receivers drop repeats by ``idempotency_key``.
+    """
+
+    __tablename__ = "notification_outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    kind: str
+    workflow_id: str = Field(index=True)
+    request_id: str
+    recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = Field(default=None, index=True)
 
 
 class Database:

@@ -43,7 +43,20 @@ class Settings:
     opa_url: str | None = None  # OPA_URL: unset = OPA's evaluator embedded in-process
     policy_dir: Path = REPO_ROOT / "policy"  # BATON_POLICY_DIR
     llm_timeout_seconds: float = 60.0  # BATON_LLM_TIMEOUT_SECONDS
+    #: Approval notifications: POSTed here when set, else queued in the database outbox.
+    notify_webhook_url: str | None = None  # BATON_NOTIFY_WEBHOOK_URL
+    #: BATON_NOTIFY_WEBHOOK_SECRET: HMAC-SHA256 key of the webhook's X-Baton-Signature header.
+    notify_webhook_secret: str | None = field(default=None, repr=False)  # never printed
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.notify_webhook_url is not None:
+            check_http_url("BATON_NOTIFY_WEBHOOK_URL", self.notify_webhook_url)
+        if self.notify_webhook_secret and not self.notify_webhook_url:
+            raise ValueError(
+                "BATON_NOTIFY_WEBHOOK_SECRET is set but BATON_NOTIFY_WEBHOOK_URL is not: "
+                "set the webhook URL too, or unset the secret to use the database outbox"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -79,6 +92,8 @@ class Settings:
             opa_url=get("OPA_URL", None),
             policy_dir=Path(get("BATON_POLICY_DIR", str(base.policy_dir))),
             llm_timeout_seconds=get_float("BATON_LLM_TIMEOUT_SECONDS", base.llm_timeout_seconds),
+            notify_webhook_url=get("BATON_NOTIFY_WEBHOOK_URL", None),
+            notify_webhook_secret=get("BATON_NOTIFY_WEBHOOK_SECRET", None),
         )
 
     def workflow_url(self, workflow_id: str, run_id: str | None = None) -> str:
@@ -88,3 +103,19 @@ class Settings:
         url = f"{self.ui_url}/namespaces/{quote(self.temporal_namespace)}/workflows/"
         url += quote(workflow_id, safe="")
         return url + (f"/{run_id}/history" if run_id else "")
+
+
+def check_http_url(variable: str, url: str) -> None:
+    """Refuse anything but an absolute http(s) URL, naming the variable that holds it."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as err:
+        raise ValueError(f"{variable} is not a valid URL ({err}): {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{variable} must be an http:// or https:// URL with a host, "
+            f"e.g. https://hooks.example.com/baton, got {url!r}"
+        )

@@ -6,6 +6,13 @@ Why these numbers:
 - policy: pure evaluation, fast; retried a few times, then the gate fails closed.
 - connector: systems of record may be briefly down; keep trying for about ten minutes.
 - compensation / audit: must eventually happen, so they retry until they succeed.
+- notification: one webhook POST (client timeout 10 s) inside a 15 s attempt. 408/429/5xx and
+  network errors retry from 1 s, doubling, at most 30 s apart (Retry-After wins when sent), for 8
+  attempts (about 1.5 minutes of waiting), so a short receiver outage is ridden out, while a
+  receiver that stays down fails the step soon enough for the workflow to record it and decide
+  what to do, instead of a notification hanging for hours. Receivers drop repeats by the
+  Idempotency-Key, so retries are safe. A rejected notification (other 4xx: bad path, auth,
+  schema) will not pass on a retry: NotificationRejected stops at once.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Literal
 
 from temporalio.common import RetryPolicy
 
-ActivityKind = Literal["agent", "policy", "connector", "compensation", "audit"]
+ActivityKind = Literal["agent", "policy", "connector", "compensation", "audit", "notification"]
 
 # Errors that no retry can fix: stop at once.
 NON_RETRYABLE = ["LLMRequestRejected", "PeriodNotFound", "ValidationError"]
@@ -64,6 +71,16 @@ PRESETS: dict[ActivityKind, Preset] = {
         start_to_close=timedelta(seconds=30),
         retry=RetryPolicy(
             initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+        ),
+    ),
+    "notification": Preset(
+        start_to_close=timedelta(seconds=15),
+        retry=RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=30),
+            maximum_attempts=8,
+            non_retryable_error_types=[*NON_RETRYABLE, "NotificationRejected"],
         ),
     ),
 }
