@@ -25,6 +25,7 @@ from activities.agents import AgentActivities
 from activities.audit import AuditActivities, AuditLedger
 from activities.database import Database
 from activities.finance import FinanceActivities
+from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.policy import PolicyEngine, build_engine
 from baton.settings import Settings
 from workflows.client import connect_client
@@ -42,13 +43,16 @@ class Runtime:
     ledger: AuditLedger
     openai: AsyncOpenAI
     policy: PolicyEngine
+    notifier: Notifier
     activities: list[Any]
 
     async def close(self) -> None:
         await self.openai.close()
-        aclose = getattr(self.policy, "aclose", None)  # the OPA REST client holds a session
-        if aclose is not None:
-            await aclose()
+        # the OPA REST client holds a session; the webhook notifier may own an httpx client
+        for part in (self.policy, self.notifier):
+            aclose = getattr(part, "aclose", None)
+            if aclose is not None:
+                await aclose()
         self.db.dispose()
 
 
@@ -71,6 +75,8 @@ def build_runtime(settings: Settings) -> Runtime:
         timeout_seconds=settings.llm_timeout_seconds,
     )
     audit = AuditActivities(ledger)
+    notifier = build_notifier(settings, db, ledger)
+    notify = NotifyActivities(notifier)
     activities = [
         finance.collect_period_data,
         finance.reconcile_transactions,
@@ -79,11 +85,15 @@ def build_runtime(settings: Settings) -> Runtime:
         finance.reverse_journal_entry,
         finance.close_period,
         agents.propose_adjustments,
+        agents.revise_adjustments,
         agents.review_compliance,
         agents.write_close_memo,
         audit.record_audit,
+        notify.notify,
     ]
-    return Runtime(db=db, ledger=ledger, openai=llm, policy=policy, activities=activities)
+    return Runtime(
+        db=db, ledger=ledger, openai=llm, policy=policy, notifier=notifier, activities=activities
+    )
 
 
 def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options: Any) -> Worker:

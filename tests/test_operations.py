@@ -165,6 +165,56 @@ async def test_cli_and_stock_temporal_cli_drive_an_approval(harness: Harness) ->
     assert "approval.approved): content does not match its hash (edited)" in broken.stdout
 
 
+async def test_cli_inbox_amend_and_request_changes(harness: Harness) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+        entry = next(e for e in request.entries if abs(e.amount) >= 1000)
+
+        # the inbox across runs (other tests' runs may be listed too; this one must be)
+        async with asyncio.timeout(20):
+            while (
+                request.request_id
+                not in (
+                    inbox := await run_cli(h, "approvals", "list", "--role", "finance-controller")
+                ).stdout
+            ):
+                await asyncio.sleep(0.2)
+        assert inbox.returncode == 0 and "REQUESTER" in inbox.stdout
+        line = next(x for x in inbox.stdout.splitlines() if request.request_id in x)
+        assert handle.id in line and "alice" in line and "1 x finance-controller" in line
+        as_cfo = await run_cli(h, "approvals", "list", "--role", "cfo", "--json")
+        assert as_cfo.returncode == 0 and request.request_id not in as_cfo.stdout
+
+        bad = await run_cli(
+            h, "amend", handle.id, "--approver", "carol", "--rationale", "x",
+            "--change", f"{entry.entry_id} amont=5",
+        )  # fmt: skip
+        assert bad.returncode == 2 and "expected 'ENTRY_ID amount=X'" in bad.stderr
+
+        amended = await run_cli(
+            h, "amend", handle.id, "--approver", "carol", "--rationale", "half was refunded",
+            "--change", f"{entry.entry_id} amount={entry.amount / 2:.2f}",
+        )  # fmt: skip
+        assert amended.returncode == 0, amended.stderr
+        assert "amended by carol recorded" in amended.stdout
+
+        async with asyncio.timeout(30):
+            while not (pending := (await h.client.status(handle.id)).pending) or (
+                pending[0].round != 2
+            ):
+                await asyncio.sleep(0.1)
+        changes = await run_cli(
+            h, "request-changes", handle.id, "--approver", "frank",
+            "--comment", "book the rest to 6900-suspense",
+        )  # fmt: skip
+        assert changes.returncode == 0, changes.stderr
+        await h.client.cancel(handle.id)
+    shown = await run_cli(h, "audit", "show", handle.id)
+    assert "approval.amended" in shown.stdout and "approval.changes_requested" in shown.stdout
+
+
 async def test_cli_rejects_bad_input_naming_the_field(harness: Harness) -> None:
     bad = await run_cli(
         harness,

@@ -1,79 +1,565 @@
-"""The approval gate: pending approval requests, the checks on a decision, and the wait.
+"""The approval gate: one module every Baton process uses to put an action before humans.
 
-A decision arrives by Update (primary: the validator refuses bad decisions before they enter
-history, and the caller hears why at once) or by Signal (for the stock `temporal` CLI and the
-Web UI: a refused signal is recorded, never acted on). Both go through :meth:`ApprovalGate.check`.
+A process hands the gate a policy verdict of ``require_approval`` (its obligations say which roles,
+how many distinct people, the escalation chain and who holds each role) and awaits
+:meth:`ApprovalGate.request`. The gate then
 
-A decision is bound to the digest of the exact action the approver reviewed; the approver must
-be one of the request's eligible approvers, a list computed by policy from the directory when
-the request was made (the validator cannot do I/O, so policy's answer travels with the request).
+* opens an :class:`ApprovalRequest` bound to the digest of the exact action, shows it in the Web UI
+  (search attributes + current details), audits it and notifies the approvers;
+* takes decisions by Update (the validator refuses bad ones before they enter history, and the
+  caller hears why) or by Signal (a refused signal is audited and ignored). Both go through
+  :meth:`check`, so the two paths accept and refuse exactly the same decisions;
+* counts approvals N-of-M: every approval fills one slot, one person fills at most one slot, and
+  the request is approved when every slot is filled (an assignment is searched for, so the order
+  in which approvers arrive never matters);
+* closes the request at the first reject, amend or request-changes by an eligible approver;
+* escalates when a tier's SLA passes: audits the breach, notifies the next tier and lets its roles
+  fill any open slot; after the last tier it expires the request (the process fails safe).
+
+Everything stays in workflow state and history, so it is durable across worker and server
+restarts. The validator cannot do I/O: who holds which role travels with the request
+(``candidates``, computed by policy from the directory when the request was made).
+
+Pure functions at the bottom (slots, assignment, eligibility) hold the rules; they are unit-tested
+without Temporal.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
-from workflows.contracts import ApprovalDecision, ApprovalRequest
+from workflows import visibility
+from workflows.audit_trail import AuditTrail
+from workflows.contracts import (
+    PENDING_MEMO,
+    ApprovalAck,
+    ApprovalDecision,
+    ApprovalOutcome,
+    ApprovalOutcomeKind,
+    ApprovalRequest,
+    ApprovalRequirement,
+    ApprovalVote,
+    EscalationTier,
+    Notification,
+    NotificationKind,
+    Obligations,
+    PendingApproval,
+)
+from workflows.presets import PRESETS
+
+with workflow.unsafe.imports_passed_through():
+    from activities.notify import NotifyActivities
+
+CLOSING_VERDICTS: dict[str, ApprovalOutcomeKind] = {
+    "reject": "rejected",
+    "amend": "amended",
+    "request_changes": "changes_requested",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """The gate's answer to a decision: refused (with the reason), a duplicate, or acceptable."""
+
+    refusal: str | None = None
+    duplicate: bool = False
 
 
 class ApprovalGate:
-    def __init__(self) -> None:
+    def __init__(self, process: str, audit: AuditTrail) -> None:
+        self.process = process
+        self.audit = audit
         self.requests: dict[str, ApprovalRequest] = {}
-        self.decisions: dict[str, ApprovalDecision] = {}
-        self.expired: set[str] = set()
+        self.outcomes: dict[str, ApprovalOutcome] = {}
+        self.closing: dict[str, ApprovalDecision] = {}  # the decision that closed a request
+        self.state = "none"  # for the BatonApprovalState search attribute and the status query
 
-    def open(self, request: ApprovalRequest) -> None:
-        self.requests[request.request_id] = request
+    # -- what a process calls ------------------------------------------------------------------
+
+    async def request(self, draft: ApprovalRequest, sla: timedelta) -> ApprovalOutcome:
+        """Open ``draft``, wait (escalating) for the humans, and return how it closed."""
+        rid = draft.request_id
+        if rid in self.requests:
+            raise ValueError(f"approval request {rid} was already opened")
+        draft.deadline = workflow.now() + sla
+        refresh_tier(draft)
+        self.requests[rid] = draft
+        self._publish(draft)
+        self.audit.record(
+            draft.requested_by,
+            "approval.requested",
+            detail={
+                "request_id": rid,
+                "action": draft.action,
+                "action_digest": draft.action_digest,
+                "requirements": [r.model_dump() for r in draft.requirements],
+                "eligible": draft.eligible_approvers,
+                "excluded": draft.excluded,
+                "deadline": draft.deadline.isoformat(),
+                "round": draft.round,
+            },
+            rationale=draft.summary,
+        )
+        await self.audit.flush()
+        await self._notify("approval.requested", draft, draft.approver_roles)
+
+        while rid not in self.outcomes:
+            remaining = (draft.deadline - workflow.now()).total_seconds()
+            try:
+                await workflow.wait_condition(
+                    lambda: rid in self.outcomes, timeout=max(remaining, 0.001)
+                )
+            except TimeoutError:
+                await self._sla_passed(draft)
+        outcome = self.outcomes[rid]
+        self.state = outcome.outcome
+        self._publish(None)
+        await self.audit.flush()
+        return outcome
 
     def pending(self) -> list[ApprovalRequest]:
-        return [
-            r
-            for rid, r in self.requests.items()
-            if rid not in self.decisions and rid not in self.expired
-        ]
+        return [r for rid, r in self.requests.items() if rid not in self.outcomes]
 
-    def check(self, decision: ApprovalDecision) -> str | None:
-        """Why this decision must be refused, or None if it may be accepted."""
+    # -- decisions (called by the process's update validator/handler and signal handler) --------
+
+    def check(self, decision: ApprovalDecision) -> Check:
+        """Whether ``decision`` is refused (and why), a harmless duplicate, or acceptable."""
         request = self.requests.get(decision.request_id)
         if request is None:
-            return f"unknown approval request {decision.request_id!r}"
-        if decision.request_id in self.decisions:
-            earlier = self.decisions[decision.request_id]
-            return (
-                f"approval request {decision.request_id!r} is already closed: "
-                f"{earlier.verdict} by {earlier.approver}"
+            known = ", ".join(r.request_id for r in self.pending()) or "none pending"
+            return Check(f"unknown approval request {decision.request_id!r} ({known})")
+        if self._is_duplicate(request, decision):
+            return Check(duplicate=True)
+        if decision.request_id in self.outcomes:
+            closed = self.outcomes[decision.request_id]
+            by = f" by {closed.decided_by}" if closed.decided_by else ""
+            return Check(
+                f"approval request {decision.request_id!r} is already closed: {closed.outcome}{by}"
             )
-        if decision.request_id in self.expired:
-            return f"approval request {decision.request_id!r} expired before a decision"
         if decision.action_digest != request.action_digest:
-            return (
+            return Check(
                 "action digest mismatch: the action changed since it was reviewed "
                 f"(request digest {request.action_digest[:12]}..., "
-                f"decision digest {decision.action_digest[:12]}...)"
+                f"decision digest {decision.action_digest[:12]}...); review it again"
             )
         if decision.approver == request.requested_by:
-            return (
+            return Check(
                 f"segregation of duties: {decision.approver} requested this action "
                 "and cannot decide on it"
             )
+        if decision.approver in request.excluded:
+            return Check(
+                f"segregation of duties: {decision.approver} prepared or amended this action "
+                "and cannot decide on it"
+            )
         if decision.approver not in request.eligible_approvers:
-            return (
+            return Check(
                 f"{decision.approver} may not decide on this request: it needs one of the roles "
                 f"{', '.join(request.approver_roles)} "
-                f"(eligible: {', '.join(request.eligible_approvers) or 'nobody'})"
+                f"(eligible now: {', '.join(request.eligible_approvers) or 'nobody'})"
             )
-        return None
+        if decision.verdict == "approve":
+            voters = [v.approver for v in request.approvals]
+            if decision.approver in voters:
+                return Check(
+                    f"{decision.approver} has already approved {request.request_id}; "
+                    "each approval must come from a different person (still needed: "
+                    f"{describe(still_needed(request))})"
+                )
+            if assign(request, [*voters, decision.approver]) is None:
+                return Check(
+                    f"{decision.approver}'s roles are already covered on {request.request_id} "
+                    f"(approved by {', '.join(voters)}); still needed: "
+                    f"{describe(still_needed(request))}"
+                )
+        if decision.verdict == "amend":
+            entries = {e.entry_id: e for e in request.entries}
+            for change in decision.amendments:
+                entry = entries.get(change.entry_id)
+                if entry is None:
+                    return Check(
+                        f"amendment names entry {change.entry_id!r}, which is not part of "
+                        f"{request.request_id} ({', '.join(entries) or 'no entries'})"
+                    )
+                same_amount = change.amount is None or change.amount == entry.amount
+                same_account = change.account is None or change.account == entry.account
+                if same_amount and same_account:
+                    return Check(f"amendment of {change.entry_id} changes nothing")
+            if len({c.entry_id for c in decision.amendments}) != len(decision.amendments):
+                return Check("amendments name the same entry more than once")
+        return Check()
 
-    def accept(self, decision: ApprovalDecision) -> None:
-        self.decisions[decision.request_id] = decision
+    def accept(self, decision: ApprovalDecision, via: str) -> ApprovalAck:
+        """Record a decision :meth:`check` passed. Idempotent for duplicates."""
+        request = self.requests[decision.request_id]
+        if self._is_duplicate(request, decision):
+            return ApprovalAck(
+                request_id=request.request_id,
+                accepted=True,
+                duplicate=True,
+                message=f"duplicate: {decision.verdict} by {decision.approver} was already "
+                "recorded; nothing changed",
+                still_needed=still_needed(request),
+            )
+        if decision.verdict == "approve":
+            voters = [v.approver for v in request.approvals] + [decision.approver]
+            slots = assign(request, voters) or {}
+            request.approvals.append(
+                ApprovalVote(
+                    approver=decision.approver,
+                    role=slots.get(decision.approver, "?"),
+                    at=workflow.now(),
+                    rationale=decision.rationale,
+                    via=via,  # type: ignore[arg-type]
+                )
+            )
+            missing = still_needed(request)
+            self.audit.record(
+                decision.approver,
+                "approval.vote",
+                detail={
+                    "request_id": request.request_id,
+                    "as_role": slots.get(decision.approver),
+                    "via": via,
+                    "action_digest": decision.action_digest,
+                    "still_needed": [m.model_dump() for m in missing],
+                },
+                rationale=decision.rationale,
+            )
+            if not missing:
+                self.audit.record(
+                    decision.approver,
+                    "approval.approved",
+                    detail={
+                        "request_id": request.request_id,
+                        "approvers": [v.approver for v in request.approvals],
+                        "escalation_level": request.escalation_level,
+                        "action_digest": decision.action_digest,
+                    },
+                    rationale=decision.rationale,
+                )
+                self._close(request, decision, "approved")
+                message = f"approved: {request.request_id} has every approval it needs"
+            else:
+                self._publish(request)
+                message = f"approval by {decision.approver} counted; still needed: " + describe(
+                    missing
+                )
+            return ApprovalAck(
+                request_id=request.request_id,
+                accepted=True,
+                message=message,
+                still_needed=missing,
+            )
+        outcome = CLOSING_VERDICTS[decision.verdict]
+        self.audit.record(
+            decision.approver,
+            f"approval.{outcome}",
+            detail={
+                "request_id": request.request_id,
+                "via": via,
+                "action_digest": decision.action_digest,
+                "amendments": [a.model_dump(mode="json") for a in decision.amendments],
+            },
+            rationale=decision.rationale,
+        )
+        self._close(request, decision, outcome)
+        return ApprovalAck(
+            request_id=request.request_id,
+            accepted=True,
+            message=f"{outcome.replace('_', ' ')} by {decision.approver} recorded",
+        )
 
-    async def wait(self, request_id: str, sla: timedelta) -> ApprovalDecision | None:
-        """Wait durably for a decision; None if the SLA passes first."""
+    def refuse_signal(self, decision: ApprovalDecision, reason: str) -> None:
+        """A signal cannot be refused to its sender: audit the refusal and ignore the decision."""
+        workflow.logger.warning(f"approval signal refused: {reason}")
+        self.audit.record(
+            decision.approver,
+            "approval.refused",
+            detail={
+                "request_id": decision.request_id,
+                "via": "signal",
+                "verdict": decision.verdict,
+            },
+            rationale=reason,
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _is_duplicate(self, request: ApprovalRequest, decision: ApprovalDecision) -> bool:
+        if decision.action_digest != request.action_digest:
+            return False
+        if decision.verdict == "approve":
+            return any(
+                v.approver == decision.approver and v.rationale == decision.rationale
+                for v in request.approvals
+            )
+        closing = self.closing.get(request.request_id)
+        return closing is not None and closing == decision
+
+    def _close(
+        self, request: ApprovalRequest, decision: ApprovalDecision, outcome: ApprovalOutcomeKind
+    ) -> None:
+        self.closing[request.request_id] = decision
+        self.outcomes[request.request_id] = ApprovalOutcome(
+            request=request,
+            outcome=outcome,
+            decided_by=decision.approver,
+            rationale=decision.rationale,
+            approvers=[v.approver for v in request.approvals],
+            amendments=decision.amendments,
+        )
+
+    async def _sla_passed(self, request: ApprovalRequest) -> None:
+        level = request.escalation_level
+        final = level >= len(request.escalation)
+        self.audit.record(
+            "baton:workflow",
+            "approval.sla_breached",
+            detail={
+                "request_id": request.request_id,
+                "escalation_level": level,
+                "deadline": request.deadline.isoformat(),
+                "approvals_so_far": [v.approver for v in request.approvals],
+                "final": final,
+            },
+        )
+        if final:
+            self.outcomes[request.request_id] = ApprovalOutcome(
+                request=request,
+                outcome="expired",
+                rationale=f"no decision by {request.deadline.isoformat()} after "
+                f"{level} escalation(s)",
+                approvers=[v.approver for v in request.approvals],
+            )
+            self.audit.record(
+                "baton:workflow",
+                "approval.expired",
+                detail={"request_id": request.request_id, "escalation_level": level},
+            )
+            await self._notify("approval.expired", request, request.approver_roles)
+            return
+        tier = request.escalation[level]
+        request.escalation_level = level + 1
+        request.deadline = workflow.now() + timedelta(seconds=tier.sla_seconds)
+        refresh_tier(request)
+        self._publish(request)
+        self.audit.record(
+            "baton:workflow",
+            "approval.escalated",
+            detail={
+                "request_id": request.request_id,
+                "escalation_level": request.escalation_level,
+                "notified_roles": tier.roles,
+                "eligible": request.eligible_approvers,
+                "deadline": request.deadline.isoformat(),
+            },
+        )
+        await self.audit.flush()
+        await self._notify("approval.escalated", request, tier.roles)
+
+    async def _notify(
+        self, kind: NotificationKind, request: ApprovalRequest, roles: list[str]
+    ) -> None:
+        """Tell the people holding ``roles``; a notification that cannot be sent is audited, and
+        never stops the approval (the request stays visible in the inbox and the Web UI)."""
+        info = workflow.info()
+        recipients = sorted({p for r in roles for p in request.candidates.get(r, [])})
+        if kind == "approval.expired":
+            recipients = sorted({*recipients, request.requested_by})
+        note = Notification(
+            kind=kind,
+            workflow_id=info.workflow_id,
+            request_id=request.request_id,
+            process=self.process,
+            summary=request.summary,
+            roles=roles,
+            recipients=recipients,
+            deadline=request.deadline if kind != "approval.expired" else None,
+            escalation_level=request.escalation_level,
+            idempotency_key=f"{info.workflow_id}/{info.run_id}/{request.request_id}/"
+            f"{kind}/{request.escalation_level}",
+        )
+        preset = PRESETS["notification"]
         try:
-            await workflow.wait_condition(lambda: request_id in self.decisions, timeout=sla)
-        except TimeoutError:
-            self.expired.add(request_id)
+            await workflow.execute_activity_method(
+                NotifyActivities.notify,
+                note,
+                start_to_close_timeout=preset.start_to_close,
+                retry_policy=preset.retry,
+                summary=f"notify {', '.join(roles)}: {kind} {request.request_id}"[:200],
+            )
+        except ActivityError as err:
+            cause = err.cause or err
+            self.audit.record(
+                "baton:workflow",
+                "notification.failed",
+                detail={"request_id": request.request_id, "kind": kind, "roles": roles},
+                rationale=str(cause),
+            )
+
+    def _publish(self, request: ApprovalRequest | None) -> None:
+        """Search attributes, memo (the inbox line) and current details of the Web UI: what is
+        pending, for whom, since when."""
+        if request is None:
+            workflow.upsert_search_attributes(
+                [
+                    visibility.APPROVAL_STATE.value_set(self.state),
+                    visibility.PENDING_ROLES.value_unset(),
+                ]
+            )
+            workflow.upsert_memo({PENDING_MEMO: None})
+            workflow.set_current_details("")
+            return
+        self.state = "pending"
+        workflow.upsert_search_attributes(
+            [
+                visibility.APPROVAL_STATE.value_set("pending"),
+                visibility.PENDING_ROLES.value_set(open_roles(request)),
+            ]
+        )
+        line = PendingApproval(
+            workflow_id=workflow.info().workflow_id,
+            process=self.process,
+            request_id=request.request_id,
+            summary=request.summary,
+            total_amount=request.total_amount,
+            requested_by=request.requested_by,
+            requested_at=request.requested_at,
+            deadline=request.deadline,
+            approver_roles=open_roles(request),
+            eligible_approvers=request.eligible_approvers,
+            still_needed=still_needed(request),
+            approved_by=[v.approver for v in request.approvals],
+            escalation_level=request.escalation_level,
+            action_digest=request.action_digest,
+        )
+        workflow.upsert_memo({PENDING_MEMO: [line.model_dump(mode="json")]})
+        workflow.set_current_details(details_text(request))
+
+
+# ----------------------------------------------------------------------------------------------
+# The rules, as pure functions
+# ----------------------------------------------------------------------------------------------
+
+
+def merge_obligations(obligations: Sequence[Obligations]) -> Obligations:
+    """One approval covering several actions: the strictest count per role, and only people
+    who may approve every action that needs their role."""
+    counts: dict[str, int] = {}
+    candidates: dict[str, set[str]] = {}
+    escalation: list[EscalationTier] = []
+    for o in obligations:
+        for r in o.required_approvals:
+            counts[r.role] = max(counts.get(r.role, 0), r.count)
+        for role, people in o.candidates.items():
+            candidates[role] = candidates[role] & set(people) if role in candidates else set(people)
+        escalation = escalation or o.escalation
+    return Obligations(
+        approver_roles=sorted(counts),
+        required_approvals=[ApprovalRequirement(role=r, count=counts[r]) for r in sorted(counts)],
+        escalation=escalation,
+        candidates={role: sorted(people) for role, people in sorted(candidates.items())},
+    )
+
+
+def slot_roles(request: ApprovalRequest) -> list[str]:
+    """One entry per approval needed, e.g. ['cfo', 'finance-controller']."""
+    return [r.role for r in request.requirements for _ in range(r.count)]
+
+
+def widened_roles(request: ApprovalRequest) -> list[str]:
+    """Roles of the escalation tiers entered so far: they may fill any open slot."""
+    return [role for tier in request.escalation[: request.escalation_level] for role in tier.roles]
+
+
+def can_fill(request: ApprovalRequest, person: str, slot_role: str) -> bool:
+    return any(
+        person in request.candidates.get(role, []) for role in [slot_role, *widened_roles(request)]
+    )
+
+
+def assign(request: ApprovalRequest, people: Sequence[str]) -> dict[str, str] | None:
+    """A slot role for each person, every person in a different slot; None if impossible.
+
+    A bipartite matching by augmenting paths: small (a few people and slots), exact, and
+    independent of the order in which approvals arrived."""
+    slots = slot_roles(request)
+    holder: dict[int, str] = {}  # slot index -> person
+
+    def place(person: str, seen: set[int]) -> bool:
+        for i, role in enumerate(slots):
+            if i in seen or not can_fill(request, person, role):
+                continue
+            seen.add(i)
+            if i not in holder or place(holder[i], seen):
+                holder[i] = person
+                return True
+        return False
+
+    for person in people:
+        if not place(person, set()):
             return None
-        return self.decisions[request_id]
+    return {person: slots[i] for i, person in holder.items()}
+
+
+def still_needed(request: ApprovalRequest) -> list[ApprovalRequirement]:
+    """The slots the current approvals leave open, as requirements."""
+    taken = assign(request, [v.approver for v in request.approvals]) or {}
+    open_slots = slot_roles(request)
+    for role in taken.values():
+        open_slots.remove(role)
+    return [
+        ApprovalRequirement(role=role, count=open_slots.count(role))
+        for role in sorted(set(open_slots))
+    ]
+
+
+def open_roles(request: ApprovalRequest) -> list[str]:
+    """Roles whose holders can move the request forward now: those of the open slots, plus the
+    escalation tiers entered so far (the approver inbox filters on these)."""
+    missing = still_needed(request)
+    if not missing:
+        return []
+    return sorted({*(r.role for r in missing), *widened_roles(request)})
+
+
+def refresh_tier(request: ApprovalRequest) -> None:
+    """Recompute who may decide now (required roles plus the tiers entered so far)."""
+    roles = sorted({*(r.role for r in request.requirements), *widened_roles(request)})
+    request.approver_roles = roles
+    request.eligible_approvers = sorted(
+        {p for role in roles for p in request.candidates.get(role, [])} - set(request.excluded)
+    )
+
+
+def describe(requirements: Sequence[ApprovalRequirement]) -> str:
+    return " + ".join(f"{r.count} x {r.role}" for r in requirements) or "nothing"
+
+
+def details_text(request: ApprovalRequest) -> str:
+    """The Web UI's current details of a run waiting on ``request`` (markdown)."""
+    have = ", ".join(f"{v.approver} as {v.role}" for v in request.approvals) or "none yet"
+    level = request.escalation_level
+    return (
+        f"**Waiting for approval** `{request.request_id}` (round {request.round})\n\n"
+        f"{request.summary}\n\n"
+        f"- needs: {describe(still_needed(request))} (of {describe(request.requirements)})\n"
+        f"- approvals so far: {have}\n"
+        f"- who may decide: {', '.join(request.eligible_approvers) or 'nobody'} "
+        f"(roles {', '.join(request.approver_roles)})\n"
+        f"- requested by {request.requested_by} at {_ts(request.requested_at)}\n"
+        f"- SLA deadline {_ts(request.deadline)}, escalation tier {level} of "
+        f"{len(request.escalation)}\n"
+        f"- decide: `baton approve {request.request_id} --as <you>` or Update "
+        f"`decide_approval` with action_digest `{request.action_digest}`"
+    )
+
+
+def _ts(value: datetime) -> str:
+    return value.isoformat(timespec="seconds")

@@ -33,11 +33,14 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from workflows import visibility
 from workflows.contracts import (
     DEFAULT_TASK_QUEUE,
+    PENDING_MEMO,
     ApprovalAck,
     ApprovalDecision,
     ApprovalRequest,
+    EntryAmendment,
     FinanceCloseInput,
     FinanceCloseResult,
+    PendingApproval,
     ProcessStatus,
 )
 from workflows.finance_close import PROCESS as FINANCE_CLOSE
@@ -209,6 +212,65 @@ class BatonClient:
             workflow_id, "reject", approver, rationale, request_id, action_digest
         )
 
+    async def amend(
+        self,
+        workflow_id: str,
+        *,
+        approver: str,
+        rationale: str,
+        amendments: list[EntryAmendment | dict[str, Any]],
+        request_id: str | None = None,
+        action_digest: str | None = None,
+    ) -> ApprovalAck:
+        """Change entries under review (amount and/or account). Policy re-checks the amended
+        entries, which may need a fresh approval from someone other than ``approver``."""
+        changes = [EntryAmendment.model_validate(a) for a in amendments]
+        return await self._decide(
+            workflow_id, "amend", approver, rationale, request_id, action_digest, changes
+        )
+
+    async def request_changes(
+        self,
+        workflow_id: str,
+        *,
+        approver: str,
+        comment: str,
+        request_id: str | None = None,
+        action_digest: str | None = None,
+    ) -> ApprovalAck:
+        """Send the entries back to the preparer agent with ``comment``; its revision comes
+        back through policy and, if needed, a fresh approval request."""
+        return await self._decide(
+            workflow_id, "request_changes", approver, comment, request_id, action_digest
+        )
+
+    # -- the approver inbox ----------------------------------------------------------------------
+
+    async def inbox(
+        self,
+        *,
+        role: str | None = None,
+        process: str | None = None,
+        task_queue: str | None = None,
+    ) -> list[PendingApproval]:
+        """Every pending approval across all runs, from visibility (search attributes + memo):
+        no run is queried, so the inbox works while workers are down. Oldest first."""
+        clauses = [f"{visibility.APPROVAL_STATE.name} = 'pending'", "ExecutionStatus = 'Running'"]
+        if role:
+            clauses.append(f"{visibility.PENDING_ROLES.name} = {_quoted(role)}")
+        if process:
+            clauses.append(f"{visibility.PROCESS.name} = {_quoted(process)}")
+        if task_queue:
+            clauses.append(f"TaskQueue = {_quoted(task_queue)}")
+        found: list[PendingApproval] = []
+        async for execution in self.client.list_workflows(" AND ".join(clauses)):
+            lines = await execution.memo_value(PENDING_MEMO, default=[])
+            for line in lines:
+                item = PendingApproval.model_validate(line)
+                if role is None or role in item.approver_roles:
+                    found.append(item)
+        return sorted(found, key=lambda p: (p.requested_at, p.workflow_id))
+
     async def _decide(
         self,
         workflow_id: str,
@@ -217,6 +279,7 @@ class BatonClient:
         rationale: str,
         request_id: str | None,
         action_digest: str | None,
+        amendments: list[EntryAmendment] | None = None,
     ) -> ApprovalAck:
         """Fill in the request id and digest from the pending request when not given.
 
@@ -240,5 +303,13 @@ class BatonClient:
             verdict=verdict,  # type: ignore[arg-type]
             rationale=rationale,
             action_digest=action_digest,
+            amendments=amendments or [],
         )
         return await self.decide(workflow_id, decision)
+
+
+def _quoted(value: str) -> str:
+    """A visibility-query string literal; refuses quotes rather than escaping them."""
+    if "'" in value or '"' in value or "\\" in value:
+        raise ValueError(f"filter value {value!r} may not contain quotes or backslashes")
+    return f"'{value}'"

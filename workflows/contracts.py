@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # --------------------------------------------------------------------------------------------
 # Names that are part of the public contract (task queues, search attributes, handler names).
@@ -30,6 +30,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "BatonTenant": "Keyword",
     "BatonRisk": "Keyword",
     "BatonApprovalState": "Keyword",
+    "BatonPendingRoles": "KeywordList",
     "BatonCostUsd": "Double",
     "BatonShadow": "Bool",
 }
@@ -114,7 +115,12 @@ class PostedEntry(Contract):
     account: str
     amount: Money
     posting_id: str
-    approved_by: str | None = None
+    approved_by: list[str] = Field(
+        default=[], description="Everyone whose approval the posting carried (N-of-M)."
+    )
+    amended_by: str | None = Field(
+        default=None, description="The approver who amended this entry before it was posted."
+    )
 
 
 class FinanceCloseResult(Contract):
@@ -128,7 +134,7 @@ class FinanceCloseResult(Contract):
     posted: list[PostedEntry]
     memo: str
     compliance_summary: str
-    approvals: list[ApprovalDecision]
+    approvals: list[ApprovalOutcome]
     tokens: int
     cost_usd: float
 
@@ -223,6 +229,16 @@ class ProposeAdjustmentsInput(Contract):
     duplicate_ledger_ids: list[str]
 
 
+class ReviseAdjustmentsInput(Contract):
+    """Entries an approver sent back with request_changes, for the preparer agent to revise."""
+
+    tenant: str
+    period: str
+    entries: list[AdjustingEntry]
+    comment: str = Field(description="The approver's requested changes.")
+    reviewer: str
+
+
 class AdjustmentProposal(Contract):
     entries: list[AdjustingEntry]
     usage: TokenUsage
@@ -269,9 +285,32 @@ class CloseMemo(Contract):
 Verdict = Literal["allow", "deny", "require_approval"]
 
 
+class ApprovalRequirement(Contract):
+    """One slot rule of an N-of-M approval: `count` distinct people holding `role`."""
+
+    role: str = Field(min_length=1)
+    count: int = Field(default=1, ge=1, le=10)
+
+
+class EscalationTier(Contract):
+    """A tier of the escalation chain, entered when the previous tier's SLA passes.
+
+    Its roles are notified and may from then on fill any open approval slot."""
+
+    roles: list[str] = Field(min_length=1)
+    sla_seconds: int = Field(ge=1, le=90 * 24 * 3600)
+
+
 class Obligations(Contract):
+    """What policy attaches to a require_approval verdict (see policy/finance/posting.rego)."""
+
     approver_roles: list[str] = []
     eligible_approvers: list[str] = []
+    required_approvals: list[ApprovalRequirement] = []
+    escalation: list[EscalationTier] = []
+    #: role -> people holding it who may decide (requester, preparer and amender excluded), for
+    #: every required and escalation role; the validator decides from it without I/O.
+    candidates: dict[str, list[str]] = {}
 
 
 class PolicyDecision(Contract):
@@ -307,8 +346,11 @@ class ApprovalGrant(Contract):
     """Proof of a human approval, attached to the sensitive call so policy can re-check it."""
 
     request_id: str
-    approver: str
+    approvers: list[str] = Field(min_length=1, description="Distinct approvers, N-of-M.")
     action_digest: str
+    escalation_level: int = Field(
+        default=0, ge=0, description="Escalation tiers entered before the approval completed."
+    )
 
 
 class PostEntryInput(Contract):
@@ -318,6 +360,9 @@ class PostEntryInput(Contract):
     preparer: str
     requested_by: str
     compliance_flagged: bool = False
+    amended_by: str | None = Field(
+        default=None, description="Approver who amended the entry; may not also approve it."
+    )
     approval: ApprovalGrant | None = None
     idempotency_key: str
 
@@ -345,19 +390,62 @@ class ClosePeriodInput(Contract):
 # --------------------------------------------------------------------------------------------
 
 
+class ApprovalVote(Contract):
+    """One accepted approval toward a request: who, as which role (slot), when, why."""
+
+    approver: str
+    role: str
+    at: datetime
+    rationale: str
+    via: Literal["update", "signal"]
+
+
 class ApprovalRequest(Contract):
+    """A pending human decision, created by the approval gate from a require_approval verdict."""
+
     request_id: str
+    process: str
     action: str
-    action_digest: str
+    action_digest: str = Field(description="Digest of the exact action; decisions must match it.")
     summary: str
-    entries: list[AdjustingEntry]
-    total_amount: Money
-    approver_roles: list[str]
-    eligible_approvers: list[str]
+    entries: list[AdjustingEntry] = []
+    total_amount: Money = Decimal("0")
+    requirements: list[ApprovalRequirement] = Field(min_length=1)
+    approver_roles: list[str] = Field(description="Roles that may decide at the current tier.")
+    eligible_approvers: list[str] = Field(description="People who may decide at the current tier.")
+    candidates: dict[str, list[str]] = {}
+    escalation: list[EscalationTier] = []
+    escalation_level: int = 0
     requested_by: str
+    excluded: list[str] = Field(
+        default=[], description="People who may not decide: requester, preparer, amender."
+    )
     requested_at: datetime
-    deadline: datetime
+    deadline: datetime = Field(description="When the current tier's SLA passes.")
+    approvals: list[ApprovalVote] = []
     compliance_findings: list[ComplianceFinding] = []
+    round: int = Field(
+        default=1, description="1 for the first request of a process, +1 per amend/change."
+    )
+
+
+class EntryAmendment(Contract):
+    """An approver's change to one entry under review: a new amount and/or account."""
+
+    entry_id: str = Field(min_length=1)
+    amount: Money | None = None
+    account: str | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> EntryAmendment:
+        if self.amount is None and self.account is None:
+            raise ValueError(
+                f"amendment of {self.entry_id} changes nothing: give amount or account"
+            )
+        return self
+
+
+DecisionVerdict = Literal["approve", "reject", "amend", "request_changes"]
 
 
 class ApprovalDecision(Contract):
@@ -365,22 +453,108 @@ class ApprovalDecision(Contract):
 
     request_id: str = Field(description="The approval request id shown by the pending query/CLI.")
     approver: str = Field(description="Who decides; must be an eligible approver of the request.")
-    verdict: Literal["approve", "reject"]
+    verdict: DecisionVerdict = Field(
+        description="approve | reject | amend (with amendments) | request_changes (with rationale)"
+    )
     rationale: str = Field(min_length=1, description="Why; goes to the audit trail.")
     action_digest: str = Field(description="Digest of the action the approver reviewed.")
+    amendments: list[EntryAmendment] = Field(
+        default=[], description="Only with verdict 'amend': the changed entries."
+    )
+
+    @model_validator(mode="after")
+    def _amendments_match_verdict(self) -> ApprovalDecision:
+        if self.verdict == "amend" and not self.amendments:
+            raise ValueError("verdict 'amend' needs at least one entry in amendments")
+        if self.verdict != "amend" and self.amendments:
+            raise ValueError(
+                f"amendments are only allowed with verdict 'amend', not {self.verdict!r}"
+            )
+        return self
+
+
+class PendingApproval(Contract):
+    """One line of the approver inbox, kept in the run's memo (key ``baton_pending``) while the
+    request waits, so the inbox is a visibility list, with no query to each run."""
+
+    workflow_id: str
+    process: str
+    request_id: str
+    summary: str
+    total_amount: Money
+    requested_by: str
+    requested_at: datetime
+    deadline: datetime
+    approver_roles: list[str] = Field(description="Roles whose holders can fill an open slot now.")
+    eligible_approvers: list[str]
+    still_needed: list[ApprovalRequirement]
+    approved_by: list[str]
+    escalation_level: int
+    action_digest: str
+
+
+PENDING_MEMO = "baton_pending"
 
 
 class ApprovalAck(Contract):
     request_id: str
     accepted: bool
     message: str
+    duplicate: bool = False
+    still_needed: list[ApprovalRequirement] = []
+
+
+ApprovalOutcomeKind = Literal["approved", "rejected", "amended", "changes_requested", "expired"]
+
+
+class ApprovalOutcome(Contract):
+    """How a request closed (returned by the gate to the process)."""
+
+    request: ApprovalRequest
+    outcome: ApprovalOutcomeKind
+    decided_by: str | None = None
+    rationale: str = ""
+    approvers: list[str] = []
+    amendments: list[EntryAmendment] = []
+
+
+# --------------------------------------------------------------------------------------------
+# Notifications (approval requested / escalated / expired), sent by the notify activity
+# --------------------------------------------------------------------------------------------
+
+NotificationKind = Literal[
+    "approval.requested", "approval.escalated", "approval.expired", "approval.closed"
+]
+
+
+class Notification(Contract):
+    kind: NotificationKind
+    workflow_id: str
+    request_id: str
+    process: str
+    summary: str
+    roles: list[str] = Field(description="Roles addressed (e.g. the next tier on escalation).")
+    recipients: list[str] = Field(description="People addressed, from the directory.")
+    deadline: datetime | None = None
+    escalation_level: int = 0
+    idempotency_key: str = Field(
+        min_length=1, description="Stable per notification; receivers drop repeats by it."
+    )
+
+
+class NotifyResult(Contract):
+    channel: str
+    delivered: bool
+    detail: str = ""
 
 
 class ProcessStatus(Contract):
     workflow_id: str
     process: str
     stage: str
-    approval_state: Literal["none", "pending", "approved", "rejected", "expired"]
+    approval_state: Literal[
+        "none", "pending", "approved", "rejected", "amended", "changes_requested", "expired"
+    ]
     pending: list[ApprovalRequest]
     posted: list[PostedEntry]
     compensated: list[str]

