@@ -22,6 +22,7 @@ from activities.seed import seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness
 from tests.support.scripted_model import Fault
+from workflows import visibility
 from workflows.client import ApprovalRefused, ProcessAlreadyStarted
 from workflows.contracts import ApprovalDecision
 
@@ -159,6 +160,11 @@ async def test_cancel_while_waiting_for_approval_compensates(harness: Harness) -
     assert len(rows) == 2 * len(status.posted)
     assert all(net == 0 for net in net_by_entry(rows).values())
     assert actions(h, handle.id)[-1] == "close.cancelled"
+    assert "approval.withdrawn" in actions(h, handle.id)
+    # the Web UI's "pending approvals" filter no longer lists the cancelled run
+    attrs = (await handle.describe()).typed_search_attributes
+    assert attrs.get(visibility.APPROVAL_STATE) == "withdrawn"
+    assert attrs.get(visibility.PENDING_ROLES) is None
 
 
 async def test_llm_429_is_retried_and_posts_once(harness: Harness) -> None:

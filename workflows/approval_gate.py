@@ -122,6 +122,22 @@ class ApprovalGate:
         await self.audit.flush()
         return outcome
 
+    def withdraw(self, reason: str) -> None:
+        """The process is failing or cancelled: close every pending request, so the inbox and
+        the Web UI's pending filters stop listing it, and audit why."""
+        for request in self.pending():
+            self.outcomes[request.request_id] = ApprovalOutcome(
+                request=request, outcome="withdrawn", rationale=reason
+            )
+            self.audit.record(
+                "baton:workflow",
+                "approval.withdrawn",
+                detail={"request_id": request.request_id},
+                rationale=reason,
+            )
+            self.state = "withdrawn"
+            self._publish(None)
+
     def pending(self) -> list[ApprovalRequest]:
         return [r for rid, r in self.requests.items() if rid not in self.outcomes]
 

@@ -504,7 +504,9 @@ class ApprovalAck(Contract):
     still_needed: list[ApprovalRequirement] = []
 
 
-ApprovalOutcomeKind = Literal["approved", "rejected", "amended", "changes_requested", "expired"]
+ApprovalOutcomeKind = Literal[
+    "approved", "rejected", "amended", "changes_requested", "expired", "withdrawn"
+]
 
 
 class ApprovalOutcome(Contract):
@@ -553,7 +555,14 @@ class ProcessStatus(Contract):
     process: str
     stage: str
     approval_state: Literal[
-        "none", "pending", "approved", "rejected", "amended", "changes_requested", "expired"
+        "none",
+        "pending",
+        "approved",
+        "rejected",
+        "amended",
+        "changes_requested",
+        "expired",
+        "withdrawn",
     ]
     pending: list[ApprovalRequest]
     posted: list[PostedEntry]

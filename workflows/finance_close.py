@@ -117,10 +117,14 @@ class FinanceCloseWorkflow:
         # coroutine with GeneratorExit, and that must not run compensations.
         except (Exception, asyncio.CancelledError) as err:
             self.stage = "compensating"
+            cancelled = is_cancelled_exception(err)
+            self.gate.withdraw(
+                "the close was cancelled" if cancelled else f"the close failed: {err}"
+            )
             undone = await self.saga.compensate()
             self.audit.record(
                 "baton:workflow",
-                "close.cancelled" if is_cancelled_exception(err) else "close.failed",
+                "close.cancelled" if cancelled else "close.failed",
                 detail={
                     "error": str(err) or type(err).__name__,
                     "compensated": undone,
