@@ -25,6 +25,7 @@ from activities.agents import AgentActivities
 from activities.audit import AuditActivities, AuditLedger
 from activities.database import Database
 from activities.finance import FinanceActivities
+from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.policy import PolicyEngine, build_engine
 from baton.settings import Settings
@@ -65,7 +66,8 @@ def build_runtime(settings: Settings) -> Runtime:
         base_url=settings.openai_base_url, api_key=settings.openai_api_key, max_retries=0
     )
     policy = build_engine(settings.opa_url, settings.policy_dir)
-    finance = FinanceActivities(db, ledger, policy)
+    switch = KillSwitch(db, ledger)
+    finance = FinanceActivities(db, ledger, policy, switch)
     agents = AgentActivities(
         llm,
         ledger,
@@ -73,6 +75,7 @@ def build_runtime(settings: Settings) -> Runtime:
         price_per_1k_prompt=settings.price_per_1k_prompt,
         price_per_1k_completion=settings.price_per_1k_completion,
         timeout_seconds=settings.llm_timeout_seconds,
+        switch=switch,
     )
     audit = AuditActivities(ledger)
     notifier = build_notifier(settings, db, ledger)
@@ -90,6 +93,7 @@ def build_runtime(settings: Settings) -> Runtime:
         agents.write_close_memo,
         audit.record_audit,
         notify.notify,
+        KillSwitchActivities(switch).kill_switch_status,
     ]
     return Runtime(
         db=db, ledger=ledger, openai=llm, policy=policy, notifier=notifier, activities=activities

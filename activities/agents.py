@@ -31,7 +31,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import AuditLedger, activity_event
+from activities.kill_switch import KillSwitch, Subject
 from workflows.contracts import (
+    PROCESS_BY_WORKFLOW_TYPE,
     AdjustingEntry,
     AdjustmentProposal,
     CloseMemo,
@@ -115,7 +117,9 @@ class AgentActivities:
         price_per_1k_prompt: float = 0.0,
         price_per_1k_completion: float = 0.0,
         timeout_seconds: float = 60.0,
+        switch: KillSwitch | None = None,
     ) -> None:
+        self.switch = switch
         self.client = client
         self.ledger = ledger
         self.model = model
@@ -187,6 +191,14 @@ class AgentActivities:
     async def _ask(
         self, agent: str, system: str, payload: BaseModel, wire: type[T]
     ) -> tuple[T, TokenUsage]:
+        if self.switch is not None:  # engaged for this agent, tenant, process or globally?
+            workflow_type = activity.info().workflow_type or ""
+            subject = Subject(
+                process=PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type),
+                agent=agent,
+                tenant=str(getattr(payload, "tenant", "")),
+            )
+            await asyncio.to_thread(self.switch.raise_if_blocking, subject)
         request = self.client.chat.completions.create(
             model=self.model,
             messages=[

@@ -2,7 +2,7 @@
 
 Owns: engine creation for SQLite (default) and PostgreSQL (``DATABASE_URL``), the tables of the
 general ledger, the bank statement and the accounting periods, the journal postings Baton makes,
-and the notification outbox.
+the notification outbox and the kill switch.
 Money is stored as integer cents so sums are exact on every database.
 
 Must not: talk to Temporal, call models, or decide policy.
@@ -119,6 +119,23 @@ class NotificationOutbox(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     delivered_at: datetime | None = Field(default=None, index=True)
+
+
+class KillSwitchRow(SQLModel, table=True):
+    """One engagement of the kill switch (activities/kill_switch.py): active while cleared_at is
+    null. Rows are never deleted, so the table is the switch's own history."""
+
+    __tablename__ = "kill_switch"
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(index=True)  # global | process | agent | tenant
+    value: str = ""  # "" for global, else the process / agent role / tenant name
+    mode: str = "hold"  # hold | cancel
+    reason: str
+    engaged_by: str
+    engaged_at: datetime = Field(default_factory=utcnow)
+    cleared_at: datetime | None = Field(default=None, index=True)
+    cleared_by: str | None = None
+    clear_reason: str | None = None
 
 
 class Database:

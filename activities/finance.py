@@ -36,8 +36,10 @@ from activities.database import (
     to_cents,
     utcnow,
 )
+from activities.kill_switch import KillSwitch, Subject
 from activities.policy import PolicyEngine, SyncPolicyEngine, decide, decide_sync
 from workflows.contracts import (
+    PROCESS_BY_WORKFLOW_TYPE,
     BankLine,
     ClosePeriodInput,
     CollectPeriodInput,
@@ -143,10 +145,27 @@ def reconcile(inp: ReconcileInput) -> Reconciliation:
 class FinanceActivities:
     """Activities over the finance systems of record. Built once in worker.py."""
 
-    def __init__(self, db: Database, ledger: AuditLedger, policy: PolicyEngine) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ledger: AuditLedger,
+        policy: PolicyEngine,
+        switch: KillSwitch | None = None,
+    ) -> None:
         self.db = db
         self.ledger = ledger
         self.policy = policy
+        self.switch = switch
+
+    @staticmethod
+    def _subject(tenant: str, preparer: str = "") -> Subject:
+        """The kill-switch subject of a sensitive action of the running workflow."""
+        workflow_type = activity.info().workflow_type or ""
+        return Subject(
+            process=PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type),
+            agent=preparer.removeprefix("agent:"),
+            tenant=tenant,
+        )
 
     # -- data collector ------------------------------------------------------------------
 
@@ -306,6 +325,8 @@ class FinanceActivities:
             ).scalar()
             if stored is not None:
                 return PostEntryOutcome.model_validate_json(stored)
+            if self.switch is not None:  # inside the transaction: no write while engaged
+                self.switch.raise_if_blocking(self._subject(inp.tenant, inp.preparer), session)
             status = conn.execute(
                 select(PERIODS.c.status).where(
                     PERIODS.c.tenant == inp.tenant, PERIODS.c.period == inp.period
@@ -440,6 +461,8 @@ class FinanceActivities:
 
     def _close_period(self, inp: ClosePeriodInput) -> str:
         with self.db.session() as session:
+            if self.switch is not None and not inp.reopen:  # reopening is an undo: never stopped
+                self.switch.raise_if_blocking(self._subject(inp.tenant), session)
             period = session.get(AccountingPeriod, (inp.tenant, inp.period))
             if period is None:
                 raise ApplicationError(

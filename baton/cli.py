@@ -9,6 +9,9 @@
     baton approve|reject WORKFLOW_ID --approver NAME --rationale TEXT
     baton amend WORKFLOW_ID --approver NAME --rationale TEXT --change "ENTRY amount=X account=Y"
     baton request-changes WORKFLOW_ID --approver NAME --comment TEXT
+    baton kill set --scope S --reason R [--cancel]   engage the kill switch (hold or cancel runs)
+    baton kill clear --scope S --reason R            clear it; held runs resume
+    baton kill list                                  active engagements
     baton audit show WORKFLOW_ID       the audit trail of a run
     baton audit verify                 verify the audit hash chain
     baton policy test                  run the Rego unit tests
@@ -281,6 +284,79 @@ def _parse_change(text: str) -> dict[str, str]:
     return change
 
 
+def _kill_switch(settings: Settings) -> Any:
+    from activities.audit import AuditLedger
+    from activities.database import Database
+    from activities.kill_switch import KillSwitch
+
+    db = Database(settings.database_url)
+    db.create_tables()
+    return KillSwitch(db, AuditLedger(db))
+
+
+def _operator(args: argparse.Namespace) -> str:
+    import getpass
+
+    return args.by or os.environ.get("USER") or getpass.getuser()
+
+
+async def cmd_kill_set(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.kill_switch import KillSwitchError
+
+    switch = _kill_switch(settings)
+    mode = "cancel" if args.cancel else "hold"
+    try:
+        state = switch.engage(args.scope, reason=args.reason, by=_operator(args), mode=mode)
+    except KillSwitchError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    print(
+        f"kill switch {state.scope} engaged ({state.mode}) by {state.engaged_by} at "
+        f"{state.engaged_at:%Y-%m-%d %H:%M:%S}Z: {state.reason}"
+    )
+    if state.mode != mode:
+        print(f"  (it was already engaged in mode {state.mode}; clear it first to change)")
+    print("  workers stop sensitive steps within seconds; compensations still run")
+    if state.mode == "cancel":
+        client = await _client(settings)
+        cancelled = await client.cancel_in_scope(state.scope)
+        print(f"  cancelled {len(cancelled)} running run(s); each compensates what it did")
+        for workflow_id in cancelled:
+            print(f"    {workflow_id}")
+    return EXIT_OK
+
+
+async def cmd_kill_clear(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.kill_switch import KillSwitchError
+
+    switch = _kill_switch(settings)
+    try:
+        state = switch.clear(args.scope, reason=args.reason, by=_operator(args))
+    except KillSwitchError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    if state is None:
+        raise CliError(f"the kill switch is not engaged for {args.scope}")
+    print(f"kill switch {state.scope} cleared by {_operator(args)}: {args.reason}")
+    client = await _client(settings)
+    released = await client.release_held()
+    print(f"  {len(released)} held run(s) told to look again; they resume unless still stopped")
+    return EXIT_OK
+
+
+async def cmd_kill_list(args: argparse.Namespace, settings: Settings) -> int:
+    active = _kill_switch(settings).active()
+    if args.json:
+        _print_json(active)
+        return EXIT_OK
+    if not active:
+        print("kill switch: not engaged")
+    for state in active:
+        print(
+            f"{state.scope:<28} {state.mode:<6} since {state.engaged_at:%Y-%m-%d %H:%M:%S}Z "
+            f"by {state.engaged_by}: {state.reason}"
+        )
+    return EXIT_OK
+
+
 async def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> int:
     from activities.audit import AuditLedger
     from activities.database import Database
@@ -424,6 +500,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--request-id", help="defaults to the run's only pending request")
         p.add_argument("--digest", help="action digest you reviewed (defaults to the current one)")
         p.set_defaults(func=cmd_decide)
+
+    kill = sub.add_parser("kill", help="the kill switch: stop sensitive steps within seconds")
+    kill_sub = kill.add_subparsers(dest="kill_command", required=True, metavar="ACTION")
+    scope_help = "global | process:<name> | agent:<role> | tenant:<name>"
+    p = kill_sub.add_parser("set", help="engage: running runs hold at their next gate")
+    p.add_argument("--scope", required=True, help=scope_help)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--by", help="who engages it (default: $USER)")
+    p.add_argument(
+        "--cancel", action="store_true", help="cancel running runs in scope (they compensate)"
+    )
+    p.set_defaults(func=cmd_kill_set)
+    p = kill_sub.add_parser("clear", help="clear: held runs resume")
+    p.add_argument("--scope", required=True, help=scope_help)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--by", help="who clears it (default: $USER)")
+    p.set_defaults(func=cmd_kill_clear)
+    p = kill_sub.add_parser("list", help="active engagements")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_kill_list)
 
     audit = sub.add_parser("audit", help="audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

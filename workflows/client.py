@@ -33,6 +33,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from workflows import visibility
 from workflows.contracts import (
     DEFAULT_TASK_QUEUE,
+    KILL_SWITCH_RELEASED_SIGNAL,
     PENDING_MEMO,
     ApprovalAck,
     ApprovalDecision,
@@ -243,6 +244,43 @@ class BatonClient:
         return await self._decide(
             workflow_id, "request_changes", approver, comment, request_id, action_digest
         )
+
+    # -- kill switch: the Temporal side (engaging it is activities/kill_switch.py) -------------
+
+    async def running_in_scope(self, scope: str) -> list[str]:
+        """Ids of the running Baton runs on this client's task queue that a kill-switch scope
+        covers ('global', 'process:<name>', 'tenant:<name>'; 'agent:<role>' covers every run,
+        since any may call that agent)."""
+        kind, _, value = scope.partition(":")
+        clauses = [
+            "ExecutionStatus = 'Running'",
+            f"TaskQueue = {_quoted(self.task_queue)}",
+            f"{visibility.PROCESS.name} IS NOT NULL",
+        ]
+        if kind == "process":
+            clauses.append(f"{visibility.PROCESS.name} = {_quoted(value)}")
+        elif kind == "tenant":
+            clauses.append(f"{visibility.TENANT.name} = {_quoted(value)}")
+        query = " AND ".join(clauses)
+        return [w.id async for w in self.client.list_workflows(query)]
+
+    async def cancel_in_scope(self, scope: str) -> list[str]:
+        """Cancel every running run in ``scope``; each compensates what it did."""
+        ids = await self.running_in_scope(scope)
+        for workflow_id in ids:
+            await self.client.get_workflow_handle(workflow_id).cancel()
+        return ids
+
+    async def release_held(self) -> list[str]:
+        """Tell every run on this task queue holding for the kill switch to look again now."""
+        query = (
+            f"ExecutionStatus = 'Running' AND TaskQueue = {_quoted(self.task_queue)} "
+            f"AND {visibility.HELD.name} = true"
+        )
+        ids = [w.id async for w in self.client.list_workflows(query)]
+        for workflow_id in ids:
+            await self.client.get_workflow_handle(workflow_id).signal(KILL_SWITCH_RELEASED_SIGNAL)
+        return ids
 
     # -- the approver inbox ----------------------------------------------------------------------
 

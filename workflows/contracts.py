@@ -33,10 +33,16 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "BatonPendingRoles": "KeywordList",
     "BatonCostUsd": "Double",
     "BatonShadow": "Bool",
+    "BatonHeld": "Bool",
 }
+
+#: Baton's process names (search attribute BatonProcess, kill-switch scopes) by workflow type.
+PROCESS_BY_WORKFLOW_TYPE: dict[str, str] = {"FinanceClose": "finance_close"}
 
 #: Update/signal/query names a stock `temporal` CLI user types.
 APPROVAL_UPDATE = "decide_approval"
+KILL_SWITCH_RELEASED_SIGNAL = "kill_switch_released"
+KILL_SWITCH_ERROR = "KillSwitchEngaged"
 APPROVAL_SIGNAL = "submit_approval"
 STATUS_QUERY = "status"
 PENDING_APPROVALS_QUERY = "pending_approvals"
@@ -569,6 +575,39 @@ class ProcessStatus(Contract):
     compensated: list[str]
     tokens: int
     cost_usd: float
+    held_by: KillSwitchState | None = Field(
+        default=None, description="Set while the run holds at a step for the kill switch."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Kill switch
+# --------------------------------------------------------------------------------------------
+
+
+class KillSwitchState(Contract):
+    """An active engagement of the kill switch (see activities/kill_switch.py)."""
+
+    id: int
+    scope: str = Field(description="'global', 'process:<name>', 'agent:<role>' or 'tenant:<name>'")
+    mode: Literal["hold", "cancel"]
+    reason: str
+    engaged_by: str
+    engaged_at: datetime
+
+
+class KillSwitchStatus(Contract):
+    blocking: KillSwitchState | None = Field(
+        default=None, description="The engagement that still stops the caller, if any."
+    )
+
+
+class KillSwitchCheck(Contract):
+    """What a held workflow asks about: is anything still stopping this process/agent/tenant?"""
+
+    process: str
+    agent: str = ""
+    tenant: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,4 +647,5 @@ class AuditWriteResult(Contract):
 
 
 FinanceCloseResult.model_rebuild()
+ProcessStatus.model_rebuild()
 ComplianceInput.model_rebuild()

@@ -12,6 +12,7 @@ APPROVAL_REJECTED = "ApprovalRejected"
 APPROVAL_EXPIRED = "ApprovalExpired"
 PERIOD_CLOSED = "PeriodClosed"
 INJECTED_FAILURE = "InjectedFailure"
+KILL_SWITCH_CANCELLED = "KillSwitchCancelled"
 
 
 def failure(kind: str, message: str, **details: object) -> ApplicationError:

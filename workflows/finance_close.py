@@ -33,6 +33,7 @@ from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     APPROVAL_SIGNAL,
     APPROVAL_UPDATE,
+    KILL_SWITCH_RELEASED_SIGNAL,
     PENDING_APPROVALS_QUERY,
     STATUS_QUERY,
     AdjustingEntry,
@@ -61,6 +62,7 @@ from workflows.contracts import (
     TokenUsage,
     digest,
 )
+from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS, ActivityKind
 from workflows.saga import Saga
 
@@ -72,6 +74,13 @@ R = TypeVar("R")
 
 PROCESS = "finance_close"
 PREPARER = "agent:reconciler"
+#: the agent role behind each agent activity (kill-switch scope agent:<role>)
+AGENT_OF: dict[Any, str] = {
+    AgentActivities.propose_adjustments: "reconciler",
+    AgentActivities.revise_adjustments: "reviser",
+    AgentActivities.review_compliance: "compliance_checker",
+    AgentActivities.write_close_memo: "close_memo_writer",
+}
 #: approval requests one close may open (first request + amendments / requested changes)
 MAX_APPROVAL_ROUNDS = 5
 
@@ -84,6 +93,7 @@ class FinanceCloseWorkflow:
         self.stage = "starting"
         self.audit = AuditTrail()
         self.gate = ApprovalGate(PROCESS, self.audit)
+        self.kill_switch = KillSwitchGate(PROCESS, inp.tenant, self.audit)
         self.undo_registered: set[str] = set()
         self.saga = Saga()
         self.posted: list[PostedEntry] = []
@@ -497,6 +507,11 @@ class FinanceCloseWorkflow:
 
     # -- queries ----------------------------------------------------------------------------
 
+    @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
+    def kill_switch_released(self) -> None:
+        """Sent by `baton kill clear`: look again now instead of at the next poll."""
+        self.kill_switch.release()
+
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> ProcessStatus:
         return ProcessStatus(
@@ -509,6 +524,7 @@ class FinanceCloseWorkflow:
             compensated=self.saga.compensated,
             tokens=self.tokens,
             cost_usd=self.cost_usd,
+            held_by=self.kill_switch.held_by,
         )
 
     @workflow.query(name=PENDING_APPROVALS_QUERY)
@@ -525,14 +541,20 @@ class FinanceCloseWorkflow:
         summary: str,
     ) -> R:
         preset = PRESETS[kind]
-        return await workflow.execute_activity_method(
-            activity,
-            arg,  # type: ignore[arg-type]
-            start_to_close_timeout=preset.start_to_close,
-            heartbeat_timeout=preset.heartbeat,
-            retry_policy=preset.retry,
-            summary=summary[:200],
-        )
+
+        def call() -> Awaitable[R]:
+            return workflow.execute_activity_method(
+                activity,
+                arg,  # type: ignore[arg-type]
+                start_to_close_timeout=preset.start_to_close,
+                heartbeat_timeout=preset.heartbeat,
+                retry_policy=preset.retry,
+                summary=summary[:200],
+            )
+
+        if kind in ("agent", "connector"):  # steps the kill switch can stop: hold, then retry
+            return await self.kill_switch.run(summary, call, agent=AGENT_OF.get(activity, ""))
+        return await call()
 
     def _posting_query(self, entry: AdjustingEntry, period_status: str) -> PolicyQuery:
         draft = PostEntryInput(

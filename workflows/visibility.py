@@ -12,5 +12,7 @@ APPROVAL_STATE = SearchAttributeKey.for_keyword("BatonApprovalState")
 PENDING_ROLES = SearchAttributeKey.for_keyword_list("BatonPendingRoles")
 COST_USD = SearchAttributeKey.for_float("BatonCostUsd")
 SHADOW = SearchAttributeKey.for_bool("BatonShadow")
+#: true while a run holds at a step because the kill switch is engaged
+HELD = SearchAttributeKey.for_bool("BatonHeld")
 
-ALL = [PROCESS, TENANT, RISK, APPROVAL_STATE, PENDING_ROLES, COST_USD, SHADOW]
+ALL = [PROCESS, TENANT, RISK, APPROVAL_STATE, PENDING_ROLES, COST_USD, SHADOW, HELD]
