@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from workflows.contracts import (
+    REDACTION_KINDS,
     ApprovalRequirement,
     EscalationTier,
     Obligations,
@@ -622,9 +623,13 @@ async def decide(
          "approver_roles": [str],          # the required roles, sorted
          "eligible_approvers": [str],      # people holding a required role, sorted
          "escalation": [{"roles": [str], "sla_seconds": int >= 1}],  # tier 1 first
-         "candidates": {role: [str]}}      # who may fill each required / escalation role
+         "candidates": {role: [str]},      # who may fill each required / escalation role
+         "redact": [kind],                 # personal data to mask first (REDACTION_KINDS)
+         "reroute_regions": [str]}         # with a residency deny: the regions allowed
 
-    A ``require_approval`` verdict needs non-empty ``required_approvals`` whose roles are the
+    ``redact`` and ``reroute_regions`` (the base policy's obligations) are parsed with every
+    verdict; an unknown redaction kind or a non-list is a deny naming the field. A
+    ``require_approval`` verdict needs non-empty ``required_approvals`` whose roles are the
     ``approver_roles`` (derived from them when absent) and a ``candidates`` list for every
     required and escalation role; anything else is malformed, and so a deny naming the field.
     """
@@ -681,15 +686,39 @@ def _verdict(
     if not isinstance(allow, bool):
         raise _Malformed(f"policy 'allow' is not a boolean: {_shorten(repr(allow))}")
     deny = _strings(value, "deny")
+    # The base policy's obligations come with any verdict (a residency deny names the regions
+    # to reroute to); a malformed one is a deny naming the field, like any other.
+    base = _base_obligations(value)
     if deny:
         # Even next to allow=true: an inconsistent answer is a deny.
-        return "deny", deny, Obligations()
+        return "deny", deny, base
     if not allow:
-        return "deny", ["policy did not allow the action and gave no reason"], Obligations()
+        return "deny", ["policy did not allow the action and gave no reason"], base
     require = _strings(value, "require_approval")
     if not require:
-        return "allow", [], Obligations()
-    return "require_approval", require, _obligations(value)
+        return "allow", [], base
+    update = {"redact": base.redact, "reroute_regions": base.reroute_regions}
+    return "require_approval", require, _obligations(value).model_copy(update=update)
+
+
+def _base_obligations(value: dict[str, Any]) -> Obligations:
+    """``redact`` and ``reroute_regions`` of a decision document (policy/base/agent_call.rego).
+
+    An unknown redaction kind is malformed, not ignored: an obligation nobody can fulfil must
+    not let the data through unmasked.
+    """
+    kinds = value.get("redact", [])
+    if not isinstance(kinds, list) or not all(
+        isinstance(kind, str) and kind in REDACTION_KINDS for kind in kinds
+    ):
+        raise _Malformed(
+            f"policy 'redact' is not a list of redaction kinds ({', '.join(REDACTION_KINDS)}): "
+            + _shorten(repr(kinds))
+        )
+    regions = _strings(value, "reroute_regions")
+    if not all(regions):
+        raise _Malformed(f"policy 'reroute_regions' names an empty region: {regions!r}")
+    return Obligations(redact=sorted(set(kinds)), reroute_regions=regions)
 
 
 def _obligations(value: dict[str, Any]) -> Obligations:
