@@ -73,6 +73,8 @@ def build_runtime(settings: Settings) -> Runtime:
         price_per_1k_prompt=settings.price_per_1k_prompt,
         price_per_1k_completion=settings.price_per_1k_completion,
         timeout_seconds=settings.llm_timeout_seconds,
+        policy=policy,
+        model_region=settings.model_region,
     )
     audit = AuditActivities(ledger)
     notifier = build_notifier(settings, db, ledger)
