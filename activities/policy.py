@@ -660,18 +660,27 @@ def decide_sync(engine: SyncPolicyEngine, query: PolicyQuery, decision_id: str) 
     writes under one lock, so the state policy saw cannot change before the write). There is no
     timeout: an embedded evaluation is CPU-bound and sub-millisecond.
     """
+    return explain_sync(engine, query, decision_id)[1]
+
+
+def explain_sync(
+    engine: SyncPolicyEngine, query: PolicyQuery, decision_id: str
+) -> tuple[Any, PolicyDecision]:
+    """:func:`decide_sync`, plus the decision document exactly as the policy answered it
+    (``None`` when there was none: undefined, an engine failure or a refused query). For
+    ``baton policy eval``, which shows policy authors both."""
     decision = _Decision(engine, query, decision_id)
     if (early := decision.precheck()) is not None:
-        return early
+        return None, early
     try:
         value, revision = engine.evaluate_sync(decision.path, query.input)
     except PolicyUndefined as exc:
-        return decision.denied(UNDEFINED_DECISION, str(exc.revision))
+        return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
     except BaseException as exc:
         if not _is_engine_failure(exc):
             raise
-        return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
-    return decision.from_value(value, revision)
+        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+    return value, decision.from_value(value, revision)
 
 
 def _verdict(
@@ -878,6 +887,13 @@ class RegoTestResult:
     error: str | None = None
 
 
+def policy_packages(snapshot: BundleSnapshot) -> list[str]:
+    """The packages of a bundle's policy modules (tests excluded), e.g. ``baton.base.agent_call``,
+    sorted: what ``baton policy eval --policy`` may name."""
+    found = {m.group(1) for source in snapshot.modules.values() if (m := _PACKAGE.search(source))}
+    return sorted(found)
+
+
 def discover_rego_tests(policy_dir: str | os.PathLike[str]) -> list[str]:
     """Every ``test_`` rule in the ``*_test.rego`` files, as ``<package>.<rule>``, sorted."""
     names: set[str] = set()
@@ -991,7 +1007,10 @@ __all__ = [
     "RegorusEngine",
     "build_engine",
     "decide",
+    "decide_sync",
     "discover_rego_tests",
+    "explain_sync",
+    "policy_packages",
     "rule_path",
     "run_rego_tests",
 ]
