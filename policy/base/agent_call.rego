@@ -464,9 +464,9 @@ local_minute(offset) := minute if {
 	minute := utc + offset
 }
 
-# Days since 1970-01-01 of a minute. OPA's floor() truncates small negative quotients towards
-# zero (floor(-1 / 1440) is 0 there, -1 on regorus), so the division runs on a count shifted
-# by a whole number of weeks that keeps it positive for every year from 0001.
+# Days since 1970-01-01 of a minute. OPA's floor() of a number between -1 and 0 is 0
+# (floor(-1 / 1440) is 0 there, -1 on regorus), so the division runs on a count shifted by a
+# whole number of weeks that keeps it positive for every year from 0001.
 week_shift := 7 * 110000
 
 local_day(minute) := floor((minute + week_shift * 1440) / 1440) - week_shift
