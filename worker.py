@@ -76,6 +76,8 @@ def build_runtime(settings: Settings) -> Runtime:
         price_per_1k_completion=settings.price_per_1k_completion,
         timeout_seconds=settings.llm_timeout_seconds,
         switch=switch,
+        policy=policy,
+        model_region=settings.model_region,
     )
     audit = AuditActivities(ledger)
     notifier = build_notifier(settings, db, ledger)

@@ -14,13 +14,29 @@ answer well on the next try, but not forever.
 
 Endpoint: any OpenAI-compatible server (OpenAI, Azure OpenAI, vLLM, Ollama) by ``OPENAI_BASE_URL``;
 the default is the local rule-based model server in temporal-dev/, which is not an LLM.
+
+Governance: before every model call ``_ask`` asks the base policy (``baton/base/agent_call``,
+policy/base/agent_call.rego) whether this agent role may call this model endpoint for this
+tenant: data residency (``BATON_MODEL_REGION`` is the endpoint's region), the tenant's daily spend
+cap (today's spend from ``activities/spend.py`` plus an estimate of this call) and the PII
+obligation. A deny is a non-retryable ``PolicyDenied`` (an engine that did not answer: a
+retryable ``PolicyUnavailable``; nothing is sent either way). A ``redact`` obligation masks every
+string of the agent input (activities/redaction.py) except ``VERBATIM_FIELDS``: ids the answer
+must echo and typed values, which are checked instead, and fail the call (``RedactionFailed``)
+if they hold personal data. Every decision is an audit row; the call's own audit row records the
+decision id, the policy revision and how many items of each kind were masked (never the values).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import math
 from collections.abc import Awaitable
-from datetime import timedelta
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -30,8 +46,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import spend
 from activities.audit import AuditLedger, activity_event
 from activities.kill_switch import KillSwitch, Subject
+from activities.policy import ENGINE_UNAVAILABLE, UNKNOWN_REVISION, PolicyEngine, decide
+from activities.redaction import RedactionError, redact_document
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AdjustingEntry,
@@ -41,6 +60,8 @@ from workflows.contracts import (
     ComplianceInput,
     ComplianceReview,
     MemoInput,
+    PolicyDecision,
+    PolicyQuery,
     ProposeAdjustmentsInput,
     ReviseAdjustmentsInput,
     TokenUsage,
@@ -51,6 +72,68 @@ T = TypeVar("T", bound=BaseModel)
 
 RETRYABLE_STATUS = {408, 409, 429}
 HEARTBEAT_EVERY_SECONDS = 5.0
+
+#: The base policy asked before every model call, and the action it is asked about.
+AGENT_CALL_POLICY = "baton/base/agent_call"
+LLM_CALL = "llm_call"
+#: The region of the model endpoint when the worker is not told (BATON_MODEL_REGION).
+DEFAULT_MODEL_REGION = "eu"
+#: Completion tokens assumed when estimating a call's cost for the spend cap: the answer's size
+#: is unknown before the call (the agents' schema-bound answers stay well below this).
+ESTIMATED_COMPLETION_TOKENS = 1000
+
+#: Fields of the agents' inputs sent verbatim under a ``redact`` obligation (a list or object
+#: under one of them too): ids the answer must echo exactly (entry_id, source_ids, ...) and typed
+#: values (amounts, dates, accounts, the tenant and period) or policy output (verdicts,
+#: revisions, obligations). They are still checked: personal data in one fails the call rather
+#: than being sent. Everything else (memos, descriptions, references, rationales, comments,
+#: policy reasons, summaries) is free text and is redacted.
+VERBATIM_FIELDS = frozenset(
+    {
+        "tenant", "period", "entry_id", "line_id", "source_ids", "duplicate_ledger_ids",
+        "subject", "account", "amount", "value_date", "booked_on", "decision_id", "policy",
+        "verdict", "revision", "engine", "obligations",
+    }
+)  # fmt: skip
+
+
+def agent_call_policy_input(
+    *,
+    role: str,
+    tenant: str,
+    endpoint: str,
+    model: str,
+    region: str,
+    spent_today_usd: float,
+    estimated_cost_usd: float,
+    now: datetime,
+) -> dict[str, Any]:
+    """The input document of the base policy for one model call (policy/base/agent_call.rego)."""
+    return {
+        "action": LLM_CALL,
+        "role": role,
+        "tenant": tenant,
+        "model": {"endpoint": endpoint, "name": model, "region": region},
+        "spent_today_usd": spent_today_usd,
+        "estimated_cost_usd": estimated_cost_usd,
+        "now": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+@dataclass(frozen=True)
+class GovernedCall:
+    """What the policy gate decided for one model call, and what was sent."""
+
+    decision: PolicyDecision
+    tenant: str
+    day: str  # UTC day the call's cost counts for
+    content: str  # the user message as sent (redacted when policy said so)
+    redacted: dict[str, int]  # kind -> items masked
+
+
+# The gate's result for the running activity (each activity runs in a task of its own, so this
+# never leaks between calls): set by _ask, read by _audit for the call's audit row.
+_GOVERNED: ContextVar[GovernedCall | None] = ContextVar("baton_governed_call", default=None)
 
 
 # Wire models: what the model must answer. Strict-mode friendly (every field required, no extra
@@ -118,6 +201,8 @@ class AgentActivities:
         price_per_1k_completion: float = 0.0,
         timeout_seconds: float = 60.0,
         switch: KillSwitch | None = None,
+        policy: PolicyEngine | None = None,
+        model_region: str = DEFAULT_MODEL_REGION,
     ) -> None:
         self.switch = switch
         self.client = client
@@ -126,6 +211,9 @@ class AgentActivities:
         self.price_per_1k_prompt = price_per_1k_prompt
         self.price_per_1k_completion = price_per_1k_completion
         self.timeout_seconds = timeout_seconds
+        #: The base policy's engine; without one every model call is denied (fail closed).
+        self.policy = policy
+        self.model_region = model_region
 
     @activity.defn(name="propose_adjustments")
     async def propose_adjustments(self, inp: ProposeAdjustmentsInput) -> AdjustmentProposal:
@@ -199,11 +287,13 @@ class AgentActivities:
                 tenant=str(getattr(payload, "tenant", "")),
             )
             await asyncio.to_thread(self.switch.raise_if_blocking, subject)
+        governed = await self._govern(agent, system, payload)
+        _GOVERNED.set(governed)
         request = self.client.chat.completions.create(
             model=self.model,
             messages=[
                 {"role": "system", "content": system},
-                {"role": "user", "content": payload.model_dump_json()},
+                {"role": "user", "content": governed.content},
             ],
             response_format={
                 "type": "json_schema",
@@ -230,6 +320,99 @@ class AgentActivities:
         except ValidationError as err:
             raise _invalid_output(agent, err) from err
 
+    async def _govern(self, agent: str, system: str, payload: BaseModel) -> GovernedCall:
+        """Ask the base policy about this call, audit the decision, apply its obligations.
+
+        Raises (and sends nothing) unless policy allows the call."""
+        info = activity.info()
+        tenant = str(getattr(payload, "tenant", "") or "")
+        plain = payload.model_dump_json()
+        now = datetime.now(UTC)
+        day = spend.utc_day(now)
+        spent = await asyncio.to_thread(spend.spent_on, self.ledger.db, tenant, day)
+        estimate = self._estimate(system, plain)
+        query = PolicyQuery(
+            policy=AGENT_CALL_POLICY,
+            input=agent_call_policy_input(
+                role=agent,
+                tenant=tenant,
+                endpoint=str(self.client.base_url),
+                model=self.model,
+                region=self.model_region,
+                spent_today_usd=spent,
+                estimated_cost_usd=estimate,
+                now=now,
+            ),
+            subject=agent,
+            workflow_id=info.workflow_id or "",
+        )
+        # One decision per attempt: a retry asks again, and every answer is audited.
+        decision_id = f"{info.workflow_id}/act/{info.activity_id}/llm/{info.attempt}"
+        if self.policy is None:
+            decision = PolicyDecision(
+                decision_id=decision_id,
+                policy=AGENT_CALL_POLICY,
+                verdict="deny",
+                reasons=["no policy engine is configured for model calls"],
+                revision=UNKNOWN_REVISION,
+                engine="none",
+                subject=agent,
+            )
+        else:
+            decision = await decide(self.policy, query, decision_id)
+
+        content, problem = plain, None
+        redacted: dict[str, int] = {}
+        kinds = decision.obligations.redact
+        if decision.verdict == "allow" and kinds:
+            try:
+                document, redacted = redact_document(
+                    payload.model_dump(mode="json"), kinds, verbatim=VERBATIM_FIELDS
+                )
+            except RedactionError as err:
+                problem = str(err)
+            else:
+                content = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+        event = activity_event(
+            f"llm/policy/{info.attempt}",
+            actor=f"policy:{AGENT_CALL_POLICY}",
+            action=f"policy.{decision.verdict}",
+            detail={
+                "subject": agent,
+                "tenant": tenant,
+                "action": LLM_CALL,
+                "model": self.model,
+                "model_region": self.model_region,
+                "reasons": decision.reasons,
+                "revision": decision.revision,
+                "engine": decision.engine,
+                "redact": kinds,
+                "redacted": redacted,
+                "redaction_error": problem,
+                "reroute_regions": decision.obligations.reroute_regions,
+                "spent_today_usd": spent,
+                "estimated_cost_usd": estimate,
+            },
+            decision_id=decision.decision_id,
+            input_digest=digest(query.input),
+        )
+        await asyncio.to_thread(self.ledger.append, [event])
+        if decision.verdict != "allow":
+            raise _denied(agent, decision)
+        if problem is not None:
+            raise ApplicationError(
+                f"{agent}: {problem}", type="RedactionFailed", non_retryable=True
+            )
+        return GovernedCall(decision, tenant, day, content, redacted)
+
+    def _estimate(self, system: str, content: str) -> float:
+        """USD this call may cost: the prompt at ~4 characters a token, plus a full answer."""
+        prompt = math.ceil((len(system) + len(content)) / 4)
+        cost = prompt / 1000 * self.price_per_1k_prompt
+        cost += ESTIMATED_COMPLETION_TOKENS / 1000 * self.price_per_1k_completion
+        return round(cost, 6)
+
     def _priced(self, model: str, prompt: int, completion: int) -> TokenUsage:
         cost = prompt / 1000 * self.price_per_1k_prompt
         cost += completion / 1000 * self.price_per_1k_completion
@@ -246,18 +429,77 @@ class AgentActivities:
         usage: TokenUsage,
         detail: dict[str, Any],
     ) -> None:
+        governed = _GOVERNED.get()
+        extra: dict[str, Any] = {}
+        if governed is not None:
+            # Which kinds were masked and how many, never the values; the digest of what was
+            # actually sent lets an auditor tie the call to the redacted prompt.
+            extra = {
+                "tenant": governed.tenant,
+                "policy": {
+                    "decision_id": governed.decision.decision_id,
+                    "revision": governed.decision.revision,
+                    "engine": governed.decision.engine,
+                },
+                "redact": governed.decision.obligations.redact,
+                "redacted": governed.redacted,
+                "sent_digest": hashlib.sha256(governed.content.encode()).hexdigest(),
+            }
         event = activity_event(
             agent,
             actor=f"agent:{agent}",
             action=action,
-            detail={**detail, "attempt": activity.info().attempt},
+            detail={**detail, "attempt": activity.info().attempt, **extra},
+            decision_id=governed.decision.decision_id if governed else None,
             model=usage.model,
             tokens=usage.total_tokens,
             cost_usd=usage.cost_usd,
             input_digest=digest(inp),
             output_digest=digest(out),
         )
-        await asyncio.to_thread(self.ledger.append, [event])
+        if governed is None:
+            await asyncio.to_thread(self.ledger.append, [event])
+            return
+        cost = spend.AgentSpend(
+            tenant=governed.tenant,
+            day=governed.day,
+            workflow_id=event.workflow_id,
+            run_id=event.run_id,
+            seq=event.seq,
+            agent=agent,
+            cost_usd=usage.cost_usd,
+        )
+
+        def write() -> None:  # the call's audit row and its cost commit together
+            with self.ledger.db.session() as session:
+                self.ledger.append_in(session, [event])
+                spend.record_in(session, cost)
+
+        await asyncio.to_thread(write)
+
+
+def _denied(agent: str, decision: PolicyDecision) -> ApplicationError:
+    """The error for a model call policy did not allow. An engine that did not answer is worth
+    a retry (Temporal's, bounded by the agent preset); a decision the policy made is not."""
+    reasons = "; ".join(decision.reasons)
+    if all(reason.startswith(ENGINE_UNAVAILABLE) for reason in decision.reasons):
+        return ApplicationError(
+            f"{agent}: no model call without a policy decision: {reasons}",
+            type="PolicyUnavailable",
+        )
+    if decision.verdict == "require_approval":
+        reasons = f"it requires approval, which a model call cannot wait for ({reasons})"
+    details = {
+        "decision_id": decision.decision_id,
+        "revision": decision.revision,
+        "reroute_regions": decision.obligations.reroute_regions,
+    }
+    return ApplicationError(
+        f"{agent}: policy {AGENT_CALL_POLICY} denied the model call: {reasons}",
+        details,
+        type="PolicyDenied",
+        non_retryable=True,
+    )
 
 
 def _entries(agent: str, wire: _WireProposal) -> list[AdjustingEntry]:

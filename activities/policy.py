@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from workflows.contracts import (
+    REDACTION_KINDS,
     ApprovalRequirement,
     EscalationTier,
     Obligations,
@@ -622,9 +623,13 @@ async def decide(
          "approver_roles": [str],          # the required roles, sorted
          "eligible_approvers": [str],      # people holding a required role, sorted
          "escalation": [{"roles": [str], "sla_seconds": int >= 1}],  # tier 1 first
-         "candidates": {role: [str]}}      # who may fill each required / escalation role
+         "candidates": {role: [str]},      # who may fill each required / escalation role
+         "redact": [kind],                 # personal data to mask first (REDACTION_KINDS)
+         "reroute_regions": [str]}         # with a residency deny: the regions allowed
 
-    A ``require_approval`` verdict needs non-empty ``required_approvals`` whose roles are the
+    ``redact`` and ``reroute_regions`` (the base policy's obligations) are parsed with every
+    verdict; an unknown redaction kind or a non-list is a deny naming the field. A
+    ``require_approval`` verdict needs non-empty ``required_approvals`` whose roles are the
     ``approver_roles`` (derived from them when absent) and a ``candidates`` list for every
     required and escalation role; anything else is malformed, and so a deny naming the field.
     """
@@ -655,18 +660,27 @@ def decide_sync(engine: SyncPolicyEngine, query: PolicyQuery, decision_id: str) 
     writes under one lock, so the state policy saw cannot change before the write). There is no
     timeout: an embedded evaluation is CPU-bound and sub-millisecond.
     """
+    return explain_sync(engine, query, decision_id)[1]
+
+
+def explain_sync(
+    engine: SyncPolicyEngine, query: PolicyQuery, decision_id: str
+) -> tuple[Any, PolicyDecision]:
+    """:func:`decide_sync`, plus the decision document exactly as the policy answered it
+    (``None`` when there was none: undefined, an engine failure or a refused query). For
+    ``baton policy eval``, which shows policy authors both."""
     decision = _Decision(engine, query, decision_id)
     if (early := decision.precheck()) is not None:
-        return early
+        return None, early
     try:
         value, revision = engine.evaluate_sync(decision.path, query.input)
     except PolicyUndefined as exc:
-        return decision.denied(UNDEFINED_DECISION, str(exc.revision))
+        return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
     except BaseException as exc:
         if not _is_engine_failure(exc):
             raise
-        return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
-    return decision.from_value(value, revision)
+        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+    return value, decision.from_value(value, revision)
 
 
 def _verdict(
@@ -681,15 +695,39 @@ def _verdict(
     if not isinstance(allow, bool):
         raise _Malformed(f"policy 'allow' is not a boolean: {_shorten(repr(allow))}")
     deny = _strings(value, "deny")
+    # The base policy's obligations come with any verdict (a residency deny names the regions
+    # to reroute to); a malformed one is a deny naming the field, like any other.
+    base = _base_obligations(value)
     if deny:
         # Even next to allow=true: an inconsistent answer is a deny.
-        return "deny", deny, Obligations()
+        return "deny", deny, base
     if not allow:
-        return "deny", ["policy did not allow the action and gave no reason"], Obligations()
+        return "deny", ["policy did not allow the action and gave no reason"], base
     require = _strings(value, "require_approval")
     if not require:
-        return "allow", [], Obligations()
-    return "require_approval", require, _obligations(value)
+        return "allow", [], base
+    update = {"redact": base.redact, "reroute_regions": base.reroute_regions}
+    return "require_approval", require, _obligations(value).model_copy(update=update)
+
+
+def _base_obligations(value: dict[str, Any]) -> Obligations:
+    """``redact`` and ``reroute_regions`` of a decision document (policy/base/agent_call.rego).
+
+    An unknown redaction kind is malformed, not ignored: an obligation nobody can fulfil must
+    not let the data through unmasked.
+    """
+    kinds = value.get("redact", [])
+    if not isinstance(kinds, list) or not all(
+        isinstance(kind, str) and kind in REDACTION_KINDS for kind in kinds
+    ):
+        raise _Malformed(
+            f"policy 'redact' is not a list of redaction kinds ({', '.join(REDACTION_KINDS)}): "
+            + _shorten(repr(kinds))
+        )
+    regions = _strings(value, "reroute_regions")
+    if not all(regions):
+        raise _Malformed(f"policy 'reroute_regions' names an empty region: {regions!r}")
+    return Obligations(redact=sorted(set(kinds)), reroute_regions=regions)
 
 
 def _obligations(value: dict[str, Any]) -> Obligations:
@@ -849,6 +887,13 @@ class RegoTestResult:
     error: str | None = None
 
 
+def policy_packages(snapshot: BundleSnapshot) -> list[str]:
+    """The packages of a bundle's policy modules (tests excluded), e.g. ``baton.base.agent_call``,
+    sorted: what ``baton policy eval --policy`` may name."""
+    found = {m.group(1) for source in snapshot.modules.values() if (m := _PACKAGE.search(source))}
+    return sorted(found)
+
+
 def discover_rego_tests(policy_dir: str | os.PathLike[str]) -> list[str]:
     """Every ``test_`` rule in the ``*_test.rego`` files, as ``<package>.<rule>``, sorted."""
     names: set[str] = set()
@@ -962,7 +1007,10 @@ __all__ = [
     "RegorusEngine",
     "build_engine",
     "decide",
+    "decide_sync",
     "discover_rego_tests",
+    "explain_sync",
+    "policy_packages",
     "rule_path",
     "run_rego_tests",
 ]

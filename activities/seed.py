@@ -30,6 +30,18 @@ CUSTOMERS = ["Northwind", "Contoso", "Fabrikam", "Tailspin", "Wingtip", "Litware
 SUPPLIERS = ["Adatum Office", "Blue Yonder Freight", "City Power", "Lucerne Legal", "Margie Travel"]
 
 
+#: Personal data that ``seed_period(..., pii_samples=True)`` writes into the free text of items
+#: the close cannot match, so they reach the agents: one of each kind the redaction masks.
+PII_SAMPLES: dict[str, str] = {
+    "email": "jane.doe@example.com",
+    "phone": "+44 20 7946 0958",
+    "iban": "GB82 WEST 1234 5698 7654 32",
+    "card": "4111 1111 1111 1111",
+    "us_ssn": "078-05-1120",
+    "uk_nino": "AB 12 34 56 C",
+}
+
+
 @dataclass(frozen=True)
 class SeedSummary:
     tenant: str
@@ -43,8 +55,13 @@ def _rng(tenant: str, period: str) -> random.Random:
     return random.Random(seed)
 
 
-def seed_period(db: Database, tenant: str, period: str, *, transactions: int = 220) -> SeedSummary:
-    """(Re)create the period's ledger and bank statement; postings of the period are removed."""
+def seed_period(
+    db: Database, tenant: str, period: str, *, transactions: int = 220, pii_samples: bool = False
+) -> SeedSummary:
+    """(Re)create the period's ledger and bank statement; postings of the period are removed.
+
+    ``pii_samples`` puts the ``PII_SAMPLES`` into the memos and descriptions of unmatched items
+    (everything else, amounts and references included, stays the same month)."""
     rng = _rng(tenant, period)
     year, month = (int(p) for p in period.split("-"))
     first = date(year, month, 1)
@@ -144,6 +161,9 @@ def seed_period(db: Database, tenant: str, period: str, *, transactions: int = 2
     add_bank(5, 76_500, "RFD-1", "Refund from supplier Adatum Office")
     add_bank(12, 230_000, "CB-1", "Chargeback reversal Fabrikam")
 
+    if pii_samples:
+        _add_pii_samples(ledger, bank)
+
     with db.session() as session:
         for table in (LedgerEntryRow, BankStatementLine, JournalPosting):
             session.exec(
@@ -162,3 +182,21 @@ def seed_period(db: Database, tenant: str, period: str, *, transactions: int = 2
         session.add_all(ledger)
         session.add_all(bank)
     return SeedSummary(tenant, period, len(ledger), len(bank))
+
+
+def _add_pii_samples(ledger: list[LedgerEntryRow], bank: list[BankStatementLine]) -> None:
+    """Free text of unmatched items that names people, as real bank memos do."""
+    p = PII_SAMPLES
+    memos = {
+        "UNKNOWN-1": f"Deposit without reference, payer {p['email']}",
+        "UNKNOWN-2": f"Cash deposit branch 0042, depositor tel {p['phone']}",
+        "RFD-1": f"Refund from supplier Adatum Office to IBAN {p['iban']}",
+        "CB-1": f"Chargeback reversal Fabrikam card {p['card']}",
+    }
+    for line in bank:
+        if line.reference in memos:
+            line.memo = memos[line.reference]
+    notes = [f"customer SSN {p['us_ssn']}", f"customer NI number {p['uk_nino']}"]
+    keyed = [e for e in ledger if e.description == "Receipt (keyed by hand)"]
+    for entry, note in zip(keyed, notes, strict=False):
+        entry.description = f"Receipt (keyed by hand), {note}"

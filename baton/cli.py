@@ -15,6 +15,8 @@
     baton audit show WORKFLOW_ID       the audit trail of a run
     baton audit verify                 verify the audit hash chain
     baton policy test                  run the Rego unit tests
+    baton policy eval --input FILE.json [--policy baton/base/agent_call] [--engine opa|regorus]
+                                       one decision: the document, verdict and revision
 
 Exit codes: 0 success, 1 the operation failed, 2 bad input. Every command leaves through
 ``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can crash at interpreter exit in
@@ -100,7 +102,7 @@ async def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     FinanceCloseInput(tenant=args.tenant, period=args.period, requested_by="seed")  # validates
     db = Database(settings.database_url)
     db.create_tables()
-    summary = seed_period(db, args.tenant, args.period)
+    summary = seed_period(db, args.tenant, args.period, pii_samples=args.pii_samples)
     print(
         f"seeded {summary.tenant} {summary.period}: {summary.ledger_entries} ledger entries, "
         f"{summary.bank_lines} bank lines ({settings.database_url})"
@@ -409,6 +411,94 @@ async def cmd_policy_test(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILED if failed or not results else EXIT_OK
 
 
+async def cmd_policy_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """Evaluate one policy on one input file, as the gate would: exit 0 allow, 1 anything else
+    (deny, require_approval), 2 bad input. Prints JSON on stdout, a one-line verdict on stderr."""
+    import uuid
+    from pathlib import Path
+
+    from activities.policy import (
+        EmbeddedOpaEngine,
+        PolicyBundle,
+        PolicyError,
+        RegorusEngine,
+        explain_sync,
+        policy_packages,
+        rule_path,
+    )
+    from workflows.contracts import PolicyQuery
+
+    document = _read_json_object(args.input)
+    try:
+        segments = rule_path(args.policy)
+    except ValueError as err:
+        raise CliError(f"--policy: {err}", EXIT_USAGE) from None
+    if segments[-1] == "decision":  # the document's own path names the same policy
+        segments = segments[:-1]
+    policy_dir = Path(args.policy_dir) if args.policy_dir else settings.policy_dir
+    try:
+        snapshot = PolicyBundle(policy_dir, reload_interval=0).current()
+    except PolicyError as err:
+        raise CliError(f"the policies in {policy_dir} do not load: {err}") from None
+    known = policy_packages(snapshot)
+    if ".".join(segments) not in known:
+        raise CliError(
+            f"unknown policy {args.policy!r}: no Rego package {'.'.join(segments)} in "
+            f"{policy_dir}; known policies: {', '.join('/'.join(k.split('.')) for k in known)}",
+            EXIT_USAGE,
+        )
+    engine = (EmbeddedOpaEngine if args.engine == "opa" else RegorusEngine)(policy_dir)
+    query = PolicyQuery(policy="/".join(segments), input=document, subject=Path(args.input).name)
+    value, decision = explain_sync(engine, query, f"cli/{uuid.uuid4().hex[:12]}")
+    print(
+        json.dumps(
+            {
+                "policy": decision.policy,
+                "engine": decision.engine,
+                "revision": decision.revision,
+                "verdict": decision.verdict,
+                "reasons": decision.reasons,
+                "obligations": decision.obligations.model_dump(mode="json"),
+                "decision": value,
+            },
+            indent=2,
+        )
+    )
+    print(f"{decision.verdict} (policy revision {decision.revision})", file=sys.stderr)
+    return EXIT_OK if decision.verdict == "allow" else EXIT_FAILED
+
+
+def _read_json_object(name: str) -> dict[str, Any]:
+    """The JSON object in file ``name``; bad input is a CliError (exit 2) naming the problem."""
+
+    def no_constants(token: str) -> None:
+        raise ValueError(f"{token} is not a JSON number")
+
+    try:
+        with open(name, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as err:
+        raise CliError(f"cannot read --input {name}: {err.strerror or err}", EXIT_USAGE) from None
+    except UnicodeDecodeError:
+        raise CliError(f"--input {name} is not UTF-8 text", EXIT_USAGE) from None
+    try:
+        document = json.loads(text, parse_constant=no_constants)
+    except json.JSONDecodeError as err:
+        raise CliError(
+            f"--input {name} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})",
+            EXIT_USAGE,
+        ) from None
+    except ValueError as err:
+        raise CliError(f"--input {name} is not valid JSON: {err}", EXIT_USAGE) from None
+    if not isinstance(document, dict):
+        kind = "a list" if isinstance(document, list) else type(document).__name__
+        raise CliError(
+            f"--input {name} must hold a JSON object (the policy's input), not {kind}",
+            EXIT_USAGE,
+        )
+    return document
+
+
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from baton.demo import run_demo
 
@@ -442,6 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("seed", help="(re)seed a month of ledger and bank data")
     p.add_argument("--tenant", required=True)
     p.add_argument("--period", required=True, help="YYYY-MM")
+    p.add_argument(
+        "--pii-samples",
+        action="store_true",
+        help="put sample personal data (email, phone, IBAN, card, national ids) into the memos "
+        "of unmatched items, to see redaction at work",
+    )
     p.set_defaults(func=cmd_seed)
 
     close = sub.add_parser("close", help="start and inspect finance closes")
@@ -535,6 +631,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = policy_sub.add_parser("test", help="run the Rego unit tests")
     p.add_argument("--engine", choices=["opa", "regorus"], default="opa")
     p.set_defaults(func=cmd_policy_test)
+    p = policy_sub.add_parser(
+        "eval", help="decide one input: print the decision document, verdict and revision"
+    )
+    p.add_argument("--input", required=True, metavar="FILE.json", help="the policy's input")
+    p.add_argument(
+        "--policy",
+        default="baton/base/agent_call",
+        help="Rego package, e.g. baton/base/agent_call or baton/finance/posting",
+    )
+    p.add_argument("--engine", choices=["opa", "regorus"], default="opa")
+    p.add_argument("--policy-dir", help="policy directory (default: BATON_POLICY_DIR or policy/)")
+    p.set_defaults(func=cmd_policy_eval)
     return parser
 
 

@@ -43,6 +43,9 @@ class Settings:
     opa_url: str | None = None  # OPA_URL: unset = OPA's evaluator embedded in-process
     policy_dir: Path = REPO_ROOT / "policy"  # BATON_POLICY_DIR
     llm_timeout_seconds: float = 60.0  # BATON_LLM_TIMEOUT_SECONDS
+    #: Region of the model endpoint at OPENAI_BASE_URL, for the tenants' data residency (the
+    #: local rule-based model server counts as this region too).
+    model_region: str = "eu"  # BATON_MODEL_REGION
     #: Approval notifications: POSTed here when set, else queued in the database outbox.
     notify_webhook_url: str | None = None  # BATON_NOTIFY_WEBHOOK_URL
     #: BATON_NOTIFY_WEBHOOK_SECRET: HMAC-SHA256 key of the webhook's X-Baton-Signature header.
@@ -92,6 +95,7 @@ class Settings:
             opa_url=get("OPA_URL", None),
             policy_dir=Path(get("BATON_POLICY_DIR", str(base.policy_dir))),
             llm_timeout_seconds=get_float("BATON_LLM_TIMEOUT_SECONDS", base.llm_timeout_seconds),
+            model_region=get("BATON_MODEL_REGION", base.model_region).strip(),
             notify_webhook_url=get("BATON_NOTIFY_WEBHOOK_URL", None),
             notify_webhook_secret=get("BATON_NOTIFY_WEBHOOK_SECRET", None),
         )

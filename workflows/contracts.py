@@ -307,8 +307,18 @@ class EscalationTier(Contract):
     sla_seconds: int = Field(ge=1, le=90 * 24 * 3600)
 
 
+#: Kinds of personal data a ``redact`` obligation may name (masked by activities/redaction.py).
+RedactionKind = Literal["card", "email", "iban", "national_id", "phone"]
+REDACTION_KINDS: tuple[RedactionKind, ...] = ("card", "email", "iban", "national_id", "phone")
+
+
 class Obligations(Contract):
-    """What policy attaches to a require_approval verdict (see policy/finance/posting.rego)."""
+    """What policy attaches to a verdict.
+
+    The approval fields come with a require_approval (policy/finance/posting.rego); ``redact``
+    and ``reroute_regions`` come from the base policy (policy/base/agent_call.rego) with any
+    verdict.
+    """
 
     approver_roles: list[str] = []
     eligible_approvers: list[str] = []
@@ -317,6 +327,10 @@ class Obligations(Contract):
     #: role -> people holding it who may decide (requester, preparer and amender excluded), for
     #: every required and escalation role; the validator decides from it without I/O.
     candidates: dict[str, list[str]] = {}
+    #: Personal data to mask before the data leaves (e.g. for a model), sorted.
+    redact: list[RedactionKind] = []
+    #: With a data-residency deny: the regions the tenant allows, so the caller can reroute.
+    reroute_regions: list[str] = []
 
 
 class PolicyDecision(Contract):

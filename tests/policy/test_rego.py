@@ -45,10 +45,13 @@ def test_rego(name: str, engine: Engine) -> None:
 
 def test_every_policy_package_has_rego_tests() -> None:
     packages = {name.rsplit(".", 1)[0] for name in TEST_NAMES}
-    assert {"baton.finance.posting_test", "baton.finance.approval_test", "baton.lib_test"} <= (
-        packages
-    )
-    assert len(TEST_NAMES) >= 110
+    assert {
+        "baton.finance.posting_test",
+        "baton.finance.approval_test",
+        "baton.lib_test",
+        "baton.base.agent_call_test",
+    } <= packages
+    assert len(TEST_NAMES) >= 150
 
 
 def test_runner_reports_failures_errors_and_duplicates_on_both_engines(tmp_path: Path) -> None:
@@ -271,6 +274,121 @@ APPROVAL_CASES: dict[str, dict[str, Any]] = {
 }
 
 
+# The base policy (policy/base/agent_call.rego): one model call, or one windowed action.
+AGENT_CALL: dict[str, Any] = {
+    "action": "llm_call",
+    "role": "reconciler",
+    "tenant": "acme",
+    "model": {"endpoint": "http://127.0.0.1:8765/v1", "name": "baton-rules", "region": "eu"},
+    "spent_today_usd": 1.25,
+    "estimated_cost_usd": 0.4,
+    "now": "2026-10-30T09:15:00Z",
+}
+
+
+def agent_call(*, drop: tuple[str, ...] = (), **fields: Any) -> dict[str, Any]:
+    """AGENT_CALL with top-level fields replaced and the named fields removed."""
+    doc = {**AGENT_CALL, **fields}
+    for name in drop:
+        doc.pop(name)
+    return doc
+
+
+def on_model(**fields: Any) -> dict[str, Any]:
+    """AGENT_CALL with model fields replaced (None removes one)."""
+    model = {**AGENT_CALL["model"], **fields}
+    return agent_call(model={k: v for k, v in model.items() if v is not None})
+
+
+def email_at(now: Any, **fields: Any) -> dict[str, Any]:
+    """A customer email (a windowed action without a model) at `now`."""
+    return agent_call(action="send_customer_email", role="customer_notifier", now=now, **fields)
+
+
+AGENT_CALL_CASES: dict[str, dict[str, Any]] = {
+    "allowed-acme-redacted": agent_call(),
+    "allowed-globex-no-redaction": agent_call(tenant="globex"),
+    "globex-on-a-us-endpoint": agent_call(tenant="globex", model=on_model(region="us")["model"]),
+    "every-finance-agent": agent_call(role="close_memo_writer"),
+    "residency-us": on_model(region="us"),
+    "residency-unknown-region": on_model(region="mars"),
+    "region-missing": on_model(region=None),
+    "region-empty": on_model(region=""),
+    "region-a-number": on_model(region=1),
+    "region-a-list": on_model(region=["eu"]),
+    "endpoint-missing": on_model(endpoint=None),
+    "model-missing": agent_call(drop=("model",)),
+    "model-a-string": agent_call(model="eu"),
+    "model-null": agent_call(model=None),
+    "unknown-role": agent_call(role="intern"),
+    "role-a-number": agent_call(role=3),
+    "role-missing": agent_call(drop=("role",)),
+    "unknown-action": agent_call(action="wire_money"),
+    "action-missing": agent_call(drop=("action",)),
+    "action-a-list": agent_call(action=["llm_call"]),
+    "role-not-allowed-the-action": agent_call(action="send_customer_email"),
+    "unknown-tenant": agent_call(tenant="initech"),
+    "tenant-a-number": agent_call(tenant=42),
+    "tenant-null": agent_call(tenant=None),
+    "unknown-tenant-on-us": agent_call(tenant="initech", model=on_model(region="us")["model"]),
+    "spend-at-cap": agent_call(spent_today_usd=249.9, estimated_cost_usd=0.1),
+    "spend-a-micro-over-cap": agent_call(spent_today_usd=249.9, estimated_cost_usd=0.100001),
+    "spend-far-over": agent_call(spent_today_usd=1_234_567.891, estimated_cost_usd=0),
+    "spend-integers": agent_call(spent_today_usd=200, estimated_cost_usd=50),
+    "spend-tiny-estimate": agent_call(spent_today_usd=0, estimated_cost_usd=0.0000004),
+    "spend-a-string": agent_call(spent_today_usd="1.25"),
+    "spend-negative": agent_call(spent_today_usd=-0.01),
+    "spend-null": agent_call(spent_today_usd=None),
+    "spend-missing": agent_call(drop=("spent_today_usd",)),
+    "estimate-missing": agent_call(drop=("estimated_cost_usd",)),
+    "estimate-a-boolean": agent_call(estimated_cost_usd=True),
+    "globex-over-its-cap": agent_call(tenant="globex", spent_today_usd=99, estimated_cost_usd=2),
+    "model-call-ignores-the-clock": agent_call(now="not a time"),
+    "model-call-without-now": agent_call(drop=("now",)),
+    "email-in-window": email_at("2026-10-30T09:15:00Z"),
+    "email-window-start": email_at("2026-10-26T07:00:00Z"),
+    "email-window-end": email_at("2026-10-30T17:00:00Z"),
+    "email-saturday": email_at("2026-10-31T09:15:00Z"),
+    "email-sunday-night-west": email_at("2026-11-01T23:30:00-10:00"),
+    "email-offset-west-closed": email_at("2026-10-30T12:15:00-05:00"),
+    "email-fraction-lowercase": email_at("2026-10-30t09:15:00.123456z"),
+    "email-no-zone": email_at("2026-10-30T09:15:00"),
+    "email-space-separator": email_at("2026-10-30 09:15:00Z"),
+    "email-now-a-number": email_at(1793352900),
+    "email-now-missing": agent_call(
+        action="send_customer_email", role="customer_notifier", drop=("now",)
+    ),
+    "email-feb-29-2026": email_at("2026-02-29T09:00:00Z"),
+    "email-feb-29-2028": email_at("2028-02-29T09:00:00Z"),
+    "email-feb-29-1900": email_at("1900-02-29T09:00:00Z"),
+    "email-before-1970": email_at("1969-12-31T09:00:00Z"),
+    "email-year-0": email_at("0000-01-03T09:00:00Z"),
+    "email-year-1": email_at("0001-01-01T09:00:00Z"),
+    "email-hour-24": email_at("2026-10-30T24:00:00Z"),
+    "email-offset-24h": email_at("2026-10-30T09:15:00+24:00"),
+    "email-offset-minutes-60": email_at("2026-10-30T09:15:00+01:60"),
+    "email-month-13": email_at("2026-13-01T09:15:00Z"),
+    "email-without-model-or-spend": email_at(
+        "2026-10-30T09:15:00Z", model=None, spent_today_usd=None, estimated_cost_usd=None
+    ),
+    "email-by-the-reconciler": agent_call(action="send_customer_email", now="2026-10-31T09:00:00Z"),
+    "everything-wrong": {
+        "action": "llm_call",
+        "role": "intern",
+        "tenant": "initech",
+        "model": {"region": "us"},
+        "spent_today_usd": "lots",
+    },
+    "empty-input": {},
+}
+
+CROSS_CHECK_TABLES: dict[str, dict[str, dict[str, Any]]] = {
+    "baton/finance/posting/decision": POSTING_CASES,
+    "baton/finance/approval/decision": APPROVAL_CASES,
+    "baton/base/agent_call/decision": AGENT_CALL_CASES,
+}
+
+
 @pytest.fixture(scope="module")
 def engines() -> tuple[EmbeddedOpaEngine, RegorusEngine]:
     return EmbeddedOpaEngine(POLICY_DIR), RegorusEngine(POLICY_DIR)
@@ -278,13 +396,12 @@ def engines() -> tuple[EmbeddedOpaEngine, RegorusEngine]:
 
 @pytest.mark.parametrize(
     ("path", "case"),
-    [("baton/finance/posting/decision", c) for c in POSTING_CASES]
-    + [("baton/finance/approval/decision", c) for c in APPROVAL_CASES],
+    [(path, case) for path, table in CROSS_CHECK_TABLES.items() for case in table],
 )
 def test_opa_and_regorus_agree(
     engines: tuple[EmbeddedOpaEngine, RegorusEngine], path: str, case: str
 ) -> None:
-    document = POSTING_CASES[case] if "posting" in path else APPROVAL_CASES[case]
+    document = CROSS_CHECK_TABLES[path][case]
     opa, regorus = engines
     opa_value, opa_revision = opa.evaluate_sync(path, document)
     regorus_value, regorus_revision = regorus.evaluate_sync(path, document)
@@ -301,6 +418,14 @@ def test_opa_and_regorus_agree(
         assert set(opa_value["candidates"]) == set(roles) | escalation_roles
         eligible = {p for role in roles for p in opa_value["candidates"][role]}
         assert opa_value["eligible_approvers"] == sorted(eligible)
+    if "agent_call" in path:
+        assert set(opa_value) == {"allow", "deny", "redact", "reroute_regions"}
+        assert opa_value["redact"] == sorted(opa_value["redact"])
+        assert opa_value["reroute_regions"] == sorted(opa_value["reroute_regions"])
+        # reroute_regions only ever come with a residency deny
+        assert not opa_value["reroute_regions"] or any(
+            reason.startswith("data residency") for reason in opa_value["deny"]
+        )
 
 
 POSTING_FIELDS = {
@@ -330,3 +455,33 @@ def test_cross_check_table_covers_every_verdict(
             seen.add("allow")
     assert seen == {"allow", "deny", "require_approval"}
     assert len(POSTING_CASES) >= 60
+
+
+def test_agent_call_table_covers_every_rule(
+    engines: tuple[EmbeddedOpaEngine, RegorusEngine],
+) -> None:
+    opa, _ = engines
+    reasons: list[str] = []
+    allowed = redacted = rerouted = 0
+    for document in AGENT_CALL_CASES.values():
+        value, _ = opa.evaluate_sync("baton/base/agent_call/decision", document)
+        reasons += value["deny"]
+        allowed += value["allow"]
+        redacted += bool(value["redact"])
+        rerouted += bool(value["reroute_regions"])
+    for start in (
+        "unknown agent role",
+        "unknown action",
+        "agent role 'reconciler' may not perform",
+        "unknown tenant",
+        "data residency",
+        "the request does not name the model endpoint (",
+        "the request does not name the model endpoint's region",
+        "spend cap",
+        "spent_today_usd must be",
+        "estimated_cost_usd must be",
+        "'send_customer_email' is only allowed",
+        "the request has no valid time",
+    ):
+        assert any(reason.startswith(start) for reason in reasons), start
+    assert allowed >= 10 and redacted >= 10 and rerouted >= 2
