@@ -28,6 +28,7 @@ from activities.finance import FinanceActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.policy import PolicyEngine, build_engine
+from activities.throttle import Throttle
 from baton.settings import Settings
 from workflows.client import connect_client
 from workflows.finance_close import FinanceCloseWorkflow
@@ -76,6 +77,7 @@ def build_runtime(settings: Settings) -> Runtime:
         price_per_1k_completion=settings.price_per_1k_completion,
         timeout_seconds=settings.llm_timeout_seconds,
         switch=switch,
+        throttle=Throttle(db, settings.throttles_file),
         policy=policy,
         model_region=settings.model_region,
     )

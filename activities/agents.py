@@ -30,6 +30,7 @@ decision id, the policy revision and how many items of each kind were masked (ne
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import math
@@ -51,6 +52,7 @@ from activities.audit import AuditLedger, activity_event
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import ENGINE_UNAVAILABLE, UNKNOWN_REVISION, PolicyEngine, decide
 from activities.redaction import RedactionError, redact_document
+from activities.throttle import Throttle
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AdjustingEntry,
@@ -129,6 +131,7 @@ class GovernedCall:
     day: str  # UTC day the call's cost counts for
     content: str  # the user message as sent (redacted when policy said so)
     redacted: dict[str, int]  # kind -> items masked
+    throttled_seconds: float = 0.0  # waited for a throttle slot (activities/throttle.py)
 
 
 # The gate's result for the running activity (each activity runs in a task of its own, so this
@@ -201,10 +204,12 @@ class AgentActivities:
         price_per_1k_completion: float = 0.0,
         timeout_seconds: float = 60.0,
         switch: KillSwitch | None = None,
+        throttle: Throttle | None = None,
         policy: PolicyEngine | None = None,
         model_region: str = DEFAULT_MODEL_REGION,
     ) -> None:
         self.switch = switch
+        self.throttle = throttle
         self.client = client
         self.ledger = ledger
         self.model = model
@@ -289,6 +294,17 @@ class AgentActivities:
             await asyncio.to_thread(self.switch.raise_if_blocking, subject)
         governed = await self._govern(agent, system, payload)
         _GOVERNED.set(governed)
+        if self.throttle is None:
+            return await self._call(agent, system, governed, wire)
+        keys = [f"agent:{agent}", f"model:{self.model}", f"tenant:{governed.tenant}"]
+        async with self.throttle.slot(keys) as waited:  # excess calls wait, never fail
+            governed = dataclasses.replace(governed, throttled_seconds=round(waited, 3))
+            _GOVERNED.set(governed)
+            return await self._call(agent, system, governed, wire)
+
+    async def _call(
+        self, agent: str, system: str, governed: GovernedCall, wire: type[T]
+    ) -> tuple[T, TokenUsage]:
         request = self.client.chat.completions.create(
             model=self.model,
             messages=[
@@ -444,6 +460,7 @@ class AgentActivities:
                 "redact": governed.decision.obligations.redact,
                 "redacted": governed.redacted,
                 "sent_digest": hashlib.sha256(governed.content.encode()).hexdigest(),
+                "throttled_seconds": governed.throttled_seconds,
             }
         event = activity_event(
             agent,

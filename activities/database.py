@@ -138,6 +138,26 @@ class KillSwitchRow(SQLModel, table=True):
     clear_reason: str | None = None
 
 
+class ThrottleBucket(SQLModel, table=True):
+    """Per throttle key: the rate limiter's tokens, and the row every acquirer of that key locks
+    first (so counting concurrency leases and taking a token is one serialised step)."""
+
+    __tablename__ = "throttle_bucket"
+    key: str = Field(primary_key=True)
+    tokens: float = 0.0
+    refilled_at: datetime = Field(default_factory=utcnow)
+
+
+class ThrottleLease(SQLModel, table=True):
+    """A concurrency slot held by one activity attempt; it expires if its worker dies."""
+
+    __tablename__ = "throttle_lease"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True)
+    holder: str = Field(index=True)
+    expires_at: datetime
+
+
 class Database:
     """A SQLModel engine plus the few session helpers Baton needs.
 

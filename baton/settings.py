@@ -50,6 +50,8 @@ class Settings:
     notify_webhook_url: str | None = None  # BATON_NOTIFY_WEBHOOK_URL
     #: BATON_NOTIFY_WEBHOOK_SECRET: HMAC-SHA256 key of the webhook's X-Baton-Signature header.
     notify_webhook_secret: str | None = field(default=None, repr=False)  # never printed
+    #: JSON file of throttle limits (activities/throttle.py); unset = no limits.
+    throttles_file: Path | None = None  # BATON_THROTTLES_FILE
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -98,6 +100,9 @@ class Settings:
             model_region=get("BATON_MODEL_REGION", base.model_region).strip(),
             notify_webhook_url=get("BATON_NOTIFY_WEBHOOK_URL", None),
             notify_webhook_secret=get("BATON_NOTIFY_WEBHOOK_SECRET", None),
+            throttles_file=(
+                Path(env["BATON_THROTTLES_FILE"]) if env.get("BATON_THROTTLES_FILE") else None
+            ),
         )
 
     def workflow_url(self, workflow_id: str, run_id: str | None = None) -> str:

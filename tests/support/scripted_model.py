@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,6 +114,16 @@ class ScriptedRequestHandler(ModelRequestHandler):
         except json.JSONDecodeError:
             body = None
         fault = server.take_fault(raw)
+        agent = agent_name(body)
+        server.enter(agent)
+        try:
+            self._answer(server, raw, body, fault)
+        finally:
+            server.leave(agent)
+
+    def _answer(
+        self, server: ScriptedModelServer, raw: bytes, body: Any, fault: Fault | None
+    ) -> None:
         server.record(
             {
                 "agent": agent_name(body),
@@ -161,6 +172,26 @@ class ScriptedModelServer(ModelServer):
         self._lock = threading.Lock()
         self._script: list[tuple[str | None, Fault]] = []
         self._requests: list[dict[str, Any]] = []
+        self._in_flight: Counter[str | None] = Counter()
+        self._max_in_flight: Counter[str | None] = Counter()
+
+    def enter(self, agent: str | None) -> None:
+        with self._lock:
+            self._in_flight[agent] += 1
+            self._max_in_flight[agent] = max(self._max_in_flight[agent], self._in_flight[agent])
+
+    def leave(self, agent: str | None) -> None:
+        with self._lock:
+            self._in_flight[agent] -= 1
+
+    def reset_concurrency(self) -> None:
+        with self._lock:
+            self._max_in_flight.clear()
+
+    def max_concurrency(self, agent: str | None) -> int:
+        """The most requests for ``agent`` the server was answering at the same moment."""
+        with self._lock:
+            return self._max_in_flight[agent]
 
     def script(self, *faults: Fault, match: str | None = None) -> None:
         """Queue ``faults`` for requests whose raw body contains ``match`` (None: any request)."""
@@ -209,3 +240,4 @@ class ScriptedModelServer(ModelServer):
         with self._lock:
             self._script.clear()
             self._requests.clear()
+            self._max_in_flight.clear()
