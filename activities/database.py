@@ -138,6 +138,24 @@ class KillSwitchRow(SQLModel, table=True):
     clear_reason: str | None = None
 
 
+class ShadowAction(SQLModel, table=True):
+    """What a shadow run would have done to a system of record (a posting, a reversal, closing
+    a period), recorded instead of doing it. One row per idempotency key."""
+
+    __tablename__ = "shadow_action"
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    workflow_id: str = Field(index=True)
+    action: str  # post | reverse | close_period
+    tenant: str
+    period: str
+    entry_id: str = ""
+    account: str = ""
+    amount_cents: int = 0
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
 class ThrottleBucket(SQLModel, table=True):
     """Per throttle key: the rate limiter's tokens, and the row every acquirer of that key locks
     first (so counting concurrency leases and taking a token is one serialised step)."""

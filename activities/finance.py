@@ -32,6 +32,7 @@ from activities.database import (
     Database,
     JournalPosting,
     LedgerEntryRow,
+    ShadowAction,
     from_cents,
     to_cents,
     utcnow,
@@ -40,6 +41,7 @@ from activities.kill_switch import KillSwitch, Subject
 from activities.policy import PolicyEngine, SyncPolicyEngine, decide, decide_sync
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
+    AuditEvent,
     BankLine,
     ClosePeriodInput,
     CollectPeriodInput,
@@ -310,6 +312,8 @@ class FinanceActivities:
                 decide(self.policy, query, decision_id), loop
             ).result()
 
+        if inp.shadow:
+            return await asyncio.to_thread(self._post_shadow, inp, decide_now)
         return await asyncio.to_thread(self._post, inp, decide_now)
 
     def _post(
@@ -398,6 +402,87 @@ class FinanceActivities:
             self.ledger.append_in(session, events)
         return outcome
 
+    def _post_shadow(
+        self, inp: PostEntryInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
+    ) -> PostEntryOutcome:
+        """A shadow run's posting: the real policy decision, the intended posting recorded in
+        the shadow outbox, nothing written to the ledger. The period counts as open, so a
+        shadow run can replay a close that production already finished."""
+        wf = activity.info().workflow_id or ""
+        with self.db.session() as session:
+            done = session.exec(
+                select(ShadowAction).where(ShadowAction.idempotency_key == inp.idempotency_key)
+            ).first()
+            if done is not None:
+                return PostEntryOutcome.model_validate(done.detail["outcome"])
+            query = PolicyQuery(
+                policy=POSTING_POLICY,
+                input=posting_policy_input(inp, "open"),
+                subject=inp.entry.entry_id,
+                workflow_id=wf,
+            )
+            decision = decide_now(query)
+            outcome = PostEntryOutcome(decision=decision)
+            events = [
+                activity_event(
+                    "post/policy",
+                    actor=f"policy:{decision.policy}",
+                    action=f"policy.{decision.verdict}",
+                    detail={
+                        "subject": inp.entry.entry_id,
+                        "reasons": decision.reasons,
+                        "revision": decision.revision,
+                        "shadow": True,
+                    },
+                    decision_id=decision.decision_id,
+                    input_digest=digest(inp),
+                )
+            ]
+            if decision.verdict == "allow":
+                shadow_id = f"S-{uuid.uuid4().hex[:12]}"
+                outcome = PostEntryOutcome(decision=decision, posting_id=shadow_id)
+                approvers = inp.approval.approvers if inp.approval else []
+                session.add(
+                    ShadowAction(
+                        idempotency_key=inp.idempotency_key,
+                        workflow_id=wf,
+                        action="post",
+                        tenant=inp.tenant,
+                        period=inp.period,
+                        entry_id=inp.entry.entry_id,
+                        account=inp.entry.account,
+                        amount_cents=to_cents(inp.entry.amount),
+                        detail={"outcome": outcome.model_dump(mode="json"), "approvers": approvers},
+                    )
+                )
+                events.append(
+                    activity_event(
+                        "post/shadow",
+                        actor=inp.preparer,
+                        action="shadow.posted",
+                        detail={
+                            "entry_id": inp.entry.entry_id,
+                            "account": inp.entry.account,
+                            "amount": str(inp.entry.amount),
+                            "approved_by": approvers,
+                        },
+                        rationale=inp.entry.rationale,
+                        decision_id=decision.decision_id,
+                    )
+                )
+            self.ledger.append_in(session, events)
+        return outcome
+
+    def _shadow_record(self, action: ShadowAction, event: AuditEvent) -> None:
+        """Record an intended action once per idempotency key, with its audit row."""
+        with self.db.session() as session:
+            done = session.exec(
+                select(ShadowAction).where(ShadowAction.idempotency_key == action.idempotency_key)
+            ).first()
+            if done is None:
+                session.add(action)
+                self.ledger.append_in(session, [event])
+
     @activity.defn(name="reverse_journal_entry")
     async def reverse_journal_entry(self, inp: ReverseEntryInput) -> str | None:
         """Compensation: post the reversal of what was posted under ``original_key``, if anything.
@@ -405,7 +490,40 @@ class FinanceActivities:
         Idempotent, and a no-op when the original action never posted (it was denied, awaited
         approval, or failed before writing), so it can be registered before the action runs.
         """
+        if inp.shadow:
+            return await asyncio.to_thread(self._reverse_shadow, inp)
         return await asyncio.to_thread(self._reverse, inp)
+
+    def _reverse_shadow(self, inp: ReverseEntryInput) -> str | None:
+        with self.db.read_session() as session:
+            original = session.exec(
+                select(ShadowAction).where(ShadowAction.idempotency_key == inp.original_key)
+            ).first()
+            if original is None:
+                return None
+            session.expunge(original)
+        wf = activity.info().workflow_id or ""
+        self._shadow_record(
+            ShadowAction(
+                idempotency_key=inp.idempotency_key,
+                workflow_id=wf,
+                action="reverse",
+                tenant=original.tenant,
+                period=original.period,
+                entry_id=original.entry_id,
+                account=original.account,
+                amount_cents=-original.amount_cents,
+                detail={"reason": inp.reason},
+            ),
+            activity_event(
+                "reverse",
+                actor="baton:compensation",
+                action="shadow.reversed",
+                detail={"entry_id": original.entry_id, "key": inp.original_key},
+                rationale=inp.reason,
+            ),
+        )
+        return f"shadow reversal of {original.entry_id}"
 
     def _reverse(self, inp: ReverseEntryInput) -> str | None:
         wf = activity.info().workflow_id or ""
@@ -460,6 +578,25 @@ class FinanceActivities:
         return await asyncio.to_thread(self._close_period, inp)
 
     def _close_period(self, inp: ClosePeriodInput) -> str:
+        if inp.shadow:
+            wf = activity.info().workflow_id or ""
+            step = "reopen" if inp.reopen else "close"
+            self._shadow_record(
+                ShadowAction(
+                    idempotency_key=f"{wf}/{step}-period",
+                    workflow_id=wf,
+                    action=f"{step}_period",
+                    tenant=inp.tenant,
+                    period=inp.period,
+                ),
+                activity_event(
+                    step,
+                    actor=inp.closed_by,
+                    action="shadow.period_reopened" if inp.reopen else "shadow.period_closed",
+                    detail={"tenant": inp.tenant, "period": inp.period},
+                ),
+            )
+            return "open" if inp.reopen else "closed"
         with self.db.session() as session:
             if self.switch is not None and not inp.reopen:  # reopening is an undo: never stopped
                 self.switch.raise_if_blocking(self._subject(inp.tenant), session)

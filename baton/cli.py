@@ -9,6 +9,8 @@
     baton approve|reject WORKFLOW_ID --approver NAME --rationale TEXT
     baton amend WORKFLOW_ID --approver NAME --rationale TEXT --change "ENTRY amount=X account=Y"
     baton request-changes WORKFLOW_ID --approver NAME --comment TEXT
+    baton close start --shadow ...     a shadow run: agents run, nothing is committed
+    baton shadow diff SHADOW_ID [PRODUCTION_ID]      what the shadow run would have done differently
     baton kill set --scope S --reason R [--cancel]   engage the kill switch (hold or cancel runs)
     baton kill clear --scope S --reason R            clear it; held runs resume
     baton kill list                                  active engagements
@@ -126,6 +128,7 @@ async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
             "tenant": args.tenant,
             "period": args.period,
             "requested_by": args.requested_by,
+            "shadow": args.shadow,
             **(
                 {"approval_timeout_seconds": args.approval_timeout} if args.approval_timeout else {}
             ),
@@ -284,6 +287,26 @@ def _parse_change(text: str) -> dict[str, str]:
     if len(change) == 1:
         raise CliError(f"--change {text!r}: give amount=X and/or account=Y", EXIT_USAGE)
     return change
+
+
+async def cmd_shadow_diff(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    diff = await client.shadow_diff(args.shadow_id, args.production_id)
+    if args.json:
+        _print_json(diff)
+        return EXIT_OK if not diff.differences else EXIT_FAILED
+    print(f"production {diff.production_id}  vs  shadow {diff.shadow_id}")
+    print(f"  same actions: {diff.same_actions}; different: {len(diff.differences)}")
+    for d in diff.differences:
+        print(f"    {d.entry_id:<16} production: {d.production}")
+        print(f"    {'':<16} shadow:     {d.shadow}")
+    print(f"  approvals  production: {'; '.join(diff.production_approvals) or 'none'}")
+    print(f"             shadow (simulated): {'; '.join(diff.shadow_approvals) or 'none'}")
+    print(
+        f"  tokens {diff.production_tokens} vs {diff.shadow_tokens}; cost "
+        f"${diff.production_cost_usd:.4f} vs ${diff.shadow_cost_usd:.4f}"
+    )
+    return EXIT_OK if not diff.differences else EXIT_FAILED
 
 
 def _kill_switch(settings: Settings) -> Any:
@@ -548,6 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requested-by", required=True)
     p.add_argument("--approval-timeout", type=int, help="seconds to wait for an approver")
     p.add_argument("--join", action="store_true", help="attach to a running close instead")
+    p.add_argument(
+        "--shadow",
+        action="store_true",
+        help="shadow run: agents and policy run, postings are only recorded, approvals simulated",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the result")
     p.set_defaults(func=cmd_close_start)
     for name, func, text in [
@@ -596,6 +624,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--request-id", help="defaults to the run's only pending request")
         p.add_argument("--digest", help="action digest you reviewed (defaults to the current one)")
         p.set_defaults(func=cmd_decide)
+
+    shadow = sub.add_parser("shadow", help="shadow runs")
+    shadow_sub = shadow.add_subparsers(dest="shadow_command", required=True, metavar="ACTION")
+    p = shadow_sub.add_parser(
+        "diff", help="compare a shadow run with production (exit 1 when actions differ)"
+    )
+    p.add_argument("shadow_id", help="e.g. shadow/finance-close/acme/2026-10")
+    p.add_argument("production_id", nargs="?", help="default: the shadow id without 'shadow/'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_shadow_diff)
 
     kill = sub.add_parser("kill", help="the kill switch: stop sensitive steps within seconds")
     kill_sub = kill.add_subparsers(dest="kill_command", required=True, metavar="ACTION")

@@ -524,6 +524,21 @@ def assign(request: ApprovalRequest, people: Sequence[str]) -> dict[str, str] | 
     return {person: slots[i] for i, person in holder.items()}
 
 
+def simulated_approvers(request: ApprovalRequest) -> list[str] | None:
+    """Who policy would have asked, one distinct eligible person per slot (a shadow run's
+    simulated approval); None when the directory cannot fill every slot."""
+    chosen: list[str] = []
+    for role in slot_roles(request):
+        for person in request.candidates.get(role, []):
+            excluded = person in request.excluded or person == request.requested_by
+            if excluded or person in chosen:
+                continue
+            if assign(request, [*chosen, person]) is not None:
+                chosen.append(person)
+                break
+    return chosen if len(chosen) == len(slot_roles(request)) else None
+
+
 def still_needed(request: ApprovalRequest) -> list[ApprovalRequirement]:
     """The slots the current approvals leave open, as requirements."""
     taken = assign(request, [v.approver for v in request.approvals]) or {}

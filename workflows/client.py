@@ -43,6 +43,8 @@ from workflows.contracts import (
     FinanceCloseResult,
     PendingApproval,
     ProcessStatus,
+    ShadowDiff,
+    ShadowDifference,
 )
 from workflows.finance_close import PROCESS as FINANCE_CLOSE
 from workflows.finance_close import FinanceCloseWorkflow
@@ -132,16 +134,24 @@ class BatonClient:
                     else WorkflowIDConflictPolicy.FAIL
                 ),
                 # a failed, rejected or cancelled close may be run again; a completed one may not
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                # (a shadow run may always be repeated: it changes nothing)
+                id_reuse_policy=(
+                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                    if inp.shadow
+                    else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+                ),
                 search_attributes=TypedSearchAttributes(
                     [
                         SearchAttributePair(visibility.PROCESS, FINANCE_CLOSE),
                         SearchAttributePair(visibility.TENANT, inp.tenant),
                         SearchAttributePair(visibility.APPROVAL_STATE, "none"),
+                        SearchAttributePair(visibility.SHADOW, inp.shadow),
                     ]
                 ),
                 memo={"requested_by": inp.requested_by, "period": inp.period},
-                static_summary=f"Finance close {inp.tenant} {inp.period}",
+                static_summary=(
+                    f"{'SHADOW ' if inp.shadow else ''}Finance close {inp.tenant} {inp.period}"
+                ),
                 static_details=(
                     f"Month-end close of **{inp.tenant}** for **{inp.period}**, requested by "
                     f"{inp.requested_by}. Postings need policy approval; see the "
@@ -245,6 +255,15 @@ class BatonClient:
             workflow_id, "request_changes", approver, comment, request_id, action_digest
         )
 
+    # -- shadow runs ---------------------------------------------------------------------------
+
+    async def shadow_diff(self, shadow_id: str, production_id: str | None = None) -> ShadowDiff:
+        """Compare a finished shadow run with the production run of the same input (by default
+        the shadow id without its 'shadow/' prefix): actions, amounts, approvals, cost."""
+        production_id = production_id or shadow_id.removeprefix("shadow/")
+        prod, shadow = await self.result(production_id), await self.result(shadow_id)
+        return diff_results(production_id, prod, shadow_id, shadow)
+
     # -- kill switch: the Temporal side (engaging it is activities/kill_switch.py) -------------
 
     async def running_in_scope(self, scope: str) -> list[str]:
@@ -344,6 +363,49 @@ class BatonClient:
             amendments=amendments or [],
         )
         return await self.decide(workflow_id, decision)
+
+
+def diff_results(
+    production_id: str, prod: FinanceCloseResult, shadow_id: str, shadow: FinanceCloseResult
+) -> ShadowDiff:
+    def action(entry: Any) -> str:
+        if entry is None:
+            return "-"
+        approved = f", approved by {' + '.join(entry.approved_by)}" if entry.approved_by else ""
+        return f"post {entry.amount} to {entry.account}{approved}"
+
+    def approval_shape(entry: Any) -> str:
+        # who approved differs by design (simulated); whether an approval was needed may not
+        return "" if entry is None else ("approval" if entry.approved_by else "no approval")
+
+    by_prod = {p.entry_id: p for p in prod.posted}
+    by_shadow = {p.entry_id: p for p in shadow.posted}
+    same, differences = 0, []
+    for entry_id in sorted(by_prod.keys() | by_shadow.keys()):
+        p, s = by_prod.get(entry_id), by_shadow.get(entry_id)
+        if (
+            p is not None
+            and s is not None
+            and (p.account, p.amount) == (s.account, s.amount)
+            and approval_shape(p) == approval_shape(s)
+        ):
+            same += 1
+        else:
+            differences.append(
+                ShadowDifference(entry_id=entry_id, production=action(p), shadow=action(s))
+            )
+    return ShadowDiff(
+        production_id=production_id,
+        shadow_id=shadow_id,
+        same_actions=same,
+        differences=differences,
+        production_approvals=[", ".join(o.approvers) or o.outcome for o in prod.approvals],
+        shadow_approvals=[", ".join(o.approvers) or o.outcome for o in shadow.approvals],
+        production_tokens=prod.tokens,
+        shadow_tokens=shadow.tokens,
+        production_cost_usd=prod.cost_usd,
+        shadow_cost_usd=shadow.cost_usd,
+    )
 
 
 def _quoted(value: str) -> str:

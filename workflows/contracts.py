@@ -89,6 +89,12 @@ class FinanceCloseInput(Contract):
     )
     #: Test/bench hook: stop after postings and fail, to prove compensation. Not for production use.
     fail_after_posting: bool = False
+    shadow: bool = Field(
+        default=False,
+        description="Shadow run: every agent step runs, postings and the period close are only "
+        "recorded in the shadow outbox, approvals are simulated from policy. Business key "
+        "'shadow/finance-close/<tenant>/<period>'.",
+    )
 
     @field_validator("tenant")
     @classmethod
@@ -112,8 +118,10 @@ class FinanceCloseInput(Contract):
         return v.strip()
 
     def workflow_id(self) -> str:
-        """The business key: one close per tenant and period, ever running at once."""
-        return f"finance-close/{self.tenant}/{self.period}"
+        """The business key: one close per tenant and period, ever running at once (a shadow
+        run has a key of its own, so it never blocks or joins the real close)."""
+        key = f"finance-close/{self.tenant}/{self.period}"
+        return f"shadow/{key}" if self.shadow else key
 
 
 class PostedEntry(Contract):
@@ -385,6 +393,7 @@ class PostEntryInput(Contract):
     )
     approval: ApprovalGrant | None = None
     idempotency_key: str
+    shadow: bool = False  # record the intended posting in the shadow outbox, commit nothing
 
 
 class PostEntryOutcome(Contract):
@@ -396,6 +405,7 @@ class ReverseEntryInput(Contract):
     original_key: str = Field(description="Idempotency key of the posting to reverse.")
     reason: str
     idempotency_key: str
+    shadow: bool = False
 
 
 class ClosePeriodInput(Contract):
@@ -403,6 +413,7 @@ class ClosePeriodInput(Contract):
     period: str
     closed_by: str
     reopen: bool = False
+    shadow: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,6 +525,27 @@ class PendingApproval(Contract):
 
 
 PENDING_MEMO = "baton_pending"
+
+
+class ShadowDifference(Contract):
+    entry_id: str
+    production: str = Field(description="What production did with the entry ('-' if nothing).")
+    shadow: str = Field(description="What the shadow run would have done ('-' if nothing).")
+
+
+class ShadowDiff(Contract):
+    """A shadow run against the production run of the same input (``baton shadow diff``)."""
+
+    production_id: str
+    shadow_id: str
+    same_actions: int
+    differences: list[ShadowDifference]
+    production_approvals: list[str] = Field(description="Who approved, per production request.")
+    shadow_approvals: list[str] = Field(description="Who policy would have asked (simulated).")
+    production_tokens: int
+    shadow_tokens: int
+    production_cost_usd: float
+    shadow_cost_usd: float
 
 
 class ApprovalAck(Contract):

@@ -28,7 +28,7 @@ from temporalio import workflow
 from temporalio.exceptions import is_cancelled_exception
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations
+from workflows.approval_gate import ApprovalGate, merge_obligations, simulated_approvers
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     APPROVAL_SIGNAL,
@@ -113,6 +113,7 @@ class FinanceCloseWorkflow:
                 visibility.APPROVAL_STATE.value_set("none"),
                 visibility.RISK.value_set("low"),
                 visibility.COST_USD.value_set(0.0),
+                visibility.SHADOW.value_set(inp.shadow),
             ]
         )
         self.audit.record(
@@ -154,7 +155,7 @@ class FinanceCloseWorkflow:
             CollectPeriodInput(tenant=inp.tenant, period=inp.period),
             "data collector: ledger + bank statement",
         )
-        if data.period_status != "open":
+        if data.period_status != "open" and not inp.shadow:
             raise errors.failure(
                 errors.PERIOD_CLOSED, f"period {inp.period} of {inp.tenant} is already closed"
             )
@@ -187,7 +188,12 @@ class FinanceCloseWorkflow:
         preflight = await self._step(
             "policy",
             fin.evaluate_policies,
-            PolicyBatch(queries=[self._posting_query(e, data.period_status) for e in entries]),
+            PolicyBatch(
+                queries=[
+                    self._posting_query(e, "open" if inp.shadow else data.period_status)
+                    for e in entries
+                ]
+            ),
             f"policy {POSTING_POLICY}: preflight of {len(entries)} entries",
         )
         review = await self._step(
@@ -235,7 +241,9 @@ class FinanceCloseWorkflow:
             )
 
         self.stage = "closing period"
-        close = ClosePeriodInput(tenant=inp.tenant, period=inp.period, closed_by=inp.requested_by)
+        close = ClosePeriodInput(
+            tenant=inp.tenant, period=inp.period, closed_by=inp.requested_by, shadow=inp.shadow
+        )
         self.saga.add(
             f"reopen period {inp.period}",
             lambda: self._step(
@@ -293,6 +301,7 @@ class FinanceCloseWorkflow:
             amended_by=amended_by,
             approval=grant,
             idempotency_key=key,
+            shadow=self.inp.shadow,
         )
         if key not in self.undo_registered:  # register the undo before acting, once per key
             self.undo_registered.add(key)
@@ -305,6 +314,7 @@ class FinanceCloseWorkflow:
                         original_key=key,
                         reason=f"close of {self.inp.period} undone",
                         idempotency_key=f"{key}/reverse",
+                        shadow=self.inp.shadow,
                     ),
                     f"compensation: reverse {entry.entry_id}",
                 ),
@@ -480,12 +490,41 @@ class FinanceCloseWorkflow:
         # risk for the Web UI list filters: a CFO-level approval is high, any other is medium
         risk = "high" if "cfo" in obligations.approver_roles else "medium"
         workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
+        if self.inp.shadow:
+            return self._simulate_approval(request)
         self.stage = "waiting for approval"
         outcome = await self.gate.request(
             request, timedelta(seconds=self.inp.approval_timeout_seconds)
         )
         self.stage = f"approval {outcome.outcome}"
         return outcome
+
+    def _simulate_approval(self, request: ApprovalRequest) -> ApprovalOutcome:
+        """Shadow runs ask no human: policy's candidates stand in, one per slot, recorded."""
+        approvers = simulated_approvers(request)
+        self.audit.record(
+            "baton:shadow",
+            "approval.simulated",
+            detail={
+                "request_id": request.request_id,
+                "requirements": [r.model_dump() for r in request.requirements],
+                "approvers": approvers,
+            },
+            rationale="shadow run: approvals are simulated from policy's candidates",
+        )
+        if approvers is None:
+            return ApprovalOutcome(
+                request=request,
+                outcome="expired",
+                rationale="shadow run: the directory has nobody to fill every approval slot",
+            )
+        return ApprovalOutcome(
+            request=request,
+            outcome="approved",
+            decided_by="baton:shadow",
+            rationale="simulated",
+            approvers=approvers,
+        )
 
     @workflow.update(name=APPROVAL_UPDATE)
     async def decide_approval(self, decision: ApprovalDecision) -> ApprovalAck:
