@@ -3,14 +3,23 @@
 - data converter: pydantic, so every contract round-trips with its types (Decimal, datetime);
 - workflow failure types: a pydantic ``ValidationError`` raised in workflow code fails the
   workflow with a readable message instead of retrying the workflow task forever;
-- sandbox pass-through: modules that are safe and deterministic to share with the sandbox.
+- sandbox pass-through: modules that are safe and deterministic to share with the sandbox;
+- a compiled-code cache for the sandbox's re-imports (see :class:`SandboxCodeCache`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.abc
+import importlib.machinery
+import sys
+import threading
+from collections.abc import Sequence
+from types import CodeType, ModuleType
+from typing import Any
 
 import pydantic
+from temporalio import workflow
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkflowRunner
@@ -27,7 +36,72 @@ PASSTHROUGH = [
 ]
 
 
+class _CachingSourceLoader(importlib.machinery.SourceFileLoader):
+    """A source loader that compiles each distinct source text of a file once per process."""
+
+    def source_to_code(self, data: Any, path: Any, *, _optimize: int = -1) -> CodeType:  # type: ignore[override]
+        return SandboxCodeCache.compiled(self, bytes(data), str(path), _optimize)
+
+
+class SandboxCodeCache(importlib.abc.MetaPathFinder):
+    """Compile a module's source once per process, not once per workflow run.
+
+    The sandbox imports the workflow's modules afresh for every new workflow run (its own
+    ``sys.modules``). Python normally loads them from ``__pycache__``; where bytecode is not
+    written (``PYTHONDONTWRITEBYTECODE=1``, common in container images, and set on this
+    project's machines, or a read-only install) every run compiled ``workflows/finance_close.py``
+    and the modules it imports from source again: ~6 ms of CPU per run on the worker.
+
+    Only imports made inside a sandbox go through this finder. The code object is keyed by the
+    file's path and its exact source text, so an edited file is compiled again; the module is
+    still executed afresh in each sandbox, exactly as before (a code object is immutable).
+    """
+
+    _codes: dict[tuple[str, bytes, int], CodeType] = {}
+    _lock = threading.Lock()
+    _installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        with cls._lock:
+            if not cls._installed:
+                sys.meta_path.insert(0, cls())
+                cls._installed = True
+
+    @classmethod
+    def compiled(
+        cls, loader: importlib.machinery.SourceFileLoader, data: bytes, path: str, optimize: int
+    ) -> CodeType:
+        key = (path, data, optimize)
+        code = cls._codes.get(key)
+        if code is None:
+            code = importlib.machinery.SourceFileLoader.source_to_code(
+                loader, data, path, _optimize=optimize
+            )
+            cls._codes[key] = code
+        return code
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not workflow.unsafe.in_sandbox():
+            return None
+        # Ask the finders after this one; only a plain source file gets the caching loader.
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is None:
+                continue
+            loader = spec.loader
+            if type(loader) is importlib.machinery.SourceFileLoader:
+                spec.loader = _CachingSourceLoader(loader.name, loader.path)
+            return spec
+        return None
+
+
 def _runner(existing: WorkflowRunner | None) -> WorkflowRunner:
+    SandboxCodeCache.install()
     if isinstance(existing, SandboxedWorkflowRunner):
         restrictions = existing.restrictions
     else:
