@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert
 from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -58,6 +58,14 @@ from workflows.contracts import (
 POSTING_POLICY = "baton/finance/posting"
 POSTINGS = JournalPosting.__table__  # type: ignore[attr-defined]
 PERIODS = AccountingPeriod.__table__  # type: ignore[attr-defined]
+# The governed step's statements, built once (building one per call cost more than running it).
+_STORED_OUTCOME = select(POSTINGS.c.decision_json).where(
+    POSTINGS.c.idempotency_key == bindparam("key")
+)
+_PERIOD_STATUS = select(PERIODS.c.status).where(
+    PERIODS.c.tenant == bindparam("tenant"), PERIODS.c.period == bindparam("period")
+)
+_INSERT_POSTING = insert(POSTINGS)
 
 
 def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, object]:
@@ -299,17 +307,11 @@ class FinanceActivities:
         wf = activity.info().workflow_id or ""
         with self.db.session() as session:
             conn = session.connection()  # Core statements: this is every governed step
-            stored = conn.execute(
-                select(POSTINGS.c.decision_json).where(
-                    POSTINGS.c.idempotency_key == inp.idempotency_key
-                )
-            ).scalar()
+            stored = conn.execute(_STORED_OUTCOME, {"key": inp.idempotency_key}).scalar()
             if stored is not None:
                 return PostEntryOutcome.model_validate_json(stored)
             status = conn.execute(
-                select(PERIODS.c.status).where(
-                    PERIODS.c.tenant == inp.tenant, PERIODS.c.period == inp.period
-                )
+                _PERIOD_STATUS, {"tenant": inp.tenant, "period": inp.period}
             ).scalar()
             query = PolicyQuery(
                 policy=POSTING_POLICY,
@@ -340,9 +342,9 @@ class FinanceActivities:
                 outcome = PostEntryOutcome(decision=decision, posting_id=posting_id)
                 # Everyone whose approval the posting carried (N-of-M), in one text column.
                 approved_by = ", ".join(inp.approval.approvers) if inp.approval else None
-                conn.execute(
-                    insert(POSTINGS),
-                    JournalPosting(
+                conn.execute(  # the JournalPosting row, without building the model
+                    _INSERT_POSTING,
+                    dict(
                         posting_id=posting_id,
                         idempotency_key=inp.idempotency_key,
                         tenant=inp.tenant,
@@ -354,8 +356,10 @@ class FinanceActivities:
                         prepared_by=inp.preparer,
                         approved_by=approved_by,
                         workflow_id=wf,
+                        reverses_posting_id=None,
                         decision_json=outcome.model_dump_json(),
-                    ).model_dump(),
+                        posted_at=utcnow(),
+                    ),
                 )
                 events.append(
                     activity_event(
