@@ -38,6 +38,7 @@ from activities.database import (
 )
 from activities.policy import PolicyEngine, SyncPolicyEngine, decide, decide_sync
 from workflows.contracts import (
+    AuditEvent,
     BankLine,
     ClosePeriodInput,
     CollectPeriodInput,
@@ -148,6 +149,27 @@ def reconcile(inp: ReconcileInput) -> Reconciliation:
     )
 
 
+def _preflight_events(batch: PolicyBatch, decisions: list[PolicyDecision]) -> list[AuditEvent]:
+    """The audit rows of a policy preflight: one per decision."""
+    return [
+        activity_event(
+            f"policy/{i}",
+            actor=f"policy:{d.policy}",
+            action=f"policy.{d.verdict}",
+            detail={
+                "subject": d.subject,
+                "reasons": d.reasons,
+                "revision": d.revision,
+                "engine": d.engine,
+                "preflight": True,
+            },
+            decision_id=d.decision_id,
+            input_digest=digest(q.input),
+        )
+        for i, (q, d) in enumerate(zip(batch.queries, decisions, strict=True))
+    ]
+
+
 class FinanceActivities:
     """Activities over the finance systems of record. Built once in worker.py."""
 
@@ -253,28 +275,19 @@ class FinanceActivities:
         """Ask policy about several actions at once (a preflight); every decision is audited."""
         info = activity.info()
         prefix = f"{info.workflow_id}/act/{info.activity_id}/policy"
-        decisions = [
-            await decide(self.policy, q, decision_id=f"{prefix}/{i}")
-            for i, q in enumerate(batch.queries)
-        ]
-        events = [
-            activity_event(
-                f"policy/{i}",
-                actor=f"policy:{d.policy}",
-                action=f"policy.{d.verdict}",
-                detail={
-                    "subject": d.subject,
-                    "reasons": d.reasons,
-                    "revision": d.revision,
-                    "engine": d.engine,
-                    "preflight": True,
-                },
-                decision_id=d.decision_id,
-                input_digest=digest(q.input),
-            )
-            for i, (q, d) in enumerate(zip(batch.queries, decisions, strict=True))
-        ]
-        await asyncio.to_thread(self.ledger.append, events)
+        ids = [f"{prefix}/{i}" for i in range(len(batch.queries))]
+        policy = self.policy
+        if isinstance(policy, SyncPolicyEngine):
+            # Embedded engine: every decision and the audit rows in ONE trip to a worker thread
+            # (one hop per decision cost more than the decisions).
+            def decide_and_audit(engine: SyncPolicyEngine) -> list[PolicyDecision]:
+                found = [decide_sync(engine, q, i) for q, i in zip(batch.queries, ids, strict=True)]
+                self.ledger.append(_preflight_events(batch, found))
+                return found
+
+            return await asyncio.to_thread(decide_and_audit, policy)
+        decisions = [await decide(policy, q, i) for q, i in zip(batch.queries, ids, strict=True)]
+        await asyncio.to_thread(self.ledger.append, _preflight_events(batch, decisions))
         return decisions
 
     # -- the sensitive action and its compensation ---------------------------------------
