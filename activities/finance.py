@@ -20,7 +20,8 @@ from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import bindparam, insert
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy import select as core_select  # any number of columns (sqlmodel's stops at 4)
 from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -67,6 +68,30 @@ _PERIOD_STATUS = select(PERIODS.c.status).where(
     PERIODS.c.tenant == bindparam("tenant"), PERIODS.c.period == bindparam("period")
 )
 _INSERT_POSTING = insert(POSTINGS)
+LEDGER = LedgerEntryRow.__table__  # type: ignore[attr-defined]
+BANK = BankStatementLine.__table__  # type: ignore[attr-defined]
+_LEDGER_LINES = (
+    core_select(
+        LEDGER.c.entry_id,
+        LEDGER.c.booked_on,
+        LEDGER.c.account,
+        LEDGER.c.amount_cents,
+        LEDGER.c.reference,
+        LEDGER.c.description,
+    )
+    .where(LEDGER.c.tenant == bindparam("tenant"), LEDGER.c.period == bindparam("period"))
+    .order_by(LEDGER.c.entry_id)
+)
+_BANK_LINES = (
+    core_select(
+        BANK.c.line_id, BANK.c.value_date, BANK.c.amount_cents, BANK.c.reference, BANK.c.memo
+    )
+    .where(BANK.c.tenant == bindparam("tenant"), BANK.c.period == bindparam("period"))
+    .order_by(BANK.c.line_id)
+)
+_SET_PERIOD_STATUS = update(PERIODS).where(
+    PERIODS.c.tenant == bindparam("p_tenant"), PERIODS.c.period == bindparam("p_period")
+)
 
 
 def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, object]:
@@ -185,31 +210,23 @@ class FinanceActivities:
         return await asyncio.to_thread(self._collect, inp)
 
     def _collect(self, inp: CollectPeriodInput) -> PeriodData:
+        key = {"tenant": inp.tenant, "period": inp.period}
         with self.db.session() as session:
-            period = session.get(AccountingPeriod, (inp.tenant, inp.period))
-            if period is None:
+            conn = session.connection()  # Core rows: no ORM objects for a few hundred lines
+            status = conn.execute(_PERIOD_STATUS, key).scalar()
+            if status is None:
                 raise ApplicationError(
                     f"no accounting period {inp.period} for tenant {inp.tenant!r} in the "
                     "systems of record (seed it with `baton seed`)",
                     type="PeriodNotFound",
                     non_retryable=True,
                 )
-            ledger = session.exec(
-                select(LedgerEntryRow)
-                .where(LedgerEntryRow.tenant == inp.tenant, LedgerEntryRow.period == inp.period)
-                .order_by(LedgerEntryRow.entry_id)  # type: ignore[arg-type]
-            ).all()
-            bank = session.exec(
-                select(BankStatementLine)
-                .where(
-                    BankStatementLine.tenant == inp.tenant, BankStatementLine.period == inp.period
-                )
-                .order_by(BankStatementLine.line_id)  # type: ignore[arg-type]
-            ).all()
+            ledger = conn.execute(_LEDGER_LINES, key).all()
+            bank = conn.execute(_BANK_LINES, key).all()
             data = PeriodData(
                 tenant=inp.tenant,
                 period=inp.period,
-                period_status="closed" if period.status == "closed" else "open",
+                period_status="closed" if status == "closed" else "open",
                 ledger=[
                     LedgerLine(
                         entry_id=r.entry_id,
@@ -457,19 +474,28 @@ class FinanceActivities:
 
     def _close_period(self, inp: ClosePeriodInput) -> str:
         with self.db.session() as session:
-            period = session.get(AccountingPeriod, (inp.tenant, inp.period))
-            if period is None:
+            conn = session.connection()
+            status = conn.execute(
+                _PERIOD_STATUS, {"tenant": inp.tenant, "period": inp.period}
+            ).scalar()
+            if status is None:
                 raise ApplicationError(
                     f"no accounting period {inp.period} for tenant {inp.tenant!r}",
                     type="PeriodNotFound",
                     non_retryable=True,
                 )
             new_status = "open" if inp.reopen else "closed"
-            if period.status != new_status:
-                period.status = new_status
-                period.closed_by = None if inp.reopen else inp.closed_by
-                period.closed_at = None if inp.reopen else utcnow()
-                session.add(period)
+            if status != new_status:
+                conn.execute(
+                    _SET_PERIOD_STATUS,
+                    {
+                        "p_tenant": inp.tenant,
+                        "p_period": inp.period,
+                        "status": new_status,
+                        "closed_by": None if inp.reopen else inp.closed_by,
+                        "closed_at": None if inp.reopen else utcnow(),
+                    },
+                )
             self.ledger.append_in(
                 session,
                 [
