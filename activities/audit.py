@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, bindparam, insert
 from sqlmodel import Field, Session, SQLModel, UniqueConstraint, col, select
 from temporalio import activity
 
@@ -92,6 +92,17 @@ class VerifyReport:
 TABLE = AuditRecord.__table__  # type: ignore[attr-defined]
 
 
+# Built once: these run inside every governed step, and building a statement per call cost more
+# than executing it (SQLAlchemy caches the compiled form by the statement's structure).
+_HEAD = select(TABLE.c.position, TABLE.c.row_hash).order_by(TABLE.c.position.desc()).limit(1)
+_PRESENT = select(TABLE.c.seq).where(
+    TABLE.c.workflow_id == bindparam("workflow_id"),
+    TABLE.c.run_id == bindparam("run_id"),
+    TABLE.c.seq.in_(bindparam("seqs", expanding=True)),
+)
+_INSERT = insert(TABLE)
+
+
 def _present_keys(conn: Connection, events: list[AuditEvent]) -> set[tuple[str, str, str]]:
     """Which of these events' (workflow id, run id, seq) keys are already in the ledger."""
     runs: dict[tuple[str, str], list[str]] = {}
@@ -99,13 +110,7 @@ def _present_keys(conn: Connection, events: list[AuditEvent]) -> set[tuple[str, 
         runs.setdefault((e.workflow_id, e.run_id), []).append(e.seq)
     present: set[tuple[str, str, str]] = set()
     for (workflow_id, run_id), seqs in runs.items():
-        found = conn.execute(
-            select(TABLE.c.seq).where(
-                TABLE.c.workflow_id == workflow_id,
-                TABLE.c.run_id == run_id,
-                TABLE.c.seq.in_(seqs),
-            )
-        )
+        found = conn.execute(_PRESENT, {"workflow_id": workflow_id, "run_id": run_id, "seqs": seqs})
         present.update((workflow_id, run_id, seq) for (seq,) in found)
     return present
 
@@ -127,9 +132,7 @@ class AuditLedger:
         """
         self.db.lock_audit_chain(session)
         conn = session.connection()
-        head = conn.execute(
-            select(TABLE.c.position, TABLE.c.row_hash).order_by(TABLE.c.position.desc()).limit(1)
-        ).first()
+        head = conn.execute(_HEAD).first()
         position, prev = (head.position, head.row_hash) if head else (0, GENESIS_HASH)
         present = _present_keys(conn, events)
         rows: list[dict[str, Any]] = []
@@ -149,7 +152,7 @@ class AuditLedger:
             row["row_hash"] = prev = row_hash(prev, hashed_content(row))
             rows.append(row)
         if rows:
-            conn.execute(insert(TABLE), rows)
+            conn.execute(_INSERT, rows)
         return AuditWriteResult(written=len(rows), already_present=len(events) - len(rows))
 
     def trail(self, workflow_id: str, run_id: str | None = None) -> list[AuditRecord]:

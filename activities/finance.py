@@ -20,7 +20,8 @@ from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy import select as core_select  # any number of columns (sqlmodel's stops at 4)
 from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -62,6 +63,38 @@ from workflows.contracts import (
 POSTING_POLICY = "baton/finance/posting"
 POSTINGS = JournalPosting.__table__  # type: ignore[attr-defined]
 PERIODS = AccountingPeriod.__table__  # type: ignore[attr-defined]
+# The governed step's statements, built once (building one per call cost more than running it).
+_STORED_OUTCOME = select(POSTINGS.c.decision_json).where(
+    POSTINGS.c.idempotency_key == bindparam("key")
+)
+_PERIOD_STATUS = select(PERIODS.c.status).where(
+    PERIODS.c.tenant == bindparam("tenant"), PERIODS.c.period == bindparam("period")
+)
+_INSERT_POSTING = insert(POSTINGS)
+LEDGER = LedgerEntryRow.__table__  # type: ignore[attr-defined]
+BANK = BankStatementLine.__table__  # type: ignore[attr-defined]
+_LEDGER_LINES = (
+    core_select(
+        LEDGER.c.entry_id,
+        LEDGER.c.booked_on,
+        LEDGER.c.account,
+        LEDGER.c.amount_cents,
+        LEDGER.c.reference,
+        LEDGER.c.description,
+    )
+    .where(LEDGER.c.tenant == bindparam("tenant"), LEDGER.c.period == bindparam("period"))
+    .order_by(LEDGER.c.entry_id)
+)
+_BANK_LINES = (
+    core_select(
+        BANK.c.line_id, BANK.c.value_date, BANK.c.amount_cents, BANK.c.reference, BANK.c.memo
+    )
+    .where(BANK.c.tenant == bindparam("tenant"), BANK.c.period == bindparam("period"))
+    .order_by(BANK.c.line_id)
+)
+_SET_PERIOD_STATUS = update(PERIODS).where(
+    PERIODS.c.tenant == bindparam("p_tenant"), PERIODS.c.period == bindparam("p_period")
+)
 
 
 def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, object]:
@@ -144,6 +177,27 @@ def reconcile(inp: ReconcileInput) -> Reconciliation:
     )
 
 
+def _preflight_events(batch: PolicyBatch, decisions: list[PolicyDecision]) -> list[AuditEvent]:
+    """The audit rows of a policy preflight: one per decision."""
+    return [
+        activity_event(
+            f"policy/{i}",
+            actor=f"policy:{d.policy}",
+            action=f"policy.{d.verdict}",
+            detail={
+                "subject": d.subject,
+                "reasons": d.reasons,
+                "revision": d.revision,
+                "engine": d.engine,
+                "preflight": True,
+            },
+            decision_id=d.decision_id,
+            input_digest=digest(q.input),
+        )
+        for i, (q, d) in enumerate(zip(batch.queries, decisions, strict=True))
+    ]
+
+
 class FinanceActivities:
     """Activities over the finance systems of record. Built once in worker.py."""
 
@@ -176,31 +230,23 @@ class FinanceActivities:
         return await asyncio.to_thread(self._collect, inp)
 
     def _collect(self, inp: CollectPeriodInput) -> PeriodData:
+        key = {"tenant": inp.tenant, "period": inp.period}
         with self.db.session() as session:
-            period = session.get(AccountingPeriod, (inp.tenant, inp.period))
-            if period is None:
+            conn = session.connection()  # Core rows: no ORM objects for a few hundred lines
+            status = conn.execute(_PERIOD_STATUS, key).scalar()
+            if status is None:
                 raise ApplicationError(
                     f"no accounting period {inp.period} for tenant {inp.tenant!r} in the "
                     "systems of record (seed it with `baton seed`)",
                     type="PeriodNotFound",
                     non_retryable=True,
                 )
-            ledger = session.exec(
-                select(LedgerEntryRow)
-                .where(LedgerEntryRow.tenant == inp.tenant, LedgerEntryRow.period == inp.period)
-                .order_by(LedgerEntryRow.entry_id)  # type: ignore[arg-type]
-            ).all()
-            bank = session.exec(
-                select(BankStatementLine)
-                .where(
-                    BankStatementLine.tenant == inp.tenant, BankStatementLine.period == inp.period
-                )
-                .order_by(BankStatementLine.line_id)  # type: ignore[arg-type]
-            ).all()
+            ledger = conn.execute(_LEDGER_LINES, key).all()
+            bank = conn.execute(_BANK_LINES, key).all()
             data = PeriodData(
                 tenant=inp.tenant,
                 period=inp.period,
-                period_status="closed" if period.status == "closed" else "open",
+                period_status="closed" if status == "closed" else "open",
                 ledger=[
                     LedgerLine(
                         entry_id=r.entry_id,
@@ -266,28 +312,19 @@ class FinanceActivities:
         """Ask policy about several actions at once (a preflight); every decision is audited."""
         info = activity.info()
         prefix = f"{info.workflow_id}/act/{info.activity_id}/policy"
-        decisions = [
-            await decide(self.policy, q, decision_id=f"{prefix}/{i}")
-            for i, q in enumerate(batch.queries)
-        ]
-        events = [
-            activity_event(
-                f"policy/{i}",
-                actor=f"policy:{d.policy}",
-                action=f"policy.{d.verdict}",
-                detail={
-                    "subject": d.subject,
-                    "reasons": d.reasons,
-                    "revision": d.revision,
-                    "engine": d.engine,
-                    "preflight": True,
-                },
-                decision_id=d.decision_id,
-                input_digest=digest(q.input),
-            )
-            for i, (q, d) in enumerate(zip(batch.queries, decisions, strict=True))
-        ]
-        await asyncio.to_thread(self.ledger.append, events)
+        ids = [f"{prefix}/{i}" for i in range(len(batch.queries))]
+        policy = self.policy
+        if isinstance(policy, SyncPolicyEngine):
+            # Embedded engine: every decision and the audit rows in ONE trip to a worker thread
+            # (one hop per decision cost more than the decisions).
+            def decide_and_audit(engine: SyncPolicyEngine) -> list[PolicyDecision]:
+                found = [decide_sync(engine, q, i) for q, i in zip(batch.queries, ids, strict=True)]
+                self.ledger.append(_preflight_events(batch, found))
+                return found
+
+            return await asyncio.to_thread(decide_and_audit, policy)
+        decisions = [await decide(policy, q, i) for q, i in zip(batch.queries, ids, strict=True)]
+        await asyncio.to_thread(self.ledger.append, _preflight_events(batch, decisions))
         return decisions
 
     # -- the sensitive action and its compensation ---------------------------------------
@@ -322,19 +359,13 @@ class FinanceActivities:
         wf = activity.info().workflow_id or ""
         with self.db.session() as session:
             conn = session.connection()  # Core statements: this is every governed step
-            stored = conn.execute(
-                select(POSTINGS.c.decision_json).where(
-                    POSTINGS.c.idempotency_key == inp.idempotency_key
-                )
-            ).scalar()
+            stored = conn.execute(_STORED_OUTCOME, {"key": inp.idempotency_key}).scalar()
             if stored is not None:
                 return PostEntryOutcome.model_validate_json(stored)
             if self.switch is not None:  # inside the transaction: no write while engaged
                 self.switch.raise_if_blocking(self._subject(inp.tenant, inp.preparer), session)
             status = conn.execute(
-                select(PERIODS.c.status).where(
-                    PERIODS.c.tenant == inp.tenant, PERIODS.c.period == inp.period
-                )
+                _PERIOD_STATUS, {"tenant": inp.tenant, "period": inp.period}
             ).scalar()
             query = PolicyQuery(
                 policy=POSTING_POLICY,
@@ -365,9 +396,9 @@ class FinanceActivities:
                 outcome = PostEntryOutcome(decision=decision, posting_id=posting_id)
                 # Everyone whose approval the posting carried (N-of-M), in one text column.
                 approved_by = ", ".join(inp.approval.approvers) if inp.approval else None
-                conn.execute(
-                    insert(POSTINGS),
-                    JournalPosting(
+                conn.execute(  # the JournalPosting row, without building the model
+                    _INSERT_POSTING,
+                    dict(
                         posting_id=posting_id,
                         idempotency_key=inp.idempotency_key,
                         tenant=inp.tenant,
@@ -379,8 +410,10 @@ class FinanceActivities:
                         prepared_by=inp.preparer,
                         approved_by=approved_by,
                         workflow_id=wf,
+                        reverses_posting_id=None,
                         decision_json=outcome.model_dump_json(),
-                    ).model_dump(),
+                        posted_at=utcnow(),
+                    ),
                 )
                 events.append(
                     activity_event(
@@ -600,19 +633,28 @@ class FinanceActivities:
         with self.db.session() as session:
             if self.switch is not None and not inp.reopen:  # reopening is an undo: never stopped
                 self.switch.raise_if_blocking(self._subject(inp.tenant), session)
-            period = session.get(AccountingPeriod, (inp.tenant, inp.period))
-            if period is None:
+            conn = session.connection()
+            status = conn.execute(
+                _PERIOD_STATUS, {"tenant": inp.tenant, "period": inp.period}
+            ).scalar()
+            if status is None:
                 raise ApplicationError(
                     f"no accounting period {inp.period} for tenant {inp.tenant!r}",
                     type="PeriodNotFound",
                     non_retryable=True,
                 )
             new_status = "open" if inp.reopen else "closed"
-            if period.status != new_status:
-                period.status = new_status
-                period.closed_by = None if inp.reopen else inp.closed_by
-                period.closed_at = None if inp.reopen else utcnow()
-                session.add(period)
+            if status != new_status:
+                conn.execute(
+                    _SET_PERIOD_STATUS,
+                    {
+                        "p_tenant": inp.tenant,
+                        "p_period": inp.period,
+                        "status": new_status,
+                        "closed_by": None if inp.reopen else inp.closed_by,
+                        "closed_at": None if inp.reopen else utcnow(),
+                    },
+                )
             self.ledger.append_in(
                 session,
                 [

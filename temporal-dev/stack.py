@@ -49,6 +49,11 @@ STOP_TIMEOUT_SECONDS = 15.0
 # The dev server polls its transfer queue at 20/s by default, which can add tens of ms to every
 # activity a workflow schedules. Values are JSON. tests/conftest.py starts its server the same way.
 TEMPORAL_DYNAMIC_CONFIG = {"history.transferProcessorMaxPollRPS": "1000"}
+# The persistent store (temporal.db) in WAL mode with synchronous=normal: no fsync per commit, and
+# readers do not block the writer. A commit survives a crash of the server process; only a power
+# loss may drop the last commits, which is fine for a local dev server. bench/ measured a bare
+# activity at 33 ms on the file store without these, 18 ms with them (in-memory: 17 ms).
+TEMPORAL_SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
 
 
 class StackError(Exception):
@@ -139,6 +144,8 @@ def components(
         temporal_argv += ["--search-attribute", f"{name}={kind}"]
     for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
         temporal_argv += ["--dynamic-config-value", f"{key}={value}"]
+    for pragma, value in TEMPORAL_SQLITE_PRAGMAS.items():
+        temporal_argv += ["--sqlite-pragma", f"{pragma}={value}"]
     stack = [
         Component(
             name="temporal",
