@@ -167,7 +167,7 @@ class KillSwitch:
     def raise_if_blocking(self, subject: Subject, session: Session | None = None) -> None:
         state = self.blocking(subject, session)
         if state is not None:
-            raise engaged_error(state)
+            raise engaged_error(state, subject)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -221,12 +221,15 @@ class KillSwitch:
         )
 
 
-def engaged_error(state: KillSwitchState) -> ApplicationError:
-    """The error a stopped activity raises; the workflow reads the state from its details."""
+def engaged_error(state: KillSwitchState, subject: Subject) -> ApplicationError:
+    """The error a stopped activity raises. Its details are the engagement and what was stopped
+    (a KillSwitchCheck), so the held workflow asks about exactly that."""
+    check = KillSwitchCheck(process=subject.process, agent=subject.agent, tenant=subject.tenant)
     return ApplicationError(
         f"kill switch engaged for {state.scope} ({state.mode}) by {state.engaged_by}: "
         f"{state.reason}",
         state.model_dump(mode="json"),
+        check.model_dump(mode="json"),
         type=KILL_SWITCH_ERROR,
         non_retryable=True,
     )

@@ -78,8 +78,10 @@ async def wait_until_held(h: Harness, workflow_id: str) -> None:
             await asyncio.sleep(0.1)
 
 
+# agent:reconciler stops the posting too: the reconciler agent prepared the entries
+@pytest.mark.parametrize("scope", ["process:finance_close", "agent:reconciler"])
 async def test_running_close_holds_at_the_posting_until_cleared_from_the_cli(
-    harness: Harness,
+    harness: Harness, scope: str
 ) -> None:
     h = harness
     script_entries(h, FEE, ("ADJ-MID", "6100-bank-fees", "-1500.00"))
@@ -87,8 +89,7 @@ async def test_running_close_holds_at_the_posting_until_cleared_from_the_cli(
         handle = await h.client.start_finance_close(h.start_input())
         request = (await h.wait_for_pending(handle.id)).pending[0]
         engaged = await run_cli(
-            h, "kill", "set", "--scope", "process:finance_close", "--reason", "ledger migration",
-            "--by", "ops",
+            h, "kill", "set", "--scope", scope, "--reason", "ledger migration", "--by", "ops",
         )  # fmt: skip
         assert engaged.returncode == 0, engaged.stderr
         assert "engaged (hold)" in engaged.stdout
@@ -103,11 +104,10 @@ async def test_running_close_holds_at_the_posting_until_cleared_from_the_cli(
         assert attrs.get(visibility.HELD) is True
 
         listed = await run_cli(h, "kill", "list")
-        assert "process:finance_close" in listed.stdout and "ledger migration" in listed.stdout
+        assert scope in listed.stdout and "ledger migration" in listed.stdout
         cleared_at = time.monotonic()
         cleared = await run_cli(
-            h, "kill", "clear", "--scope", "process:finance_close", "--reason", "done",
-            "--by", "ops",
+            h, "kill", "clear", "--scope", scope, "--reason", "done", "--by", "ops",
         )  # fmt: skip
         assert cleared.returncode == 0, cleared.stderr
         assert "1 held run(s) told to look again" in cleared.stdout

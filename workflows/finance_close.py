@@ -74,13 +74,6 @@ R = TypeVar("R")
 
 PROCESS = "finance_close"
 PREPARER = "agent:reconciler"
-#: the agent role behind each agent activity (kill-switch scope agent:<role>)
-AGENT_OF: dict[Any, str] = {
-    AgentActivities.propose_adjustments: "reconciler",
-    AgentActivities.revise_adjustments: "reviser",
-    AgentActivities.review_compliance: "compliance_checker",
-    AgentActivities.write_close_memo: "close_memo_writer",
-}
 #: approval requests one close may open (first request + amendments / requested changes)
 MAX_APPROVAL_ROUNDS = 5
 
@@ -93,7 +86,7 @@ class FinanceCloseWorkflow:
         self.stage = "starting"
         self.audit = AuditTrail()
         self.gate = ApprovalGate(PROCESS, self.audit)
-        self.kill_switch = KillSwitchGate(PROCESS, inp.tenant, self.audit)
+        self.kill_switch = KillSwitchGate(self.audit)
         self.undo_registered: set[str] = set()
         self.saga = Saga()
         self.posted: list[PostedEntry] = []
@@ -592,7 +585,7 @@ class FinanceCloseWorkflow:
             )
 
         if kind in ("agent", "connector"):  # steps the kill switch can stop: hold, then retry
-            return await self.kill_switch.run(summary, call, agent=AGENT_OF.get(activity, ""))
+            return await self.kill_switch.run(summary, call)
         return await call()
 
     def _posting_query(self, entry: AdjustingEntry, period_status: str) -> PolicyQuery:

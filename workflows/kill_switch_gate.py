@@ -34,37 +34,37 @@ R = TypeVar("R")
 POLL = timedelta(seconds=30)
 
 
-def engaged_state(err: BaseException) -> KillSwitchState | None:
-    """The kill-switch state carried by an activity failure, if that is what stopped it."""
+def engaged(err: BaseException) -> tuple[KillSwitchState, KillSwitchCheck] | None:
+    """The engagement and the stopped subject an activity failure carries, if the kill switch
+    is what stopped it."""
     cause = err.cause if isinstance(err, ActivityError) else None
-    if isinstance(cause, ApplicationError) and cause.type == KILL_SWITCH_ERROR and cause.details:
-        return KillSwitchState.model_validate(cause.details[0])
+    if isinstance(cause, ApplicationError) and cause.type == KILL_SWITCH_ERROR:
+        state, check = cause.details[:2]
+        return KillSwitchState.model_validate(state), KillSwitchCheck.model_validate(check)
     return None
 
 
 class KillSwitchGate:
-    def __init__(self, process: str, tenant: str, audit: AuditTrail) -> None:
-        self.process = process
-        self.tenant = tenant
+    def __init__(self, audit: AuditTrail) -> None:
         self.audit = audit
         self.released = False  # set by the kill_switch_released signal
         self.held_by: KillSwitchState | None = None
 
-    async def run(self, step: str, call: Callable[[], Awaitable[R]], *, agent: str = "") -> R:
+    async def run(self, step: str, call: Callable[[], Awaitable[R]]) -> R:
         """Run ``call`` (one activity); while the kill switch stops it, hold, then run it again."""
         while True:
             try:
                 return await call()
             except ActivityError as err:
-                state = engaged_state(err)
-                if state is None:
+                stopped = engaged(err)
+                if stopped is None:
                     raise
-            await self._hold(step, state, agent)
+            await self._hold(step, *stopped)
 
     def release(self) -> None:
         self.released = True
 
-    async def _hold(self, step: str, state: KillSwitchState, agent: str) -> None:
+    async def _hold(self, step: str, state: KillSwitchState, check: KillSwitchCheck) -> None:
         self.audit.record(
             "baton:workflow",
             "kill_switch.held",
@@ -80,7 +80,6 @@ class KillSwitchGate:
         self.held_by = state
         workflow.upsert_search_attributes([visibility.HELD.value_set(True)])
         await self.audit.flush()
-        check = KillSwitchCheck(process=self.process, agent=agent, tenant=self.tenant)
         blocking: KillSwitchState | None = state
         while blocking is not None:
             self.held_by = blocking
@@ -106,7 +105,7 @@ class KillSwitchGate:
             blocking = status.blocking
             if blocking is not None and blocking.mode == "cancel":
                 self.held_by = None
-                await self._hold(step, blocking, agent)  # audits and raises
+                await self._hold(step, blocking, check)  # audits and raises
         self.held_by = None
         workflow.upsert_search_attributes([visibility.HELD.value_set(False)])
         workflow.set_current_details("")
