@@ -34,6 +34,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "BatonCostUsd": "Double",
     "BatonShadow": "Bool",
     "BatonHeld": "Bool",
+    "BatonVersion": "Keyword",
 }
 
 #: Baton's process names (search attribute BatonProcess, kill-switch scopes) by workflow type.
@@ -43,6 +44,9 @@ PROCESS_BY_WORKFLOW_TYPE: dict[str, str] = {"FinanceClose": "finance_close"}
 APPROVAL_UPDATE = "decide_approval"
 KILL_SWITCH_RELEASED_SIGNAL = "kill_switch_released"
 KILL_SWITCH_ERROR = "KillSwitchEngaged"
+#: Memo key holding a run's process version (the canary assignment), next to search attribute
+#: BatonVersion and the input's ``version``.
+VERSION_MEMO = "baton_version"
 APPROVAL_SIGNAL = "submit_approval"
 STATUS_QUERY = "status"
 PENDING_APPROVALS_QUERY = "pending_approvals"
@@ -71,6 +75,52 @@ class Contract(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Process versions: what a canary candidate changes (prompts, model routes), as data
+# --------------------------------------------------------------------------------------------
+
+STABLE_VERSION = "stable"
+
+
+class ProcessVersion(Contract):
+    """One version of a process that needs no new worker build: the prompt variant and/or the
+    model each agent role uses. Workflow-code versions are Temporal's Worker Deployment Versions
+    instead (see README, "Governance: canaries")."""
+
+    name: str
+    description: str
+    #: agent role -> prompt variant (activities/agents.py PROMPTS); unlisted roles: "stable"
+    prompts: dict[str, str] = {}
+    #: agent role -> model name (model route); unlisted roles: the worker's BATON_MODEL
+    models: dict[str, str] = {}
+
+
+#: The versions each process knows, by process name. "stable" is what workers are configured
+#: with; every other entry is a candidate a canary can route a share of new runs to.
+PROCESS_VERSIONS: dict[str, dict[str, ProcessVersion]] = {
+    "finance_close": {
+        STABLE_VERSION: ProcessVersion(
+            name=STABLE_VERSION, description="the prompts and model the workers are configured with"
+        ),
+        "reconciler-prompt-v2": ProcessVersion(
+            name="reconciler-prompt-v2",
+            description="reworded reconciler prompt (prefers no entry over a guess)",
+            prompts={"reconciler": "v2"},
+        ),
+    },
+}
+
+
+def check_version(process: str, version: str) -> str:
+    """``version`` if ``process`` knows it, else a ValueError naming the known versions."""
+    known = PROCESS_VERSIONS.get(process, {})
+    if version not in known:
+        raise ValueError(
+            f"unknown version {version!r} of {process}: expected one of {', '.join(known)}"
+        )
+    return version
+
+
+# --------------------------------------------------------------------------------------------
 # Finance close: workflow input and result
 # --------------------------------------------------------------------------------------------
 
@@ -86,6 +136,11 @@ class FinanceCloseInput(Contract):
         ge=1,
         le=30 * 24 * 3600,
         description="How long to wait for an approver before failing safe (reject + compensate).",
+    )
+    version: str = Field(
+        default=STABLE_VERSION,
+        description="Process version (PROCESS_VERSIONS): prompts and model routes of the agents. "
+        "Left out, BatonClient asks the process's canary (sticky per business key).",
     )
     #: Test/bench hook: stop after postings and fail, to prove compensation. Not for production use.
     fail_after_posting: bool = False
@@ -110,6 +165,11 @@ class FinanceCloseInput(Contract):
         if not v.strip():
             raise ValueError("must name a person or service, not be blank")
         return v.strip()
+
+    @field_validator("version")
+    @classmethod
+    def _version_is_known(cls, v: str) -> str:
+        return check_version("finance_close", v)
 
     def workflow_id(self) -> str:
         """The business key: one close per tenant and period, ever running at once."""
@@ -226,7 +286,15 @@ class AdjustingEntry(Contract):
     rationale: str = Field(min_length=1, description="Why this entry is needed.")
 
 
-class ProposeAdjustmentsInput(Contract):
+class AgentInput(Contract):
+    """Base of every agent activity's input: which process version's prompt and model to use.
+
+    Set by the workflow from its own input; never sent to the model."""
+
+    version: str = Field(default=STABLE_VERSION, description="Process version (PROCESS_VERSIONS).")
+
+
+class ProposeAdjustmentsInput(AgentInput):
     tenant: str
     period: str
     unmatched_bank: list[BankLine]
@@ -235,7 +303,7 @@ class ProposeAdjustmentsInput(Contract):
     duplicate_ledger_ids: list[str]
 
 
-class ReviseAdjustmentsInput(Contract):
+class ReviseAdjustmentsInput(AgentInput):
     """Entries an approver sent back with request_changes, for the preparer agent to revise."""
 
     tenant: str
@@ -250,7 +318,7 @@ class AdjustmentProposal(Contract):
     usage: TokenUsage
 
 
-class ComplianceInput(Contract):
+class ComplianceInput(AgentInput):
     tenant: str
     period: str
     entries: list[AdjustingEntry]
@@ -269,7 +337,7 @@ class ComplianceReview(Contract):
     usage: TokenUsage
 
 
-class MemoInput(Contract):
+class MemoInput(AgentInput):
     tenant: str
     period: str
     matched: int
