@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 
 from activities.agents import AgentActivities
 from activities.audit import AuditActivities, AuditLedger
+from activities.canary import Canary, CanaryActivities
 from activities.database import Database
 from activities.finance import FinanceActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
@@ -30,10 +31,11 @@ from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.policy import PolicyEngine, build_engine
 from activities.throttle import Throttle
 from baton.settings import Settings
+from workflows.canary_monitor import CanaryMonitorWorkflow
 from workflows.client import connect_client
 from workflows.finance_close import FinanceCloseWorkflow
 
-WORKFLOWS: Sequence[type] = [FinanceCloseWorkflow]
+WORKFLOWS: Sequence[type] = [FinanceCloseWorkflow, CanaryMonitorWorkflow]
 log = logging.getLogger("baton.worker")
 
 
@@ -47,6 +49,7 @@ class Runtime:
     policy: PolicyEngine
     notifier: Notifier
     activities: list[Any]
+    canary: Canary | None = None
 
     async def close(self) -> None:
         await self.openai.close()
@@ -84,6 +87,7 @@ def build_runtime(settings: Settings) -> Runtime:
     audit = AuditActivities(ledger)
     notifier = build_notifier(settings, db, ledger)
     notify = NotifyActivities(notifier)
+    canary = Canary(db, ledger)
     activities = [
         finance.collect_period_data,
         finance.reconcile_transactions,
@@ -98,9 +102,16 @@ def build_runtime(settings: Settings) -> Runtime:
         audit.record_audit,
         notify.notify,
         KillSwitchActivities(switch).kill_switch_status,
+        CanaryActivities(canary).evaluate_canary,
     ]
     return Runtime(
-        db=db, ledger=ledger, openai=llm, policy=policy, notifier=notifier, activities=activities
+        db=db,
+        ledger=ledger,
+        openai=llm,
+        policy=policy,
+        notifier=notifier,
+        activities=activities,
+        canary=canary,
     )
 
 

@@ -44,6 +44,8 @@ PROCESS_BY_WORKFLOW_TYPE: dict[str, str] = {"FinanceClose": "finance_close"}
 APPROVAL_UPDATE = "decide_approval"
 KILL_SWITCH_RELEASED_SIGNAL = "kill_switch_released"
 KILL_SWITCH_ERROR = "KillSwitchEngaged"
+CANARY_CHANGED_SIGNAL = "canary_changed"
+CANARY_STATUS_QUERY = "canary_status"
 #: Memo key holding a run's process version (the canary assignment), next to search attribute
 #: BatonVersion and the input's ``version``.
 VERSION_MEMO = "baton_version"
@@ -690,6 +692,129 @@ class KillSwitchCheck(Contract):
     process: str
     agent: str = ""
     tenant: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Canaries (activities/canary.py, workflows/canary_monitor.py)
+# --------------------------------------------------------------------------------------------
+
+CanaryStateName = Literal["active", "rolled_back", "promoted"]
+
+
+class CanarySettings(Contract):
+    """A canary of one process: ``share`` of new runs get ``candidate``, the rest ``baseline``;
+    the candidate is rolled back when its KPIs are worse than the baseline's beyond a margin."""
+
+    process: str = Field(description="Process name, e.g. 'finance_close'.")
+    candidate: str = Field(description="The version under test (PROCESS_VERSIONS).")
+    baseline: str = Field(default=STABLE_VERSION, description="The version it is compared with.")
+    share: float = Field(ge=0.0, le=1.0, description="Share of new business keys, 0..1.")
+    max_error_rate_increase: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Allowed error rate above the baseline's."
+    )
+    max_escalation_rate_increase: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="Allowed share of runs escalated past an approval SLA, above the baseline's.",
+    )
+    max_cost_increase: float = Field(
+        default=0.20,
+        ge=0.0,
+        description="Allowed cost per run above the baseline's, as a fraction (0.2 = +20%).",
+    )
+    min_runs: int = Field(
+        default=20, ge=1, le=100_000, description="Finished runs per arm before judging."
+    )
+
+
+class CanaryConfig(CanarySettings):
+    """What an operator configures (``baton canary start``): versions are checked against the
+    registry here; stored canaries (CanaryStatus) are not re-checked, so a version retired from
+    the registry does not hide its history."""
+
+    @field_validator("process")
+    @classmethod
+    def _process_is_known(cls, v: str) -> str:
+        if v not in PROCESS_VERSIONS:
+            raise ValueError(
+                f"unknown process {v!r}: expected one of {', '.join(PROCESS_VERSIONS)}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _versions_are_known(self) -> CanaryConfig:
+        known = PROCESS_VERSIONS[self.process]
+        for name, value in (("candidate", self.candidate), ("baseline", self.baseline)):
+            if value not in known:
+                raise ValueError(
+                    f"{name}: unknown version {value!r} of {self.process}: expected one of "
+                    f"{', '.join(known)}"
+                )
+        if self.candidate == self.baseline:
+            raise ValueError(f"candidate: must differ from the baseline ({self.baseline!r})")
+        return self
+
+
+class CanaryStatus(CanarySettings):
+    """A canary as stored (table ``canary``): its configuration, state and history."""
+
+    id: int
+    state: CanaryStateName
+    revision: int = Field(description="1 at start, +1 per change of share or margins.")
+    started_at: datetime
+    started_by: str
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    reason: str = Field(default="", description="Why it was started, rolled back or promoted.")
+
+
+class ArmKpis(Contract):
+    """KPIs of one version over the runs started since the canary started (finished runs)."""
+
+    version: str
+    runs: int = Field(description="Finished runs: completed + failed (+ timed out).")
+    completed: int
+    failed: int
+    running: int
+    error_rate: float
+    escalations: int = Field(description="Runs whose approval escalated past an SLA.")
+    escalation_rate: float
+    approvals: int = Field(description="Runs that needed a human approval.")
+    approval_rate: float
+    cost_usd: float
+    cost_per_run: float
+
+
+CanaryVerdict = Literal["no_canary", "inactive", "insufficient_data", "healthy", "worse"]
+
+
+class CanaryEvaluation(Contract):
+    process: str
+    canary: CanaryStatus | None
+    baseline: ArmKpis | None = None
+    candidate: ArmKpis | None = None
+    verdict: CanaryVerdict
+    reasons: list[str] = []
+    action: Literal["none", "rolled_back"] = "none"
+    evaluated_at: datetime
+
+
+class CanaryEvaluateInput(Contract):
+    process: str
+    task_queue: str = Field(description="Runs on this task queue count (one worker fleet).")
+    act: bool = Field(default=True, description="Roll back when worse (False: report only).")
+
+
+class CanaryMonitorInput(Contract):
+    """Input of the CanaryMonitor workflow (one per process and task queue)."""
+
+    process: str
+    interval_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)
+    iterations_per_run: int = Field(
+        default=500, ge=1, description="Evaluations before continue-as-new (bounded history)."
+    )
+    evaluations: int = Field(default=0, ge=0, description="Done so far (across continue-as-new).")
 
 
 # --------------------------------------------------------------------------------------------
