@@ -25,6 +25,12 @@ every version, and the run's input says which one it uses.
   ``baton canary evaluate``): state ``rolled_back``, share 0, an audit row with both arms' KPIs,
   the margins and the reasons. New runs then get the baseline.
 
+Code canaries (``kind="code"``) use Temporal's Worker Deployment Versioning instead: the candidate
+is a build id of a Worker Deployment, Temporal routes ``share`` of new (pinned) workflows to it as
+the ramping version (sticky per workflow id) and records it in ``TemporalWorkerDeploymentVersion``;
+the KPIs are grouped by that search attribute, and a rollback sets the ramp to 0%
+(:func:`apply_routing`); a promotion makes the candidate the current version.
+
 Must not: be imported by workflows except through ``imports_passed_through``.
 """
 
@@ -39,7 +45,14 @@ from datetime import datetime
 from sqlalchemy import Column, Text
 from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio import activity
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentRequest,
+    SetWorkerDeploymentCurrentVersionRequest,
+    SetWorkerDeploymentRampingVersionRequest,
+)
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import SearchAttributeKey
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.audit import AuditLedger, AuditRecord
 from activities.database import Database, as_utc, utcnow
@@ -63,6 +76,9 @@ APPROVAL_REQUESTED = "approval.requested"
 ERROR_STATUSES = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TIMED_OUT}
 #: comparisons of rates and fractions ignore differences below this (float noise)
 EPSILON = 1e-9
+#: Temporal's own search attribute: the Worker Deployment Version a versioned run is on
+#: ("<deployment>:<build id>"; servers before 1.28 wrote "<deployment>.<build id>")
+DEPLOYMENT_VERSION = SearchAttributeKey.for_keyword("TemporalWorkerDeploymentVersion")
 
 
 class CanaryError(ValueError):
@@ -75,8 +91,10 @@ class CanaryRow(SQLModel, table=True):
     __tablename__ = "canary"
     id: int | None = Field(default=None, primary_key=True)
     process: str = Field(index=True)
+    kind: str = "data"  # data | code
     candidate: str
     baseline: str = STABLE_VERSION
+    deployment: str | None = None  # code canaries: the Worker Deployment name
     share: float
     max_error_rate_increase: float
     max_escalation_rate_increase: float
@@ -104,8 +122,10 @@ def status_of(row: CanaryRow) -> CanaryStatus:
     return CanaryStatus(
         id=row.id or 0,
         process=row.process,
+        kind=row.kind,  # type: ignore[arg-type]
         candidate=row.candidate,
         baseline=row.baseline,
+        deployment=row.deployment,
         share=row.share,
         max_error_rate_increase=row.max_error_rate_increase,
         max_escalation_rate_increase=row.max_escalation_rate_increase,
@@ -137,7 +157,7 @@ class Canary:
     def assign(self, process: str, business_key: str) -> str:
         """The version a new run of ``process`` with ``business_key`` gets (sticky, see module)."""
         row = self._current(process)
-        if row is None:
+        if row is None or row.kind == "code":  # a code canary is routed by Temporal
             return STABLE_VERSION
         if row.state == "promoted":
             chosen = row.candidate
@@ -175,18 +195,25 @@ class Canary:
         Without an explicit baseline, a promoted canary's candidate is the new baseline."""
         if not by.strip():
             raise CanaryError("by: name who starts the canary")
+        if config.kind == "code" and "baseline" not in config.model_fields_set:
+            raise CanaryError(
+                "baseline: a code canary compares with a build id (the deployment's current "
+                "version; `baton canary start` looks it up)"
+            )
         with self.db.session() as session:
             row = self._current_in(session, config.process, lock=True)
             baseline = config.baseline
-            if "baseline" not in config.model_fields_set and row is not None:
+            inherit = row is not None and row.kind == "data" and config.kind == "data"
+            if "baseline" not in config.model_fields_set and row is not None and inherit:
                 baseline = row.candidate if row.state == "promoted" else row.baseline
                 if baseline == config.candidate:
                     baseline = STABLE_VERSION
             if row is not None and row.state == "active":
-                if (row.candidate, row.baseline) != (config.candidate, baseline):
+                same = (row.kind, row.candidate, row.baseline, row.deployment)
+                if same != (config.kind, config.candidate, baseline, config.deployment):
                     raise CanaryError(
-                        f"candidate: {config.process} already has an active canary of "
-                        f"{row.candidate!r} against {row.baseline!r} (share {row.share:g}); "
+                        f"candidate: {config.process} already has an active {row.kind} canary "
+                        f"of {row.candidate!r} against {row.baseline!r} (share {row.share:g}); "
                         "roll it back or promote it first"
                     )
                 changes = {
@@ -206,8 +233,10 @@ class Canary:
                 return status_of(row), "updated"
             row = CanaryRow(
                 process=config.process,
+                kind=config.kind,
                 candidate=config.candidate,
                 baseline=baseline,
+                deployment=config.deployment,
                 share=config.share,
                 max_error_rate_increase=config.max_error_rate_increase,
                 max_escalation_rate_increase=config.max_escalation_rate_increase,
@@ -220,7 +249,8 @@ class Canary:
             session.flush()
             status = status_of(row)
             settings = status.model_dump(
-                mode="json", include={"candidate", "baseline", "min_runs", *MARGINS}
+                mode="json",
+                include={"kind", "candidate", "baseline", "deployment", "min_runs", *MARGINS},
             )
             self.ledger.append_in(session, [_event(row, "started", by, reason, settings)])
             return status, "started"
@@ -278,6 +308,8 @@ class Canary:
             session.add(row)
             session.flush()
             detail: dict[str, object] = {
+                "kind": row.kind,
+                "deployment": row.deployment,
                 "candidate": row.candidate,
                 "baseline": row.baseline,
                 "share_was": was,
@@ -388,7 +420,10 @@ async def measure(
         runs_query(canary.process, task_queue, canary.started_at)
     ):
         attrs = run.typed_search_attributes
-        arm = arms.get(attrs.get(visibility.VERSION) or STABLE_VERSION)
+        if canary.kind == "code":
+            arm = arms.get(_build_id(attrs.get(DEPLOYMENT_VERSION), canary.deployment or ""))
+        else:
+            arm = arms.get(attrs.get(visibility.VERSION) or STABLE_VERSION)
         if arm is None or attrs.get(visibility.SHADOW):
             continue
         if run.status == WorkflowExecutionStatus.RUNNING:
@@ -405,6 +440,14 @@ async def measure(
     keys = [key for arm in arms.values() for key in arm.finished]
     marked = await asyncio.to_thread(_marked_runs, ledger, keys)
     return arms[canary.baseline].kpis(marked), arms[canary.candidate].kpis(marked)
+
+
+def _build_id(version: str | None, deployment: str) -> str:
+    """The build id of a run's Worker Deployment Version if it is of ``deployment``, else ''."""
+    for separator in (":", "."):
+        if version and version.startswith(deployment + separator):
+            return version[len(deployment) + 1 :]
+    return ""
 
 
 def _marked_runs(
@@ -472,6 +515,8 @@ async def evaluate(
     if status is None:
         return CanaryEvaluation(process=process, canary=None, verdict="no_canary", evaluated_at=now)
     if status.state != "active":
+        if act:  # a code canary ended by a step that failed before Temporal heard of it
+            await apply_routing(client, status)
         return CanaryEvaluation(
             process=process, canary=status, verdict="inactive", evaluated_at=now
         )
@@ -498,8 +543,76 @@ async def evaluate(
         )
         if rolled is not None:
             evaluation = evaluation.model_copy(update={"canary": rolled, "action": "rolled_back"})
+            await apply_routing(client, rolled)
     await asyncio.to_thread(canary.record_evaluation, status.id, evaluation)
     return evaluation
+
+
+# -- Temporal's side of code canaries (Worker Deployment Versioning) ----------------------------
+
+IDENTITY = "baton-canary"
+
+
+async def routing(client: Client, deployment: str) -> tuple[str | None, str | None, float]:
+    """(current build id, ramping build id, ramping percentage) of ``deployment``; nothing for
+    a deployment Temporal has not seen (no worker of it ever polled)."""
+    try:
+        described = await client.workflow_service.describe_worker_deployment(
+            DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=deployment)
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None, None, 0.0
+        raise
+    config = described.worker_deployment_info.routing_config
+    return (
+        config.current_deployment_version.build_id or None,
+        config.ramping_deployment_version.build_id or None,
+        config.ramping_version_percentage,
+    )
+
+
+async def current_build(client: Client, deployment: str) -> str | None:
+    """The build id of ``deployment``'s current version (None: unversioned or none set)."""
+    return (await routing(client, deployment))[0]
+
+
+async def apply_routing(client: Client, status: CanaryStatus) -> str | None:
+    """Make Temporal route a code canary's deployment as ``status`` says; idempotent. What it
+    did, or None for a data canary (Baton's client routes those).
+
+    active: the candidate ramps at ``share``; rolled back: it ramps at 0% (runs already pinned to
+    it finish there; keep its workers until they drain); promoted: it becomes current. An ended
+    canary only touches the deployment while its candidate is still the ramping version, so a
+    later ramp an operator set by hand is never undone."""
+    if status.kind != "code" or not status.deployment:
+        return None
+    service, namespace, deployment = client.workflow_service, client.namespace, status.deployment
+    if status.state != "active":
+        _, ramping, percentage = await routing(client, deployment)
+        if ramping != status.candidate or (status.state == "rolled_back" and not percentage):
+            return None
+    if status.state == "promoted":
+        await service.set_worker_deployment_current_version(
+            SetWorkerDeploymentCurrentVersionRequest(
+                namespace=namespace,
+                deployment_name=deployment,
+                build_id=status.candidate,
+                identity=IDENTITY,
+            )
+        )
+        return f"{deployment}:{status.candidate} is the current version"
+    percentage = round(status.share * 100, 3) if status.state == "active" else 0.0
+    await service.set_worker_deployment_ramping_version(
+        SetWorkerDeploymentRampingVersionRequest(
+            namespace=namespace,
+            deployment_name=deployment,
+            build_id=status.candidate,
+            percentage=percentage,
+            identity=IDENTITY,
+        )
+    )
+    return f"{deployment}:{status.candidate} ramps at {percentage:g}%"
 
 
 class CanaryActivities:

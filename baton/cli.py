@@ -379,38 +379,60 @@ def _canary(settings: Settings) -> Any:
 
 
 async def cmd_canary_start(args: argparse.Namespace, settings: Settings) -> int:
-    from activities.canary import CanaryError
+    from activities.canary import CanaryError, apply_routing, current_build
     from workflows.contracts import CanaryConfig
 
     given = {
         name: getattr(args, name)
         for name in (
-            "baseline", "max_error_rate_increase", "max_escalation_rate_increase",
+            "baseline", "deployment", "max_error_rate_increase", "max_escalation_rate_increase",
             "max_cost_increase", "min_runs",
         )
         if getattr(args, name) is not None
     }  # fmt: skip
-    config = CanaryConfig.model_validate(
-        {"process": args.process, "candidate": args.candidate, "share": args.share, **given}
-    )
+    document = {
+        "process": args.process,
+        "kind": args.kind,
+        "candidate": args.candidate,
+        "share": args.share,
+        **given,
+    }
+    config = CanaryConfig.model_validate(document)
     if args.interval <= 0:
         raise CliError("--interval: must be a number of seconds above 0", EXIT_USAGE)
+    client = await _client(settings)
+    if config.kind == "code" and args.baseline is None:
+        assert config.deployment is not None
+        current = await current_build(client.client, config.deployment)
+        if current is None:
+            raise CliError(
+                f"deployment {config.deployment!r} has no current version to compare with: "
+                "temporal worker deployment set-current-version --deployment-name "
+                f"{config.deployment} --build-id <stable build>"
+            )
+        config = CanaryConfig.model_validate({**document, "baseline": current})
     canary = _canary(settings)
     try:
         status, what = canary.start(config, by=_operator(args), reason=args.reason)
     except CanaryError as err:
         raise CliError(str(err), EXIT_USAGE) from None
+    try:
+        routed = await apply_routing(client.client, status)
+    except Exception as err:  # Temporal refused the ramp: the canary must not stay configured
+        canary.rollback(status.process, reason=f"Temporal refused the ramp: {err}", by="baton")
+        raise CliError(f"could not ramp {status.deployment}:{status.candidate}: {err}") from None
     print(
         f"canary {what}: {status.candidate} on {status.share:.0%} of new {status.process} runs "
         f"vs {status.baseline} (canary {status.id}, revision {status.revision})"
     )
+    if routed:
+        print(f"  Temporal: {routed}")
     if what != "started":
         print(
             "  (its KPI window still starts at "
             f"{status.started_at:%Y-%m-%d %H:%M:%S}Z; roll back or promote to start afresh)"
         )
     print(f"  {_margins(status)}")
-    client = await _client(settings)
     handle = await client.start_canary_monitor(status.process, interval_seconds=args.interval)
     print(f"monitor {handle.id} evaluates every {args.interval:g}s (a running one keeps its own)")
     print(f"web UI: {settings.workflow_url(handle.id)}")
@@ -447,7 +469,7 @@ async def _monitor_state(client: Any, process: str) -> str:
 
 
 async def cmd_canary_end(args: argparse.Namespace, settings: Settings) -> int:
-    from activities.canary import CanaryError
+    from activities.canary import CanaryError, apply_routing
 
     canary = _canary(settings)
     end = canary.rollback if args.canary_command == "rollback" else canary.promote
@@ -465,6 +487,22 @@ async def cmd_canary_end(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"canary {status.id} promoted: new {status.process} runs get {status.candidate}")
     client = await _client(settings)
+    try:
+        routed = await apply_routing(client.client, status)
+    except Exception as err:
+        raise CliError(
+            f"the canary is {status.state.replace('_', ' ')}, but Temporal refused to follow "
+            f"({err}); its monitor retries, or run: temporal worker deployment "
+            + (
+                f"set-ramping-version --deployment-name {status.deployment} --build-id "
+                f"{status.candidate} --percentage 0"
+                if status.state == "rolled_back"
+                else f"set-current-version --deployment-name {status.deployment} --build-id "
+                f"{status.candidate}"
+            )
+        ) from None
+    if routed:
+        print(f"  Temporal: {routed}")
     if await client.canary_changed(args.process):
         print(f"  monitor {client.canary_monitor_id(args.process)} told; it ends")
     return EXIT_OK
@@ -508,8 +546,10 @@ def _print_evaluation(evaluation: Any) -> None:
         if status.ended_at
         else ""
     )
+    where = f" of deployment {status.deployment}" if status.kind == "code" else ""
     print(
-        f"canary {status.id} of {status.process}: {status.candidate} vs {status.baseline}, share "
+        f"{status.kind} canary {status.id} of {status.process}{where}: {status.candidate} vs "
+        f"{status.baseline}, share "
         f"{status.share:.0%}, {status.state.replace('_', ' ')} (started "
         f"{status.started_at:%Y-%m-%d %H:%M:%S}Z by {status.started_by}, revision "
         f"{status.revision}){ended}"
@@ -802,8 +842,20 @@ def build_parser() -> argparse.ArgumentParser:
         "start", help="configure a canary (or change its share/margins) and start its monitor"
     )
     p.add_argument("--process", default="finance_close")
-    p.add_argument("--candidate", required=True, help="version under test (see `canary versions`)")
-    p.add_argument("--baseline", help="version to compare with (default: stable)")
+    p.add_argument(
+        "--kind",
+        choices=["data", "code"],
+        default="data",
+        help="data: a version of `canary versions` (default); code: a build id of a Worker "
+        "Deployment, ramped by Temporal",
+    )
+    p.add_argument(
+        "--candidate", required=True, help="version under test (code: the candidate build id)"
+    )
+    p.add_argument(
+        "--baseline", help="version to compare with (default: stable; code: the current build)"
+    )
+    p.add_argument("--deployment", help="code canaries: the Worker Deployment name")
     p.add_argument("--share", type=float, required=True, help="share of new runs, 0..1")
     p.add_argument("--max-error-rate-increase", type=float, help="absolute, 0..1 (default 0.05)")
     p.add_argument(

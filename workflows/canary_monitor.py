@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 from workflows.contracts import (
     CANARY_CHANGED_SIGNAL,
@@ -81,3 +82,15 @@ class CanaryMonitorWorkflow:
     @workflow.query(name=CANARY_STATUS_QUERY)
     def status(self) -> CanaryEvaluation | None:
         return self.last
+
+
+@workflow.defn(name="CanaryMonitor", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+class AutoUpgradeCanaryMonitorWorkflow(CanaryMonitorWorkflow):
+    """The same monitor for versioned workers (Worker Deployment Versioning, code canaries):
+    not pinned to the build it started on but moved to the current version, so retiring an old
+    build never strands it. (A versioning behavior on an unversioned worker is an error, hence
+    two registrations of one workflow type; worker.py picks one.)"""
+
+    @workflow.run
+    async def run(self, inp: CanaryMonitorInput) -> CanaryEvaluation:
+        return await super().run(inp)

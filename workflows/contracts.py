@@ -699,6 +699,9 @@ class KillSwitchCheck(Contract):
 # --------------------------------------------------------------------------------------------
 
 CanaryStateName = Literal["active", "rolled_back", "promoted"]
+#: data: a version from PROCESS_VERSIONS, assigned per business key by Baton's client;
+#: code: a Worker Deployment Version (a build id), ramped by Temporal (pinned workflows)
+CanaryKind = Literal["data", "code"]
 
 
 class CanarySettings(Contract):
@@ -706,8 +709,19 @@ class CanarySettings(Contract):
     the candidate is rolled back when its KPIs are worse than the baseline's beyond a margin."""
 
     process: str = Field(description="Process name, e.g. 'finance_close'.")
-    candidate: str = Field(description="The version under test (PROCESS_VERSIONS).")
-    baseline: str = Field(default=STABLE_VERSION, description="The version it is compared with.")
+    kind: CanaryKind = "data"
+    candidate: str = Field(
+        min_length=1,
+        description="The version under test: a PROCESS_VERSIONS name, or (code) a build id.",
+    )
+    baseline: str = Field(
+        default=STABLE_VERSION,
+        min_length=1,
+        description="The version it is compared with (code: the deployment's current build id).",
+    )
+    deployment: str | None = Field(
+        default=None, description="Code canaries: the Worker Deployment whose version ramps."
+    )
     share: float = Field(ge=0.0, le=1.0, description="Share of new business keys, 0..1.")
     max_error_rate_increase: float = Field(
         default=0.05, ge=0.0, le=1.0, description="Allowed error rate above the baseline's."
@@ -744,6 +758,14 @@ class CanaryConfig(CanarySettings):
 
     @model_validator(mode="after")
     def _versions_are_known(self) -> CanaryConfig:
+        if self.kind == "code":  # build ids: Temporal knows them, the registry does not
+            if not self.deployment or not self.deployment.strip():
+                raise ValueError("deployment: a code canary names its Worker Deployment")
+            if self.candidate == self.baseline:
+                raise ValueError(f"candidate: must differ from the baseline ({self.baseline!r})")
+            return self
+        if self.deployment is not None:
+            raise ValueError("deployment: only a code canary (kind 'code') names a deployment")
         known = PROCESS_VERSIONS[self.process]
         for name, value in (("candidate", self.candidate), ("baseline", self.baseline)):
             if value not in known:
