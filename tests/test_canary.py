@@ -12,22 +12,38 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentRequest,
+    SetWorkerDeploymentCurrentVersionRequest,
+)
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from activities.agents import COMPLIANCE_PROMPT, RECONCILER_PROMPT, RECONCILER_PROMPT_V2, route
 from activities.audit import AuditLedger
-from activities.canary import Canary, CanaryError, _marked_runs, bucket, judge
+from activities.canary import (
+    DEPLOYMENT_VERSION,
+    Canary,
+    CanaryError,
+    _marked_runs,
+    bucket,
+    judge,
+    routing,
+)
 from activities.database import Database
 from activities.seed import seed_period
+from baton.settings import Settings
 from tests.conftest import Harness
 from tests.support.scripted_model import Fault, searchable_text
 from tests.test_approvals import FEE, script_entries
 from tests.test_operations import run_cli
+from worker import build_runtime, build_worker, deployment_config
 from workflows import visibility
 from workflows.client import BatonClient
 from workflows.contracts import (
@@ -80,6 +96,9 @@ def key(n: int) -> str:
         ({"max_error_rate_increase": 2}, "max_error_rate_increase", "less than or equal to 1"),
         ({"max_cost_increase": -1}, "max_cost_increase", "greater than or equal to 0"),
         ({"shares": 0.5}, "shares", "Extra inputs are not permitted"),
+        ({"deployment": "baton"}, "", "deployment: only a code canary"),
+        ({"kind": "code", "candidate": "build-2"}, "", "deployment: a code canary names its"),
+        ({"kind": "binary"}, "kind", "Input should be 'data' or 'code'"),
     ],
 )
 def test_bad_canary_configuration_names_the_field(
@@ -115,6 +134,21 @@ async def test_cli_refuses_a_bad_canary_with_the_field_and_starts_nothing(
     assert h.runtime.canary.current(PROCESS) is None
     versions = await run_cli(h, "canary", "versions")
     assert versions.returncode == 0 and CANDIDATE in versions.stdout
+    code = await run_cli(
+        h, "canary", "start", "--kind", "code", "--deployment", "never-polled",
+        "--candidate", "build-2", "--share", "0.1",
+    )  # fmt: skip
+    assert code.returncode == 1
+    assert "deployment 'never-polled' has no current version" in code.stderr
+    assert "temporal worker deployment set-current-version" in code.stderr
+    assert h.runtime.canary.current(PROCESS) is None
+
+
+def test_worker_versioning_settings_go_together() -> None:
+    with pytest.raises(ValueError, match="BATON_DEPLOYMENT_NAME and BATON_BUILD_ID go together"):
+        Settings.from_env({"BATON_DEPLOYMENT_NAME": "baton"})
+    settings = Settings.from_env({"BATON_DEPLOYMENT_NAME": "baton", "BATON_BUILD_ID": "b-42"})
+    assert (settings.deployment_name, settings.build_id) == ("baton", "b-42")
 
 
 # -- assignment -----------------------------------------------------------------------------
@@ -161,7 +195,7 @@ def test_start_is_idempotent_changes_are_audited_and_a_second_candidate_is_refus
     # another candidate while one is active: refused, naming what to do
     PROCESS_VERSIONS[PROCESS]["other-v3"] = ProcessVersion(name="other-v3", description="t")
     try:
-        with pytest.raises(CanaryError, match="already has an active canary.*roll it back"):
+        with pytest.raises(CanaryError, match="already has an active data canary.*roll it back"):
             canary.start(config(candidate="other-v3"), by="ops", reason="x")
     finally:
         del PROCESS_VERSIONS[PROCESS]["other-v3"]
@@ -549,3 +583,120 @@ async def test_monitor_start_is_idempotent_and_the_monitor_ends_with_the_canary(
     assert result.canary.state == "rolled_back"
     again = await run_cli(h, "canary", "rollback", "--reason", "twice", "--by", "ops")
     assert again.returncode == 1 and "no active canary" in again.stderr
+
+
+# -- code canaries: Temporal's Worker Deployment Versioning ----------------------------------
+
+
+async def wait_for_versions(h: Harness, deployment: str, *builds: str) -> None:
+    """Until Temporal has seen pollers of every build of ``deployment``."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                described = await h.temporal.workflow_service.describe_worker_deployment(
+                    DescribeWorkerDeploymentRequest(namespace="default", deployment_name=deployment)
+                )
+            except RPCError:
+                described = None
+            if described is not None:
+                seen = {
+                    v.deployment_version.build_id
+                    for v in described.worker_deployment_info.version_summaries
+                }
+                if set(builds) <= seen:
+                    return
+            await asyncio.sleep(0.2)
+
+
+async def test_a_worse_code_canary_is_ramped_back_to_zero_by_temporal(harness: Harness) -> None:
+    """Two builds of one Worker Deployment: build-b's runs fail (its agents use a model the
+    scripted server answers with garbage). Temporal ramps 50% of new (pinned) closes to it; the
+    monitor groups KPIs by TemporalWorkerDeploymentVersion and, when build-b is worse, sets its
+    ramp to 0%: new runs, even of a business key build-b had, go to build-a."""
+    h = harness
+    deployment = f"baton-{h.client.task_queue}"
+    broken_model = f"broken-{h.client.task_queue}"
+    broken = build_runtime(replace(h.settings, model=broken_model))
+    year = h.period[:4]
+    periods = [f"{year}-{m:02d}" for m in range(1, 13)]
+    for period in periods:
+        if period != h.period:
+            seed_period(h.db, h.tenant, period)
+    h.model.script(*[Fault.malformed()] * (3 * len(periods)), match=broken_model)
+    for period in periods:
+        script_entries(h, FEE, period=period)
+    worker_a = h.worker(deployment_config=deployment_config(deployment, "build-a"))
+    worker_b = build_worker(
+        h.temporal,
+        broken,
+        task_queue=h.client.task_queue,
+        deployment_config=deployment_config(deployment, "build-b"),
+    )
+    monitor_id = h.client.canary_monitor_id(PROCESS)
+    try:
+        async with worker_a, worker_b:
+            await wait_for_versions(h, deployment, "build-a", "build-b")
+            await h.temporal.workflow_service.set_worker_deployment_current_version(
+                SetWorkerDeploymentCurrentVersionRequest(
+                    namespace="default", deployment_name=deployment, build_id="build-a"
+                )
+            )  # the operator's stable build
+            started = await run_cli(
+                h, "canary", "start", "--kind", "code", "--deployment", deployment,
+                "--candidate", "build-b", "--share", "0.5", "--min-runs", "2", "--interval", "1",
+                "--reason", "new agent wiring", "--by", "ops",
+            )  # fmt: skip
+            assert started.returncode == 0, started.stderr
+            assert "vs build-a" in started.stdout  # the current build, looked up
+            assert f"Temporal: {deployment}:build-b ramps at 50%" in started.stdout
+
+            handles = [
+                await h.client.start_finance_close(h.start_input(period=period))
+                for period in periods
+            ]
+            evaluation = await asyncio.wait_for(h.client.canary_monitor(PROCESS).result(), 120)
+            assert evaluation.action == "rolled_back"
+            _, ramping, percentage = await routing(h.temporal, deployment)
+            assert (ramping, percentage) == ("build-b", 0.0)
+
+            builds: dict[str, str] = {}
+            for handle in handles:
+                try:
+                    await handle.result()
+                except WorkflowFailureError:
+                    pass
+                described = await handle.describe()
+                version = described.typed_search_attributes.get(DEPLOYMENT_VERSION) or ""
+                builds[handle.id] = version.rpartition(":")[2]
+                expected = (
+                    WorkflowExecutionStatus.FAILED
+                    if builds[handle.id] == "build-b"
+                    else WorkflowExecutionStatus.COMPLETED
+                )
+                assert described.status == expected
+                assert described.typed_search_attributes.get(visibility.VERSION) == "stable"
+            on_b = [workflow_id for workflow_id, build in builds.items() if build == "build-b"]
+            assert on_b and len(on_b) < len(handles)  # both builds got runs
+
+            # a business key build-b failed, started again: Temporal now routes it to build-a
+            again = await h.client.start_finance_close(
+                h.start_input(period=on_b[0].rpartition("/")[2])
+            )
+            await again.result()
+            described = await again.describe()
+            assert described.typed_search_attributes.get(DEPLOYMENT_VERSION) == (
+                f"{deployment}:build-a"
+            )
+    finally:
+        await terminate_quietly(h.client, monitor_id)
+        await broken.close()
+
+    current = h.runtime.canary.current(PROCESS)
+    assert current is not None and current.state == "rolled_back" and current.kind == "code"
+    (row,) = [
+        r for r in h.runtime.canary.ledger.trail("baton:canary") if r.action == "canary.rolled_back"
+    ]
+    detail = json.loads(row.detail_json)
+    assert detail["deployment"] == deployment
+    assert detail["kpis"]["build-b"]["error_rate"] == 1.0
+    assert detail["kpis"]["build-a"]["error_rate"] == 0.0
