@@ -452,6 +452,11 @@ async def cmd_canary_status(args: argparse.Namespace, settings: Settings) -> int
         print(json.dumps({**evaluation.model_dump(mode="json"), "monitor": monitor}, indent=2))
         return EXIT_OK
     _print_evaluation(evaluation)
+    last = canary.last_evaluation(args.process)
+    if evaluation.verdict == "inactive" and last is not None and last.candidate is not None:
+        print(f"  last evaluation while active, at {last.evaluated_at:%Y-%m-%d %H:%M:%S}Z:")
+        _print_kpis(last)
+        print(f"  verdict then: {last.verdict.replace('_', ' ')}")
     print(f"monitor: {client.canary_monitor_id(args.process)} {monitor}")
     return EXIT_OK
 
@@ -535,38 +540,44 @@ def _margins(status: Any) -> str:
     )
 
 
+def _print_kpis(evaluation: Any) -> None:
+    if evaluation.baseline is None or evaluation.candidate is None:
+        return
+    print(
+        f"    {'VERSION':<24} {'RUNS':>5} {'FAILED':>6} {'ERRORS':>7} {'ESCAL.':>7} "
+        f"{'APPROVALS':>9} {'COST/RUN':>11} {'RUNNING':>7}"
+    )
+    for arm in (evaluation.baseline, evaluation.candidate):
+        print(
+            f"    {arm.version:<24} {arm.runs:>5} {arm.failed:>6} {arm.error_rate:>7.1%} "
+            f"{arm.escalation_rate:>7.1%} {arm.approval_rate:>9.1%} "
+            f"{'$' + format(arm.cost_per_run, '.6f'):>11} {arm.running:>7}"
+        )
+
+
 def _print_evaluation(evaluation: Any) -> None:
     status = evaluation.canary
     if status is None:
         print(f"{evaluation.process}: no canary; every new run gets stable")
         return
-    ended = (
-        f", {status.state.replace('_', ' ')} at {status.ended_at:%Y-%m-%d %H:%M:%S}Z by "
-        f"{status.ended_by}: {status.reason}"
-        if status.ended_at
-        else ""
-    )
+    state = status.state.replace("_", " ")
     where = f" of deployment {status.deployment}" if status.kind == "code" else ""
     print(
         f"{status.kind} canary {status.id} of {status.process}{where}: {status.candidate} vs "
-        f"{status.baseline}, share "
-        f"{status.share:.0%}, {status.state.replace('_', ' ')} (started "
-        f"{status.started_at:%Y-%m-%d %H:%M:%S}Z by {status.started_by}, revision "
-        f"{status.revision}){ended}"
+        f"{status.baseline} on {status.share:.0%} of new runs: {state}"
     )
-    print(f"  {_margins(status)}")
-    if evaluation.baseline is not None and evaluation.candidate is not None:
+    print(
+        f"  started {status.started_at:%Y-%m-%d %H:%M:%S}Z by {status.started_by} "
+        f"(revision {status.revision})"
+    )
+    if status.ended_at:
         print(
-            f"  {'VERSION':<24} {'RUNS':>5} {'FAILED':>6} {'ERRORS':>7} {'ESCAL.':>7} "
-            f"{'APPROVALS':>9} {'COST/RUN':>11} {'RUNNING':>7}"
+            f"  {state} {status.ended_at:%Y-%m-%d %H:%M:%S}Z by {status.ended_by}: {status.reason}"
         )
-        for arm in (evaluation.baseline, evaluation.candidate):
-            print(
-                f"  {arm.version:<24} {arm.runs:>5} {arm.failed:>6} {arm.error_rate:>7.1%} "
-                f"{arm.escalation_rate:>7.1%} {arm.approval_rate:>9.1%} "
-                f"{'$' + format(arm.cost_per_run, '.6f'):>11} {arm.running:>7}"
-            )
-    print(f"  verdict: {evaluation.verdict.replace('_', ' ')}")
+    print(f"  {_margins(status)}")
+    _print_kpis(evaluation)
+    if evaluation.verdict != "inactive":
+        print(f"  verdict: {evaluation.verdict.replace('_', ' ')}")
     for reason in evaluation.reasons:
         print(f"    {reason}")
     if evaluation.action == "rolled_back":
