@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -39,7 +41,7 @@ from activities.canary import (
 from activities.database import Database
 from activities.seed import seed_period
 from baton.settings import Settings
-from tests.conftest import Harness
+from tests.conftest import Harness, postgres_url
 from tests.support.scripted_model import Fault, searchable_text
 from tests.test_approvals import FEE, script_entries
 from tests.test_operations import run_cli
@@ -63,11 +65,32 @@ V2_PHRASE = "Prefer no entry over a guess."
 PROCESS = "finance_close"
 
 
-@pytest.fixture
-def canary(database_url: str) -> Canary:
-    db = Database(database_url)
+@pytest.fixture(params=["sqlite", "postgres"])
+def canary(database_url: str, request: pytest.FixtureRequest) -> Iterator[Canary]:
+    """The canary store on SQLite and, when one is reachable, on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        db = Database(database_url)
+        db.create_tables()
+        yield Canary(db, AuditLedger(db))
+        db.dispose()
+        return
+    base = postgres_url()
+    if base is None:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"baton_canary_{uuid.uuid4().hex[:8]}"
+    admin = base.replace("postgresql+psycopg", "postgresql") + "postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    db = Database(base + name)
     db.create_tables()
-    return Canary(db, AuditLedger(db))
+    try:
+        yield Canary(db, AuditLedger(db))
+    finally:
+        db.dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def config(**overrides: Any) -> CanaryConfig:
