@@ -19,10 +19,12 @@ from typing import Any
 
 from openai import AsyncOpenAI
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.agents import AgentActivities
 from activities.audit import AuditActivities, AuditLedger
+from activities.canary import Canary, CanaryActivities
 from activities.database import Database
 from activities.finance import FinanceActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
@@ -30,10 +32,11 @@ from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.policy import PolicyEngine, build_engine
 from activities.throttle import Throttle
 from baton.settings import Settings
+from workflows.canary_monitor import AutoUpgradeCanaryMonitorWorkflow, CanaryMonitorWorkflow
 from workflows.client import connect_client
 from workflows.finance_close import FinanceCloseWorkflow
 
-WORKFLOWS: Sequence[type] = [FinanceCloseWorkflow]
+WORKFLOWS: Sequence[type] = [FinanceCloseWorkflow, CanaryMonitorWorkflow]
 log = logging.getLogger("baton.worker")
 
 
@@ -47,6 +50,7 @@ class Runtime:
     policy: PolicyEngine
     notifier: Notifier
     activities: list[Any]
+    canary: Canary | None = None
 
     async def close(self) -> None:
         await self.openai.close()
@@ -84,6 +88,7 @@ def build_runtime(settings: Settings) -> Runtime:
     audit = AuditActivities(ledger)
     notifier = build_notifier(settings, db, ledger)
     notify = NotifyActivities(notifier)
+    canary = Canary(db, ledger)
     activities = [
         finance.collect_period_data,
         finance.reconcile_transactions,
@@ -98,17 +103,39 @@ def build_runtime(settings: Settings) -> Runtime:
         audit.record_audit,
         notify.notify,
         KillSwitchActivities(switch).kill_switch_status,
+        CanaryActivities(canary).evaluate_canary,
     ]
     return Runtime(
-        db=db, ledger=ledger, openai=llm, policy=policy, notifier=notifier, activities=activities
+        db=db,
+        ledger=ledger,
+        openai=llm,
+        policy=policy,
+        notifier=notifier,
+        activities=activities,
+        canary=canary,
+    )
+
+
+def deployment_config(deployment_name: str, build_id: str) -> WorkerDeploymentConfig:
+    """Worker Deployment Versioning: this worker is one build of a deployment; new workflows are
+    pinned to the version Temporal routes them to (current, or the ramping one for a share), so a
+    code canary's runs stay on its build. The CanaryMonitor auto-upgrades instead."""
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name=deployment_name, build_id=build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
     )
 
 
 def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options: Any) -> Worker:
+    workflows = WORKFLOWS
+    versioned = options.get("deployment_config")
+    if versioned is not None and versioned.use_worker_versioning:
+        workflows = [FinanceCloseWorkflow, AutoUpgradeCanaryMonitorWorkflow]
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=WORKFLOWS,
+        workflows=workflows,
         activities=runtime.activities,
         graceful_shutdown_timeout=options.pop("graceful_shutdown_timeout", timedelta(seconds=10)),
         **options,
@@ -122,12 +149,20 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         profile=settings.temporal_profile,
     )
     runtime = build_runtime(settings)
-    worker = build_worker(client, runtime, task_queue=settings.task_queue)
+    options: dict[str, Any] = {}
+    if settings.deployment_name and settings.build_id:
+        options["deployment_config"] = deployment_config(
+            settings.deployment_name, settings.build_id
+        )
+    worker = build_worker(client, runtime, task_queue=settings.task_queue, **options)
     log.info(
-        "worker polling %s on %s (namespace %s)",
+        "worker polling %s on %s (namespace %s)%s",
         settings.task_queue,
         settings.temporal_address,
         settings.temporal_namespace,
+        f" as build {settings.build_id} of deployment {settings.deployment_name}"
+        if settings.build_id
+        else "",
     )
     try:
         async with worker:

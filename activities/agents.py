@@ -25,6 +25,12 @@ string of the agent input (activities/redaction.py) except ``VERBATIM_FIELDS``: 
 must echo and typed values, which are checked instead, and fail the call (``RedactionFailed``)
 if they hold personal data. Every decision is an audit row; the call's own audit row records the
 decision id, the policy revision and how many items of each kind were masked (never the values).
+
+Versions (canaries): each agent input names the run's process version (``AgentInput.version``,
+registry ``PROCESS_VERSIONS`` in workflows/contracts.py). The version picks the prompt variant
+(``PROMPTS``) and the model (a model route) per agent role; "stable" is the worker's configured
+prompt and ``BATON_MODEL``. The version is never sent to the model; the call's audit row records
+it with the model used.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from activities.redaction import RedactionError, redact_document
 from activities.throttle import Throttle
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
+    PROCESS_VERSIONS,
+    STABLE_VERSION,
     AdjustingEntry,
     AdjustmentProposal,
     CloseMemo,
@@ -90,6 +98,9 @@ ESTIMATED_COMPLETION_TOKENS = 1000
 #: revisions, obligations). They are still checked: personal data in one fails the call rather
 #: than being sent. Everything else (memos, descriptions, references, rationales, comments,
 #: policy reasons, summaries) is free text and is redacted.
+#: Fields of the agents' inputs that are for the worker, never for the model.
+NOT_SENT = {"version"}
+
 VERBATIM_FIELDS = frozenset(
     {
         "tenant", "period", "entry_id", "line_id", "source_ids", "duplicate_ledger_ids",
@@ -132,6 +143,7 @@ class GovernedCall:
     content: str  # the user message as sent (redacted when policy said so)
     redacted: dict[str, int]  # kind -> items masked
     throttled_seconds: float = 0.0  # waited for a throttle slot (activities/throttle.py)
+    route: Route | None = None  # the version's prompt variant and model for this call
 
 
 # The gate's result for the running activity (each activity runs in a task of its own, so this
@@ -190,6 +202,57 @@ MEMO_PROMPT = """agent: close_memo_writer
 Write the month-end close memo for the controller: what was reconciled, what was adjusted and why,
 and what compliance found. Plain text, at most 15 lines."""
 
+#: Candidate "reconciler-prompt-v2": the reconciler's instructions reworded (the first line, which
+#: names the agent, never changes).
+RECONCILER_PROMPT_V2 = """agent: reconciler
+You reconcile a month-end close. For each unmatched bank line, unmatched ledger entry and
+duplicate booking in the input, decide whether the books need an adjusting journal entry; when
+they do, propose exactly one, on an allowed account, with the signed amount and a rationale that
+cites the source ids. Prefer no entry over a guess."""
+
+#: Prompt text by agent role and variant; ProcessVersion.prompts names a variant per role.
+PROMPTS: dict[str, dict[str, str]] = {
+    "reconciler": {STABLE_VERSION: RECONCILER_PROMPT, "v2": RECONCILER_PROMPT_V2},
+    "reviser": {STABLE_VERSION: REVISER_PROMPT},
+    "compliance_checker": {STABLE_VERSION: COMPLIANCE_PROMPT},
+    "close_memo_writer": {STABLE_VERSION: MEMO_PROMPT},
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one agent call of one process version uses."""
+
+    version: str
+    variant: str  # prompt variant
+    prompt: str
+    model: str
+
+
+def route(process: str, version: str, agent: str, default_model: str) -> Route:
+    """The prompt and model ``agent`` uses in ``version`` of ``process``.
+
+    A version this worker does not know is a retryable ``UnknownProcessVersion`` (a worker of a
+    newer build may know it; the agent preset bounds the attempts)."""
+    spec = PROCESS_VERSIONS.get(process, {}).get(version)
+    if spec is None:
+        if version != STABLE_VERSION:
+            raise ApplicationError(
+                f"{agent}: this worker does not know version {version!r} of {process or '?'} "
+                "(deploy the build whose PROCESS_VERSIONS registers it)",
+                type="UnknownProcessVersion",
+            )
+        return Route(STABLE_VERSION, STABLE_VERSION, PROMPTS[agent][STABLE_VERSION], default_model)
+    variant = spec.prompts.get(agent, STABLE_VERSION)
+    prompt = PROMPTS[agent].get(variant)
+    if prompt is None:
+        raise ApplicationError(
+            f"{agent}: version {version!r} names prompt variant {variant!r}, which this worker "
+            "does not have",
+            type="UnknownProcessVersion",
+        )
+    return Route(version, variant, prompt, spec.models.get(agent, default_model))
+
 
 class AgentActivities:
     """The three LLM agents. Built once in worker.py with a shared ``AsyncOpenAI`` client."""
@@ -222,7 +285,7 @@ class AgentActivities:
 
     @activity.defn(name="propose_adjustments")
     async def propose_adjustments(self, inp: ProposeAdjustmentsInput) -> AdjustmentProposal:
-        wire, usage = await self._ask("reconciler", RECONCILER_PROMPT, inp, _WireProposal)
+        wire, usage = await self._ask("reconciler", inp, _WireProposal)
         entries = _entries("reconciler", wire)
         await self._audit(
             "reconciler", "agent.proposed_adjustments", inp, wire, usage, {"entries": len(entries)}
@@ -231,7 +294,7 @@ class AgentActivities:
 
     @activity.defn(name="revise_adjustments")
     async def revise_adjustments(self, inp: ReviseAdjustmentsInput) -> AdjustmentProposal:
-        wire, usage = await self._ask("reviser", REVISER_PROMPT, inp, _WireProposal)
+        wire, usage = await self._ask("reviser", inp, _WireProposal)
         entries = _entries("reviser", wire)
         if not entries:
             raise ApplicationError(
@@ -251,7 +314,7 @@ class AgentActivities:
 
     @activity.defn(name="review_compliance")
     async def review_compliance(self, inp: ComplianceInput) -> ComplianceReview:
-        wire, usage = await self._ask("compliance_checker", COMPLIANCE_PROMPT, inp, _WireReview)
+        wire, usage = await self._ask("compliance_checker", inp, _WireReview)
         try:
             findings = [ComplianceFinding.model_validate(f.model_dump()) for f in wire.findings]
         except ValidationError as err:
@@ -268,7 +331,7 @@ class AgentActivities:
 
     @activity.defn(name="write_close_memo")
     async def write_close_memo(self, inp: MemoInput) -> CloseMemo:
-        wire, usage = await self._ask("close_memo_writer", MEMO_PROMPT, inp, _WireMemo)
+        wire, usage = await self._ask("close_memo_writer", inp, _WireMemo)
         await self._audit(
             "close_memo_writer",
             "agent.wrote_memo",
@@ -281,22 +344,24 @@ class AgentActivities:
 
     # -- shared plumbing -------------------------------------------------------------------
 
-    async def _ask(
-        self, agent: str, system: str, payload: BaseModel, wire: type[T]
-    ) -> tuple[T, TokenUsage]:
+    async def _ask(self, agent: str, payload: BaseModel, wire: type[T]) -> tuple[T, TokenUsage]:
+        workflow_type = activity.info().workflow_type or ""
+        process = PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type)
+        version = str(getattr(payload, "version", STABLE_VERSION))
+        chosen = route(process, version, agent, self.model)
+        system = chosen.prompt
         if self.switch is not None:  # engaged for this agent, tenant, process or globally?
-            workflow_type = activity.info().workflow_type or ""
             subject = Subject(
-                process=PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type),
+                process=process,
                 agent=agent,
                 tenant=str(getattr(payload, "tenant", "")),
             )
             await asyncio.to_thread(self.switch.raise_if_blocking, subject)
-        governed = await self._govern(agent, system, payload)
+        governed = await self._govern(agent, system, payload, chosen)
         _GOVERNED.set(governed)
         if self.throttle is None:
             return await self._call(agent, system, governed, wire)
-        keys = [f"agent:{agent}", f"model:{self.model}", f"tenant:{governed.tenant}"]
+        keys = [f"agent:{agent}", f"model:{chosen.model}", f"tenant:{governed.tenant}"]
         async with self.throttle.slot(keys) as waited:  # excess calls wait, never fail
             governed = dataclasses.replace(governed, throttled_seconds=round(waited, 3))
             _GOVERNED.set(governed)
@@ -305,8 +370,9 @@ class AgentActivities:
     async def _call(
         self, agent: str, system: str, governed: GovernedCall, wire: type[T]
     ) -> tuple[T, TokenUsage]:
+        model = governed.route.model if governed.route is not None else self.model
         request = self.client.chat.completions.create(
-            model=self.model,
+            model=model,
             messages=[
                 {"role": "system", "content": system},
                 {"role": "user", "content": governed.content},
@@ -325,7 +391,7 @@ class AgentActivities:
             raise ApplicationError(
                 f"{agent}: model endpoint unreachable or timed out: {err}", type="LLMUnavailable"
             ) from err
-        usage = TokenUsage(model=response.model or self.model)
+        usage = TokenUsage(model=response.model or model)
         if response.usage is not None:
             usage = self._priced(
                 usage.model, response.usage.prompt_tokens, response.usage.completion_tokens
@@ -336,13 +402,15 @@ class AgentActivities:
         except ValidationError as err:
             raise _invalid_output(agent, err) from err
 
-    async def _govern(self, agent: str, system: str, payload: BaseModel) -> GovernedCall:
+    async def _govern(
+        self, agent: str, system: str, payload: BaseModel, chosen: Route
+    ) -> GovernedCall:
         """Ask the base policy about this call, audit the decision, apply its obligations.
 
         Raises (and sends nothing) unless policy allows the call."""
         info = activity.info()
         tenant = str(getattr(payload, "tenant", "") or "")
-        plain = payload.model_dump_json()
+        plain = payload.model_dump_json(exclude=NOT_SENT)
         now = datetime.now(UTC)
         day = spend.utc_day(now)
         spent = await asyncio.to_thread(spend.spent_on, self.ledger.db, tenant, day)
@@ -353,7 +421,7 @@ class AgentActivities:
                 role=agent,
                 tenant=tenant,
                 endpoint=str(self.client.base_url),
-                model=self.model,
+                model=chosen.model,
                 region=self.model_region,
                 spent_today_usd=spent,
                 estimated_cost_usd=estimate,
@@ -383,7 +451,9 @@ class AgentActivities:
         if decision.verdict == "allow" and kinds:
             try:
                 document, redacted = redact_document(
-                    payload.model_dump(mode="json"), kinds, verbatim=VERBATIM_FIELDS
+                    payload.model_dump(mode="json", exclude=NOT_SENT),
+                    kinds,
+                    verbatim=VERBATIM_FIELDS,
                 )
             except RedactionError as err:
                 problem = str(err)
@@ -398,8 +468,9 @@ class AgentActivities:
                 "subject": agent,
                 "tenant": tenant,
                 "action": LLM_CALL,
-                "model": self.model,
+                "model": chosen.model,
                 "model_region": self.model_region,
+                "version": chosen.version,
                 "reasons": decision.reasons,
                 "revision": decision.revision,
                 "engine": decision.engine,
@@ -420,7 +491,7 @@ class AgentActivities:
             raise ApplicationError(
                 f"{agent}: {problem}", type="RedactionFailed", non_retryable=True
             )
-        return GovernedCall(decision, tenant, day, content, redacted)
+        return GovernedCall(decision, tenant, day, content, redacted, route=chosen)
 
     def _estimate(self, system: str, content: str) -> float:
         """USD this call may cost: the prompt at ~4 characters a token, plus a full answer."""
@@ -462,6 +533,9 @@ class AgentActivities:
                 "sent_digest": hashlib.sha256(governed.content.encode()).hexdigest(),
                 "throttled_seconds": governed.throttled_seconds,
             }
+            if governed.route is not None:
+                extra["version"] = governed.route.version
+                extra["prompt_variant"] = governed.route.variant
         event = activity_event(
             agent,
             actor=f"agent:{agent}",

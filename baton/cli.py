@@ -14,6 +14,8 @@
     baton kill set --scope S --reason R [--cancel]   engage the kill switch (hold or cancel runs)
     baton kill clear --scope S --reason R            clear it; held runs resume
     baton kill list                                  active engagements
+    baton canary start --candidate V --share S [--min-runs N --max-*-increase X --interval SEC]
+    baton canary status|evaluate|rollback|promote|versions [--process P]
     baton audit show WORKFLOW_ID       the audit trail of a run
     baton audit verify                 verify the audit hash chain
     baton policy test                  run the Rego unit tests
@@ -132,15 +134,19 @@ async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
             **(
                 {"approval_timeout_seconds": args.approval_timeout} if args.approval_timeout else {}
             ),
+            **({"version": args.version} if args.version else {}),
         }
     )
     client = await _client(settings)
+    client.canary = _canary(settings)  # assigns the version unless --version pins one
     try:
         handle = await client.start_finance_close(inp, join_existing=args.join)
     except ProcessAlreadyStarted as err:
         raise CliError(str(err)) from None
     print(f"started {handle.id} (run {handle.result_run_id})")
     print(f"web UI: {settings.workflow_url(handle.id)}")
+    memo = await (await handle.describe()).memo()
+    print(f"version: {memo.get('baton_version', 'stable')}")
     if args.wait:
         result = await handle.result()
         _print_json(result)
@@ -382,6 +388,225 @@ async def cmd_kill_list(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+# -- canaries ----------------------------------------------------------------------------------
+
+
+def _canary(settings: Settings) -> Any:
+    from activities.audit import AuditLedger
+    from activities.canary import Canary
+    from activities.database import Database
+
+    db = Database(settings.database_url)
+    db.create_tables()
+    return Canary(db, AuditLedger(db))
+
+
+async def cmd_canary_start(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.canary import CanaryError, apply_routing, current_build
+    from workflows.contracts import CanaryConfig
+
+    given = {
+        name: getattr(args, name)
+        for name in (
+            "baseline", "deployment", "max_error_rate_increase", "max_escalation_rate_increase",
+            "max_cost_increase", "min_runs",
+        )
+        if getattr(args, name) is not None
+    }  # fmt: skip
+    document = {
+        "process": args.process,
+        "kind": args.kind,
+        "candidate": args.candidate,
+        "share": args.share,
+        **given,
+    }
+    config = CanaryConfig.model_validate(document)
+    if args.interval <= 0:
+        raise CliError("--interval: must be a number of seconds above 0", EXIT_USAGE)
+    client = await _client(settings)
+    if config.kind == "code" and args.baseline is None:
+        assert config.deployment is not None
+        current = await current_build(client.client, config.deployment)
+        if current is None:
+            raise CliError(
+                f"deployment {config.deployment!r} has no current version to compare with: "
+                "temporal worker deployment set-current-version --deployment-name "
+                f"{config.deployment} --build-id <stable build>"
+            )
+        config = CanaryConfig.model_validate({**document, "baseline": current})
+    canary = _canary(settings)
+    try:
+        status, what = canary.start(config, by=_operator(args), reason=args.reason)
+    except CanaryError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    try:
+        routed = await apply_routing(client.client, status)
+    except Exception as err:  # Temporal refused the ramp: the canary must not stay configured
+        canary.rollback(status.process, reason=f"Temporal refused the ramp: {err}", by="baton")
+        raise CliError(f"could not ramp {status.deployment}:{status.candidate}: {err}") from None
+    print(
+        f"canary {what}: {status.candidate} on {status.share:.0%} of new {status.process} runs "
+        f"vs {status.baseline} (canary {status.id}, revision {status.revision})"
+    )
+    if routed:
+        print(f"  Temporal: {routed}")
+    if what != "started":
+        print(
+            "  (its KPI window still starts at "
+            f"{status.started_at:%Y-%m-%d %H:%M:%S}Z; roll back or promote to start afresh)"
+        )
+    print(f"  {_margins(status)}")
+    handle = await client.start_canary_monitor(status.process, interval_seconds=args.interval)
+    print(f"monitor {handle.id} evaluates every {args.interval:g}s (a running one keeps its own)")
+    print(f"web UI: {settings.workflow_url(handle.id)}")
+    return EXIT_OK
+
+
+async def cmd_canary_status(args: argparse.Namespace, settings: Settings) -> int:
+    """The current canary with KPIs measured now (nothing is rolled back), and its monitor."""
+    from activities.canary import evaluate
+
+    canary = _canary(settings)
+    client = await _client(settings)
+    act = args.canary_command == "evaluate"
+    evaluation = await evaluate(canary, client.client, args.process, client.task_queue, act=act)
+    monitor = await _monitor_state(client, args.process)
+    if args.json:
+        print(json.dumps({**evaluation.model_dump(mode="json"), "monitor": monitor}, indent=2))
+        return EXIT_OK
+    _print_evaluation(evaluation)
+    last = canary.last_evaluation(args.process)
+    if evaluation.verdict == "inactive" and last is not None and last.candidate is not None:
+        print(f"  last evaluation while active, at {last.evaluated_at:%Y-%m-%d %H:%M:%S}Z:")
+        _print_kpis(last)
+        print(f"  verdict then: {last.verdict.replace('_', ' ')}")
+    print(f"monitor: {client.canary_monitor_id(args.process)} {monitor}")
+    return EXIT_OK
+
+
+async def _monitor_state(client: Any, process: str) -> str:
+    from temporalio.service import RPCError
+
+    try:
+        described = await client.client.get_workflow_handle(
+            client.canary_monitor_id(process)
+        ).describe()
+    except RPCError:
+        return "not started"
+    return described.status.name.lower() if described.status else "unknown"
+
+
+async def cmd_canary_end(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.canary import CanaryError, apply_routing
+
+    canary = _canary(settings)
+    end = canary.rollback if args.canary_command == "rollback" else canary.promote
+    try:
+        status = end(args.process, reason=args.reason, by=_operator(args))
+    except CanaryError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    if status is None:
+        raise CliError(f"{args.process} has no active canary")
+    if status.state == "rolled_back":
+        print(
+            f"canary {status.id} rolled back: new {status.process} runs get {status.baseline}; "
+            f"runs already on {status.candidate} keep it"
+        )
+    else:
+        print(f"canary {status.id} promoted: new {status.process} runs get {status.candidate}")
+    client = await _client(settings)
+    try:
+        routed = await apply_routing(client.client, status)
+    except Exception as err:
+        raise CliError(
+            f"the canary is {status.state.replace('_', ' ')}, but Temporal refused to follow "
+            f"({err}); its monitor retries, or run: temporal worker deployment "
+            + (
+                f"set-ramping-version --deployment-name {status.deployment} --build-id "
+                f"{status.candidate} --percentage 0"
+                if status.state == "rolled_back"
+                else f"set-current-version --deployment-name {status.deployment} --build-id "
+                f"{status.candidate}"
+            )
+        ) from None
+    if routed:
+        print(f"  Temporal: {routed}")
+    if await client.canary_changed(args.process):
+        print(f"  monitor {client.canary_monitor_id(args.process)} told; it ends")
+    return EXIT_OK
+
+
+async def cmd_canary_versions(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.contracts import PROCESS_VERSIONS
+
+    if args.process not in PROCESS_VERSIONS:
+        raise CliError(
+            f"--process: unknown process {args.process!r}: expected one of "
+            f"{', '.join(PROCESS_VERSIONS)}",
+            EXIT_USAGE,
+        )
+    for spec in PROCESS_VERSIONS[args.process].values():
+        routes = [f"{a} prompt {v}" for a, v in spec.prompts.items()]
+        routes += [f"{a} model {m}" for a, m in spec.models.items()]
+        print(
+            f"{spec.name:<24} {spec.description}{' (' + ', '.join(routes) + ')' if routes else ''}"
+        )
+    return EXIT_OK
+
+
+def _margins(status: Any) -> str:
+    return (
+        f"rolled back when worse than {status.baseline} by more than: error rate "
+        f"+{status.max_error_rate_increase:.1%}, escalation rate "
+        f"+{status.max_escalation_rate_increase:.1%}, cost per run +{status.max_cost_increase:.1%}"
+        f"; judged once each has {status.min_runs} finished runs"
+    )
+
+
+def _print_kpis(evaluation: Any) -> None:
+    if evaluation.baseline is None or evaluation.candidate is None:
+        return
+    print(
+        f"    {'VERSION':<24} {'RUNS':>5} {'FAILED':>6} {'ERRORS':>7} {'ESCAL.':>7} "
+        f"{'APPROVALS':>9} {'COST/RUN':>11} {'RUNNING':>7}"
+    )
+    for arm in (evaluation.baseline, evaluation.candidate):
+        print(
+            f"    {arm.version:<24} {arm.runs:>5} {arm.failed:>6} {arm.error_rate:>7.1%} "
+            f"{arm.escalation_rate:>7.1%} {arm.approval_rate:>9.1%} "
+            f"{'$' + format(arm.cost_per_run, '.6f'):>11} {arm.running:>7}"
+        )
+
+
+def _print_evaluation(evaluation: Any) -> None:
+    status = evaluation.canary
+    if status is None:
+        print(f"{evaluation.process}: no canary; every new run gets stable")
+        return
+    state = status.state.replace("_", " ")
+    where = f" of deployment {status.deployment}" if status.kind == "code" else ""
+    print(
+        f"{status.kind} canary {status.id} of {status.process}{where}: {status.candidate} vs "
+        f"{status.baseline} on {status.share:.0%} of new runs: {state}"
+    )
+    print(
+        f"  started {status.started_at:%Y-%m-%d %H:%M:%S}Z by {status.started_by} "
+        f"(revision {status.revision})"
+    )
+    if status.ended_at:
+        print(
+            f"  {state} {status.ended_at:%Y-%m-%d %H:%M:%S}Z by {status.ended_by}: {status.reason}"
+        )
+    print(f"  {_margins(status)}")
+    _print_kpis(evaluation)
+    if evaluation.verdict != "inactive":
+        print(f"  verdict: {evaluation.verdict.replace('_', ' ')}")
+    for reason in evaluation.reasons:
+        print(f"    {reason}")
+    if evaluation.action == "rolled_back":
+        print(f"  action: rolled back; new runs get {status.baseline}")
+
+
 async def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> int:
     from activities.audit import AuditLedger
     from activities.database import Database
@@ -576,6 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="shadow run: agents and policy run, postings are only recorded, approvals simulated",
     )
+    p.add_argument(
+        "--version", help="pin the process version (default: the canary assigns it, or stable)"
+    )
     p.add_argument("--wait", action="store_true", help="wait for the result")
     p.set_defaults(func=cmd_close_start)
     for name, func, text in [
@@ -654,6 +882,64 @@ def build_parser() -> argparse.ArgumentParser:
     p = kill_sub.add_parser("list", help="active engagements")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_kill_list)
+
+    canary = sub.add_parser(
+        "canary", help="canaries: a share of new runs on a new version, rolled back when worse"
+    )
+    canary_sub = canary.add_subparsers(dest="canary_command", required=True, metavar="ACTION")
+    p = canary_sub.add_parser(
+        "start", help="configure a canary (or change its share/margins) and start its monitor"
+    )
+    p.add_argument("--process", default="finance_close")
+    p.add_argument(
+        "--kind",
+        choices=["data", "code"],
+        default="data",
+        help="data: a version of `canary versions` (default); code: a build id of a Worker "
+        "Deployment, ramped by Temporal",
+    )
+    p.add_argument(
+        "--candidate", required=True, help="version under test (code: the candidate build id)"
+    )
+    p.add_argument(
+        "--baseline", help="version to compare with (default: stable; code: the current build)"
+    )
+    p.add_argument("--deployment", help="code canaries: the Worker Deployment name")
+    p.add_argument("--share", type=float, required=True, help="share of new runs, 0..1")
+    p.add_argument("--max-error-rate-increase", type=float, help="absolute, 0..1 (default 0.05)")
+    p.add_argument(
+        "--max-escalation-rate-increase", type=float, help="absolute, 0..1 (default 0.10)"
+    )
+    p.add_argument(
+        "--max-cost-increase", type=float, help="fraction of the baseline's (default 0.20)"
+    )
+    p.add_argument("--min-runs", type=int, help="finished runs per version before judging (20)")
+    p.add_argument(
+        "--interval", type=float, default=60.0, help="seconds between evaluations (default 60)"
+    )
+    p.add_argument("--reason", default="", help="why (goes to the audit trail)")
+    p.add_argument("--by", help="who starts it (default: $USER)")
+    p.set_defaults(func=cmd_canary_start)
+    for name, text in [
+        ("status", "the canary, KPIs per version measured now (changes nothing), the monitor"),
+        ("evaluate", "measure and judge now; roll back when worse (what the monitor does)"),
+    ]:
+        p = canary_sub.add_parser(name, help=text)
+        p.add_argument("--process", default="finance_close")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_canary_status)
+    for name, text in [
+        ("rollback", "new runs get the baseline again; runs already on the candidate keep it"),
+        ("promote", "the candidate gets every new run; the canary ends"),
+    ]:
+        p = canary_sub.add_parser(name, help=text)
+        p.add_argument("--process", default="finance_close")
+        p.add_argument("--reason", required=True)
+        p.add_argument("--by", help="who decides (default: $USER)")
+        p.set_defaults(func=cmd_canary_end)
+    p = canary_sub.add_parser("versions", help="the versions a process knows")
+    p.add_argument("--process", default="finance_close")
+    p.set_defaults(func=cmd_canary_versions)
 
     audit = sub.add_parser("audit", help="audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

@@ -52,6 +52,10 @@ class Settings:
     notify_webhook_secret: str | None = field(default=None, repr=False)  # never printed
     #: JSON file of throttle limits (activities/throttle.py); unset = no limits.
     throttles_file: Path | None = None  # BATON_THROTTLES_FILE
+    #: Worker Deployment Versioning (code canaries): both set = this worker is build
+    #: ``build_id`` of deployment ``deployment_name`` and its workflows are pinned to it.
+    deployment_name: str | None = None  # BATON_DEPLOYMENT_NAME
+    build_id: str | None = None  # BATON_BUILD_ID
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,6 +65,11 @@ class Settings:
             raise ValueError(
                 "BATON_NOTIFY_WEBHOOK_SECRET is set but BATON_NOTIFY_WEBHOOK_URL is not: "
                 "set the webhook URL too, or unset the secret to use the database outbox"
+            )
+        if bool(self.deployment_name) != bool(self.build_id):
+            raise ValueError(
+                "BATON_DEPLOYMENT_NAME and BATON_BUILD_ID go together (Worker Deployment "
+                "Versioning): set both, or neither for an unversioned worker"
             )
 
     @classmethod
@@ -103,6 +112,8 @@ class Settings:
             throttles_file=(
                 Path(env["BATON_THROTTLES_FILE"]) if env.get("BATON_THROTTLES_FILE") else None
             ),
+            deployment_name=get("BATON_DEPLOYMENT_NAME", None),
+            build_id=get("BATON_BUILD_ID", None),
         )
 
     def workflow_url(self, workflow_id: str, run_id: str | None = None) -> str:

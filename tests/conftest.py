@@ -210,7 +210,7 @@ async def _harness(
     seed_period(runtime.db, tenant, period)
     task_queue = f"tq-{uuid.uuid4().hex[:12]}"
     h = Harness(
-        client=BatonClient(client, task_queue=task_queue),
+        client=BatonClient(client, task_queue=task_queue, canary=runtime.canary),
         temporal=client,
         settings=settings,
         runtime=runtime,

@@ -9,11 +9,16 @@
 The business key is the workflow id (``finance-close/<tenant>/<period>``): a second start of the
 same period while one runs is refused (:class:`ProcessAlreadyStarted`) or joined
 (``join_existing=True``); a period already closed successfully cannot be started again.
+
+Canaries: built with ``canary=`` (activities.canary.Canary, or anything with its ``assign``), a
+start that does not pin ``version`` gets the version the process's canary assigns to its
+business key; the version is recorded in the input, search attribute ``BatonVersion`` and memo.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Protocol
 
 from temporalio.client import (
     Client,
@@ -29,15 +34,21 @@ from temporalio.common import (
 )
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import visibility
+from workflows.canary_monitor import CanaryMonitorWorkflow, monitor_id
 from workflows.contracts import (
+    CANARY_CHANGED_SIGNAL,
     DEFAULT_TASK_QUEUE,
     KILL_SWITCH_RELEASED_SIGNAL,
     PENDING_MEMO,
+    VERSION_MEMO,
     ApprovalAck,
     ApprovalDecision,
     ApprovalRequest,
+    CanaryEvaluation,
+    CanaryMonitorInput,
     EntryAmendment,
     FinanceCloseInput,
     FinanceCloseResult,
@@ -92,10 +103,24 @@ async def connect_client(
     return await Client.connect(**config, plugins=[BatonPlugin()])
 
 
+class VersionAssigner(Protocol):
+    """Picks the process version of a new run (activities.canary.Canary)."""
+
+    def assign(self, process: str, business_key: str) -> str: ...
+
+
 class BatonClient:
-    def __init__(self, client: Client, *, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str = DEFAULT_TASK_QUEUE,
+        canary: VersionAssigner | None = None,
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
+        #: without one, runs that do not pin a version get "stable"
+        self.canary = canary
 
     @classmethod
     async def connect(
@@ -105,9 +130,10 @@ class BatonClient:
         namespace: str | None = None,
         profile: str | None = None,
         task_queue: str = DEFAULT_TASK_QUEUE,
+        canary: VersionAssigner | None = None,
     ) -> BatonClient:
         client = await connect_client(target_host, namespace=namespace, profile=profile)
-        return cls(client, task_queue=task_queue)
+        return cls(client, task_queue=task_queue, canary=canary)
 
     # -- start --------------------------------------------------------------------------------
 
@@ -117,11 +143,17 @@ class BatonClient:
         """Start (or, with ``join_existing``, attach to) the close of one tenant's period.
 
         A dict is validated first: a bad field raises ``pydantic.ValidationError`` naming it,
-        and no workflow is started.
+        and no workflow is started. Unless ``version`` is given, the process's canary (if this
+        client has one) assigns it, sticky per business key.
         """
         if not isinstance(inp, FinanceCloseInput):
             inp = FinanceCloseInput.model_validate(inp)
         workflow_id = inp.workflow_id()
+        if self.canary is not None and "version" not in inp.model_fields_set:
+            # a shadow run gets the version its production run gets (the same business key)
+            key = workflow_id.removeprefix("shadow/")
+            version = await asyncio.to_thread(self.canary.assign, FINANCE_CLOSE, key)
+            inp = FinanceCloseInput.model_validate({**inp.model_dump(), "version": version})
         try:
             return await self.client.start_workflow(
                 FinanceCloseWorkflow.run,
@@ -142,13 +174,18 @@ class BatonClient:
                 ),
                 search_attributes=TypedSearchAttributes(
                     [
+                        SearchAttributePair(visibility.VERSION, inp.version),
                         SearchAttributePair(visibility.PROCESS, FINANCE_CLOSE),
                         SearchAttributePair(visibility.TENANT, inp.tenant),
                         SearchAttributePair(visibility.APPROVAL_STATE, "none"),
                         SearchAttributePair(visibility.SHADOW, inp.shadow),
                     ]
                 ),
-                memo={"requested_by": inp.requested_by, "period": inp.period},
+                memo={
+                    VERSION_MEMO: inp.version,
+                    "requested_by": inp.requested_by,
+                    "period": inp.period,
+                },
                 static_summary=(
                     f"{'SHADOW ' if inp.shadow else ''}Finance close {inp.tenant} {inp.period}"
                 ),
@@ -300,6 +337,58 @@ class BatonClient:
         for workflow_id in ids:
             await self.client.get_workflow_handle(workflow_id).signal(KILL_SWITCH_RELEASED_SIGNAL)
         return ids
+
+    # -- canaries: the monitor workflow (the canary itself is activities/canary.py) ------------
+
+    def canary_monitor_id(self, process: str) -> str:
+        return monitor_id(process, self.task_queue)
+
+    def canary_monitor(
+        self, process: str
+    ) -> WorkflowHandle[CanaryMonitorWorkflow, CanaryEvaluation]:
+        return self.client.get_workflow_handle_for(
+            CanaryMonitorWorkflow.run, self.canary_monitor_id(process)
+        )
+
+    async def start_canary_monitor(
+        self, process: str, *, interval_seconds: float = 60.0, iterations_per_run: int = 500
+    ) -> WorkflowHandle[CanaryMonitorWorkflow, CanaryEvaluation]:
+        """Start the process's CanaryMonitor on this task queue, or, when it already runs, tell
+        it to evaluate now (it keeps its interval). Idempotent."""
+        handle = await self.client.start_workflow(
+            CanaryMonitorWorkflow.run,
+            CanaryMonitorInput(
+                process=process,
+                interval_seconds=interval_seconds,
+                iterations_per_run=iterations_per_run,
+            ),
+            id=self.canary_monitor_id(process),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=f"Canary monitor of {process}",
+            static_details=(
+                f"Evaluates the canary of **{process}** every {interval_seconds:g}s and rolls it "
+                "back when its KPIs are worse than the baseline's beyond the margins. "
+                "`baton canary status` shows the numbers."
+            ),
+        )
+        await self.canary_changed(process)
+        return handle
+
+    async def canary_changed(self, process: str) -> bool:
+        """Tell a running monitor the canary changed (it evaluates at once, and ends when the
+        canary is no longer active). False when no monitor runs."""
+        handle = self.client.get_workflow_handle(self.canary_monitor_id(process))
+        try:
+            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                return False
+            await handle.signal(CANARY_CHANGED_SIGNAL)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
 
     # -- the approver inbox ----------------------------------------------------------------------
 

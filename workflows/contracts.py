@@ -34,6 +34,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "BatonCostUsd": "Double",
     "BatonShadow": "Bool",
     "BatonHeld": "Bool",
+    "BatonVersion": "Keyword",
 }
 
 #: Baton's process names (search attribute BatonProcess, kill-switch scopes) by workflow type.
@@ -43,6 +44,11 @@ PROCESS_BY_WORKFLOW_TYPE: dict[str, str] = {"FinanceClose": "finance_close"}
 APPROVAL_UPDATE = "decide_approval"
 KILL_SWITCH_RELEASED_SIGNAL = "kill_switch_released"
 KILL_SWITCH_ERROR = "KillSwitchEngaged"
+CANARY_CHANGED_SIGNAL = "canary_changed"
+CANARY_STATUS_QUERY = "canary_status"
+#: Memo key holding a run's process version (the canary assignment), next to search attribute
+#: BatonVersion and the input's ``version``.
+VERSION_MEMO = "baton_version"
 APPROVAL_SIGNAL = "submit_approval"
 STATUS_QUERY = "status"
 PENDING_APPROVALS_QUERY = "pending_approvals"
@@ -71,6 +77,52 @@ class Contract(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Process versions: what a canary candidate changes (prompts, model routes), as data
+# --------------------------------------------------------------------------------------------
+
+STABLE_VERSION = "stable"
+
+
+class ProcessVersion(Contract):
+    """One version of a process that needs no new worker build: the prompt variant and/or the
+    model each agent role uses. Workflow-code versions are Temporal's Worker Deployment Versions
+    instead (see README, "Governance: canaries")."""
+
+    name: str
+    description: str
+    #: agent role -> prompt variant (activities/agents.py PROMPTS); unlisted roles: "stable"
+    prompts: dict[str, str] = {}
+    #: agent role -> model name (model route); unlisted roles: the worker's BATON_MODEL
+    models: dict[str, str] = {}
+
+
+#: The versions each process knows, by process name. "stable" is what workers are configured
+#: with; every other entry is a candidate a canary can route a share of new runs to.
+PROCESS_VERSIONS: dict[str, dict[str, ProcessVersion]] = {
+    "finance_close": {
+        STABLE_VERSION: ProcessVersion(
+            name=STABLE_VERSION, description="the prompts and model the workers are configured with"
+        ),
+        "reconciler-prompt-v2": ProcessVersion(
+            name="reconciler-prompt-v2",
+            description="reworded reconciler prompt (prefers no entry over a guess)",
+            prompts={"reconciler": "v2"},
+        ),
+    },
+}
+
+
+def check_version(process: str, version: str) -> str:
+    """``version`` if ``process`` knows it, else a ValueError naming the known versions."""
+    known = PROCESS_VERSIONS.get(process, {})
+    if version not in known:
+        raise ValueError(
+            f"unknown version {version!r} of {process}: expected one of {', '.join(known)}"
+        )
+    return version
+
+
+# --------------------------------------------------------------------------------------------
 # Finance close: workflow input and result
 # --------------------------------------------------------------------------------------------
 
@@ -86,6 +138,11 @@ class FinanceCloseInput(Contract):
         ge=1,
         le=30 * 24 * 3600,
         description="How long to wait for an approver before failing safe (reject + compensate).",
+    )
+    version: str = Field(
+        default=STABLE_VERSION,
+        description="Process version (PROCESS_VERSIONS): prompts and model routes of the agents. "
+        "Left out, BatonClient asks the process's canary (sticky per business key).",
     )
     #: Test/bench hook: stop after postings and fail, to prove compensation. Not for production use.
     fail_after_posting: bool = False
@@ -116,6 +173,11 @@ class FinanceCloseInput(Contract):
         if not v.strip():
             raise ValueError("must name a person or service, not be blank")
         return v.strip()
+
+    @field_validator("version")
+    @classmethod
+    def _version_is_known(cls, v: str) -> str:
+        return check_version("finance_close", v)
 
     def workflow_id(self) -> str:
         """The business key: one close per tenant and period, ever running at once (a shadow
@@ -234,7 +296,15 @@ class AdjustingEntry(Contract):
     rationale: str = Field(min_length=1, description="Why this entry is needed.")
 
 
-class ProposeAdjustmentsInput(Contract):
+class AgentInput(Contract):
+    """Base of every agent activity's input: which process version's prompt and model to use.
+
+    Set by the workflow from its own input; never sent to the model."""
+
+    version: str = Field(default=STABLE_VERSION, description="Process version (PROCESS_VERSIONS).")
+
+
+class ProposeAdjustmentsInput(AgentInput):
     tenant: str
     period: str
     unmatched_bank: list[BankLine]
@@ -243,7 +313,7 @@ class ProposeAdjustmentsInput(Contract):
     duplicate_ledger_ids: list[str]
 
 
-class ReviseAdjustmentsInput(Contract):
+class ReviseAdjustmentsInput(AgentInput):
     """Entries an approver sent back with request_changes, for the preparer agent to revise."""
 
     tenant: str
@@ -258,7 +328,7 @@ class AdjustmentProposal(Contract):
     usage: TokenUsage
 
 
-class ComplianceInput(Contract):
+class ComplianceInput(AgentInput):
     tenant: str
     period: str
     entries: list[AdjustingEntry]
@@ -277,7 +347,7 @@ class ComplianceReview(Contract):
     usage: TokenUsage
 
 
-class MemoInput(Contract):
+class MemoInput(AgentInput):
     tenant: str
     period: str
     matched: int
@@ -654,6 +724,151 @@ class KillSwitchCheck(Contract):
     process: str
     agent: str = ""
     tenant: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Canaries (activities/canary.py, workflows/canary_monitor.py)
+# --------------------------------------------------------------------------------------------
+
+CanaryStateName = Literal["active", "rolled_back", "promoted"]
+#: data: a version from PROCESS_VERSIONS, assigned per business key by Baton's client;
+#: code: a Worker Deployment Version (a build id), ramped by Temporal (pinned workflows)
+CanaryKind = Literal["data", "code"]
+
+
+class CanarySettings(Contract):
+    """A canary of one process: ``share`` of new runs get ``candidate``, the rest ``baseline``;
+    the candidate is rolled back when its KPIs are worse than the baseline's beyond a margin."""
+
+    process: str = Field(description="Process name, e.g. 'finance_close'.")
+    kind: CanaryKind = "data"
+    candidate: str = Field(
+        min_length=1,
+        description="The version under test: a PROCESS_VERSIONS name, or (code) a build id.",
+    )
+    baseline: str = Field(
+        default=STABLE_VERSION,
+        min_length=1,
+        description="The version it is compared with (code: the deployment's current build id).",
+    )
+    deployment: str | None = Field(
+        default=None, description="Code canaries: the Worker Deployment whose version ramps."
+    )
+    share: float = Field(ge=0.0, le=1.0, description="Share of new business keys, 0..1.")
+    max_error_rate_increase: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Allowed error rate above the baseline's."
+    )
+    max_escalation_rate_increase: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="Allowed share of runs escalated past an approval SLA, above the baseline's.",
+    )
+    max_cost_increase: float = Field(
+        default=0.20,
+        ge=0.0,
+        description="Allowed cost per run above the baseline's, as a fraction (0.2 = +20%).",
+    )
+    min_runs: int = Field(
+        default=20, ge=1, le=100_000, description="Finished runs per arm before judging."
+    )
+
+
+class CanaryConfig(CanarySettings):
+    """What an operator configures (``baton canary start``): versions are checked against the
+    registry here; stored canaries (CanaryStatus) are not re-checked, so a version retired from
+    the registry does not hide its history."""
+
+    @field_validator("process")
+    @classmethod
+    def _process_is_known(cls, v: str) -> str:
+        if v not in PROCESS_VERSIONS:
+            raise ValueError(
+                f"unknown process {v!r}: expected one of {', '.join(PROCESS_VERSIONS)}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _versions_are_known(self) -> CanaryConfig:
+        if self.kind == "code":  # build ids: Temporal knows them, the registry does not
+            if not self.deployment or not self.deployment.strip():
+                raise ValueError("deployment: a code canary names its Worker Deployment")
+            if self.candidate == self.baseline:
+                raise ValueError(f"candidate: must differ from the baseline ({self.baseline!r})")
+            return self
+        if self.deployment is not None:
+            raise ValueError("deployment: only a code canary (kind 'code') names a deployment")
+        known = PROCESS_VERSIONS[self.process]
+        for name, value in (("candidate", self.candidate), ("baseline", self.baseline)):
+            if value not in known:
+                raise ValueError(
+                    f"{name}: unknown version {value!r} of {self.process}: expected one of "
+                    f"{', '.join(known)}"
+                )
+        if self.candidate == self.baseline:
+            raise ValueError(f"candidate: must differ from the baseline ({self.baseline!r})")
+        return self
+
+
+class CanaryStatus(CanarySettings):
+    """A canary as stored (table ``canary``): its configuration, state and history."""
+
+    id: int
+    state: CanaryStateName
+    revision: int = Field(description="1 at start, +1 per change of share or margins.")
+    started_at: datetime
+    started_by: str
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    reason: str = Field(default="", description="Why it was started, rolled back or promoted.")
+
+
+class ArmKpis(Contract):
+    """KPIs of one version over the runs started since the canary started (finished runs)."""
+
+    version: str
+    runs: int = Field(description="Finished runs: completed + failed (+ timed out).")
+    completed: int
+    failed: int
+    running: int
+    error_rate: float
+    escalations: int = Field(description="Runs whose approval escalated past an SLA.")
+    escalation_rate: float
+    approvals: int = Field(description="Runs that needed a human approval.")
+    approval_rate: float
+    cost_usd: float
+    cost_per_run: float
+
+
+CanaryVerdict = Literal["no_canary", "inactive", "insufficient_data", "healthy", "worse"]
+
+
+class CanaryEvaluation(Contract):
+    process: str
+    canary: CanaryStatus | None
+    baseline: ArmKpis | None = None
+    candidate: ArmKpis | None = None
+    verdict: CanaryVerdict
+    reasons: list[str] = []
+    action: Literal["none", "rolled_back"] = "none"
+    evaluated_at: datetime
+
+
+class CanaryEvaluateInput(Contract):
+    process: str
+    task_queue: str = Field(description="Runs on this task queue count (one worker fleet).")
+    act: bool = Field(default=True, description="Roll back when worse (False: report only).")
+
+
+class CanaryMonitorInput(Contract):
+    """Input of the CanaryMonitor workflow (one per process and task queue)."""
+
+    process: str
+    interval_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)
+    iterations_per_run: int = Field(
+        default=500, ge=1, description="Evaluations before continue-as-new (bounded history)."
+    )
+    evaluations: int = Field(default=0, ge=0, description="Done so far (across continue-as-new).")
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from workflows.contracts import (
     PENDING_APPROVALS_QUERY,
     STATUS_QUERY,
     AdjustingEntry,
+    AgentInput,
     ApprovalAck,
     ApprovalDecision,
     ApprovalGrant,
@@ -107,12 +108,13 @@ class FinanceCloseWorkflow:
                 visibility.RISK.value_set("low"),
                 visibility.COST_USD.value_set(0.0),
                 visibility.SHADOW.value_set(inp.shadow),
+                visibility.VERSION.value_set(inp.version),
             ]
         )
         self.audit.record(
             inp.requested_by,
             "close.started",
-            detail={"tenant": inp.tenant, "period": inp.period},
+            detail={"tenant": inp.tenant, "period": inp.period, "version": inp.version},
         )
         try:
             return await self._close(inp)
@@ -573,6 +575,8 @@ class FinanceCloseWorkflow:
         summary: str,
     ) -> R:
         preset = PRESETS[kind]
+        if isinstance(arg, AgentInput):  # the run's version picks the agent's prompt and model
+            arg = arg.model_copy(update={"version": self.inp.version})
 
         def call() -> Awaitable[R]:
             return workflow.execute_activity_method(

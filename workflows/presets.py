@@ -13,6 +13,8 @@ Why these numbers:
   what to do, instead of a notification hanging for hours. Receivers drop repeats by the
   Idempotency-Key, so retries are safe. A rejected notification (other 4xx: bad path, auth,
   schema) will not pass on a retry: NotificationRejected stops at once.
+- canary: one evaluation (a visibility listing + a ledger read, a rollback transaction) in 30 s;
+  retried every few seconds up to a minute: a failed round is just tried again next interval.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Literal
 
 from temporalio.common import RetryPolicy
 
-ActivityKind = Literal["agent", "policy", "connector", "compensation", "audit", "notification"]
+ActivityKind = Literal[
+    "agent", "policy", "connector", "compensation", "audit", "notification", "canary"
+]
 
 # Errors that no retry can fix: stop at once.
 NON_RETRYABLE = ["LLMRequestRejected", "PeriodNotFound", "ValidationError"]
@@ -81,6 +85,14 @@ PRESETS: dict[ActivityKind, Preset] = {
             maximum_interval=timedelta(seconds=30),
             maximum_attempts=8,
             non_retryable_error_types=[*NON_RETRYABLE, "NotificationRejected"],
+        ),
+    ),
+    "canary": Preset(
+        start_to_close=timedelta(seconds=30),
+        retry=RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            maximum_interval=timedelta(seconds=10),
+            maximum_attempts=6,
         ),
     ),
 }

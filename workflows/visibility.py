@@ -14,5 +14,7 @@ COST_USD = SearchAttributeKey.for_float("BatonCostUsd")
 SHADOW = SearchAttributeKey.for_bool("BatonShadow")
 #: true while a run holds at a step because the kill switch is engaged
 HELD = SearchAttributeKey.for_bool("BatonHeld")
+#: the run's process version (canary assignment: "stable" or a candidate, PROCESS_VERSIONS)
+VERSION = SearchAttributeKey.for_keyword("BatonVersion")
 
-ALL = [PROCESS, TENANT, RISK, APPROVAL_STATE, PENDING_ROLES, COST_USD, SHADOW, HELD]
+ALL = [PROCESS, TENANT, RISK, APPROVAL_STATE, PENDING_ROLES, COST_USD, SHADOW, HELD, VERSION]
