@@ -69,9 +69,7 @@ class InstantAgents(AgentActivities):
         super().__init__(None, ledger, model=INSTANT_MODEL)  # type: ignore[arg-type]
         self.approval_amount = approval_amount
 
-    async def _ask(
-        self, agent: str, system: str, payload: BaseModel, wire: type[T]
-    ) -> tuple[T, TokenUsage]:
+    async def _ask(self, agent: str, payload: BaseModel, wire: type[T]) -> tuple[T, TokenUsage]:
         answer: dict[str, Any]
         if agent == "reconciler":
             entries = [
