@@ -117,6 +117,38 @@ def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, o
     }
 
 
+def _decide_posting(
+    inp: PostEntryInput,
+    period_status: str,
+    decide_now: Callable[[PolicyQuery], PolicyDecision],
+    workflow_id: str,
+) -> tuple[PolicyDecision, AuditEvent]:
+    """The posting policy's decision on ``inp`` and its audit event (real and shadow postings)."""
+    query = PolicyQuery(
+        policy=POSTING_POLICY,
+        input=posting_policy_input(inp, period_status),
+        subject=inp.entry.entry_id,
+        workflow_id=workflow_id,
+    )
+    decision = decide_now(query)
+    event = activity_event(
+        "post/policy",
+        actor=f"policy:{decision.policy}",
+        action=f"policy.{decision.verdict}",
+        detail={
+            "subject": inp.entry.entry_id,
+            "reasons": decision.reasons,
+            "revision": decision.revision,
+            "engine": decision.engine,
+            "approval": inp.approval.model_dump() if inp.approval else None,
+            **({"shadow": True} if inp.shadow else {}),
+        },
+        decision_id=decision.decision_id,
+        input_digest=digest(inp),
+    )
+    return decision, event
+
+
 def reconcile(inp: ReconcileInput) -> Reconciliation:
     """Match bank lines to ledger entries deterministically.
 
@@ -367,30 +399,9 @@ class FinanceActivities:
             status = conn.execute(
                 _PERIOD_STATUS, {"tenant": inp.tenant, "period": inp.period}
             ).scalar()
-            query = PolicyQuery(
-                policy=POSTING_POLICY,
-                input=posting_policy_input(inp, status or "unknown"),
-                subject=inp.entry.entry_id,
-                workflow_id=wf,
-            )
-            decision = decide_now(query)
+            decision, policy_event = _decide_posting(inp, status or "unknown", decide_now, wf)
             outcome = PostEntryOutcome(decision=decision)
-            events = [
-                activity_event(
-                    "post/policy",
-                    actor=f"policy:{decision.policy}",
-                    action=f"policy.{decision.verdict}",
-                    detail={
-                        "subject": inp.entry.entry_id,
-                        "reasons": decision.reasons,
-                        "revision": decision.revision,
-                        "engine": decision.engine,
-                        "approval": inp.approval.model_dump() if inp.approval else None,
-                    },
-                    decision_id=decision.decision_id,
-                    input_digest=digest(inp),
-                )
-            ]
+            events = [policy_event]
             if decision.verdict == "allow":
                 posting_id = f"P-{uuid.uuid4().hex[:12]}"
                 outcome = PostEntryOutcome(decision=decision, posting_id=posting_id)
@@ -448,29 +459,9 @@ class FinanceActivities:
             ).first()
             if done is not None:
                 return PostEntryOutcome.model_validate(done.detail["outcome"])
-            query = PolicyQuery(
-                policy=POSTING_POLICY,
-                input=posting_policy_input(inp, "open"),
-                subject=inp.entry.entry_id,
-                workflow_id=wf,
-            )
-            decision = decide_now(query)
+            decision, policy_event = _decide_posting(inp, "open", decide_now, wf)
             outcome = PostEntryOutcome(decision=decision)
-            events = [
-                activity_event(
-                    "post/policy",
-                    actor=f"policy:{decision.policy}",
-                    action=f"policy.{decision.verdict}",
-                    detail={
-                        "subject": inp.entry.entry_id,
-                        "reasons": decision.reasons,
-                        "revision": decision.revision,
-                        "shadow": True,
-                    },
-                    decision_id=decision.decision_id,
-                    input_digest=digest(inp),
-                )
-            ]
+            events = [policy_event]
             if decision.verdict == "allow":
                 shadow_id = f"S-{uuid.uuid4().hex[:12]}"
                 outcome = PostEntryOutcome(decision=decision, posting_id=shadow_id)
