@@ -11,26 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import select
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 
 from activities.database import JournalPosting, NotificationOutbox, from_cents
 from activities.seed import seed_period
+from baton.devstack import local
 from tests.conftest import Harness, _harness
 from tests.support.scripted_model import Fault
 from tests.test_finance_close import actions, failure_type, net_by_entry, postings
 from workflows import visibility
-from workflows.client import ApprovalRefused
-from workflows.contracts import ApprovalDecision, ApprovalRequest, PendingApproval
+from workflows.client import ApprovalRefused, BatonClient
+from workflows.contracts import (
+    SEARCH_ATTRIBUTES,
+    ApprovalDecision,
+    ApprovalRequest,
+    PendingApproval,
+)
+from workflows.plugin import BatonPlugin
 
 FEE = ("ADJ-FEE", "6100-bank-fees", "-25.00")  # posts without approval
 
@@ -484,3 +493,72 @@ async def test_final_sla_breach_rejects_and_compensates_after_days(ts_harness: H
     ]
     expired = next(n for n in outbox if n.kind == "approval.expired")
     assert "alice" in expired.recipients  # the requester hears that it failed safe
+
+
+# -- durability across a server restart ---------------------------------------------------------
+
+
+class RestartableServer:
+    """A Temporal dev server of its own on a persistent database file, killed and restarted."""
+
+    def __init__(self, db_file: Path) -> None:
+        self.port = local.free_port()
+        self.argv = [
+            local.temporal_binary() or "temporal",
+            "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+            "--port", str(self.port), "--db-filename", str(db_file), "--log-level", "error",
+            *[
+                arg
+                for name, kind in SEARCH_ATTRIBUTES.items()
+                for arg in ("--search-attribute", f"{name}={kind}")
+            ],
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> Client:
+        self.process = await asyncio.to_thread(
+            subprocess.Popen, self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    return await Client.connect(self.address, plugins=[BatonPlugin()])
+                except RuntimeError:
+                    await asyncio.sleep(0.2)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # SIGKILL: no graceful shutdown
+        self.process.wait(10)
+
+
+async def test_a_pending_approval_and_its_votes_survive_a_server_kill(
+    model_server: Any, database_url: str, tmp_path: Path
+) -> None:
+    server = RestartableServer(tmp_path / "temporal.db")
+    client = await server.start()
+    try:
+        async with _harness(client, model_server, database_url) as h:
+            script_entries(h, FEE, ("ADJ-BIG", "6900-suspense", "60000.00"))
+            async with h.worker():
+                handle = await h.client.start_finance_close(h.start_input())
+                request = (await h.wait_for_pending(handle.id)).pending[0]
+                await h.client.decide(handle.id, decision(request, "carol"))  # 1 of 2
+            server.kill()
+            client = await server.start()
+            h.client = BatonClient(client, task_queue=h.client.task_queue)
+            h.temporal = client
+            async with h.worker():
+                waiting = (await h.client.status(handle.id)).pending[0]
+                assert [v.approver for v in waiting.approvals] == ["carol"]  # the vote survived
+                await h.client.decide(handle.id, decision(request, "ivan"))
+                result = await h.client.result(handle.id)
+        assert result.approvals[0].approvers == ["carol", "ivan"]
+        assert set(posted(h)) == {"ADJ-FEE", "ADJ-BIG"}
+        assert len(postings(h)) == 2  # nothing posted twice across the restart
+    finally:
+        server.kill()
