@@ -231,3 +231,34 @@ async def test_bad_input_fails_fast_and_an_unknown_hire_fails_clearly(harness: H
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
     assert failure_type(failed.value) == "NewHireNotFound"
+
+
+async def test_cli_drives_an_onboarding_end_to_end(harness: Harness) -> None:
+    from tests.test_operations import run_cli
+
+    h = harness
+    employee = f"E{uuid.uuid4().hex[:8]}"
+    hired = await run_cli(
+        h, "onboard", "hire", "--tenant", h.tenant, "--employee-id", employee,
+        "--role", "engineer", "--department", "engineering",
+    )  # fmt: skip
+    assert hired.returncode == 0, hired.stderr
+    async with h.worker():
+        started = await run_cli(
+            h, "onboard", "start", "--tenant", h.tenant, "--employee-id", employee,
+            "--requested-by", "hana",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        workflow_id = f"onboarding/{h.tenant}/{employee}"
+        await wait_for_pending(h, workflow_id)
+        status = await run_cli(h, "onboard", "status", workflow_id)
+        assert status.returncode == 0 and '"engineering-manager"' in status.stdout
+        approved = await run_cli(
+            h, "approve", workflow_id, "--approver", "maya", "--rationale", "needs prod access"
+        )
+        assert approved.returncode == 0, approved.stderr
+        result = await h.client.onboarding(workflow_id).result()
+        history = await run_cli(h, "onboard", "history", workflow_id)
+    assert [g.name for g in result.granted if g.system == "aws"] == ["admin"]
+    assert history.returncode == 0
+    assert "checklist@v3" in history.stdout and "agent:entitlement_prompter" in history.stdout
