@@ -262,3 +262,17 @@ async def test_cli_drives_an_onboarding_end_to_end(harness: Harness) -> None:
     assert [g.name for g in result.granted if g.system == "aws"] == ["admin"]
     assert history.returncode == 0
     assert "checklist@v3" in history.stdout and "agent:entitlement_prompter" in history.stdout
+
+
+async def test_cancelling_during_the_approval_wait_revokes_every_access(harness: Harness) -> None:
+    h = harness
+    hire = new_hire(h)
+    async with h.worker():
+        handle = await h.client.start_onboarding(start(h, hire))
+        await wait_for_pending(h, handle.id)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    rows = grants(h, hire.employee_id)
+    assert len(rows) == 4 and all(r.revoked_at is not None for r in rows)
+    assert len(audit_rows(h, handle.id, "onboarding.cancelled")) == 1
