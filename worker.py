@@ -27,6 +27,7 @@ from activities.audit import AuditActivities, AuditLedger
 from activities.canary import Canary, CanaryActivities
 from activities.database import Database
 from activities.finance import FinanceActivities
+from activities.hr import HrActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.policy import PolicyEngine, build_engine
@@ -35,8 +36,9 @@ from baton.settings import Settings
 from workflows.canary_monitor import AutoUpgradeCanaryMonitorWorkflow, CanaryMonitorWorkflow
 from workflows.client import connect_client
 from workflows.finance_close import FinanceCloseWorkflow
+from workflows.hr_onboarding import HrOnboardingWorkflow
 
-WORKFLOWS: Sequence[type] = [FinanceCloseWorkflow, CanaryMonitorWorkflow]
+WORKFLOWS: Sequence[type] = [FinanceCloseWorkflow, CanaryMonitorWorkflow, HrOnboardingWorkflow]
 log = logging.getLogger("baton.worker")
 
 
@@ -73,6 +75,7 @@ def build_runtime(settings: Settings) -> Runtime:
     policy = build_engine(settings.opa_url, settings.policy_dir)
     switch = KillSwitch(db, ledger)
     finance = FinanceActivities(db, ledger, policy, switch)
+    hr = HrActivities(db, ledger, policy)
     agents = AgentActivities(
         llm,
         ledger,
@@ -100,6 +103,13 @@ def build_runtime(settings: Settings) -> Runtime:
         agents.revise_adjustments,
         agents.review_compliance,
         agents.write_close_memo,
+        agents.verify_identity,
+        agents.educate_policies,
+        agents.prompt_entitlements,
+        hr.load_new_hire,
+        hr.persist_blackboard,
+        hr.grant_entitlement,
+        hr.revoke_entitlement,
         audit.record_audit,
         notify.notify,
         KillSwitchActivities(switch).kill_switch_status,

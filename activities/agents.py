@@ -65,6 +65,9 @@ from workflows.contracts import (
     STABLE_VERSION,
     AdjustingEntry,
     AdjustmentProposal,
+    BoardAgentInput,
+    BoardProposal,
+    BoardWrite,
     CloseMemo,
     ComplianceFinding,
     ComplianceInput,
@@ -105,7 +108,8 @@ VERBATIM_FIELDS = frozenset(
     {
         "tenant", "period", "entry_id", "line_id", "source_ids", "duplicate_ledger_ids",
         "subject", "account", "amount", "value_date", "booked_on", "decision_id", "policy",
-        "verdict", "revision", "engine", "obligations",
+        "verdict", "revision", "engine", "obligations", "employee_id", "start_date",
+        "role", "department", "country", "key", "version",
     }
 )  # fmt: skip
 
@@ -184,6 +188,16 @@ class _WireMemo(_Wire):
     memo: str
 
 
+class _WireBoardWrite(_Wire):
+    key: str
+    items: list[str]
+    reason: str
+
+
+class _WireBoard(_Wire):
+    writes: list[_WireBoardWrite]
+
+
 RECONCILER_PROMPT = """agent: reconciler
 You are the reconciler of a month-end close. The input lists bank lines and ledger entries that
 did not match, and ledger entries booked twice. Propose one adjusting journal entry per item that
@@ -202,6 +216,23 @@ MEMO_PROMPT = """agent: close_memo_writer
 Write the month-end close memo for the controller: what was reconciled, what was adjusted and why,
 and what compliance found. Plain text, at most 15 lines."""
 
+IDENTITY_VERIFIER_PROMPT = """agent: identity_verifier
+You verify a new hire's identity for onboarding. The input holds the HRIS record and the shared
+blackboard. Write key 'identity' (the verification result and what it rests on) and add one item
+to the shared 'checklist' (keep every item already there). Each write needs a reason."""
+
+POLICY_EDUCATOR_PROMPT = """agent: policy_educator
+You explain to a new hire the company policies that apply to their role and country. The input
+holds the HRIS record and the shared blackboard. Write key 'policies' (one item per policy:
+'<name>: <one-line explanation>') and add one item to the shared 'checklist' (keep every item
+already there). Each write needs a reason."""
+
+ENTITLEMENT_PROMPTER_PROMPT = """agent: entitlement_prompter
+You propose the system accesses a new hire's role needs, least privilege first. The input holds
+the HRIS record and the shared blackboard. Write key 'entitlements' (one item per access:
+'<system>:<entitlement>') and add one item to the shared 'checklist' (keep every item already
+there). Each write needs a reason."""
+
 #: Candidate "reconciler-prompt-v2": the reconciler's instructions reworded (the first line, which
 #: names the agent, never changes).
 RECONCILER_PROMPT_V2 = """agent: reconciler
@@ -216,6 +247,16 @@ PROMPTS: dict[str, dict[str, str]] = {
     "reviser": {STABLE_VERSION: REVISER_PROMPT},
     "compliance_checker": {STABLE_VERSION: COMPLIANCE_PROMPT},
     "close_memo_writer": {STABLE_VERSION: MEMO_PROMPT},
+    "identity_verifier": {STABLE_VERSION: IDENTITY_VERIFIER_PROMPT},
+    "policy_educator": {STABLE_VERSION: POLICY_EDUCATOR_PROMPT},
+    "entitlement_prompter": {STABLE_VERSION: ENTITLEMENT_PROMPTER_PROMPT},
+}
+
+#: The blackboard agents of HR onboarding and the keys each may write (the shared checklist too).
+BOARD_AGENT_KEYS: dict[str, frozenset[str]] = {
+    "identity_verifier": frozenset({"identity", "checklist"}),
+    "policy_educator": frozenset({"policies", "checklist"}),
+    "entitlement_prompter": frozenset({"entitlements", "checklist"}),
 }
 
 
@@ -341,6 +382,58 @@ class AgentActivities:
             {"memo_chars": len(wire.memo)},
         )
         return CloseMemo(memo=wire.memo, usage=usage)
+
+    # -- blackboard agents (HR onboarding) ---------------------------------------------------
+
+    @activity.defn(name="verify_identity")
+    async def verify_identity(self, inp: BoardAgentInput) -> BoardProposal:
+        return await self._board_agent("identity_verifier", inp)
+
+    @activity.defn(name="educate_policies")
+    async def educate_policies(self, inp: BoardAgentInput) -> BoardProposal:
+        return await self._board_agent("policy_educator", inp)
+
+    @activity.defn(name="prompt_entitlements")
+    async def prompt_entitlements(self, inp: BoardAgentInput) -> BoardProposal:
+        return await self._board_agent("entitlement_prompter", inp)
+
+    async def _board_agent(self, agent: str, inp: BoardAgentInput) -> BoardProposal:
+        """Ask a blackboard agent for writes based on the snapshot in ``inp``; each write carries
+        the version of its key the agent read, so a stale one is refused by the workflow."""
+        wire, usage = await self._ask(agent, inp, _WireBoard)
+        allowed = BOARD_AGENT_KEYS[agent]
+        writes = []
+        for w in wire.writes:
+            if w.key not in allowed:
+                raise ApplicationError(
+                    f"{agent}: may write only {sorted(allowed)}, not {w.key!r}",
+                    type="AgentOutputInvalid",
+                )
+            if not w.reason.strip():
+                raise ApplicationError(
+                    f"{agent}: the write to {w.key!r} gives no reason", type="AgentOutputInvalid"
+                )
+            read = inp.board.get(w.key)
+            writes.append(
+                BoardWrite(
+                    key=w.key,
+                    value=w.items,
+                    expected_version=read.version if read is not None else 0,
+                    reason=w.reason,
+                )
+            )
+        await self._audit(
+            agent,
+            "agent.proposed_board_writes",
+            inp,
+            wire,
+            usage,
+            {
+                "employee_id": inp.employee_id,
+                "writes": {w.key: w.expected_version for w in writes},
+            },
+        )
+        return BoardProposal(writes=writes, usage=usage)
 
     # -- shared plumbing -------------------------------------------------------------------
 

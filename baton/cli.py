@@ -172,6 +172,78 @@ async def cmd_close_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def cmd_onboard_hire(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.database import Database
+    from activities.hr import seed_new_hire
+    from workflows.contracts import NewHire, OnboardingInput
+
+    OnboardingInput(tenant=args.tenant, employee_id=args.employee_id, requested_by="seed")
+    hire = NewHire(
+        tenant=args.tenant,
+        employee_id=args.employee_id,
+        full_name=args.name,
+        role=args.role,
+        department=args.department,
+        country=args.country,
+        manager=args.manager,
+        start_date=args.start_date,
+        id_document_verified=not args.unverified,
+    )
+    db = Database(settings.database_url)
+    db.create_tables()
+    seed_new_hire(db, hire)
+    print(
+        f"HRIS: {hire.employee_id} ({hire.role}, {hire.department}, {hire.country}) "
+        f"of {hire.tenant}"
+    )
+    return EXIT_OK
+
+
+async def cmd_onboard_start(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.client import ProcessAlreadyStarted
+    from workflows.contracts import OnboardingInput
+
+    inp = OnboardingInput.model_validate(
+        {
+            "tenant": args.tenant,
+            "employee_id": args.employee_id,
+            "requested_by": args.requested_by,
+            **(
+                {"approval_timeout_seconds": args.approval_timeout} if args.approval_timeout else {}
+            ),
+        }
+    )
+    client = await _client(settings)
+    try:
+        handle = await client.start_onboarding(inp, join_existing=args.join)
+    except ProcessAlreadyStarted as err:
+        raise CliError(str(err)) from None
+    print(f"started {handle.id} (run {handle.result_run_id})")
+    print(f"web UI: {settings.workflow_url(handle.id)}")
+    if args.wait:
+        _print_json(await handle.result())
+    return EXIT_OK
+
+
+async def cmd_onboard_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    _print_json(await client.onboarding_status(args.workflow_id))
+    return EXIT_OK
+
+
+async def cmd_onboard_history(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    history = await client.board_history(args.workflow_id)
+    if args.json:
+        _print_json(history)
+        return EXIT_OK
+    for e in history:
+        value = json.dumps(e.value, default=str)
+        print(f"#{e.seq:<3} {e.key}@v{e.version:<2} {e.author:<28} {e.reason}")
+        print(f"      {value[:160]}")
+    return EXIT_OK
+
+
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
     if args.workflow_id is None:
@@ -814,6 +886,35 @@ def build_parser() -> argparse.ArgumentParser:
         p = close_sub.add_parser(name, help=text)
         p.add_argument("workflow_id")
         p.set_defaults(func=func)
+
+    onboard = sub.add_parser("onboard", help="HR onboarding: blackboard agents + manager approval")
+    onboard_sub = onboard.add_subparsers(dest="onboard_command", required=True, metavar="ACTION")
+    p = onboard_sub.add_parser("hire", help="put a new hire in the HRIS (demo / tests)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--employee-id", required=True)
+    p.add_argument("--name", default="New Hire")
+    p.add_argument("--role", required=True, help="e.g. engineer, sales-rep")
+    p.add_argument("--department", required=True, help="e.g. engineering (its manager approves)")
+    p.add_argument("--country", default="DE")
+    p.add_argument("--manager", default="maya")
+    p.add_argument("--start-date", default="2026-12-01")
+    p.add_argument("--unverified", action="store_true", help="no checked identity document")
+    p.set_defaults(func=cmd_onboard_hire)
+    p = onboard_sub.add_parser("start", help="start onboarding a new hire")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--employee-id", required=True)
+    p.add_argument("--requested-by", required=True)
+    p.add_argument("--approval-timeout", type=int, help="seconds to wait for the manager")
+    p.add_argument("--join", action="store_true", help="attach to a running onboarding instead")
+    p.add_argument("--wait", action="store_true", help="wait for the result")
+    p.set_defaults(func=cmd_onboard_start)
+    p = onboard_sub.add_parser("status", help="stage, pending approval, grants, board version")
+    p.add_argument("workflow_id")
+    p.set_defaults(func=cmd_onboard_status)
+    p = onboard_sub.add_parser("history", help="the blackboard's full history")
+    p.add_argument("workflow_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_onboard_history)
 
     approvals = sub.add_parser("approvals", help="pending approval requests")
     approvals_sub = approvals.add_subparsers(

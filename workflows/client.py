@@ -47,11 +47,15 @@ from workflows.contracts import (
     ApprovalAck,
     ApprovalDecision,
     ApprovalRequest,
+    BoardEntry,
     CanaryEvaluation,
     CanaryMonitorInput,
     EntryAmendment,
     FinanceCloseInput,
     FinanceCloseResult,
+    OnboardingInput,
+    OnboardingResult,
+    OnboardingStatus,
     PendingApproval,
     ProcessStatus,
     ShadowDiff,
@@ -59,6 +63,8 @@ from workflows.contracts import (
 )
 from workflows.finance_close import PROCESS as FINANCE_CLOSE
 from workflows.finance_close import FinanceCloseWorkflow
+from workflows.hr_onboarding import PROCESS as HR_ONBOARDING
+from workflows.hr_onboarding import HrOnboardingWorkflow
 from workflows.plugin import BatonPlugin
 
 
@@ -197,6 +203,57 @@ class BatonClient:
             )
         except WorkflowAlreadyStartedError:
             raise ProcessAlreadyStarted(workflow_id) from None
+
+    async def start_onboarding(
+        self, inp: OnboardingInput | dict[str, Any], *, join_existing: bool = False
+    ) -> WorkflowHandle[HrOnboardingWorkflow, OnboardingResult]:
+        """Start (or attach to) the onboarding of one new hire; business key
+        ``onboarding/<tenant>/<employee id>``. A dict is validated first (a bad field raises
+        ``pydantic.ValidationError`` naming it, and nothing starts)."""
+        if not isinstance(inp, OnboardingInput):
+            inp = OnboardingInput.model_validate(inp)
+        workflow_id = inp.workflow_id()
+        try:
+            return await self.client.start_workflow(
+                HrOnboardingWorkflow.run,
+                inp,
+                id=workflow_id,
+                task_queue=self.task_queue,
+                id_conflict_policy=(
+                    WorkflowIDConflictPolicy.USE_EXISTING
+                    if join_existing
+                    else WorkflowIDConflictPolicy.FAIL
+                ),
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(visibility.PROCESS, HR_ONBOARDING),
+                        SearchAttributePair(visibility.TENANT, inp.tenant),
+                        SearchAttributePair(visibility.APPROVAL_STATE, "none"),
+                    ]
+                ),
+                memo={"requested_by": inp.requested_by, "employee_id": inp.employee_id},
+                static_summary=f"HR onboarding {inp.tenant} {inp.employee_id}",
+                static_details=(
+                    f"Onboarding of **{inp.employee_id}** ({inp.tenant}), requested by "
+                    f"{inp.requested_by}. Privileged accesses need the manager's approval; see "
+                    "the `pending_approvals` and `board_history` queries."
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            raise ProcessAlreadyStarted(workflow_id) from None
+
+    def onboarding(
+        self, workflow_id: str
+    ) -> WorkflowHandle[HrOnboardingWorkflow, OnboardingResult]:
+        return self.client.get_workflow_handle_for(HrOnboardingWorkflow.run, workflow_id)
+
+    async def onboarding_status(self, workflow_id: str) -> OnboardingStatus:
+        return await self.onboarding(workflow_id).query(HrOnboardingWorkflow.status)
+
+    async def board_history(self, workflow_id: str) -> list[BoardEntry]:
+        """Every accepted blackboard write of a run, oldest first."""
+        return await self.onboarding(workflow_id).query(HrOnboardingWorkflow.board_history)
 
     # -- inspect --------------------------------------------------------------------------------
 

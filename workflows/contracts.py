@@ -38,7 +38,10 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 }
 
 #: Baton's process names (search attribute BatonProcess, kill-switch scopes) by workflow type.
-PROCESS_BY_WORKFLOW_TYPE: dict[str, str] = {"FinanceClose": "finance_close"}
+PROCESS_BY_WORKFLOW_TYPE: dict[str, str] = {
+    "FinanceClose": "finance_close",
+    "HrOnboarding": "hr_onboarding",
+}
 
 #: Update/signal/query names a stock `temporal` CLI user types.
 APPROVAL_UPDATE = "decide_approval"
@@ -52,6 +55,7 @@ VERSION_MEMO = "baton_version"
 APPROVAL_SIGNAL = "submit_approval"
 STATUS_QUERY = "status"
 PENDING_APPROVALS_QUERY = "pending_approvals"
+BOARD_HISTORY_QUERY = "board_history"
 
 PERIOD_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -910,3 +914,184 @@ class AuditWriteResult(Contract):
 FinanceCloseResult.model_rebuild()
 ProcessStatus.model_rebuild()
 ComplianceInput.model_rebuild()
+
+
+# --------------------------------------------------------------------------------------------
+# Blackboard (workflows/blackboard.py) and HR onboarding (workflows/hr_onboarding.py)
+# --------------------------------------------------------------------------------------------
+
+EMPLOYEE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class BoardEntry(Contract):
+    """One accepted write to a versioned blackboard: who wrote what, why, when, at which version."""
+
+    key: str
+    value: Any
+    version: int = Field(ge=1, description="Version of this key after the write (1 = first).")
+    seq: int = Field(ge=1, description="Position in the board's history (all keys).")
+    author: str
+    reason: str
+    at: datetime
+
+
+class BoardSlot(Contract):
+    """What an agent reads of one key: its value and the version it read (0 = never written)."""
+
+    value: Any = None
+    version: int = 0
+
+
+class BoardWrite(Contract):
+    """A proposed write: applied only if the key is still at ``expected_version``."""
+
+    key: str = Field(min_length=1)
+    value: Any
+    expected_version: int = Field(ge=0)
+    reason: str = Field(min_length=1)
+
+
+class PersistBoardInput(Contract):
+    board: str = Field(description="Board name within the run, e.g. 'onboarding'.")
+    entries: list[BoardEntry]
+
+
+class NewHire(Contract):
+    """A new hire as the HRIS holds it."""
+
+    tenant: str
+    employee_id: str
+    full_name: str
+    role: str
+    department: str
+    country: str
+    manager: str
+    start_date: str
+    id_document_verified: bool
+
+
+class LoadHireInput(Contract):
+    tenant: str
+    employee_id: str
+
+
+class BoardAgentInput(AgentInput):
+    """What a blackboard agent sees: the hire and a snapshot of the board (with versions)."""
+
+    tenant: str
+    employee_id: str
+    hire: NewHire
+    board: dict[str, BoardSlot]
+
+
+class BoardProposal(Contract):
+    writes: list[BoardWrite]
+    usage: TokenUsage
+
+
+class Entitlement(Contract):
+    system: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+
+    @property
+    def label(self) -> str:
+        return f"{self.system}:{self.name}"
+
+
+class GrantInput(Contract):
+    tenant: str
+    employee_id: str
+    hire: NewHire
+    entitlement: Entitlement
+    requested_by: str
+    reason: str
+    approval: ApprovalGrant | None = None
+    idempotency_key: str
+
+
+class GrantOutcome(Contract):
+    decision: PolicyDecision
+    grant_id: str | None = None  # set only when granted
+
+
+class RevokeInput(Contract):
+    original_key: str = Field(description="Idempotency key of the grant to revoke.")
+    reason: str
+    idempotency_key: str
+
+
+class RevokeOutcome(Contract):
+    revoked: bool
+    detail: str
+
+
+class OnboardingInput(Contract):
+    """Onboard one new hire of one tenant (the hire must be in the HRIS)."""
+
+    tenant: str = Field(description="Tenant, e.g. 'acme'.")
+    employee_id: str = Field(description="HRIS employee id, e.g. 'E1001'.")
+    requested_by: str = Field(description="Person or service that asked for the onboarding.")
+    approval_timeout_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=30 * 24 * 3600)
+    max_conflict_retries: int = Field(
+        default=5, ge=0, le=20, description="Re-runs of an agent whose write was stale."
+    )
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_is_a_name(cls, v: str) -> str:
+        if not NAME_PATTERN.match(v):
+            raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
+        return v
+
+    @field_validator("employee_id")
+    @classmethod
+    def _employee_id(cls, v: str) -> str:
+        if not EMPLOYEE_ID_PATTERN.match(v):
+            raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'E1001'")
+        return v
+
+    @field_validator("requested_by")
+    @classmethod
+    def _requested_by_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a person or service, not be blank")
+        return v.strip()
+
+    def workflow_id(self) -> str:
+        return f"onboarding/{self.tenant}/{self.employee_id}"
+
+
+class GrantedEntitlement(Contract):
+    system: str
+    name: str
+    grant_id: str
+    approved_by: list[str] = []
+
+
+class OnboardingResult(Contract):
+    tenant: str
+    employee_id: str
+    identity: Any
+    policies: Any
+    granted: list[GrantedEntitlement]
+    approvals: list[ApprovalOutcome]
+    board_version: int
+    conflicts: int
+    tokens: int
+    cost_usd: float
+
+
+class OnboardingStatus(Contract):
+    workflow_id: str
+    process: str
+    stage: str
+    approval_state: str
+    pending: list[ApprovalRequest]
+    granted: list[GrantedEntitlement]
+    compensated: list[str]
+    board_version: int
+    conflicts: int
+
+
+BoardAgentInput.model_rebuild()
+BoardProposal.model_rebuild()

@@ -224,11 +224,109 @@ def _revise(payload: dict[str, Any]) -> dict[str, Any]:
     return {"entries": revised}
 
 
+# -- HR onboarding: blackboard agents ---------------------------------------------------------
+
+#: What a role needs, least privilege first (a privileged access last, so a manager approves it).
+_ROLE_ACCESS: dict[str, list[str]] = {
+    "engineer": ["email:mailbox", "sso:user", "github:member", "jira:user", "aws:admin"],
+    "sales-rep": ["email:mailbox", "sso:user", "salesforce:user"],
+}
+_BASE_ACCESS = ["email:mailbox", "sso:user"]
+_COMPANY_POLICIES = [
+    ("code-of-conduct", "how we treat each other, customers and partners"),
+    ("information-security", "protect credentials and devices; report incidents at once"),
+    ("acceptable-use", "company systems are for company work"),
+]
+_ROLE_POLICIES: dict[str, list[tuple[str, str]]] = {
+    "engineer": [
+        ("secure-development", "reviews, secrets never in code, dependencies kept current"),
+        ("production-access", "production changes go through change management"),
+    ],
+    "sales-rep": [
+        ("anti-bribery", "no gifts or payments to win business"),
+        ("customer-data-handling", "customer data stays in the CRM"),
+    ],
+}
+_COUNTRY_POLICIES: dict[str, list[tuple[str, str]]] = {
+    "DE": [("gdpr-employee-data", "how your personal data is processed (GDPR)")],
+    "FR": [("right-to-disconnect", "no work messages expected outside working hours")],
+    "US": [("at-will-employment-notice", "the terms of at-will employment")],
+}
+
+
+def _hire(payload: dict[str, Any], agent: str) -> dict[str, Any]:
+    hire = payload.get("hire")
+    if not isinstance(hire, dict):
+        raise AgentInputError(f"{agent}: input field 'hire' must be an object")
+    return hire
+
+
+def _checklist_write(payload: dict[str, Any], item: str, reason: str) -> dict[str, Any]:
+    """Append ``item`` to the shared checklist as this agent read it (keeping every item)."""
+    board = payload.get("board") if isinstance(payload.get("board"), dict) else {}
+    slot = board.get("checklist") if isinstance(board, dict) else None
+    items = slot.get("value") if isinstance(slot, dict) else None
+    current = [str(i) for i in items] if isinstance(items, list) else []
+    return {"key": "checklist", "items": [*current, item], "reason": reason}
+
+
+def _verify_identity(payload: dict[str, Any]) -> dict[str, Any]:
+    hire = _hire(payload, "identity_verifier")
+    employee = str(hire.get("employee_id", "?"))
+    if hire.get("id_document_verified") is True:
+        result = [f"verified: {employee}", "identity document checked by HR"]
+        why = "the HRIS records a checked identity document"
+    else:
+        result = [f"unverified: {employee}", "no checked identity document in the HRIS"]
+        why = "the HRIS has no checked identity document"
+    return {
+        "writes": [
+            {"key": "identity", "items": result, "reason": why},
+            _checklist_write(payload, "identity checked", "identity verification done"),
+        ]
+    }
+
+
+def _educate_policies(payload: dict[str, Any]) -> dict[str, Any]:
+    hire = _hire(payload, "policy_educator")
+    role, country = str(hire.get("role", "")), str(hire.get("country", ""))
+    found = [*_COMPANY_POLICIES, *_ROLE_POLICIES.get(role, []), *_COUNTRY_POLICIES.get(country, [])]
+    return {
+        "writes": [
+            {
+                "key": "policies",
+                "items": [f"{name}: {text}" for name, text in found],
+                "reason": f"company policies plus those for role {role!r} in country {country!r}",
+            },
+            _checklist_write(payload, "policies explained", "policy briefing written"),
+        ]
+    }
+
+
+def _prompt_entitlements(payload: dict[str, Any]) -> dict[str, Any]:
+    hire = _hire(payload, "entitlement_prompter")
+    role = str(hire.get("role", ""))
+    access = _ROLE_ACCESS.get(role, _BASE_ACCESS)
+    return {
+        "writes": [
+            {
+                "key": "entitlements",
+                "items": list(access),
+                "reason": f"what a {role or 'new hire'} needs from day one",
+            },
+            _checklist_write(payload, "accesses proposed", "entitlement proposal written"),
+        ]
+    }
+
+
 _AGENTS = {
     "reconciler": _reconcile,
     "reviser": _revise,
     "compliance_checker": _check_compliance,
     "close_memo_writer": _write_memo,
+    "identity_verifier": _verify_identity,
+    "policy_educator": _educate_policies,
+    "entitlement_prompter": _prompt_entitlements,
 }
 
 

@@ -265,7 +265,8 @@ async def test_unknown_agent_is_a_400_in_openai_error_shape(client: AsyncOpenAI)
     assert caught.value.status_code == 400
     assert caught.value.body == {
         "message": "unknown agent 'poet'; this server knows: "
-        "close_memo_writer, compliance_checker, reconciler, reviser",
+        "close_memo_writer, compliance_checker, entitlement_prompter, identity_verifier, "
+        "policy_educator, reconciler, reviser",
         "type": "invalid_request_error",
         "param": None,
         "code": None,
@@ -451,3 +452,22 @@ async def test_stop_wakes_a_delayed_request() -> None:
     await asyncio.to_thread(srv.stop)
     assert time.monotonic() - started < 5
     await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), timeout=5)
+
+
+def test_onboarding_agents_write_their_key_and_append_to_the_checklist_they_read() -> None:
+    hire = {"employee_id": "E1", "role": "engineer", "department": "engineering",
+            "country": "FR", "id_document_verified": True}  # fmt: skip
+    board = {"checklist": {"value": ["identity checked"], "version": 1}}
+    writes = respond("entitlement_prompter", {"hire": hire, "board": board})["writes"]
+    assert writes[0]["key"] == "entitlements" and "aws:admin" in writes[0]["items"]
+    assert writes[1] == {
+        "key": "checklist",
+        "items": ["identity checked", "accesses proposed"],
+        "reason": "entitlement proposal written",
+    }
+    policies = respond("policy_educator", {"hire": hire, "board": {}})["writes"][0]["items"]
+    assert any(p.startswith("right-to-disconnect") for p in policies)
+    identity = respond("identity_verifier", {"hire": {**hire, "id_document_verified": False}})
+    assert identity["writes"][0]["items"][0] == "unverified: E1"
+    with pytest.raises(AgentInputError, match="'hire' must be an object"):
+        respond("identity_verifier", {"hire": "E1"})

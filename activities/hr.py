@@ -1,0 +1,347 @@
+"""HR onboarding activities and their systems of record: the HRIS (new hires) and the identity
+provider's directory (accounts and entitlements), plus the persisted blackboard history.
+
+Side effects are idempotent and commit in the same transaction as their audit rows:
+* ``grant_entitlement`` (sensitive) asks the onboarding policy (policy/hr/entitlements.rego)
+  right before it writes, inside the write transaction, and grants only on ``allow``; the
+  decision is returned as data (a ``require_approval`` becomes a manager approval in the
+  workflow, which calls again with the approval attached). Keyed by an idempotency key: a retry
+  returns the stored outcome and never grants twice.
+* ``revoke_entitlement`` (the compensation, registered before the grant) revokes what was
+  granted under a key, once; a no-op when nothing was granted.
+* ``persist_blackboard`` writes blackboard entries, idempotent per workflow/run/board/seq.
+
+Must not: be imported by workflows except through ``imports_passed_through``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, Session, SQLModel, UniqueConstraint, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.audit import AuditLedger, activity_event
+from activities.database import Database, utcnow
+from activities.policy import PolicyEngine, SyncPolicyEngine, decide, decide_sync
+from workflows.contracts import (
+    GrantInput,
+    GrantOutcome,
+    LoadHireInput,
+    NewHire,
+    PersistBoardInput,
+    PolicyDecision,
+    PolicyQuery,
+    RevokeInput,
+    RevokeOutcome,
+    digest,
+)
+
+ENTITLEMENT_POLICY = "baton/hr/entitlements"
+
+
+class HrisNewHire(SQLModel, table=True):
+    """A new hire in the HRIS (the system of record for people)."""
+
+    __tablename__ = "hris_new_hire"
+    tenant: str = Field(primary_key=True)
+    employee_id: str = Field(primary_key=True)
+    full_name: str
+    role: str
+    department: str
+    country: str
+    manager: str
+    start_date: str
+    id_document_verified: bool = False
+
+
+class IdpAccount(SQLModel, table=True):
+    """An account in the identity provider's directory, created with the first grant."""
+
+    __tablename__ = "idp_account"
+    tenant: str = Field(primary_key=True)
+    employee_id: str = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class IdpEntitlement(SQLModel, table=True):
+    """One entitlement granted (and perhaps later revoked) in the identity provider."""
+
+    __tablename__ = "idp_entitlement"
+    grant_id: str = Field(primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    tenant: str = Field(index=True)
+    employee_id: str = Field(index=True)
+    system: str
+    name: str
+    approved_by: str | None = None
+    workflow_id: str = ""
+    granted_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    revoke_key: str | None = Field(default=None, unique=True)
+    revoke_reason: str | None = None
+
+
+class GrantAttempt(SQLModel, table=True):
+    """The outcome of every grant call by idempotency key (also denials and approval holds), so
+    a retried attempt returns the same decision."""
+
+    __tablename__ = "idp_grant_attempt"
+    idempotency_key: str = Field(primary_key=True)
+    outcome_json: str
+
+
+class BlackboardEntryRow(SQLModel, table=True):
+    """One accepted blackboard write (workflows/blackboard.py), persisted for audit and reports."""
+
+    __tablename__ = "blackboard_entry"
+    __table_args__ = (UniqueConstraint("workflow_id", "run_id", "board", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: str = Field(index=True)
+    run_id: str
+    board: str
+    seq: int
+    key: str
+    version: int
+    value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    author: str
+    reason: str
+    written_at: datetime
+
+
+def seed_new_hire(db: Database, hire: NewHire) -> None:
+    """Put (or replace) a new hire in the HRIS; for the demo and tests."""
+    with db.session() as session:
+        session.merge(HrisNewHire(**hire.model_dump()))
+
+
+def grant_policy_input(inp: GrantInput) -> dict[str, object]:
+    """The exact input document the entitlement policy sees (policy/hr/entitlements.rego)."""
+    return {
+        "action": "grant_entitlement",
+        "tenant": inp.tenant,
+        "hire": {
+            "employee_id": inp.hire.employee_id,
+            "role": inp.hire.role,
+            "department": inp.hire.department,
+            "country": inp.hire.country,
+            "id_document_verified": inp.hire.id_document_verified,
+        },
+        "entitlement": {"system": inp.entitlement.system, "name": inp.entitlement.name},
+        "requested_by": inp.requested_by,
+        "approval": inp.approval.model_dump(mode="json") if inp.approval else None,
+    }
+
+
+class HrActivities:
+    """Activities over the HRIS and the identity provider. Built once in worker.py."""
+
+    def __init__(self, db: Database, ledger: AuditLedger, policy: PolicyEngine) -> None:
+        self.db = db
+        self.ledger = ledger
+        self.policy = policy
+
+    @activity.defn(name="load_new_hire")
+    async def load_new_hire(self, inp: LoadHireInput) -> NewHire:
+        return await asyncio.to_thread(self._load, inp)
+
+    def _load(self, inp: LoadHireInput) -> NewHire:
+        with self.db.session() as session:
+            row = session.get(HrisNewHire, (inp.tenant, inp.employee_id))
+            if row is None:
+                raise ApplicationError(
+                    f"no new hire {inp.employee_id} of tenant {inp.tenant!r} in the HRIS",
+                    type="NewHireNotFound",
+                    non_retryable=True,
+                )
+            hire = NewHire.model_validate(row.model_dump())
+            self.ledger.append_in(
+                session,
+                [
+                    activity_event(
+                        "load",
+                        actor="connector:hris",
+                        action="hris.hire_loaded",
+                        detail={"employee_id": hire.employee_id, "role": hire.role},
+                        output_digest=digest(hire),
+                    )
+                ],
+            )
+        return hire
+
+    @activity.defn(name="persist_blackboard")
+    async def persist_blackboard(self, inp: PersistBoardInput) -> int:
+        """Store blackboard entries; those already stored (a retry) are skipped."""
+        return await asyncio.to_thread(self._persist, inp)
+
+    def _persist(self, inp: PersistBoardInput) -> int:
+        info = activity.info()
+        wf, run = info.workflow_id or "", info.workflow_run_id or ""
+        written = 0
+        with self.db.session() as session:
+            have = set(
+                session.exec(
+                    select(BlackboardEntryRow.seq).where(
+                        BlackboardEntryRow.workflow_id == wf,
+                        BlackboardEntryRow.run_id == run,
+                        BlackboardEntryRow.board == inp.board,
+                    )
+                ).all()
+            )
+            for e in inp.entries:
+                if e.seq in have:
+                    continue
+                session.add(
+                    BlackboardEntryRow(
+                        workflow_id=wf,
+                        run_id=run,
+                        board=inp.board,
+                        seq=e.seq,
+                        key=e.key,
+                        version=e.version,
+                        value=e.value,
+                        author=e.author,
+                        reason=e.reason,
+                        written_at=e.at,
+                    )
+                )
+                written += 1
+        return written
+
+    # -- the sensitive action and its compensation -----------------------------------------
+
+    @activity.defn(name="grant_entitlement")
+    async def grant_entitlement(self, inp: GrantInput) -> GrantOutcome:
+        """Grant one entitlement if, and only if, policy allows it right now (one transaction)."""
+        info = activity.info()
+        decision_id = f"{info.workflow_id}/act/{info.activity_id}/grant"
+        loop = asyncio.get_running_loop()
+
+        def decide_now(query: PolicyQuery) -> PolicyDecision:
+            if isinstance(self.policy, SyncPolicyEngine):
+                return decide_sync(self.policy, query, decision_id)
+            return asyncio.run_coroutine_threadsafe(
+                decide(self.policy, query, decision_id), loop
+            ).result()
+
+        return await asyncio.to_thread(self._grant, inp, decide_now)
+
+    def _grant(
+        self, inp: GrantInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
+    ) -> GrantOutcome:
+        wf = activity.info().workflow_id or ""
+        label = f"{inp.entitlement.system}:{inp.entitlement.name}"
+        with self.db.session() as session:
+            stored = session.get(GrantAttempt, inp.idempotency_key)
+            if stored is not None:
+                return GrantOutcome.model_validate_json(stored.outcome_json)
+            query = PolicyQuery(
+                policy=ENTITLEMENT_POLICY,
+                input=grant_policy_input(inp),
+                subject=label,
+                workflow_id=wf,
+            )
+            decision = decide_now(query)
+            outcome = GrantOutcome(decision=decision)
+            events = [
+                activity_event(
+                    "grant/policy",
+                    actor=f"policy:{decision.policy}",
+                    action=f"policy.{decision.verdict}",
+                    detail={
+                        "subject": label,
+                        "employee_id": inp.employee_id,
+                        "reasons": decision.reasons,
+                        "revision": decision.revision,
+                        "engine": decision.engine,
+                        "approval": inp.approval.model_dump() if inp.approval else None,
+                    },
+                    decision_id=decision.decision_id,
+                    input_digest=digest(inp),
+                )
+            ]
+            if decision.verdict == "allow":
+                grant_id = f"G-{uuid.uuid4().hex[:12]}"
+                outcome = GrantOutcome(decision=decision, grant_id=grant_id)
+                approved_by = ", ".join(inp.approval.approvers) if inp.approval else None
+                if session.get(IdpAccount, (inp.tenant, inp.employee_id)) is None:
+                    session.add(IdpAccount(tenant=inp.tenant, employee_id=inp.employee_id))
+                session.add(
+                    IdpEntitlement(
+                        grant_id=grant_id,
+                        idempotency_key=inp.idempotency_key,
+                        tenant=inp.tenant,
+                        employee_id=inp.employee_id,
+                        system=inp.entitlement.system,
+                        name=inp.entitlement.name,
+                        approved_by=approved_by,
+                        workflow_id=wf,
+                    )
+                )
+                events.append(
+                    activity_event(
+                        "grant/granted",
+                        actor="agent:entitlement_prompter",
+                        action="idp.granted",
+                        detail={
+                            "grant_id": grant_id,
+                            "employee_id": inp.employee_id,
+                            "entitlement": label,
+                            "approved_by": approved_by,
+                        },
+                        rationale=inp.reason,
+                        decision_id=decision.decision_id,
+                    )
+                )
+            session.add(
+                GrantAttempt(
+                    idempotency_key=inp.idempotency_key, outcome_json=outcome.model_dump_json()
+                )
+            )
+            self.ledger.append_in(session, events)
+        return outcome
+
+    @activity.defn(name="revoke_entitlement")
+    async def revoke_entitlement(self, inp: RevokeInput) -> RevokeOutcome:
+        """Compensation: revoke what was granted under ``original_key``, once; a no-op when
+        nothing was granted (denied, waiting for approval, or never ran)."""
+        return await asyncio.to_thread(self._revoke, inp)
+
+    def _revoke(self, inp: RevokeInput) -> RevokeOutcome:
+        with self.db.session() as session:
+            row = _by_key(session, inp.original_key)
+            if row is None:
+                return RevokeOutcome(revoked=False, detail="nothing was granted")
+            if row.revoked_at is not None:
+                return RevokeOutcome(revoked=True, detail=f"{row.grant_id} already revoked")
+            row.revoked_at = utcnow()
+            row.revoke_key = inp.idempotency_key
+            row.revoke_reason = inp.reason
+            session.add(row)
+            self.ledger.append_in(
+                session,
+                [
+                    activity_event(
+                        "revoke",
+                        actor="baton:compensation",
+                        action="idp.revoked",
+                        detail={
+                            "grant_id": row.grant_id,
+                            "employee_id": row.employee_id,
+                            "entitlement": f"{row.system}:{row.name}",
+                        },
+                        rationale=inp.reason,
+                    )
+                ],
+            )
+            return RevokeOutcome(revoked=True, detail=f"{row.grant_id} revoked")
+
+
+def _by_key(session: Session, key: str) -> IdpEntitlement | None:
+    return session.exec(select(IdpEntitlement).where(IdpEntitlement.idempotency_key == key)).first()
