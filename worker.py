@@ -75,7 +75,7 @@ def build_runtime(settings: Settings) -> Runtime:
     policy = build_engine(settings.opa_url, settings.policy_dir)
     switch = KillSwitch(db, ledger)
     finance = FinanceActivities(db, ledger, policy, switch)
-    hr = HrActivities(db, ledger, policy)
+    hr = HrActivities(db, ledger, policy, switch)
     agents = AgentActivities(
         llm,
         ledger,

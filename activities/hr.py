@@ -29,8 +29,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.audit import AuditLedger, activity_event
 from activities.database import Database, utcnow
+from activities.kill_switch import KillSwitch, Subject
 from activities.policy import PolicyEngine, SyncPolicyEngine, decide, decide_sync
 from workflows.contracts import (
+    PROCESS_BY_WORKFLOW_TYPE,
     GrantInput,
     GrantOutcome,
     LoadHireInput,
@@ -142,10 +144,17 @@ def grant_policy_input(inp: GrantInput) -> dict[str, object]:
 class HrActivities:
     """Activities over the HRIS and the identity provider. Built once in worker.py."""
 
-    def __init__(self, db: Database, ledger: AuditLedger, policy: PolicyEngine) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ledger: AuditLedger,
+        policy: PolicyEngine,
+        switch: KillSwitch | None = None,
+    ) -> None:
         self.db = db
         self.ledger = ledger
         self.policy = policy
+        self.switch = switch
 
     @activity.defn(name="load_new_hire")
     async def load_new_hire(self, inp: LoadHireInput) -> NewHire:
@@ -241,6 +250,14 @@ class HrActivities:
             stored = session.get(GrantAttempt, inp.idempotency_key)
             if stored is not None:
                 return GrantOutcome.model_validate_json(stored.outcome_json)
+            if self.switch is not None:  # inside the transaction: no grant while engaged
+                workflow_type = activity.info().workflow_type or ""
+                subject = Subject(
+                    process=PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type),
+                    agent="entitlement_prompter",  # the agent that proposed the entitlement
+                    tenant=inp.tenant,
+                )
+                self.switch.raise_if_blocking(subject, session)
             query = PolicyQuery(
                 policy=ENTITLEMENT_POLICY,
                 input=grant_policy_input(inp),

@@ -276,3 +276,28 @@ async def test_cancelling_during_the_approval_wait_revokes_every_access(harness:
     rows = grants(h, hire.employee_id)
     assert len(rows) == 4 and all(r.revoked_at is not None for r in rows)
     assert len(audit_rows(h, handle.id, "onboarding.cancelled")) == 1
+
+
+async def test_the_kill_switch_holds_grants_until_cleared(harness: Harness) -> None:
+    """agent:entitlement_prompter stops the grants that agent proposed; clearing resumes them."""
+    import asyncio
+
+    from activities.kill_switch import KillSwitch
+
+    h = harness
+    hire = new_hire(h)
+    switch = KillSwitch(h.db, h.runtime.ledger)
+    async with h.worker():
+        handle = await h.client.start_onboarding(start(h, hire))
+        request = await wait_for_pending(h, handle.id)  # ordinary accesses granted already
+        switch.engage("agent:entitlement_prompter", reason="access review", by="ops")
+        await h.client.decide(handle.id, decision(request, "maya"))
+        async with asyncio.timeout(30):  # the approved privileged grant holds
+            while "kill_switch.held" not in actions(h, handle.id):
+                await asyncio.sleep(0.1)
+        assert "aws:admin" not in {f"{g.system}:{g.name}" for g in grants(h, hire.employee_id)}
+        switch.clear("agent:entitlement_prompter", reason="review done", by="ops")
+        assert handle.id in await h.client.release_held()
+        result = await handle.result()
+    assert [f"{g.system}:{g.name}" for g in result.granted] == ENGINEER_ACCESS
+    assert "kill_switch.released" in actions(h, handle.id)

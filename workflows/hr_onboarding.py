@@ -36,6 +36,7 @@ from workflows.contracts import (
     APPROVAL_SIGNAL,
     APPROVAL_UPDATE,
     BOARD_HISTORY_QUERY,
+    KILL_SWITCH_RELEASED_SIGNAL,
     PENDING_APPROVALS_QUERY,
     STATUS_QUERY,
     ApprovalAck,
@@ -61,6 +62,7 @@ from workflows.contracts import (
     RevokeInput,
     digest,
 )
+from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS, ActivityKind
 from workflows.saga import Saga
 
@@ -84,6 +86,7 @@ class HrOnboardingWorkflow:
         self.stage = "starting"
         self.audit = AuditTrail()
         self.gate = ApprovalGate(PROCESS, self.audit)
+        self.kill_switch = KillSwitchGate(self.audit)
         self.board = Blackboard(BOARD)
         self.saga = Saga()
         self.granted: list[GrantedEntitlement] = []
@@ -387,6 +390,11 @@ class HrOnboardingWorkflow:
         if refusal is not None:
             raise ValueError(refusal)
 
+    @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
+    def kill_switch_released(self) -> None:
+        """Sent by `baton kill clear`: look again now instead of at the next poll."""
+        self.kill_switch.release()
+
     @workflow.signal(name=APPROVAL_SIGNAL)
     def submit_approval(self, decision: ApprovalDecision) -> None:
         refusal = self.gate.check(decision).refusal
@@ -429,14 +437,20 @@ class HrOnboardingWorkflow:
         summary: str,
     ) -> R:
         preset = PRESETS[kind]
-        return await workflow.execute_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=preset.start_to_close,
-            heartbeat_timeout=preset.heartbeat,
-            retry_policy=preset.retry,
-            summary=summary[:200],
-        )
+
+        def call() -> Awaitable[R]:
+            return workflow.execute_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=preset.start_to_close,
+                heartbeat_timeout=preset.heartbeat,
+                retry_policy=preset.retry,
+                summary=summary[:200],
+            )
+
+        if kind in ("agent", "connector"):  # steps the kill switch can stop: hold, then retry
+            return await self.kill_switch.run(summary, call)
+        return await call()
 
     def _charge(self, tokens: int, cost: float) -> None:
         self.tokens += tokens
