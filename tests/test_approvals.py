@@ -13,6 +13,7 @@ import asyncio
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -24,6 +25,7 @@ import pytest
 from sqlmodel import select
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import CancelledError
 
 from activities.database import JournalPosting, NotificationOutbox, from_cents
 from activities.seed import seed_period
@@ -377,15 +379,17 @@ class Webhook:
     """A local HTTP receiver for the webhook notifier: records every POST, answers 503 to the
     first ``fail_first`` of them."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, delay: float = 0.0) -> None:
         self.received: list[dict[str, Any]] = []
         self.fail_first = fail_first
+        self.delay = delay
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.received.append(json.loads(body))
+                time.sleep(hook.delay)
                 status = 503 if len(hook.received) <= hook.fail_first else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -451,6 +455,33 @@ async def test_sla_breach_escalates_and_the_next_tier_approves(
         assert webhook.kinds() == [("approval.requested", 0), ("approval.escalated", 1)]
         escalated_note = webhook.received[-1]
         assert "ivan" in escalated_note["recipients"] and escalated_note["roles"] == ["cfo"]
+
+
+async def test_cancel_while_the_approvers_are_being_notified_compensates(
+    temporal_client: Any, model_server: Any, database_url: str
+) -> None:
+    """A cancellation that lands while the notify activity runs is a cancellation, not a failed
+    notification: the run must not go on waiting for an approver."""
+    slow = Webhook(delay=3.0)
+    try:
+        async with _harness(
+            temporal_client, model_server, database_url, notify_webhook_url=slow.url
+        ) as h:
+            script_entries(h, FEE, ("ADJ-MID", "6100-bank-fees", "-1500.00"))
+            async with h.worker():
+                handle = await h.client.start_finance_close(h.start_input())
+                await h.wait_for_pending(handle.id)
+                async with asyncio.timeout(10):
+                    while not slow.received:  # the notification is in flight now
+                        await asyncio.sleep(0.05)
+                await h.client.cancel(handle.id)
+                with pytest.raises(WorkflowFailureError) as failed:
+                    await asyncio.wait_for(handle.result(), 30)
+            assert isinstance(failed.value.cause, CancelledError)
+            assert all(net == 0 for net in net_by_entry(postings(h)).values())
+            assert "notification.failed" not in actions(h, handle.id)
+    finally:
+        slow.server.shutdown()
 
 
 async def wait_for_level(h: Harness, workflow_id: str, level: int) -> ApprovalRequest:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from workflows import visibility
 from workflows.audit_trail import AuditTrail
@@ -411,6 +411,8 @@ class ApprovalGate:
                 summary=f"notify {', '.join(roles)}: {kind} {request.request_id}"[:200],
             )
         except ActivityError as err:
+            if is_cancelled_exception(err):  # the run is being cancelled: that is no failure
+                raise
             cause = err.cause or err
             self.audit.record(
                 "baton:workflow",
