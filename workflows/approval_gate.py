@@ -291,6 +291,20 @@ class ApprovalGate:
             message=f"{outcome.replace('_', ' ')} by {decision.approver} recorded",
         )
 
+    def validate(self, decision: ApprovalDecision) -> None:
+        """The Update validator: raise with the reason when the decision must be refused."""
+        refusal = self.check(decision).refusal
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    def receive_signal(self, decision: ApprovalDecision) -> None:
+        """The Signal path: the same checks; a refused decision is audited and ignored."""
+        refusal = self.check(decision).refusal
+        if refusal is not None:  # a signal cannot be refused to the sender: record, ignore
+            self.refuse_signal(decision, refusal)
+            return
+        self.accept(decision, via="signal")
+
     def refuse_signal(self, decision: ApprovalDecision, reason: str) -> None:
         """A signal cannot be refused to its sender: audit the refusal and ignore the decision."""
         workflow.logger.warning(f"approval signal refused: {reason}")

@@ -64,7 +64,7 @@ from workflows.contracts import (
     digest,
 )
 from workflows.kill_switch_gate import KillSwitchGate
-from workflows.presets import PRESETS, ActivityKind
+from workflows.presets import ActivityKind
 from workflows.saga import Saga
 
 with workflow.unsafe.imports_passed_through():
@@ -527,17 +527,11 @@ class FinanceCloseWorkflow:
 
     @decide_approval.validator
     def _validate_decision(self, decision: ApprovalDecision) -> None:
-        refusal = self.gate.check(decision).refusal
-        if refusal is not None:
-            raise ValueError(refusal)
+        self.gate.validate(decision)
 
     @workflow.signal(name=APPROVAL_SIGNAL)
     def submit_approval(self, decision: ApprovalDecision) -> None:
-        refusal = self.gate.check(decision).refusal
-        if refusal is not None:  # a signal cannot be refused to the sender: record, ignore
-            self.gate.refuse_signal(decision, refusal)
-            return
-        self.gate.accept(decision, via="signal")
+        self.gate.receive_signal(decision)
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -574,23 +568,9 @@ class FinanceCloseWorkflow:
         arg: Any,
         summary: str,
     ) -> R:
-        preset = PRESETS[kind]
         if isinstance(arg, AgentInput):  # the run's version picks the agent's prompt and model
             arg = arg.model_copy(update={"version": self.inp.version})
-
-        def call() -> Awaitable[R]:
-            return workflow.execute_activity_method(
-                activity,
-                arg,  # type: ignore[arg-type]
-                start_to_close_timeout=preset.start_to_close,
-                heartbeat_timeout=preset.heartbeat,
-                retry_policy=preset.retry,
-                summary=summary[:200],
-            )
-
-        if kind in ("agent", "connector"):  # steps the kill switch can stop: hold, then retry
-            return await self.kill_switch.run(summary, call)
-        return await call()
+        return await self.kill_switch.step(kind, activity, arg, summary)
 
     def _posting_query(self, entry: AdjustingEntry, period_status: str) -> PolicyQuery:
         draft = PostEntryInput(

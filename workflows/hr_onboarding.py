@@ -386,9 +386,7 @@ class HrOnboardingWorkflow:
 
     @decide_approval.validator
     def _validate_decision(self, decision: ApprovalDecision) -> None:
-        refusal = self.gate.check(decision).refusal
-        if refusal is not None:
-            raise ValueError(refusal)
+        self.gate.validate(decision)
 
     @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
     def kill_switch_released(self) -> None:
@@ -397,11 +395,7 @@ class HrOnboardingWorkflow:
 
     @workflow.signal(name=APPROVAL_SIGNAL)
     def submit_approval(self, decision: ApprovalDecision) -> None:
-        refusal = self.gate.check(decision).refusal
-        if refusal is not None:
-            self.gate.refuse_signal(decision, refusal)
-            return
-        self.gate.accept(decision, via="signal")
+        self.gate.receive_signal(decision)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -436,21 +430,7 @@ class HrOnboardingWorkflow:
         arg: Any,
         summary: str,
     ) -> R:
-        preset = PRESETS[kind]
-
-        def call() -> Awaitable[R]:
-            return workflow.execute_activity_method(
-                activity,
-                arg,
-                start_to_close_timeout=preset.start_to_close,
-                heartbeat_timeout=preset.heartbeat,
-                retry_policy=preset.retry,
-                summary=summary[:200],
-            )
-
-        if kind in ("agent", "connector"):  # steps the kill switch can stop: hold, then retry
-            return await self.kill_switch.run(summary, call)
-        return await call()
+        return await self.kill_switch.step(kind, activity, arg, summary)
 
     def _charge(self, tokens: int, cost: float) -> None:
         self.tokens += tokens

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -24,7 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from workflows import errors, visibility
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import KILL_SWITCH_ERROR, KillSwitchCheck, KillSwitchState
-from workflows.presets import PRESETS
+from workflows.presets import PRESETS, ActivityKind
 
 with workflow.unsafe.imports_passed_through():
     from activities.kill_switch import KillSwitchActivities
@@ -60,6 +60,32 @@ class KillSwitchGate:
                 if stopped is None:
                     raise
             await self._hold(step, *stopped)
+
+    async def step(
+        self,
+        kind: ActivityKind,
+        activity: Callable[[Any, Any], Awaitable[R]],
+        arg: Any,
+        summary: str,
+    ) -> R:
+        """Run one activity method with its kind's timeouts and retries (workflows/presets.py).
+        Agent and connector steps are the ones the kill switch can stop: they hold, then run
+        again; compensations, audit, policy and notifications never hold."""
+        preset = PRESETS[kind]
+
+        def call() -> Awaitable[R]:
+            return workflow.execute_activity_method(
+                activity,
+                arg,  # type: ignore[arg-type]
+                start_to_close_timeout=preset.start_to_close,
+                heartbeat_timeout=preset.heartbeat,
+                retry_policy=preset.retry,
+                summary=summary[:200],
+            )
+
+        if kind in ("agent", "connector"):
+            return await self.run(summary, call)
+        return await call()
 
     def release(self) -> None:
         self.released = True
