@@ -39,7 +39,13 @@ from activities.database import (
     utcnow,
 )
 from activities.kill_switch import KillSwitch, Subject
-from activities.policy import PolicyEngine, SyncPolicyEngine, decide, decide_sync
+from activities.policy import (
+    PolicyEngine,
+    SyncPolicyEngine,
+    decide,
+    decide_sync,
+    in_transaction_decider,
+)
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -370,17 +376,9 @@ class FinanceActivities:
         finds its posting and returns the same outcome instead of posting again.
         """
         info = activity.info()
-        decision_id = f"{info.workflow_id}/act/{info.activity_id}/post"
-        loop = asyncio.get_running_loop()
-
-        def decide_now(query: PolicyQuery) -> PolicyDecision:
-            if isinstance(self.policy, SyncPolicyEngine):  # embedded: on this thread, ~1 ms
-                return decide_sync(self.policy, query, decision_id)
-            # a policy server: the event loop owns its HTTP client
-            return asyncio.run_coroutine_threadsafe(
-                decide(self.policy, query, decision_id), loop
-            ).result()
-
+        decide_now = in_transaction_decider(
+            self.policy, f"{info.workflow_id}/act/{info.activity_id}/post"
+        )
         if inp.shadow:
             return await asyncio.to_thread(self._post_shadow, inp, decide_now)
         return await asyncio.to_thread(self._post, inp, decide_now)

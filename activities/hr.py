@@ -30,7 +30,7 @@ from temporalio.exceptions import ApplicationError
 from activities.audit import AuditLedger, activity_event
 from activities.database import Database, utcnow
 from activities.kill_switch import KillSwitch, Subject
-from activities.policy import PolicyEngine, SyncPolicyEngine, decide, decide_sync
+from activities.policy import PolicyEngine, in_transaction_decider
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     GrantInput,
@@ -229,16 +229,9 @@ class HrActivities:
     async def grant_entitlement(self, inp: GrantInput) -> GrantOutcome:
         """Grant one entitlement if, and only if, policy allows it right now (one transaction)."""
         info = activity.info()
-        decision_id = f"{info.workflow_id}/act/{info.activity_id}/grant"
-        loop = asyncio.get_running_loop()
-
-        def decide_now(query: PolicyQuery) -> PolicyDecision:
-            if isinstance(self.policy, SyncPolicyEngine):
-                return decide_sync(self.policy, query, decision_id)
-            return asyncio.run_coroutine_threadsafe(
-                decide(self.policy, query, decision_id), loop
-            ).result()
-
+        decide_now = in_transaction_decider(
+            self.policy, f"{info.workflow_id}/act/{info.activity_id}/grant"
+        )
         return await asyncio.to_thread(self._grant, inp, decide_now)
 
     def _grant(

@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -651,6 +651,23 @@ async def decide(
             raise
         return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
     return decision.from_value(value, revision)
+
+
+def in_transaction_decider(
+    engine: PolicyEngine, decision_id: str
+) -> Callable[[PolicyQuery], PolicyDecision]:
+    """A ``decide`` for code running in a worker thread inside a database transaction (the
+    governed steps decide and write under one lock). Call it on the event loop; the function it
+    returns is called from the thread: an embedded engine decides on that thread (~1 ms, no
+    hop), a policy server is asked on the event loop, which owns its HTTP client."""
+    loop = asyncio.get_running_loop()
+
+    def decide_now(query: PolicyQuery) -> PolicyDecision:
+        if isinstance(engine, SyncPolicyEngine):
+            return decide_sync(engine, query, decision_id)
+        return asyncio.run_coroutine_threadsafe(decide(engine, query, decision_id), loop).result()
+
+    return decide_now
 
 
 def decide_sync(engine: SyncPolicyEngine, query: PolicyQuery, decision_id: str) -> PolicyDecision:
