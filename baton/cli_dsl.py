@@ -1,0 +1,118 @@
+"""`baton validate | schema | run | event`: process definitions written as YAML.
+
+baton validate FILE...                  every error as FILE:LINE:COLUMN: message (exit 1)
+baton schema [--output FILE]            the JSON Schema of the language, for editors
+baton run FILE --input JSON [--id ID] [--wait]   start a run of the definition
+baton event WORKFLOW_ID NAME [--data JSON]      deliver an event to a wait_event step
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from baton.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.dsl.validate import validate_file
+
+    bad = 0
+    for file in args.files:
+        definition, issues = validate_file(file)
+        for issue in issues:
+            print(issue)
+        if definition is None:
+            bad += 1
+        else:
+            steps = len(definition.steps)
+            print(f"{file}: ok ({definition.name} v{definition.version}, {steps} top-level steps)")
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+async def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.dsl.validate import schema_text
+
+    text = schema_text()
+    if args.output:
+        _write(Path(args.output), text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} is not valid JSON: {err}") from None
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from baton.cli import _client
+    from workflows.dsl.client import start_process
+    from workflows.dsl.validate import validate_file
+
+    definition, issues = validate_file(args.file)
+    if definition is None:
+        for issue in issues:
+            print(issue, file=sys.stderr)
+        return EXIT_USAGE
+    values = _json_arg(args.input, "--input")
+    if not isinstance(values, dict):
+        raise ValueError("--input must be a JSON object of the process inputs")
+    baton = await _client(settings)
+    handle = await start_process(
+        baton.client,
+        definition,
+        values,
+        task_queue=settings.task_queue,
+        workflow_id=args.id,
+        source=str(args.file),
+    )
+    print(f"started {handle.id} ({definition.name} v{definition.version})")
+    if args.wait:
+        result = await handle.result()
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+    return EXIT_OK
+
+
+async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
+    from baton.cli import _client
+    from workflows.dsl.client import send_event
+
+    data = _json_arg(args.data, "--data") if args.data is not None else None
+    baton = await _client(settings)
+    await send_event(baton.client, args.workflow_id, args.name, data)
+    print(f"event {args.name} sent to {args.workflow_id}")
+    return EXIT_OK
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("validate", help="check process definitions (YAML): every error")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("schema", help="JSON Schema of process definitions, for editors")
+    p.add_argument("--output", help="write it to this file instead of stdout")
+    p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("run", help="start a run of a process definition (YAML)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--input", default="{}", help="the process inputs as a JSON object")
+    p.add_argument("--id", help="workflow id (default: <name>-<random>)")
+    p.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("event", help="deliver an event to a run's wait_event step")
+    p.add_argument("workflow_id")
+    p.add_argument("name")
+    p.add_argument("--data", help="event data as JSON")
+    p.set_defaults(func=cmd_event)

@@ -1,0 +1,1 @@
+"""Processes written as YAML: the language (model), expressions, catalog, validator, interpreter."""

@@ -1,0 +1,680 @@
+"""The process interpreter: ONE workflow type (``BatonProcess``) that runs a validated process
+definition (workflows/dsl/model.py) with the building blocks every hand-written process uses:
+agent and connector activities with their presets (workflows/presets.py) through the kill-switch
+gate, the policy gate, the approval gate, the saga, and the audit trail.
+
+The definition travels in the workflow input, so a running instance keeps the definition it
+started with: editing the YAML file never changes the command sequence of an in-flight run.
+
+Every YAML step that calls out is one activity whose summary starts with the step id. Steps of a
+block run in declaration order, except that a step runs after every sibling it reads from or
+``needs`` (the validator rejects cycles). Failure, deny, rejection or cancellation runs every
+registered compensation, newest first (a parallel step's branches undo concurrently, each branch
+newest first, before anything registered earlier), then the run fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from workflows import errors, visibility
+from workflows.approval_gate import ApprovalGate, merge_obligations
+from workflows.audit_trail import AuditTrail
+from workflows.contracts import (
+    APPROVAL_SIGNAL,
+    APPROVAL_UPDATE,
+    KILL_SWITCH_RELEASED_SIGNAL,
+    PENDING_APPROVALS_QUERY,
+    STATUS_QUERY,
+    AdjustingEntry,
+    ApprovalAck,
+    ApprovalDecision,
+    ApprovalRequest,
+    ComplianceFinding,
+    Obligations,
+    PolicyBatch,
+    PolicyDecision,
+    PolicyQuery,
+    ProcessStatus,
+    digest,
+)
+from workflows.dsl import catalog
+from workflows.dsl import expressions as ex
+from workflows.dsl.model import (
+    AgentStep,
+    ApprovalStep,
+    ConditionStep,
+    ConnectorStep,
+    FailStep,
+    LoopStep,
+    ParallelStep,
+    PolicyStep,
+    ProcessEvent,
+    ProcessRunInput,
+    ProcessRunResult,
+    SetStep,
+    Step,
+    StepBase,
+    SubprocessStep,
+    SwitchStep,
+    WaitEventStep,
+    bind_inputs,
+)
+from workflows.kill_switch_gate import KillSwitchGate
+from workflows.presets import PRESETS, ActivityKind
+from workflows.saga import Saga, unwind
+
+PROCESS_WORKFLOW = "BatonProcess"
+EVENT_SIGNAL = "dsl_event"
+#: failure types of the interpreter itself
+DEFINITION_ERROR = "ProcessDefinitionError"
+INPUT_INVALID = "ProcessInputInvalid"
+LOOP_LIMIT = "LoopLimitExceeded"
+EVENT_TIMEOUT = "EventTimeout"
+BRANCHES_FAILED = "ParallelBranchesFailed"
+
+
+def definition_error(step: str, message: str) -> ApplicationError:
+    return errors.failure(DEFINITION_ERROR, f"step {step!r}: {message}")
+
+
+class _Block:
+    """Run order of a block's steps: declaration order, after what each reads or needs."""
+
+    @staticmethod
+    def order(steps: list[Step]) -> list[Step]:
+        owner: dict[str, str] = {}
+        for s in steps:
+            for sid in _subtree_ids(s):
+                owner[sid] = s.id
+        deps: dict[str, set[str]] = {s.id: set(s.needs) for s in steps}
+        for s in steps:
+            for ref in _references(s):
+                top = owner.get(ref)
+                if top is not None and top != s.id:
+                    deps[s.id].add(top)
+        done: set[str] = set()
+        out: list[Step] = []
+        while len(out) < len(steps):
+            ready = [s for s in steps if s.id not in done and deps[s.id] <= done]
+            if not ready:
+                stuck = [s.id for s in steps if s.id not in done]
+                raise definition_error(stuck[0], f"cycle among steps {', '.join(stuck)}")
+            out.append(ready[0])
+            done.add(ready[0].id)
+        return out
+
+
+def _subtree_ids(step: Any) -> list[str]:
+    ids = [step.id]
+    for block in _blocks(step):
+        for s in block:
+            ids.extend(_subtree_ids(s))
+    return ids
+
+
+def _blocks(step: Any) -> list[list[Step]]:
+    if isinstance(step, ConditionStep):
+        return [step.then, step.else_]
+    if isinstance(step, ParallelStep):
+        return [b.steps for b in step.branches]
+    if isinstance(step, SwitchStep):
+        return [*(c.steps for c in step.cases), step.default]
+    if isinstance(step, LoopStep):
+        return [step.steps]
+    return []
+
+
+def _references(step: Any) -> set[str]:
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif ex.is_template(value):
+            for text, _ in ex.pieces(value):
+                try:
+                    node = ex.parse(text)
+                except ex.ExpressionError:
+                    continue
+                for path, _offset in ex.variables(node):
+                    if len(path) > 1 and path[0] == "steps":
+                        found.add(path[1])
+
+    walk(step.model_dump(by_alias=True))
+    return found
+
+
+@workflow.defn(name=PROCESS_WORKFLOW)
+class ProcessWorkflow:
+    @workflow.init
+    def __init__(self, inp: ProcessRunInput) -> None:
+        self.inp = inp
+        self.name = inp.definition.name + (f".{inp.subprocess}" if inp.subprocess else "")
+        self.audit = AuditTrail()
+        self.gate = ApprovalGate(inp.definition.name, self.audit)
+        self.kill_switch = KillSwitchGate(self.audit)
+        self.saga = Saga()
+        self.registered: set[str] = set()  # digests of registered compensations
+        self.events: dict[str, list[Any]] = {}
+        self.children: dict[str, int] = {}  # subprocess step id -> children started
+        self.stage = "starting"
+        self.tokens = 0
+        self.cost_usd = 0.0
+
+    @workflow.run
+    async def run(self, inp: ProcessRunInput) -> ProcessRunResult:
+        d = inp.definition
+        if inp.subprocess is not None:
+            sub = d.subprocesses.get(inp.subprocess)
+            if sub is None:
+                raise errors.failure(DEFINITION_ERROR, f"no subprocess {inp.subprocess!r}")
+            spec, steps, output = sub.input, sub.steps, sub.output
+        else:
+            spec, steps, output = d.input, d.steps, d.output
+        try:
+            values = bind_inputs(spec, inp.input)
+        except ValueError as err:
+            raise errors.failure(INPUT_INVALID, str(err)) from None
+        info = workflow.info()
+        attrs: list[Any] = [
+            visibility.PROCESS.value_set(self.name),
+            # the process version the agents run with (canaries), else the definition's revision
+            visibility.VERSION.value_set(
+                values["version"] if isinstance(values.get("version"), str) else d.version
+            ),
+            visibility.APPROVAL_STATE.value_set("none"),
+            visibility.COST_USD.value_set(0.0),
+        ]
+        if isinstance(values.get("tenant"), str):
+            attrs.append(visibility.TENANT.value_set(values["tenant"]))
+        workflow.upsert_search_attributes(attrs)
+        scope: dict[str, Any] = {
+            "input": values,
+            "steps": {},
+            "vars": {},
+            "workflow": {"id": info.workflow_id, "run_id": info.run_id},
+        }
+        prefix = d.audit_prefix
+        self.audit.record(
+            inp.requested_by,
+            f"{prefix}.started",
+            detail={"process": self.name, "version": d.version, "source": inp.source},
+        )
+        try:
+            await self.block(steps, scope, self.saga)
+            result = self.render(output, scope, "output")
+        except (Exception, asyncio.CancelledError) as err:
+            self.stage = "compensating"
+            await unwind(
+                err,
+                saga=self.saga,
+                audit=self.audit,
+                event=prefix,
+                what="process",
+                withdraw=self.gate.withdraw,
+            )
+            self.stage = "failed"
+            raise
+        self.stage = "done"
+        self.audit.record(
+            "baton:workflow",
+            f"{prefix}.completed",
+            detail={"tokens": self.tokens, "cost_usd": self.cost_usd},
+        )
+        await self.audit.flush()
+        return ProcessRunResult(name=self.name, version=d.version, output=result)
+
+    # -- blocks and steps ---------------------------------------------------------------------
+
+    async def block(self, steps: list[Step], scope: dict[str, Any], saga: Saga) -> None:
+        for step in _Block.order(steps):
+            self.stage = step.id
+            try:
+                out = await self.step(step, scope, saga)
+            except (TypeError, ValueError, KeyError, IndexError, ArithmeticError) as err:
+                # a definition that passed validation but cannot run on this data (a pydantic
+                # ValidationError is a ValueError): fail the run, never retry the task forever
+                raise definition_error(step.id, f"{type(err).__name__}: {err}") from None
+            scope["steps"][step.id] = {"output": out}
+
+    async def step(self, step: Any, scope: dict[str, Any], saga: Saga) -> Any:
+        if step.compensation is not None:
+            self.register(step, scope, saga)
+        if isinstance(step, AgentStep):
+            return await self.call_action(step, "agent", catalog.AGENTS, step.agent, scope)
+        if isinstance(step, ConnectorStep):
+            return await self.call_action(step, "connector", catalog.CONNECTORS, step.action, scope)
+        if isinstance(step, PolicyStep):
+            return await self.policy(step, scope)
+        if isinstance(step, ApprovalStep):
+            return await self.approval(step, scope)
+        if isinstance(step, SetStep):
+            values = {k: self.render(v, scope, step.id) for k, v in step.values.items()}
+            scope["vars"].update(values)
+            return values
+        if isinstance(step, FailStep):
+            raise errors.failure(step.error, str(self.render(step.message, scope, step.id)))
+        if isinstance(step, WaitEventStep):
+            return await self.wait_event(step, scope)
+        if isinstance(step, SubprocessStep):
+            return await self.subprocess(step, scope)
+        if isinstance(step, ParallelStep):
+            return await self.parallel(step, scope, saga)
+        if isinstance(step, ConditionStep):
+            chosen = step.then if ex.truthy(self.render(step.if_, scope, step.id)) else step.else_
+            await self.block(chosen, scope, saga)
+            return None
+        if isinstance(step, SwitchStep):
+            value = self.render(step.expression, scope, step.id)
+            for case in step.cases:
+                if case.value == value and type(case.value) is type(value):
+                    await self.block(case.steps, scope, saga)
+                    return value
+            await self.block(step.default, scope, saga)
+            return value
+        if isinstance(step, LoopStep):
+            return await self.loop(step, scope, saga)
+        raise definition_error(getattr(step, "id", "?"), "unknown step type")
+
+    def render(self, value: Any, scope: dict[str, Any], where: str) -> Any:
+        try:
+            return ex.render(value, scope)
+        except ex.ExpressionError as err:
+            raise definition_error(where, f"expression: {err.message}") from None
+
+    def summary(self, step: StepBase, scope: dict[str, Any], default: str) -> str:
+        text = self.render(step.summary, scope, step.id) if step.summary else default
+        return f"{step.id}: {text}"[:200]
+
+    # -- activities ---------------------------------------------------------------------------
+
+    async def call_action(
+        self,
+        step: AgentStep | ConnectorStep,
+        kind: ActivityKind,
+        table: dict[str, catalog.Action],
+        name: str,
+        scope: dict[str, Any],
+    ) -> Any:
+        action = table.get(name)
+        if action is None:
+            raise definition_error(step.id, f"unknown {kind} {name!r}")
+        args = self.render(step.with_, scope, step.id)
+        if kind == "agent" and "version" in action.input.model_fields:
+            version = scope["input"].get("version")
+            if isinstance(version, str) and "version" not in args:
+                args["version"] = version
+        arg = self.model(action.input, args, step.id)
+        summary = self.summary(step, scope, f"{name}: {action.description}")
+        result = await self.execute(kind, action, arg, summary, step)
+        if kind == "agent" and hasattr(result, "usage"):
+            self.tokens += result.usage.total_tokens
+            self.cost_usd = round(self.cost_usd + result.usage.cost_usd, 8)
+            workflow.upsert_search_attributes([visibility.COST_USD.value_set(self.cost_usd)])
+        return TypeAdapter(action.output).dump_python(result, mode="json")
+
+    @staticmethod
+    def model(model: type[BaseModel], args: Any, step_id: str) -> BaseModel:
+        try:
+            return model.model_validate(args)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in err.errors(include_url=False)
+            )
+            raise errors.failure(
+                INPUT_INVALID,
+                f"step {step_id!r}: input for {model.__name__} is invalid: {problems}",
+            ) from None
+
+    async def execute(
+        self,
+        kind: ActivityKind,
+        action: catalog.Action,
+        arg: BaseModel,
+        summary: str,
+        step: StepBase | None,
+    ) -> Any:
+        """One activity with its kind's preset and the step's overrides; agent and connector
+        steps hold while the kill switch stops them (workflows/kill_switch_gate.py)."""
+        preset = PRESETS[kind]
+        retry: RetryPolicy = preset.retry
+        timeout = preset.start_to_close
+        if step is not None and step.retry is not None:
+            o = step.retry
+            changes: dict[str, Any] = {}
+            if o.maximum_attempts is not None:
+                changes["maximum_attempts"] = o.maximum_attempts
+            if o.initial_interval_seconds is not None:
+                changes["initial_interval"] = timedelta(seconds=o.initial_interval_seconds)
+            if o.maximum_interval_seconds is not None:
+                changes["maximum_interval"] = timedelta(seconds=o.maximum_interval_seconds)
+            if o.backoff_coefficient is not None:
+                changes["backoff_coefficient"] = o.backoff_coefficient
+            retry = dataclasses.replace(retry, **changes)
+        if step is not None and step.timeout_seconds is not None:
+            timeout = timedelta(seconds=step.timeout_seconds)
+
+        def call() -> Awaitable[Any]:
+            return workflow.execute_activity(
+                action.activity,
+                arg,
+                start_to_close_timeout=timeout,
+                heartbeat_timeout=preset.heartbeat,
+                retry_policy=retry,
+                summary=summary,
+                result_type=action.output,
+            )
+
+        if kind in ("agent", "connector"):
+            return await self.kill_switch.run(summary, call)
+        return await call()
+
+    def register(self, step: Any, scope: dict[str, Any], saga: Saga) -> None:
+        """Register the step's undo BEFORE it runs (its input is rendered now). The same undo
+        (same action and input) is registered once: running it twice would undo twice."""
+        comp = step.compensation
+        action = catalog.CONNECTORS.get(comp.action)
+        if action is None:
+            raise definition_error(step.id, f"unknown compensation action {comp.action!r}")
+        arg = self.model(action.input, self.render(comp.with_, scope, step.id), step.id)
+        key = digest({"action": comp.action, "input": arg.model_dump(mode="json")})
+        if key in self.registered:
+            return
+        self.registered.add(key)
+        text = self.render(comp.summary, scope, step.id) if comp.summary else comp.action
+        summary = f"{step.id}: compensation: {text}"[:200]
+        saga.add(summary, lambda: self.execute("compensation", action, arg, summary, None))
+
+    # -- policy gate and approval ---------------------------------------------------------------
+
+    async def policy(self, step: PolicyStep, scope: dict[str, Any]) -> Any:
+        wid = workflow.info().workflow_id
+        items: list[Any] = [None]
+        if step.for_each is not None:
+            items = self.render(step.for_each, scope, step.id)
+            if not isinstance(items, list):
+                raise definition_error(step.id, "for_each did not give a list")
+        queries = []
+        for item in items:
+            inner = scope if step.for_each is None else {**scope, step.as_: item}
+            doc = self.render(step.input, inner, step.id)
+            if not isinstance(doc, dict):
+                raise definition_error(step.id, "policy input must be an object")
+            subject = self.render(step.subject, inner, step.id)
+            queries.append(
+                PolicyQuery(policy=step.policy, input=doc, subject=str(subject), workflow_id=wid)
+            )
+        summary = self.summary(step, scope, f"policy {step.policy}: {len(queries)} decision(s)")
+        action = catalog.Action("evaluate_policies", PolicyBatch, list[PolicyDecision])
+        decisions: list[PolicyDecision] = await self.execute(
+            "policy", action, PolicyBatch(queries=queries), summary, step
+        )
+        denied = [d for d in decisions if d.verdict == "deny"]
+        if denied and step.on_deny == "fail":
+            raise errors.failure(
+                errors.POLICY_DENIED,
+                "policy denied "
+                + "; ".join(f"{d.subject}: {', '.join(d.reasons)}" for d in denied),
+                decision_ids=[d.decision_id for d in denied],
+            )
+        dumped = [d.model_dump(mode="json") for d in decisions]
+        return dumped if step.for_each is not None else dumped[0]
+
+    async def approval(self, step: ApprovalStep, scope: dict[str, Any]) -> Any:
+        def typed(tp: Any, value: Any, what: str) -> Any:
+            try:
+                return TypeAdapter(tp).validate_python(value)
+            except ValidationError as err:
+                raise definition_error(step.id, f"{what}: {err.errors()[0]['msg']}") from None
+
+        obligations = typed(
+            list[Obligations], self.render(step.obligations, scope, step.id), "obligations"
+        )
+        merged = merge_obligations(obligations)
+        if not merged.required_approvals:
+            raise definition_error(step.id, "the obligations name no required approvals")
+        entries: list[AdjustingEntry] = []
+        if step.entries is not None:
+            raw = self.render(step.entries, scope, step.id)
+            entries = typed(list[AdjustingEntry], raw, "entries")
+        findings: list[ComplianceFinding] = []
+        if step.findings is not None:
+            raw = self.render(step.findings, scope, step.id)
+            findings = typed(list[ComplianceFinding], raw, "findings")
+        payload = self.render(step.payload, scope, step.id)
+        sla = self.render(step.sla_seconds, scope, step.id)
+        if isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0:
+            raise definition_error(step.id, f"sla_seconds must be a positive number, got {sla!r}")
+        now = workflow.now()
+        request = ApprovalRequest(
+            request_id=f"apr-{workflow.uuid4().hex[:8]}",
+            process=self.inp.definition.name,
+            action=step.action,
+            action_digest=digest(payload),
+            summary=str(self.render(step.request_summary, scope, step.id)),
+            entries=entries,
+            total_amount=sum((abs(e.amount) for e in entries), Decimal("0")),
+            requirements=merged.required_approvals,
+            approver_roles=merged.approver_roles,
+            eligible_approvers=[],
+            candidates=merged.candidates,
+            escalation=merged.escalation,
+            requested_by=str(self.render(step.requested_by, scope, step.id)),
+            excluded=sorted(set(self.render(step.exclude, scope, step.id))),
+            requested_at=now,
+            deadline=now,
+            compliance_findings=findings,
+            round=self.render(step.round, scope, step.id),
+        )
+        risk = "high" if "cfo" in merged.approver_roles else "medium"
+        workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
+        self.stage = f"{step.id}: waiting for approval"
+        outcome = await self.gate.request(request, timedelta(seconds=sla))
+        if outcome.outcome == "expired":
+            raise errors.failure(
+                errors.APPROVAL_EXPIRED,
+                f"approval request {request.request_id} expired ({outcome.rationale}); "
+                "failing safe",
+            )
+        if outcome.outcome == "rejected":
+            raise errors.failure(
+                errors.APPROVAL_REJECTED,
+                f"{outcome.decided_by} rejected {request.request_id}: {outcome.rationale}",
+            )
+        return outcome.model_dump(mode="json")
+
+    # -- events, subprocesses, parallel, loops -------------------------------------------------
+
+    async def wait_event(self, step: WaitEventStep, scope: dict[str, Any]) -> Any:
+        seconds = self.render(step.timeout, scope, step.id)
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            raise definition_error(step.id, f"timeout must be a positive number, not {seconds!r}")
+        self.stage = f"{step.id}: waiting for event {step.event}"
+        workflow.set_current_details(
+            f"**Waiting for event** `{step.event}` (step `{step.id}`, up to {seconds} s): "
+            f"signal `{EVENT_SIGNAL}` with name `{step.event}`"
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self.events.get(step.event)), timeout=float(seconds)
+            )
+        except TimeoutError:
+            if step.on_timeout == "fail":
+                raise errors.failure(
+                    EVENT_TIMEOUT, f"step {step.id!r}: no {step.event!r} event in {seconds} s"
+                ) from None
+            return None
+        finally:
+            workflow.set_current_details("")
+        return self.events[step.event].pop(0)
+
+    async def subprocess(self, step: SubprocessStep, scope: dict[str, Any]) -> Any:
+        # a subprocess step inside a loop starts one child per iteration, each with its own id
+        runs = self.children[step.id] = self.children.get(step.id, 0) + 1
+        child_input = ProcessRunInput(
+            definition=self.inp.definition,
+            input=self.render(step.input, scope, step.id),
+            source=self.inp.source,
+            requested_by=self.inp.requested_by,
+            subprocess=step.process,
+        )
+        result: ProcessRunResult = await workflow.execute_child_workflow(
+            PROCESS_WORKFLOW,
+            child_input,
+            id=f"{workflow.info().workflow_id}/{step.id}" + (f"-{runs}" if runs > 1 else ""),
+            result_type=ProcessRunResult,
+            static_summary=self.summary(step, scope, f"subprocess {step.process}"),
+        )
+        return result.output
+
+    async def parallel(self, step: ParallelStep, scope: dict[str, Any], saga: Saga) -> Any:
+        need = {"all": len(step.branches), "any": 1, "n_of": step.n or 1}[step.mode]
+        sagas = {b.name: Saga() for b in step.branches}
+        tasks = {
+            b.name: asyncio.ensure_future(self.block(b.steps, scope, sagas[b.name]))
+            for b in step.branches
+        }
+        # undo of the whole step: every branch at once, each newest first
+        saga.add(
+            f"{step.id}: compensate branches",
+            lambda: _gather([s.compensate() for s in sagas.values()]),
+        )
+        done: list[str] = []
+        failed: dict[str, BaseException] = {}
+        pending: set[asyncio.Task[None]] = set(tasks.values())
+        try:
+            while pending and len(done) < need:
+                finished, still = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                pending = set(still)
+                for name, task in tasks.items():
+                    if task in finished:
+                        err = task.exception()
+                        if err is None:
+                            done.append(name)
+                        else:
+                            failed[name] = err
+                if len(tasks) - len(failed) < need:
+                    break
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await workflow.wait(pending)
+        if len(done) < need:
+            first = next(iter(failed.values()))
+            if len(failed) == 1 or step.mode == "all":
+                raise first
+            raise errors.failure(
+                BRANCHES_FAILED,
+                f"step {step.id!r}: {len(done)} of {need} branches succeeded; failed: "
+                + "; ".join(f"{n}: {e}" for n, e in failed.items()),
+            )
+        # any / n_of: the branches not counted are undone now
+        losers = [n for n in tasks if n not in done]
+        if losers:
+            await _gather([sagas[n].compensate() for n in losers])
+        cancelled = [n for n in losers if n not in failed]
+        return {"completed": done, "cancelled": cancelled, "failed": sorted(failed)}
+
+    async def loop(self, step: LoopStep, scope: dict[str, Any], saga: Saga) -> list[Any]:
+        collected: list[Any] = []
+        items: list[Any] | None = None
+        if step.for_each is not None:
+            items = self.render(step.for_each, scope, step.id)
+            if not isinstance(items, list):
+                raise definition_error(step.id, "for_each did not give a list")
+            if len(items) > step.max_iterations:
+                raise errors.failure(
+                    LOOP_LIMIT,
+                    f"step {step.id!r}: {len(items)} items exceed max_iterations "
+                    f"{step.max_iterations}",
+                )
+        index = 0
+        while True:
+            inner = dict(scope)
+            if items is not None:
+                if index >= len(items):
+                    break
+                inner[step.as_] = items[index]
+            else:
+                inner[step.as_] = index
+                if not ex.truthy(self.render(step.while_, inner, step.id)):
+                    break
+                if index >= step.max_iterations:
+                    raise errors.failure(
+                        LOOP_LIMIT,
+                        f"step {step.id!r}: still looping after max_iterations "
+                        f"{step.max_iterations}",
+                    )
+            await self.block(step.steps, inner, saga)
+            if step.collect_if is None or ex.truthy(self.render(step.collect_if, inner, step.id)):
+                if step.collect is not None:
+                    collected.append(self.render(step.collect, inner, step.id))
+                else:
+                    collected.append(inner["steps"][step.steps[-1].id]["output"])
+            index += 1
+        return collected
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    @workflow.update(name=APPROVAL_UPDATE)
+    async def decide_approval(self, decision: ApprovalDecision) -> ApprovalAck:
+        return self.gate.accept(decision, via="update")
+
+    @decide_approval.validator
+    def _validate_decision(self, decision: ApprovalDecision) -> None:
+        self.gate.validate(decision)
+
+    @workflow.signal(name=APPROVAL_SIGNAL)
+    def submit_approval(self, decision: ApprovalDecision) -> None:
+        self.gate.receive_signal(decision)
+
+    @workflow.signal(name=EVENT_SIGNAL)
+    def receive_event(self, event: ProcessEvent) -> None:
+        self.events.setdefault(event.name, []).append(event.data)
+
+    @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
+    def kill_switch_released(self) -> None:
+        self.kill_switch.release()
+
+    @workflow.query(name=STATUS_QUERY)
+    def status(self) -> ProcessStatus:
+        return ProcessStatus(
+            workflow_id=workflow.info().workflow_id,
+            process=self.name,
+            stage=self.stage,
+            approval_state=self.gate.state,  # type: ignore[arg-type]
+            pending=self.gate.pending(),
+            posted=[],
+            compensated=self.saga.compensated,
+            tokens=self.tokens,
+            cost_usd=self.cost_usd,
+            held_by=self.kill_switch.held_by,
+        )
+
+    @workflow.query(name=PENDING_APPROVALS_QUERY)
+    def pending_approvals(self) -> list[ApprovalRequest]:
+        return self.gate.pending()
+
+
+async def _gather(calls: list[Awaitable[Any]]) -> None:
+    await asyncio.gather(*calls)
+
+
+__all__ = ["EVENT_SIGNAL", "PROCESS_WORKFLOW", "ProcessWorkflow"]
