@@ -1,0 +1,212 @@
+"""`baton auction ...`: allocate a batch of document reviews among agent tiers by auction.
+
+    baton auction review --tenant T --batch-id B (--docs FILE.json | --sample) [--tiers FILE.json]
+                         [--cost-weight W --latency-weight W --bid-deadline SEC --max-rounds N]
+                         [--wait]
+    baton auction status WORKFLOW_ID     stage, task being auctioned, allocations so far
+    baton auction result WORKFLOW_ID     one line per task: winner, rounds, score, verdict
+    baton auction tiers                  the default tiers (a starting point for --tiers)
+
+--docs: a JSON list of tasks ``{"task_id", "requires": [capabilities], "document": {"doc_id",
+"title", "text"}}``. --tiers: a JSON list of tiers (see ``baton auction tiers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from baton.cli import EXIT_OK, EXIT_USAGE, CliError, _client, _print_json
+from baton.settings import Settings
+from workflows.contracts_auction import AuctionTask
+
+#: The batch `--sample` reviews: each needs a different tier's capability or size.
+SAMPLE_TASKS: list[dict[str, Any]] = [
+    {
+        "task_id": "nda-northwind",
+        "requires": ["review:nda"],
+        "document": {
+            "doc_id": "NDA-2026-117",
+            "title": "Mutual NDA with Northwind",
+            "text": "Each party keeps the other's confidential information secret for two "
+            "years and returns it on request.",
+        },
+    },
+    {
+        "task_id": "invoice-4411",
+        "requires": ["review:invoice"],
+        "document": {
+            "doc_id": "INV-2026-4411",
+            "title": "Invoice 4411 from Contoso",
+            "text": "Consulting services, October: 42 hours at EUR 120. Payment due in 30 "
+            "days; a late-payment penalty of 2% per month applies.",
+        },
+    },
+    {
+        "task_id": "msa-fabrikam",
+        "requires": ["review:contract"],
+        "document": {
+            "doc_id": "MSA-2026-031",
+            "title": "Master services agreement with Fabrikam",
+            "text": "The supplier accepts unlimited liability for data loss. The agreement will "
+            "automatically renew each year unless cancelled 90 days before the end of term.",
+        },
+    },
+    {
+        "task_id": "opinion-export",
+        "requires": ["review:legal-opinion"],
+        "document": {
+            "doc_id": "LEG-2026-009",
+            "title": "Opinion on export controls",
+            "text": "Counsel's opinion on shipping encryption products to the listed countries; "
+            "the customer shall indemnify us against fines.",
+        },
+    },
+]
+
+
+def _read_list(path: str, what: str) -> list[Any]:
+    try:
+        value = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise CliError(f"--{what}: cannot read {path}: {err}", EXIT_USAGE) from None
+    except json.JSONDecodeError as err:
+        raise CliError(f"--{what}: {path} is not valid JSON ({err})", EXIT_USAGE) from None
+    if not isinstance(value, list):
+        raise CliError(f"--{what}: {path} must hold a JSON list", EXIT_USAGE)
+    return value
+
+
+def build_input(args: argparse.Namespace) -> Any:
+    from workflows.contracts_auction import DEFAULT_TIERS, DocumentReviewInput
+
+    if bool(args.docs) == bool(args.sample):
+        raise CliError("give exactly one of --docs FILE.json and --sample", EXIT_USAGE)
+    tasks = SAMPLE_TASKS if args.sample else _read_list(args.docs, "docs")
+    tiers = (
+        _read_list(args.tiers, "tiers")
+        if args.tiers
+        else [t.model_dump(mode="json") for t in DEFAULT_TIERS]
+    )
+    rule = {
+        k: v
+        for k, v in (("cost_weight", args.cost_weight), ("latency_weight", args.latency_weight))
+        if v is not None
+    }
+    return DocumentReviewInput.model_validate(
+        {
+            "tenant": args.tenant,
+            "batch_id": args.batch_id,
+            "requested_by": args.requested_by,
+            "tiers": tiers,
+            "tasks": tasks,
+            "rule": rule,
+            "bid_deadline_seconds": args.bid_deadline,
+            "max_rounds": args.max_rounds,
+        }
+    )
+
+
+def print_result(result: Any) -> None:
+    print(f"{'TASK':<20} {'STATUS':<10} {'WINNER':<8} {'ROUNDS':>6} {'SCORE':>10}  OUTCOME")
+    for a in result.allocations:
+        last = a.awards[-1] if a.awards else None
+        score = f"{last.score:.6f}" if last is not None and last.score is not None else "-"
+        if a.review is not None:
+            outcome = f"{a.review.verdict}: {a.review.summary}"
+        else:
+            outcome = f"ESCALATED ({a.escalation_type}): {a.reason}"
+        print(
+            f"{a.task_id:<20} {a.status:<10} {a.winner or '-':<8} {len(a.awards):>6} "
+            f"{score:>10}  {outcome}"
+        )
+    print(f"cost: ${result.cost_usd:.6f} ({result.tokens} tokens, bids and reviews)")
+
+
+async def demo_auction(client: Any, tenant: str) -> list[str]:
+    """`baton demo`'s auction step: the sample batch, one line per task (a worker must run)."""
+    from workflows.contracts_auction import DEFAULT_TIERS, DocumentReviewInput
+
+    inp = DocumentReviewInput(
+        tenant=tenant,
+        batch_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}",
+        requested_by="demo",
+        tiers=DEFAULT_TIERS,
+        tasks=[AuctionTask.model_validate(t) for t in SAMPLE_TASKS],
+    )
+    handle = await client.start_document_review(inp)
+    result = await handle.result()
+    won = ", ".join(f"{a.task_id} -> {a.winner or 'escalated'}" for a in result.allocations)
+    return [
+        f"7. document reviews by auction ({handle.id}): {won}",
+        f"   {len(result.allocations)} tasks, {result.tokens} tokens, ${result.cost_usd:.4f}"
+        f"  -> baton auction result {handle.id}",
+    ]
+
+
+async def cmd_auction_review(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.client import ProcessAlreadyStarted
+
+    inp = build_input(args)
+    client = await _client(settings)
+    try:
+        handle = await client.start_document_review(inp, join_existing=args.join)
+    except ProcessAlreadyStarted as err:
+        raise CliError(str(err)) from None
+    print(f"started {handle.id} (run {handle.result_run_id})")
+    print(f"web UI: {settings.workflow_url(handle.id)}")
+    if args.wait:
+        print_result(await handle.result())
+    return EXIT_OK
+
+
+async def cmd_auction_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    _print_json(await client.document_review_status(args.workflow_id))
+    return EXIT_OK
+
+
+async def cmd_auction_result(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    print_result(await client.document_review(args.workflow_id).result())
+    return EXIT_OK
+
+
+async def cmd_auction_tiers(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.contracts_auction import DEFAULT_TIERS
+
+    _print_json(DEFAULT_TIERS)
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    """Add `baton auction ...` to the top-level subparsers."""
+    auction = sub.add_parser("auction", help="allocate document reviews among agent tiers")
+    auction_sub = auction.add_subparsers(dest="auction_command", required=True, metavar="ACTION")
+    p = auction_sub.add_parser("review", help="auction a batch of document reviews")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--batch-id", required=True)
+    p.add_argument("--requested-by", default="cli")
+    p.add_argument("--docs", help="JSON list of tasks")
+    p.add_argument("--sample", action="store_true", help="the built-in batch of four documents")
+    p.add_argument("--tiers", help="JSON list of tiers (default: `baton auction tiers`)")
+    p.add_argument("--cost-weight", type=float, help="score weight per USD (default 1.0)")
+    p.add_argument("--latency-weight", type=float, help="score weight per second (default 0.01)")
+    p.add_argument("--bid-deadline", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument("--max-rounds", type=int, default=3, help="auctions per task (default 3)")
+    p.add_argument("--join", action="store_true", help="attach to a running batch instead")
+    p.add_argument("--wait", action="store_true", help="wait and print the allocations")
+    p.set_defaults(func=cmd_auction_review)
+    for name, func, text in (
+        ("status", cmd_auction_status, "stage, current auction, allocations so far"),
+        ("result", cmd_auction_result, "wait for and print the allocations"),
+    ):
+        p = auction_sub.add_parser(name, help=text)
+        p.add_argument("workflow_id")
+        p.set_defaults(func=func)
+    p = auction_sub.add_parser("tiers", help="the default agent tiers, as JSON")
+    p.set_defaults(func=cmd_auction_tiers)
