@@ -1,0 +1,204 @@
+"""`baton customer ...`: the customer-onboarding blueprint from the command line.
+
+    baton customer event --customer cust-globex [--event-id ID] [--hosting-region eu]
+                         [--not-screened] [--dpa-signed]    put a CRM event in the event table
+    baton customer trigger                                  start a run per unhandled event
+    baton customer status WORKFLOW_ID                       stage, pending approval, commits
+    baton customer result WORKFLOW_ID                       wait for the result
+
+Approvals use the shared commands (`baton approvals list`, `baton approve|reject`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from baton.settings import Settings
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _db(settings: Settings) -> Any:
+    from activities.database import Database
+
+    db = Database(settings.database_url)
+    db.create_tables()
+    return db
+
+
+async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.customer import record_crm_event
+    from workflows.contracts_customer import CrmEvent
+
+    event = CrmEvent(
+        event_id=args.event_id or f"crm-{uuid.uuid4().hex[:12]}",
+        tenant=args.tenant,
+        customer_id=args.customer,
+        hosting_region=args.hosting_region,
+        sanctions_screened=not args.not_screened,
+        dpa_signed=args.dpa_signed,
+        requested_by=args.requested_by,
+        occurred_at=datetime.now(UTC),
+    )
+    db = _db(settings)
+    try:
+        new = record_crm_event(db, event)
+    finally:
+        db.dispose()
+    print(f"{'recorded' if new else 're-delivered (already recorded)'} CRM event {event.event_id}")
+    return EXIT_OK
+
+
+async def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
+    from baton.cli import _client
+    from baton.crm_trigger import dispatch_new_customers
+
+    client = await _client(settings)
+    db = _db(settings)
+    try:
+        outcomes = await dispatch_new_customers(client, db)
+    finally:
+        db.dispose()
+    if not outcomes:
+        print("no new CRM events")
+    for o in outcomes:
+        print(f"{o.event_id}: {o.workflow_id}: {o.detail}")
+    return EXIT_OK
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from baton.cli import _client
+
+    client = await _client(settings)
+    status = await client.customer_onboarding_status(args.workflow_id)
+    print(json.dumps(status.model_dump(mode="json"), indent=2))
+    return EXIT_OK
+
+
+async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
+    from temporalio.client import WorkflowFailureError
+
+    from baton.cli import _client
+
+    client = await _client(settings)
+    try:
+        result = await client.customer_onboarding(args.workflow_id).result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        print(f"{args.workflow_id} failed: {getattr(cause, 'message', cause)}")
+        return EXIT_FAILED
+    print(f"{result.customer_id}: plan {[s.kind for s in result.plan.steps]}")
+    print(f"  rationale: {result.plan.rationale}")
+    for c in result.committed:
+        approved = f" (approved by {', '.join(c.approved_by)})" if c.approved_by else ""
+        print(f"  committed {c.commit_id} {c.kind}: {c.summary}{approved}")
+    print(f"  sources: {', '.join(result.sources)}")
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    """Add ``baton customer ...`` to the CLI's subparsers."""
+    customer = sub.add_parser("customer", help="customer onboarding (the brief's blueprint)")
+    csub = customer.add_subparsers(dest="customer_command", required=True, metavar="ACTION")
+    p = csub.add_parser("event", help='put a "new high-value customer" event in the CRM')
+    p.add_argument("--tenant", default="acme")
+    p.add_argument("--customer", required=True, help="customer entity id, e.g. cust-globex")
+    p.add_argument("--event-id", help="the CRM's event id (default: a new one)")
+    p.add_argument("--hosting-region", default="eu")
+    p.add_argument("--not-screened", action="store_true", help="sanctions screening not done")
+    p.add_argument("--dpa-signed", action="store_true")
+    p.add_argument("--requested-by", default="crm:trigger")
+    p.set_defaults(func=cmd_event)
+    p = csub.add_parser("trigger", help="start a run for every new CRM event (idempotent)")
+    p.set_defaults(func=cmd_trigger)
+    p = csub.add_parser("status", help="stage, pending approval, commits")
+    p.add_argument("workflow_id")
+    p.set_defaults(func=cmd_status)
+    p = csub.add_parser("result", help="wait for a run's result")
+    p.add_argument("workflow_id")
+    p.set_defaults(func=cmd_result)
+
+
+async def copy_seed_customer(kb: Any, tenant: str, template: str, suffix: str) -> str:
+    """Seed the knowledge layer, then copy seed customer ``template`` (its entity tree and CRM
+    notes) under ids ending in ``-<suffix>``: a new customer, so a new business key."""
+    from activities.knowledge_seed import SEED_DOCUMENTS, seed_knowledge
+    from workflows.contracts_knowledge import Entity
+
+    await seed_knowledge(kb)
+    tree = kb.store.related(tenant, template)
+    renamed = {e.entity_id: f"{e.entity_id}-{suffix}" for e in [tree.root, *tree.descendants]}
+    kb.store.upsert_entities(
+        [
+            Entity.model_validate(
+                {
+                    **e.model_dump(),
+                    "entity_id": renamed[e.entity_id],
+                    "parent_id": renamed.get(e.parent_id) if e.parent_id else None,
+                }
+            )
+            for e in [tree.root, *tree.descendants]
+        ]
+    )
+    notes = [
+        d.model_copy(update={"doc_id": f"{d.doc_id}-{suffix}", "entity_id": renamed[template]})
+        for d in SEED_DOCUMENTS
+        if d.entity_id == template
+    ]
+    await kb.ingest(notes)
+    return renamed[template]
+
+
+async def demo_customer(client: Any, settings: Settings, runtime: Any, tenant: str) -> list[str]:
+    """`baton demo`'s customer step: a "new high-value customer" CRM event for a new copy of the
+    seed customer cust-globex, the CRM trigger starts the onboarding, a sales manager approves
+    the discount exception (a worker must run)."""
+    import time
+
+    from activities.customer import record_crm_event
+    from activities.knowledge import Embedder, KnowledgeBase
+    from baton.crm_trigger import dispatch_new_customers
+    from baton.demo import DemoStepFailed, finish_run
+    from workflows.contracts_customer import CrmEvent
+
+    kb = KnowledgeBase(
+        runtime.db, runtime.ledger, Embedder(runtime.openai, settings.embedding_model)
+    )
+    suffix = f"demo{time.strftime('%Y%m%d%H%M%S')}{uuid.uuid4().hex[:4]}"
+    customer = await copy_seed_customer(kb, tenant, "cust-globex", suffix)
+    event = CrmEvent(
+        event_id=f"crm-{suffix}",
+        tenant=tenant,
+        customer_id=customer,
+        hosting_region="eu",
+        sanctions_screened=True,
+        requested_by="crm:trigger",
+        occurred_at=datetime.now(UTC),
+    )
+    await asyncio.to_thread(record_crm_event, runtime.db, event)
+    outcomes = await dispatch_new_customers(client, runtime.db)
+    mine = next((o for o in outcomes if o.event_id == event.event_id), None)
+    if mine is None or not mine.started:
+        raise DemoStepFailed(f"the CRM trigger did not start a run for {event.event_id}: {mine}")
+    approved = await finish_run(
+        client, settings, mine.workflow_id, approver="oscar", rationale="3-year deal."
+    )
+    result = await client.customer_onboarding(mine.workflow_id).result()
+    kinds: dict[str, int] = {}
+    for c in result.committed:
+        kinds[c.kind] = kinds.get(c.kind, 0) + 1
+    discount = next((c.summary for c in result.committed if c.kind == "discount"), "no discount")
+    return [
+        f"9. customer onboarding of {customer} from CRM event {event.event_id} via the CRM "
+        f"trigger ({mine.workflow_id}): {'; '.join(approved) or 'no plan exception'}",
+        f"   committed {len(result.committed)} actions "
+        f"({', '.join(f'{n} x {k}' for k, n in kinds.items())}): {discount}; "
+        f"{len(result.sources)} sources, {result.tokens} tokens, ${result.cost_usd:.4f}",
+        f"   -> baton customer result {mine.workflow_id}",
+        f"   web UI: {settings.workflow_url(mine.workflow_id)}",
+    ]

@@ -1,0 +1,279 @@
+"""Contracts of the customer-onboarding blueprint (workflows/customer_onboarding.py).
+
+The CRM event that triggers a run, the run's input and result, the planner's plan, the
+specialist agents' inputs and outputs, and the commit / revert of actions in the systems of
+record. Imports only pydantic, the standard library and the shared contracts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from workflows.contracts import (
+    EMPLOYEE_ID_PATTERN,
+    NAME_PATTERN,
+    ApprovalGrant,
+    ApprovalOutcome,
+    ApprovalRequest,
+    Contract,
+    PolicyDecision,
+    TokenUsage,
+)
+from workflows.contracts_knowledge import KnowledgeHit
+
+NEW_HIGH_VALUE_CUSTOMER = "new_high_value_customer"
+StepKind = Literal["intro_email", "discount_check", "onboarding_sequence"]
+ActionKind = Literal["intro_email", "discount", "onboarding_task"]
+STEP_KINDS: tuple[str, ...] = ("intro_email", "discount_check", "onboarding_sequence")
+
+
+def _name(value: str, field: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError(f"{field} must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
+    return value
+
+
+class CrmEvent(Contract):
+    """An event in the CRM's event table. ``event_id`` is the CRM's own id: a re-delivered event
+    carries the same one."""
+
+    event_id: str = Field(min_length=1, max_length=120)
+    tenant: str
+    customer_id: str = Field(min_length=1, max_length=63)
+    kind: str = NEW_HIGH_VALUE_CUSTOMER
+    #: Where the customer's workspace is to be hosted (data residency is checked against it).
+    hosting_region: str = Field(min_length=1)
+    sanctions_screened: bool = Field(description="Screened against the sanctions lists (legal).")
+    dpa_signed: bool = Field(default=False, description="DPA with SCCs signed (cross-region).")
+    requested_by: str = Field(default="crm:trigger", min_length=1)
+    occurred_at: datetime
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, v: str) -> str:
+        return _name(v, "tenant")
+
+    @field_validator("customer_id")
+    @classmethod
+    def _customer(cls, v: str) -> str:
+        if not EMPLOYEE_ID_PATTERN.match(v):
+            raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'cust-globex'")
+        return v
+
+
+class CustomerOnboardingInput(Contract):
+    """One run per customer: the business key is ``customer-onboarding/<tenant>/<customer>``."""
+
+    tenant: str
+    customer_id: str = Field(min_length=1, max_length=63)
+    event_id: str = Field(min_length=1)
+    hosting_region: str = Field(min_length=1)
+    sanctions_screened: bool
+    dpa_signed: bool = False
+    requested_by: str = Field(default="crm:trigger", min_length=1)
+    approval_timeout_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=30 * 24 * 3600)
+    #: Tests and drills: fail after every action was committed, to see them compensated.
+    fail_after_commits: bool = False
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, v: str) -> str:
+        return _name(v, "tenant")
+
+    @field_validator("customer_id")
+    @classmethod
+    def _customer(cls, v: str) -> str:
+        if not EMPLOYEE_ID_PATTERN.match(v):
+            raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'cust-globex'")
+        return v
+
+    @classmethod
+    def from_event(cls, event: CrmEvent) -> CustomerOnboardingInput:
+        return cls(
+            tenant=event.tenant,
+            customer_id=event.customer_id,
+            event_id=event.event_id,
+            hosting_region=event.hosting_region,
+            sanctions_screened=event.sanctions_screened,
+            dpa_signed=event.dpa_signed,
+            requested_by=event.requested_by,
+        )
+
+    def workflow_id(self) -> str:
+        return customer_workflow_id(self.tenant, self.customer_id)
+
+
+def customer_workflow_id(tenant: str, customer_id: str) -> str:
+    return f"customer-onboarding/{tenant}/{customer_id}"
+
+
+class CustomerBrief(Contract):
+    """The customer as the agents see it: from the relation store (customer, first contract)."""
+
+    customer_id: str
+    name: str
+    country: str
+    region: str
+    segment: str = ""
+    language: str = "en"
+    contract_id: str = ""
+    plan: str = ""
+    annual_value_eur: int = 0
+    term_months: int = 0
+    requested_discount_pct: float = 0.0
+    seats: int = 0
+
+
+class CustomerDossier(Contract):
+    """Context fetched before planning: the relation store's view and what the knowledge layer
+    retrieved (with provenance)."""
+
+    customer: CustomerBrief
+    contact: str = Field(description="Where the intro email goes (CRM contact).")
+    notes: list[KnowledgeHit]
+    policies: list[KnowledgeHit]
+
+    def sources(self) -> list[str]:
+        return [h.doc_id for h in [*self.notes, *self.policies]]
+
+
+class CustomerAgentInput(Contract):
+    """Input of every customer-onboarding agent: the customer and the retrieved texts."""
+
+    tenant: str
+    customer: CustomerBrief
+    notes: list[str] = []
+    policies: list[str] = []
+    instructions: str = ""
+
+
+class PlanStep(Contract):
+    step_id: str = Field(min_length=1)
+    kind: StepKind
+    instructions: str = Field(min_length=1)
+
+
+class OnboardingPlan(Contract):
+    steps: list[PlanStep] = Field(min_length=1)
+    rationale: str = Field(min_length=1)
+    usage: TokenUsage
+
+
+class IntroEmail(Contract):
+    subject: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+    language: str
+    usage: TokenUsage
+
+
+class DiscountAssessment(Contract):
+    eligible: bool
+    recommended_pct: float = Field(ge=0, le=100)
+    rationale: str = Field(min_length=1)
+    usage: TokenUsage
+
+
+class OnboardingTask(Contract):
+    name: str = Field(min_length=1)
+    due_in_days: int = Field(ge=0, le=365)
+    owner_role: str = Field(min_length=1)
+
+
+class OnboardingSequence(Contract):
+    tasks: list[OnboardingTask] = Field(min_length=1)
+    usage: TokenUsage
+
+
+class CustomerAction(Contract):
+    """One final action on a system of record, as planned (policy decides on it)."""
+
+    kind: ActionKind
+    key: str = Field(min_length=1, description="Unique within the run, e.g. 'task/2'.")
+    summary: str
+    payload: dict[str, Any]
+    discount_pct: float = 0.0
+
+
+class PlanCheckInput(Contract):
+    tenant: str
+    customer: CustomerBrief
+    hosting_region: str
+    sanctions_screened: bool
+    dpa_signed: bool
+    requested_by: str
+    actions: list[CustomerAction] = Field(min_length=1)
+
+
+class PlanCheckResult(Contract):
+    decisions: list[PolicyDecision]
+
+
+class CommitInput(Contract):
+    tenant: str
+    customer: CustomerBrief
+    hosting_region: str
+    sanctions_screened: bool
+    dpa_signed: bool
+    requested_by: str
+    action: CustomerAction
+    rationale: str
+    approval: ApprovalGrant | None = None
+    idempotency_key: str
+
+
+class CommitOutcome(Contract):
+    decision: PolicyDecision
+    commit_id: str | None = None
+
+
+class RevertInput(Contract):
+    original_key: str
+    reason: str
+    idempotency_key: str
+
+
+class RevertOutcome(Contract):
+    reverted: bool
+    detail: str
+
+
+class CommittedAction(Contract):
+    kind: ActionKind
+    key: str
+    commit_id: str
+    summary: str
+    approved_by: list[str] = []
+
+
+class CustomerOnboardingResult(Contract):
+    tenant: str
+    customer_id: str
+    plan: OnboardingPlan
+    committed: list[CommittedAction]
+    approvals: list[ApprovalOutcome]
+    sources: list[str] = Field(description="Knowledge documents the run was shown.")
+    tokens: int
+    cost_usd: float
+
+
+class CustomerOnboardingStatus(Contract):
+    workflow_id: str
+    process: str
+    stage: str
+    approval_state: str
+    pending: list[ApprovalRequest]
+    committed: list[CommittedAction]
+    compensated: list[str]
+
+
+class TriggerOutcome(Contract):
+    """What the trigger did with one CRM event."""
+
+    event_id: str
+    workflow_id: str
+    started: bool = Field(description="False: the run existed already (a repeat or re-delivery).")
+    run_id: str | None = None
+    detail: str = ""
