@@ -1,0 +1,391 @@
+"""Customer-support escalation: the four routed agents and the ticketing system of record.
+
+Agents (each asks the router for a task class, never a model; activities/router.py):
+- triage classifier (``triage``): category + confidence; tier-0 rules first;
+- L2 researcher (``research``): retrieves passages from the knowledge layer (``KnowledgeSource``)
+  and answers from them, citing passage ids; the passages' provenance goes to the audit trail;
+- case summarizer (``summarize``);
+- ticketing integrator (``ticket_update``): drafts the ticket update (status, reply, tags).
+
+The sensitive action is ``apply_ticket_update``: it asks policy (policy/support/ticket_update.rego)
+and writes the ticket in ONE transaction, idempotently per key (a retry returns the stored
+outcome and writes nothing twice).
+
+Knowledge: the researcher reads through ``KnowledgeSource``; the worker gives it
+``VectorKnowledgeSource``, the knowledge layer (activities/knowledge.py: real embeddings, vector
+search with provenance, audited retrievals). config/support_articles.json holds support articles
+to ingest (``baton support articles``).
+
+Must not: be imported by workflows (it does I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+from sqlmodel import Field, SQLModel, select
+from temporalio import activity
+
+from activities.audit import AuditLedger, activity_event
+from activities.database import Database
+from activities.knowledge import KnowledgeBase
+from activities.policy import PolicyEngine, in_transaction_decider
+from activities.router import Router
+from workflows.contracts import PolicyDecision, PolicyQuery, digest
+from workflows.contracts_knowledge import KnowledgeDocument, KnowledgeQuery
+from workflows.contracts_support import (
+    CaseSummary,
+    Passage,
+    Research,
+    ResearchInput,
+    SummaryInput,
+    TicketDraft,
+    TicketDraftInput,
+    TicketUpdateInput,
+    TicketUpdateOutcome,
+    Triage,
+    TriageInput,
+)
+
+TICKET_POLICY = "baton/support/ticket_update"
+
+TRIAGE_PROMPT = """agent: triage_classifier
+Classify the customer's support ticket into exactly one category (billing, technical, account,
+shipping, cancellation) and say how confident you are (0..1)."""
+
+RESEARCH_PROMPT = """agent: l2_researcher
+You are an L2 support researcher. Answer the customer's question from the knowledge passages in
+the input only; cite the passage ids you used. Say how confident you are (0..1)."""
+
+SUMMARY_PROMPT = """agent: case_summarizer
+Summarise the support case for the ticket history in at most three sentences."""
+
+TICKET_PROMPT = """agent: ticketing_integrator
+Draft the ticket update: status (open, pending_customer or resolved), the reply to the customer,
+and tags."""
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _WireTriage(_Wire):
+    category: str
+    confidence: float
+
+
+class _WireResearch(_Wire):
+    answer: str
+    cited: list[str]
+    confidence: float
+
+
+class _WireSummary(_Wire):
+    summary: str
+
+
+class _WireTicket(_Wire):
+    status: str
+    reply: str
+    tags: list[str]
+
+
+# -- knowledge ---------------------------------------------------------------------------------
+
+
+class KnowledgeSource(Protocol):
+    """Where the L2 researcher's passages come from (the knowledge layer)."""
+
+    name: str
+
+    async def retrieve(self, tenant: str, query: str, k: int) -> list[Passage]: ...
+
+
+class VectorKnowledgeSource:
+    """The knowledge layer (activities/knowledge.py): real embeddings, tenant-scoped vector
+    search, hits with provenance; every retrieval is audited there (``knowledge.retrieved``:
+    who asked, the query by digest, every source shown)."""
+
+    name = "knowledge-layer"
+
+    def __init__(self, kb: KnowledgeBase, kinds: Sequence[str] = ()) -> None:
+        self.kb = kb
+        self.kinds = list(kinds)
+
+    async def retrieve(self, tenant: str, query: str, k: int) -> list[Passage]:
+        info = activity.info()
+        key = (
+            info.workflow_id or "",
+            info.workflow_run_id or "",
+            f"act/{info.activity_id}/knowledge/{info.attempt}",
+        )
+        result = await self.kb.search(
+            KnowledgeQuery(
+                tenant=tenant,
+                query=query[:2000],
+                k=k,
+                kinds=self.kinds,
+                requested_by="agent:l2_researcher",
+            ),
+            audit_key=key,
+        )
+        return [
+            Passage(
+                passage_id=f"{hit.doc_id}#{hit.chunk}",
+                source=hit.provenance.source,
+                text=hit.text,
+                score=round(hit.score, 6),
+            )
+            for hit in result.hits
+        ]
+
+
+SUPPORT_ARTICLE_KIND = "support_article"
+
+
+def support_articles(path: str | Path, tenant: str) -> list[KnowledgeDocument]:
+    """The support articles of ``path`` (config/support_articles.json) as knowledge documents of
+    ``tenant``, for ``baton support articles`` and the tests to ingest."""
+    raw = json.loads(Path(path).read_text())
+    return [
+        KnowledgeDocument(
+            doc_id=a["passage_id"],
+            tenant=tenant,
+            title=a["passage_id"],
+            text=a["text"],
+            kind=SUPPORT_ARTICLE_KIND,
+            source=a["source"],
+            author="support-team",
+            created_at=datetime(2026, 1, 5, tzinfo=UTC),
+        )
+        for a in raw["articles"]
+    ]
+
+
+# -- the ticketing system of record ------------------------------------------------------------
+
+
+class SupportTicket(SQLModel, table=True):
+    __tablename__ = "support_ticket"
+    case_id: str = Field(primary_key=True)
+    tenant: str = Field(primary_key=True)
+    customer: str
+    category: str
+    status: str
+    reply: str
+    tags: str  # JSON list
+    version: int = 0
+    updated_by: str
+    approved_by: str | None = None
+    updated_at: datetime
+
+
+class TicketUpdateAttempt(SQLModel, table=True):
+    """One idempotency key's stored outcome: a retry returns it instead of writing again."""
+
+    __tablename__ = "support_ticket_update"
+    idempotency_key: str = Field(primary_key=True)
+    case_id: str = Field(index=True)
+    outcome_json: str
+
+
+def ticket_policy_input(inp: TicketUpdateInput) -> dict[str, object]:
+    """The exact input document the ticket policy sees (policy/support/ticket_update.rego)."""
+    return {
+        "action": "update_ticket",
+        "tenant": inp.case.tenant,
+        "case": {
+            "case_id": inp.case.case_id,
+            "priority": inp.case.priority,
+            "customer_value_usd": inp.case.customer_value_usd,
+            "category": inp.category,
+        },
+        "update": {"status": inp.status, "reply_chars": len(inp.reply.strip())},
+        "requested_by": inp.requested_by,
+        "approval": inp.approval.model_dump(mode="json") if inp.approval else None,
+    }
+
+
+def ticket_of(db: Database, tenant: str, case_id: str) -> SupportTicket | None:
+    with db.read_session() as session:
+        row = session.get(SupportTicket, (case_id, tenant))
+        return SupportTicket.model_validate(row.model_dump()) if row else None
+
+
+def ticket_updates(db: Database, case_id: str) -> int:
+    with db.read_session() as session:
+        return len(
+            session.exec(
+                select(TicketUpdateAttempt).where(TicketUpdateAttempt.case_id == case_id)
+            ).all()
+        )
+
+
+class SupportActivities:
+    """The support agents and the ticketing connector. Built once in worker.py."""
+
+    def __init__(
+        self,
+        router: Router,
+        knowledge: KnowledgeSource,
+        db: Database,
+        ledger: AuditLedger,
+        policy: PolicyEngine,
+    ) -> None:
+        self.router = router
+        self.knowledge = knowledge
+        self.db = db
+        self.ledger = ledger
+        self.policy = policy
+
+    @activity.defn(name="triage_ticket")
+    async def triage_ticket(self, inp: TriageInput) -> Triage:
+        wire, usage = await self.router.ask(
+            "triage_classifier", "triage", TRIAGE_PROMPT, inp, _WireTriage, _triage_confidence
+        )
+        if wire.category not in ("billing", "technical", "account", "shipping", "cancellation"):
+            wire = _WireTriage(category="technical", confidence=0.0)  # unknown: not sure at all
+        return Triage.model_validate(
+            {"category": wire.category, "confidence": wire.confidence, "usage": usage}
+        )
+
+    @activity.defn(name="research_case")
+    async def research_case(self, inp: ResearchInput) -> Research:
+        query = f"{inp.subject} {inp.body}"
+        passages = await self.knowledge.retrieve(inp.tenant, query, 4)  # audited there
+        routed = _ResearchPayload(
+            **inp.model_dump(),
+            passages=[p.model_dump(include={"passage_id", "text"}) for p in passages],
+        )
+        wire, usage = await self.router.ask(
+            "l2_researcher", "research", RESEARCH_PROMPT, routed, _WireResearch,
+            lambda w: w.confidence,
+        )  # fmt: skip
+        known = {p.passage_id for p in passages}
+        cited = [c for c in wire.cited if c in known]  # a citation of nothing is dropped
+        return Research(answer=wire.answer, cited=cited, passages=passages, usage=usage)
+
+    @activity.defn(name="summarize_case")
+    async def summarize_case(self, inp: SummaryInput) -> CaseSummary:
+        wire, usage = await self.router.ask(
+            "case_summarizer", "summarize", SUMMARY_PROMPT, inp, _WireSummary
+        )
+        return CaseSummary(summary=wire.summary, usage=usage)
+
+    @activity.defn(name="draft_ticket_update")
+    async def draft_ticket_update(self, inp: TicketDraftInput) -> TicketDraft:
+        wire, usage = await self.router.ask(
+            "ticketing_integrator", "ticket_update", TICKET_PROMPT, inp, _WireTicket
+        )
+        status = wire.status if wire.status in ("open", "pending_customer", "resolved") else "open"
+        return TicketDraft.model_validate(
+            {"status": status, "reply": wire.reply, "tags": wire.tags, "usage": usage}
+        )
+
+    @activity.defn(name="apply_ticket_update")
+    async def apply_ticket_update(self, inp: TicketUpdateInput) -> TicketUpdateOutcome:
+        """Update the ticket if, and only if, policy allows it now (one transaction)."""
+        info = activity.info()
+        decide_now = in_transaction_decider(
+            self.policy, f"{info.workflow_id}/act/{info.activity_id}/ticket"
+        )
+        return await asyncio.to_thread(self._apply, inp, decide_now)
+
+    def _apply(
+        self, inp: TicketUpdateInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
+    ) -> TicketUpdateOutcome:
+        wf = activity.info().workflow_id or ""
+        with self.db.session() as session:
+            stored = session.get(TicketUpdateAttempt, inp.idempotency_key)
+            if stored is not None:
+                return TicketUpdateOutcome.model_validate_json(stored.outcome_json)
+            decision = decide_now(
+                PolicyQuery(
+                    policy=TICKET_POLICY,
+                    input=ticket_policy_input(inp),
+                    subject=inp.case.case_id,
+                    workflow_id=wf,
+                )
+            )
+            outcome = TicketUpdateOutcome(decision=decision)
+            events = [
+                activity_event(
+                    "ticket/policy",
+                    actor=f"policy:{decision.policy}",
+                    action=f"policy.{decision.verdict}",
+                    detail={
+                        "subject": inp.case.case_id,
+                        "reasons": decision.reasons,
+                        "revision": decision.revision,
+                        "approval": inp.approval.model_dump() if inp.approval else None,
+                    },
+                    decision_id=decision.decision_id,
+                    input_digest=digest(inp),
+                )
+            ]
+            if decision.verdict == "allow":
+                ticket = session.get(SupportTicket, (inp.case.case_id, inp.case.tenant))
+                version = (ticket.version if ticket else 0) + 1
+                approved = ", ".join(inp.approval.approvers) if inp.approval else None
+                values: dict[str, Any] = {
+                    "customer": inp.case.customer,
+                    "category": inp.category,
+                    "status": inp.status,
+                    "reply": inp.reply,
+                    "tags": json.dumps(inp.tags),
+                    "version": version,
+                    "updated_by": "agent:ticketing_integrator",
+                    "approved_by": approved,
+                    "updated_at": datetime.now(UTC),
+                }
+                if ticket is None:
+                    session.add(
+                        SupportTicket(case_id=inp.case.case_id, tenant=inp.case.tenant, **values)
+                    )
+                else:
+                    for k, v in values.items():
+                        setattr(ticket, k, v)
+                    session.add(ticket)
+                outcome = TicketUpdateOutcome(
+                    decision=decision, ticket_version=version, applied=True
+                )
+                events.append(
+                    activity_event(
+                        "ticket/updated",
+                        actor="agent:ticketing_integrator",
+                        action="ticket.updated",
+                        detail={
+                            "case_id": inp.case.case_id,
+                            "status": inp.status,
+                            "version": version,
+                            "approved_by": approved,
+                        },
+                        decision_id=decision.decision_id,
+                        input_digest=digest(inp),
+                    )
+                )
+            session.add(
+                TicketUpdateAttempt(
+                    idempotency_key=inp.idempotency_key,
+                    case_id=inp.case.case_id,
+                    outcome_json=outcome.model_dump_json(),
+                )
+            )
+            self.ledger.append_in(session, events)
+            return outcome
+
+
+class _ResearchPayload(ResearchInput):
+    """What the researcher model sees: the case plus the retrieved passages."""
+
+    passages: list[dict[str, object]]
+
+
+def _triage_confidence(wire: _WireTriage) -> float:
+    return wire.confidence

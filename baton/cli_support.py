@@ -1,0 +1,164 @@
+"""`baton support ...`: the customer-support queue and its cases (workflows/support.py)."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+from baton.settings import Settings
+
+
+def add_parser(sub: Any, client: Any, print_json: Any, error: type[Exception]) -> None:
+    """Wire `baton support` into the main parser (baton/cli.py)."""
+    support = sub.add_parser("support", help="customer-support escalation: queue, cases")
+    s = support.add_subparsers(dest="support_command", required=True, metavar="ACTION")
+
+    async def start(args: argparse.Namespace, settings: Settings) -> int:
+        from workflows.contracts_support import SupportCoordinatorInput
+        from workflows.support_client import SupportClient
+
+        inp = SupportCoordinatorInput.model_validate(
+            {
+                "tenant": args.tenant,
+                "name": args.queue,
+                "max_parallel": args.max_parallel,
+                "budget": {"run_usd": args.run_budget} if args.run_budget is not None else {},
+            }
+        )
+        handle = await SupportClient(await client(settings)).start_queue(inp)
+        print(f"queue {handle.id} is running")
+        print(f"web UI: {settings.workflow_url(handle.id)}")
+        return 0
+
+    async def enqueue(args: argparse.Namespace, settings: Settings) -> int:
+        from workflows.contracts_support import SupportCase
+        from workflows.support_client import CaseRefused, SupportClient
+
+        case = SupportCase.model_validate(
+            {
+                "case_id": args.case_id or f"C-{uuid.uuid4().hex[:8]}",
+                "tenant": args.tenant,
+                "customer": args.customer,
+                "customer_value_usd": args.value,
+                "subject": args.subject,
+                "body": args.body,
+                "priority": args.priority,
+            }
+        )
+        try:
+            ack = await SupportClient(await client(settings)).enqueue(case, queue=args.queue)
+        except CaseRefused as err:
+            raise error(f"refused: {err}") from None
+        print(f"enqueued {ack.case_id} at position {ack.position}; case workflow {ack.workflow_id}")
+        return 0
+
+    async def queue(args: argparse.Namespace, settings: Settings) -> int:
+        from workflows.support_client import SupportClient
+
+        support = SupportClient(await client(settings))
+        print_json(await support.queue_status(args.tenant, args.queue))
+        return 0
+
+    async def case(args: argparse.Namespace, settings: Settings) -> int:
+        from workflows.support_client import SupportClient
+
+        support = SupportClient(await client(settings))
+        if args.wait:
+            print_json(await support.case_result(args.workflow_id))
+        else:
+            print_json(await support.case_status(args.workflow_id))
+        return 0
+
+    async def articles(args: argparse.Namespace, settings: Settings) -> int:
+        from activities.support import support_articles
+        from baton.cli_knowledge import _Knowledge
+
+        kb = _Knowledge(settings)
+        try:
+            result = await kb.base.ingest(support_articles(settings.support_articles, args.tenant))
+        finally:
+            await kb.close()
+        print(
+            f"ingested {len(result.ingested)} support articles for {args.tenant} into the "
+            f"knowledge layer ({len(result.unchanged)} unchanged)"
+        )
+        return 0
+
+    p = s.add_parser("articles", help="ingest the support articles into the knowledge layer")
+    p.add_argument("--tenant", required=True)
+    p.set_defaults(func=articles)
+    p = s.add_parser("start", help="start (or attach to) the tenant's support queue")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--max-parallel", type=int, default=2)
+    p.add_argument("--run-budget", type=float, help="USD per case for model calls")
+    p.add_argument("--queue", default="main", help="queue name (several per tenant)")
+    p.set_defaults(func=start)
+    p = s.add_parser("enqueue", help="put a case on the queue")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--case-id")
+    p.add_argument("--customer", required=True)
+    p.add_argument("--value", type=float, default=0.0, help="customer value in USD")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--body", required=True)
+    p.add_argument("--priority", default="P3", choices=["P1", "P2", "P3", "P4"])
+    p.add_argument("--queue", default="main")
+    p.set_defaults(func=enqueue)
+    p = s.add_parser("queue", help="queued, running and finished cases")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--queue", default="main")
+    p.set_defaults(func=queue)
+    p = s.add_parser("case", help="a case's stage, model tiers, tokens and cost")
+    p.add_argument("workflow_id")
+    p.add_argument("--wait", action="store_true", help="wait for and print the result")
+    p.set_defaults(func=case)
+
+
+DEMO_QUEUE = "demo"
+
+
+async def demo_support(client: Any, settings: Settings, runtime: Any, tenant: str) -> list[str]:
+    """`baton demo`'s support step: a P1 refund case of a high-value customer through the
+    tenant's `demo` queue; it escalates, and a support lead approves the reply (a worker must
+    run)."""
+    import time
+
+    from activities.knowledge import Embedder, KnowledgeBase
+    from activities.support import support_articles
+    from baton.demo import DemoStepFailed, finish_run
+    from workflows.contracts_support import SupportCase, SupportCoordinatorInput
+    from workflows.support_client import SupportClient
+
+    kb = KnowledgeBase(
+        runtime.db, runtime.ledger, Embedder(runtime.openai, settings.embedding_model)
+    )
+    await kb.ingest(support_articles(settings.support_articles, tenant))  # unchanged: no-op
+    support = SupportClient(client)
+    queue = await support.start_queue(SupportCoordinatorInput(tenant=tenant, name=DEMO_QUEUE))
+    case = SupportCase(
+        case_id=f"C-demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}",
+        tenant=tenant,
+        customer="Initech",
+        customer_value_usd=50000,
+        subject="Refund",
+        body="Please refund invoice 4411, I was charged twice this month",
+        priority="P1",
+    )
+    ack = await support.enqueue(case, queue=DEMO_QUEUE)
+    if not ack.accepted:
+        raise DemoStepFailed(f"the queue {queue.id} refused {case.case_id}: {ack.reason}")
+    approved = await finish_run(
+        client, settings, ack.workflow_id, approver="sam", rationale="Reply checked."
+    )
+    result = await support.case_result(ack.workflow_id)
+    tiers = ", ".join(f"{step} {tier}" for step, tier in result.model_tiers.items())
+    return [
+        f"10. support case {case.case_id} ({case.priority}, {case.customer}) via queue "
+        f"{queue.id} ({ack.workflow_id}): {result.category}, "
+        f"{'escalated' if result.escalated else 'not escalated'}; "
+        f"{'; '.join(approved) or 'no human needed'}",
+        f"   ticket {result.status} v{result.ticket_version}; models: {tiers}; "
+        f"{result.tokens} tokens, ${result.cost_usd:.4f}",
+        f"   -> baton support case {ack.workflow_id} --wait",
+        f"   web UI: {settings.workflow_url(ack.workflow_id)}",
+    ]

@@ -1,0 +1,262 @@
+"""Contracts of the model router (issue 6) and the customer-support escalation (issue 5).
+
+Kept apart from workflows/contracts.py (which they build on) so the areas merge cleanly. Imports
+only pydantic, the standard library and workflows.contracts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from workflows.contracts import (
+    AgentInput,
+    ApprovalGrant,
+    ApprovalOutcome,
+    Contract,
+    PolicyDecision,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Router
+# ---------------------------------------------------------------------------------------------
+
+#: Model tiers, cheapest first. "tier0" is the router's own rules: no model call, no cost.
+Tier = Literal["tier0", "cheap", "strong"]
+TIER_ORDER: tuple[str, ...] = ("tier0", "cheap", "strong")
+OverBudget = Literal["refuse", "route_cheaper"]
+CallOutcome = Literal[
+    "ok", "invalid_output", "low_confidence", "server_error", "residency_denied", "over_budget"
+]
+
+#: ApplicationError types raised by routed agent calls that a workflow may handle.
+BUDGET_EXCEEDED = "BudgetExceeded"
+NO_ELIGIBLE_MODEL = "NoEligibleModel"
+
+
+class Budget(Contract):
+    """Spending limits of one run's routed calls (the tenant's daily cap is policy data)."""
+
+    run_usd: float | None = Field(
+        default=None, ge=0, description="Cap for the whole run; None: none."
+    )
+    over_budget: OverBudget | None = Field(
+        default=None, description="refuse, or route to a cheaper model; None: the catalogue's."
+    )
+
+
+class RoutedAgentInput(AgentInput):
+    """Base of every routed agent call: the agent names a task class, never a model."""
+
+    tenant: str
+    budget: Budget = Budget()
+    min_tier: Tier = Field(default="tier0", description="Skip tiers below (policy obligation).")
+
+
+class ModelCall(Contract):
+    """One model request an activity attempt made, as charged (a 5xx answer costs nothing)."""
+
+    model: str
+    endpoint: str
+    tier: Tier
+    region: str
+    outcome: CallOutcome
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    note: str = ""
+
+
+class RoutedUsage(Contract):
+    """What the router did for one answered call: the model that answered and what it cost.
+
+    ``run_tokens``/``run_cost_usd`` are the run's totals as charged in the database (every
+    attempt actually made, retried and failed ones included), read after this call."""
+
+    task_class: str
+    model: str
+    tier: Tier
+    endpoint: str = ""
+    region: str = ""
+    calls: list[ModelCall] = []
+    tokens: int = 0
+    cost_usd: float = 0.0
+    run_tokens: int = 0
+    run_cost_usd: float = 0.0
+    overhead_ms: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Customer support
+# ---------------------------------------------------------------------------------------------
+
+SUPPORT_WORKFLOW = "SupportCase"
+SUPPORT_COORDINATOR_WORKFLOW = "SupportCoordinator"
+SUPPORT_PROCESS = "support_escalation"
+ENQUEUE_CASE_UPDATE = "enqueue_case"
+ENQUEUE_CASE_SIGNAL = "enqueue_case_signal"
+SUPPORT_STATUS_QUERY = "support_status"
+
+Priority = Literal["P1", "P2", "P3", "P4"]
+Category = Literal["billing", "technical", "account", "shipping", "cancellation"]
+CATEGORIES: tuple[str, ...] = ("billing", "technical", "account", "shipping", "cancellation")
+#: Default SLA per priority (seconds to a ticket update).
+SLA_SECONDS: dict[str, int] = {"P1": 3600, "P2": 4 * 3600, "P3": 24 * 3600, "P4": 72 * 3600}
+TicketStatus = Literal["open", "pending_customer", "resolved"]
+
+
+class SupportCase(Contract):
+    case_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    tenant: str = Field(min_length=1)
+    customer: str = Field(min_length=1)
+    customer_value_usd: float = Field(ge=0, description="Annual value of the customer.")
+    subject: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+    priority: Priority = "P3"
+
+
+class SupportCaseInput(Contract):
+    case: SupportCase
+    requested_by: str = "support-queue"
+    budget: Budget = Budget()
+    #: seconds to a ticket update; None: SLA_SECONDS[priority]
+    sla_seconds: float | None = Field(default=None, gt=0)
+    approval_timeout_seconds: float = Field(default=4 * 3600, gt=0)
+
+
+class TriageInput(RoutedAgentInput):
+    case_id: str
+    subject: str
+    body: str
+
+
+class Triage(Contract):
+    category: Category
+    confidence: float = Field(ge=0, le=1)
+    usage: RoutedUsage
+
+
+class Passage(Contract):
+    """A knowledge passage with its provenance."""
+
+    passage_id: str
+    source: str
+    text: str
+    score: float = 0.0
+
+
+class ResearchInput(RoutedAgentInput):
+    case_id: str
+    category: str
+    subject: str
+    body: str
+
+
+class Research(Contract):
+    answer: str
+    cited: list[str]
+    passages: list[Passage]
+    usage: RoutedUsage
+
+
+class SummaryInput(RoutedAgentInput):
+    case_id: str
+    category: str
+    subject: str
+    body: str
+    research: str = ""
+
+
+class CaseSummary(Contract):
+    summary: str
+    usage: RoutedUsage
+
+
+class TicketDraftInput(RoutedAgentInput):
+    case_id: str
+    category: str
+    summary: str
+    research: str = ""
+
+
+class TicketDraft(Contract):
+    status: TicketStatus
+    reply: str
+    tags: list[str]
+    usage: RoutedUsage
+
+
+class TicketUpdateInput(Contract):
+    case: SupportCase
+    category: str
+    status: TicketStatus
+    reply: str
+    tags: list[str] = []
+    requested_by: str
+    approval: ApprovalGrant | None = None
+    idempotency_key: str
+
+
+class TicketUpdateOutcome(Contract):
+    decision: PolicyDecision
+    ticket_version: int | None = None
+    applied: bool = False
+
+
+class SupportCaseResult(Contract):
+    case_id: str
+    category: str
+    escalated: bool
+    model_tiers: dict[str, str]
+    status: TicketStatus | None
+    ticket_version: int | None
+    sla_breached: bool
+    approvals: list[ApprovalOutcome] = []
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class SupportCoordinatorInput(Contract):
+    tenant: str
+    #: a tenant may run several queues (e.g. per region); workflow id support-queue-<tenant>-<name>
+    name: str = Field(default="main", pattern=r"^[A-Za-z0-9._-]+$")
+    requested_by: str = "support-queue"
+    budget: Budget = Budget()
+    #: cases this run handles before it continues as new (history stays bounded)
+    continue_after: int = Field(default=200, ge=1)
+    max_parallel: int = Field(default=2, ge=1)
+    sla_seconds: dict[str, float] = {}
+    approval_timeout_seconds: float = Field(default=4 * 3600, gt=0)
+    #: carried across continue-as-new
+    queue: list[QueuedCase] = []
+    handled: int = 0
+    seen: list[str] = []
+    done: dict[str, str] = {}
+    runs: int = 1
+
+
+class QueuedCase(Contract):
+    case: SupportCase
+    enqueued_at: datetime
+    seq: int
+
+
+class EnqueueAck(Contract):
+    case_id: str
+    accepted: bool
+    position: int
+    workflow_id: str = ""
+    reason: str = ""
+
+
+class CoordinatorStatus(Contract):
+    queued: list[str]
+    running: list[str]
+    done: dict[str, str]
+    handled: int
+    runs: int
+
+
+SupportCoordinatorInput.model_rebuild()
