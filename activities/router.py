@@ -1,0 +1,696 @@
+"""Cost-aware model routing: the catalogue, tiers, escalation, fallback, budgets and charges.
+
+An agent asks for a task class (``triage``, ``research`` ...), never for a model. The router:
+
+1. tries the task class's tier-0 rules (activities/tier0.py): free, no model call; accepted at
+   or above the class's ``min_confidence``;
+2. tries the catalogue's models for the class's capability, cheap tier first, then strong.
+   Within a tier, a provider error (5xx, timeout, connection) falls back to the next endpoint of
+   the tier; an answer that fails the schema or comes back below ``min_confidence`` escalates to
+   the next tier; ``min_tier`` (set by the workflow from a policy obligation) skips tiers;
+3. asks the base policy before every request (activities/agents.py ``_govern``: residency, PII,
+   the tenant's daily cap). A residency deny names the allowed regions: the router reroutes to
+   an endpoint there, and only there;
+4. knows the remaining budget before every request (the run's cap from the input, the tenant's
+   daily cap from policy data, both minus what the database says was charged). A request whose
+   estimate does not fit is refused (``BudgetExceeded``, non-retryable: the workflow asks a
+   human) or, with ``over_budget: route_cheaper``, routed to the best model that fits;
+5. charges every request that got an answer (spend.ModelCharge keyed by workflow id, run id,
+   activity id, attempt and call index) with an audit row per request (model, tokens, cost),
+   and returns the chosen model, so it lands in the workflow history.
+
+Must not: be imported by workflows; read the environment (worker.py passes the catalogue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import openai
+from openai import AsyncOpenAI
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import spend
+from activities.agents import (
+    AgentActivities,
+    CallTarget,
+    Route,
+    _heartbeating,
+    _invalid_output,
+    _map_status_error,
+)
+from activities.audit import activity_event
+from activities.kill_switch import Subject
+from activities.tier0 import TIER0_RULES
+from workflows.contracts import STABLE_VERSION, digest
+from workflows.contracts_support import (
+    BUDGET_EXCEEDED,
+    NO_ELIGIBLE_MODEL,
+    TIER_ORDER,
+    Budget,
+    ModelCall,
+    RoutedUsage,
+)
+
+T = TypeVar("T", bound=BaseModel)
+
+#: Completion tokens assumed when estimating a request before it is sent.
+ESTIMATED_COMPLETION_TOKENS = 400
+
+
+# ---------------------------------------------------------------------------------------------
+# The catalogue (config/models.json)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """One model at one endpoint."""
+
+    name: str = Field(min_length=1, description="Model name sent to the endpoint.")
+    endpoint: str = Field(description="OpenAI-compatible base URL, e.g. https://host/v1.")
+    tier: Literal["cheap", "strong"]
+    price_per_1k_input: float = Field(ge=0, description="USD per 1000 prompt tokens.")
+    price_per_1k_output: float = Field(ge=0, description="USD per 1000 completion tokens.")
+    context_window: int = Field(gt=0, description="Tokens the model accepts.")
+    region: str = Field(min_length=1)
+    capabilities: list[str] = Field(min_length=1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// base URL, got {value!r}")
+        return value.rstrip("/")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return round(
+            prompt_tokens / 1000 * self.price_per_1k_input
+            + completion_tokens / 1000 * self.price_per_1k_output,
+            8,
+        )
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.endpoint}"
+
+
+class TaskClass(_Strict):
+    capability: str = Field(min_length=1)
+    min_confidence: float = Field(default=0.0, ge=0, le=1)
+    tier0: str | None = Field(default=None, description="Tier-0 rule set (activities/tier0.py).")
+
+    @field_validator("tier0")
+    @classmethod
+    def _known_rules(cls, value: str | None) -> str | None:
+        if value is not None and value not in TIER0_RULES:
+            raise ValueError(f"unknown tier-0 rule set {value!r}; known: {sorted(TIER0_RULES)}")
+        return value
+
+
+class Catalogue(_Strict):
+    """The model catalogue and the task classes agents may ask for."""
+
+    over_budget: Literal["refuse", "route_cheaper"] = "refuse"
+    models: list[ModelSpec] = Field(min_length=1)
+    task_classes: dict[str, TaskClass] = Field(min_length=1)
+    #: Agent role -> task class, for agents written before the router (the finance, HR and
+    #: customer agents of activities/agents.py): listed ones are routed too, the others keep
+    #: the worker's configured model (BATON_MODEL).
+    agents: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _every_class_served(self) -> Catalogue:
+        seen: set[tuple[str, str]] = set()
+        for m in self.models:
+            if (m.name, m.endpoint) in seen:
+                raise ValueError(f"model {m.name!r} at {m.endpoint} is listed twice")
+            seen.add((m.name, m.endpoint))
+        for role, task_class in self.agents.items():
+            if task_class not in self.task_classes:
+                raise ValueError(
+                    f"agents.{role}: unknown task class {task_class!r}; the catalogue has "
+                    f"{sorted(self.task_classes)}"
+                )
+        for name, tc in self.task_classes.items():
+            if not any(tc.capability in m.capabilities for m in self.models):
+                raise ValueError(f"task_classes.{name}: no model has capability {tc.capability!r}")
+        return self
+
+    def candidates(self, task_class: str) -> list[ModelSpec]:
+        """Models for the class, cheapest tier first, then by price, then as listed."""
+        tc = self.task_classes[task_class]
+        capable = [m for m in self.models if tc.capability in m.capabilities]
+        return sorted(
+            capable,
+            key=lambda m: (TIER_ORDER.index(m.tier), m.price_per_1k_input + m.price_per_1k_output),
+        )
+
+
+class CatalogueError(ValueError):
+    """The catalogue file is missing or invalid; the message names the field."""
+
+
+def load_catalogue(path: str | Path) -> Catalogue:
+    """Read and validate a catalogue file. Errors name the file, the field and the expectation."""
+    source = Path(path)
+    try:
+        raw = json.loads(source.read_text())
+    except FileNotFoundError:
+        raise CatalogueError(f"model catalogue {source} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise CatalogueError(f"model catalogue {source} is not valid JSON: {err}") from None
+    return parse_catalogue(raw, str(source))
+
+
+def parse_catalogue(raw: Any, source: str = "model catalogue") -> Catalogue:
+    try:
+        return Catalogue.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+        )
+        raise CatalogueError(f"{source} is invalid: {problems}") from None
+
+
+def tenant_caps(policy_dir: str | Path) -> dict[str, float]:
+    """Each tenant's daily model spend cap (USD) from the policy data the base policy enforces
+    (policy/data/tenants.json), so the router knows the remaining budget before a call."""
+    path = Path(policy_dir) / "data" / "tenants.json"
+    try:
+        tenants = json.loads(path.read_text())["baton"]["tenants"]
+    except (OSError, KeyError, json.JSONDecodeError, TypeError):
+        return {}
+    caps: dict[str, float] = {}
+    for name, spec in tenants.items():
+        cap = spec.get("daily_spend_cap_usd") if isinstance(spec, dict) else None
+        if isinstance(cap, int | float) and not isinstance(cap, bool):
+            caps[name] = float(cap)
+    return caps
+
+
+# ---------------------------------------------------------------------------------------------
+# The router
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Attempt:
+    """What the router did within one activity attempt."""
+
+    task_class: str = ""
+    calls: list[ModelCall] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    waiting: float = 0.0  # seconds spent waiting on models (not router overhead)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A routed answer: the parsed output and what routing it cost."""
+
+    output: Any
+    usage: RoutedUsage
+
+
+class Router:
+    """Routes agent calls over the catalogue. Built once in worker.py."""
+
+    def __init__(
+        self,
+        agents: AgentActivities,
+        catalogue: Catalogue,
+        *,
+        caps: dict[str, float] | None = None,
+        api_key: str = "local",
+        timeout_seconds: float = 60.0,
+    ) -> None:
+        self.agents = agents
+        self.catalogue = catalogue
+        self.caps = caps or {}
+        self.api_key = api_key
+        self.timeout_seconds = timeout_seconds
+        self._clients: dict[str, AsyncOpenAI] = {}
+
+    def client(self, endpoint: str) -> AsyncOpenAI:
+        if endpoint not in self._clients:
+            # max_retries=0: Temporal owns retries; fallback between endpoints is the router's.
+            self._clients[endpoint] = AsyncOpenAI(
+                base_url=endpoint, api_key=self.api_key, max_retries=0
+            )
+        return self._clients[endpoint]
+
+    async def aclose(self) -> None:
+        for c in self._clients.values():
+            await c.close()
+        self._clients.clear()
+
+    async def ask(
+        self,
+        agent: str,
+        task_class: str,
+        prompt: str,
+        payload: BaseModel,
+        wire: type[T],
+        confidence: Callable[[T], float] | None = None,
+    ) -> tuple[T, RoutedUsage]:
+        """The answer of the cheapest adequate model (or tier-0 rules) to ``payload`` (a
+        RoutedAgentInput, or any agent input with a ``tenant``: no run budget, no min tier)."""
+        if task_class not in self.catalogue.task_classes:
+            raise ApplicationError(
+                f"{agent}: unknown task class {task_class!r}; the catalogue has "
+                f"{sorted(self.catalogue.task_classes)}",
+                type=NO_ELIGIBLE_MODEL,
+                non_retryable=True,
+            )
+        tc = self.catalogue.task_classes[task_class]
+        state = _Attempt(task_class=task_class)
+        tier0 = TIER0_RULES[tc.tier0] if tc.tier0 else None
+        min_tier = _min_tier(payload)
+        tenant = _tenant(payload)
+        if tier0 is not None and min_tier == "tier0":
+            found = tier0(payload.model_dump(mode="json"))
+            if found is not None and found.confidence >= tc.min_confidence:
+                out = wire.model_validate(found.output)
+                usage = await self._finish(agent, task_class, state, "tier0", None, out, payload)
+                return out, usage
+
+        if self.agents.switch is not None:
+            subject = Subject(process=_process(), agent=agent, tenant=tenant)
+            await asyncio.to_thread(self.agents.switch.raise_if_blocking, subject)
+
+        content = payload.model_dump_json(exclude={"version", "budget", "min_tier"})
+        over_budget = _budget(payload).over_budget or self.catalogue.over_budget
+        floor = TIER_ORDER.index(min_tier)
+        everything = self.catalogue.candidates(task_class)
+        fits = [m for m in everything if TIER_ORDER.index(m.tier) >= floor]
+        allowed_regions: set[str] | None = None
+        best: tuple[T, ModelSpec] | None = None
+        failure: ApplicationError | None = None
+        over_budget_hit = False
+
+        for tier in sorted({m.tier for m in fits}, key=TIER_ORDER.index):
+            over_here = False
+            for spec in [m for m in fits if m.tier == tier]:
+                if allowed_regions is not None and spec.region not in allowed_regions:
+                    continue
+                if math.ceil((len(prompt) + len(content)) / 4) > spec.context_window:
+                    continue
+                estimate = _estimate(spec, prompt, content)
+                remaining = await self._remaining(payload)
+                if remaining is not None and estimate > remaining[0]:
+                    note = f"needs about {estimate} USD; {remaining[1]}"
+                    self._note(state, spec, "over_budget", note)
+                    over_here = True
+                    continue
+                try:
+                    out = await self._request(
+                        agent, tc.min_confidence, prompt, content, payload, spec, wire,
+                        confidence, state, estimate,
+                    )  # fmt: skip
+                except _Fallback as why:  # provider error or residency: next endpoint
+                    failure = why.error
+                    if why.reroute is not None:
+                        allowed_regions = why.reroute
+                    continue
+                except _Escalate as why:  # invalid or unsure answer: next tier
+                    failure = why.error
+                    if why.answer is not None:
+                        best = (why.answer, spec)
+                    break
+                usage = await self._finish(agent, task_class, state, tier, spec, out, payload)
+                return out, usage
+            if over_here:
+                over_budget_hit = True
+                if over_budget == "refuse":
+                    await self._charge_audit(agent, task_class, state, payload)
+                    raise self._budget_error(agent, payload, state.calls[-1])
+                break  # route_cheaper: no stronger tier fits either
+
+        if best is not None:  # nothing better answered above: the best answer we got
+            out, spec = best
+            usage = await self._finish(agent, task_class, state, spec.tier, spec, out, payload)
+            return out, usage
+        if over_budget_hit:  # route_cheaper: the strongest model below min_tier that fits
+            for spec in reversed([m for m in everything if m not in fits]):
+                if allowed_regions is not None and spec.region not in allowed_regions:
+                    continue
+                estimate = _estimate(spec, prompt, content)
+                remaining = await self._remaining(payload)
+                if remaining is not None and estimate > remaining[0]:
+                    continue
+                try:
+                    out = await self._request(
+                        agent, 0.0, prompt, content, payload, spec, wire, None, state, estimate
+                    )
+                except (_Fallback, _Escalate) as why:
+                    failure = why.error
+                    continue
+                usage = await self._finish(agent, task_class, state, spec.tier, spec, out, payload)
+                return out, usage
+            await self._charge_audit(agent, task_class, state, payload)
+            raise self._budget_error(agent, payload, state.calls[-1])
+        await self._charge_audit(agent, task_class, state, payload)
+        if failure is not None:
+            raise failure
+        raise ApplicationError(
+            f"{agent}: no model in the catalogue can serve task class {task_class!r} for tenant "
+            f"{tenant!r} (regions allowed: {sorted(allowed_regions or []) or 'any'})",
+            type=NO_ELIGIBLE_MODEL,
+            non_retryable=True,
+        )
+
+    # -- one request ------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        agent: str,
+        min_confidence: float,
+        prompt: str,
+        content: str,
+        payload: BaseModel,
+        spec: ModelSpec,
+        wire: type[T],
+        confidence: Callable[[T], float] | None,
+        state: _Attempt,
+        estimate: float,
+    ) -> T:
+        index = len(state.calls)
+        version = str(getattr(payload, "version", STABLE_VERSION))
+        chosen = Route(version, STABLE_VERSION, prompt, spec.name)
+        target = CallTarget(spec.endpoint, spec.region, estimate, index)
+        try:
+            governed = await self.agents._govern(agent, prompt, payload, chosen, target)
+        except ApplicationError as err:
+            details = err.details[0] if err.details else {}
+            reroute = details.get("reroute_regions") if isinstance(details, dict) else None
+            if err.type == "PolicyDenied" and reroute:
+                self._note(state, spec, "residency_denied", str(err))
+                raise _Fallback(err, reroute=set(reroute)) from err
+            raise
+        began = time.perf_counter()
+        try:
+            response = await self._send(
+                agent, spec, governed.tenant, prompt, governed.content, wire
+            )
+        except openai.APIStatusError as err:
+            state.waiting += time.perf_counter() - began
+            mapped = _map_status_error(agent, err)
+            if err.status_code >= 500:
+                self._note(state, spec, "server_error", str(mapped))
+                raise _Fallback(mapped) from err
+            raise mapped from err
+        except (openai.APITimeoutError, openai.APIConnectionError) as err:
+            state.waiting += time.perf_counter() - began
+            self._note(state, spec, "server_error", f"unreachable or timed out: {err}")
+            raise _Fallback(
+                ApplicationError(
+                    f"{agent}: model endpoint {spec.endpoint} unreachable or timed out: {err}",
+                    type="LLMUnavailable",
+                )
+            ) from err
+        state.waiting += time.perf_counter() - began
+        prompt_tokens = response.usage.prompt_tokens if response.usage else 0
+        completion_tokens = response.usage.completion_tokens if response.usage else 0
+        call = ModelCall(
+            model=spec.name,
+            endpoint=spec.endpoint,
+            tier=spec.tier,
+            region=spec.region,
+            outcome="ok",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=spec.cost(prompt_tokens, completion_tokens),
+        )
+        text = response.choices[0].message.content if response.choices else None
+        try:
+            out = wire.model_validate_json(text or "")
+        except ValidationError as err:
+            error = _invalid_output(agent, err)
+            state.calls.append(call.model_copy(update={"outcome": "invalid_output"}))
+            await self._charge_one(agent, state, payload, len(state.calls) - 1)
+            raise _Escalate(error, None) from err
+        score = confidence(out) if confidence is not None else 1.0
+        if score < min_confidence:
+            note = f"confidence {score:.2f} < {min_confidence:.2f}"
+            state.calls.append(call.model_copy(update={"outcome": "low_confidence", "note": note}))
+            await self._charge_one(agent, state, payload, len(state.calls) - 1)
+            raise _Escalate(ApplicationError(f"{agent}: {note}", type="LowConfidence"), out)
+        state.calls.append(call)
+        await self._charge_one(agent, state, payload, len(state.calls) - 1)
+        return out
+
+    async def _send(
+        self, agent: str, spec: ModelSpec, tenant: str, prompt: str, content: str, wire: type[T]
+    ) -> Any:
+        """One HTTP request, inside the throttle's slots (activities/throttle.py) if any."""
+        request = self.client(spec.endpoint).chat.completions.create(
+            model=spec.name,
+            messages=[
+                {"role": "system", "content": prompt},
+                {"role": "user", "content": content},
+            ],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": agent, "schema": wire.model_json_schema(), "strict": True},
+            },
+            timeout=self.timeout_seconds,
+        )
+        throttle = self.agents.throttle
+        if throttle is None:
+            return await _heartbeating(request)
+        keys = [f"agent:{agent}", f"model:{spec.name}", f"tenant:{tenant}"]
+        async with throttle.slot(keys):  # excess calls wait, never fail
+            return await _heartbeating(request)
+
+    # -- budgets ----------------------------------------------------------------------------
+
+    async def _remaining(self, payload: BaseModel) -> tuple[float, str] | None:
+        """The smaller of the run's and the tenant's remaining budget (USD), with a note."""
+        info = activity.info()
+        limits: list[tuple[float, str]] = []
+        budget = _budget(payload)
+        if budget.run_usd is not None:
+            _, run_cost = await asyncio.to_thread(
+                spend.run_totals,
+                self.agents.ledger.db,
+                info.workflow_id or "",
+                info.workflow_run_id or "",
+            )
+            left = round(budget.run_usd - run_cost, 8)
+            limits.append((left, f"run budget {budget.run_usd} USD, {run_cost} spent"))
+        tenant = _tenant(payload)
+        cap = self.caps.get(tenant)
+        if cap is not None:
+            day = spend.utc_day(datetime.now(UTC))
+            spent = await asyncio.to_thread(spend.spent_on, self.agents.ledger.db, tenant, day)
+            limits.append((round(cap - spent, 8), f"tenant daily cap {cap} USD, {spent} spent"))
+        return min(limits) if limits else None
+
+    def _budget_error(self, agent: str, payload: BaseModel, call: ModelCall) -> ApplicationError:
+        return ApplicationError(
+            f"{agent}: budget exceeded: {call.model} ({call.tier}) {call.note}; the call was "
+            "refused and needs a human decision",
+            {"model": call.model, "tier": call.tier, "note": call.note, "tenant": _tenant(payload)},
+            type=BUDGET_EXCEEDED,
+            non_retryable=True,
+        )
+
+    # -- accounting -------------------------------------------------------------------------
+
+    def _note(self, state: _Attempt, spec: ModelSpec, outcome: Any, note: str) -> None:
+        state.calls.append(
+            ModelCall(
+                model=spec.name,
+                endpoint=spec.endpoint,
+                tier=spec.tier,
+                region=spec.region,
+                outcome=outcome,
+                note=note[:300],
+            )
+        )
+
+    async def _charge_one(
+        self, agent: str, state: _Attempt, payload: BaseModel, index: int
+    ) -> None:
+        """Charge one answered request, with its audit row, in one transaction (idempotent)."""
+        info = activity.info()
+        call = state.calls[index]
+        row = spend.ModelCharge(
+            tenant=_tenant(payload),
+            day=spend.utc_day(datetime.now(UTC)),
+            workflow_id=info.workflow_id or "",
+            run_id=info.workflow_run_id or "",
+            activity_id=info.activity_id,
+            attempt=info.attempt,
+            call_index=index,
+            agent=agent,
+            task_class=state.task_class,
+            model=call.model,
+            endpoint=call.endpoint,
+            tier=call.tier,
+            outcome=call.outcome,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            cost_usd=call.cost_usd,
+        )
+        event = activity_event(
+            f"route/{info.attempt}/{index}",
+            actor=f"agent:{agent}",
+            action=f"model.{call.outcome}",
+            detail={
+                "endpoint": call.endpoint,
+                "tier": call.tier,
+                "region": call.region,
+                "attempt": info.attempt,
+                "note": call.note,
+                "tenant": _tenant(payload),
+            },
+            model=call.model,
+            tokens=call.prompt_tokens + call.completion_tokens,
+            cost_usd=call.cost_usd,
+            input_digest=digest(payload),
+        )
+        db = self.agents.ledger.db
+
+        def write() -> None:
+            with db.session() as session:
+                self.agents.ledger.append_in(session, [event])
+                spend.charge_in(session, row)
+
+        await asyncio.to_thread(write)
+
+    async def _charge_audit(
+        self, agent: str, task_class: str, state: _Attempt, payload: BaseModel
+    ) -> None:
+        """Audit the requests that were not answered (fallbacks, refusals): they cost nothing."""
+        events = [
+            activity_event(
+                f"route/{activity.info().attempt}/{i}",
+                actor=f"agent:{agent}",
+                action=f"model.{c.outcome}",
+                detail={
+                    "endpoint": c.endpoint,
+                    "tier": c.tier,
+                    "note": c.note,
+                    "task_class": task_class,
+                },
+                model=c.model,
+            )  # fmt: skip
+            for i, c in enumerate(state.calls)
+            if c.outcome in ("server_error", "residency_denied", "over_budget")
+        ]
+        if events:
+            await asyncio.to_thread(self.agents.ledger.append, events)
+
+    async def _finish(
+        self,
+        agent: str,
+        task_class: str,
+        state: _Attempt,
+        tier: Any,
+        spec: ModelSpec | None,
+        out: BaseModel,
+        payload: BaseModel,
+    ) -> RoutedUsage:
+        await self._charge_audit(agent, task_class, state, payload)
+        info = activity.info()
+        run_tokens, run_cost = await asyncio.to_thread(
+            spend.run_totals,
+            self.agents.ledger.db,
+            info.workflow_id or "",
+            info.workflow_run_id or "",
+        )
+        answered = [c for c in state.calls if c.outcome in ("ok", "low_confidence")]
+        last = answered[-1] if spec is not None and answered else None
+        tokens = sum(c.prompt_tokens + c.completion_tokens for c in state.calls)
+        cost = round(sum(c.cost_usd for c in state.calls), 8)
+        overhead = (time.perf_counter() - state.started - state.waiting) * 1000
+        usage = RoutedUsage(
+            task_class=task_class,
+            model=spec.name if spec is not None else "tier0-rules",
+            tier=tier,
+            endpoint=spec.endpoint if spec is not None else "",
+            region=spec.region if spec is not None else "",
+            calls=state.calls,
+            tokens=tokens,
+            cost_usd=cost,
+            run_tokens=run_tokens,
+            run_cost_usd=run_cost,
+            overhead_ms=round(overhead, 3),
+        )
+        event = activity_event(
+            f"route/{info.attempt}/answer",
+            actor=f"agent:{agent}",
+            action="model.routed",
+            detail={
+                "task_class": task_class,
+                "tier": usage.tier,
+                "endpoint": usage.endpoint,
+                "requests": len(state.calls),
+                "attempt": info.attempt,
+                "run_tokens": run_tokens,
+                "run_cost_usd": run_cost,
+                "overhead_ms": usage.overhead_ms,
+                "chosen_by": "tier0 rules" if spec is None else f"{spec.tier} model",
+                "last_outcome": last.outcome if last else "tier0",
+            },
+            model=usage.model,
+            tokens=tokens,
+            cost_usd=cost,
+            input_digest=digest(payload),
+            output_digest=digest(out),
+        )
+        await asyncio.to_thread(self.agents.ledger.append, [event])
+        return usage
+
+
+class _Fallback(Exception):  # noqa: N818 - control flow, never leaves this module
+    def __init__(self, error: ApplicationError, reroute: set[str] | None = None) -> None:
+        self.error = error
+        self.reroute = reroute
+
+
+class _Escalate(Exception):  # noqa: N818 - control flow, never leaves this module
+    def __init__(self, error: ApplicationError, answer: Any) -> None:
+        self.error = error
+        self.answer = answer
+
+
+def _tenant(payload: BaseModel) -> str:
+    return str(getattr(payload, "tenant", "") or "")
+
+
+def _budget(payload: BaseModel) -> Budget:
+    budget = getattr(payload, "budget", None)
+    return budget if isinstance(budget, Budget) else Budget()
+
+
+def _min_tier(payload: BaseModel) -> str:
+    tier = getattr(payload, "min_tier", "tier0")
+    return tier if tier in TIER_ORDER else "tier0"
+
+
+def _estimate(spec: ModelSpec, prompt: str, content: str) -> float:
+    """USD a request may cost: the prompt at ~4 characters a token, plus a full answer."""
+    tokens = math.ceil((len(prompt) + len(content)) / 4)
+    return spec.cost(tokens, ESTIMATED_COMPLETION_TOKENS)
+
+
+def _process() -> str:
+    from workflows.contracts import PROCESS_BY_WORKFLOW_TYPE
+
+    workflow_type = activity.info().workflow_type or ""
+    return PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type)
