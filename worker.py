@@ -17,28 +17,60 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import opentelemetry.trace
 from openai import AsyncOpenAI
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.agents import AgentActivities
+from activities.auction import AuctionActivities
 from activities.audit import AuditActivities, AuditLedger
 from activities.canary import Canary, CanaryActivities
+from activities.customer import CustomerActivities
+from activities.customer_agents import CustomerAgentActivities
 from activities.database import Database
 from activities.finance import FinanceActivities
 from activities.hr import HrActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
+from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
+from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.policy import PolicyEngine, build_engine
+from activities.router import Router, load_catalogue, tenant_caps
+from activities.supervisor import SupervisorActivities
+from activities.support import SupportActivities, VectorKnowledgeSource
 from activities.throttle import Throttle
 from baton.settings import Settings
+from baton.telemetry import (
+    prometheus_runtime,
+    tracer_provider,
+    traces_endpoint,
+    tracing_interceptor,
+)
 from workflows.canary_monitor import AutoUpgradeCanaryMonitorWorkflow, CanaryMonitorWorkflow
 from workflows.client import connect_client
+from workflows.contracts_security import ApprovalTrust
+from workflows.customer_onboarding import CustomerOnboardingWorkflow
+from workflows.document_review import DocumentReviewWorkflow
+from workflows.dsl.interpreter import ProcessWorkflow
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.hr_onboarding import HrOnboardingWorkflow
+from workflows.signed_approval import RequireSignedApprovals
+from workflows.supervisor import SupervisorWorkflow
+from workflows.support import SupportCaseWorkflow, SupportCoordinatorWorkflow
 
-WORKFLOWS: Sequence[type] = [FinanceCloseWorkflow, CanaryMonitorWorkflow, HrOnboardingWorkflow]
+WORKFLOWS: Sequence[type] = [
+    FinanceCloseWorkflow,
+    CanaryMonitorWorkflow,
+    HrOnboardingWorkflow,
+    SupportCaseWorkflow,
+    SupportCoordinatorWorkflow,
+    CustomerOnboardingWorkflow,
+    DocumentReviewWorkflow,
+    ProcessWorkflow,  # processes written as YAML (workflows/dsl/)
+    SupervisorWorkflow,
+]
 log = logging.getLogger("baton.worker")
 
 
@@ -53,9 +85,15 @@ class Runtime:
     notifier: Notifier
     activities: list[Any]
     canary: Canary | None = None
+    #: BATON_APPROVAL_TRUST: every run on the worker requires signed approvals
+    approval_trust: ApprovalTrust | None = None
+    router: Router | None = None
+    switch: KillSwitch | None = None
 
     async def close(self) -> None:
         await self.openai.close()
+        if self.router is not None:
+            await self.router.aclose()
         # the OPA REST client holds a session; the webhook notifier may own an httpx client
         for part in (self.policy, self.notifier):
             aclose = getattr(part, "aclose", None)
@@ -68,11 +106,17 @@ def build_runtime(settings: Settings) -> Runtime:
     db = Database(settings.database_url)
     db.create_tables()
     ledger = AuditLedger(db)
+    ledger.observer = observe_audit  # agent calls, tokens, cost, policy decisions as metrics
     # max_retries=0: Temporal owns retries, so every attempt is visible in the workflow history.
     llm = AsyncOpenAI(
         base_url=settings.openai_base_url, api_key=settings.openai_api_key, max_retries=0
     )
-    policy = build_engine(settings.opa_url, settings.policy_dir)
+    policy = build_engine(
+        settings.opa_url,
+        settings.policy_dir,
+        when_unavailable=settings.policy_unavailable,
+        max_wait_seconds=settings.policy_max_wait_seconds,
+    )
     switch = KillSwitch(db, ledger)
     finance = FinanceActivities(db, ledger, policy, switch)
     hr = HrActivities(db, ledger, policy, switch)
@@ -88,10 +132,24 @@ def build_runtime(settings: Settings) -> Runtime:
         policy=policy,
         model_region=settings.model_region,
     )
+    router = Router(
+        agents,
+        load_catalogue(settings.model_catalogue),
+        caps=tenant_caps(settings.policy_dir),
+        api_key=settings.openai_api_key,
+        timeout_seconds=settings.llm_timeout_seconds,
+    )
+    agents.router = router  # agents the catalogue lists under "agents" are routed too
     audit = AuditActivities(ledger)
     notifier = build_notifier(settings, db, ledger)
     notify = NotifyActivities(notifier)
     canary = Canary(db, ledger)
+    knowledge_base = KnowledgeBase(db, ledger, Embedder(llm, settings.embedding_model))
+    knowledge = KnowledgeActivities(knowledge_base)
+    support = SupportActivities(router, VectorKnowledgeSource(knowledge_base), db, ledger, policy)
+    customer = CustomerActivities(db, ledger, policy, switch)
+    customer_agents = CustomerAgentActivities.sharing(agents)
+    supervisor = SupervisorActivities(ledger, policy, switch)
     activities = [
         finance.collect_period_data,
         finance.reconcile_transactions,
@@ -110,11 +168,31 @@ def build_runtime(settings: Settings) -> Runtime:
         hr.persist_blackboard,
         hr.grant_entitlement,
         hr.revoke_entitlement,
+        knowledge.knowledge_ingest,
+        knowledge.knowledge_search,
+        knowledge.knowledge_relations,
+        customer.check_customer_plan,
+        customer.commit_customer_action,
+        customer.revert_customer_action,
+        customer_agents.plan_customer_onboarding,
+        customer_agents.write_intro_email,
+        customer_agents.assess_discount,
+        customer_agents.plan_onboarding_sequence,
         audit.record_audit,
         notify.notify,
         KillSwitchActivities(switch).kill_switch_status,
         CanaryActivities(canary).evaluate_canary,
+        support.triage_ticket,
+        support.research_case,
+        support.summarize_case,
+        support.draft_ticket_update,
+        support.apply_ticket_update,
+        supervisor.supervisor_check,
+        supervisor.supervisor_act,
     ]
+    auction = AuctionActivities(agents, db, ledger, policy)
+    activities += [auction.bid_on_task, auction.check_award, auction.review_document]
+    activities += [auction.publish_review, auction.retract_review]
     return Runtime(
         db=db,
         ledger=ledger,
@@ -123,6 +201,9 @@ def build_runtime(settings: Settings) -> Runtime:
         notifier=notifier,
         activities=activities,
         canary=canary,
+        approval_trust=settings.approval_trust(),
+        router=router,
+        switch=switch,
     )
 
 
@@ -142,6 +223,11 @@ def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options
     versioned = options.get("deployment_config")
     if versioned is not None and versioned.use_worker_versioning:
         workflows = [FinanceCloseWorkflow, AutoUpgradeCanaryMonitorWorkflow]
+    if runtime.approval_trust is not None:
+        options["interceptors"] = [
+            *options.get("interceptors", []),
+            RequireSignedApprovals(runtime.approval_trust),
+        ]
     return Worker(
         client,
         task_queue=task_queue,
@@ -153,12 +239,30 @@ def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
+    temporal_runtime = prometheus_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    tracing = traces_endpoint(settings) is not None
+    if tracing:
+        opentelemetry.trace.set_tracer_provider(tracer_provider(settings))
+        log.info("tracing to %s", traces_endpoint(settings))
     client = await connect_client(
         None if settings.temporal_profile else settings.temporal_address,
         namespace=settings.temporal_namespace,
         profile=settings.temporal_profile,
+        payload_codec=settings.payload_codec(),
+        runtime=temporal_runtime,
+        interceptors=[tracing_interceptor()] if tracing else [],
     )
     runtime = build_runtime(settings)
+    gauges = None
+    if temporal_runtime is not None and runtime.switch is not None:
+        gauges = StateGauges(
+            temporal_runtime.metric_meter,
+            client,
+            runtime.db,
+            runtime.switch,
+            task_queue=settings.task_queue,
+        )
+        log.info("Prometheus metrics on http://%s/metrics", settings.metrics_bind)
     options: dict[str, Any] = {}
     if settings.deployment_name and settings.build_id:
         options["deployment_config"] = deployment_config(
@@ -176,10 +280,17 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     )
     try:
         async with worker:
+            gauges_task = asyncio.create_task(gauges.run(stop)) if gauges else None
             await stop.wait()
             log.info("stop requested: finishing running activities, then exiting")
+            if gauges_task is not None:
+                await gauges_task
     finally:
         await runtime.close()
+        if tracing:  # flush the spans still batched
+            shutdown = getattr(opentelemetry.trace.get_tracer_provider(), "shutdown", None)
+            if shutdown is not None:
+                shutdown()
 
 
 def main() -> None:

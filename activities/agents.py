@@ -45,7 +45,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 from openai import AsyncOpenAI
@@ -53,10 +53,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import spend
+from activities import spend, tracing
 from activities.audit import AuditLedger, activity_event
 from activities.kill_switch import KillSwitch, Subject
-from activities.policy import ENGINE_UNAVAILABLE, UNKNOWN_REVISION, PolicyEngine, decide
+from activities.policy import (
+    POLICY_UNAVAILABLE_ERROR,
+    UNKNOWN_REVISION,
+    PolicyEngine,
+    decide,
+    is_unavailable,
+    unavailable_error,
+)
 from activities.redaction import RedactionError, redact_document
 from activities.throttle import Throttle
 from workflows.contracts import (
@@ -81,6 +88,9 @@ from workflows.contracts import (
     digest,
 )
 
+if TYPE_CHECKING:
+    from activities.router import Router
+
 T = TypeVar("T", bound=BaseModel)
 
 RETRYABLE_STATUS = {408, 409, 429}
@@ -102,7 +112,7 @@ ESTIMATED_COMPLETION_TOKENS = 1000
 #: than being sent. Everything else (memos, descriptions, references, rationales, comments,
 #: policy reasons, summaries) is free text and is redacted.
 #: Fields of the agents' inputs that are for the worker, never for the model.
-NOT_SENT = {"version"}
+NOT_SENT = {"version", "budget", "min_tier"}  # budget/min_tier: routed calls
 
 VERBATIM_FIELDS = frozenset(
     {
@@ -110,6 +120,7 @@ VERBATIM_FIELDS = frozenset(
         "subject", "account", "amount", "value_date", "booked_on", "decision_id", "policy",
         "verdict", "revision", "engine", "obligations", "employee_id", "start_date",
         "role", "department", "country", "key", "version",
+        "case_id", "passage_id", "category", "priority", "confidence",
     }
 )  # fmt: skip
 
@@ -135,6 +146,16 @@ def agent_call_policy_input(
         "estimated_cost_usd": estimated_cost_usd,
         "now": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
     }
+
+
+@dataclass(frozen=True)
+class CallTarget:
+    """A model endpoint the router (activities/router.py) chose for one request."""
+
+    endpoint: str
+    region: str
+    estimate: float  # USD this request may cost
+    call_index: int  # the request's number within the activity attempt
 
 
 @dataclass(frozen=True)
@@ -241,6 +262,13 @@ duplicate booking in the input, decide whether the books need an adjusting journ
 they do, propose exactly one, on an allowed account, with the signed amount and a rationale that
 cites the source ids. Prefer no entry over a guess."""
 
+#: Candidate "policy-educator-prompt-v2" of HR onboarding: the educator's instructions reworded.
+POLICY_EDUCATOR_PROMPT_V2 = """agent: policy_educator
+Brief a new hire on the company policies that bind them: first those of their country, then
+those of their role, then the company-wide ones. The input holds the HRIS record and the shared
+blackboard. Write key 'policies' (one item per policy: '<name>: <one-line explanation>') and add
+one item to the shared 'checklist' (keep every item already there). Each write needs a reason."""
+
 #: Prompt text by agent role and variant; ProcessVersion.prompts names a variant per role.
 PROMPTS: dict[str, dict[str, str]] = {
     "reconciler": {STABLE_VERSION: RECONCILER_PROMPT, "v2": RECONCILER_PROMPT_V2},
@@ -248,7 +276,7 @@ PROMPTS: dict[str, dict[str, str]] = {
     "compliance_checker": {STABLE_VERSION: COMPLIANCE_PROMPT},
     "close_memo_writer": {STABLE_VERSION: MEMO_PROMPT},
     "identity_verifier": {STABLE_VERSION: IDENTITY_VERIFIER_PROMPT},
-    "policy_educator": {STABLE_VERSION: POLICY_EDUCATOR_PROMPT},
+    "policy_educator": {STABLE_VERSION: POLICY_EDUCATOR_PROMPT, "v2": POLICY_EDUCATOR_PROMPT_V2},
     "entitlement_prompter": {STABLE_VERSION: ENTITLEMENT_PROMPTER_PROMPT},
 }
 
@@ -323,6 +351,8 @@ class AgentActivities:
         #: The base policy's engine; without one every model call is denied (fail closed).
         self.policy = policy
         self.model_region = model_region
+        #: Set by worker.py: agents the model catalogue lists under ``agents`` are routed.
+        self.router: Router | None = None
 
     @activity.defn(name="propose_adjustments")
     async def propose_adjustments(self, inp: ProposeAdjustmentsInput) -> AdjustmentProposal:
@@ -437,12 +467,32 @@ class AgentActivities:
 
     # -- shared plumbing -------------------------------------------------------------------
 
-    async def _ask(self, agent: str, payload: BaseModel, wire: type[T]) -> tuple[T, TokenUsage]:
+    async def _ask(
+        self, agent: str, payload: BaseModel, wire: type[T], chosen: Route | None = None
+    ) -> tuple[T, TokenUsage]:
+        """Ask ``agent`` (governed, throttled, kill-switch checked). ``chosen``: a prompt and
+        model picked by the caller (an auction winner's tier) instead of the version's route."""
         workflow_type = activity.info().workflow_type or ""
         process = PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type)
         version = str(getattr(payload, "version", STABLE_VERSION))
-        chosen = route(process, version, agent, self.model)
+        if chosen is None:
+            chosen = route(process, version, agent, self.model)
         system = chosen.prompt
+        router = self.router
+        if router is not None and agent in router.catalogue.agents:
+            # The catalogue routes this agent by task class (activities/router.py): the router
+            # asks policy, charges and audits each request itself (model_charge, not
+            # agent_spend), so the call's own audit row below carries no second charge.
+            _GOVERNED.set(None)
+            out, routed = await router.ask(
+                agent, router.catalogue.agents[agent], system, payload, wire
+            )
+            return out, TokenUsage(
+                model=routed.model,
+                prompt_tokens=sum(c.prompt_tokens for c in routed.calls),
+                completion_tokens=sum(c.completion_tokens for c in routed.calls),
+                cost_usd=routed.cost_usd,
+            )
         if self.switch is not None:  # engaged for this agent, tenant, process or globally?
             subject = Subject(
                 process=process,
@@ -461,6 +511,18 @@ class AgentActivities:
             return await self._call(agent, system, governed, wire)
 
     async def _call(
+        self, agent: str, system: str, governed: GovernedCall, wire: type[T]
+    ) -> tuple[T, TokenUsage]:
+        """:meth:`_call_model` in a GenAI ``chat <model>`` span (activities/tracing.py)."""
+        model = governed.route.model if governed.route is not None else self.model
+        with tracing.agent_call_span(
+            agent, model, str(self.client.base_url), tenant=governed.tenant
+        ) as span:
+            answer, usage = await self._call_model(agent, system, governed, wire)
+            tracing.record_usage(span, usage)
+            return answer, usage
+
+    async def _call_model(
         self, agent: str, system: str, governed: GovernedCall, wire: type[T]
     ) -> tuple[T, TokenUsage]:
         model = governed.route.model if governed.route is not None else self.model
@@ -496,26 +558,33 @@ class AgentActivities:
             raise _invalid_output(agent, err) from err
 
     async def _govern(
-        self, agent: str, system: str, payload: BaseModel, chosen: Route
+        self,
+        agent: str,
+        system: str,
+        payload: BaseModel,
+        chosen: Route,
+        target: CallTarget | None = None,
     ) -> GovernedCall:
         """Ask the base policy about this call, audit the decision, apply its obligations.
 
-        Raises (and sends nothing) unless policy allows the call."""
+        ``target`` is the endpoint the router chose (activities/router.py); without one, the
+        worker's configured endpoint. Raises (and sends nothing) unless policy allows the call."""
         info = activity.info()
         tenant = str(getattr(payload, "tenant", "") or "")
         plain = payload.model_dump_json(exclude=NOT_SENT)
         now = datetime.now(UTC)
         day = spend.utc_day(now)
         spent = await asyncio.to_thread(spend.spent_on, self.ledger.db, tenant, day)
-        estimate = self._estimate(system, plain)
+        estimate = self._estimate(system, plain) if target is None else target.estimate
+        region = self.model_region if target is None else target.region
         query = PolicyQuery(
             policy=AGENT_CALL_POLICY,
             input=agent_call_policy_input(
                 role=agent,
                 tenant=tenant,
-                endpoint=str(self.client.base_url),
+                endpoint=str(self.client.base_url) if target is None else target.endpoint,
                 model=chosen.model,
-                region=self.model_region,
+                region=region,
                 spent_today_usd=spent,
                 estimated_cost_usd=estimate,
                 now=now,
@@ -523,8 +592,10 @@ class AgentActivities:
             subject=agent,
             workflow_id=info.workflow_id or "",
         )
-        # One decision per attempt: a retry asks again, and every answer is audited.
-        decision_id = f"{info.workflow_id}/act/{info.activity_id}/llm/{info.attempt}"
+        # One decision per attempt (and per routed request): a retry asks again, and every
+        # answer is audited.
+        call = "" if target is None else f"/{target.call_index}"
+        decision_id = f"{info.workflow_id}/act/{info.activity_id}/llm/{info.attempt}{call}"
         if self.policy is None:
             decision = PolicyDecision(
                 decision_id=decision_id,
@@ -554,7 +625,7 @@ class AgentActivities:
                 content = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
         event = activity_event(
-            f"llm/policy/{info.attempt}",
+            f"llm/policy/{info.attempt}{call}",
             actor=f"policy:{AGENT_CALL_POLICY}",
             action=f"policy.{decision.verdict}",
             detail={
@@ -562,7 +633,7 @@ class AgentActivities:
                 "tenant": tenant,
                 "action": LLM_CALL,
                 "model": chosen.model,
-                "model_region": self.model_region,
+                "model_region": region,
                 "version": chosen.version,
                 "reasons": decision.reasons,
                 "revision": decision.revision,
@@ -579,7 +650,7 @@ class AgentActivities:
         )
         await asyncio.to_thread(self.ledger.append, [event])
         if decision.verdict != "allow":
-            raise _denied(agent, decision)
+            raise _denied(agent, decision, self.policy)
         if problem is not None:
             raise ApplicationError(
                 f"{agent}: {problem}", type="RedactionFailed", non_retryable=True
@@ -662,14 +733,17 @@ class AgentActivities:
         await asyncio.to_thread(write)
 
 
-def _denied(agent: str, decision: PolicyDecision) -> ApplicationError:
+def _denied(agent: str, decision: PolicyDecision, engine: PolicyEngine | None) -> ApplicationError:
     """The error for a model call policy did not allow. An engine that did not answer is worth
-    a retry (Temporal's, bounded by the agent preset); a decision the policy made is not."""
+    a retry (Temporal's, bounded by the agent preset; in wait mode the workflow's, see
+    activities.policy.unavailable_error); a decision the policy made is not."""
     reasons = "; ".join(decision.reasons)
-    if all(reason.startswith(ENGINE_UNAVAILABLE) for reason in decision.reasons):
+    if engine is not None and (waiting := unavailable_error(engine, [decision])) is not None:
+        return waiting
+    if is_unavailable(decision):
         return ApplicationError(
             f"{agent}: no model call without a policy decision: {reasons}",
-            type="PolicyUnavailable",
+            type=POLICY_UNAVAILABLE_ERROR,
         )
     if decision.verdict == "require_approval":
         reasons = f"it requires approval, which a model call cannot wait for ({reasons})"

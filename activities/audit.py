@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -118,6 +118,9 @@ def _present_keys(conn: Connection, events: list[AuditEvent]) -> set[tuple[str, 
 class AuditLedger:
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: Called with the events a write actually added (the worker's metrics, see
+        #: activities/metrics.py); must not raise.
+        self.observer: Callable[[list[AuditEvent]], None] | None = None
 
     def append(self, events: list[AuditEvent]) -> AuditWriteResult:
         """Append events in their own transaction."""
@@ -136,6 +139,7 @@ class AuditLedger:
         position, prev = (head.position, head.row_hash) if head else (0, GENESIS_HASH)
         present = _present_keys(conn, events)
         rows: list[dict[str, Any]] = []
+        written: list[AuditEvent] = []
         for event in events:
             key = (event.workflow_id, event.run_id, event.seq)
             if key in present:
@@ -151,8 +155,11 @@ class AuditLedger:
             )
             row["row_hash"] = prev = row_hash(prev, hashed_content(row))
             rows.append(row)
+            written.append(event)
         if rows:
             conn.execute(_INSERT, rows)
+            if self.observer is not None:
+                self.observer(written)
         return AuditWriteResult(written=len(rows), already_present=len(events) - len(rows))
 
     def trail(self, workflow_id: str, run_id: str | None = None) -> list[AuditRecord]:
@@ -199,6 +206,17 @@ def activity_event(step: str, **fields: Any) -> AuditEvent:
         run_id=info.workflow_run_id or "",
         seq=f"act/{info.activity_id}/{step}",
         **fields,
+    )
+
+
+def unavailable_event(step: str, error: Exception, subject: str) -> AuditEvent:
+    """The audit row of a governed step that found no policy engine to ask (wait mode: the
+    workflow holds and asks again; the step did nothing)."""
+    return activity_event(
+        step,
+        actor="policy:engine",
+        action="policy.unavailable",
+        detail={"subject": subject, "error": str(error)},
     )
 
 

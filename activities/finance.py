@@ -26,7 +26,7 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger, activity_event
+from activities.audit import AuditLedger, activity_event, unavailable_event
 from activities.database import (
     AccountingPeriod,
     BankStatementLine,
@@ -40,11 +40,13 @@ from activities.database import (
 )
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
+    POLICY_UNAVAILABLE_ERROR,
     PolicyEngine,
     SyncPolicyEngine,
     decide,
     decide_sync,
     in_transaction_decider,
+    unavailable_error,
 )
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
@@ -128,8 +130,10 @@ def _decide_posting(
     period_status: str,
     decide_now: Callable[[PolicyQuery], PolicyDecision],
     workflow_id: str,
+    engine: PolicyEngine,
 ) -> tuple[PolicyDecision, AuditEvent]:
-    """The posting policy's decision on ``inp`` and its audit event (real and shadow postings)."""
+    """The posting policy's decision on ``inp`` and its audit event (real and shadow postings).
+    Raises ``PolicyUnavailable`` when the engine did not answer and it is set to wait."""
     query = PolicyQuery(
         policy=POSTING_POLICY,
         input=posting_policy_input(inp, period_status),
@@ -137,6 +141,8 @@ def _decide_posting(
         workflow_id=workflow_id,
     )
     decision = decide_now(query)
+    if (unavailable := unavailable_error(engine, [decision])) is not None:
+        raise unavailable  # the caller's transaction rolls back; the workflow holds, retries
     event = activity_event(
         "post/policy",
         actor=f"policy:{decision.policy}",
@@ -360,9 +366,14 @@ class FinanceActivities:
                 self.ledger.append(_preflight_events(batch, found))
                 return found
 
-            return await asyncio.to_thread(decide_and_audit, policy)
-        decisions = [await decide(policy, q, i) for q, i in zip(batch.queries, ids, strict=True)]
-        await asyncio.to_thread(self.ledger.append, _preflight_events(batch, decisions))
+            decisions = await asyncio.to_thread(decide_and_audit, policy)
+        else:
+            decisions = [
+                await decide(policy, q, i) for q, i in zip(batch.queries, ids, strict=True)
+            ]
+            await asyncio.to_thread(self.ledger.append, _preflight_events(batch, decisions))
+        if (unavailable := unavailable_error(policy, decisions)) is not None:
+            raise unavailable  # wait mode: the workflow holds and runs the preflight again
         return decisions
 
     # -- the sensitive action and its compensation ---------------------------------------
@@ -379,9 +390,14 @@ class FinanceActivities:
         decide_now = in_transaction_decider(
             self.policy, f"{info.workflow_id}/act/{info.activity_id}/post"
         )
-        if inp.shadow:
-            return await asyncio.to_thread(self._post_shadow, inp, decide_now)
-        return await asyncio.to_thread(self._post, inp, decide_now)
+        post = self._post_shadow if inp.shadow else self._post
+        try:
+            return await asyncio.to_thread(post, inp, decide_now)
+        except ApplicationError as err:
+            if err.type == POLICY_UNAVAILABLE_ERROR:  # nothing was written: say why in the trail
+                event = unavailable_event("post/policy", err, inp.entry.entry_id)
+                await asyncio.to_thread(self.ledger.append, [event])
+            raise
 
     def _post(
         self, inp: PostEntryInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
@@ -397,9 +413,11 @@ class FinanceActivities:
             status = conn.execute(
                 _PERIOD_STATUS, {"tenant": inp.tenant, "period": inp.period}
             ).scalar()
-            decision, policy_event = _decide_posting(inp, status or "unknown", decide_now, wf)
+            decision, policy_event = _decide_posting(
+                inp, status or "unknown", decide_now, wf, self.policy
+            )
             outcome = PostEntryOutcome(decision=decision)
-            events = [policy_event]
+            events = [*inp.audit_events, policy_event]  # the approval's first, if carried
             if decision.verdict == "allow":
                 posting_id = f"P-{uuid.uuid4().hex[:12]}"
                 outcome = PostEntryOutcome(decision=decision, posting_id=posting_id)
@@ -457,9 +475,9 @@ class FinanceActivities:
             ).first()
             if done is not None:
                 return PostEntryOutcome.model_validate(done.detail["outcome"])
-            decision, policy_event = _decide_posting(inp, "open", decide_now, wf)
+            decision, policy_event = _decide_posting(inp, "open", decide_now, wf, self.policy)
             outcome = PostEntryOutcome(decision=decision)
-            events = [policy_event]
+            events = [*inp.audit_events, policy_event]  # the approval's first, if carried
             if decision.verdict == "allow":
                 shadow_id = f"S-{uuid.uuid4().hex[:12]}"
                 outcome = PostEntryOutcome(decision=decision, posting_id=shadow_id)

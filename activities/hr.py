@@ -9,6 +9,10 @@ Side effects are idempotent and commit in the same transaction as their audit ro
   returns the stored outcome and never grants twice.
 * ``revoke_entitlement`` (the compensation, registered before the grant) revokes what was
   granted under a key, once; a no-op when nothing was granted.
+* Shadow runs (``GrantInput.shadow``): the same policy decision, but the grant is recorded in
+  the shadow outbox (table ``shadow_action``, audit ``shadow.granted``), never in the identity
+  provider; a shadow revocation likewise (``shadow.revoked``). The kill switch does not hold
+  them: they change nothing.
 * ``persist_blackboard`` writes blackboard entries, idempotent per workflow/run/board/seq.
 
 Must not: be imported by workflows except through ``imports_passed_through``.
@@ -27,12 +31,18 @@ from sqlmodel import Field, Session, SQLModel, UniqueConstraint, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger, activity_event
-from activities.database import Database, utcnow
+from activities.audit import AuditLedger, activity_event, unavailable_event
+from activities.database import Database, ShadowAction, utcnow
 from activities.kill_switch import KillSwitch, Subject
-from activities.policy import PolicyEngine, in_transaction_decider
+from activities.policy import (
+    POLICY_UNAVAILABLE_ERROR,
+    PolicyEngine,
+    in_transaction_decider,
+    unavailable_error,
+)
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
+    AuditEvent,
     GrantInput,
     GrantOutcome,
     LoadHireInput,
@@ -232,7 +242,14 @@ class HrActivities:
         decide_now = in_transaction_decider(
             self.policy, f"{info.workflow_id}/act/{info.activity_id}/grant"
         )
-        return await asyncio.to_thread(self._grant, inp, decide_now)
+        try:
+            return await asyncio.to_thread(self._grant, inp, decide_now)
+        except ApplicationError as err:
+            if err.type == POLICY_UNAVAILABLE_ERROR:  # nothing was written: say why in the trail
+                label = f"{inp.entitlement.system}:{inp.entitlement.name}"
+                event = unavailable_event("grant/policy", err, label)
+                await asyncio.to_thread(self.ledger.append, [event])
+            raise
 
     def _grant(
         self, inp: GrantInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
@@ -243,7 +260,7 @@ class HrActivities:
             stored = session.get(GrantAttempt, inp.idempotency_key)
             if stored is not None:
                 return GrantOutcome.model_validate_json(stored.outcome_json)
-            if self.switch is not None:  # inside the transaction: no grant while engaged
+            if self.switch is not None and not inp.shadow:  # no grant while engaged
                 workflow_type = activity.info().workflow_type or ""
                 subject = Subject(
                     process=PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type),
@@ -258,6 +275,8 @@ class HrActivities:
                 workflow_id=wf,
             )
             decision = decide_now(query)
+            if (unavailable := unavailable_error(self.policy, [decision])) is not None:
+                raise unavailable  # roll back; wait mode: the workflow holds and retries
             outcome = GrantOutcome(decision=decision)
             events = [
                 activity_event(
@@ -276,7 +295,10 @@ class HrActivities:
                     input_digest=digest(inp),
                 )
             ]
-            if decision.verdict == "allow":
+            if decision.verdict == "allow" and inp.shadow:
+                outcome = GrantOutcome(decision=decision, grant_id=f"S-{uuid.uuid4().hex[:12]}")
+                events.append(_record_shadow_grant(session, inp, outcome, label, wf))
+            elif decision.verdict == "allow":
                 grant_id = f"G-{uuid.uuid4().hex[:12]}"
                 outcome = GrantOutcome(decision=decision, grant_id=grant_id)
                 approved_by = ", ".join(inp.approval.approvers) if inp.approval else None
@@ -324,6 +346,8 @@ class HrActivities:
         return await asyncio.to_thread(self._revoke, inp)
 
     def _revoke(self, inp: RevokeInput) -> RevokeOutcome:
+        if inp.shadow:
+            return self._revoke_shadow(inp)
         with self.db.session() as session:
             row = _by_key(session, inp.original_key)
             if row is None:
@@ -351,6 +375,78 @@ class HrActivities:
                 ],
             )
             return RevokeOutcome(revoked=True, detail=f"{row.grant_id} revoked")
+
+    def _revoke_shadow(self, inp: RevokeInput) -> RevokeOutcome:
+        """A shadow run's revocation: recorded in the shadow outbox, once, like its grant."""
+        with self.db.session() as session:
+            original = _shadow_by_key(session, inp.original_key)
+            if original is None:
+                return RevokeOutcome(revoked=False, detail="nothing was granted (shadow)")
+            if _shadow_by_key(session, inp.idempotency_key) is not None:
+                return RevokeOutcome(revoked=True, detail=f"{original.entry_id} already revoked")
+            session.add(
+                ShadowAction(
+                    idempotency_key=inp.idempotency_key,
+                    workflow_id=original.workflow_id,
+                    action="revoke",
+                    tenant=original.tenant,
+                    period="",
+                    entry_id=original.entry_id,
+                    detail={"reason": inp.reason, "employee_id": original.detail["employee_id"]},
+                )
+            )
+            self.ledger.append_in(
+                session,
+                [
+                    activity_event(
+                        "revoke",
+                        actor="baton:compensation",
+                        action="shadow.revoked",
+                        detail={"entitlement": original.entry_id, "key": inp.original_key},
+                        rationale=inp.reason,
+                    )
+                ],
+            )
+            return RevokeOutcome(revoked=True, detail=f"shadow revocation of {original.entry_id}")
+
+
+def _record_shadow_grant(
+    session: Session, inp: GrantInput, outcome: GrantOutcome, label: str, wf: str
+) -> AuditEvent:
+    """Record what a shadow run would have granted (shadow outbox) and return its audit event."""
+    approvers = inp.approval.approvers if inp.approval else []
+    session.add(
+        ShadowAction(
+            idempotency_key=inp.idempotency_key,
+            workflow_id=wf,
+            action="grant",
+            tenant=inp.tenant,
+            period="",
+            entry_id=label,
+            detail={
+                "employee_id": inp.employee_id,
+                "approvers": approvers,
+                "outcome": outcome.model_dump(mode="json"),
+            },
+        )
+    )
+    return activity_event(
+        "grant/shadow",
+        actor="agent:entitlement_prompter",
+        action="shadow.granted",
+        detail={
+            "shadow_id": outcome.grant_id,
+            "employee_id": inp.employee_id,
+            "entitlement": label,
+            "approved_by": approvers,
+        },
+        rationale=inp.reason,
+        decision_id=outcome.decision.decision_id,
+    )
+
+
+def _shadow_by_key(session: Session, key: str) -> ShadowAction | None:
+    return session.exec(select(ShadowAction).where(ShadowAction.idempotency_key == key)).first()
 
 
 def _by_key(session: Session, key: str) -> IdpEntitlement | None:

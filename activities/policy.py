@@ -34,7 +34,10 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
+from temporalio.exceptions import ApplicationError
 
+from activities import tracing
+from workflows import errors
 from workflows.contracts import (
     REDACTION_KINDS,
     ApprovalRequirement,
@@ -47,6 +50,8 @@ from workflows.contracts import (
 DEFAULT_TIMEOUT_SECONDS = 5.0
 #: Every decide() answer that did not come from the policy itself starts with one of these.
 ENGINE_UNAVAILABLE = "policy engine unavailable"
+#: ApplicationError.type of a step that could not get a policy decision (see unavailable_error).
+POLICY_UNAVAILABLE_ERROR = errors.POLICY_UNAVAILABLE
 UNDEFINED_DECISION = "policy returned no decision (undefined)"
 #: Revision reported when an engine failed before it could say which policies it ran.
 UNKNOWN_REVISION = "unknown"
@@ -268,6 +273,10 @@ class PolicyEngine(Protocol):
     """Evaluates documents under ``data``. Implementations raise on failure, never guess."""
 
     name: str
+    #: What a governed step does when this engine does not answer (BATON_POLICY_UNAVAILABLE):
+    #: "deny" it, or "wait" for the engine, up to ``max_wait_seconds``. See unavailable_error().
+    when_unavailable: str
+    max_wait_seconds: float
 
     async def evaluate(self, path: str, input: dict[str, Any]) -> tuple[Any, str]:
         """The value of ``data.<path>`` (``/`` or ``.`` separators) for ``input``, and the
@@ -373,6 +382,8 @@ class EmbeddedOpaEngine:
     """
 
     name = "opa-embedded"
+    when_unavailable = "deny"
+    max_wait_seconds = 3600.0
 
     def __init__(self, policy_dir: str | os.PathLike[str], *, reload_interval: float = 1.0):
         self.bundle = PolicyBundle(policy_dir, reload_interval=reload_interval)
@@ -422,6 +433,8 @@ class RegorusEngine:
     """
 
     name = "regorus"
+    when_unavailable = "deny"
+    max_wait_seconds = 3600.0
 
     def __init__(self, policy_dir: str | os.PathLike[str], *, reload_interval: float = 1.0):
         self.bundle = PolicyBundle(policy_dir, reload_interval=reload_interval)
@@ -461,6 +474,8 @@ class OpaRestEngine:
     """
 
     name = "opa-rest"
+    when_unavailable = "deny"
+    max_wait_seconds = 3600.0
 
     def __init__(
         self, url: str, timeout: float = DEFAULT_TIMEOUT_SECONDS, *, token: str | None = None
@@ -535,11 +550,49 @@ def _provenance_revision(provenance: Any) -> str:
     return "remote"
 
 
-def build_engine(opa_url: str | None, policy_dir: str | os.PathLike[str]) -> PolicyEngine:
-    """The engine a worker uses: a real OPA server when ``OPA_URL`` is set, else embedded OPA."""
-    if opa_url:
-        return OpaRestEngine(opa_url)
-    return EmbeddedOpaEngine(policy_dir)
+def build_engine(
+    opa_url: str | None,
+    policy_dir: str | os.PathLike[str],
+    *,
+    when_unavailable: str = "deny",
+    max_wait_seconds: float = 3600.0,
+) -> PolicyEngine:
+    """The engine a worker uses: a real OPA server when ``OPA_URL`` is set, else embedded OPA;
+    ``when_unavailable``/``max_wait_seconds`` from BATON_POLICY_UNAVAILABLE/_MAX_WAIT_SECONDS."""
+    if when_unavailable not in ("deny", "wait"):
+        raise ValueError(f"when_unavailable must be 'deny' or 'wait', got {when_unavailable!r}")
+    engine: PolicyEngine = OpaRestEngine(opa_url) if opa_url else EmbeddedOpaEngine(policy_dir)
+    engine.when_unavailable = when_unavailable
+    engine.max_wait_seconds = max_wait_seconds
+    return engine
+
+
+def is_unavailable(decision: PolicyDecision) -> bool:
+    """True when a deny only says the engine did not answer (no policy decided anything)."""
+    return bool(decision.reasons) and all(
+        reason.startswith(ENGINE_UNAVAILABLE) for reason in decision.reasons
+    )
+
+
+def unavailable_error(
+    engine: PolicyEngine, decisions: list[PolicyDecision]
+) -> ApplicationError | None:
+    """With ``when_unavailable == "wait"``: the error that makes the workflow hold and ask
+    again (``PolicyUnavailable``, non-retryable so it reaches the workflow at once instead of
+    spending the step's retries; the workflow's step runner waits, see
+    workflows/kill_switch_gate.py). None when every decision was made, or in "deny" mode,
+    where the fail-closed deny stands."""
+    if getattr(engine, "when_unavailable", "deny") != "wait":
+        return None
+    missing = [d for d in decisions if is_unavailable(d)]
+    if not missing:
+        return None
+    return ApplicationError(
+        f"policy engine {getattr(engine, 'name', '?')} did not answer: {missing[0].reasons[0]}",
+        {"max_wait_seconds": getattr(engine, "max_wait_seconds", 3600.0)},
+        type=POLICY_UNAVAILABLE_ERROR,
+        non_retryable=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,6 +662,20 @@ async def decide(
     *,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> PolicyDecision:
+    """:func:`_decide`, traced: one ``policy <package>`` span per decision (activities/tracing)."""
+    with tracing.policy_span(query, decision_id) as span:
+        decision = await _decide(engine, query, decision_id, timeout=timeout)
+        tracing.record_decision(span, decision)
+        return decision
+
+
+async def _decide(
+    engine: PolicyEngine,
+    query: PolicyQuery,
+    decision_id: str,
+    *,
+    timeout: float,
+) -> PolicyDecision:
     """Evaluate ``<query.policy>/decision`` and map it to a PolicyDecision. Never raises.
 
     Fail closed: an engine error, a timeout, an undefined document, an answer that is not an
@@ -677,7 +744,10 @@ def decide_sync(engine: SyncPolicyEngine, query: PolicyQuery, decision_id: str) 
     writes under one lock, so the state policy saw cannot change before the write). There is no
     timeout: an embedded evaluation is CPU-bound and sub-millisecond.
     """
-    return explain_sync(engine, query, decision_id)[1]
+    with tracing.policy_span(query, decision_id) as span:
+        decision = explain_sync(engine, query, decision_id)[1]
+        tracing.record_decision(span, decision)
+        return decision
 
 
 def explain_sync(

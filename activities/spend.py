@@ -4,6 +4,11 @@ One row per agent call (written with the call's audit row, in the same transacti
 same idempotency key), summed per tenant and day when the next call asks policy whether it may
 spend more. A retried attempt that writes the same call again changes nothing.
 
+Routed calls (activities/router.py) are charged per model request actually made, in
+``model_charge``: one row per (workflow id, run id, activity id, attempt, call index), so a
+retried activity is charged for each attempt that reached a model (an invalid answer costs what
+it cost) and a replayed workflow, which re-runs no activity, charges nothing twice.
+
 Must not: be imported by workflows (it does I/O).
 """
 
@@ -37,15 +42,92 @@ def utc_day(moment: datetime) -> str:
     return moment.astimezone(UTC).date().isoformat()
 
 
+class ModelCharge(SQLModel, table=True):
+    """One model request of a routed call, as charged (see the module docstring)."""
+
+    __tablename__ = "model_charge"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "run_id", "activity_id", "attempt", "call_index"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(index=True)
+    day: str = Field(index=True)  # UTC date, YYYY-MM-DD
+    workflow_id: str = Field(index=True)
+    run_id: str
+    activity_id: str
+    attempt: int
+    call_index: int
+    agent: str
+    task_class: str
+    model: str
+    endpoint: str
+    tier: str
+    outcome: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+CHARGES = ModelCharge.__table__  # type: ignore[attr-defined]
+
+
 def spent_on(db: Database, tenant: str, day: str) -> float:
-    """USD the tenant's model calls cost on ``day`` (UTC) so far."""
+    """USD the tenant's model calls cost on ``day`` (UTC) so far (routed calls included)."""
     with db.read_session() as session:
         total = session.exec(
             select(func.coalesce(func.sum(AgentSpend.cost_usd), 0.0)).where(
                 AgentSpend.tenant == tenant, AgentSpend.day == day
             )
         ).one()
-    return round(float(total), 8)
+        routed = session.exec(
+            select(func.coalesce(func.sum(ModelCharge.cost_usd), 0.0)).where(
+                ModelCharge.tenant == tenant, ModelCharge.day == day
+            )
+        ).one()
+    return round(float(total) + float(routed), 8)
+
+
+def run_totals(db: Database, workflow_id: str, run_id: str) -> tuple[int, float]:
+    """(tokens, USD) charged for one workflow run's routed model requests so far."""
+    with db.read_session() as session:
+        tokens, cost = session.exec(
+            select(
+                func.coalesce(
+                    func.sum(ModelCharge.prompt_tokens + ModelCharge.completion_tokens), 0
+                ),
+                func.coalesce(func.sum(ModelCharge.cost_usd), 0.0),
+            ).where(ModelCharge.workflow_id == workflow_id, ModelCharge.run_id == run_id)
+        ).one()
+    return int(tokens), round(float(cost), 8)
+
+
+def charges_of(db: Database, workflow_id: str) -> list[ModelCharge]:
+    """Every charged model request of a workflow (all runs), oldest first."""
+    with db.read_session() as session:
+        rows = session.exec(
+            select(ModelCharge)
+            .where(ModelCharge.workflow_id == workflow_id)
+            .order_by(ModelCharge.id)  # type: ignore[arg-type]
+        ).all()
+        return [ModelCharge.model_validate(r.model_dump()) for r in rows]
+
+
+def charge_in(session: Session, row: ModelCharge) -> bool:
+    """Record one model request inside the caller's transaction; False if already recorded."""
+    conn = session.connection()
+    present = conn.execute(
+        select(CHARGES.c.id).where(
+            CHARGES.c.workflow_id == row.workflow_id,
+            CHARGES.c.run_id == row.run_id,
+            CHARGES.c.activity_id == row.activity_id,
+            CHARGES.c.attempt == row.attempt,
+            CHARGES.c.call_index == row.call_index,
+        )
+    ).first()
+    if present is not None:
+        return False
+    conn.execute(insert(CHARGES), [row.model_dump(exclude={"id"})])
+    return True
 
 
 def record_in(session: Session, row: AgentSpend) -> bool:

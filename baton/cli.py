@@ -4,6 +4,7 @@
     baton worker                       run a worker (same as `python worker.py`)
     baton seed --tenant T --period P   (re)seed a month of ledger and bank data
     baton close start|status|result|cancel
+    baton auction review|status|result|tiers   document reviews allocated by auction (cli_auction)
     baton approvals list [--role R] [--process P]   the approver inbox: pending across all runs
     baton approvals list WORKFLOW_ID   pending approval requests of one run, in full
     baton approve|reject WORKFLOW_ID --approver NAME --rationale TEXT
@@ -18,9 +19,16 @@
     baton canary status|evaluate|rollback|promote|versions [--process P]
     baton audit show WORKFLOW_ID       the audit trail of a run
     baton audit verify                 verify the audit hash chain
+    baton kpi [--since 7d] [--process P] [--format table|json|csv] [--plot DIR]
+                                       KPIs per process and version (baton/kpi.py)
+    baton supervisor start [--config FILE.json] [--interval S] | stop
+                                       the supervisor agent, kept running by a Schedule
     baton policy test                  run the Rego unit tests
+    baton validate FILE | schema | run FILE --input JSON | event ID NAME   (baton/cli_dsl.py)
     baton policy eval --input FILE.json [--policy baton/base/agent_call] [--engine opa|regorus]
                                        one decision: the document, verdict and revision
+    baton knowledge ingest|search|related   the knowledge layer (baton/cli_knowledge.py)
+    baton customer event|trigger|status|result   customer onboarding (baton/cli_customer.py)
 
 Exit codes: 0 success, 1 the operation failed, 2 bad input. Every command leaves through
 ``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can crash at interpreter exit in
@@ -39,6 +47,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from baton import cli_customer, cli_knowledge, cli_kpi, cli_security, cli_supervisor
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -71,12 +80,18 @@ async def _client(settings: Settings):  # type: ignore[no-untyped-def]
     from workflows.client import BatonClient
 
     try:
-        return await asyncio.wait_for(
+        codec = settings.payload_codec()
+        trust = settings.approval_trust()
+    except ValueError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    try:
+        client = await asyncio.wait_for(
             BatonClient.connect(
                 None if settings.temporal_profile else settings.temporal_address,
                 namespace=settings.temporal_namespace,
                 profile=settings.temporal_profile,
                 task_queue=settings.task_queue,
+                payload_codec=codec,
             ),
             timeout=10,
         )
@@ -85,6 +100,8 @@ async def _client(settings: Settings):  # type: ignore[no-untyped-def]
             f"cannot reach Temporal at {settings.temporal_address}: {err}\n"
             "start the local stack with `make up`, or set TEMPORAL_ADDRESS"
         ) from None
+    client.approval_trust = trust
+    return client
 
 
 def _print_json(value: Any) -> None:
@@ -208,18 +225,23 @@ async def cmd_onboard_start(args: argparse.Namespace, settings: Settings) -> int
             "tenant": args.tenant,
             "employee_id": args.employee_id,
             "requested_by": args.requested_by,
+            "shadow": args.shadow,
             **(
                 {"approval_timeout_seconds": args.approval_timeout} if args.approval_timeout else {}
             ),
+            **({"version": args.version} if args.version else {}),
         }
     )
     client = await _client(settings)
+    client.canary = _canary(settings)  # assigns the version unless --version pins one
     try:
         handle = await client.start_onboarding(inp, join_existing=args.join)
     except ProcessAlreadyStarted as err:
         raise CliError(str(err)) from None
     print(f"started {handle.id} (run {handle.result_run_id})")
     print(f"web UI: {settings.workflow_url(handle.id)}")
+    memo = await (await handle.describe()).memo()
+    print(f"version: {memo.get('baton_version', 'stable')}")
     if args.wait:
         _print_json(await handle.result())
     return EXIT_OK
@@ -242,6 +264,49 @@ async def cmd_onboard_history(args: argparse.Namespace, settings: Settings) -> i
         print(f"#{e.seq:<3} {e.key}@v{e.version:<2} {e.author:<28} {e.reason}")
         print(f"      {value[:160]}")
     return EXIT_OK
+
+
+async def demo_onboarding(client: Any, settings: Settings, runtime: Any, tenant: str) -> list[str]:
+    """`baton demo`'s HR step: seed a new engineer (a fresh employee id per demo), onboard them,
+    approve the privileged access as their manager (a worker must run)."""
+    import time
+    import uuid
+
+    from activities.hr import seed_new_hire
+    from baton.demo import finish_run
+    from workflows.contracts import NewHire, OnboardingInput
+
+    hire = NewHire(
+        tenant=tenant,
+        employee_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}",
+        full_name="Sam Okafor",
+        role="engineer",
+        department="engineering",
+        country="DE",
+        manager="maya",
+        start_date=time.strftime("%Y-%m-%d"),
+        id_document_verified=True,
+    )
+    await asyncio.to_thread(seed_new_hire, runtime.db, hire)
+    inp = OnboardingInput(tenant=tenant, employee_id=hire.employee_id, requested_by="hana")
+    handle = await client.start_onboarding(inp)
+    approved = await finish_run(
+        client, settings, handle.id, approver="maya", rationale="Needs production access."
+    )
+    result = await handle.result()
+    granted = ", ".join(
+        f"{g.system}:{g.name}"
+        + (f" (approved by {', '.join(g.approved_by)})" if g.approved_by else "")
+        for g in result.granted
+    )
+    return [
+        f"8. HR onboarding of new hire {hire.employee_id} ({handle.id}): "
+        f"{'; '.join(approved) or 'no approval needed'}",
+        f"   granted {len(result.granted)} accesses: {granted}",
+        f"   blackboard v{result.board_version}, {result.conflicts} stale writes retried, "
+        f"{result.tokens} tokens, ${result.cost_usd:.4f}  -> baton audit show {handle.id}",
+        f"   web UI: {settings.workflow_url(handle.id)}",
+    ]
 
 
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -327,6 +392,7 @@ async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.client import ApprovalRefused, NoPendingApproval
 
     client = await _client(settings)
+    client.approval_token = args.token or settings.approval_token
     common = {
         "approver": args.approver,
         "request_id": args.request_id,
@@ -906,6 +972,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requested-by", required=True)
     p.add_argument("--approval-timeout", type=int, help="seconds to wait for the manager")
     p.add_argument("--join", action="store_true", help="attach to a running onboarding instead")
+    p.add_argument("--shadow", action="store_true", help="shadow run: grants are only recorded")
+    p.add_argument("--version", help="pin the process version (default: the canary assigns it)")
     p.add_argument("--wait", action="store_true", help="wait for the result")
     p.set_defaults(func=cmd_onboard_start)
     p = onboard_sub.add_parser("status", help="stage, pending approval, grants, board version")
@@ -915,6 +983,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_onboard_history)
+
+    from baton import cli_auction
+
+    cli_auction.register(sub)
+    from baton import cli_support
+
+    cli_support.add_parser(sub, _client, _print_json, CliError)
 
     approvals = sub.add_parser("approvals", help="pending approval requests")
     approvals_sub = approvals.add_subparsers(
@@ -952,6 +1027,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.add_argument("--request-id", help="defaults to the run's only pending request")
         p.add_argument("--digest", help="action digest you reviewed (defaults to the current one)")
+        p.add_argument("--token", help="your signed identity JWT (default BATON_APPROVAL_TOKEN)")
         p.set_defaults(func=cmd_decide)
 
     shadow = sub.add_parser("shadow", help="shadow runs")
@@ -1051,6 +1127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = audit_sub.add_parser("verify", help="verify the hash chain of the whole audit ledger")
     p.set_defaults(func=cmd_audit_verify)
 
+    cli_kpi.add_parser(sub)
+    cli_supervisor.add_parser(sub)
+
     policy = sub.add_parser("policy", help="policy tools")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     p = policy_sub.add_parser("test", help="run the Rego unit tests")
@@ -1068,6 +1147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["opa", "regorus"], default="opa")
     p.add_argument("--policy-dir", help="policy directory (default: BATON_POLICY_DIR or policy/)")
     p.set_defaults(func=cmd_policy_eval)
+    cli_security.register(sub)
+    cli_knowledge.register(sub)
+    cli_customer.register(sub)
+    from baton.cli_dsl import add_commands  # baton validate | schema | run | event
+
+    add_commands(sub)
     return parser
 
 

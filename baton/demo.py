@@ -7,17 +7,25 @@ with the Web UI link of the run.
 
 Each run closes a new period (the newest month that is still open), because a closed period
 cannot be closed twice; the demo database is .baton/baton.db.
+
+Then, on the same worker, one step per other process, each a short function next to its CLI
+module returning the lines it prints: the document-review auction (cli_auction.demo_auction), HR
+onboarding (cli.demo_onboarding), customer onboarding from a CRM event (cli_customer.
+demo_customer) and a support case (cli_support.demo_support). Each uses fresh business keys,
+approves what its run asks a human for (finish_run), is bounded (DEMO_STEP_TIMEOUT), and a
+failure prints what failed and makes the demo exit 1 (run_step).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
 from sqlmodel import select
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.database import AccountingPeriod, Database
@@ -27,6 +35,8 @@ from workflows.client import BatonClient
 from workflows.contracts import FinanceCloseInput
 
 FIRST_DEMO_PERIOD = (2026, 10)
+#: seconds each process after the close may take before the demo gives up on it
+DEMO_STEP_TIMEOUT = 120.0
 # a close that ended in one of these may be run again (see the client's id reuse policy)
 RETRYABLE_END_STATES = {
     WorkflowExecutionStatus.FAILED,
@@ -67,6 +77,110 @@ async def next_open_period(client: BatonClient, db: Database, tenant: str) -> st
         if described.status in RETRYABLE_END_STATES:
             return period
     raise RuntimeError(f"every demo period of {tenant} is closed; remove .baton/ to start over")
+
+
+class DemoStepFailed(Exception):
+    """A demo step did not end as it should; the message says what and where to look."""
+
+
+async def approve_request(
+    client: BatonClient,
+    settings: Settings,
+    workflow_id: str,
+    request: Any,
+    preferred: str,
+    rationale: str,
+) -> tuple[str, Any]:
+    """Approve ``request`` as ``preferred`` if eligible, else as the first eligible approver who
+    has not voted yet (with a dev-issuer token when approvals are signed); returns (who, ack)."""
+    voted = {v.approver for v in request.approvals}
+    who = next(
+        (
+            p
+            for p in [preferred, *request.eligible_approvers]
+            if p in request.eligible_approvers and p not in voted
+        ),
+        None,
+    )
+    if who is None:
+        raise DemoStepFailed(
+            f"nobody left to approve {request.request_id} on {workflow_id} "
+            f"(roles {', '.join(request.approver_roles)})"
+        )
+    if client.approval_trust is not None:  # signed approvals: the dev issuer
+        from baton.identity import issue_token
+
+        client.approval_token = issue_token(
+            settings.issuer_dir, user=who, roles=request.approver_roles
+        )
+    ack = await client.approve(
+        workflow_id,
+        approver=who,
+        request_id=request.request_id,
+        action_digest=request.action_digest,
+        rationale=rationale,
+    )
+    return who, ack
+
+
+async def finish_run(
+    client: BatonClient,
+    settings: Settings,
+    workflow_id: str,
+    *,
+    approver: str,
+    rationale: str,
+    timeout: float = DEMO_STEP_TIMEOUT,
+) -> list[str]:
+    """Wait (at most ``timeout`` seconds) until the run ``workflow_id`` is no longer running,
+    approving every request it asks for on the way as ``approver`` (or another eligible one).
+
+    Returns who approved what ("maya approved apr-..."). Raises DemoStepFailed when the run does
+    not end in time; the caller reads the result (a failed run raises there)."""
+    decided: set[str] = set()
+    approvals: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status = await client.execution_status(workflow_id)
+        except RPCError as err:  # a queued case has no run yet
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            status = WorkflowExecutionStatus.RUNNING
+        if status != WorkflowExecutionStatus.RUNNING:
+            return approvals
+        try:  # a query waits for a worker: bounded too
+            pending = await asyncio.wait_for(client.pending_approvals(workflow_id), 5)
+        except (RPCError, WorkflowQueryFailedError, TimeoutError):  # no run / no worker yet
+            pending = []
+        for request in pending:
+            if request.request_id in decided:
+                continue
+            decided.add(request.request_id)
+            who, _ = await approve_request(
+                client, settings, workflow_id, request, approver, rationale
+            )
+            approvals.append(f"{who} ({', '.join(request.approver_roles)}) approved")
+        if time.monotonic() > deadline:
+            raise DemoStepFailed(
+                f"{workflow_id} did not finish within {timeout:.0f}s; "
+                f"see {settings.workflow_url(workflow_id)}"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def run_step(name: str, step: Coroutine[Any, Any, list[str]]) -> tuple[list[str], bool]:
+    """One process of the demo: its lines, or what failed (never raises, never hangs)."""
+    try:
+        return await asyncio.wait_for(step, DEMO_STEP_TIMEOUT + 30), True
+    except TimeoutError:
+        return [f"{name} FAILED: no answer within {DEMO_STEP_TIMEOUT + 30:.0f}s"], False
+    except Exception as err:
+        detail, cause = str(err), getattr(err, "cause", None)
+        while cause is not None:  # a run's failure -> activity failure -> the error itself
+            detail += f": {getattr(cause, 'message', cause)}"
+            cause = getattr(cause, "cause", None)
+        return [f"{name} FAILED: {type(err).__name__}: {detail}"], False
 
 
 def _print_how_to_decide(workflow_id: str, request: Any, approver: str) -> None:
@@ -129,18 +243,13 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
                     if interactive:
                         print("   waiting for your decision (Ctrl-C to stop waiting)...")
                 if not interactive:
-                    voted = {v.approver for v in request.approvals}
-                    who = next(
-                        p
-                        for p in [approver, *request.eligible_approvers]
-                        if p in request.eligible_approvers and p not in voted
-                    )
-                    ack = await client.approve(
+                    who, ack = await approve_request(
+                        client,
+                        settings,
                         handle.id,
-                        approver=who,
-                        request_id=request.request_id,
-                        action_digest=request.action_digest,
-                        rationale="Reviewed the adjusting entries against the bank statement.",
+                        request,
+                        approver,
+                        "Reviewed the adjusting entries against the bank statement.",
                     )
                     print(f"4. {who} approved: {ack.message}")
             if time.monotonic() - started > 300:
@@ -152,6 +261,23 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
             print(f"the close failed: {err}; compensations ran, see `baton audit show {handle.id}`")
             await runtime.close()
             return 1
+        from baton.cli import demo_onboarding
+        from baton.cli_auction import demo_auction
+        from baton.cli_customer import demo_customer
+        from baton.cli_support import demo_support
+
+        steps = [
+            ("7. document review by auction", demo_auction(client, tenant)),
+            ("8. HR onboarding", demo_onboarding(client, settings, runtime, tenant)),
+            ("9. customer onboarding", demo_customer(client, settings, runtime, tenant)),
+            ("10. support case", demo_support(client, settings, runtime, tenant)),
+        ]
+        more: list[str] = []
+        failed = 0
+        for name, step in steps:
+            lines, ok = await run_step(name, step)
+            more += lines
+            failed += not ok
 
     total = sum(p.amount for p in result.posted)
     print(
@@ -174,5 +300,8 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
         f"  -> baton audit show {handle.id}"
     )
     print(f"   web UI: {settings.workflow_url(handle.id)}")
+    print("\n".join(more))
     await runtime.close()
-    return 0 if report.ok else 1
+    if failed:
+        print(f"the demo FAILED: {failed} of {len(steps)} processes after the close did not finish")
+    return 0 if report.ok and not failed else 1

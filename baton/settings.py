@@ -37,11 +37,18 @@ class Settings:
     openai_base_url: str = f"http://127.0.0.1:{DEFAULT_MODEL_PORT}/v1"  # OPENAI_BASE_URL
     openai_api_key: str = "local-model-server-needs-no-key"  # OPENAI_API_KEY
     model: str = LOCAL_MODEL_NAME  # BATON_MODEL
+    #: Embeddings model of the knowledge layer, asked at OPENAI_BASE_URL's /embeddings.
+    embedding_model: str = "all-MiniLM-L6-v2"  # BATON_EMBEDDING_MODEL
     #: USD per 1k prompt / completion tokens, for cost accounting of the configured model.
     price_per_1k_prompt: float = 0.0  # BATON_PRICE_PER_1K_PROMPT
     price_per_1k_completion: float = 0.0  # BATON_PRICE_PER_1K_COMPLETION
     opa_url: str | None = None  # OPA_URL: unset = OPA's evaluator embedded in-process
     policy_dir: Path = REPO_ROOT / "policy"  # BATON_POLICY_DIR
+    #: When the policy engine does not answer: ``deny`` (fail closed: the action is denied and
+    #: the run compensates) or ``wait`` (fail closed: the run holds before the action and asks
+    #: again, for up to ``policy_max_wait_seconds``, then fails and compensates).
+    policy_unavailable: str = "deny"  # BATON_POLICY_UNAVAILABLE
+    policy_max_wait_seconds: float = 3600.0  # BATON_POLICY_MAX_WAIT_SECONDS
     llm_timeout_seconds: float = 60.0  # BATON_LLM_TIMEOUT_SECONDS
     #: Region of the model endpoint at OPENAI_BASE_URL, for the tenants' data residency (the
     #: local rule-based model server counts as this region too).
@@ -50,15 +57,49 @@ class Settings:
     notify_webhook_url: str | None = None  # BATON_NOTIFY_WEBHOOK_URL
     #: BATON_NOTIFY_WEBHOOK_SECRET: HMAC-SHA256 key of the webhook's X-Baton-Signature header.
     notify_webhook_secret: str | None = field(default=None, repr=False)  # never printed
+    #: The model catalogue of the router (activities/router.py): models, tiers, task classes.
+    model_catalogue: Path = REPO_ROOT / "config" / "models.json"  # BATON_MODEL_CATALOGUE
+    #: Support articles the L2 researcher reads until the knowledge layer is wired in.
+    support_articles: Path = REPO_ROOT / "config" / "support_articles.json"
     #: JSON file of throttle limits (activities/throttle.py); unset = no limits.
     throttles_file: Path | None = None  # BATON_THROTTLES_FILE
     #: Worker Deployment Versioning (code canaries): both set = this worker is build
     #: ``build_id`` of deployment ``deployment_name`` and its workflows are pinned to it.
     deployment_name: str | None = None  # BATON_DEPLOYMENT_NAME
     build_id: str | None = None  # BATON_BUILD_ID
+    #: Payload encryption (opt-in; off on the local stack): ``KEY_ID:BASE64,...`` AES-256 keys,
+    #: and which id encrypts new payloads (default: the first listed). README "Payload encryption".
+    encryption_keys: str | None = field(default=None, repr=False)  # BATON_ENCRYPTION_KEYS
+    encryption_key_id: str | None = None  # BATON_ENCRYPTION_KEY_ID
+    #: Signed approvals (opt-in): the issuer's trust file (issuer, audience, public keys by key
+    #: id). When set, approvals without a valid JWT from that issuer are refused.
+    approval_trust_file: Path | None = None  # BATON_APPROVAL_TRUST
+    #: The JWT the CLI attaches to approve/reject/amend (or pass --token).
+    approval_token: str | None = field(default=None, repr=False)  # BATON_APPROVAL_TOKEN
+    #: Where the local dev issuer keeps its signing key and trust file.
+    issuer_dir: Path = REPO_ROOT / ".baton" / "issuer"  # BATON_ISSUER_DIR
+    #: Codec server: Web UI origins allowed by CORS, and the roles that may see decrypted data.
+    codec_cors_origins: tuple[str, ...] = ()  # BATON_CODEC_CORS_ORIGINS (default: BATON_UI_URL)
+    codec_roles: tuple[str, ...] = ("payload-reader",)  # BATON_CODEC_ROLES
+    #: host:port of the worker's Prometheus endpoint (baton/telemetry.py); unset = no endpoint.
+    metrics_bind: str | None = None  # BATON_METRICS_BIND
+    #: OpenTelemetry tracing over OTLP/HTTP (baton/telemetry.py); both unset = no tracing.
+    otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces)
+    otlp_traces_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as given)
+    otel_service_name: str = "baton-worker"  # OTEL_SERVICE_NAME
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.policy_unavailable not in ("deny", "wait"):
+            raise ValueError(
+                "BATON_POLICY_UNAVAILABLE must be 'deny' or 'wait', "
+                f"got {self.policy_unavailable!r}"
+            )
+        if not self.policy_max_wait_seconds > 0:
+            raise ValueError(
+                "BATON_POLICY_MAX_WAIT_SECONDS must be a number of seconds > 0, "
+                f"got {self.policy_max_wait_seconds!r}"
+            )
         if self.notify_webhook_url is not None:
             check_http_url("BATON_NOTIFY_WEBHOOK_URL", self.notify_webhook_url)
         if self.notify_webhook_secret and not self.notify_webhook_url:
@@ -66,6 +107,16 @@ class Settings:
                 "BATON_NOTIFY_WEBHOOK_SECRET is set but BATON_NOTIFY_WEBHOOK_URL is not: "
                 "set the webhook URL too, or unset the secret to use the database outbox"
             )
+        for variable, url in (
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.otlp_endpoint),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", self.otlp_traces_endpoint),
+        ):
+            if url is not None:
+                check_http_url(variable, url)
+        if self.metrics_bind is not None:
+            from baton.telemetry import check_bind_address
+
+            check_bind_address("BATON_METRICS_BIND", self.metrics_bind)
         if bool(self.deployment_name) != bool(self.build_id):
             raise ValueError(
                 "BATON_DEPLOYMENT_NAME and BATON_BUILD_ID go together (Worker Deployment "
@@ -99,22 +150,63 @@ class Settings:
             openai_base_url=get("OPENAI_BASE_URL", base.openai_base_url),
             openai_api_key=get("OPENAI_API_KEY", base.openai_api_key),
             model=get("BATON_MODEL", base.model),
+            embedding_model=get("BATON_EMBEDDING_MODEL", base.embedding_model),
             price_per_1k_prompt=get_float("BATON_PRICE_PER_1K_PROMPT", base.price_per_1k_prompt),
             price_per_1k_completion=get_float(
                 "BATON_PRICE_PER_1K_COMPLETION", base.price_per_1k_completion
             ),
             opa_url=get("OPA_URL", None),
             policy_dir=Path(get("BATON_POLICY_DIR", str(base.policy_dir))),
+            policy_unavailable=get("BATON_POLICY_UNAVAILABLE", base.policy_unavailable).strip(),
+            policy_max_wait_seconds=get_float(
+                "BATON_POLICY_MAX_WAIT_SECONDS", base.policy_max_wait_seconds
+            ),
             llm_timeout_seconds=get_float("BATON_LLM_TIMEOUT_SECONDS", base.llm_timeout_seconds),
             model_region=get("BATON_MODEL_REGION", base.model_region).strip(),
             notify_webhook_url=get("BATON_NOTIFY_WEBHOOK_URL", None),
             notify_webhook_secret=get("BATON_NOTIFY_WEBHOOK_SECRET", None),
+            model_catalogue=Path(get("BATON_MODEL_CATALOGUE", str(base.model_catalogue))),
             throttles_file=(
                 Path(env["BATON_THROTTLES_FILE"]) if env.get("BATON_THROTTLES_FILE") else None
             ),
             deployment_name=get("BATON_DEPLOYMENT_NAME", None),
             build_id=get("BATON_BUILD_ID", None),
+            encryption_keys=get("BATON_ENCRYPTION_KEYS", None),
+            encryption_key_id=get("BATON_ENCRYPTION_KEY_ID", None),
+            approval_trust_file=(
+                Path(env["BATON_APPROVAL_TRUST"]) if env.get("BATON_APPROVAL_TRUST") else None
+            ),
+            approval_token=get("BATON_APPROVAL_TOKEN", None),
+            issuer_dir=Path(get("BATON_ISSUER_DIR", str(base.issuer_dir))),
+            codec_cors_origins=_words(get("BATON_CODEC_CORS_ORIGINS", "")),
+            codec_roles=_words(get("BATON_CODEC_ROLES", "")) or base.codec_roles,
+            metrics_bind=get("BATON_METRICS_BIND", None),
+            otlp_endpoint=get("OTEL_EXPORTER_OTLP_ENDPOINT", None),
+            otlp_traces_endpoint=get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None),
+            otel_service_name=get("OTEL_SERVICE_NAME", base.otel_service_name),
         )
+
+    def payload_codec(self) -> Any:
+        """The AES-GCM codec of BATON_ENCRYPTION_KEYS, or None when encryption is off."""
+        if not self.encryption_keys:
+            if self.encryption_key_id:
+                raise ValueError(
+                    "BATON_ENCRYPTION_KEY_ID is set but BATON_ENCRYPTION_KEYS is not: set the keys "
+                    "(`baton encryption new-key` makes one), or unset the key id"
+                )
+            return None
+        from baton.encryption import EncryptionCodec, KeyRing
+
+        return EncryptionCodec(KeyRing.parse(self.encryption_keys, self.encryption_key_id))
+
+    def approval_trust(self) -> Any:
+        """The approval issuer's trust anchor (BATON_APPROVAL_TRUST), or None when unsigned
+        approvals are accepted."""
+        if self.approval_trust_file is None:
+            return None
+        from baton.identity import load_trust
+
+        return load_trust(self.approval_trust_file)
 
     def workflow_url(self, workflow_id: str, run_id: str | None = None) -> str:
         """Link to a run in the Temporal Web UI."""
@@ -123,6 +215,10 @@ class Settings:
         url = f"{self.ui_url}/namespaces/{quote(self.temporal_namespace)}/workflows/"
         url += quote(workflow_id, safe="")
         return url + (f"/{run_id}/history" if run_id else "")
+
+
+def _words(value: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in value.split(",") if w.strip())
 
 
 def check_http_url(variable: str, url: str) -> None:

@@ -55,6 +55,7 @@ from activities.audit import AuditActivities  # noqa: E402
 from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input  # noqa: E402
 from baton.devstack import local  # noqa: E402
 from baton.settings import Settings  # noqa: E402
+from bench import scale  # noqa: E402
 from bench.loops import BareCloseWorkflow, StepLoopWorkflow, bank_fee_posting  # noqa: E402
 from bench.recorder import Mark, Recorder, TimingInterceptor  # noqa: E402
 from bench.seeding import period_names, seed_periods  # noqa: E402
@@ -146,6 +147,9 @@ class Size:
     levels: tuple[Level, ...]  # (b)
     approvals: int  # (c) on the tuned server; a third of it on the others
     direct_closes: int  # (b) direct: closes done by calling the activities without Temporal
+    policy_decisions: int  # (d) per engine
+    process_levels: tuple[tuple[int, int], ...]  # (e) (concurrency, runs), for 1 and 2 processes
+    waiting_runs: int  # (f)
 
 
 FULL = Size(
@@ -155,6 +159,9 @@ FULL = Size(
     levels=(Level(1, seconds=6.0), Level(50, runs=100), Level(200, runs=200)),
     approvals=30,
     direct_closes=10,
+    policy_decisions=300,
+    process_levels=((1, 20), (50, 100), (200, 200)),
+    waiting_runs=1000,
 )
 QUICK = Size(
     steps=30,
@@ -163,6 +170,9 @@ QUICK = Size(
     levels=(Level(1, seconds=2.0), Level(50, runs=50)),
     approvals=6,
     direct_closes=3,
+    policy_decisions=50,
+    process_levels=((1, 5), (50, 50)),
+    waiting_runs=100,
 )
 
 
@@ -741,6 +751,9 @@ class Results:
     throughput_setting: str = ""
     throughput: list[Throughput] = field(default_factory=list)
     approvals: list[Approvals] = field(default_factory=list)
+    policy_latency: dict[str, list[float]] = field(default_factory=dict)
+    processes: list[scale.ProcessLevel] = field(default_factory=list)
+    memory: scale.WaitingMemory | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -763,6 +776,8 @@ async def main(quick: bool) -> Results:
             + 3 * size.approvals
             + size.direct_closes
             + sum((lv.runs or int(lv.seconds * 40)) + 2 for lv in size.levels)
+            + 2 * sum(runs + 1 for _, runs in size.process_levels)
+            + size.waiting_runs
         )
         t0 = time.perf_counter()
         periods = period_names(needed, first_year=3000)
@@ -781,6 +796,9 @@ async def main(quick: bool) -> Results:
             periods=periods[1:],
             loop_period=periods[0],
         )
+
+        print("(d) policy decision latency", flush=True)
+        results.policy_latency = await scale.measure_policy_latency(size.policy_decisions)
 
         print("(a) direct calls, no Temporal", flush=True)
         results.direct = await measure_direct(bench)
@@ -807,6 +825,15 @@ async def main(quick: bool) -> Results:
                     print("(b) runs per second", flush=True)
                     results.throughput = await measure_throughput(env.client, bench, pid)
                     results.throughput_setting = setting.name
+                    address, url = f"127.0.0.1:{port}", settings.database_url
+                    print("(e) runs per second, 1 and 2 worker processes", flush=True)
+                    results.processes = await scale.measure_processes(
+                        env.client, address, url, bench.next_period, list(size.process_levels)
+                    )
+                    print(f"(f) memory of {size.waiting_runs} waiting runs", flush=True)
+                    results.memory = await scale.measure_waiting_memory(
+                        env.client, address, url, bench.next_period, size.waiting_runs
+                    )
                 if setting.approvals:
                     print("(c) approval round trip", flush=True)
                     n = size.approvals if setting.throughput else max(3, size.approvals // 3)
@@ -968,9 +995,69 @@ def render(results: Results) -> str:
                 f" {ms(p95(a.update_round_trip)):.2f} |"
             )
         lines.append("")
+    lines += render_scale(results)
     if results.notes:
         lines += ["Notes: " + "; ".join(results.notes) + ".", ""]
     return "\n".join(lines)
+
+
+def render_scale(results: Results) -> list[str]:
+    """(d), (e), (f): bench/scale.py's measurements."""
+    lines: list[str] = []
+    bare = [s for s in results.steps if s.mode == "bare" and s.setting == "tuned"]
+    bare_ms = ms(_med(bare[0].intervals)) if bare else float("nan")
+    if results.policy_latency:
+        lines += [
+            "## (d) Policy decision latency (finance posting policy, one decide() call)",
+            "",
+            f"Ratio to the bare activity round trip measured in this run on the tuned server"
+            f" ({bare_ms:.2f} ms).",
+            "",
+            "| engine | N | median ms | p95 ms | median ÷ bare activity |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, times in results.policy_latency.items():
+            lines.append(
+                f"| {name} | {len(times)} | {ms(_med(times)):.2f} | {ms(p95(times)):.2f} |"
+                f" {ms(_med(times)) / bare_ms:.2f}x |"
+            )
+        lines.append("")
+    if results.processes:
+        lines += [
+            "## (e) Finance-close runs per second with 1 and 2 worker processes (tuned server)",
+            "",
+            "Worker processes from `bench/soak.py worker` (real close, instant agents; or the"
+            " no-op close shape), SQLite file shared in WAL mode; closed loop as in (b).",
+            "",
+            "| processes | concurrent runs | close runs/s | bare runs/s | close ÷ bare |"
+            " p50 run ms (close / bare) |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for level in [p for p in results.processes if p.kind == "finance close"]:
+            twin = next(
+                p
+                for p in results.processes
+                if p.kind == "bare activities"
+                and (p.processes, p.concurrency) == (level.processes, level.concurrency)
+            )
+            lines.append(
+                f"| {level.processes} | {level.concurrency} | {level.per_second:.1f} |"
+                f" {twin.per_second:.1f} | **{100 * level.per_second / twin.per_second:.0f}%** |"
+                f" {ms(_med(level.latencies)):.0f} / {ms(_med(twin.latencies)):.0f} |"
+            )
+        lines.append("")
+    if results.memory is not None:
+        m = results.memory
+        lines += [
+            "## (f) Memory per waiting run",
+            "",
+            f"One worker process with {m.runs} finance closes open, each waiting for a finance"
+            f" controller (cached in the worker): resident memory {m.rss_before_kib / 1024:.0f}"
+            f" MiB before, {m.rss_with_kib / 1024:.0f} MiB with them: **{m.per_run_kib:.0f} KiB"
+            f" per waiting run** ({m.per_run_kib * 1000 / 1024:.0f} MiB per 1,000).",
+            "",
+        ]
+    return lines
 
 
 def cli() -> None:

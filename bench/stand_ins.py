@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel
 from temporalio import activity
 
-from activities.agents import AgentActivities
+from activities.agents import AgentActivities, Route
 from activities.audit import AuditLedger
 from workflows.contracts import TokenUsage
 
@@ -69,7 +69,9 @@ class InstantAgents(AgentActivities):
         super().__init__(None, ledger, model=INSTANT_MODEL)  # type: ignore[arg-type]
         self.approval_amount = approval_amount
 
-    async def _ask(self, agent: str, payload: BaseModel, wire: type[T]) -> tuple[T, TokenUsage]:
+    async def _ask(
+        self, agent: str, payload: BaseModel, wire: type[T], chosen: Route | None = None
+    ) -> tuple[T, TokenUsage]:
         answer: dict[str, Any]
         if agent == "reconciler":
             entries = [

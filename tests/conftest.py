@@ -76,6 +76,15 @@ def model_server() -> Iterator[ScriptedModelServer]:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _model_script_is_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The model server lives for the session; a fault one test scripted but did not use up
+    (it failed, or timed out) must not leak into the next test."""
+    yield
+    if "model_server" in request.fixturenames:
+        request.getfixturevalue("model_server").reset()
+
+
 def postgres_url() -> str | None:
     """A PostgreSQL server to also test against, when one is reachable (127.0.0.1:5432)."""
     url = os.environ.get("BATON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/")

@@ -99,6 +99,24 @@ async def test_happy_path_with_approval(harness: Harness) -> None:
     assert [r for r in trail if r.model and r.tokens > 0]  # tokens recorded per agent call
     assert h.runtime.ledger.verify().ok
 
+    # the approval's audit rows ride with the first approved posting: written in its
+    # transaction, just before it, with no audit activity between the decision and the posting
+    first_approved = next(
+        r.position
+        for r in trail
+        if r.action == "ledger.posted" and json.loads(r.detail_json)["approved_by"] == "carol"
+    )
+    assert approved[0].position < first_approved
+    history = await handle.fetch_history()
+    after_update = False
+    scheduled = []
+    for event in history.events:
+        if event.HasField("workflow_execution_update_accepted_event_attributes"):
+            after_update = True
+        elif after_update and event.HasField("activity_task_scheduled_event_attributes"):
+            scheduled.append(event.activity_task_scheduled_event_attributes.activity_type.name)
+    assert scheduled[0] == "post_journal_entry", scheduled
+
 
 async def test_rejection_reverses_postings_and_audit_says_why(harness: Harness) -> None:
     h = harness

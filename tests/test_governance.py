@@ -29,7 +29,7 @@ from activities.agents import (
     agent_call_policy_input,
 )
 from activities.database import BankStatementLine, JournalPosting
-from activities.policy import EmbeddedOpaEngine, decide
+from activities.policy import EmbeddedOpaEngine, build_engine, decide
 from activities.seed import PII_SAMPLES, seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, _harness
@@ -235,14 +235,19 @@ def decision(verdict: str, reasons: list[str]) -> PolicyDecision:
 
 
 def test_denials_map_to_errors_users_can_act_on() -> None:
-    denied = _denied("reconciler", decision("deny", ["data residency: ..."]))
+    denied = _denied("reconciler", decision("deny", ["data residency: ..."]), None)
     assert (denied.type, denied.non_retryable) == ("PolicyDenied", True)
     assert list(denied.details) == [
         {"decision_id": "wf/act/1/llm/1", "revision": "r1", "reroute_regions": ["eu"]}
     ]
-    down = _denied("reconciler", decision("deny", ["policy engine unavailable: Timeout"]))
+    down = _denied("reconciler", decision("deny", ["policy engine unavailable: Timeout"]), None)
     assert (down.type, down.non_retryable) == ("PolicyUnavailable", False)
-    held = _denied("reconciler", decision("require_approval", ["needs a human"]))
+    # BATON_POLICY_UNAVAILABLE=wait: the workflow, not the retry policy, waits for the engine
+    waiting = build_engine(None, REPO_ROOT / "policy", when_unavailable="wait", max_wait_seconds=60)
+    wait = _denied("reconciler", decision("deny", ["policy engine unavailable: Timeout"]), waiting)
+    assert (wait.type, wait.non_retryable) == ("PolicyUnavailable", True)
+    assert wait.details[0] == {"max_wait_seconds": 60}
+    held = _denied("reconciler", decision("require_approval", ["needs a human"]), None)
     assert held.type == "PolicyDenied" and "cannot wait for" in str(held)
 
 

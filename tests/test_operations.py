@@ -100,8 +100,18 @@ async def test_worker_killed_mid_run_then_restarted_completes_without_double_pos
 
 async def test_worker_stops_cleanly_on_sigterm(harness: Harness) -> None:
     worker = start_worker_process(harness)
-    await asyncio.sleep(3)
-    assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
+    assert worker.stderr is not None
+    seen: list[str] = []
+
+    def wait_polling() -> None:  # the log line says it polls (signal handlers are set by then)
+        assert worker.stderr is not None
+        for raw in worker.stderr:
+            seen.append(raw.decode(errors="replace"))
+            if "worker polling" in seen[-1]:
+                return
+
+    await asyncio.wait_for(asyncio.to_thread(wait_polling), 60)
+    assert worker.poll() is None, "".join(seen)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(20) == 0
 

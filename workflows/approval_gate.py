@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
-from workflows import visibility
+from workflows import telemetry, visibility
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     PENDING_MEMO,
@@ -50,7 +50,9 @@ from workflows.contracts import (
     Obligations,
     PendingApproval,
 )
+from workflows.contracts_security import ApprovalTrust
 from workflows.presets import PRESETS
+from workflows.signed_approval import approver_refusal
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
@@ -71,9 +73,26 @@ class Check:
 
 
 class ApprovalGate:
-    def __init__(self, process: str, audit: AuditTrail) -> None:
+    #: workflow.patched() id of "an approval's audit events ride with the approved action"
+    DEFER_PATCH = "approval-audit-rides-with-action"
+
+    def __init__(
+        self,
+        process: str,
+        audit: AuditTrail,
+        trust: ApprovalTrust | None = None,
+        *,
+        defer_approved_audit: bool = False,
+    ) -> None:
+        """``trust``: the approval issuer; when set, every decision must carry a valid JWT from
+        it. ``defer_approved_audit``: when a request is approved, leave its audit events in the
+        buffer for the caller's next governed step to write in its own transaction (see
+        AuditTrail.take), instead of flushing them first: one activity round trip fewer between
+        the decision and the action. The caller must take them (or flush)."""
         self.process = process
         self.audit = audit
+        self.trust = trust
+        self.defer_approved_audit = defer_approved_audit
         self.requests: dict[str, ApprovalRequest] = {}
         self.outcomes: dict[str, ApprovalOutcome] = {}
         self.closing: dict[str, ApprovalDecision] = {}  # the decision that closed a request
@@ -105,6 +124,7 @@ class ApprovalGate:
             },
             rationale=draft.summary,
         )
+        telemetry.approval_requested(self.process, rid)
         await self.audit.flush()
         await self._notify("approval.requested", draft, draft.approver_roles)
 
@@ -117,10 +137,47 @@ class ApprovalGate:
             except TimeoutError:
                 await self._sla_passed(draft)
         outcome = self.outcomes[rid]
+        if outcome.outcome != "withdrawn":  # withdraw() counted it
+            telemetry.approval_closed(
+                self.process, outcome.outcome, workflow.now() - draft.requested_at, rid
+            )
         self.state = outcome.outcome
         self._publish(None)
-        await self.audit.flush()
+        deferred = (
+            self.defer_approved_audit
+            and outcome.outcome == "approved"
+            and workflow.patched(self.DEFER_PATCH)
+        )
+        if not deferred:
+            await self.audit.flush()
         return outcome
+
+    def simulate(self, request: ApprovalRequest) -> ApprovalOutcome:
+        """Shadow runs ask no human: policy's candidates stand in, one per slot, recorded."""
+        approvers = simulated_approvers(request)
+        self.audit.record(
+            "baton:shadow",
+            "approval.simulated",
+            detail={
+                "request_id": request.request_id,
+                "requirements": [r.model_dump() for r in request.requirements],
+                "approvers": approvers,
+            },
+            rationale="shadow run: approvals are simulated from policy's candidates",
+        )
+        if approvers is None:
+            return ApprovalOutcome(
+                request=request,
+                outcome="expired",
+                rationale="shadow run: the directory has nobody to fill every approval slot",
+            )
+        return ApprovalOutcome(
+            request=request,
+            outcome="approved",
+            decided_by="baton:shadow",
+            rationale="simulated",
+            approvers=approvers,
+        )
 
     def withdraw(self, reason: str) -> None:
         """The process is failing or cancelled: close every pending request, so the inbox and
@@ -137,6 +194,12 @@ class ApprovalGate:
             )
             self.state = "withdrawn"
             self._publish(None)
+            telemetry.approval_closed(
+                self.process,
+                "withdrawn",
+                workflow.now() - request.requested_at,
+                request.request_id,
+            )
 
     def pending(self) -> list[ApprovalRequest]:
         return [r for rid, r in self.requests.items() if rid not in self.outcomes]
@@ -149,6 +212,16 @@ class ApprovalGate:
         if request is None:
             known = ", ".join(r.request_id for r in self.pending()) or "none pending"
             return Check(f"unknown approval request {decision.request_id!r} ({known})")
+        if self.trust is not None:  # before anything else: an unverified caller learns nothing
+            refusal, _ = approver_refusal(
+                decision.assertion,
+                self.trust,
+                workflow.now(),
+                approver=decision.approver,
+                acceptable_roles=request.approver_roles,
+            )
+            if refusal is not None:
+                return Check(f"signed approval refused: {refusal}")
         if self._is_duplicate(request, decision):
             return Check(duplicate=True)
         if decision.request_id in self.outcomes:
@@ -244,6 +317,7 @@ class ApprovalGate:
                     "via": via,
                     "action_digest": decision.action_digest,
                     "still_needed": [m.model_dump() for m in missing],
+                    **self._signer(decision),
                 },
                 rationale=decision.rationale,
             )
@@ -281,6 +355,7 @@ class ApprovalGate:
                 "via": via,
                 "action_digest": decision.action_digest,
                 "amendments": [a.model_dump(mode="json") for a in decision.amendments],
+                **self._signer(decision),
             },
             rationale=decision.rationale,
         )
@@ -320,6 +395,22 @@ class ApprovalGate:
         )
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _signer(self, decision: ApprovalDecision) -> dict[str, str]:
+        """For the audit trail: which issuer key vouched for the approver (signed runs only)."""
+        if self.trust is None:
+            return {}
+        _, identity = approver_refusal(
+            decision.assertion,
+            self.trust,
+            workflow.now(),
+            approver=decision.approver,
+            acceptable_roles=[],
+        )
+        if identity is None:
+            return {}
+        signed = {"signed_by": f"{self.trust.issuer}#{identity.key_id}"}
+        return signed | ({"token_id": identity.token_id} if identity.token_id else {})
 
     def _is_duplicate(self, request: ApprovalRequest, decision: ApprovalDecision) -> bool:
         if decision.action_digest != request.action_digest:
@@ -390,6 +481,7 @@ class ApprovalGate:
                 "deadline": request.deadline.isoformat(),
             },
         )
+        telemetry.approval_escalated(self.process, request.escalation_level, request.request_id)
         await self.audit.flush()
         await self._notify("approval.escalated", request, tier.roles)
 

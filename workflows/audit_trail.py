@@ -47,6 +47,18 @@ class AuditTrail:
             )
         )
 
+    def take(self) -> list[AuditEvent]:
+        """Hand the buffered events to an activity that writes them in its own transaction
+        (e.g. a posting and the approval that authorises it). If that activity fails, give
+        them back with :meth:`give_back` so a later flush still writes them."""
+        batch, self._buffer = self._buffer, []
+        return batch
+
+    def give_back(self, events: list[AuditEvent]) -> None:
+        """Events from :meth:`take` whose activity failed: they go first in the next flush (a
+        key written already is not written twice)."""
+        self._buffer[:0] = events
+
     async def flush(self) -> None:
         if not self._buffer:
             return

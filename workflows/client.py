@@ -18,10 +18,12 @@ business key; the version is recorded in the input, search attribute ``BatonVers
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
 
 from temporalio.client import (
     Client,
+    Interceptor,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -32,12 +34,15 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.converter import PayloadCodec
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import visibility
 from workflows.canary_monitor import CanaryMonitorWorkflow, monitor_id
+from workflows.client_auction import DocumentReviewClient
 from workflows.contracts import (
     CANARY_CHANGED_SIGNAL,
     DEFAULT_TASK_QUEUE,
@@ -53,6 +58,7 @@ from workflows.contracts import (
     EntryAmendment,
     FinanceCloseInput,
     FinanceCloseResult,
+    GrantedEntitlement,
     OnboardingInput,
     OnboardingResult,
     OnboardingStatus,
@@ -61,6 +67,14 @@ from workflows.contracts import (
     ShadowDiff,
     ShadowDifference,
 )
+from workflows.contracts_customer import (
+    CustomerOnboardingInput,
+    CustomerOnboardingResult,
+    CustomerOnboardingStatus,
+)
+from workflows.contracts_security import ApprovalTrust
+from workflows.customer_onboarding import PROCESS as CUSTOMER_ONBOARDING
+from workflows.customer_onboarding import CustomerOnboardingWorkflow
 from workflows.finance_close import PROCESS as FINANCE_CLOSE
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.hr_onboarding import PROCESS as HR_ONBOARDING
@@ -94,11 +108,19 @@ class NoPendingApproval(BatonClientError):
 
 
 async def connect_client(
-    target_host: str | None = None, *, namespace: str | None = None, profile: str | None = None
+    target_host: str | None = None,
+    *,
+    namespace: str | None = None,
+    profile: str | None = None,
+    payload_codec: PayloadCodec | None = None,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Client:
     """Connect with Temporal's envconfig (TOML profile + TEMPORAL_* variables, TLS, API key).
 
-    Explicit arguments win over the profile; the Baton plugin (pydantic converter) is always on.
+    Explicit arguments win over the profile; the Baton plugin (pydantic converter) is always on,
+    with ``payload_codec`` (``Settings.payload_codec()``: AES-GCM encryption) when given. Workers
+    built from this client use the same converter.
     """
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
     if target_host:
@@ -106,7 +128,15 @@ async def connect_client(
     config.setdefault("target_host", "localhost:7233")
     if namespace:
         config["namespace"] = namespace
-    return await Client.connect(**config, plugins=[BatonPlugin()])
+    return await Client.connect(
+        **config,
+        plugins=[BatonPlugin(payload_codec)],
+        runtime=runtime,
+        interceptors=interceptors,
+    )
+
+
+_Started = TypeVar("_Started", FinanceCloseInput, OnboardingInput)
 
 
 class VersionAssigner(Protocol):
@@ -115,7 +145,7 @@ class VersionAssigner(Protocol):
     def assign(self, process: str, business_key: str) -> str: ...
 
 
-class BatonClient:
+class BatonClient(DocumentReviewClient):
     def __init__(
         self,
         client: Client,
@@ -127,6 +157,10 @@ class BatonClient:
         self.task_queue = task_queue
         #: without one, runs that do not pin a version get "stable"
         self.canary = canary
+        #: the approval issuer put into every start that does not name one (signed approvals)
+        self.approval_trust: ApprovalTrust | None = None
+        #: the approver's JWT attached to decisions that carry none
+        self.approval_token: str | None = None
 
     @classmethod
     async def connect(
@@ -137,8 +171,11 @@ class BatonClient:
         profile: str | None = None,
         task_queue: str = DEFAULT_TASK_QUEUE,
         canary: VersionAssigner | None = None,
+        payload_codec: PayloadCodec | None = None,
     ) -> BatonClient:
-        client = await connect_client(target_host, namespace=namespace, profile=profile)
+        client = await connect_client(
+            target_host, namespace=namespace, profile=profile, payload_codec=payload_codec
+        )
         return cls(client, task_queue=task_queue, canary=canary)
 
     # -- start --------------------------------------------------------------------------------
@@ -154,6 +191,7 @@ class BatonClient:
         """
         if not isinstance(inp, FinanceCloseInput):
             inp = FinanceCloseInput.model_validate(inp)
+        inp = self._with_trust(inp)
         workflow_id = inp.workflow_id()
         if self.canary is not None and "version" not in inp.model_fields_set:
             # a shadow run gets the version its production run gets (the same business key)
@@ -204,6 +242,63 @@ class BatonClient:
         except WorkflowAlreadyStartedError:
             raise ProcessAlreadyStarted(workflow_id) from None
 
+    async def start_customer_onboarding(
+        self, inp: CustomerOnboardingInput | dict[str, Any]
+    ) -> tuple[WorkflowHandle[CustomerOnboardingWorkflow, CustomerOnboardingResult], bool]:
+        """Start the onboarding of one new customer, at most once per customer: (handle,
+        started). Business key ``customer-onboarding/<tenant>/<customer>``; a run that exists
+        (running or closed, whatever its outcome) is returned with ``started=False``, so the
+        CRM trigger (baton/crm_trigger.py) may deliver an event any number of times. A dict is
+        validated first (a bad field raises ``pydantic.ValidationError`` naming it)."""
+        if not isinstance(inp, CustomerOnboardingInput):
+            inp = CustomerOnboardingInput.model_validate(inp)
+        workflow_id = inp.workflow_id()
+        existing = self.customer_onboarding(workflow_id)
+        try:
+            run = await existing.describe()
+            found = self.client.get_workflow_handle_for(
+                CustomerOnboardingWorkflow.run, workflow_id, run_id=run.run_id
+            )
+            return found, False
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        try:
+            handle = await self.client.start_workflow(
+                CustomerOnboardingWorkflow.run,
+                inp,
+                id=workflow_id,
+                task_queue=self.task_queue,
+                # a concurrent start of the same customer joins the run; a closed one refuses
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(visibility.PROCESS, CUSTOMER_ONBOARDING),
+                        SearchAttributePair(visibility.TENANT, inp.tenant),
+                        SearchAttributePair(visibility.APPROVAL_STATE, "none"),
+                    ]
+                ),
+                memo={"requested_by": inp.requested_by, "event_id": inp.event_id},
+                static_summary=f"Customer onboarding {inp.tenant} {inp.customer_id}",
+                static_details=(
+                    f"Onboarding of new customer **{inp.customer_id}** ({inp.tenant}) from CRM "
+                    f"event {inp.event_id}. Plan exceptions need approval; see the "
+                    "`pending_approvals` and `status` queries."
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            return existing, False
+        return handle, True
+
+    def customer_onboarding(
+        self, workflow_id: str
+    ) -> WorkflowHandle[CustomerOnboardingWorkflow, CustomerOnboardingResult]:
+        return self.client.get_workflow_handle_for(CustomerOnboardingWorkflow.run, workflow_id)
+
+    async def customer_onboarding_status(self, workflow_id: str) -> CustomerOnboardingStatus:
+        return await self.customer_onboarding(workflow_id).query(CustomerOnboardingWorkflow.status)
+
     async def start_onboarding(
         self, inp: OnboardingInput | dict[str, Any], *, join_existing: bool = False
     ) -> WorkflowHandle[HrOnboardingWorkflow, OnboardingResult]:
@@ -212,7 +307,13 @@ class BatonClient:
         ``pydantic.ValidationError`` naming it, and nothing starts)."""
         if not isinstance(inp, OnboardingInput):
             inp = OnboardingInput.model_validate(inp)
+        inp = self._with_trust(inp)
         workflow_id = inp.workflow_id()
+        if self.canary is not None and "version" not in inp.model_fields_set:
+            # a shadow run gets the version its production run gets (the same business key)
+            key = workflow_id.removeprefix("shadow/")
+            version = await asyncio.to_thread(self.canary.assign, HR_ONBOARDING, key)
+            inp = OnboardingInput.model_validate({**inp.model_dump(), "version": version})
         try:
             return await self.client.start_workflow(
                 HrOnboardingWorkflow.run,
@@ -224,16 +325,29 @@ class BatonClient:
                     if join_existing
                     else WorkflowIDConflictPolicy.FAIL
                 ),
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                # a shadow run may always be repeated: it changes nothing
+                id_reuse_policy=(
+                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                    if inp.shadow
+                    else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+                ),
                 search_attributes=TypedSearchAttributes(
                     [
+                        SearchAttributePair(visibility.VERSION, inp.version),
                         SearchAttributePair(visibility.PROCESS, HR_ONBOARDING),
                         SearchAttributePair(visibility.TENANT, inp.tenant),
                         SearchAttributePair(visibility.APPROVAL_STATE, "none"),
+                        SearchAttributePair(visibility.SHADOW, inp.shadow),
                     ]
                 ),
-                memo={"requested_by": inp.requested_by, "employee_id": inp.employee_id},
-                static_summary=f"HR onboarding {inp.tenant} {inp.employee_id}",
+                memo={
+                    VERSION_MEMO: inp.version,
+                    "requested_by": inp.requested_by,
+                    "employee_id": inp.employee_id,
+                },
+                static_summary=(
+                    f"{'SHADOW ' if inp.shadow else ''}HR onboarding {inp.tenant} {inp.employee_id}"
+                ),
                 static_details=(
                     f"Onboarding of **{inp.employee_id}** ({inp.tenant}), requested by "
                     f"{inp.requested_by}. Privileged accesses need the manager's approval; see "
@@ -276,10 +390,19 @@ class BatonClient:
         """Request cancellation: the run compensates what it did, then ends as cancelled."""
         await self.handle(workflow_id).cancel()
 
+    def _with_trust(self, inp: _Started) -> _Started:
+        if self.approval_trust is None or "approval_trust" in inp.model_fields_set:
+            return inp
+        return inp.model_copy(update={"approval_trust": self.approval_trust})
+
     # -- decide -------------------------------------------------------------------------------
 
     async def decide(self, workflow_id: str, decision: ApprovalDecision) -> ApprovalAck:
-        """Send a decision as an Update; refused decisions raise :class:`ApprovalRefused`."""
+        """Send a decision as an Update; refused decisions raise :class:`ApprovalRefused`.
+
+        A decision without an identity assertion gets this client's ``approval_token``."""
+        if decision.assertion is None and self.approval_token:
+            decision = decision.model_copy(update={"assertion": self.approval_token})
         try:
             # temporalio 1.35's stubs type an async update that has a validator as returning a
             # coroutine; the call returns the ApprovalAck itself.
@@ -355,6 +478,10 @@ class BatonClient:
         """Compare a finished shadow run with the production run of the same input (by default
         the shadow id without its 'shadow/' prefix): actions, amounts, approvals, cost."""
         production_id = production_id or shadow_id.removeprefix("shadow/")
+        if production_id.startswith("onboarding/"):
+            prod_hire = await self.onboarding(production_id).result()
+            shadow_hire = await self.onboarding(shadow_id).result()
+            return diff_onboarding(production_id, prod_hire, shadow_id, shadow_hire)
         prod, shadow = await self.result(production_id), await self.result(shadow_id)
         return diff_results(production_id, prod, shadow_id, shadow)
 
@@ -539,6 +666,43 @@ def diff_results(
         else:
             differences.append(
                 ShadowDifference(entry_id=entry_id, production=action(p), shadow=action(s))
+            )
+    return ShadowDiff(
+        production_id=production_id,
+        shadow_id=shadow_id,
+        same_actions=same,
+        differences=differences,
+        production_approvals=[", ".join(o.approvers) or o.outcome for o in prod.approvals],
+        shadow_approvals=[", ".join(o.approvers) or o.outcome for o in shadow.approvals],
+        production_tokens=prod.tokens,
+        shadow_tokens=shadow.tokens,
+        production_cost_usd=prod.cost_usd,
+        shadow_cost_usd=shadow.cost_usd,
+    )
+
+
+def diff_onboarding(
+    production_id: str, prod: OnboardingResult, shadow_id: str, shadow: OnboardingResult
+) -> ShadowDiff:
+    """An onboarding shadow run against production: per entitlement, granted or not and whether
+    an approval was needed (who approved differs by design: the shadow's is simulated)."""
+
+    def action(grant: GrantedEntitlement | None) -> str:
+        if grant is None:
+            return "-"
+        approved = f", approved by {' + '.join(grant.approved_by)}" if grant.approved_by else ""
+        return f"grant {grant.system}:{grant.name}{approved}"
+
+    by_prod = {f"{g.system}:{g.name}": g for g in prod.granted}
+    by_shadow = {f"{g.system}:{g.name}": g for g in shadow.granted}
+    same, differences = 0, []
+    for label in sorted(by_prod.keys() | by_shadow.keys()):
+        p, s = by_prod.get(label), by_shadow.get(label)
+        if p is not None and s is not None and bool(p.approved_by) == bool(s.approved_by):
+            same += 1
+        else:
+            differences.append(
+                ShadowDifference(entry_id=label, production=action(p), shadow=action(s))
             )
     return ShadowDiff(
         production_id=production_id,

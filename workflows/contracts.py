@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from workflows.contracts_security import ApprovalTrust
+
 # --------------------------------------------------------------------------------------------
 # Names that are part of the public contract (task queues, search attributes, handler names).
 # --------------------------------------------------------------------------------------------
@@ -35,12 +37,16 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "BatonShadow": "Bool",
     "BatonHeld": "Bool",
     "BatonVersion": "Keyword",
+    "BatonTokens": "Int",
 }
 
 #: Baton's process names (search attribute BatonProcess, kill-switch scopes) by workflow type.
 PROCESS_BY_WORKFLOW_TYPE: dict[str, str] = {
     "FinanceClose": "finance_close",
     "HrOnboarding": "hr_onboarding",
+    "DocumentReviewAllocation": "document_review",
+    "SupportCase": "support_escalation",
+    "CustomerOnboarding": "customer_onboarding",
 }
 
 #: Update/signal/query names a stock `temporal` CLI user types.
@@ -113,6 +119,16 @@ PROCESS_VERSIONS: dict[str, dict[str, ProcessVersion]] = {
             prompts={"reconciler": "v2"},
         ),
     },
+    "hr_onboarding": {
+        STABLE_VERSION: ProcessVersion(
+            name=STABLE_VERSION, description="the prompts and model the workers are configured with"
+        ),
+        "policy-educator-prompt-v2": ProcessVersion(
+            name="policy-educator-prompt-v2",
+            description="reworded policy educator prompt (country policies first)",
+            prompts={"policy_educator": "v2"},
+        ),
+    },
 }
 
 
@@ -155,6 +171,11 @@ class FinanceCloseInput(Contract):
         description="Shadow run: every agent step runs, postings and the period close are only "
         "recorded in the shadow outbox, approvals are simulated from policy. Business key "
         "'shadow/finance-close/<tenant>/<period>'.",
+    )
+    approval_trust: ApprovalTrust | None = Field(
+        default=None,
+        description="Approval issuer: when set, every approval decision must carry a valid JWT "
+        "from it (BatonClient fills it in from BATON_APPROVAL_TRUST).",
     )
 
     @field_validator("tenant")
@@ -468,6 +489,12 @@ class PostEntryInput(Contract):
     approval: ApprovalGrant | None = None
     idempotency_key: str
     shadow: bool = False  # record the intended posting in the shadow outbox, commit nothing
+    audit_events: list[AuditEvent] = Field(
+        default_factory=list,
+        description="The workflow's own audit events to write in the posting's transaction, "
+        "before its rows: the approval that authorises it (one round trip fewer after an "
+        "approval, and the approval and the posting commit together).",
+    )
 
 
 class PostEntryOutcome(Contract):
@@ -566,6 +593,11 @@ class ApprovalDecision(Contract):
     amendments: list[EntryAmendment] = Field(
         default=[], description="Only with verdict 'amend': the changed entries."
     )
+    assertion: str | None = Field(
+        default=None,
+        description="Signed identity assertion (JWT) of the approver; required when the run "
+        "has an approval issuer (approval_trust).",
+    )
 
     @model_validator(mode="after")
     def _amendments_match_verdict(self) -> ApprovalDecision:
@@ -651,8 +683,9 @@ class ApprovalOutcome(Contract):
 # --------------------------------------------------------------------------------------------
 
 NotificationKind = Literal[
-    "approval.requested", "approval.escalated", "approval.expired", "approval.closed"
-]
+    "approval.requested", "approval.escalated", "approval.expired", "approval.closed",
+    "supervisor.alert",  # workflows/supervisor.py: an anomaly (request_id = the anomaly key)
+]  # fmt: skip
 
 
 class Notification(Contract):
@@ -1007,6 +1040,8 @@ class GrantInput(Contract):
     reason: str
     approval: ApprovalGrant | None = None
     idempotency_key: str
+    #: a shadow run's grant: decided by policy, recorded in the shadow outbox, not granted
+    shadow: bool = False
 
 
 class GrantOutcome(Contract):
@@ -1018,6 +1053,7 @@ class RevokeInput(Contract):
     original_key: str = Field(description="Idempotency key of the grant to revoke.")
     reason: str
     idempotency_key: str
+    shadow: bool = False
 
 
 class RevokeOutcome(Contract):
@@ -1035,6 +1071,22 @@ class OnboardingInput(Contract):
     max_conflict_retries: int = Field(
         default=5, ge=0, le=20, description="Re-runs of an agent whose write was stale."
     )
+    version: str = Field(
+        default=STABLE_VERSION,
+        description="Process version (PROCESS_VERSIONS['hr_onboarding']). Left out, BatonClient "
+        "asks the process's canary (sticky per business key).",
+    )
+    shadow: bool = Field(
+        default=False,
+        description="Shadow run: every agent step runs and policy is asked, grants and revokes "
+        "are only recorded in the shadow outbox, the manager's approval is simulated from "
+        "policy. Business key 'shadow/onboarding/<tenant>/<employee id>'.",
+    )
+    approval_trust: ApprovalTrust | None = Field(
+        default=None,
+        description="Approval issuer: when set, every approval decision must carry a valid JWT "
+        "from it (BatonClient fills it in from BATON_APPROVAL_TRUST).",
+    )
 
     @field_validator("tenant")
     @classmethod
@@ -1042,6 +1094,11 @@ class OnboardingInput(Contract):
         if not NAME_PATTERN.match(v):
             raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
         return v
+
+    @field_validator("version")
+    @classmethod
+    def _onboarding_version_is_known(cls, v: str) -> str:
+        return check_version("hr_onboarding", v)
 
     @field_validator("employee_id")
     @classmethod
@@ -1058,7 +1115,8 @@ class OnboardingInput(Contract):
         return v.strip()
 
     def workflow_id(self) -> str:
-        return f"onboarding/{self.tenant}/{self.employee_id}"
+        key = f"onboarding/{self.tenant}/{self.employee_id}"
+        return f"shadow/{key}" if self.shadow else key
 
 
 class GrantedEntitlement(Contract):

@@ -13,6 +13,9 @@ APPROVAL_EXPIRED = "ApprovalExpired"
 PERIOD_CLOSED = "PeriodClosed"
 INJECTED_FAILURE = "InjectedFailure"
 KILL_SWITCH_CANCELLED = "KillSwitchCancelled"
+#: No policy decision could be had (engine unreachable). Raised non-retryable by activities in
+#: wait mode (the step runner waits and retries), and by the workflow when it stops waiting.
+POLICY_UNAVAILABLE = "PolicyUnavailable"
 
 
 def failure(kind: str, message: str, **details: object) -> ApplicationError:

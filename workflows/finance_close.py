@@ -25,21 +25,14 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import is_cancelled_exception
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations, simulated_approvers
+from workflows.approval_gate import ApprovalGate, merge_obligations
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
-    APPROVAL_SIGNAL,
-    APPROVAL_UPDATE,
-    KILL_SWITCH_RELEASED_SIGNAL,
-    PENDING_APPROVALS_QUERY,
     STATUS_QUERY,
     AdjustingEntry,
     AgentInput,
-    ApprovalAck,
-    ApprovalDecision,
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalRequest,
@@ -65,7 +58,8 @@ from workflows.contracts import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import ActivityKind
-from workflows.saga import Saga
+from workflows.process_base import GovernedProcess
+from workflows.saga import Saga, unwind
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
@@ -80,13 +74,13 @@ MAX_APPROVAL_ROUNDS = 5
 
 
 @workflow.defn(name="FinanceClose")
-class FinanceCloseWorkflow:
+class FinanceCloseWorkflow(GovernedProcess):
     @workflow.init
     def __init__(self, inp: FinanceCloseInput) -> None:
         self.inp = inp
         self.stage = "starting"
         self.audit = AuditTrail()
-        self.gate = ApprovalGate(PROCESS, self.audit)
+        self.gate = ApprovalGate(PROCESS, self.audit, inp.approval_trust, defer_approved_audit=True)
         self.kill_switch = KillSwitchGate(self.audit)
         self.undo_registered: set[str] = set()
         self.saga = Saga()
@@ -123,21 +117,14 @@ class FinanceCloseWorkflow:
         # coroutine with GeneratorExit, and that must not run compensations.
         except (Exception, asyncio.CancelledError) as err:
             self.stage = "compensating"
-            cancelled = is_cancelled_exception(err)
-            self.gate.withdraw(
-                "the close was cancelled" if cancelled else f"the close failed: {err}"
+            await unwind(
+                err,
+                saga=self.saga,
+                audit=self.audit,
+                event="close",
+                what="close",
+                withdraw=self.gate.withdraw,
             )
-            undone = await self.saga.compensate()
-            self.audit.record(
-                "baton:workflow",
-                "close.cancelled" if cancelled else "close.failed",
-                detail={
-                    "error": str(err) or type(err).__name__,
-                    "compensated": undone,
-                    "compensation_failures": self.saga.failed,
-                },
-            )
-            await asyncio.shield(asyncio.ensure_future(self.audit.flush()))
             self.stage = "failed"
             raise
 
@@ -297,6 +284,8 @@ class FinanceCloseWorkflow:
             approval=grant,
             idempotency_key=key,
             shadow=self.inp.shadow,
+            # an approved posting carries the approval's audit events into its transaction
+            audit_events=self.audit.take() if grant is not None else [],
         )
         if key not in self.undo_registered:  # register the undo before acting, once per key
             self.undo_registered.add(key)
@@ -314,13 +303,17 @@ class FinanceCloseWorkflow:
                     f"compensation: reverse {entry.entry_id}",
                 ),
             )
-        outcome = await self._step(
-            "connector",
-            FinanceActivities.post_journal_entry,
-            request,
-            f"post {entry.entry_id} {entry.amount} to {entry.account} "
-            f"(policy {POSTING_POLICY}{', approved' if grant else ''})",
-        )
+        try:
+            outcome = await self._step(
+                "connector",
+                FinanceActivities.post_journal_entry,
+                request,
+                f"post {entry.entry_id} {entry.amount} to {entry.account} "
+                f"(policy {POSTING_POLICY}{', approved' if grant else ''})",
+            )
+        except BaseException:
+            self.audit.give_back(request.audit_events)
+            raise
         verdict = outcome.decision.verdict
         if verdict == "deny":
             raise errors.failure(
@@ -486,7 +479,7 @@ class FinanceCloseWorkflow:
         risk = "high" if "cfo" in obligations.approver_roles else "medium"
         workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
         if self.inp.shadow:
-            return self._simulate_approval(request)
+            return self.gate.simulate(request)
         self.stage = "waiting for approval"
         outcome = await self.gate.request(
             request, timedelta(seconds=self.inp.approval_timeout_seconds)
@@ -494,51 +487,7 @@ class FinanceCloseWorkflow:
         self.stage = f"approval {outcome.outcome}"
         return outcome
 
-    def _simulate_approval(self, request: ApprovalRequest) -> ApprovalOutcome:
-        """Shadow runs ask no human: policy's candidates stand in, one per slot, recorded."""
-        approvers = simulated_approvers(request)
-        self.audit.record(
-            "baton:shadow",
-            "approval.simulated",
-            detail={
-                "request_id": request.request_id,
-                "requirements": [r.model_dump() for r in request.requirements],
-                "approvers": approvers,
-            },
-            rationale="shadow run: approvals are simulated from policy's candidates",
-        )
-        if approvers is None:
-            return ApprovalOutcome(
-                request=request,
-                outcome="expired",
-                rationale="shadow run: the directory has nobody to fill every approval slot",
-            )
-        return ApprovalOutcome(
-            request=request,
-            outcome="approved",
-            decided_by="baton:shadow",
-            rationale="simulated",
-            approvers=approvers,
-        )
-
-    @workflow.update(name=APPROVAL_UPDATE)
-    async def decide_approval(self, decision: ApprovalDecision) -> ApprovalAck:
-        return self.gate.accept(decision, via="update")
-
-    @decide_approval.validator
-    def _validate_decision(self, decision: ApprovalDecision) -> None:
-        self.gate.validate(decision)
-
-    @workflow.signal(name=APPROVAL_SIGNAL)
-    def submit_approval(self, decision: ApprovalDecision) -> None:
-        self.gate.receive_signal(decision)
-
     # -- queries ----------------------------------------------------------------------------
-
-    @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
-    def kill_switch_released(self) -> None:
-        """Sent by `baton kill clear`: look again now instead of at the next poll."""
-        self.kill_switch.release()
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> ProcessStatus:
@@ -554,10 +503,6 @@ class FinanceCloseWorkflow:
             cost_usd=self.cost_usd,
             held_by=self.kill_switch.held_by,
         )
-
-    @workflow.query(name=PENDING_APPROVALS_QUERY)
-    def pending_approvals(self) -> list[ApprovalRequest]:
-        return self.gate.pending()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -591,4 +536,9 @@ class FinanceCloseWorkflow:
     def _charge(self, usage: TokenUsage) -> None:
         self.tokens += usage.total_tokens
         self.cost_usd = round(self.cost_usd + usage.cost_usd, 8)
-        workflow.upsert_search_attributes([visibility.COST_USD.value_set(self.cost_usd)])
+        workflow.upsert_search_attributes(
+            [
+                visibility.COST_USD.value_set(self.cost_usd),
+                visibility.TOKENS.value_set(self.tokens),
+            ]
+        )

@@ -14,6 +14,11 @@
    department manager (the approval gate), then are granted with the approval attached;
 4. the outcome goes on the blackboard (``grants``).
 
+Shadow runs (``shadow=True``) run every agent and ask policy for real, but grants and revokes
+are only recorded in the shadow outbox (``shadow_action``) and the manager's approval is
+simulated from policy's candidates. The run's ``version`` (PROCESS_VERSIONS, assigned by the
+process's canary) picks the agents' prompts and models.
+
 A deny, a rejection, an expired approval, a failure or a cancellation revokes everything granted
 so far (saga), audits why, and fails the run with a typed error.
 """
@@ -26,21 +31,14 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import is_cancelled_exception
 
 from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate, merge_obligations
 from workflows.audit_trail import AuditTrail
 from workflows.blackboard import Blackboard, ConflictRetriesExhausted, StaleWrite, cooperate
 from workflows.contracts import (
-    APPROVAL_SIGNAL,
-    APPROVAL_UPDATE,
     BOARD_HISTORY_QUERY,
-    KILL_SWITCH_RELEASED_SIGNAL,
-    PENDING_APPROVALS_QUERY,
     STATUS_QUERY,
-    ApprovalAck,
-    ApprovalDecision,
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalRequest,
@@ -63,8 +61,9 @@ from workflows.contracts import (
     digest,
 )
 from workflows.kill_switch_gate import KillSwitchGate
-from workflows.presets import PRESETS, ActivityKind
-from workflows.saga import Saga
+from workflows.presets import PRESETS
+from workflows.process_base import GovernedProcess
+from workflows.saga import Saga, unwind
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
@@ -79,13 +78,13 @@ CONFLICTS_EXHAUSTED = "BlackboardConflicts"
 
 
 @workflow.defn(name="HrOnboarding")
-class HrOnboardingWorkflow:
+class HrOnboardingWorkflow(GovernedProcess):
     @workflow.init
     def __init__(self, inp: OnboardingInput) -> None:
         self.inp = inp
         self.stage = "starting"
         self.audit = AuditTrail()
-        self.gate = ApprovalGate(PROCESS, self.audit)
+        self.gate = ApprovalGate(PROCESS, self.audit, inp.approval_trust)
         self.kill_switch = KillSwitchGate(self.audit)
         self.board = Blackboard(BOARD)
         self.saga = Saga()
@@ -103,33 +102,33 @@ class HrOnboardingWorkflow:
                 visibility.APPROVAL_STATE.value_set("none"),
                 visibility.RISK.value_set("low"),
                 visibility.COST_USD.value_set(0.0),
+                visibility.SHADOW.value_set(inp.shadow),
+                visibility.VERSION.value_set(inp.version),
             ]
         )
         self.audit.record(
             inp.requested_by,
             "onboarding.started",
-            detail={"tenant": inp.tenant, "employee_id": inp.employee_id},
+            detail={
+                "tenant": inp.tenant,
+                "employee_id": inp.employee_id,
+                "version": inp.version,
+                "shadow": inp.shadow,
+            },
         )
         try:
             return await self._onboard(inp)
         except (Exception, asyncio.CancelledError) as err:
             self.stage = "compensating"
-            cancelled = is_cancelled_exception(err)
-            self.gate.withdraw(
-                "the onboarding was cancelled" if cancelled else f"the onboarding failed: {err}"
+            await unwind(
+                err,
+                saga=self.saga,
+                audit=self.audit,
+                event="onboarding",
+                what="onboarding",
+                withdraw=self.gate.withdraw,
+                before_flush=self._persist_board,
             )
-            undone = await self.saga.compensate()
-            self.audit.record(
-                "baton:workflow",
-                "onboarding.cancelled" if cancelled else "onboarding.failed",
-                detail={
-                    "error": str(err) or type(err).__name__,
-                    "compensated": undone,
-                    "compensation_failures": self.saga.failed,
-                },
-            )
-            await asyncio.shield(asyncio.ensure_future(self._persist_board()))
-            await asyncio.shield(asyncio.ensure_future(self.audit.flush()))
             self.stage = "failed"
             raise
 
@@ -248,6 +247,7 @@ class HrOnboardingWorkflow:
                 "agent",
                 activity,
                 BoardAgentInput(
+                    version=self.inp.version,  # picks the agent's prompt and model
                     tenant=self.inp.tenant,
                     employee_id=self.inp.employee_id,
                     hire=hire,
@@ -307,6 +307,7 @@ class HrOnboardingWorkflow:
                     original_key=key,
                     reason=f"onboarding of {self.inp.employee_id} undone",
                     idempotency_key=f"{key}/revoke",
+                    shadow=self.inp.shadow,
                 ),
                 f"compensation: revoke {ent.label}",
             ),
@@ -323,6 +324,7 @@ class HrOnboardingWorkflow:
                 reason="proposed by the entitlement prompter on the blackboard",
                 approval=approval,
                 idempotency_key=key,
+                shadow=self.inp.shadow,
             ),
             f"grant {ent.label} (policy {ENTITLEMENT_POLICY}{', approved' if approval else ''})",
         )
@@ -371,6 +373,8 @@ class HrOnboardingWorkflow:
             deadline=now,
         )
         workflow.upsert_search_attributes([visibility.RISK.value_set("medium")])
+        if self.inp.shadow:  # nobody is asked: policy's candidates stand in, recorded
+            return self.gate.simulate(request)
         self.stage = "waiting for manager approval"
         outcome = await self.gate.request(
             request, timedelta(seconds=self.inp.approval_timeout_seconds)
@@ -379,23 +383,6 @@ class HrOnboardingWorkflow:
         return outcome
 
     # -- approvals ------------------------------------------------------------------------
-
-    @workflow.update(name=APPROVAL_UPDATE)
-    async def decide_approval(self, decision: ApprovalDecision) -> ApprovalAck:
-        return self.gate.accept(decision, via="update")
-
-    @decide_approval.validator
-    def _validate_decision(self, decision: ApprovalDecision) -> None:
-        self.gate.validate(decision)
-
-    @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
-    def kill_switch_released(self) -> None:
-        """Sent by `baton kill clear`: look again now instead of at the next poll."""
-        self.kill_switch.release()
-
-    @workflow.signal(name=APPROVAL_SIGNAL)
-    def submit_approval(self, decision: ApprovalDecision) -> None:
-        self.gate.receive_signal(decision)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -413,29 +400,21 @@ class HrOnboardingWorkflow:
             conflicts=len(self.board.conflicts),
         )
 
-    @workflow.query(name=PENDING_APPROVALS_QUERY)
-    def pending_approvals(self) -> list[ApprovalRequest]:
-        return self.gate.pending()
-
     @workflow.query(name=BOARD_HISTORY_QUERY)
     def board_history(self) -> list[BoardEntry]:
         return self.board.history()
 
     # -- helpers --------------------------------------------------------------------------
 
-    async def _step(
-        self,
-        kind: ActivityKind,
-        activity: Callable[[Any, Any], Awaitable[R]],
-        arg: Any,
-        summary: str,
-    ) -> R:
-        return await self.kill_switch.step(kind, activity, arg, summary)
-
     def _charge(self, tokens: int, cost: float) -> None:
         self.tokens += tokens
         self.cost_usd = round(self.cost_usd + cost, 8)
-        workflow.upsert_search_attributes([visibility.COST_USD.value_set(self.cost_usd)])
+        workflow.upsert_search_attributes(
+            [
+                visibility.COST_USD.value_set(self.cost_usd),
+                visibility.TOKENS.value_set(self.tokens),
+            ]
+        )
 
 
 def _entitlement(item: Any) -> Entitlement:

@@ -9,6 +9,12 @@ nothing. :meth:`KillSwitchGate.run` catches exactly that error and then:
   signal (sent by ``baton kill clear`` to every held run) wakes it at once, and it also asks the
   database every ``poll`` in case no signal comes. Then the same step runs again.
 
+The same runner waits for a policy engine that does not answer when workers are set to wait
+(``BATON_POLICY_UNAVAILABLE=wait``): the step failed at once with the non-retryable
+``PolicyUnavailable`` error, having done nothing; the run shows it in the Web UI's current details,
+audits ``policy.waiting``, sleeps 1 s, 2 s, 4 s ... (at most 30 s apart) and runs the step again,
+audits ``policy.available`` when it passes, or fails with ``PolicyUnavailable`` after the limit.
+
 Workers and servers may restart while a run holds: the wait is a timer and a condition in history.
 """
 
@@ -44,6 +50,18 @@ def engaged(err: BaseException) -> tuple[KillSwitchState, KillSwitchCheck] | Non
     return None
 
 
+def policy_unavailable(err: BaseException) -> float | None:
+    """The longest a step may wait for the policy engine, if a policy engine that did not
+    answer (wait mode, activities.policy.unavailable_error) is what failed it."""
+    cause = err.cause if isinstance(err, ActivityError) else None
+    if isinstance(cause, ApplicationError) and cause.type == errors.POLICY_UNAVAILABLE:
+        # only wait mode says how long to wait; in deny mode the step's retries were spent
+        details = cause.details[0] if cause.details else None
+        if isinstance(details, dict) and "max_wait_seconds" in details:
+            return float(details["max_wait_seconds"])
+    return None
+
+
 class KillSwitchGate:
     def __init__(self, audit: AuditTrail) -> None:
         self.audit = audit
@@ -51,15 +69,31 @@ class KillSwitchGate:
         self.held_by: KillSwitchState | None = None
 
     async def run(self, step: str, call: Callable[[], Awaitable[R]]) -> R:
-        """Run ``call`` (one activity); while the kill switch stops it, hold, then run it again."""
+        """Run ``call`` (one activity); while the kill switch stops it, hold, then run it again.
+        While the policy engine does not answer (and the worker is set to wait for it), wait
+        with a growing timer and run it again, up to the limit the activity reports."""
+        waited = 0.0  # seconds spent waiting for the policy engine before this step
         while True:
             try:
-                return await call()
+                result = await call()
             except ActivityError as err:
                 stopped = engaged(err)
-                if stopped is None:
+                if stopped is not None:
+                    await self._hold(step, *stopped)
+                    continue
+                limit = policy_unavailable(err)
+                if limit is None:
                     raise
-            await self._hold(step, *stopped)
+                waited = await self._wait_for_policy(step, err, waited, limit)
+                continue
+            if waited:
+                workflow.set_current_details("")
+                self.audit.record(
+                    "baton:workflow",
+                    "policy.available",
+                    detail={"step": step, "waited_seconds": waited},
+                )
+            return result
 
     async def step(
         self,
@@ -70,7 +104,8 @@ class KillSwitchGate:
     ) -> R:
         """Run one activity method with its kind's timeouts and retries (workflows/presets.py).
         Agent and connector steps are the ones the kill switch can stop: they hold, then run
-        again; compensations, audit, policy and notifications never hold."""
+        again; agent, connector and policy steps wait for a policy engine that does not answer
+        (wait mode); compensations, audit and notifications never hold."""
         preset = PRESETS[kind]
 
         def call() -> Awaitable[R]:
@@ -83,9 +118,36 @@ class KillSwitchGate:
                 summary=summary[:200],
             )
 
-        if kind in ("agent", "connector"):
+        if kind in ("agent", "connector", "policy"):
             return await self.run(summary, call)
         return await call()
+
+    async def _wait_for_policy(
+        self, step: str, err: ActivityError, waited: float, limit: float
+    ) -> float:
+        """One wait for the policy engine before ``step`` runs again: the seconds waited so far
+        after it. Past ``limit`` the step fails with ``PolicyUnavailable`` (the run compensates)."""
+        message = err.cause.message if isinstance(err.cause, ApplicationError) else str(err)
+        if waited >= limit:
+            raise errors.failure(
+                errors.POLICY_UNAVAILABLE,
+                f"no policy decision for {step} after waiting {waited:g} s: {message}",
+            )
+        if not waited:
+            self.audit.record(
+                "baton:workflow",
+                "policy.waiting",
+                detail={"step": step, "error": message, "max_wait_seconds": limit},
+            )
+            await self.audit.flush()
+        workflow.set_current_details(
+            f"**Waiting for the policy engine** before `{step}` (fail closed: nothing is done "
+            f"without a decision); waited {waited:g} s of at most {limit:g} s.\n\n{message}"
+        )
+        # 1 s, 2 s, 4 s ... at most 30 s between attempts, never past the limit
+        delay = min(max(1.0, waited), 30.0, max(limit - waited, 1.0))
+        await workflow.sleep(delay)
+        return waited + delay
 
     def release(self) -> None:
         self.released = True

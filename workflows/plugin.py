@@ -22,6 +22,11 @@ from typing import Any
 import pydantic
 from temporalio import workflow
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
 from temporalio.plugin import SimplePlugin
 from temporalio.worker import WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -35,12 +40,26 @@ PASSTHROUGH = [
     # pure models (pydantic + stdlib only). Activities, imported through the sandbox, use the
     # same classes; re-importing them inside would make PeriodData != PeriodData.
     "workflows.contracts",
+    "workflows.contracts_security",
+    # the Ed25519 signature check of signed approvals (a compiled extension: load it once)
+    "cryptography",
+    "workflows.contracts_knowledge",
+    "workflows.contracts_customer",
+    "workflows.contracts_supervisor",
     # constants only (timeouts and retry policies, search attribute keys, failure type names):
     # no workflow logic, nothing done at import but defining them. Re-creating the Preset
     # dataclass in every run's sandbox cost ~0.4 ms (the bare bench workflow imports it too).
     "workflows.presets",
     "workflows.visibility",
     "workflows.errors",
+    # process-definition language (pydantic + stdlib only): building its recursive models costs
+    # ~0.3 s, far too much per run, and the definition in the input must be the same class
+    "workflows.dsl.model",
+    "workflows.dsl.expressions",
+    "workflows.dsl.catalog",
+    # the tracing API (workflows/telemetry.py makes approval spans through Temporal's contrib);
+    # its context and tracer provider are process-wide state that must not be re-created per run
+    "opentelemetry",
 ]
 
 
@@ -148,11 +167,30 @@ def _runner(existing: WorkflowRunner | None) -> WorkflowRunner:
     )
 
 
+def baton_data_converter(payload_codec: PayloadCodec | None = None) -> DataConverter:
+    """The one data converter of Baton: pydantic, plus ``payload_codec`` (e.g. the AES-GCM
+    :class:`baton.encryption.EncryptionCodec`) on every payload when given. With a codec, failure
+    messages and stack traces are encoded too: they can quote business data."""
+    if payload_codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=payload_codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
 class BatonPlugin(SimplePlugin):
-    def __init__(self) -> None:
+    """Configures a client (and the workers built from it), a test environment or a replayer.
+
+    ``payload_codec``: encrypt payloads (configured by BATON_ENCRYPTION_KEYS; see README
+    "Payload encryption"). Workers inherit the converter of the client they are built from.
+    """
+
+    def __init__(self, payload_codec: PayloadCodec | None = None) -> None:
         super().__init__(
             "baton.BatonPlugin",
-            data_converter=pydantic_data_converter,
+            data_converter=baton_data_converter(payload_codec),
             workflow_runner=_runner,
             workflow_failure_exception_types=[pydantic.ValidationError],
         )

@@ -12,6 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import is_cancelled_exception
+
+from workflows import telemetry
+from workflows.audit_trail import AuditTrail
 
 
 class Saga:
@@ -40,6 +44,7 @@ class Saga:
                 try:
                     await asyncio.shield(task)
                     self.compensated.append(description)
+                    telemetry.compensation_ran(ok=True)
                     break
                 except asyncio.CancelledError:
                     if task.done():
@@ -48,5 +53,41 @@ class Saga:
                 except Exception as err:  # keep undoing the rest; the failure is reported
                     workflow.logger.error(f"compensation failed: {description}: {err}")
                     self.failed.append(description)
+                    telemetry.compensation_ran(ok=False)
                     break
         return self.compensated
+
+
+async def unwind(
+    err: BaseException,
+    *,
+    saga: Saga,
+    audit: AuditTrail,
+    event: str,
+    what: str,
+    withdraw: Callable[[str], None] | None = None,
+    before_flush: Callable[[], Awaitable[Any]] | None = None,
+) -> bool:
+    """What every process does when it fails or is cancelled, before re-raising: withdraw its
+    pending approval requests (``withdraw``, e.g. ``ApprovalGate.withdraw``), run the saga's
+    compensations, audit ``<event>.cancelled`` or ``<event>.failed`` with what was undone, then
+    write the audit trail (after ``before_flush``, e.g. persisting a blackboard), shielded from
+    the cancellation. ``what`` names the process in the withdrawal reason ("the close was
+    cancelled"). Returns whether it was a cancellation."""
+    cancelled = is_cancelled_exception(err)
+    if withdraw is not None:
+        withdraw(f"the {what} was cancelled" if cancelled else f"the {what} failed: {err}")
+    undone = await saga.compensate()
+    audit.record(
+        "baton:workflow",
+        f"{event}.cancelled" if cancelled else f"{event}.failed",
+        detail={
+            "error": str(err) or type(err).__name__,
+            "compensated": undone,
+            "compensation_failures": saga.failed,
+        },
+    )
+    if before_flush is not None:
+        await asyncio.shield(asyncio.ensure_future(before_flush()))
+    await asyncio.shield(asyncio.ensure_future(audit.flush()))
+    return cancelled

@@ -17,4 +17,18 @@ HELD = SearchAttributeKey.for_bool("BatonHeld")
 #: the run's process version (canary assignment: "stable" or a candidate, PROCESS_VERSIONS)
 VERSION = SearchAttributeKey.for_keyword("BatonVersion")
 
-ALL = [PROCESS, TENANT, RISK, APPROVAL_STATE, PENDING_ROLES, COST_USD, SHADOW, HELD, VERSION]
+#: tokens the run's routed model calls were charged (every attempt; activities/router.py)
+TOKENS = SearchAttributeKey.for_int("BatonTokens")
+
+ALL = [
+    PROCESS,
+    TENANT,
+    RISK,
+    APPROVAL_STATE,
+    PENDING_ROLES,
+    COST_USD,
+    SHADOW,
+    HELD,
+    VERSION,
+    TOKENS,
+]

@@ -1,10 +1,12 @@
 """Local OpenAI-compatible model server: deterministic rules, NOT a language model.
 
 Owns: the agent rules (``respond``) and the wire format of ``POST /v1/chat/completions``,
-``GET /v1/models`` and ``GET /health``, exactly as the ``openai`` SDK expects them, so the demo and
-the tests run offline through the very same code path as a hosted model. As its model name
-``baton-rules-not-an-llm`` says, every answer is computed by plain rules from the agent's input,
-and the same input always gives the same answer.
+``POST /v1/embeddings``, ``GET /v1/models`` and ``GET /health``, exactly as the ``openai`` SDK
+expects them, so the demo and the tests run offline through the very same code path as a hosted
+model. As its model name ``baton-rules-not-an-llm`` says, every chat answer is computed by plain
+rules from the agent's input, and the same input always gives the same answer. Embeddings are the
+exception: they come from a real model, all-MiniLM-L6-v2 (baton/devstack/embeddings.py), loaded
+on the first embeddings request.
 
 Agent protocol: ``messages = [system, user]``; the system message's first line is
 ``agent: <name>`` and the user message is the agent's input as a JSON document. The answer is a
@@ -18,14 +20,26 @@ Must not: be imported by workflows; pretend to be anything but rules.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
 import re
+import struct
 import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from baton.devstack.customer_rules import AGENTS as CUSTOMER_AGENTS
+from baton.devstack.embeddings import (
+    EMBEDDING_DIMENSIONS,
+    EMBEDDING_MODEL_ALIASES,
+    EMBEDDING_MODEL_NAME,
+    MAX_INPUT_ITEMS,
+    EmbeddingsUnavailable,
+    shared_embedder,
+)
 from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
 from baton.settings import DEFAULT_MODEL_PORT, LOCAL_MODEL_NAME
 
@@ -51,11 +65,15 @@ class AgentInputError(ValueError):
 # -- the rules --------------------------------------------------------------------------------
 
 
-def respond(agent: str, payload: dict[str, Any]) -> dict[str, Any]:
+def respond(agent: str, payload: dict[str, Any], model: str = LOCAL_MODEL_NAME) -> dict[str, Any]:
     """The answer of ``agent`` to ``payload``, as the JSON object the agent's schema describes."""
+    if agent in _MODEL_AGENTS:
+        if not isinstance(payload, dict):
+            raise AgentInputError(f"{agent}: the user message must be a JSON object")
+        return _MODEL_AGENTS[agent](payload, model)
     rules = _AGENTS.get(agent)
     if rules is None:
-        known = ", ".join(sorted(_AGENTS))
+        known = ", ".join(sorted([*_AGENTS, *_MODEL_AGENTS]))
         raise AgentInputError(f"unknown agent {agent!r}; this server knows: {known}")
     if not isinstance(payload, dict):
         raise AgentInputError(f"{agent}: the user message must be a JSON object")
@@ -319,6 +337,227 @@ def _prompt_entitlements(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- auction: bidders and the document reviewer (workflows/auction.py) -----------------------
+
+#: Risky clauses the document reviewer flags: (pattern, finding).
+_RISKY_CLAUSES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"unlimited liability", re.I), "unlimited liability"),
+    (re.compile(r"auto(matic(ally)?)?[- ]renew", re.I), "automatic renewal"),
+    (re.compile(r"\bpenalt(y|ies)\b", re.I), "penalty clause"),
+    (re.compile(r"\bexclusiv(e|ity)\b", re.I), "exclusivity"),
+    (re.compile(r"\bindemnif", re.I), "indemnity"),
+    (re.compile(r"terminat\w* without notice", re.I), "termination without notice"),
+]
+
+
+def _task_document(payload: dict[str, Any], agent: str) -> dict[str, Any]:
+    task = payload.get("task")
+    document = task.get("document") if isinstance(task, dict) else None
+    if not isinstance(document, dict) or not isinstance(document.get("text"), str):
+        raise AgentInputError(f"{agent}: input field 'task.document.text' must be a string")
+    return document
+
+
+def _bid(payload: dict[str, Any]) -> dict[str, Any]:
+    """Bid unless the document is longer than the tier accepts; expect ~25 tokens of answer
+    per risky clause plus 60 for the summary."""
+    document = _task_document(payload, "auction_bidder")
+    tier = payload.get("bidder")
+    if not isinstance(tier, dict):
+        raise AgentInputError("auction_bidder: input field 'bidder' must be an object")
+    limit = tier.get("max_input_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise AgentInputError(
+            "auction_bidder: input field 'bidder.max_input_tokens' must be an int"
+        )
+    tokens = estimate_tokens(str(document["text"]))
+    if tokens > limit:
+        return {
+            "bid": False,
+            "expected_completion_tokens": 0,
+            "reason": f"the document has ~{tokens} tokens; this tier accepts {limit}",
+        }
+    clauses = sum(1 for pattern, _ in _RISKY_CLAUSES if pattern.search(str(document["text"])))
+    return {
+        "bid": True,
+        "expected_completion_tokens": 60 + 25 * clauses,
+        "reason": f"~{tokens} tokens to read, {clauses} clauses to look at",
+    }
+
+
+def _review_document(payload: dict[str, Any]) -> dict[str, Any]:
+    document = _task_document(payload, "document_reviewer")
+    text = str(document["text"])
+    title = str(document.get("title", document.get("doc_id", "document")))
+    findings = [
+        f"{finding}: the document contains {match.group(0)!r}"
+        for pattern, finding in _RISKY_CLAUSES
+        if (match := pattern.search(text))
+    ]
+    verdict = "flag" if findings else "approve"
+    summary = (
+        f"{title}: {len(findings)} risky clause(s) found, needs legal attention."
+        if findings
+        else f"{title}: no risky clause found. Fine to sign as is."
+    )
+    return {"verdict": verdict, "findings": findings, "summary": summary}
+
+
+# -- customer support: triage, L2 research, summary, ticket draft ----------------------------
+
+#: Word stems per support category. The "large" model (any model name without "small") uses
+#: every stem; "small" models only the first five of each list: a weaker model imitated by a
+#: smaller vocabulary, so the router has a real reason to escalate. Still rules, not an LLM.
+_TRIAGE_LEXICON: dict[str, list[str]] = {
+    "billing": [
+        "refund",
+        "invoice",
+        "charg",
+        "bill",
+        "payment",
+        "paid",
+        "price",
+        "receipt",
+        "vat",
+        "card",
+        "credit",
+        "discount",
+        "coupon",
+        "fee",
+        "money back",
+        "overcharg",
+        "statement",
+    ],
+    "technical": [
+        "error",
+        "crash",
+        "bug",
+        "broken",
+        "not working",
+        "doesn't work",
+        "fail",
+        "slow",
+        "freez",
+        "api",
+        "timeout",
+        "sync",
+        "upload",
+        "install",
+        "blank",
+        "glitch",
+        "load",
+        "spinning",
+        "export",
+    ],
+    "account": [
+        "password",
+        "log in",
+        "login",
+        "sign in",
+        "locked",
+        "2fa",
+        "two-factor",
+        "username",
+        "profile",
+        "verif",
+        "reset link",
+        "access my account",
+        "email address",
+        "authenticator",
+    ],
+    "shipping": [
+        "deliver",
+        "shipping",
+        "tracking",
+        "parcel",
+        "package",
+        "courier",
+        "arriv",
+        "dispatch",
+        "shipment",
+        "lost in transit",
+        "box",
+        "warehouse",
+        "postal",
+        "doorstep",
+    ],
+    "cancellation": [
+        "cancel",
+        "unsubscribe",
+        "terminat",
+        "close my account",
+        "stop my subscription",
+        "end my plan",
+        "auto-renew",
+        "renewal",
+        "no longer need",
+        "switch to",
+        "opt out",
+        "leave your service",
+        "not renew",
+    ],
+}
+
+
+def _triage(payload: dict[str, Any], model: str) -> dict[str, Any]:
+    text = f"{payload.get('subject', '')} {payload.get('body', '')}".lower()
+    small = "small" in model
+    scores = {
+        category: sum(text.count(stem) for stem in (stems[:5] if small else stems))
+        for category, stems in _TRIAGE_LEXICON.items()
+    }
+    total = sum(scores.values())
+    if total == 0:
+        return {"category": "technical", "confidence": 0.2}
+    best = max(scores, key=lambda c: (scores[c], -list(scores).index(c)))
+    confidence = scores[best] / total
+    if small:
+        confidence *= 0.85  # a small model is less sure of itself
+    return {"category": best, "confidence": round(min(confidence, 0.99), 3)}
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _research(payload: dict[str, Any]) -> dict[str, Any]:
+    passages = _objects(payload, "passages", "l2_researcher")
+    question = set(_WORD.findall(f"{payload.get('subject', '')} {payload.get('body', '')}".lower()))
+    if not passages:
+        return {"answer": "No knowledge article covers this case.", "cited": [], "confidence": 0.1}
+    ranked = sorted(
+        passages,
+        key=lambda p: -len(question & set(_WORD.findall(str(p.get("text", "")).lower()))),
+    )
+    top = ranked[0]
+    overlap = len(question & set(_WORD.findall(str(top.get("text", "")).lower())))
+    first = str(top.get("text", "")).split(". ")[0].rstrip(".")
+    return {
+        "answer": f"{first}.",
+        "cited": [_text(top, "passage_id")],
+        "confidence": round(min(0.95, 0.2 + 0.1 * overlap), 3),
+    }
+
+
+def _summarize_case(payload: dict[str, Any]) -> dict[str, Any]:
+    research = str(payload.get("research") or "no research needed")
+    return {
+        "summary": f"{payload.get('category', '?')} case {payload.get('case_id', '?')}: "
+        f"{payload.get('subject', '')}. Findings: {research[:200]}"
+    }
+
+
+def _draft_ticket(payload: dict[str, Any]) -> dict[str, Any]:
+    category = str(payload.get("category", "general"))
+    research = str(payload.get("research") or "")
+    status = "resolved" if research and not research.startswith("No knowledge") else "open"
+    reply = (
+        f"Thank you for contacting us about your {category} question. {research}".strip()
+        if status == "resolved"
+        else f"Thank you for contacting us about your {category} question; a specialist is on it."
+    )
+    return {"status": status, "reply": reply, "tags": [category]}
+
+
 _AGENTS = {
     "reconciler": _reconcile,
     "reviser": _revise,
@@ -327,7 +566,14 @@ _AGENTS = {
     "identity_verifier": _verify_identity,
     "policy_educator": _educate_policies,
     "entitlement_prompter": _prompt_entitlements,
+    "auction_bidder": _bid,
+    "document_reviewer": _review_document,
+    "l2_researcher": _research,
+    "case_summarizer": _summarize_case,
+    "ticketing_integrator": _draft_ticket,
 }
+#: Agents whose answer depends on the model asked for (see _TRIAGE_LEXICON).
+_MODEL_AGENTS = {"triage_classifier": _triage}
 
 
 def _items(payload: dict[str, Any], key: str, agent: str) -> list[Any]:
@@ -477,6 +723,58 @@ def error_body(message: str, kind: str = "invalid_request_error") -> dict[str, A
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
+def parse_embeddings_request(body: Any) -> tuple[str, list[str], str]:
+    """(model, texts, encoding) of an embeddings request; AgentInputError naming the field."""
+    if not isinstance(body, dict):
+        raise AgentInputError("the request body must be a JSON object with 'input' and 'model'")
+    model = body.get("model")
+    if model not in EMBEDDING_MODEL_ALIASES:
+        known = ", ".join(sorted(EMBEDDING_MODEL_ALIASES))
+        raise AgentInputError(f"'model' must be one of: {known}; got {model!r}")
+    # The openai SDK asks for base64 (little-endian float32) unless told otherwise.
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise AgentInputError(f"'encoding_format' must be 'float' or 'base64', got {encoding!r}")
+    if body.get("dimensions") not in (None, EMBEDDING_DIMENSIONS):
+        raise AgentInputError(
+            f"'dimensions' must be {EMBEDDING_DIMENSIONS} for {EMBEDDING_MODEL_NAME} "
+            f"(it cannot be shortened), got {body.get('dimensions')!r}"
+        )
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts:
+        raise AgentInputError("'input' must be a string or a non-empty list of strings")
+    if len(texts) > MAX_INPUT_ITEMS:
+        raise AgentInputError(f"'input' holds {len(texts)} items; at most {MAX_INPUT_ITEMS}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            # token-id arrays are valid for OpenAI but mean nothing to this tokenizer
+            raise AgentInputError(f"'input[{i}]' must be a non-empty string")
+    return str(model), texts, encoding
+
+
+def embeddings_response(texts: list[str], encoding: str = "float") -> dict[str, Any]:
+    """An OpenAI ``list`` of ``embedding`` objects for ``texts`` (the real model, on the CPU)."""
+    embedder = shared_embedder()
+    vectors = embedder.embed(texts)
+    tokens = embedder.count_tokens(texts)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encoded(vector, encoding)}
+            for i, vector in enumerate(vectors)
+        ],
+        "model": EMBEDDING_MODEL_NAME,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encoded(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
 class ModelRequestHandler(JsonRequestHandler):
     """HTTP front of the rules. Subclasses override ``chat_completion`` to inject faults."""
 
@@ -484,17 +782,44 @@ class ModelRequestHandler(JsonRequestHandler):
         if self.route == "/health":
             self.send_json(200, {"status": "ok", "model": LOCAL_MODEL_NAME})
         elif self.route in ("/v1/models", "/models"):
-            model = {"id": LOCAL_MODEL_NAME, "object": "model", "created": 0, "owned_by": "baton"}
-            self.send_json(200, {"object": "list", "data": [model]})
+            models = [
+                {"id": LOCAL_MODEL_NAME, "object": "model", "created": 0, "owned_by": "baton"},
+                {"id": EMBEDDING_MODEL_NAME, "object": "model", "created": 0, "owned_by": "baton"},
+            ]
+            self.send_json(200, {"object": "list", "data": models})
         else:
             self.send_json(404, error_body(f"no route GET {self.route}"))
 
     def do_POST(self) -> None:
         raw = self.read_body()
-        if self.route in ("/v1/chat/completions", "/chat/completions"):
+        # Any path prefix serves too (/backup/v1/..., /us/v1/...): one server process can
+        # stand in for several endpoints of the model catalogue (config/models.json).
+        if self.route.endswith(("/v1/chat/completions", "/chat/completions")):
             self.chat_completion(raw)
+        elif self.route in ("/v1/embeddings", "/embeddings"):
+            self.embeddings(raw)
         else:
             self.send_json(404, error_body(f"no route POST {self.route}"))
+
+    def embeddings(self, raw: bytes) -> None:
+        """Answer one embeddings request with all-MiniLM-L6-v2 vectors (400 if unusable)."""
+        try:
+            _, texts, encoding = parse_embeddings_request(json.loads(raw or b"null"))
+            self.log_note = f"embeddings={len(texts)}"
+            answer = embeddings_response(texts, encoding)
+        except json.JSONDecodeError as err:
+            self.send_json(400, error_body(f"the request body is not valid JSON ({err})"))
+            return
+        except AgentInputError as err:
+            self.send_json(400, error_body(str(err)))
+            return
+        except EmbeddingsUnavailable as err:
+            self.send_json(501, error_body(str(err), "server_error"))
+            return
+        except Exception as err:  # the model failed: a 500 the client can retry, not a hang-up
+            self.send_json(500, error_body(f"embedding failed: {err!r}", "server_error"))
+            return
+        self.send_json(200, answer)
 
     def chat_completion(self, raw: bytes) -> None:
         """Answer one chat completion request by the rules (or 400 if it cannot be answered)."""
@@ -502,7 +827,7 @@ class ModelRequestHandler(JsonRequestHandler):
             body = json.loads(raw or b"null")
             agent, payload = parse_chat_request(body)
             self.log_note = f"agent={agent}"
-            answer = respond(agent, payload)
+            answer = respond(agent, payload, str(body.get("model") or LOCAL_MODEL_NAME))
         except json.JSONDecodeError as err:
             self.send_json(400, error_body(f"the request body is not valid JSON ({err})"))
             return
@@ -537,5 +862,20 @@ def main(argv: list[str] | None = None) -> None:
     ModelServer(log_requests=True).serve_until_signalled(args.host, args.port, banner)
 
 
+def _as_agent_rule(rule: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    def checked(payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return rule(payload)
+        except ValueError as err:
+            raise AgentInputError(str(err)) from None
+
+    return checked
+
+
+# The customer-onboarding agents' rules live in their own module (baton/devstack/customer_rules.py)
+_AGENTS.update({name: _as_agent_rule(rule) for name, rule in CUSTOMER_AGENTS.items()})
+
+
+# last: `python -m` serves from here, so every rule above must be registered by now
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from baton.devstack.embeddings import EMBEDDING_MODEL_NAME
 from baton.devstack.model_server import AgentInputError, ModelServer, respond
 from baton.settings import LOCAL_MODEL_NAME
 from tests.support.scripted_model import Fault, ScriptedModelServer
@@ -265,8 +266,10 @@ async def test_unknown_agent_is_a_400_in_openai_error_shape(client: AsyncOpenAI)
     assert caught.value.status_code == 400
     assert caught.value.body == {
         "message": "unknown agent 'poet'; this server knows: "
-        "close_memo_writer, compliance_checker, entitlement_prompter, identity_verifier, "
-        "policy_educator, reconciler, reviser",
+        "auction_bidder, case_summarizer, close_memo_writer, compliance_checker, "
+        "customer_planner, discount_analyst, document_reviewer, entitlement_prompter, "
+        "identity_verifier, intro_email_writer, l2_researcher, onboarding_sequencer, "
+        "policy_educator, reconciler, reviser, ticketing_integrator, triage_classifier",
         "type": "invalid_request_error",
         "param": None,
         "code": None,
@@ -295,7 +298,7 @@ async def test_unusable_requests_are_400(
 
 async def test_models_and_health(server: ModelServer, client: AsyncOpenAI) -> None:
     models = await client.models.list()
-    assert [m.id for m in models.data] == [LOCAL_MODEL_NAME]
+    assert [m.id for m in models.data] == [LOCAL_MODEL_NAME, EMBEDDING_MODEL_NAME]
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         health = await http.get("/health")
         missing = await http.get("/v1/nothing")

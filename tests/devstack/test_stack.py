@@ -116,8 +116,20 @@ async def test_up_starts_temporal_and_the_model_server(local_stack: Stack) -> No
     async with httpx.AsyncClient() as http:
         health = await http.get(f"http://127.0.0.1:{local_stack.model}/health")
         ui = await http.get(f"http://127.0.0.1:{local_stack.ui}/")
+        # every agent's rules are registered when the server runs as `python -m` too
+        plan = await http.post(
+            f"http://127.0.0.1:{local_stack.model}/v1/chat/completions",
+            json={
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": "agent: customer_planner"},
+                    {"role": "user", "content": json.dumps({"customer": {"customer_id": "c1"}})},
+                ],
+            },
+        )
     assert health.status_code == 200
     assert ui.status_code == 200
+    assert plan.status_code == 200, plan.text
 
 
 def test_up_again_is_a_no_op(local_stack: Stack) -> None:

@@ -784,7 +784,10 @@ def test_bundle_separates_tests_and_merges_data() -> None:
     assert "finance/posting_test.rego" in snapshot.tests
     assert not any(path.endswith("_test.rego") for path in snapshot.modules)
     baton = snapshot.data["baton"]
-    assert set(baton) == {"finance", "directory", "tenants", "agents", "pii", "windows", "hr"}
+    assert set(baton) == {
+        "finance", "directory", "tenants", "agents", "pii", "windows", "hr", "customers",
+        "support_desk", "auction", "supervision",
+    }  # fmt: skip
     assert "base/agent_call.rego" in snapshot.modules
     assert set(baton["finance"]) == {"limits", "escalation"}
     assert baton["finance"]["limits"]["hard_cap"] == 1000000

@@ -113,7 +113,7 @@ class ScriptedRequestHandler(ModelRequestHandler):
             body = json.loads(raw or b"null")
         except json.JSONDecodeError:
             body = None
-        fault = server.take_fault(raw)
+        fault = server.take_fault(raw, self.route)
         agent = agent_name(body)
         server.enter(agent)
         try:
@@ -126,6 +126,7 @@ class ScriptedRequestHandler(ModelRequestHandler):
     ) -> None:
         server.record(
             {
+                "path": self.route,
                 "agent": agent_name(body),
                 "body": body,
                 "fault": fault,
@@ -198,9 +199,10 @@ class ScriptedModelServer(ModelServer):
         with self._lock:
             self._script.extend((match, f) for f in faults)
 
-    def take_fault(self, raw: bytes) -> Fault | None:
-        """The first queued fault this request matches, removed from the script."""
-        text = searchable_text(raw)
+    def take_fault(self, raw: bytes, path: str = "") -> Fault | None:
+        """The first queued fault this request matches, removed from the script. ``match`` is
+        looked for in the request path too (``match="/backup/"`` faults one endpoint)."""
+        text = f"{path}\n{searchable_text(raw)}"
         with self._lock:
             for i, (match, fault) in enumerate(self._script):
                 if match is None or match in text:
