@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,11 +133,18 @@ def build_runtime(settings: Settings) -> Runtime:
         policy=policy,
         model_region=settings.model_region,
     )
+    catalogue = load_catalogue(settings.model_catalogue, settings.openai_base_url)
     router = Router(
         agents,
-        load_catalogue(settings.model_catalogue),
+        catalogue,
         caps=tenant_caps(settings.policy_dir),
         api_key=settings.openai_api_key,
+        # models with their own key name the variable holding it (Router refuses a missing one)
+        api_keys={
+            m.api_key_env: os.environ[m.api_key_env]
+            for m in catalogue.models
+            if m.api_key_env and os.environ.get(m.api_key_env)
+        },
         timeout_seconds=settings.llm_timeout_seconds,
     )
     agents.router = router  # agents the catalogue lists under "agents" are routed too

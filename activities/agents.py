@@ -169,6 +169,8 @@ class GovernedCall:
     redacted: dict[str, int]  # kind -> items masked
     throttled_seconds: float = 0.0  # waited for a throttle slot (activities/throttle.py)
     route: Route | None = None  # the version's prompt variant and model for this call
+    #: Charged per request by the router (spend.ModelCharge): the audit row adds no AgentSpend.
+    charged: bool = False
 
 
 # The gate's result for the running activity (each activity runs in a task of its own, so this
@@ -296,6 +298,8 @@ class Route:
     variant: str  # prompt variant
     prompt: str
     model: str
+    #: True when the process version names this agent's model (the router then keeps to it).
+    pinned: bool = False
 
 
 def route(process: str, version: str, agent: str, default_model: str) -> Route:
@@ -320,7 +324,8 @@ def route(process: str, version: str, agent: str, default_model: str) -> Route:
             "does not have",
             type="UnknownProcessVersion",
         )
-    return Route(version, variant, prompt, spec.models.get(agent, default_model))
+    pinned = spec.models.get(agent)
+    return Route(version, variant, prompt, pinned or default_model, pinned=pinned is not None)
 
 
 class AgentActivities:
@@ -482,16 +487,16 @@ class AgentActivities:
         if router is not None and agent in router.catalogue.agents:
             # The catalogue routes this agent by task class (activities/router.py): the router
             # asks policy, charges and audits each request itself (model_charge, not
-            # agent_spend), so the call's own audit row below carries no second charge.
-            _GOVERNED.set(None)
-            out, routed = await router.ask(
-                agent, router.catalogue.agents[agent], system, payload, wire
-            )
+            # agent_spend), so the call's own audit row carries no second charge.
+            task_class = router.catalogue.agents[agent]
+            out, routed = await router.ask(agent, task_class, system, payload, wire, route=chosen)
             return out, TokenUsage(
                 model=routed.model,
                 prompt_tokens=sum(c.prompt_tokens for c in routed.calls),
                 completion_tokens=sum(c.completion_tokens for c in routed.calls),
                 cost_usd=routed.cost_usd,
+                run_tokens=routed.run_tokens,
+                run_cost_usd=routed.run_cost_usd,
             )
         if self.switch is not None:  # engaged for this agent, tenant, process or globally?
             subject = Subject(
@@ -712,7 +717,7 @@ class AgentActivities:
             input_digest=digest(inp),
             output_digest=digest(out),
         )
-        if governed is None:
+        if governed is None or governed.charged:
             await asyncio.to_thread(self.ledger.append, [event])
             return
         cost = spend.AgentSpend(

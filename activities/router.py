@@ -29,7 +29,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -40,11 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import spend
+from activities import spend, tracing
 from activities.agents import (
+    _GOVERNED,
     AgentActivities,
     CallTarget,
+    GovernedCall,
     Route,
+    TokenUsage,
     _heartbeating,
     _invalid_output,
     _map_status_error,
@@ -81,7 +84,17 @@ class ModelSpec(_Strict):
     """One model at one endpoint."""
 
     name: str = Field(min_length=1, description="Model name sent to the endpoint.")
-    endpoint: str = Field(description="OpenAI-compatible base URL, e.g. https://host/v1.")
+    endpoint: str = Field(
+        description="OpenAI-compatible base URL, e.g. https://host/v1. May start with "
+        "{openai_base_url} or {openai_origin} (the worker's OPENAI_BASE_URL, or its "
+        "scheme://host:port), e.g. {openai_origin}/backup/v1."
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding this endpoint's API key (read by worker.py); "
+        "unset: the worker's OPENAI_API_KEY.",
+    )
     tier: Literal["cheap", "strong"]
     price_per_1k_input: float = Field(ge=0, description="USD per 1000 prompt tokens.")
     price_per_1k_output: float = Field(ge=0, description="USD per 1000 completion tokens.")
@@ -164,8 +177,10 @@ class CatalogueError(ValueError):
     """The catalogue file is missing or invalid; the message names the field."""
 
 
-def load_catalogue(path: str | Path) -> Catalogue:
-    """Read and validate a catalogue file. Errors name the file, the field and the expectation."""
+def load_catalogue(path: str | Path, openai_base_url: str | None = None) -> Catalogue:
+    """Read and validate a catalogue file. Errors name the file, the field and the expectation.
+
+    ``openai_base_url`` (the worker's OPENAI_BASE_URL) fills the endpoints' placeholders."""
     source = Path(path)
     try:
         raw = json.loads(source.read_text())
@@ -173,10 +188,44 @@ def load_catalogue(path: str | Path) -> Catalogue:
         raise CatalogueError(f"model catalogue {source} does not exist") from None
     except json.JSONDecodeError as err:
         raise CatalogueError(f"model catalogue {source} is not valid JSON: {err}") from None
-    return parse_catalogue(raw, str(source))
+    return parse_catalogue(raw, str(source), openai_base_url)
 
 
-def parse_catalogue(raw: Any, source: str = "model catalogue") -> Catalogue:
+#: Placeholders an endpoint may start with, filled from the worker's OPENAI_BASE_URL.
+PLACEHOLDERS = ("{openai_base_url}", "{openai_origin}")
+
+
+def _fill_endpoints(raw: Any, source: str, openai_base_url: str | None) -> Any:
+    """``raw`` with every model's endpoint placeholder replaced (a copy; ``raw`` is untouched)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
+        return raw  # validation names the problem
+    models = []
+    for i, m in enumerate(raw["models"]):
+        endpoint = m.get("endpoint") if isinstance(m, dict) else None
+        if isinstance(endpoint, str) and "{" in endpoint:
+            where = f"{source} is invalid: models.{i}.endpoint"
+            head = endpoint.split("}", 1)[0] + "}"
+            if head not in PLACEHOLDERS:
+                raise CatalogueError(
+                    f"{where}: unknown placeholder in {endpoint!r}; an endpoint may start with "
+                    f"{' or '.join(PLACEHOLDERS)}"
+                )
+            if openai_base_url is None:
+                raise CatalogueError(f"{where}: {head} needs the worker's OPENAI_BASE_URL")
+            scheme, _, rest = openai_base_url.partition("://")
+            values = {
+                "{openai_base_url}": openai_base_url.rstrip("/"),
+                "{openai_origin}": f"{scheme}://{rest.split('/', 1)[0]}",
+            }
+            m = {**m, "endpoint": values[head] + endpoint[len(head) :]}
+        models.append(m)
+    return {**raw, "models": models}
+
+
+def parse_catalogue(
+    raw: Any, source: str = "model catalogue", openai_base_url: str | None = None
+) -> Catalogue:
+    raw = _fill_endpoints(raw, source, openai_base_url)
     try:
         return Catalogue.model_validate(raw)
     except ValidationError as err:
@@ -215,6 +264,8 @@ class _Attempt:
     calls: list[ModelCall] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     waiting: float = 0.0  # seconds spent waiting on models (not router overhead)
+    #: The policy gate's result for the request whose answer is returned (for the agent's row).
+    governed: GovernedCall | None = None
 
 
 @dataclass(frozen=True)
@@ -235,22 +286,32 @@ class Router:
         *,
         caps: dict[str, float] | None = None,
         api_key: str = "local",
+        api_keys: dict[str, str] | None = None,
         timeout_seconds: float = 60.0,
     ) -> None:
         self.agents = agents
         self.catalogue = catalogue
         self.caps = caps or {}
         self.api_key = api_key
-        self.timeout_seconds = timeout_seconds
-        self._clients: dict[str, AsyncOpenAI] = {}
-
-    def client(self, endpoint: str) -> AsyncOpenAI:
-        if endpoint not in self._clients:
-            # max_retries=0: Temporal owns retries; fallback between endpoints is the router's.
-            self._clients[endpoint] = AsyncOpenAI(
-                base_url=endpoint, api_key=self.api_key, max_retries=0
+        #: ``api_key_env`` name -> key, for models with their own key (worker.py reads them).
+        self.api_keys = api_keys or {}
+        named = {m.api_key_env for m in catalogue.models if m.api_key_env}
+        missing = sorted(named - set(self.api_keys))
+        if missing:
+            raise CatalogueError(
+                f"the model catalogue names API keys in {', '.join(missing)}, which are not set"
             )
-        return self._clients[endpoint]
+        self.timeout_seconds = timeout_seconds
+        self._clients: dict[tuple[str, str], AsyncOpenAI] = {}
+
+    def client(self, spec: ModelSpec) -> AsyncOpenAI:
+        key = self.api_keys[spec.api_key_env] if spec.api_key_env else self.api_key
+        if (spec.endpoint, key) not in self._clients:
+            # max_retries=0: Temporal owns retries; fallback between endpoints is the router's.
+            self._clients[spec.endpoint, key] = AsyncOpenAI(
+                base_url=spec.endpoint, api_key=key, max_retries=0
+            )
+        return self._clients[spec.endpoint, key]
 
     async def aclose(self) -> None:
         for c in self._clients.values():
@@ -265,9 +326,20 @@ class Router:
         payload: BaseModel,
         wire: type[T],
         confidence: Callable[[T], float] | None = None,
+        route: Route | None = None,
     ) -> tuple[T, RoutedUsage]:
         """The answer of the cheapest adequate model (or tier-0 rules) to ``payload`` (a
-        RoutedAgentInput, or any agent input with a ``tenant``: no run budget, no min tier)."""
+        RoutedAgentInput, or any agent input with a ``tenant``: no run budget, no min tier).
+
+        ``route``: the process version's prompt variant, for the audit trail; when it pins the
+        agent's model (workflows/contracts.py PROCESS_VERSIONS ``models``), only the catalogue's
+        entries of that model are asked (fallback between their endpoints, residency, budgets
+        and charges still apply).
+
+        The policy gate's result for the answering request is left in the activity's context
+        (activities/agents.py ``_GOVERNED``, marked charged) for the agent's own audit row."""
+        _GOVERNED.set(None)
+        model = route.model if route is not None and route.pinned else None
         if task_class not in self.catalogue.task_classes:
             raise ApplicationError(
                 f"{agent}: unknown task class {task_class!r}; the catalogue has "
@@ -295,9 +367,18 @@ class Router:
         over_budget = _budget(payload).over_budget or self.catalogue.over_budget
         floor = TIER_ORDER.index(min_tier)
         everything = self.catalogue.candidates(task_class)
+        if model is not None:
+            everything = [m for m in everything if m.name == model]
+            if not everything:
+                raise ApplicationError(
+                    f"{agent}: the process version pins model {model!r}, which the catalogue "
+                    f"does not list for task class {task_class!r}",
+                    type=NO_ELIGIBLE_MODEL,
+                    non_retryable=True,
+                )
         fits = [m for m in everything if TIER_ORDER.index(m.tier) >= floor]
         allowed_regions: set[str] | None = None
-        best: tuple[T, ModelSpec] | None = None
+        best: tuple[T, ModelSpec, GovernedCall] | None = None
         failure: ApplicationError | None = None
         over_budget_hit = False
 
@@ -318,17 +399,18 @@ class Router:
                 try:
                     out = await self._request(
                         agent, tc.min_confidence, prompt, content, payload, spec, wire,
-                        confidence, state, estimate,
+                        confidence, state, estimate, route,
                     )  # fmt: skip
                 except _Fallback as why:  # provider error or residency: next endpoint
-                    failure = why.error
+                    if why.reroute is None or failure is None:  # a provider error says more
+                        failure = why.error
                     if why.reroute is not None:
                         allowed_regions = why.reroute
                     continue
                 except _Escalate as why:  # invalid or unsure answer: next tier
                     failure = why.error
-                    if why.answer is not None:
-                        best = (why.answer, spec)
+                    if why.answer is not None and why.governed is not None:
+                        best = (why.answer, spec, why.governed)
                     break
                 usage = await self._finish(agent, task_class, state, tier, spec, out, payload)
                 return out, usage
@@ -340,7 +422,7 @@ class Router:
                 break  # route_cheaper: no stronger tier fits either
 
         if best is not None:  # nothing better answered above: the best answer we got
-            out, spec = best
+            out, spec, state.governed = best
             usage = await self._finish(agent, task_class, state, spec.tier, spec, out, payload)
             return out, usage
         if over_budget_hit:  # route_cheaper: the strongest model below min_tier that fits
@@ -353,8 +435,9 @@ class Router:
                     continue
                 try:
                     out = await self._request(
-                        agent, 0.0, prompt, content, payload, spec, wire, None, state, estimate
-                    )
+                        agent, 0.0, prompt, content, payload, spec, wire, None, state, estimate,
+                        route,
+                    )  # fmt: skip
                 except (_Fallback, _Escalate) as why:
                     failure = why.error
                     continue
@@ -386,10 +469,13 @@ class Router:
         confidence: Callable[[T], float] | None,
         state: _Attempt,
         estimate: float,
+        route: Route | None = None,
     ) -> T:
         index = len(state.calls)
-        version = str(getattr(payload, "version", STABLE_VERSION))
-        chosen = Route(version, STABLE_VERSION, prompt, spec.name)
+        if route is None:
+            version = str(getattr(payload, "version", STABLE_VERSION))
+            route = Route(version, STABLE_VERSION, prompt, spec.name)
+        chosen = replace(route, model=spec.name)
         target = CallTarget(spec.endpoint, spec.region, estimate, index)
         try:
             governed = await self.agents._govern(agent, prompt, payload, chosen, target)
@@ -402,9 +488,7 @@ class Router:
             raise
         began = time.perf_counter()
         try:
-            response = await self._send(
-                agent, spec, governed.tenant, prompt, governed.content, wire
-            )
+            response, waited = await self._send(agent, spec, governed, prompt, wire)
         except openai.APIStatusError as err:
             state.waiting += time.perf_counter() - began
             mapped = _map_status_error(agent, err)
@@ -422,6 +506,7 @@ class Router:
                 )
             ) from err
         state.waiting += time.perf_counter() - began
+        governed = replace(governed, throttled_seconds=round(waited, 3), charged=True)
         prompt_tokens = response.usage.prompt_tokens if response.usage else 0
         completion_tokens = response.usage.completion_tokens if response.usage else 0
         call = ModelCall(
@@ -447,33 +532,55 @@ class Router:
             note = f"confidence {score:.2f} < {min_confidence:.2f}"
             state.calls.append(call.model_copy(update={"outcome": "low_confidence", "note": note}))
             await self._charge_one(agent, state, payload, len(state.calls) - 1)
-            raise _Escalate(ApplicationError(f"{agent}: {note}", type="LowConfidence"), out)
+            unsure = ApplicationError(f"{agent}: {note}", type="LowConfidence")
+            raise _Escalate(unsure, out, governed)
         state.calls.append(call)
         await self._charge_one(agent, state, payload, len(state.calls) - 1)
+        state.governed = governed
         return out
 
     async def _send(
-        self, agent: str, spec: ModelSpec, tenant: str, prompt: str, content: str, wire: type[T]
-    ) -> Any:
-        """One HTTP request, inside the throttle's slots (activities/throttle.py) if any."""
-        request = self.client(spec.endpoint).chat.completions.create(
-            model=spec.name,
-            messages=[
-                {"role": "system", "content": prompt},
-                {"role": "user", "content": content},
-            ],
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": agent, "schema": wire.model_json_schema(), "strict": True},
-            },
-            timeout=self.timeout_seconds,
-        )
-        throttle = self.agents.throttle
-        if throttle is None:
-            return await _heartbeating(request)
-        keys = [f"agent:{agent}", f"model:{spec.name}", f"tenant:{tenant}"]
-        async with throttle.slot(keys):  # excess calls wait, never fail
-            return await _heartbeating(request)
+        self, agent: str, spec: ModelSpec, governed: GovernedCall, prompt: str, wire: type[T]
+    ) -> tuple[Any, float]:
+        """One HTTP request in a GenAI ``chat <model>`` span (activities/tracing.py), inside the
+        throttle's slots (activities/throttle.py) if any: the response, and the seconds the
+        request waited for a slot."""
+        with tracing.agent_call_span(
+            agent, spec.name, spec.endpoint, tenant=governed.tenant, tier=spec.tier
+        ) as span:
+            request = self.client(spec).chat.completions.create(
+                model=spec.name,
+                messages=[
+                    {"role": "system", "content": prompt},
+                    {"role": "user", "content": governed.content},
+                ],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": agent, "schema": wire.model_json_schema(), "strict": True,
+                    },
+                },
+                timeout=self.timeout_seconds,
+            )  # fmt: skip
+            throttle = self.agents.throttle
+            waited = 0.0
+            if throttle is None:
+                response = await _heartbeating(request)
+            else:
+                keys = [f"agent:{agent}", f"model:{spec.name}", f"tenant:{governed.tenant}"]
+                async with throttle.slot(keys) as waited:  # excess calls wait, never fail
+                    response = await _heartbeating(request)
+            if response.usage is not None:
+                prompt_tokens = response.usage.prompt_tokens
+                completion_tokens = response.usage.completion_tokens
+                usage = TokenUsage(
+                    model=spec.name,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_usd=spec.cost(prompt_tokens, completion_tokens),
+                )
+                tracing.record_usage(span, usage)
+            return response, waited
 
     # -- budgets ----------------------------------------------------------------------------
 
@@ -654,6 +761,8 @@ class Router:
             output_digest=digest(out),
         )
         await asyncio.to_thread(self.agents.ledger.append, [event])
+        # the agent's own audit row (agents.py _audit) names the answering request's decision
+        _GOVERNED.set(state.governed if spec is not None else None)
         return usage
 
 
@@ -664,9 +773,12 @@ class _Fallback(Exception):  # noqa: N818 - control flow, never leaves this modu
 
 
 class _Escalate(Exception):  # noqa: N818 - control flow, never leaves this module
-    def __init__(self, error: ApplicationError, answer: Any) -> None:
+    def __init__(
+        self, error: ApplicationError, answer: Any, governed: GovernedCall | None = None
+    ) -> None:
         self.error = error
         self.answer = answer
+        self.governed = governed
 
 
 def _tenant(payload: BaseModel) -> str:

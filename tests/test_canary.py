@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +42,7 @@ from activities.canary import (
 from activities.database import Database
 from activities.seed import seed_period
 from baton.settings import Settings
+from tests import conftest
 from tests.conftest import Harness, postgres_url
 from tests.support.scripted_model import Fault, searchable_text
 from tests.test_approvals import FEE, script_entries
@@ -395,7 +397,7 @@ async def test_a_runs_version_is_recorded_and_its_prompt_and_model_reach_the_mod
         PROCESS_VERSIONS[PROCESS],
         "reconciler-model-b",
         ProcessVersion(
-            name="reconciler-model-b", description="t", models={"reconciler": "baton-rules-b"}
+            name="reconciler-model-b", description="t", models={"reconciler": "baton-rules-large"}
         ),
     )
     async with h.worker():
@@ -422,9 +424,10 @@ async def test_a_runs_version_is_recorded_and_its_prompt_and_model_reach_the_mod
     assert '"version"' not in v2_call["body"]["messages"][1]["content"]  # never sent
     (stable_call,) = reconciler_requests(h, pinned_period)
     assert system_prompt(stable_call) == RECONCILER_PROMPT
-    assert stable_call["body"]["model"] == h.settings.model
+    # the catalogue (config/models.json) routes the reconciler: stable gets the cheapest model
+    assert stable_call["body"]["model"] == "baton-rules-small"
     (routed_call,) = reconciler_requests(h, routed_period)
-    assert routed_call["body"]["model"] == "baton-rules-b"
+    assert routed_call["body"]["model"] == "baton-rules-large"  # the version pins this one
     assert system_prompt(routed_call) == RECONCILER_PROMPT
     # the other agents of a v2 run keep their stable prompts
     compliance = [
@@ -438,19 +441,24 @@ async def test_a_runs_version_is_recorded_and_its_prompt_and_model_reach_the_mod
 
     assert json.loads(proposed(handle).detail_json)["version"] == CANDIDATE
     assert json.loads(proposed(handle).detail_json)["prompt_variant"] == "v2"
-    assert proposed(routed).model == "baton-rules-b"
+    assert proposed(routed).model == "baton-rules-large"
 
 
 def pick_keys(h: Harness, canary: Canary, per_arm: int) -> dict[str, list[str]]:
-    """Periods of this test's year whose business keys the canary puts in each arm."""
+    """Periods whose business keys the canary puts in each arm, more than ``per_arm`` each: of
+    this test's year, or, when its 12 months split too unevenly, of a fresh year no other test
+    uses (the assignment is a hash of the key, so which year works depends on the year)."""
     year = h.period[:4]
-    arms: dict[str, list[str]] = {"stable": [], CANDIDATE: []}
-    for month in range(1, 13):
-        period = f"{year}-{month:02d}"
-        version = canary.assign(PROCESS, f"finance-close/{h.tenant}/{period}")
-        arms[version].append(period)
-    assert all(len(periods) > per_arm for periods in arms.values()), arms
-    return arms
+    for _ in range(20):
+        arms: dict[str, list[str]] = {"stable": [], CANDIDATE: []}
+        for month in range(1, 13):
+            period = f"{year}-{month:02d}"
+            version = canary.assign(PROCESS, f"finance-close/{h.tenant}/{period}")
+            arms[version].append(period)
+        if all(len(periods) > per_arm for periods in arms.values()):
+            return arms
+        year = f"{next(conftest._years):04d}"
+    raise AssertionError(f"no year splits {per_arm + 1} keys into each arm")
 
 
 async def terminate_quietly(client: BatonClient, workflow_id: str) -> None:
@@ -484,8 +492,9 @@ async def test_a_worse_canary_is_rolled_back_by_the_monitor_and_new_runs_get_sta
     faults_before = len(h.model.pending_faults)
     for period in [*stable_periods, later]:
         script_entries(h, FEE, period=period)
-    # the candidate's reconciler answers garbage: 3 attempts per run, then the run fails
-    h.model.script(*[Fault.malformed()] * (3 * len(candidate_periods)), match=V2_PHRASE)
+    # the candidate's reconciler answers garbage: 3 attempts per run, each asking the cheap
+    # model and then the strong one (the router escalates invalid output), then the run fails
+    h.model.script(*[Fault.malformed()] * (2 * 3 * len(candidate_periods)), match=V2_PHRASE)
 
     try:
         async with h.worker():
@@ -631,21 +640,28 @@ async def wait_for_versions(h: Harness, deployment: str, *builds: str) -> None:
             await asyncio.sleep(0.2)
 
 
-async def test_a_worse_code_canary_is_ramped_back_to_zero_by_temporal(harness: Harness) -> None:
-    """Two builds of one Worker Deployment: build-b's runs fail (its agents use a model the
-    scripted server answers with garbage). Temporal ramps 50% of new (pinned) closes to it; the
-    monitor groups KPIs by TemporalWorkerDeploymentVersion and, when build-b is worse, sets its
-    ramp to 0%: new runs, even of a business key build-b had, go to build-a."""
+async def test_a_worse_code_canary_is_ramped_back_to_zero_by_temporal(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Two builds of one Worker Deployment: build-b's runs fail (its model catalogue names
+    models the scripted server answers with garbage). Temporal ramps 50% of new (pinned) closes
+    to it; the monitor groups KPIs by TemporalWorkerDeploymentVersion and, when build-b is
+    worse, sets its ramp to 0%: new runs, even of a business key build-b had, go to build-a."""
     h = harness
     deployment = f"baton-{h.client.task_queue}"
     broken_model = f"broken-{h.client.task_queue}"
-    broken = build_runtime(replace(h.settings, model=broken_model))
+    catalogue = json.loads(h.settings.model_catalogue.read_text())
+    for m in catalogue["models"]:
+        m["name"] = m["name"].replace("baton-rules", broken_model)
+    (tmp_path / "models.json").write_text(json.dumps(catalogue))
+    broken = build_runtime(replace(h.settings, model_catalogue=tmp_path / "models.json"))
     year = h.period[:4]
     periods = [f"{year}-{m:02d}" for m in range(1, 13)]
     for period in periods:
         if period != h.period:
             seed_period(h.db, h.tenant, period)
-    h.model.script(*[Fault.malformed()] * (3 * len(periods)), match=broken_model)
+    # 3 attempts a run, each asking the cheap model and then the strong one: 6 garbage answers
+    h.model.script(*[Fault.malformed()] * (2 * 3 * len(periods)), match=broken_model)
     for period in periods:
         script_entries(h, FEE, period=period)
     worker_a = h.worker(deployment_config=deployment_config(deployment, "build-a"))

@@ -449,8 +449,15 @@ async def test_policy_gate_deny_fails_and_retry_override_is_obeyed(harness: Harn
         handle = await start(h, definition(agent))
         with pytest.raises(WorkflowFailureError):
             await handle.result()
+    # one attempt (the preset would have made 3, and the second would have been answered): the
+    # router's requests within it go to the cheap model, its backup endpoint, then the strong
+    # model (its us endpoint is outside the tenant's residency, so nothing is sent there)
     calls = [r for r in h.model.requests if h.period in r["raw"]]
-    assert len(calls) == 1  # the preset would have tried 3 times
+    assert [(r["path"], r["body"]["model"]) for r in calls] == [
+        ("/v1/chat/completions", "baton-rules-small"),
+        ("/backup/v1/chat/completions", "baton-rules-small"),
+        ("/v1/chat/completions", "baton-rules-large"),
+    ]
 
 
 async def test_bad_start_input_names_the_field_and_starts_nothing(harness: Harness) -> None:

@@ -17,6 +17,7 @@ from sqlmodel import select
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities import spend
 from activities.database import AccountingPeriod, JournalPosting, from_cents
 from activities.seed import seed_period
 from baton.settings import REPO_ROOT
@@ -202,15 +203,53 @@ async def test_llm_429_is_retried_and_posts_once(harness: Harness) -> None:
 
 async def test_malformed_llm_output_fails_clearly_after_bounded_retries(harness: Harness) -> None:
     h = harness
-    h.model.script(Fault.malformed(), Fault.malformed(), Fault.malformed(), match=h.period)
+    # each of the agent preset's 3 attempts asks the cheap model, then escalates to the strong
+    # one (config/models.json routes the reconciler): 6 malformed answers exhaust it
+    h.model.script(*[Fault.malformed()] * 6, match=h.period)
     async with h.worker():
         handle = await h.client.start_finance_close(h.start_input())
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
     assert failure_type(failed.value) == "AgentOutputInvalid"
     assert "reconciler" in str(failed.value.cause.cause)
-    assert len([r for r in h.model.requests if h.period in r["raw"]]) == 3
+    asked = [r for r in h.model.requests if h.period in r["raw"]]
+    assert [r["body"]["model"] for r in asked] == ["baton-rules-small", "baton-rules-large"] * 3
     assert postings(h) == []
+    # every request that was made is charged, at the price of the model that answered
+    charges = spend.charges_of(h.db, handle.id)
+    assert [(c.attempt, c.model, c.outcome) for c in charges] == [
+        (attempt, model, "invalid_output")
+        for attempt in (1, 2, 3)
+        for model in ("baton-rules-small", "baton-rules-large")
+    ]
+
+
+async def test_the_runs_cost_counts_every_charged_request_of_a_retried_agent_call(
+    harness: Harness,
+) -> None:
+    h = harness
+    # the reconciler's first attempt: the cheap and the strong model both answer garbage (both
+    # charged), the attempt fails; the second attempt's cheap answer is good
+    h.model.script(Fault.malformed(), Fault.malformed(), match="agent: reconciler")
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        await h.wait_for_pending(handle.id)
+        await h.client.approve(handle.id, approver="carol", rationale="ok")
+        result = await handle.result()
+        described = await handle.describe()
+    charges = spend.charges_of(h.db, handle.id)
+    assert [(c.attempt, c.model, c.outcome) for c in charges if c.agent == "reconciler"] == [
+        (1, "baton-rules-small", "invalid_output"),
+        (1, "baton-rules-large", "invalid_output"),
+        (2, "baton-rules-small", "ok"),
+    ]
+    tokens = sum(c.prompt_tokens + c.completion_tokens for c in charges)
+    cost = sum(c.cost_usd for c in charges)
+    assert charges[0].cost_usd > 0  # the garbage was paid for, and the run says so
+    assert result.tokens == tokens and result.cost_usd == pytest.approx(cost)
+    attributes = described.typed_search_attributes
+    assert attributes.get(visibility.TOKENS) == tokens
+    assert attributes.get(visibility.COST_USD) == pytest.approx(cost)
 
 
 async def test_approval_validator_refuses_bad_decisions(harness: Harness) -> None:

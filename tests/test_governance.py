@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,9 +150,16 @@ async def test_no_redaction_for_a_tenant_that_does_not_ask_for_it(harness: Harne
 
 
 async def test_model_region_outside_the_tenants_regions_denies_the_agent_step(
-    temporal_client: Client, model_server: ScriptedModelServer, database_url: str
+    temporal_client: Client, model_server: ScriptedModelServer, database_url: str, tmp_path: Path
 ) -> None:
-    async with _harness(temporal_client, model_server, database_url, model_region="us") as h:
+    # a catalogue whose every endpoint is in the us: the router finds nowhere to reroute to
+    catalogue = json.loads((REPO_ROOT / "config" / "models.json").read_text())
+    for m in catalogue["models"]:
+        m["region"] = "us"
+    (tmp_path / "models.json").write_text(json.dumps(catalogue))
+    async with _harness(
+        temporal_client, model_server, database_url, model_catalogue=tmp_path / "models.json"
+    ) as h:
         async with h.worker():
             handle = await h.client.start_finance_close(h.start_input())
             with pytest.raises(WorkflowFailureError) as failed:
@@ -189,9 +197,10 @@ async def test_a_tenant_at_its_spend_cap_gets_no_model_call(harness: Harness) ->
         handle = await h.client.start_finance_close(h.start_input())
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
+    # the router knows the tenant's remaining day before the request and refuses it
     error = failure(failed.value)
-    assert error is not None and error.type == "PolicyDenied"
-    assert "spend cap: tenant 'acme' may spend 250.00 USD a day on models" in str(error)
+    assert error is not None and error.type == "BudgetExceeded" and error.non_retryable
+    assert "tenant daily cap 250.0 USD, 250.0 spent" in str(error)
     assert period_requests(h) == [] and postings(h) == []
 
 

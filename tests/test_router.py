@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
@@ -16,10 +16,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Replayer, Worker
 
 from activities import spend
-from activities.router import CatalogueError, load_catalogue, parse_catalogue
+from activities.agents import PROMPTS, AgentActivities
+from activities.customer_agents import CUSTOMER_PROMPTS
+from activities.router import CatalogueError, Router, load_catalogue, parse_catalogue
+from activities.seed import seed_period
 from tests.conftest import Harness, _harness, make_settings
 from tests.support.route_once import RouteOnce
 from tests.support.scripted_model import Fault, ScriptedModelServer
+from workflows.contracts import PROCESS_VERSIONS, STABLE_VERSION, ProcessVersion
 from workflows.contracts_support import Triage, TriageInput
 from workflows.plugin import BatonPlugin
 
@@ -117,9 +121,45 @@ def cause_of(err: WorkflowFailureError) -> ApplicationError:
 # -- the catalogue ----------------------------------------------------------------------------
 
 
-def test_the_shipped_catalogue_is_valid() -> None:
-    cat = load_catalogue(REPO / "config" / "models.json")
+def test_the_shipped_catalogue_is_valid_and_routes_every_agent() -> None:
+    cat = load_catalogue(REPO / "config" / "models.json", "http://models.internal:9000/v1/")
     assert [m.tier for m in cat.candidates("triage")][:2] == ["cheap", "cheap"]
+    # endpoints follow the worker's OPENAI_BASE_URL: the local stack, a test's server, a proxy
+    assert [m.endpoint for m in cat.models] == [
+        "http://models.internal:9000/v1",
+        "http://models.internal:9000/backup/v1",
+        "http://models.internal:9000/v1",
+        "http://models.internal:9000/us/v1",
+    ]
+    # every agent that calls a model is routed, except the auction's, whose bids pick the model
+    assert set(cat.agents) == set(PROMPTS) | set(CUSTOMER_PROMPTS)
+
+
+def test_endpoint_placeholders_need_a_base_url_and_a_known_name() -> None:
+    spec = json.loads((REPO / "config" / "models.json").read_text())
+    with pytest.raises(CatalogueError, match=r"models.0.endpoint: \{openai_base_url\} needs"):
+        parse_catalogue(spec, "config/models.json")
+    spec["models"][1]["endpoint"] = "{model_host}/v1"
+    with pytest.raises(CatalogueError, match=r"models.1.endpoint: unknown placeholder"):
+        parse_catalogue(spec, "config/models.json", "http://127.0.0.1:1/v1")
+    spec["models"][1]["endpoint"] = "https://api.example.com/v1"  # a literal URL stays as it is
+    cat = parse_catalogue(spec, "config/models.json", "http://127.0.0.1:1/v1")
+    assert cat.models[1].endpoint == "https://api.example.com/v1"
+
+
+def test_a_model_with_its_own_api_key_needs_the_variable_set() -> None:
+    spec = json.loads((REPO / "config" / "models.json").read_text())
+    spec["models"][3]["api_key_env"] = "BATON_TEST_US_KEY"
+    cat = parse_catalogue(spec, "config/models.json", "http://127.0.0.1:1/v1")
+    agents = cast(AgentActivities, None)  # the router only stores it here
+    with pytest.raises(CatalogueError, match="BATON_TEST_US_KEY, which are not set"):
+        Router(agents, cat)
+    router = Router(agents, cat, api_key="default", api_keys={"BATON_TEST_US_KEY": "us-key"})
+    assert router.client(cat.models[3]).api_key == "us-key"
+    assert router.client(cat.models[0]).api_key == "default"
+    spec["models"][3]["api_key_env"] = "not a name"
+    with pytest.raises(CatalogueError, match="models.3.api_key_env"):
+        parse_catalogue(spec, "config/models.json", "http://127.0.0.1:1/v1")
 
 
 @pytest.mark.parametrize(
@@ -141,7 +181,7 @@ def test_catalogue_errors_name_the_field(change: Any, names: str) -> None:
     spec = json.loads((REPO / "config" / "models.json").read_text())
     change(spec)
     with pytest.raises(CatalogueError) as err:
-        parse_catalogue(spec, "config/models.json")
+        parse_catalogue(spec, "config/models.json", "http://127.0.0.1:1/v1")
     assert names in str(err.value)
     assert "config/models.json is invalid" in str(err.value)
 
@@ -363,3 +403,41 @@ async def test_finance_agents_listed_in_the_catalogue_are_routed(
         from sqlmodel import select
 
         assert s.exec(select(spend.AgentSpend)).all() == []
+
+
+async def test_a_process_version_that_names_a_model_pins_the_router(
+    routed: Any, model_server: ScriptedModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = catalogue(model_server)
+    for m in spec["models"]:
+        m["capabilities"] = [*m["capabilities"], "finance"]
+    spec["task_classes"]["finance"] = {"capability": "finance"}
+    spec["agents"] = {"reconciler": "finance", "compliance_checker": "finance"}
+
+    def pin(model: str) -> None:  # the worker's "stable" finance close names the reconciler's model
+        version = ProcessVersion(name=STABLE_VERSION, description="t", models={"reconciler": model})
+        monkeypatch.setitem(PROCESS_VERSIONS["finance_close"], STABLE_VERSION, version)
+
+    pin("baton-rules-large")
+    async with routed(spec) as h, h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        await h.wait_for_pending(handle.id)
+        charges = {c.agent: c for c in spend.charges_of(h.db, handle.id)}
+        assert (charges["reconciler"].model, charges["reconciler"].tier) == (
+            "baton-rules-large", "strong",
+        )  # fmt: skip
+        assert charges["compliance_checker"].model == "baton-rules-small"  # not pinned: cheapest
+        await h.client.cancel(handle.id)
+
+        pin("gpt-not-in-the-catalogue")
+        november = f"{h.period[:4]}-11"
+        seed_period(h.db, h.tenant, november)
+        handle = await h.client.start_finance_close(h.start_input(period=november))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    cause: BaseException | None = failed.value.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.cause if isinstance(cause, ActivityError) else cause.__cause__
+    assert isinstance(cause, ApplicationError) and cause.type == "NoEligibleModel"
+    assert "pins model 'gpt-not-in-the-catalogue'" in str(cause)
+    assert not [r for r in model_server.requests if november in r["raw"]]  # nothing was sent

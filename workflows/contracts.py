@@ -305,6 +305,10 @@ class TokenUsage(Contract):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    #: Routed calls (activities/router.py): the run's totals as charged in the database so far,
+    #: every request of every attempt (failed ones too); None for a call that is not routed.
+    run_tokens: int | None = None
+    run_cost_usd: float | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -65,7 +65,7 @@ from workflows.contracts_knowledge import (
     RelationResult,
 )
 from workflows.kill_switch_gate import KillSwitchGate
-from workflows.process_base import GovernedProcess
+from workflows.process_base import GovernedProcess, RunCost
 from workflows.saga import Saga, unwind
 
 with workflow.unsafe.imports_passed_through():
@@ -95,8 +95,7 @@ class CustomerOnboardingWorkflow(GovernedProcess):
         self.kill_switch = KillSwitchGate(self.audit)
         self.saga = Saga()
         self.committed: list[CommittedAction] = []
-        self.tokens = 0
-        self.cost_usd = 0.0
+        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
 
     @workflow.run
     async def run(self, inp: CustomerOnboardingInput) -> CustomerOnboardingResult:
@@ -153,7 +152,7 @@ class CustomerOnboardingWorkflow(GovernedProcess):
             agent_input,
             f"customer_planner (LLM): plan the onboarding of {brief.name}",
         )
-        self._charge(plan.usage.total_tokens, plan.usage.cost_usd)
+        self.cost.add(plan.usage)
         kinds = [s.kind for s in plan.steps]
         if len(set(kinds)) != len(kinds) or "intro_email" not in kinds:
             raise errors.failure(
@@ -247,8 +246,8 @@ class CustomerOnboardingWorkflow(GovernedProcess):
                 "committed": [c.model_dump() for c in self.committed],
                 "sources": dossier.sources(),
                 "plan": kinds,
-                "tokens": self.tokens,
-                "cost_usd": self.cost_usd,
+                "tokens": self.cost.tokens,
+                "cost_usd": self.cost.cost_usd,
             },
             rationale=plan.rationale,
         )
@@ -260,8 +259,8 @@ class CustomerOnboardingWorkflow(GovernedProcess):
             committed=self.committed,
             approvals=approvals,
             sources=dossier.sources(),
-            tokens=self.tokens,
-            cost_usd=self.cost_usd,
+            tokens=self.cost.tokens,
+            cost_usd=self.cost.cost_usd,
         )
 
     # -- context --------------------------------------------------------------------------
@@ -333,7 +332,7 @@ class CustomerOnboardingWorkflow(GovernedProcess):
             output = await self._step(
                 "agent", agents.plan_onboarding_sequence, inp, "onboarding_sequencer (LLM)"
             )
-        self._charge(output.usage.total_tokens, output.usage.cost_usd)
+        self.cost.add(output.usage)
         return output
 
     def _actions(
@@ -486,16 +485,6 @@ class CustomerOnboardingWorkflow(GovernedProcess):
             pending=self.gate.pending(),
             committed=self.committed,
             compensated=self.saga.compensated,
-        )
-
-    def _charge(self, tokens: int, cost: float) -> None:
-        self.tokens += tokens
-        self.cost_usd = round(self.cost_usd + cost, 8)
-        workflow.upsert_search_attributes(
-            [
-                visibility.COST_USD.value_set(self.cost_usd),
-                visibility.TOKENS.value_set(self.tokens),
-            ]
         )
 
 

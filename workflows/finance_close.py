@@ -53,12 +53,11 @@ from workflows.contracts import (
     ReconcileInput,
     ReverseEntryInput,
     ReviseAdjustmentsInput,
-    TokenUsage,
     digest,
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import ActivityKind
-from workflows.process_base import GovernedProcess
+from workflows.process_base import GovernedProcess, RunCost
 from workflows.saga import Saga, unwind
 
 with workflow.unsafe.imports_passed_through():
@@ -85,8 +84,7 @@ class FinanceCloseWorkflow(GovernedProcess):
         self.undo_registered: set[str] = set()
         self.saga = Saga()
         self.posted: list[PostedEntry] = []
-        self.tokens = 0
-        self.cost_usd = 0.0
+        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
         # policy decisions of entries waiting for a human, by entry id
         self.pending_decisions: dict[str, PolicyDecision] = {}
 
@@ -163,7 +161,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             f"reconciler agent (LLM): explain {len(recon.unmatched_bank)} bank lines, "
             f"{len(recon.unmatched_ledger)} ledger entries",
         )
-        self._charge(proposal.usage)
+        self.cost.add(proposal.usage)
         entries = proposal.entries
 
         self.stage = "reviewing"
@@ -186,7 +184,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             ),
             "compliance checker (LLM): entries + policy verdicts",
         )
-        self._charge(review.usage)
+        self.cost.add(review.usage)
         flagged = {f.entry_id for f in review.findings if f.severity != "info"}
         denied = [d for d in preflight if d.verdict == "deny"]
         if denied:  # stop before anything is posted
@@ -211,7 +209,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             ),
             "summary generator (LLM): close memo",
         )
-        self._charge(memo.usage)
+        self.cost.add(memo.usage)
 
         self.stage = "posting"
         waiting = [e for e in entries if await self._post(e, flagged=e.entry_id in flagged) is None]
@@ -241,7 +239,11 @@ class FinanceCloseWorkflow(GovernedProcess):
         self.audit.record(
             "baton:workflow",
             "close.completed",
-            detail={"posted": len(self.posted), "tokens": self.tokens, "cost_usd": self.cost_usd},
+            detail={
+                "posted": len(self.posted),
+                "tokens": self.cost.tokens,
+                "cost_usd": self.cost.cost_usd,
+            },
         )
         await self.audit.flush()
         return FinanceCloseResult(
@@ -256,8 +258,8 @@ class FinanceCloseWorkflow(GovernedProcess):
             memo=memo.memo,
             compliance_summary=review.summary,
             approvals=approvals,
-            tokens=self.tokens,
-            cost_usd=self.cost_usd,
+            tokens=self.cost.tokens,
+            cost_usd=self.cost.cost_usd,
         )
 
     # -- the sensitive step: policy gate + posting, with its compensation registered first ----
@@ -428,7 +430,7 @@ class FinanceCloseWorkflow(GovernedProcess):
                     f"reconciler agent (LLM): revise {len(waiting)} entries as "
                     f"{outcome.decided_by} asked",
                 )
-                self._charge(proposal.usage)
+                self.cost.add(proposal.usage)
                 revised = proposal.entries
             self.stage = "posting revised entries"
             waiting = [
@@ -499,8 +501,8 @@ class FinanceCloseWorkflow(GovernedProcess):
             pending=self.gate.pending(),
             posted=self.posted,
             compensated=self.saga.compensated,
-            tokens=self.tokens,
-            cost_usd=self.cost_usd,
+            tokens=self.cost.tokens,
+            cost_usd=self.cost.cost_usd,
             held_by=self.kill_switch.held_by,
         )
 
@@ -531,14 +533,4 @@ class FinanceCloseWorkflow(GovernedProcess):
             input=posting_policy_input(draft, period_status),
             subject=entry.entry_id,
             workflow_id=workflow.info().workflow_id,
-        )
-
-    def _charge(self, usage: TokenUsage) -> None:
-        self.tokens += usage.total_tokens
-        self.cost_usd = round(self.cost_usd + usage.cost_usd, 8)
-        workflow.upsert_search_attributes(
-            [
-                visibility.COST_USD.value_set(self.cost_usd),
-                visibility.TOKENS.value_set(self.tokens),
-            ]
         )

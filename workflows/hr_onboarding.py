@@ -62,7 +62,7 @@ from workflows.contracts import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS
-from workflows.process_base import GovernedProcess
+from workflows.process_base import GovernedProcess, RunCost
 from workflows.saga import Saga, unwind
 
 with workflow.unsafe.imports_passed_through():
@@ -89,8 +89,7 @@ class HrOnboardingWorkflow(GovernedProcess):
         self.board = Blackboard(BOARD)
         self.saga = Saga()
         self.granted: list[GrantedEntitlement] = []
-        self.tokens = 0
-        self.cost_usd = 0.0
+        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
         self.pending_decisions: dict[str, PolicyDecision] = {}
 
     @workflow.run
@@ -228,8 +227,8 @@ class HrOnboardingWorkflow(GovernedProcess):
             approvals=approvals,
             board_version=self.board.version,
             conflicts=len(self.board.conflicts),
-            tokens=self.tokens,
-            cost_usd=self.cost_usd,
+            tokens=self.cost.tokens,
+            cost_usd=self.cost.cost_usd,
         )
 
     # -- the blackboard agents ------------------------------------------------------------
@@ -255,7 +254,7 @@ class HrOnboardingWorkflow(GovernedProcess):
                 ),
                 f"{role} (LLM): blackboard v{self.board.version}",
             )
-            self._charge(proposal.usage.total_tokens, proposal.usage.cost_usd)
+            self.cost.add(proposal.usage)
             return proposal.writes
 
         def conflict(err: StaleWrite, attempt: int) -> None:
@@ -405,16 +404,6 @@ class HrOnboardingWorkflow(GovernedProcess):
         return self.board.history()
 
     # -- helpers --------------------------------------------------------------------------
-
-    def _charge(self, tokens: int, cost: float) -> None:
-        self.tokens += tokens
-        self.cost_usd = round(self.cost_usd + cost, 8)
-        workflow.upsert_search_attributes(
-            [
-                visibility.COST_USD.value_set(self.cost_usd),
-                visibility.TOKENS.value_set(self.tokens),
-            ]
-        )
 
 
 def _entitlement(item: Any) -> Entitlement:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 
+from workflows import visibility
 from workflows.approval_gate import ApprovalGate
 from workflows.contracts import (
     APPROVAL_SIGNAL,
@@ -20,11 +21,50 @@ from workflows.contracts import (
     ApprovalAck,
     ApprovalDecision,
     ApprovalRequest,
+    TokenUsage,
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import ActivityKind
 
 R = TypeVar("R")
+
+
+class RunCost:
+    """What a run's model calls cost so far, mirrored into its ``BatonTokens`` and
+    ``BatonCostUsd`` search attributes.
+
+    A routed call (activities/router.py) reports the run's totals as the database charged them:
+    every request of every attempt, a failed attempt's too, so the run's figures match the
+    charges exactly. A call that is not routed adds what its answer cost."""
+
+    def __init__(self) -> None:
+        self._routed_tokens = 0
+        self._routed_cost = 0.0
+        self._direct_tokens = 0
+        self._direct_cost = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self._routed_tokens + self._direct_tokens
+
+    @property
+    def cost_usd(self) -> float:
+        return round(self._routed_cost + self._direct_cost, 8)
+
+    def add(self, usage: TokenUsage) -> None:
+        if usage.run_tokens is not None and usage.run_cost_usd is not None:
+            # parallel calls finish in any order: the largest total read is the latest
+            self._routed_tokens = max(self._routed_tokens, usage.run_tokens)
+            self._routed_cost = max(self._routed_cost, usage.run_cost_usd)
+        else:
+            self._direct_tokens += usage.total_tokens
+            self._direct_cost = round(self._direct_cost + usage.cost_usd, 8)
+        workflow.upsert_search_attributes(
+            [
+                visibility.COST_USD.value_set(self.cost_usd),
+                visibility.TOKENS.value_set(self.tokens),
+            ]
+        )
 
 
 class GovernedProcess:

@@ -72,6 +72,7 @@ from workflows.dsl.model import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS, ActivityKind
+from workflows.process_base import RunCost
 from workflows.saga import Saga, unwind
 
 PROCESS_WORKFLOW = "BatonProcess"
@@ -173,8 +174,7 @@ class ProcessWorkflow:
         self.events: dict[str, list[Any]] = {}
         self.children: dict[str, int] = {}  # subprocess step id -> children started
         self.stage = "starting"
-        self.tokens = 0
-        self.cost_usd = 0.0
+        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
 
     @workflow.run
     async def run(self, inp: ProcessRunInput) -> ProcessRunResult:
@@ -234,7 +234,7 @@ class ProcessWorkflow:
         self.audit.record(
             "baton:workflow",
             f"{prefix}.completed",
-            detail={"tokens": self.tokens, "cost_usd": self.cost_usd},
+            detail={"tokens": self.cost.tokens, "cost_usd": self.cost.cost_usd},
         )
         await self.audit.flush()
         return ProcessRunResult(name=self.name, version=d.version, output=result)
@@ -323,9 +323,7 @@ class ProcessWorkflow:
         summary = self.summary(step, scope, f"{name}: {action.description}")
         result = await self.execute(kind, action, arg, summary, step)
         if kind == "agent" and hasattr(result, "usage"):
-            self.tokens += result.usage.total_tokens
-            self.cost_usd = round(self.cost_usd + result.usage.cost_usd, 8)
-            workflow.upsert_search_attributes([visibility.COST_USD.value_set(self.cost_usd)])
+            self.cost.add(result.usage)
         return TypeAdapter(action.output).dump_python(result, mode="json")
 
     @staticmethod
@@ -663,8 +661,8 @@ class ProcessWorkflow:
             pending=self.gate.pending(),
             posted=[],
             compensated=self.saga.compensated,
-            tokens=self.tokens,
-            cost_usd=self.cost_usd,
+            tokens=self.cost.tokens,
+            cost_usd=self.cost.cost_usd,
             held_by=self.kill_switch.held_by,
         )
 
