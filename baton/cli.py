@@ -138,6 +138,12 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+RUN_BUDGET_HELP = (
+    "USD this run's model calls may cost; a refused call asks the process's budget role "
+    "(policy/data/budget.json)"
+)
+
+
 async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.client import ProcessAlreadyStarted
     from workflows.contracts import FinanceCloseInput
@@ -152,6 +158,7 @@ async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
                 {"approval_timeout_seconds": args.approval_timeout} if args.approval_timeout else {}
             ),
             **({"version": args.version} if args.version else {}),
+            **({"budget": {"run_usd": args.run_budget}} if args.run_budget is not None else {}),
         }
     )
     client = await _client(settings)
@@ -230,6 +237,7 @@ async def cmd_onboard_start(args: argparse.Namespace, settings: Settings) -> int
                 {"approval_timeout_seconds": args.approval_timeout} if args.approval_timeout else {}
             ),
             **({"version": args.version} if args.version else {}),
+            **({"budget": {"run_usd": args.run_budget}} if args.run_budget is not None else {}),
         }
     )
     client = await _client(settings)
@@ -934,6 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requested-by", required=True)
     p.add_argument("--approval-timeout", type=int, help="seconds to wait for an approver")
     p.add_argument("--join", action="store_true", help="attach to a running close instead")
+    p.add_argument("--run-budget", type=float, help=RUN_BUDGET_HELP)
     p.add_argument(
         "--shadow",
         action="store_true",
@@ -972,6 +981,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requested-by", required=True)
     p.add_argument("--approval-timeout", type=int, help="seconds to wait for the manager")
     p.add_argument("--join", action="store_true", help="attach to a running onboarding instead")
+    p.add_argument("--run-budget", type=float, help=RUN_BUDGET_HELP)
     p.add_argument("--shadow", action="store_true", help="shadow run: grants are only recorded")
     p.add_argument("--version", help="pin the process version (default: the canary assigns it)")
     p.add_argument("--wait", action="store_true", help="wait for the result")

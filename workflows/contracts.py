@@ -147,6 +147,23 @@ def check_version(process: str, version: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+#: ApplicationError type of a routed agent call the run's or the tenant's budget refuses
+#: (activities/router.py); non-retryable: the workflow asks a human (GovernedProcess.agent_step).
+BUDGET_EXCEEDED = "BudgetExceeded"
+OverBudget = Literal["refuse", "route_cheaper"]
+
+
+class Budget(Contract):
+    """Spending limits of one run's routed calls (the tenant's daily cap is policy data)."""
+
+    run_usd: float | None = Field(
+        default=None, ge=0, description="Cap for the whole run (USD); None: none."
+    )
+    over_budget: OverBudget | None = Field(
+        default=None, description="refuse, or route to a cheaper model; None: the catalogue's."
+    )
+
+
 class FinanceCloseInput(Contract):
     """Start a month-end close for one tenant and one accounting period."""
 
@@ -163,6 +180,11 @@ class FinanceCloseInput(Contract):
         default=STABLE_VERSION,
         description="Process version (PROCESS_VERSIONS): prompts and model routes of the agents. "
         "Left out, BatonClient asks the process's canary (sticky per business key).",
+    )
+    budget: Budget = Field(
+        default_factory=Budget,
+        description="The run's model budget (run_usd, over_budget). A routed call it refuses "
+        "goes to a person holding the process's budget role (policy/data/budget.json).",
     )
     #: Test/bench hook: stop after postings and fail, to prove compensation. Not for production use.
     fail_after_posting: bool = False
@@ -326,11 +348,11 @@ class AdjustingEntry(Contract):
 
 
 class AgentInput(Contract):
-    """Base of every agent activity's input: which process version's prompt and model to use.
-
-    Set by the workflow from its own input; never sent to the model."""
+    """Base of every agent activity's input: which process version's prompt and model to use,
+    and the run's budget. Set by the workflow from its own input; never sent to the model."""
 
     version: str = Field(default=STABLE_VERSION, description="Process version (PROCESS_VERSIONS).")
+    budget: Budget = Field(default_factory=Budget, description="The run's model budget.")
 
 
 class ProposeAdjustmentsInput(AgentInput):
@@ -1072,6 +1094,11 @@ class OnboardingInput(Contract):
     employee_id: str = Field(description="HRIS employee id, e.g. 'E1001'.")
     requested_by: str = Field(description="Person or service that asked for the onboarding.")
     approval_timeout_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=30 * 24 * 3600)
+    budget: Budget = Field(
+        default_factory=Budget,
+        description="The run's model budget (run_usd, over_budget). A routed call it refuses "
+        "goes to a person holding the process's budget role (policy/data/budget.json).",
+    )
     max_conflict_retries: int = Field(
         default=5, ge=0, le=20, description="Re-runs of an agent whose write was stale."
     )

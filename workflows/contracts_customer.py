@@ -18,6 +18,7 @@ from workflows.contracts import (
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalRequest,
+    Budget,
     Contract,
     PolicyDecision,
     TokenUsage,
@@ -75,6 +76,11 @@ class CustomerOnboardingInput(Contract):
     dpa_signed: bool = False
     requested_by: str = Field(default="crm:trigger", min_length=1)
     approval_timeout_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=30 * 24 * 3600)
+    budget: Budget = Field(
+        default_factory=Budget,
+        description="The run's model budget (run_usd, over_budget). A routed call it refuses "
+        "goes to a person holding the process's budget role (policy/data/budget.json).",
+    )
     #: Tests and drills: fail after every action was committed, to see them compensated.
     fail_after_commits: bool = False
 

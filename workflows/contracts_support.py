@@ -12,10 +12,13 @@ from typing import Literal
 from pydantic import Field
 
 from workflows.contracts import (
+    BUDGET_EXCEEDED,
     AgentInput,
     ApprovalGrant,
     ApprovalOutcome,
+    Budget,
     Contract,
+    OverBudget,
     PolicyDecision,
 )
 
@@ -26,32 +29,20 @@ from workflows.contracts import (
 #: Model tiers, cheapest first. "tier0" is the router's own rules: no model call, no cost.
 Tier = Literal["tier0", "cheap", "strong"]
 TIER_ORDER: tuple[str, ...] = ("tier0", "cheap", "strong")
-OverBudget = Literal["refuse", "route_cheaper"]
 CallOutcome = Literal[
     "ok", "invalid_output", "low_confidence", "server_error", "residency_denied", "over_budget"
 ]
 
-#: ApplicationError types raised by routed agent calls that a workflow may handle.
-BUDGET_EXCEEDED = "BudgetExceeded"
+#: ApplicationError type of a routed call no catalogue model may serve (BUDGET_EXCEEDED, the
+#: other one a workflow may handle, lives in workflows/contracts.py with Budget).
 NO_ELIGIBLE_MODEL = "NoEligibleModel"
-
-
-class Budget(Contract):
-    """Spending limits of one run's routed calls (the tenant's daily cap is policy data)."""
-
-    run_usd: float | None = Field(
-        default=None, ge=0, description="Cap for the whole run; None: none."
-    )
-    over_budget: OverBudget | None = Field(
-        default=None, description="refuse, or route to a cheaper model; None: the catalogue's."
-    )
+__all__ = ["BUDGET_EXCEEDED", "Budget", "OverBudget"]  # re-exported: older imports keep working
 
 
 class RoutedAgentInput(AgentInput):
     """Base of every routed agent call: the agent names a task class, never a model."""
 
     tenant: str
-    budget: Budget = Budget()
     min_tier: Tier = Field(default="tier0", description="Skip tiers below (policy obligation).")
 
 

@@ -19,10 +19,9 @@ typed error. Everything goes to the audit ledger.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from temporalio import workflow
 
@@ -32,7 +31,6 @@ from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     STATUS_QUERY,
     AdjustingEntry,
-    AgentInput,
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalRequest,
@@ -56,7 +54,6 @@ from workflows.contracts import (
     digest,
 )
 from workflows.kill_switch_gate import KillSwitchGate
-from workflows.presets import ActivityKind
 from workflows.process_base import GovernedProcess, RunCost
 from workflows.saga import Saga, unwind
 
@@ -507,17 +504,6 @@ class FinanceCloseWorkflow(GovernedProcess):
         )
 
     # -- helpers ----------------------------------------------------------------------------
-
-    async def _step(
-        self,
-        kind: ActivityKind,
-        activity: Callable[[Any, Any], Awaitable[R]],
-        arg: Any,
-        summary: str,
-    ) -> R:
-        if isinstance(arg, AgentInput):  # the run's version picks the agent's prompt and model
-            arg = arg.model_copy(update={"version": self.inp.version})
-        return await self.kill_switch.step(kind, activity, arg, summary)
 
     def _posting_query(self, entry: AdjustingEntry, period_status: str) -> PolicyQuery:
         draft = PostEntryInput(

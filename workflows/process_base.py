@@ -1,30 +1,44 @@
 """What every governed process workflow shares: the approval handlers (Update with validator,
-and the same decision by Signal), the kill-switch release signal, the pending-approvals query
-and the step runner. A process sets ``self.gate`` (ApprovalGate) and ``self.kill_switch``
-(KillSwitchGate) in its ``__init__`` and inherits these; the names are the ones a stock
-`temporal` CLI user types (workflows/contracts.py)."""
+and the same decision by Signal), the kill-switch release signal, the pending-approvals query,
+the step runner with the run's model budget, and the run's cost. A process sets ``self.inp``
+(with tenant, requested_by, approval_timeout_seconds, budget), ``self.audit`` (AuditTrail),
+``self.gate`` (ApprovalGate) and ``self.kill_switch`` (KillSwitchGate) in its ``__init__`` and
+inherits these; the names are the ones a stock `temporal` CLI user types (workflows/contracts.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows import visibility
+from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate
+from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     APPROVAL_SIGNAL,
     APPROVAL_UPDATE,
+    BUDGET_EXCEEDED,
     KILL_SWITCH_RELEASED_SIGNAL,
     PENDING_APPROVALS_QUERY,
+    AgentInput,
     ApprovalAck,
     ApprovalDecision,
     ApprovalRequest,
+    Budget,
+    PolicyBatch,
+    PolicyQuery,
     TokenUsage,
+    digest,
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import ActivityKind
+
+with workflow.unsafe.imports_passed_through():
+    from activities.finance import FinanceActivities
 
 R = TypeVar("R")
 
@@ -67,9 +81,23 @@ class RunCost:
         )
 
 
+#: The policy asked when a run's model budget is spent (policy/base/budget_raise.rego).
+BUDGET_RAISE_POLICY = "baton/base/budget_raise"
+#: Replay safety: runs started before a refused budget asked a human failed instead.
+BUDGET_RAISE_PATCH = "budget-refusal-asks-a-human"
+
+
 class GovernedProcess:
+    inp: Any  # the process's start input: tenant, requested_by, approval_timeout_seconds, budget
+    audit: AuditTrail
     gate: ApprovalGate
     kill_switch: KillSwitchGate
+    #: The run's model budget as it stands (None: the input's, until a human raised it).
+    _budget: Budget | None = None
+    #: A raise being asked for (parallel refused steps wait for it instead of asking again),
+    #: and how the last one ended when nobody raised it.
+    _raising_budget: bool = False
+    _budget_refusal: str | None = None
 
     @workflow.update(name=APPROVAL_UPDATE)
     async def decide_approval(self, decision: ApprovalDecision) -> ApprovalAck:
@@ -99,5 +127,121 @@ class GovernedProcess:
         arg: Any,
         summary: str,
     ) -> R:
-        """One activity with its kind's preset, holding for the kill switch / policy engine."""
-        return await self.kill_switch.step(kind, activity, arg, summary)
+        """One activity with its kind's preset, holding for the kill switch / policy engine.
+
+        An agent step carries the run's version and budget; when the router refuses a call for
+        the run's cap (BudgetExceeded), a person holding the process's budget role decides
+        (policy baton/base/budget_raise): approved, the run's cap is lifted and the step runs
+        again; rejected or expired, the run fails (and the process compensates what it did). A
+        refusal for the tenant's daily cap fails the step: no approval in the run can lift it."""
+        if kind != "agent" or not isinstance(arg, AgentInput):
+            return await self.kill_switch.step(kind, activity, arg, summary)
+        while True:
+            if self._budget is None:
+                self._budget = self.inp.budget
+            # the run's version picks the agent's prompt and model; its budget, what it may cost
+            update: dict[str, Any] = {"budget": self._budget}
+            if isinstance(getattr(self.inp, "version", None), str):
+                update["version"] = self.inp.version
+            budgeted = arg.model_copy(update=update)
+            sent_with = self._budget
+            try:
+                return await self.kill_switch.step(kind, activity, budgeted, summary)
+            except ActivityError as err:
+                cause = err.cause
+                refused = isinstance(cause, ApplicationError) and cause.type == BUDGET_EXCEEDED
+                if not refused or not workflow.patched(BUDGET_RAISE_PATCH):
+                    raise
+                why = str(cause.message if isinstance(cause, ApplicationError) else err)
+                if self._budget is not sent_with:  # raised while this step ran: just run again
+                    continue
+                if self._raising_budget:  # a parallel step is asking already: its answer counts
+                    await workflow.wait_condition(lambda: not self._raising_budget)
+                    if self._budget_refusal is not None:
+                        raise errors.failure(BUDGET_EXCEEDED, self._budget_refusal) from err
+                    continue
+                if self._budget.run_usd is None:  # the tenant's day is spent: nothing to raise
+                    raise errors.failure(
+                        BUDGET_EXCEEDED,
+                        f"{why} (the tenant's daily cap, policy/data/tenants.json; this run has "
+                        "no cap of its own to raise)",
+                    ) from err
+                self._raising_budget = True
+                try:
+                    await self._raise_budget(getattr(activity, "__name__", str(activity)), why)
+                except ApplicationError as refusal:
+                    self._budget_refusal = refusal.message
+                    raise
+                finally:
+                    self._raising_budget = False
+
+    async def _raise_budget(self, step: str, why: str) -> None:
+        """Ask who may raise the run's budget (policy), then ask them (the approval gate)."""
+        inp = self.inp
+        wid = workflow.info().workflow_id
+        budget = self._budget or inp.budget
+        self.audit.record("baton:workflow", "budget.refused", detail={"step": step}, rationale=why)
+        [decision] = await self.kill_switch.step(
+            "policy",
+            FinanceActivities.evaluate_policies,
+            PolicyBatch(
+                queries=[
+                    PolicyQuery(
+                        policy=BUDGET_RAISE_POLICY,
+                        input={
+                            "action": "raise_model_budget",
+                            "process": self.gate.process,
+                            "tenant": inp.tenant,
+                            "subject": wid,
+                            "step": step,
+                            "requested_by": inp.requested_by,
+                            "budget_usd": budget.run_usd,
+                        },
+                        subject=wid,
+                        workflow_id=wid,
+                    )
+                ]
+            ),
+            f"policy {BUDGET_RAISE_POLICY}: who may raise the model budget",
+        )
+        if decision.verdict != "require_approval":
+            raise errors.failure(
+                BUDGET_EXCEEDED,
+                f"{why}; and nobody may raise it: {'; '.join(decision.reasons)}",
+                decision_ids=[decision.decision_id],
+            )
+        ob = decision.obligations
+        now = workflow.now()
+        summary = f"raise the model budget of {wid} ({step}): {why}"
+        request = ApprovalRequest(
+            request_id=f"apr-{workflow.uuid4().hex[:8]}",
+            process=self.gate.process,
+            action="raise_model_budget",
+            action_digest=digest({"workflow": wid, "step": step, "budget": budget.run_usd}),
+            summary=summary,
+            requirements=ob.required_approvals,
+            approver_roles=ob.approver_roles,
+            eligible_approvers=[],
+            candidates=ob.candidates,
+            escalation=ob.escalation,
+            requested_by=inp.requested_by,
+            excluded=[inp.requested_by],
+            requested_at=now,
+            deadline=now,
+        )
+        if getattr(inp, "shadow", False):  # a shadow run asks nobody: policy's candidates
+            outcome = self.gate.simulate(request)
+        else:
+            sla = timedelta(seconds=inp.approval_timeout_seconds)
+            outcome = await self.gate.request(request, sla)
+        await self.audit.flush()  # a gate that defers approved events holds nothing back here
+        if outcome.outcome != "approved":
+            by = f"{outcome.decided_by} " if outcome.decided_by else ""
+            raise errors.failure(
+                errors.APPROVAL_REJECTED
+                if outcome.outcome != "expired"
+                else errors.APPROVAL_EXPIRED,
+                f"{by}{outcome.outcome} {request.request_id}: {summary}",
+            )
+        # Approved: the run's own cap is lifted (the tenant's daily cap, policy data, still holds).
+        self._budget = Budget(run_usd=None, over_budget=budget.over_budget)
