@@ -43,6 +43,7 @@ from temporalio.exceptions import ApplicationError
 from activities import spend, tracing
 from activities.agents import (
     _GOVERNED,
+    NOT_SENT,
     AgentActivities,
     CallTarget,
     GovernedCall,
@@ -363,7 +364,7 @@ class Router:
             subject = Subject(process=_process(), agent=agent, tenant=tenant)
             await asyncio.to_thread(self.agents.switch.raise_if_blocking, subject)
 
-        content = payload.model_dump_json(exclude={"version", "budget", "min_tier"})
+        content = payload.model_dump_json(exclude=NOT_SENT)
         over_budget = _budget(payload).over_budget or self.catalogue.over_budget
         floor = TIER_ORDER.index(min_tier)
         everything = self.catalogue.candidates(task_class)
