@@ -154,7 +154,9 @@ def build_runtime(settings: Settings) -> Runtime:
     canary = Canary(db, ledger)
     knowledge_base = KnowledgeBase(db, ledger, Embedder(llm, settings.embedding_model))
     knowledge = KnowledgeActivities(knowledge_base)
-    support = SupportActivities(router, VectorKnowledgeSource(knowledge_base), db, ledger, policy)
+    support = SupportActivities(
+        router, VectorKnowledgeSource(knowledge_base), db, ledger, policy, switch=switch
+    )
     customer = CustomerActivities(db, ledger, policy, switch)
     customer_agents = CustomerAgentActivities.sharing(agents)
     supervisor = SupervisorActivities(ledger, policy, switch)

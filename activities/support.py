@@ -34,12 +34,14 @@ from temporalio import activity
 
 from activities.audit import AuditLedger, activity_event
 from activities.database import Database
+from activities.kill_switch import KillSwitch, Subject
 from activities.knowledge import KnowledgeBase
 from activities.policy import PolicyEngine, in_transaction_decider
 from activities.router import Router
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts_knowledge import KnowledgeDocument, KnowledgeQuery
 from workflows.contracts_support import (
+    SUPPORT_PROCESS,
     CaseSummary,
     Passage,
     Research,
@@ -237,12 +239,15 @@ class SupportActivities:
         db: Database,
         ledger: AuditLedger,
         policy: PolicyEngine,
+        switch: KillSwitch | None = None,
     ) -> None:
         self.router = router
         self.knowledge = knowledge
         self.db = db
         self.ledger = ledger
         self.policy = policy
+        #: Checked inside the ticket update's transaction: no write while engaged.
+        self.switch = switch
 
     @activity.defn(name="triage_ticket")
     async def triage_ticket(self, inp: TriageInput) -> Triage:
@@ -305,6 +310,11 @@ class SupportActivities:
             stored = session.get(TicketUpdateAttempt, inp.idempotency_key)
             if stored is not None:
                 return TicketUpdateOutcome.model_validate_json(stored.outcome_json)
+            if self.switch is not None:  # engaged for the process, the tenant or the integrator?
+                subject = Subject(
+                    process=SUPPORT_PROCESS, agent="ticketing_integrator", tenant=inp.case.tenant
+                )
+                self.switch.raise_if_blocking(subject, session)
             decision = decide_now(
                 PolicyQuery(
                     policy=TICKET_POLICY,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import spend
@@ -185,6 +186,36 @@ async def test_ticket_updates_are_idempotent(h: Harness) -> None:
     assert ticket_updates(h.db, update.case.case_id) == 1
     with h.db.read_session() as s:
         assert len(s.exec(select(SupportTicket)).all()) == 1
+
+
+async def test_an_engaged_kill_switch_stops_the_ticket_update_until_cleared(h: Harness) -> None:
+    apply = next(
+        a for a in h.runtime.activities if getattr(a, "__name__", "") == "apply_ticket_update"
+    )
+    update = TicketUpdateInput(
+        case=case(h),
+        category="billing",
+        status="resolved",
+        reply="Refunded.",
+        requested_by="support-queue",
+        idempotency_key=f"k-{uuid.uuid4().hex}",
+    )
+    env = ActivityEnvironment()
+    switch = h.runtime.switch
+    scope = "agent:ticketing_integrator"
+    switch.engage(scope, reason="ticketing system migration", by="ops")
+    try:
+        with pytest.raises(ApplicationError) as stopped:
+            await env.run(apply, update)
+        # the workflow's step runner holds on this error until the switch is cleared
+        assert stopped.value.type == "KillSwitchEngaged"
+        assert "ticketing system migration" in str(stopped.value)
+        assert ticket_of(h.db, h.tenant, update.case.case_id) is None  # nothing written
+        assert ticket_updates(h.db, update.case.case_id) == 0
+    finally:
+        switch.clear(scope, reason="migration done", by="ops")
+    outcome = await env.run(apply, update)
+    assert outcome.applied and outcome.ticket_version == 1
 
 
 async def test_the_coordinator_runs_cases_by_priority_and_continues_as_new(h: Harness) -> None:
