@@ -87,17 +87,14 @@ BUDGET_RAISE_POLICY = "baton/base/budget_raise"
 BUDGET_RAISE_PATCH = "budget-refusal-asks-a-human"
 
 
-class GovernedProcess:
-    inp: Any  # the process's start input: tenant, requested_by, approval_timeout_seconds, budget
-    audit: AuditTrail
+class ApprovalHandlers:
+    """The handlers every approval-gated workflow declares, by the names a stock `temporal` CLI
+    user types: the approval Update (with its validator) and Signal, the kill-switch release
+    signal and the pending-approvals query. The workflow sets ``self.gate`` and
+    ``self.kill_switch`` in its ``__init__``."""
+
     gate: ApprovalGate
     kill_switch: KillSwitchGate
-    #: The run's model budget as it stands (None: the input's, until a human raised it).
-    _budget: Budget | None = None
-    #: A raise being asked for (parallel refused steps wait for it instead of asking again),
-    #: and how the last one ended when nobody raised it.
-    _raising_budget: bool = False
-    _budget_refusal: str | None = None
 
     @workflow.update(name=APPROVAL_UPDATE)
     async def decide_approval(self, decision: ApprovalDecision) -> ApprovalAck:
@@ -119,6 +116,17 @@ class GovernedProcess:
     @workflow.query(name=PENDING_APPROVALS_QUERY)
     def pending_approvals(self) -> list[ApprovalRequest]:
         return self.gate.pending()
+
+
+class GovernedProcess(ApprovalHandlers):
+    inp: Any  # the process's start input: tenant, requested_by, approval_timeout_seconds, budget
+    audit: AuditTrail
+    #: The run's model budget as it stands (None: the input's, until a human raised it).
+    _budget: Budget | None = None
+    #: A raise being asked for (parallel refused steps wait for it instead of asking again),
+    #: and how the last one ended when nobody raised it.
+    _raising_budget: bool = False
+    _budget_refusal: str | None = None
 
     async def _step(
         self,

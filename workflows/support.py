@@ -38,12 +38,6 @@ from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
-    APPROVAL_SIGNAL,
-    APPROVAL_UPDATE,
-    KILL_SWITCH_RELEASED_SIGNAL,
-    PENDING_APPROVALS_QUERY,
-    ApprovalAck,
-    ApprovalDecision,
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalRequest,
@@ -77,6 +71,7 @@ from workflows.contracts_support import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import ActivityKind
+from workflows.process_base import ApprovalHandlers
 
 with workflow.unsafe.imports_passed_through():
     from activities.finance import FinanceActivities
@@ -92,7 +87,7 @@ MAX_BUDGET_RAISES = 2
 
 
 @workflow.defn(name="SupportCase")
-class SupportCaseWorkflow:
+class SupportCaseWorkflow(ApprovalHandlers):
     @workflow.init
     def __init__(self, inp: SupportCaseInput) -> None:
         self.inp = inp
@@ -469,26 +464,6 @@ class SupportCaseWorkflow:
         return await self.kill_switch.step(kind, activity, arg, summary)
 
     # -- handlers ----------------------------------------------------------------------------
-
-    @workflow.update(name=APPROVAL_UPDATE)
-    async def decide_approval(self, decision: ApprovalDecision) -> ApprovalAck:
-        return self.gate.accept(decision, via="update")
-
-    @decide_approval.validator
-    def _validate_decision(self, decision: ApprovalDecision) -> None:
-        self.gate.validate(decision)
-
-    @workflow.signal(name=APPROVAL_SIGNAL)
-    def submit_approval(self, decision: ApprovalDecision) -> None:
-        self.gate.receive_signal(decision)
-
-    @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
-    def kill_switch_released(self) -> None:
-        self.kill_switch.release()
-
-    @workflow.query(name=PENDING_APPROVALS_QUERY)
-    def pending_approvals(self) -> list[ApprovalRequest]:
-        return self.gate.pending()
 
     @workflow.query(name=SUPPORT_STATUS_QUERY)
     def case_status(self) -> dict[str, Any]:

@@ -31,14 +31,8 @@ from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate, merge_obligations
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
-    APPROVAL_SIGNAL,
-    APPROVAL_UPDATE,
-    KILL_SWITCH_RELEASED_SIGNAL,
-    PENDING_APPROVALS_QUERY,
     STATUS_QUERY,
     AdjustingEntry,
-    ApprovalAck,
-    ApprovalDecision,
     ApprovalRequest,
     ComplianceFinding,
     Obligations,
@@ -72,7 +66,7 @@ from workflows.dsl.model import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS, ActivityKind
-from workflows.process_base import RunCost
+from workflows.process_base import ApprovalHandlers, RunCost
 from workflows.saga import Saga, unwind
 
 PROCESS_WORKFLOW = "BatonProcess"
@@ -161,7 +155,7 @@ def _references(step: Any) -> set[str]:
 
 
 @workflow.defn(name=PROCESS_WORKFLOW)
-class ProcessWorkflow:
+class ProcessWorkflow(ApprovalHandlers):
     @workflow.init
     def __init__(self, inp: ProcessRunInput) -> None:
         self.inp = inp
@@ -631,25 +625,9 @@ class ProcessWorkflow:
 
     # -- handlers -------------------------------------------------------------------------------
 
-    @workflow.update(name=APPROVAL_UPDATE)
-    async def decide_approval(self, decision: ApprovalDecision) -> ApprovalAck:
-        return self.gate.accept(decision, via="update")
-
-    @decide_approval.validator
-    def _validate_decision(self, decision: ApprovalDecision) -> None:
-        self.gate.validate(decision)
-
-    @workflow.signal(name=APPROVAL_SIGNAL)
-    def submit_approval(self, decision: ApprovalDecision) -> None:
-        self.gate.receive_signal(decision)
-
     @workflow.signal(name=EVENT_SIGNAL)
     def receive_event(self, event: ProcessEvent) -> None:
         self.events.setdefault(event.name, []).append(event.data)
-
-    @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
-    def kill_switch_released(self) -> None:
-        self.kill_switch.release()
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> ProcessStatus:
@@ -665,10 +643,6 @@ class ProcessWorkflow:
             cost_usd=self.cost.cost_usd,
             held_by=self.kill_switch.held_by,
         )
-
-    @workflow.query(name=PENDING_APPROVALS_QUERY)
-    def pending_approvals(self) -> list[ApprovalRequest]:
-        return self.gate.pending()
 
 
 async def _gather(calls: list[Awaitable[Any]]) -> None:
