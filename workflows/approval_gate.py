@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
@@ -570,6 +571,40 @@ class ApprovalGate:
 # ----------------------------------------------------------------------------------------------
 # The rules, as pure functions
 # ----------------------------------------------------------------------------------------------
+
+
+def new_request(
+    *,
+    process: str,
+    action: str,
+    action_digest: str,
+    summary: str,
+    obligations: Obligations,
+    requested_by: str,
+    excluded: list[str],
+    **extra: Any,
+) -> ApprovalRequest:
+    """A fresh approval request for what policy's ``obligations`` ask (who, how many, the
+    escalation chain), opened now; ``extra`` fills the process's own fields (entries, findings,
+    round). The gate works out who is eligible and the deadline when it opens it."""
+    now = workflow.now()
+    return ApprovalRequest(
+        request_id=f"apr-{workflow.uuid4().hex[:8]}",
+        process=process,
+        action=action,
+        action_digest=action_digest,
+        summary=summary,
+        requirements=obligations.required_approvals,
+        approver_roles=obligations.approver_roles,
+        eligible_approvers=[],
+        candidates=obligations.candidates,
+        escalation=obligations.escalation,
+        requested_by=requested_by,
+        excluded=excluded,
+        requested_at=now,
+        deadline=now,
+        **extra,
+    )
 
 
 def merge_obligations(obligations: Sequence[Obligations]) -> Obligations:

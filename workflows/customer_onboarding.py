@@ -31,13 +31,12 @@ from typing import Any, TypeVar
 from temporalio import workflow
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations
+from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     STATUS_QUERY,
     ApprovalGrant,
     ApprovalOutcome,
-    ApprovalRequest,
     PolicyDecision,
     digest,
 )
@@ -387,9 +386,7 @@ class CustomerOnboardingWorkflow(GovernedProcess):
         self, brief: CustomerBrief, exceptions: list[tuple[CustomerAction, PolicyDecision]]
     ) -> ApprovalOutcome:
         obligations = merge_obligations([d.obligations for _, d in exceptions])
-        now = workflow.now()
-        request = ApprovalRequest(
-            request_id=f"apr-{workflow.uuid4().hex[:8]}",
+        request = new_request(
             process=PROCESS,
             action="customer_plan_exceptions",
             action_digest=digest(
@@ -400,15 +397,9 @@ class CustomerOnboardingWorkflow(GovernedProcess):
             ),
             summary=f"{brief.name}: "
             + "; ".join(f"{a.summary} ({', '.join(d.reasons)})" for a, d in exceptions),
-            requirements=obligations.required_approvals,
-            approver_roles=obligations.approver_roles,
-            eligible_approvers=[],
-            candidates=obligations.candidates,
-            escalation=obligations.escalation,
+            obligations=obligations,
             requested_by=self.inp.requested_by,
             excluded=[self.inp.requested_by],
-            requested_at=now,
-            deadline=now,
         )
         workflow.upsert_search_attributes([visibility.RISK.value_set("medium")])
         self.stage = "waiting for approval of plan exceptions"

@@ -26,14 +26,13 @@ from typing import TypeVar
 from temporalio import workflow
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations
+from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     STATUS_QUERY,
     AdjustingEntry,
     ApprovalGrant,
     ApprovalOutcome,
-    ApprovalRequest,
     ClosePeriodInput,
     CollectPeriodInput,
     ComplianceFinding,
@@ -452,9 +451,7 @@ class FinanceCloseWorkflow(GovernedProcess):
         )
         total = sum((abs(e.amount) for e in entries), Decimal("0"))
         ids = {e.entry_id for e in entries}
-        now = workflow.now()
-        request = ApprovalRequest(
-            request_id=f"apr-{workflow.uuid4().hex[:8]}",
+        request = new_request(
             process=PROCESS,
             action="post_journal_entries",
             action_digest=digest([e.model_dump(mode="json") for e in entries]),
@@ -462,15 +459,9 @@ class FinanceCloseWorkflow(GovernedProcess):
             f"for {self.inp.tenant} {self.inp.period}",
             entries=entries,
             total_amount=total,
-            requirements=obligations.required_approvals,
-            approver_roles=obligations.approver_roles,
-            eligible_approvers=[],
-            candidates=obligations.candidates,
-            escalation=obligations.escalation,
+            obligations=obligations,
             requested_by=self.inp.requested_by,
             excluded=sorted({PREPARER, *(amended_by[i] for i in ids if i in amended_by)}),
-            requested_at=now,
-            deadline=now,
             compliance_findings=[f for f in findings if f.entry_id in ids],
             round=round_,
         )

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations
+from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
 from workflows.audit_trail import AuditTrail
 from workflows.blackboard import Blackboard, ConflictRetriesExhausted, StaleWrite, cooperate
 from workflows.contracts import (
@@ -41,7 +41,6 @@ from workflows.contracts import (
     STATUS_QUERY,
     ApprovalGrant,
     ApprovalOutcome,
-    ApprovalRequest,
     BoardAgentInput,
     BoardEntry,
     BoardProposal,
@@ -352,24 +351,16 @@ class HrOnboardingWorkflow(GovernedProcess):
         obligations = merge_obligations(
             [self.pending_decisions[e.label].obligations for e in waiting]
         )
-        now = workflow.now()
         labels = [e.label for e in waiting]
-        request = ApprovalRequest(
-            request_id=f"apr-{workflow.uuid4().hex[:8]}",
+        request = new_request(
             process=PROCESS,
             action="grant_entitlements",
             action_digest=digest({"employee_id": hire.employee_id, "entitlements": labels}),
             summary=f"grant {', '.join(labels)} to {hire.employee_id} "
             f"({hire.role}, {hire.department})",
-            requirements=obligations.required_approvals,
-            approver_roles=obligations.approver_roles,
-            eligible_approvers=[],
-            candidates=obligations.candidates,
-            escalation=obligations.escalation,
+            obligations=obligations,
             requested_by=self.inp.requested_by,
             excluded=[self.inp.requested_by],
-            requested_at=now,
-            deadline=now,
         )
         workflow.upsert_search_attributes([visibility.RISK.value_set("medium")])
         if self.inp.shadow:  # nobody is asked: policy's candidates stand in, recorded

@@ -16,7 +16,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate
+from workflows.approval_gate import ApprovalGate, new_request
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     APPROVAL_SIGNAL,
@@ -218,24 +218,15 @@ class GovernedProcess(ApprovalHandlers):
                 f"{why}; and nobody may raise it: {'; '.join(decision.reasons)}",
                 decision_ids=[decision.decision_id],
             )
-        ob = decision.obligations
-        now = workflow.now()
         summary = f"raise the model budget of {wid} ({step}): {why}"
-        request = ApprovalRequest(
-            request_id=f"apr-{workflow.uuid4().hex[:8]}",
+        request = new_request(
             process=self.gate.process,
             action="raise_model_budget",
             action_digest=digest({"workflow": wid, "step": step, "budget": budget.run_usd}),
             summary=summary,
-            requirements=ob.required_approvals,
-            approver_roles=ob.approver_roles,
-            eligible_approvers=[],
-            candidates=ob.candidates,
-            escalation=ob.escalation,
+            obligations=decision.obligations,
             requested_by=inp.requested_by,
             excluded=[inp.requested_by],
-            requested_at=now,
-            deadline=now,
         )
         if getattr(inp, "shadow", False):  # a shadow run asks nobody: policy's candidates
             outcome = self.gate.simulate(request)

@@ -35,12 +35,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate
+from workflows.approval_gate import ApprovalGate, new_request
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     ApprovalGrant,
     ApprovalOutcome,
-    ApprovalRequest,
     PolicyBatch,
     PolicyDecision,
     PolicyQuery,
@@ -400,23 +399,14 @@ class SupportCaseWorkflow(ApprovalHandlers):
     async def _ask_lead(
         self, action: str, decision: PolicyDecision, action_digest: str, summary: str
     ) -> ApprovalOutcome:
-        ob = decision.obligations
-        now = workflow.now()
-        request = ApprovalRequest(
-            request_id=f"apr-{workflow.uuid4().hex[:8]}",
+        request = new_request(
             process=SUPPORT_PROCESS,
             action=action,
             action_digest=action_digest,
             summary=summary,
-            requirements=ob.required_approvals,
-            approver_roles=ob.approver_roles,
-            eligible_approvers=[],
-            candidates=ob.candidates,
-            escalation=ob.escalation,
+            obligations=decision.obligations,
             requested_by=self.inp.requested_by,
             excluded=[self.inp.requested_by],
-            requested_at=now,
-            deadline=now,
         )
         previous = self.stage
         self.stage = f"waiting for a support lead ({action})"

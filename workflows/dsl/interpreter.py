@@ -28,12 +28,11 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations
+from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     STATUS_QUERY,
     AdjustingEntry,
-    ApprovalRequest,
     ComplianceFinding,
     Obligations,
     PolicyBatch,
@@ -453,24 +452,16 @@ class ProcessWorkflow(ApprovalHandlers):
         sla = self.render(step.sla_seconds, scope, step.id)
         if isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0:
             raise definition_error(step.id, f"sla_seconds must be a positive number, got {sla!r}")
-        now = workflow.now()
-        request = ApprovalRequest(
-            request_id=f"apr-{workflow.uuid4().hex[:8]}",
+        request = new_request(
             process=self.inp.definition.name,
             action=step.action,
             action_digest=digest(payload),
             summary=str(self.render(step.request_summary, scope, step.id)),
             entries=entries,
             total_amount=sum((abs(e.amount) for e in entries), Decimal("0")),
-            requirements=merged.required_approvals,
-            approver_roles=merged.approver_roles,
-            eligible_approvers=[],
-            candidates=merged.candidates,
-            escalation=merged.escalation,
+            obligations=merged,
             requested_by=str(self.render(step.requested_by, scope, step.id)),
             excluded=sorted(set(self.render(step.exclude, scope, step.id))),
-            requested_at=now,
-            deadline=now,
             compliance_findings=findings,
             round=self.render(step.round, scope, step.id),
         )
