@@ -67,12 +67,20 @@ class RunCost:
 
     def add(self, usage: TokenUsage) -> None:
         if usage.run_tokens is not None and usage.run_cost_usd is not None:
-            # parallel calls finish in any order: the largest total read is the latest
-            self._routed_tokens = max(self._routed_tokens, usage.run_tokens)
-            self._routed_cost = max(self._routed_cost, usage.run_cost_usd)
-        else:
-            self._direct_tokens += usage.total_tokens
-            self._direct_cost = round(self._direct_cost + usage.cost_usd, 8)
+            self.charged(usage.run_tokens, usage.run_cost_usd)
+            return
+        self._direct_tokens += usage.total_tokens
+        self._direct_cost = round(self._direct_cost + usage.cost_usd, 8)
+        self._publish()
+
+    def charged(self, run_tokens: int, run_cost_usd: float) -> None:
+        """The run's routed totals as the database charged them (RoutedUsage.run_*)."""
+        # parallel calls finish in any order: the largest total read is the latest
+        self._routed_tokens = max(self._routed_tokens, run_tokens)
+        self._routed_cost = max(self._routed_cost, run_cost_usd)
+        self._publish()
+
+    def _publish(self) -> None:
         workflow.upsert_search_attributes(
             [
                 visibility.COST_USD.value_set(self.cost_usd),

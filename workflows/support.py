@@ -70,7 +70,7 @@ from workflows.contracts_support import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import ActivityKind
-from workflows.process_base import ApprovalHandlers
+from workflows.process_base import ApprovalHandlers, RunCost
 
 with workflow.unsafe.imports_passed_through():
     from activities.finance import FinanceActivities
@@ -95,8 +95,7 @@ class SupportCaseWorkflow(ApprovalHandlers):
         self.gate = ApprovalGate(SUPPORT_PROCESS, self.audit)
         self.kill_switch = KillSwitchGate(self.audit)
         self.budget = inp.budget
-        self.tokens = 0
-        self.cost_usd = 0.0
+        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
         self.tiers: dict[str, str] = {}
         self.updated = False
         self.sla_breached = False
@@ -271,8 +270,8 @@ class SupportCaseWorkflow(ApprovalHandlers):
                 "ticket_version": outcome.ticket_version,
                 "escalated": escalated,
                 "tiers": self.tiers,
-                "tokens": self.tokens,
-                "cost_usd": self.cost_usd,
+                "tokens": self.cost.tokens,
+                "cost_usd": self.cost.cost_usd,
                 "sla_breached": self.sla_breached,
             },
         )
@@ -286,8 +285,8 @@ class SupportCaseWorkflow(ApprovalHandlers):
             ticket_version=outcome.ticket_version,
             sla_breached=self.sla_breached,
             approvals=self.approvals,
-            tokens=self.tokens,
-            cost_usd=self.cost_usd,
+            tokens=self.cost.tokens,
+            cost_usd=self.cost.cost_usd,
         )
 
     # -- routed steps, budgets -------------------------------------------------------------
@@ -315,7 +314,7 @@ class SupportCaseWorkflow(ApprovalHandlers):
                 continue
             usage: RoutedUsage = out.usage  # type: ignore[attr-defined]
             self.tiers[name] = f"{usage.tier}:{usage.model}"
-            self._charged(usage)
+            self.cost.charged(usage.run_tokens, usage.run_cost_usd)
             return out
 
     async def _raise_budget(self, step: str, why: str) -> None:
@@ -354,17 +353,6 @@ class SupportCaseWorkflow(ApprovalHandlers):
         )
         # Approved: this run's own cap is lifted (the tenant's daily cap still holds).
         self.budget = Budget(run_usd=None, over_budget=self.budget.over_budget)
-
-    def _charged(self, usage: RoutedUsage) -> None:
-        # The run's totals as the database charged them: every attempt, failed ones too.
-        self.tokens = max(self.tokens, usage.run_tokens)
-        self.cost_usd = max(self.cost_usd, usage.run_cost_usd)
-        workflow.upsert_search_attributes(
-            [
-                visibility.COST_USD.value_set(self.cost_usd),
-                visibility.TOKENS.value_set(self.tokens),
-            ]
-        )
 
     # -- the sensitive step and the humans ---------------------------------------------------
 
@@ -460,8 +448,8 @@ class SupportCaseWorkflow(ApprovalHandlers):
         return {
             "stage": self.stage,
             "tiers": self.tiers,
-            "tokens": self.tokens,
-            "cost_usd": self.cost_usd,
+            "tokens": self.cost.tokens,
+            "cost_usd": self.cost.cost_usd,
             "sla_breached": self.sla_breached,
             "pending": [r.request_id for r in self.gate.pending()],
         }
