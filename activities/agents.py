@@ -328,6 +328,31 @@ def route(process: str, version: str, agent: str, default_model: str) -> Route:
     return Route(version, variant, prompt, pinned or default_model, pinned=pinned is not None)
 
 
+def chat_request(
+    client: AsyncOpenAI,
+    model: str,
+    agent: str,
+    system: str,
+    content: str,
+    wire: type[BaseModel],
+    timeout_seconds: float,
+) -> Awaitable[Any]:
+    """One chat completion asking ``agent`` for JSON of ``wire``'s schema (strict mode): the
+    request every agent call sends, routed (activities/router.py) or not."""
+    return client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "system", "content": system},
+            {"role": "user", "content": content},
+        ],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": agent, "schema": wire.model_json_schema(), "strict": True},
+        },
+        timeout=timeout_seconds,
+    )
+
+
 class AgentActivities:
     """The three LLM agents. Built once in worker.py with a shared ``AsyncOpenAI`` client."""
 
@@ -531,17 +556,8 @@ class AgentActivities:
         self, agent: str, system: str, governed: GovernedCall, wire: type[T]
     ) -> tuple[T, TokenUsage]:
         model = governed.route.model if governed.route is not None else self.model
-        request = self.client.chat.completions.create(
-            model=model,
-            messages=[
-                {"role": "system", "content": system},
-                {"role": "user", "content": governed.content},
-            ],
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": agent, "schema": wire.model_json_schema(), "strict": True},
-            },
-            timeout=self.timeout_seconds,
+        request = chat_request(
+            self.client, model, agent, system, governed.content, wire, self.timeout_seconds
         )
         try:
             response = await _heartbeating(request)

@@ -52,6 +52,7 @@ from activities.agents import (
     _heartbeating,
     _invalid_output,
     _map_status_error,
+    chat_request,
 )
 from activities.audit import activity_event
 from activities.kill_switch import Subject
@@ -549,19 +550,9 @@ class Router:
         with tracing.agent_call_span(
             agent, spec.name, spec.endpoint, tenant=governed.tenant, tier=spec.tier
         ) as span:
-            request = self.client(spec).chat.completions.create(
-                model=spec.name,
-                messages=[
-                    {"role": "system", "content": prompt},
-                    {"role": "user", "content": governed.content},
-                ],
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": agent, "schema": wire.model_json_schema(), "strict": True,
-                    },
-                },
-                timeout=self.timeout_seconds,
+            request = chat_request(
+                self.client(spec), spec.name, agent, prompt, governed.content, wire,
+                self.timeout_seconds,
             )  # fmt: skip
             throttle = self.agents.throttle
             waited = 0.0
