@@ -186,6 +186,43 @@ async def test_cancel_while_waiting_for_approval_compensates(harness: Harness) -
     assert attrs.get(visibility.PENDING_ROLES) is None
 
 
+async def test_search_attributes_are_written_only_when_they_change(harness: Harness) -> None:
+    """The Web UI list shows a client-started close as low risk with nothing spent from its
+    first second, and the run's history records a search-attribute event only for a value that
+    changed: process, tenant, version and shadow were set at start and are never written again."""
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        first = (await handle.describe()).typed_search_attributes
+        await h.wait_for_pending(handle.id)
+        waiting = (await handle.describe()).typed_search_attributes
+        await h.client.approve(handle.id, approver="carol", rationale="ok")
+        result = await handle.result()
+    assert first.get(visibility.RISK) == "low"
+    assert first.get(visibility.COST_USD) == 0.0 and first.get(visibility.TOKENS) == 0
+    assert waiting.get(visibility.RISK) == "medium"
+    assert waiting.get(visibility.APPROVAL_STATE) == "pending"
+    assert waiting.get(visibility.TOKENS) > 0  # the reconciler's call is already counted
+    final = (await handle.describe()).typed_search_attributes
+    assert final.get(visibility.TOKENS) == result.tokens
+
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    values = dict(started.search_attributes.indexed_fields)
+    upserts = [
+        e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        for e in history.events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+    ]
+    assert upserts, "the approval state and the cost do change"
+    for fields in upserts:
+        for name, payload in fields.items():
+            assert values.get(name) != payload, f"{name} written again unchanged"
+            values[name] = payload
+    written = {name for fields in upserts for name in fields}
+    assert not written & {"BatonProcess", "BatonTenant", "BatonVersion", "BatonShadow"}
+
+
 async def test_llm_429_is_retried_and_posts_once(harness: Harness) -> None:
     h = harness
     h.model.script(Fault.status(429, retry_after=0.2), match=h.period)

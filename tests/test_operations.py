@@ -267,3 +267,16 @@ async def test_golden_history_replays(harness: Harness) -> None:
     replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+async def test_history_with_unchanged_search_attribute_writes_replays() -> None:
+    """A close started before runs stopped re-writing unchanged search attributes (a zero-cost
+    close, instant agents, from bench/; its agents' cost upserts changed nothing) still replays:
+    workflows/process_base.set_search_attributes keeps the old writes behind a patch."""
+    path = GOLDEN.parent / "finance_close_unchanged_upserts.json"
+    history = WorkflowHistory.from_json("golden-unchanged-upserts", path.read_text())
+    kinds = [e.WhichOneof("attributes") for e in history.events]
+    assert kinds.count("upsert_workflow_search_attributes_event_attributes") == 4
+    replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None

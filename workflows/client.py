@@ -81,6 +81,15 @@ from workflows.hr_onboarding import PROCESS as HR_ONBOARDING
 from workflows.hr_onboarding import HrOnboardingWorkflow
 from workflows.plugin import BatonPlugin
 
+#: What a run starts with in the Web UI's list: nothing at stake yet and nothing spent. The
+#: workflow sets the same values itself (for runs started elsewhere) and, finding them set,
+#: writes nothing (workflows/process_base.set_search_attributes).
+_UNSPENT = (
+    SearchAttributePair(visibility.RISK, "low"),
+    SearchAttributePair(visibility.COST_USD, 0.0),
+    SearchAttributePair(visibility.TOKENS, 0),
+)
+
 
 class BatonClientError(Exception):
     """Base of the errors this client raises on purpose."""
@@ -222,6 +231,7 @@ class BatonClient(DocumentReviewClient):
                         SearchAttributePair(visibility.PROCESS, FINANCE_CLOSE),
                         SearchAttributePair(visibility.TENANT, inp.tenant),
                         SearchAttributePair(visibility.APPROVAL_STATE, "none"),
+                        *_UNSPENT,
                         SearchAttributePair(visibility.SHADOW, inp.shadow),
                     ]
                 ),
@@ -277,6 +287,7 @@ class BatonClient(DocumentReviewClient):
                         SearchAttributePair(visibility.PROCESS, CUSTOMER_ONBOARDING),
                         SearchAttributePair(visibility.TENANT, inp.tenant),
                         SearchAttributePair(visibility.APPROVAL_STATE, "none"),
+                        *_UNSPENT,
                     ]
                 ),
                 memo={"requested_by": inp.requested_by, "event_id": inp.event_id},
@@ -337,6 +348,7 @@ class BatonClient(DocumentReviewClient):
                         SearchAttributePair(visibility.PROCESS, HR_ONBOARDING),
                         SearchAttributePair(visibility.TENANT, inp.tenant),
                         SearchAttributePair(visibility.APPROVAL_STATE, "none"),
+                        *_UNSPENT,
                         SearchAttributePair(visibility.SHADOW, inp.shadow),
                     ]
                 ),

@@ -61,7 +61,7 @@ from workflows.contracts import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS
-from workflows.process_base import GovernedProcess, RunCost
+from workflows.process_base import GovernedProcess, RunCost, set_search_attributes
 from workflows.saga import Saga, unwind
 
 with workflow.unsafe.imports_passed_through():
@@ -93,13 +93,14 @@ class HrOnboardingWorkflow(GovernedProcess):
 
     @workflow.run
     async def run(self, inp: OnboardingInput) -> OnboardingResult:
-        workflow.upsert_search_attributes(
+        set_search_attributes(
             [
                 visibility.PROCESS.value_set(PROCESS),
                 visibility.TENANT.value_set(inp.tenant),
                 visibility.APPROVAL_STATE.value_set("none"),
                 visibility.RISK.value_set("low"),
                 visibility.COST_USD.value_set(0.0),
+                visibility.TOKENS.value_set(0),
                 visibility.SHADOW.value_set(inp.shadow),
                 visibility.VERSION.value_set(inp.version),
             ]

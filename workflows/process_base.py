@@ -8,11 +8,12 @@ inherits these; the names are the ones a stock `temporal` CLI user types (workfl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import errors, visibility
@@ -41,6 +42,25 @@ with workflow.unsafe.imports_passed_through():
     from activities.finance import FinanceActivities
 
 R = TypeVar("R")
+
+#: Replay safety: runs started before this upserted every search attribute they set, changed
+#: or not (a history event and a visibility write each time).
+CHANGED_ONLY_PATCH = "search-attributes-changed-only"
+
+
+def set_search_attributes(updates: Sequence[SearchAttributeUpdate[Any]]) -> None:
+    """Upsert the search attributes among ``updates`` whose value differs from the run's current
+    one. A value the starter already set (``BatonClient`` sets process, tenant, approval state,
+    risk and cost at start), or an earlier upsert set, costs no history event and no visibility
+    write again: a close whose agents cost nothing upserts nothing until it waits for someone.
+    """
+    current = workflow.info().typed_search_attributes
+    changed = [u for u in updates if current.get(u.key) != u.value]
+    if len(changed) == len(updates) or workflow.patched(CHANGED_ONLY_PATCH):
+        if changed:
+            workflow.upsert_search_attributes(changed)
+    else:  # a run started before the patch upserted all of them
+        workflow.upsert_search_attributes(list(updates))
 
 
 class RunCost:
@@ -81,7 +101,7 @@ class RunCost:
         self._publish()
 
     def _publish(self) -> None:
-        workflow.upsert_search_attributes(
+        set_search_attributes(
             [
                 visibility.COST_USD.value_set(self.cost_usd),
                 visibility.TOKENS.value_set(self.tokens),

@@ -70,7 +70,7 @@ from workflows.contracts_support import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import ActivityKind
-from workflows.process_base import ApprovalHandlers, RunCost
+from workflows.process_base import ApprovalHandlers, RunCost, set_search_attributes
 
 with workflow.unsafe.imports_passed_through():
     from activities.finance import FinanceActivities
@@ -104,7 +104,7 @@ class SupportCaseWorkflow(ApprovalHandlers):
     @workflow.run
     async def run(self, inp: SupportCaseInput) -> SupportCaseResult:
         case = inp.case
-        workflow.upsert_search_attributes(
+        set_search_attributes(
             [
                 visibility.PROCESS.value_set(SUPPORT_PROCESS),
                 visibility.TENANT.value_set(case.tenant),

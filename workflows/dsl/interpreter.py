@@ -65,7 +65,7 @@ from workflows.dsl.model import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS, ActivityKind
-from workflows.process_base import ApprovalHandlers, RunCost
+from workflows.process_base import ApprovalHandlers, RunCost, set_search_attributes
 from workflows.saga import Saga, unwind
 
 PROCESS_WORKFLOW = "BatonProcess"
@@ -195,7 +195,7 @@ class ProcessWorkflow(ApprovalHandlers):
         ]
         if isinstance(values.get("tenant"), str):
             attrs.append(visibility.TENANT.value_set(values["tenant"]))
-        workflow.upsert_search_attributes(attrs)
+        set_search_attributes(attrs)
         scope: dict[str, Any] = {
             "input": values,
             "steps": {},
