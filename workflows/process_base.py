@@ -51,8 +51,9 @@ CHANGED_ONLY_PATCH = "search-attributes-changed-only"
 def set_search_attributes(updates: Sequence[SearchAttributeUpdate[Any]]) -> None:
     """Upsert the search attributes among ``updates`` whose value differs from the run's current
     one. A value the starter already set (``BatonClient`` sets process, tenant, approval state,
-    risk and cost at start), or an earlier upsert set, costs no history event and no visibility
-    write again: a close whose agents cost nothing upserts nothing until it waits for someone.
+    risk, cost and tokens at start), or an earlier upsert set, costs no history event and no
+    visibility write again: a close whose agents cost nothing writes none of its own until it
+    waits for someone (only the patch's own ``TemporalChangeVersion``, once).
     """
     current = workflow.info().typed_search_attributes
     changed = [u for u in updates if current.get(u.key) != u.value]
