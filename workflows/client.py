@@ -18,7 +18,7 @@ business key; the version is recorded in the input, search attribute ``BatonVers
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from temporalio.client import (
@@ -63,6 +63,7 @@ from workflows.contracts import (
     OnboardingResult,
     OnboardingStatus,
     PendingApproval,
+    PostedEntry,
     ProcessStatus,
     ShadowDiff,
     ShadowDifference,
@@ -146,6 +147,7 @@ async def connect_client(
 
 
 _Started = TypeVar("_Started", FinanceCloseInput, OnboardingInput)
+A = TypeVar("A", PostedEntry, GrantedEntitlement)  # an action a shadow diff pairs up
 
 
 class VersionAssigner(Protocol):
@@ -653,43 +655,27 @@ class BatonClient(DocumentReviewClient):
 def diff_results(
     production_id: str, prod: FinanceCloseResult, shadow_id: str, shadow: FinanceCloseResult
 ) -> ShadowDiff:
-    def action(entry: Any) -> str:
+    """A close's shadow run against production: per entry, the posting (account and amount) and
+    whether an approval was needed (who approved differs by design: the shadow's is simulated)."""
+
+    def action(entry: PostedEntry | None) -> str:
         if entry is None:
             return "-"
         approved = f", approved by {' + '.join(entry.approved_by)}" if entry.approved_by else ""
         return f"post {entry.amount} to {entry.account}{approved}"
 
-    def approval_shape(entry: Any) -> str:
-        # who approved differs by design (simulated); whether an approval was needed may not
-        return "" if entry is None else ("approval" if entry.approved_by else "no approval")
-
-    by_prod = {p.entry_id: p for p in prod.posted}
-    by_shadow = {p.entry_id: p for p in shadow.posted}
-    same, differences = 0, []
-    for entry_id in sorted(by_prod.keys() | by_shadow.keys()):
-        p, s = by_prod.get(entry_id), by_shadow.get(entry_id)
-        if (
-            p is not None
-            and s is not None
-            and (p.account, p.amount) == (s.account, s.amount)
-            and approval_shape(p) == approval_shape(s)
-        ):
-            same += 1
-        else:
-            differences.append(
-                ShadowDifference(entry_id=entry_id, production=action(p), shadow=action(s))
-            )
-    return ShadowDiff(
-        production_id=production_id,
-        shadow_id=shadow_id,
-        same_actions=same,
-        differences=differences,
-        production_approvals=[", ".join(o.approvers) or o.outcome for o in prod.approvals],
-        shadow_approvals=[", ".join(o.approvers) or o.outcome for o in shadow.approvals],
-        production_tokens=prod.tokens,
-        shadow_tokens=shadow.tokens,
-        production_cost_usd=prod.cost_usd,
-        shadow_cost_usd=shadow.cost_usd,
+    return _diff(
+        production_id,
+        prod,
+        {p.entry_id: p for p in prod.posted},
+        shadow_id,
+        shadow,
+        {p.entry_id: p for p in shadow.posted},
+        same=lambda p, s: (
+            (p.account, p.amount) == (s.account, s.amount)
+            and bool(p.approved_by) == bool(s.approved_by)
+        ),
+        action=action,
     )
 
 
@@ -705,21 +691,44 @@ def diff_onboarding(
         approved = f", approved by {' + '.join(grant.approved_by)}" if grant.approved_by else ""
         return f"grant {grant.system}:{grant.name}{approved}"
 
-    by_prod = {f"{g.system}:{g.name}": g for g in prod.granted}
-    by_shadow = {f"{g.system}:{g.name}": g for g in shadow.granted}
-    same, differences = 0, []
-    for label in sorted(by_prod.keys() | by_shadow.keys()):
-        p, s = by_prod.get(label), by_shadow.get(label)
-        if p is not None and s is not None and bool(p.approved_by) == bool(s.approved_by):
-            same += 1
+    return _diff(
+        production_id,
+        prod,
+        {f"{g.system}:{g.name}": g for g in prod.granted},
+        shadow_id,
+        shadow,
+        {f"{g.system}:{g.name}": g for g in shadow.granted},
+        same=lambda p, s: bool(p.approved_by) == bool(s.approved_by),
+        action=action,
+    )
+
+
+def _diff(
+    production_id: str,
+    prod: FinanceCloseResult | OnboardingResult,
+    prod_actions: dict[str, A],
+    shadow_id: str,
+    shadow: FinanceCloseResult | OnboardingResult,
+    shadow_actions: dict[str, A],
+    *,
+    same: Callable[[A, A], bool],
+    action: Callable[[A | None], str],
+) -> ShadowDiff:
+    """Pair the two runs' actions by key: an action on one side only, or one ``same`` does not
+    accept, is a difference; approvals, tokens and cost are reported side by side."""
+    alike, differences = 0, []
+    for key in sorted(prod_actions.keys() | shadow_actions.keys()):
+        p, s = prod_actions.get(key), shadow_actions.get(key)
+        if p is not None and s is not None and same(p, s):
+            alike += 1
         else:
             differences.append(
-                ShadowDifference(entry_id=label, production=action(p), shadow=action(s))
+                ShadowDifference(entry_id=key, production=action(p), shadow=action(s))
             )
     return ShadowDiff(
         production_id=production_id,
         shadow_id=shadow_id,
-        same_actions=same,
+        same_actions=alike,
         differences=differences,
         production_approvals=[", ".join(o.approvers) or o.outcome for o in prod.approvals],
         shadow_approvals=[", ".join(o.approvers) or o.outcome for o in shadow.approvals],
