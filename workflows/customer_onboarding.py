@@ -65,7 +65,7 @@ from workflows.contracts_knowledge import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.process_base import GovernedProcess, RunCost, set_search_attributes
-from workflows.saga import Saga, unwind
+from workflows.saga import Saga
 
 with workflow.unsafe.imports_passed_through():
     from activities.customer import CUSTOMER_POLICY, CustomerActivities
@@ -118,20 +118,9 @@ class CustomerOnboardingWorkflow(GovernedProcess):
                 "hosting_region": inp.hosting_region,
             },
         )
-        try:
-            return await self._onboard(inp)
-        except (Exception, asyncio.CancelledError) as err:
-            self.stage = "compensating"
-            await unwind(
-                err,
-                saga=self.saga,
-                audit=self.audit,
-                event="customer_onboarding",
-                what="onboarding",
-                withdraw=self.gate.withdraw,
-            )
-            self.stage = "failed"
-            raise
+        return await self._undoing_on_failure(
+            self._onboard(inp), event="customer_onboarding", what="onboarding"
+        )
 
     async def _onboard(self, inp: CustomerOnboardingInput) -> CustomerOnboardingResult:
         self.stage = "fetching context"

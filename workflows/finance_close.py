@@ -18,7 +18,6 @@ typed error. Everything goes to the audit ledger.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from decimal import Decimal
 from typing import TypeVar
@@ -54,7 +53,7 @@ from workflows.contracts import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.process_base import GovernedProcess, RunCost, set_search_attributes
-from workflows.saga import Saga, unwind
+from workflows.saga import Saga
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
@@ -105,23 +104,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             "close.started",
             detail={"tenant": inp.tenant, "period": inp.period, "version": inp.version},
         )
-        try:
-            return await self._close(inp)
-        # Failure, rejection, deny or cancellation (CancelledError is a BaseException): undo, then
-        # re-raise. Not BaseException as a whole: an eviction from the worker's cache closes the
-        # coroutine with GeneratorExit, and that must not run compensations.
-        except (Exception, asyncio.CancelledError) as err:
-            self.stage = "compensating"
-            await unwind(
-                err,
-                saga=self.saga,
-                audit=self.audit,
-                event="close",
-                what="close",
-                withdraw=self.gate.withdraw,
-            )
-            self.stage = "failed"
-            raise
+        return await self._undoing_on_failure(self._close(inp), event="close", what="close")
 
     async def _close(self, inp: FinanceCloseInput) -> FinanceCloseResult:
         fin, agents = FinanceActivities, AgentActivities

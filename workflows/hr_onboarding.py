@@ -62,7 +62,7 @@ from workflows.contracts import (
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS
 from workflows.process_base import GovernedProcess, RunCost, set_search_attributes
-from workflows.saga import Saga, unwind
+from workflows.saga import Saga
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
@@ -115,21 +115,12 @@ class HrOnboardingWorkflow(GovernedProcess):
                 "shadow": inp.shadow,
             },
         )
-        try:
-            return await self._onboard(inp)
-        except (Exception, asyncio.CancelledError) as err:
-            self.stage = "compensating"
-            await unwind(
-                err,
-                saga=self.saga,
-                audit=self.audit,
-                event="onboarding",
-                what="onboarding",
-                withdraw=self.gate.withdraw,
-                before_flush=self._persist_board,
-            )
-            self.stage = "failed"
-            raise
+        return await self._undoing_on_failure(
+            self._onboard(inp),
+            event="onboarding",
+            what="onboarding",
+            before_flush=self._persist_board,
+        )
 
     async def _onboard(self, inp: OnboardingInput) -> OnboardingResult:
         self.stage = "loading hire"

@@ -8,6 +8,7 @@ inherits these; the names are the ones a stock `temporal` CLI user types (workfl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ from workflows.contracts import (
 )
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import ActivityKind
+from workflows.saga import Saga, unwind
 
 with workflow.unsafe.imports_passed_through():
     from activities.finance import FinanceActivities
@@ -150,12 +152,42 @@ class ApprovalHandlers:
 class GovernedProcess(ApprovalHandlers):
     inp: Any  # the process's start input: tenant, requested_by, approval_timeout_seconds, budget
     audit: AuditTrail
+    saga: Saga
+    stage: str
     #: The run's model budget as it stands (None: the input's, until a human raised it).
     _budget: Budget | None = None
     #: A raise being asked for (parallel refused steps wait for it instead of asking again),
     #: and how the last one ended when nobody raised it.
     _raising_budget: bool = False
     _budget_refusal: str | None = None
+
+    async def _undoing_on_failure(
+        self,
+        body: Awaitable[R],
+        *,
+        event: str,
+        what: str,
+        before_flush: Callable[[], Awaitable[Any]] | None = None,
+    ) -> R:
+        """Run the process's body. On failure, rejection, deny or cancellation (CancelledError is
+        a BaseException), withdraw its pending approvals and run its compensations
+        (saga.unwind), then re-raise. Not BaseException as a whole: an eviction from the
+        worker's cache closes the coroutine with GeneratorExit, and that must not compensate."""
+        try:
+            return await body
+        except (Exception, asyncio.CancelledError) as err:
+            self.stage = "compensating"
+            await unwind(
+                err,
+                saga=self.saga,
+                audit=self.audit,
+                event=event,
+                what=what,
+                withdraw=self.gate.withdraw,
+                before_flush=before_flush,
+            )
+            self.stage = "failed"
+            raise
 
     async def _step(
         self,
