@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_INDEX_URL ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up down status demo test lint bench clean
+.PHONY: install up down status demo test lint docs bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q 'torch==2.13.0' $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# refuse a CUDA build that slipped in through another resolver run
-	$(BIN)/python -c "import torch, sys; sys.exit(f'torch {torch.__version__} is a CUDA build; reinstall the CPU one (README, Knowledge layer)' if torch.version.cuda else 0)"
+	$(BIN)/python -c "import torch, sys; sys.exit(f'torch {torch.__version__} is a CUDA build; reinstall the CPU one (docs/operations/local-stack.md, Installing torch CPU-only)' if torch.version.cuda else 0)"
 	# OPA's evaluator: the wheel declares Python >=3.14 but is a ctypes wrapper that works on 3.11
 	$(BIN)/python -m pip install -q --no-deps --ignore-requires-python 'opa-golib-python-bindings==0.4.4'
 	touch $(STAMP)
@@ -44,8 +44,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy workflows activities
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d .baton/site
 
-bench: install         ## performance table (see README)
+docs: install          ## build the documentation site (mkdocs.yml) into .baton/site, strictly
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d .baton/site
+
+bench: install         ## performance table (see docs/operations/performance.md)
 	$(BIN)/python bench/finance_close_bench.py
 	$(BIN)/python bench/knowledge_bench.py
 

@@ -1,7 +1,7 @@
 """The KPI report: what Baton's processes achieved, per process and version, from visibility
 (which runs, their status, start and close) and the audit ledger (what happened inside them).
 
-Definitions (the README repeats them for operators):
+Definitions (docs/operations/observability.md repeats them for operators):
 
 - **runs**: runs of a Baton process started in the window (``--since``), shadow runs excluded.
   *closed* = completed + failed + cancelled + terminated; running runs count only in ``runs``.

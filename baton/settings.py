@@ -68,7 +68,7 @@ class Settings:
     deployment_name: str | None = None  # BATON_DEPLOYMENT_NAME
     build_id: str | None = None  # BATON_BUILD_ID
     #: Payload encryption (opt-in; off on the local stack): ``KEY_ID:BASE64,...`` AES-256 keys,
-    #: and which id encrypts new payloads (default: the first listed). README "Payload encryption".
+    #: and which id encrypts new payloads (default: the first listed). docs/security.md.
     encryption_keys: str | None = field(default=None, repr=False)  # BATON_ENCRYPTION_KEYS
     encryption_key_id: str | None = None  # BATON_ENCRYPTION_KEY_ID
     #: Signed approvals (opt-in): the issuer's trust file (issuer, audience, public keys by key

@@ -131,7 +131,7 @@ async def test_cli_and_stock_temporal_cli_drive_an_approval(harness: Harness) ->
         refused = await run_cli(h, "approve", handle.id, "--approver", "erin", "--rationale", "x")
         assert refused.returncode == 1 and "erin may not decide" in refused.stderr
 
-        # the copy-paste example from the README, with the stock temporal CLI
+        # the copy-paste example from docs/governance/approvals.md, with the stock temporal CLI
         payload = {
             "request_id": request.request_id,
             "approver": "carol",

