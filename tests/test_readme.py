@@ -1,6 +1,7 @@
 """The README is the project's front page: short (issue 17: at most 12 KB), the two commands
 exactly as the Makefile provides them, and every relative link it holds leads to a file of the
-repository (mkdocs' strict build checks the links inside docs/, not the README's)."""
+repository (mkdocs' strict build checks the links inside docs/, not the README's). The site's
+home page (docs/index.md) is the README with its links made relative to docs/."""
 
 from __future__ import annotations
 
@@ -30,3 +31,10 @@ def test_every_relative_link_leads_to_a_file() -> None:
     assert relative, "the README links no documentation page"
     missing = [link for link in relative if not (REPO_ROOT / link).is_file()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_the_site_home_page_is_the_readme() -> None:
+    home = (REPO_ROOT / "docs" / "index.md").read_text()
+    assert home == README.read_text().replace("](docs/", "]("), (
+        "docs/index.md drifted from README.md: copy the README, its 'docs/' link prefixes removed"
+    )
