@@ -18,20 +18,15 @@ typed error. Everything goes to the audit ledger.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
-from typing import TypeVar
 
 from temporalio import workflow
 
-from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
-from workflows.audit_trail import AuditTrail
+from workflows import errors
 from workflows.contracts import (
     STATUS_QUERY,
     AdjustingEntry,
     ApprovalGrant,
-    ApprovalOutcome,
     ClosePeriodInput,
     CollectPeriodInput,
     ComplianceFinding,
@@ -40,7 +35,6 @@ from workflows.contracts import (
     FinanceCloseResult,
     MemoInput,
     PolicyBatch,
-    PolicyDecision,
     PolicyQuery,
     PostedEntry,
     PostEntryInput,
@@ -51,15 +45,21 @@ from workflows.contracts import (
     ReviseAdjustmentsInput,
     digest,
 )
-from workflows.kill_switch_gate import KillSwitchGate
-from workflows.process_base import GovernedProcess, RunCost, set_search_attributes
-from workflows.saga import Saga
+from workflows.governed import (
+    ApprovalRound,
+    Compensation,
+    GovernedStep,
+    fail_if_denied,
+    grant,
+    risk_of,
+)
+from workflows.process_base import GovernedProcess, RunCost
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
     from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input
 
-R = TypeVar("R")
+__all__ = ["MAX_APPROVAL_ROUNDS", "PREPARER", "PROCESS", "FinanceCloseWorkflow"]
 
 PROCESS = "finance_close"
 PREPARER = "agent:reconciler"
@@ -71,38 +71,20 @@ MAX_APPROVAL_ROUNDS = 5
 class FinanceCloseWorkflow(GovernedProcess):
     @workflow.init
     def __init__(self, inp: FinanceCloseInput) -> None:
-        self.inp = inp
-        self.stage = "starting"
-        self.audit = AuditTrail()
-        self.gate = ApprovalGate(PROCESS, self.audit, inp.approval_trust, defer_approved_audit=True)
-        self.kill_switch = KillSwitchGate(self.audit)
-        self.undo_registered: set[str] = set()
-        self.saga = Saga()
+        self.govern(inp, PROCESS, trust=inp.approval_trust, defer_approved_audit=True)
         self.posted: list[PostedEntry] = []
         self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
-        # policy decisions of entries waiting for a human, by entry id
-        self.pending_decisions: dict[str, PolicyDecision] = {}
 
     # -- the process -------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: FinanceCloseInput) -> FinanceCloseResult:
-        set_search_attributes(
-            [
-                visibility.PROCESS.value_set(PROCESS),
-                visibility.TENANT.value_set(inp.tenant),
-                visibility.APPROVAL_STATE.value_set("none"),
-                visibility.RISK.value_set("low"),
-                visibility.COST_USD.value_set(0.0),
-                visibility.TOKENS.value_set(0),
-                visibility.SHADOW.value_set(inp.shadow),
-                visibility.VERSION.value_set(inp.version),
-            ]
-        )
-        self.audit.record(
-            inp.requested_by,
+        self.begin(
             "close.started",
-            detail={"tenant": inp.tenant, "period": inp.period, "version": inp.version},
+            {"tenant": inp.tenant, "period": inp.period, "version": inp.version},
+            tenant=inp.tenant,
+            shadow=inp.shadow,
+            version=inp.version,
         )
         return await self._undoing_on_failure(self._close(inp), event="close", what="close")
 
@@ -166,14 +148,7 @@ class FinanceCloseWorkflow(GovernedProcess):
         )
         self.cost.add(review.usage)
         flagged = {f.entry_id for f in review.findings if f.severity != "info"}
-        denied = [d for d in preflight if d.verdict == "deny"]
-        if denied:  # stop before anything is posted
-            raise errors.failure(
-                errors.POLICY_DENIED,
-                "policy denied "
-                + "; ".join(f"{d.subject}: {', '.join(d.reasons)}" for d in denied),
-                decision_ids=[d.decision_id for d in denied],
-            )
+        fail_if_denied(preflight)  # stop before anything is posted
 
         memo = await self._step(
             "agent",
@@ -193,7 +168,7 @@ class FinanceCloseWorkflow(GovernedProcess):
 
         self.stage = "posting"
         waiting = [e for e in entries if await self._post(e, flagged=e.entry_id in flagged) is None]
-        approvals = await self._approve_and_post(waiting, flagged, review.findings)
+        await self._approve_and_post(waiting, flagged, review.findings)
 
         if inp.fail_after_posting:
             raise errors.failure(
@@ -204,28 +179,23 @@ class FinanceCloseWorkflow(GovernedProcess):
         close = ClosePeriodInput(
             tenant=inp.tenant, period=inp.period, closed_by=inp.requested_by, shadow=inp.shadow
         )
-        self.saga.add(
-            f"reopen period {inp.period}",
-            lambda: self._step(
-                "compensation",
+        self.compensate_with(
+            Compensation(
+                f"reopen period {inp.period}",
                 fin.close_period,
                 close.model_copy(update={"reopen": True}),
                 f"compensation: reopen period {inp.period}",
-            ),
+            )
         )
         await self._step("connector", fin.close_period, close, f"close period {inp.period}")
-
-        self.stage = "done"
-        self.audit.record(
-            "baton:workflow",
+        await self.finish(
             "close.completed",
-            detail={
+            {
                 "posted": len(self.posted),
                 "tokens": self.cost.tokens,
                 "cost_usd": self.cost.cost_usd,
             },
         )
-        await self.audit.flush()
         return FinanceCloseResult(
             tenant=inp.tenant,
             period=inp.period,
@@ -237,7 +207,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             posted=self.posted,
             memo=memo.memo,
             compliance_summary=review.summary,
-            approvals=approvals,
+            approvals=self.approvals,
             tokens=self.cost.tokens,
             cost_usd=self.cost.cost_usd,
         )
@@ -249,62 +219,48 @@ class FinanceCloseWorkflow(GovernedProcess):
         entry: AdjustingEntry,
         *,
         flagged: bool,
-        grant: ApprovalGrant | None = None,
+        approval: ApprovalGrant | None = None,
         amended_by: str | None = None,
     ) -> str | None:
         """Post one entry; the posting id, or None when policy requires an approval first."""
-        info = workflow.info()
-        key = f"{info.workflow_id}/post/{entry.entry_id}/{digest(entry)[:16]}"
-        request = PostEntryInput(
-            tenant=self.inp.tenant,
-            period=self.inp.period,
-            entry=entry,
-            preparer=PREPARER,
-            requested_by=self.inp.requested_by,
-            compliance_flagged=flagged,
-            amended_by=amended_by,
-            approval=grant,
-            idempotency_key=key,
-            shadow=self.inp.shadow,
-            # an approved posting carries the approval's audit events into its transaction
-            audit_events=self.audit.take() if grant is not None else [],
-        )
-        if key not in self.undo_registered:  # register the undo before acting, once per key
-            self.undo_registered.add(key)
-            self.saga.add(
-                f"reverse {entry.entry_id}",
-                lambda: self._step(
-                    "compensation",
+        key = f"{workflow.info().workflow_id}/post/{entry.entry_id}/{digest(entry)[:16]}"
+        inp = self.inp
+        outcome = await self.act(
+            GovernedStep(
+                what=f"posting {entry.entry_id}",
+                activity=FinanceActivities.post_journal_entry,
+                arg=PostEntryInput(
+                    tenant=inp.tenant,
+                    period=inp.period,
+                    entry=entry,
+                    preparer=PREPARER,
+                    requested_by=inp.requested_by,
+                    compliance_flagged=flagged,
+                    amended_by=amended_by,
+                    approval=approval,
+                    idempotency_key=key,
+                    shadow=inp.shadow,
+                ),
+                summary=f"post {entry.entry_id} {entry.amount} to {entry.account} "
+                f"(policy {POSTING_POLICY}{', approved' if approval else ''})",
+                key=key,
+                subject=entry.entry_id,
+                undo=Compensation(
+                    f"reverse {entry.entry_id}",
                     FinanceActivities.reverse_journal_entry,
                     ReverseEntryInput(
                         original_key=key,
-                        reason=f"close of {self.inp.period} undone",
+                        reason=f"close of {inp.period} undone",
                         idempotency_key=f"{key}/reverse",
-                        shadow=self.inp.shadow,
+                        shadow=inp.shadow,
                     ),
                     f"compensation: reverse {entry.entry_id}",
                 ),
+                grant=approval,
+                carries_audit=True,  # the approval's audit events ride in the posting
             )
-        try:
-            outcome = await self._step(
-                "connector",
-                FinanceActivities.post_journal_entry,
-                request,
-                f"post {entry.entry_id} {entry.amount} to {entry.account} "
-                f"(policy {POSTING_POLICY}{', approved' if grant else ''})",
-            )
-        except BaseException:
-            self.audit.give_back(request.audit_events)
-            raise
-        verdict = outcome.decision.verdict
-        if verdict == "deny":
-            raise errors.failure(
-                errors.POLICY_DENIED,
-                f"policy denied posting {entry.entry_id}: {'; '.join(outcome.decision.reasons)}",
-                decision_id=outcome.decision.decision_id,
-            )
-        if verdict == "require_approval":
-            self.pending_decisions[entry.entry_id] = outcome.decision
+        )
+        if outcome is None:
             return None
         assert outcome.posting_id is not None
         self.posted.append(
@@ -313,7 +269,7 @@ class FinanceCloseWorkflow(GovernedProcess):
                 account=entry.account,
                 amount=entry.amount,
                 posting_id=outcome.posting_id,
-                approved_by=grant.approvers if grant else [],
+                approved_by=approval.approvers if approval else [],
                 amended_by=amended_by,
             )
         )
@@ -323,7 +279,7 @@ class FinanceCloseWorkflow(GovernedProcess):
 
     async def _approve_and_post(
         self, waiting: list[AdjustingEntry], flagged: set[str], findings: list[ComplianceFinding]
-    ) -> list[ApprovalOutcome]:
+    ) -> None:
         """Put the entries policy held back before humans until they are posted, or fail safe.
 
         approve: post them with the approval attached (policy re-checks it).
@@ -333,51 +289,22 @@ class FinanceCloseWorkflow(GovernedProcess):
           the revision goes through the policy gate again.
         reject / expired: fail; everything posted is reversed.
         """
-        outcomes: list[ApprovalOutcome] = []
         amended_by: dict[str, str] = {}
         while waiting:
-            if len(outcomes) >= MAX_APPROVAL_ROUNDS:
+            if len(self.approvals) >= MAX_APPROVAL_ROUNDS:
                 raise errors.failure(
                     errors.APPROVAL_REJECTED,
                     f"no approval after {MAX_APPROVAL_ROUNDS} rounds of amendments or requested "
                     "changes; failing safe",
                 )
-            outcome = await self._ask_humans(waiting, findings, len(outcomes) + 1, amended_by)
-            outcomes.append(outcome)
-            request = outcome.request
-            if outcome.outcome == "expired":
-                raise errors.failure(
-                    errors.APPROVAL_EXPIRED,
-                    f"approval request {request.request_id} expired ({outcome.rationale}); "
-                    "failing safe: nothing stays posted",
-                )
-            if outcome.outcome == "rejected":
-                raise errors.failure(
-                    errors.APPROVAL_REJECTED,
-                    f"{outcome.decided_by} rejected {request.request_id}: {outcome.rationale}",
-                )
+            outcome = await self.approve(self._round(waiting, findings, amended_by))
             if outcome.outcome == "approved":
                 self.stage = "posting approved entries"
-                grant = ApprovalGrant(
-                    request_id=request.request_id,
-                    approvers=outcome.approvers,
-                    action_digest=request.action_digest,
-                    escalation_level=request.escalation_level,
-                )
                 for entry in waiting:
                     by = amended_by.get(entry.entry_id)
-                    if (
-                        await self._post(
-                            entry, flagged=entry.entry_id in flagged, grant=grant, amended_by=by
-                        )
-                        is None
-                    ):
-                        raise errors.failure(
-                            errors.POLICY_DENIED,
-                            f"entry {entry.entry_id} still needs approval after "
-                            f"{', '.join(outcome.approvers)} approved it",
-                        )
-                return outcomes
+                    flag = entry.entry_id in flagged
+                    await self._post(entry, flagged=flag, approval=grant(outcome), amended_by=by)
+                return
             if outcome.outcome == "amended":
                 assert outcome.decided_by is not None
                 changes = {a.entry_id: a for a in outcome.amendments}
@@ -421,45 +348,33 @@ class FinanceCloseWorkflow(GovernedProcess):
                 )
                 is None
             ]
-        return outcomes
 
-    async def _ask_humans(
+    def _round(
         self,
         entries: list[AdjustingEntry],
         findings: list[ComplianceFinding],
-        round_: int,
         amended_by: dict[str, str],
-    ) -> ApprovalOutcome:
-        obligations = merge_obligations(
-            [self.pending_decisions[e.entry_id].obligations for e in entries]
-        )
+    ) -> ApprovalRound:
+        """One request for every entry still waiting; its preparer and amenders may not decide."""
         total = sum((abs(e.amount) for e in entries), Decimal("0"))
         ids = {e.entry_id for e in entries}
-        request = new_request(
-            process=PROCESS,
+        return ApprovalRound(
             action="post_journal_entries",
-            action_digest=digest([e.model_dump(mode="json") for e in entries]),
+            payload=[e.model_dump(mode="json") for e in entries],
             summary=f"post {len(entries)} adjusting entries totalling {total} "
             f"for {self.inp.tenant} {self.inp.period}",
-            entries=entries,
-            total_amount=total,
-            obligations=obligations,
-            requested_by=self.inp.requested_by,
+            obligations=self.obligations([e.entry_id for e in entries]),
             excluded=sorted({PREPARER, *(amended_by[i] for i in ids if i in amended_by)}),
-            compliance_findings=[f for f in findings if f.entry_id in ids],
-            round=round_,
+            risk=risk_of,
+            settles=frozenset({"approved", "amended", "changes_requested"}),
+            fail_safe="nothing stays posted",
+            fields={
+                "entries": entries,
+                "total_amount": total,
+                "compliance_findings": [f for f in findings if f.entry_id in ids],
+                "round": len(self.approvals) + 1,
+            },
         )
-        # risk for the Web UI list filters: a CFO-level approval is high, any other is medium
-        risk = "high" if "cfo" in obligations.approver_roles else "medium"
-        workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
-        if self.inp.shadow:
-            return self.gate.simulate(request)
-        self.stage = "waiting for approval"
-        outcome = await self.gate.request(
-            request, timedelta(seconds=self.inp.approval_timeout_seconds)
-        )
-        self.stage = f"approval {outcome.outcome}"
-        return outcome
 
     # -- queries ----------------------------------------------------------------------------
 
