@@ -49,29 +49,15 @@ from baton.telemetry import (
     traces_endpoint,
     tracing_interceptor,
 )
-from workflows.canary_monitor import AutoUpgradeCanaryMonitorWorkflow, CanaryMonitorWorkflow
+from workflows.canary_monitor import AutoUpgradeCanaryMonitorWorkflow
 from workflows.client import connect_client
 from workflows.contracts_security import ApprovalTrust
-from workflows.customer_onboarding import CustomerOnboardingWorkflow
-from workflows.document_review import DocumentReviewWorkflow
-from workflows.dsl.interpreter import ProcessWorkflow
 from workflows.finance_close import FinanceCloseWorkflow
-from workflows.hr_onboarding import HrOnboardingWorkflow
+from workflows.registry import workflow_classes
 from workflows.signed_approval import RequireSignedApprovals
-from workflows.supervisor import SupervisorWorkflow
-from workflows.support import SupportCaseWorkflow, SupportCoordinatorWorkflow
 
-WORKFLOWS: Sequence[type] = [
-    FinanceCloseWorkflow,
-    CanaryMonitorWorkflow,
-    HrOnboardingWorkflow,
-    SupportCaseWorkflow,
-    SupportCoordinatorWorkflow,
-    CustomerOnboardingWorkflow,
-    DocumentReviewWorkflow,
-    ProcessWorkflow,  # processes written as YAML (workflows/dsl/)
-    SupervisorWorkflow,
-]
+#: Every process of the registry (workflows/registry.py) and the workflows that serve them.
+WORKFLOWS: Sequence[type] = workflow_classes()
 log = logging.getLogger("baton.worker")
 
 

@@ -852,3 +852,33 @@ def _invalid_output(agent: str, err: Exception) -> ApplicationError:
         f"{agent}: model answer is not valid for the schema ({first})",
         type="AgentOutputInvalid",
     )
+
+
+__all__ = [
+    "AGENT_CALL_POLICY",
+    "AgentActivities",
+    "BOARD_AGENT_KEYS",
+    "COMPLIANCE_PROMPT",
+    "CallTarget",
+    "DEFAULT_MODEL_REGION",
+    "ENTITLEMENT_PROMPTER_PROMPT",
+    "ESTIMATED_COMPLETION_TOKENS",
+    "GovernedCall",
+    "HEARTBEAT_EVERY_SECONDS",
+    "IDENTITY_VERIFIER_PROMPT",
+    "LLM_CALL",
+    "MEMO_PROMPT",
+    "NOT_SENT",
+    "POLICY_EDUCATOR_PROMPT",
+    "POLICY_EDUCATOR_PROMPT_V2",
+    "PROMPTS",
+    "RECONCILER_PROMPT",
+    "RECONCILER_PROMPT_V2",
+    "RETRYABLE_STATUS",
+    "REVISER_PROMPT",
+    "Route",
+    "VERBATIM_FIELDS",
+    "agent_call_policy_input",
+    "chat_request",
+    "route",
+]

@@ -302,3 +302,15 @@ class AuctionActivities:
                 ],
             )
             return True
+
+
+__all__ = [
+    "AWARD_POLICY",
+    "AuctionActivities",
+    "BIDDER_PROMPT",
+    "DocumentReviewRow",
+    "REVIEWER_PROMPT",
+    "award_policy_input",
+    "estimated_prompt_tokens",
+    "price",
+]

@@ -181,3 +181,13 @@ class CustomerAgentActivities(AgentActivities):
             {"customer_id": inp.customer.customer_id, "tasks": len(sequence.tasks)},
         )
         return sequence
+
+
+__all__ = [
+    "CUSTOMER_PROMPTS",
+    "CustomerAgentActivities",
+    "DISCOUNT_PROMPT",
+    "INTRO_EMAIL_PROMPT",
+    "PLANNER_PROMPT",
+    "SEQUENCER_PROMPT",
+]

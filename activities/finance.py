@@ -674,3 +674,15 @@ class FinanceActivities:
                 ],
             )
             return new_status
+
+
+__all__ = [
+    "BANK",
+    "FinanceActivities",
+    "LEDGER",
+    "PERIODS",
+    "POSTINGS",
+    "POSTING_POLICY",
+    "posting_policy_input",
+    "reconcile",
+]

@@ -399,3 +399,22 @@ class _ResearchPayload(ResearchInput):
 
 def _triage_confidence(wire: _WireTriage) -> float:
     return wire.confidence
+
+
+__all__ = [
+    "KnowledgeSource",
+    "RESEARCH_PROMPT",
+    "SUMMARY_PROMPT",
+    "SUPPORT_ARTICLE_KIND",
+    "SupportActivities",
+    "SupportTicket",
+    "TICKET_POLICY",
+    "TICKET_PROMPT",
+    "TRIAGE_PROMPT",
+    "TicketUpdateAttempt",
+    "VectorKnowledgeSource",
+    "support_articles",
+    "ticket_of",
+    "ticket_policy_input",
+    "ticket_updates",
+]

@@ -221,3 +221,15 @@ class Throttle:
     def _release(self, holder: str) -> None:
         with self.db.session() as session:
             session.connection().execute(delete(LEASES).where(LEASES.c.holder == holder))
+
+
+__all__ = [
+    "BUCKETS",
+    "KEY_KINDS",
+    "LEASES",
+    "Limit",
+    "MAX_WAIT_STEP_SECONDS",
+    "Throttle",
+    "ThrottleConfig",
+    "load_config",
+]

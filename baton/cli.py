@@ -48,15 +48,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from baton import cli_customer, cli_knowledge, cli_kpi, cli_security, cli_supervisor
+from baton.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    _client,
+    _print_json,
+    _print_request,
+)
 from baton.settings import Settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _exit(code: int) -> None:
@@ -74,42 +75,6 @@ def _validation_message(err: ValidationError) -> str:
 
 
 # -- helpers shared by commands --------------------------------------------------------------
-
-
-async def _client(settings: Settings):  # type: ignore[no-untyped-def]
-    from workflows.client import BatonClient
-
-    try:
-        codec = settings.payload_codec()
-        trust = settings.approval_trust()
-    except ValueError as err:
-        raise CliError(str(err), EXIT_USAGE) from None
-    try:
-        client = await asyncio.wait_for(
-            BatonClient.connect(
-                None if settings.temporal_profile else settings.temporal_address,
-                namespace=settings.temporal_namespace,
-                profile=settings.temporal_profile,
-                task_queue=settings.task_queue,
-                payload_codec=codec,
-            ),
-            timeout=10,
-        )
-    except Exception as err:
-        raise CliError(
-            f"cannot reach Temporal at {settings.temporal_address}: {err}\n"
-            "start the local stack with `make up`, or set TEMPORAL_ADDRESS"
-        ) from None
-    client.approval_trust = trust
-    return client
-
-
-def _print_json(value: Any) -> None:
-    if hasattr(value, "model_dump"):
-        value = value.model_dump(mode="json")
-    elif isinstance(value, list):
-        value = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in value]
-    print(json.dumps(value, indent=2, default=str))
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -274,49 +239,6 @@ async def cmd_onboard_history(args: argparse.Namespace, settings: Settings) -> i
     return EXIT_OK
 
 
-async def demo_onboarding(client: Any, settings: Settings, runtime: Any, tenant: str) -> list[str]:
-    """`baton demo`'s HR step: seed a new engineer (a fresh employee id per demo), onboard them,
-    approve the privileged access as their manager (a worker must run)."""
-    import time
-    import uuid
-
-    from activities.hr import seed_new_hire
-    from baton.demo import finish_run
-    from workflows.contracts import NewHire, OnboardingInput
-
-    hire = NewHire(
-        tenant=tenant,
-        employee_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}",
-        full_name="Sam Okafor",
-        role="engineer",
-        department="engineering",
-        country="DE",
-        manager="maya",
-        start_date=time.strftime("%Y-%m-%d"),
-        id_document_verified=True,
-    )
-    await asyncio.to_thread(seed_new_hire, runtime.db, hire)
-    inp = OnboardingInput(tenant=tenant, employee_id=hire.employee_id, requested_by="hana")
-    handle = await client.start_onboarding(inp)
-    approved = await finish_run(
-        client, settings, handle.id, approver="maya", rationale="Needs production access."
-    )
-    result = await handle.result()
-    granted = ", ".join(
-        f"{g.system}:{g.name}"
-        + (f" (approved by {', '.join(g.approved_by)})" if g.approved_by else "")
-        for g in result.granted
-    )
-    return [
-        f"8. HR onboarding of new hire {hire.employee_id} ({handle.id}): "
-        f"{'; '.join(approved) or 'no approval needed'}",
-        f"   granted {len(result.granted)} accesses: {granted}",
-        f"   blackboard v{result.board_version}, {result.conflicts} stale writes retried, "
-        f"{result.tokens} tokens, ${result.cost_usd:.4f}  -> baton audit show {handle.id}",
-        f"   web UI: {settings.workflow_url(handle.id)}",
-    ]
-
-
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
     if args.workflow_id is None:
@@ -368,32 +290,6 @@ def _span(delta: Any) -> str:
         if seconds >= size:
             return f"{sign}{seconds // size}{unit}"
     return f"{sign}{seconds}s"
-
-
-def _print_request(workflow_id: str, request: Any) -> None:
-    from workflows.approval_gate import describe, still_needed
-
-    print(f"request {request.request_id} on {workflow_id} (round {request.round})")
-    print(f"  {request.summary}")
-    print(
-        f"  requested by {request.requested_by} at {request.requested_at:%Y-%m-%d %H:%M:%S}Z, "
-        f"SLA deadline {request.deadline:%Y-%m-%d %H:%M:%S}Z "
-        f"(escalation tier {request.escalation_level} of {len(request.escalation)})"
-    )
-    print(
-        f"  needs {describe(request.requirements)}; still needed: {describe(still_needed(request))}"
-    )
-    print(
-        f"  who may decide: {', '.join(request.eligible_approvers) or 'nobody'} "
-        f"(roles {', '.join(request.approver_roles)})"
-    )
-    for vote in request.approvals:
-        print(f"  approved by {vote.approver} as {vote.role} at {vote.at:%Y-%m-%d %H:%M:%S}Z")
-    print(f"  action digest: {request.action_digest}")
-    for entry in request.entries:
-        print(f"    {entry.entry_id:<16} {entry.account:<26} {entry.amount:>14}  {entry.rationale}")
-    for finding in request.compliance_findings:
-        print(f"    compliance {finding.severity}: {finding.entry_id}: {finding.note}")
 
 
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:

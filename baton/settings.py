@@ -114,7 +114,7 @@ class Settings:
             if url is not None:
                 check_http_url(variable, url)
         if self.metrics_bind is not None:
-            from baton.telemetry import check_bind_address
+            from baton.bind import check_bind_address
 
             check_bind_address("BATON_METRICS_BIND", self.metrics_bind)
         if bool(self.deployment_name) != bool(self.build_id):

@@ -737,3 +737,22 @@ def details_text(request: ApprovalRequest) -> str:
 
 def _ts(value: datetime) -> str:
     return value.isoformat(timespec="seconds")
+
+
+__all__ = [
+    "ApprovalGate",
+    "CLOSING_VERDICTS",
+    "Check",
+    "assign",
+    "can_fill",
+    "describe",
+    "details_text",
+    "merge_obligations",
+    "new_request",
+    "open_roles",
+    "refresh_tier",
+    "simulated_approvers",
+    "slot_roles",
+    "still_needed",
+    "widened_roles",
+]

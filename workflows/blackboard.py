@@ -22,9 +22,10 @@ from datetime import datetime
 from typing import Any
 
 from workflows.contracts import BoardEntry, BoardSlot, BoardWrite
+from workflows.errors import BatonError
 
 
-class StaleWrite(Exception):
+class StaleWrite(BatonError):
     """A write based on a version of a key that is no longer current."""
 
     def __init__(self, key: str, expected: int, current: int, author: str) -> None:
@@ -37,7 +38,7 @@ class StaleWrite(Exception):
         self.author = author
 
 
-class ConflictRetriesExhausted(Exception):
+class ConflictRetriesExhausted(BatonError):
     """An agent's writes kept going stale more often than allowed."""
 
 
@@ -150,3 +151,11 @@ async def cooperate(
                 raise ConflictRetriesExhausted(
                     f"{author}: {attempt} stale writes in a row (last: {err}); giving up"
                 ) from err
+
+
+__all__ = [
+    "Blackboard",
+    "ConflictRetriesExhausted",
+    "StaleWrite",
+    "cooperate",
+]

@@ -44,3 +44,8 @@ class ApprovalTrust(BaseModel):
                     f"key {kid!r} must be a raw Ed25519 public key (32 bytes) in base64url"
                 )
         return v
+
+
+__all__ = [
+    "ApprovalTrust",
+]

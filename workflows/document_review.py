@@ -211,3 +211,8 @@ class DocumentReviewWorkflow:
             current_round=self.auction.current_round,
             compensated=self.saga.compensated,
         )
+
+
+__all__ = [
+    "DocumentReviewWorkflow",
+]

@@ -18,15 +18,16 @@ typed error. Everything goes to the audit ledger.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from decimal import Decimal
 
 from temporalio import workflow
 
 from workflows import errors
 from workflows.contracts import (
-    STATUS_QUERY,
     AdjustingEntry,
     ApprovalGrant,
+    ApprovalOutcome,
     ClosePeriodInput,
     CollectPeriodInput,
     ComplianceFinding,
@@ -34,11 +35,8 @@ from workflows.contracts import (
     FinanceCloseInput,
     FinanceCloseResult,
     MemoInput,
-    PolicyBatch,
-    PolicyQuery,
     PostedEntry,
     PostEntryInput,
-    ProcessStatus,
     ProposeAdjustmentsInput,
     ReconcileInput,
     ReverseEntryInput,
@@ -50,10 +48,9 @@ from workflows.governed import (
     Compensation,
     GovernedStep,
     fail_if_denied,
-    grant,
     risk_of,
 )
-from workflows.process_base import GovernedProcess, RunCost
+from workflows.process_base import GovernedProcess
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
@@ -73,7 +70,6 @@ class FinanceCloseWorkflow(GovernedProcess):
     def __init__(self, inp: FinanceCloseInput) -> None:
         self.govern(inp, PROCESS, trust=inp.approval_trust, defer_approved_audit=True)
         self.posted: list[PostedEntry] = []
-        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
 
     # -- the process -------------------------------------------------------------------------
 
@@ -123,19 +119,13 @@ class FinanceCloseWorkflow(GovernedProcess):
             f"reconciler agent (LLM): explain {len(recon.unmatched_bank)} bank lines, "
             f"{len(recon.unmatched_ledger)} ledger entries",
         )
-        self.cost.add(proposal.usage)
         entries = proposal.entries
 
         self.stage = "reviewing"
-        preflight = await self._step(
-            "policy",
-            fin.evaluate_policies,
-            PolicyBatch(
-                queries=[
-                    self._posting_query(e, "open" if inp.shadow else data.period_status)
-                    for e in entries
-                ]
-            ),
+        status = "open" if inp.shadow else data.period_status
+        preflight = await self.preflight(
+            POSTING_POLICY,
+            {e.entry_id: posting_policy_input(self._draft(e), status) for e in entries},
             f"policy {POSTING_POLICY}: preflight of {len(entries)} entries",
         )
         review = await self._step(
@@ -146,7 +136,6 @@ class FinanceCloseWorkflow(GovernedProcess):
             ),
             "compliance checker (LLM): entries + policy verdicts",
         )
-        self.cost.add(review.usage)
         flagged = {f.entry_id for f in review.findings if f.severity != "info"}
         fail_if_denied(preflight)  # stop before anything is posted
 
@@ -164,11 +153,24 @@ class FinanceCloseWorkflow(GovernedProcess):
             ),
             "summary generator (LLM): close memo",
         )
-        self.cost.add(memo.usage)
 
         self.stage = "posting"
-        waiting = [e for e in entries if await self._post(e, flagged=e.entry_id in flagged) is None]
-        await self._approve_and_post(waiting, flagged, review.findings)
+        amended_by: dict[str, str] = {}  # who changed which entry: they may not approve it
+
+        def post(entry: AdjustingEntry, approval: ApprovalGrant | None) -> Awaitable[str | None]:
+            by = amended_by.get(entry.entry_id)
+            flag = entry.entry_id in flagged
+            return self._post(entry, flagged=flag, approval=approval, amended_by=by)
+
+        waiting = [e for e in entries if await post(e, None) is None]
+        await self.settle(
+            waiting,
+            post,
+            lambda held: self._round(held, review.findings, amended_by),
+            self._revise,
+            amended_by=amended_by,
+            max_rounds=MAX_APPROVAL_ROUNDS,
+        )
 
         if inp.fail_after_posting:
             raise errors.failure(
@@ -229,17 +231,14 @@ class FinanceCloseWorkflow(GovernedProcess):
             GovernedStep(
                 what=f"posting {entry.entry_id}",
                 activity=FinanceActivities.post_journal_entry,
-                arg=PostEntryInput(
-                    tenant=inp.tenant,
-                    period=inp.period,
-                    entry=entry,
-                    preparer=PREPARER,
-                    requested_by=inp.requested_by,
-                    compliance_flagged=flagged,
-                    amended_by=amended_by,
-                    approval=approval,
-                    idempotency_key=key,
-                    shadow=inp.shadow,
+                arg=self._draft(entry).model_copy(
+                    update={
+                        "compliance_flagged": flagged,
+                        "amended_by": amended_by,
+                        "approval": approval,
+                        "idempotency_key": key,
+                        "shadow": inp.shadow,
+                    }
                 ),
                 summary=f"post {entry.entry_id} {entry.amount} to {entry.account} "
                 f"(policy {POSTING_POLICY}{', approved' if approval else ''})",
@@ -277,77 +276,23 @@ class FinanceCloseWorkflow(GovernedProcess):
 
     # -- the approval ---------------------------------------------------------------------
 
-    async def _approve_and_post(
-        self, waiting: list[AdjustingEntry], flagged: set[str], findings: list[ComplianceFinding]
-    ) -> None:
-        """Put the entries policy held back before humans until they are posted, or fail safe.
-
-        approve: post them with the approval attached (policy re-checks it).
-        amend: apply the approver's changes; the amended entries go through the policy gate
-          again and may need a fresh approval (the amender may not approve their own change).
-        request_changes: the reconciler agent revises the entries from the approver's comment;
-          the revision goes through the policy gate again.
-        reject / expired: fail; everything posted is reversed.
-        """
-        amended_by: dict[str, str] = {}
-        while waiting:
-            if len(self.approvals) >= MAX_APPROVAL_ROUNDS:
-                raise errors.failure(
-                    errors.APPROVAL_REJECTED,
-                    f"no approval after {MAX_APPROVAL_ROUNDS} rounds of amendments or requested "
-                    "changes; failing safe",
-                )
-            outcome = await self.approve(self._round(waiting, findings, amended_by))
-            if outcome.outcome == "approved":
-                self.stage = "posting approved entries"
-                for entry in waiting:
-                    by = amended_by.get(entry.entry_id)
-                    flag = entry.entry_id in flagged
-                    await self._post(entry, flagged=flag, approval=grant(outcome), amended_by=by)
-                return
-            if outcome.outcome == "amended":
-                assert outcome.decided_by is not None
-                changes = {a.entry_id: a for a in outcome.amendments}
-                revised = []
-                for entry in waiting:
-                    change = changes.get(entry.entry_id)
-                    if change is not None:
-                        entry = entry.model_copy(
-                            update={
-                                "amount": entry.amount if change.amount is None else change.amount,
-                                "account": change.account or entry.account,
-                                "rationale": f"{entry.rationale} [amended by "
-                                f"{outcome.decided_by}: {outcome.rationale}]",
-                            }
-                        )
-                        amended_by[entry.entry_id] = outcome.decided_by
-                    revised.append(entry)
-            else:  # changes_requested: back to the preparer
-                self.stage = "revising entries"
-                proposal = await self._step(
-                    "agent",
-                    AgentActivities.revise_adjustments,
-                    ReviseAdjustmentsInput(
-                        tenant=self.inp.tenant,
-                        period=self.inp.period,
-                        entries=waiting,
-                        comment=outcome.rationale,
-                        reviewer=outcome.decided_by or "",
-                    ),
-                    f"reconciler agent (LLM): revise {len(waiting)} entries as "
-                    f"{outcome.decided_by} asked",
-                )
-                self.cost.add(proposal.usage)
-                revised = proposal.entries
-            self.stage = "posting revised entries"
-            waiting = [
-                e
-                for e in revised
-                if await self._post(
-                    e, flagged=e.entry_id in flagged, amended_by=amended_by.get(e.entry_id)
-                )
-                is None
-            ]
+    async def _revise(
+        self, entries: list[AdjustingEntry], outcome: ApprovalOutcome
+    ) -> list[AdjustingEntry]:
+        """An approver asked for changes: the reconciler agent revises the entries."""
+        proposal = await self._step(
+            "agent",
+            AgentActivities.revise_adjustments,
+            ReviseAdjustmentsInput(
+                tenant=self.inp.tenant,
+                period=self.inp.period,
+                entries=entries,
+                comment=outcome.rationale,
+                reviewer=outcome.decided_by or "",
+            ),
+            f"reconciler agent (LLM): revise {len(entries)} entries as {outcome.decided_by} asked",
+        )
+        return proposal.entries
 
     def _round(
         self,
@@ -376,37 +321,16 @@ class FinanceCloseWorkflow(GovernedProcess):
             },
         )
 
-    # -- queries ----------------------------------------------------------------------------
-
-    @workflow.query(name=STATUS_QUERY)
-    def status(self) -> ProcessStatus:
-        return ProcessStatus(
-            workflow_id=workflow.info().workflow_id,
-            process=PROCESS,
-            stage=self.stage,
-            approval_state=self.gate.state,  # type: ignore[arg-type]
-            pending=self.gate.pending(),
-            posted=self.posted,
-            compensated=self.saga.compensated,
-            tokens=self.cost.tokens,
-            cost_usd=self.cost.cost_usd,
-            held_by=self.kill_switch.held_by,
-        )
-
     # -- helpers ----------------------------------------------------------------------------
 
-    def _posting_query(self, entry: AdjustingEntry, period_status: str) -> PolicyQuery:
-        draft = PostEntryInput(
-            tenant=self.inp.tenant,
-            period=self.inp.period,
+    def _draft(self, entry: AdjustingEntry) -> PostEntryInput:
+        """The posting as policy sees it before anything is posted."""
+        inp = self.inp
+        return PostEntryInput(
+            tenant=inp.tenant,
+            period=inp.period,
             entry=entry,
             preparer=PREPARER,
-            requested_by=self.inp.requested_by,
+            requested_by=inp.requested_by,
             idempotency_key="preflight",
-        )
-        return PolicyQuery(
-            policy=POSTING_POLICY,
-            input=posting_policy_input(draft, period_status),
-            subject=entry.entry_id,
-            workflow_id=workflow.info().workflow_id,
         )

@@ -33,11 +33,14 @@ from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
+    AdjustingEntry,
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalOutcomeKind,
     Obligations,
+    PolicyBatch,
     PolicyDecision,
+    PolicyQuery,
     digest,
 )
 from workflows.kill_switch_gate import KillSwitchGate
@@ -50,6 +53,7 @@ __all__ = [
     "Governance",
     "GovernedStep",
     "UNDO_ONCE_PATCH",
+    "amend_entries",
     "fail_if_denied",
     "grant",
     "risk_of",
@@ -147,6 +151,30 @@ def fail_if_denied(decisions: Sequence[PolicyDecision], prefix: str = "policy de
         )
 
 
+def amend_entries(
+    entries: list[AdjustingEntry], outcome: ApprovalOutcome, amended_by: dict[str, str]
+) -> list[AdjustingEntry]:
+    """Apply an approver's amendments (the gate checked they name entries of the request and
+    change something); ``amended_by`` learns who changed which entry (they may not approve it)."""
+    assert outcome.decided_by is not None
+    changes = {a.entry_id: a for a in outcome.amendments}
+    revised = []
+    for entry in entries:
+        change = changes.get(entry.entry_id)
+        if change is not None:
+            entry = entry.model_copy(
+                update={
+                    "amount": entry.amount if change.amount is None else change.amount,
+                    "account": change.account or entry.account,
+                    "rationale": f"{entry.rationale} [amended by "
+                    f"{outcome.decided_by}: {outcome.rationale}]",
+                }
+            )
+            amended_by[entry.entry_id] = outcome.decided_by
+        revised.append(entry)
+    return revised
+
+
 class Governance:
     """The governed step and the approval round, run with the process's gates. A workflow
     sets ``inp``, ``stage``, ``audit``, ``gate``, ``kill_switch`` and ``saga`` (see
@@ -158,6 +186,8 @@ class Governance:
     gate: ApprovalGate
     kill_switch: KillSwitchGate
     saga: Saga
+    #: the activity that evaluates a batch of policy queries (activity name "evaluate_policies")
+    policy_activity: Callable[[Any, PolicyBatch], Awaitable[list[PolicyDecision]]]
     #: HR onboarding registered a compensation per attempt before UNDO_ONCE_PATCH
     undo_per_attempt_before_patch = False
 
@@ -195,7 +225,7 @@ class Governance:
         self, description: str, call: Callable[[], Awaitable[Any]], saga: Saga | None = None
     ) -> None:
         """Register a compensation with the run's saga (or ``saga``), before its action runs."""
-        (saga or self.saga).add(description, call)
+        (self.saga if saga is None else saga).add(description, call)  # an empty Saga is falsy
 
     def compensate_with(self, undo: Compensation, key: str | None = None) -> None:
         """Register ``undo`` before its action runs; once per ``key`` (running the same undo
@@ -246,6 +276,62 @@ class Governance:
             self.held[step.subject] = decision
             return None
         return outcome
+
+    async def preflight(
+        self, policy: str, inputs: dict[str, dict[str, Any]], summary: str
+    ) -> list[PolicyDecision]:
+        """Ask ``policy`` about each subject's input document before anything is done (one
+        activity; every decision is audited by the policy activity)."""
+        wid = workflow.info().workflow_id
+        queries = [
+            PolicyQuery(policy=policy, input=doc, subject=subject, workflow_id=wid)
+            for subject, doc in inputs.items()
+        ]
+        return await self._step(
+            "policy", self.policy_activity, PolicyBatch(queries=queries), summary
+        )
+
+    async def settle(
+        self,
+        waiting: list[AdjustingEntry],
+        act: Callable[[AdjustingEntry, ApprovalGrant | None], Awaitable[Any]],
+        round_: Callable[[list[AdjustingEntry]], ApprovalRound],
+        revise: Callable[[list[AdjustingEntry], ApprovalOutcome], Awaitable[list[AdjustingEntry]]],
+        *,
+        amended_by: dict[str, str],
+        max_rounds: int,
+    ) -> None:
+        """Put the entries policy held back before humans until every one is done, or fail
+        safe. ``act(entry, grant)`` runs an entry's governed step (None: held again).
+
+        approve: act on them with the approval attached (policy re-checks it).
+        amend: apply the approver's changes; the amended entries go through policy again and
+          may need a fresh round (the amender may not approve their own change).
+        request_changes: ``revise`` (e.g. the preparing agent) answers the approver's comment;
+          the revision goes through policy again.
+        reject / expired (or ``max_rounds`` rounds without approval): fail; the saga undoes."""
+        rounds = 0
+        while waiting:
+            if rounds >= max_rounds:
+                raise errors.failure(
+                    errors.APPROVAL_REJECTED,
+                    f"no approval after {max_rounds} rounds of amendments or requested "
+                    "changes; failing safe",
+                )
+            rounds += 1
+            outcome = await self.approve(round_(waiting))
+            if outcome.outcome == "approved":
+                self.stage = "acting on the approval"
+                for entry in waiting:
+                    await act(entry, grant(outcome))
+                return
+            if outcome.outcome == "amended":
+                revised = amend_entries(waiting, outcome, amended_by)
+            else:  # changes_requested: back to the preparer
+                self.stage = "revising"
+                revised = await revise(waiting, outcome)
+            self.stage = "acting on the revision"
+            waiting = [e for e in revised if await act(e, None) is None]
 
     def obligations(self, subjects: Sequence[str]) -> list[Obligations]:
         """What policy asked for each held subject (for a round covering them all)."""

@@ -96,3 +96,10 @@ PRESETS: dict[ActivityKind, Preset] = {
         ),
     ),
 }
+
+__all__ = [
+    "ActivityKind",
+    "NON_RETRYABLE",
+    "PRESETS",
+    "Preset",
+]

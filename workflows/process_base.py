@@ -25,6 +25,7 @@ from workflows.contracts import (
     BUDGET_EXCEEDED,
     KILL_SWITCH_RELEASED_SIGNAL,
     PENDING_APPROVALS_QUERY,
+    STATUS_QUERY,
     AgentInput,
     ApprovalAck,
     ApprovalDecision,
@@ -32,6 +33,7 @@ from workflows.contracts import (
     Budget,
     PolicyBatch,
     PolicyQuery,
+    ProcessStatus,
     TokenUsage,
 )
 from workflows.governed import ApprovalRound, Governance
@@ -155,6 +157,7 @@ class GovernedProcess(Governance, ApprovalHandlers):
     ``__init__`` and writes its ``run`` as business steps."""
 
     inp: Any  # the process's start input: tenant, requested_by, approval_timeout_seconds, budget
+    cost: RunCost
     #: The run's model budget as it stands (None: the input's, until a human raised it).
     _budget: Budget | None = None
     #: A raise being asked for (parallel refused steps wait for it instead of asking again),
@@ -163,12 +166,34 @@ class GovernedProcess(Governance, ApprovalHandlers):
     _budget_refusal: str | None = None
     #: Who may raise the run's budget, the audit event of a refusal, how many raises one step
     #: may ask for (None: until refused), and the patch older runs ran without.
+    policy_activity = staticmethod(PolicyActivities.evaluate_policies)
     budget_policy = BUDGET_RAISE_POLICY
     budget_refused_event = "budget.refused"
     max_budget_raises: int | None = None
     budget_raise_patch: str | None = BUDGET_RAISE_PATCH
     #: whether a budget round is listed in the run's approvals (its result)
     budget_rounds_listed = False
+
+    @workflow.query(name=STATUS_QUERY)
+    def status(self) -> ProcessStatus:
+        """Where the run stands (a process with its own status model overrides this). The
+        annotation is the query's result type for clients: keep it a model."""
+        return ProcessStatus(
+            workflow_id=workflow.info().workflow_id,
+            process=getattr(self, "name", self.gate.process),
+            stage=self.stage,
+            approval_state=self.gate.state,  # type: ignore[arg-type]
+            pending=self.gate.pending(),
+            posted=getattr(self, "posted", []),
+            compensated=self.saga.compensated,
+            tokens=self.cost.tokens,
+            cost_usd=self.cost.cost_usd,
+            held_by=self.kill_switch.held_by,
+        )
+
+    def govern(self, inp: Any, process: str, **gates: Any) -> None:
+        super().govern(inp, process, **gates)
+        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
 
     def begin(
         self,
@@ -245,8 +270,22 @@ class GovernedProcess(Governance, ApprovalHandlers):
         (``budget_policy``): approved, the run's cap is lifted and the step runs again;
         rejected or expired, the run fails (and the process compensates what it did). A
         refusal for the tenant's daily cap fails the step: no approval in the run can lift it."""
-        if kind != "agent" or not isinstance(arg, AgentInput):
+        if kind != "agent":
             return await self.kill_switch.step(kind, activity, arg, summary)
+        if isinstance(arg, AgentInput):
+            answer = await self._budgeted(activity, arg, summary)
+        else:
+            answer = await self.kill_switch.step(kind, activity, arg, summary)
+        usage = getattr(answer, "usage", None)
+        if usage is not None:  # what the answer cost, in the run's search attributes
+            self.cost.add(usage)
+        return answer
+
+    async def _budgeted(
+        self, activity: Callable[[Any, Any], Awaitable[R]], arg: Any, summary: str
+    ) -> R:
+        """An agent step with the run's budget, asking a human when the budget refuses it."""
+        kind: ActivityKind = "agent"
         raises = 0
         while True:
             if self._budget is None:
@@ -293,22 +332,26 @@ class GovernedProcess(Governance, ApprovalHandlers):
                     self._raising_budget = False
 
     def _budget_query(self, step: str) -> PolicyQuery:
-        """What the budget policy is asked (a process may send its own document)."""
+        """What the budget policy is asked: the action, the run (``_budget_facts``), the step."""
         inp, wid = self.inp, workflow.info().workflow_id
+        facts = self._budget_facts()
         return PolicyQuery(
             policy=self.budget_policy,
             input={
                 "action": "raise_model_budget",
                 "process": self.gate.process,
-                "tenant": inp.tenant,
-                "subject": wid,
+                **facts,
                 "step": step,
                 "requested_by": inp.requested_by,
                 "budget_usd": (self._budget or inp.budget).run_usd,
             },
-            subject=wid,
+            subject=str(facts.get("subject", wid)),
             workflow_id=wid,
         )
+
+    def _budget_facts(self) -> dict[str, Any]:
+        """How the budget policy names the run (a process may name it its own way)."""
+        return {"tenant": self.inp.tenant, "subject": workflow.info().workflow_id}
 
     def _budget_payload(self, step: str) -> dict[str, Any]:
         """What a budget raise is bound to (its approval's action digest)."""
@@ -323,7 +366,7 @@ class GovernedProcess(Governance, ApprovalHandlers):
         )
         [decision] = await self.kill_switch.step(
             "policy",
-            PolicyActivities.evaluate_policies,
+            self.policy_activity,
             PolicyBatch(queries=[self._budget_query(step)]),
             f"policy {self.budget_policy}: who may raise the model budget",
         )
@@ -350,3 +393,14 @@ class GovernedProcess(Governance, ApprovalHandlers):
 
     def _budget_subject(self) -> str:
         return workflow.info().workflow_id
+
+
+__all__ = [
+    "ApprovalHandlers",
+    "BUDGET_RAISE_PATCH",
+    "BUDGET_RAISE_POLICY",
+    "CHANGED_ONLY_PATCH",
+    "GovernedProcess",
+    "RunCost",
+    "set_search_attributes",
+]

@@ -93,3 +93,9 @@ async def unwind(
         await asyncio.shield(asyncio.ensure_future(before_flush()))
     await asyncio.shield(asyncio.ensure_future(audit.flush()))
     return cancelled
+
+
+__all__ = [
+    "Saga",
+    "unwind",
+]

@@ -186,3 +186,13 @@ class RequireSignedApprovals(Interceptor):
                 return await super().execute_workflow(input)
 
         return _Inbound
+
+
+__all__ = [
+    "AssertionRefused",
+    "MAX_TOKEN_CHARS",
+    "RequireSignedApprovals",
+    "VerifiedIdentity",
+    "approver_refusal",
+    "verify_assertion",
+]
