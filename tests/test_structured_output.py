@@ -20,12 +20,12 @@ from activities.agents import _WireMemo, _WireProposal, allowed_accounts, propos
 from activities.router import CatalogueError, load_catalogue, parse_catalogue
 from activities.structured import extract_json, schema_has_pattern, wire_schema
 from baton.settings import REPO_ROOT
+from tests import test_router
 from tests.conftest import Harness, _harness
 from tests.support.route_once import RouteOnce
 from tests.support.scripted_model import Fault, ScriptedModelServer
 from tests.test_finance_close import failure_type, postings
 from tests.test_router import CHEAP_CONFIDENT, catalogue, model, route
-from tests import test_router
 from workflows.contracts import LedgerLine, MemoInput, ProposeAdjustmentsInput
 from workflows.contracts_support import TriageInput
 
