@@ -67,6 +67,7 @@ from activities.structured import (
 )
 from activities.tier0 import TIER0_RULES
 from workflows.contracts import STABLE_VERSION, digest
+from workflows.presets import PRESETS
 from workflows.contracts_support import (
     BUDGET_EXCEEDED,
     NO_ELIGIBLE_MODEL,
@@ -121,7 +122,10 @@ class ModelSpec(_Strict):
     )
     max_tokens: int = Field(default=2048, gt=0, description="Completion tokens; always sent.")
     timeout_s: float = Field(
-        default=60.0, gt=0, le=3600, description="Per-request client timeout, in seconds."
+        default=60.0,
+        gt=0,
+        description="Per-request client timeout, in seconds; below the agent activities' "
+        "start-to-close timeout.",
     )
     max_concurrency: int | None = Field(
         default=None,
@@ -140,6 +144,17 @@ class ModelSpec(_Strict):
         description="Whether the server takes a JSON-schema ``pattern`` (llama-cpp-python "
         "0.3.36 crashes on a decimal regex: false there, and no pattern is sent).",
     )
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _below_start_to_close(cls, value: float) -> float:
+        limit = PRESETS["agent"].start_to_close.total_seconds()
+        if value >= limit:
+            raise ValueError(
+                f"must be below the agent activities' start-to-close timeout ({limit:g} s, "
+                f"workflows/presets.py), got {value:g}"
+            )
+        return value
 
     @field_validator("structured_output", mode="before")
     @classmethod

@@ -214,6 +214,7 @@ def test_the_shipped_local_catalogues_say_how_their_servers_are_asked() -> None:
         ),
         ("max_tokens", 0, "models.0.max_tokens: Input should be greater than 0"),
         ("timeout_s", -1, "models.0.timeout_s: Input should be greater than 0"),
+        ("timeout_s", 600, "models.0.timeout_s: must be below the agent activities' start-to"),
         ("max_concurrency", 0, "models.0.max_concurrency: Input should be greater than or equal"),
         ("schema_pattern", "maybe", "models.0.schema_pattern: Input should be a valid boolean"),
     ],
@@ -418,3 +419,52 @@ async def test_a_bad_memo_and_a_finding_on_an_unknown_entry_are_refused_and_repa
     memo = [r for r in trail if r.action == "agent.wrote_memo"]
     assert len(memo) == 1
     assert h.model.pending_faults == []
+
+
+def test_the_auctions_default_tiers_name_the_catalogues_models() -> None:
+    from activities.auction import catalogue_tiers
+
+    llama = load_catalogue(REPO_ROOT / "config" / "models.llama-cpp.json", "http://127.0.0.1:1/v1")
+    tiers = {t.name: t.model for t in catalogue_tiers(llama)}
+    assert tiers == {
+        "small": "smollm2-135m-instruct",
+        "medium": "qwen2.5-coder-0.5b-instruct",
+        "large": "qwen2.5-coder-0.5b-instruct",
+    }
+    default = load_catalogue(REPO_ROOT / "config" / "models.json", "http://127.0.0.1:1/v1")
+    assert {t.model for t in catalogue_tiers(default)} == {"baton-rules-small", "baton-rules-large"}
+
+
+async def test_the_auctions_unrouted_calls_follow_their_catalogue_entry(
+    temporal_client: Client, model_server: ScriptedModelServer, database_url: str, tmp_path: Path
+) -> None:
+    """The auction's agents call the model their tier names (no routing); when the catalogue
+    lists that model, its entry says how it is asked."""
+    from activities.auction import catalogue_tiers
+    from tests.test_document_review import NDA, batch, task
+
+    raw = json.loads((REPO_ROOT / "config" / "models.json").read_text())
+    for m in raw["models"]:
+        if m["name"] == "baton-rules-small":
+            m.update(structured_output="tool_call", max_tokens=111)
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(raw))
+    async with _harness(temporal_client, model_server, database_url, model_catalogue=path) as h:
+        assert h.runtime.router is not None
+        tiers = [t.model_dump() for t in catalogue_tiers(h.runtime.router.catalogue)]
+        inp = batch(h, task(f"nda-{uuid.uuid4().hex[:6]}", "review:nda", NDA), tiers=tiers)
+        async with h.worker():
+            handle = await h.client.start_document_review(inp)
+            result = await handle.result()
+    [allocation] = result.allocations
+    assert (allocation.status, allocation.winner) == ("reviewed", "small")
+    small = [r["body"] for r in h.model.requests if r["body"]["model"] == "baton-rules-small"]
+    assert {r["messages"][0]["content"].splitlines()[0] for r in small} == {
+        "agent: auction_bidder",
+        "agent: document_reviewer",
+    }
+    for body in small:
+        assert body["max_tokens"] == 111 and "response_format" not in body
+        assert body["tool_choice"]["function"]["name"] in ("auction_bidder", "document_reviewer")
+    large = [r["body"] for r in h.model.requests if r["body"]["model"] == "baton-rules-large"]
+    assert large and all(b["response_format"]["type"] == "json_schema" for b in large)
