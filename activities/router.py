@@ -67,7 +67,6 @@ from activities.structured import (
 )
 from activities.tier0 import TIER0_RULES
 from workflows.contracts import STABLE_VERSION, digest
-from workflows.presets import PRESETS
 from workflows.contracts_support import (
     BUDGET_EXCEEDED,
     NO_ELIGIBLE_MODEL,
@@ -76,6 +75,7 @@ from workflows.contracts_support import (
     ModelCall,
     RoutedUsage,
 )
+from workflows.presets import PRESETS
 
 T = TypeVar("T", bound=BaseModel)
 
