@@ -79,14 +79,19 @@ class SoakAgents(InstantAgents):
         self.mode = mode
 
     async def _ask(
-        self, agent: str, payload: BaseModel, wire: type[T], chosen: Route | None = None
+        self,
+        agent: str,
+        payload: BaseModel,
+        wire: type[T],
+        chosen: Route | None = None,
+        **checks: Any,
     ) -> tuple[T, TokenUsage]:
         period = str(getattr(payload, "period", ""))
         needs = self.mode == "approval" or (
             self.mode == "mixed" and period.endswith(("-11", "-12"))
         )
         self.approval_amount = APPROVAL_AMOUNT if needs else None
-        return await super()._ask(agent, payload, wire, chosen)
+        return await super()._ask(agent, payload, wire, chosen, **checks)
 
 
 WORKER_OPTIONS: dict[str, Any] = dict(

@@ -70,8 +70,15 @@ class InstantAgents(AgentActivities):
         self.approval_amount = approval_amount
 
     async def _ask(
-        self, agent: str, payload: BaseModel, wire: type[T], chosen: Route | None = None
+        self,
+        agent: str,
+        payload: BaseModel,
+        wire: type[T],
+        chosen: Route | None = None,
+        **checks: Any,
     ) -> tuple[T, TokenUsage]:
+        """The canned answer (``checks``, the answer check and schema model, are not applied:
+        the benches measure orchestration, not answers)."""
         answer: dict[str, Any]
         if agent == "reconciler":
             entries = [
