@@ -771,14 +771,16 @@ class AgentActivities:
                     f"{agent}: model endpoint unreachable or timed out: {err}",
                     type="LLMUnavailable",
                 ) from err
-            if response.usage is not None:
-                prompt_tokens += response.usage.prompt_tokens
-                completion_tokens += response.usage.completion_tokens
+            used = response.usage
+            if used is not None:
+                prompt_tokens += used.prompt_tokens
+                completion_tokens += used.completion_tokens
             text = answer_text(response, options.structured_output)
             answer, refusal = judge(text, ask.wire, options.structured_output, ask.check)
             if refusal is None:
                 break
-            await self._refused(agent, payload, model, turn, refusal)
+            tokens = used.total_tokens if used is not None else 0
+            await self._refused(agent, payload, model, turn, refusal, tokens)
             repair = (text, refusal.text)
         if spec is not None:
             usage = TokenUsage(
@@ -794,9 +796,10 @@ class AgentActivities:
         return answer, usage
 
     async def _refused(
-        self, agent: str, payload: BaseModel, model: str, turn: int, refusal: Refusal
+        self, agent: str, payload: BaseModel, model: str, turn: int, refusal: Refusal, tokens: int
     ) -> None:
-        """The audit row of a refused answer (an unrouted call): why it was refused."""
+        """The audit row of a refused answer (an unrouted call): why it was refused, and the
+        tokens it took (the call's own audit row, if it succeeds, adds up every turn)."""
         info = activity.info()
         event = activity_event(
             f"{agent}/refused/{info.attempt}/{turn}",
@@ -810,6 +813,7 @@ class AgentActivities:
                 "problems": refusal.problems,
             },
             model=model,
+            tokens=tokens,
             input_digest=digest(payload),
         )
         await asyncio.to_thread(self.ledger.append, [event])

@@ -468,3 +468,76 @@ async def test_the_auctions_unrouted_calls_follow_their_catalogue_entry(
         assert body["tool_choice"]["function"]["name"] in ("auction_bidder", "document_reviewer")
     large = [r["body"] for r in h.model.requests if r["body"]["model"] == "baton-rules-large"]
     assert large and all(b["response_format"]["type"] == "json_schema" for b in large)
+
+
+def test_the_other_agents_checks_name_what_is_missing() -> None:
+    from activities.agents import _WireBoard
+    from activities.auction import _WireReview
+    from activities.customer_agents import _WirePlan
+    from activities.support import _WireResearch
+    from workflows.contracts import BoardAgentInput
+
+    # HR: the agent's own key must be written; the checklist keeps what is there
+    hire = {
+        "tenant": "acme", "employee_id": "E1", "full_name": "Kim", "role": "engineer",
+        "department": "eng", "country": "DE", "manager": "maya", "start_date": "2030-05-01",
+        "id_document_verified": True,
+    }  # fmt: skip
+    inp = BoardAgentInput.model_validate(
+        {
+            "tenant": "acme",
+            "employee_id": "E1",
+            "hire": hire,
+            "board": {"checklist": {"value": ["policies briefed"], "version": 1}},
+        }
+    )
+    check = answer_checks.board(inp, "identity", frozenset({"identity", "checklist"}))
+    only_checklist = {"writes": [{"key": "checklist", "items": ["x"], "reason": "done"}]}
+    assert check(_WireBoard.model_validate(only_checklist)) == [
+        "key 'identity' is not written (at least one item)",
+        "the checklist write drops items already there: ['policies briefed']",
+    ]
+    # customer: a discount check exactly when a discount was requested
+    plan = _WirePlan.model_validate(
+        {
+            "steps": [{"step_id": "s1", "kind": "intro_email", "instructions": "hi"}],
+            "rationale": "short",
+        }
+    )
+    assert answer_checks.customer_plan(10.0)(plan) == [
+        "the plan has no onboarding_sequence step",
+        "a 10.0% discount was requested but the plan has no discount_check step",
+    ]
+    # support: citations of passages that were not retrieved
+    research = _WireResearch(answer="reset it", cited=["kb-1#0", "kb-9#9"], confidence=0.8)
+    [problem] = answer_checks.research(["kb-1#0"])(research)
+    assert "kb-9#9" in problem and "kb-1#0" in problem
+    # auction: a flag must name the risky clause
+    assert answer_checks.review(_WireReview(verdict="flag", findings=[], summary="risky")) == [
+        "verdict 'flag' needs at least one finding naming the risky clause"
+    ]
+
+
+async def test_an_unrouted_call_repairs_a_refused_answer_and_audits_why(harness: Harness) -> None:
+    """The auction's reviewer is not routed: its refused answer gets the repair turn on the same
+    model, and an ``agent.answer_refused`` row saying why; the repaired answer is used."""
+    from tests.test_document_review import CONTRACT, batch, task
+
+    h = harness
+    flag_without_findings = {"verdict": "flag", "findings": [], "summary": "risky"}
+    h.model.script(Fault.output(flag_without_findings), match="agent: document_reviewer")
+    async with h.worker():
+        handle = await h.client.start_document_review(
+            batch(h, task(f"msa-{uuid.uuid4().hex[:6]}", "review:contract", CONTRACT))
+        )
+        result = await handle.result()
+    [allocation] = result.allocations
+    assert allocation.review is not None and allocation.review.findings  # the repaired answer
+    reviews = [r for r in h.model.requests if r["agent"] == "document_reviewer"]
+    assert len(reviews) == 2 and reviews[1]["body"]["messages"][2]["role"] == "assistant"
+    [row] = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "agent.answer_refused"]
+    detail = json.loads(row.detail_json)
+    assert detail["note"] == (
+        "refused (meaning): verdict 'flag' needs at least one finding naming the risky clause"
+    )
+    assert detail["turn"] == "first" and row.tokens and row.tokens > 0
