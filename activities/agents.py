@@ -1,16 +1,20 @@
 """LLM agents of the finance close, called through the real ``openai`` SDK.
 
-Each agent is one activity: it sends a system prompt whose first line names the agent and the
-agent's input as a JSON document, asks for a JSON-schema structured answer, parses it into a
-pydantic model, and writes an audit row with model, tokens, cost and digests (never the prompt or
-the answer themselves: the audit ledger is the record, by digest, unless a later opt-in says so).
+Each agent is one activity: it sends a system prompt (activities/prompts/<role>.md) whose first
+line names the agent and the agent's input as a JSON document, asks for a structured answer the
+way the model's catalogue entry says its server takes it (activities/structured.py), parses it
+into a pydantic wire model, checks its meaning (activities/answer_checks.py), and writes an audit
+row with model, tokens, cost and digests (never the prompt or the answer themselves: the audit
+ledger is the record, by digest, unless a later opt-in says so).
 
 Retries belong to Temporal: the SDK client is built with ``max_retries=0`` (worker.py) so every
 attempt is visible in the workflow history. Provider errors are mapped to ``ApplicationError``
 types here: 408/409/429/5xx, timeouts and connection errors are retryable (``Retry-After``
-becomes ``next_retry_delay``); other 4xx are not. An answer that is not valid JSON for the schema
-is retryable a bounded number of times (the agent preset's ``maximum_attempts``): a model may
-answer well on the next try, but not forever.
+becomes ``next_retry_delay``); other 4xx are not. An answer that is not JSON of the schema, or
+fails its answer check, gets one repair turn (the problems fed back to the same model), then the
+stronger tier (routed agents, activities/router.py), then the step fails with a non-retryable
+``AgentOutputInvalid`` / ``AgentAnswerIncomplete``: another attempt would ask the same models the
+same thing. Every refused answer has an audit row saying why.
 
 Endpoint: any OpenAI-compatible server (OpenAI, Azure OpenAI, vLLM, Ollama) by ``OPENAI_BASE_URL``;
 the default is the local rule-based model server in temporal-dev/, which is not an LLM.

@@ -6,8 +6,13 @@ An agent asks for a task class (``triage``, ``research`` ...), never for a model
    or above the class's ``min_confidence``;
 2. tries the catalogue's models for the class's capability, cheap tier first, then strong.
    Within a tier, a provider error (5xx, timeout, connection) falls back to the next endpoint of
-   the tier; an answer that fails the schema or comes back below ``min_confidence`` escalates to
-   the next tier; ``min_tier`` (set by the workflow from a policy obligation) skips tiers;
+   the tier; an answer that fails the schema or its answer check (activities/answer_checks.py)
+   gets one repair turn on the same model (the problems fed back), then escalates to the next
+   tier, as does one below ``min_confidence``; when no tier is left a refused answer fails the
+   step, non-retryable; ``min_tier`` (set by the workflow from a policy obligation) skips tiers.
+   Each request is asked the way its catalogue entry says (``structured_output``, ``max_tokens``,
+   ``timeout_s``, ``seed``/``temperature``, ``schema_pattern``: activities/structured.py), at
+   most ``max_concurrency`` at once per endpoint and model from this worker;
 3. asks the base policy before every request (activities/agents.py ``_govern``: residency, PII,
    the tenant's daily cap). A residency deny names the allowed regions: the router reroutes to
    an endpoint there, and only there;
@@ -16,8 +21,9 @@ An agent asks for a task class (``triage``, ``research`` ...), never for a model
    estimate does not fit is refused (``BudgetExceeded``, non-retryable: the workflow asks a
    human) or, with ``over_budget: route_cheaper``, routed to the best model that fits;
 5. charges every request that got an answer (spend.ModelCharge keyed by workflow id, run id,
-   activity id, attempt and call index) with an audit row per request (model, tokens, cost),
-   and returns the chosen model, so it lands in the workflow history.
+   activity id, attempt and call index) with an audit row per request (model, tokens, cost; a
+   refused answer's row says why in its ``note``), and returns the chosen model, so it lands in
+   the workflow history.
 
 Must not: be imported by workflows; read the environment (worker.py passes the catalogue).
 """
