@@ -752,7 +752,11 @@ class AgentActivities:
         agent = ask.agent
         model = governed.route.model if governed.route is not None else self.model
         spec = self.router.catalogue.spec_of(model) if self.router is not None else None
-        options = spec.options if spec is not None else self.options
+        options = (
+            spec.options(self.router.timeout_seconds)
+            if spec is not None and self.router is not None
+            else self.options
+        )
         client = self.router.client(spec) if spec is not None and self.router else self.client
         endpoint = spec.endpoint if spec is not None else str(self.client.base_url)
         schema = wire_schema(ask.schema_wire or ask.wire, pattern=options.schema_pattern)

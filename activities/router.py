@@ -127,11 +127,11 @@ class ModelSpec(_Strict):
         "function call carrying the schema) or prompt (schema in the prompt, reply parsed).",
     )
     max_tokens: int = Field(default=2048, gt=0, description="Completion tokens; always sent.")
-    timeout_s: float = Field(
-        default=60.0,
+    timeout_s: float | None = Field(
+        default=None,
         gt=0,
         description="Per-request client timeout, in seconds; below the agent activities' "
-        "start-to-close timeout.",
+        "start-to-close timeout. Unset: the worker's BATON_LLM_TIMEOUT_SECONDS (60 s).",
     )
     max_concurrency: int | None = Field(
         default=None,
@@ -153,9 +153,9 @@ class ModelSpec(_Strict):
 
     @field_validator("timeout_s")
     @classmethod
-    def _below_start_to_close(cls, value: float) -> float:
+    def _below_start_to_close(cls, value: float | None) -> float | None:
         limit = PRESETS["agent"].start_to_close.total_seconds()
-        if value >= limit:
+        if value is not None and value >= limit:
             raise ValueError(
                 f"must be below the agent activities' start-to-close timeout ({limit:g} s, "
                 f"workflows/presets.py), got {value:g}"
@@ -169,12 +169,13 @@ class ModelSpec(_Strict):
             raise ValueError(f"expected one of {'|'.join(STRUCTURED_OUTPUT_MODES)}, got {value!r}")
         return value
 
-    @property
-    def options(self) -> RequestOptions:
+    def options(self, default_timeout_s: float) -> RequestOptions:
+        """How requests to this model are made; ``default_timeout_s`` when the entry sets no
+        ``timeout_s`` (the worker's BATON_LLM_TIMEOUT_SECONDS)."""
         return RequestOptions(
             structured_output=self.structured_output,
             max_tokens=self.max_tokens,
-            timeout_s=self.timeout_s,
+            timeout_s=self.timeout_s if self.timeout_s is not None else default_timeout_s,
             accepts_seed=self.accepts_seed,
             accepts_temperature=self.accepts_temperature,
             schema_pattern=self.schema_pattern,
@@ -387,6 +388,7 @@ class Router:
             raise CatalogueError(
                 f"the model catalogue names API keys in {', '.join(missing)}, which are not set"
             )
+        #: The request timeout of catalogue entries that set no ``timeout_s``.
         self.timeout_seconds = timeout_seconds
         self._clients: dict[tuple[str, str], AsyncOpenAI] = {}
 
@@ -679,7 +681,7 @@ class Router:
         ) as span:
             request = chat_request(
                 self.client(spec), spec.name, agent, prompt, governed.content, schema,
-                spec.options, repair,
+                spec.options(self.timeout_seconds), repair,
             )  # fmt: skip
             throttle = self.agents.throttle
             slots = self.agents.slots
