@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel
 from temporalio import activity
 
-from activities.agents import AgentActivities, Route
+from activities.agents import AgentActivities, AnswerCheck, Route
 from activities.audit import AuditLedger
 from workflows.contracts import TokenUsage
 
@@ -75,10 +75,12 @@ class InstantAgents(AgentActivities):
         payload: BaseModel,
         wire: type[T],
         chosen: Route | None = None,
-        **checks: Any,
+        *,
+        check: AnswerCheck | None = None,
+        schema_wire: type[BaseModel] | None = None,
     ) -> tuple[T, TokenUsage]:
-        """The canned answer (``checks``, the answer check and schema model, are not applied:
-        the benches measure orchestration, not answers)."""
+        """The canned answer (``check`` and ``schema_wire`` are not applied: the benches
+        measure orchestration, not answers)."""
         answer: dict[str, Any]
         if agent == "reconciler":
             entries = [
