@@ -702,6 +702,7 @@ def _quoted(value: str) -> str:
     return f"'{value}'"
 
 
+#: the client's API; its errors are re-exported from workflows/client_errors.py
 __all__ = [
     "ApprovalRefused",
     "BatonClient",
