@@ -31,6 +31,7 @@ PUBLIC: dict[str, set[str]] = {
         "RETRYABLE_STATUS",
         "Refusal",
         "Route",
+        "Router",
         "Severity",
         "VERBATIM_FIELDS",
         "agent_call_policy_input",
