@@ -38,6 +38,7 @@ from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.policy import PolicyEngine, build_engine
+from activities.policy_gate import PolicyGateActivities
 from activities.router import Router, load_catalogue, tenant_caps
 from activities.supervisor import SupervisorActivities
 from activities.support import SupportActivities, VectorKnowledgeSource
@@ -145,12 +146,13 @@ def build_runtime(settings: Settings) -> Runtime:
         router, VectorKnowledgeSource(knowledge_base), db, ledger, policy, switch=switch
     )
     customer = CustomerActivities(db, ledger, policy, switch)
+    policy_gate = PolicyGateActivities(ledger, policy)  # every process's preflight
     customer_agents = CustomerAgentActivities.sharing(agents)
     supervisor = SupervisorActivities(ledger, policy, switch)
     activities = [
         finance.collect_period_data,
         finance.reconcile_transactions,
-        finance.evaluate_policies,
+        policy_gate.evaluate_policies,
         finance.post_journal_entry,
         finance.reverse_journal_entry,
         finance.close_period,

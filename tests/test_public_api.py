@@ -254,6 +254,9 @@ PUBLIC: dict[str, set[str]] = {
         "rule_path",
         "run_rego_tests",
     },
+    "activities.policy_gate": {
+        "PolicyGateActivities",
+    },
     "activities.redaction": {
         "IBAN_LENGTHS",
         "ORDER",
@@ -978,3 +981,17 @@ def test_baton_exceptions_share_one_root() -> None:
         assert issubclass(cls, BatonError), cls
     # a bad definition is still a ValueError for callers that caught that before
     assert issubclass(DefinitionInvalid, ValueError)
+
+
+def test_no_workflow_but_the_close_imports_a_process_activity_class() -> None:
+    """Policy has its own activity (activities/policy_gate.py): the building blocks and the
+    other processes do not import the finance close's activities to ask it."""
+    from pathlib import Path
+
+    root = Path(workflows.__file__).parent
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "finance_close.py" and "FinanceActivities" in p.read_text()
+    ]
+    assert offenders == []

@@ -42,7 +42,7 @@ from workflows.presets import ActivityKind
 from workflows.saga import unwind
 
 with workflow.unsafe.imports_passed_through():
-    from activities.finance import FinanceActivities as PolicyActivities
+    from activities.policy_gate import PolicyGateActivities
 
 R = TypeVar("R")
 
@@ -166,7 +166,7 @@ class GovernedProcess(Governance, ApprovalHandlers):
     _budget_refusal: str | None = None
     #: Who may raise the run's budget, the audit event of a refusal, how many raises one step
     #: may ask for (None: until refused), and the patch older runs ran without.
-    policy_activity = staticmethod(PolicyActivities.evaluate_policies)
+    policy_activity = staticmethod(PolicyGateActivities.evaluate_policies)
     budget_policy = BUDGET_RAISE_POLICY
     budget_refused_event = "budget.refused"
     max_budget_raises: int | None = None
