@@ -789,6 +789,7 @@ PUBLIC: dict[str, set[str]] = {
         "amend_entries",
         "fail_if_denied",
         "grant",
+        "register_compensation",
         "risk_of",
     },
     "workflows.hr_onboarding": {

@@ -56,6 +56,7 @@ __all__ = [
     "amend_entries",
     "fail_if_denied",
     "grant",
+    "register_compensation",
     "risk_of",
 ]
 
@@ -122,6 +123,16 @@ class ApprovalRound:
     fail_safe: str = ""  # what failing safe means, for the expiry's message
     listed: bool = True  # kept in the run's approvals (its result lists them)
     fields: dict[str, Any] = field(default_factory=dict)  # entries, findings, round, total
+
+
+def register_compensation(saga: Saga, kill_switch: KillSwitchGate, undo: Compensation) -> None:
+    """Register ``undo`` with ``saga`` before its action runs (for a workflow that is no
+    GovernedProcess, e.g. the document-review auction); it runs through the kill-switch gate
+    with the compensation preset (a compensation never holds)."""
+    saga.add(
+        undo.description,
+        lambda: kill_switch.step("compensation", undo.activity, undo.arg, undo.summary),
+    )
 
 
 def grant(outcome: ApprovalOutcome) -> ApprovalGrant:
