@@ -789,6 +789,29 @@ def _read_json_object(name: str) -> dict[str, Any]:
     return document
 
 
+async def cmd_processes(args: argparse.Namespace, settings: Settings) -> int:
+    from temporalio import workflow as temporal_workflow
+
+    from workflows.registry import PROCESSES
+
+    rows = [
+        {
+            "process": spec.name,
+            "workflow_type": temporal_workflow._Definition.must_from_class(spec.workflow).name,
+            "input": spec.input.__name__,
+            "start": spec.start,
+        }
+        for spec in PROCESSES
+    ]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    print(f"{'PROCESS':<22} {'WORKFLOW TYPE':<20} {'INPUT':<26} START")
+    for r in rows:
+        print(f"{r['process']:<22} {r['workflow_type']:<20} {r['input']:<26} {r['start']}")
+    return EXIT_OK
+
+
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from baton.demo import run_demo
 
@@ -815,6 +838,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait for you to approve/reject from another terminal",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "processes",
+        help="list the registered processes (workflows/registry.py)",
+        description="List the registered processes: name, workflow type, input model, how a "
+        "run starts. Each is started with BatonClient.start(input) or its own commands.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_processes)
 
     p = sub.add_parser("worker", help="run a worker for all processes")
     p.set_defaults(func=cmd_worker)

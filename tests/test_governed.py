@@ -205,3 +205,39 @@ async def test_recorded_history_replays(harness: Harness, name: str, suffix: str
     replayer = Replayer(workflows=[workflow_class], plugins=[BatonPlugin()])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+# -- the process registry --------------------------------------------------------------------
+
+
+def test_the_registry_drives_the_worker_and_names_each_process_once() -> None:
+    from worker import WORKFLOWS
+    from workflows.registry import PROCESSES, UnknownProcess, spec_for, spec_named
+
+    assert {s.workflow for s in PROCESSES} <= set(WORKFLOWS)
+    assert len({s.name for s in PROCESSES}) == len(PROCESSES)
+    assert spec_named("hr_onboarding").workflow is HrOnboardingWorkflow
+    with pytest.raises(UnknownProcess, match="known: finance_close"):
+        spec_named("payroll")
+    with pytest.raises(UnknownProcess, match="no process takes a Obligations"):
+        spec_for(Obligations())
+
+
+async def test_one_start_for_any_process_uses_its_business_key(harness: Harness) -> None:
+    from tests.test_hr_onboarding import new_hire
+    from workflows.client import ProcessAlreadyStarted
+    from workflows.contracts import OnboardingInput
+
+    h = harness
+    hire = new_hire(h)
+    inp = OnboardingInput(tenant=h.tenant, employee_id=hire.employee_id, requested_by="hana")
+    async with h.worker():
+        handle = await h.client.start(inp)
+        assert handle.id == f"onboarding/{h.tenant}/{hire.employee_id}"
+        with pytest.raises(ProcessAlreadyStarted):  # the same business key, still running
+            await h.client.start(inp)
+        [request] = await _wait(lambda: h.client.pending_approvals(handle.id))
+        assert request.action == "grant_entitlements"
+        await h.client.cancel(handle.id)
+    desc = await handle.describe()
+    assert desc.search_attributes.get("BatonProcess") == ["hr_onboarding"]
