@@ -34,7 +34,9 @@ import rego.v1
 # The one document callers read. `allow` is a strict boolean over `deny`; `redact` (sorted
 # kinds) and `reroute_regions` (sorted; non-empty only when residency denied the call) are the
 # obligations activities/policy.py parses into Obligations.
-decision := {
+decision := {"allow": true, "deny": [], "redact": redact, "reroute_regions": []} if {
+	clean # a clean call was not refused for residency, so there is nowhere to reroute it
+} else := {
 	"allow": count(deny) == 0,
 	"deny": sort(deny),
 	"redact": redact,
