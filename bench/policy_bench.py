@@ -111,7 +111,8 @@ DECISIONS: list[tuple[str, str, dict[str, Any], bool]] = [
     ),
 ]
 
-FLOOR_POLICY = "package bench.floor\n\nimport rego.v1\n\ndecision := {\"allow\": true}\n"
+FLOOR_PATH = "bench/floor/decision"
+FLOOR_POLICY = 'package bench.floor\n\nimport rego.v1\n\ndecision := {"allow": true}\n'
 
 
 def timed(call: Callable[[], Any], n: int) -> list[float]:
@@ -162,8 +163,12 @@ def run(n: int) -> tuple[list[tuple[str, str, float, float]], int]:
             floor_dir = Path(tmp)
             (floor_dir / "floor.rego").write_text(FLOOR_POLICY)
             floor = EmbeddedOpaEngine(floor_dir)
-            for label, document in (("floor: binding, no input", None), ("floor: binding, posting input", POSTING)):
-                samples = timed(lambda d=document: floor.evaluate_sync("bench/floor/decision", d), n)
+            floors = (
+                ("floor: binding, no input", None),
+                ("floor: binding, posting input", POSTING),
+            )
+            for label, document in floors:
+                samples = timed(lambda d=document: floor.evaluate_sync(FLOOR_PATH, d), n)
                 rows.append((label, "embedded", statistics.median(samples), p99(samples)))
             floor.close()
         for label, path, document, counts in DECISIONS:
