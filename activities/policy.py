@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
+import aiohttp
 from pydantic import BaseModel, ValidationError
 from temporalio.exceptions import ApplicationError
 
@@ -53,6 +54,8 @@ ENGINE_UNAVAILABLE = "policy engine unavailable"
 #: ApplicationError.type of a step that could not get a policy decision (see unavailable_error).
 POLICY_UNAVAILABLE_ERROR = errors.POLICY_UNAVAILABLE
 UNDEFINED_DECISION = "policy returned no decision (undefined)"
+#: Every deny caused by a failed evaluation (PolicyEvalError) starts with this.
+EVALUATION_FAILED = "policy evaluation failed"
 #: Revision reported when an engine failed before it could say which policies it ran.
 UNKNOWN_REVISION = "unknown"
 
@@ -78,6 +81,17 @@ class PolicyUndefined(PolicyError):
     def __init__(self, path: str, revision: str) -> None:
         super().__init__(f"data.{path.strip('/').replace('/', '.')} is undefined")
         self.path = path
+        self.revision = revision
+
+
+class PolicyEvalError(PolicyError):
+    """The engine evaluated the policy and the evaluation failed: a builtin error (every Baton
+    path evaluates with strict builtin errors, see docs/policy-engine.md), conflicting values
+    for a complete rule, a type error found at run time. Deterministic: asking again gives the
+    same answer, so it is a deny naming the error, never "engine unavailable"."""
+
+    def __init__(self, message: str, revision: str = "unknown") -> None:
+        super().__init__(message)
         self.revision = revision
 
 
@@ -311,18 +325,23 @@ def _build_opa(snapshot: BundleSnapshot, *, with_tests: bool = False) -> Any:
 
 
 def _eval_opa(engine: Any, segments: list[str], input: dict[str, Any] | None, revision: str) -> Any:
-    from opa_bindings import OpaUndefinedError
+    from opa_bindings import OpaError, OpaUndefinedError
 
     try:
         return engine.eval_document(".".join(segments), input)
     except OpaUndefinedError:
         raise PolicyUndefined(".".join(segments), revision) from None
+    except OpaError as exc:
+        if exc.code == "eval_error":
+            raise PolicyEvalError(" ".join(exc.message.split()), revision) from None
+        raise
 
 
 def _build_regorus(snapshot: BundleSnapshot, *, with_tests: bool = False) -> Any:
     import regorus
 
     engine = regorus.Engine()
+    _align_regorus_builtins(engine)
     try:
         for rel, source in _sources(snapshot, with_tests):
             engine.add_policy(rel, source)
@@ -346,11 +365,41 @@ def _eval_regorus(
         # Python sets, and None for both "undefined" and null.
         answer = json.loads(run.eval_query_as_json("data." + ".".join(segments)))
     except RuntimeError as exc:
-        raise PolicyError(f"regorus: {_regorus_message(exc)}") from None
+        raise PolicyEvalError(f"regorus: {_regorus_message(exc)}", revision) from None
     rows = answer.get("result") or []
     if not rows or not rows[0].get("expressions"):
         raise PolicyUndefined(".".join(segments), revision)
     return rows[0]["expressions"][0]["value"]
+
+
+def _align_regorus_builtins(engine: Any) -> None:
+    """Give regorus OPA's answer where the two differ on a builtin Baton cares about.
+
+    ``json.is_valid`` / ``yaml.is_valid`` of a non-string: OPA answers false, regorus raises a
+    type error (a false disagreement in every cross-check). The replacements answer false for a
+    non-string and ask regorus's own builtin, on a second engine, for a string, so strings keep
+    regorus's parser. Registered per engine: regorus engines are per thread (see RegorusEngine).
+    """
+    import regorus
+
+    checker = regorus.Engine()
+    checker.add_policy(
+        "baton_is_valid.rego",
+        "package baton_is_valid\n\njson_ok := json.is_valid(input)\n\n"
+        "yaml_ok := yaml.is_valid(input)\n",
+    )
+
+    def valid(rule: str) -> Callable[[Any], bool]:
+        def check(value: Any) -> bool:
+            if not isinstance(value, str):
+                return False
+            checker.set_input_json(json.dumps(value))
+            return checker.eval_rule(f"data.baton_is_valid.{rule}") is True
+
+        return check
+
+    engine.add_extension("json.is_valid", 1, valid("json_ok"))
+    engine.add_extension("yaml.is_valid", 1, valid("yaml_ok"))
 
 
 def _regorus_message(exc: BaseException) -> str:
@@ -518,11 +567,23 @@ class OpaRestEngine:
     async def evaluate(self, path: str, input: dict[str, Any]) -> tuple[Any, str]:
         segments = rule_path(path)
         client = await self._opa()
-        response = await client.query_rule(
-            input_data=input,
-            package_path="/".join(segments),
-            query_params={"provenance": "true"},
-        )
+        try:
+            response = await client.query_rule(
+                input_data=input,
+                package_path="/".join(segments),
+                # Builtin errors fail the query, as on the embedded engine (whose OPA binding
+                # always evaluates this way): one meaning on every path.
+                query_params={"provenance": "true", "strict-builtin-errors": "true"},
+            )
+        except aiohttp.ClientResponseError as exc:
+            if exc.status == 500:
+                # OPA's answer to an evaluation error (a builtin error under strict builtin
+                # errors, conflicting rule values); opa-python-client drops the body.
+                raise PolicyEvalError(
+                    f"OPA answered 500 {exc.message} for data.{'.'.join(segments)}: the "
+                    "evaluation failed (a builtin error or conflicting rule values)"
+                ) from None
+            raise
         if not isinstance(response, dict):
             raise PolicyError(f"OPA answered {type(response).__name__}, not a JSON object")
         revision = _provenance_revision(response.get("provenance"))
@@ -709,6 +770,8 @@ async def _decide(
             value, revision = await engine.evaluate(decision.path, query.input)
     except PolicyUndefined as exc:
         return decision.denied(UNDEFINED_DECISION, str(exc.revision))
+    except PolicyEvalError as exc:
+        return decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
     except TimeoutError as exc:
         if deadline.expired():
             return decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
@@ -763,6 +826,8 @@ def explain_sync(
         value, revision = engine.evaluate_sync(decision.path, query.input)
     except PolicyUndefined as exc:
         return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
+    except PolicyEvalError as exc:
+        return None, decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
     except BaseException as exc:
         if not _is_engine_failure(exc):
             raise
@@ -1080,6 +1145,7 @@ def run_rego_tests(
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
     "ENGINE_UNAVAILABLE",
+    "EVALUATION_FAILED",
     "UNDEFINED_DECISION",
     "UNKNOWN_REVISION",
     "BundleSnapshot",
@@ -1088,6 +1154,7 @@ __all__ = [
     "PolicyBundle",
     "PolicyEngine",
     "PolicyError",
+    "PolicyEvalError",
     "PolicyLoadError",
     "PolicyUndefined",
     "RegoTestResult",
