@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -118,7 +120,8 @@ class BundleSnapshot:
 
 
 class PolicyBundle:
-    """A policy directory: ``**/*.rego`` plus the JSON data documents under ``data/``.
+    """A policy directory (``**/*.rego`` plus the JSON data documents under ``data/``), or an OPA
+    bundle file (``.tar.gz``/``.tgz``: see ``_load_archive``), as loaded.
 
     Each data file holds its document from the root of ``data`` (for example
     ``{"baton": {"finance": {"limits": {...}}}}``); all of them are deep-merged, and two files
@@ -160,7 +163,14 @@ class PolicyBundle:
             assert self._snapshot is not None  # set whenever _error is None after a check
             return self._snapshot
 
+    @property
+    def is_archive(self) -> bool:
+        return self.policy_dir.name.endswith((".tar.gz", ".tgz"))
+
     def _reload_if_changed(self) -> None:
+        if self.is_archive:
+            self._reload_archive_if_changed()
+            return
         try:
             files = self._files()
             # Stat before reading: a file edited while we read it changes its stat again, so
@@ -178,6 +188,22 @@ class PolicyBundle:
         self._signature = signature
         try:
             self._snapshot, self._error = self._load(files), None
+        except PolicyLoadError as exc:
+            self._snapshot, self._error = None, exc
+
+    def _reload_archive_if_changed(self) -> None:
+        try:
+            st = self.policy_dir.stat()
+        except OSError as exc:
+            self._signature, self._snapshot = None, None
+            self._error = PolicyLoadError(f"cannot read policy bundle {self.policy_dir}: {exc}")
+            return
+        signature = ((self.policy_dir.name, st.st_mtime_ns, st.st_size),)
+        if signature == self._signature:
+            return
+        self._signature = signature
+        try:
+            self._snapshot, self._error = _load_archive(self.policy_dir), None
         except PolicyLoadError as exc:
             self._snapshot, self._error = None, exc
 
@@ -232,6 +258,113 @@ class PolicyBundle:
         if not modules:
             raise PolicyLoadError(f"no Rego policies found in {self.policy_dir}")
         return BundleSnapshot(digest.hexdigest()[:12], modules, tests, data)
+
+
+def _load_archive(path: Path) -> BundleSnapshot:
+    """An OPA bundle: a gzipped tarball of ``*.rego`` modules, ``data.json`` documents (each
+    merged at its directory's path: ``baton/finance/data.json`` is ``data.baton.finance``) and a
+    ``.manifest`` (JSON) whose ``revision`` becomes the revision of every decision. Without one,
+    the revision is the content digest, as for a directory. ``*_test.rego`` are kept apart as
+    tests; other files are ignored, as OPA ignores them. A malformed bundle is a load error
+    naming the entry: fail closed."""
+    modules: dict[str, str] = {}
+    tests: dict[str, str] = {}
+    data: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    manifest: dict[str, Any] = {}
+    digest = hashlib.sha256()
+    try:
+        with tarfile.open(path, mode="r:gz") as archive:
+            members = sorted((m for m in archive.getmembers() if m.isfile()), key=lambda m: m.name)
+            for member in members:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                name = name.lstrip("/")
+                if ".." in Path(name).parts:
+                    raise PolicyLoadError(f"bundle {path.name}: entry {member.name!r} escapes it")
+                handle = archive.extractfile(member)
+                raw = handle.read() if handle is not None else b""
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise PolicyLoadError(
+                        f"bundle {path.name}: {name} is not UTF-8: {exc}"
+                    ) from None
+                if name == ".manifest":
+                    manifest = _manifest(path, text)
+                elif name.endswith(".rego"):
+                    (tests if name.endswith("_test.rego") else modules)[name] = text
+                elif Path(name).name == "data.json":
+                    try:
+                        document = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise PolicyLoadError(
+                            f"bundle {path.name}: {name} is not valid JSON: {exc}"
+                        ) from None
+                    prefix = tuple(Path(name).parent.parts)
+                    for key in reversed(prefix):
+                        document = {key: document}
+                    if not isinstance(document, dict):
+                        raise PolicyLoadError(
+                            f"bundle {path.name}: the root data.json must hold an object"
+                        )
+                    _merge_data(data, document, (), f"{path.name}:{name}", origin)
+                else:
+                    continue
+                if not name.endswith("_test.rego"):
+                    digest.update(f"{name}\0{len(raw)}\0".encode())
+                    digest.update(raw)
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise PolicyLoadError(f"policy bundle {path} is not a readable .tar.gz: {exc}") from None
+    if not modules:
+        raise PolicyLoadError(f"no Rego policies found in the bundle {path}")
+    revision = manifest.get("revision") or digest.hexdigest()[:12]
+    return BundleSnapshot(str(revision), modules, tests, data)
+
+
+def _manifest(path: Path, text: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PolicyLoadError(f"bundle {path.name}: .manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise PolicyLoadError(f"bundle {path.name}: .manifest must be a JSON object")
+    revision = manifest.get("revision", "")
+    if not isinstance(revision, str):
+        raise PolicyLoadError(
+            f"bundle {path.name}: .manifest revision must be a string, got {revision!r}"
+        )
+    return manifest
+
+
+def build_bundle(
+    policy_dir: str | os.PathLike[str], out: str | os.PathLike[str], revision: str | None = None
+) -> str:
+    """Write the policy directory as an OPA bundle (``.tar.gz``): its modules (tests included,
+    as OPA bundles carry them), one root ``data.json`` with every data file merged, and a
+    ``.manifest`` with ``revision`` (default: the directory's content revision) and
+    ``roots`` (the top-level documents it defines). Returns the revision."""
+    snapshot = PolicyBundle(policy_dir, reload_interval=0).current()
+    revision = revision or snapshot.revision
+    roots = sorted({p.split(".")[0] for p in policy_packages(snapshot)} | set(snapshot.data))
+    entries: list[tuple[str, bytes]] = [
+        (".manifest", json.dumps({"revision": revision, "roots": roots}, indent=2).encode()),
+        ("data.json", json.dumps(snapshot.data, indent=2, sort_keys=True).encode()),
+    ]
+    for rel, source in sorted({**snapshot.modules, **snapshot.tests}.items()):
+        entries.append((rel, source.encode()))
+    target = Path(out)
+    partial = target.with_name(target.name + ".partial")
+    with tarfile.open(partial, mode="w:gz") as archive:
+        for name, raw in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            info.mtime = int(time.time())
+            archive.addfile(info, io.BytesIO(raw))
+    # Atomic: a worker reloading the bundle never reads a half-written archive.
+    os.replace(partial, target)
+    return revision
 
 
 def _merge_data(
@@ -725,9 +858,17 @@ async def decide(
 ) -> PolicyDecision:
     """:func:`_decide`, traced: one ``policy <package>`` span per decision (activities/tracing)."""
     with tracing.policy_span(query, decision_id) as span:
-        decision = await _decide(engine, query, decision_id, timeout=timeout)
+        value, decision = await _decide(engine, query, decision_id, timeout=timeout)
         tracing.record_decision(span, decision)
+        _log_decision(engine, query, decision, value)
         return decision
+
+
+def _log_decision(engine: object, query: PolicyQuery, decision: PolicyDecision, value: Any) -> None:
+    """Hand the decision to the engine's decision log (activities/decision_log.py), if any."""
+    logger = getattr(engine, "decision_log", None)
+    if logger is not None:
+        logger.log(query, decision, value)
 
 
 async def _decide(
@@ -736,8 +877,9 @@ async def _decide(
     decision_id: str,
     *,
     timeout: float,
-) -> PolicyDecision:
+) -> tuple[Any, PolicyDecision]:
     """Evaluate ``<query.policy>/decision`` and map it to a PolicyDecision. Never raises.
+    Returns the policy's own document too (None when there was none), for the decision log.
 
     Fail closed: an engine error, a timeout, an undefined document, an answer that is not an
     object, an ``allow`` that is not literally ``true``, or malformed reason lists all give a
@@ -763,24 +905,24 @@ async def _decide(
     """
     decision = _Decision(engine, query, decision_id)
     if (early := decision.precheck()) is not None:
-        return early
+        return None, early
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
             value, revision = await engine.evaluate(decision.path, query.input)
     except PolicyUndefined as exc:
-        return decision.denied(UNDEFINED_DECISION, str(exc.revision))
+        return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
     except PolicyEvalError as exc:
-        return decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
+        return None, decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
     except TimeoutError as exc:
         if deadline.expired():
-            return decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
-        return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+            return None, decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
+        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
     except BaseException as exc:
         if not _is_engine_failure(exc):
             raise
-        return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
-    return decision.from_value(value, revision)
+        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+    return value, decision.from_value(value, revision)
 
 
 def in_transaction_decider(
@@ -808,8 +950,9 @@ def decide_sync(engine: SyncPolicyEngine, query: PolicyQuery, decision_id: str) 
     timeout: an embedded evaluation is CPU-bound and sub-millisecond.
     """
     with tracing.policy_span(query, decision_id) as span:
-        decision = explain_sync(engine, query, decision_id)[1]
+        value, decision = explain_sync(engine, query, decision_id)
         tracing.record_decision(span, decision)
+        _log_decision(engine, query, decision, value)
         return decision
 
 
@@ -1159,6 +1302,7 @@ __all__ = [
     "PolicyUndefined",
     "RegoTestResult",
     "RegorusEngine",
+    "build_bundle",
     "build_engine",
     "decide",
     "decide_sync",

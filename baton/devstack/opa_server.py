@@ -98,8 +98,24 @@ class PolicyStore:
 
     # -- loading ------------------------------------------------------------------------------
 
+    def load_bundle(self, bundle: Path) -> None:
+        """Load an OPA bundle file (``.tar.gz``, as activities/policy.py reads it): its modules
+        (tests left out), its data, and its manifest revision as this store's revision."""
+        from activities.policy import PolicyBundle, PolicyError
+
+        try:
+            snapshot = PolicyBundle(bundle, reload_interval=0).current()
+        except PolicyError as err:
+            raise _bad(str(err)) from None
+        self._commit(dict(snapshot.modules), copy.deepcopy(dict(snapshot.data)))
+        self.revision = snapshot.revision
+
     def load_dir(self, policy_dir: Path) -> None:
-        """Load every ``*.rego`` (not ``*_test.rego``) and ``data/**/*.json`` of ``policy_dir``."""
+        """Load every ``*.rego`` (not ``*_test.rego``) and ``data/**/*.json`` of ``policy_dir``;
+        a ``.tar.gz``/``.tgz`` file is loaded as an OPA bundle (``load_bundle``)."""
+        if policy_dir.is_file() and policy_dir.name.endswith((".tar.gz", ".tgz")):
+            self.load_bundle(policy_dir)
+            return
         if not policy_dir.is_dir():
             raise _bad(f"{policy_dir} is not a directory")
         policies = dict(self._policies)
@@ -493,7 +509,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_OPA_PORT)
-    parser.add_argument("--policy-dir", type=Path, default=None)
+    parser.add_argument(
+        "--policy-dir", type=Path, default=None, help="a policy directory or an OPA bundle .tar.gz"
+    )
     args = parser.parse_args(argv)
     try:
         server = OpaCompatibleServer(args.policy_dir, log_requests=True)
