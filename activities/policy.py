@@ -257,6 +257,7 @@ class PolicyBundle:
                 modules[rel] = text
         if not modules:
             raise PolicyLoadError(f"no Rego policies found in {self.policy_dir}")
+        _refuse_reserved(data, str(self.policy_dir))
         return BundleSnapshot(digest.hexdigest()[:12], modules, tests, data)
 
 
@@ -319,8 +320,17 @@ def _load_archive(path: Path) -> BundleSnapshot:
         raise PolicyLoadError(f"policy bundle {path} is not a readable .tar.gz: {exc}") from None
     if not modules:
         raise PolicyLoadError(f"no Rego policies found in the bundle {path}")
+    _refuse_reserved(data, str(path))
     revision = manifest.get("revision") or digest.hexdigest()[:12]
     return BundleSnapshot(str(revision), modules, tests, data)
+
+
+def _refuse_reserved(data: Mapping[str, Any], where: str) -> None:
+    if VERIFIED_DATA in data:
+        raise PolicyLoadError(
+            f"{where}: data.{VERIFIED_DATA} is reserved for the engine's verified copies of "
+            "policy data; rename that document"
+        )
 
 
 def _manifest(path: Path, text: str) -> dict[str, Any]:
@@ -439,6 +449,43 @@ class SyncPolicyEngine(PolicyEngine, Protocol):
     def evaluate_sync(self, path: str, input: dict[str, Any] | None) -> tuple[Any, str]: ...
 
 
+#: Top-level data document where engines keep the data values that passed their policy's
+#: shape checks at load (see _verified_data); reserved: no data file may define it.
+VERIFIED_DATA = "baton_verified"
+
+
+def _verified_data(engine: Any, snapshot: BundleSnapshot) -> dict[str, Any]:
+    """Data checked once per bundle revision instead of on every decision.
+
+    A policy may define ``data_checks[key] := value if <value is well-formed>`` for data whose
+    shape it must check (finance/posting.rego's escalation chain, agent_call.rego's roles map
+    and PII kinds). At load the engine evaluates every package's ``data_checks`` and keeps
+    what passed under ``data.baton_verified.<key>``; the policy's check then starts with
+    ``value == data.baton_verified.<key>`` (one comparison) and falls back to the full check
+    for any other value (a test's ``with``, a server without the copy). Two packages naming the
+    same key with different values verify neither.
+    """
+    verified: dict[str, Any] = {}
+    conflicting: set[str] = set()
+    for package in policy_packages(snapshot):
+        if not any(
+            "data_checks" in source and f"package {package}\n" in source
+            for source in snapshot.modules.values()
+        ):
+            continue
+        try:
+            checks = engine.eval_document(package.replace("/", "."), None).get("data_checks")
+        except Exception:  # a package that does not evaluate without input: nothing verified
+            continue
+        if not isinstance(checks, dict):
+            continue
+        for key, value in checks.items():
+            if key in verified and verified[key] != value:
+                conflicting.add(key)
+            verified.setdefault(key, value)
+    return {k: v for k, v in verified.items() if k not in conflicting}
+
+
 def _build_opa(snapshot: BundleSnapshot, *, with_tests: bool = False) -> Any:
     from opa_bindings import OpaEngine, OpaError
 
@@ -449,6 +496,9 @@ def _build_opa(snapshot: BundleSnapshot, *, with_tests: bool = False) -> Any:
         engine.add_data(dict(snapshot.data))
         # Compile now, not on the first query: a policy error then surfaces as a load error.
         engine.eval_query("true")
+        if verified := _verified_data(engine, snapshot):
+            engine.add_data({VERIFIED_DATA: verified})
+            engine.eval_query("true")
     except OpaError as exc:
         engine.close()
         raise PolicyLoadError(

@@ -98,7 +98,9 @@ model_actions := data.baton.agents.model_actions
 
 tenant_name := lib.input_string(["tenant"])
 
-tenant := data.baton.tenants[tenant_name]
+# Keyed by the input directly (a non-string tenant finds nothing, as "" would): tenant_name,
+# a function call, is only needed for messages.
+tenant := data.baton.tenants[input.tenant]
 
 # ---------------------------------------------------------------------------------------------
 # Roles and actions
@@ -111,6 +113,7 @@ roles_configured if {
 	is_object(roles)
 	role_entry_valid
 }
+
 
 role_listed if {
 	_ := roles[input.role]
@@ -181,7 +184,13 @@ problems contains msg if {
 # Actions that send the tenant's data to a model
 # ---------------------------------------------------------------------------------------------
 
-model_actions_configured if {
+model_actions_configured if model_actions == data.baton_verified.agent_model_actions
+
+model_actions_configured if model_actions_shape_valid
+
+data_checks["agent_model_actions"] := model_actions if model_actions_shape_valid
+
+model_actions_shape_valid if {
 	is_array(model_actions)
 	every action in model_actions {
 		is_string(action)
@@ -264,9 +273,17 @@ problems contains msg if {
 # "redact" when the tenant does not say: the safe default.
 pii_setting := object.get(tenant, "pii", "redact") if tenant_known
 
-pii_setting_valid if pii_setting in {"redact", "none"}
+pii_setting_valid if pii_setting == "redact"
 
-pii_kinds_configured if {
+pii_setting_valid if pii_setting == "none"
+
+pii_kinds_configured if data.baton.pii.kinds == data.baton_verified.pii_kinds
+
+pii_kinds_configured if pii_kinds_shape_valid
+
+data_checks["pii_kinds"] := data.baton.pii.kinds if pii_kinds_shape_valid
+
+pii_kinds_shape_valid if {
 	is_array(data.baton.pii.kinds)
 	count(data.baton.pii.kinds) > 0
 	every kind in data.baton.pii.kinds {

@@ -25,7 +25,10 @@ package baton.base.tool_call
 import data.baton.lib
 import rego.v1
 
-decision := object.union(verdict, approval_obligations) if {
+decision := {"allow": true, "deny": [], "require_approval": []} if {
+	clean
+	not approval_needed
+} else := object.union(verdict, approval_obligations) if {
 	count(deny) == 0
 	count(require_approval) > 0
 } else := verdict
@@ -74,24 +77,33 @@ role_allowed if input.principal.role in tool.roles
 
 tenant_known if is_object(data.baton.tenants[input.principal.tenant])
 
+# (Whole numbers checked inline: a function call costs more than the comparisons.)
 run_limit_configured if {
-	lib.whole_number(data.baton.tools.max_calls_per_run)
-	lib.whole_number(tool.max_calls_per_run)
+	is_number(data.baton.tools.max_calls_per_run)
+	data.baton.tools.max_calls_per_run == floor(data.baton.tools.max_calls_per_run)
+	data.baton.tools.max_calls_per_run >= 0
+	is_number(tool.max_calls_per_run)
+	tool.max_calls_per_run == floor(tool.max_calls_per_run)
+	tool.max_calls_per_run >= 0
 }
 
 # Calls of this tool and in total so far this run; a missing count is 0, anything but a whole
 # number is a deny (a runtime that cannot count must not get unlimited calls).
 default calls_so_far := 0
 
-calls_so_far := object.get(input, ["history", "calls", tool_name], 0)
+calls_so_far := object.get(input, ["history", "calls", input.tool], 0)
 
 default total_so_far := 0
 
 total_so_far := object.get(input, ["history", "total_calls"], 0)
 
 counts_valid if {
-	lib.whole_number(calls_so_far)
-	lib.whole_number(total_so_far)
+	is_number(calls_so_far)
+	calls_so_far == floor(calls_so_far)
+	calls_so_far >= 0
+	is_number(total_so_far)
+	total_so_far == floor(total_so_far)
+	total_so_far >= 0
 }
 
 within_tool_limit if {
@@ -112,7 +124,8 @@ amount_configured if {
 	is_string(tool.amount_argument)
 	is_number(tool.approval_above_usd)
 	is_number(tool.hard_limit_usd)
-	lib.named(tool.approver_role)
+	is_string(tool.approver_role)
+	tool.approver_role != ""
 }
 
 amount_valid if {

@@ -34,7 +34,18 @@ chain := data.baton.finance.escalation
 # Speed: the approval obligations (who may approve, the escalation chain, the candidates) are
 # computed only when the entry needs an approval; every other decision answers them with the
 # empty values they would have anyway, without looking at the directory.
-decision := object.union(verdict, approval_obligations) if {
+decision := {
+	"allow": true,
+	"deny": [],
+	"require_approval": [],
+	"approver_roles": [],
+	"eligible_approvers": [],
+	"required_approvals": [],
+	"escalation": [],
+	"candidates": {},
+} if {
+	small_and_clean
+} else := object.union(verdict, approval_obligations) if {
 	approval_required
 } else := object.union(verdict, no_obligations)
 
@@ -73,11 +84,15 @@ entry_id := lib.input_text(["entry", "entry_id"])
 
 deny := set() if clean else := problems
 
-require_approval := set() if {
+require_approval := set() if small_and_clean else := approval_reasons
+
+# Clean, below both thresholds (whatever their order in the data) and not flagged: no approval.
+small_and_clean if {
 	clean
 	magnitude < limits.approval_threshold
+	magnitude < limits.cfo_threshold
 	compliance_cleared
-} else := approval_reasons
+}
 
 clean if {
 	action_known
@@ -130,7 +145,17 @@ limits_configured if {
 	is_array(limits.allowed_accounts)
 }
 
-escalation_configured if {
+# The chain is checked once per bundle revision, not on every decision: the embedded engine
+# evaluates `data_checks` when it loads the policies and keeps each value that passed under
+# data.baton_verified (activities/policy.py, "verified data"). A chain equal to the verified one
+# is well-formed; any other (a `with` in a test, an engine without the copy) is checked in full.
+escalation_configured if chain == data.baton_verified.finance_escalation
+
+escalation_configured if escalation_shape_valid
+
+data_checks["finance_escalation"] := chain if escalation_shape_valid
+
+escalation_shape_valid if {
 	is_array(chain)
 	every tier in chain {
 		is_array(tier.roles)

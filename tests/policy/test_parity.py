@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 
-from activities.policy import EmbeddedOpaEngine, OpaRestEngine, RegorusEngine, decide
+from activities.policy import (
+    EmbeddedOpaEngine,
+    OpaRestEngine,
+    PolicyUndefined,
+    RegorusEngine,
+    decide,
+)
 from baton.devstack.opa_server import OpaCompatibleServer
 from tests.policy.test_rego import AGENT_CALL_CASES, APPROVAL_CASES, POSTING_CASES
 from workflows.contracts import PolicyQuery
@@ -117,6 +123,18 @@ def test_fast_path_never_changes_the_verdict(
     fast, _ = embedded.evaluate_sync(f"{policy}/deny", document)
     detailed, _ = embedded.evaluate_sync(f"{policy}/problems", document)
     assert fast == detailed
+    if policy in ("baton/finance/posting", "baton/base/tool_call"):
+        fast, _ = embedded.evaluate_sync(f"{policy}/require_approval", document)
+        detailed = _defined(embedded, f"{policy}/approval_reasons", document)
+        assert fast == detailed
+
+
+def _defined(engine: EmbeddedOpaEngine, path: str, document: dict[str, Any]) -> Any:
+    """The value of a partial set (undefined when no rule of it exists: the empty set)."""
+    try:
+        return engine.evaluate_sync(path, document)[0]
+    except PolicyUndefined:
+        return []
 
 
 def test_tables_reach_every_verdict(engines: dict[str, Any]) -> None:
