@@ -48,6 +48,7 @@ lint: install
 bench: install         ## performance table (see README)
 	$(BIN)/python bench/finance_close_bench.py
 	$(BIN)/python bench/knowledge_bench.py
+	$(BIN)/python bench/policy_bench.py
 
 clean: down
 	rm -rf .baton

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -194,6 +195,44 @@ def run(n: int) -> tuple[list[tuple[str, str, float, float]], int]:
     return rows, round(max(goal))
 
 
+def compare(baseline_dir: Path, rounds: int = 10, per_round: int = 150) -> str:
+    """Embedded medians of the baseline policies (e.g. an older checkout's policy/) against
+    these, interleaved in rounds so both see the same machine load, with OPA trace events (the
+    evaluation steps, independent of load). Decisions the baseline lacks are skipped."""
+    from opa_bindings import OpaError
+
+    from activities.policy import EmbeddedOpaEngine, PolicyError
+
+    engines = {"before": EmbeddedOpaEngine(baseline_dir), "after": EmbeddedOpaEngine(POLICY_DIR)}
+    lines = [
+        "| decision | trace events before | after | median µs before | after |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, path, document, _ in DECISIONS:
+        events: dict[str, int] = {}
+        try:
+            for name, engine in engines.items():
+                native, _ = engine._engine()
+                native.eval_document(path.replace("/", "."), document, trace=True)
+                events[name] = len(native.last_trace or [])
+                engine.evaluate_sync(path, document)
+        except (PolicyError, OpaError):  # not in the baseline
+            continue
+        samples: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(rounds):
+            for name, engine in engines.items():
+                samples[name] += timed(
+                    lambda e=engine, p=path, d=document: e.evaluate_sync(p, d), per_round
+                )
+        before, after = (statistics.median(samples[k]) for k in ("before", "after"))
+        lines.append(
+            f"| {label} | {events['before']} | {events['after']} | {before:.0f} | {after:.0f} |"
+        )
+    for engine in engines.values():
+        engine.close()
+    return "\n".join(lines)
+
+
 def table(rows: list[tuple[str, str, float, float]]) -> str:
     lines = ["| decision | engine | median µs | p99 µs |", "|---|---|---:|---:|"]
     for label, engine, median, tail in rows:
@@ -204,9 +243,25 @@ def table(rows: list[tuple[str, str, float, float]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--decisions", type=int, default=2000, help="timed decisions per row")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="POLICY_DIR",
+        help="also compare with these policies (e.g. `git archive <rev> policy | tar -x -C /tmp`)",
+    )
     args = parser.parse_args(argv)
     if args.decisions < 1:
         parser.error("--decisions must be >= 1")
+    if args.baseline is not None and not args.baseline.is_dir():
+        parser.error(f"--baseline {args.baseline} is not a directory")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"policy_bench {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
+        f"{os.cpu_count()} cores, load average {load:.2f} at start, "
+        f"{args.decisions} decisions per row (REST: {max(200, args.decisions // 4)})\n"
+    )
+    if args.baseline is not None:
+        print(compare(args.baseline) + "\n")
     rows, worst = run(args.decisions)
     print(table(rows))
     print(f"embedded_max_median_us={worst}")
