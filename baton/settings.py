@@ -49,6 +49,11 @@ class Settings:
     #: again, for up to ``policy_max_wait_seconds``, then fails and compensates).
     policy_unavailable: str = "deny"  # BATON_POLICY_UNAVAILABLE
     policy_max_wait_seconds: float = 3600.0  # BATON_POLICY_MAX_WAIT_SECONDS
+    #: Decision logs (activities/decision_log.py): every decision goes to the ledger's chain in
+    #: OPA's format; also POSTed (gzip, batched, retried) to this URL when set.
+    decision_log_url: str | None = None  # BATON_DECISION_LOG_URL
+    #: JSON pointers erased from logged decisions, comma-separated (e.g. /input/arguments/iban).
+    decision_log_mask: tuple[str, ...] = ()  # BATON_DECISION_LOG_MASK
     llm_timeout_seconds: float = 60.0  # BATON_LLM_TIMEOUT_SECONDS
     #: Region of the model endpoint at OPENAI_BASE_URL, for the tenants' data residency (the
     #: local rule-based model server counts as this region too).
@@ -161,6 +166,10 @@ class Settings:
             policy_max_wait_seconds=get_float(
                 "BATON_POLICY_MAX_WAIT_SECONDS", base.policy_max_wait_seconds
             ),
+            decision_log_url=get("BATON_DECISION_LOG_URL", None),
+            decision_log_mask=tuple(
+                p.strip() for p in get("BATON_DECISION_LOG_MASK", "").split(",") if p.strip()
+            ),
             llm_timeout_seconds=get_float("BATON_LLM_TIMEOUT_SECONDS", base.llm_timeout_seconds),
             model_region=get("BATON_MODEL_REGION", base.model_region).strip(),
             notify_webhook_url=get("BATON_NOTIFY_WEBHOOK_URL", None),
@@ -184,6 +193,17 @@ class Settings:
             otlp_endpoint=get("OTEL_EXPORTER_OTLP_ENDPOINT", None),
             otlp_traces_endpoint=get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None),
             otel_service_name=get("OTEL_SERVICE_NAME", base.otel_service_name),
+        )
+
+    def decision_log_config(self) -> Any:
+        """The DecisionLogConfig of BATON_DECISION_LOG_URL / BATON_DECISION_LOG_MASK."""
+        import socket
+
+        from activities.decision_log import DecisionLogConfig
+
+        labels = {"app": "baton", "id": socket.gethostname(), "task_queue": self.task_queue}
+        return DecisionLogConfig(
+            mask=self.decision_log_mask, url=self.decision_log_url, labels=labels
         )
 
     def payload_codec(self) -> Any:
