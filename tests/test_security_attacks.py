@@ -258,3 +258,37 @@ async def test_a_flood_of_refused_signals_is_audited_as_claims_and_rate_limited(
     assert all(r.actor == "baton:workflow" for r in refused)
     assert all((r.rationale or "").startswith("claimed by mallory (unverified):") for r in refused)
     assert "rate limit" in json.loads(refused[-1].detail_json)["further_refusals"]
+
+
+# -- runs started before these rules still replay -----------------------------------------------
+
+
+async def test_a_signed_run_from_before_the_rules_replays_with_them() -> None:
+    """A close recorded on the code before issue 21, on a worker with BATON_APPROVAL_TRUST: its
+    input named the starter's own issuer, 25 forged Signals were refused (all audited), and an
+    unbound token of that issuer approved it by Signal. Replayed on today's code with the
+    worker's trust interceptor it takes the same steps: the new rules sit behind
+    workflow.patched (worker-approval-trust-wins, approval-tokens-bound-and-single-use,
+    refused-signals-rate-limited), so runs in flight are not broken by the upgrade."""
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from workflows.contracts_security import ApprovalTrust
+    from workflows.finance_close import FinanceCloseWorkflow
+    from workflows.plugin import BatonPlugin
+    from workflows.signed_approval import RequireSignedApprovals
+
+    golden = Path(__file__).parent / "golden"
+    trust = ApprovalTrust.model_validate_json(
+        (golden / "finance_close_signed_unbound.trust.json").read_text()
+    )
+    history = WorkflowHistory.from_json(
+        "golden-signed-unbound", (golden / "finance_close_signed_unbound.json").read_text()
+    )
+    replayer = Replayer(
+        workflows=[FinanceCloseWorkflow],
+        interceptors=[RequireSignedApprovals(trust)],
+        plugins=[BatonPlugin()],
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
