@@ -292,3 +292,117 @@ async def test_a_signed_run_from_before_the_rules_replays_with_them() -> None:
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+# -- 5. the dev stack ---------------------------------------------------------------------------
+
+
+def test_local_state_is_private_to_its_owner(tmp_path: Path) -> None:
+    """.baton/ (histories, databases, keys, tokens) is 0700, its databases 0600, even where it
+    existed with looser modes; the dev issuer's directory and keys too."""
+    import os
+    import stat
+
+    from activities.database import Database
+    from baton.devstack.local import private_dir, private_files
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    state = tmp_path / ".baton"
+    db = Database(f"sqlite:///{state / 'baton.db'}")
+    db.create_tables()
+    assert (mode(state), mode(state / "baton.db")) == (0o700, 0o600)
+    db.dispose()
+    # a checkout from before: 0755 / 0644, tightened when the database is opened again
+    os.chmod(state, 0o755)
+    os.chmod(state / "baton.db", 0o644)
+    Database(f"sqlite:///{state / 'baton.db'}").dispose()
+    assert (mode(state), mode(state / "baton.db")) == (0o700, 0o600)
+    # the stack's state dir and the files its servers create under the umask
+    stack = tmp_path / "stack"
+    stack.mkdir(mode=0o755)
+    (stack / "temporal.db").write_text("")
+    os.chmod(stack / "temporal.db", 0o644)
+    private_dir(stack)
+    private_files(stack, "*.db*")
+    assert (mode(stack), mode(stack / "temporal.db")) == (0o700, 0o600)
+    issuer = init_dev_issuer(tmp_path / "issuer", seal=True)
+    assert mode(issuer.directory) == 0o700
+    assert mode(issuer.directory / SEAL_KEY_FILE) == 0o600
+    assert mode(issuer.directory / "signing-key.pem") == 0o600
+
+
+def test_settings_never_print_secrets() -> None:
+    from baton.settings import Settings
+
+    settings = Settings.from_env(
+        {
+            "OPENAI_API_KEY": "sk-live-abcdef123456",
+            "DATABASE_URL": "postgresql+psycopg://baton:hunter2-db-pass@db.internal/baton",
+            "BATON_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=",
+            "BATON_APPROVAL_TOKEN": "eyJ.secret.token",
+            "BATON_NOTIFY_WEBHOOK_URL": "https://hooks.example.com/x",
+            "BATON_NOTIFY_WEBHOOK_SECRET": "webhook-secret-xyz",
+        }
+    )
+    shown = repr(settings) + str(settings)
+    for secret in ("sk-live-abcdef123456", "hunter2-db-pass", "A" * 43, "eyJ.secret.token"):
+        assert secret not in shown
+    assert "webhook-secret-xyz" not in shown
+    assert "temporal_address=" in shown  # the rest is still there to debug with
+
+
+async def test_an_unknown_request_id_learns_nothing_before_the_token_is_checked(
+    temporal_client: Client, model_server: ScriptedModelServer, database_url: str, tmp_path: Path
+) -> None:
+    issuer = init_dev_issuer(tmp_path / "issuer")
+    async with _harness(
+        temporal_client, model_server, database_url, approval_trust_file=issuer.trust_file
+    ) as h:
+        async with h.worker():
+            handle = await h.client.start_finance_close(h.start_input())
+            request = (await h.wait_for_pending(handle.id)).pending[0]
+            probe = ApprovalDecision(
+                request_id="apr-guess",
+                approver="carol",
+                verdict="approve",
+                rationale="?",
+                action_digest=request.action_digest,
+            )
+            with pytest.raises(ApprovalRefused) as refused:
+                await h.client.decide(handle.id, probe)
+            assert "signed identity assertion" in str(refused.value)
+            assert request.request_id not in str(refused.value)
+            await handle.cancel()
+
+
+def test_validate_refuses_a_5000_deep_document_with_a_clear_message(tmp_path: Path) -> None:
+    """`baton validate` on 5,000 levels of nesting (flow and block style): an answer naming the
+    limit, not a RecursionError."""
+    import subprocess
+    import sys
+
+    from baton.settings import REPO_ROOT
+
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: x\nsteps: " + "[" * 5000 + "]" * 5000 + "\n")
+    block = tmp_path / "block.yaml"
+    block.write_text("name: x\nsteps:\n  " + "- " * 5000 + "x\n")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: x\ndescription: " + "y" * 1_100_000 + "\n")
+    for path, expected in (
+        (flow, "nests deeper than 100 levels"),
+        (block, "nests deeper than 100 levels"),
+        (huge, "at most 1,000,000 are read"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "baton.cli", "validate", str(path)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert expected in run.stdout + run.stderr
+        assert "RecursionError" not in run.stdout + run.stderr
