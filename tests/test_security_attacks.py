@@ -406,3 +406,62 @@ def test_validate_refuses_a_5000_deep_document_with_a_clear_message(tmp_path: Pa
         assert run.returncode == 1, run.stdout + run.stderr
         assert expected in run.stdout + run.stderr
         assert "RecursionError" not in run.stdout + run.stderr
+
+
+def test_compose_publishes_every_port_on_loopback_only() -> None:
+    import yaml
+
+    from baton.settings import REPO_ROOT
+
+    compose = yaml.safe_load((REPO_ROOT / "temporal-dev" / "docker-compose.yml").read_text())
+    published = {name: service.get("ports", []) for name, service in compose["services"].items()}
+    assert {name for name, ports in published.items() if ports} >= {"temporal", "opa"}
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"
+
+
+# -- what already held: kept as regression tests --------------------------------------------------
+
+
+async def test_visibility_filters_refuse_quotes(temporal_client: Client) -> None:
+    from workflows.client import BatonClient
+
+    sneaky = BatonClient(temporal_client, task_queue="x' OR TaskQueue != '")
+    with pytest.raises(ValueError, match="may not contain quotes"):
+        await sneaky.running_in_scope("global")
+    with pytest.raises(ValueError, match="may not contain quotes"):
+        await BatonClient(temporal_client).running_in_scope("tenant:acme' OR 'a'='a")
+
+
+def test_ledger_queries_are_parameterised(database_url: str) -> None:
+    from activities.audit import AuditLedger
+    from activities.database import Database
+    from workflows.contracts import AuditEvent
+
+    db = Database(database_url)
+    db.create_tables()
+    ledger = AuditLedger(db)
+    ledger.append(
+        [
+            AuditEvent(
+                workflow_id="wf-1", run_id="r", seq="wf/1", actor="carol", action="approval.vote"
+            )
+        ]
+    )
+    assert ledger.trail("x' OR '1'='1") == []
+    assert ledger.trail("wf-1' --") == []
+    assert len(ledger.trail("wf-1")) == 1
+
+
+def test_yaml_alias_bombs_are_refused() -> None:
+    from workflows.dsl.validate import validate_text
+
+    laughs = ["name: x", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        refs = ",".join([f"*a{i - 1}"] * 9)
+        laughs.append(f"a{i}: &a{i} [{refs}]")
+    laughs.append("steps: *a8")
+    definition, issues = validate_text("\n".join(laughs), "bomb.yaml")
+    assert definition is None
+    assert any("too large or deep" in i.message for i in issues)
