@@ -465,3 +465,13 @@ def test_yaml_alias_bombs_are_refused() -> None:
     definition, issues = validate_text("\n".join(laughs), "bomb.yaml")
     assert definition is None
     assert any("too large or deep" in i.message for i in issues)
+
+
+def test_free_form_event_data_and_process_input_are_bounded() -> None:
+    from workflows.dsl.model import ProcessEvent
+
+    with pytest.raises(ValidationError, match="data is 1,200,0.. characters as JSON; at most"):
+        ProcessEvent(name="paid", data={"note": "x" * 1_200_000})
+    with pytest.raises(ValidationError, match="name\n.*at most 200 characters"):
+        ProcessEvent(name="n" * 201)
+    assert ProcessEvent(name="paid", data={"amount": 10}).data == {"amount": 10}
