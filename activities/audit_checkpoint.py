@@ -64,8 +64,10 @@ def key_id(key: Ed25519PublicKey) -> str:
 
 
 def new_checkpoint_key(path: Path) -> Ed25519PublicKey:
-    """Write a fresh Ed25519 signing key to ``path`` (mode 0600, refused if it exists)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a fresh Ed25519 signing key to ``path`` (mode 0600, refused if it exists); a new
+    directory for it is 0700."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,

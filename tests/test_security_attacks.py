@@ -327,8 +327,9 @@ def test_local_state_is_private_to_its_owner(tmp_path: Path) -> None:
     private_dir(stack)
     private_files(stack, "*.db*")
     assert (mode(stack), mode(stack / "temporal.db")) == (0o700, 0o600)
-    issuer = init_dev_issuer(tmp_path / "issuer", seal=True)
-    assert mode(issuer.directory) == 0o700
+    os.chmod(state, 0o755)
+    issuer = init_dev_issuer(state / "issuer", seal=True)  # `baton token init`
+    assert (mode(state), mode(issuer.directory)) == (0o700, 0o700)
     assert mode(issuer.directory / SEAL_KEY_FILE) == 0o600
     assert mode(issuer.directory / "signing-key.pem") == 0o600
 
