@@ -267,3 +267,20 @@ async def test_the_worker_writes_checkpoints_while_the_chain_moves(
     await asyncio.wait_for(loop, timeout=5)
     problems, report = verify_against(ledger, FileCheckpointLog(log_path), public)
     assert problems == [] and report.latest is not None and report.latest.position == 3
+
+
+def test_two_writers_on_one_log_keep_it_linked(ledger: AuditLedger, tmp_path: Path) -> None:
+    """Two workers with the checkpoint key, one log file: each links to the newest line."""
+    key_path = tmp_path / "checkpoint-key.pem"
+    public = new_checkpoint_key(key_path)
+    log = FileCheckpointLog(tmp_path / "checkpoints.jsonl")
+    first, second = (CheckpointWriter(ledger, load_checkpoint_key(key_path), log) for _ in "ab")
+    for i in range(1, 7):
+        ledger.append([event(f"wf/{i}")])
+        assert (first if i % 2 else second).write() is not None
+    problems, report = verify_against(ledger, log, public)
+    assert problems == [] and report.checkpoints == 6
+    # a truncated chain is not signed over: the old checkpoints keep saying what was there
+    truncate_after(ledger, 3)
+    assert first.write() is None
+    assert len(log.lines()) == 6
