@@ -319,11 +319,12 @@ class CheckpointWriter:
         """The worker's loop: a checkpoint every ``every_seconds`` while the head moves, and a
         last one at stop. A failed write is logged and tried again next time."""
         while True:
+            stopping = stop.is_set()  # read before writing: rows committed until now are in it
             try:
                 await asyncio.to_thread(self.write)
             except Exception as err:  # the log is down: the ledger goes on, and we say so
                 log.warning("audit checkpoint not written: %s", err)
-            if stop.is_set():
+            if stopping:
                 return
             try:
                 await asyncio.wait_for(stop.wait(), timeout=every_seconds)
