@@ -53,13 +53,16 @@ def server(policy_dir: Path) -> Iterator[OpaCompatibleServer]:
 
 @pytest.fixture
 async def opa(server: OpaCompatibleServer) -> AsyncIterator[AsyncOpaClient]:
-    async with AsyncOpaClient(host="127.0.0.1", port=server.port, timeout=5) as client:
+    async with AsyncOpaClient(
+        host="127.0.0.1", port=server.port, timeout=5, token=server.write_token
+    ) as client:
         yield client
 
 
 @pytest.fixture
 async def http(server: OpaCompatibleServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    headers = {"Authorization": f"Bearer {server.write_token}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
         yield client
 
 
@@ -375,6 +378,7 @@ def test_the_sync_client_works_too(server: OpaCompatibleServer) -> None:
         ("POST", "/v1/query", 400),  # a body without a query
         ("PUT", "/v1/policies/bad", 400),  # a module that does not parse
         ("POST", "/v1/data/example/allow", 400),  # a body that is not JSON
+        ("PATCH", "/v1/data/users", 401),  # a write without the write token
     ],
 )
 def test_an_error_answer_leaves_the_connection_usable(
@@ -386,7 +390,10 @@ def test_an_error_answer_leaves_the_connection_usable(
     try:
         # A body the route never gets to look at: it must still be consumed.
         body = b'{"input": {"user": "alice"}, "padding": "' + b"x" * 5000 + b'"'
-        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if status != 401:
+            headers["Authorization"] = f"Bearer {server.write_token}"
+        connection.request(method, path, body=body, headers=headers)
         first = connection.getresponse()
         assert first.status == status
         first.read()
@@ -397,3 +404,37 @@ def test_an_error_answer_leaves_the_connection_usable(
         assert (second.status, json.loads(second.read())) == (200, {"result": True})
     finally:
         connection.close()
+
+
+async def test_a_foreign_host_and_an_unauthenticated_write_are_refused(
+    server: OpaCompatibleServer,
+) -> None:
+    """DNS rebinding: a web page whose name resolves to 127.0.0.1 sends its own Host. And a
+    local process without the write token must not replace a policy."""
+    async with httpx.AsyncClient(base_url=server.url) as anonymous:
+        rebound = await anonymous.get("/v1/policies", headers={"Host": "evil.example:8181"})
+        assert rebound.status_code == 403
+        assert "Host 'evil.example' is not allowed" in rebound.json()["message"]
+        replaced = await anonymous.put("/v1/policies/example.rego", content="package example\n")
+        assert replaced.status_code == 401
+        assert "needs 'Authorization: Bearer <write token>'" in replaced.json()["message"]
+        wrong = await anonymous.delete(
+            "/v1/data/users", headers={"Authorization": "Bearer not-the-token"}
+        )
+        assert wrong.status_code == 401
+        # reads from a loopback name still work without a token, and nothing changed
+        for host in ("localhost", f"127.0.0.1:{server.port}", f"[::1]:{server.port}"):
+            answer = await anonymous.post(
+                "/v1/data/example/allow", json={"input": {"user": "alice"}}, headers={"Host": host}
+            )
+            assert answer.json() == {"result": True}, host
+    assert [p["id"] for p in server.store.policies()] == ["example.rego"]
+
+
+def test_the_write_token_file_is_private_and_reused(tmp_path: Path) -> None:
+    from baton.devstack.opa_server import write_token_from
+
+    path = tmp_path / "state" / "opa-write-token"
+    token = write_token_from(path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert write_token_from(path) == token and len(token) >= 32
