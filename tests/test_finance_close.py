@@ -95,7 +95,9 @@ async def test_happy_path_with_approval(harness: Harness) -> None:
     trail = h.runtime.ledger.trail(handle.id)
     approved = [r for r in trail if r.action == "approval.approved"]
     assert len(approved) == 1 and approved[0].actor == "carol"
-    assert approved[0].rationale == "checked vs bank"
+    # the rationale is written once, on the vote (the approval row points to it)
+    [vote] = [r for r in trail if r.action == "approval.vote"]
+    assert vote.rationale == "checked vs bank" and approved[0].rationale == ""
     assert sum(r.action == "ledger.posted" for r in trail) == len(rows)
     assert [r for r in trail if r.model and r.tokens > 0]  # tokens recorded per agent call
     assert h.runtime.ledger.verify().ok
@@ -325,7 +327,8 @@ async def test_approval_validator_refuses_bad_decisions(harness: Harness) -> Non
             await h.client.decide(handle.id, decision(approver="frank"))
         await handle.result()
     refused = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "approval.refused"]
-    assert len(refused) == 1 and refused[0].actor == "erin"
+    assert len(refused) == 1 and refused[0].actor == "baton:workflow"  # a name is only a claim
+    assert refused[0].rationale.startswith("claimed by erin (unverified): ")
 
 
 async def test_signal_approval_works_like_the_update(harness: Harness) -> None:

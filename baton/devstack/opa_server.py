@@ -5,7 +5,17 @@ so the remote-OPA code path runs end to end without an OPA binary:
 
 - ``GET /health``; ``GET /v1/policies``; ``GET|PUT|DELETE /v1/policies/{id}`` (PUT body: Rego);
 - ``GET|PUT|PATCH|DELETE /v1/data/{path}``; ``POST /v1/data/{path}`` with ``{"input": ...}``
-  (also ``POST /v1/data``); ``POST /v1/query`` (ad-hoc query, used by ``bulk_query_rule``).
+  (also ``POST /v1/data``), with OPA's ``provenance``, ``metrics`` and ``pretty`` parameters;
+  ``POST /v1/query`` (ad-hoc query, used by ``bulk_query_rule``);
+- ``GET /v1/config``, ``GET /v1/status``, ``GET /metrics`` (Prometheus text) and
+  ``POST /v1/compile`` (partial evaluation): route handlers in baton/devstack/opa_api.py.
+
+Every request's body is read (or discarded) before any answer, error answers included, so the
+next request on a kept-alive connection starts where it should.
+
+Builtin errors: the embedded evaluator always runs with strict builtin errors, so a failing
+builtin is a 500 ``internal_error`` here whatever ``strict-builtin-errors`` says (a default OPA
+server answers undefined; Baton asks every OPA server for strict, see docs/policy-engine.md).
 
 As in OPA, an undefined document answers 200 with no ``result`` key, and errors are
 ``{"code": "invalid_parameter" | "resource_not_found" | "internal_error", "message": ...}``.
@@ -17,6 +27,13 @@ to the directory) and every ``data/**/*.json`` merged at the root of ``data``.
 
 Run: ``python -m baton.devstack.opa_server --port 8181 --policy-dir policy``.
 
+Guard (:meth:`OpaRequestHandler.refusal`, checked before any route): the ``Host`` header must
+name a loopback host (``localhost``, ``127.0.0.1``, ``::1``; more with ``--allow-host``), so a
+web page cannot reach it by DNS rebinding; and every write (``PUT``, ``PATCH``, ``DELETE``:
+policy replacement, data changes) needs ``Authorization: Bearer <write token>``. The token is
+generated at start into ``--write-token-file`` (default ``.baton/opa-write-token``, mode 0600)
+or reused from it; ``opa-python-client`` sends it with ``AsyncOpaClient(token=...)``.
+
 Must not: be used in production (use a real OPA there); be imported by workflows.
 """
 
@@ -24,30 +41,31 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import hmac
 import json
+import os
 import re
+import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from opa_bindings import OpaEngine, OpaError
 
+from baton.devstack import opa_api
 from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
-from baton.settings import DEFAULT_OPA_PORT
+from baton.devstack.opa_api import StoreError
+from baton.settings import DEFAULT_OPA_PORT, REPO_ROOT
+
+#: Host names the server answers to without --allow-host (DNS-rebinding guard)
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Methods that change policies or data: they need the write token
+WRITE_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 
 _ERROR_LINE = re.compile(r"(?P<file>[^\s:]+):(?P<row>\d+): (?P<code>rego_\w+): (?P<message>.*)")
-
-
-class StoreError(Exception):
-    """A request the store refuses; carries the HTTP status and OPA's error document."""
-
-    def __init__(self, status: int, code: str, message: str, errors: list[Any] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.document: dict[str, Any] = {"code": code, "message": message}
-        if errors:
-            self.document["errors"] = errors
 
 
 def _compile_errors(err: OpaError) -> list[dict[str, Any]]:
@@ -78,11 +96,31 @@ class PolicyStore:
         self._data: dict[str, Any] = {}
         self._engine = OpaEngine()
         self._parser = OpaEngine()  # only for rego.parse_module (the AST OPA's API returns)
+        #: The revision of what is loaded: the policy directory's (the same digest the embedded
+        #: engine reports) until the API changes something, then a digest of the new content.
+        self.revision = _content_revision({}, {})
+        self.activated_at = time.time()
 
     # -- loading ------------------------------------------------------------------------------
 
+    def load_bundle(self, bundle: Path) -> None:
+        """Load an OPA bundle file (``.tar.gz``, as activities/policy.py reads it): its modules
+        (tests left out), its data, and its manifest revision as this store's revision."""
+        from activities.policy import PolicyBundle, PolicyError
+
+        try:
+            snapshot = PolicyBundle(bundle, reload_interval=0).current()
+        except PolicyError as err:
+            raise _bad(str(err)) from None
+        self._commit(dict(snapshot.modules), copy.deepcopy(dict(snapshot.data)))
+        self.revision = snapshot.revision
+
     def load_dir(self, policy_dir: Path) -> None:
-        """Load every ``*.rego`` (not ``*_test.rego``) and ``data/**/*.json`` of ``policy_dir``."""
+        """Load every ``*.rego`` (not ``*_test.rego``) and ``data/**/*.json`` of ``policy_dir``;
+        a ``.tar.gz``/``.tgz`` file is loaded as an OPA bundle (``load_bundle``)."""
+        if policy_dir.is_file() and policy_dir.name.endswith((".tar.gz", ".tgz")):
+            self.load_bundle(policy_dir)
+            return
         if not policy_dir.is_dir():
             raise _bad(f"{policy_dir} is not a directory")
         policies = dict(self._policies)
@@ -96,6 +134,7 @@ class PolicyStore:
             except json.JSONDecodeError as err:
                 raise _bad(f"{path}: invalid JSON ({err})") from None
         self._commit(policies, data)
+        self.revision = _directory_revision(policy_dir) or self.revision
 
     # -- policies -----------------------------------------------------------------------------
 
@@ -179,6 +218,22 @@ class PolicyStore:
         rows = self.query(f"result := {_ref(segments)}", input_doc)
         return (True, rows[0]["result"]) if rows else (False, None)
 
+    def compile_filters(
+        self, query: str, input_doc: Any, unknowns: list[str], *, target: str, dialect: str
+    ) -> Any:
+        """Partial evaluation of ``query`` by OPA (the Compile API's engine), as a filter."""
+        engine = self._engine
+        try:
+            return engine.compile_filters(
+                query, input_doc, unknowns=unknowns, target=target, dialect=dialect
+            )
+        except OpaError as err:
+            if err.code in ("parse_error", "prepare_error", "compile_error", "invalid_argument"):
+                raise StoreError(
+                    400, "invalid_parameter", err.message, _compile_errors(err)
+                ) from None
+            raise StoreError(500, "internal_error", err.message) from None
+
     def query(self, query: str, input_doc: Any = None) -> list[dict[str, Any]]:
         engine = self._engine  # an engine is never changed once published
         try:
@@ -216,6 +271,8 @@ class PolicyStore:
             for pid, src in policies.items()
         }
         self._policies, self._data, self._asts = dict(policies), data, asts
+        self.revision = _content_revision(self._policies, self._data)
+        self.activated_at = time.time()
         # The old engine is not closed here: a request may still be evaluating on it; it is
         # released when the last reference goes.
         self._engine = engine
@@ -236,6 +293,21 @@ class PolicyStore:
             "raw": self._policies[policy_id],
             "ast": self._asts.get(policy_id) or {},
         }
+
+
+def _content_revision(policies: dict[str, str], data: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps([sorted(policies.items()), data], sort_keys=True).encode())
+    return "api-" + digest.hexdigest()[:12]
+
+
+def _directory_revision(policy_dir: Path) -> str | None:
+    """The revision the embedded engine reports for the same directory (None if it has none)."""
+    from activities.policy import PolicyBundle, PolicyError
+
+    try:
+        return PolicyBundle(policy_dir, reload_interval=0).current().revision
+    except PolicyError:
+        return None
 
 
 def _bad(message: str) -> StoreError:
@@ -272,6 +344,12 @@ def _merge(into: dict[str, Any], value: Any, source: str) -> None:
             into[key] = copy.deepcopy(item)
 
 
+def _flag(params: dict[str, list[str]], name: str) -> bool:
+    """An OPA boolean query parameter: present without a value, or "true"."""
+    values = params.get(name)
+    return values is not None and values[-1].lower() in ("", "true", "1")
+
+
 class OpaRequestHandler(JsonRequestHandler):
     """The REST front of a PolicyStore, in OPA's URL layout and response shapes."""
 
@@ -279,7 +357,36 @@ class OpaRequestHandler(JsonRequestHandler):
     def store(self) -> PolicyStore:
         return self.owner.store
 
+    def refusal(self, method: str) -> tuple[int, str] | None:
+        """Why this request is refused before routing (status, message), or None: a Host that
+        is not a loopback name, or a write without the write token."""
+        host = _host_name(self.headers.get("Host", ""))
+        if host not in LOOPBACK_HOSTS | self.owner.allowed_hosts:
+            return 403, (
+                f"Host {host or '(none)'!r} is not allowed: this local server answers to "
+                "localhost, 127.0.0.1 and ::1 only (start it with --allow-host to add a name)"
+            )
+        if method in WRITE_METHODS:
+            given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not given or not hmac.compare_digest(given, self.owner.write_token):
+                return 401, (
+                    f"{method} changes policies or data and needs 'Authorization: Bearer "
+                    "<write token>' (the token is in the server's --write-token-file)"
+                )
+        return None
+
     def _dispatch(self, method: str) -> None:
+        started = time.perf_counter()
+        self._status = 0
+        # Read the whole body before any answer (errors included): left unread, it would be
+        # taken for the next request on this kept-alive connection.
+        # (The handler object lives as long as the connection: never reuse the last body.)
+        self._body: bytes | None = None
+        self._body = super().read_body()
+        refused = self.refusal(method)
+        if refused is not None:
+            self.send_json(refused[0], {"code": "unauthorized", "message": refused[1]})
+            return
         try:
             self._route(method)
         except StoreError as err:
@@ -288,6 +395,24 @@ class OpaRequestHandler(JsonRequestHandler):
             self.send_json(
                 400, {"code": "invalid_parameter", "message": f"body is not valid JSON: {err}"}
             )
+        finally:
+            self.owner.metrics.observe(
+                opa_api.handler_label(self.route),
+                method,
+                self._status,
+                time.perf_counter() - started,
+            )
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def read_body(self) -> bytes:
+        body = getattr(self, "_body", None)
+        return body if body is not None else super().read_body()
+
+    def json_body_or_none(self) -> Any:
+        return self._json_body()
 
     def _route(self, method: str) -> None:
         route = self.route.rstrip("/") if self.route != "/" else self.route
@@ -306,6 +431,8 @@ class OpaRequestHandler(JsonRequestHandler):
                 raise _bad("the body needs a 'query' string")
             rows = self.store.query(body["query"], body.get("input"))
             self.send_json(200, {"result": rows} if rows else {})
+        elif (handler := opa_api.EXTRA_ROUTES.get((method, route))) is not None:
+            handler(self)
         else:
             raise StoreError(404, "resource_not_found", f"no route {method} {self.route}")
 
@@ -328,9 +455,24 @@ class OpaRequestHandler(JsonRequestHandler):
             body = self._json_body() if method == "POST" else None
             if body is not None and not isinstance(body, dict):
                 raise _bad("the body must be {'input': ...}")
+            started = time.perf_counter_ns()
             defined, value = self.store.evaluate(segments, (body or {}).get("input"))
+            elapsed = time.perf_counter_ns() - started
+            self.owner.decisions += 1
             # Undefined is 200 without "result", exactly as OPA answers it.
-            self.send_json(200, {"result": value} if defined else {})
+            answer: dict[str, Any] = {"result": value} if defined else {}
+            params = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+            if _flag(params, "provenance"):
+                answer["provenance"] = {
+                    "version": opa_api.OPA_VERSION,
+                    "bundles": {"baton": {"revision": self.store.revision}},
+                }
+            if _flag(params, "metrics"):
+                answer["metrics"] = {"timer_rego_query_eval_ns": elapsed}
+            if _flag(params, "pretty"):
+                self.send_bytes(200, json.dumps(answer, indent=2).encode())
+            else:
+                self.send_json(200, answer)
         elif method == "PUT":
             self.store.put_data(segments, self._json_body())
             self.send_empty(204)
@@ -368,16 +510,56 @@ class OpaCompatibleServer(BackgroundHTTPServer):
 
     handler_class: type[JsonRequestHandler] = OpaRequestHandler
 
-    def __init__(self, policy_dir: Path | str | None = None, *, log_requests: bool = False):
+    def __init__(
+        self,
+        policy_dir: Path | str | None = None,
+        *,
+        log_requests: bool = False,
+        write_token: str | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
+    ):
+        """``write_token``: what writes must present (a fresh random one when None: read it
+        from ``.write_token``); ``allowed_hosts``: Host names accepted besides loopback."""
         super().__init__(log_requests=log_requests)
+        self.write_token = write_token or secrets.token_urlsafe(32)
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.store = PolicyStore()
+        self.source = policy_dir
+        self.metrics = opa_api.RequestMetrics()
+        self.decisions = 0
         if policy_dir is not None:
             self.store.load_dir(Path(policy_dir))
+
+    def decision_log_config(self) -> dict[str, Any]:
+        """What /v1/config reports under decision_logs (this server keeps none)."""
+        return {}
 
     @property
     def url(self) -> str:
         """What OPA_URL should be set to."""
         return self.base_url
+
+
+def _host_name(header: str) -> str:
+    """The host of a Host header, lower-cased, without port or IPv6 brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def write_token_from(path: Path) -> str:
+    """The write token kept in ``path`` (mode 0600), made when the file does not exist."""
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -387,14 +569,33 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_OPA_PORT)
-    parser.add_argument("--policy-dir", type=Path, default=None)
+    parser.add_argument(
+        "--policy-dir", type=Path, default=None, help="a policy directory or an OPA bundle .tar.gz"
+    )
+    parser.add_argument(
+        "--write-token-file",
+        type=Path,
+        default=REPO_ROOT / ".baton" / "opa-write-token",
+        help="the bearer token writes need (made, mode 0600, when missing)",
+    )
+    parser.add_argument(
+        "--allow-host", action="append", default=[], help="a Host name to accept besides loopback"
+    )
     args = parser.parse_args(argv)
     try:
-        server = OpaCompatibleServer(args.policy_dir, log_requests=True)
+        server = OpaCompatibleServer(
+            args.policy_dir,
+            log_requests=True,
+            write_token=write_token_from(args.write_token_file),
+            allowed_hosts=frozenset(args.allow_host),
+        )
     except StoreError as err:
         parser.exit(1, f"cannot load {args.policy_dir}: {json.dumps(err.document)}\n")
     loaded = len(server.store.policies())
-    banner = f"OPA-compatible server at {{url}} ({loaded} modules from {args.policy_dir})"
+    banner = (
+        f"OPA-compatible server at {{url}} ({loaded} modules from {args.policy_dir}; writes "
+        f"need the bearer token in {args.write_token_file})"
+    )
     server.serve_until_signalled(args.host, args.port, banner)
 
 
