@@ -143,15 +143,7 @@ class CustomerOnboardingWorkflow(GovernedProcess):
         check = await self._step(
             "policy",
             CustomerActivities.check_customer_plan,
-            PlanCheckInput(
-                tenant=inp.tenant,
-                customer=brief,
-                hosting_region=inp.hosting_region,
-                sanctions_screened=inp.sanctions_screened,
-                dpa_signed=inp.dpa_signed,
-                requested_by=inp.requested_by,
-                actions=actions,
-            ),
+            PlanCheckInput(**self._facts(brief), actions=actions),
             f"policy {CUSTOMER_POLICY}: {len(actions)} planned actions",
         )
         fail_if_denied(check.decisions, prefix="")  # nothing is committed
@@ -292,18 +284,12 @@ class CustomerOnboardingWorkflow(GovernedProcess):
         approval: ApprovalGrant | None,
     ) -> None:
         key = f"{workflow.info().workflow_id}/commit/{action.key}/{digest(approval)[:12]}"
-        inp = self.inp
         outcome = await self.act(
             GovernedStep(
                 what=f"committing {action.key}",
                 activity=CustomerActivities.commit_customer_action,
                 arg=CommitInput(
-                    tenant=inp.tenant,
-                    customer=brief,
-                    hosting_region=inp.hosting_region,
-                    sanctions_screened=inp.sanctions_screened,
-                    dpa_signed=inp.dpa_signed,
-                    requested_by=inp.requested_by,
+                    **self._facts(brief),
                     action=action,
                     rationale=rationale,
                     approval=approval,
@@ -340,6 +326,18 @@ class CustomerOnboardingWorkflow(GovernedProcess):
                 approved_by=approval.approvers if approval else [],
             )
         )
+
+    def _facts(self, brief: CustomerBrief) -> dict[str, Any]:
+        """What policy decides a customer action on: the same for the plan check and a commit."""
+        inp = self.inp
+        return {
+            "tenant": inp.tenant,
+            "customer": brief,
+            "hosting_region": inp.hosting_region,
+            "sanctions_screened": inp.sanctions_screened,
+            "dpa_signed": inp.dpa_signed,
+            "requested_by": inp.requested_by,
+        }
 
     # -- queries ------------------------------------------------------------------------------
 
