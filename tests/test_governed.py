@@ -241,3 +241,26 @@ async def test_one_start_for_any_process_uses_its_business_key(harness: Harness)
         await h.client.cancel(handle.id)
     desc = await handle.describe()
     assert desc.search_attributes.get("BatonProcess") == ["hr_onboarding"]
+
+
+async def test_baton_start_runs_any_registered_process_from_json(harness: Harness) -> None:
+    """`baton start PROCESS --input JSON` is BatonClient.start from the shell: a bad input is
+    named and nothing starts (exit 2), an unknown process is named with the known ones."""
+    from tests.test_hr_onboarding import new_hire
+    from tests.test_operations import run_cli
+
+    h = harness
+    unknown = await run_cli(h, "start", "payroll", "--input", "{}")
+    assert unknown.returncode == 2 and "known: finance_close" in unknown.stderr
+    hire = new_hire(h)
+    bad = await run_cli(h, "start", "hr_onboarding", "--input", json.dumps({"tenant": h.tenant}))
+    assert bad.returncode == 2 and "employee_id" in bad.stderr
+    good = {"tenant": h.tenant, "employee_id": hire.employee_id, "requested_by": "hana"}
+    async with h.worker():
+        started = await run_cli(h, "start", "hr_onboarding", "--input", json.dumps(good))
+        assert started.returncode == 0, started.stderr
+        workflow_id = f"onboarding/{h.tenant}/{hire.employee_id}"
+        assert f"started {workflow_id}" in started.stdout
+        [request] = await _wait(lambda: h.client.pending_approvals(workflow_id))
+        assert request.action == "grant_entitlements"
+        await h.client.cancel(workflow_id)

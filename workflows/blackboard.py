@@ -19,10 +19,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from workflows import errors
 from workflows.contracts import BoardEntry, BoardSlot, BoardWrite
 from workflows.errors import BatonError
+
+if TYPE_CHECKING:
+    from workflows.audit_trail import AuditTrail
 
 
 class StaleWrite(BatonError):
@@ -153,9 +157,38 @@ async def cooperate(
                 ) from err
 
 
+async def cooperate_audited(
+    board: Blackboard,
+    author: str,
+    propose: Callable[[dict[str, BoardSlot]], Awaitable[Sequence[BoardWrite]]],
+    *,
+    max_retries: int,
+    audit: AuditTrail,
+) -> list[BoardEntry]:
+    """:func:`cooperate` inside a governed workflow: every stale write is audited
+    (``blackboard.stale_write``), and running out of retries fails the run with the
+    non-retryable ``BlackboardConflicts``."""
+
+    def conflict(err: StaleWrite, attempt: int) -> None:
+        audit.record(
+            author,
+            "blackboard.stale_write",
+            detail={"key": err.key, "read": err.expected, "current": err.current},
+            rationale=f"re-running on fresh state (retry {attempt})",
+        )
+
+    try:
+        return await cooperate(
+            board, author, propose, max_retries=max_retries, on_conflict=conflict
+        )
+    except ConflictRetriesExhausted as err:
+        raise errors.failure(errors.BLACKBOARD_CONFLICTS, str(err)) from err
+
+
 __all__ = [
     "Blackboard",
     "ConflictRetriesExhausted",
     "StaleWrite",
     "cooperate",
+    "cooperate_audited",
 ]

@@ -32,7 +32,7 @@ from typing import Any
 from temporalio import workflow
 
 from workflows import errors
-from workflows.blackboard import Blackboard, ConflictRetriesExhausted, StaleWrite, cooperate
+from workflows.blackboard import Blackboard, cooperate_audited
 from workflows.contracts import (
     BOARD_HISTORY_QUERY,
     STATUS_QUERY,
@@ -214,24 +214,13 @@ class HrOnboardingWorkflow(GovernedProcess):
             )
             return proposal.writes
 
-        def conflict(err: StaleWrite, attempt: int) -> None:
-            self.audit.record(
-                author,
-                "blackboard.stale_write",
-                detail={"key": err.key, "read": err.expected, "current": err.current},
-                rationale=f"re-running on fresh state (retry {attempt})",
-            )
-
-        try:
-            await cooperate(
-                self.board,
-                author,
-                propose,
-                max_retries=self.inp.max_conflict_retries,
-                on_conflict=conflict,
-            )
-        except ConflictRetriesExhausted as err:
-            raise errors.failure(CONFLICTS_EXHAUSTED, str(err)) from err
+        await cooperate_audited(
+            self.board,
+            author,
+            propose,
+            max_retries=self.inp.max_conflict_retries,
+            audit=self.audit,
+        )
 
     async def _persist_board(self) -> None:
         entries = list(self.board.unpersisted())
