@@ -27,6 +27,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 from activities.agents import AgentActivities
 from activities.auction import AuctionActivities
 from activities.audit import AuditActivities, AuditLedger
+from activities.audit_checkpoint import CheckpointWriter, load_checkpoint_key, open_log
 from activities.canary import Canary, CanaryActivities
 from activities.customer import CustomerActivities
 from activities.customer_agents import CustomerAgentActivities
@@ -88,6 +89,8 @@ class Runtime:
     canary: Canary | None = None
     #: BATON_APPROVAL_TRUST: every run on the worker requires signed approvals
     approval_trust: ApprovalTrust | None = None
+    #: BATON_APPROVAL_SEAL_KEY: opens approval tokens that clients sealed to the workers
+    approval_seal_key: Any = None
     router: Router | None = None
     switch: KillSwitch | None = None
 
@@ -212,9 +215,48 @@ def build_runtime(settings: Settings) -> Runtime:
         activities=activities,
         canary=canary,
         approval_trust=settings.approval_trust(),
+        approval_seal_key=settings.approval_seal_key(),
         router=router,
         switch=switch,
     )
+
+
+def checkpoint_writer(settings: Settings, runtime: Runtime) -> CheckpointWriter | None:
+    """The audit checkpoint writer (BATON_AUDIT_CHECKPOINT_KEY), or None when not configured."""
+    if settings.audit_checkpoint_key_file is None:
+        return None
+    writer = CheckpointWriter(
+        runtime.ledger,
+        load_checkpoint_key(settings.audit_checkpoint_key_file),
+        open_log(settings.audit_checkpoint_log),
+    )
+    log.info(
+        "audit checkpoints every %ss to %s (key %s)",
+        settings.audit_checkpoint_seconds,
+        settings.audit_checkpoint_log,
+        writer.key_id,
+    )
+    return writer
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """What a worker start should warn about: signed approvals while payloads are stored in
+    clear (approver names, rationales and the verified claims are readable by anyone who can
+    read histories; without a seal key, the approval tokens themselves would be too)."""
+    if settings.approval_trust_file is None or settings.encryption_keys:
+        return []
+    warnings = [
+        "signed approvals are on (BATON_APPROVAL_TRUST) but payload encryption is off "
+        "(BATON_ENCRYPTION_KEYS unset): approvers, rationales and token claims are readable in "
+        "workflow history by anyone who can read histories"
+    ]
+    if settings.approval_seal_key_file is None:
+        warnings.append(
+            "approval tokens are not sealed (no seal_key in BATON_APPROVAL_TRUST, no "
+            "BATON_APPROVAL_SEAL_KEY): a plain token sent in a decision is written to workflow "
+            "history; `baton token init --seal` makes a seal key (see docs/security.md)"
+        )
+    return warnings
 
 
 def deployment_config(deployment_name: str, build_id: str) -> WorkerDeploymentConfig:
@@ -236,7 +278,7 @@ def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options
     if runtime.approval_trust is not None:
         options["interceptors"] = [
             *options.get("interceptors", []),
-            RequireSignedApprovals(runtime.approval_trust),
+            RequireSignedApprovals(runtime.approval_trust, runtime.approval_seal_key),
         ]
     return Worker(
         client,
@@ -263,6 +305,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         interceptors=[tracing_interceptor()] if tracing else [],
     )
     runtime = build_runtime(settings)
+    for warning in security_warnings(settings):
+        log.warning(warning)
     gauges = None
     if temporal_runtime is not None and runtime.switch is not None:
         gauges = StateGauges(
@@ -288,13 +332,21 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         if settings.build_id
         else "",
     )
+    checkpoints = checkpoint_writer(settings, runtime)
     try:
         async with worker:
             gauges_task = asyncio.create_task(gauges.run(stop)) if gauges else None
+            checkpoint_task = (
+                asyncio.create_task(checkpoints.run(stop, settings.audit_checkpoint_seconds))
+                if checkpoints is not None
+                else None
+            )
             await stop.wait()
             log.info("stop requested: finishing running activities, then exiting")
             if gauges_task is not None:
                 await gauges_task
+            if checkpoint_task is not None:
+                await checkpoint_task
     finally:
         await runtime.close()
         if tracing:  # flush the spans still batched

@@ -18,7 +18,9 @@
     baton canary start --candidate V --share S [--min-runs N --max-*-increase X --interval SEC]
     baton canary status|evaluate|rollback|promote|versions [--process P]
     baton audit show WORKFLOW_ID       the audit trail of a run
-    baton audit verify                 verify the audit hash chain
+    baton audit verify                 verify the audit hash chain (and its signed checkpoints)
+    baton audit checkpoint             write a signed checkpoint of the chain's head now
+    baton audit checkpoint-key         make the Ed25519 key that signs checkpoints
     baton kpi [--since 7d] [--process P] [--format table|json|csv] [--plot DIR]
                                        KPIs per process and version (baton/kpi.py)
     baton supervisor start [--config FILE.json] [--interval S] | stop
@@ -43,12 +45,13 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from baton import cli_customer, cli_knowledge, cli_kpi, cli_security, cli_supervisor
-from baton.settings import Settings
+from baton.settings import REPO_ROOT, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -778,19 +781,107 @@ async def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """The chain's own links, then the chain against the signed checkpoints (when a public key
+    is known): a rewritten chain and deleted newest rows are only caught by the latter."""
     from activities.audit import AuditLedger
+    from activities.audit_checkpoint import (
+        describe,
+        load_checkpoint_key,
+        load_public_key,
+        open_log,
+        verify_against,
+    )
     from activities.database import Database
 
     db = Database(settings.database_url)
     db.create_tables()
-    report = AuditLedger(db).verify()
-    if report.ok:
-        print(f"audit chain OK: {report.rows_checked} rows verified")
+    ledger = AuditLedger(db)
+    report = ledger.verify()
+    problems = list(report.problems)
+    public_text = args.public_key or settings.audit_checkpoint_public_key
+    try:
+        if public_text:
+            public = load_public_key(public_text)
+        elif settings.audit_checkpoint_key_file is not None:
+            public = load_checkpoint_key(settings.audit_checkpoint_key_file).public_key()
+        else:
+            public = None
+    except ValueError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    checked = "no checkpoint key"
+    if public is not None:
+        where = args.checkpoints or settings.audit_checkpoint_log
+        against, checkpoints = verify_against(ledger, open_log(where), public)
+        problems += against
+        latest = describe(checkpoints.latest)
+        checked = (
+            f"{checkpoints.checkpoints} signed checkpoint(s) in {where}, the latest at row "
+            f"{latest['position']} ({latest['at']})"
+            if latest
+            else f"no checkpoint in {where} yet"
+        )
+    if not problems:
+        print(f"audit chain OK: {report.rows_checked} rows verified; {checked}")
+        if public is None or checked.startswith("no checkpoint"):
+            print(
+                "  note: without a signed checkpoint a rewritten chain or deleted newest rows "
+                "cannot be detected (see docs/security.md, audit checkpoints)"
+            )
         return EXIT_OK
-    print(f"audit chain BROKEN: {len(report.problems)} problem(s) in {report.rows_checked} rows")
-    for problem in report.problems:
+    print(
+        f"audit chain BROKEN: {len(problems)} problem(s) in {report.rows_checked} rows; {checked}"
+    )
+    for problem in problems:
         print(f"  {problem}")
     return EXIT_FAILED
+
+
+async def cmd_audit_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    """Write a signed checkpoint of the chain's head now (the worker writes them periodically;
+    this is for cron jobs, before a backup, or an auditor's visit)."""
+    from activities.audit import AuditLedger
+    from activities.audit_checkpoint import CheckpointWriter, load_checkpoint_key, open_log
+    from activities.database import Database
+
+    if settings.audit_checkpoint_key_file is None:
+        raise CliError(
+            "BATON_AUDIT_CHECKPOINT_KEY is not set (`baton audit checkpoint-key` makes a key)",
+            EXIT_USAGE,
+        )
+    try:
+        key = load_checkpoint_key(settings.audit_checkpoint_key_file)
+    except ValueError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    db = Database(settings.database_url)
+    db.create_tables()
+    writer = CheckpointWriter(AuditLedger(db), key, open_log(settings.audit_checkpoint_log))
+    checkpoint = writer.write()
+    if checkpoint is None:
+        print("no new checkpoint: the chain has not moved since the last one (or is empty)")
+    else:
+        print(
+            f"checkpoint: row {checkpoint.position} head {checkpoint.head_hash[:16]}... at "
+            f"{checkpoint.at} -> {settings.audit_checkpoint_log}"
+        )
+    return EXIT_OK
+
+
+async def cmd_audit_checkpoint_key(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.audit_checkpoint import key_id, new_checkpoint_key, public_key_text
+
+    out = Path(args.out)
+    try:
+        public = new_checkpoint_key(out)  # O_EXCL: never replaces a key
+    except FileExistsError:
+        raise CliError(f"{out} exists: refusing to replace a checkpoint key", EXIT_USAGE) from None
+    print(public_key_text(public))
+    print(
+        f"checkpoint key {key_id(public)} written to {out} (mode 0600). Workers: export "
+        f"BATON_AUDIT_CHECKPOINT_KEY={out}; auditors keep the public key above "
+        "(BATON_AUDIT_CHECKPOINT_PUBLIC_KEY) and copies of the checkpoint log",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 async def cmd_policy_test(args: argparse.Namespace, settings: Settings) -> int:
@@ -1134,8 +1225,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_show)
-    p = audit_sub.add_parser("verify", help="verify the hash chain of the whole audit ledger")
+    p = audit_sub.add_parser(
+        "verify", help="verify the hash chain of the whole audit ledger (and its checkpoints)"
+    )
+    p.add_argument(
+        "--checkpoints", help="checkpoint log (file or URL; default BATON_AUDIT_CHECKPOINT_LOG)"
+    )
+    p.add_argument(
+        "--public-key", help="auditor's checkpoint key (default BATON_AUDIT_CHECKPOINT_PUBLIC_KEY)"
+    )
     p.set_defaults(func=cmd_audit_verify)
+    p = audit_sub.add_parser("checkpoint", help="write a signed checkpoint of the chain now")
+    p.set_defaults(func=cmd_audit_checkpoint)
+    p = audit_sub.add_parser("checkpoint-key", help="make an Ed25519 checkpoint signing key")
+    p.add_argument(
+        "--out",
+        default=str(REPO_ROOT / ".baton" / "audit" / "checkpoint-key.pem"),
+        help="where to write it (keep it off the database host)",
+    )
+    p.set_defaults(func=cmd_audit_checkpoint_key)
 
     cli_kpi.add_parser(sub)
     cli_supervisor.add_parser(sub)

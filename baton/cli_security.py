@@ -1,8 +1,9 @@
 """CLI commands of Baton's security features (wired into baton/cli.py by :func:`register`).
 
 baton encryption new-key --id k2        # a KEY_ID:BASE64 item for BATON_ENCRYPTION_KEYS
-baton token init [--rotate]             # the local dev issuer's key + trust file
-baton token issue --user alice --role finance-controller [--ttl 3600] [--audience A]
+baton token init [--rotate] [--no-seal]  # the local dev issuer's key, seal key + trust file
+baton token issue --user alice --role finance-controller --workflow-id W --request-id R \
+    --action-digest D [--ttl 300] [--audience A]   # an approval token bound to one decision
 baton codec-server [--port 8089]        # decrypts payloads for the Web UI / temporal CLI
 """
 
@@ -28,12 +29,17 @@ async def cmd_new_key(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_token_init(args: argparse.Namespace, settings: Settings) -> int:
-    from baton.identity import init_dev_issuer
+    from baton.identity import SEAL_KEY_FILE, init_dev_issuer
 
-    issuer = init_dev_issuer(settings.issuer_dir, rotate=args.rotate)
+    issuer = init_dev_issuer(settings.issuer_dir, rotate=args.rotate, seal=args.seal)
     print(f"dev issuer {issuer.trust.issuer}, signing key {issuer.key_id}")
     print(f"trust file: {issuer.trust_file} ({len(issuer.trust.keys)} public key(s))")
     print(f"require signed approvals with: export BATON_APPROVAL_TRUST={issuer.trust_file}")
+    if issuer.trust.seal_key:
+        print(
+            "workers open sealed approval tokens with: export "
+            f"BATON_APPROVAL_SEAL_KEY={issuer.directory / SEAL_KEY_FILE}"
+        )
     return 0
 
 
@@ -47,6 +53,9 @@ async def cmd_token_issue(args: argparse.Namespace, settings: Settings) -> int:
             roles=args.role,
             ttl_seconds=args.ttl,
             audience=args.audience,
+            workflow_id=args.workflow_id,
+            request_id=args.request_id,
+            action_digest=args.action_digest,
         )
     )
     return 0
@@ -93,11 +102,25 @@ def register(sub: Any) -> None:
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     p = token_sub.add_parser("init", help="create the dev signing key and trust file")
     p.add_argument("--rotate", action="store_true", help="new signing key; old ones stay trusted")
+    p.add_argument(
+        "--no-seal",
+        dest="seal",
+        action="store_false",
+        help="no workers' seal key (approval tokens then travel in clear in decisions)",
+    )
     p.set_defaults(func=cmd_token_init)
     p = token_sub.add_parser("issue", help="print a signed JWT for a user and roles")
     p.add_argument("--user", required=True)
     p.add_argument("--role", action="append", required=True, help="repeat for several roles")
-    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    p.add_argument(
+        "--ttl",
+        type=int,
+        default=None,
+        help="seconds until it expires (default 300 for approvals, 3600 for the codec server)",
+    )
+    p.add_argument("--workflow-id", help="approval tokens: the run the decision is for")
+    p.add_argument("--request-id", help="approval tokens: the approval request id")
+    p.add_argument("--action-digest", help="approval tokens: the action digest reviewed")
     p.add_argument(
         "--audience",
         default="baton-approvals",

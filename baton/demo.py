@@ -111,7 +111,12 @@ async def approve_request(
         from baton.identity import issue_token
 
         client.approval_token = issue_token(
-            settings.issuer_dir, user=who, roles=request.approver_roles
+            settings.issuer_dir,
+            user=who,
+            roles=request.approver_roles,
+            workflow_id=workflow_id,
+            request_id=request.request_id,
+            action_digest=request.action_digest,
         )
     ack = await client.approve(
         workflow_id,

@@ -26,15 +26,21 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
 
 from workflows.contracts_security import ApprovalTrust
+from workflows.signed_approval import BINDING_CLAIMS
 
 DEV_ISSUER = "baton-dev-issuer"
 APPROVAL_AUDIENCE = "baton-approvals"
 CODEC_AUDIENCE = "baton-codec"
 SIGNING_KEY_FILE = "signing-key.pem"
 TRUST_FILE = "trust.json"
+SEAL_KEY_FILE = "seal-key.pem"
+#: Default lifetime of a dev approval token: minutes, not an hour (the trust's
+#: max_token_seconds refuses longer ones)
+APPROVAL_TOKEN_TTL = 300
 
 
 @dataclass(frozen=True)
@@ -75,16 +81,26 @@ def load_trust(path: Path) -> ApprovalTrust:
         ) from None
 
 
-def init_dev_issuer(directory: Path, *, rotate: bool = False) -> DevIssuer:
+def init_dev_issuer(directory: Path, *, rotate: bool = False, seal: bool = False) -> DevIssuer:
     """Create (or, with ``rotate``, replace) the dev signing key and write the trust file.
 
-    Idempotent without ``rotate``: an existing key is kept."""
+    ``seal``: also make the workers' seal key (``seal-key.pem``, X25519, mode 0600; point
+    BATON_APPROVAL_SEAL_KEY at it) and put its public half in the trust file, so clients seal
+    approval tokens and they never enter workflow history in clear. An existing seal key is
+    kept. Idempotent without ``rotate``: an existing signing key is kept."""
     directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
     key_path = directory / SIGNING_KEY_FILE
     trust_path = directory / TRUST_FILE
     known: dict[str, str] = {}
+    seal_public: str | None = None
     if trust_path.exists():
-        known = dict(load_trust(trust_path).keys)
+        existing = load_trust(trust_path)
+        known = dict(existing.keys)
+        seal_public = existing.seal_key
+    seal_path = directory / SEAL_KEY_FILE
+    if seal or seal_path.exists():
+        seal_public = _b64url(_seal_key(seal_path).public_key().public_bytes_raw())
     if key_path.exists() and not rotate:
         key = _load_signing_key(key_path)
     else:
@@ -94,16 +110,54 @@ def init_dev_issuer(directory: Path, *, rotate: bool = False) -> DevIssuer:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        tmp = key_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        tmp.replace(key_path)
+        _write_private(key_path, pem)
     kid = key_id_of(key)
     known[kid] = _b64url(_public_raw(key))
-    trust = ApprovalTrust(issuer=DEV_ISSUER, audience=APPROVAL_AUDIENCE, keys=known)
+    trust = ApprovalTrust(
+        issuer=DEV_ISSUER, audience=APPROVAL_AUDIENCE, keys=known, seal_key=seal_public
+    )
     trust_path.write_text(trust.model_dump_json(indent=2) + "\n")
     return DevIssuer(directory=directory, trust=trust, key_id=kid)
+
+
+def _write_private(path: Path, pem: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    tmp.replace(path)
+
+
+def _seal_key(path: Path) -> X25519PrivateKey:
+    """The workers' seal key at ``path``, made when missing."""
+    if path.exists():
+        return load_seal_key(path)
+    key = X25519PrivateKey.generate()
+    _write_private(
+        path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    return key
+
+
+def load_seal_key(path: Path) -> X25519PrivateKey:
+    """The workers' X25519 seal key (BATON_APPROVAL_SEAL_KEY); a clear error when unusable."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise ValueError(
+            f"BATON_APPROVAL_SEAL_KEY names {path}, which does not exist "
+            "(`baton token init --seal` makes one for the local stack)"
+        ) from None
+    except ValueError as err:
+        raise ValueError(f"BATON_APPROVAL_SEAL_KEY file {path} is not a PEM key: {err}") from None
+    if not isinstance(key, X25519PrivateKey):
+        raise ValueError(f"BATON_APPROVAL_SEAL_KEY file {path} is not an X25519 private key")
+    return key
 
 
 def _load_signing_key(path: Path) -> Ed25519PrivateKey:
@@ -118,11 +172,20 @@ def issue_token(
     *,
     user: str,
     roles: list[str],
-    ttl_seconds: int = 3600,
+    ttl_seconds: int | None = None,
     audience: str = APPROVAL_AUDIENCE,
     now: float | None = None,
+    workflow_id: str | None = None,
+    request_id: str | None = None,
+    action_digest: str | None = None,
 ) -> str:
-    """A JWT for ``user`` with ``roles``, signed by the dev issuer in ``directory``."""
+    """A JWT for ``user`` with ``roles``, signed by the dev issuer in ``directory``.
+
+    An approval token (audience baton-approvals) is bound to one decision: give the workflow
+    id, the approval request id and the action digest (``baton pending`` shows them); it lives
+    APPROVAL_TOKEN_TTL seconds unless ``ttl_seconds`` says otherwise."""
+    if ttl_seconds is None:
+        ttl_seconds = APPROVAL_TOKEN_TTL if audience == APPROVAL_AUDIENCE else 3600
     if not user.strip():
         raise ValueError("--user must name the person the token is for")
     if not roles:
@@ -134,7 +197,7 @@ def issue_token(
         init_dev_issuer(directory)
     key = _load_signing_key(key_path)
     issued = int(time.time() if now is None else now)
-    claims = {
+    claims: dict[str, object] = {
         "iss": DEV_ISSUER,
         "aud": audience,
         "sub": user,
@@ -144,6 +207,13 @@ def issue_token(
         "exp": issued + ttl_seconds,
         "jti": uuid.uuid4().hex,
     }
+    for claim, value in (
+        (BINDING_CLAIMS["workflow_id"], workflow_id),
+        (BINDING_CLAIMS["request_id"], request_id),
+        (BINDING_CLAIMS["action_digest"], action_digest),
+    ):
+        if value is not None:
+            claims[claim] = value
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": key_id_of(key)})
 
 

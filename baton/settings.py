@@ -33,9 +33,14 @@ class Settings:
     temporal_profile: str | None = None  # TEMPORAL_PROFILE (envconfig TOML profile)
     task_queue: str = "baton"  # BATON_TASK_QUEUE
     ui_url: str = f"http://localhost:{DEFAULT_UI_PORT}"  # BATON_UI_URL
-    database_url: str = f"sqlite:///{REPO_ROOT / '.baton' / 'baton.db'}"  # DATABASE_URL
+    #: may hold the database password: never printed
+    database_url: str = field(  # DATABASE_URL
+        default=f"sqlite:///{REPO_ROOT / '.baton' / 'baton.db'}", repr=False
+    )
     openai_base_url: str = f"http://127.0.0.1:{DEFAULT_MODEL_PORT}/v1"  # OPENAI_BASE_URL
-    openai_api_key: str = "local-model-server-needs-no-key"  # OPENAI_API_KEY
+    openai_api_key: str = field(  # OPENAI_API_KEY: never printed
+        default="local-model-server-needs-no-key", repr=False
+    )
     model: str = LOCAL_MODEL_NAME  # BATON_MODEL
     #: Embeddings model of the knowledge layer, asked at OPENAI_BASE_URL's /embeddings.
     embedding_model: str = "all-MiniLM-L6-v2"  # BATON_EMBEDDING_MODEL
@@ -74,10 +79,20 @@ class Settings:
     #: Signed approvals (opt-in): the issuer's trust file (issuer, audience, public keys by key
     #: id). When set, approvals without a valid JWT from that issuer are refused.
     approval_trust_file: Path | None = None  # BATON_APPROVAL_TRUST
+    #: The workers' X25519 private key that opens sealed approval tokens (PEM, mode 0600);
+    #: required on workers when the trust file names a ``seal_key``.
+    approval_seal_key_file: Path | None = None  # BATON_APPROVAL_SEAL_KEY
     #: The JWT the CLI attaches to approve/reject/amend (or pass --token).
     approval_token: str | None = field(default=None, repr=False)  # BATON_APPROVAL_TOKEN
     #: Where the local dev issuer keeps its signing key and trust file.
     issuer_dir: Path = REPO_ROOT / ".baton" / "issuer"  # BATON_ISSUER_DIR
+    #: Audit checkpoints (docs/security.md): the Ed25519 key that signs them (PEM, outside the
+    #: database), where they are appended (a file path or an http(s) URL), how often the worker
+    #: writes one, and the public key an auditor verifies them with.
+    audit_checkpoint_key_file: Path | None = None  # BATON_AUDIT_CHECKPOINT_KEY
+    audit_checkpoint_log: str = str(REPO_ROOT / ".baton" / "audit-checkpoints.jsonl")
+    audit_checkpoint_seconds: float = 60.0  # BATON_AUDIT_CHECKPOINT_SECONDS
+    audit_checkpoint_public_key: str | None = None  # BATON_AUDIT_CHECKPOINT_PUBLIC_KEY
     #: Codec server: Web UI origins allowed by CORS, and the roles that may see decrypted data.
     codec_cors_origins: tuple[str, ...] = ()  # BATON_CODEC_CORS_ORIGINS (default: BATON_UI_URL)
     codec_roles: tuple[str, ...] = ("payload-reader",)  # BATON_CODEC_ROLES
@@ -117,6 +132,11 @@ class Settings:
             from baton.telemetry import check_bind_address
 
             check_bind_address("BATON_METRICS_BIND", self.metrics_bind)
+        if not self.audit_checkpoint_seconds > 0:
+            raise ValueError(
+                "BATON_AUDIT_CHECKPOINT_SECONDS must be a number of seconds > 0, "
+                f"got {self.audit_checkpoint_seconds!r}"
+            )
         if bool(self.deployment_name) != bool(self.build_id):
             raise ValueError(
                 "BATON_DEPLOYMENT_NAME and BATON_BUILD_ID go together (Worker Deployment "
@@ -176,8 +196,21 @@ class Settings:
             approval_trust_file=(
                 Path(env["BATON_APPROVAL_TRUST"]) if env.get("BATON_APPROVAL_TRUST") else None
             ),
+            approval_seal_key_file=(
+                Path(env["BATON_APPROVAL_SEAL_KEY"]) if env.get("BATON_APPROVAL_SEAL_KEY") else None
+            ),
             approval_token=get("BATON_APPROVAL_TOKEN", None),
             issuer_dir=Path(get("BATON_ISSUER_DIR", str(base.issuer_dir))),
+            audit_checkpoint_key_file=(
+                Path(env["BATON_AUDIT_CHECKPOINT_KEY"])
+                if env.get("BATON_AUDIT_CHECKPOINT_KEY")
+                else None
+            ),
+            audit_checkpoint_log=get("BATON_AUDIT_CHECKPOINT_LOG", base.audit_checkpoint_log),
+            audit_checkpoint_seconds=get_float(
+                "BATON_AUDIT_CHECKPOINT_SECONDS", base.audit_checkpoint_seconds
+            ),
+            audit_checkpoint_public_key=get("BATON_AUDIT_CHECKPOINT_PUBLIC_KEY", None),
             codec_cors_origins=_words(get("BATON_CODEC_CORS_ORIGINS", "")),
             codec_roles=_words(get("BATON_CODEC_ROLES", "")) or base.codec_roles,
             metrics_bind=get("BATON_METRICS_BIND", None),
@@ -207,6 +240,32 @@ class Settings:
         from baton.identity import load_trust
 
         return load_trust(self.approval_trust_file)
+
+    def approval_seal_key(self) -> Any:
+        """The workers' seal key (BATON_APPROVAL_SEAL_KEY), or None. A worker whose trust file
+        names a seal key cannot open sealed tokens without it: that is refused here, at start."""
+        trust = self.approval_trust()
+        if self.approval_seal_key_file is None:
+            if trust is not None and trust.seal_key is not None:
+                raise ValueError(
+                    f"BATON_APPROVAL_TRUST ({self.approval_trust_file}) names a seal_key, so "
+                    "clients seal approval tokens to it, but BATON_APPROVAL_SEAL_KEY (the "
+                    "private key that opens them) is not set on this worker"
+                )
+            return None
+        from baton.identity import load_seal_key
+
+        key = load_seal_key(self.approval_seal_key_file)
+        if trust is not None and trust.seal_key is not None:
+            import base64
+
+            public = base64.urlsafe_b64encode(key.public_key().public_bytes_raw()).rstrip(b"=")
+            if public.decode() != trust.seal_key:
+                raise ValueError(
+                    f"BATON_APPROVAL_SEAL_KEY ({self.approval_seal_key_file}) is not the private "
+                    f"half of the seal_key in BATON_APPROVAL_TRUST ({self.approval_trust_file})"
+                )
+        return key
 
     def workflow_url(self, workflow_id: str, run_id: str | None = None) -> str:
         """Link to a run in the Temporal Web UI."""

@@ -195,7 +195,14 @@ async def test_history_holds_no_business_data_or_secrets(
                     break
                 await asyncio.sleep(0.1)
             assert [p.request_id for p in inbox] == [request.request_id]
-            token = issue_token(issuer.directory, user="carol", roles=request.approver_roles)
+            token = issue_token(
+                issuer.directory,
+                user="carol",
+                roles=request.approver_roles,
+                workflow_id=handle.id,
+                request_id=request.request_id,
+                action_digest=request.action_digest,
+            )
             h.client.approval_token = token
             await h.client.approve(handle.id, approver="carol", rationale=secret_rationale)
             result = await handle.result()  # the encrypting client reads it back in clear

@@ -210,19 +210,25 @@ async def test_unsigned_or_forged_approvals_are_refused_in_a_run(
                 assertion=token,
             )
 
-        expired = issue_token(
-            dev.directory,
-            user="carol",
-            roles=roles,
-            now=(datetime.now(UTC) - timedelta(hours=2)).timestamp(),
-        )
+        def token(directory: Path = dev.directory, **kw: object) -> str:
+            return issue_token(
+                directory,
+                **{  # type: ignore[arg-type]
+                    "user": "carol",
+                    "roles": roles,
+                    "workflow_id": handle.id,
+                    "request_id": request.request_id,
+                    "action_digest": request.action_digest,
+                    **kw,
+                },
+            )
+
+        expired = token(now=(datetime.now(UTC) - timedelta(hours=2)).timestamp())
         cases = {
             "is required": decision(None),
-            "unknown key id": decision(issue_token(forger.directory, user="carol", roles=roles)),
-            "is for 'dave'": decision(issue_token(dev.directory, user="dave", roles=roles)),
-            "this request needs one of": decision(
-                issue_token(dev.directory, user="carol", roles=["intern"])
-            ),
+            "unknown key id": decision(token(forger.directory)),
+            "is for 'dave'": decision(token(user="dave")),
+            "this request needs one of": decision(token(roles=["intern"])),
             "expired": decision(expired),
         }
         for expected, bad in cases.items():
@@ -232,7 +238,7 @@ async def test_unsigned_or_forged_approvals_are_refused_in_a_run(
         await handle.signal("submit_approval", decision(None))
         assert (await h.client.status(handle.id)).approval_state == "pending"
 
-        good = decision(issue_token(dev.directory, user="carol", roles=roles))
+        good = decision(token())
         ack = await h.client.decide(handle.id, good)
         assert ack.accepted
         result = await handle.result()
@@ -240,6 +246,9 @@ async def test_unsigned_or_forged_approvals_are_refused_in_a_run(
     trail = h.runtime.ledger.trail(handle.id)
     refused = [r for r in trail if r.action == "approval.refused"]
     assert len(refused) == 1 and "signed identity assertion" in (refused[0].rationale or "")
+    # the name in a refused signal is a claim, not an identity
+    assert refused[0].actor == "baton:workflow"
+    assert (refused[0].rationale or "").startswith("claimed by carol (unverified): ")
     approved = [r for r in trail if r.action == "approval.approved"]
     assert approved and approved[0].actor == "carol"
     votes = [r for r in trail if r.action == "approval.vote"]
@@ -285,7 +294,9 @@ async def test_cli_approve_attaches_the_token(harness: Harness, tmp_path: Path) 
         assert unsigned.returncode == 1, unsigned.stderr
         assert "signed identity assertion" in unsigned.stderr
         roles = [arg for role in request.approver_roles for arg in ("--role", role)]
-        issued = await baton("token", "issue", "--user", "carol", *roles)
+        bound = ["--workflow-id", handle.id, "--request-id", request.request_id]
+        bound += ["--action-digest", request.action_digest]
+        issued = await baton("token", "issue", "--user", "carol", *roles, *bound)
         assert issued.returncode == 0, issued.stderr
         token = issued.stdout.strip()
         assert verify_assertion(token, dev.trust, datetime.now(UTC)).subject == "carol"
@@ -313,7 +324,12 @@ async def test_the_worker_configuration_enforces_signatures_whatever_the_starter
             with pytest.raises(ApprovalRefused, match="signed identity assertion .* is required"):
                 await h.client.approve(handle.id, approver="carol", rationale="ok")
             h.client.approval_token = issue_token(
-                dev.directory, user="carol", roles=request.approver_roles
+                dev.directory,
+                user="carol",
+                roles=request.approver_roles,
+                workflow_id=handle.id,
+                request_id=request.request_id,
+                action_digest=request.action_digest,
             )
             await h.client.approve(handle.id, approver="carol", rationale="ok")
             result = await handle.result()

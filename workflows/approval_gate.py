@@ -53,10 +53,19 @@ from workflows.contracts import (
 )
 from workflows.contracts_security import ApprovalTrust
 from workflows.presets import PRESETS
-from workflows.signed_approval import approver_refusal
+from workflows.signed_approval import (
+    AssertionRefused,
+    VerifiedIdentity,
+    approver_refusal,
+    unseal_assertion,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
+
+#: Refused Signals audited per run; later ones are counted, not written (a flood of forged
+#: signals must not fill the ledger). The count is in the status and the last audit row.
+REFUSED_SIGNAL_AUDIT_LIMIT = 20
 
 CLOSING_VERDICTS: dict[str, ApprovalOutcomeKind] = {
     "reject": "rejected",
@@ -93,6 +102,12 @@ class ApprovalGate:
         self.process = process
         self.audit = audit
         self.trust = trust
+        #: the workers' X25519 key that opens sealed approval tokens (set by the worker's
+        #: RequireSignedApprovals interceptor; never in the input or history)
+        self.seal_key: Any = None
+        #: approval token ids (jti) accepted in this run -> the request they decided
+        self.used_tokens: dict[str, str] = {}
+        self.refused_signals = 0
         self.defer_approved_audit = defer_approved_audit
         self.requests: dict[str, ApprovalRequest] = {}
         self.outcomes: dict[str, ApprovalOutcome] = {}
@@ -210,19 +225,20 @@ class ApprovalGate:
     def check(self, decision: ApprovalDecision) -> Check:
         """Whether ``decision`` is refused (and why), a harmless duplicate, or acceptable."""
         request = self.requests.get(decision.request_id)
+        if self.trust is not None:  # before anything else: an unverified caller learns nothing
+            refusal, identity = self._verify(decision, request)
+            if refusal is not None:
+                return Check(f"signed approval refused: {refusal}")
+            assert identity is not None and identity.token_id is not None
+            used_on = self.used_tokens.get(identity.token_id)
+            if used_on is not None:
+                return Check(
+                    f"signed approval refused: approval token {identity.token_id} was already "
+                    f"used in this run (on {used_on}); each token decides once: ask for a new one"
+                )
         if request is None:
             known = ", ".join(r.request_id for r in self.pending()) or "none pending"
             return Check(f"unknown approval request {decision.request_id!r} ({known})")
-        if self.trust is not None:  # before anything else: an unverified caller learns nothing
-            refusal, _ = approver_refusal(
-                decision.assertion,
-                self.trust,
-                workflow.now(),
-                approver=decision.approver,
-                acceptable_roles=request.approver_roles,
-            )
-            if refusal is not None:
-                return Check(f"signed approval refused: {refusal}")
         if self._is_duplicate(request, decision):
             return Check(duplicate=True)
         if decision.request_id in self.outcomes:
@@ -287,6 +303,9 @@ class ApprovalGate:
     def accept(self, decision: ApprovalDecision, via: str) -> ApprovalAck:
         """Record a decision :meth:`check` passed. Idempotent for duplicates."""
         request = self.requests[decision.request_id]
+        signer = self._signer(decision)
+        if "token_id" in signer:  # spent, even by a duplicate: a token decides once
+            self.used_tokens[signer["token_id"]] = request.request_id
         if self._is_duplicate(request, decision):
             return ApprovalAck(
                 request_id=request.request_id,
@@ -318,11 +337,12 @@ class ApprovalGate:
                     "via": via,
                     "action_digest": decision.action_digest,
                     "still_needed": [m.model_dump() for m in missing],
-                    **self._signer(decision),
+                    **signer,
                 },
                 rationale=decision.rationale,
             )
             if not missing:
+                # the rationale is on the vote just above: written once per batch, not twice
                 self.audit.record(
                     decision.approver,
                     "approval.approved",
@@ -331,8 +351,8 @@ class ApprovalGate:
                         "approvers": [v.approver for v in request.approvals],
                         "escalation_level": request.escalation_level,
                         "action_digest": decision.action_digest,
+                        "rationale_on": "approval.vote",
                     },
-                    rationale=decision.rationale,
                 )
                 self._close(request, decision, "approved")
                 message = f"approved: {request.request_id} has every approval it needs"
@@ -356,7 +376,7 @@ class ApprovalGate:
                 "via": via,
                 "action_digest": decision.action_digest,
                 "amendments": [a.model_dump(mode="json") for a in decision.amendments],
-                **self._signer(decision),
+                **signer,
             },
             rationale=decision.rationale,
         )
@@ -382,36 +402,73 @@ class ApprovalGate:
         self.accept(decision, via="signal")
 
     def refuse_signal(self, decision: ApprovalDecision, reason: str) -> None:
-        """A signal cannot be refused to its sender: audit the refusal and ignore the decision."""
+        """A signal cannot be refused to its sender: audit the refusal and ignore the decision.
+
+        The name in a refused decision is only a claim: the row's actor is the workflow and the
+        rationale says "claimed by X (unverified)". Only the first
+        :data:`REFUSED_SIGNAL_AUDIT_LIMIT` refusals of a run are written; a flood is counted."""
+        self.refused_signals += 1
+        if self.refused_signals > REFUSED_SIGNAL_AUDIT_LIMIT:
+            return
         workflow.logger.warning(f"approval signal refused: {reason}")
+        detail: dict[str, Any] = {
+            "request_id": decision.request_id[:200],
+            "via": "signal",
+            "verdict": decision.verdict,
+            "claimed_by": decision.approver[:200],
+        }
+        if self.refused_signals == REFUSED_SIGNAL_AUDIT_LIMIT:
+            detail["further_refusals"] = "not audited (rate limit per run)"
         self.audit.record(
-            decision.approver,
+            "baton:workflow",
             "approval.refused",
-            detail={
-                "request_id": decision.request_id,
-                "via": "signal",
-                "verdict": decision.verdict,
-            },
-            rationale=reason,
+            detail=detail,
+            rationale=f"claimed by {decision.approver[:200]} (unverified): {reason}",
         )
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _signer(self, decision: ApprovalDecision) -> dict[str, str]:
-        """For the audit trail: which issuer key vouched for the approver (signed runs only)."""
-        if self.trust is None:
-            return {}
-        _, identity = approver_refusal(
-            decision.assertion,
+    def _verify(
+        self, decision: ApprovalDecision, request: ApprovalRequest | None
+    ) -> tuple[str | None, VerifiedIdentity | None]:
+        """Open (if sealed) and verify the decision's approval token, bound to this workflow,
+        the decision's request id and action digest; (refusal, identity)."""
+        assert self.trust is not None
+        try:
+            token = (
+                unseal_assertion(decision.assertion, self.seal_key) if decision.assertion else None
+            )
+        except AssertionRefused as err:
+            return str(err), None
+        if token is not None and self.seal_key is not None and token == decision.assertion:
+            return (
+                "this worker takes approval tokens sealed to its seal key only (a plain token "
+                "would be written to workflow history): send it with `baton approve --token` or "
+                "BatonClient, which seal it",
+                None,
+            )
+        return approver_refusal(
+            token,
             self.trust,
             workflow.now(),
             approver=decision.approver,
-            acceptable_roles=[],
+            # a request this run does not know: the token must still verify before the caller
+            # hears anything about the run's requests; roles are checked against a request
+            acceptable_roles=request.approver_roles if request is not None else None,
+            binding={
+                "workflow_id": workflow.info().workflow_id,
+                "request_id": decision.request_id,
+                "action_digest": decision.action_digest,
+            },
         )
-        if identity is None:
+
+    def _signer(self, decision: ApprovalDecision) -> dict[str, str]:
+        """For the audit trail: which issuer key vouched for the approver, the token's id,
+        subject and sha256 (signed runs only); never the token itself."""
+        if self.trust is None:
             return {}
-        signed = {"signed_by": f"{self.trust.issuer}#{identity.key_id}"}
-        return signed | ({"token_id": identity.token_id} if identity.token_id else {})
+        _, identity = self._verify(decision, self.requests.get(decision.request_id))
+        return identity.audit_detail() if identity is not None else {}
 
     def _is_duplicate(self, request: ApprovalRequest, decision: ApprovalDecision) -> bool:
         if decision.action_digest != request.action_digest:

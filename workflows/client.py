@@ -81,6 +81,7 @@ from workflows.finance_close import FinanceCloseWorkflow
 from workflows.hr_onboarding import PROCESS as HR_ONBOARDING
 from workflows.hr_onboarding import HrOnboardingWorkflow
 from workflows.plugin import BatonPlugin
+from workflows.signed_approval import SEALED_PREFIX, seal_assertion
 
 #: What a run starts with in the Web UI's list: nothing at stake yet and nothing spent. The
 #: workflow sets the same values itself (for runs started elsewhere) and, finding them set,
@@ -414,9 +415,15 @@ class BatonClient(DocumentReviewClient):
     async def decide(self, workflow_id: str, decision: ApprovalDecision) -> ApprovalAck:
         """Send a decision as an Update; refused decisions raise :class:`ApprovalRefused`.
 
-        A decision without an identity assertion gets this client's ``approval_token``."""
+        A decision without an identity assertion gets this client's ``approval_token``. When
+        the approval trust names the workers' seal key, the token is sealed to it first, so it
+        never enters the run's history in clear."""
         if decision.assertion is None and self.approval_token:
             decision = decision.model_copy(update={"assertion": self.approval_token})
+        seal_key = self.approval_trust.seal_key if self.approval_trust is not None else None
+        if decision.assertion and seal_key and not decision.assertion.startswith(SEALED_PREFIX):
+            sealed = seal_assertion(decision.assertion, seal_key)
+            decision = decision.model_copy(update={"assertion": sealed})
         try:
             # temporalio 1.35's stubs type an async update that has a validator as returning a
             # coroutine; the call returns the ApprovalAck itself.

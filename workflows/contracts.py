@@ -18,7 +18,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts_security import (
+    MAX_LIST_ITEMS,
+    MAX_TOKEN_FIELD_CHARS,
+    ApprovalTrust,
+    Id,
+    Name,
+    Text,
+)
 
 # --------------------------------------------------------------------------------------------
 # Names that are part of the public contract (task queues, search attributes, handler names).
@@ -167,16 +174,16 @@ class Budget(Contract):
 class FinanceCloseInput(Contract):
     """Start a month-end close for one tenant and one accounting period."""
 
-    tenant: str = Field(description="Tenant (legal entity) whose books are closed, e.g. 'acme'.")
-    period: str = Field(description="Accounting period as YYYY-MM, e.g. '2026-10'.")
-    requested_by: str = Field(description="Person or service that asked for the close.")
+    tenant: Name = Field(description="Tenant (legal entity) whose books are closed, e.g. 'acme'.")
+    period: Id = Field(description="Accounting period as YYYY-MM, e.g. '2026-10'.")
+    requested_by: Name = Field(description="Person or service that asked for the close.")
     approval_timeout_seconds: int = Field(
         default=3 * 24 * 3600,
         ge=1,
         le=30 * 24 * 3600,
         description="How long to wait for an approver before failing safe (reject + compensate).",
     )
-    version: str = Field(
+    version: Name = Field(
         default=STABLE_VERSION,
         description="Process version (PROCESS_VERSIONS): prompts and model routes of the agents. "
         "Left out, BatonClient asks the process's canary (sticky per business key).",
@@ -370,8 +377,8 @@ class ReviseAdjustmentsInput(AgentInput):
     tenant: str
     period: str
     entries: list[AdjustingEntry]
-    comment: str = Field(description="The approver's requested changes.")
-    reviewer: str
+    comment: Text = Field(description="The approver's requested changes.")
+    reviewer: Name
 
 
 class AdjustmentProposal(Contract):
@@ -554,7 +561,7 @@ class ApprovalVote(Contract):
     approver: str
     role: str
     at: datetime
-    rationale: str
+    rationale: Text
     via: Literal["update", "signal"]
 
 
@@ -590,9 +597,9 @@ class ApprovalRequest(Contract):
 class EntryAmendment(Contract):
     """An approver's change to one entry under review: a new amount and/or account."""
 
-    entry_id: str = Field(min_length=1)
+    entry_id: Id = Field(min_length=1)
     amount: Money | None = None
-    account: str | None = None
+    account: Name | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> EntryAmendment:
@@ -609,18 +616,21 @@ DecisionVerdict = Literal["approve", "reject", "amend", "request_changes"]
 class ApprovalDecision(Contract):
     """An approver's decision: the Update `decide_approval` or the Signal `submit_approval`."""
 
-    request_id: str = Field(description="The approval request id shown by the pending query/CLI.")
-    approver: str = Field(description="Who decides; must be an eligible approver of the request.")
+    request_id: Id = Field(description="The approval request id shown by the pending query/CLI.")
+    approver: Name = Field(description="Who decides; must be an eligible approver of the request.")
     verdict: DecisionVerdict = Field(
         description="approve | reject | amend (with amendments) | request_changes (with rationale)"
     )
-    rationale: str = Field(min_length=1, description="Why; goes to the audit trail.")
-    action_digest: str = Field(description="Digest of the action the approver reviewed.")
+    rationale: Text = Field(min_length=1, description="Why; goes to the audit trail.")
+    action_digest: Id = Field(description="Digest of the action the approver reviewed.")
     amendments: list[EntryAmendment] = Field(
-        default=[], description="Only with verdict 'amend': the changed entries."
+        default=[],
+        max_length=MAX_LIST_ITEMS,
+        description="Only with verdict 'amend': the changed entries.",
     )
     assertion: str | None = Field(
         default=None,
+        max_length=MAX_TOKEN_FIELD_CHARS,
         description="Signed identity assertion (JWT) of the approver; required when the run "
         "has an approval issuer (approval_trust).",
     )
@@ -926,7 +936,7 @@ class CanaryEvaluateInput(Contract):
 class CanaryMonitorInput(Contract):
     """Input of the CanaryMonitor workflow (one per process and task queue)."""
 
-    process: str
+    process: Name
     interval_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)
     iterations_per_run: int = Field(
         default=500, ge=1, description="Evaluations before continue-as-new (bounded history)."
@@ -1090,9 +1100,9 @@ class RevokeOutcome(Contract):
 class OnboardingInput(Contract):
     """Onboard one new hire of one tenant (the hire must be in the HRIS)."""
 
-    tenant: str = Field(description="Tenant, e.g. 'acme'.")
-    employee_id: str = Field(description="HRIS employee id, e.g. 'E1001'.")
-    requested_by: str = Field(description="Person or service that asked for the onboarding.")
+    tenant: Name = Field(description="Tenant, e.g. 'acme'.")
+    employee_id: Id = Field(description="HRIS employee id, e.g. 'E1001'.")
+    requested_by: Name = Field(description="Person or service that asked for the onboarding.")
     approval_timeout_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=30 * 24 * 3600)
     budget: Budget = Field(
         default_factory=Budget,
@@ -1102,7 +1112,7 @@ class OnboardingInput(Contract):
     max_conflict_retries: int = Field(
         default=5, ge=0, le=20, description="Re-runs of an agent whose write was stale."
     )
-    version: str = Field(
+    version: Name = Field(
         default=STABLE_VERSION,
         description="Process version (PROCESS_VERSIONS['hr_onboarding']). Left out, BatonClient "
         "asks the process's canary (sticky per business key).",

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from workflows.contracts import NAME_PATTERN, Contract, TokenUsage
+from workflows.contracts_security import Id, Name
 
 #: Workflow type and process name (search attribute BatonProcess, kill-switch scope).
 DOCUMENT_REVIEW_WORKFLOW = "DocumentReviewAllocation"
@@ -247,9 +248,9 @@ class TaskAllocation(Contract):
 class DocumentReviewInput(Contract):
     """Allocate a batch of document reviews among agent tiers by auction."""
 
-    tenant: str
-    batch_id: str
-    requested_by: str
+    tenant: Name
+    batch_id: Id
+    requested_by: Name
     tiers: list[AgentTier] = Field(min_length=1)
     tasks: list[AuctionTask] = Field(min_length=1, max_length=200)
     rule: AwardRule = AwardRule()

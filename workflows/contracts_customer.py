@@ -24,6 +24,7 @@ from workflows.contracts import (
     TokenUsage,
 )
 from workflows.contracts_knowledge import KnowledgeHit
+from workflows.contracts_security import Id, Name
 
 NEW_HIGH_VALUE_CUSTOMER = "new_high_value_customer"
 StepKind = Literal["intro_email", "discount_check", "onboarding_sequence"]
@@ -49,7 +50,7 @@ class CrmEvent(Contract):
     hosting_region: str = Field(min_length=1)
     sanctions_screened: bool = Field(description="Screened against the sanctions lists (legal).")
     dpa_signed: bool = Field(default=False, description="DPA with SCCs signed (cross-region).")
-    requested_by: str = Field(default="crm:trigger", min_length=1)
+    requested_by: Name = Field(default="crm:trigger", min_length=1)
     occurred_at: datetime
 
     @field_validator("tenant")
@@ -68,13 +69,13 @@ class CrmEvent(Contract):
 class CustomerOnboardingInput(Contract):
     """One run per customer: the business key is ``customer-onboarding/<tenant>/<customer>``."""
 
-    tenant: str
+    tenant: Name
     customer_id: str = Field(min_length=1, max_length=63)
-    event_id: str = Field(min_length=1)
-    hosting_region: str = Field(min_length=1)
+    event_id: Id = Field(min_length=1)
+    hosting_region: Name = Field(min_length=1)
     sanctions_screened: bool
     dpa_signed: bool = False
-    requested_by: str = Field(default="crm:trigger", min_length=1)
+    requested_by: Name = Field(default="crm:trigger", min_length=1)
     approval_timeout_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=30 * 24 * 3600)
     budget: Budget = Field(
         default_factory=Budget,

@@ -21,6 +21,7 @@ from workflows.contracts import (
     OverBudget,
     PolicyDecision,
 )
+from workflows.contracts_security import Document, Id, Name, Text
 
 # ---------------------------------------------------------------------------------------------
 # Router
@@ -99,18 +100,18 @@ TicketStatus = Literal["open", "pending_customer", "resolved"]
 
 
 class SupportCase(Contract):
-    case_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    tenant: str = Field(min_length=1)
-    customer: str = Field(min_length=1)
+    case_id: Id = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    tenant: Name = Field(min_length=1)
+    customer: Name = Field(min_length=1)
     customer_value_usd: float = Field(ge=0, description="Annual value of the customer.")
-    subject: str = Field(min_length=1)
-    body: str = Field(min_length=1)
+    subject: Text = Field(min_length=1)
+    body: Document = Field(min_length=1)
     priority: Priority = "P3"
 
 
 class SupportCaseInput(Contract):
     case: SupportCase
-    requested_by: str = "support-queue"
+    requested_by: Name = "support-queue"
     budget: Budget = Budget()
     #: seconds to a ticket update; None: SLA_SECONDS[priority]
     sla_seconds: float | None = Field(default=None, gt=0)
@@ -212,8 +213,8 @@ class SupportCaseResult(Contract):
 class SupportCoordinatorInput(Contract):
     tenant: str
     #: a tenant may run several queues (e.g. per region); workflow id support-queue-<tenant>-<name>
-    name: str = Field(default="main", pattern=r"^[A-Za-z0-9._-]+$")
-    requested_by: str = "support-queue"
+    name: Name = Field(default="main", pattern=r"^[A-Za-z0-9._-]+$")
+    requested_by: Name = "support-queue"
     budget: Budget = Budget()
     #: cases this run handles before it continues as new (history stays bounded)
     continue_after: int = Field(default=200, ge=1)

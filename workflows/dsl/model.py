@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.contracts_security import Name
+
 LANGUAGE_VERSION = 1
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -226,15 +228,17 @@ class ProcessRunInput(Strict):
 
     definition: ProcessDefinition
     input: dict[str, Any] = Field(default_factory=dict)
-    source: str = Field(default="", description="Where the definition came from (file path).")
-    requested_by: str = "baton"
-    subprocess: str | None = Field(default=None, description="Run this subprocess instead.")
+    source: str = Field(
+        default="", max_length=4096, description="Where the definition came from (file path)."
+    )
+    requested_by: Name = "baton"
+    subprocess: Name | None = Field(default=None, description="Run this subprocess instead.")
 
 
 class ProcessEvent(Strict):
     """Payload of the ``dsl_event`` signal a wait_event step waits for."""
 
-    name: str
+    name: Name
     data: Any = None
 
 

@@ -1,0 +1,260 @@
+"""Attacks by someone with ordinary access (can start runs and send Updates/Signals through
+Temporal, can read run histories, can write to the database), each one that used to work.
+
+Every test here failed on the code before the fix it names (docs/security.md, threat model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+
+from baton.identity import SEAL_KEY_FILE, init_dev_issuer, issue_token
+from tests.conftest import Harness, _harness
+from tests.support.scripted_model import ScriptedModelServer
+from workflows.client import ApprovalRefused
+from workflows.contracts import APPROVAL_UPDATE, ApprovalDecision
+from workflows.contracts_security import MAX_TEXT_CHARS
+from workflows.signed_approval import SEALED_PREFIX, TRUST_REFUSED_ERROR
+
+# -- 1. a starter cannot bring its own issuer ---------------------------------------------------
+
+
+async def test_a_run_naming_its_own_issuer_is_refused_at_start(
+    temporal_client: Client, model_server: ScriptedModelServer, database_url: str, tmp_path: Path
+) -> None:
+    """BATON_APPROVAL_TRUST on the worker; the starter puts its own issuer (whose key it holds)
+    into the input and mints a token for an eligible approver. The run must not use it."""
+    worker_issuer = init_dev_issuer(tmp_path / "company")
+    attacker = init_dev_issuer(tmp_path / "attacker")
+    async with _harness(
+        temporal_client, model_server, database_url, approval_trust_file=worker_issuer.trust_file
+    ) as h:
+        h.client.approval_trust = attacker.trust  # goes into the start input
+        async with h.worker():
+            handle = await h.client.start_finance_close(h.start_input())
+            with pytest.raises(WorkflowFailureError) as failed:
+                await asyncio.wait_for(handle.result(), timeout=30)
+            cause = failed.value.cause
+            assert isinstance(cause, ApplicationError) and cause.type == TRUST_REFUSED_ERROR
+            assert "input field approval_trust names issuer" in cause.message
+            assert "BATON_APPROVAL_TRUST" in cause.message
+            # nothing was done for it: no approval asked, nothing posted
+            trail = h.runtime.ledger.trail(handle.id)
+            assert not [r for r in trail if r.action.startswith(("approval.", "entry.posted"))]
+
+            # the worker's own trust in the input (what `baton` clients send) is fine
+            h.client.approval_trust = worker_issuer.trust
+            h.period = f"{int(h.period[:4]) + 500:04d}-10"
+            from activities.seed import seed_period
+
+            seed_period(h.runtime.db, h.tenant, h.period)
+            fine = await h.client.start_finance_close(h.start_input())
+            assert (await h.wait_for_pending(fine.id)).pending
+            await fine.cancel()
+
+
+# -- 2. a token approves one decision, once, and never enters history ---------------------------
+
+
+async def test_approval_tokens_are_bound_single_use_and_kept_out_of_history(
+    temporal_client: Client, model_server: ScriptedModelServer, database_url: str, tmp_path: Path
+) -> None:
+    issuer = init_dev_issuer(tmp_path / "issuer", seal=True)
+    assert issuer.trust.seal_key
+    async with _harness(
+        temporal_client,
+        model_server,
+        database_url,
+        approval_trust_file=issuer.trust_file,
+        approval_seal_key_file=issuer.directory / SEAL_KEY_FILE,
+    ) as h:
+        h.client.approval_trust = issuer.trust  # the client seals tokens to the workers
+        async with h.worker():
+            handle = await h.client.start_finance_close(h.start_input())
+            request = (await h.wait_for_pending(handle.id)).pending[0]
+
+            def token(**bound: Any) -> str:
+                claims: dict[str, Any] = {
+                    "workflow_id": handle.id,
+                    "request_id": request.request_id,
+                    "action_digest": request.action_digest,
+                    **bound,
+                }
+                return issue_token(
+                    issuer.directory, user="carol", roles=request.approver_roles, **claims
+                )
+
+            def decision(assertion: str, **changes: Any) -> ApprovalDecision:
+                fields: dict[str, Any] = {
+                    "request_id": request.request_id,
+                    "approver": "carol",
+                    "verdict": "approve",
+                    "rationale": "reviewed",
+                    "action_digest": request.action_digest,
+                    "assertion": assertion,
+                    **changes,
+                }
+                return ApprovalDecision(**fields)
+
+            refusals = {
+                "bound to workflow_id": decision(token(workflow_id="some-other-run")),
+                "bound to request_id": decision(token(request_id="apr-other")),
+                "bound to action_digest": decision(token(action_digest="0" * 64)),
+                "carries no 'baton_workflow_id' claim": decision(
+                    issue_token(issuer.directory, user="carol", roles=request.approver_roles)
+                ),
+                "may live at most 600 s": decision(token(ttl_seconds=3600)),
+            }
+            for expected, bad in refusals.items():
+                with pytest.raises(ApprovalRefused, match=expected):
+                    await h.client.decide(handle.id, bad)
+            # a token for this request is no good on another digest either
+            good = token()
+            with pytest.raises(ApprovalRefused, match="bound to action_digest"):
+                await h.client.decide(handle.id, decision(good, action_digest="f" * 64))
+            # a plain (unsealed) token is refused before it could enter history
+            with pytest.raises(WorkflowUpdateFailedError) as plain:
+                await handle.execute_update(APPROVAL_UPDATE, decision(good), result_type=dict)
+            assert "sealed to its seal key only" in str(plain.value.cause)
+
+            ack = await h.client.decide(handle.id, decision(good))
+            assert ack.accepted and not ack.duplicate
+            # the same token on the same request again: refused, not a silent duplicate
+            with pytest.raises(ApprovalRefused, match="was already used in this run"):
+                await h.client.decide(handle.id, decision(good))
+            result = await handle.result()
+        assert result.approvals[0].approvers == ["carol"]
+
+    # the token is nowhere in the run's history, nor in the audit ledger
+    history = await temporal_client.get_workflow_handle(handle.id).fetch_history()
+    raw = b"".join(event.SerializeToString() for event in history.events)
+    signature = good.rsplit(".", 1)[1]
+    assert good.encode() not in raw and signature.encode() not in raw
+    assert SEALED_PREFIX.encode() in raw  # what was sent instead: the sealed token
+    trail = h.runtime.ledger.trail(handle.id)
+    ledger_text = json.dumps([r.model_dump(mode="json") for r in trail], default=str)
+    assert signature not in ledger_text
+    [vote] = [json.loads(r.detail_json) for r in trail if r.action == "approval.vote"]
+    import hashlib
+
+    assert vote["token_sha256"] == hashlib.sha256(good.encode()).hexdigest()
+    assert vote["token_subject"] == "carol"
+    assert vote["signed_by"] == f"{issuer.trust.issuer}#{issuer.key_id}"
+    assert vote["token_id"]
+
+
+def test_worker_warns_when_signed_approvals_meet_clear_payloads(tmp_path: Path) -> None:
+    from baton.settings import Settings
+    from worker import security_warnings
+
+    issuer = init_dev_issuer(tmp_path, seal=True)
+    plain = Settings(approval_trust_file=issuer.trust_file)
+    warnings = security_warnings(plain)
+    assert any("payload encryption is off" in w for w in warnings)
+    assert any("approval tokens are not sealed" in w for w in warnings)
+    sealed = Settings(
+        approval_trust_file=issuer.trust_file, approval_seal_key_file=tmp_path / SEAL_KEY_FILE
+    )
+    assert len(security_warnings(sealed)) == 1
+    assert security_warnings(Settings()) == []
+    # a trust file naming a seal key on a worker without the private key: refused at start
+    with pytest.raises(ValueError, match="BATON_APPROVAL_SEAL_KEY .* is not set"):
+        plain.approval_seal_key()
+
+
+# -- 3. size limits: a long rationale cannot jam a run ------------------------------------------
+
+
+async def test_a_huge_rationale_is_refused_and_the_run_still_finishes(harness: Harness) -> None:
+    h = harness
+    huge = "x" * 1_200_000
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+        fields = {
+            "request_id": request.request_id,
+            "approver": "carol",
+            "verdict": "approve",
+            "rationale": huge,
+            "action_digest": request.action_digest,
+        }
+        # through the contract (BatonClient, the CLI): refused before anything is sent
+        with pytest.raises(ValidationError, match=f"rationale\n.*at most {MAX_TEXT_CHARS}"):
+            ApprovalDecision(**fields)
+        # a raw Temporal client sends it anyway: the worker refuses the Update, naming the field
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(APPROVAL_UPDATE, fields, result_type=dict)
+        message = str(refused.value.cause)
+        assert "rationale" in message and f"at most {MAX_TEXT_CHARS} characters" in message
+        # ... and as a Signal: dropped (it cannot be decoded), the run is not jammed
+        await handle.signal("submit_approval", fields)
+        ack = await h.client.approve(handle.id, approver="carol", rationale="ok")
+        assert ack.accepted
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.posted
+    trail = h.runtime.ledger.trail(handle.id)
+    assert all(len(r.rationale or "") <= MAX_TEXT_CHARS for r in trail)
+    # the approval's rationale is written once per audit batch (on the vote), not twice
+    approved = [r for r in trail if r.action == "approval.approved"]
+    assert approved and approved[0].rationale in ("", None)
+    assert json.loads(approved[0].detail_json)["rationale_on"] == "approval.vote"
+
+
+def test_ids_and_names_have_limits_that_name_the_field() -> None:
+    base = {
+        "request_id": "apr-1",
+        "approver": "carol",
+        "verdict": "approve",
+        "rationale": "ok",
+        "action_digest": "d" * 64,
+    }
+    for field, limit in (("request_id", 200), ("approver", 200), ("action_digest", 200)):
+        with pytest.raises(ValidationError, match=f"{field}\n.*at most {limit} characters"):
+            ApprovalDecision(**{**base, field: "a" * (limit + 1)})
+    with pytest.raises(ValidationError, match="amendments\n.*at most 100 items"):
+        ApprovalDecision(
+            **{
+                **base,
+                "verdict": "amend",
+                "amendments": [{"entry_id": f"e{i}", "account": "x"} for i in range(101)],
+            }
+        )
+    from workflows.contracts import FinanceCloseInput
+
+    with pytest.raises(ValidationError, match="requested_by\n.*at most 200 characters"):
+        FinanceCloseInput(tenant="acme", period="2026-10", requested_by="a" * 201)
+
+
+async def test_a_flood_of_refused_signals_is_audited_as_claims_and_rate_limited(
+    harness: Harness,
+) -> None:
+    from workflows.approval_gate import REFUSED_SIGNAL_AUDIT_LIMIT
+
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+        forged = ApprovalDecision(
+            request_id=request.request_id,
+            approver="mallory",
+            verdict="approve",
+            rationale="let me in",
+            action_digest=request.action_digest,
+        )
+        for _ in range(REFUSED_SIGNAL_AUDIT_LIMIT + 15):
+            await handle.signal("submit_approval", forged)
+        await h.client.approve(handle.id, approver="carol", rationale="ok")
+        await asyncio.wait_for(handle.result(), timeout=60)
+    refused = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "approval.refused"]
+    assert len(refused) == REFUSED_SIGNAL_AUDIT_LIMIT
+    assert all(r.actor == "baton:workflow" for r in refused)
+    assert all((r.rationale or "").startswith("claimed by mallory (unverified):") for r in refused)
+    assert "rate limit" in json.loads(refused[-1].detail_json)["further_refusals"]
