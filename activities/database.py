@@ -10,6 +10,7 @@ Must not: talk to Temporal, call models, or decide policy.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -189,7 +190,7 @@ class Database:
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(path))
             self.engine: Engine = create_engine(
                 url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
             )
@@ -233,6 +234,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """The SQLite file (audit ledger, approvals, tokens' digests, business data) readable by its
+    owner only: created 0600 (SQLite gives its -wal/-shm files the same mode), an existing one
+    tightened; a new directory for it is 0700, and so is Baton's state directory ``.baton``."""
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(parents=True, mode=0o700)
+    elif parent.name == ".baton" and parent.stat().st_mode & 0o077:
+        os.chmod(parent, 0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    elif path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def _make_sqlite_transactions_immediate(engine: Engine) -> None:

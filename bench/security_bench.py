@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from temporalio.api.common.v1 import Payload  # noqa: E402
 
 from baton.encryption import EncryptionCodec, KeyRing, new_key_line  # noqa: E402
-from baton.identity import init_dev_issuer, issue_token  # noqa: E402
+from baton.identity import SEAL_KEY_FILE, init_dev_issuer, issue_token, load_seal_key  # noqa: E402
 from workflows.contracts import FinanceCloseInput  # noqa: E402
 from workflows.plugin import baton_data_converter  # noqa: E402
-from workflows.signed_approval import verify_assertion  # noqa: E402
+from workflows.signed_approval import seal_assertion, unseal_assertion, verify_assertion  # noqa: E402
 
 
 def per_call_us(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
@@ -98,6 +98,23 @@ def main() -> None:
             (
                 "verify approval JWT (Ed25519, in the validator)",
                 *per_call_us(lambda: verify_assertion(token, issuer.trust, now), args.rounds),
+            )
+        )
+        sealing = init_dev_issuer(Path(tmp), seal=True)
+        seal_key = load_seal_key(Path(tmp) / SEAL_KEY_FILE)
+        assert sealing.trust.seal_key is not None
+        public = sealing.trust.seal_key
+        sealed = seal_assertion(token, public)
+        rows.append(
+            (
+                "seal approval token (X25519 + AES-GCM, on the client)",
+                *per_call_us(lambda: seal_assertion(token, public), args.rounds),
+            )
+        )
+        rows.append(
+            (
+                "open sealed approval token (in the validator)",
+                *per_call_us(lambda: unseal_assertion(sealed, seal_key), args.rounds),
             )
         )
 

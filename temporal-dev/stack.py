@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from any directory
     sys.path.insert(0, str(REPO_ROOT))
 
-from baton.devstack.local import temporal_binary  # noqa: E402
+from baton.devstack.local import private_dir, private_files, temporal_binary  # noqa: E402
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".baton"
 HOST = "127.0.0.1"
@@ -179,11 +179,13 @@ def components(
                 port=opa,
                 port_var="BATON_OPA_PORT",
                 argv=[sys.executable, "-m", "baton.devstack.opa_server", "--host", HOST]
-                + ["--port", str(opa), "--policy-dir", str(policy_dir)],
+                + ["--port", str(opa), "--policy-dir", str(policy_dir)]
+                + ["--write-token-file", str(state_dir / "opa-write-token")],
                 state_dir=state_dir,
                 url=f"http://{HOST}:{opa}",
                 ready=_http_ready("/health"),
-                describe=f"OPA_URL=http://{HOST}:{opa} (OPA's evaluator, policies {policy_dir})",
+                describe=f"OPA_URL=http://{HOST}:{opa} (OPA's evaluator, policies {policy_dir}; "
+                f"writes need the token in {state_dir / 'opa-write-token'})",
             )
         )
     return stack
@@ -356,7 +358,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 
 def _spawn(component: Component) -> int:
-    component.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(component.state_dir)
     with component.log_file.open("a") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(component.argv)}\n")
         log.flush()
@@ -418,8 +420,8 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
 
 @contextlib.contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
-    """One `up`/`down` at a time per state directory."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """One `up`/`down` at a time per state directory (0700: histories, keys and tokens)."""
+    private_dir(state_dir)
     with (state_dir / "stack.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -459,7 +461,9 @@ def up(
                     _adopt_recorded_ports(component)
                 else:
                     started[component.name] = _spawn(component)
-            return _wait_all(stack, {**running, **started}, set(started), timeout)
+            report = _wait_all(stack, {**running, **started}, set(started), timeout)
+            private_files(state_dir, "*.db*")  # temporal.db: created under the umask
+            return report
         except BaseException:
             for component in stack:
                 if component.name in started:

@@ -258,3 +258,210 @@ async def test_a_flood_of_refused_signals_is_audited_as_claims_and_rate_limited(
     assert all(r.actor == "baton:workflow" for r in refused)
     assert all((r.rationale or "").startswith("claimed by mallory (unverified):") for r in refused)
     assert "rate limit" in json.loads(refused[-1].detail_json)["further_refusals"]
+
+
+# -- runs started before these rules still replay -----------------------------------------------
+
+
+async def test_a_signed_run_from_before_the_rules_replays_with_them() -> None:
+    """A close recorded on the code before issue 21, on a worker with BATON_APPROVAL_TRUST: its
+    input named the starter's own issuer, 25 forged Signals were refused (all audited), and an
+    unbound token of that issuer approved it by Signal. Replayed on today's code with the
+    worker's trust interceptor it takes the same steps: the new rules sit behind
+    workflow.patched (worker-approval-trust-wins, approval-tokens-bound-and-single-use,
+    refused-signals-rate-limited), so runs in flight are not broken by the upgrade."""
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from workflows.contracts_security import ApprovalTrust
+    from workflows.finance_close import FinanceCloseWorkflow
+    from workflows.plugin import BatonPlugin
+    from workflows.signed_approval import RequireSignedApprovals
+
+    golden = Path(__file__).parent / "golden"
+    trust = ApprovalTrust.model_validate_json(
+        (golden / "finance_close_signed_unbound.trust.json").read_text()
+    )
+    history = WorkflowHistory.from_json(
+        "golden-signed-unbound", (golden / "finance_close_signed_unbound.json").read_text()
+    )
+    replayer = Replayer(
+        workflows=[FinanceCloseWorkflow],
+        interceptors=[RequireSignedApprovals(trust)],
+        plugins=[BatonPlugin()],
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
+
+
+# -- 5. the dev stack ---------------------------------------------------------------------------
+
+
+def test_local_state_is_private_to_its_owner(tmp_path: Path) -> None:
+    """.baton/ (histories, databases, keys, tokens) is 0700, its databases 0600, even where it
+    existed with looser modes; the dev issuer's directory and keys too."""
+    import os
+    import stat
+
+    from activities.database import Database
+    from baton.devstack.local import private_dir, private_files
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    state = tmp_path / ".baton"
+    db = Database(f"sqlite:///{state / 'baton.db'}")
+    db.create_tables()
+    assert (mode(state), mode(state / "baton.db")) == (0o700, 0o600)
+    db.dispose()
+    # a checkout from before: 0755 / 0644, tightened when the database is opened again
+    os.chmod(state, 0o755)
+    os.chmod(state / "baton.db", 0o644)
+    Database(f"sqlite:///{state / 'baton.db'}").dispose()
+    assert (mode(state), mode(state / "baton.db")) == (0o700, 0o600)
+    # the stack's state dir and the files its servers create under the umask
+    stack = tmp_path / "stack"
+    stack.mkdir(mode=0o755)
+    (stack / "temporal.db").write_text("")
+    os.chmod(stack / "temporal.db", 0o644)
+    private_dir(stack)
+    private_files(stack, "*.db*")
+    assert (mode(stack), mode(stack / "temporal.db")) == (0o700, 0o600)
+    issuer = init_dev_issuer(tmp_path / "issuer", seal=True)
+    assert mode(issuer.directory) == 0o700
+    assert mode(issuer.directory / SEAL_KEY_FILE) == 0o600
+    assert mode(issuer.directory / "signing-key.pem") == 0o600
+
+
+def test_settings_never_print_secrets() -> None:
+    from baton.settings import Settings
+
+    settings = Settings.from_env(
+        {
+            "OPENAI_API_KEY": "sk-live-abcdef123456",
+            "DATABASE_URL": "postgresql+psycopg://baton:hunter2-db-pass@db.internal/baton",
+            "BATON_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=",
+            "BATON_APPROVAL_TOKEN": "eyJ.secret.token",
+            "BATON_NOTIFY_WEBHOOK_URL": "https://hooks.example.com/x",
+            "BATON_NOTIFY_WEBHOOK_SECRET": "webhook-secret-xyz",
+        }
+    )
+    shown = repr(settings) + str(settings)
+    for secret in ("sk-live-abcdef123456", "hunter2-db-pass", "A" * 43, "eyJ.secret.token"):
+        assert secret not in shown
+    assert "webhook-secret-xyz" not in shown
+    assert "temporal_address=" in shown  # the rest is still there to debug with
+
+
+async def test_an_unknown_request_id_learns_nothing_before_the_token_is_checked(
+    temporal_client: Client, model_server: ScriptedModelServer, database_url: str, tmp_path: Path
+) -> None:
+    issuer = init_dev_issuer(tmp_path / "issuer")
+    async with _harness(
+        temporal_client, model_server, database_url, approval_trust_file=issuer.trust_file
+    ) as h:
+        async with h.worker():
+            handle = await h.client.start_finance_close(h.start_input())
+            request = (await h.wait_for_pending(handle.id)).pending[0]
+            probe = ApprovalDecision(
+                request_id="apr-guess",
+                approver="carol",
+                verdict="approve",
+                rationale="?",
+                action_digest=request.action_digest,
+            )
+            with pytest.raises(ApprovalRefused) as refused:
+                await h.client.decide(handle.id, probe)
+            assert "signed identity assertion" in str(refused.value)
+            assert request.request_id not in str(refused.value)
+            await handle.cancel()
+
+
+def test_validate_refuses_a_5000_deep_document_with_a_clear_message(tmp_path: Path) -> None:
+    """`baton validate` on 5,000 levels of nesting (flow and block style): an answer naming the
+    limit, not a RecursionError."""
+    import subprocess
+    import sys
+
+    from baton.settings import REPO_ROOT
+
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: x\nsteps: " + "[" * 5000 + "]" * 5000 + "\n")
+    block = tmp_path / "block.yaml"
+    block.write_text("name: x\nsteps:\n  " + "- " * 5000 + "x\n")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: x\ndescription: " + "y" * 1_100_000 + "\n")
+    for path, expected in (
+        (flow, "nests deeper than 100 levels"),
+        (block, "nests deeper than 100 levels"),
+        (huge, "at most 1,000,000 are read"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "baton.cli", "validate", str(path)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert expected in run.stdout + run.stderr
+        assert "RecursionError" not in run.stdout + run.stderr
+
+
+def test_compose_publishes_every_port_on_loopback_only() -> None:
+    import yaml
+
+    from baton.settings import REPO_ROOT
+
+    compose = yaml.safe_load((REPO_ROOT / "temporal-dev" / "docker-compose.yml").read_text())
+    published = {name: service.get("ports", []) for name, service in compose["services"].items()}
+    assert {name for name, ports in published.items() if ports} >= {"temporal", "opa"}
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"
+
+
+# -- what already held: kept as regression tests --------------------------------------------------
+
+
+async def test_visibility_filters_refuse_quotes(temporal_client: Client) -> None:
+    from workflows.client import BatonClient
+
+    sneaky = BatonClient(temporal_client, task_queue="x' OR TaskQueue != '")
+    with pytest.raises(ValueError, match="may not contain quotes"):
+        await sneaky.running_in_scope("global")
+    with pytest.raises(ValueError, match="may not contain quotes"):
+        await BatonClient(temporal_client).running_in_scope("tenant:acme' OR 'a'='a")
+
+
+def test_ledger_queries_are_parameterised(database_url: str) -> None:
+    from activities.audit import AuditLedger
+    from activities.database import Database
+    from workflows.contracts import AuditEvent
+
+    db = Database(database_url)
+    db.create_tables()
+    ledger = AuditLedger(db)
+    ledger.append(
+        [
+            AuditEvent(
+                workflow_id="wf-1", run_id="r", seq="wf/1", actor="carol", action="approval.vote"
+            )
+        ]
+    )
+    assert ledger.trail("x' OR '1'='1") == []
+    assert ledger.trail("wf-1' --") == []
+    assert len(ledger.trail("wf-1")) == 1
+
+
+def test_yaml_alias_bombs_are_refused() -> None:
+    from workflows.dsl.validate import validate_text
+
+    laughs = ["name: x", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        refs = ",".join([f"*a{i - 1}"] * 9)
+        laughs.append(f"a{i}: &a{i} [{refs}]")
+    laughs.append("steps: *a8")
+    definition, issues = validate_text("\n".join(laughs), "bomb.yaml")
+    assert definition is None
+    assert any("too large or deep" in i.message for i in issues)

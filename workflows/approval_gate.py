@@ -94,6 +94,11 @@ class Check:
 class ApprovalGate:
     #: workflow.patched() id of "an approval's audit events ride with the approved action"
     DEFER_PATCH = "approval-audit-rides-with-action"
+    #: workflow.patched() id of "approval tokens are bound to one decision and used once";
+    #: runs started before it keep accepting the tokens they were started with
+    BOUND_TOKENS_PATCH = "approval-tokens-bound-and-single-use"
+    #: workflow.patched() id of "refused Signals beyond the per-run limit are not audited"
+    REFUSAL_LIMIT_PATCH = "refused-signals-rate-limited"
 
     def __init__(
         self,
@@ -116,6 +121,9 @@ class ApprovalGate:
         self.seal_key: Any = None
         #: approval token ids (jti) accepted in this run -> the request they decided
         self.used_tokens: dict[str, str] = {}
+        #: whether token binding and single use apply (BOUND_TOKENS_PATCH; decided at the
+        #: run's first request, None before it: then they apply)
+        self.bound_tokens: bool | None = None
         self.refused_signals = 0
         self.defer_approved_audit = defer_approved_audit
         self.requests: dict[str, ApprovalRequest] = {}
@@ -130,6 +138,8 @@ class ApprovalGate:
         rid = draft.request_id
         if rid in self.requests:
             raise ValueError(f"approval request {rid} was already opened")
+        if self.trust is not None and self.bound_tokens is None:
+            self.bound_tokens = workflow.patched(self.BOUND_TOKENS_PATCH)
         draft.deadline = workflow.now() + sla
         refresh_tier(draft)
         self.requests[rid] = draft
@@ -238,11 +248,11 @@ class ApprovalGate:
             refusal, identity = self._verify(decision, request)
             if refusal is not None:
                 return Check(f"signed approval refused: {refusal}")
-            assert identity is not None and identity.token_id is not None
-            used_on = self.used_tokens.get(identity.token_id)
-            if used_on is not None:
+            token_id = identity.token_id if identity is not None else None
+            used_on = self.used_tokens.get(token_id) if token_id is not None else None
+            if used_on is not None and self.bound_tokens is not False:
                 return Check(
-                    f"signed approval refused: approval token {identity.token_id} was already "
+                    f"signed approval refused: approval token {token_id} was already "
                     f"used in this run (on {used_on}); each token decides once: ask for a new one"
                 )
         if request is None:
@@ -319,7 +329,7 @@ class ApprovalGate:
         """Record a decision :meth:`check` passed. Idempotent for duplicates."""
         request = self.requests[decision.request_id]
         signer = self._signer(decision)
-        if "token_id" in signer:  # spent, even by a duplicate: a token decides once
+        if "token_id" in signer and self.bound_tokens is not False:  # spent, even by a duplicate
             self.used_tokens[signer["token_id"]] = request.request_id
         if self._is_duplicate(request, decision):
             return ApprovalAck(
@@ -423,7 +433,9 @@ class ApprovalGate:
         rationale says "claimed by X (unverified)". Only the first
         :data:`REFUSED_SIGNAL_AUDIT_LIMIT` refusals of a run are written; a flood is counted."""
         self.refused_signals += 1
-        if self.refused_signals > REFUSED_SIGNAL_AUDIT_LIMIT:
+        if self.refused_signals > REFUSED_SIGNAL_AUDIT_LIMIT and workflow.patched(
+            self.REFUSAL_LIMIT_PATCH
+        ):
             return
         workflow.logger.warning(f"approval signal refused: {reason}")
         detail: dict[str, Any] = {
@@ -691,7 +703,9 @@ class ApprovalGate:
                 "workflow_id": workflow.info().workflow_id,
                 "request_id": decision.request_id,
                 "action_digest": decision.action_digest,
-            },
+            }
+            if self.bound_tokens is not False
+            else None,
         )
 
     def _signer(self, decision: ApprovalDecision) -> dict[str, str]:

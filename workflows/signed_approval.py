@@ -305,6 +305,8 @@ def _json_part(text: str, what: str) -> dict[str, Any]:
 
 #: ApplicationError type of a run refused because its input names an issuer of its own
 TRUST_REFUSED_ERROR = "ApprovalTrustRefused"
+#: workflow.patched() id of the refusal: runs started before it keep the trust they had
+TRUST_REFUSED_PATCH = "worker-approval-trust-wins"
 
 
 def trust_refusal(worker: ApprovalTrust, given: ApprovalTrust | None) -> str | None:
@@ -349,9 +351,11 @@ class RequireSignedApprovals(Interceptor):
                 if gate is not None and hasattr(gate, "trust"):
                     refusal = trust_refusal(trust, gate.trust)
                     if refusal is not None:
-                        raise ApplicationError(
-                            refusal, type=TRUST_REFUSED_ERROR, non_retryable=True
-                        )
+                        if workflow.patched(TRUST_REFUSED_PATCH):
+                            raise ApplicationError(
+                                refusal, type=TRUST_REFUSED_ERROR, non_retryable=True
+                            )
+                        return await super().execute_workflow(input)  # started before the rule
                     gate.trust = trust
                     gate.seal_key = seal_key
                 return await super().execute_workflow(input)

