@@ -446,8 +446,12 @@ def _parse_change(text: str) -> dict[str, str]:
 
 
 async def cmd_inbox_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
     from baton.inbox.server import serve
 
+    if args.temporal_address:
+        settings = replace(settings, temporal_address=args.temporal_address)
     try:
         await serve(settings, host=args.host, port=args.port)
     except ValueError as err:
@@ -1121,6 +1125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = inbox_sub.add_parser("serve", help="serve the approver inbox (sign in, decide, delegate)")
     p.add_argument("--port", type=int, help="port (default BATON_INBOX_PORT, 8240)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--temporal-address", help="host:port of Temporal (default TEMPORAL_ADDRESS)")
     p.set_defaults(func=cmd_inbox_serve)
 
     for name, text in [

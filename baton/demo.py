@@ -188,9 +188,16 @@ async def run_step(name: str, step: Coroutine[Any, Any, list[str]]) -> tuple[lis
         return [f"{name} FAILED: {type(err).__name__}: {detail}"], False
 
 
-def _print_how_to_decide(workflow_id: str, request: Any, approver: str) -> None:
+def _print_how_to_decide(
+    workflow_id: str, request: Any, approver: str, inbox_url: str = ""
+) -> None:
     print("   every pending approval, across runs:  baton approvals list --role finance-controller")
     print("   decide with any of:")
+    if inbox_url:
+        from baton.inbox.app import request_path
+
+        print(f"     the approver inbox (sign in as {approver}): {inbox_url}")
+        print(f"       this request: {inbox_url}{request_path(workflow_id, request.request_id)}")
     print(f"     baton approve {workflow_id} --approver {approver} --rationale 'reviewed'")
     print(
         f"     temporal workflow update execute --workflow-id {workflow_id} "
@@ -244,7 +251,7 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
                         "entries below the approval threshold"
                     )
                     _print_request(handle.id, request)
-                    _print_how_to_decide(handle.id, request, approver)
+                    _print_how_to_decide(handle.id, request, approver, settings.inbox_url)
                     if interactive:
                         print("   waiting for your decision (Ctrl-C to stop waiting)...")
                 if not interactive:
@@ -305,6 +312,7 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
         f"  -> baton audit show {handle.id}"
     )
     print(f"   web UI: {settings.workflow_url(handle.id)}")
+    print(f"   approver inbox: {settings.inbox_url} (every approval of the demo can be made there)")
     print("\n".join(more))
     await runtime.close()
     if failed:

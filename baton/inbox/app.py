@@ -72,6 +72,8 @@ class InboxConfig:
     #: the run's audit trail as rows (None: no audit database configured)
     audit_trail: Callable[[str], list[dict[str, Any]]] | None = None
     poll_ms: int = POLL_MS
+    #: why the directory could not be read (the sign-in page says so)
+    directory_error: str | None = None
 
 
 def request_path(workflow_id: str, request_id: str) -> str:
@@ -176,7 +178,11 @@ def create_app(config: InboxConfig) -> FastAPI:
             )
         nonce = request.cookies.get(SIGN_IN_CSRF_COOKIE) or secrets.token_urlsafe(24)
         response = render(
-            "sign_in.html", people=sorted(config.directory.items()), csrf=nonce, viewer=None
+            "sign_in.html",
+            people=sorted(config.directory.items()),
+            csrf=nonce,
+            viewer=None,
+            directory_error=config.directory_error,
         )
         response.set_cookie(
             SIGN_IN_CSRF_COOKIE, nonce, httponly=True, samesite="strict", max_age=3600

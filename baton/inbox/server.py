@@ -15,7 +15,9 @@ The dev sign-in page (pick a person from the directory) exists only with the dev
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 from baton.identity import DEV_ISSUER, SIGNING_KEY_FILE, init_dev_issuer
@@ -56,21 +58,41 @@ async def build_config(
             "approval tokens for the people who sign in"
         )
     if client is None:
-        client = await connect_client(
-            None if settings.temporal_profile else settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            profile=settings.temporal_profile,
-            payload_codec=settings.payload_codec(),
-        )
+        client = await _connect(settings, connect_client)
     backend = InboxBackend(client, trust=trust, tokens=tokens, task_queue=task_queue)
+    try:
+        directory, directory_error = load_directory(settings.policy_dir), None
+    except ValueError as err:  # sign-in by bearer token still works; the page says why not
+        directory, directory_error = {}, str(err)
     return InboxConfig(
         backend=backend,
         gatekeeper=Gatekeeper(identity_trust),
-        directory=load_directory(settings.policy_dir),
+        directory=directory,
+        directory_error=directory_error,
         dev_issuer=dev,
         workflow_url=settings.workflow_url,
         audit_trail=audit_reader(settings),
     )
+
+
+async def _connect(settings: Settings, connect: Any, wait_seconds: float = 60.0) -> Any:
+    """Connect to Temporal, waiting for it a while: `make up` starts the inbox together with
+    the dev server, which takes a few seconds to listen."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return await connect(
+                None if settings.temporal_profile else settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                profile=settings.temporal_profile,
+                payload_codec=settings.payload_codec(),
+            )
+        except RuntimeError as err:  # the SDK's "Failed client connect"
+            if time.monotonic() > deadline:
+                raise ValueError(
+                    f"cannot reach Temporal at {settings.temporal_address}: {err}"
+                ) from None
+            await asyncio.sleep(1)
 
 
 def audit_reader(settings: Settings) -> Any:
