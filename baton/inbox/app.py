@@ -57,6 +57,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_BYTES = 256 * 1024
 #: how often the pages ask for fresh HTML (milliseconds)
 POLL_MS = 2000
+#: rows per inbox page (the most urgent first; the title counts them all)
+PAGE_ROWS = 100
 
 
 @dataclass
@@ -249,8 +251,21 @@ def create_app(config: InboxConfig) -> FastAPI:
             rows.append(row(item, why, viewer, now))
         rows.sort(key=lambda r: r["sort"])
         mine = sum(1 for r in rows if r["may_decide"])
+        pages = max(1, -(-len(rows) // PAGE_ROWS))
+        try:
+            page = min(max(1, int(params.get("page", "1"))), pages)
+        except ValueError:
+            page = 1
+        first = (page - 1) * PAGE_ROWS
         return {
-            "rows": rows,
+            "rows": rows[first : first + PAGE_ROWS],
+            "total": len(rows),
+            "page": page,
+            "pages": pages,
+            "first": first,
+            "pager_query": "".join(
+                f"{urlencode({k: v})}&" for k, v in sorted(params.items()) if k != "page"
+            ),
             "count": mine,
             "processes": processes,
             "tenants": tenants,
@@ -276,7 +291,7 @@ def create_app(config: InboxConfig) -> FastAPI:
         }
 
     def params_of(request: Request) -> dict[str, str]:
-        keep = ("process", "tenant", "q", "scope", "overdue")
+        keep = ("process", "tenant", "q", "scope", "overdue", "page")
         return {k: v for k, v in request.query_params.items() if k in keep and v}
 
     @app.get("/", response_class=HTMLResponse)

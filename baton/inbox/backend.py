@@ -18,11 +18,16 @@ Must not: render HTML (baton/inbox/app.py does) or verify sign-ins (baton/inbox/
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from temporalio.api.common.v1 import Payload
+from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -46,6 +51,8 @@ from workflows.signed_approval import SEALED_PREFIX, AssertionRefused, seal_asse
 
 #: how long the request page waits for a worker to answer the pending query
 QUERY_TIMEOUT = timedelta(seconds=5)
+#: how old the shared list of pending requests may be (pages poll every 2 s)
+SNAPSHOT_SECONDS = 1.0
 
 
 @dataclass
@@ -129,6 +136,8 @@ class InboxBackend:
         self.trust = trust
         self.tokens = tokens
         self.task_queue = task_queue
+        self._snapshot: tuple[float, list[InboxItem]] | None = None
+        self._listing: asyncio.Future[list[InboxItem]] | None = None
 
     # -- read --------------------------------------------------------------------------------
 
@@ -138,22 +147,71 @@ class InboxBackend:
             clauses.append(f"TaskQueue = '{_escaped(self.task_queue)}'")
         return " AND ".join(clauses)
 
-    async def pending(self) -> list[InboxItem]:
-        """Every pending request across all runs (visibility, one list call)."""
+    async def pending(self, *, fresh: bool = False) -> list[InboxItem]:
+        """Every pending request across all runs, at most ``SNAPSHOT_SECONDS`` old: every open
+        page polls, so one visibility list serves them all (``fresh``: list now)."""
+        now = time.monotonic()
+        if not fresh and self._snapshot is not None and now - self._snapshot[0] < SNAPSHOT_SECONDS:
+            return self._snapshot[1]
+        if self._listing is None:  # callers arriving meanwhile share the one list call
+            self._listing = asyncio.ensure_future(self._list())
+        listing = self._listing
+        try:
+            items = await asyncio.shield(listing)
+        finally:
+            if self._listing is listing and listing.done():
+                self._listing = None
+        self._snapshot = (now, items)
+        return items
+
+    def invalidate(self) -> None:
+        """Forget the snapshot (after this inbox sent a decision: the next page lists anew)."""
+        self._snapshot = None
+
+    async def _list(self) -> list[InboxItem]:
+        """One visibility list (all pages), read from the raw answer: the memo line and two
+        search attributes are all the inbox needs, so nothing else is decoded."""
         found: list[InboxItem] = []
-        async for execution in self.client.list_workflows(self._query(), page_size=1000):
-            lines = await execution.memo_value(PENDING_MEMO, default=[])
-            attributes = execution.typed_search_attributes
-            for raw in lines or []:
-                found.append(
-                    InboxItem(
-                        line=PendingApproval.model_validate(raw),
-                        tenant=attributes.get(visibility.TENANT) or "",
-                        risk=attributes.get(visibility.RISK) or "",
-                        run_id=execution.run_id,
-                    )
+        token = b""
+        while True:
+            page = await self.client.workflow_service.list_workflow_executions(
+                ListWorkflowExecutionsRequest(
+                    namespace=self.client.namespace,
+                    query=self._query(),
+                    page_size=1000,
+                    next_page_token=token,
                 )
-        return found
+            )
+            for info in page.executions:
+                lines = await self._memo_lines(info.memo.fields.get(PENDING_MEMO))
+                fields = info.search_attributes.indexed_fields
+                tenant, risk = (
+                    _keyword(fields, visibility.TENANT),
+                    _keyword(fields, visibility.RISK),
+                )
+                for raw in lines:
+                    found.append(
+                        InboxItem(
+                            line=PendingApproval.model_validate(raw),
+                            tenant=tenant,
+                            risk=risk,
+                            run_id=info.execution.run_id,
+                        )
+                    )
+            token = page.next_page_token
+            if not token:
+                return found
+
+    async def _memo_lines(self, payload: Payload | None) -> list[Any]:
+        if payload is None:
+            return []
+        if payload.metadata.get("encoding") == b"json/plain":
+            value = json.loads(payload.data)
+        else:  # encrypted (BATON_ENCRYPTION_KEYS) or another encoding: the client's converter
+            converter = self.client.data_converter
+            [decoded] = await converter.decode([payload])
+            value = converter.payload_converter.from_payloads([decoded])[0]
+        return value if isinstance(value, list) else []
 
     async def view(self, workflow_id: str, request_id: str) -> RequestView | None:
         """One request: the run's own answer when a worker gives one, else its memo line;
@@ -293,6 +351,7 @@ class InboxBackend:
         handle = self.client.get_workflow_handle(workflow_id)
         try:
             ack = await handle.execute_update(name, arg, result_type=ApprovalAck)
+            self.invalidate()
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             reason = getattr(cause, "message", None) or str(cause)
@@ -336,6 +395,14 @@ def money(amount: Decimal) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _keyword(fields: Any, key: Any) -> str:
+    payload = fields.get(key.name)
+    if payload is None:
+        return ""
+    value = json.loads(payload.data)
+    return str(value) if isinstance(value, str) else ""
 
 
 def _escaped(value: str) -> str:
