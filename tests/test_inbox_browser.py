@@ -265,9 +265,7 @@ async def test_sign_in_and_see_exactly_the_requests_one_may_decide(ui: Inbox) ->
     await ui.see("ADJ-HUGE", "-60,000.00", both_request.action_digest, "the Temporal Web UI")
     if SHOTS:
         await ui.do(ui.browser.screenshot, Path(SHOTS) / "request.png")
-        await ui.do(
-            ui.browser.execute, "document.querySelector('#decide-card').scrollIntoView()"
-        )
+        await ui.do(ui.browser.execute, "document.querySelector('#decide-card').scrollIntoView()")
         await ui.do(ui.browser.screenshot, Path(SHOTS) / "decide.png")
     assert mine.id and theirs.id
 
