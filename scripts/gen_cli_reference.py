@@ -53,7 +53,8 @@ Where each command is explained: processes ([finance close](processes/finance-cl
 [YAML](processes/yaml.md), [knowledge](knowledge.md)), governance
 ([approvals](governance/approvals.md), [approver inbox](governance/inbox.md),
 [audit](governance/audit-trail.md), [policy](governance/policy.md),
-[kill switch](governance/kill-switch.md), [shadow](governance/shadow-runs.md), [canary](governance/canaries.md),
+[kill switch](governance/kill-switch.md), [shadow](governance/shadow-runs.md),
+[canary](governance/canaries.md),
 [encryption, tokens, codec server](governance/security-setup.md)) and operations
 ([kpi, supervisor](operations/observability.md), [demo, worker](operations/local-stack.md)).
 """
