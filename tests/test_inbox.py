@@ -6,6 +6,7 @@ inbox's settings. The pages themselves are tested in Chromium (tests/test_inbox_
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from datetime import UTC, datetime
@@ -281,3 +282,43 @@ def test_inbox_settings_are_checked() -> None:
         Settings.from_env({"BATON_INBOX_PORT": "many"})
     with pytest.raises(ValueError, match="BATON_INBOX_URL"):
         Settings.from_env({"BATON_INBOX_URL": "inbox.example"})
+
+
+async def test_the_interactive_demo_waits_for_a_person_in_the_inbox(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`baton demo --interactive`: a step prints the request's inbox page and waits; the
+    person's decision from the inbox finishes the run (the demo approves nothing itself)."""
+    from baton.demo import PEOPLE_DECIDE, finish_run
+    from tests.test_hr_onboarding import new_hire, start, wait_for_pending
+
+    h = harness
+    backend = InboxBackend(h.temporal, trust=None, tokens=None)
+    hire = new_hire(h)
+    async with h.worker():
+        handle = await h.client.start_onboarding(start(h, hire))
+        context = PEOPLE_DECIDE.set("http://localhost:8240")
+        try:
+            finishing = asyncio.create_task(
+                finish_run(h.client, h.settings, handle.id, approver="maya", rationale="r")
+            )
+            request = await wait_for_pending(h, handle.id)
+            async with asyncio.timeout(10):
+                while f"/requests/{request.request_id}?workflow=" not in capsys.readouterr().out:
+                    await asyncio.sleep(0.1)
+            assert not finishing.done()
+            decided = await backend.decide(
+                viewer("maya", "engineering-manager"),
+                handle.id,
+                request_id=request.request_id,
+                verdict="approve",
+                rationale="from the inbox",
+                action_digest=request.action_digest,
+            )
+            assert decided.accepted
+            lines = await asyncio.wait_for(finishing, 60)
+        finally:
+            PEOPLE_DECIDE.reset(context)
+        result = await handle.result()
+    assert lines == [f"{request.request_id} decided by a person"]
+    assert any(g.approved_by == ["maya"] for g in result.granted)

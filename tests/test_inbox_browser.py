@@ -453,3 +453,24 @@ async def test_a_forged_seal_or_a_replayed_page_token_cannot_decide(ui: Inbox) -
     [still] = await ui.h.client.pending_approvals(handle.id)
     assert still.delegations == [] and "carol" in still.eligible_approvers
     assert "approval.delegation_refused" in audit_actions(ui.h, handle.id)
+
+
+async def test_other_processes_are_decided_in_the_same_inbox(ui: Inbox) -> None:
+    """An HR onboarding's privileged grant, with its arguments on the page, approved by the
+    department's manager: every governed process takes the inbox's decisions."""
+    from tests.test_hr_onboarding import new_hire, start, wait_for_pending
+
+    h = ui.h
+    hire = new_hire(h)
+    handle = await h.client.start_onboarding(start(h, hire))
+    ui.started.append(handle)
+    request = await wait_for_pending(h, handle.id)
+    await ui.sign_in("maya")
+    await ui.see(request.request_id, "hr_onboarding")
+    await ui.open(ui.page_of(handle.id, request.request_id))
+    await ui.see("grant_entitlements", hire.employee_id, '"name": "admin"', "Policy")
+    await ui.do(ui.browser.type, "#rationale", "on-call rotation needs it")
+    await ui.do(ui.browser.click, "#approve")
+    await ui.see("Accepted: approved")
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert any(g.approved_by == ["maya"] for g in result.granted)
