@@ -52,6 +52,7 @@ docs: install          ## build the documentation site (mkdocs.yml) into .baton/
 bench: install         ## performance table (see docs/operations/performance.md)
 	$(BIN)/python bench/finance_close_bench.py
 	$(BIN)/python bench/knowledge_bench.py
+	$(BIN)/python bench/policy_bench.py
 
 clean: down
 	rm -rf .baton

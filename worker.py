@@ -32,6 +32,7 @@ from activities.canary import Canary, CanaryActivities
 from activities.customer import CustomerActivities
 from activities.customer_agents import CustomerAgentActivities
 from activities.database import Database
+from activities.decision_log import DecisionLogger
 from activities.finance import FinanceActivities
 from activities.hr import HrActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
@@ -103,6 +104,9 @@ class Runtime:
             aclose = getattr(part, "aclose", None)
             if aclose is not None:
                 await aclose()
+        decision_log = getattr(self.policy, "decision_log", None)
+        if decision_log is not None:  # flushes to the ledger: before the database goes
+            await decision_log.aclose()
         self.db.dispose()
 
 
@@ -121,6 +125,9 @@ def build_runtime(settings: Settings) -> Runtime:
         when_unavailable=settings.policy_unavailable,
         max_wait_seconds=settings.policy_max_wait_seconds,
     )
+    # Every decision, in OPA's decision-log format, to the ledger's chain (and to
+    # BATON_DECISION_LOG_URL when set): activities/decision_log.py.
+    policy.decision_log = DecisionLogger(ledger, settings.decision_log_config())  # type: ignore[attr-defined]
     switch = KillSwitch(db, ledger)
     finance = FinanceActivities(db, ledger, policy, switch)
     hr = HrActivities(db, ledger, policy, switch)
@@ -135,6 +142,7 @@ def build_runtime(settings: Settings) -> Runtime:
         throttle=Throttle(db, settings.throttles_file),
         policy=policy,
         model_region=settings.model_region,
+        policy_dir=settings.policy_dir,
     )
     catalogue = load_catalogue(settings.model_catalogue, settings.openai_base_url)
     router = Router(

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,8 +66,10 @@ def key_id(key: Ed25519PublicKey) -> str:
 
 
 def new_checkpoint_key(path: Path) -> Ed25519PublicKey:
-    """Write a fresh Ed25519 signing key to ``path`` (mode 0600, refused if it exists)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a fresh Ed25519 signing key to ``path`` (mode 0600, refused if it exists); a new
+    directory for it is 0700."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -155,6 +159,11 @@ class Checkpoint:
 class CheckpointLog(Protocol):
     def append(self, checkpoint: Checkpoint) -> None: ...
     def lines(self) -> list[str]: ...
+    def last_line(self) -> str | None: ...
+    def exclusive(self) -> AbstractContextManager[object]:
+        """Held from reading the newest line to appending the next: two writers on one log
+        must not both link to the same predecessor."""
+        ...
 
 
 class FileCheckpointLog:
@@ -178,6 +187,32 @@ class FileCheckpointLog:
             return []
         return [line for line in self.path.read_text().splitlines() if line.strip()]
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def last_line(self) -> str | None:
+        """The newest line, read from the end (the log grows by a line a minute for years)."""
+        if not self.path.exists():
+            return None
+        with self.path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            chunk = 4096
+            while True:
+                start = max(0, size - chunk)
+                f.seek(start)
+                tail = f.read(size - start).decode()
+                lines = [line for line in tail.splitlines() if line.strip()]
+                if start == 0 or len(lines) > 1:
+                    return lines[-1] if lines else None
+                chunk *= 2
+
 
 class HttpCheckpointLog:
     """A remote log: POST ``url`` with one checkpoint (JSON); GET ``url`` answers the log as
@@ -200,6 +235,14 @@ class HttpCheckpointLog:
         if text.startswith("["):
             return [json.dumps(item) for item in json.loads(text)]
         return [line for line in text.splitlines() if line.strip()]
+
+    def last_line(self) -> str | None:
+        lines = self.lines()
+        return lines[-1] if lines else None
+
+    def exclusive(self) -> AbstractContextManager[object]:
+        """The service orders appends; run one checkpoint writer per HTTP log (docs)."""
+        return nullcontext()
 
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -245,32 +288,43 @@ class CheckpointWriter:
     def write(self) -> Checkpoint | None:
         """Append a checkpoint of the current head; None when the head has not moved since
         the last one (or the chain is empty)."""
-        position, head_hash = self.head()
-        lines = self.log.lines()
-        last = Checkpoint.parse(lines[-1]) if lines else None
-        if position == 0 or (last is not None and last.position == position):
-            return None
-        unsigned = Checkpoint(
-            position=position,
-            head_hash=head_hash,
-            at=self.clock().isoformat(timespec="seconds"),
-            key_id=self.key_id,
-            prev=_line_hash(lines[-1]) if lines else GENESIS,
-        )
-        signature = _b64url(self.key.sign(unsigned.signed_body()))
-        checkpoint = Checkpoint(**{**unsigned.__dict__, "signature": signature})
-        self.log.append(checkpoint)
-        return checkpoint
+        with self.log.exclusive():
+            position, head_hash = self.head()
+            previous = self.log.last_line()
+            last = Checkpoint.parse(previous) if previous else None
+            if last is not None and last.position > position:
+                log.warning(
+                    "audit chain ends at row %s, behind the checkpoint of %s at row %s: rows "
+                    "were deleted; not signing it (run `baton audit verify`)",
+                    position,
+                    last.at,
+                    last.position,
+                )
+                return None
+            if position == 0 or (last is not None and last.position == position):
+                return None
+            unsigned = Checkpoint(
+                position=position,
+                head_hash=head_hash,
+                at=self.clock().isoformat(timespec="seconds"),
+                key_id=self.key_id,
+                prev=_line_hash(previous) if previous else GENESIS,
+            )
+            signature = _b64url(self.key.sign(unsigned.signed_body()))
+            checkpoint = Checkpoint(**{**unsigned.__dict__, "signature": signature})
+            self.log.append(checkpoint)
+            return checkpoint
 
     async def run(self, stop: asyncio.Event, every_seconds: float) -> None:
         """The worker's loop: a checkpoint every ``every_seconds`` while the head moves, and a
         last one at stop. A failed write is logged and tried again next time."""
         while True:
+            stopping = stop.is_set()  # read before writing: rows committed until now are in it
             try:
                 await asyncio.to_thread(self.write)
             except Exception as err:  # the log is down: the ledger goes on, and we say so
                 log.warning("audit checkpoint not written: %s", err)
-            if stop.is_set():
+            if stopping:
                 return
             try:
                 await asyncio.wait_for(stop.wait(), timeout=every_seconds)

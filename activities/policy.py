@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
+import aiohttp
 from pydantic import BaseModel, ValidationError
 from temporalio.exceptions import ApplicationError
 
@@ -53,6 +56,8 @@ ENGINE_UNAVAILABLE = "policy engine unavailable"
 #: ApplicationError.type of a step that could not get a policy decision (see unavailable_error).
 POLICY_UNAVAILABLE_ERROR = errors.POLICY_UNAVAILABLE
 UNDEFINED_DECISION = "policy returned no decision (undefined)"
+#: Every deny caused by a failed evaluation (PolicyEvalError) starts with this.
+EVALUATION_FAILED = "policy evaluation failed"
 #: Revision reported when an engine failed before it could say which policies it ran.
 UNKNOWN_REVISION = "unknown"
 
@@ -81,6 +86,17 @@ class PolicyUndefined(PolicyError):
         self.revision = revision
 
 
+class PolicyEvalError(PolicyError):
+    """The engine evaluated the policy and the evaluation failed: a builtin error (every Baton
+    path evaluates with strict builtin errors, see docs/policy-engine.md), conflicting values
+    for a complete rule, a type error found at run time. Deterministic: asking again gives the
+    same answer, so it is a deny naming the error, never "engine unavailable"."""
+
+    def __init__(self, message: str, revision: str = "unknown") -> None:
+        super().__init__(message)
+        self.revision = revision
+
+
 class PolicyLoadError(PolicyError):
     """The policy directory cannot be loaded or compiled (missing, bad JSON, bad Rego)."""
 
@@ -104,7 +120,8 @@ class BundleSnapshot:
 
 
 class PolicyBundle:
-    """A policy directory: ``**/*.rego`` plus the JSON data documents under ``data/``.
+    """A policy directory (``**/*.rego`` plus the JSON data documents under ``data/``), or an OPA
+    bundle file (``.tar.gz``/``.tgz``: see ``_load_archive``), as loaded.
 
     Each data file holds its document from the root of ``data`` (for example
     ``{"baton": {"finance": {"limits": {...}}}}``); all of them are deep-merged, and two files
@@ -146,7 +163,14 @@ class PolicyBundle:
             assert self._snapshot is not None  # set whenever _error is None after a check
             return self._snapshot
 
+    @property
+    def is_archive(self) -> bool:
+        return self.policy_dir.name.endswith((".tar.gz", ".tgz"))
+
     def _reload_if_changed(self) -> None:
+        if self.is_archive:
+            self._reload_archive_if_changed()
+            return
         try:
             files = self._files()
             # Stat before reading: a file edited while we read it changes its stat again, so
@@ -164,6 +188,22 @@ class PolicyBundle:
         self._signature = signature
         try:
             self._snapshot, self._error = self._load(files), None
+        except PolicyLoadError as exc:
+            self._snapshot, self._error = None, exc
+
+    def _reload_archive_if_changed(self) -> None:
+        try:
+            st = self.policy_dir.stat()
+        except OSError as exc:
+            self._signature, self._snapshot = None, None
+            self._error = PolicyLoadError(f"cannot read policy bundle {self.policy_dir}: {exc}")
+            return
+        signature = ((self.policy_dir.name, st.st_mtime_ns, st.st_size),)
+        if signature == self._signature:
+            return
+        self._signature = signature
+        try:
+            self._snapshot, self._error = _load_archive(self.policy_dir), None
         except PolicyLoadError as exc:
             self._snapshot, self._error = None, exc
 
@@ -217,7 +257,124 @@ class PolicyBundle:
                 modules[rel] = text
         if not modules:
             raise PolicyLoadError(f"no Rego policies found in {self.policy_dir}")
+        _refuse_reserved(data, str(self.policy_dir))
         return BundleSnapshot(digest.hexdigest()[:12], modules, tests, data)
+
+
+def _load_archive(path: Path) -> BundleSnapshot:
+    """An OPA bundle: a gzipped tarball of ``*.rego`` modules, ``data.json`` documents (each
+    merged at its directory's path: ``baton/finance/data.json`` is ``data.baton.finance``) and a
+    ``.manifest`` (JSON) whose ``revision`` becomes the revision of every decision. Without one,
+    the revision is the content digest, as for a directory. ``*_test.rego`` are kept apart as
+    tests; other files are ignored, as OPA ignores them. A malformed bundle is a load error
+    naming the entry: fail closed."""
+    modules: dict[str, str] = {}
+    tests: dict[str, str] = {}
+    data: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    manifest: dict[str, Any] = {}
+    digest = hashlib.sha256()
+    try:
+        with tarfile.open(path, mode="r:gz") as archive:
+            members = sorted((m for m in archive.getmembers() if m.isfile()), key=lambda m: m.name)
+            for member in members:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                name = name.lstrip("/")
+                if ".." in Path(name).parts:
+                    raise PolicyLoadError(f"bundle {path.name}: entry {member.name!r} escapes it")
+                handle = archive.extractfile(member)
+                raw = handle.read() if handle is not None else b""
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise PolicyLoadError(
+                        f"bundle {path.name}: {name} is not UTF-8: {exc}"
+                    ) from None
+                if name == ".manifest":
+                    manifest = _manifest(path, text)
+                elif name.endswith(".rego"):
+                    (tests if name.endswith("_test.rego") else modules)[name] = text
+                elif Path(name).name == "data.json":
+                    try:
+                        document = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise PolicyLoadError(
+                            f"bundle {path.name}: {name} is not valid JSON: {exc}"
+                        ) from None
+                    prefix = tuple(Path(name).parent.parts)
+                    for key in reversed(prefix):
+                        document = {key: document}
+                    if not isinstance(document, dict):
+                        raise PolicyLoadError(
+                            f"bundle {path.name}: the root data.json must hold an object"
+                        )
+                    _merge_data(data, document, (), f"{path.name}:{name}", origin)
+                else:
+                    continue
+                if not name.endswith("_test.rego"):
+                    digest.update(f"{name}\0{len(raw)}\0".encode())
+                    digest.update(raw)
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise PolicyLoadError(f"policy bundle {path} is not a readable .tar.gz: {exc}") from None
+    if not modules:
+        raise PolicyLoadError(f"no Rego policies found in the bundle {path}")
+    _refuse_reserved(data, str(path))
+    revision = manifest.get("revision") or digest.hexdigest()[:12]
+    return BundleSnapshot(str(revision), modules, tests, data)
+
+
+def _refuse_reserved(data: Mapping[str, Any], where: str) -> None:
+    if VERIFIED_DATA in data:
+        raise PolicyLoadError(
+            f"{where}: data.{VERIFIED_DATA} is reserved for the engine's verified copies of "
+            "policy data; rename that document"
+        )
+
+
+def _manifest(path: Path, text: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PolicyLoadError(f"bundle {path.name}: .manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise PolicyLoadError(f"bundle {path.name}: .manifest must be a JSON object")
+    revision = manifest.get("revision", "")
+    if not isinstance(revision, str):
+        raise PolicyLoadError(
+            f"bundle {path.name}: .manifest revision must be a string, got {revision!r}"
+        )
+    return manifest
+
+
+def build_bundle(
+    policy_dir: str | os.PathLike[str], out: str | os.PathLike[str], revision: str | None = None
+) -> str:
+    """Write the policy directory as an OPA bundle (``.tar.gz``): its modules (tests included,
+    as OPA bundles carry them), one root ``data.json`` with every data file merged, and a
+    ``.manifest`` with ``revision`` (default: the directory's content revision) and
+    ``roots`` (the top-level documents it defines). Returns the revision."""
+    snapshot = PolicyBundle(policy_dir, reload_interval=0).current()
+    revision = revision or snapshot.revision
+    roots = sorted({p.split(".")[0] for p in policy_packages(snapshot)} | set(snapshot.data))
+    entries: list[tuple[str, bytes]] = [
+        (".manifest", json.dumps({"revision": revision, "roots": roots}, indent=2).encode()),
+        ("data.json", json.dumps(snapshot.data, indent=2, sort_keys=True).encode()),
+    ]
+    for rel, source in sorted({**snapshot.modules, **snapshot.tests}.items()):
+        entries.append((rel, source.encode()))
+    target = Path(out)
+    partial = target.with_name(target.name + ".partial")
+    with tarfile.open(partial, mode="w:gz") as archive:
+        for name, raw in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            info.mtime = int(time.time())
+            archive.addfile(info, io.BytesIO(raw))
+    # Atomic: a worker reloading the bundle never reads a half-written archive.
+    os.replace(partial, target)
+    return revision
 
 
 def _merge_data(
@@ -292,6 +449,43 @@ class SyncPolicyEngine(PolicyEngine, Protocol):
     def evaluate_sync(self, path: str, input: dict[str, Any] | None) -> tuple[Any, str]: ...
 
 
+#: Top-level data document where engines keep the data values that passed their policy's
+#: shape checks at load (see _verified_data); reserved: no data file may define it.
+VERIFIED_DATA = "baton_verified"
+
+
+def _verified_data(engine: Any, snapshot: BundleSnapshot) -> dict[str, Any]:
+    """Data checked once per bundle revision instead of on every decision.
+
+    A policy may define ``data_checks[key] := value if <value is well-formed>`` for data whose
+    shape it must check (finance/posting.rego's escalation chain, agent_call.rego's roles map
+    and PII kinds). At load the engine evaluates every package's ``data_checks`` and keeps
+    what passed under ``data.baton_verified.<key>``; the policy's check then starts with
+    ``value == data.baton_verified.<key>`` (one comparison) and falls back to the full check
+    for any other value (a test's ``with``, a server without the copy). Two packages naming the
+    same key with different values verify neither.
+    """
+    verified: dict[str, Any] = {}
+    conflicting: set[str] = set()
+    for package in policy_packages(snapshot):
+        if not any(
+            "data_checks" in source and f"package {package}\n" in source
+            for source in snapshot.modules.values()
+        ):
+            continue
+        try:
+            checks = engine.eval_document(package.replace("/", "."), None).get("data_checks")
+        except Exception:  # a package that does not evaluate without input: nothing verified
+            continue
+        if not isinstance(checks, dict):
+            continue
+        for key, value in checks.items():
+            if key in verified and verified[key] != value:
+                conflicting.add(key)
+            verified.setdefault(key, value)
+    return {k: v for k, v in verified.items() if k not in conflicting}
+
+
 def _build_opa(snapshot: BundleSnapshot, *, with_tests: bool = False) -> Any:
     from opa_bindings import OpaEngine, OpaError
 
@@ -302,6 +496,9 @@ def _build_opa(snapshot: BundleSnapshot, *, with_tests: bool = False) -> Any:
         engine.add_data(dict(snapshot.data))
         # Compile now, not on the first query: a policy error then surfaces as a load error.
         engine.eval_query("true")
+        if verified := _verified_data(engine, snapshot):
+            engine.add_data({VERIFIED_DATA: verified})
+            engine.eval_query("true")
     except OpaError as exc:
         engine.close()
         raise PolicyLoadError(
@@ -311,18 +508,23 @@ def _build_opa(snapshot: BundleSnapshot, *, with_tests: bool = False) -> Any:
 
 
 def _eval_opa(engine: Any, segments: list[str], input: dict[str, Any] | None, revision: str) -> Any:
-    from opa_bindings import OpaUndefinedError
+    from opa_bindings import OpaError, OpaUndefinedError
 
     try:
         return engine.eval_document(".".join(segments), input)
     except OpaUndefinedError:
         raise PolicyUndefined(".".join(segments), revision) from None
+    except OpaError as exc:
+        if exc.code == "eval_error":
+            raise PolicyEvalError(" ".join(exc.message.split()), revision) from None
+        raise
 
 
 def _build_regorus(snapshot: BundleSnapshot, *, with_tests: bool = False) -> Any:
     import regorus
 
     engine = regorus.Engine()
+    _align_regorus_builtins(engine)
     try:
         for rel, source in _sources(snapshot, with_tests):
             engine.add_policy(rel, source)
@@ -346,11 +548,41 @@ def _eval_regorus(
         # Python sets, and None for both "undefined" and null.
         answer = json.loads(run.eval_query_as_json("data." + ".".join(segments)))
     except RuntimeError as exc:
-        raise PolicyError(f"regorus: {_regorus_message(exc)}") from None
+        raise PolicyEvalError(f"regorus: {_regorus_message(exc)}", revision) from None
     rows = answer.get("result") or []
     if not rows or not rows[0].get("expressions"):
         raise PolicyUndefined(".".join(segments), revision)
     return rows[0]["expressions"][0]["value"]
+
+
+def _align_regorus_builtins(engine: Any) -> None:
+    """Give regorus OPA's answer where the two differ on a builtin Baton cares about.
+
+    ``json.is_valid`` / ``yaml.is_valid`` of a non-string: OPA answers false, regorus raises a
+    type error (a false disagreement in every cross-check). The replacements answer false for a
+    non-string and ask regorus's own builtin, on a second engine, for a string, so strings keep
+    regorus's parser. Registered per engine: regorus engines are per thread (see RegorusEngine).
+    """
+    import regorus
+
+    checker = regorus.Engine()
+    checker.add_policy(
+        "baton_is_valid.rego",
+        "package baton_is_valid\n\njson_ok := json.is_valid(input)\n\n"
+        "yaml_ok := yaml.is_valid(input)\n",
+    )
+
+    def valid(rule: str) -> Callable[[Any], bool]:
+        def check(value: Any) -> bool:
+            if not isinstance(value, str):
+                return False
+            checker.set_input_json(json.dumps(value))
+            return checker.eval_rule(f"data.baton_is_valid.{rule}") is True
+
+        return check
+
+    engine.add_extension("json.is_valid", 1, valid("json_ok"))
+    engine.add_extension("yaml.is_valid", 1, valid("yaml_ok"))
 
 
 def _regorus_message(exc: BaseException) -> str:
@@ -518,11 +750,23 @@ class OpaRestEngine:
     async def evaluate(self, path: str, input: dict[str, Any]) -> tuple[Any, str]:
         segments = rule_path(path)
         client = await self._opa()
-        response = await client.query_rule(
-            input_data=input,
-            package_path="/".join(segments),
-            query_params={"provenance": "true"},
-        )
+        try:
+            response = await client.query_rule(
+                input_data=input,
+                package_path="/".join(segments),
+                # Builtin errors fail the query, as on the embedded engine (whose OPA binding
+                # always evaluates this way): one meaning on every path.
+                query_params={"provenance": "true", "strict-builtin-errors": "true"},
+            )
+        except aiohttp.ClientResponseError as exc:
+            if exc.status == 500:
+                # OPA's answer to an evaluation error (a builtin error under strict builtin
+                # errors, conflicting rule values); opa-python-client drops the body.
+                raise PolicyEvalError(
+                    f"OPA answered 500 {exc.message} for data.{'.'.join(segments)}: the "
+                    "evaluation failed (a builtin error or conflicting rule values)"
+                ) from None
+            raise
         if not isinstance(response, dict):
             raise PolicyError(f"OPA answered {type(response).__name__}, not a JSON object")
         revision = _provenance_revision(response.get("provenance"))
@@ -664,9 +908,17 @@ async def decide(
 ) -> PolicyDecision:
     """:func:`_decide`, traced: one ``policy <package>`` span per decision (activities/tracing)."""
     with tracing.policy_span(query, decision_id) as span:
-        decision = await _decide(engine, query, decision_id, timeout=timeout)
+        value, decision = await _decide(engine, query, decision_id, timeout=timeout)
         tracing.record_decision(span, decision)
+        _log_decision(engine, query, decision, value)
         return decision
+
+
+def _log_decision(engine: object, query: PolicyQuery, decision: PolicyDecision, value: Any) -> None:
+    """Hand the decision to the engine's decision log (activities/decision_log.py), if any."""
+    logger = getattr(engine, "decision_log", None)
+    if logger is not None:
+        logger.log(query, decision, value)
 
 
 async def _decide(
@@ -675,8 +927,9 @@ async def _decide(
     decision_id: str,
     *,
     timeout: float,
-) -> PolicyDecision:
+) -> tuple[Any, PolicyDecision]:
     """Evaluate ``<query.policy>/decision`` and map it to a PolicyDecision. Never raises.
+    Returns the policy's own document too (None when there was none), for the decision log.
 
     Fail closed: an engine error, a timeout, an undefined document, an answer that is not an
     object, an ``allow`` that is not literally ``true``, or malformed reason lists all give a
@@ -702,22 +955,24 @@ async def _decide(
     """
     decision = _Decision(engine, query, decision_id)
     if (early := decision.precheck()) is not None:
-        return early
+        return None, early
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
             value, revision = await engine.evaluate(decision.path, query.input)
     except PolicyUndefined as exc:
-        return decision.denied(UNDEFINED_DECISION, str(exc.revision))
+        return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
+    except PolicyEvalError as exc:
+        return None, decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
     except TimeoutError as exc:
         if deadline.expired():
-            return decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
-        return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+            return None, decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
+        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
     except BaseException as exc:
         if not _is_engine_failure(exc):
             raise
-        return decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
-    return decision.from_value(value, revision)
+        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+    return value, decision.from_value(value, revision)
 
 
 def in_transaction_decider(
@@ -745,8 +1000,9 @@ def decide_sync(engine: SyncPolicyEngine, query: PolicyQuery, decision_id: str) 
     timeout: an embedded evaluation is CPU-bound and sub-millisecond.
     """
     with tracing.policy_span(query, decision_id) as span:
-        decision = explain_sync(engine, query, decision_id)[1]
+        value, decision = explain_sync(engine, query, decision_id)
         tracing.record_decision(span, decision)
+        _log_decision(engine, query, decision, value)
         return decision
 
 
@@ -763,6 +1019,8 @@ def explain_sync(
         value, revision = engine.evaluate_sync(decision.path, query.input)
     except PolicyUndefined as exc:
         return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
+    except PolicyEvalError as exc:
+        return None, decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
     except BaseException as exc:
         if not _is_engine_failure(exc):
             raise
@@ -1080,6 +1338,7 @@ def run_rego_tests(
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
     "ENGINE_UNAVAILABLE",
+    "EVALUATION_FAILED",
     "UNDEFINED_DECISION",
     "UNKNOWN_REVISION",
     "BundleSnapshot",
@@ -1088,10 +1347,12 @@ __all__ = [
     "PolicyBundle",
     "PolicyEngine",
     "PolicyError",
+    "PolicyEvalError",
     "PolicyLoadError",
     "PolicyUndefined",
     "RegoTestResult",
     "RegorusEngine",
+    "build_bundle",
     "build_engine",
     "decide",
     "decide_sync",

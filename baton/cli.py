@@ -29,6 +29,8 @@
     baton policy test                  run the Rego unit tests
     baton validate FILE | schema | run FILE --input JSON | event ID NAME   (baton/cli_dsl.py)
     baton policy eval --input FILE.json [--policy baton/base/agent_call] [--engine opa|regorus]
+    baton policy log [--day YYYY-MM-DD] [--policy P] [--limit N] [--json]  logged decisions
+    baton policy bundle --out FILE.tar.gz [--revision R]   the policies as an OPA bundle
                                        one decision: the document, verdict and revision
     baton knowledge ingest|search|related   the knowledge layer (baton/cli_knowledge.py)
     baton customer event|trigger|status|result   customer onboarding (baton/cli_customer.py)
@@ -51,7 +53,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from baton import cli_customer, cli_knowledge, cli_kpi, cli_security, cli_supervisor
+from baton import cli_customer, cli_knowledge, cli_kpi, cli_policy, cli_security, cli_supervisor
 from baton.settings import REPO_ROOT, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -1288,6 +1290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["opa", "regorus"], default="opa")
     p.add_argument("--policy-dir", help="policy directory (default: BATON_POLICY_DIR or policy/)")
     p.set_defaults(func=cmd_policy_eval)
+    cli_policy.add_parsers(policy_sub)
     cli_security.register(sub)
     cli_knowledge.register(sub)
     cli_customer.register(sub)

@@ -44,7 +44,14 @@ async def cmd_token_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_token_issue(args: argparse.Namespace, settings: Settings) -> int:
-    from baton.identity import issue_token
+    from baton.identity import APPROVAL_AUDIENCE, issue_token
+
+    binding = (args.workflow_id, args.request_id, args.action_digest)
+    if args.audience == APPROVAL_AUDIENCE and not all(binding):
+        raise ValueError(
+            "an approval token is bound to one decision: give --workflow-id, --request-id and "
+            "--action-digest (`baton approvals list WORKFLOW_ID` shows the request id and digest)"
+        )
 
     print(
         issue_token(

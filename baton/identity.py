@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
 
+from baton.devstack.local import private_dir
 from workflows.contracts_security import ApprovalTrust
 from workflows.signed_approval import BINDING_CLAIMS
 
@@ -88,8 +89,9 @@ def init_dev_issuer(directory: Path, *, rotate: bool = False, seal: bool = False
     BATON_APPROVAL_SEAL_KEY at it) and put its public half in the trust file, so clients seal
     approval tokens and they never enter workflow history in clear. An existing seal key is
     kept. Idempotent without ``rotate``: an existing signing key is kept."""
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    private_dir(directory)  # signing and seal keys: the owner's only
+    if directory.parent.name == ".baton":
+        private_dir(directory.parent)
     key_path = directory / SIGNING_KEY_FILE
     trust_path = directory / TRUST_FILE
     known: dict[str, str] = {}

@@ -55,6 +55,11 @@ class Settings:
     #: again, for up to ``policy_max_wait_seconds``, then fails and compensates).
     policy_unavailable: str = "deny"  # BATON_POLICY_UNAVAILABLE
     policy_max_wait_seconds: float = 3600.0  # BATON_POLICY_MAX_WAIT_SECONDS
+    #: Decision logs (activities/decision_log.py): every decision goes to the ledger's chain in
+    #: OPA's format; also POSTed (gzip, batched, retried) to this URL when set.
+    decision_log_url: str | None = None  # BATON_DECISION_LOG_URL
+    #: JSON pointers erased from logged decisions, comma-separated (e.g. /input/arguments/iban).
+    decision_log_mask: tuple[str, ...] = ()  # BATON_DECISION_LOG_MASK
     llm_timeout_seconds: float = 60.0  # BATON_LLM_TIMEOUT_SECONDS
     #: Region of the model endpoint at OPENAI_BASE_URL, for the tenants' data residency (the
     #: local rule-based model server counts as this region too).
@@ -194,6 +199,10 @@ class Settings:
             policy_max_wait_seconds=get_float(
                 "BATON_POLICY_MAX_WAIT_SECONDS", base.policy_max_wait_seconds
             ),
+            decision_log_url=get("BATON_DECISION_LOG_URL", None),
+            decision_log_mask=tuple(
+                p.strip() for p in get("BATON_DECISION_LOG_MASK", "").split(",") if p.strip()
+            ),
             llm_timeout_seconds=get_float("BATON_LLM_TIMEOUT_SECONDS", base.llm_timeout_seconds),
             model_region=get("BATON_MODEL_REGION", base.model_region).strip(),
             notify_webhook_url=get("BATON_NOTIFY_WEBHOOK_URL", None),
@@ -236,6 +245,17 @@ class Settings:
                 f"http://localhost:{_port(get('BATON_INBOX_PORT', base.inbox_port))}",
             ).rstrip("/"),
             inbox_token_exchange_url=get("BATON_INBOX_TOKEN_EXCHANGE_URL", None),
+        )
+
+    def decision_log_config(self) -> Any:
+        """The DecisionLogConfig of BATON_DECISION_LOG_URL / BATON_DECISION_LOG_MASK."""
+        import socket
+
+        from activities.decision_log import DecisionLogConfig
+
+        labels = {"app": "baton", "id": socket.gethostname(), "task_queue": self.task_queue}
+        return DecisionLogConfig(
+            mask=self.decision_log_mask, url=self.decision_log_url, labels=labels
         )
 
     def payload_codec(self) -> Any:

@@ -233,3 +233,54 @@ def test_baton_audit_verify_reports_the_attacks(
     # without a checkpoint key the verifier says what it cannot see
     blind = baton("audit", "verify")
     assert blind.returncode == 0 and "cannot be detected" in blind.stdout
+
+
+async def test_the_worker_writes_checkpoints_while_the_chain_moves(
+    ledger: AuditLedger, tmp_path: Path
+) -> None:
+    """worker.checkpoint_writer from the settings, and its loop: a checkpoint when the head
+    moved, none while it stands still, a last one at stop."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from baton.settings import Settings
+    from worker import checkpoint_writer
+
+    key_path = tmp_path / "checkpoint-key.pem"
+    public = new_checkpoint_key(key_path)
+    log_path = tmp_path / "checkpoints.jsonl"
+    settings = Settings(audit_checkpoint_key_file=key_path, audit_checkpoint_log=str(log_path))
+    assert checkpoint_writer(Settings(), SimpleNamespace(ledger=ledger)) is None  # type: ignore[arg-type]
+    writer = checkpoint_writer(settings, SimpleNamespace(ledger=ledger))  # type: ignore[arg-type]
+    assert writer is not None
+    stop = asyncio.Event()
+    ledger.append([event("wf/1")])
+    loop = asyncio.create_task(writer.run(stop, every_seconds=0.05))
+    for _ in range(100):
+        if log_path.exists() and len(log_path.read_text().splitlines()) == 1:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # the head stands still: no second checkpoint
+    assert len(log_path.read_text().splitlines()) == 1
+    ledger.append([event("wf/2"), event("wf/3")])
+    stop.set()
+    await asyncio.wait_for(loop, timeout=5)
+    problems, report = verify_against(ledger, FileCheckpointLog(log_path), public)
+    assert problems == [] and report.latest is not None and report.latest.position == 3
+
+
+def test_two_writers_on_one_log_keep_it_linked(ledger: AuditLedger, tmp_path: Path) -> None:
+    """Two workers with the checkpoint key, one log file: each links to the newest line."""
+    key_path = tmp_path / "checkpoint-key.pem"
+    public = new_checkpoint_key(key_path)
+    log = FileCheckpointLog(tmp_path / "checkpoints.jsonl")
+    first, second = (CheckpointWriter(ledger, load_checkpoint_key(key_path), log) for _ in "ab")
+    for i in range(1, 7):
+        ledger.append([event(f"wf/{i}")])
+        assert (first if i % 2 else second).write() is not None
+    problems, report = verify_against(ledger, log, public)
+    assert problems == [] and report.checkpoints == 6
+    # a truncated chain is not signed over: the old checkpoints keep saying what was there
+    truncate_after(ledger, 3)
+    assert first.write() is None
+    assert len(log.lines()) == 6

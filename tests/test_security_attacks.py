@@ -327,8 +327,9 @@ def test_local_state_is_private_to_its_owner(tmp_path: Path) -> None:
     private_dir(stack)
     private_files(stack, "*.db*")
     assert (mode(stack), mode(stack / "temporal.db")) == (0o700, 0o600)
-    issuer = init_dev_issuer(tmp_path / "issuer", seal=True)
-    assert mode(issuer.directory) == 0o700
+    os.chmod(state, 0o755)
+    issuer = init_dev_issuer(state / "issuer", seal=True)  # `baton token init`
+    assert (mode(state), mode(issuer.directory)) == (0o700, 0o700)
     assert mode(issuer.directory / SEAL_KEY_FILE) == 0o600
     assert mode(issuer.directory / "signing-key.pem") == 0o600
 
@@ -465,3 +466,40 @@ def test_yaml_alias_bombs_are_refused() -> None:
     definition, issues = validate_text("\n".join(laughs), "bomb.yaml")
     assert definition is None
     assert any("too large or deep" in i.message for i in issues)
+
+
+def test_free_form_event_data_and_process_input_are_bounded() -> None:
+    from workflows.dsl.model import ProcessEvent
+
+    with pytest.raises(ValidationError, match="data is 1,200,0.. characters as JSON; at most"):
+        ProcessEvent(name="paid", data={"note": "x" * 1_200_000})
+    with pytest.raises(ValidationError, match="name\n.*at most 200 characters"):
+        ProcessEvent(name="n" * 201)
+    assert ProcessEvent(name="paid", data={"amount": 10}).data == {"amount": 10}
+
+
+def test_sealed_tokens_open_only_with_the_workers_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from baton.identity import load_seal_key
+    from workflows.signed_approval import AssertionRefused, seal_assertion, unseal_assertion
+
+    issuer = init_dev_issuer(tmp_path, seal=True)
+    assert issuer.trust.seal_key is not None
+    key = load_seal_key(tmp_path / SEAL_KEY_FILE)
+    token = issue_token(tmp_path, user="carol", roles=["finance-controller"])
+    sealed = seal_assertion(token, issuer.trust.seal_key)
+    assert sealed.startswith(SEALED_PREFIX) and token not in sealed
+    assert seal_assertion(token, issuer.trust.seal_key) != sealed  # fresh ephemeral key each time
+    assert unseal_assertion(sealed, key) == token
+    assert unseal_assertion(token, key) == token  # a plain token passes through (refused later)
+    flipped = sealed[:-5] + ("A" if sealed[-5] != "A" else "B") + sealed[-4:]
+    cases = {
+        "does not open with this worker's seal key": (sealed, X25519PrivateKey.generate()),
+        "sealed to another key, or altered": (flipped, key),
+        "holds no seal key": (sealed, None),
+        "malformed": (SEALED_PREFIX + "abc", key),
+    }
+    for expected, (text, with_key) in cases.items():
+        with pytest.raises(AssertionRefused, match=expected):
+            unseal_assertion(text, with_key)

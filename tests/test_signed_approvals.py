@@ -294,6 +294,8 @@ async def test_cli_approve_attaches_the_token(harness: Harness, tmp_path: Path) 
         assert unsigned.returncode == 1, unsigned.stderr
         assert "signed identity assertion" in unsigned.stderr
         roles = [arg for role in request.approver_roles for arg in ("--role", role)]
+        unbound = await baton("token", "issue", "--user", "carol", *roles)
+        assert unbound.returncode == 2 and "bound to one decision" in unbound.stderr
         bound = ["--workflow-id", handle.id, "--request-id", request.request_id]
         bound += ["--action-digest", request.action_digest]
         issued = await baton("token", "issue", "--user", "carol", *roles, *bound)

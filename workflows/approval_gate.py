@@ -68,8 +68,8 @@ from workflows.signed_approval import (
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
 
-#: Refused Signals audited per run; later ones are counted, not written (a flood of forged
-#: signals must not fill the ledger). The count is in the status and the last audit row.
+#: Refused Signals audited per run; later ones are only counted (ApprovalGate.refused_signals),
+#: not written: a flood of forged signals must not fill the ledger. The last row written says so.
 REFUSED_SIGNAL_AUDIT_LIMIT = 20
 
 #: Comments and delegations one request keeps (history stays small; a flood is refused).
@@ -439,10 +439,10 @@ class ApprovalGate:
             return
         workflow.logger.warning(f"approval signal refused: {reason}")
         detail: dict[str, Any] = {
-            "request_id": decision.request_id[:200],
+            "request_id": decision.request_id,
             "via": "signal",
             "verdict": decision.verdict,
-            "claimed_by": decision.approver[:200],
+            "claimed_by": decision.approver,
         }
         if self.refused_signals == REFUSED_SIGNAL_AUDIT_LIMIT:
             detail["further_refusals"] = "not audited (rate limit per run)"
@@ -450,7 +450,7 @@ class ApprovalGate:
             "baton:workflow",
             "approval.refused",
             detail=detail,
-            rationale=f"claimed by {decision.approver[:200]} (unverified): {reason}",
+            rationale=f"claimed by {decision.approver} (unverified): {reason}",
         )
 
     # -- comments and delegation (the approver inbox; Updates comment_approval and

@@ -22,6 +22,7 @@ from workflows.contracts_security import (
     MAX_LIST_ITEMS,
     MAX_TOKEN_FIELD_CHARS,
     ApprovalTrust,
+    Document,
     Id,
     Name,
     Text,
@@ -350,11 +351,11 @@ class TokenUsage(Contract):
 class AdjustingEntry(Contract):
     """One adjusting journal entry the reconciler agent proposes (LLM output, schema-validated)."""
 
-    entry_id: str = Field(description="Stable id, e.g. 'ADJ-<bank line id or ledger id>'.")
-    account: str = Field(description="Ledger account to post against, e.g. '6100-bank-fees'.")
+    entry_id: Id = Field(description="Stable id, e.g. 'ADJ-<bank line id or ledger id>'.")
+    account: Name = Field(description="Ledger account to post against, e.g. '6100-bank-fees'.")
     amount: Money = Field(description="Signed amount; positive debits cash.")
-    source_ids: list[str] = Field(description="Bank line / ledger entry ids this entry explains.")
-    rationale: str = Field(min_length=1, description="Why this entry is needed.")
+    source_ids: list[Id] = Field(description="Bank line / ledger entry ids this entry explains.")
+    rationale: Text = Field(min_length=1, description="Why this entry is needed.")
 
 
 class AgentInput(Contract):
@@ -397,13 +398,13 @@ class ComplianceInput(AgentInput):
 
 
 class ComplianceFinding(Contract):
-    entry_id: str
+    entry_id: Id
     severity: Literal["info", "warning", "blocker"]
-    note: str
+    note: Text
 
 
 class ComplianceReview(Contract):
-    summary: str
+    summary: Document
     findings: list[ComplianceFinding]
     usage: TokenUsage
 
@@ -419,7 +420,7 @@ class MemoInput(AgentInput):
 
 
 class CloseMemo(Contract):
-    memo: str
+    memo: Document
     usage: TokenUsage
 
 

@@ -6,6 +6,7 @@ so it passes through the workflow sandbox.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated
 
@@ -21,6 +22,16 @@ MAX_TEXT_CHARS = 8_000  # what a person writes: rationales, comments, reasons, s
 MAX_DOCUMENT_CHARS = 64_000  # a document a run works on (a support case's body)
 MAX_TOKEN_FIELD_CHARS = 16_384  # a (sealed) approval token
 MAX_LIST_ITEMS = 100  # amendments, roles and the like in one decision or input
+
+
+def bounded_json(value: object, field: str, limit: int = MAX_DOCUMENT_CHARS) -> object:
+    """Refuse a free-form JSON value (an event's data, a process's input) larger than ``limit``
+    characters as JSON, naming the field: the same rule as the string limits, for ``Any``."""
+    size = len(json.dumps(value, default=str))
+    if size > limit:
+        raise ValueError(f"{field} is {size:,} characters as JSON; at most {limit:,} are accepted")
+    return value
+
 
 Id = Annotated[str, Field(max_length=MAX_ID_CHARS)]
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]

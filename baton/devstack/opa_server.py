@@ -5,7 +5,17 @@ so the remote-OPA code path runs end to end without an OPA binary:
 
 - ``GET /health``; ``GET /v1/policies``; ``GET|PUT|DELETE /v1/policies/{id}`` (PUT body: Rego);
 - ``GET|PUT|PATCH|DELETE /v1/data/{path}``; ``POST /v1/data/{path}`` with ``{"input": ...}``
-  (also ``POST /v1/data``); ``POST /v1/query`` (ad-hoc query, used by ``bulk_query_rule``).
+  (also ``POST /v1/data``), with OPA's ``provenance``, ``metrics`` and ``pretty`` parameters;
+  ``POST /v1/query`` (ad-hoc query, used by ``bulk_query_rule``);
+- ``GET /v1/config``, ``GET /v1/status``, ``GET /metrics`` (Prometheus text) and
+  ``POST /v1/compile`` (partial evaluation): route handlers in baton/devstack/opa_api.py.
+
+Every request's body is read (or discarded) before any answer, error answers included, so the
+next request on a kept-alive connection starts where it should.
+
+Builtin errors: the embedded evaluator always runs with strict builtin errors, so a failing
+builtin is a 500 ``internal_error`` here whatever ``strict-builtin-errors`` says (a default OPA
+server answers undefined; Baton asks every OPA server for strict, see docs/policy-engine.md).
 
 As in OPA, an undefined document answers 200 with no ``result`` key, and errors are
 ``{"code": "invalid_parameter" | "resource_not_found" | "internal_error", "message": ...}``.
@@ -31,18 +41,21 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from opa_bindings import OpaEngine, OpaError
 
+from baton.devstack import opa_api
 from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
 from baton.settings import DEFAULT_OPA_PORT, REPO_ROOT
 
@@ -93,11 +106,31 @@ class PolicyStore:
         self._data: dict[str, Any] = {}
         self._engine = OpaEngine()
         self._parser = OpaEngine()  # only for rego.parse_module (the AST OPA's API returns)
+        #: The revision of what is loaded: the policy directory's (the same digest the embedded
+        #: engine reports) until the API changes something, then a digest of the new content.
+        self.revision = _content_revision({}, {})
+        self.activated_at = time.time()
 
     # -- loading ------------------------------------------------------------------------------
 
+    def load_bundle(self, bundle: Path) -> None:
+        """Load an OPA bundle file (``.tar.gz``, as activities/policy.py reads it): its modules
+        (tests left out), its data, and its manifest revision as this store's revision."""
+        from activities.policy import PolicyBundle, PolicyError
+
+        try:
+            snapshot = PolicyBundle(bundle, reload_interval=0).current()
+        except PolicyError as err:
+            raise _bad(str(err)) from None
+        self._commit(dict(snapshot.modules), copy.deepcopy(dict(snapshot.data)))
+        self.revision = snapshot.revision
+
     def load_dir(self, policy_dir: Path) -> None:
-        """Load every ``*.rego`` (not ``*_test.rego``) and ``data/**/*.json`` of ``policy_dir``."""
+        """Load every ``*.rego`` (not ``*_test.rego``) and ``data/**/*.json`` of ``policy_dir``;
+        a ``.tar.gz``/``.tgz`` file is loaded as an OPA bundle (``load_bundle``)."""
+        if policy_dir.is_file() and policy_dir.name.endswith((".tar.gz", ".tgz")):
+            self.load_bundle(policy_dir)
+            return
         if not policy_dir.is_dir():
             raise _bad(f"{policy_dir} is not a directory")
         policies = dict(self._policies)
@@ -111,6 +144,7 @@ class PolicyStore:
             except json.JSONDecodeError as err:
                 raise _bad(f"{path}: invalid JSON ({err})") from None
         self._commit(policies, data)
+        self.revision = _directory_revision(policy_dir) or self.revision
 
     # -- policies -----------------------------------------------------------------------------
 
@@ -194,6 +228,22 @@ class PolicyStore:
         rows = self.query(f"result := {_ref(segments)}", input_doc)
         return (True, rows[0]["result"]) if rows else (False, None)
 
+    def compile_filters(
+        self, query: str, input_doc: Any, unknowns: list[str], *, target: str, dialect: str
+    ) -> Any:
+        """Partial evaluation of ``query`` by OPA (the Compile API's engine), as a filter."""
+        engine = self._engine
+        try:
+            return engine.compile_filters(
+                query, input_doc, unknowns=unknowns, target=target, dialect=dialect
+            )
+        except OpaError as err:
+            if err.code in ("parse_error", "prepare_error", "compile_error", "invalid_argument"):
+                raise StoreError(
+                    400, "invalid_parameter", err.message, _compile_errors(err)
+                ) from None
+            raise StoreError(500, "internal_error", err.message) from None
+
     def query(self, query: str, input_doc: Any = None) -> list[dict[str, Any]]:
         engine = self._engine  # an engine is never changed once published
         try:
@@ -231,6 +281,8 @@ class PolicyStore:
             for pid, src in policies.items()
         }
         self._policies, self._data, self._asts = dict(policies), data, asts
+        self.revision = _content_revision(self._policies, self._data)
+        self.activated_at = time.time()
         # The old engine is not closed here: a request may still be evaluating on it; it is
         # released when the last reference goes.
         self._engine = engine
@@ -251,6 +303,21 @@ class PolicyStore:
             "raw": self._policies[policy_id],
             "ast": self._asts.get(policy_id) or {},
         }
+
+
+def _content_revision(policies: dict[str, str], data: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps([sorted(policies.items()), data], sort_keys=True).encode())
+    return "api-" + digest.hexdigest()[:12]
+
+
+def _directory_revision(policy_dir: Path) -> str | None:
+    """The revision the embedded engine reports for the same directory (None if it has none)."""
+    from activities.policy import PolicyBundle, PolicyError
+
+    try:
+        return PolicyBundle(policy_dir, reload_interval=0).current().revision
+    except PolicyError:
+        return None
 
 
 def _bad(message: str) -> StoreError:
@@ -287,6 +354,12 @@ def _merge(into: dict[str, Any], value: Any, source: str) -> None:
             into[key] = copy.deepcopy(item)
 
 
+def _flag(params: dict[str, list[str]], name: str) -> bool:
+    """An OPA boolean query parameter: present without a value, or "true"."""
+    values = params.get(name)
+    return values is not None and values[-1].lower() in ("", "true", "1")
+
+
 class OpaRequestHandler(JsonRequestHandler):
     """The REST front of a PolicyStore, in OPA's URL layout and response shapes."""
 
@@ -313,6 +386,13 @@ class OpaRequestHandler(JsonRequestHandler):
         return None
 
     def _dispatch(self, method: str) -> None:
+        started = time.perf_counter()
+        self._status = 0
+        # Read the whole body before any answer (errors included): left unread, it would be
+        # taken for the next request on this kept-alive connection.
+        # (The handler object lives as long as the connection: never reuse the last body.)
+        self._body: bytes | None = None
+        self._body = super().read_body()
         refused = self.refusal(method)
         if refused is not None:
             self.send_json(refused[0], {"code": "unauthorized", "message": refused[1]})
@@ -325,6 +405,24 @@ class OpaRequestHandler(JsonRequestHandler):
             self.send_json(
                 400, {"code": "invalid_parameter", "message": f"body is not valid JSON: {err}"}
             )
+        finally:
+            self.owner.metrics.observe(
+                opa_api.handler_label(self.route),
+                method,
+                self._status,
+                time.perf_counter() - started,
+            )
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def read_body(self) -> bytes:
+        body = getattr(self, "_body", None)
+        return body if body is not None else super().read_body()
+
+    def json_body_or_none(self) -> Any:
+        return self._json_body()
 
     def _route(self, method: str) -> None:
         route = self.route.rstrip("/") if self.route != "/" else self.route
@@ -343,6 +441,8 @@ class OpaRequestHandler(JsonRequestHandler):
                 raise _bad("the body needs a 'query' string")
             rows = self.store.query(body["query"], body.get("input"))
             self.send_json(200, {"result": rows} if rows else {})
+        elif (handler := opa_api.EXTRA_ROUTES.get((method, route))) is not None:
+            handler(self)
         else:
             raise StoreError(404, "resource_not_found", f"no route {method} {self.route}")
 
@@ -365,9 +465,24 @@ class OpaRequestHandler(JsonRequestHandler):
             body = self._json_body() if method == "POST" else None
             if body is not None and not isinstance(body, dict):
                 raise _bad("the body must be {'input': ...}")
+            started = time.perf_counter_ns()
             defined, value = self.store.evaluate(segments, (body or {}).get("input"))
+            elapsed = time.perf_counter_ns() - started
+            self.owner.decisions += 1
             # Undefined is 200 without "result", exactly as OPA answers it.
-            self.send_json(200, {"result": value} if defined else {})
+            answer: dict[str, Any] = {"result": value} if defined else {}
+            params = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+            if _flag(params, "provenance"):
+                answer["provenance"] = {
+                    "version": opa_api.OPA_VERSION,
+                    "bundles": {"baton": {"revision": self.store.revision}},
+                }
+            if _flag(params, "metrics"):
+                answer["metrics"] = {"timer_rego_query_eval_ns": elapsed}
+            if _flag(params, "pretty"):
+                self.send_bytes(200, json.dumps(answer, indent=2).encode())
+            else:
+                self.send_json(200, answer)
         elif method == "PUT":
             self.store.put_data(segments, self._json_body())
             self.send_empty(204)
@@ -419,8 +534,15 @@ class OpaCompatibleServer(BackgroundHTTPServer):
         self.write_token = write_token or secrets.token_urlsafe(32)
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.store = PolicyStore()
+        self.source = policy_dir
+        self.metrics = opa_api.RequestMetrics()
+        self.decisions = 0
         if policy_dir is not None:
             self.store.load_dir(Path(policy_dir))
+
+    def decision_log_config(self) -> dict[str, Any]:
+        """What /v1/config reports under decision_logs (this server keeps none)."""
+        return {}
 
     @property
     def url(self) -> str:
@@ -457,7 +579,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_OPA_PORT)
-    parser.add_argument("--policy-dir", type=Path, default=None)
+    parser.add_argument(
+        "--policy-dir", type=Path, default=None, help="a policy directory or an OPA bundle .tar.gz"
+    )
     parser.add_argument(
         "--write-token-file",
         type=Path,

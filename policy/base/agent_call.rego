@@ -34,12 +34,63 @@ import rego.v1
 # The one document callers read. `allow` is a strict boolean over `deny`; `redact` (sorted
 # kinds) and `reroute_regions` (sorted; non-empty only when residency denied the call) are the
 # obligations activities/policy.py parses into Obligations.
-decision := {
+decision := {"allow": true, "deny": [], "redact": redact, "reroute_regions": []} if {
+	clean # a clean call was not refused for residency, so there is nowhere to reroute it
+} else := {
 	"allow": count(deny) == 0,
 	"deny": sort(deny),
 	"redact": redact,
 	"reroute_regions": reroute_regions,
 }
+
+# ---------------------------------------------------------------------------------------------
+# The fast path. A well-formed call by a role allowed to make it, for a known tenant, outside any
+# time window, within the residency and spend rules, is decided by `clean` in one pass; only a
+# call with something wrong evaluates the detailed rules below, which say what. `clean` holds
+# exactly when `problems` is empty (the policy tests check this for every case). Look-ups are
+# keyed (the role, the tenant, the action's window); no rule scans data on this path except the
+# checks that the data itself is well-formed.
+# ---------------------------------------------------------------------------------------------
+
+deny := set() if clean else := problems
+
+clean if {
+	roles_configured
+	role_allowed # implies role_known and action_known
+	tenant_known
+	model_actions_configured
+	pii_setting_valid
+	not windowed
+	model_call_clean
+}
+
+model_call_clean if not sends_to_model
+
+model_call_clean if {
+	sends_to_model
+	model_endpoint_named
+	model_region_named
+	allowed_regions_configured
+	input.model.region in tenant.allowed_model_regions # region_allowed, without sorting
+	redaction_possible
+	cap_configured
+	spent_valid
+	estimate_valid
+	within_cap
+}
+
+# not over_cap for valid numbers (inlined: three function calls cost more than the sums). The
+# guards are repeated because regorus evaluates a rule it meets even after its caller failed.
+within_cap if {
+	cap_configured
+	spent_valid
+	estimate_valid
+	round(input.spent_today_usd * 1000000) + round(input.estimated_cost_usd * 1000000) <= round(cap * 1000000)
+}
+
+redaction_possible if not redaction_required
+
+redaction_possible if pii_kinds_configured
 
 roles := data.baton.agents.roles
 
@@ -47,19 +98,34 @@ model_actions := data.baton.agents.model_actions
 
 tenant_name := lib.input_string(["tenant"])
 
-tenant := data.baton.tenants[tenant_name]
+# Keyed by the input directly (a non-string tenant finds nothing, as "" would): tenant_name,
+# a function call, is only needed for messages.
+tenant := data.baton.tenants[input.tenant]
 
 # ---------------------------------------------------------------------------------------------
 # Roles and actions
 # ---------------------------------------------------------------------------------------------
 
+# The roles map is an object, and the entry of the role asking is a list of action names. Only
+# that entry is checked (a keyed look-up, not a scan over every role on every decision); a
+# malformed entry of another role denies that role's calls, not everyone's.
 roles_configured if {
 	is_object(roles)
-	every _, actions in roles {
-		is_array(actions)
-		every action in actions {
-			lib.named(action)
-		}
+	role_entry_valid
+}
+
+
+role_listed if {
+	_ := roles[input.role]
+}
+
+role_entry_valid if not role_listed
+
+role_entry_valid if {
+	is_array(roles[input.role])
+	every action in roles[input.role] {
+		is_string(action)
+		action != ""
 	}
 }
 
@@ -72,24 +138,24 @@ action_known if {
 
 role_allowed if input.action in roles[input.role]
 
-deny contains msg if {
+problems contains msg if {
 	not roles_configured
 	msg := "policy data is incomplete: data.baton.agents.roles must map each agent role to a list of action names"
 }
 
-deny contains msg if {
+problems contains msg if {
 	not role_known
 	msg := sprintf("unknown agent role '%s': it is not listed in data.baton.agents.roles", [
 		lib.input_text(["role"]),
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	not action_known
 	msg := sprintf("unknown action '%s': no agent role may perform it", [lib.input_text(["action"])])
 }
 
-deny contains msg if {
+problems contains msg if {
 	roles_configured
 	role_known
 	action_known
@@ -107,7 +173,7 @@ deny contains msg if {
 
 tenant_known if is_object(tenant)
 
-deny contains msg if {
+problems contains msg if {
 	not tenant_known
 	msg := sprintf("unknown tenant '%s': it is not listed in data.baton.tenants", [
 		lib.input_text(["tenant"]),
@@ -118,16 +184,23 @@ deny contains msg if {
 # Actions that send the tenant's data to a model
 # ---------------------------------------------------------------------------------------------
 
-model_actions_configured if {
+model_actions_configured if model_actions == data.baton_verified.agent_model_actions
+
+model_actions_configured if model_actions_shape_valid
+
+data_checks["agent_model_actions"] := model_actions if model_actions_shape_valid
+
+model_actions_shape_valid if {
 	is_array(model_actions)
 	every action in model_actions {
-		lib.named(action)
+		is_string(action)
+		action != ""
 	}
 }
 
 sends_to_model if input.action in model_actions
 
-deny contains msg if {
+problems contains msg if {
 	not model_actions_configured
 	msg := "policy data is incomplete: data.baton.agents.model_actions must be a list of action names"
 }
@@ -144,7 +217,8 @@ allowed_regions_configured if {
 	is_array(tenant.allowed_model_regions)
 	count(tenant.allowed_model_regions) > 0
 	every region in tenant.allowed_model_regions {
-		lib.named(region)
+		is_string(region)
+		region != ""
 	}
 }
 
@@ -165,24 +239,24 @@ default reroute_regions := []
 
 reroute_regions := allowed_regions if residency_denied
 
-deny contains "the request does not name the model endpoint (model.endpoint)" if {
+problems contains "the request does not name the model endpoint (model.endpoint)" if {
 	sends_to_model
 	not model_endpoint_named
 }
 
-deny contains "the request does not name the model endpoint's region (model.region)" if {
+problems contains "the request does not name the model endpoint's region (model.region)" if {
 	sends_to_model
 	not model_region_named
 }
 
-deny contains msg if {
+problems contains msg if {
 	sends_to_model
 	tenant_known
 	not allowed_regions_configured
 	msg := sprintf("policy data is incomplete: tenant '%s' needs allowed_model_regions, a non-empty list of region names", [tenant_name])
 }
 
-deny contains msg if {
+problems contains msg if {
 	residency_denied
 	msg := sprintf("data residency: tenant '%s' allows model endpoints in [%s] only, and %s is in region '%s': reroute to an endpoint in an allowed region", [
 		tenant_name,
@@ -199,13 +273,22 @@ deny contains msg if {
 # "redact" when the tenant does not say: the safe default.
 pii_setting := object.get(tenant, "pii", "redact") if tenant_known
 
-pii_setting_valid if pii_setting in {"redact", "none"}
+pii_setting_valid if pii_setting == "redact"
 
-pii_kinds_configured if {
+pii_setting_valid if pii_setting == "none"
+
+pii_kinds_configured if data.baton.pii.kinds == data.baton_verified.pii_kinds
+
+pii_kinds_configured if pii_kinds_shape_valid
+
+data_checks["pii_kinds"] := data.baton.pii.kinds if pii_kinds_shape_valid
+
+pii_kinds_shape_valid if {
 	is_array(data.baton.pii.kinds)
 	count(data.baton.pii.kinds) > 0
 	every kind in data.baton.pii.kinds {
-		lib.named(kind)
+		is_string(kind)
+		kind != ""
 	}
 }
 
@@ -216,18 +299,25 @@ redaction_required if {
 
 default redact := []
 
-redact := sort({kind | some kind in data.baton.pii.kinds}) if {
+# The sorted kinds are computed once per bundle revision (verified data, see posting.rego) and
+# only for other kinds (a test's `with`, an engine without the copy) on the decision.
+redact := data.baton_verified.pii_redact if {
+	redaction_required
+	data.baton.pii.kinds == data.baton_verified.pii_kinds
+} else := sort({kind | some kind in data.baton.pii.kinds}) if {
 	redaction_required
 	pii_kinds_configured
 }
 
-deny contains msg if {
+data_checks["pii_redact"] := sort({kind | some kind in data.baton.pii.kinds}) if pii_kinds_shape_valid
+
+problems contains msg if {
 	tenant_known
 	not pii_setting_valid
 	msg := sprintf("tenant '%s' has an unknown pii setting: use \"redact\" or \"none\"", [tenant_name])
 }
 
-deny contains msg if {
+problems contains msg if {
 	redaction_required
 	not pii_kinds_configured
 	msg := "policy data is incomplete: data.baton.pii.kinds must be a non-empty list of the kinds of personal data to redact"
@@ -264,24 +354,24 @@ over_cap if {
 	micros(input.spent_today_usd) + micros(input.estimated_cost_usd) > micros(cap)
 }
 
-deny contains msg if {
+problems contains msg if {
 	sends_to_model
 	tenant_known
 	not cap_configured
 	msg := sprintf("policy data is incomplete: tenant '%s' needs daily_spend_cap_usd, a number >= 0", [tenant_name])
 }
 
-deny contains "spent_today_usd must be a number >= 0 (what the tenant's model calls cost today)" if {
+problems contains "spent_today_usd must be a number >= 0 (what the tenant's model calls cost today)" if {
 	sends_to_model
 	not spent_valid
 }
 
-deny contains "estimated_cost_usd must be a number >= 0 (what this call is expected to cost)" if {
+problems contains "estimated_cost_usd must be a number >= 0 (what this call is expected to cost)" if {
 	sends_to_model
 	not estimate_valid
 }
 
-deny contains msg if {
+problems contains msg if {
 	sends_to_model
 	over_cap
 	msg := sprintf("spend cap: tenant '%s' may spend %s USD a day on models; %s spent today + %s estimated for this call would exceed it", [
@@ -298,9 +388,10 @@ deny contains msg if {
 
 weekdays := ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
+# A keyed look-up: defined whenever the action has an entry, whatever its value (a malformed
+# entry is then a deny below).
 windowed if {
-	some name, _ in data.baton.windows
-	name == input.action
+	_ := data.baton.windows[input.action]
 }
 
 window := data.baton.windows[input.action]
@@ -329,7 +420,7 @@ window_configured if {
 	abs(window.utc_offset_minutes) <= 840
 }
 
-deny contains msg if {
+problems contains msg if {
 	windowed
 	not window_configured
 	msg := sprintf("policy data is incomplete: data.baton.windows.%s needs days (a non-empty list of mon..sun), whole start_hour < end_hour within 0..24 and a whole utc_offset_minutes within -840..840", [
@@ -337,7 +428,7 @@ deny contains msg if {
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	windowed
 	window_configured
 	not now_valid
@@ -346,7 +437,7 @@ deny contains msg if {
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	windowed
 	window_configured
 	now_valid

@@ -30,10 +30,32 @@ chain := data.baton.finance.escalation
 
 # The one document callers read. `allow` is a strict boolean over `deny` alone; approval
 # requirements are reported separately, and the gate turns them into a require_approval verdict.
+#
+# Speed: the approval obligations (who may approve, the escalation chain, the candidates) are
+# computed only when the entry needs an approval; every other decision answers them with the
+# empty values they would have anyway, without looking at the directory.
 decision := {
+	"allow": true,
+	"deny": [],
+	"require_approval": [],
+	"approver_roles": [],
+	"eligible_approvers": [],
+	"required_approvals": [],
+	"escalation": [],
+	"candidates": {},
+} if {
+	small_and_clean
+} else := object.union(verdict, approval_obligations) if {
+	approval_required
+} else := object.union(verdict, no_obligations)
+
+verdict := {
 	"allow": count(deny) == 0,
 	"deny": sort(deny),
 	"require_approval": sort(require_approval),
+}
+
+approval_obligations := {
 	"approver_roles": sort(required_roles),
 	"eligible_approvers": eligible_approvers,
 	"required_approvals": required_approvals,
@@ -41,7 +63,50 @@ decision := {
 	"candidates": candidates,
 }
 
+no_obligations := {
+	"approver_roles": [],
+	"eligible_approvers": [],
+	"required_approvals": [],
+	"escalation": [],
+	"candidates": {},
+}
+
 entry_id := lib.input_text(["entry", "entry_id"])
+
+# ---------------------------------------------------------------------------------------------
+# The fast path. Most postings are clean: a known tenant, an open period, an allowed account, an
+# amount below the approval threshold, no approval attached. `clean` checks exactly the facts
+# whose absence `problems` reports, in one rule body, so such a posting is decided without
+# evaluating the dozen deny rules one by one; anything else takes the detailed rules below,
+# which say what is wrong. `deny` and `problems` are the same set on every input (the policy
+# tests check this for every case).
+# ---------------------------------------------------------------------------------------------
+
+deny := set() if clean else := problems
+
+require_approval := set() if small_and_clean else := approval_reasons
+
+# Clean, below both thresholds (whatever their order in the data) and not flagged: no approval.
+small_and_clean if {
+	clean
+	magnitude < limits.approval_threshold
+	magnitude < limits.cfo_threshold
+	compliance_cleared
+}
+
+clean if {
+	action_known
+	period_open
+	tenant_known
+	limits_configured
+	escalation_configured
+	account_allowed
+	magnitude <= limits.hard_cap
+	requester_named
+	preparer_named
+	amender_valid
+	not approval_attached
+}
 
 # ---------------------------------------------------------------------------------------------
 # Facts about the input. Each is a zero-argument rule, so `not fact` means the same on every
@@ -58,9 +123,15 @@ account_allowed if input.entry.account in limits.allowed_accounts
 
 amount_valid if is_number(input.entry.amount)
 
-requester_named if lib.named(input.requested_by)
+requester_named if {
+	is_string(input.requested_by)
+	input.requested_by != ""
+}
 
-preparer_named if lib.named(input.preparer)
+preparer_named if {
+	is_string(input.preparer)
+	input.preparer != ""
+}
 
 # amended_by is null, missing, "" (nobody amended the entry) or the amender's name.
 amender_valid if object.get(input, "amended_by", null) == null
@@ -74,15 +145,27 @@ limits_configured if {
 	is_array(limits.allowed_accounts)
 }
 
-escalation_configured if {
+# The chain is checked once per bundle revision, not on every decision: the embedded engine
+# evaluates `data_checks` when it loads the policies and keeps each value that passed under
+# data.baton_verified (activities/policy.py, "verified data"). A chain equal to the verified one
+# is well-formed; any other (a `with` in a test, an engine without the copy) is checked in full.
+escalation_configured if chain == data.baton_verified.finance_escalation
+
+escalation_configured if escalation_shape_valid
+
+data_checks["finance_escalation"] := chain if escalation_shape_valid
+
+escalation_shape_valid if {
 	is_array(chain)
 	every tier in chain {
 		is_array(tier.roles)
 		count(tier.roles) > 0
 		every role in tier.roles {
-			lib.named(role)
+			is_string(role)
+			role != ""
 		}
-		lib.whole_number(tier.sla_seconds)
+		is_number(tier.sla_seconds)
+		tier.sla_seconds == floor(tier.sla_seconds)
 		tier.sla_seconds >= 1
 	}
 }
@@ -230,21 +313,21 @@ valid_approval if {
 # deny: any one of these stops the posting, approval or not.
 # ---------------------------------------------------------------------------------------------
 
-deny contains msg if {
+problems contains msg if {
 	not action_known
 	msg := sprintf("unknown action '%s': this policy only decides 'post_journal_entry'", [
 		lib.input_text(["action"]),
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	not tenant_known
 	msg := sprintf("unknown tenant '%s': it is not listed in data.baton.tenants", [
 		lib.input_text(["tenant"]),
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	not period_open
 	msg := sprintf("period %s is not open (status '%s'): nothing can be posted to it", [
 		lib.input_text(["period", "id"]),
@@ -252,7 +335,7 @@ deny contains msg if {
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	not limits_configured
 	msg := concat("", [
 		"policy data is incomplete: data.baton.finance.limits needs numbers hard_cap, ",
@@ -260,7 +343,7 @@ deny contains msg if {
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	not escalation_configured
 	msg := concat("", [
 		"policy data is incomplete: data.baton.finance.escalation must be a list of tiers, ",
@@ -268,7 +351,7 @@ deny contains msg if {
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	not account_allowed
 	msg := sprintf("account '%s' on entry %s is not an allowed account for adjusting entries", [
 		lib.input_text(["entry", "account"]),
@@ -276,12 +359,12 @@ deny contains msg if {
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	not amount_valid
 	msg := sprintf("entry %s has no numeric amount (amounts are JSON numbers, not strings)", [entry_id])
 }
 
-deny contains msg if {
+problems contains msg if {
 	magnitude > limits.hard_cap
 	msg := sprintf("amount %s on entry %s exceeds the hard cap of %s", [
 		lib.money(input.entry.amount),
@@ -290,22 +373,22 @@ deny contains msg if {
 	])
 }
 
-deny contains "the request does not name who requested it (requested_by)" if not requester_named
+problems contains "the request does not name who requested it (requested_by)" if not requester_named
 
-deny contains "the request does not name who prepared the entry (preparer)" if not preparer_named
+problems contains "the request does not name who prepared the entry (preparer)" if not preparer_named
 
-deny contains msg if {
+problems contains msg if {
 	not amender_valid
 	msg := sprintf("amended_by on entry %s must name who amended it, or be null", [entry_id])
 }
 
-deny contains msg if {
+problems contains msg if {
 	approval_attached
 	not approvers_listed
 	msg := sprintf("the approval attached to entry %s must list its approvers: a non-empty list of names", [entry_id])
 }
 
-deny contains msg if {
+problems contains msg if {
 	some person in duplicated
 	msg := sprintf("%s is counted twice in the approval of entry %s: approvers must be different people", [
 		person,
@@ -313,13 +396,13 @@ deny contains msg if {
 	])
 }
 
-deny contains msg if {
+problems contains msg if {
 	approval_attached
 	not approval_bound
 	msg := sprintf("the approval attached to entry %s is not bound to an action digest", [entry_id])
 }
 
-deny contains msg if {
+problems contains msg if {
 	approval_attached
 	not level_valid
 	msg := sprintf("the approval attached to entry %s has an invalid escalation_level: it must be a whole number from 0 to %d (the tiers of the escalation chain)", [
@@ -328,13 +411,13 @@ deny contains msg if {
 	])
 }
 
-deny contains reason if some reason in approval_problems
+problems contains reason if some reason in approval_problems
 
 # ---------------------------------------------------------------------------------------------
 # require_approval: reported only while no valid approval is attached.
 # ---------------------------------------------------------------------------------------------
 
-require_approval contains msg if {
+approval_reasons contains msg if {
 	not valid_approval
 	cfo_required
 	msg := sprintf("amount %s on entry %s is at or above the CFO threshold of %s: a cfo and a finance-controller (two different people) must approve it", [
@@ -344,7 +427,7 @@ require_approval contains msg if {
 	])
 }
 
-require_approval contains msg if {
+approval_reasons contains msg if {
 	not valid_approval
 	controller_required_by_amount
 	msg := sprintf("amount %s on entry %s is at or above the approval threshold of %s: a finance-controller must approve it", [
@@ -354,7 +437,7 @@ require_approval contains msg if {
 	])
 }
 
-require_approval contains msg if {
+approval_reasons contains msg if {
 	not valid_approval
 	flagged
 	msg := sprintf("compliance flagged entry %s: %s must review it before it is posted", [
@@ -364,7 +447,7 @@ require_approval contains msg if {
 }
 
 # Sound approvals that do not fill every slot yet: say what is still missing.
-require_approval contains msg if {
+approval_reasons contains msg if {
 	approval_sound
 	some gap in lib.missing_approvals(requirements, approvers, any_slot_roles)
 	msg := sprintf("entry %s is not fully approved yet (approved so far by %s): %s", [

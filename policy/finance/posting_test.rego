@@ -683,3 +683,11 @@ test_eligible_approvers_come_from_the_directory if {
 	d2.eligible_approvers == ["yann", "zoe"]
 	d2.candidates == {"finance-controller": ["yann"], "cfo": ["yann", "zoe"], "ceo": []}
 }
+
+# The fast path must not skip a CFO approval when the data puts the CFO threshold below the
+# approval threshold.
+test_fast_path_follows_thresholds_in_any_order if {
+	d := decide(with_amount(500)) with data.baton.finance.limits.cfo_threshold as 400
+	d.require_approval == ["amount 500.00 on entry ADJ-B0042 is at or above the CFO threshold of 400.00: a cfo and a finance-controller (two different people) must approve it"]
+	d.required_approvals == controller_and_cfo
+}

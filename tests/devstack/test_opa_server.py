@@ -199,6 +199,213 @@ def test_empty_policy_directory_is_fine(tmp_path: Path) -> None:
     assert store.evaluate([]) == (True, {})
 
 
+# ---------------------------------------------------------------------------------------------
+# The rest of opa-python-client's API: config, status, metrics, compile, files and URLs, query
+# parameters; and keep-alive safety after an error.
+# ---------------------------------------------------------------------------------------------
+
+FILTERS = """package filters
+
+import rego.v1
+
+include if {
+	input.fruits.colour == "red"
+	input.fruits.price < input.max
+}
+
+include if input.fruits.name == "apple"
+"""
+
+
+async def test_config_status_and_readiness(opa: AsyncOpaClient) -> None:
+    config = await opa.get_config()
+    assert config["result"]["labels"]["version"] == "1.20.2"
+    assert config["result"]["default_decision"] == "/system/main"
+    status = (await opa.get_status())["result"]
+    assert status["bundles"]["baton"]["active_revision"]
+    assert status["plugins"]["bundle"]["state"] == "OK"
+    assert await opa.wait_for_ready(timeout=2, interval=0.05)
+    assert await opa.check_health(query={"bundles": True})
+
+
+async def test_metrics_are_prometheus_text(opa: AsyncOpaClient) -> None:
+    await opa.query_rule({"user": "alice"}, "example", "allow")
+    with pytest.raises(PolicyNotFoundError):
+        await opa.get_policy("nope")
+    text = await opa.get_metrics()
+    assert "# TYPE http_request_duration_seconds histogram" in text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    data_ok = 'code="200",handler="v1/data",method="post"'
+    assert samples[f"http_request_duration_seconds_count{{{data_ok}}}"] >= 1
+    assert samples[f'http_request_duration_seconds_bucket{{{data_ok},le="+Inf"}}'] >= 1
+    missing = 'code="404",handler="v1/policies",method="get"'
+    assert samples[f"http_request_duration_seconds_count{{{missing}}}"] == 1
+    assert samples["baton_opa_decisions_total"] >= 1
+
+
+async def test_query_parameters_provenance_metrics_pretty(
+    opa: AsyncOpaClient, http: httpx.AsyncClient
+) -> None:
+    answer = await opa.query_rule(
+        {"user": "alice"}, "example", "allow", query_params={"provenance": True, "metrics": True}
+    )
+    assert answer["result"] is True
+    assert answer["provenance"]["bundles"]["baton"]["revision"]
+    assert answer["metrics"]["timer_rego_query_eval_ns"] > 0
+    pretty = await http.post("/v1/data/example/allow?pretty=true", json={"input": {}})
+    assert pretty.text.startswith("{\n")
+    assert (await opa.get_data("users", query_params={"pretty": True}))["result"] == ["alice"]
+
+
+async def test_ad_hoc_and_bulk_queries(opa: AsyncOpaClient) -> None:
+    rows = await opa.ad_hoc_query("x := data.limits.max + 1")
+    assert rows == {"result": [{"x": 11}]}
+    with_input = await opa.ad_hoc_query("y := input.a", input_data={"a": 2})
+    assert with_input == {"result": [{"y": 2}]}
+    assert await opa.bulk_query_rule({"a": {"user": "alice"}, "b": {}}, "example", "allow") == {
+        "a": True,
+        "b": False,
+    }
+
+
+async def test_compile_partially_evaluates(opa: AsyncOpaClient, http: httpx.AsyncClient) -> None:
+    assert await opa.update_policy_from_string(FILTERS, "filters")
+    answer = await opa.compile_query(
+        "data.filters.include == true", input_data={"max": 5}, unknowns=["input.fruits"]
+    )
+    queries = answer["result"]["queries"]
+    as_text = sorted(
+        " AND ".join(
+            "{}({})".format(
+                ".".join(str(t["value"]) for t in e["terms"][0]["value"]),
+                ", ".join(
+                    ".".join(str(t["value"]) for t in term["value"])
+                    if term["type"] == "ref"
+                    else json.dumps(term["value"])
+                    for term in e["terms"][1:]
+                ),
+            )
+            for e in query
+        )
+        for query in queries
+    )
+    assert as_text == [
+        'eq(input.fruits.colour, "red") AND lt(input.fruits.price, 5)',
+        'eq(input.fruits.name, "apple")',
+    ]
+    assert all(e["index"] == i for q in queries for i, e in enumerate(q))
+
+    # Fully known: always true is one empty query, never true no queries (as OPA answers).
+    always = await opa.compile_query(
+        "data.filters.include == true", {"fruits": {"name": "apple"}}, []
+    )
+    assert always == {"result": {"queries": [[]]}}
+    never = await opa.compile_query(
+        "data.filters.include == true", {"fruits": {"name": "kiwi"}}, []
+    )
+    assert never == {"result": {}}
+
+    ucast = await http.post(
+        "/v1/compile",
+        json={"query": "data.filters.include", "input": {"max": 5}, "unknowns": ["input.fruits"]},
+        headers={"Accept": "application/vnd.opa.ucast.all+json"},
+    )
+    assert ucast.json()["result"]["query"]["operator"] == "or"
+    sql = await http.post(
+        "/v1/compile",
+        json={"query": "data.filters.include", "input": {"max": 5}, "unknowns": ["input.fruits"]},
+        headers={"Accept": "application/vnd.opa.sql.postgresql+json"},
+    )
+    assert sql.json()["result"]["query"].startswith("WHERE ")
+    too_deep = await http.post(
+        "/v1/compile", json={"query": "input.a.b.c == 1", "unknowns": ["input.a"]}
+    )
+    assert too_deep.status_code == 400
+    assert too_deep.json()["code"] == "invalid_parameter"
+
+
+async def test_policies_from_files_urls_and_to_files(
+    opa: AsyncOpaClient, tmp_path: Path, server: OpaCompatibleServer
+) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    source = tmp_path / "served"
+    source.mkdir()
+    (source / "web.rego").write_text("package web\n\nok if input.x == 1\n")
+    (tmp_path / "file.rego").write_text("package filed\n\nok if input.x == 2\n")
+    assert await opa.update_policy_from_file(str(tmp_path / "file.rego"), "filed")
+    assert await opa.query_rule({"x": 2}, "filed", "ok") == {"result": True}
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(source))
+    web = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{web.server_address[1]}/web.rego"
+        assert await opa.update_policy_from_url(url, "web")
+    finally:
+        web.shutdown()
+        web.server_close()
+    assert await opa.query_rule({"x": 1}, "web", "ok") == {"result": True}
+    assert await opa.policy_to_file("web", path=str(tmp_path), filename="back.rego")
+    assert (tmp_path / "back.rego").read_text().startswith("package web")
+
+
+def test_the_sync_client_works_too(server: OpaCompatibleServer) -> None:
+    from opa_client.opa import OpaClient
+
+    client = OpaClient(host="127.0.0.1", port=server.port, timeout=5)
+    try:
+        assert client.check_connection()
+        assert client.query_rule({"user": "alice"}, "example", "allow") == {"result": True}
+        assert client.get_config()["result"]["labels"]["version"] == "1.20.2"
+        assert "http_request_duration_seconds" in client.get_metrics()
+        assert client.get_status()["result"]["plugins"]["status"]["state"] == "OK"
+    finally:
+        client.close_connection()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/v1/nowhere", 404),  # no route
+        ("POST", "/v1/query", 400),  # a body without a query
+        ("PUT", "/v1/policies/bad", 400),  # a module that does not parse
+        ("POST", "/v1/data/example/allow", 400),  # a body that is not JSON
+        ("PATCH", "/v1/data/users", 401),  # a write without the write token
+    ],
+)
+def test_an_error_answer_leaves_the_connection_usable(
+    server: OpaCompatibleServer, method: str, path: str, status: int
+) -> None:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        # A body the route never gets to look at: it must still be consumed.
+        body = b'{"input": {"user": "alice"}, "padding": "' + b"x" * 5000 + b'"'
+        headers = {"Content-Type": "application/json"}
+        if status != 401:
+            headers["Authorization"] = f"Bearer {server.write_token}"
+        connection.request(method, path, body=body, headers=headers)
+        first = connection.getresponse()
+        assert first.status == status
+        first.read()
+        connection.request(
+            "POST", "/v1/data/example/allow", body=json.dumps({"input": {"user": "alice"}})
+        )
+        second = connection.getresponse()
+        assert (second.status, json.loads(second.read())) == (200, {"result": True})
+    finally:
+        connection.close()
+
+
 async def test_a_foreign_host_and_an_unauthenticated_write_are_refused(
     server: OpaCompatibleServer,
 ) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from workflows.contracts_security import Name
+from workflows.contracts_security import Name, bounded_json
 
 LANGUAGE_VERSION = 1
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"
@@ -234,12 +234,23 @@ class ProcessRunInput(Strict):
     requested_by: Name = "baton"
     subprocess: Name | None = Field(default=None, description="Run this subprocess instead.")
 
+    @field_validator("input")
+    @classmethod
+    def _input_is_bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bounded_json(v, "input")
+        return v
+
 
 class ProcessEvent(Strict):
     """Payload of the ``dsl_event`` signal a wait_event step waits for."""
 
     name: Name
     data: Any = None
+
+    @field_validator("data")
+    @classmethod
+    def _data_is_bounded(cls, v: Any) -> Any:
+        return bounded_json(v, "data")
 
 
 class ProcessRunResult(Strict):

@@ -1,0 +1,123 @@
+# Unit tests for baton.base.tool_call: catalogue and roles, tenants, per-tool and per-run call
+# limits, amounts (approval threshold, hard limit, malformed), attached approvals, the
+# obligations of a require_approval, and the fast path agreeing with the detailed rules.
+package baton.base.tool_call_test
+
+import data.baton.base.tool_call
+import rego.v1
+
+lookup := {
+	"tool": "lookup_order",
+	"arguments": {"order_id": "O-7"},
+	"principal": {"role": "l2_researcher", "tenant": "acme", "requested_by": "support-queue"},
+	"history": {"calls": {"lookup_order": 3}, "total_calls": 5},
+	"approval": null,
+}
+
+refund(amount) := object.union(lookup, {"tool": "issue_refund", "arguments": {"order_id": "O-7", "amount_usd": amount}})
+
+approved_refund(amount, approvers) := object.union(refund(amount), {"approval": {"action_digest": "sha256-of-the-call", "approvers": approvers}})
+
+decide(request) := d if {
+	d := tool_call.decision with input as request
+}
+
+test_lookup_is_allowed_without_obligations if {
+	decide(lookup) == {"allow": true, "deny": [], "require_approval": []}
+}
+
+test_unknown_tool_is_denied if {
+	d := decide(object.union(lookup, {"tool": "wire_money"}))
+	d.allow == false
+	d.deny == ["unknown tool 'wire_money': it is not in data.baton.tools.catalogue"]
+}
+
+test_role_must_be_allowed_the_tool if {
+	d := decide(object.union(lookup, {"tool": "send_customer_email"}))
+	d.deny == ["agent role 'l2_researcher' may not call the tool 'send_customer_email' (allowed: customer_notifier)"]
+}
+
+test_unknown_tenant_is_denied if {
+	d := decide(object.union(lookup, {"principal": {"tenant": "initech"}}))
+	d.deny == ["unknown tenant 'initech': it is not listed in data.baton.tenants"]
+}
+
+test_per_tool_call_limit if {
+	decide(object.union(lookup, {"history": {"calls": {"lookup_order": 19}}})).allow == true
+	d := decide(object.union(lookup, {"history": {"calls": {"lookup_order": 20}}}))
+	d.deny == ["call limit: 'lookup_order' may be called 20 times per run and was called 20 times already"]
+}
+
+test_per_run_call_limit if {
+	d := decide(object.union(lookup, {"history": {"total_calls": 40}}))
+	d.deny == ["call limit: a run may make 40 tool calls and made 40 already"]
+}
+
+test_missing_history_counts_as_a_first_call if {
+	decide(object.remove(lookup, ["history"])).allow == true
+}
+
+test_history_counts_must_be_whole_numbers if {
+	d := decide(object.union(lookup, {"history": {"total_calls": "many"}}))
+	d.deny == ["history counts must be whole numbers >= 0 (history.calls.<tool>, history.total_calls)"]
+	decide(object.union(lookup, {"history": {"calls": {"lookup_order": 1.5}}})).allow == false
+}
+
+test_small_refund_is_allowed if {
+	decide(refund(100)) == {"allow": true, "deny": [], "require_approval": []}
+}
+
+test_refund_above_threshold_needs_a_support_lead if {
+	d := decide(refund(120))
+	d.allow == true
+	d.require_approval == ["120.00 USD is above 100.00 USD: a support-lead must approve this call of 'issue_refund'"]
+	d.required_approvals == [{"role": "support-lead", "count": 1}]
+	d.approver_roles == ["support-lead"]
+	d.eligible_approvers == ["sam"]
+	d.candidates == {"support-lead": ["sam"]}
+	d.escalation == []
+}
+
+test_requester_is_not_offered_as_approver if {
+	d := decide(object.union(refund(120), {"principal": {"requested_by": "sam"}}))
+	d.eligible_approvers == []
+}
+
+test_refund_above_hard_limit_is_denied if {
+	d := decide(refund(5000.01))
+	d.deny == ["5000.01 USD exceeds the limit of 5000.00 USD for 'issue_refund'"]
+}
+
+test_refund_amount_must_be_a_number if {
+	decide(refund("120")).deny == ["argument 'amount_usd' of 'issue_refund' must be a number >= 0"]
+	decide(refund(-1)).allow == false
+	decide(object.union(lookup, {"tool": "issue_refund"})).allow == false
+}
+
+test_bound_approval_by_a_support_lead_allows if {
+	decide(approved_refund(120, ["sam"])) == {"allow": true, "deny": [], "require_approval": []}
+}
+
+test_approval_by_the_wrong_person_still_requires_approval if {
+	count(decide(approved_refund(120, ["carol"])).require_approval) == 1
+	requester_sam := object.union(approved_refund(120, ["sam"]), {"principal": {"requested_by": "sam"}})
+	count(decide(requester_sam).require_approval) == 1
+}
+
+test_unbound_approval_is_denied if {
+	d := decide(object.union(refund(120), {"approval": {"approvers": ["sam"]}}))
+	d.deny == ["the approval attached to the call of 'issue_refund' is not bound to an action digest"]
+}
+
+test_broken_limits_data_denies if {
+	d := decide(lookup) with data.baton.tools.max_calls_per_run as "lots"
+	d.deny == ["policy data is incomplete: data.baton.tools.max_calls_per_run and the max_calls_per_run of 'lookup_order' must be whole numbers"]
+}
+
+test_fast_path_agrees_with_the_detailed_rules if {
+	every request in [lookup, refund(50), refund(120), refund(9000), approved_refund(120, ["sam"])] {
+		fast := tool_call.deny with input as request
+		detailed := tool_call.problems with input as request
+		fast == detailed
+	}
+}
