@@ -31,13 +31,21 @@ from baton.devstack.local import free_port
 from baton.devstack.webui import Browser, browser_binaries
 from baton.identity import SEAL_KEY_FILE, DevIssuer, init_dev_issuer, issue_token
 from baton.inbox import create_app, request_path
-from baton.inbox.auth import INBOX_AUDIENCE, SESSION_COOKIE
+from baton.inbox.auth import (
+    INBOX_AUDIENCE,
+    SESSION_COOKIE,
+    Gatekeeper,
+    TokenExchange,
+    Viewer,
+)
+from baton.inbox.backend import InboxBackend
 from baton.inbox.server import build_config
 from tests.conftest import Harness, _harness
 from tests.support.scripted_model import ScriptedModelServer
 from tests.test_approvals import script_entries
 from tests.test_kpi import another_period
 from workflows.contracts import ApprovalRequest
+from workflows.signed_approval import AssertionRefused
 
 pytestmark = pytest.mark.skipif(
     browser_binaries() is None, reason="chromium + chromedriver not installed"
@@ -474,3 +482,29 @@ async def test_other_processes_are_decided_in_the_same_inbox(ui: Inbox) -> None:
     await ui.see("Accepted: approved")
     result = await asyncio.wait_for(handle.result(), 30)
     assert any(g.approved_by == ["maya"] for g in result.granted)
+
+
+async def test_decisions_through_a_token_exchange(ui: Inbox) -> None:
+    """The production wiring (BATON_INBOX_TOKEN_EXCHANGE_URL): the inbox trades the person's
+    identity token for a bound approval token over RFC 8693, here at the dev issuer's exchange;
+    the signed worker accepts the decision. A bad subject token gets no approval token."""
+    handle, request = await ui.start(BIG)
+    exchange = TokenExchange(f"{ui.url}/dev-issuer/token")
+    identity = issue_token(
+        ui.dev.directory, user="frank", roles=["finance-controller"], audience=INBOX_AUDIENCE
+    )
+    frank = Gatekeeper(ui.dev.trust).viewer(identity)
+    backend = InboxBackend(ui.h.temporal, trust=ui.dev.trust, tokens=exchange)
+    bound = {"request_id": request.request_id, "action_digest": request.action_digest}
+    token = await exchange.approval_token(frank, workflow_id=handle.id, **bound)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["sub"] == "frank" and claims["baton_request_id"] == request.request_id
+    forged = Viewer(frank.identity, identity[:-4] + "AAAA")
+    with pytest.raises(AssertionRefused, match="HTTP 400.*invalid_grant"):
+        await exchange.approval_token(forged, workflow_id=handle.id, **bound)
+    outcome = await backend.decide(
+        frank, handle.id, verdict="approve", rationale="via the exchange", **bound
+    )
+    assert outcome.accepted, outcome.message
+    result = await asyncio.wait_for(handle.result(), 30)
+    assert result.approvals[0].approvers == ["frank"]

@@ -218,6 +218,45 @@ def create_app(config: InboxConfig) -> FastAPI:
         response.delete_cookie(SIGN_IN_CSRF_COOKIE)
         return response
 
+    @app.post("/dev-issuer/token")
+    async def dev_token_exchange(request: Request) -> Response:
+        """The dev issuer's OAuth 2.0 Token Exchange (RFC 8693): a verified inbox identity
+        token in, an approval token bound to one decision out. What
+        BATON_INBOX_TOKEN_EXCHANGE_URL points at in production is the identity provider's;
+        this one (local stack only, next to the dev sign-in) lets the exchange path run here."""
+        if config.dev_issuer is None:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+
+        def refused(error: str, description: str) -> JSONResponse:
+            return JSONResponse({"error": error, "error_description": description}, 400)
+
+        try:
+            form = await form_of(request)
+        except ValueError as err:
+            return refused("invalid_request", str(err))
+        if first(form, "grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange":
+            return refused("unsupported_grant_type", "grant_type: token-exchange only")
+        try:
+            viewer = gate.viewer(first(form, "subject_token"))
+        except NotSignedIn as err:
+            return refused("invalid_grant", f"subject_token: {err.reason}")
+        binding = {
+            name: first(form, f"baton_{name}") or ""
+            for name in ("workflow_id", "request_id", "action_digest")
+        }
+        missing = [f"baton_{k}" for k, v in binding.items() if not v]
+        if missing:
+            return refused("invalid_request", f"{', '.join(missing)}: required")
+        token = await config.dev_issuer.approval_token(viewer, **binding)
+        return JSONResponse(
+            {
+                "access_token": token,
+                "issued_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                "token_type": "N_A",
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
     @app.post("/sign-out")
     async def sign_out(request: Request) -> Response:
         guarded = await guarded_post(request)
