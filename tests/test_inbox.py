@@ -322,3 +322,17 @@ async def test_the_interactive_demo_waits_for_a_person_in_the_inbox(
         result = await handle.result()
     assert lines == [f"{request.request_id} decided by a person"]
     assert any(g.approved_by == ["maya"] for g in result.granted)
+
+
+def test_overdue_requests_come_first_then_the_least_sla_left() -> None:
+    from datetime import timedelta
+
+    from baton.inbox.backend import InboxItem, sort_key
+
+    now = datetime.now(UTC)
+    items = [
+        InboxItem(line(request_id=rid, deadline=now + timedelta(hours=h)), "acme", "", "r")
+        for rid, h in [("later", 30), ("overdue-1h", -1), ("soon", 2), ("overdue-2d", -48)]
+    ]
+    ordered = [i.line.request_id for i in sorted(items, key=lambda i: sort_key(i, now))]
+    assert ordered == ["overdue-2d", "overdue-1h", "soon", "later"]
