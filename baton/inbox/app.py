@@ -274,7 +274,7 @@ def create_app(config: InboxConfig) -> FastAPI:
         processes = sorted({i.line.process for i in items})
         tenants = sorted({i.tenant for i in items if i.tenant})
         scope = params.get("scope", "mine")
-        rows = []
+        chosen: list[tuple[InboxItem, str | None]] = []
         for item in items:
             why = refusal_for(viewer, item.line)
             if scope == "mine" and why is not None:
@@ -287,18 +287,20 @@ def create_app(config: InboxConfig) -> FastAPI:
                 continue
             if params.get("overdue") and item.sla_left(now).total_seconds() >= 0:
                 continue
-            rows.append(row(item, why, viewer, now))
-        rows.sort(key=lambda r: r["sort"])
-        mine = sum(1 for r in rows if r["may_decide"])
-        pages = max(1, -(-len(rows) // PAGE_ROWS))
+            chosen.append((item, why))
+        chosen.sort(key=lambda pair: sort_key(pair[0], now))
+        mine = sum(1 for _, why in chosen if why is None)
+        pages = max(1, -(-len(chosen) // PAGE_ROWS))
         try:
             page = min(max(1, int(params.get("page", "1"))), pages)
         except ValueError:
             page = 1
         first = (page - 1) * PAGE_ROWS
+        # only the page's rows are rendered: the title counts them all
+        rows = [row(item, why, viewer, now) for item, why in chosen[first : first + PAGE_ROWS]]
         return {
-            "rows": rows[first : first + PAGE_ROWS],
-            "total": len(rows),
+            "rows": rows,
+            "total": len(chosen),
             "page": page,
             "pages": pages,
             "first": first,
@@ -326,7 +328,6 @@ def create_app(config: InboxConfig) -> FastAPI:
             "needs": " + ".join(f"{r.count} x {r.role}" for r in line.still_needed),
             "delegated_by": line.delegated_to.get(viewer.name),
             "value": json.dumps([line.workflow_id, line.request_id, line.action_digest]),
-            "sort": sort_key(item, now),
         }
 
     def params_of(request: Request) -> dict[str, str]:
