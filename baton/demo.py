@@ -30,7 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.database import AccountingPeriod, Database
 from activities.seed import seed_period
-from baton.demo_runs import DEMO_STEP_TIMEOUT, approve_request, finish_run
+from baton.demo_runs import DEMO_STEP_TIMEOUT, PEOPLE_DECIDE, approve_request, finish_run
 from baton.settings import Settings
 from workflows.client import BatonClient
 from workflows.contracts import FinanceCloseInput
@@ -122,10 +122,11 @@ async def demo_onboarding(client: Any, settings: Settings, runtime: Any, tenant:
 
 async def run_step(name: str, step: Coroutine[Any, Any, list[str]]) -> tuple[list[str], bool]:
     """One process of the demo: its lines, or what failed (never raises, never hangs)."""
+    bound = DEMO_STEP_TIMEOUT + 30 + (3600 if PEOPLE_DECIDE.get() is not None else 0)
     try:
-        return await asyncio.wait_for(step, DEMO_STEP_TIMEOUT + 30), True
+        return await asyncio.wait_for(step, bound), True
     except TimeoutError:
-        return [f"{name} FAILED: no answer within {DEMO_STEP_TIMEOUT + 30:.0f}s"], False
+        return [f"{name} FAILED: no answer within {bound:.0f}s"], False
     except Exception as err:
         detail, cause = str(err), getattr(err, "cause", None)
         while cause is not None:  # a run's failure -> activity failure -> the error itself
@@ -134,9 +135,16 @@ async def run_step(name: str, step: Coroutine[Any, Any, list[str]]) -> tuple[lis
         return [f"{name} FAILED: {type(err).__name__}: {detail}"], False
 
 
-def _print_how_to_decide(workflow_id: str, request: Any, approver: str) -> None:
+def _print_how_to_decide(
+    workflow_id: str, request: Any, approver: str, inbox_url: str = ""
+) -> None:
     print("   every pending approval, across runs:  baton approvals list --role finance-controller")
     print("   decide with any of:")
+    if inbox_url:
+        from baton.inbox.app import request_path
+
+        print(f"     the approver inbox (sign in as {approver}): {inbox_url}")
+        print(f"       this request: {inbox_url}{request_path(workflow_id, request.request_id)}")
     print(f"     baton approve {workflow_id} --approver {approver} --rationale 'reviewed'")
     print(
         f"     temporal workflow update execute --workflow-id {workflow_id} "
@@ -152,6 +160,8 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
     from worker import build_runtime, build_worker
 
     client = await _client(settings)
+    if interactive:
+        PEOPLE_DECIDE.set(settings.inbox_url)
     runtime = build_runtime(settings)
     period = await next_open_period(client, runtime.db, tenant)
     seeded = seed_period(runtime.db, tenant, period)
@@ -190,7 +200,7 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
                         "entries below the approval threshold"
                     )
                     _print_request(handle.id, request)
-                    _print_how_to_decide(handle.id, request, approver)
+                    _print_how_to_decide(handle.id, request, approver, settings.inbox_url)
                     if interactive:
                         print("   waiting for your decision (Ctrl-C to stop waiting)...")
                 if not interactive:
@@ -252,6 +262,7 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
         f"  -> baton audit show {handle.id}"
     )
     print(f"   web UI: {settings.workflow_url(handle.id)}")
+    print(f"   approver inbox: {settings.inbox_url} (every approval of the demo can be made there)")
     print("\n".join(more))
     await runtime.close()
     if failed:

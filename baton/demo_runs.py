@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
@@ -16,7 +17,13 @@ from baton.settings import Settings
 from workflows.client import BatonClient
 from workflows.errors import BatonError
 
-__all__ = ["DEMO_STEP_TIMEOUT", "DemoStepFailed", "approve_request", "finish_run"]
+__all__ = [
+    "DEMO_STEP_TIMEOUT",
+    "PEOPLE_DECIDE",
+    "DemoStepFailed",
+    "approve_request",
+    "finish_run",
+]
 
 #: seconds each process after the close may take before the demo gives up on it
 DEMO_STEP_TIMEOUT = 120.0
@@ -71,6 +78,11 @@ async def approve_request(
     return who, ack
 
 
+#: set by `baton demo --interactive`: the inbox URL; every step then waits for a person to decide
+#: (in the approver inbox or with the CLI) instead of approving itself
+PEOPLE_DECIDE: ContextVar[str | None] = ContextVar("people_decide", default=None)
+
+
 async def finish_run(
     client: BatonClient,
     settings: Settings,
@@ -105,6 +117,17 @@ async def finish_run(
             if request.request_id in decided:
                 continue
             decided.add(request.request_id)
+            if (inbox := PEOPLE_DECIDE.get()) is not None:
+                from baton.inbox.app import request_path
+
+                print(
+                    f"   waiting for {', '.join(request.eligible_approvers)} to decide "
+                    f"{request.request_id}: {inbox}{request_path(workflow_id, request.request_id)}",
+                    flush=True,
+                )
+                deadline = max(deadline, time.monotonic() + 3600)  # people take their time
+                approvals.append(f"{request.request_id} decided by a person")
+                continue
             who, _ = await approve_request(
                 client, settings, workflow_id, request, approver, rationale
             )

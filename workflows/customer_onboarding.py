@@ -30,6 +30,7 @@ from typing import Any
 from temporalio import workflow
 
 from workflows import errors
+from workflows.approval_gate import reasons_of
 from workflows.contracts import STATUS_QUERY, ApprovalGrant, digest
 from workflows.contracts_customer import (
     CommitInput,
@@ -164,6 +165,11 @@ class CustomerOnboardingWorkflow(GovernedProcess):
                     summary=f"{brief.name}: "
                     + "; ".join(f"{a.summary} ({', '.join(d.reasons)})" for a, d in exceptions),
                     obligations=[d.obligations for _, d in exceptions],
+                    policy_reasons=reasons_of([d for _, d in exceptions]),
+                    action_payload={
+                        "customer_id": brief.customer_id,
+                        "actions": [a.model_dump(mode="json") for a, _ in exceptions],
+                    },
                     risk="medium",
                     waiting="waiting for approval of plan exceptions",
                 )

@@ -24,6 +24,7 @@ from decimal import Decimal
 from temporalio import workflow
 
 from workflows import errors
+from workflows.approval_gate import reasons_of
 from workflows.contracts import (
     AdjustingEntry,
     ApprovalGrant,
@@ -309,6 +310,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             summary=f"post {len(entries)} adjusting entries totalling {total} "
             f"for {self.inp.tenant} {self.inp.period}",
             obligations=self.obligations([e.entry_id for e in entries]),
+            policy_reasons=reasons_of([self.held[e.entry_id] for e in entries]),
             excluded=sorted({PREPARER, *(amended_by[i] for i in ids if i in amended_by)}),
             risk=risk_of,
             settles=frozenset({"approved", "amended", "changes_requested"}),

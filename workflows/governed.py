@@ -122,6 +122,9 @@ class ApprovalRound:
     settles: frozenset[ApprovalOutcomeKind] = frozenset({"approved"})
     fail_safe: str = ""  # what failing safe means, for the expiry's message
     listed: bool = True  # kept in the run's approvals (its result lists them)
+    #: policy's reasons for asking, and the action as the approver inbox shows it
+    policy_reasons: Sequence[str] = ()
+    action_payload: Any = None
     fields: dict[str, Any] = field(default_factory=dict)  # entries, findings, round, total
 
 
@@ -365,6 +368,8 @@ class Governance:
             obligations=obligations,
             requested_by=requested_by,
             excluded=list(round_.excluded if round_.excluded is not None else [requested_by]),
+            policy_reasons=list(round_.policy_reasons),
+            action_payload=round_.action_payload,
             **round_.fields,
         )
         if round_.risk is not None:

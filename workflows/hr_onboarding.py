@@ -32,6 +32,7 @@ from typing import Any
 from temporalio import workflow
 
 from workflows import errors
+from workflows.approval_gate import reasons_of
 from workflows.blackboard import Blackboard, cooperate_audited
 from workflows.contracts import (
     BOARD_HISTORY_QUERY,
@@ -150,6 +151,11 @@ class HrOnboardingWorkflow(GovernedProcess):
                     summary=f"grant {', '.join(labels)} to {hire.employee_id} "
                     f"({hire.role}, {hire.department})",
                     obligations=self.obligations(labels),
+                    policy_reasons=reasons_of([self.held[label] for label in labels]),
+                    action_payload={
+                        "employee_id": hire.employee_id,
+                        "entitlements": [e.model_dump(mode="json") for e in waiting],
+                    },
                     risk="medium",
                     waiting="waiting for manager approval",
                     fail_safe="every access granted is revoked",

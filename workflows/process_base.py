@@ -20,6 +20,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate
 from workflows.contracts import (
+    APPROVAL_COMMENT_UPDATE,
+    APPROVAL_DELEGATE_UPDATE,
     APPROVAL_SIGNAL,
     APPROVAL_UPDATE,
     BUDGET_EXCEEDED,
@@ -28,7 +30,9 @@ from workflows.contracts import (
     STATUS_QUERY,
     AgentInput,
     ApprovalAck,
+    ApprovalComment,
     ApprovalDecision,
+    ApprovalDelegationInput,
     ApprovalRequest,
     Budget,
     PolicyBatch,
@@ -38,7 +42,7 @@ from workflows.contracts import (
 )
 from workflows.governed import ApprovalRound, Governance
 from workflows.kill_switch_gate import KillSwitchGate
-from workflows.presets import ActivityKind
+from workflows.presets import PRESETS, ActivityKind
 from workflows.saga import unwind
 
 with workflow.unsafe.imports_passed_through():
@@ -113,6 +117,8 @@ class RunCost:
         )
 
 
+#: The policy asked when an approver delegates a request (policy/base/delegation.rego).
+DELEGATION_POLICY = "baton/base/delegation"
 #: The policy asked when a run's model budget is spent (policy/base/budget_raise.rego).
 BUDGET_RAISE_POLICY = "baton/base/budget_raise"
 #: Replay safety: runs started before a refused budget asked a human failed instead.
@@ -139,6 +145,47 @@ class ApprovalHandlers:
     @workflow.signal(name=APPROVAL_SIGNAL)
     def submit_approval(self, decision: ApprovalDecision) -> None:
         self.gate.receive_signal(decision)
+
+    @workflow.update(name=APPROVAL_COMMENT_UPDATE)
+    async def comment_approval(self, comment: ApprovalComment) -> ApprovalAck:
+        """A comment on a pending request (the approver inbox), visible to its approvers and
+        audited. New Updates add no command to runs that never receive them, so histories
+        recorded before they existed replay unchanged."""
+        return await self.gate.comment(comment)
+
+    @comment_approval.validator
+    def _validate_comment(self, comment: ApprovalComment) -> None:
+        self.gate.validate_comment(comment)
+
+    @workflow.update(name=APPROVAL_DELEGATE_UPDATE)
+    async def delegate_approval(self, inp: ApprovalDelegationInput) -> ApprovalAck:
+        """Hand a pending request to a colleague: the validator checks the delegator, policy
+        (baton/base/delegation) decides whether the delegate may receive it; a refusal fails
+        the Update with policy's reasons and is audited."""
+        wid = workflow.info().workflow_id
+        tenant = str(getattr(getattr(self, "inp", None), "tenant", "") or "")
+        preset = PRESETS["policy"]
+        [decision] = await workflow.execute_activity_method(
+            PolicyGateActivities.evaluate_policies,
+            PolicyBatch(
+                queries=[
+                    PolicyQuery(
+                        policy=DELEGATION_POLICY,
+                        input=self.gate.delegation_query(inp, tenant),
+                        subject=inp.request_id,
+                        workflow_id=wid,
+                    )
+                ]
+            ),
+            start_to_close_timeout=preset.start_to_close,
+            retry_policy=preset.retry,
+            summary=f"policy {DELEGATION_POLICY}: may {inp.delegate} receive {inp.request_id}",
+        )
+        return await self.gate.delegate(inp, decision)
+
+    @delegate_approval.validator
+    def _validate_delegation(self, inp: ApprovalDelegationInput) -> None:
+        self.gate.validate_delegation(inp)
 
     @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
     def kill_switch_released(self) -> None:
@@ -382,6 +429,11 @@ class GovernedProcess(Governance, ApprovalHandlers):
                 payload=self._budget_payload(step),
                 summary=f"raise the model budget of {self._budget_subject()} ({step}): {why}",
                 obligations=decision.obligations,
+                policy_reasons=decision.reasons,
+                action_payload={
+                    ("budget_usd" if k == "budget" else k): v
+                    for k, v in self._budget_payload(step).items()
+                },
                 waiting=f"waiting for a budget raise ({step})",
                 restore_stage=True,
                 listed=self.budget_rounds_listed,
@@ -400,6 +452,7 @@ __all__ = [
     "BUDGET_RAISE_PATCH",
     "BUDGET_RAISE_POLICY",
     "CHANGED_ONLY_PATCH",
+    "DELEGATION_POLICY",
     "GovernedProcess",
     "RunCost",
     "set_search_attributes",

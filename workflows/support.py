@@ -189,6 +189,11 @@ class SupportCaseWorkflow(GovernedProcess):
                     summary=f"update ticket {case.case_id} ({triage.category}, {draft.status}): "
                     f"{'; '.join(decision.reasons)}",
                     obligations=decision.obligations,
+                    policy_reasons=decision.reasons,
+                    action_payload={
+                        "tool": "apply_ticket_update",
+                        "arguments": update.model_dump(mode="json", exclude={"idempotency_key"}),
+                    },
                     waiting="waiting for a support lead (update_ticket)",
                     restore_stage=True,
                 )

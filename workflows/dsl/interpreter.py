@@ -431,6 +431,7 @@ class ProcessWorkflow(GovernedProcess):
             ApprovalRound(
                 action=step.action,
                 payload=payload,
+                action_payload=payload,
                 summary=str(self.render(step.request_summary, scope, step.id)),
                 obligations=obligations,
                 requested_by=str(self.render(step.requested_by, scope, step.id)),
