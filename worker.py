@@ -303,19 +303,32 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 shutdown()
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env()
+async def serve(settings: Settings) -> None:
+    """Run the worker until SIGINT/SIGTERM, on the caller's event loop.
 
-    async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    Both entry points await this: ``python worker.py`` (through ``main``) and ``baton worker``,
+    whose CLI already runs an event loop (a second ``asyncio.run`` there raised "cannot be
+    called from a running event loop").
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
         await run(settings, stop)
-
-    asyncio.run(_main())
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     log.info("worker stopped")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def main() -> None:
+    configure_logging()
+    asyncio.run(serve(Settings.from_env()))
 
 
 if __name__ == "__main__":

@@ -134,7 +134,8 @@ async def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import worker
 
-    worker.main()
+    worker.configure_logging()
+    await worker.serve(settings)  # on the CLI's loop: worker.main() would start a second one
     return EXIT_OK
 
 
