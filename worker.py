@@ -132,6 +132,7 @@ def build_runtime(settings: Settings) -> Runtime:
         throttle=Throttle(db, settings.throttles_file),
         policy=policy,
         model_region=settings.model_region,
+        policy_dir=settings.policy_dir,
     )
     catalogue = load_catalogue(settings.model_catalogue, settings.openai_base_url)
     router = Router(

@@ -37,23 +37,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import openai
 from openai import AsyncOpenAI
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import spend, tracing
+from activities import answer_checks, spend, tracing
 from activities.audit import AuditLedger, activity_event
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
@@ -64,8 +66,18 @@ from activities.policy import (
     is_unavailable,
     unavailable_error,
 )
+from activities.prompts import PromptTable
 from activities.redaction import RedactionError, redact_document
-from activities.throttle import Throttle
+from activities.structured import (
+    DECIMAL_PATTERN,
+    RequestOptions,
+    StructuredOutput,
+    answer_text,
+    parse_answer,
+    request_kwargs,
+    wire_schema,
+)
+from activities.throttle import EndpointSlots, Throttle
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     PROCESS_VERSIONS,
@@ -117,6 +129,7 @@ NOT_SENT = {"version", "budget", "min_tier"}  # budget/min_tier: routed calls
 VERBATIM_FIELDS = frozenset(
     {
         "tenant", "period", "entry_id", "line_id", "source_ids", "duplicate_ledger_ids",
+        "allowed_accounts", "source_id",
         "subject", "account", "amount", "value_date", "booked_on", "decision_id", "policy",
         "verdict", "revision", "engine", "obligations", "employee_id", "start_date",
         "role", "department", "country", "key", "version",
@@ -179,108 +192,168 @@ _GOVERNED: ContextVar[GovernedCall | None] = ContextVar("baton_governed_call", d
 
 
 # Wire models: what the model must answer. Strict-mode friendly (every field required, no extra
-# keys, plain JSON types); amounts are decimal strings so no cent is lost to floats.
+# keys, plain JSON types); amounts are decimal strings so no cent is lost to floats. The schema a
+# model is sent is generated from these (activities/structured.py): the descriptions tell it what
+# each field means and every closed set is a Literal, so constrained decoding can enforce it.
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Severity = Literal["info", "warning", "blocker"]
+
+
 class _WireEntry(_Wire):
-    entry_id: str
-    account: str
-    amount: str
-    source_ids: list[str]
-    rationale: str
+    entry_id: str = Field(
+        description="'ADJ-' + the id of the item it adjusts, e.g. 'ADJ-B0042'; 'ADJ-DUP-' + "
+        "the ledger id for a duplicate's reversal, e.g. 'ADJ-DUP-L0107'. Unique."
+    )
+    account: str = Field(description="Ledger account to post against, one of the allowed ones.")
+    amount: str = Field(
+        pattern=DECIMAL_PATTERN,
+        description="Signed decimal amount as a string, e.g. '-12.50'; positive debits cash.",
+    )
+    source_ids: list[str] = Field(
+        description="Ids of the bank lines / ledger entries from the input this entry explains."
+    )
+    rationale: str = Field(description="Why the entry is needed, naming the source ids.")
+
+
+class _WireNoEntry(_Wire):
+    source_id: str = Field(description="Id of a bank line / ledger entry from the input.")
+    reason: str = Field(description="Why the books need no adjusting entry for it.")
 
 
 class _WireProposal(_Wire):
-    entries: list[_WireEntry]
+    entries: list[_WireEntry] = Field(description="The adjusting entries.")
+    no_entry_needed: list[_WireNoEntry] = Field(
+        default=[],
+        description="Items of the input that need no entry, each with the reason. Every "
+        "unmatched bank line, unmatched ledger entry and duplicate is either cited by an entry "
+        "or listed here.",
+    )
 
 
 class _WireFinding(_Wire):
-    entry_id: str
-    severity: str
-    note: str
+    entry_id: str = Field(description="Id of one of the entries under review.")
+    severity: Severity = Field(
+        description="info: worth knowing; warning: needs a human look; blocker: must not post."
+    )
+    note: str = Field(description="What is wrong or notable, in one sentence.")
 
 
 class _WireReview(_Wire):
-    summary: str
-    findings: list[_WireFinding]
+    summary: str = Field(description="One paragraph: what was reviewed and what was found.")
+    findings: list[_WireFinding] = Field(description="One finding per point of attention.")
 
 
 class _WireMemo(_Wire):
-    memo: str
+    memo: str = Field(
+        description="Plain-text close memo, at most 15 lines, stating the counts of the input."
+    )
 
 
 class _WireBoardWrite(_Wire):
-    key: str
-    items: list[str]
-    reason: str
+    key: str = Field(description="Blackboard key to write: the agent's own key or 'checklist'.")
+    items: list[str] = Field(description="The key's whole new value, one item per string.")
+    reason: str = Field(description="Why this write, in one sentence.")
 
 
 class _WireBoard(_Wire):
-    writes: list[_WireBoardWrite]
+    writes: list[_WireBoardWrite] = Field(description="The agent's writes to the blackboard.")
 
 
-RECONCILER_PROMPT = """agent: reconciler
-You are the reconciler of a month-end close. The input lists bank lines and ledger entries that
-did not match, and ledger entries booked twice. Propose one adjusting journal entry per item that
-needs one, on an allowed account, with the signed amount and a rationale naming the source ids."""
+def proposal_wire(accounts: tuple[str, ...]) -> type[BaseModel]:
+    """The reconciler's wire model with ``account`` an enum of ``accounts`` (the allowed ones in
+    policy data, read at call time): the schema a model is sent. The answer is still parsed
+    with the open ``_WireProposal``: which accounts may be posted to is policy's call, audited
+    with the account it refused."""
+    return _proposal_wire(tuple(sorted(set(accounts))))
 
-COMPLIANCE_PROMPT = """agent: compliance_checker
-You review proposed adjusting entries and the policy verdicts on them. Report a finding for every
-entry that deserves attention (severity info, warning or blocker) and a one-paragraph summary."""
 
-REVISER_PROMPT = """agent: reviser
-You prepared the adjusting entries in the input; an approver sent them back with a comment asking
-for changes. Return the revised entries (same entry ids unless the comment asks to split or drop
-one), on allowed accounts, with signed amounts and a rationale that says what changed and why."""
+@functools.cache
+def _proposal_wire(accounts: tuple[str, ...]) -> type[BaseModel]:
+    if not accounts:
+        return _WireProposal
+    description = "Ledger account to post against, one of the allowed accounts."
+    account: Any = Literal[accounts]  # a Literal of the allowed values: an enum in the schema
+    entry = create_model(
+        "_WireEntry", __base__=_WireEntry, account=(account, Field(description=description))
+    )
+    return create_model(
+        "_WireProposal",
+        __base__=_WireProposal,
+        entries=(list[entry], Field(description="The adjusting entries.")),  # type: ignore[valid-type]
+    )
 
-MEMO_PROMPT = """agent: close_memo_writer
-Write the month-end close memo for the controller: what was reconciled, what was adjusted and why,
-and what compliance found. Plain text, at most 15 lines."""
 
-IDENTITY_VERIFIER_PROMPT = """agent: identity_verifier
-You verify a new hire's identity for onboarding. The input holds the HRIS record and the shared
-blackboard. Write key 'identity' (the verification result and what it rests on) and add one item
-to the shared 'checklist' (keep every item already there). Each write needs a reason."""
+@functools.cache
+def _board_wire(keys: tuple[str, ...]) -> type[BaseModel]:
+    """A blackboard agent's wire model with ``key`` an enum of the keys it may write."""
+    key: Any = Literal[keys]
+    write = create_model(
+        "_WireBoardWrite",
+        __base__=_WireBoardWrite,
+        key=(key, Field(description="Blackboard key to write: the agent's own or 'checklist'.")),
+    )
+    return create_model(
+        "_WireBoard",
+        __base__=_WireBoard,
+        writes=(list[write], Field(description="The agent's writes to the blackboard.")),  # type: ignore[valid-type]
+    )
 
-POLICY_EDUCATOR_PROMPT = """agent: policy_educator
-You explain to a new hire the company policies that apply to their role and country. The input
-holds the HRIS record and the shared blackboard. Write key 'policies' (one item per policy:
-'<name>: <one-line explanation>') and add one item to the shared 'checklist' (keep every item
-already there). Each write needs a reason."""
 
-ENTITLEMENT_PROMPTER_PROMPT = """agent: entitlement_prompter
-You propose the system accesses a new hire's role needs, least privilege first. The input holds
-the HRIS record and the shared blackboard. Write key 'entitlements' (one item per access:
-'<system>:<entitlement>') and add one item to the shared 'checklist' (keep every item already
-there). Each write needs a reason."""
+class _ReconcilerPayload(ProposeAdjustmentsInput):
+    """What the reconciler model sees: the input plus the accounts policy allows (policy data,
+    read at call time): the context its answer depends on."""
 
-#: Candidate "reconciler-prompt-v2": the reconciler's instructions reworded (the first line, which
-#: names the agent, never changes).
-RECONCILER_PROMPT_V2 = """agent: reconciler
-You reconcile a month-end close. For each unmatched bank line, unmatched ledger entry and
-duplicate booking in the input, decide whether the books need an adjusting journal entry; when
-they do, propose exactly one, on an allowed account, with the signed amount and a rationale that
-cites the source ids. Prefer no entry over a guess."""
+    allowed_accounts: list[str]
 
-#: Candidate "policy-educator-prompt-v2" of HR onboarding: the educator's instructions reworded.
-POLICY_EDUCATOR_PROMPT_V2 = """agent: policy_educator
-Brief a new hire on the company policies that bind them: first those of their country, then
-those of their role, then the company-wide ones. The input holds the HRIS record and the shared
-blackboard. Write key 'policies' (one item per policy: '<name>: <one-line explanation>') and add
-one item to the shared 'checklist' (keep every item already there). Each write needs a reason."""
 
-#: Prompt text by agent role and variant; ProcessVersion.prompts names a variant per role.
-PROMPTS: dict[str, dict[str, str]] = {
-    "reconciler": {STABLE_VERSION: RECONCILER_PROMPT, "v2": RECONCILER_PROMPT_V2},
-    "reviser": {STABLE_VERSION: REVISER_PROMPT},
-    "compliance_checker": {STABLE_VERSION: COMPLIANCE_PROMPT},
-    "close_memo_writer": {STABLE_VERSION: MEMO_PROMPT},
-    "identity_verifier": {STABLE_VERSION: IDENTITY_VERIFIER_PROMPT},
-    "policy_educator": {STABLE_VERSION: POLICY_EDUCATOR_PROMPT, "v2": POLICY_EDUCATOR_PROMPT_V2},
-    "entitlement_prompter": {STABLE_VERSION: ENTITLEMENT_PROMPTER_PROMPT},
+def allowed_accounts(policy_dir: str | Path) -> tuple[str, ...]:
+    """The accounts the posting policy allows (policy data ``baton.finance.limits``), read at
+    call time so the reconciler's schema and prompt follow a policy data change at once."""
+    path = Path(policy_dir) / "data" / "finance_limits.json"
+    try:
+        limits = json.loads(path.read_text())["baton"]["finance"]["limits"]
+        return tuple(str(a) for a in limits["allowed_accounts"])
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return ()
+
+
+#: Prompt text by agent role and variant (activities/prompts/<role>[.<variant>].md, read on
+#: first use); ProcessVersion.prompts names a variant per role.
+PROMPTS: PromptTable = PromptTable(
+    {
+        "reconciler": [STABLE_VERSION, "v2"],
+        "reviser": [STABLE_VERSION],
+        "compliance_checker": [STABLE_VERSION],
+        "close_memo_writer": [STABLE_VERSION],
+        "identity_verifier": [STABLE_VERSION],
+        "policy_educator": [STABLE_VERSION, "v2"],
+        "entitlement_prompter": [STABLE_VERSION],
+    }
+)
+
+#: Module constants of the prompts (older imports), read from the files on first access.
+_PROMPT_CONSTANTS = {
+    "RECONCILER_PROMPT": ("reconciler", STABLE_VERSION),
+    "RECONCILER_PROMPT_V2": ("reconciler", "v2"),
+    "REVISER_PROMPT": ("reviser", STABLE_VERSION),
+    "COMPLIANCE_PROMPT": ("compliance_checker", STABLE_VERSION),
+    "MEMO_PROMPT": ("close_memo_writer", STABLE_VERSION),
+    "IDENTITY_VERIFIER_PROMPT": ("identity_verifier", STABLE_VERSION),
+    "POLICY_EDUCATOR_PROMPT": ("policy_educator", STABLE_VERSION),
+    "POLICY_EDUCATOR_PROMPT_V2": ("policy_educator", "v2"),
+    "ENTITLEMENT_PROMPTER_PROMPT": ("entitlement_prompter", STABLE_VERSION),
 }
+
+
+def __getattr__(name: str) -> str:
+    if name in _PROMPT_CONSTANTS:
+        role, variant = _PROMPT_CONSTANTS[name]
+        return PROMPTS[role][variant]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The blackboard agents of HR onboarding and the keys each may write (the shared checklist too).
 BOARD_AGENT_KEYS: dict[str, frozenset[str]] = {
@@ -288,6 +361,17 @@ BOARD_AGENT_KEYS: dict[str, frozenset[str]] = {
     "policy_educator": frozenset({"policies", "checklist"}),
     "entitlement_prompter": frozenset({"entitlements", "checklist"}),
 }
+
+
+@dataclass(frozen=True)
+class _Asking:
+    """What one agent call asks for: the prompt, the answer's wire model and check."""
+
+    agent: str
+    system: str
+    wire: type[BaseModel]
+    check: AnswerCheck | None = None
+    schema_wire: type[BaseModel] | None = None
 
 
 @dataclass(frozen=True)
@@ -334,23 +418,87 @@ def chat_request(
     agent: str,
     system: str,
     content: str,
-    wire: type[BaseModel],
-    timeout_seconds: float,
+    schema: dict[str, Any],
+    options: RequestOptions,
+    repair: tuple[str, str] | None = None,
 ) -> Awaitable[Any]:
-    """One chat completion asking ``agent`` for JSON of ``wire``'s schema (strict mode): the
-    request every agent call sends, routed (activities/router.py) or not."""
+    """One chat completion asking ``agent`` for JSON of ``schema``, the way ``options`` say the
+    model's server takes it (activities/structured.py): the request every agent call sends,
+    routed (activities/router.py) or not. ``repair``: (refused answer, why): the repair turn."""
     return client.chat.completions.create(
-        model=model,
-        messages=[
-            {"role": "system", "content": system},
-            {"role": "user", "content": content},
-        ],
-        response_format={
-            "type": "json_schema",
-            "json_schema": {"name": agent, "schema": wire.model_json_schema(), "strict": True},
-        },
-        timeout=timeout_seconds,
+        **request_kwargs(
+            options,
+            model=model,
+            agent=agent,
+            system=system,
+            content=content,
+            schema=schema,
+            repair=repair,
+        )
     )
+
+
+#: ApplicationError types of a refused answer, after the repair turn and the escalation.
+OUTPUT_INVALID = "AgentOutputInvalid"  # not JSON of the schema
+ANSWER_INCOMPLETE = "AgentAnswerIncomplete"  # JSON of the schema, but wrong or incomplete
+
+#: An answer check (activities/answer_checks.py): the problems of a parsed answer, [] if none.
+AnswerCheck = Callable[[Any], list[str]]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an answer was refused: ``schema`` (not JSON of the schema) or ``meaning`` (the
+    answer's content fails the agent's answer check)."""
+
+    kind: Literal["schema", "meaning"]
+    problems: list[str]
+
+    @property
+    def text(self) -> str:
+        return "; ".join(self.problems)
+
+    @property
+    def note(self) -> str:
+        """The audit row's note (ModelCall.note, the refused request's audit detail)."""
+        return f"refused ({self.kind}): {self.text}"[:1000]
+
+    def error(self, agent: str) -> ApplicationError:
+        """The step's typed, non-retryable failure once repair and escalation did not help:
+        another attempt would send the same input to the same models."""
+        if self.kind == "schema":
+            message = f"{agent}: model answer is not valid for the schema ({self.text})"
+            kind = OUTPUT_INVALID
+        else:
+            message = f"{agent}: the answer was refused: {self.text}"
+            kind = ANSWER_INCOMPLETE
+        return ApplicationError(
+            message, {"refused": self.kind, "problems": self.problems}, type=kind,
+            non_retryable=True,
+        )  # fmt: skip
+
+
+def judge(
+    text: str,
+    wire: type[T],
+    mode: StructuredOutput,
+    check: AnswerCheck | None,
+) -> tuple[T | None, Refusal | None]:
+    """The answer parsed and checked: (answer, None), or (None, why it is refused)."""
+    try:
+        answer = parse_answer(text, wire, mode)
+    except ValidationError as err:
+        return None, Refusal("schema", _schema_problems(err))
+    problems = check(answer) if check is not None else []
+    if problems:
+        return None, Refusal("meaning", problems)
+    return answer, None
+
+
+def _schema_problems(err: ValidationError) -> list[str]:
+    return [
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()[:5]
+    ]
 
 
 class AgentActivities:
@@ -369,6 +517,7 @@ class AgentActivities:
         throttle: Throttle | None = None,
         policy: PolicyEngine | None = None,
         model_region: str = DEFAULT_MODEL_REGION,
+        policy_dir: str | Path = "policy",
     ) -> None:
         self.switch = switch
         self.throttle = throttle
@@ -383,26 +532,43 @@ class AgentActivities:
         self.model_region = model_region
         #: Set by worker.py: agents the model catalogue lists under ``agents`` are routed.
         self.router: Router | None = None
+        #: How unrouted calls to a model the catalogue does not list are asked (OpenAI's way).
+        self.options = RequestOptions(timeout_s=timeout_seconds)
+        #: Worker-local concurrency per (endpoint, model): the catalogue's max_concurrency.
+        self.slots = EndpointSlots()
+        #: Policy data the reconciler's allowed accounts are read from (worker.py sets it).
+        self.policy_dir: Path = Path(policy_dir)
 
     @activity.defn(name="propose_adjustments")
     async def propose_adjustments(self, inp: ProposeAdjustmentsInput) -> AdjustmentProposal:
-        wire, usage = await self._ask("reconciler", inp, _WireProposal)
+        accounts = await asyncio.to_thread(allowed_accounts, self.policy_dir)
+        payload = _ReconcilerPayload(**inp.model_dump(), allowed_accounts=list(accounts))
+        wire, usage = await self._ask(
+            "reconciler", payload, _WireProposal, check=answer_checks.reconciler(inp),
+            schema_wire=proposal_wire(accounts),
+        )  # fmt: skip
         entries = _entries("reconciler", wire)
         await self._audit(
-            "reconciler", "agent.proposed_adjustments", inp, wire, usage, {"entries": len(entries)}
+            "reconciler",
+            "agent.proposed_adjustments",
+            inp,
+            wire,
+            usage,
+            {
+                "entries": len(entries),
+                "no_entry_needed": {n.source_id: n.reason for n in wire.no_entry_needed},
+            },
         )
         return AdjustmentProposal(entries=entries, usage=usage)
 
     @activity.defn(name="revise_adjustments")
     async def revise_adjustments(self, inp: ReviseAdjustmentsInput) -> AdjustmentProposal:
-        wire, usage = await self._ask("reviser", inp, _WireProposal)
+        accounts = await asyncio.to_thread(allowed_accounts, self.policy_dir)
+        wire, usage = await self._ask(
+            "reviser", inp, _WireProposal, check=answer_checks.reviser(inp),
+            schema_wire=proposal_wire(accounts),
+        )  # fmt: skip
         entries = _entries("reviser", wire)
-        if not entries:
-            raise ApplicationError(
-                "reviser: the revision has no entries; dropping every entry is a rejection, "
-                "which only an approver can decide",
-                type="AgentOutputInvalid",
-            )
         await self._audit(
             "reviser",
             "agent.revised_adjustments",
@@ -415,11 +581,9 @@ class AgentActivities:
 
     @activity.defn(name="review_compliance")
     async def review_compliance(self, inp: ComplianceInput) -> ComplianceReview:
-        wire, usage = await self._ask("compliance_checker", inp, _WireReview)
-        try:
-            findings = [ComplianceFinding.model_validate(f.model_dump()) for f in wire.findings]
-        except ValidationError as err:
-            raise _invalid_output("compliance_checker", err) from err
+        check = answer_checks.compliance(e.entry_id for e in inp.entries)
+        wire, usage = await self._ask("compliance_checker", inp, _WireReview, check=check)
+        findings = [ComplianceFinding.model_validate(f.model_dump()) for f in wire.findings]
         await self._audit(
             "compliance_checker",
             "agent.reviewed_compliance",
@@ -432,7 +596,8 @@ class AgentActivities:
 
     @activity.defn(name="write_close_memo")
     async def write_close_memo(self, inp: MemoInput) -> CloseMemo:
-        wire, usage = await self._ask("close_memo_writer", inp, _WireMemo)
+        check = answer_checks.memo(inp)
+        wire, usage = await self._ask("close_memo_writer", inp, _WireMemo, check=check)
         await self._audit(
             "close_memo_writer",
             "agent.wrote_memo",
@@ -460,19 +625,14 @@ class AgentActivities:
     async def _board_agent(self, agent: str, inp: BoardAgentInput) -> BoardProposal:
         """Ask a blackboard agent for writes based on the snapshot in ``inp``; each write carries
         the version of its key the agent read, so a stale one is refused by the workflow."""
-        wire, usage = await self._ask(agent, inp, _WireBoard)
         allowed = BOARD_AGENT_KEYS[agent]
+        own = next(k for k in sorted(allowed) if k != "checklist")
+        check = answer_checks.board(inp, own, allowed)
+        wire, usage = await self._ask(
+            agent, inp, _WireBoard, check=check, schema_wire=_board_wire(tuple(sorted(allowed)))
+        )
         writes = []
         for w in wire.writes:
-            if w.key not in allowed:
-                raise ApplicationError(
-                    f"{agent}: may write only {sorted(allowed)}, not {w.key!r}",
-                    type="AgentOutputInvalid",
-                )
-            if not w.reason.strip():
-                raise ApplicationError(
-                    f"{agent}: the write to {w.key!r} gives no reason", type="AgentOutputInvalid"
-                )
             read = inp.board.get(w.key)
             writes.append(
                 BoardWrite(
@@ -498,10 +658,22 @@ class AgentActivities:
     # -- shared plumbing -------------------------------------------------------------------
 
     async def _ask(
-        self, agent: str, payload: BaseModel, wire: type[T], chosen: Route | None = None
+        self,
+        agent: str,
+        payload: BaseModel,
+        wire: type[T],
+        chosen: Route | None = None,
+        *,
+        check: AnswerCheck | None = None,
+        schema_wire: type[BaseModel] | None = None,
     ) -> tuple[T, TokenUsage]:
         """Ask ``agent`` (governed, throttled, kill-switch checked). ``chosen``: a prompt and
-        model picked by the caller (an auction winner's tier) instead of the version's route."""
+        model picked by the caller (an auction winner's tier) instead of the version's route.
+
+        ``check``: the agent's answer check (activities/answer_checks.py); ``schema_wire``: the
+        model whose schema is sent when it is narrower than ``wire`` (enums read at call time).
+        A refused answer gets one repair turn, then (routed) the stronger tier, then the step
+        fails with a non-retryable ``AgentOutputInvalid`` / ``AgentAnswerIncomplete``."""
         workflow_type = activity.info().workflow_type or ""
         process = PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type)
         version = str(getattr(payload, "version", STABLE_VERSION))
@@ -514,7 +686,10 @@ class AgentActivities:
             # asks policy, charges and audits each request itself (model_charge, not
             # agent_spend), so the call's own audit row carries no second charge.
             task_class = router.catalogue.agents[agent]
-            out, routed = await router.ask(agent, task_class, system, payload, wire, route=chosen)
+            out, routed = await router.ask(
+                agent, task_class, system, payload, wire, route=chosen, check=check,
+                schema_wire=schema_wire,
+            )  # fmt: skip
             return out, TokenUsage(
                 model=routed.model,
                 prompt_tokens=sum(c.prompt_tokens for c in routed.calls),
@@ -530,53 +705,114 @@ class AgentActivities:
                 tenant=str(getattr(payload, "tenant", "")),
             )
             await asyncio.to_thread(self.switch.raise_if_blocking, subject)
-        governed = await self._govern(agent, system, payload, chosen)
+        target = self._catalogue_target(chosen.model, system, payload)
+        governed = await self._govern(agent, system, payload, chosen, target)
         _GOVERNED.set(governed)
+        ask = _Asking(agent, system, wire, check, schema_wire)
         if self.throttle is None:
-            return await self._call(agent, system, governed, wire)
+            return await self._call(ask, governed, payload)
         keys = [f"agent:{agent}", f"model:{chosen.model}", f"tenant:{governed.tenant}"]
         async with self.throttle.slot(keys) as waited:  # excess calls wait, never fail
             governed = dataclasses.replace(governed, throttled_seconds=round(waited, 3))
             _GOVERNED.set(governed)
-            return await self._call(agent, system, governed, wire)
+            return await self._call(ask, governed, payload)
+
+    def _catalogue_target(self, model: str, system: str, payload: BaseModel) -> CallTarget | None:
+        """Where an unrouted call goes: the catalogue's first entry of ``model`` if it lists
+        one (its endpoint, region, price and request options), else the worker's endpoint."""
+        spec = self.router.catalogue.spec_of(model) if self.router is not None else None
+        if spec is None:
+            return None
+        content = payload.model_dump_json(exclude=NOT_SENT)
+        prompt_tokens = math.ceil((len(system) + len(content)) / 4)
+        estimate = spec.cost(prompt_tokens, min(spec.max_tokens, ESTIMATED_COMPLETION_TOKENS))
+        return CallTarget(spec.endpoint, spec.region, estimate, 0)
 
     async def _call(
-        self, agent: str, system: str, governed: GovernedCall, wire: type[T]
+        self, ask: _Asking, governed: GovernedCall, payload: BaseModel
     ) -> tuple[T, TokenUsage]:
         """:meth:`_call_model` in a GenAI ``chat <model>`` span (activities/tracing.py)."""
         model = governed.route.model if governed.route is not None else self.model
-        with tracing.agent_call_span(
-            agent, model, str(self.client.base_url), tenant=governed.tenant
-        ) as span:
-            answer, usage = await self._call_model(agent, system, governed, wire)
+        spec = self.router.catalogue.spec_of(model) if self.router is not None else None
+        endpoint = spec.endpoint if spec is not None else str(self.client.base_url)
+        with tracing.agent_call_span(ask.agent, model, endpoint, tenant=governed.tenant) as span:
+            answer, usage = await self._call_model(ask, governed, payload)
             tracing.record_usage(span, usage)
             return answer, usage
 
     async def _call_model(
-        self, agent: str, system: str, governed: GovernedCall, wire: type[T]
-    ) -> tuple[T, TokenUsage]:
+        self, ask: _Asking, governed: GovernedCall, payload: BaseModel
+    ) -> tuple[Any, TokenUsage]:
+        """The unrouted call: one request, and one repair turn if its answer is refused (each
+        refused answer gets an audit row saying why); then the step fails, non-retryable."""
+        agent = ask.agent
         model = governed.route.model if governed.route is not None else self.model
-        request = chat_request(
-            self.client, model, agent, system, governed.content, wire, self.timeout_seconds
-        )
-        try:
-            response = await _heartbeating(request)
-        except openai.APIStatusError as err:
-            raise _map_status_error(agent, err) from err
-        except (openai.APITimeoutError, openai.APIConnectionError) as err:
-            raise ApplicationError(
-                f"{agent}: model endpoint unreachable or timed out: {err}", type="LLMUnavailable"
-            ) from err
-        usage = TokenUsage(model=response.model or model)
-        if response.usage is not None:
-            usage = self._priced(
-                usage.model, response.usage.prompt_tokens, response.usage.completion_tokens
+        spec = self.router.catalogue.spec_of(model) if self.router is not None else None
+        options = spec.options if spec is not None else self.options
+        client = self.router.client(spec) if spec is not None and self.router else self.client
+        endpoint = spec.endpoint if spec is not None else str(self.client.base_url)
+        schema = wire_schema(ask.schema_wire or ask.wire, pattern=options.schema_pattern)
+        prompt_tokens = completion_tokens = 0
+        repair: tuple[str, str] | None = None
+        refusal: Refusal | None = None
+        for turn in (1, 2):
+            request = chat_request(
+                client, model, agent, ask.system, governed.content, schema, options, repair
             )
-        content = response.choices[0].message.content if response.choices else None
-        try:
-            return wire.model_validate_json(content or ""), usage
-        except ValidationError as err:
-            raise _invalid_output(agent, err) from err
+            try:
+                async with self.slots.slot(
+                    endpoint, model, spec.max_concurrency if spec is not None else None
+                ):
+                    response = await _heartbeating(request)
+            except openai.APIStatusError as err:
+                raise _map_status_error(agent, err) from err
+            except (openai.APITimeoutError, openai.APIConnectionError) as err:
+                raise ApplicationError(
+                    f"{agent}: model endpoint unreachable or timed out: {err}",
+                    type="LLMUnavailable",
+                ) from err
+            if response.usage is not None:
+                prompt_tokens += response.usage.prompt_tokens
+                completion_tokens += response.usage.completion_tokens
+            text = answer_text(response, options.structured_output)
+            answer, refusal = judge(text, ask.wire, options.structured_output, ask.check)
+            if refusal is None:
+                break
+            await self._refused(agent, payload, model, turn, refusal)
+            repair = (text, refusal.text)
+        if spec is not None:
+            usage = TokenUsage(
+                model=model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost_usd=spec.cost(prompt_tokens, completion_tokens),
+            )
+        else:
+            usage = self._priced(response.model or model, prompt_tokens, completion_tokens)
+        if refusal is not None:
+            raise refusal.error(agent)
+        return answer, usage
+
+    async def _refused(
+        self, agent: str, payload: BaseModel, model: str, turn: int, refusal: Refusal
+    ) -> None:
+        """The audit row of a refused answer (an unrouted call): why it was refused."""
+        info = activity.info()
+        event = activity_event(
+            f"{agent}/refused/{info.attempt}/{turn}",
+            actor=f"agent:{agent}",
+            action="agent.answer_refused",
+            detail={
+                "attempt": info.attempt,
+                "turn": "repair" if turn > 1 else "first",
+                "refused": refusal.kind,
+                "note": refusal.note,
+                "problems": refusal.problems,
+            },
+            model=model,
+            input_digest=digest(payload),
+        )
+        await asyncio.to_thread(self.ledger.append, [event])
 
     async def _govern(
         self,

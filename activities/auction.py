@@ -24,17 +24,19 @@ import asyncio
 import json
 import math
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Field as SqlField
 from sqlmodel import SQLModel
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities import answer_checks
 from activities.agents import AgentActivities, Route
 from activities.audit import AuditLedger, activity_event
 from activities.database import Database, utcnow
 from activities.policy import PolicyEngine, decide
+from activities.prompts import StablePrompts
 from workflows.contracts import STABLE_VERSION, PolicyDecision, PolicyQuery, digest
 from workflows.contracts_auction import (
     AwardCheckInput,
@@ -47,16 +49,8 @@ from workflows.contracts_auction import (
     ReviewResult,
 )
 
-BIDDER_PROMPT = """agent: auction_bidder
-You bid for a document review on behalf of an agent tier. The input names the tier (its model,
-capabilities and the longest input it accepts) and the task. Answer whether the tier bids, how
-many tokens the review answer will take, and a one-line reason. Do not bid for a document longer
-than the tier accepts."""
-
-REVIEWER_PROMPT = """agent: document_reviewer
-You review one business document for risky clauses (unlimited liability, automatic renewal,
-penalties, exclusivity, indemnities, termination without notice). Answer a verdict ('approve' or
-'flag'), one finding per risky clause, and a two-sentence summary."""
+#: The agents' prompts (activities/prompts/<role>.md, read on first use).
+AUCTION_PROMPTS = StablePrompts(["auction_bidder", "document_reviewer"])
 
 
 class _Wire(BaseModel):
@@ -64,15 +58,19 @@ class _Wire(BaseModel):
 
 
 class _WireBid(_Wire):
-    bid: bool
-    expected_completion_tokens: int = Field(ge=0, le=100_000)
-    reason: str
+    bid: bool = Field(description="True to bid for the task.")
+    expected_completion_tokens: int = Field(
+        ge=0, le=100_000, description="Tokens of the review answer; 0 when not bidding."
+    )
+    reason: str = Field(description="Why (not), in one line.")
 
 
 class _WireReview(_Wire):
-    verdict: str
-    findings: list[str]
-    summary: str
+    verdict: Literal["approve", "flag"] = Field(
+        description="flag when any risky clause is present, else approve."
+    )
+    findings: list[str] = Field(description="One per risky clause, naming it.")
+    summary: str = Field(description="Two sentences.")
 
 
 class DocumentReviewRow(SQLModel, table=True):
@@ -115,7 +113,7 @@ def award_policy_input(inp: AwardCheckInput) -> dict[str, object]:
 
 def estimated_prompt_tokens(inp: ReviewInput) -> int:
     """Tokens the review prompt will take: ~4 characters a token (the usual rule of thumb)."""
-    return math.ceil((len(REVIEWER_PROMPT) + len(inp.model_dump_json())) / 4)
+    return math.ceil((len(AUCTION_PROMPTS["document_reviewer"]) + len(inp.model_dump_json())) / 4)
 
 
 def price(tokens: int, per_1k: float) -> float:
@@ -165,8 +163,11 @@ class AuctionActivities:
     @activity.defn(name="bid_on_task")
     async def bid_on_task(self, inp: BidRequest) -> BidResponse:
         tier = inp.bidder
-        chosen = Route(STABLE_VERSION, f"tier:{tier.name}", BIDDER_PROMPT, tier.model)
-        wire, usage = await self.agents._ask("auction_bidder", inp, _WireBid, chosen)
+        prompt = AUCTION_PROMPTS["auction_bidder"]
+        chosen = Route(STABLE_VERSION, f"tier:{tier.name}", prompt, tier.model)
+        wire, usage = await self.agents._ask(
+            "auction_bidder", inp, _WireBid, chosen, check=answer_checks.bid
+        )
         if not wire.bid:
             response = BidResponse(declined=wire.reason or "no reason given", usage=usage)
         else:
@@ -200,14 +201,12 @@ class AuctionActivities:
     @activity.defn(name="review_document")
     async def review_document(self, inp: ReviewInput) -> ReviewResult:
         tier = inp.tier
-        chosen = Route(STABLE_VERSION, f"tier:{tier.name}", REVIEWER_PROMPT, tier.model)
-        wire, usage = await self.agents._ask("document_reviewer", inp, _WireReview, chosen)
-        verdict = wire.verdict.strip().lower()
-        if verdict not in ("approve", "flag"):
-            raise ApplicationError(
-                f"document_reviewer: verdict must be 'approve' or 'flag', got {wire.verdict!r:.40}",
-                type="AgentOutputInvalid",
-            )
+        prompt = AUCTION_PROMPTS["document_reviewer"]
+        chosen = Route(STABLE_VERSION, f"tier:{tier.name}", prompt, tier.model)
+        wire, usage = await self.agents._ask(
+            "document_reviewer", inp, _WireReview, chosen, check=answer_checks.review
+        )
+        verdict = wire.verdict
         result = ReviewResult(
             doc_id=inp.task.document.doc_id,
             tier=tier.name,

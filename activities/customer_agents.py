@@ -14,10 +14,12 @@ Must not: write to systems of record (activities/customer.py commits, under poli
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from temporalio import activity
 
+from activities import answer_checks
 from activities.agents import PROMPTS, AgentActivities, _invalid_output, _Wire
+from activities.prompts import StablePrompts
 from workflows.contracts import STABLE_VERSION
 from workflows.contracts_customer import (
     CustomerAgentInput,
@@ -27,65 +29,51 @@ from workflows.contracts_customer import (
     OnboardingSequence,
     OnboardingTask,
     PlanStep,
+    StepKind,
 )
 
-PLANNER_PROMPT = """agent: customer_planner
-You plan the onboarding of a new high-value customer. The input holds the customer (from the CRM),
-CRM notes and company policies retrieved for it. Answer a plan: ordered steps, each of kind
-intro_email, discount_check (only when a discount was requested) or onboarding_sequence, with
-instructions for the specialist agent, and a short rationale."""
-
-INTRO_EMAIL_PROMPT = """agent: intro_email_writer
-You write the introduction email from the customer success team to a new customer, in the
-customer's language. It is a transactional onboarding email: no promotions or offers."""
-
-DISCOUNT_PROMPT = """agent: discount_analyst
-You check whether the discount a new customer requested is within the discount policy in the
-input, given the contract's term. Answer eligible, the discount you recommend and why."""
-
-SEQUENCER_PROMPT = """agent: onboarding_sequencer
-You schedule the onboarding sequence of a new customer following the onboarding playbook: tasks
-with a due date in days from today and the role that owns each."""
-
-CUSTOMER_PROMPTS: dict[str, str] = {
-    "customer_planner": PLANNER_PROMPT,
-    "intro_email_writer": INTRO_EMAIL_PROMPT,
-    "discount_analyst": DISCOUNT_PROMPT,
-    "onboarding_sequencer": SEQUENCER_PROMPT,
-}
+#: The agents' prompts (activities/prompts/<role>.md, read on first use).
+CUSTOMER_PROMPTS = StablePrompts(
+    ["customer_planner", "intro_email_writer", "discount_analyst", "onboarding_sequencer"]
+)
 
 
 class _WireStep(_Wire):
-    step_id: str
-    kind: str
-    instructions: str
+    step_id: str = Field(description="Unique id of the step, e.g. 's1'.")
+    kind: StepKind = Field(
+        description="intro_email, discount_check (only when a discount was requested) or "
+        "onboarding_sequence."
+    )
+    instructions: str = Field(description="What the specialist agent of this step should do.")
 
 
 class _WirePlan(_Wire):
-    steps: list[_WireStep]
-    rationale: str
+    steps: list[_WireStep] = Field(description="The steps, in order.")
+    rationale: str = Field(description="Why this plan, in one or two sentences.")
 
 
 class _WireEmail(_Wire):
-    subject: str
-    body: str
-    language: str
+    subject: str = Field(description="The email's subject line.")
+    body: str = Field(description="The whole email text.")
+    language: str = Field(description="The customer's language code, e.g. 'de'.")
 
 
 class _WireDiscount(_Wire):
-    eligible: bool
-    recommended_pct: float
-    rationale: str
+    eligible: bool = Field(description="True exactly when a discount above 0 is recommended.")
+    recommended_pct: float = Field(
+        description="Discount to grant, in percent, from 0 to the discount requested."
+    )
+    rationale: str = Field(description="Which policy rule decides it.")
 
 
 class _WireTask(_Wire):
-    name: str
-    due_in_days: int
-    owner_role: str
+    name: str = Field(description="What is to be done.")
+    due_in_days: int = Field(description="Days from today, 0..365.")
+    owner_role: str = Field(description="The role that owns the task.")
 
 
 class _WireSequence(_Wire):
-    tasks: list[_WireTask]
+    tasks: list[_WireTask] = Field(description="The onboarding tasks.")
 
 
 class CustomerAgentActivities(AgentActivities):
@@ -96,15 +84,18 @@ class CustomerAgentActivities(AgentActivities):
         """These agents on ``agents``' client, ledger, policy engine, throttle and kill switch."""
         # The prompts join the one table agent calls route through (agents.route); registered
         # here, at the composition root, so agents.py needs no edit per process.
-        for role, prompt in CUSTOMER_PROMPTS.items():
-            PROMPTS.setdefault(role, {STABLE_VERSION: prompt})
+        for role in CUSTOMER_PROMPTS:
+            PROMPTS.register(role, [STABLE_VERSION])
         made = cls.__new__(cls)
         made.__dict__.update(agents.__dict__)
         return made
 
     @activity.defn(name="plan_customer_onboarding")
     async def plan_customer_onboarding(self, inp: CustomerAgentInput) -> OnboardingPlan:
-        wire, usage = await self._ask("customer_planner", inp, _WirePlan)
+        wire, usage = await self._ask(
+            "customer_planner", inp, _WirePlan,
+            check=answer_checks.customer_plan(inp.customer.requested_discount_pct),
+        )  # fmt: skip
         try:
             plan = OnboardingPlan(
                 steps=[PlanStep.model_validate(s.model_dump()) for s in wire.steps],
@@ -125,7 +116,10 @@ class CustomerAgentActivities(AgentActivities):
 
     @activity.defn(name="write_intro_email")
     async def write_intro_email(self, inp: CustomerAgentInput) -> IntroEmail:
-        wire, usage = await self._ask("intro_email_writer", inp, _WireEmail)
+        wire, usage = await self._ask(
+            "intro_email_writer", inp, _WireEmail,
+            check=answer_checks.intro_email(inp.customer.language),
+        )  # fmt: skip
         try:
             email = IntroEmail(**wire.model_dump(), usage=usage)
         except ValidationError as err:
@@ -142,7 +136,10 @@ class CustomerAgentActivities(AgentActivities):
 
     @activity.defn(name="assess_discount")
     async def assess_discount(self, inp: CustomerAgentInput) -> DiscountAssessment:
-        wire, usage = await self._ask("discount_analyst", inp, _WireDiscount)
+        wire, usage = await self._ask(
+            "discount_analyst", inp, _WireDiscount,
+            check=answer_checks.discount(inp.customer.requested_discount_pct),
+        )  # fmt: skip
         try:
             assessment = DiscountAssessment(**wire.model_dump(), usage=usage)
         except ValidationError as err:
@@ -164,7 +161,9 @@ class CustomerAgentActivities(AgentActivities):
 
     @activity.defn(name="plan_onboarding_sequence")
     async def plan_onboarding_sequence(self, inp: CustomerAgentInput) -> OnboardingSequence:
-        wire, usage = await self._ask("onboarding_sequencer", inp, _WireSequence)
+        wire, usage = await self._ask(
+            "onboarding_sequencer", inp, _WireSequence, check=answer_checks.sequence
+        )
         try:
             sequence = OnboardingSequence(
                 tasks=[OnboardingTask.model_validate(t.model_dump()) for t in wire.tasks],

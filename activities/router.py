@@ -45,17 +45,26 @@ from activities.agents import (
     _GOVERNED,
     NOT_SENT,
     AgentActivities,
+    AnswerCheck,
     CallTarget,
     GovernedCall,
+    Refusal,
     Route,
     TokenUsage,
     _heartbeating,
-    _invalid_output,
     _map_status_error,
     chat_request,
+    judge,
 )
 from activities.audit import activity_event
 from activities.kill_switch import Subject
+from activities.structured import (
+    STRUCTURED_OUTPUT_MODES,
+    RequestOptions,
+    StructuredOutput,
+    answer_text,
+    wire_schema,
+)
 from activities.tier0 import TIER0_RULES
 from workflows.contracts import STABLE_VERSION, digest
 from workflows.contracts_support import (
@@ -103,6 +112,54 @@ class ModelSpec(_Strict):
     context_window: int = Field(gt=0, description="Tokens the model accepts.")
     region: str = Field(min_length=1)
     capabilities: list[str] = Field(min_length=1)
+    # -- how the model's server is asked (activities/structured.py); defaults suit OpenAI -----
+    structured_output: StructuredOutput = Field(
+        default="json_schema",
+        description="How to ask for JSON: json_schema (OpenAI/Azure strict response_format), "
+        "json_object_schema (llama-cpp-python: json_object with a schema), tool_call (a forced "
+        "function call carrying the schema) or prompt (schema in the prompt, reply parsed).",
+    )
+    max_tokens: int = Field(default=2048, gt=0, description="Completion tokens; always sent.")
+    timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Per-request client timeout, in seconds."
+    )
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests this worker sends to this model at this endpoint at once; more "
+        "wait. Unset: no limit.",
+    )
+    accepts_seed: bool = Field(default=True, description="Whether ``seed`` is sent.")
+    accepts_temperature: bool = Field(default=True, description="Whether ``temperature`` is sent.")
+    seed: int = Field(default=7, description="Sent when accepts_seed.")
+    temperature: float = Field(
+        default=0.0, ge=0, le=2, description="Sent when accepts_temperature."
+    )
+    schema_pattern: bool = Field(
+        default=True,
+        description="Whether the server takes a JSON-schema ``pattern`` (llama-cpp-python "
+        "0.3.36 crashes on a decimal regex: false there, and no pattern is sent).",
+    )
+
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        if value not in STRUCTURED_OUTPUT_MODES:
+            raise ValueError(f"expected one of {'|'.join(STRUCTURED_OUTPUT_MODES)}, got {value!r}")
+        return value
+
+    @property
+    def options(self) -> RequestOptions:
+        return RequestOptions(
+            structured_output=self.structured_output,
+            max_tokens=self.max_tokens,
+            timeout_s=self.timeout_s,
+            accepts_seed=self.accepts_seed,
+            accepts_temperature=self.accepts_temperature,
+            schema_pattern=self.schema_pattern,
+            seed=self.seed,
+            temperature=self.temperature,
+        )
 
     @field_validator("endpoint")
     @classmethod
@@ -164,6 +221,10 @@ class Catalogue(_Strict):
             if not any(tc.capability in m.capabilities for m in self.models):
                 raise ValueError(f"task_classes.{name}: no model has capability {tc.capability!r}")
         return self
+
+    def spec_of(self, model: str) -> ModelSpec | None:
+        """The first entry of ``model`` (an unrouted call naming a model: the auction's tiers)."""
+        return next((m for m in self.models if m.name == model), None)
 
     def candidates(self, task_class: str) -> list[ModelSpec]:
         """Models for the class, cheapest tier first, then by price, then as listed."""
@@ -232,7 +293,9 @@ def parse_catalogue(
         return Catalogue.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
         )
         raise CatalogueError(f"{source} is invalid: {problems}") from None
 
@@ -329,6 +392,9 @@ class Router:
         wire: type[T],
         confidence: Callable[[T], float] | None = None,
         route: Route | None = None,
+        *,
+        check: AnswerCheck | None = None,
+        schema_wire: type[BaseModel] | None = None,
     ) -> tuple[T, RoutedUsage]:
         """The answer of the cheapest adequate model (or tier-0 rules) to ``payload`` (a
         RoutedAgentInput, or any agent input with a ``tenant``: no run budget, no min tier).
@@ -337,6 +403,12 @@ class Router:
         agent's model (workflows/contracts.py PROCESS_VERSIONS ``models``), only the catalogue's
         entries of that model are asked (fallback between their endpoints, residency, budgets
         and charges still apply).
+
+        ``check`` (activities/answer_checks.py) judges a schema-valid answer's content;
+        ``schema_wire``: the model whose schema is sent, when narrower than ``wire`` (enums
+        read at call time). A refused answer (schema or check) gets one repair turn on the same
+        model (the problems fed back), then the next tier; when none is left, the step fails
+        with a non-retryable ``AgentOutputInvalid`` / ``AgentAnswerIncomplete``.
 
         The policy gate's result for the answering request is left in the activity's context
         (activities/agents.py ``_GOVERNED``, marked charged) for the agent's own audit row."""
@@ -400,8 +472,8 @@ class Router:
                     continue
                 try:
                     out = await self._request(
-                        agent, tc.min_confidence, prompt, content, payload, spec, wire,
-                        confidence, state, estimate, route,
+                        agent, tc.min_confidence, prompt, content, payload, spec,
+                        _Answer(wire, check, schema_wire), confidence, state, estimate, route,
                     )  # fmt: skip
                 except _Fallback as why:  # provider error or residency: next endpoint
                     if why.reroute is None or failure is None:  # a provider error says more
@@ -437,8 +509,8 @@ class Router:
                     continue
                 try:
                     out = await self._request(
-                        agent, 0.0, prompt, content, payload, spec, wire, None, state, estimate,
-                        route,
+                        agent, 0.0, prompt, content, payload, spec,
+                        _Answer(wire, check, schema_wire), None, state, estimate, route,
                     )  # fmt: skip
                 except (_Fallback, _Escalate) as why:
                     failure = why.error
@@ -467,12 +539,12 @@ class Router:
         content: str,
         payload: BaseModel,
         spec: ModelSpec,
-        wire: type[T],
-        confidence: Callable[[T], float] | None,
+        asked: _Answer,
+        confidence: Callable[[Any], float] | None,
         state: _Attempt,
         estimate: float,
         route: Route | None = None,
-    ) -> T:
+    ) -> Any:
         index = len(state.calls)
         if route is None:
             version = str(getattr(payload, "version", STABLE_VERSION))
@@ -488,9 +560,56 @@ class Router:
                 self._note(state, spec, "residency_denied", str(err))
                 raise _Fallback(err, reroute=set(reroute)) from err
             raise
+        schema = wire_schema(asked.schema_wire or asked.wire, pattern=spec.schema_pattern)
+        repair: tuple[str, str] | None = None
+        refusal: Refusal | None = None
+        # The first answer, and one repair turn (the same model, the problems fed back) if it
+        # is refused; the repair rides on the policy decision of the request it repairs.
+        for _turn in (1, 2):
+            response, waited, call = await self._exchange(
+                agent, spec, governed, prompt, schema, repair, state
+            )
+            governed = replace(governed, throttled_seconds=round(waited, 3), charged=True)
+            text = answer_text(response, spec.structured_output)
+            out, refusal = judge(text, asked.wire, spec.structured_output, asked.check)
+            if refusal is not None:
+                why = refusal.note + (" [repair turn]" if repair is not None else "")
+                update = {"outcome": "invalid_output", "note": why[:1000]}
+                state.calls.append(call.model_copy(update=update))
+                await self._charge_one(agent, state, payload, len(state.calls) - 1)
+                repair = (text, refusal.text)
+                continue
+            score = confidence(out) if confidence is not None else 1.0
+            if score < min_confidence:
+                note = f"confidence {score:.2f} < {min_confidence:.2f}"
+                update = {"outcome": "low_confidence", "note": note}
+                state.calls.append(call.model_copy(update=update))
+                await self._charge_one(agent, state, payload, len(state.calls) - 1)
+                unsure = ApplicationError(f"{agent}: {note}", type="LowConfidence")
+                raise _Escalate(unsure, out, governed)
+            state.calls.append(call)
+            await self._charge_one(agent, state, payload, len(state.calls) - 1)
+            state.governed = governed
+            return out
+        assert refusal is not None
+        raise _Escalate(refusal.error(agent), None)
+
+    async def _exchange(
+        self,
+        agent: str,
+        spec: ModelSpec,
+        governed: GovernedCall,
+        prompt: str,
+        schema: dict[str, Any],
+        repair: tuple[str, str] | None,
+        state: _Attempt,
+    ) -> tuple[Any, float, ModelCall]:
+        """One request and its answer (the response, seconds waited for a slot, the call as
+        charged); a provider error becomes a fallback to the next endpoint (5xx, timeouts) or
+        the mapped error (other 4xx)."""
         began = time.perf_counter()
         try:
-            response, waited = await self._send(agent, spec, governed, prompt, wire)
+            response, waited = await self._send(agent, spec, governed, prompt, schema, repair)
         except openai.APIStatusError as err:
             state.waiting += time.perf_counter() - began
             mapped = _map_status_error(agent, err)
@@ -508,7 +627,6 @@ class Router:
                 )
             ) from err
         state.waiting += time.perf_counter() - began
-        governed = replace(governed, throttled_seconds=round(waited, 3), charged=True)
         prompt_tokens = response.usage.prompt_tokens if response.usage else 0
         completion_tokens = response.usage.completion_tokens if response.usage else 0
         call = ModelCall(
@@ -521,47 +639,38 @@ class Router:
             completion_tokens=completion_tokens,
             cost_usd=spec.cost(prompt_tokens, completion_tokens),
         )
-        text = response.choices[0].message.content if response.choices else None
-        try:
-            out = wire.model_validate_json(text or "")
-        except ValidationError as err:
-            error = _invalid_output(agent, err)
-            state.calls.append(call.model_copy(update={"outcome": "invalid_output"}))
-            await self._charge_one(agent, state, payload, len(state.calls) - 1)
-            raise _Escalate(error, None) from err
-        score = confidence(out) if confidence is not None else 1.0
-        if score < min_confidence:
-            note = f"confidence {score:.2f} < {min_confidence:.2f}"
-            state.calls.append(call.model_copy(update={"outcome": "low_confidence", "note": note}))
-            await self._charge_one(agent, state, payload, len(state.calls) - 1)
-            unsure = ApplicationError(f"{agent}: {note}", type="LowConfidence")
-            raise _Escalate(unsure, out, governed)
-        state.calls.append(call)
-        await self._charge_one(agent, state, payload, len(state.calls) - 1)
-        state.governed = governed
-        return out
+        return response, waited, call
 
     async def _send(
-        self, agent: str, spec: ModelSpec, governed: GovernedCall, prompt: str, wire: type[T]
+        self,
+        agent: str,
+        spec: ModelSpec,
+        governed: GovernedCall,
+        prompt: str,
+        schema: dict[str, Any],
+        repair: tuple[str, str] | None = None,
     ) -> tuple[Any, float]:
         """One HTTP request in a GenAI ``chat <model>`` span (activities/tracing.py), inside the
-        throttle's slots (activities/throttle.py) if any: the response, and the seconds the
-        request waited for a slot."""
+        throttle's slots (activities/throttle.py) and the endpoint's ``max_concurrency`` if
+        any: the response, and the seconds the request waited for a slot."""
         with tracing.agent_call_span(
             agent, spec.name, spec.endpoint, tenant=governed.tenant, tier=spec.tier
         ) as span:
             request = chat_request(
-                self.client(spec), spec.name, agent, prompt, governed.content, wire,
-                self.timeout_seconds,
+                self.client(spec), spec.name, agent, prompt, governed.content, schema,
+                spec.options, repair,
             )  # fmt: skip
             throttle = self.agents.throttle
+            slots = self.agents.slots
             waited = 0.0
-            if throttle is None:
-                response = await _heartbeating(request)
-            else:
-                keys = [f"agent:{agent}", f"model:{spec.name}", f"tenant:{governed.tenant}"]
-                async with throttle.slot(keys) as waited:  # excess calls wait, never fail
+            async with slots.slot(spec.endpoint, spec.name, spec.max_concurrency) as queued:
+                if throttle is None:
                     response = await _heartbeating(request)
+                else:
+                    keys = [f"agent:{agent}", f"model:{spec.name}", f"tenant:{governed.tenant}"]
+                    async with throttle.slot(keys) as waited:  # excess calls wait, never fail
+                        response = await _heartbeating(request)
+            waited += queued
             if response.usage is not None:
                 prompt_tokens = response.usage.prompt_tokens
                 completion_tokens = response.usage.completion_tokens
@@ -756,6 +865,16 @@ class Router:
         # the agent's own audit row (agents.py _audit) names the answering request's decision
         _GOVERNED.set(state.governed if spec is not None else None)
         return usage
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What a routed call asks for: the wire model the answer is parsed into, the answer check,
+    and the (narrower) wire model whose schema is sent."""
+
+    wire: type[BaseModel]
+    check: AnswerCheck | None = None
+    schema_wire: type[BaseModel] | None = None
 
 
 class _Fallback(Exception):  # noqa: N818 - control flow, never leaves this module

@@ -29,26 +29,31 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
+from pydantic import Field as WireField
 from sqlmodel import Field, SQLModel, select
 from temporalio import activity
 
+from activities import answer_checks
 from activities.audit import AuditLedger, activity_event
 from activities.database import Database
 from activities.kill_switch import KillSwitch, Subject
 from activities.knowledge import KnowledgeBase
 from activities.policy import PolicyEngine, in_transaction_decider
+from activities.prompts import StablePrompts
 from activities.router import Router
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts_knowledge import KnowledgeDocument, KnowledgeQuery
 from workflows.contracts_support import (
     SUPPORT_PROCESS,
     CaseSummary,
+    Category,
     Passage,
     Research,
     ResearchInput,
     SummaryInput,
     TicketDraft,
     TicketDraftInput,
+    TicketStatus,
     TicketUpdateInput,
     TicketUpdateOutcome,
     Triage,
@@ -57,20 +62,10 @@ from workflows.contracts_support import (
 
 TICKET_POLICY = "baton/support/ticket_update"
 
-TRIAGE_PROMPT = """agent: triage_classifier
-Classify the customer's support ticket into exactly one category (billing, technical, account,
-shipping, cancellation) and say how confident you are (0..1)."""
-
-RESEARCH_PROMPT = """agent: l2_researcher
-You are an L2 support researcher. Answer the customer's question from the knowledge passages in
-the input only; cite the passage ids you used. Say how confident you are (0..1)."""
-
-SUMMARY_PROMPT = """agent: case_summarizer
-Summarise the support case for the ticket history in at most three sentences."""
-
-TICKET_PROMPT = """agent: ticketing_integrator
-Draft the ticket update: status (open, pending_customer or resolved), the reply to the customer,
-and tags."""
+#: The agents' prompts (activities/prompts/<role>.md, read on first use).
+SUPPORT_PROMPTS = StablePrompts(
+    ["triage_classifier", "l2_researcher", "case_summarizer", "ticketing_integrator"]
+)
 
 
 class _Wire(BaseModel):
@@ -78,24 +73,29 @@ class _Wire(BaseModel):
 
 
 class _WireTriage(_Wire):
-    category: str
-    confidence: float
+    category: Category = WireField(description="The ticket's one category.")
+    confidence: float = WireField(ge=0, le=1, description="0 = a guess, 1 = certain.")
 
 
 class _WireResearch(_Wire):
-    answer: str
-    cited: list[str]
-    confidence: float
+    answer: str = WireField(description="What to tell the customer, from the passages only.")
+    cited: list[str] = WireField(description="passage_id of each input passage used.")
+    confidence: float = WireField(
+        ge=0, le=1, description="0..1; low when the passages do not help."
+    )
 
 
 class _WireSummary(_Wire):
-    summary: str
+    summary: str = WireField(description="The case in at most three sentences.")
 
 
 class _WireTicket(_Wire):
-    status: str
-    reply: str
-    tags: list[str]
+    status: TicketStatus = WireField(
+        description="open: still being worked on; pending_customer: waiting for the customer; "
+        "resolved: answered."
+    )
+    reply: str = WireField(description="The message to the customer.")
+    tags: list[str] = WireField(description="Short lowercase labels, e.g. the category.")
 
 
 # -- knowledge ---------------------------------------------------------------------------------
@@ -252,10 +252,9 @@ class SupportActivities:
     @activity.defn(name="triage_ticket")
     async def triage_ticket(self, inp: TriageInput) -> Triage:
         wire, usage = await self.router.ask(
-            "triage_classifier", "triage", TRIAGE_PROMPT, inp, _WireTriage, _triage_confidence
-        )
-        if wire.category not in ("billing", "technical", "account", "shipping", "cancellation"):
-            wire = _WireTriage(category="technical", confidence=0.0)  # unknown: not sure at all
+            "triage_classifier", "triage", SUPPORT_PROMPTS["triage_classifier"], inp,
+            _WireTriage, _triage_confidence,
+        )  # fmt: skip
         return Triage.model_validate(
             {"category": wire.category, "confidence": wire.confidence, "usage": usage}
         )
@@ -269,28 +268,28 @@ class SupportActivities:
             passages=[p.model_dump(include={"passage_id", "text"}) for p in passages],
         )
         wire, usage = await self.router.ask(
-            "l2_researcher", "research", RESEARCH_PROMPT, routed, _WireResearch,
+            "l2_researcher", "research", SUPPORT_PROMPTS["l2_researcher"], routed, _WireResearch,
             lambda w: w.confidence,
+            check=answer_checks.research(p.passage_id for p in passages),
         )  # fmt: skip
-        known = {p.passage_id for p in passages}
-        cited = [c for c in wire.cited if c in known]  # a citation of nothing is dropped
-        return Research(answer=wire.answer, cited=cited, passages=passages, usage=usage)
+        return Research(answer=wire.answer, cited=wire.cited, passages=passages, usage=usage)
 
     @activity.defn(name="summarize_case")
     async def summarize_case(self, inp: SummaryInput) -> CaseSummary:
         wire, usage = await self.router.ask(
-            "case_summarizer", "summarize", SUMMARY_PROMPT, inp, _WireSummary
-        )
+            "case_summarizer", "summarize", SUPPORT_PROMPTS["case_summarizer"], inp,
+            _WireSummary, check=answer_checks.summary,
+        )  # fmt: skip
         return CaseSummary(summary=wire.summary, usage=usage)
 
     @activity.defn(name="draft_ticket_update")
     async def draft_ticket_update(self, inp: TicketDraftInput) -> TicketDraft:
         wire, usage = await self.router.ask(
-            "ticketing_integrator", "ticket_update", TICKET_PROMPT, inp, _WireTicket
-        )
-        status = wire.status if wire.status in ("open", "pending_customer", "resolved") else "open"
+            "ticketing_integrator", "ticket_update", SUPPORT_PROMPTS["ticketing_integrator"],
+            inp, _WireTicket, check=answer_checks.ticket,
+        )  # fmt: skip
         return TicketDraft.model_validate(
-            {"status": status, "reply": wire.reply, "tags": wire.tags, "usage": usage}
+            {"status": wire.status, "reply": wire.reply, "tags": wire.tags, "usage": usage}
         )
 
     @activity.defn(name="apply_ticket_update")

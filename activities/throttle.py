@@ -221,3 +221,39 @@ class Throttle:
     def _release(self, holder: str) -> None:
         with self.db.session() as session:
             session.connection().execute(delete(LEASES).where(LEASES.c.holder == holder))
+
+
+class EndpointSlots:
+    """Worker-local concurrency per model endpoint: at most ``max_concurrency`` requests to one
+    (endpoint, model) at once from this worker (the catalogue's ``max_concurrency``); excess
+    requests wait (heartbeating), like the throttles above. A small local model server answers
+    one request at a time: a second request would only queue there, past its client timeout."""
+
+    def __init__(self) -> None:
+        self._semaphores: dict[tuple[str, str], tuple[int, asyncio.Semaphore]] = {}
+
+    @asynccontextmanager
+    async def slot(self, endpoint: str, model: str, limit: int | None) -> AsyncIterator[float]:
+        """Hold one of the (endpoint, model)'s slots for the block; yields the seconds waited."""
+        if limit is None:
+            yield 0.0
+            return
+        key = (endpoint, model)
+        known = self._semaphores.get(key)
+        if known is None or known[0] != limit:
+            known = (limit, asyncio.Semaphore(limit))
+            self._semaphores[key] = known
+        semaphore = known[1]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            try:
+                await asyncio.wait_for(semaphore.acquire(), timeout=MAX_WAIT_STEP_SECONDS * 4)
+                break
+            except TimeoutError:
+                if activity.in_activity():
+                    activity.heartbeat({"waiting_for": f"{model}@{endpoint}"})
+        try:
+            yield loop.time() - started
+        finally:
+            semaphore.release()

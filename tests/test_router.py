@@ -224,16 +224,23 @@ async def test_low_confidence_escalates_to_the_strong_tier(routed: Any, model_se
 async def test_invalid_output_escalates_and_is_still_charged(
     routed: Any, model_server: ScriptedModelServer
 ) -> None:
-    model_server.script(Fault.malformed('{"category": "billing"'), match="baton-rules-small")
+    # the cheap model's answer and its repair turn are both garbage: the strong tier answers
+    bad = Fault.malformed('{"category": "billing"')
+    model_server.script(bad, bad, match="baton-rules-small")
     async with routed(catalogue(model_server)) as h:
         result, wid = await route(h, CHEAP_CONFIDENT)
     assert [(c.tier, c.outcome) for c in result.usage.calls] == [
         ("cheap", "invalid_output"),
+        ("cheap", "invalid_output"),
         ("strong", "ok"),
     ]
     charges = spend.charges_of(h.db, wid)
-    assert [c.outcome for c in charges] == ["invalid_output", "ok"]
+    assert [c.outcome for c in charges] == ["invalid_output", "invalid_output", "ok"]
     assert charges[0].prompt_tokens > 0 and charges[0].cost_usd > 0
+    # the refused answers' notes say why, the repair turn's too
+    notes = [c.note for c in result.usage.calls[:2]]
+    assert notes[0].startswith("refused (schema): ") and "Invalid JSON" in notes[0]
+    assert notes[1].endswith("[repair turn]")
 
 
 async def test_a_5xx_falls_back_to_the_next_endpoint(
@@ -275,18 +282,20 @@ async def test_over_budget_routes_cheaper_when_configured(routed: Any, model_ser
 async def test_accounting_is_exact_across_retries_and_replay(
     routed: Any, model_server: ScriptedModelServer
 ) -> None:
-    # Attempt 1: cheap answers garbage (charged), both strong endpoints 503 (free): the attempt
-    # fails and Temporal retries. Attempt 2: cheap answers well (charged).
-    model_server.script(Fault.malformed(), match="baton-rules-small")
+    # Attempt 1: cheap answers garbage twice (the answer and its repair turn, both charged),
+    # both strong endpoints 503 (free): the attempt fails and Temporal retries. Attempt 2: cheap
+    # answers well (charged).
+    model_server.script(Fault.malformed(), Fault.malformed(), match="baton-rules-small")
     model_server.script(Fault.status(503), Fault.status(502), match="baton-rules-large")
     async with routed(catalogue(model_server)) as h:
         result, wid = await route(h, CHEAP_CONFIDENT)
         charges = spend.charges_of(h.db, wid)
         assert [(c.attempt, c.tier, c.outcome) for c in charges] == [
             (1, "cheap", "invalid_output"),
+            (1, "cheap", "invalid_output"),
             (2, "cheap", "ok"),
         ]
-        assert model_server.attempts("triage_classifier") == 4  # every request reached it
+        assert model_server.attempts("triage_classifier") == 5  # every request reached it
         assert result.usage.run_cost_usd == pytest.approx(sum(c.cost_usd for c in charges))
         assert result.usage.run_tokens == sum(
             c.prompt_tokens + c.completion_tokens for c in charges
@@ -294,7 +303,7 @@ async def test_accounting_is_exact_across_retries_and_replay(
         # Replaying the history runs no activity: nothing is charged again.
         history = await h.temporal.get_workflow_handle(wid).fetch_history()
         await Replayer(workflows=[RouteOnce], plugins=[BatonPlugin()]).replay_workflow(history)
-        assert len(spend.charges_of(h.db, wid)) == 2
+        assert len(spend.charges_of(h.db, wid)) == 3
 
 
 async def test_residency_deny_reroutes_to_an_allowed_region(

@@ -153,7 +153,8 @@ def _reconcile(payload: dict[str, Any]) -> dict[str, Any]:
         )
 
     entries.sort(key=lambda e: e["entry_id"])
-    return {"entries": entries}
+    # every item above got an entry: nothing is waived
+    return {"entries": entries, "no_entry_needed": []}
 
 
 def _check_compliance(payload: dict[str, Any]) -> dict[str, Any]:
@@ -677,13 +678,36 @@ def parse_chat_request(body: Any) -> tuple[str, dict[str, Any]]:
     users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
     if not users:
         raise AgentInputError(f"{agent}: no user message with the agent input")
+    forced_tool(body)  # a tool_call request must force the one tool it offers
     try:
-        payload = json.loads(message_text(users[-1]))
+        # the first user message is the agent input; a later one is a repair turn's feedback,
+        # which rules cannot use: they answer the input again
+        payload = json.loads(message_text(users[0]))
     except json.JSONDecodeError as err:
         raise AgentInputError(f"{agent}: the user message is not valid JSON ({err})") from None
     if not isinstance(payload, dict):
         raise AgentInputError(f"{agent}: the user message must be a JSON object")
     return agent, payload
+
+
+def forced_tool(body: dict[str, Any]) -> str | None:
+    """The function a ``tool_call`` request forces (``tools`` + ``tool_choice``), else None;
+    AgentInputError when the request offers tools without forcing one of them."""
+    tools = body.get("tools")
+    if tools is None:
+        return None
+    names = [
+        t["function"].get("name")
+        for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    ] if isinstance(tools, list) else []  # fmt: skip
+    choice = body.get("tool_choice")
+    chosen = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if not names or chosen not in names:
+        raise AgentInputError(
+            "'tool_choice' must force one of the offered 'tools' ({'type': 'function', "
+            "'function': {'name': ...}}): this server answers with that function's arguments"
+        )
+    return str(chosen)
 
 
 def estimate_tokens(text: str) -> int:
@@ -698,6 +722,20 @@ def chat_completion(body: dict[str, Any], content: str) -> dict[str, Any]:
         messages = []
     prompt = estimate_tokens("".join(message_text(m) for m in messages))
     completion = estimate_tokens(content)
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    finish = "stop"
+    try:
+        tool = forced_tool(body)
+    except AgentInputError:
+        tool = None
+    if tool is not None:  # the answer is the forced function's arguments
+        call = {
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": tool, "arguments": content},
+        }
+        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+        finish = "tool_calls"
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -706,9 +744,9 @@ def chat_completion(body: dict[str, Any], content: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish,
             }
         ],
         "usage": {
