@@ -37,8 +37,11 @@ from activities.audit import AuditLedger, activity_event
 from activities.database import Database, utcnow
 from activities.policy import PolicyEngine, decide
 from activities.prompts import StablePrompts
+from activities.router import Catalogue
 from workflows.contracts import STABLE_VERSION, PolicyDecision, PolicyQuery, digest
 from workflows.contracts_auction import (
+    DEFAULT_TIERS,
+    AgentTier,
     AwardCheckInput,
     Bid,
     BidRequest,
@@ -109,6 +112,25 @@ def award_policy_input(inp: AwardCheckInput) -> dict[str, object]:
         # micro-dollars as an integer: both policy engines compare the same digits
         "expected_cost_microusd": round(inp.expected_cost_usd * 1_000_000),
     }
+
+
+def catalogue_tiers(catalogue: Catalogue) -> list[AgentTier]:
+    """The CLI's and the demo's default tiers (DEFAULT_TIERS: capabilities, prices, speeds) on
+    the catalogue's models, so they name models the configured servers serve: small on the
+    cheapest model that can review, medium on the cheapest strong one, large on the strongest."""
+    task_class = "review" if "review" in catalogue.task_classes else None
+    models = catalogue.candidates(task_class) if task_class else list(catalogue.models)
+    if not models:
+        return list(DEFAULT_TIERS)
+    strong = [m for m in models if m.tier == "strong"]
+    names = {
+        "small": models[0].name,
+        "medium": (strong[0] if strong else models[-1]).name,
+        "large": models[-1].name,
+    }
+    return [
+        t.model_copy(update={"model": names.get(t.name, models[-1].name)}) for t in DEFAULT_TIERS
+    ]
 
 
 def estimated_prompt_tokens(inp: ReviewInput) -> int:

@@ -81,7 +81,19 @@ def _read_list(path: str, what: str) -> list[Any]:
     return value
 
 
-def build_input(args: argparse.Namespace) -> Any:
+def catalogue_tiers(settings: Settings) -> list[Any]:
+    """The default tiers on the configured model catalogue's models (BATON_MODEL_CATALOGUE)."""
+    from activities.auction import catalogue_tiers as on_catalogue
+    from activities.router import CatalogueError, load_catalogue
+
+    try:
+        catalogue = load_catalogue(settings.model_catalogue, settings.openai_base_url)
+    except CatalogueError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    return on_catalogue(catalogue)
+
+
+def build_input(args: argparse.Namespace, default_tiers: list[Any] | None = None) -> Any:
     from workflows.contracts_auction import DEFAULT_TIERS, DocumentReviewInput
 
     if bool(args.docs) == bool(args.sample):
@@ -90,7 +102,7 @@ def build_input(args: argparse.Namespace) -> Any:
     tiers = (
         _read_list(args.tiers, "tiers")
         if args.tiers
-        else [t.model_dump(mode="json") for t in DEFAULT_TIERS]
+        else [t.model_dump(mode="json") for t in (default_tiers or DEFAULT_TIERS)]
     )
     rule = {
         k: v
@@ -127,15 +139,16 @@ def print_result(result: Any) -> None:
     print(f"cost: ${result.cost_usd:.6f} ({result.tokens} tokens, bids and reviews)")
 
 
-async def demo_auction(client: Any, tenant: str) -> list[str]:
-    """`baton demo`'s auction step: the sample batch, one line per task (a worker must run)."""
+async def demo_auction(client: Any, tenant: str, tiers: list[Any] | None = None) -> list[str]:
+    """`baton demo`'s auction step: the sample batch, one line per task (a worker must run).
+    ``tiers``: the demo passes the catalogue's (``catalogue_tiers``)."""
     from workflows.contracts_auction import DEFAULT_TIERS, DocumentReviewInput
 
     inp = DocumentReviewInput(
         tenant=tenant,
         batch_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}",
         requested_by="demo",
-        tiers=DEFAULT_TIERS,
+        tiers=tiers or DEFAULT_TIERS,
         tasks=[AuctionTask.model_validate(t) for t in SAMPLE_TASKS],
     )
     handle = await client.start_document_review(inp)
@@ -151,7 +164,7 @@ async def demo_auction(client: Any, tenant: str) -> list[str]:
 async def cmd_auction_review(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.client import ProcessAlreadyStarted
 
-    inp = build_input(args)
+    inp = build_input(args, None if args.tiers else catalogue_tiers(settings))
     client = await _client(settings)
     try:
         handle = await client.start_document_review(inp, join_existing=args.join)
@@ -177,9 +190,7 @@ async def cmd_auction_result(args: argparse.Namespace, settings: Settings) -> in
 
 
 async def cmd_auction_tiers(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.contracts_auction import DEFAULT_TIERS
-
-    _print_json(DEFAULT_TIERS)
+    _print_json(catalogue_tiers(settings))
     return EXIT_OK
 
 

@@ -271,13 +271,15 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
             print(f"the close failed: {err}; compensations ran, see `baton audit show {handle.id}`")
             await runtime.close()
             return 1
+        from activities.auction import catalogue_tiers
         from baton.cli import demo_onboarding
         from baton.cli_auction import demo_auction
         from baton.cli_customer import demo_customer
         from baton.cli_support import demo_support
 
+        tiers = catalogue_tiers(runtime.router.catalogue) if runtime.router else None
         steps = [
-            ("7. document review by auction", demo_auction(client, tenant)),
+            ("7. document review by auction", demo_auction(client, tenant, tiers)),
             ("8. HR onboarding", demo_onboarding(client, settings, runtime, tenant)),
             ("9. customer onboarding", demo_customer(client, settings, runtime, tenant)),
             ("10. support case", demo_support(client, settings, runtime, tenant)),

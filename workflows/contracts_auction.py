@@ -310,8 +310,9 @@ class AuctionStatus(Contract):
     compensated: list[str] = []
 
 
-#: The tiers the CLI uses unless given a file: three pools on the local model server (the
-#: rule-based server answers any model name); point them at real models with ``--tiers``.
+#: The tiers' shape (capabilities, prices, speeds). The CLI and the demo put them on the model
+#: catalogue's models (activities/auction.py ``catalogue_tiers``); the model named here is only
+#: for tests against the local rule-based server (it answers any model name).
 DEFAULT_TIERS: list[AgentTier] = [
     AgentTier(
         name="small",

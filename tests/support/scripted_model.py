@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,9 +34,10 @@ from baton.devstack.model_server import (
     agent_name,
     error_body,
     message_text,
+    parse_chat_request,
 )
 
-FaultKind = Literal["status", "malformed", "delay", "output", "disconnect"]
+FaultKind = Literal["status", "malformed", "delay", "output", "reconciled", "disconnect"]
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -84,6 +86,15 @@ class Fault:
         return cls("output", content=json.dumps(obj))
 
     @classmethod
+    def reconciled(cls, proposal: dict[str, Any], reason: str = "scripted: left as is") -> Fault:
+        """A reconciler answer with exactly these ``entries`` that addresses every other item of
+        the request's input under ``no_entry_needed`` (with ``reason``): a complete answer the
+        answer check accepts, whatever the test period's unmatched items are. A source id of
+        the entries that is not in the input (a test does not know its period's unmatched
+        ids) is replaced by the next input item the entries do not cite yet."""
+        return cls("reconciled", content=json.dumps(proposal), body=reason)
+
+    @classmethod
     def disconnect(cls) -> Fault:
         """Close the connection without answering (the SDK sees a connection error)."""
         return cls("disconnect")
@@ -104,6 +115,27 @@ def searchable_text(raw: bytes) -> str:
     if isinstance(messages, list):
         text += "\n" + "\n".join(message_text(m) for m in messages)
     return text
+
+
+def complete_proposal(body: dict[str, Any], fault: Fault) -> dict[str, Any]:
+    """``fault``'s proposal plus ``no_entry_needed`` for every input item its entries skip."""
+    proposal = json.loads(fault.content or "{}")
+    _, payload = parse_chat_request(body)
+    items = [str(b.get("line_id")) for b in payload.get("unmatched_bank", [])]
+    items += [str(e.get("entry_id")) for e in payload.get("unmatched_ledger", [])]
+    items += [str(i) for i in payload.get("duplicate_ledger_ids", [])]
+    known = list(dict.fromkeys(items))
+    entries = proposal.get("entries", [])
+    cited = {s for e in entries for s in e.get("source_ids", []) if s in known}
+    spare = iter([i for i in known if i not in cited])
+    for e in entries:
+        e["source_ids"] = [s if s in known else next(spare, s) for s in e.get("source_ids", [])]
+    cited = {s for e in entries for s in e.get("source_ids", [])}
+    waived = [{"source_id": i, "reason": str(fault.body)} for i in dict.fromkeys(items)]
+    return {
+        "entries": entries,
+        "no_entry_needed": [w for w in waived if w["source_id"] not in cited],
+    }
 
 
 class ScriptedRequestHandler(ModelRequestHandler):
@@ -131,6 +163,7 @@ class ScriptedRequestHandler(ModelRequestHandler):
                 "body": body,
                 "fault": fault,
                 "raw": raw.decode("utf-8", errors="replace"),
+                "at": time.monotonic(),
             }
         )
         if fault is not None:
@@ -141,6 +174,8 @@ class ScriptedRequestHandler(ModelRequestHandler):
             self._send_status(fault)
         elif fault.kind in ("malformed", "output"):
             self.send_completion(body, fault.content or "")
+        elif fault.kind == "reconciled":
+            self.send_completion(body, json.dumps(complete_proposal(body, fault)))
         elif fault.kind == "delay":
             # Wakes early when the server stops, so a stopped test never waits out a delay.
             server.stopping.wait(fault.seconds)
@@ -217,8 +252,8 @@ class ScriptedModelServer(ModelServer):
     @property
     def requests(self) -> list[dict[str, Any]]:
         """Every chat completion request so far, oldest first, as dicts with ``agent`` (name or
-        None), ``body`` (parsed JSON or None), ``fault`` (the Fault applied or None) and ``raw``
-        (the body as text). Health checks and model listings are not recorded."""
+        None), ``body`` (parsed JSON or None), ``fault`` (the Fault applied or None), ``raw``
+        (the body as text) and ``at`` (time.monotonic() when it arrived). Health checks and model listings are not recorded."""
         with self._lock:
             return list(self._requests)
 
