@@ -71,8 +71,6 @@ async def real(
         database_url,
         model_catalogue=LLAMA_CATALOGUE,
         embeddings_base_url=model_server.url,
-        price_per_1k_prompt=0.0,
-        price_per_1k_completion=0.0,
     ) as h:
         h.model = model_server
         yield h
