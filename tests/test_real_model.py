@@ -21,7 +21,6 @@ installs them first, so a missing install there is a defect, never a silent skip
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -30,7 +29,7 @@ from temporalio.client import Client
 
 from baton.devstack import local_llm
 from baton.settings import REPO_ROOT
-from tests.conftest import Harness, _harness
+from tests.conftest import Harness, _harness, require_local_llm
 from tests.support import real_runs
 from tests.support.real_runs import COMPLETED, FAILED_CLEANLY, LLAMA_CATALOGUE
 from tests.support.scripted_model import ScriptedModelServer
@@ -41,12 +40,7 @@ pytestmark = pytest.mark.real_model
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[local_llm.LlamaServer]:
     """llama.cpp's server with the local models, once per session, on a free port."""
-    gaps = local_llm.missing()
-    if gaps:
-        message = f"the local model is not installed ({'; '.join(gaps)}): {local_llm.INSTALL_HINT}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)  # CI installs it (.ci/run): missing there is a defect
-        pytest.skip(message)
+    require_local_llm()
     server = local_llm.LlamaServer(REPO_ROOT / ".baton")
     started = time.monotonic()
     server.start()
