@@ -34,7 +34,8 @@ from tests.support import real_runs
 from tests.support.real_runs import COMPLETED, FAILED_CLEANLY, LLAMA_CATALOGUE
 from tests.support.scripted_model import ScriptedModelServer
 
-pytestmark = pytest.mark.real_model
+# a run takes minutes on a CPU model: beyond the suite's 300 s per-test limit
+pytestmark = [pytest.mark.real_model, pytest.mark.timeout(1500)]
 
 
 @pytest.fixture(scope="session")

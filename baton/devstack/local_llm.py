@@ -181,9 +181,15 @@ def threads() -> int:
     return int(os.environ.get("BATON_LLM_THREADS") or min(os.cpu_count() or 2, 4))
 
 
-def server_config(state_dir: Path, port: int, models: list[LocalModel] | None = None) -> Path:
-    """Write the server's config file (every model under its catalogue name; the first is the
-    default for requests naming no known model) and return its path. Assembles the models."""
+def server_config(
+    state_dir: Path,
+    port: int,
+    models: list[LocalModel] | None = None,
+    name: str = "llm-server.json",
+) -> Path:
+    """Write the server's config file ``state_dir/name`` (every model under its catalogue name;
+    the first is the default for requests naming no known model) and return its path.
+    Assembles the models."""
     models = models or list(LOCAL_MODELS.values())
     config = {
         "host": "127.0.0.1",
@@ -200,7 +206,7 @@ def server_config(state_dir: Path, port: int, models: list[LocalModel] | None = 
             for model in models
         ],
     }
-    path = state_dir / "llm-server.json"
+    path = state_dir / name
     path.write_text(json.dumps(config, indent=2))
     return path
 
@@ -230,6 +236,7 @@ class LlamaServer:
         self.state_dir = state_dir
         self.models = models or list(LOCAL_MODELS.values())
         self.port = 0
+        self.config_file: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file = state_dir / "llama-server.log"
 
@@ -245,7 +252,12 @@ class LlamaServer:
             raise LocalModelError(f"not installed: {'; '.join(gaps)}: {INSTALL_HINT}")
         self.port = port or free_port()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        config = server_config(self.state_dir, self.port, self.models)
+        # a config of its own: the stack's server (llm-server.json) or another test session may
+        # share the state directory
+        config = server_config(
+            self.state_dir, self.port, self.models, name=f"llm-server-{self.port}.json"
+        )
+        self.config_file = config
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 server_argv(config),
@@ -273,16 +285,19 @@ class LlamaServer:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        self.process = None
+        """End the server; one busy with an abandoned request ignores SIGTERM until it is done,
+        so it gets SIGKILL after a few seconds."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+            self.process = None
+        if self.config_file is not None:
+            self.config_file.unlink(missing_ok=True)
 
 
 def smoke(state_dir: Path) -> str:

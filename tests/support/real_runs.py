@@ -33,7 +33,7 @@ from tests.conftest import Harness
 
 LLAMA_CATALOGUE = REPO_ROOT / "config" / "models.llama-cpp.json"
 #: a run on a 0.5B model on 2 CPU cores, with repairs and escalations, ends within this
-RUN_TIMEOUT = 600.0
+RUN_TIMEOUT = 1200.0
 COMPLETED = "completed"
 FAILED_CLEANLY = "failed cleanly"
 #: side effects and the compensation that undoes each (audit actions)
@@ -309,9 +309,11 @@ async def customer_onboarding(real: Harness) -> str:
         if status == WorkflowExecutionStatus.COMPLETED:
             result = await h.client.customer_onboarding(mine.workflow_id).result()
             kinds = {c.kind for c in result.committed}
-            assert {"intro_email", "onboarding_sequence"} <= kinds, kinds
-            # every planned step is committed to the CRM, and nothing was reverted
-            assert len(result.committed) == len(result.plan.steps)
+            planned = {step.kind for step in result.plan.steps}
+            # the e-mail always, the planned sequence as its tasks: nothing planned is dropped
+            assert "intro_email" in kinds, kinds
+            if "onboarding_sequence" in planned:
+                assert "onboarding_task" in kinds, (planned, kinds)
             assert not any(a.startswith("crm.reverted.") for a, _, _ in rows)
             assert len([c for c in standing if c.reverted_at is None]) == len(result.committed)
             return COMPLETED
@@ -368,17 +370,15 @@ async def support_case(real: Harness) -> str:
 
 
 async def document_review(real: Harness) -> str:
+    from activities.auction import catalogue_tiers
     from baton.cli_auction import SAMPLE_TASKS
-    from workflows.contracts_auction import DEFAULT_TIERS, AuctionTask, DocumentReviewInput
+    from workflows.contracts_auction import AuctionTask, DocumentReviewInput
 
     h = real
-    catalogue = json.loads(LLAMA_CATALOGUE.read_text())
-    by_tier = {m["tier"]: m["name"] for m in catalogue["models"]}
-    small, _, large = DEFAULT_TIERS
-    tiers = [
-        small.model_copy(update={"model": by_tier["cheap"]}),
-        large.model_copy(update={"model": by_tier["strong"]}),
-    ]
+    assert h.runtime.router is not None
+    # the demo's tiers on the catalogue's models (small: cheap, medium and large: strong)
+    small, _, large = catalogue_tiers(h.runtime.router.catalogue)
+    tiers = [small, large]
     inp = DocumentReviewInput(
         tenant=h.tenant,
         batch_id=f"real-{uuid.uuid4().hex[:6]}",
