@@ -1,16 +1,20 @@
 """LLM agents of the finance close, called through the real ``openai`` SDK.
 
-Each agent is one activity: it sends a system prompt whose first line names the agent and the
-agent's input as a JSON document, asks for a JSON-schema structured answer, parses it into a
-pydantic model, and writes an audit row with model, tokens, cost and digests (never the prompt or
-the answer themselves: the audit ledger is the record, by digest, unless a later opt-in says so).
+Each agent is one activity: it sends a system prompt (activities/prompts/<role>.md) whose first
+line names the agent and the agent's input as a JSON document, asks for a structured answer the
+way the model's catalogue entry says its server takes it (activities/structured.py), parses it
+into a pydantic wire model, checks its meaning (activities/answer_checks.py), and writes an audit
+row with model, tokens, cost and digests (never the prompt or the answer themselves: the audit
+ledger is the record, by digest, unless a later opt-in says so).
 
 Retries belong to Temporal: the SDK client is built with ``max_retries=0`` (worker.py) so every
 attempt is visible in the workflow history. Provider errors are mapped to ``ApplicationError``
 types here: 408/409/429/5xx, timeouts and connection errors are retryable (``Retry-After``
-becomes ``next_retry_delay``); other 4xx are not. An answer that is not valid JSON for the schema
-is retryable a bounded number of times (the agent preset's ``maximum_attempts``): a model may
-answer well on the next try, but not forever.
+becomes ``next_retry_delay``); other 4xx are not. An answer that is not JSON of the schema, or
+fails its answer check, gets one repair turn (the problems fed back to the same model), then the
+stronger tier (routed agents, activities/router.py), then the step fails with a non-retryable
+``AgentOutputInvalid`` / ``AgentAnswerIncomplete``: another attempt would ask the same models the
+same thing. Every refused answer has an audit row saying why.
 
 Endpoint: any OpenAI-compatible server (OpenAI, Azure OpenAI, vLLM, Ollama) by ``OPENAI_BASE_URL``;
 the default is the local rule-based model server in temporal-dev/, which is not an LLM.
@@ -748,7 +752,11 @@ class AgentActivities:
         agent = ask.agent
         model = governed.route.model if governed.route is not None else self.model
         spec = self.router.catalogue.spec_of(model) if self.router is not None else None
-        options = spec.options if spec is not None else self.options
+        options = (
+            spec.options(self.router.timeout_seconds)
+            if spec is not None and self.router is not None
+            else self.options
+        )
         client = self.router.client(spec) if spec is not None and self.router else self.client
         endpoint = spec.endpoint if spec is not None else str(self.client.base_url)
         schema = wire_schema(ask.schema_wire or ask.wire, pattern=options.schema_pattern)
@@ -771,14 +779,16 @@ class AgentActivities:
                     f"{agent}: model endpoint unreachable or timed out: {err}",
                     type="LLMUnavailable",
                 ) from err
-            if response.usage is not None:
-                prompt_tokens += response.usage.prompt_tokens
-                completion_tokens += response.usage.completion_tokens
+            used = response.usage
+            if used is not None:
+                prompt_tokens += used.prompt_tokens
+                completion_tokens += used.completion_tokens
             text = answer_text(response, options.structured_output)
             answer, refusal = judge(text, ask.wire, options.structured_output, ask.check)
             if refusal is None:
                 break
-            await self._refused(agent, payload, model, turn, refusal)
+            tokens = used.total_tokens if used is not None else 0
+            await self._refused(agent, payload, model, turn, refusal, tokens)
             repair = (text, refusal.text)
         if spec is not None:
             usage = TokenUsage(
@@ -794,9 +804,10 @@ class AgentActivities:
         return answer, usage
 
     async def _refused(
-        self, agent: str, payload: BaseModel, model: str, turn: int, refusal: Refusal
+        self, agent: str, payload: BaseModel, model: str, turn: int, refusal: Refusal, tokens: int
     ) -> None:
-        """The audit row of a refused answer (an unrouted call): why it was refused."""
+        """The audit row of a refused answer (an unrouted call): why it was refused, and the
+        tokens it took (the call's own audit row, if it succeeds, adds up every turn)."""
         info = activity.info()
         event = activity_event(
             f"{agent}/refused/{info.attempt}/{turn}",
@@ -810,6 +821,7 @@ class AgentActivities:
                 "problems": refusal.problems,
             },
             model=model,
+            tokens=tokens,
             input_digest=digest(payload),
         )
         await asyncio.to_thread(self.ledger.append, [event])

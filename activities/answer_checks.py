@@ -17,6 +17,7 @@ Must not: do I/O, or change an answer (a check accepts or refuses; it never repa
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -41,8 +42,7 @@ def _ids(values: Iterable[str]) -> str:
 
 
 def _duplicates(values: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+    return sorted(v for v, n in Counter(values).items() if n > 1)
 
 
 def _amount(value: str) -> Decimal | None:

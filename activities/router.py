@@ -6,8 +6,13 @@ An agent asks for a task class (``triage``, ``research`` ...), never for a model
    or above the class's ``min_confidence``;
 2. tries the catalogue's models for the class's capability, cheap tier first, then strong.
    Within a tier, a provider error (5xx, timeout, connection) falls back to the next endpoint of
-   the tier; an answer that fails the schema or comes back below ``min_confidence`` escalates to
-   the next tier; ``min_tier`` (set by the workflow from a policy obligation) skips tiers;
+   the tier; an answer that fails the schema or its answer check (activities/answer_checks.py)
+   gets one repair turn on the same model (the problems fed back), then escalates to the next
+   tier, as does one below ``min_confidence``; when no tier is left a refused answer fails the
+   step, non-retryable; ``min_tier`` (set by the workflow from a policy obligation) skips tiers.
+   Each request is asked the way its catalogue entry says (``structured_output``, ``max_tokens``,
+   ``timeout_s``, ``seed``/``temperature``, ``schema_pattern``: activities/structured.py), at
+   most ``max_concurrency`` at once per endpoint and model from this worker;
 3. asks the base policy before every request (activities/agents.py ``_govern``: residency, PII,
    the tenant's daily cap). A residency deny names the allowed regions: the router reroutes to
    an endpoint there, and only there;
@@ -16,8 +21,9 @@ An agent asks for a task class (``triage``, ``research`` ...), never for a model
    estimate does not fit is refused (``BudgetExceeded``, non-retryable: the workflow asks a
    human) or, with ``over_budget: route_cheaper``, routed to the best model that fits;
 5. charges every request that got an answer (spend.ModelCharge keyed by workflow id, run id,
-   activity id, attempt and call index) with an audit row per request (model, tokens, cost),
-   and returns the chosen model, so it lands in the workflow history.
+   activity id, attempt and call index) with an audit row per request (model, tokens, cost; a
+   refused answer's row says why in its ``note``), and returns the chosen model, so it lands in
+   the workflow history.
 
 Must not: be imported by workflows; read the environment (worker.py passes the catalogue).
 """
@@ -75,6 +81,7 @@ from workflows.contracts_support import (
     ModelCall,
     RoutedUsage,
 )
+from workflows.presets import PRESETS
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -120,8 +127,11 @@ class ModelSpec(_Strict):
         "function call carrying the schema) or prompt (schema in the prompt, reply parsed).",
     )
     max_tokens: int = Field(default=2048, gt=0, description="Completion tokens; always sent.")
-    timeout_s: float = Field(
-        default=60.0, gt=0, le=3600, description="Per-request client timeout, in seconds."
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Per-request client timeout, in seconds; below the agent activities' "
+        "start-to-close timeout. Unset: the worker's BATON_LLM_TIMEOUT_SECONDS (60 s).",
     )
     max_concurrency: int | None = Field(
         default=None,
@@ -141,6 +151,17 @@ class ModelSpec(_Strict):
         "0.3.36 crashes on a decimal regex: false there, and no pattern is sent).",
     )
 
+    @field_validator("timeout_s")
+    @classmethod
+    def _below_start_to_close(cls, value: float | None) -> float | None:
+        limit = PRESETS["agent"].start_to_close.total_seconds()
+        if value is not None and value >= limit:
+            raise ValueError(
+                f"must be below the agent activities' start-to-close timeout ({limit:g} s, "
+                f"workflows/presets.py), got {value:g}"
+            )
+        return value
+
     @field_validator("structured_output", mode="before")
     @classmethod
     def _mode(cls, value: Any) -> Any:
@@ -148,12 +169,13 @@ class ModelSpec(_Strict):
             raise ValueError(f"expected one of {'|'.join(STRUCTURED_OUTPUT_MODES)}, got {value!r}")
         return value
 
-    @property
-    def options(self) -> RequestOptions:
+    def options(self, default_timeout_s: float) -> RequestOptions:
+        """How requests to this model are made; ``default_timeout_s`` when the entry sets no
+        ``timeout_s`` (the worker's BATON_LLM_TIMEOUT_SECONDS)."""
         return RequestOptions(
             structured_output=self.structured_output,
             max_tokens=self.max_tokens,
-            timeout_s=self.timeout_s,
+            timeout_s=self.timeout_s if self.timeout_s is not None else default_timeout_s,
             accepts_seed=self.accepts_seed,
             accepts_temperature=self.accepts_temperature,
             schema_pattern=self.schema_pattern,
@@ -366,6 +388,7 @@ class Router:
             raise CatalogueError(
                 f"the model catalogue names API keys in {', '.join(missing)}, which are not set"
             )
+        #: The request timeout of catalogue entries that set no ``timeout_s``.
         self.timeout_seconds = timeout_seconds
         self._clients: dict[tuple[str, str], AsyncOpenAI] = {}
 
@@ -658,7 +681,7 @@ class Router:
         ) as span:
             request = chat_request(
                 self.client(spec), spec.name, agent, prompt, governed.content, schema,
-                spec.options, repair,
+                spec.options(self.timeout_seconds), repair,
             )  # fmt: skip
             throttle = self.agents.throttle
             slots = self.agents.slots

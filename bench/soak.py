@@ -49,7 +49,7 @@ from temporalio.client import Client, WorkflowFailureError  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from activities.agents import Route  # noqa: E402
+from activities.agents import AnswerCheck, Route  # noqa: E402
 from baton.devstack import local  # noqa: E402
 from baton.settings import REPO_ROOT, Settings  # noqa: E402
 from bench import invariants  # noqa: E402
@@ -79,14 +79,23 @@ class SoakAgents(InstantAgents):
         self.mode = mode
 
     async def _ask(
-        self, agent: str, payload: BaseModel, wire: type[T], chosen: Route | None = None
+        self,
+        agent: str,
+        payload: BaseModel,
+        wire: type[T],
+        chosen: Route | None = None,
+        *,
+        check: AnswerCheck | None = None,
+        schema_wire: type[BaseModel] | None = None,
     ) -> tuple[T, TokenUsage]:
         period = str(getattr(payload, "period", ""))
         needs = self.mode == "approval" or (
             self.mode == "mixed" and period.endswith(("-11", "-12"))
         )
         self.approval_amount = APPROVAL_AMOUNT if needs else None
-        return await super()._ask(agent, payload, wire, chosen)
+        return await super()._ask(
+            agent, payload, wire, chosen, check=check, schema_wire=schema_wire
+        )
 
 
 WORKER_OPTIONS: dict[str, Any] = dict(

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel
 from temporalio import activity
 
-from activities.agents import AgentActivities, Route
+from activities.agents import AgentActivities, AnswerCheck, Route
 from activities.audit import AuditLedger
 from workflows.contracts import TokenUsage
 
@@ -70,8 +70,17 @@ class InstantAgents(AgentActivities):
         self.approval_amount = approval_amount
 
     async def _ask(
-        self, agent: str, payload: BaseModel, wire: type[T], chosen: Route | None = None
+        self,
+        agent: str,
+        payload: BaseModel,
+        wire: type[T],
+        chosen: Route | None = None,
+        *,
+        check: AnswerCheck | None = None,
+        schema_wire: type[BaseModel] | None = None,
     ) -> tuple[T, TokenUsage]:
+        """The canned answer (``check`` and ``schema_wire`` are not applied: the benches
+        measure orchestration, not answers)."""
         answer: dict[str, Any]
         if agent == "reconciler":
             entries = [

@@ -47,9 +47,10 @@ FEE = ("ADJ-FEE", "6100-bank-fees", "-25.00")  # posts without approval
 
 
 def script_entries(h: Harness, *entries: tuple[str, str, str], period: str | None = None) -> None:
-    """The reconciler of this test's period answers with exactly these entries."""
+    """The reconciler of this test's period answers with exactly these entries (and waives
+    the period's other items: a complete answer)."""
     h.model.script(
-        Fault.output(
+        Fault.reconciled(
             {
                 "entries": [
                     {

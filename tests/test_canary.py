@@ -492,9 +492,10 @@ async def test_a_worse_canary_is_rolled_back_by_the_monitor_and_new_runs_get_sta
     faults_before = len(h.model.pending_faults)
     for period in [*stable_periods, later]:
         script_entries(h, FEE, period=period)
-    # the candidate's reconciler answers garbage: 3 attempts per run, each asking the cheap
-    # model and then the strong one (the router escalates invalid output), then the run fails
-    h.model.script(*[Fault.malformed()] * (2 * 3 * len(candidate_periods)), match=V2_PHRASE)
+    # the candidate's reconciler answers garbage: the cheap model, its repair turn, the strong
+    # one (the router escalates invalid output) and its repair turn, then the run fails (a
+    # refused answer is not retried)
+    h.model.script(*[Fault.malformed()] * (4 * len(candidate_periods)), match=V2_PHRASE)
 
     try:
         async with h.worker():
@@ -660,8 +661,9 @@ async def test_a_worse_code_canary_is_ramped_back_to_zero_by_temporal(
     for period in periods:
         if period != h.period:
             seed_period(h.db, h.tenant, period)
-    # 3 attempts a run, each asking the cheap model and then the strong one: 6 garbage answers
-    h.model.script(*[Fault.malformed()] * (2 * 3 * len(periods)), match=broken_model)
+    # a run asks the cheap model, its repair turn, the strong one and its repair turn: 4
+    # garbage answers, then the run fails (a refused answer is not retried)
+    h.model.script(*[Fault.malformed()] * (4 * len(periods)), match=broken_model)
     for period in periods:
         script_entries(h, FEE, period=period)
     worker_a = h.worker(deployment_config=deployment_config(deployment, "build-a"))

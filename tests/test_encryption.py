@@ -560,7 +560,7 @@ async def test_failure_messages_are_encrypted_too(
         ]
     }
     async with _harness(encrypted, model_server, database_url) as h:
-        h.model.script(Fault.output(bad), match=h.period)
+        h.model.script(Fault.reconciled(bad), match=h.period)
         async with h.worker():
             handle = await h.client.start_finance_close(h.start_input())
             with pytest.raises(WorkflowFailureError) as failed:

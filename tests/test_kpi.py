@@ -67,7 +67,7 @@ async def test_kpis_of_real_runs_match_visibility_and_the_ledger(
 ) -> None:
     h = harness
     rejected_period, denied_period, last_period = (another_period(h) for _ in range(3))
-    h.model.script(Fault.output(BAD_PROPOSAL), match=denied_period)
+    h.model.script(Fault.reconciled(BAD_PROPOSAL), match=denied_period)
     async with h.worker():
         first = await h.client.start_finance_close(h.start_input())
         await approve_all(h, first.id)

@@ -101,7 +101,7 @@ async def test_worker_metrics_are_scraped_and_agree_with_the_ledger(metered: Met
             }
         ]
     }
-    h.model.script(Fault.output(bad), match=denied_period)
+    h.model.script(Fault.reconciled(bad), match=denied_period)
     async with h.worker():
         handle = await h.client.start_finance_close(h.start_input())
         await h.wait_for_pending(handle.id)

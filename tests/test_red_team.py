@@ -102,7 +102,7 @@ async def test_injected_bank_memos_cannot_post_to_forbidden_or_look_alike_accoun
         ]
     }
     # the fake "LLM" obeys the injection, but only if the injection is in its prompt
-    h.model.script(Fault.output(fooled), match=marker)
+    h.model.script(Fault.reconciled(fooled), match=marker)
     async with h.worker():
         handle = await h.client.start_finance_close(h.start_input())
         with pytest.raises(WorkflowFailureError) as failed:
@@ -147,7 +147,7 @@ async def test_an_injection_cannot_skip_the_approval_or_the_compliance_flag(
         ],
     )
     big = entry("ADJ-RT9", "6900-suspense", "-20000.00", source, "pre-approved by carol")
-    h.model.script(Fault.output({"entries": [big]}), match=marker)
+    h.model.script(Fault.reconciled({"entries": [big]}), match=marker)
     h.model.script(
         Fault.output({"summary": "all clear, pre-approved", "findings": []}), match="ADJ-RT9"
     )

@@ -20,12 +20,12 @@ from activities.agents import _WireMemo, _WireProposal, allowed_accounts, propos
 from activities.router import CatalogueError, load_catalogue, parse_catalogue
 from activities.structured import extract_json, schema_has_pattern, wire_schema
 from baton.settings import REPO_ROOT
+from tests import test_router
 from tests.conftest import Harness, _harness
 from tests.support.route_once import RouteOnce
 from tests.support.scripted_model import Fault, ScriptedModelServer
 from tests.test_finance_close import failure_type, postings
 from tests.test_router import CHEAP_CONFIDENT, catalogue, model, route
-from tests import test_router
 from workflows.contracts import LedgerLine, MemoInput, ProposeAdjustmentsInput
 from workflows.contracts_support import TriageInput
 
@@ -214,6 +214,7 @@ def test_the_shipped_local_catalogues_say_how_their_servers_are_asked() -> None:
         ),
         ("max_tokens", 0, "models.0.max_tokens: Input should be greater than 0"),
         ("timeout_s", -1, "models.0.timeout_s: Input should be greater than 0"),
+        ("timeout_s", 600, "models.0.timeout_s: must be below the agent activities' start-to"),
         ("max_concurrency", 0, "models.0.max_concurrency: Input should be greater than or equal"),
         ("schema_pattern", "maybe", "models.0.schema_pattern: Input should be a valid boolean"),
     ],
@@ -418,3 +419,125 @@ async def test_a_bad_memo_and_a_finding_on_an_unknown_entry_are_refused_and_repa
     memo = [r for r in trail if r.action == "agent.wrote_memo"]
     assert len(memo) == 1
     assert h.model.pending_faults == []
+
+
+def test_the_auctions_default_tiers_name_the_catalogues_models() -> None:
+    from activities.auction import catalogue_tiers
+
+    llama = load_catalogue(REPO_ROOT / "config" / "models.llama-cpp.json", "http://127.0.0.1:1/v1")
+    tiers = {t.name: t.model for t in catalogue_tiers(llama)}
+    assert tiers == {
+        "small": "smollm2-135m-instruct",
+        "medium": "qwen2.5-coder-0.5b-instruct",
+        "large": "qwen2.5-coder-0.5b-instruct",
+    }
+    default = load_catalogue(REPO_ROOT / "config" / "models.json", "http://127.0.0.1:1/v1")
+    assert {t.model for t in catalogue_tiers(default)} == {"baton-rules-small", "baton-rules-large"}
+
+
+async def test_the_auctions_unrouted_calls_follow_their_catalogue_entry(
+    temporal_client: Client, model_server: ScriptedModelServer, database_url: str, tmp_path: Path
+) -> None:
+    """The auction's agents call the model their tier names (no routing); when the catalogue
+    lists that model, its entry says how it is asked."""
+    from activities.auction import catalogue_tiers
+    from tests.test_document_review import NDA, batch, task
+
+    raw = json.loads((REPO_ROOT / "config" / "models.json").read_text())
+    for m in raw["models"]:
+        if m["name"] == "baton-rules-small":
+            m.update(structured_output="tool_call", max_tokens=111)
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(raw))
+    async with _harness(temporal_client, model_server, database_url, model_catalogue=path) as h:
+        assert h.runtime.router is not None
+        tiers = [t.model_dump() for t in catalogue_tiers(h.runtime.router.catalogue)]
+        inp = batch(h, task(f"nda-{uuid.uuid4().hex[:6]}", "review:nda", NDA), tiers=tiers)
+        async with h.worker():
+            handle = await h.client.start_document_review(inp)
+            result = await handle.result()
+    [allocation] = result.allocations
+    assert (allocation.status, allocation.winner) == ("reviewed", "small")
+    small = [r["body"] for r in h.model.requests if r["body"]["model"] == "baton-rules-small"]
+    assert {r["messages"][0]["content"].splitlines()[0] for r in small} == {
+        "agent: auction_bidder",
+        "agent: document_reviewer",
+    }
+    for body in small:
+        assert body["max_tokens"] == 111 and "response_format" not in body
+        assert body["tool_choice"]["function"]["name"] in ("auction_bidder", "document_reviewer")
+    large = [r["body"] for r in h.model.requests if r["body"]["model"] == "baton-rules-large"]
+    assert large and all(b["response_format"]["type"] == "json_schema" for b in large)
+
+
+def test_the_other_agents_checks_name_what_is_missing() -> None:
+    from activities.agents import _WireBoard
+    from activities.auction import _WireReview
+    from activities.customer_agents import _WirePlan
+    from activities.support import _WireResearch
+    from workflows.contracts import BoardAgentInput
+
+    # HR: the agent's own key must be written; the checklist keeps what is there
+    hire = {
+        "tenant": "acme", "employee_id": "E1", "full_name": "Kim", "role": "engineer",
+        "department": "eng", "country": "DE", "manager": "maya", "start_date": "2030-05-01",
+        "id_document_verified": True,
+    }  # fmt: skip
+    inp = BoardAgentInput.model_validate(
+        {
+            "tenant": "acme",
+            "employee_id": "E1",
+            "hire": hire,
+            "board": {"checklist": {"value": ["policies briefed"], "version": 1}},
+        }
+    )
+    check = answer_checks.board(inp, "identity", frozenset({"identity", "checklist"}))
+    only_checklist = {"writes": [{"key": "checklist", "items": ["x"], "reason": "done"}]}
+    assert check(_WireBoard.model_validate(only_checklist)) == [
+        "key 'identity' is not written (at least one item)",
+        "the checklist write drops items already there: ['policies briefed']",
+    ]
+    # customer: a discount check exactly when a discount was requested
+    plan = _WirePlan.model_validate(
+        {
+            "steps": [{"step_id": "s1", "kind": "intro_email", "instructions": "hi"}],
+            "rationale": "short",
+        }
+    )
+    assert answer_checks.customer_plan(10.0)(plan) == [
+        "the plan has no onboarding_sequence step",
+        "a 10.0% discount was requested but the plan has no discount_check step",
+    ]
+    # support: citations of passages that were not retrieved
+    research = _WireResearch(answer="reset it", cited=["kb-1#0", "kb-9#9"], confidence=0.8)
+    [problem] = answer_checks.research(["kb-1#0"])(research)
+    assert "kb-9#9" in problem and "kb-1#0" in problem
+    # auction: a flag must name the risky clause
+    assert answer_checks.review(_WireReview(verdict="flag", findings=[], summary="risky")) == [
+        "verdict 'flag' needs at least one finding naming the risky clause"
+    ]
+
+
+async def test_an_unrouted_call_repairs_a_refused_answer_and_audits_why(harness: Harness) -> None:
+    """The auction's reviewer is not routed: its refused answer gets the repair turn on the same
+    model, and an ``agent.answer_refused`` row saying why; the repaired answer is used."""
+    from tests.test_document_review import CONTRACT, batch, task
+
+    h = harness
+    flag_without_findings = {"verdict": "flag", "findings": [], "summary": "risky"}
+    h.model.script(Fault.output(flag_without_findings), match="agent: document_reviewer")
+    async with h.worker():
+        handle = await h.client.start_document_review(
+            batch(h, task(f"msa-{uuid.uuid4().hex[:6]}", "review:contract", CONTRACT))
+        )
+        result = await handle.result()
+    [allocation] = result.allocations
+    assert allocation.review is not None and allocation.review.findings  # the repaired answer
+    reviews = [r for r in h.model.requests if r["agent"] == "document_reviewer"]
+    assert len(reviews) == 2 and reviews[1]["body"]["messages"][2]["role"] == "assistant"
+    [row] = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "agent.answer_refused"]
+    detail = json.loads(row.detail_json)
+    assert detail["note"] == (
+        "refused (meaning): verdict 'flag' needs at least one finding naming the risky clause"
+    )
+    assert detail["turn"] == "first" and row.tokens and row.tokens > 0

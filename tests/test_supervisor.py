@@ -48,7 +48,7 @@ async def test_injected_failures_alert_and_trip_the_kill_switch(harness: Harness
     h = harness
     failing = [another_period(h) for _ in range(3)]
     for period in failing:
-        h.model.script(Fault.output(BAD_PROPOSAL), match=period)
+        h.model.script(Fault.reconciled(BAD_PROPOSAL), match=period)
     supervisor_id = f"supervisor-{uuid.uuid4().hex[:8]}"
     async with h.worker():
         for period in failing:  # injected failures: the policy denies each close's posting

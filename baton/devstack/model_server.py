@@ -679,6 +679,7 @@ def parse_chat_request(body: Any) -> tuple[str, dict[str, Any]]:
     if not users:
         raise AgentInputError(f"{agent}: no user message with the agent input")
     forced_tool(body)  # a tool_call request must force the one tool it offers
+    check_response_format(body.get("response_format"))
     try:
         # the first user message is the agent input; a later one is a repair turn's feedback,
         # which rules cannot use: they answer the input again
@@ -688,6 +689,33 @@ def parse_chat_request(body: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(payload, dict):
         raise AgentInputError(f"{agent}: the user message must be a JSON object")
     return agent, payload
+
+
+def check_response_format(fmt: Any) -> None:
+    """AgentInputError naming the field unless ``response_format`` is absent or one of the
+    shapes OpenAI-compatible servers take: ``{"type": "text"}``, ``{"type": "json_object"}``
+    (optionally with a ``schema``, as llama-cpp-python's server takes it) or ``{"type":
+    "json_schema", "json_schema": {"name": ..., "schema": {...}}}``."""
+    if fmt is None:
+        return
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if (
+            not isinstance(spec, dict)
+            or not spec.get("name")
+            or not isinstance(spec.get("schema"), dict)
+        ):
+            raise AgentInputError(
+                "'response_format.json_schema' must be an object with a 'name' and a 'schema'"
+            )
+    elif kind == "json_object":
+        if "schema" in fmt and not isinstance(fmt["schema"], dict):
+            raise AgentInputError("'response_format.schema' must be a JSON schema object")
+    elif kind != "text":
+        raise AgentInputError(
+            f"'response_format.type' must be one of text, json_object, json_schema; got {kind!r}"
+        )
 
 
 def forced_tool(body: dict[str, Any]) -> str | None:

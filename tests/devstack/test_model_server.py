@@ -474,3 +474,42 @@ def test_onboarding_agents_write_their_key_and_append_to_the_checklist_they_read
     assert identity["writes"][0]["items"][0] == "unverified: E1"
     with pytest.raises(AgentInputError, match="'hire' must be an object"):
         respond("identity_verifier", {"hire": "E1"})
+
+
+def test_the_stand_in_checks_the_structured_output_request_shapes() -> None:
+    from baton.devstack.model_server import AgentInputError, chat_completion, parse_chat_request
+
+    def body(**extra: object) -> dict[str, object]:
+        return {
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "agent: case_summarizer"},
+                {"role": "user", "content": '{"case_id": "C1"}'},
+            ],
+            **extra,
+        }
+
+    schema = {"type": "object", "properties": {}}
+    for fmt in (
+        {"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}},
+        {"type": "json_object", "schema": schema},
+        {"type": "json_object"},
+    ):
+        assert parse_chat_request(body(response_format=fmt))[0] == "case_summarizer"
+    for fmt, field in (
+        ({"type": "json_schema", "schema": schema}, "response_format.json_schema"),
+        ({"type": "json_object", "schema": "x"}, "response_format.schema"),
+        ({"type": "grammar"}, "response_format.type"),
+    ):
+        with pytest.raises(AgentInputError, match=field):
+            parse_chat_request(body(response_format=fmt))
+    tool = {"type": "function", "function": {"name": "case_summarizer", "parameters": schema}}
+    forced = {"type": "function", "function": {"name": "case_summarizer"}}
+    with pytest.raises(AgentInputError, match="tool_choice"):
+        parse_chat_request(body(tools=[tool], tool_choice="auto"))
+    # a forced tool is answered as that tool's call, its arguments the JSON answer
+    answer = chat_completion(body(tools=[tool], tool_choice=forced), '{"summary": "s"}')
+    [choice] = answer["choices"]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    [call] = choice["message"]["tool_calls"]
+    assert call["function"] == {"name": "case_summarizer", "arguments": '{"summary": "s"}'}

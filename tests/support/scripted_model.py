@@ -253,7 +253,8 @@ class ScriptedModelServer(ModelServer):
     def requests(self) -> list[dict[str, Any]]:
         """Every chat completion request so far, oldest first, as dicts with ``agent`` (name or
         None), ``body`` (parsed JSON or None), ``fault`` (the Fault applied or None), ``raw``
-        (the body as text) and ``at`` (time.monotonic() when it arrived). Health checks and model listings are not recorded."""
+        (the body as text) and ``at`` (time.monotonic() when it arrived). Health checks and
+        model listings are not recorded."""
         with self._lock:
             return list(self._requests)
 
