@@ -71,7 +71,7 @@ status:
 	$(BIN)/python temporal-dev/stack.py status
 
 demo: up               ## run every process end to end (close, auction, HR, customer, support)
-	$(if $(LLM),env $$($(BIN)/python temporal-dev/stack.py env --llm $(LLM)) )$(BIN)/baton demo
+	$(if $(LLM),env $$($(BIN)/python temporal-dev/stack.py env --llm $(LLM)) )$(BIN)/baton demo $(if $(LLM),--step-timeout 1800)
 
 test: install          ## run the tests (starts its own Temporal dev server on a free port)
 	$(BIN)/python -m pytest -q
