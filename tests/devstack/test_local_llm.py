@@ -10,14 +10,15 @@ import pytest
 from baton.devstack import local_llm
 from tests.conftest import require_local_llm
 
-pytestmark = pytest.mark.real_model
 
-
-@pytest.fixture(autouse=True)
-def _installed() -> None:
+@pytest.fixture
+def installed() -> None:
+    """The model wheels (marker real_model: skipped without them, failed when CI=true)."""
     require_local_llm()
 
 
+@pytest.mark.real_model
+@pytest.mark.usefixtures("installed")
 def test_assemble_checks_the_file_and_is_idempotent(tmp_path: Path) -> None:
     model = local_llm.LOCAL_MODELS["smollm2-135m"]
     path = local_llm.assemble(tmp_path, model)
@@ -34,6 +35,8 @@ def test_assemble_checks_the_file_and_is_idempotent(tmp_path: Path) -> None:
     assert path.stat().st_mtime_ns != before - 10**9
 
 
+@pytest.mark.real_model
+@pytest.mark.usefixtures("installed")
 def test_a_part_that_is_not_a_gguf_file_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
     wrong = local_llm.LocalModel(
         key="broken",
@@ -62,3 +65,18 @@ def test_a_missing_wheel_names_the_install_command(tmp_path: Path) -> None:
     assert local_llm.missing([absent]) == ["distribution no-such-model-wheel (part of absent)"]
     with pytest.raises(local_llm.LocalModelError, match="make install-llm"):
         local_llm.assemble(tmp_path, absent)
+
+
+def test_embeddings_base_url_is_read_and_checked() -> None:
+    """BATON_EMBEDDINGS_BASE_URL keeps the knowledge layer's embeddings on a server that has an
+    embeddings model when OPENAI_BASE_URL is a chat-only one (llama.cpp's)."""
+    from baton.settings import Settings
+
+    env = {
+        "OPENAI_BASE_URL": "http://127.0.0.1:9001/v1",
+        "BATON_EMBEDDINGS_BASE_URL": "http://127.0.0.1:8765/v1",
+    }
+    assert Settings.from_env(env).embeddings_base_url == "http://127.0.0.1:8765/v1"
+    assert Settings.from_env({}).embeddings_base_url is None
+    with pytest.raises(ValueError, match="BATON_EMBEDDINGS_BASE_URL must be an http"):
+        Settings.from_env({"BATON_EMBEDDINGS_BASE_URL": "localhost:8765"})
