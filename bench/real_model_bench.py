@@ -157,7 +157,20 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-async def bench(runs: int, names: list[str]) -> str:
+def catalogue_with_timeout(timeout_s: float | None, state: Path) -> Path:
+    """The llama.cpp catalogue, or a copy with every model's request timeout set to
+    ``timeout_s`` (a loaded machine: measure the answers, not the load)."""
+    if timeout_s is None:
+        return real_runs.LLAMA_CATALOGUE
+    catalogue = json.loads(real_runs.LLAMA_CATALOGUE.read_text())
+    for model in catalogue["models"]:
+        model["timeout_s"] = timeout_s
+    path = state / "models.llama-cpp.json"
+    path.write_text(json.dumps(catalogue, indent=2))
+    return path
+
+
+async def bench(runs: int, names: list[str], timeout_s: float | None = None) -> str:
     from tests.conftest import _harness
     from tests.support.scripted_model import ScriptedModelServer
 
@@ -179,6 +192,7 @@ async def bench(runs: int, names: list[str]) -> str:
         dev_server_startup_timeout=timedelta(seconds=60),
     )
     db_url = f"sqlite:///{state / 'baton.db'}"
+    catalogue_path = catalogue_with_timeout(timeout_s, state)
     verdicts: dict[str, Counter[str]] = defaultdict(Counter)
     durations: dict[str, list[float]] = defaultdict(list)
     tokens_per_process: dict[str, int] = Counter()
@@ -194,7 +208,7 @@ async def bench(runs: int, names: list[str]) -> str:
                     env.client,
                     Upstream,  # type: ignore[arg-type]
                     db_url,
-                    model_catalogue=real_runs.LLAMA_CATALOGUE,
+                    model_catalogue=catalogue_path,
                     embeddings_base_url=embeddings.url,
                 ) as h:
                     h.model = embeddings
@@ -222,7 +236,8 @@ async def bench(runs: int, names: list[str]) -> str:
     out = [
         f"Real-model bench, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{llama.models[0].served_name} (strong) + {llama.models[1].served_name} (cheap) on "
-        f"llama.cpp, {local_llm.threads()} threads, {runs} run(s) per process",
+        f"llama.cpp, {local_llm.threads()} threads, {runs} run(s) per process"
+        + (f", request timeout {timeout_s:g} s" if timeout_s else ""),
         "",
         table(
             [
@@ -264,10 +279,18 @@ def main() -> None:
     parser.add_argument(
         "--process", action="append", choices=list(PROCESSES), help="default: every process"
     )
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        help="set every model's request timeout (the catalogue's timeout_s) to this many "
+        "seconds, below the agent activities' 15 minutes: on a loaded machine",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    report = asyncio.run(bench(args.runs, args.process or list(PROCESSES)))
+    if args.timeout_s is not None and not 0 < args.timeout_s < 900:
+        parser.error("--timeout-s must be between 0 and 900 seconds")
+    report = asyncio.run(bench(args.runs, args.process or list(PROCESSES), args.timeout_s))
     print()
     print(report)
 
