@@ -60,6 +60,19 @@ PROCESSES = {
 }
 
 
+AGENT_HEADER = [
+    "agent",
+    "calls",
+    "schema-valid",
+    "meaning-valid",
+    "asks ok: first / repair / escalation / never",
+    "median s",
+    "p95 s",
+    "tokens/run",
+    "cost/run",
+]
+
+
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -157,6 +170,49 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def exchanges_from_audit(db_url: str) -> list[Exchange]:
+    """The routed agents' requests as the audit trail recorded them (``--from-db``: a run that
+    was stopped before it printed): one ``model.*`` row per request, its seconds from the row
+    before it in the same activity attempt (the policy decision or the previous answer), the
+    ask = that activity attempt. Unrouted agents (the auction's) leave no per-request rows."""
+    from sqlmodel import select
+
+    from activities.audit import AuditRecord
+    from activities.database import Database
+
+    db = Database(db_url)
+    with db.session() as session:
+        rows = session.exec(select(AuditRecord).order_by(AuditRecord.position)).all()  # type: ignore[arg-type]
+    last_at: dict[str, float] = {}
+    previous: dict[str, str] = {}
+    out: list[Exchange] = []
+    for row in rows:
+        parts = row.seq.split("/")
+        if len(parts) < 5 or parts[0] != "act" or parts[2] not in ("route", "llm"):
+            continue
+        key = f"{row.workflow_id}/{parts[1]}/{parts[4] if parts[2] == 'llm' else parts[3]}"
+        at = row.recorded_at.timestamp()
+        if row.action.startswith("model.") and row.action != "model.routed":
+            detail = json.loads(row.detail_json)
+            note = str(detail.get("note") or "")
+            out.append(
+                Exchange(
+                    agent=row.actor.removeprefix("agent:"),
+                    model=row.model or "",
+                    repair=note.endswith("[repair turn]")
+                    or previous.get(key) == f"{row.model}:model.invalid_output",
+                    question=key,
+                    seconds=at - last_at.get(key, at),
+                    status=599 if row.action == "model.server_error" else 200,
+                    prompt_tokens=row.tokens,
+                    finished_at=at,
+                )
+            )
+            previous[key] = f"{row.model}:{row.action}"
+        last_at[key] = at
+    return out
+
+
 def catalogue_with_timeout(timeout_s: float | None, state: Path) -> Path:
     """The llama.cpp catalogue, or a copy with every model's request timeout set to
     ``timeout_s`` (a loaded machine: measure the answers, not the load)."""
@@ -178,6 +234,7 @@ async def bench(runs: int, names: list[str], timeout_s: float | None = None) -> 
     if gaps:
         raise SystemExit(f"not installed: {'; '.join(gaps)}: {local_llm.INSTALL_HINT}")
     state = Path(tempfile.mkdtemp(prefix="baton-real-bench-"))
+    print(f"state (database for --from-db): {state / 'baton.db'}", flush=True)
     llama = local_llm.LlamaServer(REPO_ROOT / ".baton")
     llama.start()
     proxy = RecordingProxy(llama.url)
@@ -239,20 +296,7 @@ async def bench(runs: int, names: list[str], timeout_s: float | None = None) -> 
         f"llama.cpp, {local_llm.threads()} threads, {runs} run(s) per process"
         + (f", request timeout {timeout_s:g} s" if timeout_s else ""),
         "",
-        table(
-            [
-                "agent",
-                "calls",
-                "schema-valid",
-                "meaning-valid",
-                "asks ok: first / repair / escalation / never",
-                "median s",
-                "p95 s",
-                "tokens/run",
-                "cost/run",
-            ],
-            agents,
-        ),
+        table(AGENT_HEADER, agents),
         "",
         table(
             ["process", "runs", "completed", "failed cleanly", "wrong", "median s", "tokens/run"],
@@ -280,12 +324,25 @@ def main() -> None:
         "--process", action="append", choices=list(PROCESSES), help="default: every process"
     )
     parser.add_argument(
+        "--from-db",
+        metavar="BATON_DB",
+        help="only print the per-agent table from the audit trail of an earlier run's database "
+        "(a bench stopped before it printed; its state directory is printed at start)",
+    )
+    parser.add_argument(
         "--timeout-s",
         type=float,
         help="set every model's request timeout (the catalogue's timeout_s) to this many "
         "seconds, below the agent activities' 15 minutes: on a loaded machine",
     )
     args = parser.parse_args()
+    if args.from_db:
+        db_url = f"sqlite:///{Path(args.from_db).resolve()}"
+        catalogue = json.loads(real_runs.LLAMA_CATALOGUE.read_text())
+        strong = next(m["name"] for m in catalogue["models"] if m["tier"] == "strong")
+        rows = agent_rows(exchanges_from_audit(db_url), refusals_by_agent(db_url), strong, 1)
+        print(table(AGENT_HEADER, rows))
+        return
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     if args.timeout_s is not None and not 0 < args.timeout_s < 900:
