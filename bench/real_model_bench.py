@@ -51,13 +51,7 @@ from tests.support.recording_proxy import Exchange, RecordingProxy  # noqa: E402
 from workflows import visibility  # noqa: E402
 from workflows.plugin import BatonPlugin  # noqa: E402
 
-PROCESSES = {
-    "finance close": real_runs.finance_close,
-    "HR onboarding": real_runs.hr_onboarding,
-    "customer onboarding": real_runs.customer_onboarding,
-    "support case": real_runs.support_case,
-    "document review": real_runs.document_review,
-}
+PROCESSES = real_runs.FLOWS
 
 
 AGENT_HEADER = [

@@ -22,7 +22,7 @@ installs them first, so a missing install there is a defect, never a silent skip
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.client import Client
@@ -71,22 +71,13 @@ async def real(
         yield h
 
 
-FLOWS: dict[str, Callable[[Harness], Awaitable[str]]] = {
-    "finance close": real_runs.finance_close,
-    "HR onboarding": real_runs.hr_onboarding,
-    "customer onboarding": real_runs.customer_onboarding,
-    "support case": real_runs.support_case,
-    "document review auction": real_runs.document_review,
-}
-
-
-@pytest.mark.parametrize("process", list(FLOWS))
+@pytest.mark.parametrize("process", list(real_runs.FLOWS))
 async def test_process_on_the_local_model_ends_completed_or_failed_cleanly(
     real: Harness, process: str
 ) -> None:
     """The run ends completed with every item addressed, or failed cleanly (compensated, the
     audit saying why); real_runs raises AssertionError for anything else."""
     started = time.monotonic()
-    verdict = await FLOWS[process](real)
+    verdict = await real_runs.FLOWS[process](real)
     print(f"\n{process}: {verdict} in {time.monotonic() - started:.1f}s")
     assert verdict == COMPLETED or verdict.startswith(FAILED_CLEANLY + ": "), verdict

@@ -15,20 +15,12 @@ from tests.support import real_runs
 from tests.support.real_runs import COMPLETED, FAILED_CLEANLY
 from tests.support.scripted_model import Fault
 
-FLOWS = {
-    "finance close": real_runs.finance_close,
-    "HR onboarding": real_runs.hr_onboarding,
-    "customer onboarding": real_runs.customer_onboarding,
-    "support case": real_runs.support_case,
-    "document review auction": real_runs.document_review,
-}
 
-
-@pytest.mark.parametrize("process", list(FLOWS))
+@pytest.mark.parametrize("process", list(real_runs.FLOWS))
 async def test_each_flow_completes_with_every_item_addressed_on_the_stand_in(
     harness: Harness, process: str
 ) -> None:
-    assert await FLOWS[process](harness) == COMPLETED
+    assert await real_runs.FLOWS[process](harness) == COMPLETED
 
 
 async def test_a_close_whose_reconciler_answers_nothing_fails_cleanly(harness: Harness) -> None:

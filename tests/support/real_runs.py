@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -406,3 +407,13 @@ async def document_review(real: Harness) -> str:
             return COMPLETED
         assert status == WorkflowExecutionStatus.FAILED, status
         return f"{FAILED_CLEANLY}: {await assert_failed_cleanly(h, handle.id)}"
+
+
+#: every flow, by the process name tests and the bench print
+FLOWS: dict[str, Callable[[Harness], Awaitable[str]]] = {
+    "finance close": finance_close,
+    "HR onboarding": hr_onboarding,
+    "customer onboarding": customer_onboarding,
+    "support case": support_case,
+    "document review": document_review,
+}
