@@ -8,7 +8,9 @@ Qwen2.5-Coder-0.5B-Instruct = its strong tier, config/models.llama-cpp.json), wi
 proxy in between (tests/support/recording_proxy.py: seconds and tokens per request). Each
 process runs the same small flow as the ``real_model`` tests (tests/support/real_runs.py), whose
 verdict is the run's: completed (every item addressed), failed cleanly (compensated, the audit
-saying why) or WRONG (anything else, e.g. completed with work skipped).
+saying why), WRONG (anything else, e.g. completed with work skipped) or unfinished (still running
+after real_runs.RUN_TIMEOUT). The tables are printed after every run, so a bench stopped early
+still reports what it measured.
 
 Per agent:
 - calls: model requests (answers, repair turns, escalations);
@@ -45,6 +47,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from baton.demo import DemoStepFailed  # noqa: E402
 from baton.devstack import local, local_llm  # noqa: E402
 from tests.support import real_runs  # noqa: E402
 from tests.support.recording_proxy import Exchange, RecordingProxy  # noqa: E402
@@ -251,6 +254,52 @@ async def bench(runs: int, names: list[str], timeout_s: float | None = None) -> 
     class Upstream:  # what _harness needs of a model server: its base URL
         url = proxy.url
 
+    catalogue = json.loads(real_runs.LLAMA_CATALOGUE.read_text())
+    strong = next(m["name"] for m in catalogue["models"] if m["tier"] == "strong")
+
+    def report() -> str:
+        """The tables so far (printed after every run, so a stopped bench still reports)."""
+        done = [name for name in names if durations[name]]
+        runs_of = {name: len(durations[name]) for name in done}
+        total = sum(runs_of.values()) or 1
+        agents = agent_rows(proxy.exchanges, refusals_by_agent(db_url), strong, total)
+        return "\n".join(
+            [
+                f"Real-model bench, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+                f"{llama.models[0].served_name} (strong) + {llama.models[1].served_name} "
+                f"(cheap) on llama.cpp, {local_llm.threads()} threads, {total} run(s)"
+                + (f", request timeout {timeout_s:g} s" if timeout_s else ""),
+                "",
+                table(AGENT_HEADER, agents),
+                "",
+                table(
+                    [
+                        "process",
+                        "runs",
+                        "completed",
+                        "failed cleanly",
+                        "wrong",
+                        "unfinished",
+                        "median s",
+                        "tokens/run",
+                    ],
+                    [
+                        [
+                            name,
+                            str(runs_of[name]),
+                            str(verdicts[name]["completed"]),
+                            str(verdicts[name]["failed cleanly"]),
+                            str(verdicts[name]["WRONG"]),
+                            str(verdicts[name]["unfinished"]),
+                            f"{statistics.median(durations[name]):.0f}",
+                            f"{tokens_per_process[name] / runs_of[name]:.0f}",
+                        ]
+                        for name in done
+                    ],
+                ),
+            ]
+        )
+
     try:
         for name in names:
             for _ in range(runs):
@@ -268,6 +317,8 @@ async def bench(runs: int, names: list[str], timeout_s: float | None = None) -> 
                         verdict = await PROCESSES[name](h)
                     except AssertionError as err:
                         verdict = f"WRONG: {err}"
+                    except DemoStepFailed as err:  # the run did not end within RUN_TIMEOUT
+                        verdict = f"unfinished: {err}"
                     durations[name].append(time.monotonic() - started)
                 kind = verdict.split(":")[0]
                 verdicts[name][kind] += 1
@@ -275,40 +326,13 @@ async def bench(runs: int, names: list[str], timeout_s: float | None = None) -> 
                     e.prompt_tokens + e.completion_tokens for e in proxy.exchanges[before:]
                 )
                 print(f"{name}: {verdict[:300]} ({durations[name][-1]:.0f}s)", flush=True)
+                print(report() + "\n", flush=True)
     finally:
         await env.shutdown()
         embeddings.stop()
         proxy.stop()
         llama.stop()
-    catalogue = json.loads(real_runs.LLAMA_CATALOGUE.read_text())
-    strong = next(m["name"] for m in catalogue["models"] if m["tier"] == "strong")
-    total_runs = runs * len(names)
-    agents = agent_rows(proxy.exchanges, refusals_by_agent(db_url), strong, total_runs)
-    out = [
-        f"Real-model bench, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-        f"{llama.models[0].served_name} (strong) + {llama.models[1].served_name} (cheap) on "
-        f"llama.cpp, {local_llm.threads()} threads, {runs} run(s) per process"
-        + (f", request timeout {timeout_s:g} s" if timeout_s else ""),
-        "",
-        table(AGENT_HEADER, agents),
-        "",
-        table(
-            ["process", "runs", "completed", "failed cleanly", "wrong", "median s", "tokens/run"],
-            [
-                [
-                    name,
-                    str(runs),
-                    str(verdicts[name]["completed"]),
-                    str(verdicts[name]["failed cleanly"]),
-                    str(verdicts[name]["WRONG"]),
-                    f"{statistics.median(durations[name]):.0f}",
-                    f"{tokens_per_process[name] / runs:.0f}",
-                ]
-                for name in names
-            ],
-        ),
-    ]
-    return "\n".join(out)
+    return report()
 
 
 def main() -> None:
