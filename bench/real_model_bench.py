@@ -131,10 +131,10 @@ def agent_rows(
                 outcome["repair"] += 1
             else:
                 outcome["first"] += 1
-        # a step that failed ended on a refused repair turn: its ask is counted as "never"
+        # an ask that failed ended on a refused answer (the last refused request of its ask):
+        # refusals beyond those a further request of the same ask followed
         never = max(0, sum(refused[agent].values()) - (n - len(grouped[agent])))
-        never = min(never, outcome["escalation"] + outcome["repair"])
-        for bucket in ("escalation", "repair"):
+        for bucket in ("escalation", "repair", "first"):
             take = min(never, outcome[bucket])
             outcome[bucket] -= take
             outcome["never"] += take

@@ -29,3 +29,31 @@ async def test_a_close_whose_reconciler_answers_nothing_fails_cleanly(harness: H
     verdict = await real_runs.finance_close(harness)
     assert verdict.startswith(FAILED_CLEANLY + ": "), verdict
     assert "not addressed" in verdict or "refused" in verdict, verdict
+
+
+def test_the_bench_classifies_asks_by_how_they_ended() -> None:
+    """bench/real_model_bench.py: an ask answered at once, one answered after its repair turn,
+    one escalated to the strong model, and one refused to the end."""
+    from collections import Counter
+
+    from bench.real_model_bench import agent_rows
+    from tests.support.recording_proxy import Exchange
+
+    def call(agent: str, model: str, question: str, repair: bool = False) -> Exchange:
+        return Exchange(agent, model, repair, question, 2.0, 200, 100, 20)
+
+    exchanges = [
+        call("a", "cheap", "q1"),
+        call("a", "cheap", "q2"),
+        call("a", "cheap", "q2", repair=True),
+        call("a", "cheap", "q3"),
+        call("a", "cheap", "q3", repair=True),
+        call("a", "strong", "q3"),
+        call("b", "cheap", "q4"),
+        call("b", "cheap", "q4", repair=True),
+    ]
+    refused = {"a": Counter(meaning=3), "b": Counter(schema=1, meaning=1)}
+    [a, b] = agent_rows(exchanges, refused, "strong", runs=2)
+    assert a[:5] == ["a", "6", "100%", "50%", "33% / 33% / 33% / 0%"]
+    assert b[:5] == ["b", "2", "50%", "0%", "0% / 0% / 0% / 100%"]
+    assert a[7] == "360"  # tokens per run
