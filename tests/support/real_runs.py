@@ -105,9 +105,16 @@ async def assert_failed_cleanly(
         )
     assert_refusals_say_why(rows)
     why = " <- ".join(chain)
-    # the audit trail says why: a refused answer with its note, a policy decision, or the step
-    # failure the workflow recorded
-    assert refusals(rows) or any(a.startswith(("policy.", "model.")) for a in actions), rows
+    # the audit trail says why: a refused answer or a failed model request with its note, or a
+    # policy decision that stopped the run
+    explained = [
+        action
+        for action, detail, _ in rows
+        if (action.startswith(("model.", "agent.answer_refused")) and action != "model.ok")
+        and str(detail.get("note") or "").strip()
+        or action in ("policy.deny", "policy.require_approval")
+    ]
+    assert explained, f"{workflow_id} failed and no audit row says why: {rows}"
     return why
 
 
