@@ -25,7 +25,9 @@ __all__ = [
     "finish_run",
 ]
 
-#: seconds each process after the close may take before the demo gives up on it
+#: seconds each process after the close may take before the demo gives up on it (the close:
+#: at least 300 s); `baton demo --step-timeout` sets it (`make demo LLM=local`: real models on a
+#: CPU take minutes per process)
 DEMO_STEP_TIMEOUT = 120.0
 
 
@@ -90,13 +92,14 @@ async def finish_run(
     *,
     approver: str,
     rationale: str,
-    timeout: float = DEMO_STEP_TIMEOUT,
+    timeout: float | None = None,
 ) -> list[str]:
     """Wait (at most ``timeout`` seconds) until the run ``workflow_id`` is no longer running,
     approving every request it asks for on the way as ``approver`` (or another eligible one).
 
     Returns who approved what ("maya approved apr-..."). Raises DemoStepFailed when the run does
     not end in time; the caller reads the result (a failed run raises there)."""
+    timeout = DEMO_STEP_TIMEOUT if timeout is None else timeout
     decided: set[str] = set()
     approvals: list[str] = []
     deadline = time.monotonic() + timeout
