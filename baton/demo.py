@@ -163,7 +163,14 @@ def _print_how_to_decide(
     )
 
 
-async def run_demo(settings: Settings, *, tenant: str, approver: str, interactive: bool) -> int:
+async def run_demo(
+    settings: Settings,
+    *,
+    tenant: str,
+    approver: str,
+    interactive: bool,
+    step_timeout: float | None = None,
+) -> int:
     from baton.cli_common import CliError, _client, _print_request
     from worker import build_runtime, build_worker
 
