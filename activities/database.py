@@ -204,7 +204,15 @@ class Database:
         self._read_engine = self.engine.execution_options(baton_read_only=True)
 
     def create_tables(self) -> None:
-        SQLModel.metadata.create_all(self.engine)
+        """Bring the schema to the newest migration (activities/schema.py): creates a new
+        database, upgrades an older one, adopts one an older Baton built with ``create_all``."""
+        from activities.schema import upgrade  # alembic is imported only when needed
+
+        upgrade(self)
+
+    def writer_lock(self) -> AbstractContextManager[object]:
+        """This process's SQLite writers' queue (a no-op on PostgreSQL)."""
+        return self._writers
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -560,6 +560,25 @@ def register_search_attributes(address: str | None, namespace: str = "default") 
     return [f"registered {', '.join(added)}" if added else "all search attributes present"]
 
 
+def upgrade_database() -> str:
+    """``make up`` also brings Baton's database (DATABASE_URL, default ``.baton/baton.db``) to
+    the newest schema, so a worker started next finds nothing to migrate (activities/schema.py).
+    """
+    from activities.database import Database
+    from activities.schema import upgrade
+    from baton.settings import Settings
+
+    db = Database(Settings().database_url)
+    try:
+        report = upgrade(db)
+    finally:
+        db.dispose()
+    if not report.changed:
+        return f"database: schema at {report.after} (up to date)"
+    adopted = ", adopted a pre-migration database" if report.adopted else ""
+    return f"database: schema {report.before or 'not migrated'} -> {report.after}{adopted}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="stack.py",
@@ -584,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             lines = up(args.state_dir, with_opa=args.with_opa)
+            lines.append(upgrade_database())
         elif args.command == "down":
             lines = down(args.state_dir)
         elif args.command == "status":
