@@ -39,6 +39,7 @@ from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
+from activities.orphans import IntegrityActivities
 from activities.policy import PolicyEngine, build_engine
 from activities.router import Router, load_catalogue, tenant_caps
 from activities.schema import upgrade as upgrade_schema
@@ -60,6 +61,7 @@ from workflows.document_review import DocumentReviewWorkflow
 from workflows.dsl.interpreter import ProcessWorkflow
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.hr_onboarding import HrOnboardingWorkflow
+from workflows.repair import DoctorWorkflow, RepairWorkflow
 from workflows.signed_approval import RequireSignedApprovals
 from workflows.supervisor import SupervisorWorkflow
 from workflows.support import SupportCaseWorkflow, SupportCoordinatorWorkflow
@@ -74,6 +76,8 @@ WORKFLOWS: Sequence[type] = [
     DocumentReviewWorkflow,
     ProcessWorkflow,  # processes written as YAML (workflows/dsl/)
     SupervisorWorkflow,
+    RepairWorkflow,  # baton repair: an orphaned run's compensations (workflows/repair.py)
+    DoctorWorkflow,  # baton doctor --schedule: the scheduled orphan check
 ]
 log = logging.getLogger("baton.worker")
 
@@ -225,6 +229,10 @@ def build_runtime(settings: Settings) -> Runtime:
     auction = AuctionActivities(agents, db, ledger, policy)
     activities += [auction.bid_on_task, auction.check_award, auction.review_document]
     activities += [auction.publish_review, auction.retract_review]
+    integrity = IntegrityActivities(
+        db, ledger
+    )  # orphans found and repaired (activities/orphans.py)
+    activities += [integrity.find_run_effects, integrity.find_orphans]
     return Runtime(
         db=db,
         ledger=ledger,
