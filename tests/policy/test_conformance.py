@@ -186,9 +186,13 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+#: policy writes to the local OPA server need its bearer token
+WRITE_TOKEN = "conformance-write-token"
+
+
 @pytest.fixture(scope="module")
 async def rest(policy_dir: Path) -> AsyncIterator[tuple[OpaRestEngine, int]]:
-    server = OpaCompatibleServer(policy_dir)
+    server = OpaCompatibleServer(policy_dir, write_token=WRITE_TOKEN)
     port = server.start("127.0.0.1", 0)
     engine = OpaRestEngine(f"http://127.0.0.1:{port}", timeout=5)
     try:
@@ -277,6 +281,8 @@ async def test_type_errors_are_refused_at_load_on_every_path(
     (tmp_path / "typed.rego").write_text(TYPE_ERROR_MODULE)
     with pytest.raises(PolicyLoadError, match="rego_type_error"):
         EmbeddedOpaEngine(tmp_path).evaluate_sync("typed/bad", None)
-    async with AsyncOpaClient(host="127.0.0.1", port=rest[1], retries=0) as client:
+    async with AsyncOpaClient(
+        host="127.0.0.1", port=rest[1], retries=0, token=WRITE_TOKEN
+    ) as client:
         with pytest.raises(Exception, match="compiling module.*plus: invalid argument"):
             await client.update_policy_from_string(TYPE_ERROR_MODULE, "typed", rego_compat=False)
