@@ -560,15 +560,16 @@ def register_search_attributes(address: str | None, namespace: str = "default") 
     return [f"registered {', '.join(added)}" if added else "all search attributes present"]
 
 
-def upgrade_database() -> str:
-    """``make up`` also brings Baton's database (DATABASE_URL, default ``.baton/baton.db``) to
-    the newest schema, so a worker started next finds nothing to migrate (activities/schema.py).
-    """
+def upgrade_database(state_dir: Path, environ: Mapping[str, str] | None = None) -> str:
+    """``make up`` also brings Baton's database (DATABASE_URL; default ``baton.db`` in the
+    state directory, which is where Baton's settings put it) to the newest schema, so a worker
+    started next finds nothing to migrate (activities/schema.py)."""
     from activities.database import Database
     from activities.schema import upgrade
-    from baton.settings import Settings
 
-    db = Database(Settings().database_url)
+    environ = os.environ if environ is None else environ
+    url = environ.get("DATABASE_URL") or f"sqlite:///{state_dir / 'baton.db'}"
+    db = Database(url)
     try:
         report = upgrade(db)
     finally:
@@ -603,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             lines = up(args.state_dir, with_opa=args.with_opa)
-            lines.append(upgrade_database())
+            lines.append(upgrade_database(args.state_dir))
         elif args.command == "down":
             lines = down(args.state_dir)
         elif args.command == "status":

@@ -81,7 +81,7 @@ class Stack:
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     grpc, ui, model = free_ports(3)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},  # baton.db: state dir
         "BATON_TEMPORAL_PORT": str(grpc),
         "BATON_UI_PORT": str(ui),
         "BATON_MODEL_PORT": str(model),
@@ -101,6 +101,9 @@ async def test_up_starts_temporal_and_the_model_server(local_stack: Stack) -> No
     assert f"Temporal Web UI: http://localhost:{local_stack.ui}" in done.stdout
     assert set(local_stack.pids()) == {"temporal", "model-server"}
     assert (local_stack.state_dir / "temporal.db").exists()
+    # Baton's own database is migrated too (docs/operations/integrity.md)
+    assert "database: schema not migrated -> " in done.stdout
+    assert (local_stack.state_dir / "baton.db").exists()
 
     client = await Client.connect(f"127.0.0.1:{local_stack.grpc}")
     listed = await client.operator_service.list_search_attributes(
@@ -137,6 +140,7 @@ def test_up_again_is_a_no_op(local_stack: Stack) -> None:
     done = local_stack.run("up")
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("already running") == 2
+    assert "database: schema at " in done.stdout and "(up to date)" in done.stdout
     assert local_stack.pids() == before
 
 
