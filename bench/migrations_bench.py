@@ -64,9 +64,11 @@ def main() -> None:
     parser.add_argument("--postgres", help="e.g. postgresql+psycopg://postgres@127.0.0.1:5432/")
     args = parser.parse_args()
     schema.model_metadata()
-    schema.upgrade(Database("sqlite://"))  # warm: imports, parsed revisions, the template
     rows: list[tuple[str, str, list[float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        warm = Database(f"sqlite:///{tmp}/warm.db")  # imports, parsed revisions, the template
+        schema.upgrade(warm)
+        warm.dispose()
 
         def fresh() -> Database:
             return Database(f"sqlite:///{tmp}/{uuid.uuid4().hex}.db")

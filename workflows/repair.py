@@ -100,6 +100,10 @@ class RepairWorkflow:
             )
         else:
             reason = f"{inp.reason} ({run.status.lower()} run {run.run_id}, by {inp.requested_by})"
+            workflow.set_current_details(
+                f"repairing {run.workflow_id} ({run.status}, run {run.run_id}): undoing "
+                f"{len(run.effects)} side effect(s) for {inp.requested_by}"
+            )
             preset = PRESETS["compensation"]
             for effect in run.effects:
                 result = await workflow.execute_activity(
