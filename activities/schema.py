@@ -231,6 +231,35 @@ def downgrade(db: Database, revision: str) -> UpgradeReport:
     return report
 
 
+def draft_revision(message: str) -> Path:
+    """Write a new revision that turns the current head into the models (Alembic's
+    autogenerate, compared on a scratch SQLite database at head); returns its file.
+
+    A draft: read it, fix what autogenerate cannot know (renames look like drop + add, a new
+    NOT NULL column needs a ``server_default`` for the rows already there), then commit it.
+    """
+    from alembic import command
+
+    from activities.database import Database
+
+    before = {p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py")}
+    with tempfile.TemporaryDirectory() as directory:
+        scratch = Database(f"sqlite:///{directory}/draft.db")
+        try:
+            script = _script()
+            _run(scratch, head(), lambda rev, _ctx: script._upgrade_revs(head(), rev), [])
+            cfg = _config()
+            with _locked_connection(scratch) as conn:
+                cfg.attributes["connection"] = conn
+                command.revision(cfg, message=message, autogenerate=True)
+        finally:
+            scratch.dispose()
+    _script.cache_clear()
+    _sqlite_template.cache_clear()
+    [written] = [p for p in (MIGRATIONS_DIR / "versions").glob("*.py") if p.name not in before]
+    return written
+
+
 def drift(db: Database) -> list[Any]:
     """What differs between the models and the migrated database (empty: none).
 

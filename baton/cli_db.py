@@ -1,4 +1,4 @@
-"""``baton db upgrade|current|history|check``: schema migrations (activities/schema.py).
+"""``baton db upgrade|current|history|check|revision``: schema migrations (activities/schema.py).
 
 The worker upgrades the schema at start, so these are for operators who upgrade before rolling
 out workers (one upgrade, then many workers that find nothing to do), who want to see where a
@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
         "check", help="fail (exit 1) if the models differ from the migrated schema (drift)"
     )
     p.set_defaults(func=cmd_db_check)
+    p = s.add_parser(
+        "revision", help="draft a migration from the models' changes (for Baton developers)"
+    )
+    p.add_argument("-m", "--message", required=True, help="what the migration changes")
+    p.set_defaults(func=cmd_db_revision)
 
 
 def _database(settings: Settings) -> Any:
@@ -159,4 +164,13 @@ async def cmd_db_check(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {diff}")
         return EXIT_FAILED
     print(f"no drift: the models match the migrations at {schema.head()}")
+    return EXIT_OK
+
+
+async def cmd_db_revision(args: argparse.Namespace, settings: Settings) -> int:
+    from activities import schema
+    from baton.cli import EXIT_OK
+
+    path = schema.draft_revision(args.message)
+    print(f"wrote {path}: review it (renames, server defaults for NOT NULL), then commit it")
     return EXIT_OK

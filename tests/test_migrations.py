@@ -330,3 +330,46 @@ def test_baton_db_commands_on_a_pre_migration_database(tmp_path: Path) -> None:
     assert f"already at {schema.head()} (nothing to do)" in again.stdout
     bad = run("db", "upgrade", "--revision", "nope")
     assert bad.returncode == 2 and "--revision must be 'head' or one of" in bad.stderr
+
+
+def test_a_drafted_revision_makes_the_drift_go_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workflow docs/operations/integrity.md describes: change a model, draft a revision,
+    and the database it upgrades matches the models again (rows kept)."""
+    from sqlalchemy import Column, String
+
+    scratch = tmp_path / "migrations"
+    shutil.copytree(schema.MIGRATIONS_DIR, scratch, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(schema, "MIGRATIONS_DIR", scratch)
+    schema._script.cache_clear()
+    schema._sqlite_template.cache_clear()
+    table = schema.model_metadata().tables["kill_switch"]
+    extra = Column("ticket", String, nullable=True)
+    table.append_column(extra)
+    db = Database(f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        base = schema.head()
+        schema.upgrade(db)
+        with db.session() as s:
+            s.exec(  # type: ignore[call-overload]
+                text(
+                    "INSERT INTO kill_switch (scope, value, mode, reason, engaged_by, engaged_at) "
+                    "VALUES ('global', '', 'hold', 'test', 'ops', CURRENT_TIMESTAMP)"
+                )
+            )
+        assert [d[0] for d in schema.drift(db)] == ["add_column"]
+        drafted = schema.draft_revision("kill switch ticket")
+        assert "add_column" in drafted.read_text() and "ticket" in drafted.read_text()
+        report = schema.upgrade(db)
+        assert report.before == base and report.after != base
+        assert schema.drift(db) == []
+        with db.read_session() as s:
+            assert s.exec(text("SELECT reason, ticket FROM kill_switch")).all() == [  # type: ignore[call-overload]
+                ("test", None)
+            ]
+    finally:
+        table._columns.remove(extra)
+        db.dispose()
+        schema._script.cache_clear()
+        schema._sqlite_template.cache_clear()
