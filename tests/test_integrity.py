@@ -73,6 +73,13 @@ async def test_a_terminated_close_is_found_and_repaired_exactly_once(harness: Ha
         # the CLI lists the same, and the Schedule's check audits what it found
         listed = await cli_json(h, "doctor")
         assert [o["workflow_id"] for o in listed["orphans"]] == [handle.id]
+        text = await run_cli(h, "doctor", "--since", "1h")
+        assert text.returncode == 0, text.stderr
+        assert "1 orphaned run(s)" in text.stdout and "TERMINATED" in text.stdout
+        assert f"repair: baton repair {handle.id} --run-id {orphan.run_id}" in text.stdout
+        assert all(f"journal_posting {pid}:" in text.stdout for pid in standing)
+        bad = await run_cli(h, "doctor", "--since", "yesterday")
+        assert bad.returncode == 2 and "--since: expected a duration like" in bad.stderr
         scheduled = await run_cli(h, "doctor", "--schedule", "--every", "1h")
         assert scheduled.returncode == 0, scheduled.stderr
         try:
