@@ -95,7 +95,7 @@ class JournalPosting(SQLModel, table=True):
     rationale: str
     prepared_by: str
     approved_by: str | None = None
-    workflow_id: str = ""
+    workflow_id: str = Field(default="", index=True)  # baton doctor looks postings up by run
     reverses_posting_id: str | None = Field(default=None, index=True)
     decision_json: str = ""  # the policy outcome it was posted under, returned again on retry
     posted_at: datetime = Field(default_factory=utcnow)
