@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-up: install            ## start the local stack (Temporal dev server + Web UI, model server)
+up: install            ## start the local stack (Temporal dev server + Web UI, model server, approver inbox)
 	$(BIN)/python temporal-dev/stack.py up
 
 down:                  ## stop the local stack

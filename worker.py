@@ -176,7 +176,7 @@ def build_runtime(settings: Settings) -> Runtime:
     agents.router = router  # agents the catalogue lists under "agents" are routed too
     audit = AuditActivities(ledger)
     notifier = build_notifier(settings, db, ledger)
-    notify = NotifyActivities(notifier)
+    notify = NotifyActivities(notifier, inbox_url=settings.inbox_url)
     canary = Canary(db, ledger)
     knowledge_base = KnowledgeBase(db, ledger, Embedder(llm, settings.embedding_model))
     knowledge = KnowledgeActivities(knowledge_base)

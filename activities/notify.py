@@ -250,12 +250,23 @@ def _excerpt(response: httpx.Response) -> str:
 class NotifyActivities:
     """The ``notify`` activity. Built once in worker.py around the configured notifier."""
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: Notifier, *, inbox_url: str | None = None) -> None:
+        """``inbox_url`` (BATON_INBOX_URL): approval notifications carry the deep link to the
+        request's page in the approver inbox."""
         self.notifier = notifier
+        self.inbox_url = inbox_url
 
     @activity.defn(name="notify")
     async def notify(self, n: Notification) -> NotifyResult:
-        return await self.notifier.send(n)
+        return await self.notifier.send(with_link(n, self.inbox_url))
+
+
+def with_link(n: Notification, inbox_url: str | None) -> Notification:
+    """``n`` with the inbox page of its request as ``link`` (approval notifications only)."""
+    if inbox_url is None or n.link is not None or not n.kind.startswith("approval."):
+        return n
+    path = f"/requests/{quote(n.request_id, safe='')}?workflow={quote(n.workflow_id, safe='')}"
+    return n.model_copy(update={"link": inbox_url.rstrip("/") + path})
 
 
 def build_notifier(settings: Settings, db: Database, ledger: AuditLedger) -> Notifier:

@@ -7,6 +7,7 @@
     baton auction review|status|result|tiers   document reviews allocated by auction (cli_auction)
     baton approvals list [--role R] [--process P]   the approver inbox: pending across all runs
     baton approvals list WORKFLOW_ID   pending approval requests of one run, in full
+    baton inbox serve [--port P] [--host H]   the approver inbox web page (baton/inbox/)
     baton approve|reject WORKFLOW_ID --approver NAME --rationale TEXT
     baton amend WORKFLOW_ID --approver NAME --rationale TEXT --change "ENTRY amount=X account=Y"
     baton request-changes WORKFLOW_ID --approver NAME --comment TEXT
@@ -456,6 +457,20 @@ def _parse_change(text: str) -> dict[str, str]:
     if len(change) == 1:
         raise CliError(f"--change {text!r}: give amount=X and/or account=Y", EXIT_USAGE)
     return change
+
+
+async def cmd_inbox_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
+    from baton.inbox.server import serve
+
+    if args.temporal_address:
+        settings = replace(settings, temporal_address=args.temporal_address)
+    try:
+        await serve(settings, host=args.host, port=args.port)
+    except ValueError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    return EXIT_OK
 
 
 async def cmd_shadow_diff(args: argparse.Namespace, settings: Settings) -> int:
@@ -1118,6 +1133,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--process", help="inbox: only this process, e.g. finance_close")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_approvals_list)
+
+    inbox = sub.add_parser("inbox", help="the approver inbox web page")
+    inbox_sub = inbox.add_subparsers(dest="inbox_command", required=True, metavar="ACTION")
+    p = inbox_sub.add_parser("serve", help="serve the approver inbox (sign in, decide, delegate)")
+    p.add_argument("--port", type=int, help="port (default BATON_INBOX_PORT, 8240)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--temporal-address", help="host:port of Temporal (default TEMPORAL_ADDRESS)")
+    p.set_defaults(func=cmd_inbox_serve)
 
     for name, text in [
         ("approve", "approve a pending approval request (counts toward N-of-M)"),

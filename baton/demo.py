@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -128,6 +129,11 @@ async def approve_request(
     return who, ack
 
 
+#: set by `baton demo --interactive`: the inbox URL; every step then waits for a person to decide
+#: (in the approver inbox or with the CLI) instead of approving itself
+PEOPLE_DECIDE: ContextVar[str | None] = ContextVar("people_decide", default=None)
+
+
 async def finish_run(
     client: BatonClient,
     settings: Settings,
@@ -162,6 +168,17 @@ async def finish_run(
             if request.request_id in decided:
                 continue
             decided.add(request.request_id)
+            if (inbox := PEOPLE_DECIDE.get()) is not None:
+                from baton.inbox.app import request_path
+
+                print(
+                    f"   waiting for {', '.join(request.eligible_approvers)} to decide "
+                    f"{request.request_id}: {inbox}{request_path(workflow_id, request.request_id)}",
+                    flush=True,
+                )
+                deadline = max(deadline, time.monotonic() + 3600)  # people take their time
+                approvals.append(f"{request.request_id} decided by a person")
+                continue
             who, _ = await approve_request(
                 client, settings, workflow_id, request, approver, rationale
             )
@@ -176,10 +193,11 @@ async def finish_run(
 
 async def run_step(name: str, step: Coroutine[Any, Any, list[str]]) -> tuple[list[str], bool]:
     """One process of the demo: its lines, or what failed (never raises, never hangs)."""
+    bound = DEMO_STEP_TIMEOUT + 30 + (3600 if PEOPLE_DECIDE.get() is not None else 0)
     try:
-        return await asyncio.wait_for(step, DEMO_STEP_TIMEOUT + 30), True
+        return await asyncio.wait_for(step, bound), True
     except TimeoutError:
-        return [f"{name} FAILED: no answer within {DEMO_STEP_TIMEOUT + 30:.0f}s"], False
+        return [f"{name} FAILED: no answer within {bound:.0f}s"], False
     except Exception as err:
         detail, cause = str(err), getattr(err, "cause", None)
         while cause is not None:  # a run's failure -> activity failure -> the error itself
@@ -188,9 +206,16 @@ async def run_step(name: str, step: Coroutine[Any, Any, list[str]]) -> tuple[lis
         return [f"{name} FAILED: {type(err).__name__}: {detail}"], False
 
 
-def _print_how_to_decide(workflow_id: str, request: Any, approver: str) -> None:
+def _print_how_to_decide(
+    workflow_id: str, request: Any, approver: str, inbox_url: str = ""
+) -> None:
     print("   every pending approval, across runs:  baton approvals list --role finance-controller")
     print("   decide with any of:")
+    if inbox_url:
+        from baton.inbox.app import request_path
+
+        print(f"     the approver inbox (sign in as {approver}): {inbox_url}")
+        print(f"       this request: {inbox_url}{request_path(workflow_id, request.request_id)}")
     print(f"     baton approve {workflow_id} --approver {approver} --rationale 'reviewed'")
     print(
         f"     temporal workflow update execute --workflow-id {workflow_id} "
@@ -206,6 +231,8 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
     from worker import build_runtime, build_worker
 
     client = await _client(settings)
+    if interactive:
+        PEOPLE_DECIDE.set(settings.inbox_url)
     runtime = build_runtime(settings)
     period = await next_open_period(client, runtime.db, tenant)
     seeded = seed_period(runtime.db, tenant, period)
@@ -244,7 +271,7 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
                         "entries below the approval threshold"
                     )
                     _print_request(handle.id, request)
-                    _print_how_to_decide(handle.id, request, approver)
+                    _print_how_to_decide(handle.id, request, approver, settings.inbox_url)
                     if interactive:
                         print("   waiting for your decision (Ctrl-C to stop waiting)...")
                 if not interactive:
@@ -307,6 +334,7 @@ async def run_demo(settings: Settings, *, tenant: str, approver: str, interactiv
         f"  -> baton audit show {handle.id}"
     )
     print(f"   web UI: {settings.workflow_url(handle.id)}")
+    print(f"   approver inbox: {settings.inbox_url} (every approval of the demo can be made there)")
     print("\n".join(more))
     await runtime.close()
     if failed:

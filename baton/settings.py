@@ -19,6 +19,7 @@ DEFAULT_TEMPORAL_PORT = 7233
 DEFAULT_UI_PORT = 8233
 DEFAULT_MODEL_PORT = 8765
 DEFAULT_OPA_PORT = 8181
+DEFAULT_INBOX_PORT = 8240
 
 #: The local model server answers under this name; it is rule-based, deterministic, NOT an LLM.
 LOCAL_MODEL_NAME = "baton-rules-not-an-llm"
@@ -107,6 +108,13 @@ class Settings:
     otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces)
     otlp_traces_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as given)
     otel_service_name: str = "baton-worker"  # OTEL_SERVICE_NAME
+    #: the approver inbox (`baton inbox serve`, baton/inbox/): its port, and the URL people
+    #: reach it at (notifications carry deep links under it)
+    inbox_port: int = DEFAULT_INBOX_PORT  # BATON_INBOX_PORT
+    inbox_url: str = f"http://localhost:{DEFAULT_INBOX_PORT}"  # BATON_INBOX_URL
+    #: production sign-in for decisions: the identity provider's RFC 8693 token exchange that
+    #: turns an inbox identity token into a bound approval token (unset: the local dev issuer)
+    inbox_token_exchange_url: str | None = None  # BATON_INBOX_TOKEN_EXCHANGE_URL
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -142,6 +150,11 @@ class Settings:
                 "BATON_AUDIT_CHECKPOINT_SECONDS must be a number of seconds > 0, "
                 f"got {self.audit_checkpoint_seconds!r}"
             )
+        if not 1 <= self.inbox_port <= 65535:
+            raise ValueError(f"BATON_INBOX_PORT must be a port number, got {self.inbox_port!r}")
+        check_http_url("BATON_INBOX_URL", self.inbox_url)
+        if self.inbox_token_exchange_url is not None:
+            check_http_url("BATON_INBOX_TOKEN_EXCHANGE_URL", self.inbox_token_exchange_url)
         if bool(self.deployment_name) != bool(self.build_id):
             raise ValueError(
                 "BATON_DEPLOYMENT_NAME and BATON_BUILD_ID go together (Worker Deployment "
@@ -226,6 +239,12 @@ class Settings:
             otlp_endpoint=get("OTEL_EXPORTER_OTLP_ENDPOINT", None),
             otlp_traces_endpoint=get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None),
             otel_service_name=get("OTEL_SERVICE_NAME", base.otel_service_name),
+            inbox_port=_port(get("BATON_INBOX_PORT", base.inbox_port)),
+            inbox_url=get(
+                "BATON_INBOX_URL",
+                f"http://localhost:{_port(get('BATON_INBOX_PORT', base.inbox_port))}",
+            ).rstrip("/"),
+            inbox_token_exchange_url=get("BATON_INBOX_TOKEN_EXCHANGE_URL", None),
         )
 
     def decision_log_config(self) -> Any:
@@ -294,6 +313,13 @@ class Settings:
         url = f"{self.ui_url}/namespaces/{quote(self.temporal_namespace)}/workflows/"
         url += quote(workflow_id, safe="")
         return url + (f"/{run_id}/history" if run_id else "")
+
+
+def _port(raw: Any) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"BATON_INBOX_PORT must be a port number, got {raw!r}") from None
 
 
 def _words(value: str) -> tuple[str, ...]:

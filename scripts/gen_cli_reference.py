@@ -33,6 +33,7 @@ endpoint and policy engine named by the environment
 
 In short: `demo`, `worker`, `seed`, `close start|status|result|cancel`,
 `onboard hire|start|status|history`, `auction review|status|result|tiers`, `approvals list`,
+`inbox serve`,
 `approve`, `reject`, `amend`, `request-changes`, `shadow diff`, `kill set|clear|list`,
 `canary start|status|evaluate|rollback|promote|versions`, `audit show|verify`, `policy test|eval`,
 `kpi`, `supervisor start|stop`, `encryption new-key`, `token init|issue`, `codec-server`,
@@ -50,9 +51,10 @@ Where each command is explained: processes ([finance close](processes/finance-cl
 [customer onboarding](processes/customer-onboarding.md),
 [support](processes/support-escalation.md), [auction](processes/document-review.md),
 [YAML](processes/yaml.md), [knowledge](knowledge.md)), governance
-([approvals](governance/approvals.md), [audit](governance/audit-trail.md),
-[policy](governance/policy.md), [kill switch](governance/kill-switch.md),
-[shadow](governance/shadow-runs.md), [canary](governance/canaries.md),
+([approvals](governance/approvals.md), [approver inbox](governance/inbox.md),
+[audit](governance/audit-trail.md), [policy](governance/policy.md),
+[kill switch](governance/kill-switch.md), [shadow](governance/shadow-runs.md),
+[canary](governance/canaries.md),
 [encryption, tokens, codec server](governance/security-setup.md)) and operations
 ([kpi, supervisor](operations/observability.md), [demo, worker](operations/local-stack.md)).
 """

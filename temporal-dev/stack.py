@@ -114,6 +114,7 @@ def components(
 ) -> list[Component]:
     """The stack's processes as configured by ``environ`` (default: os.environ)."""
     from baton.settings import (
+        DEFAULT_INBOX_PORT,
         DEFAULT_MODEL_PORT,
         DEFAULT_OPA_PORT,
         DEFAULT_TEMPORAL_PORT,
@@ -170,6 +171,21 @@ def components(
             describe=f"OPENAI_BASE_URL=http://{HOST}:{model}/v1 (rules, not an LLM)",
         ),
     ]
+    inbox = _port(env, "BATON_INBOX_PORT", DEFAULT_INBOX_PORT)
+    stack.append(  # the approver inbox (baton/inbox/): waits for Temporal itself
+        Component(
+            name="inbox",
+            port=inbox,
+            port_var="BATON_INBOX_PORT",
+            argv=[sys.executable, "-m", "baton.cli", "inbox", "serve", "--host", HOST]
+            + ["--port", str(inbox), "--temporal-address", f"{HOST}:{grpc}"],
+            state_dir=state_dir,
+            url=f"http://localhost:{inbox}",
+            ready=_http_ready("/healthz"),
+            describe=f"approver inbox http://localhost:{inbox} (sign in as anyone in the "
+            "directory)",
+        )
+    )
     if with_opa:
         opa = _port(env, "BATON_OPA_PORT", DEFAULT_OPA_PORT)
         policy_dir = Path(env.get("BATON_POLICY_DIR") or REPO_ROOT / "policy").resolve()

@@ -6,6 +6,7 @@ model, and its KPIs are measured per version."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -124,9 +125,14 @@ async def test_a_canary_routes_new_onboardings_to_the_candidate_and_measures_it(
             request = await wait_for_pending(h, run.id)
             await h.client.decide(run.id, decision(request, "maya"))
             await run.result()
-        baseline, candidate = await measure(
-            h.temporal, h.runtime.ledger, status, h.client.task_queue
-        )
+        # visibility lags the runs' ends under load: measure once both show as finished
+        for _ in range(100):
+            baseline, candidate = await measure(
+                h.temporal, h.runtime.ledger, status, h.client.task_queue
+            )
+            if baseline.running == candidate.running == 0:
+                break
+            await asyncio.sleep(0.1)
 
     for run, version in zip(runs, (CANDIDATE, "stable"), strict=True):
         described = await run.describe()

@@ -32,24 +32,29 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from workflows import telemetry, visibility
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     PENDING_MEMO,
     ApprovalAck,
+    ApprovalComment,
     ApprovalDecision,
+    ApprovalDelegationInput,
+    ApprovalNote,
     ApprovalOutcome,
     ApprovalOutcomeKind,
     ApprovalRequest,
     ApprovalRequirement,
     ApprovalVote,
+    Delegation,
     EscalationTier,
     Notification,
     NotificationKind,
     Obligations,
     PendingApproval,
+    PolicyDecision,
 )
 from workflows.contracts_security import ApprovalTrust
 from workflows.presets import PRESETS
@@ -66,6 +71,10 @@ with workflow.unsafe.imports_passed_through():
 #: Refused Signals audited per run; later ones are only counted (ApprovalGate.refused_signals),
 #: not written: a flood of forged signals must not fill the ledger. The last row written says so.
 REFUSED_SIGNAL_AUDIT_LIMIT = 20
+
+#: Comments and delegations one request keeps (history stays small; a flood is refused).
+MAX_COMMENTS_PER_REQUEST = 50
+MAX_DELEGATIONS_PER_REQUEST = 10
 
 CLOSING_VERDICTS: dict[str, ApprovalOutcomeKind] = {
     "reject": "rejected",
@@ -268,6 +277,12 @@ class ApprovalGate:
                 f"segregation of duties: {decision.approver} requested this action "
                 "and cannot decide on it"
             )
+        handed_on = delegated_by(request, decision.approver)
+        if handed_on is not None:
+            return Check(
+                f"{decision.approver} delegated {request.request_id} to {handed_on.to} and no "
+                "longer decides on it"
+            )
         if decision.approver in request.excluded:
             return Check(
                 f"segregation of duties: {decision.approver} prepared or amended this action "
@@ -438,6 +453,223 @@ class ApprovalGate:
             rationale=f"claimed by {decision.approver} (unverified): {reason}",
         )
 
+    # -- comments and delegation (the approver inbox; Updates comment_approval and
+    # delegate_approval in workflows/process_base.py) -------------------------------------------
+
+    def validate_comment(self, comment: ApprovalComment) -> None:
+        """The comment Update's validator: the author must be the requester or an approver of
+        the pending request (signed, when the run has an approval issuer), looking at the
+        current action."""
+        request = self.requests.get(comment.request_id)
+        refusal = self._actor_refusal(
+            comment.author, comment.request_id, comment.action_digest, comment.assertion, None
+        )
+        if refusal is None:
+            refusal = _pending_refusal(self, request, comment.request_id, comment.action_digest)
+        if refusal is None:
+            assert request is not None
+            if comment.author not in participants(request):
+                refusal = (
+                    f"{comment.author} may not comment on {request.request_id}: only its "
+                    f"requester ({request.requested_by}) and its approvers "
+                    f"({', '.join(request.eligible_approvers) or 'nobody'}) may"
+                )
+            elif len(request.comments) >= MAX_COMMENTS_PER_REQUEST:
+                refusal = (
+                    f"{request.request_id} already has {MAX_COMMENTS_PER_REQUEST} comments, the "
+                    "most one request keeps; decide, or request changes"
+                )
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    async def comment(self, comment: ApprovalComment) -> ApprovalAck:
+        """Record a comment the validator passed: on the request (every approver sees it in the
+        inbox), in the memo's count and in the audit trail."""
+        request = self.requests[comment.request_id]
+        signer = self._spend(
+            comment.author, comment.request_id, comment.action_digest, comment.assertion
+        )
+        request.comments.append(
+            ApprovalNote(author=comment.author, at=workflow.now(), text=comment.text)
+        )
+        self.audit.record(
+            comment.author,
+            "approval.comment",
+            detail={"request_id": request.request_id, **signer},
+            rationale=comment.text,
+        )
+        self._publish(request)
+        await self.audit.flush()
+        return ApprovalAck(
+            request_id=request.request_id,
+            accepted=True,
+            message=f"comment by {comment.author} recorded on {request.request_id}",
+            still_needed=still_needed(request),
+        )
+
+    def validate_delegation(self, inp: ApprovalDelegationInput) -> None:
+        """The delegation Update's validator: the delegator must be an eligible approver of the
+        pending request who has not approved it yet (signed, when the run has an issuer). Who
+        may receive it is policy's question, asked by the handler."""
+        request = self.requests.get(inp.request_id)
+        refusal = self._actor_refusal(
+            inp.approver,
+            inp.request_id,
+            inp.action_digest,
+            inp.assertion,
+            request.approver_roles if request is not None else None,
+        )
+        if refusal is None:
+            refusal = _pending_refusal(self, request, inp.request_id, inp.action_digest)
+        if refusal is None:
+            assert request is not None
+            refusal = delegation_refusal(request, inp)
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    def delegation_query(self, inp: ApprovalDelegationInput, tenant: str) -> dict[str, Any]:
+        """The input of policy baton/base/delegation for ``inp``."""
+        request = self.requests[inp.request_id]
+        return {
+            "action": "delegate_approval",
+            "process": self.process,
+            "tenant": tenant,
+            "request_id": request.request_id,
+            "delegator": inp.approver,
+            "delegate": inp.delegate,
+            "roles": open_roles(request) or request.approver_roles,
+            "requested_by": request.requested_by,
+            "excluded": request.excluded,
+            "approved_by": [v.approver for v in request.approvals],
+        }
+
+    async def delegate(self, inp: ApprovalDelegationInput, decision: PolicyDecision) -> ApprovalAck:
+        """Apply policy's answer to a delegation: allowed, the delegator steps out, the delegate
+        becomes eligible for the roles they hold and is notified; denied, the refusal is audited
+        and the Update fails with policy's reasons. Either way the decision is audited."""
+        request = self.requests[inp.request_id]
+        signer = self._spend(inp.approver, inp.request_id, inp.action_digest, inp.assertion)
+        policy = {"policy_decision": decision.decision_id, "policy_revision": decision.revision}
+        # the request may have closed (or changed) while policy was asked
+        refusal = _pending_refusal(self, request, inp.request_id, inp.action_digest)
+        refusal = refusal or delegation_refusal(request, inp)
+        if refusal is None and decision.verdict != "allow":
+            refusal = "policy refuses the delegation: " + "; ".join(decision.reasons)
+        # the roles the delegate may fill: those policy listed them for when it opened the request
+        roles = [r for r in request.approver_roles if inp.delegate in request.candidates.get(r, [])]
+        if refusal is None and not roles:
+            refusal = (
+                f"{inp.delegate} is not among the people policy named for the roles of "
+                f"{request.request_id} ({', '.join(request.approver_roles)})"
+            )
+        if refusal is not None:
+            self.audit.record(
+                inp.approver,
+                "approval.delegation_refused",
+                detail={"request_id": request.request_id, "delegate": inp.delegate, **policy},
+                rationale=refusal,
+            )
+            await self.audit.flush()
+            raise ApplicationError(refusal, type="DelegationRefused", non_retryable=True)
+        request.excluded = sorted({*request.excluded, inp.approver})
+        request.delegations.append(
+            Delegation(
+                from_approver=inp.approver,
+                to=inp.delegate,
+                at=workflow.now(),
+                rationale=inp.rationale,
+                roles=roles,
+            )
+        )
+        refresh_tier(request)
+        self.audit.record(
+            inp.approver,
+            "approval.delegated",
+            detail={
+                "request_id": request.request_id,
+                "delegate": inp.delegate,
+                "roles": roles,
+                "eligible": request.eligible_approvers,
+                **policy,
+                **signer,
+            },
+            rationale=inp.rationale,
+        )
+        self._publish(request)
+        await self.audit.flush()
+        await self._notify("approval.delegated", request, roles, recipients=[inp.delegate])
+        return ApprovalAck(
+            request_id=request.request_id,
+            accepted=True,
+            message=f"{inp.approver} delegated {request.request_id} to {inp.delegate}",
+            still_needed=still_needed(request),
+        )
+
+    def _actor_refusal(
+        self,
+        actor: str,
+        request_id: str,
+        action_digest: str,
+        assertion: str | None,
+        roles: list[str] | None,
+    ) -> str | None:
+        """A comment's or delegation's signed identity, checked like a decision's: bound to
+        this workflow, the request and the digest, sealed, and each token used once."""
+        if self.trust is None:
+            return None
+        refusal, identity = self._verify_token(actor, request_id, action_digest, assertion, roles)
+        if refusal is not None:
+            return f"signed approval refused: {refusal}"
+        assert identity is not None and identity.token_id is not None
+        used_on = self.used_tokens.get(identity.token_id)
+        if used_on is not None:
+            return (
+                f"signed approval refused: approval token {identity.token_id} was already used "
+                f"in this run (on {used_on}); each token is used once: ask for a new one"
+            )
+        return None
+
+    def _spend(
+        self, actor: str, request_id: str, action_digest: str, assertion: str | None
+    ) -> dict[str, str]:
+        """Mark a comment's or delegation's token used; its audit detail (never the token)."""
+        if self.trust is None:
+            return {}
+        _, identity = self._verify_token(actor, request_id, action_digest, assertion, None)
+        if identity is None:
+            return {}
+        if identity.token_id:
+            self.used_tokens[identity.token_id] = request_id
+        return identity.audit_detail()
+
+    def _verify_token(
+        self,
+        actor: str,
+        request_id: str,
+        action_digest: str,
+        assertion: str | None,
+        roles: list[str] | None,
+    ) -> tuple[str | None, VerifiedIdentity | None]:
+        assert self.trust is not None
+        try:
+            token = unseal_assertion(assertion, self.seal_key) if assertion else None
+        except AssertionRefused as err:
+            return str(err), None
+        if token is not None and self.seal_key is not None and token == assertion:
+            return "this worker takes approval tokens sealed to its seal key only", None
+        return approver_refusal(
+            token,
+            self.trust,
+            workflow.now(),
+            approver=actor,
+            acceptable_roles=roles,
+            binding={
+                "workflow_id": workflow.info().workflow_id,
+                "request_id": request_id,
+                "action_digest": action_digest,
+            },
+        )
+
     # -- internals -----------------------------------------------------------------------------
 
     def _verify(
@@ -558,12 +790,18 @@ class ApprovalGate:
         await self._notify("approval.escalated", request, tier.roles)
 
     async def _notify(
-        self, kind: NotificationKind, request: ApprovalRequest, roles: list[str]
+        self,
+        kind: NotificationKind,
+        request: ApprovalRequest,
+        roles: list[str],
+        *,
+        recipients: list[str] | None = None,
     ) -> None:
         """Tell the people holding ``roles``; a notification that cannot be sent is audited, and
         never stops the approval (the request stays visible in the inbox and the Web UI)."""
         info = workflow.info()
-        recipients = sorted({p for r in roles for p in request.candidates.get(r, [])})
+        if recipients is None:
+            recipients = sorted({p for r in roles for p in request.candidates.get(r, [])})
         if kind == "approval.expired":
             recipients = sorted({*recipients, request.requested_by})
         note = Notification(
@@ -634,6 +872,9 @@ class ApprovalGate:
             approved_by=[v.approver for v in request.approvals],
             escalation_level=request.escalation_level,
             action_digest=request.action_digest,
+            action=request.action,
+            comments=len(request.comments),
+            delegated_to={d.to: d.from_approver for d in request.delegations},
         )
         workflow.upsert_memo({PENDING_MEMO: [line.model_dump(mode="json")]})
         workflow.set_current_details(details_text(request))
@@ -678,6 +919,11 @@ def new_request(
     )
 
 
+def reasons_of(decisions: Sequence[PolicyDecision]) -> list[str]:
+    """Policy's reasons for asking, once each, in order (for the approver inbox)."""
+    return list(dict.fromkeys(r for d in decisions for r in d.reasons))
+
+
 def merge_obligations(obligations: Sequence[Obligations]) -> Obligations:
     """One approval covering several actions: the strictest count per role, and only people
     who may approve every action that needs their role."""
@@ -696,6 +942,53 @@ def merge_obligations(obligations: Sequence[Obligations]) -> Obligations:
         escalation=escalation,
         candidates={role: sorted(people) for role, people in sorted(candidates.items())},
     )
+
+
+def participants(request: ApprovalRequest) -> set[str]:
+    """Who may comment on a request: its requester, whoever may decide now, who approved and
+    who delegated it."""
+    return {
+        request.requested_by,
+        *request.eligible_approvers,
+        *(v.approver for v in request.approvals),
+        *(d.from_approver for d in request.delegations),
+    }
+
+
+def delegated_by(request: ApprovalRequest, person: str) -> Delegation | None:
+    """The delegation by which ``person`` handed ``request`` on, if any."""
+    return next((d for d in request.delegations if d.from_approver == person), None)
+
+
+def delegation_refusal(request: ApprovalRequest, inp: ApprovalDelegationInput) -> str | None:
+    """Why ``inp.approver`` may not hand ``request`` on (None: policy decides the delegate)."""
+    who = inp.approver
+    if who == request.requested_by or who not in request.eligible_approvers:
+        return (
+            f"{who} may not delegate {request.request_id}: only an eligible approver may "
+            f"(eligible now: {', '.join(request.eligible_approvers) or 'nobody'})"
+        )
+    if any(v.approver == who for v in request.approvals):
+        return f"{who} has already approved {request.request_id}; an approval is not handed on"
+    if inp.delegate == who:
+        return f"{who} cannot delegate {request.request_id} to themself"
+    if len(request.delegations) >= MAX_DELEGATIONS_PER_REQUEST:
+        return f"{request.request_id} was delegated {MAX_DELEGATIONS_PER_REQUEST} times already"
+    return None
+
+
+def _pending_refusal(
+    gate: ApprovalGate, request: ApprovalRequest | None, request_id: str, action_digest: str
+) -> str | None:
+    if request is None or request_id in gate.outcomes:
+        return f"approval request {request_id!r} is not pending"
+    if action_digest != request.action_digest:
+        return (
+            "action digest mismatch: the action changed since it was reviewed "
+            f"(request digest {request.action_digest[:12]}..., given {action_digest[:12]}...); "
+            "review it again"
+        )
+    return None
 
 
 def slot_roles(request: ApprovalRequest) -> list[str]:

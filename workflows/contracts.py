@@ -67,6 +67,9 @@ CANARY_STATUS_QUERY = "canary_status"
 #: BatonVersion and the input's ``version``.
 VERSION_MEMO = "baton_version"
 APPROVAL_SIGNAL = "submit_approval"
+#: Updates of the approver inbox: a comment on a request, and handing a request to a colleague
+APPROVAL_COMMENT_UPDATE = "comment_approval"
+APPROVAL_DELEGATE_UPDATE = "delegate_approval"
 STATUS_QUERY = "status"
 PENDING_APPROVALS_QUERY = "pending_approvals"
 BOARD_HISTORY_QUERY = "board_history"
@@ -593,6 +596,58 @@ class ApprovalRequest(Contract):
     round: int = Field(
         default=1, description="1 for the first request of a process, +1 per amend/change."
     )
+    policy_reasons: list[str] = Field(
+        default=[], description="Why policy asked for this approval (its require_approval reasons)."
+    )
+    action_payload: Any = Field(
+        default=None,
+        description="The action's arguments as data (grants, discounts, a tool call), for "
+        "approvers; entries carry their own. Data only: the digest is action_digest.",
+    )
+    comments: list[ApprovalNote] = []
+    delegations: list[Delegation] = []
+
+
+class ApprovalNote(Contract):
+    """A comment on a request, as recorded: visible to every approver, audited."""
+
+    author: str
+    at: datetime
+    text: str
+
+
+class Delegation(Contract):
+    """An approver handed a request on to a colleague (policy baton/base/delegation allowed it):
+    the delegator steps out of the request, the delegate is asked."""
+
+    from_approver: str
+    to: str
+    at: datetime
+    rationale: str
+    roles: list[str] = Field(description="The request's roles the delegate holds.")
+
+
+class ApprovalComment(Contract):
+    """The Update ``comment_approval``: a comment on a pending request by one of its approvers
+    or its requester. Signed like a decision when the run has an approval issuer."""
+
+    request_id: Id
+    author: Name
+    text: Text = Field(min_length=1)
+    action_digest: Id = Field(description="Digest of the action the author looked at.")
+    assertion: str | None = Field(default=None, max_length=MAX_TOKEN_FIELD_CHARS)
+
+
+class ApprovalDelegationInput(Contract):
+    """The Update ``delegate_approval``: ``approver`` hands request ``request_id`` to
+    ``delegate``; policy (baton/base/delegation) decides whether the delegate may receive it."""
+
+    request_id: Id
+    approver: Name = Field(description="The eligible approver who delegates.")
+    delegate: Name = Field(min_length=1, description="Who receives the request.")
+    rationale: Text = Field(min_length=1)
+    action_digest: Id
+    assertion: str | None = Field(default=None, max_length=MAX_TOKEN_FIELD_CHARS)
 
 
 class EntryAmendment(Contract):
@@ -665,6 +720,10 @@ class PendingApproval(Contract):
     approved_by: list[str]
     escalation_level: int
     action_digest: str
+    action: str = ""
+    comments: int = 0
+    #: delegate -> the approver who handed the request on
+    delegated_to: dict[str, str] = {}
 
 
 PENDING_MEMO = "baton_pending"
@@ -721,6 +780,7 @@ class ApprovalOutcome(Contract):
 
 NotificationKind = Literal[
     "approval.requested", "approval.escalated", "approval.expired", "approval.closed",
+    "approval.delegated",
     "supervisor.alert",  # workflows/supervisor.py: an anomaly (request_id = the anomaly key)
 ]  # fmt: skip
 
@@ -737,6 +797,11 @@ class Notification(Contract):
     escalation_level: int = 0
     idempotency_key: str = Field(
         min_length=1, description="Stable per notification; receivers drop repeats by it."
+    )
+    link: str | None = Field(
+        default=None,
+        description="The request's page in the approver inbox (set by the notify activity "
+        "from BATON_INBOX_URL).",
     )
 
 
@@ -983,6 +1048,7 @@ class AuditWriteResult(Contract):
 
 FinanceCloseResult.model_rebuild()
 ProcessStatus.model_rebuild()
+ApprovalRequest.model_rebuild()
 ComplianceInput.model_rebuild()
 
 

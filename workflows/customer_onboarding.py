@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
+from workflows.approval_gate import ApprovalGate, merge_obligations, new_request, reasons_of
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     STATUS_QUERY,
@@ -390,6 +390,11 @@ class CustomerOnboardingWorkflow(GovernedProcess):
             obligations=obligations,
             requested_by=self.inp.requested_by,
             excluded=[self.inp.requested_by],
+            policy_reasons=reasons_of([d for _, d in exceptions]),
+            action_payload={
+                "customer_id": brief.customer_id,
+                "actions": [a.model_dump(mode="json") for a, _ in exceptions],
+            },
         )
         workflow.upsert_search_attributes([visibility.RISK.value_set("medium")])
         self.stage = "waiting for approval of plan exceptions"

@@ -25,7 +25,7 @@ from typing import TypeVar
 from temporalio import workflow
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
+from workflows.approval_gate import ApprovalGate, merge_obligations, new_request, reasons_of
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     STATUS_QUERY,
@@ -448,6 +448,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             excluded=sorted({PREPARER, *(amended_by[i] for i in ids if i in amended_by)}),
             compliance_findings=[f for f in findings if f.entry_id in ids],
             round=round_,
+            policy_reasons=reasons_of([self.pending_decisions[e.entry_id] for e in entries]),
         )
         # risk for the Web UI list filters: a CFO-level approval is high, any other is medium
         risk = "high" if "cfo" in obligations.approver_roles else "medium"

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
+from workflows.approval_gate import ApprovalGate, merge_obligations, new_request, reasons_of
 from workflows.audit_trail import AuditTrail
 from workflows.blackboard import Blackboard, ConflictRetriesExhausted, StaleWrite, cooperate
 from workflows.contracts import (
@@ -351,6 +351,11 @@ class HrOnboardingWorkflow(GovernedProcess):
             summary=f"grant {', '.join(labels)} to {hire.employee_id} "
             f"({hire.role}, {hire.department})",
             obligations=obligations,
+            policy_reasons=reasons_of([self.pending_decisions[e.label] for e in waiting]),
+            action_payload={
+                "employee_id": hire.employee_id,
+                "entitlements": [e.model_dump(mode="json") for e in waiting],
+            },
             requested_by=self.inp.requested_by,
             excluded=[self.inp.requested_by],
         )

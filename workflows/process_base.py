@@ -21,6 +21,8 @@ from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate, new_request
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
+    APPROVAL_COMMENT_UPDATE,
+    APPROVAL_DELEGATE_UPDATE,
     APPROVAL_SIGNAL,
     APPROVAL_UPDATE,
     BUDGET_EXCEEDED,
@@ -28,7 +30,9 @@ from workflows.contracts import (
     PENDING_APPROVALS_QUERY,
     AgentInput,
     ApprovalAck,
+    ApprovalComment,
     ApprovalDecision,
+    ApprovalDelegationInput,
     ApprovalRequest,
     Budget,
     PolicyBatch,
@@ -37,7 +41,7 @@ from workflows.contracts import (
     digest,
 )
 from workflows.kill_switch_gate import KillSwitchGate
-from workflows.presets import ActivityKind
+from workflows.presets import PRESETS, ActivityKind
 from workflows.saga import Saga, unwind
 
 with workflow.unsafe.imports_passed_through():
@@ -112,6 +116,8 @@ class RunCost:
         )
 
 
+#: The policy asked when an approver delegates a request (policy/base/delegation.rego).
+DELEGATION_POLICY = "baton/base/delegation"
 #: The policy asked when a run's model budget is spent (policy/base/budget_raise.rego).
 BUDGET_RAISE_POLICY = "baton/base/budget_raise"
 #: Replay safety: runs started before a refused budget asked a human failed instead.
@@ -138,6 +144,47 @@ class ApprovalHandlers:
     @workflow.signal(name=APPROVAL_SIGNAL)
     def submit_approval(self, decision: ApprovalDecision) -> None:
         self.gate.receive_signal(decision)
+
+    @workflow.update(name=APPROVAL_COMMENT_UPDATE)
+    async def comment_approval(self, comment: ApprovalComment) -> ApprovalAck:
+        """A comment on a pending request (the approver inbox), visible to its approvers and
+        audited. New Updates add no command to runs that never receive them, so histories
+        recorded before they existed replay unchanged."""
+        return await self.gate.comment(comment)
+
+    @comment_approval.validator
+    def _validate_comment(self, comment: ApprovalComment) -> None:
+        self.gate.validate_comment(comment)
+
+    @workflow.update(name=APPROVAL_DELEGATE_UPDATE)
+    async def delegate_approval(self, inp: ApprovalDelegationInput) -> ApprovalAck:
+        """Hand a pending request to a colleague: the validator checks the delegator, policy
+        (baton/base/delegation) decides whether the delegate may receive it; a refusal fails
+        the Update with policy's reasons and is audited."""
+        wid = workflow.info().workflow_id
+        tenant = str(getattr(getattr(self, "inp", None), "tenant", "") or "")
+        preset = PRESETS["policy"]
+        [decision] = await workflow.execute_activity_method(
+            FinanceActivities.evaluate_policies,
+            PolicyBatch(
+                queries=[
+                    PolicyQuery(
+                        policy=DELEGATION_POLICY,
+                        input=self.gate.delegation_query(inp, tenant),
+                        subject=inp.request_id,
+                        workflow_id=wid,
+                    )
+                ]
+            ),
+            start_to_close_timeout=preset.start_to_close,
+            retry_policy=preset.retry,
+            summary=f"policy {DELEGATION_POLICY}: may {inp.delegate} receive {inp.request_id}",
+        )
+        return await self.gate.delegate(inp, decision)
+
+    @delegate_approval.validator
+    def _validate_delegation(self, inp: ApprovalDelegationInput) -> None:
+        self.gate.validate_delegation(inp)
 
     @workflow.signal(name=KILL_SWITCH_RELEASED_SIGNAL)
     def kill_switch_released(self) -> None:
@@ -288,6 +335,8 @@ class GovernedProcess(ApprovalHandlers):
             obligations=decision.obligations,
             requested_by=inp.requested_by,
             excluded=[inp.requested_by],
+            policy_reasons=list(decision.reasons),
+            action_payload={"workflow": wid, "step": step, "budget_usd": budget.run_usd},
         )
         if getattr(inp, "shadow", False):  # a shadow run asks nobody: policy's candidates
             outcome = self.gate.simulate(request)

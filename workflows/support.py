@@ -243,6 +243,10 @@ class SupportCaseWorkflow(ApprovalHandlers):
                 digest(update.model_copy(update={"idempotency_key": ""})),
                 f"update ticket {case.case_id} ({triage.category}, {draft.status}): "
                 f"{'; '.join(outcome.decision.reasons)}",
+                payload={
+                    "tool": "apply_ticket_update",
+                    "arguments": update.model_dump(mode="json", exclude={"idempotency_key"}),
+                },
             )
             grant = ApprovalGrant(
                 request_id=approval.request.request_id,
@@ -350,6 +354,7 @@ class SupportCaseWorkflow(ApprovalHandlers):
             decision,
             digest({"case_id": case.case_id, "step": step, "budget": self.budget.run_usd}),
             f"raise the model budget of case {case.case_id} ({step}): {why}",
+            payload={"case_id": case.case_id, "step": step, "budget_usd": self.budget.run_usd},
         )
         # Approved: this run's own cap is lifted (the tenant's daily cap still holds).
         self.budget = Budget(run_usd=None, over_budget=self.budget.over_budget)
@@ -385,7 +390,12 @@ class SupportCaseWorkflow(ApprovalHandlers):
         )
 
     async def _ask_lead(
-        self, action: str, decision: PolicyDecision, action_digest: str, summary: str
+        self,
+        action: str,
+        decision: PolicyDecision,
+        action_digest: str,
+        summary: str,
+        payload: Any = None,
     ) -> ApprovalOutcome:
         request = new_request(
             process=SUPPORT_PROCESS,
@@ -395,6 +405,8 @@ class SupportCaseWorkflow(ApprovalHandlers):
             obligations=decision.obligations,
             requested_by=self.inp.requested_by,
             excluded=[self.inp.requested_by],
+            policy_reasons=list(decision.reasons),
+            action_payload=payload,
         )
         previous = self.stage
         self.stage = f"waiting for a support lead ({action})"

@@ -73,7 +73,9 @@ class Browser:
             time.sleep(0.1)
         args = [
             "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            f"--window-size={self.size[0]},{self.size[1]}", f"--user-data-dir={self.profile.name}",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--window-size={self.size[0]},{self.size[1]}",
+            f"--user-data-dir={self.profile.name}",
         ]  # fmt: skip
         value = self._call(
             "POST",
@@ -156,10 +158,69 @@ class Browser:
                 )
             time.sleep(0.25)
 
+    # -- acting on a page (the approver inbox's tests fill forms and click like a person) -------
+
+    def execute(self, script: str, *args: Any) -> Any:
+        """Run ``script`` (a function body; ``arguments`` holds ``args``) in the page."""
+        body = {"script": script, "args": list(args)}
+        return self._call("POST", f"/session/{self.session}/execute/sync", body)
+
+    def element(self, css: str, timeout: float = 10.0) -> str:
+        """The WebDriver id of the first element matching ``css`` (waits for it to appear)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = self._call(
+                    "POST",
+                    f"/session/{self.session}/element",
+                    {"using": "css selector", "value": css},
+                )
+                return str(next(iter(found.values())))
+            except WebDriverError:
+                if time.monotonic() > deadline:
+                    raise WebDriverError(
+                        f"no element {css!r} on the page after {timeout:g} s"
+                    ) from None
+                time.sleep(0.1)
+
+    def click(self, css: str) -> None:
+        element = self.element(css)
+        self._call("POST", f"/session/{self.session}/element/{element}/click", {})
+
+    def type(self, css: str, text: str, *, clear: bool = True) -> None:
+        """Type ``text`` into the field ``css`` like a person (keystrokes), clearing it first."""
+        element = self.element(css)
+        if clear:
+            self._call("POST", f"/session/{self.session}/element/{element}/clear", {})
+        self._call("POST", f"/session/{self.session}/element/{element}/value", {"text": text})
+
+    def select(self, css: str, value: str) -> None:
+        """Choose the option with ``value`` in the select ``css`` (by clicking it)."""
+        self.click(f"{css} option[value={json_string(value)}]")
+
+    def title(self) -> str:
+        return str(self._call("GET", f"/session/{self.session}/title"))
+
+    def url(self) -> str:
+        return str(self._call("GET", f"/session/{self.session}/url"))
+
+    def set_cookie(self, name: str, value: str) -> None:
+        """A cookie for the current page's site (open a page of the site first)."""
+        cookie = {"name": name, "value": value, "path": "/", "httpOnly": True}
+        self._call("POST", f"/session/{self.session}/cookie", {"cookie": cookie})
+
+    def delete_cookies(self) -> None:
+        self._call("DELETE", f"/session/{self.session}/cookie")
+
     def screenshot(self, path: Path) -> Path:
         png = self._call("GET", f"/session/{self.session}/screenshot")
         path.write_bytes(base64.b64decode(png))
         return path
+
+
+def json_string(value: str) -> str:
+    """``value`` as a CSS string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,7 @@ class Stack:
     grpc: int
     ui: int
     model: int
+    inbox: int
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -79,14 +80,18 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    grpc, ui, model = free_ports(3)
+    grpc, ui, model, inbox = free_ports(4)
+    state_dir = tmp_path_factory.mktemp("stack") / ".baton"
     env = {
         **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},  # baton.db: state dir
         "BATON_TEMPORAL_PORT": str(grpc),
         "BATON_UI_PORT": str(ui),
         "BATON_MODEL_PORT": str(model),
+        "BATON_INBOX_PORT": str(inbox),
+        "BATON_ISSUER_DIR": str(state_dir / "issuer"),
+        "DATABASE_URL": f"sqlite:///{state_dir / 'inbox.db'}",
     }
-    s = Stack(tmp_path_factory.mktemp("stack") / ".baton", env, grpc, ui, model)
+    s = Stack(state_dir, env, grpc, ui, model, inbox)
     yield s
     leftovers = s.pids() if s.state_dir.exists() else {}
     s.run("down")
@@ -99,7 +104,7 @@ async def test_up_starts_temporal_and_the_model_server(local_stack: Stack) -> No
     done = local_stack.run("up")
     assert done.returncode == 0, done.stderr
     assert f"Temporal Web UI: http://localhost:{local_stack.ui}" in done.stdout
-    assert set(local_stack.pids()) == {"temporal", "model-server"}
+    assert set(local_stack.pids()) == {"temporal", "model-server", "inbox"}
     assert (local_stack.state_dir / "temporal.db").exists()
     # Baton's own database is migrated too (docs/operations/integrity.md)
     assert "database: schema not migrated -> " in done.stdout
@@ -130,8 +135,10 @@ async def test_up_starts_temporal_and_the_model_server(local_stack: Stack) -> No
                 ],
             },
         )
+        inbox = await http.get(f"http://127.0.0.1:{local_stack.inbox}/sign-in")
     assert health.status_code == 200
     assert ui.status_code == 200
+    assert inbox.status_code == 200 and "Sign in" in inbox.text
     assert plan.status_code == 200, plan.text
 
 
@@ -139,7 +146,7 @@ def test_up_again_is_a_no_op(local_stack: Stack) -> None:
     before = local_stack.pids()
     done = local_stack.run("up")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("already running") == 2
+    assert done.stdout.count("already running") == 3
     assert "database: schema at " in done.stdout and "(up to date)" in done.stdout
     assert local_stack.pids() == before
 
@@ -182,7 +189,7 @@ def test_up_with_opa_adds_only_the_policy_server(local_stack: Stack, tmp_path: P
         "up", "--with-opa", BATON_OPA_PORT=str(opa_port), BATON_POLICY_DIR=str(tmp_path)
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("already running") == 2
+    assert done.stdout.count("already running") == 3
     assert "opa-server    started" in done.stdout
     answer = httpx.post(
         f"http://127.0.0.1:{opa_port}/v1/data/gate/allow", json={"input": {"user": "alice"}}
@@ -193,16 +200,19 @@ def test_up_with_opa_adds_only_the_policy_server(local_stack: Stack, tmp_path: P
 def test_a_port_held_by_another_process_is_a_clear_error(
     local_stack: Stack, tmp_path: Path
 ) -> None:
-    other_grpc, other_ui, other_model = free_ports(3)
+    other_grpc, other_ui, other_model, other_inbox = free_ports(4)
     with socket.socket() as stranger:
         stranger.bind(("127.0.0.1", other_grpc))
         stranger.listen()
-        other = Stack(tmp_path / ".baton", local_stack.env, other_grpc, other_ui, other_model)
+        other = Stack(
+            tmp_path / ".baton", local_stack.env, other_grpc, other_ui, other_model, other_inbox
+        )
         done = other.run(
             "up",
             BATON_TEMPORAL_PORT=str(other_grpc),
             BATON_UI_PORT=str(other_ui),
             BATON_MODEL_PORT=str(other_model),
+            BATON_INBOX_PORT=str(other_inbox),
         )
     assert done.returncode == 1
     assert (

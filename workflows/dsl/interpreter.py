@@ -464,6 +464,7 @@ class ProcessWorkflow(ApprovalHandlers):
             excluded=sorted(set(self.render(step.exclude, scope, step.id))),
             compliance_findings=findings,
             round=self.render(step.round, scope, step.id),
+            action_payload=payload,
         )
         risk = "high" if "cfo" in merged.approver_roles else "medium"
         workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
