@@ -99,9 +99,17 @@ class Runtime:
     approval_seal_key: Any = None
     router: Router | None = None
     switch: KillSwitch | None = None
+    #: the knowledge layer's embeddings client (BATON_EMBEDDINGS_BASE_URL); None: ``openai``
+    embeddings: AsyncOpenAI | None = None
+
+    @property
+    def embeddings_client(self) -> AsyncOpenAI:
+        return self.embeddings or self.openai
 
     async def close(self) -> None:
         await self.openai.close()
+        if self.embeddings is not None:
+            await self.embeddings.close()
         if self.router is not None:
             await self.router.aclose()
         # the OPA REST client holds a session; the webhook notifier may own an httpx client
@@ -178,7 +186,12 @@ def build_runtime(settings: Settings) -> Runtime:
     notifier = build_notifier(settings, db, ledger)
     notify = NotifyActivities(notifier, inbox_url=settings.inbox_url)
     canary = Canary(db, ledger)
-    knowledge_base = KnowledgeBase(db, ledger, Embedder(llm, settings.embedding_model))
+    embeddings = llm
+    if settings.embeddings_base_url and settings.embeddings_base_url != settings.openai_base_url:
+        embeddings = AsyncOpenAI(
+            base_url=settings.embeddings_base_url, api_key=settings.openai_api_key, max_retries=0
+        )
+    knowledge_base = KnowledgeBase(db, ledger, Embedder(embeddings, settings.embedding_model))
     knowledge = KnowledgeActivities(knowledge_base)
     support = SupportActivities(
         router, VectorKnowledgeSource(knowledge_base), db, ledger, policy, switch=switch
@@ -237,6 +250,7 @@ def build_runtime(settings: Settings) -> Runtime:
         db=db,
         ledger=ledger,
         openai=llm,
+        embeddings=None if embeddings is llm else embeddings,
         policy=policy,
         notifier=notifier,
         activities=activities,
@@ -382,19 +396,32 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 shutdown()
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings.from_env()
+async def serve(settings: Settings) -> None:
+    """Run the worker until SIGINT/SIGTERM, on the caller's event loop.
 
-    async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    Both entry points await this: ``python worker.py`` (through ``main``) and ``baton worker``,
+    whose CLI already runs an event loop (a second ``asyncio.run`` there raised "cannot be
+    called from a running event loop").
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
         await run(settings, stop)
-
-    asyncio.run(_main())
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     log.info("worker stopped")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def main() -> None:
+    configure_logging()
+    asyncio.run(serve(Settings.from_env()))
 
 
 if __name__ == "__main__":

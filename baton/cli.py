@@ -152,7 +152,8 @@ async def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import worker
 
-    worker.main()
+    worker.configure_logging()
+    await worker.serve(settings)  # on the CLI's loop: worker.main() would start a second one
     return EXIT_OK
 
 
@@ -1017,7 +1018,11 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from baton.demo import run_demo
 
     return await run_demo(
-        settings, tenant=args.tenant, approver=args.approver, interactive=args.interactive
+        settings,
+        tenant=args.tenant,
+        approver=args.approver,
+        interactive=args.interactive,
+        step_timeout=args.step_timeout,
     )
 
 
@@ -1037,6 +1042,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--interactive",
         action="store_true",
         help="wait for you to approve/reject from another terminal",
+    )
+    p.add_argument(
+        "--step-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long each process may take (default 120; the close at least 300); real "
+        "models on a CPU need minutes (make demo LLM=local uses 1800)",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -167,7 +167,7 @@ async def demo_customer(client: Any, settings: Settings, runtime: Any, tenant: s
     from workflows.contracts_customer import CrmEvent
 
     kb = KnowledgeBase(
-        runtime.db, runtime.ledger, Embedder(runtime.openai, settings.embedding_model)
+        runtime.db, runtime.ledger, Embedder(runtime.embeddings_client, settings.embedding_model)
     )
     suffix = f"demo{time.strftime('%Y%m%d%H%M%S')}{uuid.uuid4().hex[:4]}"
     customer = await copy_seed_customer(kb, tenant, "cust-globex", suffix)

@@ -130,7 +130,7 @@ async def demo_support(client: Any, settings: Settings, runtime: Any, tenant: st
     from workflows.support_client import SupportClient
 
     kb = KnowledgeBase(
-        runtime.db, runtime.ledger, Embedder(runtime.openai, settings.embedding_model)
+        runtime.db, runtime.ledger, Embedder(runtime.embeddings_client, settings.embedding_model)
     )
     await kb.ingest(support_articles(settings.support_articles, tenant))  # unchanged: no-op
     support = SupportClient(client)

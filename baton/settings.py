@@ -45,6 +45,9 @@ class Settings:
     model: str = LOCAL_MODEL_NAME  # BATON_MODEL
     #: Embeddings model of the knowledge layer, asked at OPENAI_BASE_URL's /embeddings.
     embedding_model: str = "all-MiniLM-L6-v2"  # BATON_EMBEDDING_MODEL
+    #: Where the knowledge layer asks for embeddings when that is not OPENAI_BASE_URL, e.g. a
+    #: chat-only server such as llama.cpp's (`make up LLM=local`) next to the local model server.
+    embeddings_base_url: str | None = None  # BATON_EMBEDDINGS_BASE_URL (unset: OPENAI_BASE_URL)
     #: USD per 1k prompt / completion tokens, for cost accounting of the configured model.
     price_per_1k_prompt: float = 0.0  # BATON_PRICE_PER_1K_PROMPT
     price_per_1k_completion: float = 0.0  # BATON_PRICE_PER_1K_COMPLETION
@@ -141,6 +144,8 @@ class Settings:
         ):
             if url is not None:
                 check_http_url(variable, url)
+        if self.embeddings_base_url is not None:
+            check_http_url("BATON_EMBEDDINGS_BASE_URL", self.embeddings_base_url)
         if self.metrics_bind is not None:
             from baton.telemetry import check_bind_address
 
@@ -189,6 +194,7 @@ class Settings:
             openai_api_key=get("OPENAI_API_KEY", base.openai_api_key),
             model=get("BATON_MODEL", base.model),
             embedding_model=get("BATON_EMBEDDING_MODEL", base.embedding_model),
+            embeddings_base_url=get("BATON_EMBEDDINGS_BASE_URL", None),
             price_per_1k_prompt=get_float("BATON_PRICE_PER_1K_PROMPT", base.price_per_1k_prompt),
             price_per_1k_completion=get_float(
                 "BATON_PRICE_PER_1K_COMPLETION", base.price_per_1k_completion

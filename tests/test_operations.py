@@ -51,9 +51,10 @@ async def run_cli(h: Harness, *args: str) -> subprocess.CompletedProcess[str]:
     return await run([BATON, *args], env=stack_env(h))
 
 
-def start_worker_process(h: Harness) -> subprocess.Popen[bytes]:
+def start_worker_process(h: Harness, argv: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """``python worker.py`` by default; ``argv`` runs another entry point (``baton worker``)."""
     return subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "worker.py")],
+        argv or [sys.executable, str(REPO_ROOT / "worker.py")],
         env=stack_env(h),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -98,9 +99,8 @@ async def test_worker_killed_mid_run_then_restarted_completes_without_double_pos
     assert h.runtime.ledger.verify().ok
 
 
-async def test_worker_stops_cleanly_on_sigterm(harness: Harness) -> None:
-    worker = start_worker_process(harness)
-    assert worker.stderr is not None
+async def wait_until_polling(worker: subprocess.Popen[bytes]) -> list[str]:
+    """The worker's log lines up to "worker polling" (its signal handlers are set by then)."""
     seen: list[str] = []
 
     def wait_polling() -> None:  # the log line says it polls (signal handlers are set by then)
@@ -112,8 +112,34 @@ async def test_worker_stops_cleanly_on_sigterm(harness: Harness) -> None:
 
     await asyncio.wait_for(asyncio.to_thread(wait_polling), 60)
     assert worker.poll() is None, "".join(seen)
+    return seen
+
+
+async def test_worker_stops_cleanly_on_sigterm(harness: Harness) -> None:
+    worker = start_worker_process(harness)
+    await wait_until_polling(worker)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(20) == 0
+
+
+async def test_baton_worker_command_runs_a_close_and_stops_on_sigterm(harness: Harness) -> None:
+    """`baton worker` (the README's worker command) serves on the CLI's own event loop: it
+    used to crash at once with "asyncio.run() cannot be called from a running event loop"."""
+    h = harness
+    worker = start_worker_process(h, [BATON, "worker"])
+    try:
+        await wait_until_polling(worker)
+        handle = await h.client.start_finance_close(h.start_input())
+        status = await h.wait_for_pending(handle.id, timeout=60)
+        await h.client.approve(handle.id, approver="carol", rationale="reviewed")
+        result = await asyncio.wait_for(handle.result(), 90)
+        assert len(result.posted) == len(status.posted) + len(status.pending[0].entries) > 0
+        assert posted_keys(h) and len(posted_keys(h)) == len(result.posted)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    finally:
+        worker.kill()
+        worker.wait(10)
 
 
 async def test_cli_and_stock_temporal_cli_drive_an_approval(harness: Harness) -> None:

@@ -2,7 +2,10 @@
 
 Why these numbers:
 - agent: models are slow and flaky; 3 attempts bound cost and turn a persistently malformed answer
-  into a clear failure within seconds; heartbeats let cancellation reach a call in flight.
+  into a clear failure within seconds; heartbeats let cancellation reach a call in flight. One
+  attempt may hold up to four model requests (the answer, a repair turn, the stronger model and
+  its repair), each bounded by its catalogue timeout_s (180 s for the local 0.5B model on a CPU):
+  15 minutes let such an attempt finish; a dead worker is still noticed by the 20 s heartbeat.
 - policy: pure evaluation, fast; retried a few times, then the gate fails closed.
 - connector: systems of record may be briefly down; keep trying for about ten minutes.
 - compensation / audit: must eventually happen, so they retry until they succeed.
@@ -42,7 +45,7 @@ class Preset:
 
 PRESETS: dict[ActivityKind, Preset] = {
     "agent": Preset(
-        start_to_close=timedelta(minutes=2),
+        start_to_close=timedelta(minutes=15),
         heartbeat=timedelta(seconds=20),
         retry=RetryPolicy(
             initial_interval=timedelta(milliseconds=500),

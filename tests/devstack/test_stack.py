@@ -205,6 +205,59 @@ def test_up_with_opa_adds_only_the_policy_server(local_stack: Stack, tmp_path: P
     assert answer.json() == {"result": True}
 
 
+@pytest.mark.real_model
+def test_up_with_llm_local_serves_the_local_models_and_env_points_at_them(
+    local_stack: Stack,
+) -> None:
+    """`make up LLM=local`: llama.cpp's server on a free port (kept in its pid file), the models
+    assembled into the state directory, and `env` prints the settings that point Baton at it."""
+    from tests.conftest import require_local_llm
+
+    require_local_llm()
+    missing = local_stack.run("env", "--llm", "local")
+    assert missing.returncode == 1 and "make up LLM=local" in missing.stderr
+    done = local_stack.run("up", "--llm", "local")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("already running") == 2  # the rest of the stack is untouched
+    assert "llm-server    started" in done.stdout
+    port = json.loads((local_stack.state_dir / "llm-server.pid").read_text())["port"]
+    env = local_stack.run("env", "--llm", "local")
+    assert env.returncode == 0, env.stderr
+    settings = dict(line.split("=", 1) for line in env.stdout.split())
+    assert settings == {
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+        "BATON_MODEL_CATALOGUE": str(REPO_ROOT / "config" / "models.llama-cpp.json"),
+        "BATON_EMBEDDINGS_BASE_URL": f"http://127.0.0.1:{local_stack.model}/v1",
+    }
+    assert "settings for a worker on the local model:" in done.stdout
+    catalogue = json.loads((REPO_ROOT / "config" / "models.llama-cpp.json").read_text())
+    for entry in catalogue["models"]:  # every model the catalogue names answers
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={
+                "model": entry["name"],
+                "messages": [{"role": "user", "content": 'Reply with {"ok": true}'}],
+                "response_format": {"type": "json_object"},
+                "max_tokens": 8,
+            },
+            timeout=300,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"].strip()
+    status = local_stack.run("status")
+    assert "llm-server    running" in status.stdout
+    again = local_stack.run("up", "--llm", "local")
+    assert again.returncode == 0 and again.stdout.count("already running") == 3
+
+
+def test_llm_must_name_a_known_model_server() -> None:
+    done = subprocess.run(
+        ["make", "-n", "up", "LLM=gpt"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "LLM must be empty (the rule-based stand-in) or `local`" in done.stderr
+
+
 def test_a_port_held_by_another_process_is_a_clear_error(
     local_stack: Stack, tmp_path: Path
 ) -> None:
