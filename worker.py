@@ -242,9 +242,8 @@ def build_runtime(settings: Settings) -> Runtime:
     auction = AuctionActivities(agents, db, ledger, policy)
     activities += [auction.bid_on_task, auction.check_award, auction.review_document]
     activities += [auction.publish_review, auction.retract_review]
-    integrity = IntegrityActivities(
-        db, ledger
-    )  # orphans found and repaired (activities/orphans.py)
+    # orphans found and repaired (activities/orphans.py, workflows/repair.py)
+    integrity = IntegrityActivities(db, ledger)
     activities += [integrity.find_run_effects, integrity.find_orphans]
     return Runtime(
         db=db,
