@@ -39,8 +39,10 @@ from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
+from activities.orphans import IntegrityActivities
 from activities.policy import PolicyEngine, build_engine
 from activities.router import Router, load_catalogue, tenant_caps
+from activities.schema import upgrade as upgrade_schema
 from activities.supervisor import SupervisorActivities
 from activities.support import SupportActivities, VectorKnowledgeSource
 from activities.throttle import Throttle
@@ -59,6 +61,7 @@ from workflows.document_review import DocumentReviewWorkflow
 from workflows.dsl.interpreter import ProcessWorkflow
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.hr_onboarding import HrOnboardingWorkflow
+from workflows.repair import DoctorWorkflow, RepairWorkflow
 from workflows.signed_approval import RequireSignedApprovals
 from workflows.supervisor import SupervisorWorkflow
 from workflows.support import SupportCaseWorkflow, SupportCoordinatorWorkflow
@@ -73,6 +76,8 @@ WORKFLOWS: Sequence[type] = [
     DocumentReviewWorkflow,
     ProcessWorkflow,  # processes written as YAML (workflows/dsl/)
     SupervisorWorkflow,
+    RepairWorkflow,  # baton repair: an orphaned run's compensations (workflows/repair.py)
+    DoctorWorkflow,  # baton doctor --schedule: the scheduled orphan check
 ]
 log = logging.getLogger("baton.worker")
 
@@ -120,7 +125,17 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     db = Database(settings.database_url)
-    db.create_tables()
+    # the schema's migrations (activities/schema.py): a new database is built, an older one
+    # upgraded, one an older Baton made with create_all adopted with every row kept
+    migrated = upgrade_schema(db)
+    if migrated.changed:
+        logging.getLogger("baton.worker").info(
+            "database schema %s -> %s (applied %s%s)",
+            migrated.before or "not migrated",
+            migrated.after,
+            ", ".join(migrated.applied),
+            "; adopted a pre-migration database" if migrated.adopted else "",
+        )
     ledger = AuditLedger(db)
     ledger.observer = observe_audit  # agent calls, tokens, cost, policy decisions as metrics
     # max_retries=0: Temporal owns retries, so every attempt is visible in the workflow history.
@@ -227,6 +242,9 @@ def build_runtime(settings: Settings) -> Runtime:
     auction = AuctionActivities(agents, db, ledger, policy)
     activities += [auction.bid_on_task, auction.check_award, auction.review_document]
     activities += [auction.publish_review, auction.retract_review]
+    # orphans found and repaired (activities/orphans.py, workflows/repair.py)
+    integrity = IntegrityActivities(db, ledger)
+    activities += [integrity.find_run_effects, integrity.find_orphans]
     return Runtime(
         db=db,
         ledger=ledger,

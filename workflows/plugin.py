@@ -46,6 +46,7 @@ PASSTHROUGH = [
     "workflows.contracts_knowledge",
     "workflows.contracts_customer",
     "workflows.contracts_supervisor",
+    "workflows.contracts_integrity",
     # constants only (timeouts and retry policies, search attribute keys, failure type names):
     # no workflow logic, nothing done at import but defining them. Re-creating the Preset
     # dataclass in every run's sandbox cost ~0.4 ms (the bare bench workflow imports it too).

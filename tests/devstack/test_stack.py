@@ -106,6 +106,17 @@ async def test_up_starts_temporal_and_the_model_server(local_stack: Stack) -> No
     assert f"Temporal Web UI: http://localhost:{local_stack.ui}" in done.stdout
     assert set(local_stack.pids()) == {"temporal", "model-server", "inbox"}
     assert (local_stack.state_dir / "temporal.db").exists()
+    # Baton's database (DATABASE_URL) is migrated too (docs/operations/integrity.md): by `up`
+    # itself, or already by the inbox, which opens it as it starts
+    assert "database: schema " in done.stdout
+    from activities import schema
+    from activities.database import Database
+
+    db = Database(local_stack.env["DATABASE_URL"])
+    try:
+        assert schema.current(db) == schema.head()
+    finally:
+        db.dispose()
 
     client = await Client.connect(f"127.0.0.1:{local_stack.grpc}")
     listed = await client.operator_service.list_search_attributes(
@@ -144,6 +155,7 @@ def test_up_again_is_a_no_op(local_stack: Stack) -> None:
     done = local_stack.run("up")
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("already running") == 3
+    assert "database: schema at " in done.stdout and "(up to date)" in done.stdout
     assert local_stack.pids() == before
 
 
