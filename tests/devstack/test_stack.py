@@ -218,7 +218,7 @@ def test_up_with_llm_local_serves_the_local_models_and_env_points_at_them(
     assert missing.returncode == 1 and "make up LLM=local" in missing.stderr
     done = local_stack.run("up", "--llm", "local")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("already running") == 2  # the rest of the stack is untouched
+    assert done.stdout.count("already running") == 3  # the rest of the stack is untouched
     assert "llm-server    started" in done.stdout
     port = json.loads((local_stack.state_dir / "llm-server.pid").read_text())["port"]
     env = local_stack.run("env", "--llm", "local")
@@ -247,7 +247,7 @@ def test_up_with_llm_local_serves_the_local_models_and_env_points_at_them(
     status = local_stack.run("status")
     assert "llm-server    running" in status.stdout
     again = local_stack.run("up", "--llm", "local")
-    assert again.returncode == 0 and again.stdout.count("already running") == 3
+    assert again.returncode == 0 and again.stdout.count("already running") == 4
 
 
 def test_llm_must_name_a_known_model_server() -> None:
