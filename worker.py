@@ -39,9 +39,11 @@ from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
+from activities.orphans import IntegrityActivities
 from activities.policy import PolicyEngine, build_engine
 from activities.policy_gate import PolicyGateActivities
 from activities.router import Router, load_catalogue, tenant_caps
+from activities.schema import upgrade as upgrade_schema
 from activities.supervisor import SupervisorActivities
 from activities.support import SupportActivities, VectorKnowledgeSource
 from activities.throttle import Throttle
@@ -107,7 +109,17 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     db = Database(settings.database_url)
-    db.create_tables()
+    # the schema's migrations (activities/schema.py): a new database is built, an older one
+    # upgraded, one an older Baton made with create_all adopted with every row kept
+    migrated = upgrade_schema(db)
+    if migrated.changed:
+        logging.getLogger("baton.worker").info(
+            "database schema %s -> %s (applied %s%s)",
+            migrated.before or "not migrated",
+            migrated.after,
+            ", ".join(migrated.applied),
+            "; adopted a pre-migration database" if migrated.adopted else "",
+        )
     ledger = AuditLedger(db)
     ledger.observer = observe_audit  # agent calls, tokens, cost, policy decisions as metrics
     # max_retries=0: Temporal owns retries, so every attempt is visible in the workflow history.
@@ -215,6 +227,9 @@ def build_runtime(settings: Settings) -> Runtime:
     auction = AuctionActivities(agents, db, ledger, policy)
     activities += [auction.bid_on_task, auction.check_award, auction.review_document]
     activities += [auction.publish_review, auction.retract_review]
+    # orphans found and repaired (activities/orphans.py, workflows/repair.py)
+    integrity = IntegrityActivities(db, ledger)
+    activities += [integrity.find_run_effects, integrity.find_orphans]
     return Runtime(
         db=db,
         ledger=ledger,

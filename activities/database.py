@@ -95,7 +95,7 @@ class JournalPosting(SQLModel, table=True):
     rationale: str
     prepared_by: str
     approved_by: str | None = None
-    workflow_id: str = ""
+    workflow_id: str = Field(default="", index=True)  # baton doctor looks postings up by run
     reverses_posting_id: str | None = Field(default=None, index=True)
     decision_json: str = ""  # the policy outcome it was posted under, returned again on retry
     posted_at: datetime = Field(default_factory=utcnow)
@@ -204,7 +204,15 @@ class Database:
         self._read_engine = self.engine.execution_options(baton_read_only=True)
 
     def create_tables(self) -> None:
-        SQLModel.metadata.create_all(self.engine)
+        """Bring the schema to the newest migration (activities/schema.py): creates a new
+        database, upgrades an older one, adopts one an older Baton built with ``create_all``."""
+        from activities.schema import upgrade  # alembic is imported only when needed
+
+        upgrade(self)
+
+    def writer_lock(self) -> AbstractContextManager[object]:
+        """This process's SQLite writers' queue (a no-op on PostgreSQL)."""
+        return self._writers
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -34,6 +34,9 @@
                                        one decision: the document, verdict and revision
     baton knowledge ingest|search|related   the knowledge layer (baton/cli_knowledge.py)
     baton customer event|trigger|status|result   customer onboarding (baton/cli_customer.py)
+    baton db upgrade|current|history|check        schema migrations (baton/cli_db.py)
+    baton doctor [--since 7d] [--json] [--schedule [--every 1h]]   runs that left effects standing
+    baton repair WORKFLOW_ID [--run-id R] [--json]  run an orphan's compensations (cli_integrity.py)
 
 Exit codes: 0 success, 1 the operation failed, 2 bad input. Every command leaves through
 ``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can crash at interpreter exit in
@@ -53,7 +56,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from baton import cli_customer, cli_knowledge, cli_kpi, cli_policy, cli_security, cli_supervisor
+from baton import (
+    cli_customer,
+    cli_db,
+    cli_integrity,
+    cli_knowledge,
+    cli_kpi,
+    cli_policy,
+    cli_security,
+    cli_supervisor,
+)
 from baton.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -1280,6 +1292,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_policy.add_parsers(policy_sub)
     cli_security.register(sub)
     cli_knowledge.register(sub)
+    cli_db.register(sub)
+    cli_integrity.register(sub)
     cli_customer.register(sub)
     from baton.cli_dsl import add_commands  # baton validate | schema | run | event
 

@@ -663,6 +663,26 @@ def register_search_attributes(address: str | None, namespace: str = "default") 
     return [f"registered {', '.join(added)}" if added else "all search attributes present"]
 
 
+def upgrade_database(state_dir: Path, environ: Mapping[str, str] | None = None) -> str:
+    """``make up`` also brings Baton's database (DATABASE_URL; default ``baton.db`` in the
+    state directory, which is where Baton's settings put it) to the newest schema, so a worker
+    started next finds nothing to migrate (activities/schema.py)."""
+    from activities.database import Database
+    from activities.schema import upgrade
+
+    environ = os.environ if environ is None else environ
+    url = environ.get("DATABASE_URL") or f"sqlite:///{state_dir / 'baton.db'}"
+    db = Database(url)
+    try:
+        report = upgrade(db)
+    finally:
+        db.dispose()
+    if not report.changed:
+        return f"database: schema at {report.after} (up to date)"
+    adopted = ", adopted a pre-migration database" if report.adopted else ""
+    return f"database: schema {report.before or 'not migrated'} -> {report.after}{adopted}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="stack.py",
@@ -693,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             lines = up(args.state_dir, with_opa=args.with_opa, llm=args.llm)
+            lines.append(upgrade_database(args.state_dir))
             if args.llm:
                 lines += ["settings for a worker on the local model:", *llm_env(args.state_dir)]
         elif args.command == "down":

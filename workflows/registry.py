@@ -29,6 +29,7 @@ from workflows.dsl.model import ProcessRunInput
 from workflows.errors import BatonError
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.hr_onboarding import HrOnboardingWorkflow
+from workflows.repair import DoctorWorkflow, RepairWorkflow
 from workflows.supervisor import SupervisorWorkflow
 from workflows.support import SupportCaseWorkflow, SupportCoordinatorWorkflow, case_workflow_id
 
@@ -141,6 +142,8 @@ SERVICE_WORKFLOWS: tuple[type, ...] = (
     SupportCoordinatorWorkflow,
     DocumentReviewWorkflow,
     SupervisorWorkflow,
+    RepairWorkflow,  # baton repair: an orphaned run's compensations (workflows/repair.py)
+    DoctorWorkflow,  # baton doctor --schedule: the scheduled orphan check
 )
 
 

@@ -106,6 +106,17 @@ async def test_up_starts_temporal_and_the_model_server(local_stack: Stack) -> No
     assert f"Temporal Web UI: http://localhost:{local_stack.ui}" in done.stdout
     assert set(local_stack.pids()) == {"temporal", "model-server", "inbox"}
     assert (local_stack.state_dir / "temporal.db").exists()
+    # Baton's database (DATABASE_URL) is migrated too (docs/operations/integrity.md): by `up`
+    # itself, or already by the inbox, which opens it as it starts
+    assert "database: schema " in done.stdout
+    from activities import schema
+    from activities.database import Database
+
+    db = Database(local_stack.env["DATABASE_URL"])
+    try:
+        assert schema.current(db) == schema.head()
+    finally:
+        db.dispose()
 
     client = await Client.connect(f"127.0.0.1:{local_stack.grpc}")
     listed = await client.operator_service.list_search_attributes(
@@ -144,6 +155,7 @@ def test_up_again_is_a_no_op(local_stack: Stack) -> None:
     done = local_stack.run("up")
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("already running") == 3
+    assert "database: schema at " in done.stdout and "(up to date)" in done.stdout
     assert local_stack.pids() == before
 
 
@@ -206,7 +218,7 @@ def test_up_with_llm_local_serves_the_local_models_and_env_points_at_them(
     assert missing.returncode == 1 and "make up LLM=local" in missing.stderr
     done = local_stack.run("up", "--llm", "local")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("already running") == 2  # the rest of the stack is untouched
+    assert done.stdout.count("already running") == 3  # the rest of the stack is untouched
     assert "llm-server    started" in done.stdout
     port = json.loads((local_stack.state_dir / "llm-server.pid").read_text())["port"]
     env = local_stack.run("env", "--llm", "local")
@@ -235,7 +247,7 @@ def test_up_with_llm_local_serves_the_local_models_and_env_points_at_them(
     status = local_stack.run("status")
     assert "llm-server    running" in status.stdout
     again = local_stack.run("up", "--llm", "local")
-    assert again.returncode == 0 and again.stdout.count("already running") == 3
+    assert again.returncode == 0 and again.stdout.count("already running") == 4
 
 
 def test_llm_must_name_a_known_model_server() -> None:
