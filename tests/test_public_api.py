@@ -25,6 +25,8 @@ def _modules() -> list[str]:
     found = []
     for package in (workflows, activities):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name.startswith("activities.migrations"):
+                continue  # Alembic's scripts (env.py, versions/): run by Alembic, no API
             if not info.ispkg and not info.name.rsplit(".", 1)[-1].startswith("_"):
                 found.append(info.name)
     return sorted(found)
