@@ -41,6 +41,7 @@ from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.orphans import IntegrityActivities
 from activities.policy import PolicyEngine, build_engine
+from activities.policy_gate import PolicyGateActivities
 from activities.router import Router, load_catalogue, tenant_caps
 from activities.schema import upgrade as upgrade_schema
 from activities.supervisor import SupervisorActivities
@@ -53,32 +54,15 @@ from baton.telemetry import (
     traces_endpoint,
     tracing_interceptor,
 )
-from workflows.canary_monitor import AutoUpgradeCanaryMonitorWorkflow, CanaryMonitorWorkflow
+from workflows.canary_monitor import AutoUpgradeCanaryMonitorWorkflow
 from workflows.client import connect_client
 from workflows.contracts_security import ApprovalTrust
-from workflows.customer_onboarding import CustomerOnboardingWorkflow
-from workflows.document_review import DocumentReviewWorkflow
-from workflows.dsl.interpreter import ProcessWorkflow
 from workflows.finance_close import FinanceCloseWorkflow
-from workflows.hr_onboarding import HrOnboardingWorkflow
-from workflows.repair import DoctorWorkflow, RepairWorkflow
+from workflows.registry import workflow_classes
 from workflows.signed_approval import RequireSignedApprovals
-from workflows.supervisor import SupervisorWorkflow
-from workflows.support import SupportCaseWorkflow, SupportCoordinatorWorkflow
 
-WORKFLOWS: Sequence[type] = [
-    FinanceCloseWorkflow,
-    CanaryMonitorWorkflow,
-    HrOnboardingWorkflow,
-    SupportCaseWorkflow,
-    SupportCoordinatorWorkflow,
-    CustomerOnboardingWorkflow,
-    DocumentReviewWorkflow,
-    ProcessWorkflow,  # processes written as YAML (workflows/dsl/)
-    SupervisorWorkflow,
-    RepairWorkflow,  # baton repair: an orphaned run's compensations (workflows/repair.py)
-    DoctorWorkflow,  # baton doctor --schedule: the scheduled orphan check
-]
+#: Every process of the registry (workflows/registry.py) and the workflows that serve them.
+WORKFLOWS: Sequence[type] = workflow_classes()
 log = logging.getLogger("baton.worker")
 
 
@@ -197,12 +181,13 @@ def build_runtime(settings: Settings) -> Runtime:
         router, VectorKnowledgeSource(knowledge_base), db, ledger, policy, switch=switch
     )
     customer = CustomerActivities(db, ledger, policy, switch)
+    policy_gate = PolicyGateActivities(ledger, policy)  # every process's preflight
     customer_agents = CustomerAgentActivities.sharing(agents)
     supervisor = SupervisorActivities(ledger, policy, switch)
     activities = [
         finance.collect_period_data,
         finance.reconcile_transactions,
-        finance.evaluate_policies,
+        policy_gate.evaluate_policies,
         finance.post_journal_entry,
         finance.reverse_journal_entry,
         finance.close_period,

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import openai
 from openai import AsyncOpenAI
@@ -104,10 +104,20 @@ from workflows.contracts import (
     digest,
 )
 
-if TYPE_CHECKING:
-    from activities.router import Router
-
 T = TypeVar("T", bound=BaseModel)
+
+
+class Router(Protocol):
+    """What the agents use of the model router (activities/router.py ``Router``), which builds
+    on this module: named structurally here so the two modules do not import each other."""
+
+    catalogue: Any
+    timeout_seconds: float
+
+    async def ask(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]: ...
+
+    def client(self, spec: Any) -> AsyncOpenAI: ...
+
 
 RETRYABLE_STATUS = {408, 409, 429}
 HEARTBEAT_EVERY_SECONDS = 5.0
@@ -1100,3 +1110,33 @@ def _invalid_output(agent: str, err: Exception) -> ApplicationError:
         f"{agent}: model answer is not valid for the schema ({first})",
         type="AgentOutputInvalid",
     )
+
+
+__all__ = [
+    "AGENT_CALL_POLICY",
+    "ANSWER_INCOMPLETE",
+    "AgentActivities",
+    "AnswerCheck",
+    "BOARD_AGENT_KEYS",
+    "CallTarget",
+    "DEFAULT_MODEL_REGION",
+    "ESTIMATED_COMPLETION_TOKENS",
+    "GovernedCall",
+    "HEARTBEAT_EVERY_SECONDS",
+    "LLM_CALL",
+    "NOT_SENT",
+    "OUTPUT_INVALID",
+    "PROMPTS",
+    "RETRYABLE_STATUS",
+    "Refusal",
+    "Route",
+    "Router",
+    "Severity",
+    "VERBATIM_FIELDS",
+    "agent_call_policy_input",
+    "allowed_accounts",
+    "chat_request",
+    "judge",
+    "proposal_wire",
+    "route",
+]

@@ -332,3 +332,23 @@ def review(answer: Any) -> list[str]:
     if not answer.summary.strip():
         problems.append("the summary is empty")
     return problems
+
+
+__all__ = [
+    "Check",
+    "SHOWN",
+    "bid",
+    "board",
+    "compliance",
+    "customer_plan",
+    "discount",
+    "intro_email",
+    "memo",
+    "reconciler",
+    "research",
+    "review",
+    "reviser",
+    "sequence",
+    "summary",
+    "ticket",
+]

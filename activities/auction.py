@@ -323,3 +323,15 @@ class AuctionActivities:
                 ],
             )
             return True
+
+
+__all__ = [
+    "AUCTION_PROMPTS",
+    "AWARD_POLICY",
+    "AuctionActivities",
+    "DocumentReviewRow",
+    "award_policy_input",
+    "catalogue_tiers",
+    "estimated_prompt_tokens",
+    "price",
+]

@@ -229,3 +229,18 @@ class AuditActivities:
     @activity.defn(name="record_audit")
     async def record_audit(self, batch: AuditBatch) -> AuditWriteResult:
         return await asyncio.to_thread(self.ledger.append, batch.events)
+
+
+__all__ = [
+    "AuditActivities",
+    "AuditLedger",
+    "AuditRecord",
+    "GENESIS_HASH",
+    "HASHED_FIELDS",
+    "TABLE",
+    "VerifyReport",
+    "activity_event",
+    "hashed_content",
+    "row_hash",
+    "unavailable_event",
+]

@@ -413,3 +413,25 @@ def describe(checkpoint: Checkpoint | None) -> dict[str, Any]:
     if checkpoint is None:
         return {}
     return {"position": checkpoint.position, "at": checkpoint.at, "key_id": checkpoint.key_id}
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "CheckpointLog",
+    "CheckpointReport",
+    "CheckpointWriter",
+    "FileCheckpointLog",
+    "GENESIS",
+    "HttpCheckpointLog",
+    "describe",
+    "key_id",
+    "load_checkpoint_key",
+    "load_public_key",
+    "log",
+    "new_checkpoint_key",
+    "open_log",
+    "public_key_text",
+    "read_checkpoints",
+    "verify_against",
+]

@@ -70,3 +70,18 @@ def policy_verdict(actor: str, action: str) -> PolicyVerdict | None:
 
 def is_compensation(action: str) -> bool:
     return action in COMPENSATION_ACTIONS
+
+
+__all__ = [
+    "AGENT_ACTOR",
+    "APPROVAL_CLOSED",
+    "APPROVAL_ESCALATED",
+    "APPROVAL_REQUESTED",
+    "AgentUsage",
+    "COMPENSATION_ACTIONS",
+    "POLICY_ACTOR",
+    "PolicyVerdict",
+    "agent_usage",
+    "is_compensation",
+    "policy_verdict",
+]

@@ -67,6 +67,7 @@ from workflows.contracts import (
     CanaryEvaluation,
     CanaryStatus,
 )
+from workflows.errors import BatonError
 
 AUDIT_WORKFLOW_ID = "baton:canary"
 MONITOR_ACTOR = "baton:canary-monitor"
@@ -81,7 +82,7 @@ EPSILON = 1e-9
 DEPLOYMENT_VERSION = SearchAttributeKey.for_keyword("TemporalWorkerDeploymentVersion")
 
 
-class CanaryError(ValueError):
+class CanaryError(BatonError, ValueError):
     """Bad input to start/rollback/promote: the message names the field and the expectation."""
 
 
@@ -627,3 +628,29 @@ class CanaryActivities:
         return await evaluate(
             self.canary, activity.client(), inp.process, inp.task_queue, act=inp.act
         )
+
+
+__all__ = [
+    "APPROVAL_REQUESTED",
+    "AUDIT_WORKFLOW_ID",
+    "Canary",
+    "CanaryActivities",
+    "CanaryError",
+    "CanaryRow",
+    "DEPLOYMENT_VERSION",
+    "EPSILON",
+    "ERROR_STATUSES",
+    "ESCALATED",
+    "IDENTITY",
+    "MARGINS",
+    "MONITOR_ACTOR",
+    "apply_routing",
+    "bucket",
+    "current_build",
+    "evaluate",
+    "judge",
+    "measure",
+    "routing",
+    "runs_query",
+    "status_of",
+]

@@ -357,3 +357,20 @@ class CustomerActivities:
 
 def _by_key(session: Session, key: str) -> CrmCommit | None:
     return session.exec(select(CrmCommit).where(CrmCommit.idempotency_key == key)).first()
+
+
+__all__ = [
+    "COMMIT_ACTION",
+    "CUSTOMER_POLICY",
+    "CrmCommit",
+    "CrmCommitAttempt",
+    "CrmEventRow",
+    "CustomerActivities",
+    "PROCESS",
+    "PROPOSED_BY",
+    "commits",
+    "customer_policy_input",
+    "mark_handled",
+    "record_crm_event",
+    "unhandled_events",
+]

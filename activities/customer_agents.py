@@ -180,3 +180,9 @@ class CustomerAgentActivities(AgentActivities):
             {"customer_id": inp.customer.customer_id, "tasks": len(sequence.tasks)},
         )
         return sequence
+
+
+__all__ = [
+    "CUSTOMER_PROMPTS",
+    "CustomerAgentActivities",
+]

@@ -275,3 +275,21 @@ def _make_sqlite_transactions_immediate(engine: Engine) -> None:
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         read_only = conn.get_execution_options().get("baton_read_only", False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+__all__ = [
+    "AccountingPeriod",
+    "BankStatementLine",
+    "Database",
+    "JournalPosting",
+    "KillSwitchRow",
+    "LedgerEntryRow",
+    "NotificationOutbox",
+    "ShadowAction",
+    "ThrottleBucket",
+    "ThrottleLease",
+    "as_utc",
+    "from_cents",
+    "to_cents",
+    "utcnow",
+]

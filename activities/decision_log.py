@@ -280,9 +280,12 @@ def read_records(
 
 
 __all__ = [
-    "LEDGER_WORKFLOW",
     "DecisionLogConfig",
     "DecisionLogger",
+    "LEDGER_ACTION",
+    "LEDGER_ACTOR",
+    "LEDGER_WORKFLOW",
     "decision_record",
+    "log",
     "read_records",
 ]

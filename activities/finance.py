@@ -42,12 +42,10 @@ from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
     POLICY_UNAVAILABLE_ERROR,
     PolicyEngine,
-    SyncPolicyEngine,
-    decide,
-    decide_sync,
     in_transaction_decider,
     unavailable_error,
 )
+from activities.policy_gate import PolicyGateActivities
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -57,7 +55,6 @@ from workflows.contracts import (
     LedgerLine,
     Match,
     PeriodData,
-    PolicyBatch,
     PolicyDecision,
     PolicyQuery,
     PostEntryInput,
@@ -221,29 +218,10 @@ def reconcile(inp: ReconcileInput) -> Reconciliation:
     )
 
 
-def _preflight_events(batch: PolicyBatch, decisions: list[PolicyDecision]) -> list[AuditEvent]:
-    """The audit rows of a policy preflight: one per decision."""
-    return [
-        activity_event(
-            f"policy/{i}",
-            actor=f"policy:{d.policy}",
-            action=f"policy.{d.verdict}",
-            detail={
-                "subject": d.subject,
-                "reasons": d.reasons,
-                "revision": d.revision,
-                "engine": d.engine,
-                "preflight": True,
-            },
-            decision_id=d.decision_id,
-            input_digest=digest(q.input),
-        )
-        for i, (q, d) in enumerate(zip(batch.queries, decisions, strict=True))
-    ]
-
-
-class FinanceActivities:
-    """Activities over the finance systems of record. Built once in worker.py."""
+class FinanceActivities(PolicyGateActivities):
+    """Activities over the finance systems of record. Built once in worker.py. It inherits the
+    policy preflight (``evaluate_policies``, activities/policy_gate.py) so a worker or bench
+    built from it alone still answers the preflight of the close."""
 
     def __init__(
         self,
@@ -348,33 +326,6 @@ class FinanceActivities:
         )
         await asyncio.to_thread(self.ledger.append, [event])
         return result
-
-    # -- policy gate ---------------------------------------------------------------------
-
-    @activity.defn(name="evaluate_policies")
-    async def evaluate_policies(self, batch: PolicyBatch) -> list[PolicyDecision]:
-        """Ask policy about several actions at once (a preflight); every decision is audited."""
-        info = activity.info()
-        prefix = f"{info.workflow_id}/act/{info.activity_id}/policy"
-        ids = [f"{prefix}/{i}" for i in range(len(batch.queries))]
-        policy = self.policy
-        if isinstance(policy, SyncPolicyEngine):
-            # Embedded engine: every decision and the audit rows in ONE trip to a worker thread
-            # (one hop per decision cost more than the decisions).
-            def decide_and_audit(engine: SyncPolicyEngine) -> list[PolicyDecision]:
-                found = [decide_sync(engine, q, i) for q, i in zip(batch.queries, ids, strict=True)]
-                self.ledger.append(_preflight_events(batch, found))
-                return found
-
-            decisions = await asyncio.to_thread(decide_and_audit, policy)
-        else:
-            decisions = [
-                await decide(policy, q, i) for q, i in zip(batch.queries, ids, strict=True)
-            ]
-            await asyncio.to_thread(self.ledger.append, _preflight_events(batch, decisions))
-        if (unavailable := unavailable_error(policy, decisions)) is not None:
-            raise unavailable  # wait mode: the workflow holds and runs the preflight again
-        return decisions
 
     # -- the sensitive action and its compensation ---------------------------------------
 
@@ -674,3 +625,15 @@ class FinanceActivities:
                 ],
             )
             return new_status
+
+
+__all__ = [
+    "BANK",
+    "FinanceActivities",
+    "LEDGER",
+    "PERIODS",
+    "POSTINGS",
+    "POSTING_POLICY",
+    "posting_policy_input",
+    "reconcile",
+]

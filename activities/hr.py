@@ -451,3 +451,16 @@ def _shadow_by_key(session: Session, key: str) -> ShadowAction | None:
 
 def _by_key(session: Session, key: str) -> IdpEntitlement | None:
     return session.exec(select(IdpEntitlement).where(IdpEntitlement.idempotency_key == key)).first()
+
+
+__all__ = [
+    "BlackboardEntryRow",
+    "ENTITLEMENT_POLICY",
+    "GrantAttempt",
+    "HrActivities",
+    "HrisNewHire",
+    "IdpAccount",
+    "IdpEntitlement",
+    "grant_policy_input",
+    "seed_new_hire",
+]

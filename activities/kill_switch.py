@@ -40,12 +40,13 @@ from workflows.contracts import (
     KillSwitchState,
     KillSwitchStatus,
 )
+from workflows.errors import BatonError
 
 SCOPES = ("global", "process", "agent", "tenant")
 AUDIT_WORKFLOW_ID = "baton:kill-switch"
 
 
-class KillSwitchError(ValueError):
+class KillSwitchError(BatonError, ValueError):
     """Bad input to engage/clear: the message names the field and the expectation."""
 
 
@@ -251,3 +252,17 @@ class KillSwitchActivities:
 
 def subjects_text(states: Iterable[KillSwitchState]) -> str:
     return ", ".join(f"{s.scope} ({s.mode})" for s in states) or "none"
+
+
+__all__ = [
+    "AUDIT_WORKFLOW_ID",
+    "KillSwitch",
+    "KillSwitchActivities",
+    "KillSwitchError",
+    "SCOPES",
+    "Subject",
+    "engaged_error",
+    "parse_scope",
+    "state_of",
+    "subjects_text",
+]

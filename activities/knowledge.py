@@ -531,3 +531,18 @@ class KnowledgeActivities:
         )
         await asyncio.to_thread(self.knowledge.ledger.append, [event])
         return result
+
+
+__all__ = [
+    "CHUNK_CHARS",
+    "EMBED_BATCH",
+    "ENTITY_CHAIN",
+    "Embedder",
+    "KnowledgeActivities",
+    "KnowledgeBase",
+    "KnowledgeChunkRow",
+    "KnowledgeEntityRow",
+    "KnowledgeStore",
+    "chunk_text",
+    "retrieval_detail",
+]

@@ -538,3 +538,14 @@ async def seed_knowledge(kb: KnowledgeBase) -> IngestResult:
     result = await kb.ingest(SEED_DOCUMENTS)
     await asyncio.to_thread(kb.store.upsert_entities, SEED_ENTITIES)
     return result
+
+
+__all__ = [
+    "NOTE",
+    "POLICY",
+    "PRODUCT",
+    "SEED_DOCUMENTS",
+    "SEED_ENTITIES",
+    "TENANT",
+    "seed_knowledge",
+]

@@ -172,3 +172,12 @@ def open_requests_since(db: Database, workflow_ids: list[str]) -> dict[str, date
     for (wid, _), at in requested.items():
         oldest[wid] = min(at, oldest.get(wid, at))
     return oldest
+
+
+__all__ = [
+    "StateGauges",
+    "StateSnapshot",
+    "log",
+    "observe_audit",
+    "open_requests_since",
+]

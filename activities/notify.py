@@ -276,3 +276,20 @@ def build_notifier(settings: Settings, db: Database, ledger: AuditLedger) -> Not
             settings.notify_webhook_url, secret=settings.notify_webhook_secret, ledger=ledger
         )
     return OutboxNotifier(db, ledger)
+
+
+__all__ = [
+    "ACTOR",
+    "BODY_EXCERPT_CHARS",
+    "Notifier",
+    "NotifyActivities",
+    "OUTBOX",
+    "OutboxNotifier",
+    "RETRYABLE_STATUS",
+    "WebhookNotifier",
+    "build_notifier",
+    "header_key",
+    "notification_event",
+    "retry_after_seconds",
+    "with_link",
+]

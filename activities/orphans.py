@@ -237,3 +237,12 @@ class IntegrityActivities:
             )  # fmt: skip
             await asyncio.to_thread(self.ledger.append, [event])
         return report
+
+
+__all__ = [
+    "IntegrityActivities",
+    "effects_of",
+    "find_orphans",
+    "run_effects",
+    "standing_effects",
+]

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from workflows.contracts import REDACTION_KINDS
+from workflows.errors import BatonError
 
 #: Masking order: a later detector never sees what an earlier one masked.
 ORDER = ("email", "iban", "card", "national_id", "phone")
@@ -53,7 +54,7 @@ def mask(kind: str) -> str:
     return f"[{kind}]"
 
 
-class RedactionError(Exception):
+class RedactionError(BatonError):
     """Data that cannot be sent: an unknown kind, or personal data in a field kept verbatim."""
 
 

@@ -940,3 +940,18 @@ def _process() -> str:
 
     workflow_type = activity.info().workflow_type or ""
     return PROCESS_BY_WORKFLOW_TYPE.get(workflow_type, workflow_type)
+
+
+__all__ = [
+    "Answer",
+    "Catalogue",
+    "CatalogueError",
+    "ESTIMATED_COMPLETION_TOKENS",
+    "ModelSpec",
+    "PLACEHOLDERS",
+    "Router",
+    "TaskClass",
+    "load_catalogue",
+    "parse_catalogue",
+    "tenant_caps",
+]

@@ -279,3 +279,19 @@ def _is_alembic_own(diff: Any) -> bool:
     return (
         isinstance(diff, tuple) and diff[0] == "remove_table" and diff[1].name == "alembic_version"
     )
+
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "MODEL_MODULES",
+    "Revision",
+    "UpgradeReport",
+    "current",
+    "downgrade",
+    "draft_revision",
+    "drift",
+    "head",
+    "history",
+    "model_metadata",
+    "upgrade",
+]

@@ -200,3 +200,12 @@ def _add_pii_samples(ledger: list[LedgerEntryRow], bank: list[BankStatementLine]
     keyed = [e for e in ledger if e.description == "Receipt (keyed by hand)"]
     for entry, note in zip(keyed, notes, strict=False):
         entry.description = f"Receipt (keyed by hand), {note}"
+
+
+__all__ = [
+    "CUSTOMERS",
+    "PII_SAMPLES",
+    "SUPPLIERS",
+    "SeedSummary",
+    "seed_period",
+]

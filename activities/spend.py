@@ -144,3 +144,17 @@ def record_in(session: Session, row: AgentSpend) -> bool:
         return False
     conn.execute(insert(TABLE), [row.model_dump(exclude={"id"})])
     return True
+
+
+__all__ = [
+    "AgentSpend",
+    "CHARGES",
+    "ModelCharge",
+    "TABLE",
+    "charge_in",
+    "charges_of",
+    "record_in",
+    "run_totals",
+    "spent_on",
+    "utc_day",
+]

@@ -234,3 +234,19 @@ def parse_answer(text: str, wire: type[T], mode: StructuredOutput) -> T:
     if mode == "prompt":
         text = extract_json(text)
     return wire.model_validate_json(text or "")
+
+
+__all__ = [
+    "DECIMAL_PATTERN",
+    "PROMPT_MODE_INSTRUCTIONS",
+    "RequestOptions",
+    "STRUCTURED_OUTPUT_MODES",
+    "StructuredOutput",
+    "answer_text",
+    "extract_json",
+    "parse_answer",
+    "repair_message",
+    "request_kwargs",
+    "schema_has_pattern",
+    "wire_schema",
+]

@@ -241,3 +241,11 @@ class SupervisorActivities:
             action="kill_switch.engaged",
             detail=f"{state.scope} engaged ({state.mode}) by {state.engaged_by}",
         )
+
+
+__all__ = [
+    "ACTOR",
+    "ENGAGE",
+    "SupervisorActivities",
+    "find_anomalies",
+]

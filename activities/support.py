@@ -398,3 +398,19 @@ class _ResearchPayload(ResearchInput):
 
 def _triage_confidence(wire: _WireTriage) -> float:
     return wire.confidence
+
+
+__all__ = [
+    "KnowledgeSource",
+    "SUPPORT_ARTICLE_KIND",
+    "SUPPORT_PROMPTS",
+    "SupportActivities",
+    "SupportTicket",
+    "TICKET_POLICY",
+    "TicketUpdateAttempt",
+    "VectorKnowledgeSource",
+    "support_articles",
+    "ticket_of",
+    "ticket_policy_input",
+    "ticket_updates",
+]

@@ -257,3 +257,16 @@ class EndpointSlots:
             yield loop.time() - started
         finally:
             semaphore.release()
+
+
+__all__ = [
+    "BUCKETS",
+    "EndpointSlots",
+    "KEY_KINDS",
+    "LEASES",
+    "Limit",
+    "MAX_WAIT_STEP_SECONDS",
+    "Throttle",
+    "ThrottleConfig",
+    "load_config",
+]

@@ -98,3 +98,9 @@ def support_triage_rules(payload: dict[str, Any]) -> Tier0Answer | None:
 TIER0_RULES: dict[str, Callable[[dict[str, Any]], Tier0Answer | None]] = {
     "support_triage_rules": support_triage_rules,
 }
+
+__all__ = [
+    "TIER0_RULES",
+    "Tier0Answer",
+    "support_triage_rules",
+]

@@ -92,3 +92,12 @@ def record_decision(span: Span, decision: PolicyDecision) -> None:
     if decision.verdict == "deny":
         # a deny is the policy working, not an error: say so on the span, keep status unset
         span.add_event("policy.deny", {"reasons": list(decision.reasons)[:10]})
+
+
+__all__ = [
+    "TRACER",
+    "agent_call_span",
+    "policy_span",
+    "record_decision",
+    "record_usage",
+]

@@ -66,15 +66,16 @@ from baton import (
     cli_security,
     cli_supervisor,
 )
+from baton.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    _client,
+    _print_json,
+    _print_request,
+)
 from baton.settings import REPO_ROOT, Settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _exit(code: int) -> None:
@@ -92,42 +93,6 @@ def _validation_message(err: ValidationError) -> str:
 
 
 # -- helpers shared by commands --------------------------------------------------------------
-
-
-async def _client(settings: Settings):  # type: ignore[no-untyped-def]
-    from workflows.client import BatonClient
-
-    try:
-        codec = settings.payload_codec()
-        trust = settings.approval_trust()
-    except ValueError as err:
-        raise CliError(str(err), EXIT_USAGE) from None
-    try:
-        client = await asyncio.wait_for(
-            BatonClient.connect(
-                None if settings.temporal_profile else settings.temporal_address,
-                namespace=settings.temporal_namespace,
-                profile=settings.temporal_profile,
-                task_queue=settings.task_queue,
-                payload_codec=codec,
-            ),
-            timeout=10,
-        )
-    except Exception as err:
-        raise CliError(
-            f"cannot reach Temporal at {settings.temporal_address}: {err}\n"
-            "start the local stack with `make up`, or set TEMPORAL_ADDRESS"
-        ) from None
-    client.approval_trust = trust
-    return client
-
-
-def _print_json(value: Any) -> None:
-    if hasattr(value, "model_dump"):
-        value = value.model_dump(mode="json")
-    elif isinstance(value, list):
-        value = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in value]
-    print(json.dumps(value, indent=2, default=str))
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -293,49 +258,6 @@ async def cmd_onboard_history(args: argparse.Namespace, settings: Settings) -> i
     return EXIT_OK
 
 
-async def demo_onboarding(client: Any, settings: Settings, runtime: Any, tenant: str) -> list[str]:
-    """`baton demo`'s HR step: seed a new engineer (a fresh employee id per demo), onboard them,
-    approve the privileged access as their manager (a worker must run)."""
-    import time
-    import uuid
-
-    from activities.hr import seed_new_hire
-    from baton.demo import finish_run
-    from workflows.contracts import NewHire, OnboardingInput
-
-    hire = NewHire(
-        tenant=tenant,
-        employee_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}",
-        full_name="Sam Okafor",
-        role="engineer",
-        department="engineering",
-        country="DE",
-        manager="maya",
-        start_date=time.strftime("%Y-%m-%d"),
-        id_document_verified=True,
-    )
-    await asyncio.to_thread(seed_new_hire, runtime.db, hire)
-    inp = OnboardingInput(tenant=tenant, employee_id=hire.employee_id, requested_by="hana")
-    handle = await client.start_onboarding(inp)
-    approved = await finish_run(
-        client, settings, handle.id, approver="maya", rationale="Needs production access."
-    )
-    result = await handle.result()
-    granted = ", ".join(
-        f"{g.system}:{g.name}"
-        + (f" (approved by {', '.join(g.approved_by)})" if g.approved_by else "")
-        for g in result.granted
-    )
-    return [
-        f"8. HR onboarding of new hire {hire.employee_id} ({handle.id}): "
-        f"{'; '.join(approved) or 'no approval needed'}",
-        f"   granted {len(result.granted)} accesses: {granted}",
-        f"   blackboard v{result.board_version}, {result.conflicts} stale writes retried, "
-        f"{result.tokens} tokens, ${result.cost_usd:.4f}  -> baton audit show {handle.id}",
-        f"   web UI: {settings.workflow_url(handle.id)}",
-    ]
-
-
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
     if args.workflow_id is None:
@@ -387,32 +309,6 @@ def _span(delta: Any) -> str:
         if seconds >= size:
             return f"{sign}{seconds // size}{unit}"
     return f"{sign}{seconds}s"
-
-
-def _print_request(workflow_id: str, request: Any) -> None:
-    from workflows.approval_gate import describe, still_needed
-
-    print(f"request {request.request_id} on {workflow_id} (round {request.round})")
-    print(f"  {request.summary}")
-    print(
-        f"  requested by {request.requested_by} at {request.requested_at:%Y-%m-%d %H:%M:%S}Z, "
-        f"SLA deadline {request.deadline:%Y-%m-%d %H:%M:%S}Z "
-        f"(escalation tier {request.escalation_level} of {len(request.escalation)})"
-    )
-    print(
-        f"  needs {describe(request.requirements)}; still needed: {describe(still_needed(request))}"
-    )
-    print(
-        f"  who may decide: {', '.join(request.eligible_approvers) or 'nobody'} "
-        f"(roles {', '.join(request.approver_roles)})"
-    )
-    for vote in request.approvals:
-        print(f"  approved by {vote.approver} as {vote.role} at {vote.at:%Y-%m-%d %H:%M:%S}Z")
-    print(f"  action digest: {request.action_digest}")
-    for entry in request.entries:
-        print(f"    {entry.entry_id:<16} {entry.account:<26} {entry.amount:>14}  {entry.rationale}")
-    for finding in request.compliance_findings:
-        print(f"    compliance {finding.severity}: {finding.entry_id}: {finding.note}")
 
 
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
@@ -1014,6 +910,62 @@ def _read_json_object(name: str) -> dict[str, Any]:
     return document
 
 
+async def cmd_processes(args: argparse.Namespace, settings: Settings) -> int:
+    from temporalio import workflow as temporal_workflow
+
+    from workflows.registry import PROCESSES
+
+    rows = [
+        {
+            "process": spec.name,
+            "workflow_type": temporal_workflow._Definition.must_from_class(spec.workflow).name,
+            "input": spec.input.__name__,
+            "start": spec.start,
+        }
+        for spec in PROCESSES
+    ]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    print(f"{'PROCESS':<22} {'WORKFLOW TYPE':<20} {'INPUT':<26} START")
+    for r in rows:
+        print(f"{r['process']:<22} {r['workflow_type']:<20} {r['input']:<26} {r['start']}")
+    return EXIT_OK
+
+
+async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.client import ProcessAlreadyStarted
+    from workflows.registry import UnknownProcess, spec_named
+
+    try:
+        spec = spec_named(args.process)
+    except UnknownProcess as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    text = args.input
+    if text.startswith("@"):
+        try:
+            text = await asyncio.to_thread(Path(text[1:]).read_text)
+        except OSError as err:
+            raise CliError(f"--input {args.input}: {err}", EXIT_USAGE) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CliError(f"--input is not JSON: {err}", EXIT_USAGE) from None
+    inp = spec.validate(raw)  # a bad field: ValidationError, exit 2, nothing started
+    client = await _client(settings)
+    if spec.start == "versioned":
+        client.canary = _canary(settings)  # assigns the version unless the input pins one
+    try:
+        handle = await client.start(inp, join_existing=args.join)
+    except (ProcessAlreadyStarted, UnknownProcess) as err:
+        raise CliError(str(err)) from None
+    print(f"started {handle.id} (run {handle.result_run_id})")
+    print(f"web UI: {settings.workflow_url(handle.id)}")
+    if args.wait:
+        _print_json(await handle.result())
+    return EXIT_OK
+
+
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from baton.demo import run_demo
 
@@ -1052,6 +1004,28 @@ def build_parser() -> argparse.ArgumentParser:
         "models on a CPU need minutes (make demo LLM=local uses 1800)",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "processes",
+        help="list the registered processes (workflows/registry.py)",
+        description="List the registered processes: name, workflow type, input model, how a "
+        "run starts. Each is started with BatonClient.start(input) or its own commands.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_processes)
+
+    p = sub.add_parser(
+        "start",
+        help="start any registered process from its JSON input",
+        description="Start any registered process (see `baton processes`) from its input as "
+        "JSON, under its business key: BatonClient.start(input). The input is validated first: "
+        "a bad field is named and nothing starts.",
+    )
+    p.add_argument("process", help="the process name, e.g. hr_onboarding")
+    p.add_argument("--input", required=True, help="the input as JSON, or @FILE to read it")
+    p.add_argument("--join", action="store_true", help="attach to a run of the same key")
+    p.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("worker", help="run a worker for all processes")
     p.set_defaults(func=cmd_worker)

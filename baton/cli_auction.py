@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from baton.cli import EXIT_OK, EXIT_USAGE, CliError, _client, _print_json
+from baton.cli_common import EXIT_OK, EXIT_USAGE, CliError, _client, _print_json
 from baton.settings import Settings
 from workflows.contracts_auction import AuctionTask
 

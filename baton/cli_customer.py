@@ -55,7 +55,7 @@ async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
-    from baton.cli import _client
+    from baton.cli_common import _client
     from baton.crm_trigger import dispatch_new_customers
 
     client = await _client(settings)
@@ -72,7 +72,7 @@ async def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from baton.cli import _client
+    from baton.cli_common import _client
 
     client = await _client(settings)
     status = await client.customer_onboarding_status(args.workflow_id)
@@ -83,7 +83,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio.client import WorkflowFailureError
 
-    from baton.cli import _client
+    from baton.cli_common import _client
 
     client = await _client(settings)
     try:
@@ -163,7 +163,7 @@ async def demo_customer(client: Any, settings: Settings, runtime: Any, tenant: s
     from activities.customer import record_crm_event
     from activities.knowledge import Embedder, KnowledgeBase
     from baton.crm_trigger import dispatch_new_customers
-    from baton.demo import DemoStepFailed, finish_run
+    from baton.demo_runs import DemoStepFailed, finish_run
     from workflows.contracts_customer import CrmEvent
 
     kb = KnowledgeBase(

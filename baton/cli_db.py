@@ -53,7 +53,7 @@ def _where(settings: Settings) -> str:
 
 async def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from activities import schema
-    from baton.cli import EXIT_OK, EXIT_USAGE, CliError
+    from baton.cli_common import EXIT_OK, EXIT_USAGE, CliError
 
     known = {r.revision for r in schema.history()} | {"head"}
     if args.revision not in known:
@@ -100,7 +100,7 @@ def _unmigrated(report: Any) -> str:
 
 async def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
     from activities import schema
-    from baton.cli import EXIT_OK
+    from baton.cli_common import EXIT_OK
 
     db = _database(settings)
     try:
@@ -127,7 +127,7 @@ async def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_db_history(args: argparse.Namespace, settings: Settings) -> int:
     from activities import schema
-    from baton.cli import EXIT_OK
+    from baton.cli_common import EXIT_OK
 
     revisions = schema.history()
     if args.json:
@@ -147,7 +147,7 @@ async def cmd_db_check(args: argparse.Namespace, settings: Settings) -> int:
 
     from activities import schema
     from activities.database import Database
-    from baton.cli import EXIT_FAILED, EXIT_OK
+    from baton.cli_common import EXIT_FAILED, EXIT_OK
 
     with tempfile.TemporaryDirectory() as directory:
         db = Database(f"sqlite:///{directory}/check.db")
@@ -169,7 +169,7 @@ async def cmd_db_check(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_db_revision(args: argparse.Namespace, settings: Settings) -> int:
     from activities import schema
-    from baton.cli import EXIT_OK
+    from baton.cli_common import EXIT_OK
 
     path = schema.draft_revision(args.message)
     print(f"wrote {path}: review it (renames, server defaults for NOT NULL), then commit it")

@@ -59,7 +59,7 @@ def _json_arg(text: str, what: str) -> Any:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from baton.cli import _client
+    from baton.cli_common import _client
     from workflows.dsl.client import start_process
     from workflows.dsl.validate import validate_file
 
@@ -88,7 +88,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
-    from baton.cli import _client
+    from baton.cli_common import _client
     from workflows.dsl.client import send_event
 
     data = _json_arg(args.data, "--data") if args.data is not None else None

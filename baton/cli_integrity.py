@@ -54,7 +54,7 @@ def register(sub: Any) -> None:
 
 
 def _seconds(text: str, flag: str) -> int:
-    from baton.cli import EXIT_USAGE, CliError
+    from baton.cli_common import EXIT_USAGE, CliError
     from baton.kpi import _DURATION, _UNITS
 
     m = _DURATION.match(text.strip())
@@ -72,7 +72,7 @@ def schedule_id(task_queue: str) -> str:
 async def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from activities.database import Database
     from activities.orphans import find_orphans
-    from baton.cli import EXIT_OK, _client
+    from baton.cli_common import EXIT_OK, _client
 
     inp = DoctorInput(
         task_queue="" if args.all_queues else settings.task_queue,
@@ -119,7 +119,7 @@ async def _schedule(client: Any, settings: Settings, inp: DoctorInput, every: ti
         ScheduleUpdate,
     )
 
-    from baton.cli import EXIT_OK
+    from baton.cli_common import EXIT_OK
     from workflows.repair import DoctorWorkflow
 
     schedule = Schedule(
@@ -147,7 +147,7 @@ async def _schedule(client: Any, settings: Settings, inp: DoctorInput, every: ti
 async def _unschedule(client: Any, settings: Settings) -> int:
     from temporalio.service import RPCError
 
-    from baton.cli import EXIT_OK
+    from baton.cli_common import EXIT_OK
 
     try:
         await client.get_schedule_handle(schedule_id(settings.task_queue)).delete()
@@ -161,7 +161,7 @@ async def _unschedule(client: Any, settings: Settings) -> int:
 async def cmd_repair(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio.common import WorkflowIDConflictPolicy
 
-    from baton.cli import EXIT_FAILED, EXIT_OK, _client
+    from baton.cli_common import EXIT_FAILED, EXIT_OK, _client
     from workflows.repair import RepairWorkflow
 
     inp = RepairInput(

@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
 async def cmd_kpi(args: argparse.Namespace, settings: Settings) -> int:
     from activities.database import Database
     from baton import kpi
-    from baton.cli import EXIT_OK, _client
+    from baton.cli_common import EXIT_OK, _client
 
     # bad input fails before any connection
     since = kpi.parse_since(args.since, datetime.now(UTC))

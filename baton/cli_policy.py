@@ -44,7 +44,7 @@ async def cmd_policy_log(args: argparse.Namespace, settings: Settings) -> int:
     from activities.audit import AuditLedger
     from activities.database import Database
     from activities.decision_log import read_records
-    from baton.cli import EXIT_OK, EXIT_USAGE, CliError
+    from baton.cli_common import EXIT_OK, EXIT_USAGE, CliError
 
     if args.day is not None and not _DAY.match(args.day):
         raise CliError(f"--day must be a UTC day like 2026-10-30, got {args.day!r}", EXIT_USAGE)
@@ -67,7 +67,7 @@ async def cmd_policy_bundle(args: argparse.Namespace, settings: Settings) -> int
     from pathlib import Path
 
     from activities.policy import PolicyError, build_bundle
-    from baton.cli import EXIT_OK, EXIT_USAGE, CliError
+    from baton.cli_common import EXIT_OK, EXIT_USAGE, CliError
 
     if not args.out.endswith((".tar.gz", ".tgz")):
         raise CliError(f"--out must name a .tar.gz or .tgz file, got {args.out!r}", EXIT_USAGE)

@@ -85,7 +85,7 @@ def add_parser(sub: Any) -> None:
 
 
 async def cmd_supervisor_start(args: argparse.Namespace, settings: Settings) -> int:
-    from baton.cli import EXIT_OK, _client
+    from baton.cli_common import EXIT_OK, _client
 
     fields: dict[str, Any] = {}
     if args.config:
@@ -106,7 +106,7 @@ async def cmd_supervisor_start(args: argparse.Namespace, settings: Settings) -> 
 async def cmd_supervisor_stop(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio.service import RPCError
 
-    from baton.cli import EXIT_OK, _client
+    from baton.cli_common import EXIT_OK, _client
 
     baton = await _client(settings)
     try:

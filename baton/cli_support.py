@@ -125,7 +125,7 @@ async def demo_support(client: Any, settings: Settings, runtime: Any, tenant: st
 
     from activities.knowledge import Embedder, KnowledgeBase
     from activities.support import support_articles
-    from baton.demo import DemoStepFailed, finish_run
+    from baton.demo_runs import DemoStepFailed, finish_run
     from workflows.contracts_support import SupportCase, SupportCoordinatorInput
     from workflows.support_client import SupportClient
 

@@ -10,7 +10,7 @@ cannot be closed twice; the demo database is .baton/baton.db.
 
 Then, on the same worker, one step per other process, each a short function next to its CLI
 module returning the lines it prints: the document-review auction (cli_auction.demo_auction), HR
-onboarding (cli.demo_onboarding), customer onboarding from a CRM event (cli_customer.
+onboarding (demo_onboarding, here), customer onboarding from a CRM event (cli_customer.
 demo_customer) and a support case (cli_support.demo_support). Each uses fresh business keys,
 approves what its run asks a human for (finish_run), is bounded (DEMO_STEP_TIMEOUT), and a
 failure prints what failed and makes the demo exit 1 (run_step).
@@ -21,25 +21,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
-from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
 from sqlmodel import select
-from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.database import AccountingPeriod, Database
 from activities.seed import seed_period
+from baton import demo_runs
+from baton.demo_runs import PEOPLE_DECIDE, approve_request, finish_run
 from baton.settings import Settings
 from workflows.client import BatonClient
 from workflows.contracts import FinanceCloseInput
 
 FIRST_DEMO_PERIOD = (2026, 10)
-#: seconds each process after the close may take before the demo gives up on it (the close:
-#: at least 300 s); `baton demo --step-timeout` sets it (`make demo LLM=local`: real models on a
-#: CPU take minutes per process)
-DEMO_STEP_TIMEOUT = 120.0
 # a close that ended in one of these may be run again (see the client's id reuse policy)
 RETRYABLE_END_STATES = {
     WorkflowExecutionStatus.FAILED,
@@ -89,121 +86,51 @@ def close_duration(description: Any, fallback: float) -> float:
     return (end - start).total_seconds() if start and end else fallback
 
 
-class DemoStepFailed(Exception):
-    """A demo step did not end as it should; the message says what and where to look."""
+async def demo_onboarding(client: Any, settings: Settings, runtime: Any, tenant: str) -> list[str]:
+    """`baton demo`'s HR step: seed a new engineer (a fresh employee id per demo), onboard them,
+    approve the privileged access as their manager (a worker must run)."""
+    import time
+    import uuid
 
+    from activities.hr import seed_new_hire
+    from workflows.contracts import NewHire, OnboardingInput
 
-async def approve_request(
-    client: BatonClient,
-    settings: Settings,
-    workflow_id: str,
-    request: Any,
-    preferred: str,
-    rationale: str,
-) -> tuple[str, Any]:
-    """Approve ``request`` as ``preferred`` if eligible, else as the first eligible approver who
-    has not voted yet (with a dev-issuer token when approvals are signed); returns (who, ack)."""
-    voted = {v.approver for v in request.approvals}
-    who = next(
-        (
-            p
-            for p in [preferred, *request.eligible_approvers]
-            if p in request.eligible_approvers and p not in voted
-        ),
-        None,
+    hire = NewHire(
+        tenant=tenant,
+        employee_id=f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}",
+        full_name="Sam Okafor",
+        role="engineer",
+        department="engineering",
+        country="DE",
+        manager="maya",
+        start_date=time.strftime("%Y-%m-%d"),
+        id_document_verified=True,
     )
-    if who is None:
-        raise DemoStepFailed(
-            f"nobody left to approve {request.request_id} on {workflow_id} "
-            f"(roles {', '.join(request.approver_roles)})"
-        )
-    if client.approval_trust is not None:  # signed approvals: the dev issuer
-        from baton.identity import issue_token
-
-        client.approval_token = issue_token(
-            settings.issuer_dir,
-            user=who,
-            roles=request.approver_roles,
-            workflow_id=workflow_id,
-            request_id=request.request_id,
-            action_digest=request.action_digest,
-        )
-    ack = await client.approve(
-        workflow_id,
-        approver=who,
-        request_id=request.request_id,
-        action_digest=request.action_digest,
-        rationale=rationale,
+    await asyncio.to_thread(seed_new_hire, runtime.db, hire)
+    inp = OnboardingInput(tenant=tenant, employee_id=hire.employee_id, requested_by="hana")
+    handle = await client.start_onboarding(inp)
+    approved = await finish_run(
+        client, settings, handle.id, approver="maya", rationale="Needs production access."
     )
-    return who, ack
-
-
-#: set by `baton demo --interactive`: the inbox URL; every step then waits for a person to decide
-#: (in the approver inbox or with the CLI) instead of approving itself
-PEOPLE_DECIDE: ContextVar[str | None] = ContextVar("people_decide", default=None)
-
-
-async def finish_run(
-    client: BatonClient,
-    settings: Settings,
-    workflow_id: str,
-    *,
-    approver: str,
-    rationale: str,
-    timeout: float | None = None,
-) -> list[str]:
-    """Wait (at most ``timeout`` seconds) until the run ``workflow_id`` is no longer running,
-    approving every request it asks for on the way as ``approver`` (or another eligible one).
-
-    Returns who approved what ("maya approved apr-..."). Raises DemoStepFailed when the run does
-    not end in time; the caller reads the result (a failed run raises there)."""
-    timeout = DEMO_STEP_TIMEOUT if timeout is None else timeout
-    decided: set[str] = set()
-    approvals: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            status = await client.execution_status(workflow_id)
-        except RPCError as err:  # a queued case has no run yet
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-            status = WorkflowExecutionStatus.RUNNING
-        if status != WorkflowExecutionStatus.RUNNING:
-            return approvals
-        try:  # a query waits for a worker: bounded too
-            pending = await asyncio.wait_for(client.pending_approvals(workflow_id), 5)
-        except (RPCError, WorkflowQueryFailedError, TimeoutError):  # no run / no worker yet
-            pending = []
-        for request in pending:
-            if request.request_id in decided:
-                continue
-            decided.add(request.request_id)
-            if (inbox := PEOPLE_DECIDE.get()) is not None:
-                from baton.inbox.app import request_path
-
-                print(
-                    f"   waiting for {', '.join(request.eligible_approvers)} to decide "
-                    f"{request.request_id}: {inbox}{request_path(workflow_id, request.request_id)}",
-                    flush=True,
-                )
-                deadline = max(deadline, time.monotonic() + 3600)  # people take their time
-                approvals.append(f"{request.request_id} decided by a person")
-                continue
-            who, _ = await approve_request(
-                client, settings, workflow_id, request, approver, rationale
-            )
-            approvals.append(f"{who} ({', '.join(request.approver_roles)}) approved")
-        if time.monotonic() > deadline:
-            raise DemoStepFailed(
-                f"{workflow_id} did not finish within {timeout:.0f}s; "
-                f"see {settings.workflow_url(workflow_id)}"
-            )
-        await asyncio.sleep(0.2)
+    result = await handle.result()
+    granted = ", ".join(
+        f"{g.system}:{g.name}"
+        + (f" (approved by {', '.join(g.approved_by)})" if g.approved_by else "")
+        for g in result.granted
+    )
+    return [
+        f"8. HR onboarding of new hire {hire.employee_id} ({handle.id}): "
+        f"{'; '.join(approved) or 'no approval needed'}",
+        f"   granted {len(result.granted)} accesses: {granted}",
+        f"   blackboard v{result.board_version}, {result.conflicts} stale writes retried, "
+        f"{result.tokens} tokens, ${result.cost_usd:.4f}  -> baton audit show {handle.id}",
+        f"   web UI: {settings.workflow_url(handle.id)}",
+    ]
 
 
 async def run_step(name: str, step: Coroutine[Any, Any, list[str]]) -> tuple[list[str], bool]:
     """One process of the demo: its lines, or what failed (never raises, never hangs)."""
-    bound = DEMO_STEP_TIMEOUT + 30 + (3600 if PEOPLE_DECIDE.get() is not None else 0)
+    bound = demo_runs.DEMO_STEP_TIMEOUT + 30 + (3600 if PEOPLE_DECIDE.get() is not None else 0)
     try:
         return await asyncio.wait_for(step, bound), True
     except TimeoutError:
@@ -244,15 +171,14 @@ async def run_demo(
     interactive: bool,
     step_timeout: float | None = None,
 ) -> int:
-    from baton.cli import CliError, _client, _print_request
+    from baton.cli_common import CliError, _client, _print_request
     from worker import build_runtime, build_worker
 
-    global DEMO_STEP_TIMEOUT
     if step_timeout is not None:
         if not step_timeout > 0:
             raise CliError(f"--step-timeout must be a number of seconds > 0, got {step_timeout}")
-        DEMO_STEP_TIMEOUT = step_timeout
-    close_limit = max(300.0, DEMO_STEP_TIMEOUT)
+        demo_runs.DEMO_STEP_TIMEOUT = step_timeout  # finish_run and run_step read it
+    close_limit = max(300.0, demo_runs.DEMO_STEP_TIMEOUT)
     client = await _client(settings)
     if interactive:
         PEOPLE_DECIDE.set(settings.inbox_url)
@@ -322,7 +248,6 @@ async def run_demo(
             await runtime.close()
             return 1
         from activities.auction import catalogue_tiers
-        from baton.cli import demo_onboarding
         from baton.cli_auction import demo_auction
         from baton.cli_customer import demo_customer
         from baton.cli_support import demo_support

@@ -147,7 +147,7 @@ class Settings:
         if self.embeddings_base_url is not None:
             check_http_url("BATON_EMBEDDINGS_BASE_URL", self.embeddings_base_url)
         if self.metrics_bind is not None:
-            from baton.telemetry import check_bind_address
+            from baton.bind import check_bind_address
 
             check_bind_address("BATON_METRICS_BIND", self.metrics_bind)
         if not self.audit_checkpoint_seconds > 0:

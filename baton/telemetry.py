@@ -20,20 +20,14 @@ from typing import TYPE_CHECKING
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from baton.bind import check_bind_address
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
     from baton.settings import Settings
-
-
-def check_bind_address(variable: str, bind: str) -> str:
-    """``host:port`` with a numeric port, or a ValueError naming the variable."""
-    host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{variable} must be host:port, e.g. 0.0.0.0:9464, got {bind!r}")
-    return bind
 
 
 def prometheus_runtime(bind: str) -> Runtime:

@@ -1101,3 +1101,29 @@ def details_text(request: ApprovalRequest) -> str:
 
 def _ts(value: datetime) -> str:
     return value.isoformat(timespec="seconds")
+
+
+__all__ = [
+    "ApprovalGate",
+    "CLOSING_VERDICTS",
+    "Check",
+    "MAX_COMMENTS_PER_REQUEST",
+    "MAX_DELEGATIONS_PER_REQUEST",
+    "REFUSED_SIGNAL_AUDIT_LIMIT",
+    "assign",
+    "can_fill",
+    "delegated_by",
+    "delegation_refusal",
+    "describe",
+    "details_text",
+    "merge_obligations",
+    "new_request",
+    "open_roles",
+    "participants",
+    "reasons_of",
+    "refresh_tier",
+    "simulated_approvers",
+    "slot_roles",
+    "still_needed",
+    "widened_roles",
+]

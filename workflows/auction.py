@@ -380,3 +380,11 @@ def _no_bid_reason(err: BaseException, deadline: timedelta) -> str:
         return f"missed the bid deadline ({deadline.total_seconds():g} s)"
     message = getattr(cause, "message", None) or str(cause or err)
     return f"bid failed: {message}"
+
+
+__all__ = [
+    "Auction",
+    "Outcome",
+    "award",
+    "score",
+]

@@ -71,3 +71,8 @@ class AuditTrail:
             retry_policy=preset.retry,
             summary=f"audit: {', '.join(e.action for e in batch)}"[:200],
         )
+
+
+__all__ = [
+    "AuditTrail",
+]

@@ -19,12 +19,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from workflows import errors
 from workflows.contracts import BoardEntry, BoardSlot, BoardWrite
+from workflows.errors import BatonError
+
+if TYPE_CHECKING:
+    from workflows.audit_trail import AuditTrail
 
 
-class StaleWrite(Exception):
+class StaleWrite(BatonError):
     """A write based on a version of a key that is no longer current."""
 
     def __init__(self, key: str, expected: int, current: int, author: str) -> None:
@@ -37,7 +42,7 @@ class StaleWrite(Exception):
         self.author = author
 
 
-class ConflictRetriesExhausted(Exception):
+class ConflictRetriesExhausted(BatonError):
     """An agent's writes kept going stale more often than allowed."""
 
 
@@ -150,3 +155,40 @@ async def cooperate(
                 raise ConflictRetriesExhausted(
                     f"{author}: {attempt} stale writes in a row (last: {err}); giving up"
                 ) from err
+
+
+async def cooperate_audited(
+    board: Blackboard,
+    author: str,
+    propose: Callable[[dict[str, BoardSlot]], Awaitable[Sequence[BoardWrite]]],
+    *,
+    max_retries: int,
+    audit: AuditTrail,
+) -> list[BoardEntry]:
+    """:func:`cooperate` inside a governed workflow: every stale write is audited
+    (``blackboard.stale_write``), and running out of retries fails the run with the
+    non-retryable ``BlackboardConflicts``."""
+
+    def conflict(err: StaleWrite, attempt: int) -> None:
+        audit.record(
+            author,
+            "blackboard.stale_write",
+            detail={"key": err.key, "read": err.expected, "current": err.current},
+            rationale=f"re-running on fresh state (retry {attempt})",
+        )
+
+    try:
+        return await cooperate(
+            board, author, propose, max_retries=max_retries, on_conflict=conflict
+        )
+    except ConflictRetriesExhausted as err:
+        raise errors.failure(errors.BLACKBOARD_CONFLICTS, str(err)) from err
+
+
+__all__ = [
+    "Blackboard",
+    "ConflictRetriesExhausted",
+    "StaleWrite",
+    "cooperate",
+    "cooperate_audited",
+]

@@ -94,3 +94,10 @@ class AutoUpgradeCanaryMonitorWorkflow(CanaryMonitorWorkflow):
     @workflow.run
     async def run(self, inp: CanaryMonitorInput) -> CanaryEvaluation:
         return await super().run(inp)
+
+
+__all__ = [
+    "AutoUpgradeCanaryMonitorWorkflow",
+    "CanaryMonitorWorkflow",
+    "monitor_id",
+]

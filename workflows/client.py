@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     Interceptor,
@@ -43,6 +44,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from workflows import visibility
 from workflows.canary_monitor import CanaryMonitorWorkflow, monitor_id
 from workflows.client_auction import DocumentReviewClient
+from workflows.client_errors import (
+    ApprovalRefused,
+    BatonClientError,
+    NoPendingApproval,
+    ProcessAlreadyStarted,
+)
 from workflows.contracts import (
     CANARY_CHANGED_SIGNAL,
     DEFAULT_TASK_QUEUE,
@@ -76,11 +83,13 @@ from workflows.contracts_customer import (
 from workflows.contracts_security import ApprovalTrust
 from workflows.customer_onboarding import PROCESS as CUSTOMER_ONBOARDING
 from workflows.customer_onboarding import CustomerOnboardingWorkflow
+from workflows.dsl.model import ProcessRunInput
 from workflows.finance_close import PROCESS as FINANCE_CLOSE
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.hr_onboarding import PROCESS as HR_ONBOARDING
 from workflows.hr_onboarding import HrOnboardingWorkflow
 from workflows.plugin import BatonPlugin
+from workflows.registry import ProcessSpec, UnknownProcess, spec_for, spec_named
 from workflows.signed_approval import SEALED_PREFIX, seal_assertion
 
 #: What a run starts with in the Web UI's list: nothing at stake yet and nothing spent. The
@@ -91,31 +100,6 @@ _UNSPENT = (
     SearchAttributePair(visibility.COST_USD, 0.0),
     SearchAttributePair(visibility.TOKENS, 0),
 )
-
-
-class BatonClientError(Exception):
-    """Base of the errors this client raises on purpose."""
-
-
-class ProcessAlreadyStarted(BatonClientError):
-    def __init__(self, workflow_id: str) -> None:
-        super().__init__(
-            f"a process with business key {workflow_id!r} is already running or has completed; "
-            "pass join_existing=True (CLI: --join) to attach to a running one"
-        )
-        self.workflow_id = workflow_id
-
-
-class ApprovalRefused(BatonClientError):
-    """The workflow's validator refused a decision; ``reason`` says why. Nothing was recorded."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"approval refused: {reason}")
-        self.reason = reason
-
-
-class NoPendingApproval(BatonClientError):
-    pass
 
 
 async def connect_client(
@@ -192,6 +176,36 @@ class BatonClient(DocumentReviewClient):
 
     # -- start --------------------------------------------------------------------------------
 
+    async def start(
+        self, inp: BaseModel, *, join_existing: bool = False
+    ) -> WorkflowHandle[Any, Any]:
+        """Start any registered process (workflows/registry.py) from its input, under its
+        business key. Finance close and HR onboarding: a canary-assigned version, and
+        ``ProcessAlreadyStarted`` for a key already running (``join_existing`` attaches to it);
+        customer onboarding: the run of that customer, started at most once; a support case:
+        the case's run. The typed ``start_*`` methods are this, with their input's type."""
+        spec = spec_for(inp)
+        if spec.start == "versioned":
+            return await self._start_versioned(spec, inp, join_existing=join_existing)
+        if spec.start == "once":
+            handle, _ = await self.start_customer_onboarding(inp)  # type: ignore[arg-type]
+            return handle
+        if isinstance(inp, ProcessRunInput):
+            raise UnknownProcess(
+                "a YAML process starts with workflows.dsl.client.start_process (or `baton run`): "
+                "its run id is not a business key"
+            )
+        try:
+            return await self.client.start_workflow(
+                spec.workflow.run,  # type: ignore[attr-defined]
+                inp,
+                id=spec.business_key(inp),
+                task_queue=self.task_queue,
+                static_summary=spec.summary(inp),
+            )
+        except WorkflowAlreadyStartedError:
+            raise ProcessAlreadyStarted(spec.business_key(inp)) from None
+
     async def start_finance_close(
         self, inp: FinanceCloseInput | dict[str, Any], *, join_existing: bool = False
     ) -> WorkflowHandle[FinanceCloseWorkflow, FinanceCloseResult]:
@@ -201,18 +215,32 @@ class BatonClient(DocumentReviewClient):
         and no workflow is started. Unless ``version`` is given, the process's canary (if this
         client has one) assigns it, sticky per business key.
         """
-        if not isinstance(inp, FinanceCloseInput):
-            inp = FinanceCloseInput.model_validate(inp)
+        spec = spec_named(FINANCE_CLOSE)
+        return await self._start_versioned(spec, spec.validate(inp), join_existing=join_existing)
+
+    async def start_onboarding(
+        self, inp: OnboardingInput | dict[str, Any], *, join_existing: bool = False
+    ) -> WorkflowHandle[HrOnboardingWorkflow, OnboardingResult]:
+        """Start (or attach to) the onboarding of one new hire; business key
+        ``onboarding/<tenant>/<employee id>``. A dict is validated first (a bad field raises
+        ``pydantic.ValidationError`` naming it, and nothing starts)."""
+        spec = spec_named(HR_ONBOARDING)
+        return await self._start_versioned(spec, spec.validate(inp), join_existing=join_existing)
+
+    async def _start_versioned(
+        self, spec: ProcessSpec, inp: Any, *, join_existing: bool
+    ) -> WorkflowHandle[Any, Any]:
+        """A process with canary versions and shadow runs (finance close, HR onboarding)."""
         inp = self._with_trust(inp)
-        workflow_id = inp.workflow_id()
+        workflow_id = spec.business_key(inp)
         if self.canary is not None and "version" not in inp.model_fields_set:
             # a shadow run gets the version its production run gets (the same business key)
             key = workflow_id.removeprefix("shadow/")
-            version = await asyncio.to_thread(self.canary.assign, FINANCE_CLOSE, key)
-            inp = FinanceCloseInput.model_validate({**inp.model_dump(), "version": version})
+            version = await asyncio.to_thread(self.canary.assign, spec.name, key)
+            inp = spec.input.model_validate({**inp.model_dump(), "version": version})
         try:
             return await self.client.start_workflow(
-                FinanceCloseWorkflow.run,
+                spec.workflow.run,  # type: ignore[attr-defined]
                 inp,
                 id=workflow_id,
                 task_queue=self.task_queue,
@@ -221,7 +249,7 @@ class BatonClient(DocumentReviewClient):
                     if join_existing
                     else WorkflowIDConflictPolicy.FAIL
                 ),
-                # a failed, rejected or cancelled close may be run again; a completed one may not
+                # a failed, rejected or cancelled run may run again; a completed one may not
                 # (a shadow run may always be repeated: it changes nothing)
                 id_reuse_policy=(
                     WorkflowIDReusePolicy.ALLOW_DUPLICATE
@@ -231,26 +259,16 @@ class BatonClient(DocumentReviewClient):
                 search_attributes=TypedSearchAttributes(
                     [
                         SearchAttributePair(visibility.VERSION, inp.version),
-                        SearchAttributePair(visibility.PROCESS, FINANCE_CLOSE),
+                        SearchAttributePair(visibility.PROCESS, spec.name),
                         SearchAttributePair(visibility.TENANT, inp.tenant),
                         SearchAttributePair(visibility.APPROVAL_STATE, "none"),
                         *_UNSPENT,
                         SearchAttributePair(visibility.SHADOW, inp.shadow),
                     ]
                 ),
-                memo={
-                    VERSION_MEMO: inp.version,
-                    "requested_by": inp.requested_by,
-                    "period": inp.period,
-                },
-                static_summary=(
-                    f"{'SHADOW ' if inp.shadow else ''}Finance close {inp.tenant} {inp.period}"
-                ),
-                static_details=(
-                    f"Month-end close of **{inp.tenant}** for **{inp.period}**, requested by "
-                    f"{inp.requested_by}. Postings need policy approval; see the "
-                    "`pending_approvals` query while it waits."
-                ),
+                memo={VERSION_MEMO: inp.version, **spec.memo(inp)},
+                static_summary=spec.summary(inp),
+                static_details=spec.details(inp),
             )
         except WorkflowAlreadyStartedError:
             raise ProcessAlreadyStarted(workflow_id) from None
@@ -263,9 +281,10 @@ class BatonClient(DocumentReviewClient):
         (running or closed, whatever its outcome) is returned with ``started=False``, so the
         CRM trigger (baton/crm_trigger.py) may deliver an event any number of times. A dict is
         validated first (a bad field raises ``pydantic.ValidationError`` naming it)."""
-        if not isinstance(inp, CustomerOnboardingInput):
-            inp = CustomerOnboardingInput.model_validate(inp)
-        workflow_id = inp.workflow_id()
+        spec = spec_named(CUSTOMER_ONBOARDING)
+        typed: CustomerOnboardingInput = spec.validate(inp)
+        inp = typed
+        workflow_id = spec.business_key(inp)
         existing = self.customer_onboarding(workflow_id)
         try:
             run = await existing.describe()
@@ -293,13 +312,9 @@ class BatonClient(DocumentReviewClient):
                         *_UNSPENT,
                     ]
                 ),
-                memo={"requested_by": inp.requested_by, "event_id": inp.event_id},
-                static_summary=f"Customer onboarding {inp.tenant} {inp.customer_id}",
-                static_details=(
-                    f"Onboarding of new customer **{inp.customer_id}** ({inp.tenant}) from CRM "
-                    f"event {inp.event_id}. Plan exceptions need approval; see the "
-                    "`pending_approvals` and `status` queries."
-                ),
+                memo=spec.memo(inp),
+                static_summary=spec.summary(inp),
+                static_details=spec.details(inp),
             )
         except WorkflowAlreadyStartedError:
             return existing, False
@@ -312,65 +327,6 @@ class BatonClient(DocumentReviewClient):
 
     async def customer_onboarding_status(self, workflow_id: str) -> CustomerOnboardingStatus:
         return await self.customer_onboarding(workflow_id).query(CustomerOnboardingWorkflow.status)
-
-    async def start_onboarding(
-        self, inp: OnboardingInput | dict[str, Any], *, join_existing: bool = False
-    ) -> WorkflowHandle[HrOnboardingWorkflow, OnboardingResult]:
-        """Start (or attach to) the onboarding of one new hire; business key
-        ``onboarding/<tenant>/<employee id>``. A dict is validated first (a bad field raises
-        ``pydantic.ValidationError`` naming it, and nothing starts)."""
-        if not isinstance(inp, OnboardingInput):
-            inp = OnboardingInput.model_validate(inp)
-        inp = self._with_trust(inp)
-        workflow_id = inp.workflow_id()
-        if self.canary is not None and "version" not in inp.model_fields_set:
-            # a shadow run gets the version its production run gets (the same business key)
-            key = workflow_id.removeprefix("shadow/")
-            version = await asyncio.to_thread(self.canary.assign, HR_ONBOARDING, key)
-            inp = OnboardingInput.model_validate({**inp.model_dump(), "version": version})
-        try:
-            return await self.client.start_workflow(
-                HrOnboardingWorkflow.run,
-                inp,
-                id=workflow_id,
-                task_queue=self.task_queue,
-                id_conflict_policy=(
-                    WorkflowIDConflictPolicy.USE_EXISTING
-                    if join_existing
-                    else WorkflowIDConflictPolicy.FAIL
-                ),
-                # a shadow run may always be repeated: it changes nothing
-                id_reuse_policy=(
-                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                    if inp.shadow
-                    else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-                ),
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(visibility.VERSION, inp.version),
-                        SearchAttributePair(visibility.PROCESS, HR_ONBOARDING),
-                        SearchAttributePair(visibility.TENANT, inp.tenant),
-                        SearchAttributePair(visibility.APPROVAL_STATE, "none"),
-                        *_UNSPENT,
-                        SearchAttributePair(visibility.SHADOW, inp.shadow),
-                    ]
-                ),
-                memo={
-                    VERSION_MEMO: inp.version,
-                    "requested_by": inp.requested_by,
-                    "employee_id": inp.employee_id,
-                },
-                static_summary=(
-                    f"{'SHADOW ' if inp.shadow else ''}HR onboarding {inp.tenant} {inp.employee_id}"
-                ),
-                static_details=(
-                    f"Onboarding of **{inp.employee_id}** ({inp.tenant}), requested by "
-                    f"{inp.requested_by}. Privileged accesses need the manager's approval; see "
-                    "the `pending_approvals` and `board_history` queries."
-                ),
-            )
-        except WorkflowAlreadyStartedError:
-            raise ProcessAlreadyStarted(workflow_id) from None
 
     def onboarding(
         self, workflow_id: str
@@ -751,3 +707,17 @@ def _quoted(value: str) -> str:
     if "'" in value or '"' in value or "\\" in value:
         raise ValueError(f"filter value {value!r} may not contain quotes or backslashes")
     return f"'{value}'"
+
+
+#: the client's API; its errors are re-exported from workflows/client_errors.py
+__all__ = [
+    "ApprovalRefused",
+    "BatonClient",
+    "BatonClientError",
+    "NoPendingApproval",
+    "ProcessAlreadyStarted",
+    "VersionAssigner",
+    "connect_client",
+    "diff_onboarding",
+    "diff_results",
+]

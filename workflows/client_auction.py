@@ -24,6 +24,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from workflows import visibility
+from workflows.client_errors import ProcessAlreadyStarted
 from workflows.contracts_auction import (
     DOCUMENT_REVIEW_PROCESS,
     AuctionStatus,
@@ -42,7 +43,6 @@ class DocumentReviewClient:
     ) -> WorkflowHandle[DocumentReviewWorkflow, DocumentReviewResult]:
         """Start (or attach to) the allocation of one batch of reviews. A dict is validated
         first (a bad field raises ``pydantic.ValidationError`` naming it; nothing starts)."""
-        from workflows.client import ProcessAlreadyStarted
 
         if not isinstance(inp, DocumentReviewInput):
             inp = DocumentReviewInput.model_validate(inp)
@@ -84,3 +84,8 @@ class DocumentReviewClient:
 
     async def document_review_status(self, workflow_id: str) -> AuctionStatus:
         return await self.document_review(workflow_id).query(DocumentReviewWorkflow.status)
+
+
+__all__ = [
+    "DocumentReviewClient",
+]

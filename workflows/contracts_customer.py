@@ -284,3 +284,34 @@ class TriggerOutcome(Contract):
     started: bool = Field(description="False: the run existed already (a repeat or re-delivery).")
     run_id: str | None = None
     detail: str = ""
+
+
+__all__ = [
+    "ActionKind",
+    "CommitInput",
+    "CommitOutcome",
+    "CommittedAction",
+    "CrmEvent",
+    "CustomerAction",
+    "CustomerAgentInput",
+    "CustomerBrief",
+    "CustomerDossier",
+    "CustomerOnboardingInput",
+    "CustomerOnboardingResult",
+    "CustomerOnboardingStatus",
+    "DiscountAssessment",
+    "IntroEmail",
+    "NEW_HIGH_VALUE_CUSTOMER",
+    "OnboardingPlan",
+    "OnboardingSequence",
+    "OnboardingTask",
+    "PlanCheckInput",
+    "PlanCheckResult",
+    "PlanStep",
+    "RevertInput",
+    "RevertOutcome",
+    "STEP_KINDS",
+    "StepKind",
+    "TriggerOutcome",
+    "customer_workflow_id",
+]

@@ -91,3 +91,21 @@ class RepairResult(Contract):
     status: Literal["repaired", "nothing_to_repair", "refused"]
     message: str
     repaired: list[RepairedEffect] = []
+
+
+__all__ = [
+    "DOCTOR_SCHEDULE_ID",
+    "DOCTOR_WORKFLOW",
+    "DoctorInput",
+    "DoctorReport",
+    "EffectKind",
+    "FindEffectsInput",
+    "ORPHAN_STATUSES",
+    "OrphanRun",
+    "REPAIR_WORKFLOW",
+    "RepairInput",
+    "RepairResult",
+    "RepairedEffect",
+    "RunEffects",
+    "StandingEffect",
+]

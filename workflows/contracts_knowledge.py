@@ -132,3 +132,19 @@ class RelationResult(Contract):
 
     def of_kind(self, kind: EntityKind) -> list[Entity]:
         return [e for e in self.descendants if e.kind == kind]
+
+
+__all__ = [
+    "DocumentKind",
+    "Entity",
+    "EntityKind",
+    "IngestInput",
+    "IngestResult",
+    "KnowledgeDocument",
+    "KnowledgeHit",
+    "KnowledgeQuery",
+    "KnowledgeResult",
+    "Provenance",
+    "RelationQuery",
+    "RelationResult",
+]

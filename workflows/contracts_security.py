@@ -103,3 +103,19 @@ class ApprovalTrust(BaseModel):
             and other.audience == self.audience
             and all(self.keys.get(kid) == key for kid, key in other.keys.items())
         )
+
+
+__all__ = [
+    "ApprovalTrust",
+    "Document",
+    "Id",
+    "MAX_DOCUMENT_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_LIST_ITEMS",
+    "MAX_NAME_CHARS",
+    "MAX_TEXT_CHARS",
+    "MAX_TOKEN_FIELD_CHARS",
+    "Name",
+    "Text",
+    "bounded_json",
+]

@@ -97,3 +97,19 @@ class SupervisorActResult(Contract):
     verdict: str
     action: Literal["kill_switch.engaged", "none"]
     detail: str = ""
+
+
+__all__ = [
+    "Anomaly",
+    "AnomalyKind",
+    "ProcessBaseline",
+    "SUPERVISOR_POLICY",
+    "SUPERVISOR_SCHEDULE_ID",
+    "SUPERVISOR_WORKFLOW_ID",
+    "SupervisorActInput",
+    "SupervisorActResult",
+    "SupervisorCheckInput",
+    "SupervisorCheckResult",
+    "SupervisorInput",
+    "SupervisorThresholds",
+]

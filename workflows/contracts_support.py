@@ -37,7 +37,49 @@ CallOutcome = Literal[
 #: ApplicationError type of a routed call no catalogue model may serve (BUDGET_EXCEEDED, the
 #: other one a workflow may handle, lives in workflows/contracts.py with Budget).
 NO_ELIGIBLE_MODEL = "NoEligibleModel"
-__all__ = ["BUDGET_EXCEEDED", "Budget", "OverBudget"]  # re-exported: older imports keep working
+#: the module's public names (Budget, OverBudget and BUDGET_EXCEEDED are re-exported: older
+#: imports keep working)
+__all__ = [
+    "BUDGET_EXCEEDED",
+    "Budget",
+    "CATEGORIES",
+    "CallOutcome",
+    "CaseSummary",
+    "Category",
+    "CoordinatorStatus",
+    "ENQUEUE_CASE_SIGNAL",
+    "ENQUEUE_CASE_UPDATE",
+    "EnqueueAck",
+    "ModelCall",
+    "NO_ELIGIBLE_MODEL",
+    "OverBudget",
+    "Passage",
+    "Priority",
+    "QueuedCase",
+    "Research",
+    "ResearchInput",
+    "RoutedAgentInput",
+    "RoutedUsage",
+    "SLA_SECONDS",
+    "SUPPORT_COORDINATOR_WORKFLOW",
+    "SUPPORT_PROCESS",
+    "SUPPORT_STATUS_QUERY",
+    "SUPPORT_WORKFLOW",
+    "SummaryInput",
+    "SupportCase",
+    "SupportCaseInput",
+    "SupportCaseResult",
+    "SupportCoordinatorInput",
+    "TIER_ORDER",
+    "TicketDraft",
+    "TicketDraftInput",
+    "TicketStatus",
+    "TicketUpdateInput",
+    "TicketUpdateOutcome",
+    "Tier",
+    "Triage",
+    "TriageInput",
+]
 
 
 class RoutedAgentInput(AgentInput):

@@ -30,6 +30,7 @@ from temporalio import workflow
 from workflows import visibility
 from workflows.auction import Auction
 from workflows.audit_trail import AuditTrail
+from workflows.governed import Compensation, register_compensation
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.saga import Saga, unwind
 
@@ -166,10 +167,11 @@ class DocumentReviewWorkflow:
 
     async def _publish(self, task: AuctionTask, review: ReviewResult) -> None:
         key = f"{workflow.info().workflow_id}/review/{task.task_id}"
-        self.saga.add(
-            f"retract review of {task.task_id}",
-            lambda: self.kill_switch.step(
-                "compensation",
+        register_compensation(
+            self.saga,
+            self.kill_switch,
+            Compensation(
+                f"retract review of {task.task_id}",
                 AuctionActivities.retract_review,
                 RetractReviewInput(original_key=key, reason="the review batch was undone"),
                 f"compensation: retract review of {task.task_id}",
@@ -211,3 +213,8 @@ class DocumentReviewWorkflow:
             current_round=self.auction.current_round,
             compensated=self.saga.compensated,
         )
+
+
+__all__ = [
+    "DocumentReviewWorkflow",
+]

@@ -18,17 +18,14 @@ typed error. Everything goes to the audit ledger.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Awaitable
 from decimal import Decimal
-from typing import TypeVar
 
 from temporalio import workflow
 
-from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations, new_request, reasons_of
-from workflows.audit_trail import AuditTrail
+from workflows import errors
+from workflows.approval_gate import reasons_of
 from workflows.contracts import (
-    STATUS_QUERY,
     AdjustingEntry,
     ApprovalGrant,
     ApprovalOutcome,
@@ -39,27 +36,28 @@ from workflows.contracts import (
     FinanceCloseInput,
     FinanceCloseResult,
     MemoInput,
-    PolicyBatch,
-    PolicyDecision,
-    PolicyQuery,
     PostedEntry,
     PostEntryInput,
-    ProcessStatus,
     ProposeAdjustmentsInput,
     ReconcileInput,
     ReverseEntryInput,
     ReviseAdjustmentsInput,
     digest,
 )
-from workflows.kill_switch_gate import KillSwitchGate
-from workflows.process_base import GovernedProcess, RunCost, set_search_attributes
-from workflows.saga import Saga
+from workflows.governed import (
+    ApprovalRound,
+    Compensation,
+    GovernedStep,
+    fail_if_denied,
+    risk_of,
+)
+from workflows.process_base import GovernedProcess
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
     from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input
 
-R = TypeVar("R")
+__all__ = ["MAX_APPROVAL_ROUNDS", "PREPARER", "PROCESS", "FinanceCloseWorkflow"]
 
 PROCESS = "finance_close"
 PREPARER = "agent:reconciler"
@@ -71,38 +69,19 @@ MAX_APPROVAL_ROUNDS = 5
 class FinanceCloseWorkflow(GovernedProcess):
     @workflow.init
     def __init__(self, inp: FinanceCloseInput) -> None:
-        self.inp = inp
-        self.stage = "starting"
-        self.audit = AuditTrail()
-        self.gate = ApprovalGate(PROCESS, self.audit, inp.approval_trust, defer_approved_audit=True)
-        self.kill_switch = KillSwitchGate(self.audit)
-        self.undo_registered: set[str] = set()
-        self.saga = Saga()
+        self.govern(inp, PROCESS, trust=inp.approval_trust, defer_approved_audit=True)
         self.posted: list[PostedEntry] = []
-        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
-        # policy decisions of entries waiting for a human, by entry id
-        self.pending_decisions: dict[str, PolicyDecision] = {}
 
     # -- the process -------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: FinanceCloseInput) -> FinanceCloseResult:
-        set_search_attributes(
-            [
-                visibility.PROCESS.value_set(PROCESS),
-                visibility.TENANT.value_set(inp.tenant),
-                visibility.APPROVAL_STATE.value_set("none"),
-                visibility.RISK.value_set("low"),
-                visibility.COST_USD.value_set(0.0),
-                visibility.TOKENS.value_set(0),
-                visibility.SHADOW.value_set(inp.shadow),
-                visibility.VERSION.value_set(inp.version),
-            ]
-        )
-        self.audit.record(
-            inp.requested_by,
+        self.begin(
             "close.started",
-            detail={"tenant": inp.tenant, "period": inp.period, "version": inp.version},
+            {"tenant": inp.tenant, "period": inp.period, "version": inp.version},
+            tenant=inp.tenant,
+            shadow=inp.shadow,
+            version=inp.version,
         )
         return await self._undoing_on_failure(self._close(inp), event="close", what="close")
 
@@ -141,19 +120,13 @@ class FinanceCloseWorkflow(GovernedProcess):
             f"reconciler agent (LLM): explain {len(recon.unmatched_bank)} bank lines, "
             f"{len(recon.unmatched_ledger)} ledger entries",
         )
-        self.cost.add(proposal.usage)
         entries = proposal.entries
 
         self.stage = "reviewing"
-        preflight = await self._step(
-            "policy",
-            fin.evaluate_policies,
-            PolicyBatch(
-                queries=[
-                    self._posting_query(e, "open" if inp.shadow else data.period_status)
-                    for e in entries
-                ]
-            ),
+        status = "open" if inp.shadow else data.period_status
+        preflight = await self.preflight(
+            POSTING_POLICY,
+            {e.entry_id: posting_policy_input(self._draft(e), status) for e in entries},
             f"policy {POSTING_POLICY}: preflight of {len(entries)} entries",
         )
         review = await self._step(
@@ -164,16 +137,8 @@ class FinanceCloseWorkflow(GovernedProcess):
             ),
             "compliance checker (LLM): entries + policy verdicts",
         )
-        self.cost.add(review.usage)
         flagged = {f.entry_id for f in review.findings if f.severity != "info"}
-        denied = [d for d in preflight if d.verdict == "deny"]
-        if denied:  # stop before anything is posted
-            raise errors.failure(
-                errors.POLICY_DENIED,
-                "policy denied "
-                + "; ".join(f"{d.subject}: {', '.join(d.reasons)}" for d in denied),
-                decision_ids=[d.decision_id for d in denied],
-            )
+        fail_if_denied(preflight)  # stop before anything is posted
 
         memo = await self._step(
             "agent",
@@ -189,11 +154,24 @@ class FinanceCloseWorkflow(GovernedProcess):
             ),
             "summary generator (LLM): close memo",
         )
-        self.cost.add(memo.usage)
 
         self.stage = "posting"
-        waiting = [e for e in entries if await self._post(e, flagged=e.entry_id in flagged) is None]
-        approvals = await self._approve_and_post(waiting, flagged, review.findings)
+        amended_by: dict[str, str] = {}  # who changed which entry: they may not approve it
+
+        def post(entry: AdjustingEntry, approval: ApprovalGrant | None) -> Awaitable[str | None]:
+            by = amended_by.get(entry.entry_id)
+            flag = entry.entry_id in flagged
+            return self._post(entry, flagged=flag, approval=approval, amended_by=by)
+
+        waiting = [e for e in entries if await post(e, None) is None]
+        await self.settle(
+            waiting,
+            post,
+            lambda held: self._round(held, review.findings, amended_by),
+            self._revise,
+            amended_by=amended_by,
+            max_rounds=MAX_APPROVAL_ROUNDS,
+        )
 
         if inp.fail_after_posting:
             raise errors.failure(
@@ -204,28 +182,23 @@ class FinanceCloseWorkflow(GovernedProcess):
         close = ClosePeriodInput(
             tenant=inp.tenant, period=inp.period, closed_by=inp.requested_by, shadow=inp.shadow
         )
-        self.saga.add(
-            f"reopen period {inp.period}",
-            lambda: self._step(
-                "compensation",
+        self.compensate_with(
+            Compensation(
+                f"reopen period {inp.period}",
                 fin.close_period,
                 close.model_copy(update={"reopen": True}),
                 f"compensation: reopen period {inp.period}",
-            ),
+            )
         )
         await self._step("connector", fin.close_period, close, f"close period {inp.period}")
-
-        self.stage = "done"
-        self.audit.record(
-            "baton:workflow",
+        await self.finish(
             "close.completed",
-            detail={
+            {
                 "posted": len(self.posted),
                 "tokens": self.cost.tokens,
                 "cost_usd": self.cost.cost_usd,
             },
         )
-        await self.audit.flush()
         return FinanceCloseResult(
             tenant=inp.tenant,
             period=inp.period,
@@ -237,7 +210,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             posted=self.posted,
             memo=memo.memo,
             compliance_summary=review.summary,
-            approvals=approvals,
+            approvals=self.approvals,
             tokens=self.cost.tokens,
             cost_usd=self.cost.cost_usd,
         )
@@ -249,62 +222,45 @@ class FinanceCloseWorkflow(GovernedProcess):
         entry: AdjustingEntry,
         *,
         flagged: bool,
-        grant: ApprovalGrant | None = None,
+        approval: ApprovalGrant | None = None,
         amended_by: str | None = None,
     ) -> str | None:
         """Post one entry; the posting id, or None when policy requires an approval first."""
-        info = workflow.info()
-        key = f"{info.workflow_id}/post/{entry.entry_id}/{digest(entry)[:16]}"
-        request = PostEntryInput(
-            tenant=self.inp.tenant,
-            period=self.inp.period,
-            entry=entry,
-            preparer=PREPARER,
-            requested_by=self.inp.requested_by,
-            compliance_flagged=flagged,
-            amended_by=amended_by,
-            approval=grant,
-            idempotency_key=key,
-            shadow=self.inp.shadow,
-            # an approved posting carries the approval's audit events into its transaction
-            audit_events=self.audit.take() if grant is not None else [],
-        )
-        if key not in self.undo_registered:  # register the undo before acting, once per key
-            self.undo_registered.add(key)
-            self.saga.add(
-                f"reverse {entry.entry_id}",
-                lambda: self._step(
-                    "compensation",
+        key = f"{workflow.info().workflow_id}/post/{entry.entry_id}/{digest(entry)[:16]}"
+        inp = self.inp
+        outcome = await self.act(
+            GovernedStep(
+                what=f"posting {entry.entry_id}",
+                activity=FinanceActivities.post_journal_entry,
+                arg=self._draft(entry).model_copy(
+                    update={
+                        "compliance_flagged": flagged,
+                        "amended_by": amended_by,
+                        "approval": approval,
+                        "idempotency_key": key,
+                        "shadow": inp.shadow,
+                    }
+                ),
+                summary=f"post {entry.entry_id} {entry.amount} to {entry.account} "
+                f"(policy {POSTING_POLICY}{', approved' if approval else ''})",
+                key=key,
+                subject=entry.entry_id,
+                undo=Compensation(
+                    f"reverse {entry.entry_id}",
                     FinanceActivities.reverse_journal_entry,
                     ReverseEntryInput(
                         original_key=key,
-                        reason=f"close of {self.inp.period} undone",
+                        reason=f"close of {inp.period} undone",
                         idempotency_key=f"{key}/reverse",
-                        shadow=self.inp.shadow,
+                        shadow=inp.shadow,
                     ),
                     f"compensation: reverse {entry.entry_id}",
                 ),
+                grant=approval,
+                carries_audit=True,  # the approval's audit events ride in the posting
             )
-        try:
-            outcome = await self._step(
-                "connector",
-                FinanceActivities.post_journal_entry,
-                request,
-                f"post {entry.entry_id} {entry.amount} to {entry.account} "
-                f"(policy {POSTING_POLICY}{', approved' if grant else ''})",
-            )
-        except BaseException:
-            self.audit.give_back(request.audit_events)
-            raise
-        verdict = outcome.decision.verdict
-        if verdict == "deny":
-            raise errors.failure(
-                errors.POLICY_DENIED,
-                f"policy denied posting {entry.entry_id}: {'; '.join(outcome.decision.reasons)}",
-                decision_id=outcome.decision.decision_id,
-            )
-        if verdict == "require_approval":
-            self.pending_decisions[entry.entry_id] = outcome.decision
+        )
+        if outcome is None:
             return None
         assert outcome.posting_id is not None
         self.posted.append(
@@ -313,7 +269,7 @@ class FinanceCloseWorkflow(GovernedProcess):
                 account=entry.account,
                 amount=entry.amount,
                 posting_id=outcome.posting_id,
-                approved_by=grant.approvers if grant else [],
+                approved_by=approval.approvers if approval else [],
                 amended_by=amended_by,
             )
         )
@@ -321,178 +277,62 @@ class FinanceCloseWorkflow(GovernedProcess):
 
     # -- the approval ---------------------------------------------------------------------
 
-    async def _approve_and_post(
-        self, waiting: list[AdjustingEntry], flagged: set[str], findings: list[ComplianceFinding]
-    ) -> list[ApprovalOutcome]:
-        """Put the entries policy held back before humans until they are posted, or fail safe.
+    async def _revise(
+        self, entries: list[AdjustingEntry], outcome: ApprovalOutcome
+    ) -> list[AdjustingEntry]:
+        """An approver asked for changes: the reconciler agent revises the entries."""
+        proposal = await self._step(
+            "agent",
+            AgentActivities.revise_adjustments,
+            ReviseAdjustmentsInput(
+                tenant=self.inp.tenant,
+                period=self.inp.period,
+                entries=entries,
+                comment=outcome.rationale,
+                reviewer=outcome.decided_by or "",
+            ),
+            f"reconciler agent (LLM): revise {len(entries)} entries as {outcome.decided_by} asked",
+        )
+        return proposal.entries
 
-        approve: post them with the approval attached (policy re-checks it).
-        amend: apply the approver's changes; the amended entries go through the policy gate
-          again and may need a fresh approval (the amender may not approve their own change).
-        request_changes: the reconciler agent revises the entries from the approver's comment;
-          the revision goes through the policy gate again.
-        reject / expired: fail; everything posted is reversed.
-        """
-        outcomes: list[ApprovalOutcome] = []
-        amended_by: dict[str, str] = {}
-        while waiting:
-            if len(outcomes) >= MAX_APPROVAL_ROUNDS:
-                raise errors.failure(
-                    errors.APPROVAL_REJECTED,
-                    f"no approval after {MAX_APPROVAL_ROUNDS} rounds of amendments or requested "
-                    "changes; failing safe",
-                )
-            outcome = await self._ask_humans(waiting, findings, len(outcomes) + 1, amended_by)
-            outcomes.append(outcome)
-            request = outcome.request
-            if outcome.outcome == "expired":
-                raise errors.failure(
-                    errors.APPROVAL_EXPIRED,
-                    f"approval request {request.request_id} expired ({outcome.rationale}); "
-                    "failing safe: nothing stays posted",
-                )
-            if outcome.outcome == "rejected":
-                raise errors.failure(
-                    errors.APPROVAL_REJECTED,
-                    f"{outcome.decided_by} rejected {request.request_id}: {outcome.rationale}",
-                )
-            if outcome.outcome == "approved":
-                self.stage = "posting approved entries"
-                grant = ApprovalGrant(
-                    request_id=request.request_id,
-                    approvers=outcome.approvers,
-                    action_digest=request.action_digest,
-                    escalation_level=request.escalation_level,
-                )
-                for entry in waiting:
-                    by = amended_by.get(entry.entry_id)
-                    if (
-                        await self._post(
-                            entry, flagged=entry.entry_id in flagged, grant=grant, amended_by=by
-                        )
-                        is None
-                    ):
-                        raise errors.failure(
-                            errors.POLICY_DENIED,
-                            f"entry {entry.entry_id} still needs approval after "
-                            f"{', '.join(outcome.approvers)} approved it",
-                        )
-                return outcomes
-            if outcome.outcome == "amended":
-                assert outcome.decided_by is not None
-                changes = {a.entry_id: a for a in outcome.amendments}
-                revised = []
-                for entry in waiting:
-                    change = changes.get(entry.entry_id)
-                    if change is not None:
-                        entry = entry.model_copy(
-                            update={
-                                "amount": entry.amount if change.amount is None else change.amount,
-                                "account": change.account or entry.account,
-                                "rationale": f"{entry.rationale} [amended by "
-                                f"{outcome.decided_by}: {outcome.rationale}]",
-                            }
-                        )
-                        amended_by[entry.entry_id] = outcome.decided_by
-                    revised.append(entry)
-            else:  # changes_requested: back to the preparer
-                self.stage = "revising entries"
-                proposal = await self._step(
-                    "agent",
-                    AgentActivities.revise_adjustments,
-                    ReviseAdjustmentsInput(
-                        tenant=self.inp.tenant,
-                        period=self.inp.period,
-                        entries=waiting,
-                        comment=outcome.rationale,
-                        reviewer=outcome.decided_by or "",
-                    ),
-                    f"reconciler agent (LLM): revise {len(waiting)} entries as "
-                    f"{outcome.decided_by} asked",
-                )
-                self.cost.add(proposal.usage)
-                revised = proposal.entries
-            self.stage = "posting revised entries"
-            waiting = [
-                e
-                for e in revised
-                if await self._post(
-                    e, flagged=e.entry_id in flagged, amended_by=amended_by.get(e.entry_id)
-                )
-                is None
-            ]
-        return outcomes
-
-    async def _ask_humans(
+    def _round(
         self,
         entries: list[AdjustingEntry],
         findings: list[ComplianceFinding],
-        round_: int,
         amended_by: dict[str, str],
-    ) -> ApprovalOutcome:
-        obligations = merge_obligations(
-            [self.pending_decisions[e.entry_id].obligations for e in entries]
-        )
+    ) -> ApprovalRound:
+        """One request for every entry still waiting; its preparer and amenders may not decide."""
         total = sum((abs(e.amount) for e in entries), Decimal("0"))
         ids = {e.entry_id for e in entries}
-        request = new_request(
-            process=PROCESS,
+        return ApprovalRound(
             action="post_journal_entries",
-            action_digest=digest([e.model_dump(mode="json") for e in entries]),
+            payload=[e.model_dump(mode="json") for e in entries],
             summary=f"post {len(entries)} adjusting entries totalling {total} "
             f"for {self.inp.tenant} {self.inp.period}",
-            entries=entries,
-            total_amount=total,
-            obligations=obligations,
-            requested_by=self.inp.requested_by,
+            obligations=self.obligations([e.entry_id for e in entries]),
+            policy_reasons=reasons_of([self.held[e.entry_id] for e in entries]),
             excluded=sorted({PREPARER, *(amended_by[i] for i in ids if i in amended_by)}),
-            compliance_findings=[f for f in findings if f.entry_id in ids],
-            round=round_,
-            policy_reasons=reasons_of([self.pending_decisions[e.entry_id] for e in entries]),
-        )
-        # risk for the Web UI list filters: a CFO-level approval is high, any other is medium
-        risk = "high" if "cfo" in obligations.approver_roles else "medium"
-        workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
-        if self.inp.shadow:
-            return self.gate.simulate(request)
-        self.stage = "waiting for approval"
-        outcome = await self.gate.request(
-            request, timedelta(seconds=self.inp.approval_timeout_seconds)
-        )
-        self.stage = f"approval {outcome.outcome}"
-        return outcome
-
-    # -- queries ----------------------------------------------------------------------------
-
-    @workflow.query(name=STATUS_QUERY)
-    def status(self) -> ProcessStatus:
-        return ProcessStatus(
-            workflow_id=workflow.info().workflow_id,
-            process=PROCESS,
-            stage=self.stage,
-            approval_state=self.gate.state,  # type: ignore[arg-type]
-            pending=self.gate.pending(),
-            posted=self.posted,
-            compensated=self.saga.compensated,
-            tokens=self.cost.tokens,
-            cost_usd=self.cost.cost_usd,
-            held_by=self.kill_switch.held_by,
+            risk=risk_of,
+            settles=frozenset({"approved", "amended", "changes_requested"}),
+            fail_safe="nothing stays posted",
+            fields={
+                "entries": entries,
+                "total_amount": total,
+                "compliance_findings": [f for f in findings if f.entry_id in ids],
+                "round": len(self.approvals) + 1,
+            },
         )
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _posting_query(self, entry: AdjustingEntry, period_status: str) -> PolicyQuery:
-        draft = PostEntryInput(
-            tenant=self.inp.tenant,
-            period=self.inp.period,
+    def _draft(self, entry: AdjustingEntry) -> PostEntryInput:
+        """The posting as policy sees it before anything is posted."""
+        inp = self.inp
+        return PostEntryInput(
+            tenant=inp.tenant,
+            period=inp.period,
             entry=entry,
             preparer=PREPARER,
-            requested_by=self.inp.requested_by,
+            requested_by=inp.requested_by,
             idempotency_key="preflight",
-        )
-        return PolicyQuery(
-            policy=POSTING_POLICY,
-            input=posting_policy_input(draft, period_status),
-            subject=entry.entry_id,
-            workflow_id=workflow.info().workflow_id,
         )

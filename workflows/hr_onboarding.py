@@ -27,20 +27,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 
-from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations, new_request, reasons_of
-from workflows.audit_trail import AuditTrail
-from workflows.blackboard import Blackboard, ConflictRetriesExhausted, StaleWrite, cooperate
+from workflows import errors
+from workflows.approval_gate import reasons_of
+from workflows.blackboard import Blackboard, cooperate_audited
 from workflows.contracts import (
     BOARD_HISTORY_QUERY,
     STATUS_QUERY,
     ApprovalGrant,
-    ApprovalOutcome,
     BoardAgentInput,
     BoardEntry,
     BoardProposal,
@@ -55,65 +52,53 @@ from workflows.contracts import (
     OnboardingResult,
     OnboardingStatus,
     PersistBoardInput,
-    PolicyDecision,
     RevokeInput,
     digest,
 )
-from workflows.kill_switch_gate import KillSwitchGate
-from workflows.presets import PRESETS
-from workflows.process_base import GovernedProcess, RunCost, set_search_attributes
-from workflows.saga import Saga
+from workflows.governed import ApprovalRound, Compensation, GovernedStep, grant
+from workflows.process_base import GovernedProcess
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
     from activities.hr import ENTITLEMENT_POLICY, HrActivities
 
-R = TypeVar("R")
+__all__ = [
+    "BOARD",
+    "CONFLICTS_EXHAUSTED",
+    "NEW_HIRE_NOT_VERIFIED",
+    "PROCESS",
+    "HrOnboardingWorkflow",
+]
 
 PROCESS = "hr_onboarding"
 BOARD = "onboarding"
-NEW_HIRE_NOT_VERIFIED = "IdentityNotVerified"
-CONFLICTS_EXHAUSTED = "BlackboardConflicts"
+NEW_HIRE_NOT_VERIFIED = errors.IDENTITY_NOT_VERIFIED
+CONFLICTS_EXHAUSTED = errors.BLACKBOARD_CONFLICTS
 
 
 @workflow.defn(name="HrOnboarding")
 class HrOnboardingWorkflow(GovernedProcess):
+    undo_per_attempt_before_patch = True  # see workflows/governed.py UNDO_ONCE_PATCH
+
     @workflow.init
     def __init__(self, inp: OnboardingInput) -> None:
-        self.inp = inp
-        self.stage = "starting"
-        self.audit = AuditTrail()
-        self.gate = ApprovalGate(PROCESS, self.audit, inp.approval_trust)
-        self.kill_switch = KillSwitchGate(self.audit)
+        self.govern(inp, PROCESS, trust=inp.approval_trust)
         self.board = Blackboard(BOARD)
-        self.saga = Saga()
         self.granted: list[GrantedEntitlement] = []
-        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
-        self.pending_decisions: dict[str, PolicyDecision] = {}
 
     @workflow.run
     async def run(self, inp: OnboardingInput) -> OnboardingResult:
-        set_search_attributes(
-            [
-                visibility.PROCESS.value_set(PROCESS),
-                visibility.TENANT.value_set(inp.tenant),
-                visibility.APPROVAL_STATE.value_set("none"),
-                visibility.RISK.value_set("low"),
-                visibility.COST_USD.value_set(0.0),
-                visibility.TOKENS.value_set(0),
-                visibility.SHADOW.value_set(inp.shadow),
-                visibility.VERSION.value_set(inp.version),
-            ]
-        )
-        self.audit.record(
-            inp.requested_by,
+        self.begin(
             "onboarding.started",
-            detail={
+            {
                 "tenant": inp.tenant,
                 "employee_id": inp.employee_id,
                 "version": inp.version,
                 "shadow": inp.shadow,
             },
+            tenant=inp.tenant,
+            shadow=inp.shadow,
+            version=inp.version,
         )
         return await self._undoing_on_failure(
             self._onboard(inp),
@@ -157,37 +142,28 @@ class HrOnboardingWorkflow(GovernedProcess):
 
         self.stage = "granting"
         waiting = [e for e in proposed if await self._grant(hire, e) is None]
-        approvals: list[ApprovalOutcome] = []
         if waiting:
-            outcome = await self._ask_manager(hire, waiting)
-            approvals.append(outcome)
-            request = outcome.request
-            if outcome.outcome == "expired":
-                raise errors.failure(
-                    errors.APPROVAL_EXPIRED,
-                    f"approval request {request.request_id} expired ({outcome.rationale}); "
-                    "failing safe: every access granted is revoked",
+            labels = [e.label for e in waiting]
+            outcome = await self.approve(
+                ApprovalRound(
+                    action="grant_entitlements",
+                    payload={"employee_id": hire.employee_id, "entitlements": labels},
+                    summary=f"grant {', '.join(labels)} to {hire.employee_id} "
+                    f"({hire.role}, {hire.department})",
+                    obligations=self.obligations(labels),
+                    policy_reasons=reasons_of([self.held[label] for label in labels]),
+                    action_payload={
+                        "employee_id": hire.employee_id,
+                        "entitlements": [e.model_dump(mode="json") for e in waiting],
+                    },
+                    risk="medium",
+                    waiting="waiting for manager approval",
+                    fail_safe="every access granted is revoked",
                 )
-            if outcome.outcome != "approved":
-                raise errors.failure(
-                    errors.APPROVAL_REJECTED,
-                    f"{outcome.decided_by} {outcome.outcome} {request.request_id}: "
-                    f"{outcome.rationale}",
-                )
-            self.stage = "granting approved accesses"
-            grant = ApprovalGrant(
-                request_id=request.request_id,
-                approvers=outcome.approvers,
-                action_digest=request.action_digest,
-                escalation_level=request.escalation_level,
             )
+            self.stage = "granting approved accesses"
             for ent in waiting:
-                if await self._grant(hire, ent, grant) is None:
-                    raise errors.failure(
-                        errors.POLICY_DENIED,
-                        f"{ent.label} still needs approval after "
-                        f"{', '.join(outcome.approvers)} approved it",
-                    )
+                await self._grant(hire, ent, grant(outcome))
 
         slot = self.board.read("grants")
         self.board.write(
@@ -198,24 +174,21 @@ class HrOnboardingWorkflow(GovernedProcess):
             "accesses granted in the identity provider",
         )
         await self._persist_board()
-        self.stage = "done"
-        self.audit.record(
-            "baton:workflow",
+        await self.finish(
             "onboarding.completed",
-            detail={
+            {
                 "granted": [f"{g.system}:{g.name}" for g in self.granted],
                 "board_version": self.board.version,
                 "conflicts": len(self.board.conflicts),
             },
         )
-        await self.audit.flush()
         return OnboardingResult(
             tenant=inp.tenant,
             employee_id=inp.employee_id,
             identity=identity,
             policies=self.board.value("policies", []),
             granted=self.granted,
-            approvals=approvals,
+            approvals=self.approvals,
             board_version=self.board.version,
             conflicts=len(self.board.conflicts),
             tokens=self.cost.tokens,
@@ -245,39 +218,25 @@ class HrOnboardingWorkflow(GovernedProcess):
                 ),
                 f"{role} (LLM): blackboard v{self.board.version}",
             )
-            self.cost.add(proposal.usage)
             return proposal.writes
 
-        def conflict(err: StaleWrite, attempt: int) -> None:
-            self.audit.record(
-                author,
-                "blackboard.stale_write",
-                detail={"key": err.key, "read": err.expected, "current": err.current},
-                rationale=f"re-running on fresh state (retry {attempt})",
-            )
-
-        try:
-            await cooperate(
-                self.board,
-                author,
-                propose,
-                max_retries=self.inp.max_conflict_retries,
-                on_conflict=conflict,
-            )
-        except ConflictRetriesExhausted as err:
-            raise errors.failure(CONFLICTS_EXHAUSTED, str(err)) from err
+        await cooperate_audited(
+            self.board,
+            author,
+            propose,
+            max_retries=self.inp.max_conflict_retries,
+            audit=self.audit,
+        )
 
     async def _persist_board(self) -> None:
         entries = list(self.board.unpersisted())
         if not entries:
             return
-        preset = PRESETS["connector"]
-        await workflow.execute_activity_method(
+        await self._step(
+            "connector",
             HrActivities.persist_blackboard,
             PersistBoardInput(board=BOARD, entries=entries),
-            start_to_close_timeout=preset.start_to_close,
-            retry_policy=preset.retry,
-            summary=f"blackboard: persist {len(entries)} entries",
+            f"blackboard: persist {len(entries)} entries",
         )
         self.board.mark_persisted(len(entries))
 
@@ -288,45 +247,41 @@ class HrOnboardingWorkflow(GovernedProcess):
     ) -> str | None:
         """Grant one entitlement; the grant id, or None when policy requires an approval."""
         key = f"{workflow.info().workflow_id}/grant/{ent.label}/{digest(approval)[:12]}"
-        self.saga.add(
-            f"revoke {ent.label}",
-            lambda: self._step(
-                "compensation",
-                HrActivities.revoke_entitlement,
-                RevokeInput(
-                    original_key=key,
-                    reason=f"onboarding of {self.inp.employee_id} undone",
-                    idempotency_key=f"{key}/revoke",
-                    shadow=self.inp.shadow,
+        inp = self.inp
+        outcome = await self.act(
+            GovernedStep(
+                what=f"granting {ent.label}",
+                activity=HrActivities.grant_entitlement,
+                arg=GrantInput(
+                    tenant=inp.tenant,
+                    employee_id=inp.employee_id,
+                    hire=hire,
+                    entitlement=ent,
+                    requested_by=inp.requested_by,
+                    reason="proposed by the entitlement prompter on the blackboard",
+                    approval=approval,
+                    idempotency_key=key,
+                    shadow=inp.shadow,
                 ),
-                f"compensation: revoke {ent.label}",
-            ),
-        )
-        outcome = await self._step(
-            "connector",
-            HrActivities.grant_entitlement,
-            GrantInput(
-                tenant=self.inp.tenant,
-                employee_id=self.inp.employee_id,
-                hire=hire,
-                entitlement=ent,
-                requested_by=self.inp.requested_by,
-                reason="proposed by the entitlement prompter on the blackboard",
-                approval=approval,
-                idempotency_key=key,
-                shadow=self.inp.shadow,
-            ),
-            f"grant {ent.label} (policy {ENTITLEMENT_POLICY}{', approved' if approval else ''})",
-        )
-        verdict = outcome.decision.verdict
-        if verdict == "deny":
-            raise errors.failure(
-                errors.POLICY_DENIED,
-                f"policy denied granting {ent.label}: {'; '.join(outcome.decision.reasons)}",
-                decision_id=outcome.decision.decision_id,
+                summary=f"grant {ent.label} (policy {ENTITLEMENT_POLICY}"
+                f"{', approved' if approval else ''})",
+                key=key,
+                subject=ent.label,
+                undo=Compensation(
+                    f"revoke {ent.label}",
+                    HrActivities.revoke_entitlement,
+                    RevokeInput(
+                        original_key=key,
+                        reason=f"onboarding of {inp.employee_id} undone",
+                        idempotency_key=f"{key}/revoke",
+                        shadow=inp.shadow,
+                    ),
+                    f"compensation: revoke {ent.label}",
+                ),
+                grant=approval,
             )
-        if verdict == "require_approval":
-            self.pending_decisions[ent.label] = outcome.decision
+        )
+        if outcome is None:
             return None
         assert outcome.grant_id is not None
         self.granted.append(
@@ -339,42 +294,10 @@ class HrOnboardingWorkflow(GovernedProcess):
         )
         return outcome.grant_id
 
-    async def _ask_manager(self, hire: NewHire, waiting: list[Entitlement]) -> ApprovalOutcome:
-        obligations = merge_obligations(
-            [self.pending_decisions[e.label].obligations for e in waiting]
-        )
-        labels = [e.label for e in waiting]
-        request = new_request(
-            process=PROCESS,
-            action="grant_entitlements",
-            action_digest=digest({"employee_id": hire.employee_id, "entitlements": labels}),
-            summary=f"grant {', '.join(labels)} to {hire.employee_id} "
-            f"({hire.role}, {hire.department})",
-            obligations=obligations,
-            policy_reasons=reasons_of([self.pending_decisions[e.label] for e in waiting]),
-            action_payload={
-                "employee_id": hire.employee_id,
-                "entitlements": [e.model_dump(mode="json") for e in waiting],
-            },
-            requested_by=self.inp.requested_by,
-            excluded=[self.inp.requested_by],
-        )
-        workflow.upsert_search_attributes([visibility.RISK.value_set("medium")])
-        if self.inp.shadow:  # nobody is asked: policy's candidates stand in, recorded
-            return self.gate.simulate(request)
-        self.stage = "waiting for manager approval"
-        outcome = await self.gate.request(
-            request, timedelta(seconds=self.inp.approval_timeout_seconds)
-        )
-        self.stage = f"approval {outcome.outcome}"
-        return outcome
-
-    # -- approvals ------------------------------------------------------------------------
-
     # -- queries --------------------------------------------------------------------------
 
     @workflow.query(name=STATUS_QUERY)
-    def status(self) -> OnboardingStatus:
+    def status(self) -> OnboardingStatus:  # type: ignore[override]  # its own model
         return OnboardingStatus(
             workflow_id=workflow.info().workflow_id,
             process=PROCESS,
@@ -390,8 +313,6 @@ class HrOnboardingWorkflow(GovernedProcess):
     @workflow.query(name=BOARD_HISTORY_QUERY)
     def board_history(self) -> list[BoardEntry]:
         return self.board.history()
-
-    # -- helpers --------------------------------------------------------------------------
 
 
 def _entitlement(item: Any) -> Entitlement:

@@ -198,3 +198,11 @@ class KillSwitchGate:
         workflow.upsert_search_attributes([visibility.HELD.value_set(False)])
         workflow.set_current_details("")
         self.audit.record("baton:workflow", "kill_switch.released", detail={"step": step})
+
+
+__all__ = [
+    "KillSwitchGate",
+    "POLL",
+    "engaged",
+    "policy_unavailable",
+]

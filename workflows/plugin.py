@@ -32,6 +32,8 @@ from temporalio.worker import WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox import _runner as sandbox_runner
 
+from workflows.errors import BatonError
+
 # Why each module may pass through the sandbox (loaded once, shared with workflow code):
 PASSTHROUGH = [
     "pydantic",  # the contracts' base; pure, and re-importing it per workflow is slow
@@ -47,7 +49,8 @@ PASSTHROUGH = [
     "workflows.contracts_customer",
     "workflows.contracts_supervisor",
     "workflows.contracts_integrity",
-    # constants only (timeouts and retry policies, search attribute keys, failure type names):
+    # constants only (timeouts and retry policies, search attribute keys, failure type names and
+    # the BatonError root, so a workflow failure type is the same class inside and outside):
     # no workflow logic, nothing done at import but defining them. Re-creating the Preset
     # dataclass in every run's sandbox cost ~0.4 ms (the bare bench workflow imports it too).
     "workflows.presets",
@@ -193,5 +196,14 @@ class BatonPlugin(SimplePlugin):
             "baton.BatonPlugin",
             data_converter=baton_data_converter(payload_codec),
             workflow_runner=_runner,
-            workflow_failure_exception_types=[pydantic.ValidationError],
+            # Baton's own errors fail the run instead of retrying its workflow task forever
+            workflow_failure_exception_types=[pydantic.ValidationError, BatonError],
         )
+
+
+__all__ = [
+    "BatonPlugin",
+    "PASSTHROUGH",
+    "SandboxCodeCache",
+    "baton_data_converter",
+]

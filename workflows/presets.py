@@ -99,3 +99,10 @@ PRESETS: dict[ActivityKind, Preset] = {
         ),
     ),
 }
+
+__all__ = [
+    "ActivityKind",
+    "NON_RETRYABLE",
+    "PRESETS",
+    "Preset",
+]

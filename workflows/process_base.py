@@ -1,16 +1,16 @@
 """What every governed process workflow shares: the approval handlers (Update with validator,
 and the same decision by Signal), the kill-switch release signal, the pending-approvals query,
-the step runner with the run's model budget, and the run's cost. A process sets ``self.inp``
-(with tenant, requested_by, approval_timeout_seconds, budget), ``self.audit`` (AuditTrail),
-``self.gate`` (ApprovalGate) and ``self.kill_switch`` (KillSwitchGate) in its ``__init__`` and
-inherits these; the names are the ones a stock `temporal` CLI user types (workflows/contracts.py).
+the governed step and approval round (workflows/governed.py), the step runner with the run's
+model budget and its raise, the failure path, and the run's cost. A process calls
+``self.govern(inp, PROCESS)`` in its ``__init__`` and inherits these; the handler names are the
+ones a stock `temporal` CLI user types (workflows/contracts.py). This module holds no process's
+business steps.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -18,8 +18,7 @@ from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, new_request
-from workflows.audit_trail import AuditTrail
+from workflows.approval_gate import ApprovalGate
 from workflows.contracts import (
     APPROVAL_COMMENT_UPDATE,
     APPROVAL_DELEGATE_UPDATE,
@@ -28,6 +27,7 @@ from workflows.contracts import (
     BUDGET_EXCEEDED,
     KILL_SWITCH_RELEASED_SIGNAL,
     PENDING_APPROVALS_QUERY,
+    STATUS_QUERY,
     AgentInput,
     ApprovalAck,
     ApprovalComment,
@@ -37,15 +37,16 @@ from workflows.contracts import (
     Budget,
     PolicyBatch,
     PolicyQuery,
+    ProcessStatus,
     TokenUsage,
-    digest,
 )
+from workflows.governed import ApprovalRound, Governance
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS, ActivityKind
-from workflows.saga import Saga, unwind
+from workflows.saga import unwind
 
 with workflow.unsafe.imports_passed_through():
-    from activities.finance import FinanceActivities
+    from activities.policy_gate import PolicyGateActivities
 
 R = TypeVar("R")
 
@@ -165,7 +166,7 @@ class ApprovalHandlers:
         tenant = str(getattr(getattr(self, "inp", None), "tenant", "") or "")
         preset = PRESETS["policy"]
         [decision] = await workflow.execute_activity_method(
-            FinanceActivities.evaluate_policies,
+            PolicyGateActivities.evaluate_policies,
             PolicyBatch(
                 queries=[
                     PolicyQuery(
@@ -196,17 +197,81 @@ class ApprovalHandlers:
         return self.gate.pending()
 
 
-class GovernedProcess(ApprovalHandlers):
+class GovernedProcess(Governance, ApprovalHandlers):
+    """The one base of every governed process: the approval handlers, the governed step and
+    approval round (workflows/governed.py), the run's budget and its raise, and the failure
+    path that withdraws, compensates and audits. A process calls :meth:`govern` in its
+    ``__init__`` and writes its ``run`` as business steps."""
+
     inp: Any  # the process's start input: tenant, requested_by, approval_timeout_seconds, budget
-    audit: AuditTrail
-    saga: Saga
-    stage: str
+    cost: RunCost
     #: The run's model budget as it stands (None: the input's, until a human raised it).
     _budget: Budget | None = None
     #: A raise being asked for (parallel refused steps wait for it instead of asking again),
     #: and how the last one ended when nobody raised it.
     _raising_budget: bool = False
     _budget_refusal: str | None = None
+    #: Who may raise the run's budget, the audit event of a refusal, how many raises one step
+    #: may ask for (None: until refused), and the patch older runs ran without.
+    policy_activity = staticmethod(PolicyGateActivities.evaluate_policies)
+    budget_policy = BUDGET_RAISE_POLICY
+    budget_refused_event = "budget.refused"
+    max_budget_raises: int | None = None
+    budget_raise_patch: str | None = BUDGET_RAISE_PATCH
+    #: whether a budget round is listed in the run's approvals (its result)
+    budget_rounds_listed = False
+
+    @workflow.query(name=STATUS_QUERY)
+    def status(self) -> ProcessStatus:
+        """Where the run stands (a process with its own status model overrides this). The
+        annotation is the query's result type for clients: keep it a model."""
+        return ProcessStatus(
+            workflow_id=workflow.info().workflow_id,
+            process=getattr(self, "name", self.gate.process),
+            stage=self.stage,
+            approval_state=self.gate.state,  # type: ignore[arg-type]
+            pending=self.gate.pending(),
+            posted=getattr(self, "posted", []),
+            compensated=self.saga.compensated,
+            tokens=self.cost.tokens,
+            cost_usd=self.cost.cost_usd,
+            held_by=self.kill_switch.held_by,
+        )
+
+    def govern(self, inp: Any, process: str, **gates: Any) -> None:
+        super().govern(inp, process, **gates)
+        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
+
+    def begin(
+        self,
+        event: str,
+        detail: dict[str, Any],
+        *,
+        tenant: str,
+        shadow: bool | None = None,
+        version: str | None = None,
+    ) -> None:
+        """The run's search attributes (changed ones only) and its first audit event."""
+        attrs: list[SearchAttributeUpdate[Any]] = [
+            visibility.PROCESS.value_set(self.gate.process),
+            visibility.TENANT.value_set(tenant),
+            visibility.APPROVAL_STATE.value_set("none"),
+            visibility.RISK.value_set("low"),
+            visibility.COST_USD.value_set(0.0),
+            visibility.TOKENS.value_set(0),
+        ]
+        if shadow is not None:
+            attrs.append(visibility.SHADOW.value_set(shadow))
+        if version is not None:
+            attrs.append(visibility.VERSION.value_set(version))
+        set_search_attributes(attrs)
+        self.audit.record(self.inp.requested_by, event, detail=detail)
+
+    async def finish(self, event: str, detail: dict[str, Any], rationale: str = "") -> None:
+        """The run is done: its last audit event, written before the result is returned."""
+        self.stage = "done"
+        self.audit.record("baton:workflow", event, detail=detail, rationale=rationale)
+        await self.audit.flush()
 
     async def _undoing_on_failure(
         self,
@@ -215,6 +280,7 @@ class GovernedProcess(ApprovalHandlers):
         event: str,
         what: str,
         before_flush: Callable[[], Awaitable[Any]] | None = None,
+        failed_event: str | None = None,
     ) -> R:
         """Run the process's body. On failure, rejection, deny or cancellation (CancelledError is
         a BaseException), withdraw its pending approvals and run its compensations
@@ -232,6 +298,7 @@ class GovernedProcess(ApprovalHandlers):
                 what=what,
                 withdraw=self.gate.withdraw,
                 before_flush=before_flush,
+                failed_event=failed_event,
             )
             self.stage = "failed"
             raise
@@ -247,11 +314,26 @@ class GovernedProcess(ApprovalHandlers):
 
         An agent step carries the run's version and budget; when the router refuses a call for
         the run's cap (BudgetExceeded), a person holding the process's budget role decides
-        (policy baton/base/budget_raise): approved, the run's cap is lifted and the step runs
-        again; rejected or expired, the run fails (and the process compensates what it did). A
+        (``budget_policy``): approved, the run's cap is lifted and the step runs again;
+        rejected or expired, the run fails (and the process compensates what it did). A
         refusal for the tenant's daily cap fails the step: no approval in the run can lift it."""
-        if kind != "agent" or not isinstance(arg, AgentInput):
+        if kind != "agent":
             return await self.kill_switch.step(kind, activity, arg, summary)
+        if isinstance(arg, AgentInput):
+            answer = await self._budgeted(activity, arg, summary)
+        else:
+            answer = await self.kill_switch.step(kind, activity, arg, summary)
+        usage = getattr(answer, "usage", None)
+        if usage is not None:  # what the answer cost, in the run's search attributes
+            self.cost.add(usage)
+        return answer
+
+    async def _budgeted(
+        self, activity: Callable[[Any, Any], Awaitable[R]], arg: Any, summary: str
+    ) -> R:
+        """An agent step with the run's budget, asking a human when the budget refuses it."""
+        kind: ActivityKind = "agent"
+        raises = 0
         while True:
             if self._budget is None:
                 self._budget = self.inp.budget
@@ -266,18 +348,23 @@ class GovernedProcess(ApprovalHandlers):
             except ActivityError as err:
                 cause = err.cause
                 refused = isinstance(cause, ApplicationError) and cause.type == BUDGET_EXCEEDED
-                if not refused or not workflow.patched(BUDGET_RAISE_PATCH):
+                patch = self.budget_raise_patch
+                if not refused or (patch is not None and not workflow.patched(patch)):
                     raise
                 why = str(cause.message if isinstance(cause, ApplicationError) else err)
-                if self._budget is not sent_with:  # raised while this step ran: just run again
+                if self.max_budget_raises is not None:  # a bounded number of raises per step
+                    if raises >= self.max_budget_raises:
+                        raise errors.failure(BUDGET_EXCEEDED, str(cause)) from err
+                    raises += 1
+                elif self._budget is not sent_with:  # raised while this step ran: run again
                     continue
                 if self._raising_budget:  # a parallel step is asking already: its answer counts
                     await workflow.wait_condition(lambda: not self._raising_budget)
                     if self._budget_refusal is not None:
                         raise errors.failure(BUDGET_EXCEEDED, self._budget_refusal) from err
                     continue
-                if self._budget.run_usd is None:  # the tenant's day is spent: nothing to raise
-                    raise errors.failure(
+                if self._budget.run_usd is None and self.max_budget_raises is None:
+                    raise errors.failure(  # the tenant's day is spent: nothing to raise
                         BUDGET_EXCEEDED,
                         f"{why} (the tenant's daily cap, policy/data/tenants.json; this run has "
                         "no cap of its own to raise)",
@@ -291,34 +378,44 @@ class GovernedProcess(ApprovalHandlers):
                 finally:
                     self._raising_budget = False
 
+    def _budget_query(self, step: str) -> PolicyQuery:
+        """What the budget policy is asked: the action, the run (``_budget_facts``), the step."""
+        inp, wid = self.inp, workflow.info().workflow_id
+        facts = self._budget_facts()
+        return PolicyQuery(
+            policy=self.budget_policy,
+            input={
+                "action": "raise_model_budget",
+                "process": self.gate.process,
+                **facts,
+                "step": step,
+                "requested_by": inp.requested_by,
+                "budget_usd": (self._budget or inp.budget).run_usd,
+            },
+            subject=str(facts.get("subject", wid)),
+            workflow_id=wid,
+        )
+
+    def _budget_facts(self) -> dict[str, Any]:
+        """How the budget policy names the run (a process may name it its own way)."""
+        return {"tenant": self.inp.tenant, "subject": workflow.info().workflow_id}
+
+    def _budget_payload(self, step: str) -> dict[str, Any]:
+        """What a budget raise is bound to (its approval's action digest)."""
+        budget = self._budget or self.inp.budget
+        return {"workflow": workflow.info().workflow_id, "step": step, "budget": budget.run_usd}
+
     async def _raise_budget(self, step: str, why: str) -> None:
-        """Ask who may raise the run's budget (policy), then ask them (the approval gate)."""
-        inp = self.inp
-        wid = workflow.info().workflow_id
-        budget = self._budget or inp.budget
-        self.audit.record("baton:workflow", "budget.refused", detail={"step": step}, rationale=why)
+        """Ask who may raise the run's budget (policy), then ask them (an approval round)."""
+        budget = self._budget or self.inp.budget
+        self.audit.record(
+            "baton:workflow", self.budget_refused_event, detail={"step": step}, rationale=why
+        )
         [decision] = await self.kill_switch.step(
             "policy",
-            FinanceActivities.evaluate_policies,
-            PolicyBatch(
-                queries=[
-                    PolicyQuery(
-                        policy=BUDGET_RAISE_POLICY,
-                        input={
-                            "action": "raise_model_budget",
-                            "process": self.gate.process,
-                            "tenant": inp.tenant,
-                            "subject": wid,
-                            "step": step,
-                            "requested_by": inp.requested_by,
-                            "budget_usd": budget.run_usd,
-                        },
-                        subject=wid,
-                        workflow_id=wid,
-                    )
-                ]
-            ),
-            f"policy {BUDGET_RAISE_POLICY}: who may raise the model budget",
+            self.policy_activity,
+            PolicyBatch(queries=[self._budget_query(step)]),
+            f"policy {self.budget_policy}: who may raise the model budget",
         )
         if decision.verdict != "require_approval":
             raise errors.failure(
@@ -326,31 +423,37 @@ class GovernedProcess(ApprovalHandlers):
                 f"{why}; and nobody may raise it: {'; '.join(decision.reasons)}",
                 decision_ids=[decision.decision_id],
             )
-        summary = f"raise the model budget of {wid} ({step}): {why}"
-        request = new_request(
-            process=self.gate.process,
-            action="raise_model_budget",
-            action_digest=digest({"workflow": wid, "step": step, "budget": budget.run_usd}),
-            summary=summary,
-            obligations=decision.obligations,
-            requested_by=inp.requested_by,
-            excluded=[inp.requested_by],
-            policy_reasons=list(decision.reasons),
-            action_payload={"workflow": wid, "step": step, "budget_usd": budget.run_usd},
-        )
-        if getattr(inp, "shadow", False):  # a shadow run asks nobody: policy's candidates
-            outcome = self.gate.simulate(request)
-        else:
-            sla = timedelta(seconds=inp.approval_timeout_seconds)
-            outcome = await self.gate.request(request, sla)
-        await self.audit.flush()  # a gate that defers approved events holds nothing back here
-        if outcome.outcome != "approved":
-            by = f"{outcome.decided_by} " if outcome.decided_by else ""
-            raise errors.failure(
-                errors.APPROVAL_REJECTED
-                if outcome.outcome != "expired"
-                else errors.APPROVAL_EXPIRED,
-                f"{by}{outcome.outcome} {request.request_id}: {summary}",
+        await self.approve(
+            ApprovalRound(
+                action="raise_model_budget",
+                payload=self._budget_payload(step),
+                summary=f"raise the model budget of {self._budget_subject()} ({step}): {why}",
+                obligations=decision.obligations,
+                policy_reasons=decision.reasons,
+                action_payload={
+                    ("budget_usd" if k == "budget" else k): v
+                    for k, v in self._budget_payload(step).items()
+                },
+                waiting=f"waiting for a budget raise ({step})",
+                restore_stage=True,
+                listed=self.budget_rounds_listed,
             )
+        )
+        await self.audit.flush()  # a gate that defers approved events holds nothing back here
         # Approved: the run's own cap is lifted (the tenant's daily cap, policy data, still holds).
         self._budget = Budget(run_usd=None, over_budget=budget.over_budget)
+
+    def _budget_subject(self) -> str:
+        return workflow.info().workflow_id
+
+
+__all__ = [
+    "ApprovalHandlers",
+    "BUDGET_RAISE_PATCH",
+    "BUDGET_RAISE_POLICY",
+    "CHANGED_ONLY_PATCH",
+    "DELEGATION_POLICY",
+    "GovernedProcess",
+    "RunCost",
+    "set_search_attributes",
+]

@@ -185,3 +185,9 @@ class DoctorWorkflow:
             retry_policy=PRESETS["canary"].retry,
             summary="doctor: runs that ended leaving side effects standing",
         )
+
+
+__all__ = [
+    "DoctorWorkflow",
+    "RepairWorkflow",
+]

@@ -67,12 +67,14 @@ async def unwind(
     what: str,
     withdraw: Callable[[str], None] | None = None,
     before_flush: Callable[[], Awaitable[Any]] | None = None,
+    failed_event: str | None = None,
 ) -> bool:
     """What every process does when it fails or is cancelled, before re-raising: withdraw its
     pending approval requests (``withdraw``, e.g. ``ApprovalGate.withdraw``), run the saga's
     compensations, audit ``<event>.cancelled`` or ``<event>.failed`` with what was undone, then
     write the audit trail (after ``before_flush``, e.g. persisting a blackboard), shielded from
-    the cancellation. ``what`` names the process in the withdrawal reason ("the close was
+    the cancellation (``failed_event`` names both outcomes' event instead, for a process that
+    audited them as one). ``what`` names the process in the withdrawal reason ("the close was
     cancelled"). Returns whether it was a cancellation."""
     cancelled = is_cancelled_exception(err)
     if withdraw is not None:
@@ -80,7 +82,7 @@ async def unwind(
     undone = await saga.compensate()
     audit.record(
         "baton:workflow",
-        f"{event}.cancelled" if cancelled else f"{event}.failed",
+        failed_event or (f"{event}.cancelled" if cancelled else f"{event}.failed"),
         detail={
             "error": str(err) or type(err).__name__,
             "compensated": undone,
@@ -91,3 +93,9 @@ async def unwind(
         await asyncio.shield(asyncio.ensure_future(before_flush()))
     await asyncio.shield(asyncio.ensure_future(audit.flush()))
     return cancelled
+
+
+__all__ = [
+    "Saga",
+    "unwind",
+]

@@ -361,3 +361,20 @@ class RequireSignedApprovals(Interceptor):
                 return await super().execute_workflow(input)
 
         return _Inbound
+
+
+__all__ = [
+    "AssertionRefused",
+    "BINDING_CLAIMS",
+    "MAX_TOKEN_CHARS",
+    "RequireSignedApprovals",
+    "SEALED_PREFIX",
+    "TRUST_REFUSED_ERROR",
+    "TRUST_REFUSED_PATCH",
+    "VerifiedIdentity",
+    "approver_refusal",
+    "seal_assertion",
+    "trust_refusal",
+    "unseal_assertion",
+    "verify_assertion",
+]

@@ -150,3 +150,9 @@ class SupervisorWorkflow:
     @workflow.query(name=SUPERVISOR_STATUS_QUERY)
     def status(self) -> SupervisorCheckResult | None:
         return self.last
+
+
+__all__ = [
+    "SUPERVISOR_STATUS_QUERY",
+    "SupervisorWorkflow",
+]

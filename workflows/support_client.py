@@ -87,3 +87,10 @@ class SupportClient:
     async def case_result(self, workflow_id: str) -> SupportCaseResult:
         handle = self.client.get_workflow_handle(workflow_id, result_type=SupportCaseResult)
         return await handle.result()
+
+
+__all__ = [
+    "CaseRefused",
+    "SupportClient",
+    "queue_workflow_id",
+]

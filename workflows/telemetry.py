@@ -88,3 +88,24 @@ def compensation_ran(ok: bool) -> None:
     workflow.metric_meter().create_counter(
         COMPENSATIONS, "compensations (saga steps) run, by result"
     ).add(1, {"result": "ok" if ok else "failed"})
+
+
+__all__ = [
+    "AGENT_CALLS",
+    "AGENT_COST_USD",
+    "AGENT_TOKENS",
+    "APPROVALS_CLOSED",
+    "APPROVALS_PENDING",
+    "APPROVALS_REQUESTED",
+    "APPROVAL_ESCALATIONS",
+    "APPROVAL_OLDEST_PENDING_SECONDS",
+    "APPROVAL_WAIT_SECONDS",
+    "COMPENSATIONS",
+    "KILL_SWITCH_ENGAGED",
+    "POLICY_DECISIONS",
+    "POLICY_DENIES",
+    "approval_closed",
+    "approval_escalated",
+    "approval_requested",
+    "compensation_ran",
+]

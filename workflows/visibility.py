@@ -32,3 +32,17 @@ ALL = [
     VERSION,
     TOKENS,
 ]
+
+__all__ = [
+    "ALL",
+    "APPROVAL_STATE",
+    "COST_USD",
+    "HELD",
+    "PENDING_ROLES",
+    "PROCESS",
+    "RISK",
+    "SHADOW",
+    "TENANT",
+    "TOKENS",
+    "VERSION",
+]

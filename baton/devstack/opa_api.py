@@ -25,10 +25,23 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from baton.devstack.opa_server import OpaRequestHandler
+#: The server's request handler (baton/devstack/opa_server.py ``OpaRequestHandler``): not
+#: imported, because the server imports this module.
+OpaRequestHandler = Any
+
+
+class StoreError(Exception):
+    """A request the store refuses; carries the HTTP status and OPA's error document."""
+
+    def __init__(self, status: int, code: str, message: str, errors: list[Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.document: dict[str, Any] = {"code": code, "message": message}
+        if errors:
+            self.document["errors"] = errors
+
 
 #: The OPA release the embedded evaluator is (opa-golib-python-bindings 0.4: OPA v1.20.2).
 OPA_VERSION = "1.20.2"
@@ -171,8 +184,6 @@ def get_metrics(req: OpaRequestHandler) -> None:
 
 
 def post_compile(req: OpaRequestHandler) -> None:
-    from baton.devstack.opa_server import StoreError
-
     body = req.json_body_or_none()
     if not isinstance(body, dict) or not isinstance(body.get("query"), str):
         raise StoreError(400, "invalid_parameter", "the body needs a 'query' string")

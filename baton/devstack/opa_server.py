@@ -57,6 +57,7 @@ from opa_bindings import OpaEngine, OpaError
 
 from baton.devstack import opa_api
 from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
+from baton.devstack.opa_api import StoreError
 from baton.settings import DEFAULT_OPA_PORT, REPO_ROOT
 
 #: Host names the server answers to without --allow-host (DNS-rebinding guard)
@@ -65,17 +66,6 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 WRITE_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 
 _ERROR_LINE = re.compile(r"(?P<file>[^\s:]+):(?P<row>\d+): (?P<code>rego_\w+): (?P<message>.*)")
-
-
-class StoreError(Exception):
-    """A request the store refuses; carries the HTTP status and OPA's error document."""
-
-    def __init__(self, status: int, code: str, message: str, errors: list[Any] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.document: dict[str, Any] = {"code": code, "message": message}
-        if errors:
-            self.document["errors"] = errors
 
 
 def _compile_errors(err: OpaError) -> list[dict[str, Any]]:

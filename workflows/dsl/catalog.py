@@ -108,3 +108,11 @@ def output_schema(action: Action) -> dict[str, Any]:
     from pydantic import TypeAdapter
 
     return TypeAdapter(action.output).json_schema()
+
+
+__all__ = [
+    "AGENTS",
+    "Action",
+    "CONNECTORS",
+    "output_schema",
+]

@@ -46,3 +46,9 @@ async def send_event(client: Client, workflow_id: str, name: str, data: Any = No
     await client.get_workflow_handle(workflow_id).signal(
         EVENT_SIGNAL, ProcessEvent(name=name, data=data)
     )
+
+
+__all__ = [
+    "send_event",
+    "start_process",
+]

@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from workflows.errors import BatonError
+
 Node = tuple[Any, ...]
 TEMPLATE = re.compile(r"\$\{([^}]*)\}")  # expressions contain no braces
 MAX_DEPTH = 60
 
 
-class ExpressionError(ValueError):
+class ExpressionError(BatonError, ValueError):
     """An expression that cannot be parsed or evaluated; ``offset`` is within the expression."""
 
     def __init__(self, message: str, offset: int = 0) -> None:
@@ -543,3 +545,28 @@ def static_path(node: Node) -> tuple[tuple[str, ...], int] | None:
     if key[0] == "lit" and isinstance(key[1], str):
         return (*path, key[1]), offset
     return (*path, "[]"), offset  # any index into a list
+
+
+__all__ = [
+    "ExpressionError",
+    "FUNCTIONS",
+    "Function",
+    "KEYWORDS",
+    "MAX_DEPTH",
+    "Node",
+    "TEMPLATE",
+    "Token",
+    "as_text",
+    "check_template",
+    "evaluate",
+    "is_template",
+    "parse",
+    "pieces",
+    "render",
+    "static_path",
+    "tokenize",
+    "truthy",
+    "type_name",
+    "variables",
+    "whole_expression",
+]

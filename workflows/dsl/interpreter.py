@@ -28,17 +28,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
-from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
-    STATUS_QUERY,
     AdjustingEntry,
     ComplianceFinding,
     Obligations,
     PolicyBatch,
     PolicyDecision,
     PolicyQuery,
-    ProcessStatus,
     digest,
 )
 from workflows.dsl import catalog
@@ -63,19 +59,19 @@ from workflows.dsl.model import (
     WaitEventStep,
     bind_inputs,
 )
-from workflows.kill_switch_gate import KillSwitchGate
+from workflows.governed import ApprovalRound, fail_if_denied, risk_of
 from workflows.presets import PRESETS, ActivityKind
-from workflows.process_base import ApprovalHandlers, RunCost, set_search_attributes
-from workflows.saga import Saga, unwind
+from workflows.process_base import GovernedProcess, set_search_attributes
+from workflows.saga import Saga
 
 PROCESS_WORKFLOW = "BatonProcess"
 EVENT_SIGNAL = "dsl_event"
 #: failure types of the interpreter itself
-DEFINITION_ERROR = "ProcessDefinitionError"
-INPUT_INVALID = "ProcessInputInvalid"
-LOOP_LIMIT = "LoopLimitExceeded"
-EVENT_TIMEOUT = "EventTimeout"
-BRANCHES_FAILED = "ParallelBranchesFailed"
+DEFINITION_ERROR = errors.DEFINITION_ERROR
+INPUT_INVALID = errors.INPUT_INVALID
+LOOP_LIMIT = errors.LOOP_LIMIT
+EVENT_TIMEOUT = errors.EVENT_TIMEOUT
+BRANCHES_FAILED = errors.BRANCHES_FAILED
 
 
 def definition_error(step: str, message: str) -> ApplicationError:
@@ -154,20 +150,14 @@ def _references(step: Any) -> set[str]:
 
 
 @workflow.defn(name=PROCESS_WORKFLOW)
-class ProcessWorkflow(ApprovalHandlers):
+class ProcessWorkflow(GovernedProcess):
     @workflow.init
     def __init__(self, inp: ProcessRunInput) -> None:
-        self.inp = inp
+        self.govern(inp, inp.definition.name)
         self.name = inp.definition.name + (f".{inp.subprocess}" if inp.subprocess else "")
-        self.audit = AuditTrail()
-        self.gate = ApprovalGate(inp.definition.name, self.audit)
-        self.kill_switch = KillSwitchGate(self.audit)
-        self.saga = Saga()
         self.registered: set[str] = set()  # digests of registered compensations
         self.events: dict[str, list[Any]] = {}
         self.children: dict[str, int] = {}  # subprocess step id -> children started
-        self.stage = "starting"
-        self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
 
     @workflow.run
     async def run(self, inp: ProcessRunInput) -> ProcessRunResult:
@@ -208,21 +198,9 @@ class ProcessWorkflow(ApprovalHandlers):
             f"{prefix}.started",
             detail={"process": self.name, "version": d.version, "source": inp.source},
         )
-        try:
-            await self.block(steps, scope, self.saga)
-            result = self.render(output, scope, "output")
-        except (Exception, asyncio.CancelledError) as err:
-            self.stage = "compensating"
-            await unwind(
-                err,
-                saga=self.saga,
-                audit=self.audit,
-                event=prefix,
-                what="process",
-                withdraw=self.gate.withdraw,
-            )
-            self.stage = "failed"
-            raise
+        result = await self._undoing_on_failure(
+            self._body(steps, output, scope), event=prefix, what="process"
+        )
         self.stage = "done"
         self.audit.record(
             "baton:workflow",
@@ -231,6 +209,10 @@ class ProcessWorkflow(ApprovalHandlers):
         )
         await self.audit.flush()
         return ProcessRunResult(name=self.name, version=d.version, output=result)
+
+    async def _body(self, steps: list[Step], output: Any, scope: dict[str, Any]) -> Any:
+        await self.block(steps, scope, self.saga)
+        return self.render(output, scope, "output")
 
     # -- blocks and steps ---------------------------------------------------------------------
 
@@ -390,7 +372,7 @@ class ProcessWorkflow(ApprovalHandlers):
         self.registered.add(key)
         text = self.render(comp.summary, scope, step.id) if comp.summary else comp.action
         summary = f"{step.id}: compensation: {text}"[:200]
-        saga.add(summary, lambda: self.execute("compensation", action, arg, summary, None))
+        self.undo(summary, lambda: self.execute("compensation", action, arg, summary, None), saga)
 
     # -- policy gate and approval ---------------------------------------------------------------
 
@@ -416,14 +398,8 @@ class ProcessWorkflow(ApprovalHandlers):
         decisions: list[PolicyDecision] = await self.execute(
             "policy", action, PolicyBatch(queries=queries), summary, step
         )
-        denied = [d for d in decisions if d.verdict == "deny"]
-        if denied and step.on_deny == "fail":
-            raise errors.failure(
-                errors.POLICY_DENIED,
-                "policy denied "
-                + "; ".join(f"{d.subject}: {', '.join(d.reasons)}" for d in denied),
-                decision_ids=[d.decision_id for d in denied],
-            )
+        if step.on_deny == "fail":
+            fail_if_denied(decisions)
         dumped = [d.model_dump(mode="json") for d in decisions]
         return dumped if step.for_each is not None else dumped[0]
 
@@ -437,8 +413,7 @@ class ProcessWorkflow(ApprovalHandlers):
         obligations = typed(
             list[Obligations], self.render(step.obligations, scope, step.id), "obligations"
         )
-        merged = merge_obligations(obligations)
-        if not merged.required_approvals:
+        if not any(o.required_approvals for o in obligations):
             raise definition_error(step.id, "the obligations name no required approvals")
         entries: list[AdjustingEntry] = []
         if step.entries is not None:
@@ -452,35 +427,28 @@ class ProcessWorkflow(ApprovalHandlers):
         sla = self.render(step.sla_seconds, scope, step.id)
         if isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0:
             raise definition_error(step.id, f"sla_seconds must be a positive number, got {sla!r}")
-        request = new_request(
-            process=self.inp.definition.name,
-            action=step.action,
-            action_digest=digest(payload),
-            summary=str(self.render(step.request_summary, scope, step.id)),
-            entries=entries,
-            total_amount=sum((abs(e.amount) for e in entries), Decimal("0")),
-            obligations=merged,
-            requested_by=str(self.render(step.requested_by, scope, step.id)),
-            excluded=sorted(set(self.render(step.exclude, scope, step.id))),
-            compliance_findings=findings,
-            round=self.render(step.round, scope, step.id),
-            action_payload=payload,
+        outcome = await self.approve(
+            ApprovalRound(
+                action=step.action,
+                payload=payload,
+                action_payload=payload,
+                summary=str(self.render(step.request_summary, scope, step.id)),
+                obligations=obligations,
+                requested_by=str(self.render(step.requested_by, scope, step.id)),
+                excluded=sorted(set(self.render(step.exclude, scope, step.id))),
+                sla_seconds=float(sla),
+                risk=risk_of,
+                waiting=f"{step.id}: waiting for approval",
+                settles=frozenset({"approved", "amended", "changes_requested"}),
+                fail_safe="everything done is undone",
+                fields={
+                    "entries": entries,
+                    "total_amount": sum((abs(e.amount) for e in entries), Decimal("0")),
+                    "compliance_findings": findings,
+                    "round": self.render(step.round, scope, step.id),
+                },
+            )
         )
-        risk = "high" if "cfo" in merged.approver_roles else "medium"
-        workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
-        self.stage = f"{step.id}: waiting for approval"
-        outcome = await self.gate.request(request, timedelta(seconds=sla))
-        if outcome.outcome == "expired":
-            raise errors.failure(
-                errors.APPROVAL_EXPIRED,
-                f"approval request {request.request_id} expired ({outcome.rationale}); "
-                "failing safe",
-            )
-        if outcome.outcome == "rejected":
-            raise errors.failure(
-                errors.APPROVAL_REJECTED,
-                f"{outcome.decided_by} rejected {request.request_id}: {outcome.rationale}",
-            )
         return outcome.model_dump(mode="json")
 
     # -- events, subprocesses, parallel, loops -------------------------------------------------
@@ -535,9 +503,10 @@ class ProcessWorkflow(ApprovalHandlers):
             for b in step.branches
         }
         # undo of the whole step: every branch at once, each newest first
-        saga.add(
+        self.undo(
             f"{step.id}: compensate branches",
             lambda: _gather([s.compensate() for s in sagas.values()]),
+            saga,
         )
         done: list[str] = []
         failed: dict[str, BaseException] = {}
@@ -620,21 +589,6 @@ class ProcessWorkflow(ApprovalHandlers):
     @workflow.signal(name=EVENT_SIGNAL)
     def receive_event(self, event: ProcessEvent) -> None:
         self.events.setdefault(event.name, []).append(event.data)
-
-    @workflow.query(name=STATUS_QUERY)
-    def status(self) -> ProcessStatus:
-        return ProcessStatus(
-            workflow_id=workflow.info().workflow_id,
-            process=self.name,
-            stage=self.stage,
-            approval_state=self.gate.state,  # type: ignore[arg-type]
-            pending=self.gate.pending(),
-            posted=[],
-            compensated=self.saga.compensated,
-            tokens=self.cost.tokens,
-            cost_usd=self.cost.cost_usd,
-            held_by=self.kill_switch.held_by,
-        )
 
 
 async def _gather(calls: list[Awaitable[Any]]) -> None:

@@ -294,3 +294,36 @@ def bind_inputs(spec: dict[str, InputField], values: dict[str, Any]) -> dict[str
     if problems:
         raise ValueError("invalid process input: " + "; ".join(problems))
     return out
+
+
+__all__ = [
+    "AgentStep",
+    "ApprovalStep",
+    "Branch",
+    "Compensation",
+    "ConditionStep",
+    "ConnectorStep",
+    "Expr",
+    "FailStep",
+    "InputField",
+    "LANGUAGE_VERSION",
+    "LoopStep",
+    "ParallelStep",
+    "PolicyStep",
+    "ProcessDefinition",
+    "ProcessEvent",
+    "ProcessRunInput",
+    "ProcessRunResult",
+    "RetryOverride",
+    "STEP_ID",
+    "SetStep",
+    "Step",
+    "StepBase",
+    "Strict",
+    "SubprocessDefinition",
+    "SubprocessStep",
+    "SwitchCase",
+    "SwitchStep",
+    "WaitEventStep",
+    "bind_inputs",
+]

@@ -48,6 +48,7 @@ from workflows.dsl.model import (
     SwitchStep,
     WaitEventStep,
 )
+from workflows.errors import BatonError
 
 Path_ = tuple[Any, ...]
 MAX_NODES = 50_000
@@ -66,7 +67,7 @@ class Issue:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
 
 
-class DefinitionInvalid(ValueError):
+class DefinitionInvalid(BatonError, ValueError):
     def __init__(self, issues: list[Issue]) -> None:
         super().__init__("\n".join(str(i) for i in issues))
         self.issues = issues
@@ -1067,3 +1068,23 @@ def json_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+__all__ = [
+    "DefinitionInvalid",
+    "Issue",
+    "MAX_CHARS",
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "Path_",
+    "Pos",
+    "ROOTS",
+    "Schema",
+    "WORKFLOW_FIELDS",
+    "json_schema",
+    "load_definition",
+    "load_yaml",
+    "schema_text",
+    "validate_file",
+    "validate_text",
+]

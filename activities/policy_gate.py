@@ -1,0 +1,77 @@
+"""The policy preflight as an activity of its own: ask policy about several actions at once,
+before any of them is done, and audit every decision. Any process uses it (``evaluate_policies``
+is a public activity name); its sensitive actions still ask policy again inside their own write
+transaction. Must not write to any system of record: it only decides and audits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+
+from activities.audit import AuditLedger, activity_event
+from activities.policy import (
+    PolicyEngine,
+    SyncPolicyEngine,
+    decide,
+    decide_sync,
+    unavailable_error,
+)
+from workflows.contracts import AuditEvent, PolicyBatch, PolicyDecision, digest
+
+__all__ = ["PolicyGateActivities"]
+
+
+def _preflight_events(batch: PolicyBatch, decisions: list[PolicyDecision]) -> list[AuditEvent]:
+    """The audit rows of a policy preflight: one per decision."""
+    return [
+        activity_event(
+            f"policy/{i}",
+            actor=f"policy:{d.policy}",
+            action=f"policy.{d.verdict}",
+            detail={
+                "subject": d.subject,
+                "reasons": d.reasons,
+                "revision": d.revision,
+                "engine": d.engine,
+                "preflight": True,
+            },
+            decision_id=d.decision_id,
+            input_digest=digest(q.input),
+        )
+        for i, (q, d) in enumerate(zip(batch.queries, decisions, strict=True))
+    ]
+
+
+class PolicyGateActivities:
+    """The preflight activity. Built once in worker.py with the worker's ledger and engine."""
+
+    def __init__(self, ledger: AuditLedger, policy: PolicyEngine) -> None:
+        self.ledger = ledger
+        self.policy = policy
+
+    @activity.defn(name="evaluate_policies")
+    async def evaluate_policies(self, batch: PolicyBatch) -> list[PolicyDecision]:
+        """Ask policy about several actions at once (a preflight); every decision is audited."""
+        info = activity.info()
+        prefix = f"{info.workflow_id}/act/{info.activity_id}/policy"
+        ids = [f"{prefix}/{i}" for i in range(len(batch.queries))]
+        policy = self.policy
+        if isinstance(policy, SyncPolicyEngine):
+            # Embedded engine: every decision and the audit rows in ONE trip to a worker thread
+            # (one hop per decision cost more than the decisions).
+            def decide_and_audit(engine: SyncPolicyEngine) -> list[PolicyDecision]:
+                found = [decide_sync(engine, q, i) for q, i in zip(batch.queries, ids, strict=True)]
+                self.ledger.append(_preflight_events(batch, found))
+                return found
+
+            decisions = await asyncio.to_thread(decide_and_audit, policy)
+        else:
+            decisions = [
+                await decide(policy, q, i) for q, i in zip(batch.queries, ids, strict=True)
+            ]
+            await asyncio.to_thread(self.ledger.append, _preflight_events(batch, decisions))
+        if (unavailable := unavailable_error(policy, decisions)) is not None:
+            raise unavailable  # wait mode: the workflow holds and runs the preflight again
+        return decisions

@@ -1,0 +1,400 @@
+"""One governed step: the unit every Baton process is written in.
+
+A process says WHAT to do; this module owns HOW it is done safely, once for every process:
+
+* :class:`GovernedStep`: one sensitive action (an activity whose own transaction asks policy
+  and writes, returning the decision with its outcome), its idempotency key, its compensation
+  (registered with the saga BEFORE the action runs, once per key), the approval it carries and
+  the audit facts that ride in its transaction. :meth:`Governance.act` runs it through the
+  kill-switch gate with its kind's preset and turns the decision into what the process sees:
+  the outcome (allowed), ``None`` (policy wants a human first; the decision is kept under the
+  step's ``subject``) or a typed ``PolicyDenied`` failure.
+* :class:`ApprovalRound`: one request to humans built from policy's obligations (merged when the
+  round covers several actions), bound to the digest of the exact payload, shown in the Web UI,
+  waited for with escalation (or simulated from policy's candidates in a shadow run).
+  :meth:`Governance.approve` returns the outcome the process can act on (approved, or amended /
+  changes requested when the round allows them) and fails the run with ``ApprovalExpired`` or
+  ``ApprovalRejected`` otherwise; :func:`grant` is the proof an approved step carries.
+
+This module must not know any process: no process's activities or contracts are imported here,
+and nothing here does I/O outside an activity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Generic, Protocol, TypeVar
+
+from temporalio import workflow
+
+from workflows import errors, visibility
+from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
+from workflows.audit_trail import AuditTrail
+from workflows.contracts import (
+    AdjustingEntry,
+    ApprovalGrant,
+    ApprovalOutcome,
+    ApprovalOutcomeKind,
+    Obligations,
+    PolicyBatch,
+    PolicyDecision,
+    PolicyQuery,
+    digest,
+)
+from workflows.kill_switch_gate import KillSwitchGate
+from workflows.presets import ActivityKind
+from workflows.saga import Saga
+
+__all__ = [
+    "ApprovalRound",
+    "Compensation",
+    "Governance",
+    "GovernedStep",
+    "UNDO_ONCE_PATCH",
+    "amend_entries",
+    "fail_if_denied",
+    "grant",
+    "register_compensation",
+    "risk_of",
+]
+
+R = TypeVar("R")
+
+#: Replay safety: HR onboarding registered an entitlement's revocation again when the same
+#: entitlement was granted twice under one key; runs started since register it once.
+UNDO_ONCE_PATCH = "governed-step-undo-once"
+
+
+class Decided(Protocol):
+    """What a sensitive activity answers: the policy decision taken in its own transaction."""
+
+    @property
+    def decision(self) -> PolicyDecision: ...
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """How to undo a step: one activity (idempotent, a no-op when the step never happened)."""
+
+    description: str  # the saga's line, listed in status.compensated ("reverse ADJ-1")
+    activity: Callable[[Any, Any], Awaitable[Any]]
+    arg: Any
+    summary: str  # the activity's summary in the Web UI
+
+
+@dataclass(frozen=True)
+class GovernedStep(Generic[R]):
+    """One sensitive action. ``activity(arg)`` asks policy in its own transaction and returns
+    the decision with the outcome (``outcome.decision``)."""
+
+    what: str  # names the action in failures: "posting ADJ-1" -> "policy denied posting ADJ-1"
+    activity: Callable[[Any, Any], Awaitable[R]]
+    arg: Any  # carries the idempotency key, the grant and the shadow flag the activity needs
+    summary: str  # the activity's summary in the Web UI
+    key: str  # idempotency key: the compensation is registered once per key
+    subject: str = ""  # a decision waiting for a human is kept under this name
+    undo: Compensation | None = None
+    grant: ApprovalGrant | None = None  # the approval this attempt carries (policy re-checks it)
+    kind: ActivityKind = "connector"
+    #: an approved step writes the approval's buffered audit events in its own transaction
+    #: (``arg.audit_events``), one round trip fewer between the decision and the action
+    carries_audit: bool = False
+
+
+@dataclass(frozen=True)
+class ApprovalRound:
+    """One request to humans for what policy held back."""
+
+    action: str  # what is asked for ("post_journal_entries")
+    payload: Any  # the exact action: the request and every decision bind to its digest
+    summary: str  # the inbox line
+    obligations: Obligations | Sequence[Obligations]  # several: one approval covering them all
+    excluded: Sequence[str] | None = None  # who may not decide (default: the requester)
+    requested_by: str | None = None  # default: the run's requester
+    sla_seconds: float | None = None  # default: the run's approval_timeout_seconds
+    #: the run's BatonRisk while it waits: a value, or one computed from the obligations
+    risk: str | Callable[[Obligations], str] | None = None
+    waiting: str = "waiting for approval"  # the run's stage while it waits
+    restore_stage: bool = False  # back to the stage before (else "approval <outcome>")
+    #: outcomes handed back to the process; "expired" fails ApprovalExpired, others rejected
+    settles: frozenset[ApprovalOutcomeKind] = frozenset({"approved"})
+    fail_safe: str = ""  # what failing safe means, for the expiry's message
+    listed: bool = True  # kept in the run's approvals (its result lists them)
+    #: policy's reasons for asking, and the action as the approver inbox shows it
+    policy_reasons: Sequence[str] = ()
+    action_payload: Any = None
+    fields: dict[str, Any] = field(default_factory=dict)  # entries, findings, round, total
+
+
+def register_compensation(saga: Saga, kill_switch: KillSwitchGate, undo: Compensation) -> None:
+    """Register ``undo`` with ``saga`` before its action runs (for a workflow that is no
+    GovernedProcess, e.g. the document-review auction); it runs through the kill-switch gate
+    with the compensation preset (a compensation never holds)."""
+    saga.add(
+        undo.description,
+        lambda: kill_switch.step("compensation", undo.activity, undo.arg, undo.summary),
+    )
+
+
+def grant(outcome: ApprovalOutcome) -> ApprovalGrant:
+    """The proof an approved round gives the step it authorises (policy re-checks it)."""
+    request = outcome.request
+    return ApprovalGrant(
+        request_id=request.request_id,
+        approvers=outcome.approvers,
+        action_digest=request.action_digest,
+        escalation_level=request.escalation_level,
+    )
+
+
+def risk_of(obligations: Obligations) -> str:
+    """BatonRisk of a round: a CFO-level approval is high, any other medium."""
+    return "high" if "cfo" in obligations.approver_roles else "medium"
+
+
+def fail_if_denied(decisions: Sequence[PolicyDecision], prefix: str = "policy denied ") -> None:
+    """A preflight: stop before anything is done when policy denies any of ``decisions``."""
+    denied = [d for d in decisions if d.verdict == "deny"]
+    if denied:
+        raise errors.failure(
+            errors.POLICY_DENIED,
+            prefix + "; ".join(f"{d.subject}: {', '.join(d.reasons)}" for d in denied),
+            decision_ids=[d.decision_id for d in denied],
+        )
+
+
+def amend_entries(
+    entries: list[AdjustingEntry], outcome: ApprovalOutcome, amended_by: dict[str, str]
+) -> list[AdjustingEntry]:
+    """Apply an approver's amendments (the gate checked they name entries of the request and
+    change something); ``amended_by`` learns who changed which entry (they may not approve it)."""
+    assert outcome.decided_by is not None
+    changes = {a.entry_id: a for a in outcome.amendments}
+    revised = []
+    for entry in entries:
+        change = changes.get(entry.entry_id)
+        if change is not None:
+            entry = entry.model_copy(
+                update={
+                    "amount": entry.amount if change.amount is None else change.amount,
+                    "account": change.account or entry.account,
+                    "rationale": f"{entry.rationale} [amended by "
+                    f"{outcome.decided_by}: {outcome.rationale}]",
+                }
+            )
+            amended_by[entry.entry_id] = outcome.decided_by
+        revised.append(entry)
+    return revised
+
+
+class Governance:
+    """The governed step and the approval round, run with the process's gates. A workflow
+    sets ``inp``, ``stage``, ``audit``, ``gate``, ``kill_switch`` and ``saga`` (see
+    :meth:`govern`) and provides ``_step`` (the kill-switch runner with the run's budget)."""
+
+    inp: Any
+    stage: str
+    audit: AuditTrail
+    gate: ApprovalGate
+    kill_switch: KillSwitchGate
+    saga: Saga
+    #: the activity that evaluates a batch of policy queries (activity name "evaluate_policies")
+    policy_activity: Callable[[Any, PolicyBatch], Awaitable[list[PolicyDecision]]]
+    #: HR onboarding registered a compensation per attempt before UNDO_ONCE_PATCH
+    undo_per_attempt_before_patch = False
+
+    def govern(
+        self,
+        inp: Any,
+        process: str,
+        *,
+        trust: Any = None,
+        defer_approved_audit: bool = False,
+    ) -> None:
+        """Set the run's building blocks (called from the workflow's ``__init__``)."""
+        self.inp = inp
+        self.stage = "starting"
+        self.audit = AuditTrail()
+        self.gate = ApprovalGate(
+            process, self.audit, trust, defer_approved_audit=defer_approved_audit
+        )
+        self.kill_switch = KillSwitchGate(self.audit)
+        self.saga = Saga()
+        self.held: dict[str, PolicyDecision] = {}  # decisions waiting for a human, by subject
+        self.approvals: list[ApprovalOutcome] = []  # every round, in order
+        self._undo_keys: set[str] = set()
+
+    async def _step(
+        self,
+        kind: ActivityKind,
+        activity: Callable[[Any, Any], Awaitable[R]],
+        arg: Any,
+        summary: str,
+    ) -> R:
+        return await self.kill_switch.step(kind, activity, arg, summary)
+
+    def undo(
+        self, description: str, call: Callable[[], Awaitable[Any]], saga: Saga | None = None
+    ) -> None:
+        """Register a compensation with the run's saga (or ``saga``), before its action runs."""
+        (self.saga if saga is None else saga).add(description, call)  # an empty Saga is falsy
+
+    def compensate_with(self, undo: Compensation, key: str | None = None) -> None:
+        """Register ``undo`` before its action runs; once per ``key`` (running the same undo
+        twice would undo twice)."""
+        if key is not None:
+            if key in self._undo_keys and not (
+                # asked only for a repeat: other runs carry no marker
+                self.undo_per_attempt_before_patch and not workflow.patched(UNDO_ONCE_PATCH)
+            ):
+                return
+            self._undo_keys.add(key)
+        self.undo(
+            undo.description,
+            lambda: self._step("compensation", undo.activity, undo.arg, undo.summary),
+        )
+
+    async def act(self, step: GovernedStep[R]) -> R | None:
+        """Run ``step``: its compensation registered first, then the action through the kill
+        switch. The outcome when policy allowed it; None when policy wants a human first (the
+        decision is kept in ``self.held[step.subject]``); a deny, or a step that still needs a
+        human after one approved it, fails the run with ``PolicyDenied``."""
+        if step.undo is not None:
+            self.compensate_with(step.undo, step.key)
+        arg, carried = step.arg, []
+        if step.carries_audit and step.grant is not None:
+            carried = self.audit.take()
+            arg = arg.model_copy(update={"audit_events": carried})
+        try:
+            outcome = await self._step(step.kind, step.activity, arg, step.summary)
+        except BaseException:
+            self.audit.give_back(carried)
+            raise
+        decision: PolicyDecision = outcome.decision  # type: ignore[attr-defined]
+        if decision.verdict == "deny":
+            raise errors.failure(
+                errors.POLICY_DENIED,
+                f"policy denied {step.what}: {'; '.join(decision.reasons)}",
+                decision_id=decision.decision_id,
+            )
+        if decision.verdict == "require_approval":
+            if step.grant is not None:
+                raise errors.failure(
+                    errors.POLICY_DENIED,
+                    f"{step.what} still needs approval after "
+                    f"{', '.join(step.grant.approvers)} approved it",
+                    decision_id=decision.decision_id,
+                )
+            self.held[step.subject] = decision
+            return None
+        return outcome
+
+    async def preflight(
+        self, policy: str, inputs: dict[str, dict[str, Any]], summary: str
+    ) -> list[PolicyDecision]:
+        """Ask ``policy`` about each subject's input document before anything is done (one
+        activity; every decision is audited by the policy activity)."""
+        wid = workflow.info().workflow_id
+        queries = [
+            PolicyQuery(policy=policy, input=doc, subject=subject, workflow_id=wid)
+            for subject, doc in inputs.items()
+        ]
+        return await self._step(
+            "policy", self.policy_activity, PolicyBatch(queries=queries), summary
+        )
+
+    async def settle(
+        self,
+        waiting: list[AdjustingEntry],
+        act: Callable[[AdjustingEntry, ApprovalGrant | None], Awaitable[Any]],
+        round_: Callable[[list[AdjustingEntry]], ApprovalRound],
+        revise: Callable[[list[AdjustingEntry], ApprovalOutcome], Awaitable[list[AdjustingEntry]]],
+        *,
+        amended_by: dict[str, str],
+        max_rounds: int,
+    ) -> None:
+        """Put the entries policy held back before humans until every one is done, or fail
+        safe. ``act(entry, grant)`` runs an entry's governed step (None: held again).
+
+        approve: act on them with the approval attached (policy re-checks it).
+        amend: apply the approver's changes; the amended entries go through policy again and
+          may need a fresh round (the amender may not approve their own change).
+        request_changes: ``revise`` (e.g. the preparing agent) answers the approver's comment;
+          the revision goes through policy again.
+        reject / expired (or ``max_rounds`` rounds without approval): fail; the saga undoes."""
+        rounds = 0
+        while waiting:
+            if rounds >= max_rounds:
+                raise errors.failure(
+                    errors.APPROVAL_REJECTED,
+                    f"no approval after {max_rounds} rounds of amendments or requested "
+                    "changes; failing safe",
+                )
+            rounds += 1
+            outcome = await self.approve(round_(waiting))
+            if outcome.outcome == "approved":
+                self.stage = "acting on the approval"
+                for entry in waiting:
+                    await act(entry, grant(outcome))
+                return
+            if outcome.outcome == "amended":
+                revised = amend_entries(waiting, outcome, amended_by)
+            else:  # changes_requested: back to the preparer
+                self.stage = "revising"
+                revised = await revise(waiting, outcome)
+            self.stage = "acting on the revision"
+            waiting = [e for e in revised if await act(e, None) is None]
+
+    def obligations(self, subjects: Sequence[str]) -> list[Obligations]:
+        """What policy asked for each held subject (for a round covering them all)."""
+        return [self.held[s].obligations for s in subjects]
+
+    async def approve(self, round_: ApprovalRound) -> ApprovalOutcome:
+        """Put ``round_`` before humans (a shadow run simulates it from policy's candidates)
+        and return its outcome when the round settles on it; fail safe otherwise."""
+        obligations = (
+            round_.obligations
+            if isinstance(round_.obligations, Obligations)
+            else merge_obligations(round_.obligations)
+        )
+        requested_by = round_.requested_by or self.inp.requested_by
+        request = new_request(
+            process=self.gate.process,
+            action=round_.action,
+            action_digest=digest(round_.payload),
+            summary=round_.summary,
+            obligations=obligations,
+            requested_by=requested_by,
+            excluded=list(round_.excluded if round_.excluded is not None else [requested_by]),
+            policy_reasons=list(round_.policy_reasons),
+            action_payload=round_.action_payload,
+            **round_.fields,
+        )
+        if round_.risk is not None:
+            risk = round_.risk if isinstance(round_.risk, str) else round_.risk(obligations)
+            workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
+        if getattr(self.inp, "shadow", False):  # nobody is asked: policy's candidates stand in
+            outcome = self.gate.simulate(request)
+        else:
+            before, self.stage = self.stage, round_.waiting
+            sla = round_.sla_seconds or self.inp.approval_timeout_seconds
+            outcome = await self.gate.request(request, timedelta(seconds=sla))
+            self.stage = before if round_.restore_stage else f"approval {outcome.outcome}"
+        if round_.listed:
+            self.approvals.append(outcome)
+        if outcome.outcome in round_.settles:
+            return outcome
+        rid = request.request_id
+        if outcome.outcome == "expired":
+            safe = f"; failing safe: {round_.fail_safe}" if round_.fail_safe else ""
+            raise errors.failure(
+                errors.APPROVAL_EXPIRED,
+                f"approval request {rid} expired ({outcome.rationale}){safe}",
+            )
+        by = f"{outcome.decided_by} " if outcome.decided_by else ""
+        raise errors.failure(
+            errors.APPROVAL_REJECTED,
+            f"{by}{outcome.outcome} {rid} ({round_.summary}): {outcome.rationale}",
+        )
