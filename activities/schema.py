@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -30,7 +30,24 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, inspect, text
 
 if TYPE_CHECKING:
-    from activities.database import Database
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy import Engine
+
+
+class Database(Protocol):
+    """What migrating needs of ``activities.database.Database`` (named by shape: that module
+    imports this one, so this one does not import it)."""
+
+    engine: Engine
+    is_sqlite: bool
+
+    def __init__(self, url: str) -> None: ...
+
+    def writer_lock(self) -> AbstractContextManager[object]: ...
+
+    def dispose(self) -> None: ...
+
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -181,17 +198,17 @@ def upgrade(db: Database, revision: str = "head") -> UpgradeReport:
 
 
 @functools.cache
-def _sqlite_template(target: str) -> tuple[str, ...]:
+def _sqlite_template(target: str, database_class: type[Database]) -> tuple[str, ...]:
     """The DDL the migrations produce on SQLite, read back from a database they just built.
 
     A test session makes hundreds of fresh databases; replaying these statements in one
     transaction costs what ``create_all`` did, where running the migrations costs twice that.
     The statements come from the migrations themselves, so the result is the same schema.
+    (``database_class`` is the caller's: this module does not import the database module,
+    which imports it.)
     """
-    from activities.database import Database
-
     with tempfile.TemporaryDirectory() as directory:
-        template = Database(f"sqlite:///{directory}/template.db")
+        template = database_class(f"sqlite:///{directory}/template.db")
         try:
             script = _script()
             _run(template, target, lambda rev, _ctx: script._upgrade_revs(target, rev), [])
@@ -207,7 +224,7 @@ def _sqlite_template(target: str) -> tuple[str, ...]:
 def _create_from_template(db: Database, target: str) -> bool:
     """Build an empty SQLite database from the template; False if it is no longer empty (a
     concurrent process got there first: then the ordinary migration path decides)."""
-    statements = _sqlite_template(target)
+    statements = _sqlite_template(target, type(db))
     with _locked_connection(db) as conn:
         if conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar():
             return False
@@ -231,7 +248,7 @@ def downgrade(db: Database, revision: str) -> UpgradeReport:
     return report
 
 
-def draft_revision(message: str) -> Path:
+def draft_revision(message: str, database_class: type[Database]) -> Path:
     """Write a new revision that turns the current head into the models (Alembic's
     autogenerate, compared on a scratch SQLite database at head); returns its file.
 
@@ -240,11 +257,9 @@ def draft_revision(message: str) -> Path:
     """
     from alembic import command
 
-    from activities.database import Database
-
     before = {p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py")}
     with tempfile.TemporaryDirectory() as directory:
-        scratch = Database(f"sqlite:///{directory}/draft.db")
+        scratch = database_class(f"sqlite:///{directory}/draft.db")
         try:
             script = _script()
             _run(scratch, head(), lambda rev, _ctx: script._upgrade_revs(head(), rev), [])

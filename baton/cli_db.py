@@ -169,8 +169,9 @@ async def cmd_db_check(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_db_revision(args: argparse.Namespace, settings: Settings) -> int:
     from activities import schema
+    from activities.database import Database
     from baton.cli_common import EXIT_OK
 
-    path = schema.draft_revision(args.message)
+    path = schema.draft_revision(args.message, Database)
     print(f"wrote {path}: review it (renames, server defaults for NOT NULL), then commit it")
     return EXIT_OK

@@ -362,7 +362,7 @@ def test_a_drafted_revision_makes_the_drift_go_away(
                 )
             )
         assert [d[0] for d in schema.drift(db)] == ["add_column"]
-        drafted = schema.draft_revision("kill switch ticket")
+        drafted = schema.draft_revision("kill switch ticket", Database)
         assert "add_column" in drafted.read_text() and "ticket" in drafted.read_text()
         report = schema.upgrade(db)
         assert report.before == base and report.after != base
