@@ -47,7 +47,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from baton.demo import DemoStepFailed  # noqa: E402
+from baton.demo_runs import DemoStepFailed  # noqa: E402
 from baton.devstack import local, local_llm  # noqa: E402
 from tests.support import real_runs  # noqa: E402
 from tests.support.recording_proxy import Exchange, RecordingProxy  # noqa: E402

@@ -214,7 +214,7 @@ def test_the_shipped_local_catalogues_say_how_their_servers_are_asked() -> None:
         ),
         ("max_tokens", 0, "models.0.max_tokens: Input should be greater than 0"),
         ("timeout_s", -1, "models.0.timeout_s: Input should be greater than 0"),
-        ("timeout_s", 600, "models.0.timeout_s: must be below the agent activities' start-to"),
+        ("timeout_s", 900, "models.0.timeout_s: must be below the agent activities' start-to"),
         ("max_concurrency", 0, "models.0.max_concurrency: Input should be greater than or equal"),
         ("schema_pattern", "maybe", "models.0.schema_pattern: Input should be a valid boolean"),
     ],
