@@ -214,6 +214,8 @@ def test_up_with_llm_local_serves_the_local_models_and_env_points_at_them(
     from tests.conftest import require_local_llm
 
     require_local_llm()
+    base = local_stack.run("up")  # the stack without the model (other tests may have started it)
+    assert base.returncode == 0, base.stderr
     missing = local_stack.run("env", "--llm", "local")
     assert missing.returncode == 1 and "make up LLM=local" in missing.stderr
     done = local_stack.run("up", "--llm", "local")
