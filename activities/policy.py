@@ -1,4 +1,4 @@
-"""Policy engines and the fail-closed policy decision (DESIGN.md, decision 4).
+"""Policy engines and the fail-closed policy decision (docs/architecture.md, "Policy gate").
 
 This module owns:
 

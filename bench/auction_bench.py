@@ -170,7 +170,7 @@ def main() -> None:
     )
     print("\n".join(rows))
     sys.stdout.flush()
-    os._exit(0)  # temporalio 1.35 can crash at interpreter exit (DESIGN.md, decision 10)
+    os._exit(0)  # temporalio 1.35 can crash at exit (docs/architecture.md, "Process exit")
 
 
 if __name__ == "__main__":

@@ -1074,7 +1074,7 @@ def cli() -> None:
     name = "results-quick.md" if args.quick else "results.md"
     (REPO_ROOT / "bench" / name).write_text(table + "\n")
     sys.stdout.flush()
-    # temporalio 1.35 on CPython 3.11 can crash at interpreter exit (DESIGN.md, decision 10)
+    # temporalio 1.35 on CPython 3.11 can crash at exit (docs/architecture.md, "Process exit")
     os._exit(0)
 
 

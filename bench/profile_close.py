@@ -174,7 +174,7 @@ async def main(py_spy: str, runs: int, concurrency: int) -> None:
     total_c, total_b = sum(close.values()), sum(bare.values())
     print(f"| total | {total_c:.1f} | {total_b:.1f} | {total_c - total_b:+.1f} |")
     sys.stdout.flush()
-    os._exit(0)  # DESIGN.md decision 10
+    os._exit(0)  # docs/architecture.md, "Process exit"
 
 
 if __name__ == "__main__":
