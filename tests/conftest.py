@@ -115,21 +115,27 @@ def postgres_url() -> str | None:
         return None
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this session, dropped afterwards; skips if none."""
+def fresh_pg_database(prefix: str) -> Iterator[str]:
+    """Yield the URL of a new PostgreSQL database named ``prefix_<random>`` and drop it
+    afterwards; skips the test if no server answers. For fixtures of any scope."""
     base = postgres_url()
     if base is None:
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     import psycopg
 
-    name = f"baton_test_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = base.replace("postgresql+psycopg", "postgresql") + "postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     yield base + name
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session, dropped afterwards; skips if none."""
+    yield from fresh_pg_database("baton_test")
 
 
 @dataclass

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from activities import schema
 from activities.audit import AuditLedger
 from activities.database import Database
 from baton.settings import REPO_ROOT
-from tests.conftest import postgres_url
+from tests.conftest import fresh_pg_database
 from workflows.contracts import AuditEvent
 
 FIXTURE = Path(__file__).parent / "fixtures" / "baton-pre-alembic.db"
@@ -50,18 +49,7 @@ def _sqlite_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database of this test's own (dropped afterwards); skips if none."""
-    base = postgres_url()
-    if base is None:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    import psycopg
-
-    name = f"baton_mig_{uuid.uuid4().hex[:8]}"
-    admin = base.replace("postgresql+psycopg", "postgresql") + "postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield base + name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield from fresh_pg_database("baton_mig")
 
 
 def test_every_module_with_tables_is_part_of_the_schema() -> None:
