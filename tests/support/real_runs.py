@@ -31,6 +31,7 @@ from activities.database import BankStatementLine, JournalPosting, LedgerEntryRo
 from activities.seed import seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness
+from workflows.support_client import SupportClient
 
 LLAMA_CATALOGUE = REPO_ROOT / "config" / "models.llama-cpp.json"
 #: a run on a 0.5B model on 2 CPU cores, with repairs and escalations, ends within this
@@ -337,8 +338,7 @@ async def customer_onboarding(real: Harness) -> str:
 async def support_case(real: Harness) -> str:
     from activities.knowledge import Embedder, KnowledgeBase
     from activities.support import support_articles
-    from workflows.contracts_support import SupportCase, SupportCoordinatorInput
-    from workflows.support_client import SupportClient
+    from workflows.contracts_support import SupportCoordinatorInput
 
     h = real
     kb = KnowledgeBase(
@@ -346,32 +346,46 @@ async def support_case(real: Harness) -> str:
     )
     await kb.ingest(support_articles(h.settings.support_articles, h.tenant))
     support = SupportClient(h.client)
+    # a queue of this run's own: a coordinator is long-lived, and one left by an earlier run on
+    # the same server (its worker gone) would take this run's case and never answer
+    queue = f"real-{uuid.uuid4().hex[:6]}"
     async with h.worker():
-        await support.start_queue(SupportCoordinatorInput(tenant=h.tenant, name="real"))
-        case = SupportCase(
-            case_id=f"C-real-{uuid.uuid4().hex[:6]}",
-            tenant=h.tenant,
-            customer="Initech",
-            customer_value_usd=50000,
-            subject="Refund",
-            body="Please refund invoice 4411, I was charged twice this month",
-            priority="P1",
+        coordinator = await support.start_queue(
+            SupportCoordinatorInput(tenant=h.tenant, name=queue)
         )
-        ack = await support.enqueue(case, queue="real")
-        assert ack.accepted, ack.reason
-        status = await run_to_end(h, ack.workflow_id, approver="sam")
-        rows = trail(h, ack.workflow_id)
-        assert_refusals_say_why(rows)
-        if status == WorkflowExecutionStatus.COMPLETED:
-            result = await support.case_result(ack.workflow_id)
-            assert result.category
-            # a finished case has its ticket updated, or was escalated to a human who took it
-            assert (result.status is not None and result.ticket_version) or result.escalated
-            if result.status is not None:
-                assert any(a == "ticket.updated" for a, _, _ in rows)
-            return COMPLETED
-        assert status == WorkflowExecutionStatus.FAILED, status
-        return f"{FAILED_CLEANLY}: {await assert_failed_cleanly(h, ack.workflow_id, undo={})}"
+        try:
+            return await _one_support_case(h, support, queue)
+        finally:
+            await coordinator.terminate(reason="real-model flow finished")
+
+
+async def _one_support_case(h: Harness, support: SupportClient, queue: str) -> str:
+    from workflows.contracts_support import SupportCase
+
+    case = SupportCase(
+        case_id=f"C-real-{uuid.uuid4().hex[:6]}",
+        tenant=h.tenant,
+        customer="Initech",
+        customer_value_usd=50000,
+        subject="Refund",
+        body="Please refund invoice 4411, I was charged twice this month",
+        priority="P1",
+    )
+    ack = await support.enqueue(case, queue=queue)
+    assert ack.accepted, ack.reason
+    status = await run_to_end(h, ack.workflow_id, approver="sam")
+    rows = trail(h, ack.workflow_id)
+    assert_refusals_say_why(rows)
+    if status == WorkflowExecutionStatus.COMPLETED:
+        result = await support.case_result(ack.workflow_id)
+        assert result.category
+        # a finished case has its ticket updated, or was escalated to a human who took it
+        assert (result.status is not None and result.ticket_version) or result.escalated
+        if result.status is not None:
+            assert any(a == "ticket.updated" for a, _, _ in rows)
+        return COMPLETED
+    assert status == WorkflowExecutionStatus.FAILED, status
+    return f"{FAILED_CLEANLY}: {await assert_failed_cleanly(h, ack.workflow_id, undo={})}"
 
 
 # -- document review by auction -----------------------------------------------------------------
