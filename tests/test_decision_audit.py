@@ -151,9 +151,7 @@ async def test_a_vote_that_still_needs_others_is_audited_while_the_run_waits(
         await h.wait_for_pending(handle.id)
         await h.client.approve(handle.id, approver="carol", rationale="first of two")
         deadline = time.monotonic() + WITHIN_SECONDS
-        while not any(
-            r.action == "approval.vote" for r in h.runtime.ledger.trail(handle.id)
-        ):
+        while not any(r.action == "approval.vote" for r in h.runtime.ledger.trail(handle.id)):
             assert time.monotonic() < deadline, "the first vote is not in the ledger"
             await asyncio.sleep(0.1)
         await h.client.approve(handle.id, approver="dave", rationale="second of two")

@@ -145,6 +145,9 @@ async def test_rejection_reverses_postings_and_audit_says_why(harness: Harness) 
 
 
 async def test_policy_deny_posts_nothing(harness: Harness) -> None:
+    """Issue 16 changed this deliberately: a denied entry no longer fails the close. It is held
+    as an exception (never posted, listed in the result); below the close-exceptions threshold
+    the period closes with it listed (tests/test_close_exceptions.py has the other outcomes)."""
     h = harness
     bad = {
         "entries": [
@@ -161,10 +164,10 @@ async def test_policy_deny_posts_nothing(harness: Harness) -> None:
     h.model.script(Fault.reconciled(bad), match=h.period)
     async with h.worker():
         handle = await h.client.start_finance_close(h.start_input())
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "PolicyDenied"
-    assert "9999-crypto-wallet" in str(failed.value.cause)
+        result = await handle.result()
+    [held] = result.exceptions
+    assert held.entry_id == "ADJ-X1" and "9999-crypto-wallet" in " ".join(held.reasons)
+    assert result.posted == []
     assert postings(h) == []
     assert "policy.deny" in actions(h, handle.id)
 

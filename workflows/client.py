@@ -62,6 +62,7 @@ from workflows.contracts import (
     BoardEntry,
     CanaryEvaluation,
     CanaryMonitorInput,
+    CloseException,
     EntryAmendment,
     FinanceCloseInput,
     FinanceCloseResult,
@@ -356,6 +357,34 @@ class BatonClient(DocumentReviewClient):
 
     async def result(self, workflow_id: str) -> FinanceCloseResult:
         return await self.handle(workflow_id).result()
+
+    async def close_exceptions(
+        self, workflow_or_run_id: str
+    ) -> tuple[str, WorkflowExecutionStatus | None, list[CloseException]]:
+        """The entries a close holds as exceptions (policy denied them; they were not posted):
+        from its result once it completed, else from its status query. Takes the close's
+        workflow id or one of its run ids; returns (workflow id, its status, the exceptions)."""
+        workflow_id, run_id = await self._resolve_run(workflow_or_run_id)
+        handle = self.client.get_workflow_handle_for(
+            FinanceCloseWorkflow.run, workflow_id, run_id=run_id
+        )
+        status = (await handle.describe()).status
+        if status == WorkflowExecutionStatus.COMPLETED:
+            return workflow_id, status, (await handle.result(follow_runs=False)).exceptions
+        return workflow_id, status, (await handle.query(FinanceCloseWorkflow.status)).exceptions
+
+    async def _resolve_run(self, workflow_or_run_id: str) -> tuple[str, str | None]:
+        """(workflow id, run id or None): a workflow id as given, or the run id's workflow."""
+        try:
+            await self.client.get_workflow_handle(workflow_or_run_id).describe()
+            return workflow_or_run_id, None
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        quoted = workflow_or_run_id.replace("'", "")
+        async for found in self.client.list_workflows(f"RunId = '{quoted}'", limit=1):
+            return found.id, found.run_id
+        raise LookupError(f"no workflow or run with the id {workflow_or_run_id!r}")
 
     async def cancel(self, workflow_id: str) -> None:
         """Request cancellation: the run compensates what it did, then ends as cancelled."""

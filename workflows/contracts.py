@@ -257,6 +257,16 @@ class PostedEntry(Contract):
     )
 
 
+class CloseException(Contract):
+    """An adjusting entry policy denied: held as an exception of the close, never posted."""
+
+    entry_id: str
+    account: str
+    amount: Money
+    reasons: list[str] = Field(description="Why policy denied posting it.")
+    decision_id: str = Field(description="The posting policy's decision (its audit row).")
+
+
 class FinanceCloseResult(Contract):
     tenant: str
     period: str
@@ -271,6 +281,11 @@ class FinanceCloseResult(Contract):
     approvals: list[ApprovalOutcome]
     tokens: int
     cost_usd: float
+    exceptions: list[CloseException] = Field(
+        default=[],
+        description="Entries policy denied, held as exceptions (not posted); the period closed "
+        "with them as policy baton/finance/close_exceptions allowed.",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -833,6 +848,9 @@ class ProcessStatus(Contract):
     held_by: KillSwitchState | None = Field(
         default=None, description="Set while the run holds at a step for the kill switch."
     )
+    exceptions: list[CloseException] = Field(
+        default=[], description="Entries held as exceptions so far (a finance close)."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1306,6 +1324,7 @@ __all__ = [
     "CanaryStatus",
     "CanaryVerdict",
     "CloseMemo",
+    "CloseException",
     "ClosePeriodInput",
     "CollectPeriodInput",
     "ComplianceFinding",

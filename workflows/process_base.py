@@ -243,6 +243,7 @@ class GovernedProcess(Governance, ApprovalHandlers):
             tokens=self.cost.tokens,
             cost_usd=self.cost.cost_usd,
             held_by=self.kill_switch.held_by,
+            exceptions=getattr(self, "exceptions", []),
         )
 
     def govern(self, inp: Any, process: str, **gates: Any) -> None:
