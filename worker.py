@@ -26,7 +26,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.agents import AgentActivities
 from activities.auction import AuctionActivities
-from activities.audit import AuditActivities, AuditLedger
+from activities.audit import AuditActivities, AuditLedger, RefusedUpdateWriter
 from activities.audit_checkpoint import CheckpointWriter, load_checkpoint_key, open_log
 from activities.canary import Canary, CanaryActivities
 from activities.customer import CustomerActivities
@@ -60,6 +60,7 @@ from workflows.contracts_security import ApprovalTrust
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.registry import workflow_classes
 from workflows.signed_approval import RequireSignedApprovals
+from workflows.update_audit import AuditRefusedUpdates
 
 #: Every process of the registry (workflows/registry.py) and the workflows that serve them.
 WORKFLOWS: Sequence[type] = workflow_classes()
@@ -85,6 +86,8 @@ class Runtime:
     switch: KillSwitch | None = None
     #: the knowledge layer's embeddings client (BATON_EMBEDDINGS_BASE_URL); None: ``openai``
     embeddings: AsyncOpenAI | None = None
+    #: writes the approval Updates a validator refused (set by the first build_worker)
+    refused_updates: RefusedUpdateWriter | None = None
 
     @property
     def embeddings_client(self) -> AsyncOpenAI:
@@ -101,6 +104,8 @@ class Runtime:
             aclose = getattr(part, "aclose", None)
             if aclose is not None:
                 await aclose()
+        if self.refused_updates is not None:  # writes to the ledger: before the database goes
+            await self.refused_updates.drain()
         decision_log = getattr(self.policy, "decision_log", None)
         if decision_log is not None:  # flushes to the ledger: before the database goes
             await decision_log.aclose()
@@ -300,6 +305,12 @@ def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options
     versioned = options.get("deployment_config")
     if versioned is not None and versioned.use_worker_versioning:
         workflows = [FinanceCloseWorkflow, AutoUpgradeCanaryMonitorWorkflow]
+    if runtime.refused_updates is None:
+        runtime.refused_updates = RefusedUpdateWriter(runtime.ledger, asyncio.get_running_loop())
+    options["interceptors"] = [
+        *options.get("interceptors", []),
+        AuditRefusedUpdates(runtime.refused_updates.submit),
+    ]
     if runtime.approval_trust is not None:
         options["interceptors"] = [
             *options.get("interceptors", []),

@@ -159,3 +159,73 @@ async def test_a_vote_that_still_needs_others_is_audited_while_the_run_waits(
     assert sorted(result.approvals[0].approvers) == ["carol", "dave"]
     votes = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "approval.vote"]
     assert [v.actor for v in votes] == ["carol", "dave"]
+
+
+async def test_a_refused_update_is_audited_though_it_never_enters_history(
+    harness: Harness,
+) -> None:
+    """The caller hears the refusal at once and the run's history does not grow (decision 5);
+    the worker writes the refusal to the ledger, with the workflow's time at receipt."""
+    import pytest
+
+    from workflows.client import ApprovalRefused
+
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+        events_before = len((await handle.fetch_history()).events)
+        bad = ApprovalDecision(
+            request_id=request.request_id,
+            approver="alice",  # the requester
+            verdict="approve",
+            rationale="my own close is fine",
+            action_digest=request.action_digest,
+        )
+        with pytest.raises(ApprovalRefused, match="segregation of duties"):
+            await h.client.decide(handle.id, bad)
+        [row] = await refusals_in_ledger(h, handle.id, 1)
+        detail = json.loads(row.detail_json)
+        assert detail["via"] == "update" and detail["claimed_by"] == "alice"
+        assert (row.rationale or "").startswith("claimed by alice (unverified): ")
+        assert "segregation of duties" in (row.rationale or "")
+        assert received_at(row) <= datetime.now().astimezone()
+        assert len((await handle.fetch_history()).events) == events_before
+
+        await h.client.approve(handle.id, approver="carol", rationale="checked vs bank")
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.approvals[0].approvers == ["carol"]
+    assert h.runtime.ledger.verify().ok
+
+
+async def test_a_flood_of_refused_updates_is_summarised(harness: Harness) -> None:
+    from activities.audit import REFUSED_UPDATE_AUDIT_LIMIT, RefusedUpdateWriter
+    from workflows.contracts import AuditEvent
+
+    h = harness
+    writer = RefusedUpdateWriter(h.runtime.ledger, asyncio.get_running_loop())
+    wid = f"flood-{h.period}"
+
+    def refused(i: int) -> AuditEvent:
+        return AuditEvent(
+            workflow_id=wid,
+            run_id="r1",
+            seq=f"update/u{i}/refused",
+            actor="baton:workflow",
+            action="approval.refused",
+            detail={"via": "update", "received_at": f"2026-12-07T10:00:{i:02d}+00:00"},
+            rationale="claimed by mallory (unverified): mallory may not decide",
+        )
+
+    for i in range(REFUSED_UPDATE_AUDIT_LIMIT + 30):
+        await asyncio.to_thread(writer.submit, refused(i))  # from another thread, as a workflow
+    await asyncio.sleep(0.2)
+    await writer.drain()
+    trail = h.runtime.ledger.trail(wid)
+    one_by_one = [r for r in trail if r.action == "approval.refused"]
+    assert len(one_by_one) == REFUSED_UPDATE_AUDIT_LIMIT
+    assert "rate limit" in json.loads(one_by_one[-1].detail_json)["further_refusals"]
+    [summary] = [json.loads(r.detail_json) for r in trail if r.action != "approval.refused"]
+    assert summary["count"] == 30 and summary["refused_so_far"] == REFUSED_UPDATE_AUDIT_LIMIT + 30
+    assert summary["top_reasons"][0]["count"] == 30
+    assert h.runtime.ledger.verify().ok
