@@ -53,7 +53,9 @@ async def test_a_small_exception_is_listed_and_the_period_closes(harness: Harnes
     assert as_json.returncode == 0, as_json.stderr
     [row] = json.loads(as_json.stdout)
     assert row["entry_id"] == "ADJ-X1" and row["decision_id"] == held.decision_id
-    assert clean.returncode != 0 and "no workflow or run with the id 'no-such-close'" in clean.stderr
+    assert (
+        clean.returncode != 0 and "no workflow or run with the id 'no-such-close'" in clean.stderr
+    )
 
 
 async def test_a_large_exception_needs_a_controller_sign_off(harness: Harness) -> None:

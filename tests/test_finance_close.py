@@ -329,7 +329,12 @@ async def test_approval_validator_refuses_bad_decisions(harness: Harness) -> Non
         with pytest.raises(ApprovalRefused, match="already closed"):
             await h.client.decide(handle.id, decision(approver="frank"))
         await handle.result()
-    refused = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "approval.refused"]
+    every_refusal = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "approval.refused"]
+    # refused Updates are audited too (issue 16), by the worker: they never enter history
+    by_update = [r for r in every_refusal if json.loads(r.detail_json)["via"] == "update"]
+    assert len(by_update) >= len(cases)
+    assert all(r.actor == "baton:workflow" for r in by_update)
+    refused = [r for r in every_refusal if json.loads(r.detail_json)["via"] == "signal"]
     assert len(refused) == 1 and refused[0].actor == "baton:workflow"  # a name is only a claim
     assert refused[0].rationale.startswith("claimed by erin (unverified): ")
 
