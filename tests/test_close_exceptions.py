@@ -7,17 +7,23 @@ maximum the close fails safe."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHistory
+from temporalio.worker import Replayer
 
 from activities.database import from_cents
 from tests.conftest import Harness
-from tests.test_approvals import FEE, current_details, script_entries
+from tests.test_approvals import FEE, current_details, decision, script_entries
 from tests.test_finance_close import actions, failure_type, net_by_entry, period_status, postings
 from tests.test_operations import run_cli
+from workflows.finance_close import FinanceCloseWorkflow
+from workflows.plugin import BatonPlugin
 
 FORBIDDEN = "9999-crypto-wallet"
 
@@ -126,3 +132,47 @@ async def test_exceptions_above_the_maximum_fail_the_close_safe(harness: Harness
     assert all(net == 0 for net in net_by_entry(rows).values())
     assert all(from_cents(r.amount_cents) != Decimal("-5000000.00") for r in rows)
     assert period_status(h) == "open"
+
+
+GOLDEN = Path(__file__).parent / "golden" / "finance_close_exceptions_signed_off.json"
+
+
+async def test_a_recorded_close_with_exceptions_and_refused_signals_replays(
+    harness: Harness,
+) -> None:
+    """A close recorded on this code: one entry held as an exception, a controller's sign-off,
+    a refused and a malformed Signal written while it waited (the patches
+    denied-entries-held-as-exceptions and decision-attempts-audited-while-waiting). A change
+    that would break such runs in flight fails this replay. Regenerate with
+    BATON_REGENERATE_GOLDEN=1."""
+    h = harness
+    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+        script_entries(h, FEE, ("ADJ-X5", FORBIDDEN, "-5000.00"))
+        async with h.worker():
+            handle = await h.client.start_finance_close(h.start_input())
+            [request] = (await h.wait_for_pending(handle.id)).pending
+            raw = h.temporal.get_workflow_handle(handle.id)
+            await raw.signal("submit_approval", {"request_id": request.request_id})
+            await raw.signal(
+                "submit_approval",
+                decision(request, "erin"),  # no approver role
+            )
+            await asyncio.sleep(1.0)  # both written while it waits
+            await h.client.approve(handle.id, approver="carol", rationale="golden")
+            await handle.result()
+        history = await handle.fetch_history()
+        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
+    history = WorkflowHistory.from_json("golden-exceptions", GOLDEN.read_text())
+    replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
+    # both patches' markers are in it
+    patches = {
+        json.loads(p.data)["id"]
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        for p in e.marker_recorded_event_attributes.details["patch-data"].payloads
+    }
+    assert {"denied-entries-held-as-exceptions", "decision-attempts-audited-while-waiting"} <= (
+        patches
+    )
