@@ -499,7 +499,7 @@ def builtin_tools() -> list[ToolSpec]:
             write=_reverse_credit,
         ),
         ToolSpec(
-            "send_customer_email",
+            "email_customer",
             "Send an email to a customer (always approved by a human first).",
             SendEmailArgs,
             side_effects=True,

@@ -74,7 +74,7 @@ CASE_RESOLVER = AgentStep(
         "read_internal_notes",
         "draft_reply",
         "propose_credit",
-        "send_customer_email",
+        "email_customer",
     ),
     output=CaseResolution,
     check="agent_resolution",
