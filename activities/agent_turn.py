@@ -203,7 +203,7 @@ class AgentTurnActivities:
             await self.router.agents._govern(step.name, prompt, inp, chosen, target)
             native = spec.tool_calling == "native"
             if native:
-                kwargs = {
+                kwargs: dict[str, Any] = {
                     "model": spec.name,
                     "messages": [{"role": "system", "content": prompt}, *window],
                     "tools": tools,

@@ -41,7 +41,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 
 from activities.tools import ToolContext, ToolSpec, tool_calls_of  # noqa: E402
