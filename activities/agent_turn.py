@@ -36,6 +36,7 @@ import uuid
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -121,7 +122,7 @@ class AgentTurnActivities:
         opening = (
             [{"role": "user", "content": json.dumps(task)}] if task and not prev["head"] else []
         )
-        stored = iter(self.payloads.put_many([*notes, *opening]))
+        stored = iter(self.payloads.put_many([*notes, *opening]) if notes or opening else [])
         added = [
             reply.ref.digest if reply.ref is not None else next(stored).digest
             for reply in inp.appended
@@ -227,9 +228,7 @@ class AgentTurnActivities:
                 )
             began = time.perf_counter()
             try:
-                response = await _heartbeating(
-                    self.router.client(spec).chat.completions.create(**kwargs)
-                )
+                response = await _heartbeating(_create(self.router.client(spec), kwargs))
             except openai.APIStatusError as err:
                 state.waiting += time.perf_counter() - began
                 mapped = _map_status_error(step.name, err)
@@ -347,6 +346,21 @@ class AgentTurnActivities:
             refused=refused,
             usage=RoutedUsage(task_class=inp.task_class, model="", tier="cheap"),
         )
+
+
+def _create(client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> Any:
+    """``POST /chat/completions`` through the SDK's client as sent: the same request
+    ``chat.completions.create`` makes, without its per-request walk over every message's type
+    annotations (~30 ms for a 40-message conversation with tools on a busy 2-core machine,
+    paid on every turn of a long agent run). The response is parsed into the SDK's
+    ``ChatCompletion``; errors are the SDK's (APIStatusError, APITimeoutError ...)."""
+    body = {k: v for k, v in kwargs.items() if k != "timeout"}
+    return client.post(
+        "/chat/completions",
+        cast_to=ChatCompletion,
+        body=body,
+        options={"timeout": kwargs.get("timeout")},
+    )
 
 
 def _judge(step: AgentStep, arguments: dict[str, Any], window: list[dict[str, Any]]) -> list[str]:

@@ -294,9 +294,11 @@ async def test_budget_spent_mid_loop_asks_the_budget_role(harness: Harness) -> N
     h = harness
     h.model.script(Fault.tool_calls(credit(20)), Fault.tool_calls(final()), match=MATCH)
     async with h.worker():
-        handle = await start(h, budget_usd=0.0003)
+        handle = await start(h, budget_usd=0.00029)
         [request] = await pending(h, handle.id)
         assert request.action == "raise_model_budget"
+        assert len(h.model.turns(AGENT)) == 1  # the first turn fit; the second did not
+        assert len(credits_of(h.db, h.tenant)) == 1
         assert request.eligible_approvers == ["sam"]
         await h.client.decide(handle.id, decision(request, "approve", "go on"))
         result = await handle.result()
