@@ -248,6 +248,62 @@ async def test_a_tool_call_retried_after_its_worker_died_runs_once(harness: Harn
     assert [c.amount_cents for c in credits_of(h.db, h.tenant)] == [6000]
 
 
+async def test_worker_sigkilled_mid_tool_call_credits_once(
+    temporal_client: Any, model_server: Any, pg_database: str
+) -> None:
+    """The approved credit is inside its transaction (another session holds customer_credit)
+    when the worker process is SIGKILLed: its transaction dies with it; the killed attempt
+    times out (connector start-to-close, 30 s) and runs again on a new worker: one credit."""
+    from tests.conftest import _harness
+    from tests.test_chaos import kill, started_activity, wait_until
+    from tests.test_operations import start_worker_process
+
+    async with _harness(temporal_client, model_server, pg_database) as h:
+        h.model.script(Fault.tool_calls(credit(250)), Fault.tool_calls(final()), match=MATCH)
+        worker = start_worker_process(h)
+        try:
+            handle = await start(h)
+            [request] = await pending(h, handle.id, timeout=60)
+            with TableWriteLock(h.settings.database_url, "customer_credit") as lock:
+                await h.client.decide(handle.id, decision(request, "approve", "ok"))
+                await wait_until(
+                    lambda: started_activity(handle, "call_tool"), 30, "the approved call started"
+                )
+                await asyncio.sleep(0.5)  # inside its transaction, waiting for the lock
+                kill(worker)
+                lock.release()
+            worker = start_worker_process(h)
+            result = await asyncio.wait_for(handle.result(), 120)
+        finally:
+            kill(worker)
+        credits = [c for c in credits_of(h.db, h.tenant) if c.case_id == "K-1"]
+        assert [c.amount_cents for c in credits] == [25000]
+        assert len([r for r in tool_calls_of(h.db, handle.id) if r.verdict == "allow"]) == 1
+        assert result.tool_calls == 1
+
+
+class TableWriteLock:
+    """Another PostgreSQL session holding ``table`` in EXCLUSIVE mode: reads go on, writes to
+    it wait (a tool call is held inside its transaction)."""
+
+    def __init__(self, database_url: str, table: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql"))
+        self.conn.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+
+    def release(self) -> None:
+        if not self.conn.closed:
+            self.conn.rollback()
+            self.conn.close()
+
+    def __enter__(self) -> TableWriteLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 async def test_worker_killed_mid_loop_finishes_on_a_new_worker(harness: Harness) -> None:
     """The worker stops while the run waits for an approval; a new worker picks the run up
     where it was: the approved credit is made once and the run finishes."""
