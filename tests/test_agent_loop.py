@@ -373,6 +373,30 @@ async def test_rule_based_model_searches_and_cites(harness: Harness) -> None:
     assert set(result.output) == {"answer", "cited", "actions"}
 
 
+async def test_a_model_without_native_tool_calling_carries_the_calls_as_json(
+    temporal_client: Any, model_server: Any, database_url: str, tmp_path: Path
+) -> None:
+    """A catalogue whose models say ``tool_calling: structured``: no ``tools`` are sent, the
+    model answers the calls as a JSON document of its structured-output mode, and the same
+    governed calls are made."""
+    from baton.settings import REPO_ROOT
+    from tests.conftest import _harness
+
+    catalogue = json.loads((REPO_ROOT / "config" / "models.json").read_text())
+    for model in catalogue["models"]:
+        model["tool_calling"] = "structured"
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(catalogue))
+    async with _harness(temporal_client, model_server, database_url, model_catalogue=path) as h:
+        async with h.worker():
+            handle = await start(h)
+            result = await handle.result()
+        bodies = [r["body"] for r in h.model.requests if r["agent"] == AGENT]
+    assert (result.turns, result.tool_calls) == (3, 2)
+    assert set(result.output) == {"answer", "cited", "actions"}
+    assert bodies and all("tools" not in b and "response_format" in b for b in bodies)
+
+
 async def test_agent_history_stays_small(harness: Harness, tmp_path: Path) -> None:
     """The bench with a few calls: the run continues as new, every history payload stays far
     below 64 KB, and the bench prints its three result lines."""
