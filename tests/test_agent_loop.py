@@ -24,7 +24,7 @@ from activities.tools import credits_of, emails_of, tool_calls_of
 from tests.conftest import Harness
 from tests.support.scripted_model import Fault
 from workflows.agent_loop import AgentRunWorkflow
-from workflows.contracts import ApprovalDecision, ApprovalRequest
+from workflows.contracts import ApprovalDecision, ApprovalRequest, digest
 from workflows.contracts_tools import AgentRunInput, ToolCallInput, ToolPrincipal
 
 AGENT = "case_resolver"
@@ -113,6 +113,20 @@ async def test_deny_is_told_to_the_model_and_it_adapts(harness: Harness) -> None
                           "of 1000.00 USD for 'propose_credit'"]  # fmt: skip
     assert [c.amount_cents for c in credits_of(h.db, h.tenant)] == [4000]
     assert told(h, 3)[-1].startswith("credit cr-") and "40.00 USD" in told(h, 3)[-1]
+    # the audit ledger: every turn (model, tokens, cost) and every call (decision, digests)
+    trail = h.runtime.ledger.trail(handle.id)
+    routed = [r for r in trail if r.action == "model.routed"]
+    assert len(routed) == 3 and all(r.tokens > 0 and r.cost_usd > 0 for r in routed)
+    decided = [
+        (r.action, json.loads(r.detail_json)["subject"])
+        for r in trail
+        if r.action.startswith("policy.") and r.actor.startswith("policy:baton/base/tool")
+    ]
+    assert decided == [("policy.deny", "propose_credit"), ("policy.allow", "propose_credit")]
+    [called] = [json.loads(r.detail_json) for r in trail if r.action == "tool.called"]
+    assert called["tool"] == "propose_credit" and called["result_digest"]
+    assert called["arguments_digest"] == digest(credit(40)[1])
+    assert h.runtime.ledger.verify().ok
 
 
 async def test_approval_with_edited_arguments_is_checked_by_policy_again(harness: Harness) -> None:
@@ -145,6 +159,9 @@ async def test_approval_with_edited_arguments_is_checked_by_policy_again(harness
                           "limit of 1000.00 USD for 'propose_credit'"]  # fmt: skip
     assert [c.amount_cents for c in credits_of(h.db, h.tenant)] == [8000]
     assert result.tool_calls == 1
+    amended = [json.loads(r.detail_json) for r in h.runtime.ledger.trail(handle.id)
+               if r.action == "approval.amended"]  # fmt: skip
+    assert [a["arguments"]["amount_usd"] for a in amended] == [2000, 80]
 
 
 async def test_rejection_message_reaches_the_model(harness: Harness) -> None:
