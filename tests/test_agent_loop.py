@@ -153,7 +153,9 @@ async def test_approval_with_edited_arguments_is_checked_by_policy_again(harness
         [again] = await pending(h, handle.id)
         assert again.request_id != request.request_id
         smaller = {**again.action_payload["arguments"], "amount_usd": 80}
-        await h.client.decide(handle.id, decision(again, "amend", "80 is fair", arguments=smaller))
+        await h.client.edit_tool_call(
+            handle.id, approver="sam", rationale="80 is fair", arguments=smaller
+        )
         result = await handle.result()
     assert told(h, 2) == ["policy denied the call of propose_credit: 2000.00 USD exceeds the "
                           "limit of 1000.00 USD for 'propose_credit'"]  # fmt: skip
