@@ -245,6 +245,38 @@ async def test_cancellation_undoes_credits_in_reverse(harness: Harness) -> None:
     assert undone == [credits[1].call_key, credits[0].call_key]
 
 
+async def test_continued_runs_keep_the_history_policy_reads_and_the_compensations(
+    harness: Harness,
+) -> None:
+    """Three credits, then lookups until the run continues as new; in the new run a fourth
+    credit is denied (policy still sees the three: no more than 3 per case), and cancelling
+    the new run reverses the three credits the first run made."""
+    h = harness
+    lookup = ("lookup_customer", {"customer": "c-1"})
+    h.model.script(
+        *[Fault.tool_calls(credit(10 + i)) for i in range(3)],
+        *[Fault.tool_calls(lookup) for _ in range(6)],
+        Fault.tool_calls(credit(13)),
+        Fault.tool_calls(email()),
+        match=MATCH,
+    )
+    async with h.worker():
+        handle = await start(h, max_history_events=100)
+        await pending(h, handle.id, timeout=60)
+        desc = await handle.describe()
+        assert desc.run_id != handle.first_execution_run_id  # it continued as new
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert told(h, 11)[-1] == (
+        "policy denied the call of propose_credit: refund limit: a case may get 3 refunds or "
+        "credits and got 3 already"
+    )
+    credits = credits_of(h.db, h.tenant)
+    assert [c.amount_cents for c in credits] == [1000, 1100, 1200]
+    assert all(c.reversed_at is not None for c in credits)
+
+
 async def test_a_tool_call_retried_after_its_worker_died_runs_once(harness: Harness) -> None:
     """The worker died after the credit committed but before Temporal heard of it: the retry
     (same idempotency key) returns the stored outcome and writes nothing again."""
