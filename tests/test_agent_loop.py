@@ -413,6 +413,22 @@ async def test_budget_spent_mid_loop_asks_the_budget_role(harness: Harness) -> N
     assert [c.amount_cents for c in credits_of(h.db, h.tenant)] == [2000]
 
 
+async def test_a_model_turn_falls_back_to_the_next_endpoint(harness: Harness) -> None:
+    """The first endpoint answers 503 to the agent's first turn: the router asks the tier's
+    next endpoint (config/models.json: /backup/v1) and the loop goes on."""
+    h = harness
+    h.model.script(Fault.status(503), match=MATCH)
+    h.model.script(Fault.tool_calls(credit(30)), Fault.tool_calls(final()), match=MATCH)
+    async with h.worker():
+        handle = await start(h)
+        result = await handle.result()
+    paths = [r["path"] for r in h.model.requests if r["agent"] == AGENT]
+    assert "/backup/" not in paths[0] and "/backup/" in paths[1]
+    assert (result.turns, result.tool_calls) == (2, 1)
+    trail = h.runtime.ledger.trail(handle.id)
+    assert [r.action for r in trail].count("model.server_error") == 1
+
+
 async def test_rule_based_model_searches_and_cites(harness: Harness) -> None:
     """Without a script, the stand-in model server's rules look the customer up, search the
     knowledge base and finish citing what it found (the answer check accepts real ids only)."""
