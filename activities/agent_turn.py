@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
@@ -42,15 +41,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import answer_checks
-from activities.agents import CallTarget, Route, _heartbeating, _map_status_error
-from activities.kill_switch import Subject
 from activities.payload_store import PayloadStore
-from activities.router import Router, _Attempt, _estimate
+from activities.router import ModelSpec, Router
 from activities.structured import answer_text, parse_answer, request_kwargs, wire_schema
 from activities.tools import ToolRegistry, tool_message
 from workflows.agent_steps import AGENT_STEPS, AgentStep
-from workflows.contracts import STABLE_VERSION
-from workflows.contracts_support import NO_ELIGIBLE_MODEL, TIER_ORDER, ModelCall, RoutedUsage
+from workflows.contracts_support import RoutedUsage
 from workflows.contracts_tools import (
     FINAL_ANSWER_TOOL,
     AgentTurn,
@@ -156,10 +152,6 @@ class AgentTurnActivities:
                 non_retryable=True,
             )
         await self.registry.load()
-        switch = self.router.agents.switch
-        if switch is not None:  # engaged for the process, the tenant or this agent?
-            subject = Subject(process=inp.process, agent=step.name, tenant=inp.tenant)
-            await asyncio.to_thread(switch.raise_if_blocking, subject)
         node, window, _ = await asyncio.to_thread(self._extend, inp, inp.task)
         tools = [
             {"type": "function", "function": s.model_dump()}
@@ -175,35 +167,11 @@ class AgentTurnActivities:
                 },
             }
         )
-        catalogue = self.router.catalogue
-        if inp.task_class not in catalogue.task_classes:
-            raise ApplicationError(
-                f"{step.name}: unknown task class {inp.task_class!r}; the catalogue has "
-                f"{sorted(catalogue.task_classes)}",
-                type=NO_ELIGIBLE_MODEL,
-                non_retryable=True,
-            )
-        state = _Attempt(task_class=inp.task_class)
         prompt = system_prompt(step)
-        content = json.dumps(window)
-        floor = TIER_ORDER.index(inp.min_tier)
-        failure: ApplicationError | None = None
-        for spec in catalogue.candidates(inp.task_class):
-            if TIER_ORDER.index(spec.tier) < floor:
-                continue
-            estimate = _estimate(spec, prompt, content)
-            remaining = await self.router._remaining(inp)
-            if remaining is not None and estimate > remaining[0]:
-                self.router._note(
-                    state, spec, "over_budget", f"needs about {estimate} USD; {remaining[1]}"
-                )
-                await self.router._charge_audit(step.name, inp.task_class, state, inp)
-                raise self.router._budget_error(step.name, inp, state.calls[-1])
-            chosen = Route(inp.version, STABLE_VERSION, prompt, spec.name)
-            target = CallTarget(spec.endpoint, spec.region, estimate, len(state.calls))
-            await self.router.agents._govern(step.name, prompt, inp, chosen, target)
-            native = spec.tool_calling == "native"
-            if native:
+
+        def send(spec: ModelSpec) -> Any:
+            """The request the chosen model takes: native tools, or the calls as JSON."""
+            if spec.tool_calling == "native":
                 kwargs: dict[str, Any] = {
                     "model": spec.name,
                     "messages": [{"role": "system", "content": prompt}, *window],
@@ -226,71 +194,32 @@ class AgentTurnActivities:
                     content=json.dumps(_flatten(window)),
                     schema=wire_schema(_WireMove, pattern=spec.schema_pattern),
                 )
-            began = time.perf_counter()
-            try:
-                response = await _heartbeating(_create(self.router.client(spec), kwargs))
-            except openai.APIStatusError as err:
-                state.waiting += time.perf_counter() - began
-                mapped = _map_status_error(step.name, err)
-                if err.status_code >= 500:
-                    self.router._note(state, spec, "server_error", str(mapped))
-                    failure = mapped
-                    continue
-                raise mapped from err
-            except (openai.APITimeoutError, openai.APIConnectionError) as err:
-                state.waiting += time.perf_counter() - began
-                self.router._note(state, spec, "server_error", f"unreachable or timed out: {err}")
-                failure = ApplicationError(
-                    f"{step.name}: model endpoint {spec.endpoint} unreachable or timed out: {err}",
-                    type="LLMUnavailable",
-                )
-                continue
-            state.waiting += time.perf_counter() - began
-            usage = response.usage
-            prompt_tokens = usage.prompt_tokens if usage else 0
-            completion_tokens = usage.completion_tokens if usage else 0
-            state.calls.append(
-                ModelCall(
-                    model=spec.name,
-                    endpoint=spec.endpoint,
-                    tier=spec.tier,
-                    region=spec.region,
-                    outcome="ok",
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    cost_usd=spec.cost(prompt_tokens, completion_tokens),
-                )
-            )
-            await self.router._charge_one(step.name, state, inp, len(state.calls) - 1)
-            assistant, calls = (
-                _native_answer(response) if native else _structured_answer(response, spec)
-            )
-            turn = await asyncio.to_thread(self._settle, inp, step, node, window, assistant, calls)
-            out = _TurnDigest(calls=[c.name for c in turn.tool_calls], final=turn.final is not None)
-            routed = await self.router._finish(
-                step.name, inp.task_class, state, spec.tier, spec, out, inp
-            )
-            compensations = {}
-            for name in inp.tools:
-                spec_of = self.registry.get(name)
-                if spec_of.side_effects and spec_of.compensation:
-                    compensations[name] = spec_of.compensation
-            return turn.model_copy(
-                update={
-                    # each request's charge and audit row are in the database: the history
-                    # keeps the totals (one turn per tool call crosses it)
-                    "usage": routed.model_copy(update={"calls": []}),
-                    "mode": "native" if native else "structured",
-                    "compensations": compensations,
-                }
-            )
-        await self.router._charge_audit(step.name, inp.task_class, state, inp)
-        if failure is not None:
-            raise failure
-        raise ApplicationError(
-            f"{step.name}: no model in the catalogue serves task class {inp.task_class!r}",
-            type=NO_ELIGIBLE_MODEL,
-            non_retryable=True,
+            return _create(self.router.client(spec), kwargs)
+
+        routed = await self.router.exchange(
+            step.name, inp.task_class, prompt, json.dumps(window), inp, send
+        )
+        spec = routed.spec
+        native = spec.tool_calling == "native"
+        assistant, calls = (
+            _native_answer(routed.response) if native else _structured_answer(routed.response, spec)
+        )
+        turn = await asyncio.to_thread(self._settle, inp, step, node, window, assistant, calls)
+        out = _TurnDigest(calls=[c.name for c in turn.tool_calls], final=turn.final is not None)
+        usage = await self.router.settle(step.name, routed, out, inp)
+        compensations = {}
+        for name in inp.tools:
+            declared = self.registry.get(name)
+            if declared.side_effects and declared.compensation:
+                compensations[name] = declared.compensation
+        return turn.model_copy(
+            update={
+                # each request's charge and audit row are in the database: the history keeps
+                # the totals (one turn per tool call crosses it)
+                "usage": usage.model_copy(update={"calls": []}),
+                "mode": "native" if native else "structured",
+                "compensations": compensations,
+            }
         )
 
     def _settle(
