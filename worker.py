@@ -37,6 +37,7 @@ from activities.finance import FinanceActivities
 from activities.hr import HrActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
+from activities.mcp_tools import McpActivities, McpToolbox, load_mcp_config
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.orphans import IntegrityActivities
@@ -85,6 +86,8 @@ class Runtime:
     switch: KillSwitch | None = None
     #: the knowledge layer's embeddings client (BATON_EMBEDDINGS_BASE_URL); None: ``openai``
     embeddings: AsyncOpenAI | None = None
+    #: the MCP servers of BATON_MCP_CONFIG (their credentials stay here, on the worker)
+    mcp: McpToolbox | None = None
 
     @property
     def embeddings_client(self) -> AsyncOpenAI:
@@ -230,6 +233,12 @@ def build_runtime(settings: Settings) -> Runtime:
     # orphans found and repaired (activities/orphans.py, workflows/repair.py)
     integrity = IntegrityActivities(db, ledger)
     activities += [integrity.find_run_effects, integrity.find_orphans]
+    # MCP tools as governed tools (activities/mcp_tools.py): credentials are resolved here, from
+    # the worker's environment, and never leave it
+    mcp = McpToolbox(
+        load_mcp_config(settings.mcp_config, os.environ) if settings.mcp_config else []
+    )
+    activities.append(McpActivities(mcp, ledger, policy).call_mcp_tool)
     return Runtime(
         db=db,
         ledger=ledger,
@@ -243,6 +252,7 @@ def build_runtime(settings: Settings) -> Runtime:
         approval_seal_key=settings.approval_seal_key(),
         router=router,
         switch=switch,
+        mcp=mcp,
     )
 
 
@@ -330,6 +340,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         interceptors=[tracing_interceptor()] if tracing else [],
     )
     runtime = build_runtime(settings)
+    if runtime.mcp is not None and runtime.mcp.servers:  # listed before the worker polls
+        tools = await runtime.mcp.start()
+        log.info("MCP: %d tools from %d servers", len(tools), len(runtime.mcp.servers))
     for warning in security_warnings(settings):
         log.warning(warning)
     gauges = None
