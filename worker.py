@@ -24,6 +24,7 @@ from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+from activities.agent_turn import AgentTurnActivities
 from activities.agents import AgentActivities
 from activities.auction import AuctionActivities
 from activities.audit import AuditActivities, AuditLedger
@@ -41,6 +42,7 @@ from activities.mcp_tools import McpActivities, McpToolbox, load_mcp_config
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.orphans import IntegrityActivities
+from activities.payload_store import PayloadStore
 from activities.policy import PolicyEngine, build_engine
 from activities.policy_gate import PolicyGateActivities
 from activities.router import Router, load_catalogue, tenant_caps
@@ -48,6 +50,7 @@ from activities.schema import upgrade as upgrade_schema
 from activities.supervisor import SupervisorActivities
 from activities.support import SupportActivities, VectorKnowledgeSource
 from activities.throttle import Throttle
+from activities.tools import ToolActivities, ToolRegistry, builtin_tools
 from baton.settings import Settings
 from baton.telemetry import (
     prometheus_runtime,
@@ -83,6 +86,8 @@ class Runtime:
     #: BATON_APPROVAL_SEAL_KEY: opens approval tokens that clients sealed to the workers
     approval_seal_key: Any = None
     router: Router | None = None
+    #: the tools agents may call (activities/tools.py); add toolsets before the worker starts
+    tools: ToolActivities | None = None
     switch: KillSwitch | None = None
     #: the knowledge layer's embeddings client (BATON_EMBEDDINGS_BASE_URL); None: ``openai``
     embeddings: AsyncOpenAI | None = None
@@ -187,6 +192,11 @@ def build_runtime(settings: Settings) -> Runtime:
     policy_gate = PolicyGateActivities(ledger, policy)  # every process's preflight
     customer_agents = CustomerAgentActivities.sharing(agents)
     supervisor = SupervisorActivities(ledger, policy, switch)
+    payloads = PayloadStore(db)
+    tools = ToolActivities(
+        ToolRegistry(builtin_tools()), db, ledger, policy, payloads, switch, knowledge_base
+    )
+    agent_turns = AgentTurnActivities(router, payloads, tools.registry)
     activities = [
         finance.collect_period_data,
         finance.reconcile_transactions,
@@ -226,6 +236,9 @@ def build_runtime(settings: Settings) -> Runtime:
         support.apply_ticket_update,
         supervisor.supervisor_check,
         supervisor.supervisor_act,
+        tools.call_tool,
+        tools.undo_tool,
+        agent_turns.agent_turn,
     ]
     auction = AuctionActivities(agents, db, ledger, policy)
     activities += [auction.bid_on_task, auction.check_award, auction.review_document]
@@ -251,6 +264,7 @@ def build_runtime(settings: Settings) -> Runtime:
         approval_trust=settings.approval_trust(),
         approval_seal_key=settings.approval_seal_key(),
         router=router,
+        tools=tools,
         switch=switch,
         mcp=mcp,
     )

@@ -126,6 +126,12 @@ class ModelSpec(_Strict):
         "json_object_schema (llama-cpp-python: json_object with a schema), tool_call (a forced "
         "function call carrying the schema) or prompt (schema in the prompt, reply parsed).",
     )
+    tool_calling: Literal["native", "structured"] = Field(
+        default="native",
+        description="How an agent that acts asks for tool calls: native (the chat API's "
+        "tools/tool_calls) or structured (no native tool calling: the model answers a JSON "
+        "document naming the calls, asked the way structured_output says).",
+    )
     max_tokens: int = Field(default=2048, gt=0, description="Completion tokens; always sent.")
     timeout_s: float | None = Field(
         default=None,

@@ -308,7 +308,15 @@ class ApprovalGate:
                     f"(approved by {', '.join(voters)}); still needed: "
                     f"{describe(still_needed(request))}"
                 )
-        if decision.verdict == "amend":
+        if decision.verdict == "amend" and decision.arguments is not None:
+            payload = request.action_payload if isinstance(request.action_payload, dict) else {}
+            if not request.action.startswith("tool:") or decision.amendments:
+                return Check(
+                    f"{request.request_id} is not a tool call: amend it with entry amendments"
+                )
+            if decision.arguments == payload.get("arguments"):
+                return Check("the edited arguments change nothing")
+        elif decision.verdict == "amend":
             entries = {e.entry_id: e for e in request.entries}
             for change in decision.amendments:
                 entry = entries.get(change.entry_id)
@@ -401,6 +409,7 @@ class ApprovalGate:
                 "via": via,
                 "action_digest": decision.action_digest,
                 "amendments": [a.model_dump(mode="json") for a in decision.amendments],
+                **({"arguments": decision.arguments} if decision.arguments is not None else {}),
                 **signer,
             },
             rationale=decision.rationale,
@@ -738,6 +747,7 @@ class ApprovalGate:
             rationale=decision.rationale,
             approvers=[v.approver for v in request.approvals],
             amendments=decision.amendments,
+            arguments=decision.arguments,
         )
 
     async def _sla_passed(self, request: ApprovalRequest) -> None:

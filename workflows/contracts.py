@@ -55,6 +55,7 @@ PROCESS_BY_WORKFLOW_TYPE: dict[str, str] = {
     "DocumentReviewAllocation": "document_review",
     "SupportCase": "support_escalation",
     "CustomerOnboarding": "customer_onboarding",
+    "AgentRun": "agent_run",
 }
 
 #: Update/signal/query names a stock `temporal` CLI user types.
@@ -684,6 +685,11 @@ class ApprovalDecision(Contract):
         max_length=MAX_LIST_ITEMS,
         description="Only with verdict 'amend': the changed entries.",
     )
+    arguments: dict[str, Any] | None = Field(
+        default=None,
+        description="Only with verdict 'amend' on a tool call: the edited arguments (validated, "
+        "re-digested and checked by policy again before the call runs).",
+    )
     assertion: str | None = Field(
         default=None,
         max_length=MAX_TOKEN_FIELD_CHARS,
@@ -693,9 +699,12 @@ class ApprovalDecision(Contract):
 
     @model_validator(mode="after")
     def _amendments_match_verdict(self) -> ApprovalDecision:
-        if self.verdict == "amend" and not self.amendments:
-            raise ValueError("verdict 'amend' needs at least one entry in amendments")
-        if self.verdict != "amend" and self.amendments:
+        if self.verdict == "amend" and not self.amendments and self.arguments is None:
+            raise ValueError(
+                "verdict 'amend' needs at least one entry in amendments (or, on a tool call, "
+                "the edited arguments)"
+            )
+        if self.verdict != "amend" and (self.amendments or self.arguments is not None):
             raise ValueError(
                 f"amendments are only allowed with verdict 'amend', not {self.verdict!r}"
             )
@@ -772,6 +781,8 @@ class ApprovalOutcome(Contract):
     rationale: str = ""
     approvers: list[str] = []
     amendments: list[EntryAmendment] = []
+    #: a tool call's arguments as an approver edited them (verdict amend)
+    arguments: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------

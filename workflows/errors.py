@@ -45,6 +45,7 @@ BRANCHES_FAILED = "ParallelBranchesFailed"
 AUCTION_NO_BIDS = "AuctionNoBids"
 AUCTION_ALL_WINNERS_FAILED = "AuctionAllWinnersFailed"
 NO_ELIGIBLE_MODEL = "NoEligibleModel"
+AGENT_LIMIT = "AgentLimitReached"
 
 #: Every failure type Baton raises, and what it means to the user who reads it.
 FAILURE_TYPES: dict[str, str] = {
@@ -68,6 +69,9 @@ FAILURE_TYPES: dict[str, str] = {
     AUCTION_NO_BIDS: "no agent tier bid on a document review task",
     AUCTION_ALL_WINNERS_FAILED: "every winning tier of a document review task failed",
     NO_ELIGIBLE_MODEL: "no model in the catalogue may take the call (tier, region, budget)",
+    AGENT_LIMIT: "an agent that acts used its turns, tool calls or tokens without finishing",
+    "UnknownTool": "a tool call named no tool the worker offers",
+    "UnknownAgentStep": "an agent run named no declared agent step (workflows/agent_steps.py)",
     "AgentOutputInvalid": "the model's answer stayed invalid after its repair turns",
     "LLMUnavailable": "the model endpoint was unreachable or timed out",
     "LLMRateLimited": "the model endpoint rate-limited the call (retried by Temporal)",
@@ -87,6 +91,7 @@ def failure(kind: str, message: str, **details: object) -> ApplicationError:
 
 
 __all__ = [
+    "AGENT_LIMIT",
     "APPROVAL_EXPIRED",
     "APPROVAL_REJECTED",
     "AUCTION_ALL_WINNERS_FAILED",
