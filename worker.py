@@ -38,7 +38,7 @@ from activities.finance import FinanceActivities
 from activities.hr import HrActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
-from activities.mcp_tools import McpActivities, McpToolbox, load_mcp_config
+from activities.mcp_tools import McpActivities, McpToolbox, McpToolset, load_mcp_config
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.orphans import IntegrityActivities
@@ -196,6 +196,12 @@ def build_runtime(settings: Settings) -> Runtime:
     tools = ToolActivities(
         ToolRegistry(builtin_tools()), db, ledger, policy, payloads, switch, knowledge_base
     )
+    # MCP tools as governed tools (activities/mcp_tools.py): credentials are resolved here, from
+    # the worker's environment, and never leave it; agents call them through call_tool
+    mcp = McpToolbox(
+        load_mcp_config(settings.mcp_config, os.environ) if settings.mcp_config else []
+    )
+    McpToolset(mcp, ledger).register(tools.registry)
     agent_turns = AgentTurnActivities(router, payloads, tools.registry)
     activities = [
         finance.collect_period_data,
@@ -246,11 +252,7 @@ def build_runtime(settings: Settings) -> Runtime:
     # orphans found and repaired (activities/orphans.py, workflows/repair.py)
     integrity = IntegrityActivities(db, ledger)
     activities += [integrity.find_run_effects, integrity.find_orphans]
-    # MCP tools as governed tools (activities/mcp_tools.py): credentials are resolved here, from
-    # the worker's environment, and never leave it
-    mcp = McpToolbox(
-        load_mcp_config(settings.mcp_config, os.environ) if settings.mcp_config else []
-    )
+    # one MCP call as a governed step of a process without an agent loop
     activities.append(McpActivities(mcp, ledger, policy).call_mcp_tool)
     return Runtime(
         db=db,

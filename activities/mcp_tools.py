@@ -38,6 +38,7 @@ workflow code other than through ``workflow.unsafe.imports_passed_through``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -56,6 +57,7 @@ from temporalio import activity
 
 from activities.audit import AuditLedger, AuditRecord, activity_event
 from activities.policy import PolicyEngine, decide
+from activities.tools import ToolContext, ToolRegistry, ToolSpec
 from workflows.contracts import PolicyQuery, digest
 from workflows.contracts_mcp import (
     MCP_TOOL_POLICY,
@@ -63,6 +65,7 @@ from workflows.contracts_mcp import (
     McpToolOutcome,
     mcp_tool_name,
 )
+from workflows.contracts_tools import ToolResult
 from workflows.errors import BatonError
 
 __all__ = [
@@ -74,9 +77,11 @@ __all__ = [
     "McpServerConfig",
     "McpTool",
     "McpToolbox",
+    "McpToolset",
     "ResolvedServer",
     "SCRUBBED",
     "load_mcp_config",
+    "model_tool_name",
     "scan_for_injection",
 ]
 
@@ -512,8 +517,6 @@ class McpActivities:
         read_only = self.toolbox.is_read_only(call.server, call.tool)
         document = {
             "tool": name,
-            "server": call.server,
-            "name": call.tool,
             "arguments": call.arguments,
             "read_only": read_only,
             "principal": call.caller.model_dump(),
@@ -665,3 +668,88 @@ class McpActivities:
             calls[tool] = max(calls.get(tool, 0), n)
         total = max(call.history.total_calls, sum(counted.values()))
         return {"calls": calls, "total_calls": total, "flagged_results": flagged}
+
+
+# ----------------------------------------------------------------------------------------------
+# The agent loop's registry (activities/tools.py): MCP tools run through ``call_tool`` like any
+# other tool (validation, policy, idempotency record, payload store, audit, compensation path)
+# ----------------------------------------------------------------------------------------------
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*$")
+#: Structured content larger than this stays out of the outcome the workflow carries.
+MAX_DATA_CHARS = 2_000
+
+
+def model_tool_name(server: str, tool: str) -> str:
+    """The name a model is offered: ``mcp__<server>__<tool>`` (OpenAI function names allow
+    only letters, digits, ``_`` and ``-``). Policy reads it as ``mcp:<server>/<tool>``."""
+    return f"mcp__{server}__{tool}"
+
+
+class McpToolset:
+    """Every configured server as a toolset of the agent loop's :class:`ToolRegistry`: each
+    listed tool becomes a :class:`ToolSpec` (its JSON schema, side effects unless the server's
+    configuration lists it as read only, policy ``baton/base/mcp_tool``), and ``call_tool`` runs
+    it through :meth:`McpToolbox.call`. A result that reads as a prompt injection is audited
+    (``mcp.result_flagged``) and marked in the result's data."""
+
+    def __init__(self, toolbox: McpToolbox, ledger: AuditLedger) -> None:
+        self.toolbox = toolbox
+        self.ledger = ledger
+
+    def register(self, registry: ToolRegistry) -> None:
+        for server in self.toolbox.servers:
+            registry.register_toolset(
+                f"mcp:{server}", functools.partial(self.specs, server), self.call
+            )
+
+    async def specs(self, server: str) -> list[ToolSpec]:
+        listed = self.toolbox._tools.get(server)
+        tools = (
+            list(listed.values()) if listed is not None else await self.toolbox.list_tools(server)
+        )
+        timeout = self.toolbox.servers[server].config.timeout_seconds
+        specs = []
+        for tool in tools:
+            name = model_tool_name(server, tool.name)
+            if not _MODEL_NAME.match(tool.name) or len(name) > 64:
+                log.warning(
+                    "MCP tool %r of %r: its name cannot be offered to a model", tool.name, server
+                )
+                continue
+            specs.append(
+                ToolSpec(
+                    name=name,
+                    description=f"[{server}] {tool.description}".strip(),
+                    parameters=tool.input_schema,
+                    side_effects=not tool.read_only,
+                    policy=MCP_TOOL_POLICY,
+                    # the toolbox stops the call at the server's timeout with a readable error;
+                    # the registry's own limit only catches what that misses
+                    timeout_seconds=timeout + 5,
+                    toolset=f"mcp:{server}",
+                )
+            )
+        return specs
+
+    async def call(self, ctx: ToolContext, name: str, arguments: dict[str, Any]) -> ToolResult:
+        _, server, tool = name.split("__", 2)
+        result = await self.toolbox.call(server, tool, arguments, key=ctx.idempotency_key)
+        names = [model_tool_name(t.server, t.name) for t in self.toolbox.tools()]
+        names += [t.name for t in self.toolbox.tools()]
+        reasons = scan_for_injection(result.text, names, tool)
+        data = result.structured
+        if data is not None and len(json.dumps(data)) > MAX_DATA_CHARS:
+            data = None
+        if reasons:
+            flagged = activity_event(
+                "mcp/flagged",
+                actor=f"mcp:{server}",
+                action="mcp.result_flagged",
+                detail={"tool": mcp_tool_name(server, tool), "reasons": reasons},
+                output_digest=digest({"text": result.text, "structured": result.structured}),
+                rationale="the tool's result reads as instructions to the agent (prompt injection)",
+            )
+            await asyncio.to_thread(self.ledger.append, [flagged])
+            data = {**(data or {}), "injection_suspected": True, "injection_reasons": reasons}
+        return ToolResult(text=result.text, is_error=result.is_error, data=data)

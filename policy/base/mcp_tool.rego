@@ -1,17 +1,18 @@
 # May this agent call this MCP tool now, and who must approve it first? Queried before every
 # governed MCP tool call (activities/mcp_tools.py) as data.baton.base.mcp_tool.decision.
 #
-# Input:
-#   {"tool": "mcp:crm/export_customers", "server": "crm", "name": "export_customers",
-#    "arguments": {"destination": "..."}, "read_only": false,
+# Input (the tool may be named "mcp:<server>/<tool>", or "mcp__<server>__<tool>" as the agent
+# loop's models see it: OpenAI function names allow only letters, digits, _ and -):
+#   {"tool": "mcp:crm/export_customers", "arguments": {"destination": "..."},
 #    "principal": {"process": "crm_assistant", "role": "crm_assistant", "tenant": "acme",
 #                  "requested_by": "alice"},
 #    "history": {"calls": {"mcp:crm/read_ticket": 1}, "total_calls": 1,
 #                "flagged_results": [{"tool": "mcp:crm/read_ticket", "reasons": ["..."]}]},
 #    "approval": null | {"action_digest": "...", "approvers": ["sam"]}}
 #
-# `history` comes from the worker: the caller's counts raised to what the audit trail shows of
-# the workflow's MCP calls, and every earlier result the worker flagged as a prompt injection.
+# `history` is the run so far: calls per tool and in total; `flagged_results` (optional) are the
+# earlier results the worker flagged as a prompt injection (activities/mcp_tools.py reads them
+# from the audit trail).
 #
 # Rules (data.baton.mcp in policy/data/mcp.json):
 #   * the tool must be in the catalogue (data.baton.mcp.servers.<server>.tools.<tool>): a tool
@@ -20,9 +21,11 @@
 #   * the agent's role must be among the tool's roles (when the tool lists roles);
 #   * the tenant must be known (data.baton.tenants);
 #   * per-tool and per-run call limits;
-#   * a sensitive tool is refused once the run has read a result flagged as a prompt injection,
-#     and otherwise needs one approver holding the tool's approver_role (never the requester),
-#     unless an approval bound to the call's digest is attached.
+#   * a sensitive tool is refused once the run has read untrusted content: a result flagged as a
+#     prompt injection, or any result of a tool marked `untrusted_content` (text third parties
+#     wrote, which may carry instructions nobody detected); otherwise it needs one approver
+#     holding the tool's approver_role (never the requester), unless an approval bound to the
+#     call's digest is attached.
 package baton.base.mcp_tool
 
 import data.baton.lib
@@ -42,11 +45,38 @@ verdict := {
 	"require_approval": sort(require_approval),
 }
 
-tool := data.baton.mcp.servers[input.server].tools[input.name]
+# [server, tool] of a governed MCP tool name, in either spelling; undefined for anything else.
+parse(name) := [parts[0], parts[1]] if {
+	is_string(name)
+	startswith(name, "mcp:")
+	parts := split(substring(name, 4, -1), "/")
+	count(parts) == 2
+}
 
-tool_name := lib.input_text(["tool"])
+parse(name) := [parts[1], parts[2]] if {
+	is_string(name)
+	parts := split(name, "__")
+	count(parts) == 3
+	parts[0] == "mcp"
+}
 
-server_and_name := sprintf("%s/%s", [lib.input_text(["server"]), lib.input_text(["name"])])
+default server_name := ""
+
+server_name := parse(input.tool)[0]
+
+default bare_name := ""
+
+bare_name := parse(input.tool)[1]
+
+tool := data.baton.mcp.servers[server_name].tools[bare_name]
+
+# The name policy messages and allow-lists use: "mcp:<server>/<tool>".
+tool_name := sprintf("mcp:%s/%s", [server_name, bare_name]) if {
+	server_name != ""
+	bare_name != ""
+} else := lib.input_text(["tool"])
+
+server_and_name := sprintf("%s/%s", [server_name, bare_name])
 
 process_name := lib.input_text(["principal", "process"])
 
@@ -68,6 +98,7 @@ clean if {
 	within_tool_limit
 	within_run_limit
 	not blocked_after_injection
+	not blocked_after_untrusted
 	sensitive_configured
 	approval_well_formed
 }
@@ -76,11 +107,7 @@ clean if {
 # Facts
 # ---------------------------------------------------------------------------------------------
 
-# Known, and the qualified name agrees with server and name (no "mcp:a/x" with server b).
-tool_known if {
-	is_object(tool)
-	input.tool == sprintf("mcp:%s/%s", [input.server, input.name])
-}
+tool_known if is_object(tool)
 
 allow_list := object.get(data.baton.mcp.allow, [process_name], [])
 
@@ -91,7 +118,7 @@ allow_list_text := concat(", ", [e | some e in allow_list; is_string(e)]) if {
 
 process_allowed if {
 	some entry in allow_list
-	entry in {server_and_name, sprintf("%s/*", [input.server])}
+	entry in {server_and_name, sprintf("%s/*", [server_name])}
 }
 
 restricts_roles if is_array(tool.roles)
@@ -153,6 +180,17 @@ injection_seen if {
 
 injection_seen if not is_array(flagged)
 
+# Tools of the untrusted kind this run has called (history.calls, in either spelling).
+untrusted_read contains sprintf("mcp:%s/%s", [key[0], key[1]]) if {
+	some called, n in object.get(input, ["history", "calls"], {})
+	is_number(n)
+	n > 0
+	key := parse(called)
+	data.baton.mcp.servers[key[0]].tools[key[1]].untrusted_content == true
+}
+
+untrusted_seen if count(untrusted_read) > 0
+
 flagged_tools := concat(", ", sort({t |
 	is_array(flagged)
 	some f in flagged
@@ -163,6 +201,11 @@ flagged_tools := concat(", ", sort({t |
 blocked_after_injection if {
 	sensitive
 	injection_seen
+}
+
+blocked_after_untrusted if {
+	sensitive
+	untrusted_seen
 }
 
 approval_configured if {
@@ -177,6 +220,7 @@ sensitive_configured if approval_configured
 approval_needed if {
 	sensitive
 	not injection_seen
+	not untrusted_seen
 	not approved
 }
 
@@ -204,7 +248,7 @@ approved if {
 
 problems contains msg if {
 	not tool_known
-	msg := sprintf("unknown MCP tool '%s': it is not in data.baton.mcp.servers.%s.tools", [tool_name, lib.input_text(["server"])])
+	msg := sprintf("unknown MCP tool '%s': it is not in data.baton.mcp.servers.%s.tools", [tool_name, server_name])
 }
 
 problems contains msg if {
@@ -268,6 +312,14 @@ problems contains msg if {
 	msg := sprintf("'%s' is a sensitive tool and this run read a result flagged as a prompt injection (from %s): refused", [
 		tool_name,
 		flagged_tools,
+	])
+}
+
+problems contains msg if {
+	blocked_after_untrusted
+	msg := sprintf("'%s' is a sensitive tool and this run read untrusted content (from %s): refused", [
+		tool_name,
+		concat(", ", sort(untrusted_read)),
 	])
 }
 

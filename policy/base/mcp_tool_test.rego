@@ -8,20 +8,21 @@ import rego.v1
 
 lookup := {
 	"tool": "mcp:crm/lookup_customer",
-	"server": "crm",
-	"name": "lookup_customer",
 	"arguments": {"customer_id": "C-1"},
-	"read_only": true,
 	"principal": {"process": "crm_assistant", "role": "crm_assistant", "tenant": "acme", "requested_by": "alice"},
 	"history": {"calls": {}, "total_calls": 0, "flagged_results": []},
 	"approval": null,
 }
 
-call(name) := object.union(lookup, {"tool": sprintf("mcp:crm/%s", [name]), "name": name})
+call(name) := object.union(lookup, {"tool": sprintf("mcp:crm/%s", [name])})
 
 export := call("export_customers")
 
-flagged := {"calls": {"mcp:crm/read_ticket": 1}, "total_calls": 1, "flagged_results": [{"tool": "mcp:crm/read_ticket", "reasons": ["orders the agent to call a tool"]}]}
+# a result of lookup_customer (a trusted tool) that the worker flagged as an injection
+flagged := {"calls": {"mcp:crm/lookup_customer": 1}, "total_calls": 1, "flagged_results": [{"tool": "mcp:crm/lookup_customer", "reasons": ["orders the agent to call a tool"]}]}
+
+# the agent loop's spelling of read_ticket (a tool marked untrusted_content), nothing flagged
+read_a_ticket := {"calls": {"mcp__crm__read_ticket": 1}, "total_calls": 1}
 
 decide(request) := d if {
 	d := mcp_tool.decision with input as request
@@ -38,12 +39,20 @@ test_a_tool_nobody_catalogued_is_denied if {
 }
 
 test_an_unknown_server_is_denied if {
-	d := decide(object.union(lookup, {"tool": "mcp:erp/lookup_customer", "server": "erp"}))
+	d := decide(object.union(lookup, {"tool": "mcp:erp/lookup_customer"}))
 	d.deny == ["unknown MCP tool 'mcp:erp/lookup_customer': it is not in data.baton.mcp.servers.erp.tools"]
 }
 
-test_qualified_name_must_match_server_and_name if {
-	decide(object.union(lookup, {"tool": "mcp:crm/read_ticket"})).allow == false
+test_the_agent_loops_spelling_names_the_same_tool if {
+	decide(object.union(lookup, {"tool": "mcp__crm__lookup_customer"})) == {"allow": true, "deny": [], "require_approval": []}
+	d := decide(object.union(lookup, {"tool": "mcp__crm__export_customers"}))
+	d.require_approval == ["'mcp:crm/export_customers' is a sensitive tool: a support-lead must approve this call"]
+}
+
+test_malformed_names_are_unknown_tools if {
+	every name in ["mcp:crm", "mcp:crm/a/b", "mcp__crm", "crm__lookup_customer", "lookup_customer", 7] {
+		decide(object.union(lookup, {"tool": name})).allow == false
+	}
 }
 
 test_allow_list_refuses_a_tool_the_process_may_not_use if {
@@ -94,8 +103,19 @@ test_sensitive_tool_needs_a_support_lead if {
 test_sensitive_tool_is_refused_after_a_flagged_result if {
 	d := decide(object.union(export, {"history": flagged}))
 	d.allow == false
-	d.deny == ["'mcp:crm/export_customers' is a sensitive tool and this run read a result flagged as a prompt injection (from mcp:crm/read_ticket): refused"]
+	d.deny == ["'mcp:crm/export_customers' is a sensitive tool and this run read a result flagged as a prompt injection (from mcp:crm/lookup_customer): refused"]
 	d.require_approval == []
+}
+
+test_sensitive_tool_is_refused_after_untrusted_content_even_unflagged if {
+	d := decide(object.union(export, {"history": read_a_ticket}))
+	d.deny == ["'mcp:crm/export_customers' is a sensitive tool and this run read untrusted content (from mcp:crm/read_ticket): refused"]
+	approved := object.union(export, {"history": read_a_ticket, "approval": {"action_digest": "d", "approvers": ["sam"]}})
+	decide(approved).allow == false
+}
+
+test_a_tool_called_zero_times_taints_nothing if {
+	decide(object.union(export, {"history": {"calls": {"mcp:crm/read_ticket": 0}}})).require_approval != []
 }
 
 test_an_approval_does_not_unblock_a_sensitive_tool_after_an_injection if {
@@ -135,7 +155,7 @@ test_sensitive_tool_without_approver_role_is_denied if {
 }
 
 test_fast_path_agrees_with_the_detailed_rules if {
-	every request in [lookup, export, call("nope"), object.union(export, {"history": flagged})] {
+	every request in [lookup, export, call("nope"), object.union(export, {"history": flagged}), object.union(export, {"history": read_a_ticket})] {
 		fast := mcp_tool.deny with input as request
 		detailed := mcp_tool.problems with input as request
 		fast == detailed
