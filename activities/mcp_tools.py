@@ -118,6 +118,9 @@ class McpServerConfig(_Config):
     url: str | None = None
     headers: dict[str, str] = {}
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    #: how long connecting may take (a stdio server starting its program, the HTTP handshake),
+    #: on top of the call's own timeout, and listing the tools
+    connect_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     #: tools with no side effects: safe to retry, and policy may treat them as reads
     read_only: list[str] = []
 
@@ -289,7 +292,8 @@ class McpToolbox:
 
     async def list_tools(self, server: str) -> list[McpTool]:
         resolved = self.servers[server]
-        async with asyncio.timeout(resolved.config.timeout_seconds):
+        config = resolved.config
+        async with asyncio.timeout(config.connect_timeout_seconds + config.timeout_seconds):
             async with self._session(resolved) as session:
                 listed, cursor = [], None
                 while True:
@@ -342,6 +346,7 @@ class McpToolbox:
                 text=f"MCP server '{server}' is not configured on this worker",
             )
         limit = resolved.config.timeout_seconds
+        connecting = False
         try:
             tool = await self.tool(server, name)
             if tool is None:
@@ -352,19 +357,32 @@ class McpToolbox:
                     text=f"MCP server '{server}' has no tool '{name}' (it lists: {known})",
                 )
             meta = {"idempotency_key": key} if key else None
-            async with asyncio.timeout(limit):
-                async with self._session(resolved) as session:
+            async with AsyncExitStack() as stack:
+                connecting = True
+                async with asyncio.timeout(resolved.config.connect_timeout_seconds):
+                    session = await stack.enter_async_context(self._session(resolved))
+                connecting = False
+                async with asyncio.timeout(limit):
                     result = await session.call_tool(
                         name, arguments, read_timeout_seconds=timedelta(seconds=limit), meta=meta
                     )
-        except TimeoutError:
-            return done(
-                is_error=True,
-                error_kind="timeout",
-                text=f"the tool {mcp_tool_name(server, name)} did not answer within {limit:g} s "
-                "and was stopped; it may be retried later or another way found",
-            )
         except Exception as err:  # noqa: BLE001 - the model reads it; the worker stays up
+            # a timeout raised inside the session's task groups arrives wrapped in a group
+            if isinstance(_leaf(err), TimeoutError):
+                if connecting:
+                    return done(
+                        is_error=True,
+                        error_kind="unavailable",
+                        text=f"the MCP server '{server}' did not connect within "
+                        f"{resolved.config.connect_timeout_seconds:g} s; "
+                        f"{mcp_tool_name(server, name)} was not called",
+                    )
+                return done(
+                    is_error=True,
+                    error_kind="timeout",
+                    text=f"the tool {mcp_tool_name(server, name)} did not answer within "
+                    f"{limit:g} s and was stopped; it may be retried later or another way found",
+                )
             text = self._describe(server, err)
             kind: Literal["timeout", "unavailable"] = (
                 "timeout" if "timed out" in text.lower() else "unavailable"
@@ -406,8 +424,7 @@ class McpToolbox:
 
     def _describe(self, server: str, err: BaseException) -> str:
         """An exception as one line, without credentials (exception groups unwrapped)."""
-        while isinstance(err, BaseExceptionGroup) and err.exceptions:
-            err = err.exceptions[0]
+        err = _leaf(err)
         text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
         resolved = self.servers.get(server)
         return resolved.scrub(text) if resolved is not None else text
@@ -457,6 +474,13 @@ class McpToolbox:
                 return await self.stack.__aexit__(*exc)
 
         return _Open()
+
+
+def _leaf(err: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups."""
+    while isinstance(err, BaseExceptionGroup) and err.exceptions:
+        err = err.exceptions[0]
+    return err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -676,6 +700,8 @@ class McpActivities:
 # ----------------------------------------------------------------------------------------------
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9-]+(_[A-Za-z0-9-]+)*$")
+#: The longest an MCP call may take through the agent loop (inside call_tool's 30 s).
+MAX_TOOL_SECONDS = 25.0
 #: Structured content larger than this stays out of the outcome the workflow carries.
 MAX_DATA_CHARS = 2_000
 
@@ -708,7 +734,11 @@ class McpToolset:
         tools = (
             list(listed.values()) if listed is not None else await self.toolbox.list_tools(server)
         )
-        timeout = self.toolbox.servers[server].config.timeout_seconds
+        config = self.toolbox.servers[server].config
+        # the toolbox stops a call at the server's timeouts with a readable error; the
+        # registry's own limit catches what that misses, and stays inside the activity's
+        # start-to-close (the connector preset: 30 s) so a slow call is not retried as a timeout
+        timeout = min(config.connect_timeout_seconds + config.timeout_seconds + 2, MAX_TOOL_SECONDS)
         specs = []
         for tool in tools:
             name = model_tool_name(server, tool.name)
@@ -724,9 +754,7 @@ class McpToolset:
                     parameters=tool.input_schema,
                     side_effects=not tool.read_only,
                     policy=MCP_TOOL_POLICY,
-                    # the toolbox stops the call at the server's timeout with a readable error;
-                    # the registry's own limit only catches what that misses
-                    timeout_seconds=timeout + 5,
+                    timeout_seconds=timeout,
                     toolset=f"mcp:{server}",
                 )
             )

