@@ -107,7 +107,11 @@ class _Config(BaseModel):
 class McpServerConfig(_Config):
     """One MCP server, as written in the configuration file."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$", description="e.g. 'crm'")
+    #: lower case, digits, '-' and single '_' (a double one separates server and tool in
+    #: the name a model is offered: mcp__<server>__<tool>)
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9-]*(_[a-z0-9-]+)*$", max_length=40, description="e.g. 'crm'"
+    )
     transport: Literal["stdio", "http"]
     #: stdio: the program to start and how
     command: str | None = None

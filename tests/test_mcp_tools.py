@@ -189,6 +189,11 @@ def effects(effects_dir: Path, transport: str) -> list[dict[str, Any]]:
             "servers[0].name: String should match pattern",
         ),
         (
+            {"name": "crm__eu", "transport": "stdio", "command": "x"},
+            {},
+            "servers[0].name: String should match pattern",
+        ),
+        (
             {"name": "crm", "transport": "stdio", "command": "x", "token": "t"},
             {},
             "servers[0].token: Extra inputs are not permitted",
@@ -211,6 +216,13 @@ def test_configuration_refuses_two_servers_of_one_name(tmp_path: Path) -> None:
         load_mcp_config(path, {})
     with pytest.raises(McpConfigError, match="no such file"):
         load_mcp_config(tmp_path / "missing.json", {})
+
+
+def test_settings_read_the_configuration_path_from_the_environment() -> None:
+    assert Settings.from_env({"BATON_MCP_CONFIG": "/etc/baton/mcp.json"}).mcp_config == Path(
+        "/etc/baton/mcp.json"
+    )
+    assert Settings.from_env({}).mcp_config is None
 
 
 def test_resolved_credentials_are_not_printed(secret: str) -> None:
