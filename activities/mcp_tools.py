@@ -766,6 +766,24 @@ class McpToolset:
 
     async def call(self, ctx: ToolContext, name: str, arguments: dict[str, Any]) -> ToolResult:
         _, server, tool = name.split("__", 2)
+        if not self.toolbox.is_read_only(server, tool):
+            # call_tool keeps a call's outcome under its key once the call is over; a call that
+            # started and never reported (the worker died mid-call) is not called again
+            started = activity_event(
+                "mcp/started",
+                actor=f"mcp:{server}",
+                action="mcp.call_started",
+                detail={"tool": mcp_tool_name(server, tool), "key": ctx.idempotency_key},
+                input_digest=digest(arguments),
+            )
+            written = await asyncio.to_thread(self.ledger.append, [started])
+            if written.already_present:
+                return ToolResult(
+                    is_error=True,
+                    text=f"an earlier attempt of {mcp_tool_name(server, tool)} started and did "
+                    "not report back; it was not called again (it may have side effects): "
+                    "check before retrying",
+                )
         result = await self.toolbox.call(server, tool, arguments, key=ctx.idempotency_key)
         names = [model_tool_name(t.server, t.name) for t in self.toolbox.tools()]
         names += [t.name for t in self.toolbox.tools()]

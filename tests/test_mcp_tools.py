@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.audit import AuditLedger
@@ -38,11 +39,13 @@ from activities.mcp_tools import (
     McpActivities,
     McpConfigError,
     McpToolbox,
+    McpToolset,
     load_mcp_config,
     scan_for_injection,
 )
 from activities.policy import build_engine
 from activities.schema import upgrade
+from activities.tools import ToolContext
 from baton.devstack import local
 from baton.settings import REPO_ROOT, Settings
 from tests.conftest import _harness
@@ -613,6 +616,33 @@ async def test_agent_loop_refuses_the_sensitive_tool_an_injected_ticket_asks_for
         history = await Governed(h.temporal, h.runtime.ledger, h.runtime.mcp).history(wid)
         assert "Grace Hopper" not in history and "wrong invoice" in history
         assert secret not in history
+
+
+async def test_a_side_effecting_call_whose_attempt_died_is_not_made_again(
+    toolbox: McpToolbox, transport: str, effects_dir: Path, tmp_path: Path
+) -> None:
+    """The agent path's toolset (what call_tool runs): attempt 1 of export_customers reaches
+    the server; the worker dies before call_tool records the outcome; attempt 2 of the same
+    activity does not call the server again but tells the model the outcome is unknown."""
+    db = Database(f"sqlite:///{tmp_path / 'baton.db'}")
+    upgrade(db)
+    toolset = McpToolset(toolbox, AuditLedger(db))
+    before = len(effects(effects_dir, transport))
+    principal = ToolPrincipal(process="p", tenant="acme", agent="crm_assistant", requested_by="a")
+    ctx = ToolContext(principal, f"k-{uuid.uuid4()}", "wf-1", db, None)  # type: ignore[arg-type]
+    env = ActivityEnvironment()
+    env.info = replace(env.info, workflow_id=f"wf-{uuid.uuid4().hex[:8]}", activity_id="7")
+    name, args = "mcp__crm__export_customers", {"destination": "backup@acme.example"}
+    first = await env.run(toolset.call, ctx, name, args)
+    assert not first.is_error and len(effects(effects_dir, transport)) == before + 1
+    env.info = replace(env.info, attempt=2)
+    second = await env.run(toolset.call, ctx, name, args)
+    assert second.is_error and "was not called again" in second.text
+    assert len(effects(effects_dir, transport)) == before + 1
+    # a read-only tool is simply called again
+    lookup = ("mcp__crm__lookup_customer", {"customer_id": "C-1"})
+    assert not (await env.run(toolset.call, ctx, *lookup)).is_error
+    db.dispose()
 
 
 def runtime_payload(runtime: Any, ref: Any) -> str:
