@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -87,7 +88,7 @@ class PayloadStore:
     def get(self, ref: PayloadRef | str) -> Any:
         return self.get_many([ref])[0]
 
-    def get_many(self, refs: list[PayloadRef] | list[str]) -> list[Any]:
+    def get_many(self, refs: Sequence[PayloadRef | str]) -> list[Any]:
         keys = [r if isinstance(r, str) else r.digest for r in refs]
         with self.db.read_session() as session:
             found: dict[str, bytes] = {}

@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic import Field as Arg
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -271,7 +271,7 @@ def credits_of(db: Database, tenant: str, customer: str | None = None) -> list[C
         q = select(CustomerCredit).where(CustomerCredit.tenant == tenant)
         if customer is not None:
             q = q.where(CustomerCredit.customer == customer)
-        return list(session.exec(q.order_by(CustomerCredit.created_at)).all())
+        return list(session.exec(q.order_by(col(CustomerCredit.created_at))).all())
 
 
 def emails_of(db: Database, tenant: str) -> list[CustomerEmail]:

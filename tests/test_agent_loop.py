@@ -64,7 +64,9 @@ async def start(h: Harness, **overrides: Any) -> WorkflowHandle[Any, Any]:
     )
 
 
-async def pending(h: Harness, wid: str, count: int = 1, timeout: float = 30) -> list[ApprovalRequest]:
+async def pending(
+    h: Harness, wid: str, count: int = 1, timeout: float = 30
+) -> list[ApprovalRequest]:
     async with asyncio.timeout(timeout):
         while True:
             found = await h.client.pending_approvals(wid)
@@ -73,7 +75,9 @@ async def pending(h: Harness, wid: str, count: int = 1, timeout: float = 30) -> 
             await asyncio.sleep(0.1)
 
 
-def decision(request: ApprovalRequest, verdict: str, rationale: str, **extra: Any) -> ApprovalDecision:
+def decision(
+    request: ApprovalRequest, verdict: str, rationale: str, **extra: Any
+) -> ApprovalDecision:
     return ApprovalDecision(
         request_id=request.request_id,
         approver="sam",
@@ -290,9 +294,11 @@ async def test_budget_spent_mid_loop_asks_the_budget_role(harness: Harness) -> N
     h = harness
     h.model.script(Fault.tool_calls(credit(20)), Fault.tool_calls(final()), match=MATCH)
     async with h.worker():
-        handle = await start(h, budget_usd=0.0003)
+        handle = await start(h, budget_usd=0.00029)
         [request] = await pending(h, handle.id)
         assert request.action == "raise_model_budget"
+        assert len(h.model.turns(AGENT)) == 1  # the first turn fit; the second did not
+        assert len(credits_of(h.db, h.tenant)) == 1
         assert request.eligible_approvers == ["sam"]
         await h.client.decide(handle.id, decision(request, "approve", "go on"))
         result = await handle.result()
@@ -314,13 +320,20 @@ async def test_rule_based_model_searches_and_cites(harness: Harness) -> None:
 async def test_agent_history_stays_small(harness: Harness, tmp_path: Path) -> None:
     """The bench with a few calls: the run continues as new, every history payload stays far
     below 64 KB, and the bench prints its three result lines."""
-    from bench.agent_loop_bench import run_bench
+    from dataclasses import replace
 
+    from bench.agent_loop_bench import bench_policy, run_bench
+
+    h = harness
+    printed: list[str] = []
+    settings = replace(h.settings, policy_dir=bench_policy(tmp_path, 30))
     lines = await run_bench(
-        h=harness, tool_calls=30, continue_after_events=120, out=lambda s: None
+        h.temporal, h.model, settings, tool_calls=30, continue_after_events=150, out=printed.append
     )
+    print("\n".join(printed))
+    assert printed[-3:] == lines[:3]
     numbers = dict(line.split("=") for line in lines)
-    assert int(numbers["history_bytes"]) < 2_000_000 * 30 / 500
+    assert int(numbers["history_bytes"]) < 2_000_000 * 30 / 500  # the goal's 500-call rate
     assert int(numbers["largest_payload_bytes"]) < 64 * 1024
     assert int(numbers["continued_runs"]) >= 1
 

@@ -93,6 +93,7 @@ class AgentLoop:
         for undo in carry.get("undo", []):
             self._register_undo(undo["tool"], undo["of_tool"], undo["call_key"])
         self.stage = "starting"
+        self.max_history_events = step.limits.continue_after_events
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -122,8 +123,11 @@ class AgentLoop:
                     task_class=self.step.task_class,
                     tenant=self.principal.tenant,
                     process=self.principal.process,
-                    conversation=self.conversation,
-                    appended=self.pending,
+                    conversation=_bare(self.conversation),
+                    appended=[
+                        p.model_copy(update={"ref": _bare(p.ref)}) if p.ref else p
+                        for p in self.pending
+                    ],
                     tools=list(self.step.tools),
                     output=self.step.name,
                     turn=self.turns,
@@ -168,7 +172,7 @@ class AgentLoop:
             return False
         return (
             info.is_continue_as_new_suggested()
-            or info.get_current_history_length() >= self.step.limits.continue_after_events
+            or info.get_current_history_length() >= self.max_history_events
         )
 
     def carry(self) -> dict[str, Any]:
@@ -308,6 +312,12 @@ class AgentLoop:
         self.process.compensate_with(self._undo(tool, of_tool, key), key)
 
 
+def _bare(ref: PayloadRef | None) -> PayloadRef | None:
+    """A reference without its preview (the activity needs the digest; the preview is for
+    people, and it is in the history already where the reference was made)."""
+    return ref.model_copy(update={"preview": ""}) if ref is not None else None
+
+
 def _amount(call: ToolCallRequest) -> float | None:
     for name in ("amount_usd", "amount"):
         value = call.arguments.get(name)
@@ -336,6 +346,8 @@ class AgentRunWorkflow(GovernedProcess):
             requested_by=inp.requested_by,
         )
         self.loop = AgentLoop(self, step, principal, inp.carry)
+        if inp.max_history_events is not None:
+            self.loop.max_history_events = inp.max_history_events
         spent = self.loop.cost_usd
         if inp.budget_usd is not None and inp.carry is not None:
             # what the runs before this one spent counts against the run's budget

@@ -14,9 +14,22 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
-from workflows.contracts import AgentInput, ApprovalGrant, Budget, Contract, PolicyDecision
+from workflows.contracts import (
+    AgentInput,
+    ApprovalGrant,
+    Budget,
+    Contract,
+    Obligations,
+    PolicyDecision,
+)
 from workflows.contracts_support import RoutedUsage, Tier
 
 #: The policy every tool call asks unless its ToolSpec names another (policy/base/tool_call.rego).
@@ -24,12 +37,33 @@ TOOL_CALL_POLICY = "baton/base/tool_call"
 #: The largest tool-argument document a call may carry through the workflow (JSON bytes).
 MAX_ARGUMENT_BYTES = 16 * 1024
 #: Characters of a stored payload shown in its reference (Web UI, history).
-PREVIEW_CHARS = 80
+PREVIEW_CHARS = 40
+_NO_OBLIGATIONS = Obligations().model_dump(mode="json")
+
 #: The tool the loop offers for the agent's final answer (its parameters: the output schema).
 FINAL_ANSWER_TOOL = "final_answer"
 
 
-class PayloadRef(Contract):
+class _Compact(Contract):
+    """A contract that crosses the history once or twice per tool call: fields equal to their
+    default are left out of its JSON (the receiver fills them in again), so a long agent run's
+    history stays small (workflows/agent_loop.py)."""
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        for name, spec in type(self).model_fields.items():
+            if name not in out or spec.is_required():
+                continue
+            default = spec.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            if out[name] == default:
+                del out[name]
+        return out
+
+
+class PayloadRef(_Compact):
     """A stored payload (activities/payload_store.py): the workflow carries this, not the text."""
 
     digest: str = Field(description="sha256 of the stored bytes; the payload table's key.")
@@ -56,7 +90,7 @@ class ToolPrincipal(Contract):
     requested_by: str
 
 
-class ToolHistory(Contract):
+class ToolHistory(_Compact):
     """The run's tool calls so far, as policy reads them (policy/base/tool_call.rego)."""
 
     calls: dict[str, int] = Field(default={}, description="Allowed calls made, per tool.")
@@ -79,7 +113,7 @@ class ToolHistory(Contract):
         return self.model_copy(update={"denials": self.denials + 1, "denied": denied})
 
 
-class ToolCallRequest(Contract):
+class ToolCallRequest(_Compact):
     """One call a model asked for (the OpenAI ``tool_calls`` item, arguments parsed)."""
 
     call_id: str = Field(min_length=1, max_length=200)
@@ -95,7 +129,7 @@ class ToolCallRequest(Contract):
         return value
 
 
-class ToolCallInput(Contract):
+class ToolCallInput(_Compact):
     """The activity ``call_tool``: run one tool if, and only if, policy allows it now."""
 
     tool: str
@@ -108,7 +142,7 @@ class ToolCallInput(Contract):
     policy: str = TOOL_CALL_POLICY
 
 
-class ToolCallOutcome(Contract):
+class ToolCallOutcome(_Compact):
     """What ``call_tool`` did: policy's decision, and when allowed the result (stored; the
     reference is the tool message the model reads next)."""
 
@@ -120,6 +154,14 @@ class ToolCallOutcome(Contract):
     #: a short structured summary of the result (e.g. {"credit_id": ...}) for the audit/status
     data: dict[str, Any] | None = None
     tool_ms: float = Field(default=0.0, description="Time the tool itself took.")
+
+    @model_serializer(mode="wrap")
+    def _small(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = _Compact._compact(self, handler)  # type: ignore[arg-type]
+        decision = out.get("decision")
+        if isinstance(decision, dict) and decision.get("obligations") == _NO_OBLIGATIONS:
+            decision.pop("obligations")  # a decision with no obligations: the usual case
+        return out
 
 
 class UndoToolInput(Contract):
@@ -144,7 +186,7 @@ class ToolSchema(Contract):
     parameters: dict[str, Any]
 
 
-class ToolReply(Contract):
+class ToolReply(_Compact):
     """A message the next turn adds: a stored one (``ref``) or a short note by value (an
     approver's rejection, a refused call), stored by the turn as the call's tool message."""
 
@@ -153,7 +195,7 @@ class ToolReply(Contract):
     text: str | None = Field(default=None, max_length=4000)
 
 
-class AgentTurnInput(AgentInput):
+class AgentTurnInput(_Compact, AgentInput):
     """The activity ``agent_turn``: one model turn of the agent loop (routed).
 
     ``conversation`` is the stored list of message references so far; ``appended`` are the
@@ -172,7 +214,7 @@ class AgentTurnInput(AgentInput):
     turn: int = Field(ge=1)
 
 
-class AgentTurn(Contract):
+class AgentTurn(_Compact):
     """One model turn's outcome: the calls it asks for, or its final answer (validated)."""
 
     conversation: PayloadRef
@@ -198,6 +240,11 @@ class AgentRunInput(Contract):
     task: dict[str, Any] = Field(description="The agent's task as a JSON document.")
     budget_usd: float | None = Field(default=None, gt=0, description="The run's model budget.")
     approval_timeout_seconds: float = Field(default=3600, gt=0)
+    max_history_events: int | None = Field(
+        default=None,
+        ge=100,
+        description="Continue as new past this many history events (default: the step's).",
+    )
     carry: dict[str, Any] | None = Field(
         default=None, description="State of the run continued from (set by the loop itself)."
     )

@@ -861,7 +861,13 @@ def agent_turn_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
     except json.JSONDecodeError:
         task = {}
     task = task if isinstance(task, dict) else {}
-    if "lookup_customer" in offered and "lookup_customer" not in called and task.get("customer"):
+    if "bench_lookup" in offered:  # bench/agent_loop_bench.py: calls 1..task["calls"]
+        last = [message_text(m) for m in messages if m.get("role") == "tool"][-1:]
+        found = re.match(r"bench n=(\d+)", last[0]) if last else None
+        n = int(found.group(1)) + 1 if found else 1
+        if n <= int(task.get("calls", 1)):
+            return [{"name": "bench_lookup", "arguments": {"n": n}}]
+    elif "lookup_customer" in offered and "lookup_customer" not in called and task.get("customer"):
         return [{"name": "lookup_customer", "arguments": {"customer": str(task["customer"])}}]
     if "search_knowledge" in offered and "search_knowledge" not in called:
         query = str(task.get("subject") or task.get("question") or json.dumps(task))[:500]

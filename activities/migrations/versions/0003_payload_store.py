@@ -12,15 +12,15 @@ Models: activities/payload_store.py, activities/tools.py.
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
+from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
 revision = "0003_payload_store"
 down_revision = "0002_posting_workflow_index"
 branch_labels = None
 depends_on = None
 
-_str = sqlmodel.sql.sqltypes.AutoString
+_str = AutoString
 
 
 def upgrade() -> None:
@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("size", sa.Integer(), nullable=False),
         sa.Column("media_type", _str(), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("digest"),
     )
     with op.batch_alter_table("payload", schema=None) as batch_op:
@@ -43,7 +43,7 @@ def upgrade() -> None:
         sa.Column("tool", _str(), nullable=False),
         sa.Column("verdict", _str(), nullable=False),
         sa.Column("outcome_json", _str(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("idempotency_key"),
     )
     with op.batch_alter_table("tool_call", schema=None) as batch_op:
@@ -59,8 +59,8 @@ def upgrade() -> None:
         sa.Column("reason", _str(), nullable=False),
         sa.Column("call_key", _str(), nullable=False),
         sa.Column("proposed_by", _str(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("reversed_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("reversed_at", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("credit_id"),
         sa.UniqueConstraint("call_key"),
     )
@@ -76,7 +76,7 @@ def upgrade() -> None:
         sa.Column("subject", _str(), nullable=False),
         sa.Column("body", _str(), nullable=False),
         sa.Column("call_key", _str(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("email_id"),
         sa.UniqueConstraint("call_key"),
     )
@@ -91,7 +91,7 @@ def upgrade() -> None:
         sa.Column("case_id", _str(), nullable=False),
         sa.Column("text", _str(), nullable=False),
         sa.Column("call_key", _str(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("draft_id"),
         sa.UniqueConstraint("call_key"),
     )
