@@ -682,3 +682,45 @@ async def test_worker_lists_the_configured_servers_tools(
     monkeypatch.delenv(ENV_VAR)
     with pytest.raises(McpConfigError, match=f"needs the environment variable {ENV_VAR}"):
         build_runtime(settings)
+
+
+def test_cli_lists_the_tools_and_names_a_server_that_does_not_answer(
+    tmp_path: Path, http_server: str, effects_dir: Path, secret: str
+) -> None:
+    """``baton mcp tools``: the real CLI, its credential from its own environment."""
+    config = server_config("http", http_server, effects_dir, sha256(secret))
+    config["servers"].append(
+        {"name": "gone", "transport": "http", "url": f"http://127.0.0.1:{local.free_port()}/mcp",
+         "connect_timeout_seconds": 3, "timeout_seconds": 3}
+    )  # fmt: skip
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps(config))
+    env = {
+        **os.environ,
+        ENV_VAR: secret,
+        "BATON_MCP_CONFIG": str(path),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "baton.cli", "mcp", "tools", "--json"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    listed = json.loads(run.stdout)
+    assert {t["model_name"] for t in listed["tools"]} >= {
+        "mcp__crm__lookup_customer", "mcp__crm__export_customers",
+    }  # fmt: skip
+    export = next(t for t in listed["tools"] if t["tool"] == "export_customers")
+    assert export["governed_as"] == "mcp:crm/export_customers" and not export["read_only"]
+    assert list(listed["failed"]) == ["gone"]
+    assert secret not in run.stdout + run.stderr
+
+    del env[ENV_VAR]
+    run = subprocess.run(
+        [sys.executable, "-m", "baton.cli", "mcp", "tools"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert f"servers[0].headers.Authorization needs the environment variable {ENV_VAR}" in (
+        run.stderr
+    )
