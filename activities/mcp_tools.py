@@ -16,20 +16,26 @@ What this module owns:
   its timeout and nothing more. Failures come back as results the model can read: an
   ``isError`` result, an exception, a timeout, an unreachable server. Any credential a server
   echoes is scrubbed from results and error messages before they leave the worker.
-* **The activity** ``call_mcp_tool`` (:class:`McpActivities`): asks policy
-  (``baton/base/mcp_tool``: catalogue, per-process allow-list, role, call limits, sensitive
-  tools) with the run's MCP history read from the audit trail, audits the decision, runs the
-  tool only when allowed, scans the result for instructions aimed at the agent (a prompt
-  injection: flagged and audited, and policy blocks sensitive tools for the rest of the run)
-  and audits the call (arguments and result by digest).
+* **The agent loop's toolset** (:class:`McpToolset`): every server registered with the agent
+  loop's :class:`~activities.tools.ToolRegistry`, its tools offered to models as
+  ``mcp__<server>__<tool>`` and run by ``call_tool`` like any other tool (policy
+  ``baton/base/mcp_tool``: catalogue, per-process allow-list, roles, limits, sensitive tools
+  refused after untrusted content). This is how agents use MCP tools.
+* **The activity** ``call_mcp_tool`` (:class:`McpActivities`): one MCP call as a governed step
+  of a process without an agent loop. It asks the same policy with the run's MCP history read
+  from the audit trail (so the results it flagged count, whatever the caller says), audits the
+  decision, runs the tool only when allowed and audits the call.
+
+Both scan a result for instructions aimed at the agent (a prompt injection): flagged results
+get an ``mcp.result_flagged`` audit row.
 
 Idempotency: MCP has no idempotency contract, so every tool is treated as side-effecting
-unless the configuration lists it under ``read_only``. The activity sends the call's key as
-``_meta.idempotency_key`` (a server may honour it), and before calling a side-effecting tool it
-writes a ``mcp.call_started`` row: an attempt that finds a started call without its result (the
-worker died mid-call) does not call again but reports an unknown outcome to the model. Run it
-with few attempts; tool failures are results, not activity failures, so Temporal retries only
-what broke on the worker.
+unless the configuration lists it under ``read_only``. A call carries its key as
+``_meta.idempotency_key`` (a server may honour it), and before a side-effecting call an
+``mcp.call_started`` row is written (idempotent per activity): an attempt that finds its call
+started (the worker died mid-call) does not call again but reports an unknown outcome to the
+model. Tool failures are results, not activity failures, so Temporal retries only what broke
+on the worker.
 
 Must not: put a credential in any return value, exception or audit row; be imported by
 workflow code other than through ``workflow.unsafe.imports_passed_through``.
