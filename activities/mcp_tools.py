@@ -292,9 +292,14 @@ class McpToolbox:
                 await self.list_tools(name)
             except Exception as err:  # noqa: BLE001 - one server down must not stop the worker
                 log.warning(
-                    "MCP server %r did not list its tools: %s", name, self._describe(name, err)
+                    "MCP server %r did not list its tools: %s", name, self.describe(name, err)
                 )
         return self.tools()
+
+    def listed(self, server: str) -> list[McpTool] | None:
+        """The server's tools as last listed; None when it has not listed them yet."""
+        found = self._tools.get(server)
+        return None if found is None else list(found.values())
 
     def tools(self) -> list[McpTool]:
         """The tools listed so far, server by server."""
@@ -393,7 +398,7 @@ class McpToolbox:
                     text=f"the tool {mcp_tool_name(server, name)} did not answer within "
                     f"{limit:g} s and was stopped; it may be retried later or another way found",
                 )
-            text = self._describe(server, err)
+            text = self.describe(server, err)
             kind: Literal["timeout", "unavailable"] = (
                 "timeout" if "timed out" in text.lower() else "unavailable"
             )
@@ -432,7 +437,7 @@ class McpToolbox:
             return text[:MAX_RESULT_CHARS] + "\n[truncated]", True
         return text, False
 
-    def _describe(self, server: str, err: BaseException) -> str:
+    def describe(self, server: str, err: BaseException) -> str:
         """An exception as one line, without credentials (exception groups unwrapped)."""
         err = _leaf(err)
         text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__

@@ -42,7 +42,7 @@ async def cmd_mcp_tools(args: argparse.Namespace, settings: Settings) -> int:
         try:
             tools = await toolbox.list_tools(server)
         except Exception as err:  # noqa: BLE001 - reported per server
-            failed[server] = toolbox._describe(server, err)
+            failed[server] = toolbox.describe(server, err)
             continue
         found += [
             {
