@@ -24,7 +24,7 @@ from activities.tools import credits_of, emails_of, tool_calls_of
 from tests.conftest import Harness
 from tests.support.scripted_model import Fault
 from workflows.agent_loop import AgentRunWorkflow
-from workflows.contracts import ApprovalDecision, ApprovalRequest
+from workflows.contracts import ApprovalDecision, ApprovalRequest, digest
 from workflows.contracts_tools import AgentRunInput, ToolCallInput, ToolPrincipal
 
 AGENT = "case_resolver"
@@ -113,6 +113,20 @@ async def test_deny_is_told_to_the_model_and_it_adapts(harness: Harness) -> None
                           "of 1000.00 USD for 'propose_credit'"]  # fmt: skip
     assert [c.amount_cents for c in credits_of(h.db, h.tenant)] == [4000]
     assert told(h, 3)[-1].startswith("credit cr-") and "40.00 USD" in told(h, 3)[-1]
+    # the audit ledger: every turn (model, tokens, cost) and every call (decision, digests)
+    trail = h.runtime.ledger.trail(handle.id)
+    routed = [r for r in trail if r.action == "model.routed"]
+    assert len(routed) == 3 and all(r.tokens > 0 and r.cost_usd > 0 for r in routed)
+    decided = [
+        (r.action, json.loads(r.detail_json)["subject"])
+        for r in trail
+        if r.action.startswith("policy.") and r.actor.startswith("policy:baton/base/tool")
+    ]
+    assert decided == [("policy.deny", "propose_credit"), ("policy.allow", "propose_credit")]
+    [called] = [json.loads(r.detail_json) for r in trail if r.action == "tool.called"]
+    assert called["tool"] == "propose_credit" and called["result_digest"]
+    assert called["arguments_digest"] == digest(credit(40)[1])
+    assert h.runtime.ledger.verify().ok
 
 
 async def test_approval_with_edited_arguments_is_checked_by_policy_again(harness: Harness) -> None:
@@ -139,12 +153,17 @@ async def test_approval_with_edited_arguments_is_checked_by_policy_again(harness
         [again] = await pending(h, handle.id)
         assert again.request_id != request.request_id
         smaller = {**again.action_payload["arguments"], "amount_usd": 80}
-        await h.client.decide(handle.id, decision(again, "amend", "80 is fair", arguments=smaller))
+        await h.client.edit_tool_call(
+            handle.id, approver="sam", rationale="80 is fair", arguments=smaller
+        )
         result = await handle.result()
     assert told(h, 2) == ["policy denied the call of propose_credit: 2000.00 USD exceeds the "
                           "limit of 1000.00 USD for 'propose_credit'"]  # fmt: skip
     assert [c.amount_cents for c in credits_of(h.db, h.tenant)] == [8000]
     assert result.tool_calls == 1
+    amended = [json.loads(r.detail_json) for r in h.runtime.ledger.trail(handle.id)
+               if r.action == "approval.amended"]  # fmt: skip
+    assert [a["arguments"]["amount_usd"] for a in amended] == [2000, 80]
 
 
 async def test_rejection_message_reaches_the_model(harness: Harness) -> None:
@@ -226,6 +245,38 @@ async def test_cancellation_undoes_credits_in_reverse(harness: Harness) -> None:
     assert undone == [credits[1].call_key, credits[0].call_key]
 
 
+async def test_continued_runs_keep_the_history_policy_reads_and_the_compensations(
+    harness: Harness,
+) -> None:
+    """Three credits, then lookups until the run continues as new; in the new run a fourth
+    credit is denied (policy still sees the three: no more than 3 per case), and cancelling
+    the new run reverses the three credits the first run made."""
+    h = harness
+    lookup = ("lookup_customer", {"customer": "c-1"})
+    h.model.script(
+        *[Fault.tool_calls(credit(10 + i)) for i in range(3)],
+        *[Fault.tool_calls(lookup) for _ in range(6)],
+        Fault.tool_calls(credit(13)),
+        Fault.tool_calls(email()),
+        match=MATCH,
+    )
+    async with h.worker():
+        handle = await start(h, max_history_events=100)
+        await pending(h, handle.id, timeout=60)
+        desc = await handle.describe()
+        assert desc.run_id != handle.first_execution_run_id  # it continued as new
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert told(h, 11)[-1] == (
+        "policy denied the call of propose_credit: refund limit: a case may get 3 refunds or "
+        "credits and got 3 already"
+    )
+    credits = credits_of(h.db, h.tenant)
+    assert [c.amount_cents for c in credits] == [1000, 1100, 1200]
+    assert all(c.reversed_at is not None for c in credits)
+
+
 async def test_a_tool_call_retried_after_its_worker_died_runs_once(harness: Harness) -> None:
     """The worker died after the credit committed but before Temporal heard of it: the retry
     (same idempotency key) returns the stored outcome and writes nothing again."""
@@ -246,6 +297,62 @@ async def test_a_tool_call_retried_after_its_worker_died_runs_once(harness: Harn
     retried = await env.run(tools.call_tool, inp)
     assert first == retried and first.ran
     assert [c.amount_cents for c in credits_of(h.db, h.tenant)] == [6000]
+
+
+async def test_worker_sigkilled_mid_tool_call_credits_once(
+    temporal_client: Any, model_server: Any, pg_database: str
+) -> None:
+    """The approved credit is inside its transaction (another session holds customer_credit)
+    when the worker process is SIGKILLed: its transaction dies with it; the killed attempt
+    times out (connector start-to-close, 30 s) and runs again on a new worker: one credit."""
+    from tests.conftest import _harness
+    from tests.test_chaos import kill, started_activity, wait_until
+    from tests.test_operations import start_worker_process
+
+    async with _harness(temporal_client, model_server, pg_database) as h:
+        h.model.script(Fault.tool_calls(credit(250)), Fault.tool_calls(final()), match=MATCH)
+        worker = start_worker_process(h)
+        try:
+            handle = await start(h)
+            [request] = await pending(h, handle.id, timeout=60)
+            with TableWriteLock(h.settings.database_url, "customer_credit") as lock:
+                await h.client.decide(handle.id, decision(request, "approve", "ok"))
+                await wait_until(
+                    lambda: started_activity(handle, "call_tool"), 30, "the approved call started"
+                )
+                await asyncio.sleep(0.5)  # inside its transaction, waiting for the lock
+                kill(worker)
+                lock.release()
+            worker = start_worker_process(h)
+            result = await asyncio.wait_for(handle.result(), 120)
+        finally:
+            kill(worker)
+        credits = [c for c in credits_of(h.db, h.tenant) if c.case_id == "K-1"]
+        assert [c.amount_cents for c in credits] == [25000]
+        assert len([r for r in tool_calls_of(h.db, handle.id) if r.verdict == "allow"]) == 1
+        assert result.tool_calls == 1
+
+
+class TableWriteLock:
+    """Another PostgreSQL session holding ``table`` in EXCLUSIVE mode: reads go on, writes to
+    it wait (a tool call is held inside its transaction)."""
+
+    def __init__(self, database_url: str, table: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql"))
+        self.conn.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+
+    def release(self) -> None:
+        if not self.conn.closed:
+            self.conn.rollback()
+            self.conn.close()
+
+    def __enter__(self) -> TableWriteLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 async def test_worker_killed_mid_loop_finishes_on_a_new_worker(harness: Harness) -> None:
@@ -306,6 +413,22 @@ async def test_budget_spent_mid_loop_asks_the_budget_role(harness: Harness) -> N
     assert [c.amount_cents for c in credits_of(h.db, h.tenant)] == [2000]
 
 
+async def test_a_model_turn_falls_back_to_the_next_endpoint(harness: Harness) -> None:
+    """The first endpoint answers 503 to the agent's first turn: the router asks the tier's
+    next endpoint (config/models.json: /backup/v1) and the loop goes on."""
+    h = harness
+    h.model.script(Fault.status(503), match=MATCH)
+    h.model.script(Fault.tool_calls(credit(30)), Fault.tool_calls(final()), match=MATCH)
+    async with h.worker():
+        handle = await start(h)
+        result = await handle.result()
+    paths = [r["path"] for r in h.model.requests if r["agent"] == AGENT]
+    assert "/backup/" not in paths[0] and "/backup/" in paths[1]
+    assert (result.turns, result.tool_calls) == (2, 1)
+    trail = h.runtime.ledger.trail(handle.id)
+    assert [r.action for r in trail].count("model.server_error") == 1
+
+
 async def test_rule_based_model_searches_and_cites(harness: Harness) -> None:
     """Without a script, the stand-in model server's rules look the customer up, search the
     knowledge base and finish citing what it found (the answer check accepts real ids only)."""
@@ -315,6 +438,30 @@ async def test_rule_based_model_searches_and_cites(harness: Harness) -> None:
         result = await handle.result()
     assert result.turns == 3 and result.tool_calls == 2
     assert set(result.output) == {"answer", "cited", "actions"}
+
+
+async def test_a_model_without_native_tool_calling_carries_the_calls_as_json(
+    temporal_client: Any, model_server: Any, database_url: str, tmp_path: Path
+) -> None:
+    """A catalogue whose models say ``tool_calling: structured``: no ``tools`` are sent, the
+    model answers the calls as a JSON document of its structured-output mode, and the same
+    governed calls are made."""
+    from baton.settings import REPO_ROOT
+    from tests.conftest import _harness
+
+    catalogue = json.loads((REPO_ROOT / "config" / "models.json").read_text())
+    for model in catalogue["models"]:
+        model["tool_calling"] = "structured"
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(catalogue))
+    async with _harness(temporal_client, model_server, database_url, model_catalogue=path) as h:
+        async with h.worker():
+            handle = await start(h)
+            result = await handle.result()
+        bodies = [r["body"] for r in h.model.requests if r["agent"] == AGENT]
+    assert (result.turns, result.tool_calls) == (3, 2)
+    assert set(result.output) == {"answer", "cited", "actions"}
+    assert bodies and all("tools" not in b and "response_format" in b for b in bodies)
 
 
 async def test_agent_history_stays_small(harness: Harness, tmp_path: Path) -> None:

@@ -434,6 +434,24 @@ class BatonClient(DocumentReviewClient):
             workflow_id, "amend", approver, rationale, request_id, action_digest, changes
         )
 
+    async def edit_tool_call(
+        self,
+        workflow_id: str,
+        *,
+        approver: str,
+        rationale: str,
+        arguments: dict[str, Any],
+        request_id: str | None = None,
+        action_digest: str | None = None,
+    ) -> ApprovalAck:
+        """Edit the arguments of an agent's tool call held for approval (workflows/agent_loop.py):
+        the edit is validated against the tool's argument model, digested again and checked by
+        policy again; it may need a fresh approval from someone other than ``approver``."""
+        return await self._decide(
+            workflow_id, "amend", approver, rationale, request_id, action_digest,
+            arguments=arguments,
+        )  # fmt: skip
+
     async def request_changes(
         self,
         workflow_id: str,
@@ -587,6 +605,7 @@ class BatonClient(DocumentReviewClient):
         request_id: str | None,
         action_digest: str | None,
         amendments: list[EntryAmendment] | None = None,
+        arguments: dict[str, Any] | None = None,
     ) -> ApprovalAck:
         """Fill in the request id and digest from the pending request when not given.
 
@@ -611,6 +630,7 @@ class BatonClient(DocumentReviewClient):
             rationale=rationale,
             action_digest=action_digest,
             amendments=amendments or [],
+            arguments=arguments,
         )
         return await self.decide(workflow_id, decision)
 

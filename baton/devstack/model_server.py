@@ -809,6 +809,48 @@ def _offered(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+#: What activities/agent_turn.py tells a model without native tool calling (the tools follow).
+STRUCTURED_MARKER = "You have no native tool calling here."
+
+
+def structured_agent_turn(body: Any) -> dict[str, Any] | None:
+    """A turn of an agent that acts on a model without native tool calling: the tools are in
+    the system prompt (after STRUCTURED_MARKER), the conversation is the user message (a JSON
+    list: messages, ``{"you_called": [...]}``, ``{"result_of", "content"}``). The answer is
+    ``{"calls": [{"name", "arguments"}], "final": ""}`` or ``{"calls": [], "final": ...}``,
+    by the same rules as a native turn; None when the request is no such turn."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return None
+    messages = [m for m in body["messages"] if isinstance(m, dict)]
+    system = next((message_text(m) for m in messages if m.get("role") == "system"), "")
+    if STRUCTURED_MARKER not in system:
+        return None
+    try:
+        tools = json.loads(system[system.rindex("\n") + 1 :])
+        flat = json.loads(message_text(next(m for m in messages if m.get("role") == "user")))
+    except (ValueError, StopIteration):
+        return None
+    rebuilt: list[dict[str, Any]] = [m for m in messages if m.get("role") == "system"]
+    for item in flat if isinstance(flat, list) else []:
+        if not isinstance(item, dict):
+            continue
+        if "result_of" in item:
+            rebuilt.append({"role": "tool", "content": item.get("content") or ""})
+        elif "you_called" in item:
+            calls = [{"function": c} for c in item["you_called"] if isinstance(c, dict)]
+            rebuilt.append({"role": "assistant", "content": "", "tool_calls": calls})
+        else:
+            rebuilt.append({"role": item.get("role", "user"), "content": item.get("content")})
+    turn = {"messages": rebuilt, "tools": [{"type": "function", "function": t} for t in tools]}
+    calls = agent_turn_calls(turn)
+    if calls and calls[0]["name"] == FINAL_ANSWER:
+        return {"calls": [], "final": json.dumps(calls[0]["arguments"])}
+    return {
+        "calls": [{"name": c["name"], "arguments": json.dumps(c["arguments"])} for c in calls],
+        "final": "",
+    }
+
+
 def tool_calls_completion(
     body: dict[str, Any], calls: list[dict[str, Any]], content: str | None = None
 ) -> dict[str, Any]:
@@ -1000,6 +1042,11 @@ class ModelRequestHandler(JsonRequestHandler):
             if is_agent_turn(body):  # an agent that acts: the answer is tool calls
                 self.log_note = f"agent={agent_name(body)} turn"
                 self.send_json(200, tool_calls_completion(body, agent_turn_calls(body)))
+                return
+            structured = structured_agent_turn(body)
+            if structured is not None:  # the same, for a model without native tool calling
+                self.log_note = f"agent={agent_name(body)} structured turn"
+                self.send_completion(body, json.dumps(structured))
                 return
             agent, payload = parse_chat_request(body)
             self.log_note = f"agent={agent}"
