@@ -52,6 +52,7 @@ from tests.conftest import _harness
 from tests.support.mcp_calls_workflow import AgentToolCallsTestWorkflow, McpToolCallsTestWorkflow
 from tests.support.scripted_model import Fault, ScriptedModelServer
 from workflows.agent_loop import AgentRunWorkflow
+from workflows.contracts import ApprovalDecision
 from workflows.contracts_mcp import McpCaller, McpToolCall, McpToolOutcome
 from workflows.contracts_tools import AgentRunInput, ToolCallInput, ToolPrincipal
 
@@ -643,6 +644,73 @@ async def test_a_side_effecting_call_whose_attempt_died_is_not_made_again(
     lookup = ("mcp__crm__lookup_customer", {"customer_id": "C-1"})
     assert not (await env.run(toolset.call, ctx, *lookup)).is_error
     db.dispose()
+
+
+async def test_agent_loop_runs_a_sensitive_tool_once_a_support_lead_approves(
+    temporal_client: Client,
+    model_server: ScriptedModelServer,
+    http_server: str,
+    effects_dir: Path,
+    secret: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No untrusted content read: export_customers waits for a support lead, bound to the
+    call's digest; approved by sam, it runs once (over streamable HTTP)."""
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps(server_config("http", http_server, effects_dir, sha256(secret))))
+    monkeypatch.setenv(ENV_VAR, secret)
+    agent = "crm_assistant"
+    destination = f"backup-{uuid.uuid4().hex[:6]}@acme.example"
+    model_server.script(
+        Fault.tool_calls(("mcp__crm__lookup_customer", {"customer_id": "C-1"})),
+        Fault.tool_calls(("mcp__crm__export_customers", {"destination": destination})),
+        Fault.tool_calls(("final_answer", {"answer": "Exported."})),
+        match=f"agent: {agent}",
+    )
+    async with _harness(
+        temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
+    ) as h:
+        inp = AgentRunInput(
+            run_key=f"crm-{uuid.uuid4().hex[:8]}",
+            agent=agent,
+            tenant=h.tenant,
+            requested_by="alice",
+            task={"ask": "back up the customer list"},
+        )
+        wid = f"agent-run-{inp.run_key}"
+        async with h.worker():
+            handle = await h.temporal.start_workflow(
+                AgentRunWorkflow.run, inp, id=wid, task_queue=h.client.task_queue
+            )
+            async with asyncio.timeout(60):
+                while not (requests := await h.client.pending_approvals(wid)):
+                    await asyncio.sleep(0.2)
+            [request] = requests
+            assert request.action == "tool:mcp__crm__export_customers"
+            assert request.action_payload["arguments"] == {"destination": destination}
+            assert mine(effects(effects_dir, "http"), destination) == []  # nothing before
+            await h.client.decide(
+                wid,
+                ApprovalDecision(
+                    request_id=request.request_id,
+                    approver="sam",
+                    verdict="approve",
+                    rationale="weekly backup",
+                    action_digest=request.action_digest,
+                ),
+            )
+            async with asyncio.timeout(90):
+                result = await handle.result()
+        assert result.output == {"answer": "Exported."}
+        assert (result.tool_calls, result.denials) == (2, 0)
+        assert mine(effects(effects_dir, "http"), destination) == [
+            {"tool": "export_customers", "destination": destination}
+        ]
+
+
+def mine(found: list[dict[str, Any]], destination: str) -> list[dict[str, Any]]:
+    return [e for e in found if e["destination"] == destination]
 
 
 def runtime_payload(runtime: Any, ref: Any) -> str:
