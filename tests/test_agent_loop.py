@@ -510,3 +510,45 @@ async def test_golden_history_of_an_agent_run_replays(harness: Harness) -> None:
     replayer = Replayer(workflows=[AgentRunWorkflow], plugins=[BatonPlugin()])
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+async def test_support_case_l2_researcher_acts_through_governed_searches(
+    harness: Harness,
+) -> None:
+    """A support case with ``l2_agent``: the L2 researcher is an agent that acts; its knowledge
+    searches are governed tool calls (policy decision, audit row, stored result) and the case
+    is updated from its answer, which cites the passages the search returned."""
+    from activities.knowledge import Embedder, KnowledgeBase
+    from activities.support import support_articles, ticket_of
+    from workflows.contracts_support import SupportCase, SupportCaseInput
+    from workflows.support_client import SupportClient
+
+    h = harness
+    kb = KnowledgeBase(
+        h.db, h.runtime.ledger, Embedder(h.runtime.openai, h.settings.embedding_model)
+    )
+    await kb.ingest(support_articles(h.settings.support_articles, h.tenant))
+    case = SupportCase.model_validate(
+        {
+            "case_id": f"C-{uuid.uuid4().hex[:8]}",
+            "tenant": h.tenant,
+            "customer": "Initech",
+            "customer_value_usd": 1200,
+            "subject": "Refund",
+            "body": "Please refund invoice 4411, I was charged twice this month",
+            "priority": "P3",
+        }
+    )
+    async with h.worker():
+        handle = await SupportClient(h.client).start_case(
+            SupportCaseInput(case=case, l2_agent=True)
+        )
+        result = await handle.result()
+    assert result.model_tiers["research"] == "agent:2 turns"
+    ticket = ticket_of(h.db, h.tenant, case.case_id)
+    assert ticket is not None and ticket.version == 1
+    trail = h.runtime.ledger.trail(handle.id)
+    [searched] = [json.loads(r.detail_json) for r in trail if r.action == "tool.called"]
+    assert searched["tool"] == "search_knowledge"
+    results = [m["content"] for m in h.model.turns("l2_researcher")[-1] if m["role"] == "tool"]
+    assert results and results[0].startswith("[KB-")  # the passages the answer had to cite

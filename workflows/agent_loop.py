@@ -97,8 +97,11 @@ class AgentLoop:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    async def run(self, task: dict[str, Any], budget: Budget) -> dict[str, Any] | None:
-        """The step's final answer; None when the run should continue as new first."""
+    async def run(
+        self, task: dict[str, Any], budget: Budget, *, min_tier: str = "cheap"
+    ) -> dict[str, Any] | None:
+        """The step's final answer; None when the run should continue as new first.
+        ``min_tier``: the lowest model tier asked (a process that escalated says "strong")."""
         limits = self.step.limits
         while True:
             if self.turns >= limits.max_turns:
@@ -122,6 +125,7 @@ class AgentLoop:
                     agent=self.step.name,
                     task_class=self.step.task_class,
                     tenant=self.principal.tenant,
+                    min_tier="strong" if min_tier == "strong" else "cheap",
                     process=self.principal.process,
                     conversation=_bare(self.conversation),
                     appended=[

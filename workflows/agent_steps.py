@@ -56,6 +56,13 @@ class CaseResolution(_Wire):
     actions: list[str] = WireField(description="What was done (credit ids, draft ids, emails).")
 
 
+class L2Research(_Wire):
+    """What the support case's L2 researcher finishes with when it acts (workflows/support.py)."""
+
+    answer: str = WireField(min_length=1, description="What to tell the customer.")
+    cited: list[str] = WireField(description="passage_id of each knowledge passage used.")
+
+
 class BenchDone(_Wire):
     summary: str = WireField(min_length=1)
 
@@ -78,6 +85,21 @@ CASE_RESOLVER = AgentStep(
     ),
     output=CaseResolution,
     check="agent_resolution",
+)
+
+#: The support case's L2 researcher as an agent that acts (SupportCaseInput.l2_agent): it
+#: searches the knowledge base as often as it needs, then answers citing what it found.
+L2_RESEARCHER = AgentStep(
+    name="l2_researcher",
+    instructions=(
+        "You research a customer's support case. Search the knowledge base (search_knowledge) "
+        "until you can answer from its passages, then finish with final_answer, citing the "
+        "passage_id of each passage you used."
+    ),
+    tools=("search_knowledge",),
+    output=L2Research,
+    check="agent_resolution",
+    limits=AgentLimits(max_turns=6, max_tool_calls=5, continue_after_events=10**9),
 )
 
 #: The bench's agent (bench/agent_loop_bench.py): one cheap lookup tool, many calls.
@@ -109,7 +131,9 @@ CRM_ASSISTANT = AgentStep(
     output=CrmAnswer,
 )
 
-AGENT_STEPS: dict[str, AgentStep] = {s.name: s for s in (CASE_RESOLVER, BENCH_AGENT, CRM_ASSISTANT)}
+AGENT_STEPS: dict[str, AgentStep] = {
+    s.name: s for s in (CASE_RESOLVER, L2_RESEARCHER, BENCH_AGENT, CRM_ASSISTANT)
+}
 
 
 __all__ = [
@@ -122,4 +146,6 @@ __all__ = [
     "CRM_ASSISTANT",
     "CaseResolution",
     "CrmAnswer",
+    "L2Research",
+    "L2_RESEARCHER",
 ]
