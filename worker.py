@@ -38,6 +38,7 @@ from activities.finance import FinanceActivities
 from activities.hr import HrActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
+from activities.mcp_tools import McpActivities, McpToolbox, McpToolset, load_mcp_config
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.orphans import IntegrityActivities
@@ -93,6 +94,8 @@ class Runtime:
     embeddings: AsyncOpenAI | None = None
     #: writes the approval Updates a validator refused (set by the first build_worker)
     refused_updates: RefusedUpdateWriter | None = None
+    #: the MCP servers of BATON_MCP_CONFIG (their credentials stay here, on the worker)
+    mcp: McpToolbox | None = None
 
     @property
     def embeddings_client(self) -> AsyncOpenAI:
@@ -198,6 +201,12 @@ def build_runtime(settings: Settings) -> Runtime:
     tools = ToolActivities(
         ToolRegistry(builtin_tools()), db, ledger, policy, payloads, switch, knowledge_base
     )
+    # MCP tools as governed tools (activities/mcp_tools.py): credentials are resolved here, from
+    # the worker's environment, and never leave it; agents call them through call_tool
+    mcp = McpToolbox(
+        load_mcp_config(settings.mcp_config, os.environ) if settings.mcp_config else []
+    )
+    McpToolset(mcp, ledger).register(tools.registry)
     agent_turns = AgentTurnActivities(router, payloads, tools.registry)
     activities = [
         finance.collect_period_data,
@@ -248,6 +257,8 @@ def build_runtime(settings: Settings) -> Runtime:
     # orphans found and repaired (activities/orphans.py, workflows/repair.py)
     integrity = IntegrityActivities(db, ledger)
     activities += [integrity.find_run_effects, integrity.find_orphans]
+    # one MCP call as a governed step of a process without an agent loop
+    activities.append(McpActivities(mcp, ledger, policy).call_mcp_tool)
     return Runtime(
         db=db,
         ledger=ledger,
@@ -262,6 +273,7 @@ def build_runtime(settings: Settings) -> Runtime:
         router=router,
         tools=tools,
         switch=switch,
+        mcp=mcp,
     )
 
 
@@ -355,6 +367,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         interceptors=[tracing_interceptor()] if tracing else [],
     )
     runtime = build_runtime(settings)
+    if runtime.mcp is not None and runtime.mcp.servers:  # listed before the worker polls
+        tools = await runtime.mcp.start()
+        log.info("MCP: %d tools from %d servers", len(tools), len(runtime.mcp.servers))
     for warning in security_warnings(settings):
         log.warning(warning)
     gauges = None

@@ -64,6 +64,7 @@ from baton import (
     cli_integrity,
     cli_knowledge,
     cli_kpi,
+    cli_mcp,
     cli_policy,
     cli_security,
     cli_supervisor,
@@ -1329,6 +1330,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_db.register(sub)
     cli_integrity.register(sub)
     cli_customer.register(sub)
+    cli_mcp.register(sub)
     from baton.cli_dsl import add_commands  # baton validate | schema | run | event
 
     add_commands(sub)
