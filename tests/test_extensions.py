@@ -1,0 +1,241 @@
+"""An extension written without editing Baton: the example package examples/vendor_invoice
+(one governed action ``ap.pay_invoice`` with its undo, one agent, one Rego policy, one YAML
+process), installed into the environment and found through its ``baton.extensions`` entry
+point, run end to end on the real dev server against the real OPA evaluator, database and
+openai SDK (the scripted model server answers the agent by the extension's stand-in rule)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from temporalio.client import WorkflowFailureError
+
+from baton import extensions
+from baton.settings import REPO_ROOT
+from tests.conftest import Harness
+from workflows.dsl import catalog
+from workflows.dsl.client import start_process
+from workflows.dsl.model import ProcessDefinition
+from workflows.dsl.validate import load_definition, validate_text
+
+EXAMPLE = REPO_ROOT / "examples" / "vendor_invoice"
+
+
+def _installed() -> list[importlib.metadata.EntryPoint]:
+    return [
+        ep
+        for ep in importlib.metadata.entry_points(group=extensions.ENTRY_POINT_GROUP)
+        if ep.name == "vendor_invoice"
+    ]
+
+
+@pytest.fixture(scope="module")
+def vendor_invoice() -> extensions.Registry:
+    """The example, installed as a user would (`make install` does it; else pip here)."""
+    if not _installed():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(EXAMPLE)],
+            check=True,
+        )
+        importlib.invalidate_caches()
+    found = _installed()
+    assert found, "pip install -e examples/vendor_invoice did not register its entry point"
+    return extensions.load(found)
+
+
+@pytest.fixture
+def process(vendor_invoice: extensions.Registry) -> ProcessDefinition:
+    path = vendor_invoice.yaml_processes["vendor_invoice"].path
+    assert len(path.read_text().splitlines()) <= 80
+    return load_definition(path)
+
+
+def invoice(h: Harness, **overrides: Any) -> dict[str, Any]:
+    return {
+        "tenant": h.tenant,
+        "requested_by": "alice",
+        "invoice_id": f"INV-{h.period}",
+        "vendor": "Acme Paper",
+        "amount": "120.00",
+        "purchase_order": "PO-7",
+        "po_vendor": "Acme Paper",
+        "po_amount": "150.00",
+        **overrides,
+    }
+
+
+async def run(h: Harness, d: ProcessDefinition, values: dict[str, Any]) -> Any:
+    handle = await start_process(
+        h.temporal, d, values, task_queue=h.client.task_queue, source="vendor_invoice"
+    )
+    return handle
+
+
+def payments(h: Harness) -> list[dict[str, Any]]:
+    with h.db.engine.connect() as conn:
+        if not sa.inspect(conn).has_table("ap_payment"):
+            return []
+        rows = conn.execute(sa.text("SELECT * FROM ap_payment")).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def actions(h: Harness, wid: str) -> list[str]:
+    return [r.action for r in h.runtime.ledger.trail(wid)]
+
+
+def failure(err: WorkflowFailureError) -> tuple[str | None, str]:
+    cause: Any = err.cause
+    while cause is not None and getattr(cause, "type", None) is None:
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    return (getattr(cause, "type", None), str(cause))
+
+
+def test_catalogue_lists_the_extension(vendor_invoice: extensions.Registry) -> None:
+    pay = catalog.CONNECTORS["ap.pay_invoice"]
+    assert pay.policy == "vendor_invoice/payment" and pay.undo == "ap.pay_invoice.compensate"
+    assert pay.extension == "vendor_invoice"
+    assert catalog.AGENTS["ap.check_invoice"].extension == "vendor_invoice"
+    from baton.cli_catalog import catalogue_entries
+
+    entries = {e["name"]: e for e in catalogue_entries()}
+    assert entries["ap.pay_invoice"]["policy"] == "vendor_invoice/payment"
+    assert "invoice_id" in entries["ap.pay_invoice"]["input_schema"]["properties"]
+    assert "payment_id" in json.dumps(entries["ap.pay_invoice"]["output_schema"])
+    assert entries["finance.post_journal_entry"]["extension"] is None
+    from workflows.dsl.validate import json_schema
+
+    text = json.dumps(json_schema(extensions=True))
+    assert "ap.pay_invoice" in text and "ap.check_invoice" in text
+    assert "purchase_order" in text  # the action's fields, for completion
+    assert "ap.pay_invoice" not in json.dumps(json_schema())  # Baton's own catalogue only
+
+
+def test_yaml_checks_extension_arguments(vendor_invoice: extensions.Registry) -> None:
+    text = """
+name: t
+version: "1"
+steps:
+  - id: pay
+    type: connector
+    action: ap.pay_invoce
+    with: {invoice_id: I}
+  - id: pay2
+    type: connector
+    action: ap.pay_invoice
+    with: {invoice_id: I, vendor: V, amount: "1", purchase_order: P, amont: "2"}
+  - id: ok
+    type: approval
+    guards: pay2
+"""
+    _, issues = validate_text(text, "t.yaml")
+    messages = [str(i) for i in issues]
+    assert any("did you mean `ap.pay_invoice`?" in m and ":7:" in m for m in messages), messages
+    assert any("no field 'amont'" in m and "did you mean `amount`?" in m for m in messages)
+
+
+async def test_small_invoice_is_paid_with_audit(
+    harness: Harness, process: ProcessDefinition
+) -> None:
+    h = harness
+    async with h.worker():
+        handle = await run(h, process, invoice(h))
+        result = await handle.result()
+    [paid] = payments(h)
+    assert paid["invoice_id"] == f"INV-{h.period}" and paid["status"] == "paid"
+    assert paid["approved_by"] is None
+    assert result.output["payment_id"] == paid["payment_id"]
+    trail = h.runtime.ledger.trail(handle.id)
+    done = [r for r in trail if r.action == "ap.pay_invoice.done"]
+    assert len(done) == 1 and paid["payment_id"] in done[0].detail_json
+    decisions = [r for r in trail if r.actor == "policy:vendor_invoice/payment"]
+    assert [r.action for r in decisions] == ["policy.allow"]
+    assert "agent.ap.check_invoice" in [r.action for r in trail]
+    assert h.model.attempts("invoice_checker") == 1
+
+
+async def test_blocked_vendor_is_denied_and_nothing_paid(
+    harness: Harness, process: ProcessDefinition
+) -> None:
+    h = harness
+    from vendor_invoice.payments import BLOCKED, METADATA
+
+    with h.db.engine.begin() as conn:
+        METADATA.create_all(conn)
+        conn.execute(BLOCKED.insert().values(vendor="Acme Paper", reason="sanctions list"))
+    async with h.worker():
+        handle = await run(h, process, invoice(h))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    kind, message = failure(failed.value)
+    assert kind == "PolicyDenied" and "sanctions list" in message
+    assert payments(h) == []
+    assert "policy.deny" in actions(h, handle.id)
+
+
+async def test_large_invoice_waits_for_controller_then_pays(
+    harness: Harness, process: ProcessDefinition
+) -> None:
+    h = harness
+    values = invoice(h, amount="7000.00", po_amount="7000.00")
+    async with h.worker():
+        handle = await run(h, process, values)
+        status = await h.wait_for_pending(handle.id)
+        [request] = status.pending
+        assert request.action == "ap.pay_invoice"
+        assert "finance-controller" in request.approver_roles
+        assert payments(h) == []  # held: nothing paid before a human said so
+        await h.client.approve(handle.id, approver="carol", rationale="PO matches")
+        result = await handle.result()
+    [paid] = payments(h)
+    assert paid["approved_by"] == "carol" and paid["status"] == "paid"
+    assert result.output["payment_id"] == paid["payment_id"]
+    trail = [r.action for r in h.runtime.ledger.trail(handle.id)]
+    assert trail.count("ap.pay_invoice.done") == 1
+    assert "policy.require_approval" in trail and "policy.allow" in trail
+
+
+async def test_rejected_payment_fails_and_pays_nothing(
+    harness: Harness, process: ProcessDefinition
+) -> None:
+    h = harness
+    async with h.worker():
+        handle = await run(h, process, invoice(h, amount="9000.00", po_amount="9000.00"))
+        await h.wait_for_pending(handle.id)
+        await h.client.reject(handle.id, approver="frank", rationale="duplicate invoice")
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    kind, message = failure(failed.value)
+    assert kind == "ApprovalRejected" and "duplicate invoice" in message
+    assert payments(h) == []
+
+
+async def test_failure_after_payment_voids_it(harness: Harness, process: ProcessDefinition) -> None:
+    h = harness
+    async with h.worker():
+        handle = await run(h, process, invoice(h, fail_after_payment=True))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert failure(failed.value)[0] == "InjectedFailure"
+    [voided] = payments(h)
+    assert voided["status"] == "voided"
+    trail = actions(h, handle.id)
+    assert trail.index("ap.pay_invoice.done") < trail.index("ap.pay_invoice.compensated")
+
+
+def test_example_policy_tests_pass(vendor_invoice: extensions.Registry) -> None:
+    from activities.policy import run_rego_tests
+
+    results = run_rego_tests(REPO_ROOT / "policy", extra_dirs=vendor_invoice.policy_dirs)
+    mine = {r.name: r.passed for r in results if r.name.startswith("vendor_invoice.")}
+    assert mine == {
+        "vendor_invoice.payment_test.test_blocked_vendor_denied": True,
+        "vendor_invoice.payment_test.test_large_payment_needs_controller": True,
+        "vendor_invoice.payment_test.test_small_payment_allowed": True,
+    }
+    assert all(r.passed for r in results)
