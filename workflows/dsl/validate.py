@@ -733,6 +733,18 @@ class _Checker:
                 if "properties" in frag:
                     self.check_object(frag, d, value, sub, info, scope, f"{label}.{name}")
                     continue
+            if isinstance(value, list) and target is not None:
+                items = _resolve((target[0].get("items", {}), target[1]))
+                if items is not None and target[0].get("type") == "array":
+                    for i, item in enumerate(value):  # each literal item against its model
+                        where, what = (*sub, i), f"{label}.{name}[{i}]"
+                        if isinstance(item, dict) and "properties" in items[0]:
+                            self.check_object(items[0], items[1], item, where, info, scope, what)
+                        else:
+                            self.check_value(
+                                item, where, info.frames, scope, info, None, items, what
+                            )
+                    continue
             self.check_value(value, sub, info.frames, scope, info, None, target, f"{label}.{name}")
         for name in schema.get("required", []):
             if name not in values and name != "version":
@@ -819,9 +831,13 @@ class _Checker:
                 self.infer(node[2], frames, scope, info, path, start)
             return self.resolve_path(static[0], static[1] + start, frames, scope, info, path)
         if kind in ("not", "and", "or", "cmp"):
-            for child in node[1:]:
-                if isinstance(child, tuple):
-                    self.infer(child, frames, scope, info, path, start)
+            kids = [
+                self.infer(child, frames, scope, info, path, start)
+                for child in node[1:]
+                if isinstance(child, tuple)
+            ]
+            if kind == "cmp" and node[1] not in ("==", "!=") and path is not None:
+                self.check_ordering(node, kids, path, start)
             return ({"type": "boolean"}, {})
         if kind in ("arith", "neg"):
             types = [
@@ -829,6 +845,8 @@ class _Checker:
                 for c in node[1:]
                 if isinstance(c, tuple)
             ]
+            if path is not None:
+                self.check_arithmetic(node, types, path, start)
             if node[0] == "arith" and node[1] == "+":
                 found = [_types(*t) for t in types if t is not None]
                 if found and all(f is not None and f <= {"string"} for f in found):
@@ -848,6 +866,75 @@ class _Checker:
                 self.error(path, f"expression: {node[1]}() takes {fn.arity_text()}")
             return None if returns == "any" else ({"type": returns}, {})
         return None
+
+    def check_ordering(
+        self, node: ex.Node, kids: list[Schema | None], path: Path_, start: int
+    ) -> None:
+        """``<``, ``>``... compare two numbers or two strings: a list, an object, or a decimal
+        (carried as a string) against a number fails at run time."""
+        kinds = [_kind(t) for t in kids]
+        if len(kinds) != 2 or kinds == ["decimal", "decimal"]:
+            return  # two decimal strings compare as text: left to the author
+        if "decimal" not in kinds and (None in kinds or kinds[0] == kinds[1]):
+            return
+        left, right = (_operand(n) for n in node[2:4])
+        if "decimal" in kinds:
+            which = left if kinds[0] == "decimal" else right
+            self.error(
+                path,
+                f"expression: {which} is a decimal carried as a string: compare "
+                f"number({which}) {node[1]} ...",
+                offset=start,
+            )
+            return
+        if kinds[0] in ("array", "object") or kinds[1] in ("array", "object"):
+            self.error(
+                path,
+                f"expression: cannot compare {left} ({kinds[0]}) {node[1]} {right} ({kinds[1]})"
+                + (": compare len(...) instead" if "array" in kinds else ""),
+                offset=start,
+            )
+        elif {kinds[0], kinds[1]} == {"number", "string"}:
+            self.error(
+                path,
+                f"expression: cannot compare {left} ({kinds[0]}) {node[1]} {right} ({kinds[1]})",
+                offset=start,
+            )
+
+    def check_arithmetic(
+        self, node: ex.Node, types: list[Schema | None], path: Path_, start: int
+    ) -> None:
+        """Arithmetic needs numbers: a decimal (a money amount, carried as a string), a list
+        or an object is an error the run would hit (``+`` also joins two strings or lists)."""
+        kinds = [_kind(t) for t in types]
+        operands = [_operand(n) for n in node[1:] if isinstance(n, tuple)]
+        op = node[1] if node[0] == "arith" else "-"
+        joins = op == "+"  # + also joins two strings or two lists
+        numeric = {"number", "decimal"}
+        for i, (kind, text) in enumerate(zip(kinds, operands, strict=False)):
+            others = [k for j, k in enumerate(kinds) if j != i and k is not None]
+            if kind == "decimal" and (not joins or any(k in numeric for k in others)):
+                self.error(
+                    path,
+                    f"expression: {text} is a decimal carried as a string: write "
+                    f"number({text}) to compute with it",
+                    offset=start,
+                )
+                return
+            wrong = kind in ("array", "object", "boolean", "string")
+            if joins:  # wrong only next to a known operand it cannot join with
+                same = {"string", "decimal"} if kind == "string" else {kind}
+                wrong = kind in ("object", "boolean") or (
+                    kind in ("array", "string") and any(k not in same for k in others)
+                )
+            if wrong:
+                self.error(
+                    path,
+                    f"expression: {op} needs numbers, but {text} is "
+                    f"{'a list' if kind == 'array' else kind}",
+                    offset=start,
+                )
+                return
 
     def resolve_path(
         self,
@@ -1002,6 +1089,38 @@ class _Checker:
         if isinstance(step, FailStep):
             return ({"type": "null"}, {})
         return None
+
+
+def _kind(t: Schema | None) -> str | None:
+    """One word for a value's type, "decimal" for a money amount carried as a string (a
+    pydantic Decimal: a number or a numeric string); None when unknown or mixed."""
+    if t is None:
+        return None
+    frag = _resolve(t)
+    if frag is not None:
+        options = frag[0].get("anyOf")
+        if isinstance(options, list):
+            kinds = {o.get("type") for o in options if isinstance(o, dict)}
+            if kinds == {"number", "string"}:
+                return "decimal"
+    found = _types(*t)
+    if found is None or len(found - {"null"}) != 1:
+        return None
+    kind = next(iter(found - {"null"}))
+    return "number" if kind == "integer" else kind
+
+
+def _operand(node: Any) -> str:
+    """An operand as the author wrote it (a path, a literal), for messages."""
+    if isinstance(node, tuple):
+        static = ex.static_path(node) if node[0] in ("var", "get") else None
+        if static is not None:
+            return ".".join(static[0]).replace(".[]", "[]")
+        if node[0] == "lit":
+            return json.dumps(node[1])
+        if node[0] == "call":
+            return f"{node[1]}(...)"
+    return "the value"
 
 
 def nearest(name: str, known: Any) -> str:
