@@ -813,8 +813,10 @@ async def cmd_audit_checkpoint_key(args: argparse.Namespace, settings: Settings)
 
 async def cmd_policy_test(args: argparse.Namespace, settings: Settings) -> int:
     from activities.policy import run_rego_tests
+    from baton import extensions
 
-    results = run_rego_tests(settings.policy_dir, engine=args.engine)
+    extra = extensions.load().policy_dirs  # installed extensions' policies and their tests
+    results = run_rego_tests(settings.policy_dir, engine=args.engine, extra_dirs=extra)
     failed = [r for r in results if not r.passed]
     for r in results:
         mark = "PASS" if r.passed else "FAIL"

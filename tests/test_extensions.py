@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from temporalio.client import WorkflowFailureError
 
 from baton import extensions
+from baton.cli_dsl import _print_result
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness
 from workflows.dsl import catalog
@@ -140,7 +141,7 @@ steps:
 
 
 async def test_small_invoice_is_paid_with_audit(
-    harness: Harness, process: ProcessDefinition
+    harness: Harness, process: ProcessDefinition, capsys: pytest.CaptureFixture[str]
 ) -> None:
     h = harness
     async with h.worker():
@@ -157,6 +158,9 @@ async def test_small_invoice_is_paid_with_audit(
     assert [r.action for r in decisions] == ["policy.allow"]
     assert "agent.ap.check_invoice" in [r.action for r in trail]
     assert h.model.attempts("invoice_checker") == 1
+    # `baton result RUN` later: the run's output
+    assert await _print_result(h.temporal.get_workflow_handle(handle.id)) == 0
+    assert json.loads(capsys.readouterr().out)["output"]["payment_id"] == paid["payment_id"]
 
 
 async def test_blocked_vendor_is_denied_and_nothing_paid(
@@ -201,7 +205,7 @@ async def test_large_invoice_waits_for_controller_then_pays(
 
 
 async def test_rejected_payment_fails_and_pays_nothing(
-    harness: Harness, process: ProcessDefinition
+    harness: Harness, process: ProcessDefinition, capsys: pytest.CaptureFixture[str]
 ) -> None:
     h = harness
     async with h.worker():
@@ -213,6 +217,10 @@ async def test_rejected_payment_fails_and_pays_nothing(
     kind, message = failure(failed.value)
     assert kind == "ApprovalRejected" and "duplicate invoice" in message
     assert payments(h) == []
+    # `baton result RUN` later: the failure's cause, exit 1
+    code = await _print_result(h.temporal.get_workflow_handle(handle.id))
+    err = capsys.readouterr().err
+    assert code == 1 and f"{handle.id} failed: ApprovalRejected: frank reject" in err, err
 
 
 async def test_failure_after_payment_voids_it(harness: Harness, process: ProcessDefinition) -> None:
@@ -239,3 +247,39 @@ def test_example_policy_tests_pass(vendor_invoice: extensions.Registry) -> None:
         "vendor_invoice.payment_test.test_small_payment_allowed": True,
     }
     assert all(r.passed for r in results)
+
+
+def test_a_python_process_registers_with_worker_client_and_cli() -> None:
+    """registry.process(ProcessSpec): the worker registers its workflow, BatonClient.start and
+    `baton start NAME` find it by its input or its name."""
+    from pydantic import BaseModel
+
+    from workflows.dsl.interpreter import ProcessWorkflow
+    from workflows.registry import ProcessSpec, spec_for, spec_named, workflow_classes
+
+    class RefundInput(BaseModel):
+        order_id: str
+        requested_by: str = "alice"
+
+    spec = ProcessSpec(
+        name="test_refund",
+        workflow=ProcessWorkflow,  # any workflow; a real one is a GovernedProcess
+        input=RefundInput,
+        business_key=lambda inp: f"refund-{inp.order_id}",
+        summary=lambda inp: f"Refund {inp.order_id}",
+    )
+    extensions.register(lambda registry: registry.process(spec), name="test_refund_extension")
+    assert spec_named("test_refund") is spec
+    assert spec_for(RefundInput(order_id="O-1")) is spec
+    assert workflow_classes().count(ProcessWorkflow) == 1
+    with pytest.raises(extensions.ExtensionError, match="already uses it"):
+        extensions.register(
+            lambda registry: registry.action(
+                "finance.post_journal_entry",
+                args=RefundInput,
+                result=RefundInput,
+                policy="x/y",
+                run=lambda a, c: a,
+            ),
+            name="clashing_extension",
+        )

@@ -166,8 +166,9 @@ def processes() -> tuple[ProcessSpec, ...]:
 
 
 def workflow_classes() -> list[type]:
-    """Every workflow a Baton worker registers."""
-    return [*(spec.workflow for spec in processes()), *SERVICE_WORKFLOWS]
+    """Every workflow a Baton worker registers (once each: an extension's process may reuse a
+    workflow, e.g. a second input model for the same one)."""
+    return list(dict.fromkeys([*(spec.workflow for spec in processes()), *SERVICE_WORKFLOWS]))
 
 
 def spec_for(inp: BaseModel) -> ProcessSpec:
