@@ -120,24 +120,27 @@ def failure_text(err: BaseException) -> str:
 
 
 async def _print_result(handle: Any) -> int:
+    from pydantic import BaseModel
     from temporalio.client import WorkflowFailureError
 
-    from workflows.dsl.model import ProcessRunResult
-
     try:
-        result = await handle.result(result_type=ProcessRunResult)
+        result = await handle.result()
     except WorkflowFailureError as err:
         print(f"{handle.id} failed: {failure_text(err)}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(result.model_dump(mode="json"), indent=2))
+    if isinstance(result, BaseModel):
+        result = result.model_dump(mode="json")
+    print(json.dumps(result, indent=2, default=str))
     return EXIT_OK
 
 
 async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
     from baton.cli_common import _client
 
+    from workflows.dsl.model import ProcessRunResult
+
     baton = await _client(settings)
-    handle = baton.client.get_workflow_handle(args.run)
+    handle = baton.client.get_workflow_handle(args.run, result_type=ProcessRunResult)
     return await _print_result(handle)
 
 
