@@ -283,3 +283,20 @@ def test_a_python_process_registers_with_worker_client_and_cli() -> None:
             ),
             name="clashing_extension",
         )
+
+
+async def test_an_unanswered_payment_approval_expires_and_pays_nothing(
+    ts_harness: Harness, process: ProcessDefinition
+) -> None:
+    """The guarded approval's SLA (a day) passes on the time-skipping server: ApprovalExpired,
+    nothing paid."""
+    h = ts_harness
+    async with h.worker():
+        handle = await run(h, process, invoice(h, amount="8000.00", po_amount="8000.00"))
+        await h.wait_for_pending(handle.id)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()  # waiting on the result lets the server skip the day
+    kind, message = failure(failed.value)
+    assert kind == "ApprovalExpired" and "everything done is undone" in message
+    assert payments(h) == []
+    assert "approval.expired" in actions(h, handle.id)
