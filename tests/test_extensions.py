@@ -300,3 +300,32 @@ async def test_an_unanswered_payment_approval_expires_and_pays_nothing(
     assert kind == "ApprovalExpired" and "everything done is undone" in message
     assert payments(h) == []
     assert "approval.expired" in actions(h, handle.id)
+
+
+def test_the_cli_finds_the_installed_extension_by_its_entry_point(
+    vendor_invoice: extensions.Registry, tmp_path: Any
+) -> None:
+    """A fresh `baton` process loads the extension from its entry point alone."""
+
+    def baton(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "baton.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=120,
+        )
+
+    listed = baton("catalog", "--json")
+    assert listed.returncode == 0, listed.stderr
+    entries = {e["name"]: e for e in json.loads(listed.stdout)}
+    assert entries["ap.pay_invoice"]["policy"] == "vendor_invoice/payment"
+    assert entries["ap.check_invoice"]["kind"] == "agent"
+    schema = tmp_path / "schema.json"
+    assert baton("schema", "--output", str(schema)).returncode == 0
+    assert "ap.pay_invoice" in schema.read_text()
+    path = vendor_invoice.yaml_processes["vendor_invoice"].path
+    checked = baton("validate", str(path))
+    assert checked.returncode == 0 and "ok (vendor_invoice v1" in checked.stdout, checked
+    wrong = baton("catalog", "ap.pay_invoce")
+    assert wrong.returncode == 2 and "did you mean `ap.pay_invoice`?" in wrong.stderr
