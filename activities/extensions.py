@@ -22,6 +22,7 @@ public contract. This module knows no extension: it builds activities from the s
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -394,16 +395,15 @@ class ExtensionActivities:
     def _agent_activity(self, spec: AgentSpec) -> Callable[..., Any]:
         agents = self.agents
 
+        takes_input = spec.check is not None and _arity(spec.check) >= 2
+
         async def extension_agent(inp: Any) -> Any:
             check = None
             if spec.check is not None:
                 user_check = spec.check
 
                 def check(answer: Any) -> list[str]:
-                    try:
-                        return list(user_check(answer, inp))
-                    except TypeError:
-                        return list(user_check(answer))
+                    return list(user_check(answer, inp) if takes_input else user_check(answer))
 
             route = Route("stable", "stable", spec.prompt, agents.model)
             wire, usage = await agents._ask(spec.role, inp, spec.answer, route, check=check)
@@ -414,6 +414,14 @@ class ExtensionActivities:
 
         extension_agent.__annotations__ = {"inp": spec.input, "return": spec.outcome}
         return activity.defn(name=spec.name)(extension_agent)
+
+
+def _arity(fn: Callable[..., Any]) -> int:
+    """How many positional arguments ``fn`` takes (a meaning check: answer, or answer + input)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
 def _process() -> str:

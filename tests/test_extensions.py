@@ -329,3 +329,34 @@ def test_the_cli_finds_the_installed_extension_by_its_entry_point(
     assert checked.returncode == 0 and "ok (vendor_invoice v1" in checked.stdout, checked
     wrong = baton("catalog", "ap.pay_invoce")
     assert wrong.returncode == 2 and "did you mean `ap.pay_invoice`?" in wrong.stderr
+
+
+async def test_a_retried_payment_pays_once_and_its_undo_runs_once(
+    harness: Harness, vendor_invoice: extensions.Registry
+) -> None:
+    """The activities themselves (no workflow): an attempt retried under the same key returns
+    the first outcome; the undo voids once, then is a no-op; an undo of what never ran too."""
+    from temporalio.testing import ActivityEnvironment
+
+    from workflows.contracts_extensions import CompensateActionInput, GovernedActionInput
+
+    h = harness
+    by_name = {
+        getattr(fn, "__temporal_activity_definition").name: fn for fn in h.runtime.activities
+    }
+    pay, undo = by_name["ap.pay_invoice"], by_name["ap.pay_invoice.compensate"]
+    args = {"invoice_id": "INV-R", "vendor": "Acme Paper", "amount": "99.00", "purchase_order": "P"}
+    inp = GovernedActionInput(
+        action="ap.pay_invoice", args=args, tenant=h.tenant, idempotency_key="wf/pay/1"
+    )
+    env = ActivityEnvironment()
+    first = await env.run(pay, inp)
+    again = await env.run(pay, inp)
+    assert first.decision.verdict == "allow" and again == first
+    assert [p["payment_id"] for p in payments(h)] == [first.result["payment_id"]]
+    comp = CompensateActionInput(action="ap.pay_invoice", original_key="wf/pay/1")
+    assert (await env.run(undo, comp)).undone is True
+    assert (await env.run(undo, comp)).undone is False
+    assert [p["status"] for p in payments(h)] == ["voided"]
+    never = CompensateActionInput(action="ap.pay_invoice", original_key="wf/pay/none")
+    assert (await env.run(undo, never)).undone is False
