@@ -173,14 +173,19 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     agents.router = router  # agents the catalogue lists under "agents" are routed too
     for agent in added.agents.values():  # an extension's agent is routed by its task class
-        if agent.task_class is not None:
-            if agent.task_class not in catalogue.task_classes:
-                known = ", ".join(sorted(catalogue.task_classes))
-                raise extensions.ExtensionError(
-                    f"agent {agent.name!r}: unknown task class {agent.task_class!r} "
-                    f"(the model catalogue has {known})"
-                )
-            catalogue.agents[agent.role] = agent.task_class
+        if agent.task_class is None:
+            continue
+        if agent.task_class not in catalogue.task_classes:
+            log.warning(
+                "agent %s: the model catalogue %s has no task class %r (it has %s): the agent "
+                "is not routed and asks the worker's model (BATON_MODEL)",
+                agent.name,
+                settings.model_catalogue,
+                agent.task_class,
+                ", ".join(sorted(catalogue.task_classes)),
+            )
+            continue
+        catalogue.agents[agent.role] = agent.task_class
     audit = AuditActivities(ledger)
     notifier = build_notifier(settings, db, ledger)
     notify = NotifyActivities(notifier, inbox_url=settings.inbox_url)
