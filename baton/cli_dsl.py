@@ -136,7 +136,6 @@ async def _print_result(handle: Any) -> int:
 
 async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
     from baton.cli_common import _client
-
     from workflows.dsl.model import ProcessRunResult
 
     baton = await _client(settings)

@@ -263,7 +263,9 @@ _entry_points_loaded = False
 def register(register_fn: Callable[[Registry], Any], name: str | None = None) -> Registry:
     """Register an extension explicitly: ``register_fn(registry)`` declares what it adds. A
     function registered twice is registered once."""
-    label = name or getattr(register_fn, "__module__", None) or repr(register_fn)
+    label = name or ".".join(
+        str(getattr(register_fn, attr, "")) for attr in ("__module__", "__qualname__")
+    )
     if label not in REGISTRY.extensions:
         REGISTRY._run(label, register_fn)
     return REGISTRY
