@@ -6,6 +6,7 @@ openai SDK (the scripted model server answers the agent by the extension's stand
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import json
 import subprocess
@@ -360,3 +361,27 @@ async def test_a_retried_payment_pays_once_and_its_undo_runs_once(
     assert [p["status"] for p in payments(h)] == ["voided"]
     never = CompensateActionInput(action="ap.pay_invoice", original_key="wf/pay/none")
     assert (await env.run(undo, never)).undone is False
+
+
+async def test_the_kill_switch_holds_an_extension_action_until_cleared(
+    harness: Harness, process: ProcessDefinition
+) -> None:
+    """`baton kill set --scope agent:ap.pay_invoice` stops the payment inside its transaction:
+    the run holds (nothing paid), and pays once the switch is cleared."""
+    from activities.kill_switch import KillSwitch
+
+    h = harness
+    switch = KillSwitch(h.db, h.runtime.ledger)
+    switch.engage("agent:ap.pay_invoice", reason="vendor master data migration", by="ops")
+    async with h.worker():
+        handle = await run(h, process, invoice(h))
+        async with asyncio.timeout(30):
+            while (await h.client.status(handle.id)).held_by is None:
+                await asyncio.sleep(0.1)
+        status = await h.client.status(handle.id)
+        assert status.held_by is not None and status.held_by.scope == "agent:ap.pay_invoice"
+        assert payments(h) == []
+        switch.clear("agent:ap.pay_invoice", reason="migration done", by="ops")
+        assert handle.id in await h.client.release_held()
+        await handle.result()
+    assert [p["status"] for p in payments(h)] == ["paid"]
