@@ -385,3 +385,29 @@ async def test_the_kill_switch_holds_an_extension_action_until_cleared(
         assert handle.id in await h.client.release_held()
         await handle.result()
     assert [p["status"] for p in payments(h)] == ["paid"]
+
+
+async def test_baton_run_by_name_waits_and_prints_the_failure_cause(
+    harness: Harness, vendor_invoice: extensions.Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`baton run vendor_invoice --input ... --wait`: the extension's process by its name; a
+    failed run prints its cause and exits 1."""
+    import argparse
+    from dataclasses import replace
+
+    from baton.cli_dsl import cmd_run
+
+    h = harness
+    settings = replace(
+        h.settings,
+        temporal_address=h.temporal.service_client.config.target_host,
+        task_queue=h.client.task_queue,
+    )
+    values = invoice(h, vendor="Other Paper")  # the checker finds a vendor mismatch
+    args = argparse.Namespace(file="vendor_invoice", input=json.dumps(values), id=None, wait=True)
+    async with h.worker():
+        code = await cmd_run(args, settings)
+    out, err = capsys.readouterr()
+    assert code == 1 and "started vendor_invoice-" in out
+    assert "failed: InvoiceMismatch: invoice INV-" in err, err
+    assert payments(h) == []
