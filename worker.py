@@ -34,6 +34,7 @@ from activities.customer import CustomerActivities
 from activities.customer_agents import CustomerAgentActivities
 from activities.database import Database
 from activities.decision_log import DecisionLogger
+from activities.extensions import ExtensionActivities
 from activities.finance import FinanceActivities
 from activities.hr import HrActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
@@ -51,6 +52,7 @@ from activities.supervisor import SupervisorActivities
 from activities.support import SupportActivities, VectorKnowledgeSource
 from activities.throttle import Throttle
 from activities.tools import ToolActivities, ToolRegistry, builtin_tools
+from baton import extensions
 from baton.settings import Settings
 from baton.telemetry import (
     prometheus_runtime,
@@ -121,6 +123,9 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    # installed extensions (entry points "baton.extensions") and explicitly registered ones:
+    # their actions and agents become activities here, their processes workflows
+    added = extensions.load()
     db = Database(settings.database_url)
     # the schema's migrations (activities/schema.py): a new database is built, an older one
     # upgraded, one an older Baton made with create_all adopted with every row kept
@@ -144,6 +149,7 @@ def build_runtime(settings: Settings) -> Runtime:
         settings.policy_dir,
         when_unavailable=settings.policy_unavailable,
         max_wait_seconds=settings.policy_max_wait_seconds,
+        extra_dirs=added.policy_dirs,
     )
     # Every decision, in OPA's decision-log format, to the ledger's chain (and to
     # BATON_DECISION_LOG_URL when set): activities/decision_log.py.
@@ -179,6 +185,20 @@ def build_runtime(settings: Settings) -> Runtime:
         timeout_seconds=settings.llm_timeout_seconds,
     )
     agents.router = router  # agents the catalogue lists under "agents" are routed too
+    for agent in added.agents.values():  # an extension's agent is routed by its task class
+        if agent.task_class is None:
+            continue
+        if agent.task_class not in catalogue.task_classes:
+            log.warning(
+                "agent %s: the model catalogue %s has no task class %r (it has %s): the agent "
+                "is not routed and asks the worker's model (BATON_MODEL)",
+                agent.name,
+                settings.model_catalogue,
+                agent.task_class,
+                ", ".join(sorted(catalogue.task_classes)),
+            )
+            continue
+        catalogue.agents[agent.role] = agent.task_class
     audit = AuditActivities(ledger)
     notifier = build_notifier(settings, db, ledger)
     notify = NotifyActivities(notifier, inbox_url=settings.inbox_url)
@@ -259,6 +279,10 @@ def build_runtime(settings: Settings) -> Runtime:
     activities += [integrity.find_run_effects, integrity.find_orphans]
     # one MCP call as a governed step of a process without an agent loop
     activities.append(McpActivities(mcp, ledger, policy).call_mcp_tool)
+    # what extensions declared (baton/extensions.py), governed like Baton's own
+    activities += ExtensionActivities(db, ledger, policy, switch, agents).activities(
+        list(added.actions.values()), list(added.agents.values())
+    )
     return Runtime(
         db=db,
         ledger=ledger,
@@ -327,7 +351,7 @@ def deployment_config(deployment_name: str, build_id: str) -> WorkerDeploymentCo
 
 
 def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options: Any) -> Worker:
-    workflows = WORKFLOWS
+    workflows: Sequence[type] = workflow_classes()  # with the extensions' processes
     versioned = options.get("deployment_config")
     if versioned is not None and versioned.use_worker_versioning:
         workflows = [FinanceCloseWorkflow, AutoUpgradeCanaryMonitorWorkflow]

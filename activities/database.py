@@ -157,6 +157,23 @@ class ShadowAction(SQLModel, table=True):
     recorded_at: datetime = Field(default_factory=utcnow)
 
 
+class GovernedActionRow(SQLModel, table=True):
+    """A governed action of an extension (baton/extensions.py) that policy allowed and that ran:
+    its outcome is returned again on a retry (one row per idempotency key), and its undo marks
+    it compensated (once)."""
+
+    __tablename__ = "governed_action"
+    action_id: str = Field(primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    action: str = Field(index=True)
+    tenant: str = ""
+    workflow_id: str = Field(default="", index=True)
+    args_json: str = ""  # the arguments, tenant and requester it ran with (for its undo)
+    outcome_json: str = ""  # the GovernedActionOutcome it ran under
+    done_at: datetime = Field(default_factory=utcnow)
+    compensated_at: datetime | None = None
+
+
 class ThrottleBucket(SQLModel, table=True):
     """Per throttle key: the rate limiter's tokens, and the row every acquirer of that key locks
     first (so counting concurrency leases and taking a token is one serialised step)."""
@@ -281,6 +298,7 @@ __all__ = [
     "AccountingPeriod",
     "BankStatementLine",
     "Database",
+    "GovernedActionRow",
     "JournalPosting",
     "KillSwitchRow",
     "LedgerEntryRow",

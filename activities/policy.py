@@ -28,7 +28,7 @@ import re
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +137,16 @@ class PolicyBundle:
     last good load could keep honouring, say, an approver who was just removed.
     """
 
-    def __init__(self, policy_dir: str | os.PathLike[str], *, reload_interval: float = 1.0):
+    def __init__(
+        self,
+        policy_dir: str | os.PathLike[str],
+        *,
+        reload_interval: float = 1.0,
+        extra_dirs: Sequence[str | os.PathLike[str]] = (),
+    ):
         self.policy_dir = Path(policy_dir)
+        #: policy directories of extensions (baton/extensions.py), loaded with this one
+        self.extra_dirs = tuple(Path(d).resolve() for d in extra_dirs)
         self.reload_interval = reload_interval
         self._lock = threading.Lock()
         self._checked_at: float | None = None
@@ -208,19 +216,26 @@ class PolicyBundle:
             self._snapshot, self._error = None, exc
 
     def _files(self) -> list[str]:
-        if not self.policy_dir.is_dir():
-            raise FileNotFoundError(f"{self.policy_dir} is not a directory")
+        found = self._files_of(self.policy_dir, "")
+        for extra in self.extra_dirs:  # absolute paths: ``policy_dir / path`` is the path
+            found += self._files_of(extra, extra.as_posix() + "/")
+        return found
+
+    @staticmethod
+    def _files_of(top: Path, prefix: str) -> list[str]:
+        if not top.is_dir():
+            raise FileNotFoundError(f"{top} is not a directory")
         found: list[str] = []
-        for root, dirs, names in os.walk(self.policy_dir):
+        for root, dirs, names in os.walk(top):
             # Hidden files and directories are editor droppings (.#posting.rego, .git): skip.
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            rel_root = Path(root).relative_to(self.policy_dir)
+            rel_root = Path(root).relative_to(top)
             in_data = rel_root.parts[:1] == ("data",)
             for name in names:
                 if name.startswith("."):
                     continue
                 if name.endswith(".rego") or (in_data and name.endswith(".json")):
-                    found.append((rel_root / name).as_posix())
+                    found.append(prefix + (rel_root / name).as_posix())
         return sorted(found)
 
     def _load(self, files: list[str]) -> BundleSnapshot:
@@ -617,8 +632,16 @@ class EmbeddedOpaEngine:
     when_unavailable = "deny"
     max_wait_seconds = 3600.0
 
-    def __init__(self, policy_dir: str | os.PathLike[str], *, reload_interval: float = 1.0):
-        self.bundle = PolicyBundle(policy_dir, reload_interval=reload_interval)
+    def __init__(
+        self,
+        policy_dir: str | os.PathLike[str],
+        *,
+        reload_interval: float = 1.0,
+        extra_dirs: Sequence[str | os.PathLike[str]] = (),
+    ):
+        self.bundle = PolicyBundle(
+            policy_dir, reload_interval=reload_interval, extra_dirs=extra_dirs
+        )
         self._lock = threading.Lock()
         self._loaded: tuple[str, Any] | None = None
         self._failed: tuple[str, PolicyLoadError] | None = None
@@ -800,12 +823,17 @@ def build_engine(
     *,
     when_unavailable: str = "deny",
     max_wait_seconds: float = 3600.0,
+    extra_dirs: Sequence[str | os.PathLike[str]] = (),
 ) -> PolicyEngine:
     """The engine a worker uses: a real OPA server when ``OPA_URL`` is set, else embedded OPA;
-    ``when_unavailable``/``max_wait_seconds`` from BATON_POLICY_UNAVAILABLE/_MAX_WAIT_SECONDS."""
+    ``when_unavailable``/``max_wait_seconds`` from BATON_POLICY_UNAVAILABLE/_MAX_WAIT_SECONDS.
+    ``extra_dirs``: extensions' policy directories, loaded with ``policy_dir`` by the embedded
+    engine (an OPA server is given them by its operator, like Baton's own bundle)."""
     if when_unavailable not in ("deny", "wait"):
         raise ValueError(f"when_unavailable must be 'deny' or 'wait', got {when_unavailable!r}")
-    engine: PolicyEngine = OpaRestEngine(opa_url) if opa_url else EmbeddedOpaEngine(policy_dir)
+    engine: PolicyEngine = (
+        OpaRestEngine(opa_url) if opa_url else EmbeddedOpaEngine(policy_dir, extra_dirs=extra_dirs)
+    )
     engine.when_unavailable = when_unavailable
     engine.max_wait_seconds = max_wait_seconds
     return engine
@@ -1263,16 +1291,21 @@ def _test_rules(policy_dir: Path) -> list[tuple[str, str, str]]:
 
 
 def run_rego_tests(
-    policy_dir: str | os.PathLike[str], engine: Literal["opa", "regorus"] = "opa"
+    policy_dir: str | os.PathLike[str],
+    engine: Literal["opa", "regorus"] = "opa",
+    extra_dirs: Sequence[str | os.PathLike[str]] = (),
 ) -> list[RegoTestResult]:
     """Evaluate every ``test_`` rule on OPA's evaluator or on regorus; one result per test.
 
     A test passes when its rule is exactly ``true``; undefined (a body expression failed) or an
     evaluation error fails it. Never raises for policy problems: a directory that does not load
     fails every test with the load error, so ``baton policy test`` can print it.
+    ``extra_dirs``: extensions' policy directories, loaded and tested with ``policy_dir``.
     """
     policy_dir = Path(policy_dir)
     rules = _test_rules(policy_dir)
+    for extra in extra_dirs:
+        rules += _test_rules(Path(extra))
     seen: dict[str, str] = {}
     duplicates: dict[str, str] = {}
     for package, rule, file in rules:
@@ -1284,7 +1317,7 @@ def run_rego_tests(
     names = sorted(seen)
 
     try:
-        snapshot = PolicyBundle(policy_dir, reload_interval=0).current()
+        snapshot = PolicyBundle(policy_dir, reload_interval=0, extra_dirs=extra_dirs).current()
         native = (
             _build_opa(snapshot, with_tests=True)
             if engine == "opa"

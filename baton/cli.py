@@ -28,7 +28,8 @@
     baton supervisor start [--config FILE.json] [--interval S] | stop
                                        the supervisor agent, kept running by a Schedule
     baton policy test                  run the Rego unit tests
-    baton validate FILE | schema | run FILE --input JSON | event ID NAME   (baton/cli_dsl.py)
+    baton validate FILE | schema | run FILE --input JSON | result RUN | event ID NAME  (cli_dsl.py)
+    baton catalog [NAME] [--json]   agents and actions, extensions' too  (baton/cli_catalog.py)
     baton policy eval --input FILE.json [--policy baton/base/agent_call] [--engine opa|regorus]
     baton policy log [--day YYYY-MM-DD] [--policy P] [--limit N] [--json]  logged decisions
     baton policy bundle --out FILE.tar.gz [--revision R]   the policies as an OPA bundle
@@ -837,8 +838,10 @@ async def cmd_audit_checkpoint_key(args: argparse.Namespace, settings: Settings)
 
 async def cmd_policy_test(args: argparse.Namespace, settings: Settings) -> int:
     from activities.policy import run_rego_tests
+    from baton import extensions
 
-    results = run_rego_tests(settings.policy_dir, engine=args.engine)
+    extra = extensions.load().policy_dirs  # installed extensions' policies and their tests
+    results = run_rego_tests(settings.policy_dir, engine=args.engine, extra_dirs=extra)
     failed = [r for r in results if not r.passed]
     for r in results:
         mark = "PASS" if r.passed else "FAIL"
@@ -938,8 +941,10 @@ def _read_json_object(name: str) -> dict[str, Any]:
 async def cmd_processes(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio import workflow as temporal_workflow
 
-    from workflows.registry import PROCESSES
+    from baton import extensions
+    from workflows.registry import processes
 
+    extensions.load()
     rows = [
         {
             "process": spec.name,
@@ -947,7 +952,7 @@ async def cmd_processes(args: argparse.Namespace, settings: Settings) -> int:
             "input": spec.input.__name__,
             "start": spec.start,
         }
-        for spec in PROCESSES
+        for spec in processes()
     ]
     if args.json:
         _print_json(rows)
@@ -959,9 +964,11 @@ async def cmd_processes(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    from baton import extensions
     from workflows.client import ProcessAlreadyStarted
     from workflows.registry import UnknownProcess, spec_named
 
+    extensions.load()
     try:
         spec = spec_named(args.process)
     except UnknownProcess as err:
@@ -1331,9 +1338,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli_integrity.register(sub)
     cli_customer.register(sub)
     cli_mcp.register(sub)
-    from baton.cli_dsl import add_commands  # baton validate | schema | run | event
+    from baton.cli_dsl import add_commands  # baton validate | schema | run | result | event
 
     add_commands(sub)
+    from baton import cli_catalog  # baton catalog
+
+    cli_catalog.add_commands(sub)
     return parser
 
 

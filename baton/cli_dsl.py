@@ -2,13 +2,18 @@
 
 baton validate FILE...                  every error as FILE:LINE:COLUMN: message (exit 1)
 baton schema [--output FILE]            the JSON Schema of the language, for editors
-baton run FILE --input JSON [--id ID] [--wait]   start a run of the definition
+baton run FILE|NAME --input JSON [--id ID] [--wait]   start a run (NAME: an extension's process)
+baton result RUN                        a run's result later (or why it failed)
 baton event WORKFLOW_ID NAME [--data JSON]      deliver an event to a wait_event step
+
+Installed extensions (baton/extensions.py) are loaded first: their actions and agents are in
+the catalogue every definition is checked against.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -19,9 +24,16 @@ from baton.settings import Settings
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _load_extensions() -> None:
+    from baton import extensions
+
+    extensions.load()
+
+
 async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.dsl.validate import validate_file
 
+    _load_extensions()
     bad = 0
     for file in args.files:
         definition, issues = validate_file(file)
@@ -38,7 +50,8 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.dsl.validate import schema_text
 
-    text = schema_text()
+    _load_extensions()
+    text = schema_text(catalogue=not args.language_only, extensions=not args.builtin)
     if args.output:
         _write(Path(args.output), text)
         print(f"wrote {args.output}")
@@ -59,11 +72,17 @@ def _json_arg(text: str, what: str) -> Any:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from baton import extensions
     from baton.cli_common import _client
     from workflows.dsl.client import start_process
     from workflows.dsl.validate import validate_file
 
-    definition, issues = validate_file(args.file)
+    _load_extensions()
+    file = Path(args.file)
+    named = extensions.yaml_process_path(args.file)
+    if named is not None and not await asyncio.to_thread(file.exists):
+        file = named  # an extension's process, by name
+    definition, issues = validate_file(file)
     if definition is None:
         for issue in issues:
             print(issue, file=sys.stderr)
@@ -78,13 +97,50 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         values,
         task_queue=settings.task_queue,
         workflow_id=args.id,
-        source=str(args.file),
+        source=str(file),
     )
     print(f"started {handle.id} ({definition.name} v{definition.version})")
     if args.wait:
-        result = await handle.result()
-        print(json.dumps(result.model_dump(mode="json"), indent=2))
+        return await _print_result(handle)
+    print(f"its result, once it is done: baton result {handle.id}")
     return EXIT_OK
+
+
+def failure_text(err: BaseException) -> str:
+    """Why a run failed, cause by cause: "ApprovalRejected: carol rejected ... <- ..."."""
+    parts: list[str] = []
+    cause: BaseException | None = err
+    while cause is not None:
+        kind = getattr(cause, "type", None) or type(cause).__name__
+        message = str(getattr(cause, "message", "") or cause)
+        if message and message != "Workflow execution failed":
+            parts.append(f"{kind}: {message}")
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    return " <- ".join(parts) or str(err)
+
+
+async def _print_result(handle: Any) -> int:
+    from pydantic import BaseModel
+    from temporalio.client import WorkflowFailureError
+
+    try:
+        result = await handle.result()
+    except WorkflowFailureError as err:
+        print(f"{handle.id} failed: {failure_text(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    if isinstance(result, BaseModel):
+        result = result.model_dump(mode="json")
+    print(json.dumps(result, indent=2, default=str))
+    return EXIT_OK
+
+
+async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
+    from baton.cli_common import _client
+    from workflows.dsl.model import ProcessRunResult
+
+    baton = await _client(settings)
+    handle = baton.client.get_workflow_handle(args.run, result_type=ProcessRunResult)
+    return await _print_result(handle)
 
 
 async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,15 +158,30 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("validate", help="check process definitions (YAML): every error")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_validate)
-    p = sub.add_parser("schema", help="JSON Schema of process definitions, for editors")
+    p = sub.add_parser(
+        "schema", help="JSON Schema of process definitions, for editors (with the catalogue)"
+    )
     p.add_argument("--output", help="write it to this file instead of stdout")
+    p.add_argument(
+        "--builtin",
+        action="store_true",
+        help="Baton's catalogue only, not installed extensions' (processes/process.schema.json)",
+    )
+    p.add_argument(
+        "--language-only",
+        action="store_true",
+        help="the language alone, without the catalogue's names and fields",
+    )
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser("run", help="start a run of a process definition (YAML)")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a definition, or an extension's process name")
     p.add_argument("--input", default="{}", help="the process inputs as a JSON object")
     p.add_argument("--id", help="workflow id (default: <name>-<random>)")
     p.add_argument("--wait", action="store_true", help="wait for the result and print it")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("result", help="a YAML run's result (waits for it), or why it failed")
+    p.add_argument("run", metavar="RUN", help="the run's workflow id (`baton run` prints it)")
+    p.set_defaults(func=cmd_result)
     p = sub.add_parser("event", help="deliver an event to a run's wait_event step")
     p.add_argument("workflow_id")
     p.add_argument("name")

@@ -66,6 +66,7 @@ from bench.stand_ins import (  # noqa: E402
     InstantAgents,
     LoopInput,
     NoopInput,
+    PlainPosting,
     noop,
 )
 from worker import Runtime, build_runtime, build_worker  # noqa: E402
@@ -97,7 +98,7 @@ class ServerSetting:
     extra: list[str]
     #: a persistent SQLite file for Temporal's state, as `make up` does (else in-memory)
     db_file: bool = False
-    modes: tuple[str, ...] = ("bare", "local", "governed", "naive")  # (a)
+    modes: tuple[str, ...] = ("bare", "local", "governed", "plain", "naive")  # (a)
     approvals: bool = True  # (c)
     throughput: bool = False  # (b)
 
@@ -106,8 +107,10 @@ SERVER_SETTINGS = [
     ServerSetting("default", []),
     ServerSetting("tuned", TUNING, throughput=True),
     # what `make up` runs (temporal-dev/stack.py), and the same with SQLite WAL pragmas
-    ServerSetting("tuned, file", TUNING, True, ("bare", "governed"), approvals=False),
-    ServerSetting("tuned, file, WAL", TUNING + WAL, True, ("bare", "governed"), approvals=False),
+    ServerSetting("tuned, file", TUNING, True, ("bare", "governed", "plain"), approvals=False),
+    ServerSetting(
+        "tuned, file, WAL", TUNING + WAL, True, ("bare", "governed", "plain"), approvals=False
+    ),
 ]
 
 
@@ -124,6 +127,12 @@ MODES = [
     ("bare", "bare activity (no-op)", 1, "bench_noop"),
     ("local", "local activity (no-op), for reference", 0, "bench_noop"),
     ("governed", "governed step: real post_journal_entry", 1, "post_journal_entry"),
+    (
+        "plain",
+        "plain activity: the same posting, no policy/kill switch/audit",
+        1,
+        "bench_plain_post",
+    ),
     ("naive", "naive gate: evaluate_policies + no-op post + record_audit", 3, "evaluate_policies"),
 ]
 APPROVAL_AMOUNT = Decimal("1845.00")
@@ -258,8 +267,10 @@ class Bench:
     periods: list[tuple[str, str]]
     loop_period: tuple[str, str]
     next_period: Callable[[], tuple[str, str]] = field(init=False)
+    plain: PlainPosting = field(init=False)
 
     def __post_init__(self) -> None:
+        self.plain = PlainPosting(self.runtime.db)
         it = iter(self.periods)
 
         def take() -> tuple[str, str]:
@@ -335,6 +346,7 @@ async def measure_steps(client: Client, bench: Bench, setting: ServerSetting) ->
             bench.finance.post_journal_entry,
             bench.finance.evaluate_policies,
             bench.audit.record_audit,
+            bench.plain.plain_post,
         ],
         interceptors=[TimingInterceptor(bench.recorder)],
         **WORKER_OPTIONS,
@@ -379,7 +391,7 @@ async def measure_direct(bench: Bench) -> dict[str, list[float]]:
     env = ActivityEnvironment()
     base = ActivityEnvironment.default_info()
     tenant, period = bench.loop_period
-    out: dict[str, list[float]] = {"bare": [], "governed": [], "naive": []}
+    out: dict[str, list[float]] = {"bare": [], "governed": [], "naive": [], "plain": []}
     tag = uuid.uuid4().hex[:8]
 
     def request(i: int) -> PostEntryInput:
@@ -429,10 +441,14 @@ async def measure_direct(bench: Bench) -> dict[str, list[float]]:
             ),
         )
         t3 = time.perf_counter()
+        env.info = dataclasses.replace(env.info, activity_id=f"p{i}")
+        await env.run(bench.plain.plain_post, request(20_000 + i))
+        t4 = time.perf_counter()
         if i >= 0:
             out["bare"].append(t1 - t0)
             out["governed"].append(t2 - t1)
             out["naive"].append(t3 - t2)
+            out["plain"].append(t4 - t3)
     return out
 
 
@@ -924,6 +940,7 @@ def render(results: Results) -> str:
     for mode, label in (
         ("bare", "no-op"),
         ("governed", "post_journal_entry: policy + posting + audit, one call"),
+        ("plain", "the same posting, no policy/kill switch/audit"),
         ("naive", "evaluate_policies + no-op + record_audit"),
     ):
         values = results.direct.get(mode) or [float("nan")]
@@ -932,6 +949,7 @@ def render(results: Results) -> str:
             f" {ms(p95(values)):.2f} | | | | | |"
         )
     lines.append("")
+    lines += governance_cost(results)
 
     # (b)
     if results.throughput:
@@ -1001,6 +1019,35 @@ def render(results: Results) -> str:
     return "\n".join(lines)
 
 
+def governance_cost(results: Results) -> list[str]:
+    """Governance's own cost: the governed step over the same posting by a plain activity with
+    no policy, kill switch or audit, measured in the same runs (goal: at most 1.15x)."""
+    rows = [
+        "### Governance's own cost (goal: governed step ÷ plain posting ≤ 1.15x)",
+        "",
+        "| server | governed step ms | plain posting ms | governed ÷ plain |"
+        " in worker: governed / plain ms | in worker ÷ |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    found = False
+    for st in SERVER_SETTINGS:
+        by = {r.mode: r for r in results.steps if r.setting == st.name}
+        if "governed" not in by or "plain" not in by:
+            continue
+        found = True
+        g, p = _med(by["governed"].intervals), _med(by["plain"].intervals)
+        gb, pb = _med(by["governed"].busy), _med(by["plain"].busy)
+        rows.append(
+            f"| {st.name} | {ms(g):.2f} | {ms(p):.2f} | **{g / p:.2f}x** |"
+            f" {ms(gb):.2f} / {ms(pb):.2f} | {gb / pb:.2f}x |"
+        )
+    if results.direct.get("plain"):
+        g, p = _med(results.direct["governed"]), _med(results.direct["plain"])
+        found = True
+        rows.append(f"| none (direct call) | {ms(g):.2f} | {ms(p):.2f} | **{g / p:.2f}x** | | |")
+    return [*rows, ""] if found else []
+
+
 def render_scale(results: Results) -> list[str]:
     """(d), (e), (f): bench/scale.py's measurements."""
     lines: list[str] = []
@@ -1060,10 +1107,60 @@ def render_scale(results: Results) -> list[str]:
     return lines
 
 
+async def main_governance(quick: bool) -> Results:
+    """Only governance's own cost: the direct calls and (a) with the bare, governed and plain
+    steps on the default and the tuned dev server (--governance)."""
+    size = QUICK if quick else FULL
+    command = ".venv/bin/python bench/finance_close_bench.py --governance"
+    results = Results(machine_facts(command + (" --quick" if quick else "")))
+    tmp = Path(tempfile.mkdtemp(prefix="baton-bench-"))
+    settings = dataclasses.replace(
+        Settings(),
+        database_url=f"sqlite:///{tmp / 'baton.db'}",
+        policy_dir=REPO_ROOT / "policy",
+        openai_base_url="http://127.0.0.1:9/v1",
+    )
+    runtime = build_runtime(settings)
+    try:
+        periods = period_names(2, first_year=3000)
+        seed_periods(runtime.db, periods)
+        bench = Bench(
+            size=size,
+            runtime=runtime,
+            finance=find_activity_owner(runtime, FinanceActivities),
+            audit=find_activity_owner(runtime, AuditActivities),
+            recorder=Recorder(),
+            periods=periods[1:],
+            loop_period=periods[0],
+        )
+        results.direct = await measure_direct(bench)
+        for base in SERVER_SETTINGS[:2]:  # default, and tuned (where a step is least orchestration)
+            setting = dataclasses.replace(base, modes=("bare", "governed", "plain"))
+            env, _, _ = await start_server(setting, tmp)
+            try:
+                results.steps += await measure_steps(env.client, bench, setting)
+            finally:
+                await env.shutdown()
+        return results
+    finally:
+        await runtime.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and shorter windows")
+    parser.add_argument(
+        "--governance",
+        action="store_true",
+        help="only governance's own cost (governed step vs the same posting, plain); prints it",
+    )
     args = parser.parse_args()
+    if args.governance:
+        results = asyncio.run(main_governance(args.quick))
+        print("\n".join(governance_cost(results)))
+        sys.stdout.flush()
+        os._exit(0)
     started = time.perf_counter()
     results = asyncio.run(main(args.quick))
     results.notes.append(f"whole bench took {time.perf_counter() - started:.0f} s")

@@ -4,7 +4,8 @@
   starts of consecutive steps is the workflow-side cost of a step:
   ``bare`` one no-op activity; ``local`` one no-op local activity; ``governed`` Baton's real
   sensitive activity (policy decision + posting + audit row in one activity); ``naive`` the
-  three-activity gate (evaluate_policies, a no-op "post", record_audit).
+  three-activity gate (evaluate_policies, a no-op "post", record_audit); ``plain`` the same
+  posting by a plain activity with no policy, kill switch or audit.
 - ``BareCloseWorkflow`` runs as many activities as a finance close, in the same order, all no-ops:
   the orchestration-only baseline for runs per second.
 """
@@ -30,7 +31,7 @@ from workflows.presets import PRESETS
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities
     from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input
-    from bench.stand_ins import BareCloseInput, LoopInput, NoopInput, noop
+    from bench.stand_ins import BareCloseInput, LoopInput, NoopInput, PlainPosting, noop
 
 NOOP_TIMEOUT = timedelta(seconds=30)
 CLOSE_SHAPE = [
@@ -79,6 +80,14 @@ class StepLoopWorkflow:
                 )
             elif inp.mode == "governed":
                 await self._governed(inp, i)
+            elif inp.mode == "plain":  # the same posting, no policy/kill switch/audit
+                preset = PRESETS["connector"]
+                await workflow.execute_activity_method(
+                    PlainPosting.plain_post,
+                    self._request(inp, i),
+                    start_to_close_timeout=preset.start_to_close,
+                    retry_policy=preset.retry,
+                )
             else:
                 await self._naive(inp, i)
         return inp.steps

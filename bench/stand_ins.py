@@ -6,6 +6,9 @@
   so a finance close needs no model server and no human: five small entries on allowed accounts,
   no compliance findings. With ``approval_amount`` set, the reconciler adds one entry that large,
   which the posting policy sends to a finance controller.
+- ``PlainPosting``: the governed step's posting written by a plain activity (the same row, the
+  same idempotency check, one transaction) with no policy, no kill switch and no audit: what the
+  posting costs without governance, so governed / plain is governance's own cost.
 - the input models of the bench workflows (shared with the workflow sandbox by pass-through).
 
 Must not: do work at import time (the workflow sandbox imports this module).
@@ -13,6 +16,8 @@ Must not: do work at import time (the workflow sandbox imports this module).
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
@@ -21,7 +26,8 @@ from temporalio import activity
 
 from activities.agents import AgentActivities, AnswerCheck, Route
 from activities.audit import AuditLedger
-from workflows.contracts import TokenUsage
+from activities.database import Database, JournalPosting, to_cents, utcnow
+from workflows.contracts import PostEntryInput, TokenUsage
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -46,7 +52,7 @@ class NoopInput(BaseModel):
 class LoopInput(BaseModel):
     """One workflow that runs ``steps`` steps of one kind back to back."""
 
-    mode: Literal["bare", "local", "governed", "naive"]
+    mode: Literal["bare", "local", "governed", "naive", "plain"]
     steps: int
     tenant: str = "acme"
     period: str = ""
@@ -60,6 +66,50 @@ class BareCloseInput(BaseModel):
 async def noop(inp: NoopInput) -> None:
     """Does nothing: the cost of an activity is then all orchestration."""
     return None
+
+
+class PlainPosting:
+    """The posting without governance (the bench's baseline for governance's own cost)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @activity.defn(name="bench_plain_post")
+    async def plain_post(self, inp: PostEntryInput) -> str:
+        return await asyncio.to_thread(self._post, inp)
+
+    def _post(self, inp: PostEntryInput) -> str:
+        from sqlalchemy import insert, select
+
+        table = JournalPosting.__table__  # type: ignore[attr-defined]
+        with self.db.session() as session:
+            conn = session.connection()
+            stored = conn.execute(
+                select(table.c.posting_id).where(table.c.idempotency_key == inp.idempotency_key)
+            ).scalar()
+            if stored is not None:
+                return str(stored)
+            posting_id = f"P-{uuid.uuid4().hex[:12]}"
+            conn.execute(
+                insert(table),
+                dict(
+                    posting_id=posting_id,
+                    idempotency_key=inp.idempotency_key,
+                    tenant=inp.tenant,
+                    period=inp.period,
+                    entry_id=inp.entry.entry_id,
+                    account=inp.entry.account,
+                    amount_cents=to_cents(inp.entry.amount),
+                    rationale=inp.entry.rationale,
+                    prepared_by=inp.preparer,
+                    approved_by=None,
+                    workflow_id=activity.info().workflow_id or "",
+                    reverses_posting_id=None,
+                    decision_json="",
+                    posted_at=utcnow(),
+                ),
+            )
+        return posting_id
 
 
 class InstantAgents(AgentActivities):

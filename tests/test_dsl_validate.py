@@ -147,7 +147,9 @@ steps:
 
 def test_json_schema_file_is_up_to_date() -> None:
     committed = (REPO_ROOT / "processes" / "process.schema.json").read_text()
-    assert committed == schema_text(), "run: baton schema --output processes/process.schema.json"
+    assert committed == schema_text(), (
+        "run: baton schema --builtin --output processes/process.schema.json"
+    )
     schema = json.loads(committed)
     assert schema["title"] == "Baton process definition"
     assert {"name", "version", "steps"} <= set(schema["required"])
@@ -419,3 +421,85 @@ steps:
     # only the chosen branch is evaluated: the empty list is never indexed
     assert ex.render("${if(len(xs) > 0, xs[0], 'none')}", {"xs": []}) == "none"
     assert ex.render("${if(len(xs) > 0, xs[0], 'none')}", {"xs": ["a"]}) == "a"
+
+
+TYPED = """\
+name: typed
+version: "1"
+input:
+  tenant: {type: string}
+  period: {type: string}
+steps:
+  - id: collect
+    type: connector
+    action: finance.collect_period_data
+    with: {tenant: "${input.tenant}", period: "${input.period}"}
+  - id: propose
+    type: agent
+    agent: reconciler.propose_adjustments
+    with: {tenant: "${input.tenant}", period: "${input.period}", unmatched_bank: [],
+           unmatched_ledger: [], duplicate_ledger: [], duplicate_ledger_ids: []}
+  - id: checks
+    type: set
+    values:
+      many: "${steps.collect.output.ledger > 3}"
+      double: "${steps.propose.output.entries[0].amount * 2}"
+      fine: "${number(steps.propose.output.entries[0].amount) * 2}"
+      counted: "${len(steps.collect.output.ledger) > 3}"
+      text: "${'amount ' + steps.propose.output.entries[0].amount}"
+  - id: memo
+    type: agent
+    agent: memo.write
+    with:
+      tenant: "${input.tenant}"
+      period: "${input.period}"
+      matched: 0
+      unmatched_bank: 0
+      unmatched_ledger: 0
+      compliance_summary: none
+      entries:
+        - {entry_id: E1, account: 6100-bank-fees, amont: "1.00", source_ids: [B1], rationale: r}
+  - id: memo2
+    type: agent
+    agent: memo.writ
+    needs: [colect]
+"""
+
+
+def test_types_of_comparisons_arithmetic_and_literal_list_items() -> None:
+    found = issues(TYPED)
+    expected = [
+        "p.yaml:19:16: expression: cannot compare steps.collect.output.ledger (array) > 3 "
+        "(number): compare len(...) instead",
+        "p.yaml:20:18: expression: steps.propose.output.entries[].amount is a decimal carried "
+        "as a string: write number(",
+        "p.yaml:35:9: MemoInput.entries[0] needs field 'amount'",
+        "p.yaml:35:51: MemoInput.entries[0] has no field 'amont' (did you mean `amount`?)",
+        "p.yaml:38:12: unknown agent task 'memo.writ' (did you mean `memo.write`?)",
+        "p.yaml:39:13: unknown step reference 'colect' in needs (did you mean `collect`?)",
+    ]
+    assert len(found) == len(expected), "\n".join(found)
+    for line, want in zip(found, expected, strict=True):
+        assert line.startswith(want), f"{line!r} does not start with {want!r}"
+
+
+def test_an_approval_without_guards_needs_its_fields_and_guards_needs_a_governed_step() -> None:
+    text = """\
+name: x
+version: "1"
+steps:
+  - {id: collect, type: connector, action: finance.collect_period_data,
+     with: {tenant: a, period: b}}
+  - {id: ask, type: approval, request_summary: s}
+  - {id: ask2, type: approval, guards: collect}
+  - {id: ask3, type: approval, guards: colect}
+"""
+    found = issues(text)
+    assert any(
+        ":6:" in f and "without guards needs action, payload, obligations, requested_by" in f
+        for f in found
+    ), found
+    assert any(
+        ":7:" in f and "guards 'collect': that step runs no governed action" in f for f in found
+    ), found
+    assert any(":8:" in f and "(did you mean `collect`?)" in f for f in found), found

@@ -21,6 +21,7 @@ Workers and servers may restart while a run holds: the wait is a timer and a con
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -60,6 +61,19 @@ def policy_unavailable(err: BaseException) -> float | None:
         if isinstance(details, dict) and "max_wait_seconds" in details:
             return float(details["max_wait_seconds"])
     return None
+
+
+@dataclass(frozen=True)
+class NamedActivity:
+    """An activity known by its registered name (an extension's, baton/extensions.py) rather
+    than by a method; its result is read as ``result_type``. Usable wherever a step or a
+    compensation takes an activity method (``GovernedStep``, ``Compensation``)."""
+
+    name: str
+    result_type: type
+
+    async def __call__(self, _owner: Any, arg: Any) -> Any:  # the activity-method shape
+        raise TypeError(f"activity {self.name!r} runs through the workflow, not by a call")
 
 
 class KillSwitchGate:
@@ -109,6 +123,16 @@ class KillSwitchGate:
         preset = PRESETS[kind]
 
         def call() -> Awaitable[R]:
+            if isinstance(activity, NamedActivity):  # an extension's activity, by its name
+                return workflow.execute_activity(
+                    activity.name,
+                    arg,
+                    start_to_close_timeout=preset.start_to_close,
+                    heartbeat_timeout=preset.heartbeat,
+                    retry_policy=preset.retry,
+                    summary=summary[:200],
+                    result_type=activity.result_type,
+                )
             return workflow.execute_activity_method(
                 activity,
                 arg,  # type: ignore[arg-type]
@@ -201,6 +225,7 @@ class KillSwitchGate:
 
 
 __all__ = [
+    "NamedActivity",
     "KillSwitchGate",
     "POLL",
     "engaged",

@@ -51,6 +51,9 @@ PASSTHROUGH = [
     "workflows.contracts_integrity",
     "workflows.contracts_tools",
     "workflows.agent_steps",  # agent step declarations (dataclasses + output models)
+    # extension actions' envelopes (pydantic + stdlib); the catalogue (passed through) holds
+    # models built on them, so inside and outside must be the same classes
+    "workflows.contracts_extensions",
     # constants only (timeouts and retry policies, search attribute keys, failure type names and
     # the BatonError root, so a workflow failure type is the same class inside and outside):
     # no workflow logic, nothing done at import but defining them. Re-creating the Preset

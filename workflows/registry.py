@@ -36,6 +36,8 @@ from workflows.support import SupportCaseWorkflow, SupportCoordinatorWorkflow, c
 
 __all__ = [
     "PROCESSES",
+    "processes",
+    "register_process",
     "SERVICE_WORKFLOWS",
     "ProcessSpec",
     "UnknownProcess",
@@ -149,24 +151,41 @@ SERVICE_WORKFLOWS: tuple[type, ...] = (
 )
 
 
+#: Processes extensions added (baton/extensions.py), in the order they were registered.
+_EXTENSION_PROCESSES: list[ProcessSpec] = []
+
+
+def register_process(spec: ProcessSpec) -> None:
+    """Add an extension's process (its workflow is registered by every worker that loaded it)."""
+    if any(s.name == spec.name for s in processes()):
+        raise ValueError(f"a process named {spec.name!r} is registered already")
+    _EXTENSION_PROCESSES.append(spec)
+
+
+def processes() -> tuple[ProcessSpec, ...]:
+    """Baton's processes, then the extensions' ones."""
+    return (*PROCESSES, *_EXTENSION_PROCESSES)
+
+
 def workflow_classes() -> list[type]:
-    """Every workflow a Baton worker registers."""
-    return [*(spec.workflow for spec in PROCESSES), *SERVICE_WORKFLOWS]
+    """Every workflow a Baton worker registers (once each: an extension's process may reuse a
+    workflow, e.g. a second input model for the same one)."""
+    return list(dict.fromkeys([*(spec.workflow for spec in processes()), *SERVICE_WORKFLOWS]))
 
 
 def spec_for(inp: BaseModel) -> ProcessSpec:
     """The process that takes ``inp`` (by its input model)."""
-    for spec in PROCESSES:
+    for spec in processes():
         if isinstance(inp, spec.input):
             return spec
-    known = ", ".join(s.input.__name__ for s in PROCESSES)
+    known = ", ".join(s.input.__name__ for s in processes())
     raise UnknownProcess(f"no process takes a {type(inp).__name__} (known inputs: {known})")
 
 
 def spec_named(name: str) -> ProcessSpec:
     """The process called ``name`` (its BatonProcess value)."""
-    for spec in PROCESSES:
+    for spec in processes():
         if spec.name == name:
             return spec
-    known = ", ".join(s.name for s in PROCESSES)
+    known = ", ".join(s.name for s in processes())
     raise UnknownProcess(f"unknown process {name!r} (known: {known})")

@@ -71,13 +71,24 @@ def respond(agent: str, payload: dict[str, Any], model: str = LOCAL_MODEL_NAME) 
         if not isinstance(payload, dict):
             raise AgentInputError(f"{agent}: the user message must be a JSON object")
         return _MODEL_AGENTS[agent](payload, model)
-    rules = _AGENTS.get(agent)
+    rules = _AGENTS.get(agent) or _extension_rules(agent)
     if rules is None:
         known = ", ".join(sorted([*_AGENTS, *_MODEL_AGENTS]))
         raise AgentInputError(f"unknown agent {agent!r}; this server knows: {known}")
     if not isinstance(payload, dict):
         raise AgentInputError(f"{agent}: the user message must be a JSON object")
     return rules(payload)
+
+
+def _extension_rules(role: str) -> Any:
+    """The stand-in answer of an installed extension's agent (baton/extensions.py), if it
+    declares one."""
+    from baton import extensions
+
+    for spec in extensions.load().agents.values():
+        if spec.role == role and spec.stand_in is not None:
+            return spec.stand_in
+    return None
 
 
 def _reconcile(payload: dict[str, Any]) -> dict[str, Any]:

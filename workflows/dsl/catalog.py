@@ -4,6 +4,13 @@ Each entry names the registered activity (the activity name is the public contra
 worker.py), its input and output contracts (the validator type-checks ``with:`` against them,
 the interpreter validates the rendered input with them) and whether it is sensitive (a sensitive
 action must declare a compensation). Pure data: imported by the validator and the workflow.
+
+Extensions (baton/extensions.py) add their governed actions and agents with :func:`register`
+when they are loaded (the worker, the CLI): a governed action's ``with:`` is its own argument
+model (``args``), its output the :class:`GovernedActionOutcome` whose ``result`` is its result
+model, and it declares its policy and its undo, so a step needs no ``compensation:``. This
+module passes through the workflow sandbox, so what the worker registered is what its
+workflows see.
 """
 
 from __future__ import annotations
@@ -45,6 +52,23 @@ class Action:
     output: Any  # a pydantic model, or a plain type for simple results
     sensitive: bool = False
     description: str = ""
+    #: a governed extension action: its argument model (what ``with:`` holds), its result model
+    #: (``output.result``), its policy and its undo activity; an agent: its answer model
+    args: type[BaseModel] | None = None
+    result: type[BaseModel] | None = None
+    policy: str | None = None
+    undo: str | None = None
+    extension: str | None = None  # the extension that registered it (None: Baton)
+
+    @property
+    def governed(self) -> bool:
+        """Run as a governed step: policy decides inside the action's own transaction."""
+        return self.policy is not None and self.args is not None
+
+    @property
+    def arguments(self) -> type[BaseModel]:
+        """The model ``with:`` is checked against."""
+        return self.args if self.governed and self.args is not None else self.input
 
 
 AGENTS: dict[str, Action] = {
@@ -103,6 +127,22 @@ CONNECTORS: dict[str, Action] = {
 }
 
 
+#: What Baton itself ships (an extension may not take these names).
+BUILTIN_AGENTS: frozenset[str] = frozenset(AGENTS)
+BUILTIN_CONNECTORS: frozenset[str] = frozenset(CONNECTORS)
+#: The built-in policy path of each sensitive built-in action (for `baton catalog`).
+BUILTIN_POLICIES: dict[str, str] = {
+    "finance.post_journal_entry": "baton/finance/posting",
+    "hr.grant_entitlement": "baton/hr/entitlements",
+}
+
+
+def register(kind: str, name: str, action: Action) -> None:
+    """Add an extension's agent (``kind`` "agent") or connector action to the catalogue."""
+    table = AGENTS if kind == "agent" else CONNECTORS
+    table[name] = action
+
+
 def output_schema(action: Action) -> dict[str, Any]:
     """The JSON Schema of an action's output (for type checks of references to it)."""
     from pydantic import TypeAdapter
@@ -113,6 +153,10 @@ def output_schema(action: Action) -> dict[str, Any]:
 __all__ = [
     "AGENTS",
     "Action",
+    "BUILTIN_AGENTS",
+    "BUILTIN_CONNECTORS",
+    "BUILTIN_POLICIES",
     "CONNECTORS",
     "output_schema",
+    "register",
 ]

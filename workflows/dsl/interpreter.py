@@ -37,6 +37,12 @@ from workflows.contracts import (
     PolicyQuery,
     digest,
 )
+from workflows.contracts_extensions import (
+    CompensateActionInput,
+    CompensateActionOutcome,
+    GovernedActionInput,
+    GovernedActionOutcome,
+)
 from workflows.dsl import catalog
 from workflows.dsl import expressions as ex
 from workflows.dsl.model import (
@@ -59,7 +65,14 @@ from workflows.dsl.model import (
     WaitEventStep,
     bind_inputs,
 )
-from workflows.governed import ApprovalRound, fail_if_denied, risk_of
+from workflows.governed import (
+    ApprovalRound,
+    GovernedStep,
+    fail_if_denied,
+    grant,
+    risk_of,
+)
+from workflows.kill_switch_gate import NamedActivity
 from workflows.presets import PRESETS, ActivityKind
 from workflows.process_base import GovernedProcess, set_search_attributes
 from workflows.saga import Saga
@@ -88,6 +101,10 @@ class _Block:
             for sid in _subtree_ids(s):
                 owner[sid] = s.id
         deps: dict[str, set[str]] = {s.id: set(s.needs) for s in steps}
+        for s in steps:  # an approval runs after the governed step it guards
+            guards = getattr(s, "guards", None)
+            if guards is not None and guards in deps:
+                deps[s.id].add(guards)
         for s in steps:
             for ref in _references(s):
                 top = owner.get(ref)
@@ -158,6 +175,8 @@ class ProcessWorkflow(GovernedProcess):
         self.registered: set[str] = set()  # digests of registered compensations
         self.events: dict[str, list[Any]] = {}
         self.children: dict[str, int] = {}  # subprocess step id -> children started
+        #: governed steps by step id, for the approval step that guards them
+        self.guarded: dict[str, tuple[GovernedStep[Any], GovernedActionInput]] = {}
 
     @workflow.run
     async def run(self, inp: ProcessRunInput) -> ProcessRunResult:
@@ -233,6 +252,9 @@ class ProcessWorkflow(GovernedProcess):
         if isinstance(step, AgentStep):
             return await self.call_action(step, "agent", catalog.AGENTS, step.agent, scope)
         if isinstance(step, ConnectorStep):
+            action = catalog.CONNECTORS.get(step.action)
+            if action is not None and action.governed:
+                return await self.governed_action(step, action, scope, saga)
             return await self.call_action(step, "connector", catalog.CONNECTORS, step.action, scope)
         if isinstance(step, PolicyStep):
             return await self.policy(step, scope)
@@ -374,6 +396,111 @@ class ProcessWorkflow(GovernedProcess):
         summary = f"{step.id}: compensation: {text}"[:200]
         self.undo(summary, lambda: self.execute("compensation", action, arg, summary, None), saga)
 
+    # -- governed extension actions -----------------------------------------------------------
+
+    async def governed_action(
+        self, step: ConnectorStep, action: catalog.Action, scope: dict[str, Any], saga: Saga
+    ) -> Any:
+        """An extension's governed action as a GovernedStep: its undo registered first (once
+        per idempotency key), policy deciding in the action's own transaction; a deny fails the
+        run, a require_approval leaves the step held for the approval step that guards it."""
+        assert action.args is not None
+        args = self.model(action.args, self.render(step.with_, scope, step.id), step.id)
+        dumped = args.model_dump(mode="json")
+        wid = workflow.info().workflow_id
+        key = f"{wid}/{step.id}/{digest({'action': step.action, 'args': dumped})[:16]}"
+        values = scope["input"]
+        inp = GovernedActionInput(
+            action=step.action,
+            args=dumped,
+            tenant=str(values.get("tenant") or ""),
+            requested_by=self.inp.requested_by,
+            idempotency_key=key,
+        )
+        if action.undo is not None and step.compensation is None and key not in self.registered:
+            self.registered.add(key)
+            undo = CompensateActionInput(
+                action=step.action, original_key=key, reason=f"{self.name} undone"
+            )
+            text = f"{step.id}: compensation: undo {step.action}"[:200]
+            named = NamedActivity(action.undo, CompensateActionOutcome)
+            self.undo(
+                text,
+                lambda: self.kill_switch.step("compensation", named, undo, text),
+                saga,
+            )
+        governed = GovernedStep[GovernedActionOutcome](
+            what=f"{step.action} (step {step.id})",
+            activity=NamedActivity(action.activity, GovernedActionOutcome),
+            arg=inp,
+            summary=self.summary(step, scope, f"{step.action} (policy {action.policy})"),
+            key=key,
+            subject=step.id,
+        )
+        self.guarded[step.id] = (governed, inp)
+        outcome = await self.act(governed)
+        if outcome is None:  # policy wants a human: the guarding approval step asks
+            return {"decision": self.held[step.id].model_dump(mode="json"), "result": None}
+        return outcome.model_dump(mode="json")
+
+    async def guarded_approval(self, step: ApprovalStep, scope: dict[str, Any]) -> Any:
+        """The approval of a governed step: the request is built from the decision policy took
+        on it (obligations, reasons), bound to the digest of the action and its arguments; on
+        approval the action runs again carrying the grant (policy re-checks it) and the guarded
+        step's output becomes what it did. Rejected: ApprovalRejected; expired:
+        ApprovalExpired (the run fails and its compensations run)."""
+        assert step.guards is not None
+        found = self.guarded.get(step.guards)
+        if found is None:
+            raise definition_error(step.id, f"guards {step.guards!r}: that step has not run")
+        governed, inp = found
+        decision = self.held.pop(step.guards, None)
+        if decision is None:  # policy allowed it: nobody needs to be asked
+            return {"outcome": "not_needed"}
+        summary = (
+            str(self.render(step.request_summary, scope, step.id))
+            if step.request_summary
+            else f"{inp.action} {inp.args}"[:300]
+        )
+        sla = self.render(step.sla_seconds, scope, step.id)
+        if isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0:
+            raise definition_error(step.id, f"sla_seconds must be a positive number, got {sla!r}")
+        requested_by = (
+            str(self.render(step.requested_by, scope, step.id))
+            if step.requested_by
+            else inp.requested_by
+        )
+        outcome = await self.approve(
+            ApprovalRound(
+                action=inp.action,
+                payload={"action": inp.action, "args": inp.args},
+                action_payload=inp.args,
+                summary=summary,
+                obligations=decision.obligations,
+                policy_reasons=decision.reasons,
+                requested_by=requested_by,
+                excluded=sorted({requested_by, *self.render(step.exclude, scope, step.id)}),
+                sla_seconds=float(sla),
+                risk=risk_of,
+                waiting=f"{step.id}: waiting for approval of {step.guards}",
+                fail_safe="everything done is undone",
+            )
+        )
+        approved = GovernedStep[GovernedActionOutcome](
+            what=governed.what,
+            activity=governed.activity,
+            arg=inp.model_copy(update={"approval": grant(outcome)}),
+            summary=f"{governed.summary} (approved)"[:200],
+            key=governed.key,
+            subject=governed.subject,
+            grant=grant(outcome),
+            carries_audit=True,
+        )
+        done = await self.act(approved)
+        assert done is not None  # a grant that still needs approval failed in act()
+        scope["steps"][step.guards] = {"output": done.model_dump(mode="json")}
+        return outcome.model_dump(mode="json")
+
     # -- policy gate and approval ---------------------------------------------------------------
 
     async def policy(self, step: PolicyStep, scope: dict[str, Any]) -> Any:
@@ -404,6 +531,10 @@ class ProcessWorkflow(GovernedProcess):
         return dumped if step.for_each is not None else dumped[0]
 
     async def approval(self, step: ApprovalStep, scope: dict[str, Any]) -> Any:
+        if step.guards is not None:
+            return await self.guarded_approval(step, scope)
+        assert step.action is not None and step.requested_by is not None  # the model checks
+
         def typed(tp: Any, value: Any, what: str) -> Any:
             try:
                 return TypeAdapter(tp).validate_python(value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workflows.contracts_security import Name, bounded_json
 
@@ -81,21 +81,52 @@ class PolicyStep(StepBase):
 
 
 class ApprovalStep(StepBase):
-    """Put an action before humans (workflows/approval_gate.py): N-of-M, SLA, escalation."""
+    """Put an action before humans (workflows/approval_gate.py): N-of-M, SLA, escalation.
+
+    With ``guards: <step id>`` the approval is that governed step's (an extension action):
+    asked only when policy held the step back, built from the decision policy took on it
+    (obligations, reasons), bound to the digest of the action and its arguments; approved, the
+    step runs again with the approval (policy re-checks it). Rejected: ApprovalRejected;
+    expired: ApprovalExpired. Without ``guards``, ``action``, ``request_summary``, ``payload``,
+    ``obligations`` and ``requested_by`` say it all by hand."""
 
     type: Literal["approval"]
-    action: str
-    request_summary: str = Field(description="What the approvers are asked (may hold ${}).")
-    payload: Any = Field(description="The exact action approved (bound by digest).")
-    obligations: Expr = Field(description="Policy obligations (a list) naming the approvers.")
+    guards: str | None = Field(
+        default=None,
+        pattern=STEP_ID,
+        description="The governed step (an extension action) this approval is for.",
+    )
+    action: str | None = None
+    request_summary: str | None = Field(
+        default=None, description="What the approvers are asked (may hold ${})."
+    )
+    payload: Any = Field(default=None, description="The exact action approved (bound by digest).")
+    obligations: Expr | None = Field(
+        default=None, description="Policy obligations (a list) naming the approvers."
+    )
     entries: Expr | None = Field(default=None, description="Adjusting entries shown, if any.")
     round: Expr | int = Field(default=1, description="1 for the first request, +1 per re-ask.")
     findings: Expr | None = None
-    requested_by: str
+    requested_by: str | None = None
     exclude: list[str] | Expr = Field(
         default_factory=list, description="May not decide (preparers, amenders)."
     )
     sla_seconds: Expr | int = 3 * 24 * 3600
+
+    @model_validator(mode="after")
+    def _guarded_or_complete(self) -> ApprovalStep:
+        if self.guards is None:
+            missing = [
+                name
+                for name in ("action", "request_summary", "payload", "obligations", "requested_by")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"an approval step without guards needs {', '.join(missing)} "
+                    "(or guards: <the governed step it approves>)"
+                )
+        return self
 
 
 class FailStep(StepBase):

@@ -16,6 +16,7 @@ still cannot run on the data (say ``number('abc')``) fails the run with ProcessD
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import re
@@ -534,11 +535,13 @@ class _Checker:
             if action is None:
                 what = "agent task" if isinstance(step, AgentStep) else "connector action"
                 self.error(
-                    (*p, key), f"unknown {what} {name!r} (known: {', '.join(sorted(table))})"
+                    (*p, key),
+                    f"unknown {what} {name!r}{nearest(name, table)} "
+                    f"(known: {', '.join(sorted(table))})",
                 )
             else:
-                self.check_call(action.input, step.with_, (*p, "with"), info, scope)
-                if action.sensitive and step.compensation is None:
+                self.check_call(action.arguments, step.with_, (*p, "with"), info, scope)
+                if action.sensitive and step.compensation is None and action.undo is None:
                     self.error(
                         p,
                         f"step {step.id!r} runs the sensitive action {name!r} and has no "
@@ -551,7 +554,8 @@ class _Checker:
             if comp is None:
                 self.error(
                     (*cp, "action"),
-                    f"unknown connector action {step.compensation.action!r} in compensation "
+                    f"unknown connector action {step.compensation.action!r} in compensation"
+                    f"{nearest(step.compensation.action, catalog.CONNECTORS)} "
                     f"(known: {', '.join(sorted(catalog.CONNECTORS))})",
                 )
             else:
@@ -562,7 +566,10 @@ class _Checker:
             if other is None and need in self.partial.dropped_steps:
                 continue
             if other is None:
-                self.error((*p, "needs", i), f"unknown step reference {need!r} in needs")
+                self.error(
+                    (*p, "needs", i),
+                    f"unknown step reference {need!r} in needs{nearest(need, self.infos)}",
+                )
             elif other.frames != frames:
                 self.error(
                     (*p, "needs", i), f"needs {need!r}: it is not in the same block as {step.id!r}"
@@ -578,6 +585,8 @@ class _Checker:
             self.check_value(step.input, (*p, "input"), frames, inner, info, "object")
             self.check_value(step.subject, (*p, "subject"), frames, inner, info, "string")
         elif isinstance(step, ApprovalStep):
+            if step.guards is not None:
+                self.check_guards(step, p)
             self.check_value(step.request_summary, (*p, "request_summary"), frames, scope, info)
             self.check_value(step.payload, (*p, "payload"), frames, scope, info)
             self.check_value(step.obligations, (*p, "obligations"), frames, scope, info, "array")
@@ -647,6 +656,32 @@ class _Checker:
             self.check_value(step.collect, (*p, "collect"), body, inner, info)
             self.check_value(step.collect_if, (*p, "collect_if"), body, inner, info)
 
+    def check_guards(self, step: ApprovalStep, p: Path_) -> None:
+        """``guards`` names a governed step (an extension action) of the same block."""
+        target = self.infos.get(step.guards or "")
+        if target is None:
+            self.error(
+                (*p, "guards"),
+                f"unknown step {step.guards!r} in guards{nearest(step.guards or '', self.infos)}",
+            )
+            return
+        action = (
+            catalog.CONNECTORS.get(target.step.action)
+            if isinstance(target.step, ConnectorStep)
+            else None
+        )
+        if action is None or not action.governed:
+            governed = sorted(n for n, a in catalog.CONNECTORS.items() if a.governed)
+            self.error(
+                (*p, "guards"),
+                f"guards {step.guards!r}: that step runs no governed action (governed actions: "
+                f"{', '.join(governed) or 'none; extensions add them'})",
+            )
+        elif target.frames != self.infos[step.id].frames:
+            self.error((*p, "guards"), f"guards {step.guards!r}: it is not in the same block")
+        else:
+            self.edge(target.frames, step.guards or "", step.id)
+
     def check_inputs(self, sub: SubprocessDefinition, step: SubprocessStep, p: Path_) -> None:
         for name in step.input:
             if name not in sub.input:
@@ -686,7 +721,8 @@ class _Checker:
             if name not in props:
                 self.error(
                     path,
-                    f"{label} has no field {name!r} (fields: {', '.join(props)})",
+                    f"{label} has no field {name!r}{nearest(name, props)} "
+                    f"(fields: {', '.join(props)})",
                     key=name,
                 )
                 continue
@@ -696,6 +732,18 @@ class _Checker:
                 frag, d = target
                 if "properties" in frag:
                     self.check_object(frag, d, value, sub, info, scope, f"{label}.{name}")
+                    continue
+            if isinstance(value, list) and target is not None:
+                items = _resolve((target[0].get("items", {}), target[1]))
+                if items is not None and target[0].get("type") == "array":
+                    for i, item in enumerate(value):  # each literal item against its model
+                        where, what = (*sub, i), f"{label}.{name}[{i}]"
+                        if isinstance(item, dict) and "properties" in items[0]:
+                            self.check_object(items[0], items[1], item, where, info, scope, what)
+                        else:
+                            self.check_value(
+                                item, where, info.frames, scope, info, None, items, what
+                            )
                     continue
             self.check_value(value, sub, info.frames, scope, info, None, target, f"{label}.{name}")
         for name in schema.get("required", []):
@@ -783,9 +831,13 @@ class _Checker:
                 self.infer(node[2], frames, scope, info, path, start)
             return self.resolve_path(static[0], static[1] + start, frames, scope, info, path)
         if kind in ("not", "and", "or", "cmp"):
-            for child in node[1:]:
-                if isinstance(child, tuple):
-                    self.infer(child, frames, scope, info, path, start)
+            kids = [
+                self.infer(child, frames, scope, info, path, start)
+                for child in node[1:]
+                if isinstance(child, tuple)
+            ]
+            if kind == "cmp" and node[1] not in ("==", "!=") and path is not None:
+                self.check_ordering(node, kids, path, start)
             return ({"type": "boolean"}, {})
         if kind in ("arith", "neg"):
             types = [
@@ -793,6 +845,8 @@ class _Checker:
                 for c in node[1:]
                 if isinstance(c, tuple)
             ]
+            if path is not None:
+                self.check_arithmetic(node, types, path, start)
             if node[0] == "arith" and node[1] == "+":
                 found = [_types(*t) for t in types if t is not None]
                 if found and all(f is not None and f <= {"string"} for f in found):
@@ -812,6 +866,75 @@ class _Checker:
                 self.error(path, f"expression: {node[1]}() takes {fn.arity_text()}")
             return None if returns == "any" else ({"type": returns}, {})
         return None
+
+    def check_ordering(
+        self, node: ex.Node, kids: list[Schema | None], path: Path_, start: int
+    ) -> None:
+        """``<``, ``>``... compare two numbers or two strings: a list, an object, or a decimal
+        (carried as a string) against a number fails at run time."""
+        kinds = [_kind(t) for t in kids]
+        if len(kinds) != 2 or kinds == ["decimal", "decimal"]:
+            return  # two decimal strings compare as text: left to the author
+        if "decimal" not in kinds and (None in kinds or kinds[0] == kinds[1]):
+            return
+        left, right = (_operand(n) for n in node[2:4])
+        if "decimal" in kinds:
+            which = left if kinds[0] == "decimal" else right
+            self.error(
+                path,
+                f"expression: {which} is a decimal carried as a string: compare "
+                f"number({which}) {node[1]} ...",
+                offset=start,
+            )
+            return
+        if kinds[0] in ("array", "object") or kinds[1] in ("array", "object"):
+            self.error(
+                path,
+                f"expression: cannot compare {left} ({kinds[0]}) {node[1]} {right} ({kinds[1]})"
+                + (": compare len(...) instead" if "array" in kinds else ""),
+                offset=start,
+            )
+        elif {kinds[0], kinds[1]} == {"number", "string"}:
+            self.error(
+                path,
+                f"expression: cannot compare {left} ({kinds[0]}) {node[1]} {right} ({kinds[1]})",
+                offset=start,
+            )
+
+    def check_arithmetic(
+        self, node: ex.Node, types: list[Schema | None], path: Path_, start: int
+    ) -> None:
+        """Arithmetic needs numbers: a decimal (a money amount, carried as a string), a list
+        or an object is an error the run would hit (``+`` also joins two strings or lists)."""
+        kinds = [_kind(t) for t in types]
+        operands = [_operand(n) for n in node[1:] if isinstance(n, tuple)]
+        op = node[1] if node[0] == "arith" else "-"
+        joins = op == "+"  # + also joins two strings or two lists
+        numeric = {"number", "decimal"}
+        for i, (kind, text) in enumerate(zip(kinds, operands, strict=False)):
+            others = [k for j, k in enumerate(kinds) if j != i and k is not None]
+            if kind == "decimal" and (not joins or any(k in numeric for k in others)):
+                self.error(
+                    path,
+                    f"expression: {text} is a decimal carried as a string: write "
+                    f"number({text}) to compute with it",
+                    offset=start,
+                )
+                return
+            wrong = kind in ("array", "object", "boolean", "string")
+            if joins:  # wrong only next to a known operand it cannot join with
+                same = {"string", "decimal"} if kind == "string" else {kind}
+                wrong = kind in ("object", "boolean") or (
+                    kind in ("array", "string") and any(k not in same for k in others)
+                )
+            if wrong:
+                self.error(
+                    path,
+                    f"expression: {op} needs numbers, but {text} is "
+                    f"{'a list' if kind == 'array' else kind}",
+                    offset=start,
+                )
+                return
 
     def resolve_path(
         self,
@@ -866,7 +989,10 @@ class _Checker:
             if target is None and parts[1] in self.partial.dropped_steps:
                 return None  # that step has shape errors (reported): nothing more to say
             if target is None:
-                err(f"unknown step reference {parts[1]!r} (steps: {', '.join(sorted(self.infos))})")
+                err(
+                    f"unknown step reference {parts[1]!r}{nearest(parts[1], self.infos)} "
+                    f"(steps: {', '.join(sorted(self.infos))})"
+                )
                 return None
             if len(parts) < 3 or parts[2] != "output":
                 err(f"steps.{parts[1]} must be followed by .output")
@@ -965,6 +1091,48 @@ class _Checker:
         return None
 
 
+def _kind(t: Schema | None) -> str | None:
+    """One word for a value's type, "decimal" for a money amount carried as a string (a
+    pydantic Decimal: a number or a numeric string); None when unknown or mixed."""
+    if t is None:
+        return None
+    frag = _resolve(t)
+    if frag is not None:
+        options = frag[0].get("anyOf")
+        if isinstance(options, list):
+            kinds = {o.get("type") for o in options if isinstance(o, dict)}
+            if kinds == {"number", "string"}:
+                return "decimal"
+    found = _types(*t)
+    if found is None or len(found - {"null"}) != 1:
+        return None
+    kind = next(iter(found - {"null"}))
+    return "number" if kind == "integer" else kind
+
+
+def _operand(node: Any) -> str:
+    """An operand as the author wrote it (a path, a literal), for messages."""
+    if isinstance(node, tuple):
+        static = ex.static_path(node) if node[0] in ("var", "get") else None
+        if static is not None:
+            return ".".join(static[0]).replace(".[]", "[]")
+        if node[0] == "lit":
+            return json.dumps(node[1])
+        if node[0] == "call":
+            return f"{node[1]}(...)"
+    return "the value"
+
+
+def nearest(name: str, known: Any) -> str:
+    """`` (did you mean `x`?)`` for the closest known name, or nothing."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
+    if not close:  # a dotted name's last part alone: "classify" for "ap.clasify"
+        tails = {str(k).rsplit(".", 1)[-1]: str(k) for k in known}
+        tail = difflib.get_close_matches(name.rsplit(".", 1)[-1], list(tails), n=1, cutoff=0.6)
+        close = [tails[tail[0]]] if tail else []
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 def _literal_type(value: Any) -> str | None:
     if value is None:
         return "null"
@@ -1044,8 +1212,8 @@ def _walk(t: Schema | None, rest: tuple[str, ...], label: str, err: Any) -> Sche
         if isinstance(props, dict) and frag.get("additionalProperties") is not True:
             if part not in props:
                 err(
-                    f"undefined variable {label}.{part}: {label} has no field {part!r} "
-                    f"(fields: {', '.join(props)})"
+                    f"undefined variable {label}.{part}: {label} has no field {part!r}"
+                    f"{nearest(part, props)} (fields: {', '.join(props)})"
                 )
                 return None
             t = (props[part], defs)
@@ -1058,16 +1226,57 @@ def _walk(t: Schema | None, rest: tuple[str, ...], label: str, err: Any) -> Sche
     return t
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a process definition (for editors), generated from the models."""
+def json_schema(catalogue: bool = True, extensions: bool = False) -> dict[str, Any]:
+    """The JSON Schema of a process definition (for editors), generated from the models.
+
+    ``catalogue``: the agent and action names are listed (editors complete them) and each
+    one's ``with:`` fields are named (completed, unknown ones flagged; their types are not,
+    since a value may be a ``${...}`` expression). ``extensions``: the names extensions
+    registered too (baton/extensions.py), not only Baton's own."""
     schema = ProcessDefinition.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Baton process definition"
+    if catalogue:
+        defs = schema["$defs"]
+
+        def chosen(table: dict[str, catalog.Action]) -> dict[str, catalog.Action]:
+            return {n: a for n, a in sorted(table.items()) if extensions or a.extension is None}
+
+        agents, connectors = chosen(catalog.AGENTS), chosen(catalog.CONNECTORS)
+        for step, key, table in (
+            ("AgentStep", "agent", agents),
+            ("ConnectorStep", "action", connectors),
+        ):
+            defs[step]["properties"][key]["enum"] = list(table)
+            defs[step]["allOf"] = [
+                {
+                    "if": {"properties": {key: {"const": name}}, "required": [key]},
+                    "then": {"properties": {"with": _with_schema(action)}},
+                }
+                for name, action in table.items()
+            ]
+        defs["Compensation"]["properties"]["action"]["enum"] = list(connectors)
     return schema
 
 
-def schema_text() -> str:
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+def _with_schema(action: catalog.Action) -> dict[str, Any]:
+    """The fields ``with:`` takes for ``action``: names and descriptions, no types."""
+    model = action.arguments.model_json_schema()
+    props = {
+        name: {k: v for k, v in field.items() if k in ("description", "title")}
+        for name, field in model.get("properties", {}).items()
+    }
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if model.get("required"):
+        out["required"] = model["required"]
+    if action.description:
+        out["description"] = action.description
+    return out
+
+
+def schema_text(catalogue: bool = True, extensions: bool = False) -> str:
+    schema = json_schema(catalogue, extensions)
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 __all__ = [
@@ -1084,6 +1293,7 @@ __all__ = [
     "json_schema",
     "load_definition",
     "load_yaml",
+    "nearest",
     "schema_text",
     "validate_file",
     "validate_text",
