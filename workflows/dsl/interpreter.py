@@ -37,10 +37,12 @@ from workflows.contracts import (
     PolicyQuery,
     digest,
 )
-from workflows.dsl import catalog
+from workflows.contracts_tools import ToolPrincipal
+from workflows.dsl import acting, catalog
 from workflows.dsl import expressions as ex
 from workflows.dsl.model import (
     AgentStep,
+    AgentThatActs,
     ApprovalStep,
     ConditionStep,
     ConnectorStep,
@@ -231,6 +233,8 @@ class ProcessWorkflow(GovernedProcess):
         if step.compensation is not None:
             self.register(step, scope, saga)
         if isinstance(step, AgentStep):
+            if isinstance(step.agent, AgentThatActs):
+                return await self.agent_that_acts(step, step.agent, scope)
             return await self.call_action(step, "agent", catalog.AGENTS, step.agent, scope)
         if isinstance(step, ConnectorStep):
             return await self.call_action(step, "connector", catalog.CONNECTORS, step.action, scope)
@@ -275,6 +279,35 @@ class ProcessWorkflow(GovernedProcess):
     def summary(self, step: StepBase, scope: dict[str, Any], default: str) -> str:
         text = self.render(step.summary, scope, step.id) if step.summary else default
         return f"{step.id}: {text}"[:200]
+
+    # -- an agent that acts ---------------------------------------------------------------------
+
+    async def agent_that_acts(
+        self, step: AgentStep, spec: AgentThatActs, scope: dict[str, Any]
+    ) -> Any:
+        """The agent loop every process uses (workflows/agent_loop.py), its tool calls governed
+        steps of this run; the output: the answer and each call with its verdict."""
+        try:
+            declared = acting.declared_step(spec, step.id)
+        except ValueError as err:
+            raise definition_error(step.id, str(err)) from None
+        task = self.render(spec.input, scope, step.id)
+        if not isinstance(task, dict):
+            raise definition_error(step.id, f"agent input must be an object, not {task!r}")
+        tenant = scope["input"].get("tenant")
+        if not isinstance(tenant, str) or not tenant:
+            raise definition_error(step.id, "an agent that acts needs the input 'tenant'")
+        self.tenant = tenant
+        principal = ToolPrincipal(
+            process=self.name,
+            tenant=tenant,
+            agent=declared.name,
+            requested_by=self.inp.requested_by,
+        )
+        return await acting.run_agent(self, declared, step.id, task, principal)
+
+    def _budget_facts(self) -> dict[str, Any]:
+        return {"tenant": getattr(self, "tenant", ""), "subject": workflow.info().workflow_id}
 
     # -- activities ---------------------------------------------------------------------------
 

@@ -28,10 +28,11 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from workflows.contracts import ApprovalOutcome, PolicyDecision
-from workflows.dsl import catalog
+from workflows.dsl import catalog, validate_agent
 from workflows.dsl import expressions as ex
 from workflows.dsl.model import (
     AgentStep,
+    AgentThatActs,
     ApprovalStep,
     ConditionStep,
     ConnectorStep,
@@ -526,9 +527,11 @@ class _Checker:
     def check_step(self, info: _StepInfo) -> None:
         step, p, frames = info.step, info.path, info.frames
         scope = self.loop_vars(frames)
-        if isinstance(step, AgentStep | ConnectorStep):
+        if isinstance(step, AgentStep) and isinstance(step.agent, AgentThatActs):
+            validate_agent.check(self, info)
+        elif isinstance(step, AgentStep | ConnectorStep):
             table = catalog.AGENTS if isinstance(step, AgentStep) else catalog.CONNECTORS
-            name = step.agent if isinstance(step, AgentStep) else step.action
+            name = str(step.agent) if isinstance(step, AgentStep) else step.action
             key = "agent" if isinstance(step, AgentStep) else "action"
             action = table.get(name)
             if action is None:
@@ -947,8 +950,10 @@ class _Checker:
                 visit(node, [])
 
     def output_type(self, step: Any) -> Schema | None:
+        if isinstance(step, AgentStep) and isinstance(step.agent, AgentThatActs):
+            return validate_agent.output_type(step.agent)
         if isinstance(step, AgentStep):
-            action = catalog.AGENTS.get(step.agent)
+            action = catalog.AGENTS.get(str(step.agent))
             return _schema_of(action.output) if action else None
         if isinstance(step, ConnectorStep):
             action = catalog.CONNECTORS.get(step.action)
