@@ -42,7 +42,8 @@ LOOKUP = ("lookup_customer", {"customer": "c-1"})
 
 def told(h: Harness, turn: int) -> list[str]:
     """The tool messages the model was shown on its ``turn``-th request (1-based)."""
-    return [str(m.get("content")) for m in h.model.turns(AGENT)[turn - 1] if m.get("role") == "tool"]
+    messages = h.model.turns(AGENT)[turn - 1]
+    return [str(m.get("content")) for m in messages if m.get("role") == "tool"]
 
 
 async def pending(h: Harness, wid: str) -> ApprovalRequest:
@@ -129,7 +130,7 @@ async def test_a_later_failure_reverses_the_agents_credit(harness: Harness) -> N
     text = PROCESS.read_text().replace(
         "output:\n  answer:",
         "  - id: refuse\n    type: fail\n    error: CaseEscalated\n"
-        "    message: \"after ${steps.resolve.output.tool_calls} calls\"\n\noutput:\n  answer:",
+        '    message: "after ${steps.resolve.output.tool_calls} calls"\n\noutput:\n  answer:',
     )
     d, issues = validate_text(text, "support_agent_fails.yaml")
     assert d is not None, issues
