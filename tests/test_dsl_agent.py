@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from activities.tools import credits_of
-from tests.conftest import Harness
+from tests.conftest import Harness, _harness
 from tests.support.scripted_model import Fault
+from tests.test_mcp_tools import effects_dir, http_server, secret  # noqa: F401 - fixtures
 from workflows.contracts import ApprovalDecision, ApprovalRequest
 from workflows.dsl.client import start_process
 from workflows.dsl.model import ProcessDefinition
@@ -217,10 +219,78 @@ def test_without_an_mcp_configuration_mcp_tools_are_left_to_the_worker() -> None
     d, issues = validate_text(text, "a.yaml")
     assert d is not None, issues
     [note] = notes(d)
-    assert "mcp__crm__lookup_customer: MCP tools are checked when the worker starts" in note
+    assert "MCP tools mcp__crm__lookup_customer are checked when the worker starts" in note
 
 
 def test_a_declared_agent_step_can_be_named_and_the_example_validates() -> None:
     d, issues = validate_text(BASE + "      instructions: l2_researcher\n", "a.yaml")
     assert d is not None, issues
     assert load_definition(PROCESS).name == "support_agent"
+
+
+# -- MCP tools (a real MCP server over streamable HTTP: tests/support/mcp_server.py) ------------
+
+CRM_PROCESS = """
+name: crm_assistant            # the process name policy/data/mcp.json allow-lists for crm/*
+version: "1"
+input:
+  tenant: {type: string}
+  destination: {type: string}
+steps:
+  - id: ask
+    type: agent
+    agent:
+      instructions: crm_assistant      # the declared agent step: its answer and role
+      tools: [mcp__crm__lookup_customer, mcp__crm__export_customers]
+      limits: {max_turns: 4, max_tool_calls: 4}
+      input: {ask: "back up the customer list to ${input.destination}"}
+output:
+  answer: "${steps.ask.output.answer.answer}"
+  verdicts: "${pluck(steps.ask.output.calls, 'verdict')}"
+"""
+
+
+async def test_yaml_agent_calls_mcp_tools_and_the_sensitive_one_waits_for_approval(
+    temporal_client: Any,
+    model_server: Any,
+    http_server: str,  # noqa: F811 - the fixture of tests/test_mcp_tools.py
+    effects_dir: Path,  # noqa: F811
+    secret: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A YAML agent step with MCP tools: the lookup runs, the export (sensitive) waits for a
+    support lead and runs once approved; the output lists both calls' verdicts."""
+    from tests.test_mcp_tools import ENV_VAR, effects, mine, server_config, sha256
+
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps(server_config("http", http_server, effects_dir, sha256(secret))))
+    monkeypatch.setenv(ENV_VAR, secret)
+    destination = f"backup-{uuid.uuid4().hex[:6]}@acme.example"
+    model_server.script(
+        Fault.tool_calls(("mcp__crm__lookup_customer", {"customer_id": "C-1"})),
+        Fault.tool_calls(("mcp__crm__export_customers", {"destination": destination})),
+        Fault.tool_calls(("final_answer", {"answer": "Exported."})),
+        match="agent: crm_assistant",
+    )
+    with mcp_config(path):
+        d, issues = validate_text(CRM_PROCESS, "crm.yaml")
+    assert d is not None, issues
+    async with _harness(
+        temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
+    ) as h:
+        values = {"tenant": h.tenant, "destination": destination}
+        async with h.worker():
+            handle = await start_process(
+                h.temporal, d, values, task_queue=h.client.task_queue, requested_by="alice"
+            )
+            request = await pending(h, handle.id)
+            assert request.action == "tool:mcp__crm__export_customers"
+            assert mine(effects(effects_dir, "http"), destination) == []  # nothing before
+            await h.client.decide(handle.id, approve(request))
+            async with asyncio.timeout(90):
+                result = await handle.result()
+    assert result.output == {"answer": "Exported.", "verdicts": ["allowed", "approved"]}
+    assert mine(effects(effects_dir, "http"), destination) == [
+        {"tool": "export_customers", "destination": destination}
+    ]

@@ -90,7 +90,10 @@ def check(checker: Any, info: Any) -> None:
             "agent.tools: required unless agent.instructions names a declared agent step "
             f"({', '.join(sorted(AGENT_STEPS))})",
         )
-    check_tools(checker, spec.tools or [], (*ap, "tools"))
+    if spec.tools is not None:
+        check_tools(checker, spec.tools, (*ap, "tools"))
+    elif base is not None:  # the declared step's tools: their MCP servers must be configured
+        check_tools(checker, list(base.tools), (*ap, "instructions"))
     if spec.output is not None and spec.output not in ANSWERS:
         checker.error(
             (*ap, "output"),
@@ -143,17 +146,21 @@ def check_tools(checker: Any, tools: list[str], path: tuple[Any, ...]) -> None:
 def notes(definition: ProcessDefinition) -> list[str]:
     """What could not be checked here: MCP tools (their servers list them at worker start)."""
     servers, _ = mcp_servers()
-    out: list[str] = []
+    by_step: dict[str, list[str]] = {}
     for step_id, tool in _mcp_tools(definition.model_dump(by_alias=True)):
+        by_step.setdefault(step_id, []).append(tool)
+    out: list[str] = []
+    for step_id, tools in by_step.items():
         if servers is None:
             out.append(
-                f"note: step {step_id!r}: {tool}: MCP tools are checked when the worker starts "
-                "(no MCP configuration here: set BATON_MCP_CONFIG to check their servers)"
+                f"note: step {step_id!r}: MCP tools {', '.join(tools)} are checked when the "
+                "worker starts (no MCP configuration here: set BATON_MCP_CONFIG to check "
+                "their servers)"
             )
         else:
             out.append(
-                f"note: step {step_id!r}: {tool}: its server is configured; the tool itself is "
-                "checked when the worker starts (servers list their tools then)"
+                f"note: step {step_id!r}: MCP tools {', '.join(tools)}: their servers are "
+                "configured; the tools themselves are checked when the worker starts"
             )
     return out
 
@@ -162,7 +169,11 @@ def _mcp_tools(value: Any) -> Iterator[tuple[str, str]]:
     if isinstance(value, dict):
         agent = value.get("agent")
         if value.get("type") == "agent" and isinstance(agent, dict):
-            for tool in agent.get("tools") or []:
+            tools = agent.get("tools")
+            declared = AGENT_STEPS.get(str(agent.get("instructions")))
+            if tools is None and declared is not None:
+                tools = list(declared.tools)
+            for tool in tools or []:
                 if isinstance(tool, str) and tool.startswith(MCP_PREFIX):
                     yield str(value.get("id")), tool
         for v in value.values():
