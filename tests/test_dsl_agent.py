@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from workflows.dsl.validate import load_definition, validate_text
 from workflows.dsl.validate_agent import mcp_config, notes
 
 PROCESS = Path(__file__).parents[1] / "processes" / "support_agent.yaml"
+GOLDEN = Path(__file__).parent / "golden" / "dsl_support_agent_approved.json"
 AGENT = "case_resolver"
 MATCH = f"agent: {AGENT}"
 
@@ -143,6 +145,83 @@ async def test_a_later_failure_reverses_the_agents_credit(harness: Harness) -> N
     [made] = credits_of(h.db, h.tenant)
     assert made.amount_cents == 4000 and made.reversed_at is not None
     assert "tool.compensated" in [r.action for r in h.runtime.ledger.trail(wid)]
+
+
+async def test_rejected_and_edited_calls_are_told_to_the_agent_and_in_the_output(
+    harness: Harness,
+) -> None:
+    """sam rejects a 300 USD credit (the model reads his message), then edits the next one
+    from 250 to 80 USD (allowed without another round): one 80 USD credit, never 300 or 250."""
+    h = harness
+    h.model.script(
+        Fault.tool_calls(credit(300)),
+        Fault.tool_calls(credit(250)),
+        Fault.tool_calls(FINAL),
+        match=MATCH,
+    )
+    values = {"tenant": h.tenant, "customer": "c-1", "case_id": "K-1", "subject": "late"}
+    async with h.worker():
+        handle = await start_process(
+            h.temporal,
+            load_definition(PROCESS),
+            values,
+            task_queue=h.client.task_queue,
+            requested_by="alice",
+        )
+        first = await pending(h, handle.id)
+        await h.client.decide(
+            handle.id,
+            ApprovalDecision(
+                request_id=first.request_id,
+                approver="sam",
+                verdict="reject",
+                rationale="too much for a late parcel",
+                action_digest=first.action_digest,
+            ),
+        )
+        async with asyncio.timeout(30):
+            while (second := await pending(h, handle.id)).request_id == first.request_id:
+                await asyncio.sleep(0.1)
+        smaller = {**second.action_payload["arguments"], "amount_usd": 80}
+        await h.client.edit_tool_call(
+            handle.id, approver="sam", rationale="80 is fair", arguments=smaller
+        )
+        result = await handle.result()
+    calls = result.output["credits"]
+    assert [c["verdict"] for c in calls] == ["rejected", "allowed"]
+    assert calls[0]["told"] == "sam rejected this call: too much for a late parcel"
+    assert told(h, 2) == ["sam rejected this call: too much for a late parcel"]
+    assert calls[1]["edited"] is True and calls[1]["arguments"]["amount_usd"] == 80
+    assert [c.amount_cents for c in credits_of(h.db, h.tenant)] == [8000]
+
+
+async def test_golden_history_of_a_yaml_agent_run_replays(harness: Harness) -> None:
+    """A recorded run of processes/support_agent.yaml (a lookup, a denied credit, an approved
+    one, the answer) replays with today's interpreter and loop: regenerate only for a
+    deliberate, patched change (BATON_REGENERATE_GOLDEN=1)."""
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from workflows.dsl.interpreter import ProcessWorkflow
+    from workflows.plugin import BatonPlugin
+
+    h = harness
+    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+        h.model.script(
+            Fault.tool_calls(LOOKUP, credit(5000)),
+            Fault.tool_calls(credit(300)),
+            Fault.tool_calls(FINAL),
+            match=MATCH,
+        )
+        wid, _ = await run(h, load_definition(PROCESS))
+        history = await h.temporal.get_workflow_handle(wid).fetch_history()
+        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
+    if not GOLDEN.exists():
+        pytest.fail(f"{GOLDEN} is missing: run with BATON_REGENERATE_GOLDEN=1")
+    history = WorkflowHistory.from_json("golden-dsl-agent", GOLDEN.read_text())
+    replayer = Replayer(workflows=[ProcessWorkflow], plugins=[BatonPlugin()])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
 
 
 # -- baton validate ------------------------------------------------------------------------------

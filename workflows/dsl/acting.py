@@ -111,6 +111,8 @@ class RecordedLoop(AgentLoop):
     ) -> ToolCallOutcome | None:
         record = self.calls[call.call_id]
         record["arguments"] = arguments
+        if arguments != call.arguments:  # an approver edited them
+            record["edited"] = True
         try:
             outcome = await super()._act(call, arguments, history, grant_)
         except ApplicationError as err:

@@ -211,6 +211,7 @@ def output_schema(answer_schema: dict[str, Any]) -> dict[str, Any]:
             "verdict": {"type": "string", "enum": list(TOOL_VERDICTS)},
             "approved_by": {"type": "array", "items": {"type": "string"}},
             "told": {"type": "string"},
+            "edited": {"type": "boolean"},
             "data": {"type": "object"},
         },
         "required": ["call_id", "tool", "arguments", "verdict"],
