@@ -273,6 +273,16 @@ def test_limits_must_be_positive(limits: str, field: str) -> None:
     assert field in found and "greater than 0" in found
 
 
+def test_retry_and_timeout_are_refused_for_an_agent_that_acts() -> None:
+    text = BASE.replace("    type: agent\n", "    type: agent\n    timeout_seconds: 30\n")
+    d, issues = validate_text(text + "      instructions: l2_researcher\n", "a.yaml")
+    assert d is None
+    assert [i.message for i in issues] == [
+        "timeout_seconds does not apply to an agent that acts (its turns and tool calls use "
+        "their presets): bound it with agent.limits"
+    ]
+
+
 def test_task_tenant_and_tools_are_required() -> None:
     found = problems("instructions: help\ninput: '${input.customer}'", "  customer: {type: string}")
     assert any("needs the process input 'tenant'" in p for p in found), found
