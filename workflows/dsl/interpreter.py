@@ -1,7 +1,9 @@
 """The process interpreter: ONE workflow type (``BatonProcess``) that runs a validated process
 definition (workflows/dsl/model.py) with the building blocks every hand-written process uses:
 agent and connector activities with their presets (workflows/presets.py) through the kill-switch
-gate, the policy gate, the approval gate, the saga, and the audit trail.
+gate, the policy gate, the approval gate, the saga, and the audit trail; and the agent loop
+(workflows/agent_loop.py, through workflows/dsl/acting.py) for an agent step that acts, its
+tool calls governed steps of this run.
 
 The definition travels in the workflow input, so a running instance keeps the definition it
 started with: editing the YAML file never changes the command sequence of an in-flight run.
