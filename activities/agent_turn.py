@@ -45,7 +45,7 @@ from activities.payload_store import PayloadStore
 from activities.router import ModelSpec, Router
 from activities.structured import answer_text, parse_answer, request_kwargs, wire_schema
 from activities.tools import ToolRegistry, tool_message
-from workflows.agent_steps import AGENT_STEPS, AgentStep
+from workflows.agent_steps import AGENT_STEPS, ANSWERS, AgentStep, turn_step
 from workflows.contracts_support import RoutedUsage
 from workflows.contracts_tools import (
     FINAL_ANSWER_TOOL,
@@ -103,7 +103,7 @@ class AgentTurnActivities:
 
         A node keeps the last ``context_messages`` digests (``tail``), so a turn reads its
         window in one query however long the conversation is."""
-        keep = AGENT_STEPS[inp.output].limits.context_messages
+        keep = _step_of(inp).limits.context_messages
         prev: dict[str, Any] = {"head": [], "prev": None, "added": [], "count": 0, "tail": []}
         if inp.conversation is not None:
             prev = self.payloads.get(inp.conversation)
@@ -144,13 +144,7 @@ class AgentTurnActivities:
 
     @activity.defn(name="agent_turn")
     async def agent_turn(self, inp: AgentTurnInput) -> AgentTurn:
-        step = AGENT_STEPS.get(inp.output)
-        if step is None:
-            raise ApplicationError(
-                f"unknown agent step {inp.output!r}; known: {', '.join(sorted(AGENT_STEPS))}",
-                type="UnknownAgentStep",
-                non_retryable=True,
-            )
+        step = _step_of(inp)
         await self.registry.load()
         node, window, _ = await asyncio.to_thread(self._extend, inp, inp.task)
         tools = [
@@ -275,6 +269,20 @@ class AgentTurnActivities:
             refused=refused,
             usage=RoutedUsage(task_class=inp.task_class, model="", tier="cheap"),
         )
+
+
+def _step_of(inp: AgentTurnInput) -> AgentStep:
+    """The turn's agent step: a declared one, or one a process definition declared."""
+    step = turn_step(inp.agent, inp.output, inp.instructions, tuple(inp.tools))
+    if step is None:
+        known = ANSWERS if inp.instructions is not None else AGENT_STEPS
+        what = "answer" if inp.instructions is not None else "agent step"
+        raise ApplicationError(
+            f"unknown {what} {inp.output!r}; known: {', '.join(sorted(known))}",
+            type="UnknownAgentStep",
+            non_retryable=True,
+        )
+    return step
 
 
 def _create(client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> Any:

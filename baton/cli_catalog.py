@@ -52,7 +52,7 @@ async def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
         entries = [e for e in entries if e["name"] == args.name]
         if not entries:
             from workflows.dsl import catalog
-            from workflows.dsl.validate import nearest
+            from workflows.dsl.names import nearest
 
             known = [*catalog.AGENTS, *catalog.CONNECTORS]
             raise CliError(

@@ -32,18 +32,24 @@ def _load_extensions() -> None:
 
 async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.dsl.validate import validate_file
+    from workflows.dsl.validate_agent import mcp_config, notes
 
     _load_extensions()
     bad = 0
     for file in args.files:
-        definition, issues = validate_file(file)
-        for issue in issues:
-            print(issue)
-        if definition is None:
-            bad += 1
-        else:
-            steps = len(definition.steps)
-            print(f"{file}: ok ({definition.name} v{definition.version}, {steps} top-level steps)")
+        with mcp_config(settings.mcp_config):
+            definition, issues = validate_file(file)
+            for issue in issues:
+                print(issue)
+            if definition is None:
+                bad += 1
+            else:
+                for note in notes(definition):
+                    print(f"{file}: {note}")
+                steps = len(definition.steps)
+                print(
+                    f"{file}: ok ({definition.name} v{definition.version}, {steps} top-level steps)"
+                )
     return EXIT_FAILED if bad else EXIT_OK
 
 

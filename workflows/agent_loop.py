@@ -133,8 +133,9 @@ class AgentLoop:
                         for p in self.pending
                     ],
                     tools=list(self.step.tools),
-                    output=self.step.name,
+                    output=self.step.answer or self.step.name,
                     turn=self.turns,
+                    instructions=self.step.instructions if self.step.answer else None,
                     task=task if self.conversation is None else None,
                     budget=budget,
                 ),

@@ -42,6 +42,10 @@ class AgentStep:
     check: str | None = None
     task_class: str = "act"
     limits: AgentLimits = field(default_factory=AgentLimits)
+    #: set for an agent step a process definition declares (workflows/dsl): the name of its
+    #: answer in ANSWERS. Its turns then carry the instructions and this name by value (the
+    #: worker's AGENT_STEPS does not hold the step).
+    answer: str | None = None
 
 
 class _Wire(BaseModel):
@@ -136,10 +140,61 @@ AGENT_STEPS: dict[str, AgentStep] = {
 }
 
 
+class TextAnswer(_Wire):
+    """A plain answer: what to tell whoever asked."""
+
+    answer: str = WireField(min_length=1)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer an agent step may be told to finish with (by name, in a process definition's
+    ``output:``): its model and the answer check that judges its meaning, if any."""
+
+    model: type[BaseModel]
+    check: str | None = None
+
+
+#: The answers a process definition's agent step may name (``agent: {output: <name>}``).
+ANSWERS: dict[str, Answer] = {
+    "case_resolution": Answer(CaseResolution, "agent_resolution"),
+    "research": Answer(L2Research, "agent_resolution"),
+    "crm_answer": Answer(CrmAnswer),
+    "text": Answer(TextAnswer),
+}
+
+
+def answer_of(model: type[BaseModel]) -> str | None:
+    """The ANSWERS name of an answer model (None: not in the catalogue)."""
+    return next((name for name, a in ANSWERS.items() if a.model is model), None)
+
+
+def turn_step(
+    agent: str, output: str, instructions: str | None, tools: tuple[str, ...]
+) -> AgentStep | None:
+    """The agent step a model turn runs: the declared one named ``output``, or (instructions
+    given) the one a process definition declared, finishing with ``ANSWERS[output]``."""
+    if instructions is None:
+        return AGENT_STEPS.get(output)
+    answer = ANSWERS.get(output)
+    if answer is None:
+        return None
+    return AgentStep(
+        name=agent,
+        instructions=instructions,
+        tools=tools,
+        output=answer.model,
+        check=answer.check,
+        answer=output,
+    )
+
+
 __all__ = [
     "AGENT_STEPS",
+    "ANSWERS",
     "AgentLimits",
     "AgentStep",
+    "Answer",
     "BENCH_AGENT",
     "BenchDone",
     "CASE_RESOLVER",
@@ -148,4 +203,7 @@ __all__ = [
     "CrmAnswer",
     "L2Research",
     "L2_RESEARCHER",
+    "TextAnswer",
+    "answer_of",
+    "turn_step",
 ]

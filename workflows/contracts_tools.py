@@ -212,6 +212,9 @@ class AgentTurnInput(_Compact, AgentInput):
     tools: list[str] = Field(description="The tools the agent may call this turn.")
     output: str = Field(description="The agent step's name: its output schema and checks.")
     turn: int = Field(ge=1)
+    #: an agent step declared in a process definition (workflows/dsl): its instructions, and
+    #: ``output`` names its answer in workflows/agent_steps.py ANSWERS (None: a declared step)
+    instructions: str | None = Field(default=None, max_length=8000)
 
 
 class AgentTurn(_Compact):

@@ -1,7 +1,9 @@
 """The process interpreter: ONE workflow type (``BatonProcess``) that runs a validated process
 definition (workflows/dsl/model.py) with the building blocks every hand-written process uses:
 agent and connector activities with their presets (workflows/presets.py) through the kill-switch
-gate, the policy gate, the approval gate, the saga, and the audit trail.
+gate, the policy gate, the approval gate, the saga, and the audit trail; and the agent loop
+(workflows/agent_loop.py, through workflows/dsl/acting.py) for an agent step that acts, its
+tool calls governed steps of this run.
 
 The definition travels in the workflow input, so a running instance keeps the definition it
 started with: editing the YAML file never changes the command sequence of an in-flight run.
@@ -43,10 +45,12 @@ from workflows.contracts_extensions import (
     GovernedActionInput,
     GovernedActionOutcome,
 )
-from workflows.dsl import catalog
+from workflows.contracts_tools import ToolPrincipal
+from workflows.dsl import acting, catalog
 from workflows.dsl import expressions as ex
 from workflows.dsl.model import (
     AgentStep,
+    AgentThatActs,
     ApprovalStep,
     ConditionStep,
     ConnectorStep,
@@ -250,6 +254,8 @@ class ProcessWorkflow(GovernedProcess):
         if step.compensation is not None:
             self.register(step, scope, saga)
         if isinstance(step, AgentStep):
+            if isinstance(step.agent, AgentThatActs):
+                return await self.agent_that_acts(step, step.agent, scope)
             return await self.call_action(step, "agent", catalog.AGENTS, step.agent, scope)
         if isinstance(step, ConnectorStep):
             action = catalog.CONNECTORS.get(step.action)
@@ -297,6 +303,35 @@ class ProcessWorkflow(GovernedProcess):
     def summary(self, step: StepBase, scope: dict[str, Any], default: str) -> str:
         text = self.render(step.summary, scope, step.id) if step.summary else default
         return f"{step.id}: {text}"[:200]
+
+    # -- an agent that acts ---------------------------------------------------------------------
+
+    async def agent_that_acts(
+        self, step: AgentStep, spec: AgentThatActs, scope: dict[str, Any]
+    ) -> Any:
+        """The agent loop every process uses (workflows/agent_loop.py), its tool calls governed
+        steps of this run; the output: the answer and each call with its verdict."""
+        try:
+            declared = acting.declared_step(spec, step.id)
+        except ValueError as err:
+            raise definition_error(step.id, str(err)) from None
+        task = self.render(spec.input, scope, step.id)
+        if not isinstance(task, dict):
+            raise definition_error(step.id, f"agent input must be an object, not {task!r}")
+        tenant = scope["input"].get("tenant")
+        if not isinstance(tenant, str) or not tenant:
+            raise definition_error(step.id, "an agent that acts needs the input 'tenant'")
+        self.tenant = tenant
+        principal = ToolPrincipal(
+            process=self.name,
+            tenant=tenant,
+            agent=declared.name,
+            requested_by=self.inp.requested_by,
+        )
+        return await acting.run_agent(self, declared, step.id, task, principal)
+
+    def _budget_facts(self) -> dict[str, Any]:
+        return {"tenant": getattr(self, "tenant", ""), "subject": workflow.info().workflow_id}
 
     # -- activities ---------------------------------------------------------------------------
 

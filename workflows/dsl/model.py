@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from workflows.contracts_security import Name, bounded_json
 
@@ -56,9 +64,69 @@ class StepBase(Strict):
     compensation: Compensation | None = None
 
 
+class AgentLimitsSpec(Strict):
+    """What an agent that acts may use before the step fails with AgentLimitReached (turns,
+    tool calls, tokens) or asks the budget role (usd: its model turns' cost)."""
+
+    max_turns: int = Field(default=8, gt=0, le=200, description="Model turns at most.")
+    max_tool_calls: int = Field(default=12, gt=0, le=500, description="Tool calls at most.")
+    max_tokens: int = Field(default=200_000, gt=0, le=50_000_000)
+    usd: float | None = Field(
+        default=None, gt=0, le=10_000, description="Most the step's model turns may cost (USD)."
+    )
+
+
+class AgentThatActs(Strict):
+    """An agent that acts (workflows/agent_loop.py): it calls tools until it finishes with an
+    answer; every tool call is a governed step (policy, approval, audit, compensation)."""
+
+    instructions: str = Field(
+        min_length=1,
+        max_length=8000,
+        description="What the agent is told, or the name of a declared agent step "
+        "(workflows/agent_steps.py: case_resolver, l2_researcher ...).",
+    )
+    tools: list[str] | None = Field(
+        default=None,
+        description="Tools it may call: built-in and mcp__<server>__<tool> (default: the "
+        "declared agent step's).",
+    )
+    output: str | None = Field(
+        default=None,
+        description="The answer it must finish with, by name (workflows/agent_steps.py "
+        "ANSWERS; default: the declared agent step's).",
+    )
+    role: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Its role in tool policy (policy/data/tools.json roles) and the first line "
+        "of its prompt (default: the declared agent step's name, else the step id).",
+    )
+    limits: AgentLimitsSpec = Field(default_factory=AgentLimitsSpec)
+    input: dict[str, Any] | Expr = Field(
+        default_factory=dict, description="The task it is given: an object (may hold ${})."
+    )
+
+
+#: what each tool call of an agent that acts came to (``steps.<id>.output.calls[*].verdict``):
+#: policy allowed it; a human approved it; policy denied it; a human rejected it; its
+#: arguments were invalid; the agent asked for a tool it does not have
+TOOL_VERDICTS = ("allowed", "approved", "denied", "rejected", "invalid", "not_a_tool")
+
+
+def _agent_kind(value: Any) -> str:
+    return "task" if isinstance(value, str) else "acts"
+
+
 class AgentStep(StepBase):
+    """An agent task of the catalogue (``agent: memo.write`` with ``with:``), or an agent that
+    acts (``agent:`` an object with instructions, tools, output, limits and input)."""
+
     type: Literal["agent"]
-    agent: str = Field(description="Catalog name of the agent task, e.g. memo.write.")
+    agent: Annotated[
+        Annotated[str, Tag("task")] | Annotated[AgentThatActs, Tag("acts")],
+        Discriminator(_agent_kind),
+    ] = Field(description="Catalog name of the agent task, e.g. memo.write; or an agent that acts.")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
 
 
@@ -264,6 +332,12 @@ class ProcessRunInput(Strict):
     )
     requested_by: Name = "baton"
     subprocess: Name | None = Field(default=None, description="Run this subprocess instead.")
+    approval_timeout_seconds: float = Field(
+        default=3 * 24 * 3600,
+        gt=0,
+        le=90 * 24 * 3600,
+        description="SLA of approvals asked without their own (an agent's tool calls).",
+    )
 
     @field_validator("input")
     @classmethod
@@ -328,7 +402,9 @@ def bind_inputs(spec: dict[str, InputField], values: dict[str, Any]) -> dict[str
 
 
 __all__ = [
+    "AgentLimitsSpec",
     "AgentStep",
+    "AgentThatActs",
     "ApprovalStep",
     "Branch",
     "Compensation",
@@ -351,6 +427,7 @@ __all__ = [
     "Step",
     "StepBase",
     "Strict",
+    "TOOL_VERDICTS",
     "SubprocessDefinition",
     "SubprocessStep",
     "SwitchCase",

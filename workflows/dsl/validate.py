@@ -16,7 +16,6 @@ still cannot run on the data (say ``number('abc')``) fails the run with ProcessD
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
@@ -29,10 +28,11 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from workflows.contracts import ApprovalOutcome, PolicyDecision
-from workflows.dsl import catalog
+from workflows.dsl import catalog, validate_agent
 from workflows.dsl import expressions as ex
 from workflows.dsl.model import (
     AgentStep,
+    AgentThatActs,
     ApprovalStep,
     ConditionStep,
     ConnectorStep,
@@ -49,6 +49,7 @@ from workflows.dsl.model import (
     SwitchStep,
     WaitEventStep,
 )
+from workflows.dsl.names import nearest
 from workflows.errors import BatonError
 
 Path_ = tuple[Any, ...]
@@ -527,9 +528,11 @@ class _Checker:
     def check_step(self, info: _StepInfo) -> None:
         step, p, frames = info.step, info.path, info.frames
         scope = self.loop_vars(frames)
-        if isinstance(step, AgentStep | ConnectorStep):
+        if isinstance(step, AgentStep) and isinstance(step.agent, AgentThatActs):
+            validate_agent.check(self, info)
+        elif isinstance(step, AgentStep | ConnectorStep):
             table = catalog.AGENTS if isinstance(step, AgentStep) else catalog.CONNECTORS
-            name = step.agent if isinstance(step, AgentStep) else step.action
+            name = str(step.agent) if isinstance(step, AgentStep) else step.action
             key = "agent" if isinstance(step, AgentStep) else "action"
             action = table.get(name)
             if action is None:
@@ -1073,8 +1076,10 @@ class _Checker:
                 visit(node, [])
 
     def output_type(self, step: Any) -> Schema | None:
+        if isinstance(step, AgentStep) and isinstance(step.agent, AgentThatActs):
+            return validate_agent.output_type(step.agent)
         if isinstance(step, AgentStep):
-            action = catalog.AGENTS.get(step.agent)
+            action = catalog.AGENTS.get(str(step.agent))
             return _schema_of(action.output) if action else None
         if isinstance(step, ConnectorStep):
             action = catalog.CONNECTORS.get(step.action)
@@ -1121,16 +1126,6 @@ def _operand(node: Any) -> str:
         if node[0] == "call":
             return f"{node[1]}(...)"
     return "the value"
-
-
-def nearest(name: str, known: Any) -> str:
-    """`` (did you mean `x`?)`` for the closest known name, or nothing."""
-    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
-    if not close:  # a dotted name's last part alone: "classify" for "ap.clasify"
-        tails = {str(k).rsplit(".", 1)[-1]: str(k) for k in known}
-        tail = difflib.get_close_matches(name.rsplit(".", 1)[-1], list(tails), n=1, cutoff=0.6)
-        close = [tails[tail[0]]] if tail else []
-    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 def _literal_type(value: Any) -> str | None:
@@ -1293,7 +1288,6 @@ __all__ = [
     "json_schema",
     "load_definition",
     "load_yaml",
-    "nearest",
     "schema_text",
     "validate_file",
     "validate_text",
