@@ -29,6 +29,7 @@ from activities.auction import AuctionActivities
 from activities.audit import AuditActivities, AuditLedger
 from activities.audit_checkpoint import CheckpointWriter, load_checkpoint_key, open_log
 from activities.canary import Canary, CanaryActivities
+from activities.claims import ClaimActivities
 from activities.customer import CustomerActivities
 from activities.customer_agents import CustomerAgentActivities
 from activities.database import Database
@@ -230,6 +231,9 @@ def build_runtime(settings: Settings) -> Runtime:
     # orphans found and repaired (activities/orphans.py, workflows/repair.py)
     integrity = IntegrityActivities(db, ledger)
     activities += [integrity.find_run_effects, integrity.find_orphans]
+    # business-key claims: the check at a run's start, the claim's end (activities/claims.py)
+    claims = ClaimActivities(db)
+    activities += [claims.check_business_key, claims.settle_business_key]
     return Runtime(
         db=db,
         ledger=ledger,

@@ -63,6 +63,7 @@ MODEL_MODULES = (
     "activities.canary",
     "activities.knowledge",
     "activities.customer",
+    "activities.claims",
 )
 
 #: Serialises concurrent upgrades on PostgreSQL (two workers starting at once).

@@ -45,6 +45,9 @@ BRANCHES_FAILED = "ParallelBranchesFailed"
 AUCTION_NO_BIDS = "AuctionNoBids"
 AUCTION_ALL_WINNERS_FAILED = "AuctionAllWinnersFailed"
 NO_ELIGIBLE_MODEL = "NoEligibleModel"
+#: Another run (another workflow id) holds the run's business key: nothing was done. Raised
+#: non-retryable by the claim check (activities/claims.py); details name the owner.
+BUSINESS_KEY_CLAIMED = "BusinessKeyClaimed"
 
 #: Every failure type Baton raises, and what it means to the user who reads it.
 FAILURE_TYPES: dict[str, str] = {
@@ -68,6 +71,8 @@ FAILURE_TYPES: dict[str, str] = {
     AUCTION_NO_BIDS: "no agent tier bid on a document review task",
     AUCTION_ALL_WINNERS_FAILED: "every winning tier of a document review task failed",
     NO_ELIGIBLE_MODEL: "no model in the catalogue may take the call (tier, region, budget)",
+    BUSINESS_KEY_CLAIMED: "another run owns the business key (e.g. the tenant's period): "
+    "this run did nothing; the failure names the owner's workflow id and run id",
     "AgentOutputInvalid": "the model's answer stayed invalid after its repair turns",
     "LLMUnavailable": "the model endpoint was unreachable or timed out",
     "LLMRateLimited": "the model endpoint rate-limited the call (retried by Temporal)",
@@ -94,6 +99,7 @@ __all__ = [
     "BLACKBOARD_CONFLICTS",
     "BRANCHES_FAILED",
     "BUDGET_EXCEEDED",
+    "BUSINESS_KEY_CLAIMED",
     "BatonError",
     "DEFINITION_ERROR",
     "EVENT_TIMEOUT",

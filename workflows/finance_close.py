@@ -67,6 +67,8 @@ MAX_APPROVAL_ROUNDS = 5
 
 @workflow.defn(name="FinanceClose")
 class FinanceCloseWorkflow(GovernedProcess):
+    keeps_claim_on_completion = True  # a closed period stays closed: a new close is refused
+
     @workflow.init
     def __init__(self, inp: FinanceCloseInput) -> None:
         self.govern(inp, PROCESS, trust=inp.approval_trust, defer_approved_audit=True)
