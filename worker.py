@@ -233,7 +233,11 @@ def build_runtime(settings: Settings) -> Runtime:
     activities += [integrity.find_run_effects, integrity.find_orphans]
     # business-key claims: the check at a run's start, the claim's end (activities/claims.py)
     claims = ClaimActivities(db)
-    activities += [claims.check_business_key, claims.settle_business_key]
+    activities += [
+        claims.check_business_key,
+        claims.settle_business_key,
+        claims.release_business_keys,
+    ]
     return Runtime(
         db=db,
         ledger=ledger,

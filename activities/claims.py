@@ -18,8 +18,8 @@ table closes that gap where the data lives:
   start, so a refused run fails before its agents run and before anyone is asked to approve.
 * :meth:`ClaimActivities.settle_business_key` ends a claim when its run ends: a completed run
   keeps it (``kept``: a closed period stays closed) or releases it, per process; a failed run
-  releases it, so the key can be run again. :func:`release_claims_of` lets a repair of a
-  terminated run release what the run could not (workflows/repair.py).
+  releases it, so the key can be run again. :meth:`ClaimActivities.release_business_keys`
+  lets a repair of a terminated run release what the run could not (workflows/repair.py).
 
 Races: on PostgreSQL the insert is ``ON CONFLICT DO NOTHING`` followed by ``SELECT ... FOR
 UPDATE``, so of two runs claiming at once one waits for the other's transaction and then sees
@@ -44,6 +44,7 @@ from temporalio.exceptions import ApplicationError
 from activities.database import Database, as_utc, utcnow
 from workflows import errors
 from workflows.contracts import BusinessClaim, ClaimCheckInput, SettleClaimInput
+from workflows.contracts_integrity import FindEffectsInput
 
 ClaimState = Literal["active", "released", "kept"]
 
@@ -163,24 +164,18 @@ def settle(session: Session, inp: SettleClaimInput, workflow_id: str) -> ClaimSt
     return state
 
 
-def release_claims_of(session: Session, workflow_id: str) -> list[str]:
-    """Release every active claim ``workflow_id`` holds (after a repair undid what its
-    terminated run left standing); the keys released."""
-    rows = (
-        session.connection()
-        .execute(
-            select(CLAIMS.c.process, CLAIMS.c.business_key)
-            .where(CLAIMS.c.workflow_id == workflow_id, CLAIMS.c.state == "active")
-            .with_for_update()
-        )
-        .all()
-    )
+def release_claims_of(session: Session, workflow_id: str, run_id: str = "") -> list[str]:
+    """Release every active claim ``workflow_id`` holds (its run ``run_id`` when given), after
+    a repair undid what its terminated run left standing; the keys released."""
+    held = (CLAIMS.c.workflow_id == workflow_id) & (CLAIMS.c.state == "active")
+    if run_id:
+        held = held & (CLAIMS.c.run_id == run_id)
+    conn = session.connection()
+    rows = conn.execute(
+        select(CLAIMS.c.process, CLAIMS.c.business_key).where(held).with_for_update()
+    ).all()
     if rows:
-        session.connection().execute(
-            update(CLAIMS)
-            .where(CLAIMS.c.workflow_id == workflow_id, CLAIMS.c.state == "active")
-            .values(state="released", updated_at=utcnow())
-        )
+        conn.execute(update(CLAIMS).where(held).values(state="released", updated_at=utcnow()))
     return [f"{r.process}:{r.business_key}" for r in rows]
 
 
@@ -220,6 +215,16 @@ class ClaimActivities:
     def _settle(self, inp: SettleClaimInput, workflow_id: str) -> str | None:
         with self.db.session() as session:
             return settle(session, inp, workflow_id)
+
+    @activity.defn(name="release_business_keys")
+    async def release_business_keys(self, inp: FindEffectsInput) -> list[str]:
+        """A repair undid what a terminated run left standing: release the run's claims, so
+        its business key may run again (workflows/repair.py)."""
+        return await asyncio.to_thread(self._release, inp)
+
+    def _release(self, inp: FindEffectsInput) -> list[str]:
+        with self.db.session() as session:
+            return release_claims_of(session, inp.workflow_id, inp.run_id)
 
 
 __all__ = [

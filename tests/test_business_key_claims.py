@@ -8,6 +8,7 @@ a real database (SQLite; PostgreSQL too when one answers on 127.0.0.1:5432)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -44,8 +45,10 @@ from workflows.contracts import (
     digest,
 )
 from workflows.contracts_customer import CommitInput, CustomerOnboardingInput
+from workflows.contracts_integrity import RepairInput
 from workflows.contracts_support import SupportCase, SupportCaseInput, TicketUpdateInput
 from workflows.registry import PROCESSES, spec_named
+from workflows.repair import RepairWorkflow
 
 # -- the claim helper: its transaction semantics, on SQLite and PostgreSQL -----------------------
 
@@ -524,3 +527,46 @@ async def test_a_failed_customer_onboarding_releases_the_customer(harness: Harne
     assert [r for r in rows if r.workflow_id == second.id and r.reverted_at is None]
     claim = claim_of(h.db, "customer_onboarding", inp.workflow_id())
     assert claim is not None and claim.workflow_id == second.id and claim.state == "kept"
+
+
+async def test_a_repaired_terminated_close_releases_its_period(harness: Harness) -> None:
+    """A terminated close runs no saga and keeps its claim: its period is refused to any other
+    close until `baton repair` undid what it posted and released it."""
+    h = harness
+    async with h.worker():
+        first = await h.client.start_finance_close(h.start_input())
+        await h.wait_for_pending(first.id)  # it posted the small entries: the period is claimed
+        await h.temporal.get_workflow_handle(first.id).terminate("operator pulled the plug")
+        held = claim_of(h.db, "finance_close", first.id)
+        assert held is not None and held.state == "active" and held.workflow_id == first.id
+        blocked = await start_close_elsewhere(h)
+        assert (await refused_by(blocked)).details[0]["owner_workflow_id"] == first.id
+
+        repair = await h.temporal.execute_workflow(
+            RepairWorkflow.run,
+            RepairInput(workflow_id=first.id, requested_by="ops"),
+            id=f"repair/{first.id}",
+            task_queue=h.client.task_queue,
+        )
+        assert repair.status == "repaired"
+        assert f"business key released: finance_close:{first.id}" in repair.message
+        released = claim_of(h.db, "finance_close", first.id)
+        assert released is not None and released.state == "released"
+
+        second = await start_close_elsewhere(h)
+        await approve_close(h, second.id)
+        await second.result()
+
+    rows = close_postings(h)
+    net: Counter[str] = Counter()
+    for r in rows:
+        if r.workflow_id in (first.id, f"repair/{first.id}"):
+            net[r.entry_id] += r.amount_cents
+    assert net and set(net.values()) == {0}
+    assert [r for r in rows if r.workflow_id == second.id]
+    [released_event] = [
+        json.loads(r.detail_json)
+        for r in h.runtime.ledger.trail(first.id)
+        if r.action == "repair.repaired"
+    ]
+    assert released_event["released"] == [f"finance_close:{first.id}"]
