@@ -15,7 +15,8 @@ table closes that gap where the data lives:
 * The owner is the workflow id: its retries and its continued-as-new runs are the same owner
   (the row's ``run_id`` follows the latest run that acted).
 * :meth:`ClaimActivities.check_business_key` is the cheap read-only look a run takes at its
-  start, so a refused run fails before its agents run and before anyone is asked to approve.
+  start, so a refused run fails before its agents run; before a run asks humans to approve it
+  takes the claim (asking people is acting on the key), so two racing runs never both ask.
 * :meth:`ClaimActivities.settle_business_key` ends a claim when its run ends: a completed run
   keeps it (``kept``: a closed period stays closed) or releases it, per process; a failed run
   releases it, so the key can be run again. :meth:`ClaimActivities.release_business_keys`
@@ -197,12 +198,19 @@ class ClaimActivities:
 
     @activity.defn(name="check_business_key")
     async def check_business_key(self, inp: ClaimCheckInput) -> None:
-        """Fail fast, before agents and approvals, when another run owns the business key."""
+        """Fail fast, before agents and approvals, when another run owns the business key;
+        with ``take``, claim it (before the run asks anyone to approve)."""
         info = activity.info()
         ids = (info.workflow_id or "", info.workflow_run_id or "")
-        await asyncio.to_thread(self._check, inp.claim, *ids)
+        await asyncio.to_thread(self._check, inp.claim, *ids, take=inp.take)
 
-    def _check(self, claim: BusinessClaim, workflow_id: str, run_id: str) -> None:
+    def _check(
+        self, claim: BusinessClaim, workflow_id: str, run_id: str, *, take: bool = False
+    ) -> None:
+        if take:
+            with self.db.session() as session:
+                claim_or_check(session, claim, workflow_id, run_id)
+            return
         with self.db.read_session() as session:
             check(session, claim, workflow_id, run_id)
 

@@ -115,6 +115,19 @@ def test_the_first_side_effect_claims_and_the_owner_keeps_acting(db: Database) -
     ClaimActivities(db)._check(claim, "wf-a", "run-3")
 
 
+def test_the_look_before_an_approval_takes_the_claim(db: Database) -> None:
+    """Asking humans is acting on the key: the run claims it first, a racing run is refused."""
+    claim, claims = a_claim(), ClaimActivities(db)
+    claims._check(claim, "wf-a", "run-1")  # the read-only look at the start claims nothing
+    assert claim_of(db, claim.process, claim.key) is None
+    claims._check(claim, "wf-a", "run-1", take=True)
+    row = claim_of(db, claim.process, claim.key)
+    assert row is not None and (row.workflow_id, row.state) == ("wf-a", "active")
+    with pytest.raises(ApplicationError) as refused:
+        claims._check(claim, "wf-b", "run-1", take=True)
+    assert refusal(refused)["owner_workflow_id"] == "wf-a"
+
+
 def test_another_workflow_is_refused_and_its_side_effect_rolls_back(db: Database) -> None:
     claim = a_claim()
     with db.session() as s:

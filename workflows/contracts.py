@@ -533,9 +533,11 @@ def claim_field() -> Any:
 
 
 class ClaimCheckInput(Contract):
-    """The early, read-only look at a run's business key (before its agents and approvals)."""
+    """A run's look at its business key: read-only at its start (before its agents), or taking
+    the claim before it asks humans to approve (asking them is acting on the key)."""
 
     claim: BusinessClaim
+    take: bool = Field(default=False, description="Claim the key now, not only look at it.")
 
 
 class SettleClaimInput(Contract):

@@ -289,18 +289,20 @@ class Governance:
             return arg
         return arg.model_copy(update={"claim": self.claim})
 
-    async def check_claim(self, when: str) -> None:
+    async def check_claim(self, when: str, *, take: bool = False) -> None:
         """Fail fast with ``BusinessKeyClaimed`` (naming the owner) when another run owns the
-        business key: a read, before the run works or asks anyone. The side effects' own
-        transactions are the guard against races; this saves the work and the humans' time."""
+        business key: a read before the run works (the side effects' own transactions are the
+        guard against races; this saves the work), or with ``take`` the claim itself, before
+        the run asks humans (so two racing runs never both ask)."""
         if self.claim is None or not self.claiming():
             return
         try:
             await self._step(
                 "connector",
                 self.claim_check_activity,
-                ClaimCheckInput(claim=self.claim),
-                f"business key: {self.claim.key} free? ({when})",
+                ClaimCheckInput(claim=self.claim, take=take),
+                f"business key: {'claim' if take else 'is'} {self.claim.key}"
+                f"{'' if take else ' free?'} ({when})",
             )
         except Exception as err:
             refusal = claim_refusal(err)
@@ -451,7 +453,7 @@ class Governance:
         """Put ``round_`` before humans (a shadow run simulates it from policy's candidates)
         and return its outcome when the round settles on it; fail safe otherwise."""
         if not getattr(self.inp, "shadow", False):
-            await self.check_claim("before asking for approval")
+            await self.check_claim("before asking for approval", take=True)
         obligations = (
             round_.obligations
             if isinstance(round_.obligations, Obligations)
