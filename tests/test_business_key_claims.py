@@ -8,19 +8,24 @@ a real database (SQLite; PostgreSQL too when one answers on 127.0.0.1:5432)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from sqlmodel import select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from activities.audit import AuditRecord
 from activities.claims import (
     ClaimActivities,
     claim_of,
@@ -28,25 +33,36 @@ from activities.claims import (
     release_claims_of,
     settle,
 )
-from activities.customer import commits
-from activities.database import Database, JournalPosting
+from activities.customer import CrmCommit, commits
+from activities.database import AccountingPeriod, Database, JournalPosting
+from activities.hr import IdpEntitlement
+from activities.support import SupportTicket
 from tests.conftest import Harness, _harness
 from tests.support.scripted_model import ScriptedModelServer
 from tests.test_customer_onboarding import customer_like, event
 from workflows import errors
 from workflows.contracts import (
+    AdjustingEntry,
     BusinessClaim,
     ClosePeriodInput,
+    Entitlement,
     FinanceCloseInput,
     GrantInput,
+    NewHire,
     OnboardingInput,
     PostEntryInput,
     SettleClaimInput,
     digest,
 )
-from workflows.contracts_customer import CommitInput, CustomerOnboardingInput
+from workflows.contracts_customer import (
+    CommitInput,
+    CustomerAction,
+    CustomerBrief,
+    CustomerOnboardingInput,
+)
 from workflows.contracts_integrity import RepairInput
 from workflows.contracts_support import SupportCase, SupportCaseInput, TicketUpdateInput
+from workflows.governed import Governance
 from workflows.registry import PROCESSES, spec_named
 from workflows.repair import RepairWorkflow
 
@@ -295,10 +311,11 @@ KEPT_ON_COMPLETION = {
 def test_each_process_claims_its_registry_business_key(process: str) -> None:
     spec = spec_named(process)
     inp = sample_inputs()[process]
-    run = object.__new__(spec.workflow)
+    workflow_class: type[Governance] = spec.workflow
+    run = object.__new__(workflow_class)
     claim = run.business_claim(inp, spec.name)
     assert claim == BusinessClaim(process=spec.name, key=spec.business_key(inp))
-    assert spec.workflow.keeps_claim_on_completion is KEPT_ON_COMPLETION[process]
+    assert workflow_class.keeps_claim_on_completion is KEPT_ON_COMPLETION[process]
     if "shadow" in type(inp).model_fields:  # a shadow run changes nothing: it claims nothing
         assert run.business_claim(inp.model_copy(update={"shadow": True}), spec.name) is None
     assert {s.name for s in PROCESSES} - {"yaml"} == set(KEPT_ON_COMPLETION)
@@ -307,7 +324,9 @@ def test_each_process_claims_its_registry_business_key(process: str) -> None:
 @pytest.mark.parametrize(
     "model", [PostEntryInput, ClosePeriodInput, GrantInput, CommitInput, TicketUpdateInput]
 )
-def test_side_effect_inputs_carry_the_claim_and_unclaimed_ones_are_unchanged(model: type) -> None:
+def test_side_effect_inputs_carry_the_claim_and_unclaimed_ones_are_unchanged(
+    model: type[BaseModel],
+) -> None:
     """Every side effect's input takes the claim; unset, it is left out of the payload, so
     digests and idempotency keys of inputs built without it are what they were."""
     assert "claim" in model.model_fields
@@ -583,3 +602,106 @@ async def test_a_repaired_terminated_close_releases_its_period(harness: Harness)
         if r.action == "repair.repaired"
     ]
     assert released_event["released"] == [f"finance_close:{first.id}"]
+
+
+async def test_every_side_effect_refuses_a_run_that_does_not_own_the_key(
+    harness: Harness,
+) -> None:
+    """Each process's side-effecting activity, run for a workflow that does not own the key:
+    refused with the owner named, and nothing of it written (its transaction rolled back)."""
+    h = harness
+    acts = {getattr(a, "__name__", ""): a for a in h.runtime.activities}
+    case = sample_inputs()["support_escalation"].case.model_copy(update={"tenant": h.tenant})
+    hire = NewHire(
+        tenant=h.tenant,
+        employee_id="E1001",
+        full_name="Ada Lovelace",
+        role="engineer",
+        department="R&D",
+        country="DE",
+        manager="m1",
+        start_date="2101-01-01",
+        id_document_verified=True,
+    )
+    customer = CustomerBrief(customer_id="cust-x", name="X", country="FR", region="eu")
+    entry = AdjustingEntry(
+        entry_id="ADJ-1", account="6100", amount=Decimal("12.00"), source_ids=["B1"], rationale="r"
+    )
+    calls: dict[str, tuple[str, Any]] = {
+        "finance_close": (
+            "post_journal_entry",
+            PostEntryInput(
+                tenant=h.tenant,
+                period=h.period,
+                entry=entry,
+                preparer="agent:reconciler",
+                requested_by="alice",
+                idempotency_key=f"k-{uuid.uuid4().hex}",
+            ),
+        ),
+        "finance_close/close": (
+            "close_period",
+            ClosePeriodInput(tenant=h.tenant, period=h.period, closed_by="alice"),
+        ),
+        "hr_onboarding": (
+            "grant_entitlement",
+            GrantInput(
+                tenant=h.tenant,
+                employee_id="E1001",
+                hire=hire,
+                entitlement=Entitlement(system="github", name="org-member"),
+                requested_by="hr",
+                reason="r",
+                idempotency_key=f"k-{uuid.uuid4().hex}",
+            ),
+        ),
+        "customer_onboarding": (
+            "commit_customer_action",
+            CommitInput(
+                tenant=h.tenant,
+                customer=customer,
+                hosting_region="eu",
+                sanctions_screened=True,
+                dpa_signed=True,
+                requested_by="crm",
+                action=CustomerAction(
+                    kind="onboarding_task", key="task/1", summary="s", payload={}
+                ),
+                rationale="r",
+                idempotency_key=f"k-{uuid.uuid4().hex}",
+            ),
+        ),
+        "support_escalation": (
+            "apply_ticket_update",
+            TicketUpdateInput(
+                case=case,
+                category="billing",
+                status="resolved",
+                reply="Refunded.",
+                requested_by="q",
+                idempotency_key=f"k-{uuid.uuid4().hex}",
+            ),
+        ),
+    }
+
+    def written() -> dict[str, int]:
+        with h.db.read_session() as s:
+            return {
+                model.__name__: len(s.exec(select(model)).all())
+                for model in (JournalPosting, IdpEntitlement, CrmCommit, SupportTicket, AuditRecord)
+            }
+
+    before = written()
+    for name, (activity_name, inp) in calls.items():
+        claim = BusinessClaim(process=name.split("/")[0], key=f"{name}/{uuid.uuid4().hex[:6]}")
+        with h.db.session() as s:
+            claim_or_check(s, claim, "wf-owner", "run-owner")
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, workflow_id="wf-intruder")
+        with pytest.raises(ApplicationError) as refused:
+            await env.run(acts[activity_name], inp.model_copy(update={"claim": claim}))
+        assert refusal(refused)["owner_workflow_id"] == "wf-owner", activity_name
+    assert written() == before
+    with h.db.read_session() as s:
+        period = s.get(AccountingPeriod, (h.tenant, h.period))
+        assert period is not None and period.status == "open"
