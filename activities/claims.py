@@ -69,6 +69,15 @@ CLAIMS = ProcessClaim.__table__  # type: ignore[attr-defined]
 _KEY = (CLAIMS.c.process == bindparam("c_process")) & (CLAIMS.c.business_key == bindparam("c_key"))
 _SELECT_FOR_UPDATE = select(CLAIMS).where(_KEY).with_for_update()
 _SELECT = select(CLAIMS).where(_KEY)
+# built once (a statement built per call cost more than running it)
+_INSERT_PG = postgresql.insert(CLAIMS).on_conflict_do_nothing(
+    index_elements=["process", "business_key"]
+)
+_INSERT_SQLITE = sqlite.insert(CLAIMS).on_conflict_do_nothing(
+    index_elements=["process", "business_key"]
+)
+_TAKE_OVER = update(CLAIMS).where(_KEY).values(state="active", updated_at=bindparam("now"))
+_NEW_RUN = update(CLAIMS).where(_KEY).values(updated_at=bindparam("now"))
 
 
 def claimed_error(
@@ -107,36 +116,42 @@ def claim_or_check(
     """Claim ``claim`` for the run, or check the run still owns it, inside ``session``'s
     transaction (the caller's side effect commits or rolls back with it). Raises the
     non-retryable ``BusinessKeyClaimed`` when another run owns it. No-op without a claim
-    (shadow runs, compensations, processes without a business key)."""
+    (shadow runs, compensations, processes without a business key).
+
+    The owner's later side effects cost one ``SELECT ... FOR UPDATE``; the first one inserts
+    the row (``ON CONFLICT DO NOTHING``: a run that raced it waits for its transaction, then
+    reads its row)."""
     if claim is None:
         return
     conn = session.connection()
     key = {"c_process": claim.process, "c_key": claim.key}
+    row = conn.execute(_SELECT_FOR_UPDATE, key).one_or_none()
     now = utcnow()
-    values = {
-        "process": claim.process,
-        "business_key": claim.key,
-        "workflow_id": workflow_id,
-        "run_id": run_id,
-        "state": "active",
-        "claimed_at": now,
-        "updated_at": now,
-    }
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(
-        dialect.insert(CLAIMS)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["process", "business_key"])
-    )
-    row = conn.execute(_SELECT_FOR_UPDATE, key).one()
+    if row is None:
+        insert = _INSERT_PG if conn.dialect.name == "postgresql" else _INSERT_SQLITE
+        conn.execute(
+            insert,
+            {
+                "process": claim.process,
+                "business_key": claim.key,
+                "workflow_id": workflow_id,
+                "run_id": run_id,
+                "state": "active",
+                "claimed_at": now,
+                "updated_at": now,
+            },
+        )
+        row = conn.execute(_SELECT_FOR_UPDATE, key).one()
     refusal = _refusal(claim, row, workflow_id, run_id)
     if refusal is not None:
         raise refusal
     if row.state == "released":  # a failed run let it go: this run takes it over
-        owner = {k: values[k] for k in ("workflow_id", "run_id", "state", "updated_at")}
-        conn.execute(update(CLAIMS).where(_KEY).values(**owner, claimed_at=now), key)
+        conn.execute(
+            _TAKE_OVER,
+            {**key, "workflow_id": workflow_id, "run_id": run_id, "claimed_at": now, "now": now},
+        )
     elif row.run_id != run_id and row.state == "active":  # continued as new / a new run
-        conn.execute(update(CLAIMS).where(_KEY).values(run_id=run_id, updated_at=now), key)
+        conn.execute(_NEW_RUN, {**key, "run_id": run_id, "now": now})
 
 
 def check(session: Session, claim: BusinessClaim, workflow_id: str, run_id: str) -> None:
