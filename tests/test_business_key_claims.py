@@ -10,20 +10,29 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 from sqlmodel import select
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowHistory,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Replayer
 
 from activities.audit import AuditRecord
 from activities.claims import (
@@ -62,7 +71,9 @@ from workflows.contracts_customer import (
 )
 from workflows.contracts_integrity import RepairInput
 from workflows.contracts_support import SupportCase, SupportCaseInput, TicketUpdateInput
+from workflows.finance_close import FinanceCloseWorkflow
 from workflows.governed import Governance
+from workflows.plugin import BatonPlugin
 from workflows.registry import PROCESSES, spec_named
 from workflows.repair import RepairWorkflow
 
@@ -407,8 +418,8 @@ async def approve_close(h: Harness, workflow_id: str) -> None:
     assert ack.accepted
 
 
-async def test_a_completed_close_keeps_its_period_claimed(harness: Harness) -> None:
-    h = harness
+async def test_a_completed_close_keeps_its_period_claimed(any_db_harness: Harness) -> None:
+    h = any_db_harness
     async with h.worker():
         first = await h.client.start_finance_close(h.start_input())
         await approve_close(h, first.id)
@@ -429,8 +440,10 @@ async def test_a_completed_close_keeps_its_period_claimed(harness: Harness) -> N
     assert "close.failed" in trail and "approval.requested" not in trail
 
 
-async def test_a_failed_close_releases_its_period_and_a_new_close_runs(harness: Harness) -> None:
-    h = harness
+async def test_a_failed_close_releases_its_period_and_a_new_close_runs(
+    any_db_harness: Harness,
+) -> None:
+    h = any_db_harness
     async with h.worker():
         first = await h.client.start_finance_close(h.start_input(fail_after_posting=True))
         await approve_close(h, first.id)
@@ -705,3 +718,49 @@ async def test_every_side_effect_refuses_a_run_that_does_not_own_the_key(
     with h.db.read_session() as s:
         period = s.get(AccountingPeriod, (h.tenant, h.period))
         assert period is not None and period.status == "open"
+
+
+# -- runs in flight: histories of claiming runs replay --------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+async def _approved_close(h: Harness) -> WorkflowHandle[Any, Any]:
+    handle = await h.client.start_finance_close(h.start_input())
+    await approve_close(h, handle.id)
+    await handle.result()
+    return handle
+
+
+async def _refused_close(h: Harness) -> WorkflowHandle[Any, Any]:
+    await _approved_close(h)
+    refused = await start_close_elsewhere(h)
+    await refused_by(refused)
+    return refused
+
+
+@pytest.mark.parametrize(
+    ("name", "record"),
+    [("finance_close_claimed", _approved_close), ("finance_close_refused_claimed", _refused_close)],
+)
+async def test_histories_of_claiming_closes_replay(
+    harness: Harness,
+    name: str,
+    record: Callable[[Harness], Awaitable[WorkflowHandle[Any, Any]]],
+) -> None:
+    """A close that claimed its period (checked at the start, claimed before the approval,
+    kept at the end) and a close refused for it replay on today's code. Regenerate only for a
+    deliberate change behind ``workflow.patched``: ``BATON_REGENERATE_GOLDEN=1``."""
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+        async with harness.worker():
+            handle = await record(harness)
+        path.write_text(json.dumps((await handle.fetch_history()).to_json_dict(), indent=1))
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run with BATON_REGENERATE_GOLDEN=1")
+    text = path.read_text()
+    assert "check_business_key" in text
+    history = WorkflowHistory.from_json(f"golden-{name}", text)
+    replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None

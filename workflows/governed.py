@@ -18,8 +18,9 @@ A process says WHAT to do; this module owns HOW it is done safely, once for ever
 * The run's business-key claim (activities/claims.py): :meth:`Governance.claimed` puts it on
   every side-effecting activity's input (one with a ``claim`` field), whose transaction claims
   the key or checks the run still owns it; :meth:`Governance.check_claim` is the read-only look
-  a run takes before it starts working and before it asks humans; :meth:`Governance.settle_claim`
-  keeps or releases the claim when the run ends (docs/processes.md, claim rules).
+  a run takes before it starts working, and the claim it takes before it asks humans;
+  :meth:`Governance.settle_claim` keeps or releases the claim when the run ends
+  (docs/processes.md, "One run per business key").
 
 This module must not know any process: no process's activities or contracts are imported here,
 and nothing here does I/O outside an activity.
