@@ -24,9 +24,10 @@ from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+from activities.agent_turn import AgentTurnActivities
 from activities.agents import AgentActivities
 from activities.auction import AuctionActivities
-from activities.audit import AuditActivities, AuditLedger
+from activities.audit import AuditActivities, AuditLedger, RefusedUpdateWriter
 from activities.audit_checkpoint import CheckpointWriter, load_checkpoint_key, open_log
 from activities.canary import Canary, CanaryActivities
 from activities.claims import ClaimActivities
@@ -38,9 +39,11 @@ from activities.finance import FinanceActivities
 from activities.hr import HrActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
+from activities.mcp_tools import McpActivities, McpToolbox, McpToolset, load_mcp_config
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.orphans import IntegrityActivities
+from activities.payload_store import PayloadStore
 from activities.policy import PolicyEngine, build_engine
 from activities.policy_gate import PolicyGateActivities
 from activities.router import Router, load_catalogue, tenant_caps
@@ -48,6 +51,7 @@ from activities.schema import upgrade as upgrade_schema
 from activities.supervisor import SupervisorActivities
 from activities.support import SupportActivities, VectorKnowledgeSource
 from activities.throttle import Throttle
+from activities.tools import ToolActivities, ToolRegistry, builtin_tools
 from baton.settings import Settings
 from baton.telemetry import (
     prometheus_runtime,
@@ -61,6 +65,7 @@ from workflows.contracts_security import ApprovalTrust
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.registry import workflow_classes
 from workflows.signed_approval import RequireSignedApprovals
+from workflows.update_audit import AuditRefusedUpdates
 
 #: Every process of the registry (workflows/registry.py) and the workflows that serve them.
 WORKFLOWS: Sequence[type] = workflow_classes()
@@ -83,9 +88,15 @@ class Runtime:
     #: BATON_APPROVAL_SEAL_KEY: opens approval tokens that clients sealed to the workers
     approval_seal_key: Any = None
     router: Router | None = None
+    #: the tools agents may call (activities/tools.py); add toolsets before the worker starts
+    tools: ToolActivities | None = None
     switch: KillSwitch | None = None
     #: the knowledge layer's embeddings client (BATON_EMBEDDINGS_BASE_URL); None: ``openai``
     embeddings: AsyncOpenAI | None = None
+    #: writes the approval Updates a validator refused (set by the first build_worker)
+    refused_updates: RefusedUpdateWriter | None = None
+    #: the MCP servers of BATON_MCP_CONFIG (their credentials stay here, on the worker)
+    mcp: McpToolbox | None = None
 
     @property
     def embeddings_client(self) -> AsyncOpenAI:
@@ -102,6 +113,8 @@ class Runtime:
             aclose = getattr(part, "aclose", None)
             if aclose is not None:
                 await aclose()
+        if self.refused_updates is not None:  # writes to the ledger: before the database goes
+            await self.refused_updates.drain()
         decision_log = getattr(self.policy, "decision_log", None)
         if decision_log is not None:  # flushes to the ledger: before the database goes
             await decision_log.aclose()
@@ -185,6 +198,17 @@ def build_runtime(settings: Settings) -> Runtime:
     policy_gate = PolicyGateActivities(ledger, policy)  # every process's preflight
     customer_agents = CustomerAgentActivities.sharing(agents)
     supervisor = SupervisorActivities(ledger, policy, switch)
+    payloads = PayloadStore(db)
+    tools = ToolActivities(
+        ToolRegistry(builtin_tools()), db, ledger, policy, payloads, switch, knowledge_base
+    )
+    # MCP tools as governed tools (activities/mcp_tools.py): credentials are resolved here, from
+    # the worker's environment, and never leave it; agents call them through call_tool
+    mcp = McpToolbox(
+        load_mcp_config(settings.mcp_config, os.environ) if settings.mcp_config else []
+    )
+    McpToolset(mcp, ledger).register(tools.registry)
+    agent_turns = AgentTurnActivities(router, payloads, tools.registry)
     activities = [
         finance.collect_period_data,
         finance.reconcile_transactions,
@@ -224,6 +248,9 @@ def build_runtime(settings: Settings) -> Runtime:
         support.apply_ticket_update,
         supervisor.supervisor_check,
         supervisor.supervisor_act,
+        tools.call_tool,
+        tools.undo_tool,
+        agent_turns.agent_turn,
     ]
     auction = AuctionActivities(agents, db, ledger, policy)
     activities += [auction.bid_on_task, auction.check_award, auction.review_document]
@@ -231,6 +258,8 @@ def build_runtime(settings: Settings) -> Runtime:
     # orphans found and repaired (activities/orphans.py, workflows/repair.py)
     integrity = IntegrityActivities(db, ledger)
     activities += [integrity.find_run_effects, integrity.find_orphans]
+    # one MCP call as a governed step of a process without an agent loop
+    activities.append(McpActivities(mcp, ledger, policy).call_mcp_tool)
     # business-key claims: the check at a run's start, the claim's end (activities/claims.py)
     claims = ClaimActivities(db)
     activities += [
@@ -250,7 +279,9 @@ def build_runtime(settings: Settings) -> Runtime:
         approval_trust=settings.approval_trust(),
         approval_seal_key=settings.approval_seal_key(),
         router=router,
+        tools=tools,
         switch=switch,
+        mcp=mcp,
     )
 
 
@@ -308,6 +339,12 @@ def build_worker(client: Client, runtime: Runtime, *, task_queue: str, **options
     versioned = options.get("deployment_config")
     if versioned is not None and versioned.use_worker_versioning:
         workflows = [FinanceCloseWorkflow, AutoUpgradeCanaryMonitorWorkflow]
+    if runtime.refused_updates is None:
+        runtime.refused_updates = RefusedUpdateWriter(runtime.ledger, asyncio.get_running_loop())
+    options["interceptors"] = [
+        *options.get("interceptors", []),
+        AuditRefusedUpdates(runtime.refused_updates.submit),
+    ]
     if runtime.approval_trust is not None:
         options["interceptors"] = [
             *options.get("interceptors", []),
@@ -338,6 +375,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         interceptors=[tracing_interceptor()] if tracing else [],
     )
     runtime = build_runtime(settings)
+    if runtime.mcp is not None and runtime.mcp.servers:  # listed before the worker polls
+        tools = await runtime.mcp.start()
+        log.info("MCP: %d tools from %d servers", len(tools), len(runtime.mcp.servers))
     for warning in security_warnings(settings):
         log.warning(warning)
     gauges = None

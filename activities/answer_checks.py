@@ -306,6 +306,12 @@ def research(passage_ids: Iterable[str]) -> Check:
     return check
 
 
+def agent_resolution(passage_ids: Iterable[str]) -> Check:
+    """An agent that acted (workflows/agent_steps.py CaseResolution): citations name passages
+    its own tool calls returned (search_knowledge), and an answer is given."""
+    return research(passage_ids)
+
+
 def summary(answer: Any) -> list[str]:
     return [] if answer.summary.strip() else ["the summary is empty"]
 
@@ -337,6 +343,7 @@ def review(answer: Any) -> list[str]:
 __all__ = [
     "Check",
     "SHOWN",
+    "agent_resolution",
     "bid",
     "board",
     "compliance",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ from activities.database import Database, as_utc, utcnow
 from workflows.contracts import AuditBatch, AuditEvent, AuditWriteResult
 
 GENESIS_HASH = "0" * 64
+log = logging.getLogger("baton.audit")
 
 
 class AuditRecord(SQLModel, table=True):
@@ -231,12 +233,109 @@ class AuditActivities:
         return await asyncio.to_thread(self.ledger.append, batch.events)
 
 
+#: Refused approval Updates written one by one per run; the rest are summarised (one row per
+#: :data:`REFUSAL_SUMMARY_SECONDS` at most), so a flood cannot fill the ledger.
+REFUSED_UPDATE_AUDIT_LIMIT = 20
+REFUSAL_SUMMARY_SECONDS = 2.0
+
+
+class RefusedUpdateWriter:
+    """Writes the refused approval Updates the worker's interceptor hands over
+    (workflows/update_audit.py), off the workflow's thread: :meth:`submit` is called on the
+    workflow thread and only schedules the write on the worker's event loop.
+
+    Per run, the first :data:`REFUSED_UPDATE_AUDIT_LIMIT` refusals are written one by one; later
+    ones are counted and summarised in an ``approval.refusals_summarised`` row within
+    :data:`REFUSAL_SUMMARY_SECONDS`. A write that fails is logged, never raised into the run."""
+
+    def __init__(self, ledger: AuditLedger, loop: asyncio.AbstractEventLoop) -> None:
+        self.ledger = ledger
+        self.loop = loop
+        self._counts: dict[tuple[str, str], int] = {}
+        self._unsummarised: dict[tuple[str, str], list[AuditEvent]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def submit(self, event: AuditEvent) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._take, event)
+        except RuntimeError:  # the worker's loop is closed: it is shutting down
+            log.warning("refused update not audited (worker stopping): %s", event.seq)
+
+    def _take(self, event: AuditEvent) -> None:
+        run = (event.workflow_id, event.run_id)
+        self._counts[run] = count = self._counts.get(run, 0) + 1
+        if count <= REFUSED_UPDATE_AUDIT_LIMIT:
+            if count == REFUSED_UPDATE_AUDIT_LIMIT:
+                further = "counted and summarised in approval.refusals_summarised (rate limit)"
+                event = event.model_copy(
+                    update={"detail": {**event.detail, "further_refusals": further}}
+                )
+            self._write([event])
+            return
+        waiting = self._unsummarised.setdefault(run, [])
+        waiting.append(event)
+        if len(waiting) == 1:
+            self.loop.call_later(REFUSAL_SUMMARY_SECONDS, self._summarise, run)
+
+    def _summarise(self, run: tuple[str, str]) -> None:
+        batch = self._unsummarised.pop(run, [])
+        if not batch:
+            return
+        reasons: dict[str, int] = {}
+        for e in batch:
+            reasons[e.rationale[:200]] = reasons.get(e.rationale[:200], 0) + 1
+        top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        first, last = batch[0], batch[-1]
+        self._write(
+            [
+                AuditEvent(
+                    workflow_id=run[0],
+                    run_id=run[1],
+                    seq=f"{last.seq}/summary",
+                    actor="baton:workflow",
+                    action="approval.refusals_summarised",
+                    detail={
+                        "via": "update",
+                        "count": len(batch),
+                        "first_received_at": first.detail.get("received_at"),
+                        "last_received_at": last.detail.get("received_at"),
+                        "refused_so_far": self._counts.get(run, 0),
+                        "top_reasons": [{"reason": r, "count": n} for r, n in top],
+                    },
+                    rationale=f"{len(batch)} more refused approval updates (rate limit per run: "
+                    f"only the first {REFUSED_UPDATE_AUDIT_LIMIT} are written one by one)",
+                )
+            ]
+        )
+
+    def _write(self, events: list[AuditEvent]) -> None:
+        task = asyncio.ensure_future(self._append(events), loop=self.loop)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _append(self, events: list[AuditEvent]) -> None:
+        try:
+            await asyncio.to_thread(self.ledger.append, events)
+        except Exception:
+            log.exception("refused update not audited: %s", [e.seq for e in events])
+
+    async def drain(self) -> None:
+        """Wait for the writes under way (a worker that stops, a test that reads the ledger)."""
+        for run in list(self._unsummarised):
+            self._summarise(run)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
 __all__ = [
     "AuditActivities",
     "AuditLedger",
     "AuditRecord",
     "GENESIS_HASH",
     "HASHED_FIELDS",
+    "REFUSAL_SUMMARY_SECONDS",
+    "REFUSED_UPDATE_AUDIT_LIMIT",
+    "RefusedUpdateWriter",
     "TABLE",
     "VerifyReport",
     "activity_event",

@@ -34,7 +34,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,6 +125,12 @@ class ModelSpec(_Strict):
         description="How to ask for JSON: json_schema (OpenAI/Azure strict response_format), "
         "json_object_schema (llama-cpp-python: json_object with a schema), tool_call (a forced "
         "function call carrying the schema) or prompt (schema in the prompt, reply parsed).",
+    )
+    tool_calling: Literal["native", "structured"] = Field(
+        default="native",
+        description="How an agent that acts asks for tool calls: native (the chat API's "
+        "tools/tool_calls) or structured (no native tool calling: the model answers a JSON "
+        "document naming the calls, asked the way structured_output says).",
     )
     max_tokens: int = Field(default=2048, gt=0, description="Completion tokens; always sent.")
     timeout_s: float | None = Field(
@@ -356,6 +362,15 @@ class _Attempt:
 
 
 @dataclass(frozen=True)
+class Routed:
+    """What :meth:`Router.exchange` got: the response, the model that answered, the attempt."""
+
+    response: Any
+    spec: ModelSpec
+    state: _Attempt
+
+
+@dataclass(frozen=True)
 class Answer:
     """A routed answer: the parsed output and what routing it cost."""
 
@@ -550,6 +565,109 @@ class Router:
             f"{tenant!r} (regions allowed: {sorted(allowed_regions or []) or 'any'})",
             type=NO_ELIGIBLE_MODEL,
             non_retryable=True,
+        )
+
+    # -- a request the caller makes (a turn of an agent that acts) ---------------------------
+
+    async def exchange(
+        self,
+        agent: str,
+        task_class: str,
+        prompt: str,
+        content: str,
+        payload: BaseModel,
+        send: Callable[[ModelSpec], Awaitable[Any]],
+    ) -> Routed:
+        """One request of ``agent`` that the caller builds (``send(spec)`` makes it: a turn of
+        an agent that acts, activities/agent_turn.py), routed like :meth:`ask`: the kill
+        switch, the cheapest model of ``task_class`` at or above the payload's ``min_tier``,
+        the run's and the tenant's budget before the request (``BudgetExceeded`` when it does
+        not fit), the base policy on it, fallback to the next endpoint on 5xx and timeouts,
+        and the answered request charged with its audit row. ``content`` is what the request
+        carries besides ``prompt`` (for the estimate). Finish with :meth:`settle`."""
+        if task_class not in self.catalogue.task_classes:
+            raise ApplicationError(
+                f"{agent}: unknown task class {task_class!r}; the catalogue has "
+                f"{sorted(self.catalogue.task_classes)}",
+                type=NO_ELIGIBLE_MODEL,
+                non_retryable=True,
+            )
+        if self.agents.switch is not None:
+            subject = Subject(process=_process(), agent=agent, tenant=_tenant(payload))
+            await asyncio.to_thread(self.agents.switch.raise_if_blocking, subject)
+        state = _Attempt(task_class=task_class)
+        floor = TIER_ORDER.index(_min_tier(payload))
+        failure: ApplicationError | None = None
+        for spec in self.catalogue.candidates(task_class):
+            if TIER_ORDER.index(spec.tier) < floor:
+                continue
+            estimate = _estimate(spec, prompt, content)
+            remaining = await self._remaining(payload)
+            if remaining is not None and estimate > remaining[0]:
+                self._note(
+                    state, spec, "over_budget", f"needs about {estimate} USD; {remaining[1]}"
+                )
+                await self._charge_audit(agent, task_class, state, payload)
+                raise self._budget_error(agent, payload, state.calls[-1])
+            version = str(getattr(payload, "version", STABLE_VERSION))
+            chosen = Route(version, STABLE_VERSION, prompt, spec.name)
+            target = CallTarget(spec.endpoint, spec.region, estimate, len(state.calls))
+            await self.agents._govern(agent, prompt, payload, chosen, target)
+            began = time.perf_counter()
+            try:
+                response = await _heartbeating(send(spec))
+            except openai.APIStatusError as err:
+                state.waiting += time.perf_counter() - began
+                mapped = _map_status_error(agent, err)
+                if err.status_code >= 500:
+                    self._note(state, spec, "server_error", str(mapped))
+                    failure = mapped
+                    continue
+                raise mapped from err
+            except (openai.APITimeoutError, openai.APIConnectionError) as err:
+                state.waiting += time.perf_counter() - began
+                self._note(state, spec, "server_error", f"unreachable or timed out: {err}")
+                failure = ApplicationError(
+                    f"{agent}: model endpoint {spec.endpoint} unreachable or timed out: {err}",
+                    type="LLMUnavailable",
+                )
+                continue
+            state.waiting += time.perf_counter() - began
+            usage = response.usage
+            prompt_tokens = usage.prompt_tokens if usage else 0
+            completion_tokens = usage.completion_tokens if usage else 0
+            state.calls.append(
+                ModelCall(
+                    model=spec.name,
+                    endpoint=spec.endpoint,
+                    tier=spec.tier,
+                    region=spec.region,
+                    outcome="ok",
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    cost_usd=spec.cost(prompt_tokens, completion_tokens),
+                )
+            )
+            await self._charge_one(agent, state, payload, len(state.calls) - 1)
+            return Routed(response, spec, state)
+        await self._charge_audit(agent, task_class, state, payload)
+        if failure is not None:
+            raise failure
+        raise ApplicationError(
+            f"{agent}: no model in the catalogue serves task class {task_class!r} at or above "
+            f"tier {_min_tier(payload)!r}",
+            type=NO_ELIGIBLE_MODEL,
+            non_retryable=True,
+        )
+
+    async def settle(
+        self, agent: str, routed: Routed, out: BaseModel, payload: BaseModel
+    ) -> RoutedUsage:
+        """Audit what :meth:`exchange` routed (``model.routed`` with ``out``'s digest) and the
+        run's charged totals."""
+        state = routed.state
+        return await self._finish(
+            agent, state.task_class, state, routed.spec.tier, routed.spec, out, payload
         )
 
     # -- one request ------------------------------------------------------------------------
@@ -949,6 +1067,7 @@ __all__ = [
     "ESTIMATED_COMPLETION_TOKENS",
     "ModelSpec",
     "PLACEHOLDERS",
+    "Routed",
     "Router",
     "TaskClass",
     "load_catalogue",

@@ -63,6 +63,8 @@ MODEL_MODULES = (
     "activities.canary",
     "activities.knowledge",
     "activities.customer",
+    "activities.payload_store",
+    "activities.tools",
     "activities.claims",
 )
 

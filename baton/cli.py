@@ -4,6 +4,7 @@
     baton worker                       run a worker (same as `python worker.py`)
     baton seed --tenant T --period P   (re)seed a month of ledger and bank data
     baton close start|status|result|cancel
+    baton close exceptions RUN_OR_WORKFLOW_ID [--json]   entries policy denied, held (not posted)
     baton auction review|status|result|tiers   document reviews allocated by auction (cli_auction)
     baton approvals list [--role R] [--process P]   the approver inbox: pending across all runs
     baton approvals list WORKFLOW_ID   pending approval requests of one run, in full
@@ -51,6 +52,7 @@ import json
 import os
 import sys
 import traceback
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,7 @@ from baton import (
     cli_integrity,
     cli_knowledge,
     cli_kpi,
+    cli_mcp,
     cli_policy,
     cli_security,
     cli_supervisor,
@@ -170,6 +173,28 @@ async def cmd_close_status(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_close_result(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
     _print_json(await client.result(args.workflow_id))
+    return EXIT_OK
+
+
+async def cmd_close_exceptions(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings)
+    try:
+        workflow_id, status, held = await client.close_exceptions(args.id)
+    except LookupError as err:
+        raise CliError(str(err)) from None
+    if args.json:
+        _print_json(held)
+        return EXIT_OK
+    state = status.name if status is not None else "UNKNOWN"
+    if not held:
+        print(f"{workflow_id} ({state}): no exceptions")
+        return EXIT_OK
+    total = sum((abs(e.amount) for e in held), Decimal("0"))
+    print(f"{workflow_id} ({state}): {len(held)} exceptions (not posted), total {total}")
+    for e in held:
+        print(f"  {e.entry_id}  {e.amount}  {e.account}  (policy decision {e.decision_id})")
+        for reason in e.reasons:
+            print(f"      {reason}")
     return EXIT_OK
 
 
@@ -1068,6 +1093,16 @@ def build_parser() -> argparse.ArgumentParser:
         p = close_sub.add_parser(name, help=text)
         p.add_argument("workflow_id")
         p.set_defaults(func=func)
+    p = close_sub.add_parser(
+        "exceptions",
+        help="entries policy denied, held as exceptions (not posted)",
+        description="The entries a close holds as exceptions: policy denied posting them, the "
+        "rest of the close went on. Read from the result of a completed close, else from the "
+        "running (or failed) close's status.",
+    )
+    p.add_argument("id", metavar="RUN_OR_WORKFLOW_ID", help="the close's workflow id or a run id")
+    p.add_argument("--json", action="store_true", help="print the exceptions as JSON")
+    p.set_defaults(func=cmd_close_exceptions)
 
     onboard = sub.add_parser("onboard", help="HR onboarding: blackboard agents + manager approval")
     onboard_sub = onboard.add_subparsers(dest="onboard_command", required=True, metavar="ACTION")
@@ -1295,6 +1330,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_db.register(sub)
     cli_integrity.register(sub)
     cli_customer.register(sub)
+    cli_mcp.register(sub)
     from baton.cli_dsl import add_commands  # baton validate | schema | run | event
 
     add_commands(sub)

@@ -118,6 +118,9 @@ class Settings:
     #: production sign-in for decisions: the identity provider's RFC 8693 token exchange that
     #: turns an inbox identity token into a bound approval token (unset: the local dev issuer)
     inbox_token_exchange_url: str | None = None  # BATON_INBOX_TOKEN_EXCHANGE_URL
+    #: MCP servers whose tools agents may call (activities/mcp_tools.py); unset = none. Their
+    #: credentials are ${ENV} references resolved from the worker's environment.
+    mcp_config: Path | None = None  # BATON_MCP_CONFIG
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -251,6 +254,7 @@ class Settings:
                 f"http://localhost:{_port(get('BATON_INBOX_PORT', base.inbox_port))}",
             ).rstrip("/"),
             inbox_token_exchange_url=get("BATON_INBOX_TOKEN_EXCHANGE_URL", None),
+            mcp_config=Path(env["BATON_MCP_CONFIG"]) if env.get("BATON_MCP_CONFIG") else None,
         )
 
     def decision_log_config(self) -> Any:

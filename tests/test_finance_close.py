@@ -145,6 +145,9 @@ async def test_rejection_reverses_postings_and_audit_says_why(harness: Harness) 
 
 
 async def test_policy_deny_posts_nothing(harness: Harness) -> None:
+    """Issue 16 changed this deliberately: a denied entry no longer fails the close. It is held
+    as an exception (never posted, listed in the result); below the close-exceptions threshold
+    the period closes with it listed (tests/test_close_exceptions.py has the other outcomes)."""
     h = harness
     bad = {
         "entries": [
@@ -161,10 +164,10 @@ async def test_policy_deny_posts_nothing(harness: Harness) -> None:
     h.model.script(Fault.reconciled(bad), match=h.period)
     async with h.worker():
         handle = await h.client.start_finance_close(h.start_input())
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "PolicyDenied"
-    assert "9999-crypto-wallet" in str(failed.value.cause)
+        result = await handle.result()
+    [held] = result.exceptions
+    assert held.entry_id == "ADJ-X1" and "9999-crypto-wallet" in " ".join(held.reasons)
+    assert result.posted == []
     assert postings(h) == []
     assert "policy.deny" in actions(h, handle.id)
 
@@ -326,7 +329,12 @@ async def test_approval_validator_refuses_bad_decisions(harness: Harness) -> Non
         with pytest.raises(ApprovalRefused, match="already closed"):
             await h.client.decide(handle.id, decision(approver="frank"))
         await handle.result()
-    refused = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "approval.refused"]
+    every_refusal = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "approval.refused"]
+    # refused Updates are audited too (issue 16), by the worker: they never enter history
+    by_update = [r for r in every_refusal if json.loads(r.detail_json)["via"] == "update"]
+    assert len(by_update) >= len(cases)
+    assert all(r.actor == "baton:workflow" for r in by_update)
+    refused = [r for r in every_refusal if json.loads(r.detail_json)["via"] == "signal"]
     assert len(refused) == 1 and refused[0].actor == "baton:workflow"  # a name is only a claim
     assert refused[0].rationale.startswith("claimed by erin (unverified): ")
 

@@ -88,14 +88,15 @@ def ledger_rows(h: Harness) -> list[AuditRecord]:
 
 async def test_worker_metrics_are_scraped_and_agree_with_the_ledger(metered: Metered) -> None:
     m, h = metered, metered.h
-    # a second period whose reconciler proposes a posting the policy denies
+    # a second period whose reconciler proposes a posting the policy denies, too large to
+    # close the period with as an exception: the close fails safe
     denied_period = another_period(h)
     bad = {
         "entries": [
             {
                 "entry_id": "ADJ-X1",
                 "account": "9999-crypto-wallet",
-                "amount": "-250.00",
+                "amount": "-2000000.00",
                 "source_ids": ["B0001"],
                 "rationale": "move cash to a wallet",
             }

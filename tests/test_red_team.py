@@ -125,6 +125,13 @@ async def test_injected_bank_memos_cannot_post_to_forbidden_or_look_alike_accoun
         # the audit row names the exact account, trick characters and all
         assert f"account '{account}' on entry {entry_id} is not an allowed account" in reasons
     assert "exceeds the hard cap" in " | ".join(denied["ADJ-RT6"])
+    # every denied entry was held as an exception, never posted; their total is beyond what a
+    # period may close with, so the close itself failed safe
+    [held] = audit_rows(h, handle.id, "close.exceptions_held")
+    assert sorted(e["entry_id"] for e in held["detail"]["exceptions"]) == [
+        f"ADJ-RT{i}" for i in range(1, 7)
+    ]
+    assert "policy refuses to close" in str(failed.value.cause)
     # the agent's fooled proposal itself is on record
     proposed = audit_rows(h, handle.id, "agent.proposed_adjustments")
     assert proposed and proposed[0]["detail"]["entries"] == len(fooled["entries"])

@@ -258,6 +258,15 @@ async def test_a_flood_of_refused_signals_is_audited_as_claims_and_rate_limited(
     assert all(r.actor == "baton:workflow" for r in refused)
     assert all((r.rationale or "").startswith("claimed by mallory (unverified):") for r in refused)
     assert "rate limit" in json.loads(refused[-1].detail_json)["further_refusals"]
+    # the rest are not dropped silently: summarised, with their count and when they came
+    summaries = [
+        json.loads(r.detail_json)
+        for r in h.runtime.ledger.trail(handle.id)
+        if r.action == "approval.refusals_summarised"
+    ]
+    assert sum(s["count"] for s in summaries) == 15
+    assert summaries[-1]["refused_so_far"] == REFUSED_SIGNAL_AUDIT_LIMIT + 15
+    assert all(s["first_received_at"] <= s["last_received_at"] for s in summaries)
 
 
 # -- runs started before these rules still replay -----------------------------------------------

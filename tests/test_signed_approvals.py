@@ -244,7 +244,12 @@ async def test_unsigned_or_forged_approvals_are_refused_in_a_run(
         result = await handle.result()
     assert result.approvals[0].approvers == ["carol"]
     trail = h.runtime.ledger.trail(handle.id)
-    refused = [r for r in trail if r.action == "approval.refused"]
+    every_refusal = [r for r in trail if r.action == "approval.refused"]
+    # the five refused Updates are audited too (by the worker: they never enter history)
+    by_update = [r for r in every_refusal if json.loads(r.detail_json)["via"] == "update"]
+    assert len(by_update) == len(cases)
+    assert all("signed approval refused" in (r.rationale or "") for r in by_update)
+    refused = [r for r in every_refusal if json.loads(r.detail_json)["via"] == "signal"]
     assert len(refused) == 1 and "signed identity assertion" in (refused[0].rationale or "")
     # the name in a refused signal is a claim, not an identity
     assert refused[0].actor == "baton:workflow"

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
@@ -69,8 +70,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
 
 #: Refused Signals audited per run; later ones are only counted (ApprovalGate.refused_signals),
-#: not written: a flood of forged signals must not fill the ledger. The last row written says so.
+#: not written one by one: a flood of forged signals must not fill the ledger. The last row
+#: written says so, and the rest are summarised (``approval.refusals_summarised``).
 REFUSED_SIGNAL_AUDIT_LIMIT = 20
+#: Refusals beyond the limit one summary row covers while the run waits (one more summary when
+#: the request closes covers the rest).
+REFUSAL_SUMMARY_EVERY = 100
 
 #: Comments and delegations one request keeps (history stays small; a flood is refused).
 MAX_COMMENTS_PER_REQUEST = 50
@@ -99,6 +104,11 @@ class ApprovalGate:
     BOUND_TOKENS_PATCH = "approval-tokens-bound-and-single-use"
     #: workflow.patched() id of "refused Signals beyond the per-run limit are not audited"
     REFUSAL_LIMIT_PATCH = "refused-signals-rate-limited"
+    #: workflow.patched() id of "a decision attempt that does not close the request (refused,
+    #: malformed, a vote that still needs others) is written while the run waits"; runs started
+    #: before it wrote them with the next flush. Asked when the first such attempt arrives, so
+    #: a run whose approvals close at once records no marker.
+    PROMPT_AUDIT_PATCH = "decision-attempts-audited-while-waiting"
 
     def __init__(
         self,
@@ -125,6 +135,12 @@ class ApprovalGate:
         #: run's first request, None before it: then they apply)
         self.bound_tokens: bool | None = None
         self.refused_signals = 0
+        #: refusals beyond the limit not yet covered by a summary row, and when they came
+        self.unsummarised: list[tuple[str, str]] = []  # (received at, reason)
+        #: PROMPT_AUDIT_PATCH for this run (None: not asked yet) and whether an attempt waits
+        #: in the buffer for the waiting loop to write it
+        self.prompt_audit: bool | None = None
+        self.attempts_buffered = False
         self.defer_approved_audit = defer_approved_audit
         self.requests: dict[str, ApprovalRequest] = {}
         self.outcomes: dict[str, ApprovalOutcome] = {}
@@ -167,10 +183,21 @@ class ApprovalGate:
             remaining = (draft.deadline - workflow.now()).total_seconds()
             try:
                 await workflow.wait_condition(
-                    lambda: rid in self.outcomes, timeout=max(remaining, 0.001)
+                    lambda: rid in self.outcomes or self.attempts_buffered,
+                    timeout=max(remaining, 0.001),
                 )
             except TimeoutError:
                 await self._sla_passed(draft)
+                continue
+            if rid not in self.outcomes and self.attempts_buffered:
+                # a refused, malformed or partial decision arrived while nothing else is
+                # coming: write it now (the approving decision, when it comes, does not wait
+                # for this: it is its own activation)
+                self.attempts_buffered = False
+                self._summarise_refusals(REFUSAL_SUMMARY_EVERY)
+                await self.audit.flush()
+        if self.prompt_audit:
+            self._summarise_refusals(1)
         outcome = self.outcomes[rid]
         if outcome.outcome != "withdrawn":  # withdraw() counted it
             telemetry.approval_closed(
@@ -308,7 +335,15 @@ class ApprovalGate:
                     f"(approved by {', '.join(voters)}); still needed: "
                     f"{describe(still_needed(request))}"
                 )
-        if decision.verdict == "amend":
+        if decision.verdict == "amend" and decision.arguments is not None:
+            payload = request.action_payload if isinstance(request.action_payload, dict) else {}
+            if not request.action.startswith("tool:") or decision.amendments:
+                return Check(
+                    f"{request.request_id} is not a tool call: amend it with entry amendments"
+                )
+            if decision.arguments == payload.get("arguments"):
+                return Check("the edited arguments change nothing")
+        elif decision.verdict == "amend":
             entries = {e.entry_id: e for e in request.entries}
             for change in decision.amendments:
                 entry = entries.get(change.entry_id)
@@ -362,6 +397,7 @@ class ApprovalGate:
                     "via": via,
                     "action_digest": decision.action_digest,
                     "still_needed": [m.model_dump() for m in missing],
+                    "received_at": workflow.now().isoformat(),
                     **signer,
                 },
                 rationale=decision.rationale,
@@ -383,6 +419,7 @@ class ApprovalGate:
                 message = f"approved: {request.request_id} has every approval it needs"
             else:
                 self._publish(request)
+                self._attempt_buffered()
                 message = f"approval by {decision.approver} counted; still needed: " + describe(
                     missing
                 )
@@ -401,6 +438,8 @@ class ApprovalGate:
                 "via": via,
                 "action_digest": decision.action_digest,
                 "amendments": [a.model_dump(mode="json") for a in decision.amendments],
+                "received_at": workflow.now().isoformat(),
+                **({"arguments": decision.arguments} if decision.arguments is not None else {}),
                 **signer,
             },
             rationale=decision.rationale,
@@ -426,31 +465,103 @@ class ApprovalGate:
             return
         self.accept(decision, via="signal")
 
+    def receive_raw_signal(self, payload: Any) -> None:
+        """The Signal path from the wire: ``payload`` is whatever the sender sent (decoded
+        JSON, or None when it was not JSON). A payload that is not a decision is refused like
+        a forged one: audited with what was wrong with it, counted against the same limit."""
+        try:
+            decision = ApprovalDecision.model_validate(payload)
+        except ValidationError as err:
+            self.refuse_malformed(payload, malformed_reason(err))
+            return
+        self.receive_signal(decision)
+
     def refuse_signal(self, decision: ApprovalDecision, reason: str) -> None:
         """A signal cannot be refused to its sender: audit the refusal and ignore the decision.
 
         The name in a refused decision is only a claim: the row's actor is the workflow and the
         rationale says "claimed by X (unverified)". Only the first
-        :data:`REFUSED_SIGNAL_AUDIT_LIMIT` refusals of a run are written; a flood is counted."""
-        self.refused_signals += 1
-        if self.refused_signals > REFUSED_SIGNAL_AUDIT_LIMIT and workflow.patched(
-            self.REFUSAL_LIMIT_PATCH
-        ):
-            return
-        workflow.logger.warning(f"approval signal refused: {reason}")
+        :data:`REFUSED_SIGNAL_AUDIT_LIMIT` refusals of a run are written one by one; the rest
+        are summarised."""
         detail: dict[str, Any] = {
             "request_id": decision.request_id,
             "via": "signal",
             "verdict": decision.verdict,
             "claimed_by": decision.approver,
         }
+        self._refused(detail, reason, f"claimed by {decision.approver} (unverified): {reason}")
+
+    def refuse_malformed(self, payload: Any, reason: str) -> None:
+        """A Signal whose payload is not an approval decision: audited as a refusal naming
+        what was wrong (the fields it could read are only claims)."""
+        fields = payload if isinstance(payload, dict) else {}
+        detail: dict[str, Any] = {
+            "via": "signal",
+            "malformed": True,
+            "request_id": _claim(fields.get("request_id")),
+            "verdict": _claim(fields.get("verdict")),
+            "claimed_by": _claim(fields.get("approver")),
+        }
+        self._refused(detail, reason, f"malformed approval signal: {reason}")
+
+    def _refused(self, detail: dict[str, Any], reason: str, rationale: str) -> None:
+        self.refused_signals += 1
+        now = workflow.now()
+        if self.refused_signals > REFUSED_SIGNAL_AUDIT_LIMIT and workflow.patched(
+            self.REFUSAL_LIMIT_PATCH
+        ):
+            if self._audit_promptly():
+                self.unsummarised.append((now.isoformat(), reason[:200]))
+                if len(self.unsummarised) >= REFUSAL_SUMMARY_EVERY:
+                    self.attempts_buffered = True
+            return
+        workflow.logger.warning(f"approval signal refused: {reason}")
         if self.refused_signals == REFUSED_SIGNAL_AUDIT_LIMIT:
-            detail["further_refusals"] = "not audited (rate limit per run)"
+            detail["further_refusals"] = (
+                "counted and summarised in approval.refusals_summarised (rate limit per run)"
+            )
         self.audit.record(
             "baton:workflow",
             "approval.refused",
-            detail=detail,
-            rationale=f"claimed by {decision.approver} (unverified): {reason}",
+            detail={**detail, "received_at": now.isoformat()},
+            rationale=rationale,
+        )
+        self._attempt_buffered()
+
+    def _audit_promptly(self) -> bool:
+        """Whether this run writes decision attempts while it waits (PROMPT_AUDIT_PATCH)."""
+        if self.prompt_audit is None:
+            self.prompt_audit = workflow.patched(self.PROMPT_AUDIT_PATCH)
+        return self.prompt_audit
+
+    def _attempt_buffered(self) -> None:
+        """A decision attempt that leaves the request open was recorded: have the waiting loop
+        write it now rather than with the run's next step."""
+        if self._audit_promptly():
+            self.attempts_buffered = True
+
+    def _summarise_refusals(self, at_least: int) -> None:
+        """One audit row for the refusals beyond the limit that no row covers yet."""
+        if len(self.unsummarised) < at_least:
+            return
+        batch, self.unsummarised = self.unsummarised, []
+        reasons: dict[str, int] = {}
+        for _, reason in batch:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        self.audit.record(
+            "baton:workflow",
+            "approval.refusals_summarised",
+            detail={
+                "via": "signal",
+                "count": len(batch),
+                "first_received_at": batch[0][0],
+                "last_received_at": batch[-1][0],
+                "refused_so_far": self.refused_signals,
+                "top_reasons": [{"reason": r, "count": n} for r, n in top],
+            },
+            rationale=f"{len(batch)} more refused approval signals (rate limit per run: "
+            f"only the first {REFUSED_SIGNAL_AUDIT_LIMIT} are written one by one)",
         )
 
     # -- comments and delegation (the approver inbox; Updates comment_approval and
@@ -738,6 +849,7 @@ class ApprovalGate:
             rationale=decision.rationale,
             approvers=[v.approver for v in request.approvals],
             amendments=decision.amendments,
+            arguments=decision.arguments,
         )
 
     async def _sla_passed(self, request: ApprovalRequest) -> None:
@@ -917,6 +1029,21 @@ def new_request(
         deadline=now,
         **extra,
     )
+
+
+def malformed_reason(err: ValidationError) -> str:
+    """What was wrong with a payload that is not an approval decision, field by field."""
+    problems = []
+    for e in err.errors()[:5]:
+        where = ".".join(str(p) for p in e["loc"]) or "payload"
+        problems.append(f"{where}: {e['msg']}")
+    more = f" (+{err.error_count() - 5} more)" if err.error_count() > 5 else ""
+    return ("not an approval decision: " + "; ".join(problems) + more)[:500]
+
+
+def _claim(value: Any) -> str | None:
+    """A field of a malformed payload, as a short string for the audit row (only a claim)."""
+    return None if value is None else str(value)[:200]
 
 
 def reasons_of(decisions: Sequence[PolicyDecision]) -> list[str]:

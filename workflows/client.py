@@ -62,6 +62,7 @@ from workflows.contracts import (
     BoardEntry,
     CanaryEvaluation,
     CanaryMonitorInput,
+    CloseException,
     EntryAmendment,
     FinanceCloseInput,
     FinanceCloseResult,
@@ -357,6 +358,34 @@ class BatonClient(DocumentReviewClient):
     async def result(self, workflow_id: str) -> FinanceCloseResult:
         return await self.handle(workflow_id).result()
 
+    async def close_exceptions(
+        self, workflow_or_run_id: str
+    ) -> tuple[str, WorkflowExecutionStatus | None, list[CloseException]]:
+        """The entries a close holds as exceptions (policy denied them; they were not posted):
+        from its result once it completed, else from its status query. Takes the close's
+        workflow id or one of its run ids; returns (workflow id, its status, the exceptions)."""
+        workflow_id, run_id = await self._resolve_run(workflow_or_run_id)
+        handle = self.client.get_workflow_handle_for(
+            FinanceCloseWorkflow.run, workflow_id, run_id=run_id
+        )
+        status = (await handle.describe()).status
+        if status == WorkflowExecutionStatus.COMPLETED:
+            return workflow_id, status, (await handle.result(follow_runs=False)).exceptions
+        return workflow_id, status, (await handle.query(FinanceCloseWorkflow.status)).exceptions
+
+    async def _resolve_run(self, workflow_or_run_id: str) -> tuple[str, str | None]:
+        """(workflow id, run id or None): a workflow id as given, or the run id's workflow."""
+        try:
+            await self.client.get_workflow_handle(workflow_or_run_id).describe()
+            return workflow_or_run_id, None
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        quoted = workflow_or_run_id.replace("'", "")
+        async for found in self.client.list_workflows(f"RunId = '{quoted}'", limit=1):
+            return found.id, found.run_id
+        raise LookupError(f"no workflow or run with the id {workflow_or_run_id!r}")
+
     async def cancel(self, workflow_id: str) -> None:
         """Request cancellation: the run compensates what it did, then ends as cancelled."""
         await self.handle(workflow_id).cancel()
@@ -433,6 +462,24 @@ class BatonClient(DocumentReviewClient):
         return await self._decide(
             workflow_id, "amend", approver, rationale, request_id, action_digest, changes
         )
+
+    async def edit_tool_call(
+        self,
+        workflow_id: str,
+        *,
+        approver: str,
+        rationale: str,
+        arguments: dict[str, Any],
+        request_id: str | None = None,
+        action_digest: str | None = None,
+    ) -> ApprovalAck:
+        """Edit the arguments of an agent's tool call held for approval (workflows/agent_loop.py):
+        the edit is validated against the tool's argument model, digested again and checked by
+        policy again; it may need a fresh approval from someone other than ``approver``."""
+        return await self._decide(
+            workflow_id, "amend", approver, rationale, request_id, action_digest,
+            arguments=arguments,
+        )  # fmt: skip
 
     async def request_changes(
         self,
@@ -587,6 +634,7 @@ class BatonClient(DocumentReviewClient):
         request_id: str | None,
         action_digest: str | None,
         amendments: list[EntryAmendment] | None = None,
+        arguments: dict[str, Any] | None = None,
     ) -> ApprovalAck:
         """Fill in the request id and digest from the pending request when not given.
 
@@ -611,6 +659,7 @@ class BatonClient(DocumentReviewClient):
             rationale=rationale,
             action_digest=action_digest,
             amendments=amendments or [],
+            arguments=arguments,
         )
         return await self.decide(workflow_id, decision)
 

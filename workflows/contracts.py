@@ -55,6 +55,7 @@ PROCESS_BY_WORKFLOW_TYPE: dict[str, str] = {
     "DocumentReviewAllocation": "document_review",
     "SupportCase": "support_escalation",
     "CustomerOnboarding": "customer_onboarding",
+    "AgentRun": "agent_run",
 }
 
 #: Update/signal/query names a stock `temporal` CLI user types.
@@ -257,6 +258,16 @@ class PostedEntry(Contract):
     )
 
 
+class CloseException(Contract):
+    """An adjusting entry policy denied: held as an exception of the close, never posted."""
+
+    entry_id: str
+    account: str
+    amount: Money
+    reasons: list[str] = Field(description="Why policy denied posting it.")
+    decision_id: str = Field(description="The posting policy's decision (its audit row).")
+
+
 class FinanceCloseResult(Contract):
     tenant: str
     period: str
@@ -271,6 +282,11 @@ class FinanceCloseResult(Contract):
     approvals: list[ApprovalOutcome]
     tokens: int
     cost_usd: float
+    exceptions: list[CloseException] = Field(
+        default=[],
+        description="Entries policy denied, held as exceptions (not posted); the period closed "
+        "with them as policy baton/finance/close_exceptions allowed.",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -740,6 +756,11 @@ class ApprovalDecision(Contract):
         max_length=MAX_LIST_ITEMS,
         description="Only with verdict 'amend': the changed entries.",
     )
+    arguments: dict[str, Any] | None = Field(
+        default=None,
+        description="Only with verdict 'amend' on a tool call: the edited arguments (validated, "
+        "re-digested and checked by policy again before the call runs).",
+    )
     assertion: str | None = Field(
         default=None,
         max_length=MAX_TOKEN_FIELD_CHARS,
@@ -749,9 +770,12 @@ class ApprovalDecision(Contract):
 
     @model_validator(mode="after")
     def _amendments_match_verdict(self) -> ApprovalDecision:
-        if self.verdict == "amend" and not self.amendments:
-            raise ValueError("verdict 'amend' needs at least one entry in amendments")
-        if self.verdict != "amend" and self.amendments:
+        if self.verdict == "amend" and not self.amendments and self.arguments is None:
+            raise ValueError(
+                "verdict 'amend' needs at least one entry in amendments (or, on a tool call, "
+                "the edited arguments)"
+            )
+        if self.verdict != "amend" and (self.amendments or self.arguments is not None):
             raise ValueError(
                 f"amendments are only allowed with verdict 'amend', not {self.verdict!r}"
             )
@@ -828,6 +852,8 @@ class ApprovalOutcome(Contract):
     rationale: str = ""
     approvers: list[str] = []
     amendments: list[EntryAmendment] = []
+    #: a tool call's arguments as an approver edited them (verdict amend)
+    arguments: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -888,6 +914,9 @@ class ProcessStatus(Contract):
     cost_usd: float
     held_by: KillSwitchState | None = Field(
         default=None, description="Set while the run holds at a step for the kill switch."
+    )
+    exceptions: list[CloseException] = Field(
+        default=[], description="Entries held as exceptions so far (a finance close)."
     )
 
 
@@ -1365,6 +1394,7 @@ __all__ = [
     "CanaryStatus",
     "CanaryVerdict",
     "CloseMemo",
+    "CloseException",
     "ClosePeriodInput",
     "CollectPeriodInput",
     "ComplianceFinding",

@@ -160,6 +160,11 @@ class SupportCaseInput(Contract):
     #: seconds to a ticket update; None: SLA_SECONDS[priority]
     sla_seconds: float | None = Field(default=None, gt=0)
     approval_timeout_seconds: float = Field(default=4 * 3600, gt=0)
+    l2_agent: bool = Field(
+        default=False,
+        description="The L2 researcher acts: a tool-using agent searching the knowledge base "
+        "through governed tool calls (workflows/agent_loop.py) instead of one routed answer.",
+    )
 
 
 class TriageInput(RoutedAgentInput):

@@ -45,6 +45,7 @@ BRANCHES_FAILED = "ParallelBranchesFailed"
 AUCTION_NO_BIDS = "AuctionNoBids"
 AUCTION_ALL_WINNERS_FAILED = "AuctionAllWinnersFailed"
 NO_ELIGIBLE_MODEL = "NoEligibleModel"
+AGENT_LIMIT = "AgentLimitReached"
 #: Another run (another workflow id) holds the run's business key: nothing was done. Raised
 #: non-retryable by the claim check (activities/claims.py); details name the owner.
 BUSINESS_KEY_CLAIMED = "BusinessKeyClaimed"
@@ -71,6 +72,9 @@ FAILURE_TYPES: dict[str, str] = {
     AUCTION_NO_BIDS: "no agent tier bid on a document review task",
     AUCTION_ALL_WINNERS_FAILED: "every winning tier of a document review task failed",
     NO_ELIGIBLE_MODEL: "no model in the catalogue may take the call (tier, region, budget)",
+    AGENT_LIMIT: "an agent that acts used its turns, tool calls or tokens without finishing",
+    "UnknownTool": "a tool call named no tool the worker offers",
+    "UnknownAgentStep": "an agent run named no declared agent step (workflows/agent_steps.py)",
     BUSINESS_KEY_CLAIMED: "another run owns the business key (e.g. the tenant's period): "
     "this run did nothing; the failure names the owner's workflow id and run id",
     "AgentOutputInvalid": "the model's answer stayed invalid after its repair turns",
@@ -92,6 +96,7 @@ def failure(kind: str, message: str, **details: object) -> ApplicationError:
 
 
 __all__ = [
+    "AGENT_LIMIT",
     "APPROVAL_EXPIRED",
     "APPROVAL_REJECTED",
     "AUCTION_ALL_WINNERS_FAILED",

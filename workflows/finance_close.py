@@ -11,9 +11,14 @@
    request for changes sends the changed entries through the policy gate again, and a fresh
    request if they still need one; then the period is closed.
 
-A deny, a rejection, an expired approval, a failure or a cancellation (also while waiting for the
-approver) reverses everything posted so far and reopens the period, then the run fails with a
-typed error. Everything goes to the audit ledger.
+An entry policy denies is held as an exception: never posted, listed in the result, the memo,
+the run's current details and `baton close exceptions`; the rest of the close goes on. Before the
+period closes, policy baton/finance/close_exceptions decides on the open exceptions: allow (a
+small total), a finance-controller's sign-off (ApprovalRound), or deny (the close fails safe).
+
+A rejection, an expired approval, a deny of the close, a failure or a cancellation (also while
+waiting for the approver) reverses everything posted so far and reopens the period, then the run
+fails with a typed error. Everything goes to the audit ledger.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from workflows.contracts import (
     AdjustingEntry,
     ApprovalGrant,
     ApprovalOutcome,
+    CloseException,
     ClosePeriodInput,
     CollectPeriodInput,
     ComplianceFinding,
@@ -36,6 +42,7 @@ from workflows.contracts import (
     FinanceCloseInput,
     FinanceCloseResult,
     MemoInput,
+    PolicyDecision,
     PostedEntry,
     PostEntryInput,
     ProposeAdjustmentsInput,
@@ -57,12 +64,25 @@ with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
     from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input
 
-__all__ = ["MAX_APPROVAL_ROUNDS", "PREPARER", "PROCESS", "FinanceCloseWorkflow"]
+__all__ = [
+    "CLOSE_EXCEPTIONS_POLICY",
+    "EXCEPTIONS_PATCH",
+    "MAX_APPROVAL_ROUNDS",
+    "PREPARER",
+    "PROCESS",
+    "FinanceCloseWorkflow",
+]
 
 PROCESS = "finance_close"
 PREPARER = "agent:reconciler"
 #: approval requests one close may open (first request + amendments / requested changes)
 MAX_APPROVAL_ROUNDS = 5
+#: The policy asked before a period closes with open exceptions
+#: (policy/finance/close_exceptions.rego).
+CLOSE_EXCEPTIONS_POLICY = "baton/finance/close_exceptions"
+#: Replay safety: runs started before it failed the whole close on one denied entry. Asked only
+#: when an entry is denied, so a close without exceptions records no marker.
+EXCEPTIONS_PATCH = "denied-entries-held-as-exceptions"
 
 
 @workflow.defn(name="FinanceClose")
@@ -73,6 +93,7 @@ class FinanceCloseWorkflow(GovernedProcess):
     def __init__(self, inp: FinanceCloseInput) -> None:
         self.govern(inp, PROCESS, trust=inp.approval_trust, defer_approved_audit=True)
         self.posted: list[PostedEntry] = []
+        self.exceptions: list[CloseException] = []
 
     # -- the process -------------------------------------------------------------------------
 
@@ -140,7 +161,11 @@ class FinanceCloseWorkflow(GovernedProcess):
             "compliance checker (LLM): entries + policy verdicts",
         )
         flagged = {f.entry_id for f in review.findings if f.severity != "info"}
-        fail_if_denied(preflight)  # stop before anything is posted
+        denied = [d for d in preflight if d.verdict == "deny"]
+        if denied and workflow.patched(EXCEPTIONS_PATCH):
+            entries = self._hold_as_exceptions(entries, denied)
+        else:
+            fail_if_denied(preflight)  # stop before anything is posted
 
         memo = await self._step(
             "agent",
@@ -156,6 +181,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             ),
             "summary generator (LLM): close memo",
         )
+        memo_text = memo.memo + exceptions_section(self.exceptions)
 
         self.stage = "posting"
         amended_by: dict[str, str] = {}  # who changed which entry: they may not approve it
@@ -180,6 +206,9 @@ class FinanceCloseWorkflow(GovernedProcess):
                 errors.INJECTED_FAILURE, "injected failure after posting (fail_after_posting=true)"
             )
 
+        if self.exceptions:
+            await self._sign_off_exceptions()
+
         self.stage = "closing period"
         close = ClosePeriodInput(
             tenant=inp.tenant, period=inp.period, closed_by=inp.requested_by, shadow=inp.shadow
@@ -197,6 +226,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             "close.completed",
             {
                 "posted": len(self.posted),
+                **({"exceptions": len(self.exceptions)} if self.exceptions else {}),
                 "tokens": self.cost.tokens,
                 "cost_usd": self.cost.cost_usd,
             },
@@ -210,12 +240,96 @@ class FinanceCloseWorkflow(GovernedProcess):
             unmatched_bank_lines=len(recon.unmatched_bank),
             unmatched_ledger_entries=len(recon.unmatched_ledger),
             posted=self.posted,
-            memo=memo.memo,
+            memo=memo_text,
             compliance_summary=review.summary,
             approvals=self.approvals,
             tokens=self.cost.tokens,
             cost_usd=self.cost.cost_usd,
+            exceptions=self.exceptions,
         )
+
+    # -- exceptions: what policy denied is held, not posted ---------------------------------
+
+    def _hold_as_exceptions(
+        self, entries: list[AdjustingEntry], denied: list[PolicyDecision]
+    ) -> list[AdjustingEntry]:
+        """Hold the denied entries as exceptions (audited, shown in the Web UI); the rest go on."""
+        by_id = {d.subject: d for d in denied}
+        for entry in entries:
+            decision = by_id.get(entry.entry_id)
+            if decision is not None:
+                self.exceptions.append(
+                    CloseException(
+                        entry_id=entry.entry_id,
+                        account=entry.account,
+                        amount=entry.amount,
+                        reasons=decision.reasons,
+                        decision_id=decision.decision_id,
+                    )
+                )
+        self.audit.record(
+            "baton:workflow",
+            "close.exceptions_held",
+            detail={
+                "exceptions": [e.model_dump(mode="json") for e in self.exceptions],
+                "total": str(exceptions_total(self.exceptions)),
+            },
+            rationale=f"{len(self.exceptions)} entries denied by policy {POSTING_POLICY} are "
+            "held as exceptions and not posted; the rest of the close goes on",
+        )
+        workflow.set_current_details(exceptions_details(self.exceptions))
+        return [e for e in entries if e.entry_id not in by_id]
+
+    async def _sign_off_exceptions(self) -> None:
+        """Ask policy whether the period may close with the open exceptions: allow, a
+        finance-controller's sign-off (a rejection fails safe), or deny (fail safe)."""
+        inp, held = self.inp, self.exceptions
+        self.stage = "deciding on exceptions"
+        workflow.set_current_details(exceptions_details(held))
+        subject = f"{inp.period}/exceptions"
+        [decision] = await self.preflight(
+            CLOSE_EXCEPTIONS_POLICY,
+            {
+                subject: {
+                    "action": "close_with_exceptions",
+                    "tenant": inp.tenant,
+                    "period": inp.period,
+                    "requested_by": inp.requested_by,
+                    "preparer": PREPARER,
+                    "exceptions": [
+                        {
+                            "entry_id": e.entry_id,
+                            "account": e.account,
+                            "amount": float(e.amount),
+                            "reasons": e.reasons,
+                        }
+                        for e in held
+                    ],
+                }
+            },
+            f"policy {CLOSE_EXCEPTIONS_POLICY}: close {inp.period} with {len(held)} exceptions",
+        )
+        fail_if_denied([decision], f"policy refuses to close {inp.period} with exceptions: ")
+        if decision.verdict == "require_approval":
+            total = exceptions_total(held)
+            payload = [e.model_dump(mode="json") for e in held]
+            await self.approve(
+                ApprovalRound(
+                    action="close_with_exceptions",
+                    payload=payload,
+                    summary=f"close {inp.tenant} {inp.period} with {len(held)} open "
+                    f"exceptions totalling {total} (not posted)",
+                    obligations=decision.obligations,
+                    policy_reasons=decision.reasons,
+                    excluded=sorted({PREPARER, inp.requested_by}),
+                    risk=risk_of,
+                    waiting="waiting for a sign-off of the exceptions",
+                    fail_safe="nothing stays posted",
+                    action_payload=payload,
+                    fields={"total_amount": total},
+                )
+            )
+        workflow.set_current_details(exceptions_details(held))
 
     # -- the sensitive step: policy gate + posting, with its compensation registered first ----
 
@@ -338,3 +452,39 @@ class FinanceCloseWorkflow(GovernedProcess):
             requested_by=inp.requested_by,
             idempotency_key="preflight",
         )
+
+
+def exceptions_total(exceptions: list[CloseException]) -> Decimal:
+    """The open exceptions' total, by size whatever the sign (as the close policy counts it)."""
+    return sum((abs(e.amount) for e in exceptions), Decimal("0"))
+
+
+def exceptions_details(exceptions: list[CloseException]) -> str:
+    """The run's current details in the Web UI while it has open exceptions."""
+    lines = [
+        f"**{len(exceptions)} open exceptions** (denied by policy, not posted), "
+        f"total {exceptions_total(exceptions)}:"
+    ]
+    lines += [
+        f"- {e.entry_id} {e.amount} to {e.account}: {'; '.join(e.reasons)} "
+        f"(decision {e.decision_id})"
+        for e in exceptions
+    ]
+    return "\n".join(lines)[:4000]
+
+
+def exceptions_section(exceptions: list[CloseException]) -> str:
+    """The close memo's section on the exceptions (empty when there are none)."""
+    if not exceptions:
+        return ""
+    lines = [
+        "",
+        "",
+        f"Exceptions held (denied by policy, not posted; total {exceptions_total(exceptions)}):",
+    ]
+    lines += [
+        f"- {e.entry_id}: {e.amount} to {e.account}: {'; '.join(e.reasons)} "
+        f"(policy decision {e.decision_id})"
+        for e in exceptions
+    ]
+    return "\n".join(lines)

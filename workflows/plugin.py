@@ -49,6 +49,8 @@ PASSTHROUGH = [
     "workflows.contracts_customer",
     "workflows.contracts_supervisor",
     "workflows.contracts_integrity",
+    "workflows.contracts_tools",
+    "workflows.agent_steps",  # agent step declarations (dataclasses + output models)
     # constants only (timeouts and retry policies, search attribute keys, failure type names and
     # the BatonError root, so a workflow failure type is the same class inside and outside):
     # no workflow logic, nothing done at import but defining them. Re-creating the Preset

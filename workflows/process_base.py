@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate
+from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import errors, visibility
@@ -145,8 +145,15 @@ class ApprovalHandlers:
         self.gate.validate(decision)
 
     @workflow.signal(name=APPROVAL_SIGNAL)
-    def submit_approval(self, decision: ApprovalDecision) -> None:
-        self.gate.receive_signal(decision)
+    def submit_approval(self, raw: RawValue) -> None:
+        """The decision by Signal. It takes the raw payload and validates it here, so a payload
+        that is not a decision is an audited refusal rather than a worker log line."""
+        try:
+            payload = workflow.payload_converter().from_payload(raw.payload)
+        except Exception as err:  # not JSON at all: still a decision attempt, still audited
+            self.gate.refuse_malformed(None, f"payload could not be decoded: {err}"[:500])
+            return
+        self.gate.receive_raw_signal(payload)
 
     @workflow.update(name=APPROVAL_COMMENT_UPDATE)
     async def comment_approval(self, comment: ApprovalComment) -> ApprovalAck:
@@ -240,6 +247,7 @@ class GovernedProcess(Governance, ApprovalHandlers):
             tokens=self.cost.tokens,
             cost_usd=self.cost.cost_usd,
             held_by=self.kill_switch.held_by,
+            exceptions=getattr(self, "exceptions", []),
         )
 
     def govern(self, inp: Any, process: str, **gates: Any) -> None:

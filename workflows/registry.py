@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from workflows.agent_loop import AgentRunWorkflow
 from workflows.canary_monitor import CanaryMonitorWorkflow
 from workflows.contracts import FinanceCloseInput, OnboardingInput
 from workflows.contracts_customer import CustomerOnboardingInput
@@ -144,6 +145,7 @@ SERVICE_WORKFLOWS: tuple[type, ...] = (
     SupervisorWorkflow,
     RepairWorkflow,  # baton repair: an orphaned run's compensations (workflows/repair.py)
     DoctorWorkflow,  # baton doctor --schedule: the scheduled orphan check
+    AgentRunWorkflow,  # one agent that acts (workflows/agent_loop.py)
 )
 
 

@@ -27,12 +27,16 @@ from typing import Any
 from temporalio import workflow
 
 from workflows import visibility
+from workflows.agent_loop import AgentLoop
+from workflows.agent_steps import L2_RESEARCHER
 from workflows.contracts import BusinessClaim, digest
 from workflows.contracts_support import (
     SLA_SECONDS,
     SUPPORT_PROCESS,
     SUPPORT_STATUS_QUERY,
+    Research,
     ResearchInput,
+    RoutedUsage,
     SummaryInput,
     SupportCase,
     SupportCaseInput,
@@ -43,6 +47,7 @@ from workflows.contracts_support import (
     Tier,
     TriageInput,
 )
+from workflows.contracts_tools import ToolPrincipal
 from workflows.governed import ApprovalRound, GovernedStep, fail_if_denied, grant
 from workflows.process_base import GovernedProcess
 from workflows.support_coordinator import SupportCoordinatorWorkflow, case_workflow_id
@@ -52,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = [
     "BUDGET_POLICY",
+    "L2_AGENT_PATCH",
     "MAX_BUDGET_RAISES",
     "UNCERTAIN_BELOW",
     "SupportCaseWorkflow",
@@ -62,6 +68,8 @@ __all__ = [
 BUDGET_POLICY = "baton/support/budget"
 #: Triage below this confidence (after the router's own escalation) goes to a human.
 UNCERTAIN_BELOW = 0.7
+#: Replay safety: cases started before the L2 researcher could act (l2_agent) never asked.
+L2_AGENT_PATCH = "support-l2-researcher-acts"
 #: Budget raises one case may ask for before it fails safe.
 MAX_BUDGET_RAISES = 2
 
@@ -143,12 +151,17 @@ class SupportCaseWorkflow(GovernedProcess):
         work: dict[str, Any] = {**about, "min_tier": "strong" if escalated else "tier0"}
 
         self.stage = "L2 research"
-        research = await self._routed(
-            "research",
-            sup.research_case,
-            ResearchInput(**work, category=triage.category, subject=case.subject, body=case.body),
-            f"L2 researcher (router): {case.case_id}",
-        )
+        if self.inp.l2_agent and workflow.patched(L2_AGENT_PATCH):
+            research = await self._research_by_agent(case, triage.category, work["min_tier"])
+        else:
+            research = await self._routed(
+                "research",
+                sup.research_case,
+                ResearchInput(
+                    **work, category=triage.category, subject=case.subject, body=case.body
+                ),
+                f"L2 researcher (router): {case.case_id}",
+            )
         self.stage = "summarizing"
         summary = await self._routed(
             "summarize",
@@ -232,6 +245,38 @@ class SupportCaseWorkflow(GovernedProcess):
             tokens=self.cost.tokens,
             cost_usd=self.cost.cost_usd,
         )
+
+    async def _research_by_agent(self, case: SupportCase, category: str, tier: str) -> Research:
+        """The L2 researcher as an agent that acts: its knowledge searches are governed tool
+        calls (tool policy, audit, payload store), its answer must cite what they returned."""
+        loop = AgentLoop(
+            self,
+            L2_RESEARCHER,
+            ToolPrincipal(
+                process=SUPPORT_PROCESS,
+                tenant=case.tenant,
+                agent=L2_RESEARCHER.name,
+                requested_by=self.inp.requested_by,
+            ),
+            None,
+        )
+        task = {
+            "case_id": case.case_id,
+            "category": category,
+            "subject": case.subject,
+            "question": case.body,
+        }
+        answer = await loop.run(task, self._budget or self.inp.budget, min_tier=tier)
+        assert answer is not None  # the step never continues as new (continue_after_events)
+        self.tiers["research"] = f"agent:{loop.turns} turns"
+        usage = RoutedUsage(
+            task_class=L2_RESEARCHER.task_class,
+            model="agent",
+            tier="strong" if tier == "strong" else "cheap",
+            tokens=loop.tokens,
+            cost_usd=loop.cost_usd,
+        )
+        return Research(answer=answer["answer"], cited=answer["cited"], passages=[], usage=usage)
 
     # -- routed steps, the sensitive step --------------------------------------------------------
 

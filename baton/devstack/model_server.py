@@ -785,6 +785,154 @@ def chat_completion(body: dict[str, Any], content: str) -> dict[str, Any]:
     }
 
 
+# -- agents that act (workflows/agent_loop.py): tool_calls -------------------------------------
+
+#: The tool an agent that acts finishes with (workflows/contracts_tools.py FINAL_ANSWER_TOOL).
+FINAL_ANSWER = "final_answer"
+
+
+def is_agent_turn(body: Any) -> bool:
+    """A turn of an agent that acts: tools offered with ``tool_choice: auto`` (or none), one of
+    them ``final_answer``. (A forced tool is a structured-output request, answered by rules.)"""
+    if not isinstance(body, dict) or not isinstance(body.get("tools"), list):
+        return False
+    if body.get("tool_choice", "auto") not in ("auto", "required"):
+        return False
+    return FINAL_ANSWER in _offered(body)
+
+
+def _offered(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        t["function"]["name"]: t["function"]
+        for t in body.get("tools", [])
+        if isinstance(t, dict) and isinstance(t.get("function"), dict) and "name" in t["function"]
+    }
+
+
+#: What activities/agent_turn.py tells a model without native tool calling (the tools follow).
+STRUCTURED_MARKER = "You have no native tool calling here."
+
+
+def structured_agent_turn(body: Any) -> dict[str, Any] | None:
+    """A turn of an agent that acts on a model without native tool calling: the tools are in
+    the system prompt (after STRUCTURED_MARKER), the conversation is the user message (a JSON
+    list: messages, ``{"you_called": [...]}``, ``{"result_of", "content"}``). The answer is
+    ``{"calls": [{"name", "arguments"}], "final": ""}`` or ``{"calls": [], "final": ...}``,
+    by the same rules as a native turn; None when the request is no such turn."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return None
+    messages = [m for m in body["messages"] if isinstance(m, dict)]
+    system = next((message_text(m) for m in messages if m.get("role") == "system"), "")
+    if STRUCTURED_MARKER not in system:
+        return None
+    try:
+        tools = json.loads(system[system.rindex("\n") + 1 :])
+        flat = json.loads(message_text(next(m for m in messages if m.get("role") == "user")))
+    except (ValueError, StopIteration):
+        return None
+    rebuilt: list[dict[str, Any]] = [m for m in messages if m.get("role") == "system"]
+    for item in flat if isinstance(flat, list) else []:
+        if not isinstance(item, dict):
+            continue
+        if "result_of" in item:
+            rebuilt.append({"role": "tool", "content": item.get("content") or ""})
+        elif "you_called" in item:
+            calls = [{"function": c} for c in item["you_called"] if isinstance(c, dict)]
+            rebuilt.append({"role": "assistant", "content": "", "tool_calls": calls})
+        else:
+            rebuilt.append({"role": item.get("role", "user"), "content": item.get("content")})
+    turn = {"messages": rebuilt, "tools": [{"type": "function", "function": t} for t in tools]}
+    calls = agent_turn_calls(turn)
+    if calls and calls[0]["name"] == FINAL_ANSWER:
+        return {"calls": [], "final": json.dumps(calls[0]["arguments"])}
+    return {
+        "calls": [{"name": c["name"], "arguments": json.dumps(c["arguments"])} for c in calls],
+        "final": "",
+    }
+
+
+def tool_calls_completion(
+    body: dict[str, Any], calls: list[dict[str, Any]], content: str | None = None
+) -> dict[str, Any]:
+    """A ``chat.completion`` whose assistant message asks for ``calls`` (each ``{"name",
+    "arguments"}``; arguments a JSON object or its text), as the OpenAI API answers them."""
+    answer = chat_completion({k: v for k, v in body.items() if k != "tools"}, content or "")
+    items = []
+    for call in calls:
+        arguments = call.get("arguments", {})
+        items.append(
+            {
+                "id": str(call.get("id") or f"call_{uuid.uuid4().hex[:24]}"),
+                "type": "function",
+                "function": {
+                    "name": call["name"],
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+                },
+            }
+        )
+    text = "".join(i["function"]["arguments"] for i in items)
+    answer["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": content,
+        "refusal": None,
+        "tool_calls": items,
+    }
+    answer["choices"][0]["finish_reason"] = "tool_calls"
+    answer["usage"]["completion_tokens"] = estimate_tokens(text + (content or ""))
+    answer["usage"]["total_tokens"] = (
+        answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"]
+    )
+    return answer
+
+
+def agent_turn_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rules of an agent that acts: look the customer up, search the knowledge base, then
+    finish with ``final_answer`` built from what the tools answered (its schema's fields)."""
+    offered = _offered(body)
+    messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
+    called = [
+        c.get("function", {}).get("name")
+        for m in messages
+        if m.get("role") == "assistant"
+        for c in m.get("tool_calls") or []
+        if isinstance(c, dict)
+    ]
+    users = [m for m in messages if m.get("role") == "user"]
+    try:
+        task = json.loads(message_text(users[0])) if users else {}
+    except json.JSONDecodeError:
+        task = {}
+    task = task if isinstance(task, dict) else {}
+    if "bench_lookup" in offered:  # bench/agent_loop_bench.py: calls 1..task["calls"]
+        last = [message_text(m) for m in messages if m.get("role") == "tool"][-1:]
+        found = re.match(r"bench n=(\d+)", last[0]) if last else None
+        n = int(found.group(1)) + 1 if found else 1
+        if n <= int(task.get("calls", 1)):
+            return [{"name": "bench_lookup", "arguments": {"n": n}}]
+    elif "lookup_customer" in offered and "lookup_customer" not in called and task.get("customer"):
+        return [{"name": "lookup_customer", "arguments": {"customer": str(task["customer"])}}]
+    if "search_knowledge" in offered and "search_knowledge" not in called:
+        query = str(task.get("subject") or task.get("question") or json.dumps(task))[:500]
+        return [{"name": "search_knowledge", "arguments": {"query": query or "help"}}]
+    results = [message_text(m) for m in messages if m.get("role") == "tool"]
+    cited = sorted(set(re.findall(r"^\[([^\]\s]+)\]", "\n".join(results), re.M)))
+    said = " ".join(r.split("] ", 1)[-1] for r in results if not r.startswith("error"))
+    answer = (said or "We looked into your case.")[:400]
+    schema = offered[FINAL_ANSWER].get("parameters") or {}
+    final: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        if kind == "array":
+            final[name] = cited if name == "cited" else []
+        elif kind in ("number", "integer"):
+            final[name] = 0
+        elif kind == "boolean":
+            final[name] = False
+        else:
+            final[name] = answer
+    return [{"name": FINAL_ANSWER, "arguments": final}]
+
+
 def error_body(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
@@ -891,6 +1039,15 @@ class ModelRequestHandler(JsonRequestHandler):
         """Answer one chat completion request by the rules (or 400 if it cannot be answered)."""
         try:
             body = json.loads(raw or b"null")
+            if is_agent_turn(body):  # an agent that acts: the answer is tool calls
+                self.log_note = f"agent={agent_name(body)} turn"
+                self.send_json(200, tool_calls_completion(body, agent_turn_calls(body)))
+                return
+            structured = structured_agent_turn(body)
+            if structured is not None:  # the same, for a model without native tool calling
+                self.log_note = f"agent={agent_name(body)} structured turn"
+                self.send_completion(body, json.dumps(structured))
+                return
             agent, payload = parse_chat_request(body)
             self.log_note = f"agent={agent}"
             answer = respond(agent, payload, str(body.get("model") or LOCAL_MODEL_NAME))

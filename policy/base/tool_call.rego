@@ -3,8 +3,10 @@
 #
 # Input:
 #   {"tool": "issue_refund", "arguments": {"order_id": "O-7", "amount_usd": 120},
-#    "principal": {"role": "l2_researcher", "tenant": "acme", "requested_by": "support-queue"},
-#    "history": {"calls": {"lookup_order": 3, "issue_refund": 1}, "total_calls": 4},
+#    "principal": {"role": "l2_researcher", "tenant": "acme", "requested_by": "support-queue",
+#                  "process": "agent_run", "agent": "l2_researcher"},
+#    "history": {"calls": {"lookup_order": 3, "issue_refund": 1}, "total_calls": 4,
+#                "amounts": {"issue_refund": 120}, "denials": 1, "denied": {"issue_refund": 1}},
 #    "approval": null | {"action_digest": "...", "approvers": ["sam"]}}
 #
 # `history` is the run so far, kept by the runtime as counts (calls per tool and in total), so
@@ -16,7 +18,13 @@
 #   * per-tool and per-run call limits: a call that would exceed max_calls_per_run is a deny;
 #   * a tool with an amount_argument: the amount must be a number >= 0, above hard_limit_usd is
 #     a deny, above approval_above_usd needs one approver holding approver_role (never the one
-#     who requested the run), unless an approval bound to the call's digest is attached.
+#     who requested the run), unless an approval bound to the call's digest is attached;
+#   * shipped example rules over the run's history (workflows/agent_loop.py keeps it):
+#     - no more than max_refunds_per_case refunds or credits (the refund_tools) per case (run);
+#     - a tool with requires_approval (email_customer) needs an approver_role approval on every
+#       call: approval before any email to a customer;
+#     - never call X after reading Y: forbidden_after[X] lists the tools whose call earlier in
+#       the run forbids X (no email to a customer after reading internal notes).
 #
 # Speed: one keyed look-up of the tool; the clean path is one rule body; approval obligations
 # are computed only when an approval is required.
@@ -65,6 +73,8 @@ clean if {
 	within_run_limit
 	amount_acceptable
 	approval_well_formed
+	within_refund_limit
+	count(read_before) == 0
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +157,36 @@ approval_needed if {
 	amount_valid
 	amount > tool.approval_above_usd
 	not approved
+}
+
+approval_needed if {
+	tool.requires_approval == true
+	not approved
+}
+
+# -- history rules ------------------------------------------------------------------------------
+
+refund_tool if input.tool in data.baton.tools.refund_tools
+
+refunds_so_far := sum([n |
+	some t in data.baton.tools.refund_tools
+	n := object.get(input, ["history", "calls", t], 0)
+	is_number(n)
+])
+
+within_refund_limit if not refund_tool
+
+within_refund_limit if {
+	refund_tool
+	refunds_so_far < data.baton.tools.max_refunds_per_case
+}
+
+# the tools read earlier in this run that forbid this one (data.baton.tools.forbidden_after)
+read_before contains earlier if {
+	some earlier in object.get(data.baton.tools, ["forbidden_after", tool_name], [])
+	n := object.get(input, ["history", "calls", earlier], 0)
+	is_number(n)
+	n > 0
 }
 
 # An approval is attached when `approval` is an object; it must then be bound to the call.
@@ -249,8 +289,32 @@ problems contains msg if {
 	msg := sprintf("the approval attached to the call of '%s' is not bound to an action digest", [tool_name])
 }
 
+problems contains msg if {
+	refund_tool
+	not within_refund_limit
+	msg := sprintf("refund limit: a case may get %v refunds or credits and got %v already", [
+		data.baton.tools.max_refunds_per_case,
+		refunds_so_far,
+	])
+}
+
+problems contains msg if {
+	some earlier in read_before
+	msg := sprintf("'%s' may never be called after '%s' in the same run", [tool_name, earlier])
+}
+
 approval_reasons contains msg if {
-	approval_needed
+	tool.requires_approval == true
+	not approved
+	msg := sprintf("'%s' reaches a customer: a %s must approve every call", [tool_name, tool.approver_role])
+}
+
+approval_reasons contains msg if {
+	has_amount
+	amount_configured
+	amount_valid
+	amount > tool.approval_above_usd
+	not approved
 	msg := sprintf("%s USD is above %s USD: a %s must approve this call of '%s'", [
 		lib.money(amount),
 		lib.money(tool.approval_above_usd),

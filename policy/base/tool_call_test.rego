@@ -121,3 +121,52 @@ test_fast_path_agrees_with_the_detailed_rules if {
 		fast == detailed
 	}
 }
+
+# -- the shipped example rules over the run's history (agents that act, workflows/agent_loop.py)
+
+resolver := {
+	"tool": "propose_credit",
+	"arguments": {"customer": "c-1", "case_id": "K-1", "amount_usd": 40, "reason": "late"},
+	"principal": {"role": "case_resolver", "agent": "case_resolver", "process": "agent_run", "tenant": "acme", "requested_by": "alice"},
+	"history": {"calls": {}, "total_calls": 0},
+	"approval": null,
+}
+
+with_calls(request, calls) := object.union(request, {"history": {"calls": calls, "total_calls": sum([n | some n in calls])}})
+
+email := object.union(resolver, {"tool": "email_customer", "arguments": {"customer": "c-1", "subject": "s", "body": "b"}})
+
+test_no_more_than_three_refunds_per_case if {
+	decide(with_calls(resolver, {"propose_credit": 2})).allow == true
+	d := decide(with_calls(resolver, {"propose_credit": 2, "issue_refund": 1}))
+	d.deny == ["refund limit: a case may get 3 refunds or credits and got 3 already"]
+	decide(with_calls(resolver, {"propose_credit": 3})).allow == false
+}
+
+test_refund_limit_ignores_other_tools if {
+	decide(with_calls(object.union(resolver, {"tool": "lookup_customer", "arguments": {"customer": "c-1"}}), {"propose_credit": 3})).allow == true
+}
+
+test_approval_before_any_email_to_a_customer if {
+	d := decide(email)
+	d.allow == true
+	d.require_approval == ["'email_customer' reaches a customer: a support-lead must approve every call"]
+	d.eligible_approvers == ["sam"]
+	approved := object.union(email, {"approval": {"action_digest": "sha256-of-the-call", "approvers": ["sam"]}})
+	decide(approved) == {"allow": true, "deny": [], "require_approval": []}
+}
+
+test_never_email_after_reading_internal_notes if {
+	d := decide(with_calls(email, {"read_internal_notes": 1}))
+	d.deny == ["'email_customer' may never be called after 'read_internal_notes' in the same run"]
+	# reading the notes is fine; only the email after it is refused
+	decide(with_calls(object.union(resolver, {"tool": "read_internal_notes", "arguments": {"customer": "c-1"}}), {})).allow == true
+}
+
+test_fast_path_agrees_on_history_rules if {
+	every request in [with_calls(resolver, {"propose_credit": 3}), with_calls(email, {"read_internal_notes": 1}), email] {
+		fast := tool_call.deny with input as request
+		detailed := tool_call.problems with input as request
+		fast == detailed
+	}
+}

@@ -382,10 +382,58 @@ AGENT_CALL_CASES: dict[str, dict[str, Any]] = {
     "empty-input": {},
 }
 
+_MCP_LOOKUP: dict[str, Any] = {
+    "tool": "mcp:crm/lookup_customer",
+    "arguments": {"customer_id": "C-1"},
+    "principal": {"process": "crm_assistant", "role": "crm_assistant", "tenant": "acme",
+                  "requested_by": "alice"},
+    "history": {"calls": {}, "total_calls": 0, "flagged_results": []},
+    "approval": None,
+}  # fmt: skip
+
+
+def _mcp(**fields: Any) -> dict[str, Any]:
+    return {**_MCP_LOOKUP, **fields}
+
+
+#: MCP tool calls (policy/base/mcp_tool.rego), malformed names and histories included.
+MCP_TOOL_CASES: dict[str, dict[str, Any]] = {
+    "lookup": _mcp(),
+    "model-spelling": _mcp(tool="mcp__crm__lookup_customer"),
+    "sensitive": _mcp(tool="mcp:crm/export_customers"),
+    "sensitive-approved": _mcp(
+        tool="mcp:crm/export_customers", approval={"action_digest": "d", "approvers": ["sam"]}
+    ),
+    "sensitive-after-untrusted": _mcp(
+        tool="mcp__crm__export_customers", history={"calls": {"mcp__crm__read_ticket": 1}}
+    ),
+    "sensitive-after-flag": _mcp(
+        tool="mcp:crm/export_customers",
+        history={"flagged_results": [{"tool": "mcp:crm/lookup_customer", "reasons": ["x"]}]},
+    ),
+    "flags-not-a-list": _mcp(tool="mcp:crm/export_customers", history={"flagged_results": 1}),
+    "flag-without-tool": _mcp(tool="mcp:crm/export_customers", history={"flagged_results": [{}]}),
+    "unknown-tool": _mcp(tool="mcp:crm/drop_tables"),
+    "unknown-server": _mcp(tool="mcp:erp/lookup_customer"),
+    "tool-a-number": _mcp(tool=7),
+    "no-prefix": _mcp(tool="crm/lookup_customer"),
+    "too-many-parts": _mcp(tool="mcp:crm/a/b"),
+    "not-allow-listed": _mcp(
+        tool="mcp:crm/sync_ledger",
+        principal={"process": "support", "role": "l2_researcher", "tenant": "acme"},
+    ),
+    "no-principal": {k: v for k, v in _MCP_LOOKUP.items() if k != "principal"},
+    "limit-reached": _mcp(history={"calls": {"mcp:crm/lookup_customer": 10}, "total_calls": 10}),
+    "history-junk": _mcp(history={"calls": {"mcp:crm/read_ticket": "x"}, "total_calls": -1}),
+    "unbound-approval": _mcp(tool="mcp:crm/export_customers", approval={"approvers": ["sam"]}),
+    "empty-input": {},
+}
+
 CROSS_CHECK_TABLES: dict[str, dict[str, dict[str, Any]]] = {
     "baton/finance/posting/decision": POSTING_CASES,
     "baton/finance/approval/decision": APPROVAL_CASES,
     "baton/base/agent_call/decision": AGENT_CALL_CASES,
+    "baton/base/mcp_tool/decision": MCP_TOOL_CASES,
 }
 
 
@@ -485,3 +533,22 @@ def test_agent_call_table_covers_every_rule(
     ):
         assert any(reason.startswith(start) for reason in reasons), start
     assert allowed >= 10 and redacted >= 10 and rerouted >= 2
+
+
+def test_mcp_tool_table_fails_closed(engines: tuple[EmbeddedOpaEngine, RegorusEngine]) -> None:
+    """Every malformed MCP call in the table is denied; the sound ones get their verdict."""
+    opa, _ = engines
+    verdicts = {}
+    for case, document in MCP_TOOL_CASES.items():
+        value, _ = opa.evaluate_sync("baton/base/mcp_tool/decision", document)
+        verdicts[case] = (
+            "deny"
+            if value["deny"]
+            else "require_approval"
+            if value["require_approval"]
+            else "allow"
+        )
+    assert verdicts.pop("lookup") == verdicts.pop("model-spelling") == "allow"
+    assert verdicts.pop("sensitive-approved") == "allow"
+    assert verdicts.pop("sensitive") == "require_approval"
+    assert set(verdicts.values()) == {"deny"}, verdicts

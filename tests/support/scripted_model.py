@@ -35,9 +35,12 @@ from baton.devstack.model_server import (
     error_body,
     message_text,
     parse_chat_request,
+    tool_calls_completion,
 )
 
-FaultKind = Literal["status", "malformed", "delay", "output", "reconciled", "disconnect"]
+FaultKind = Literal[
+    "status", "malformed", "delay", "output", "reconciled", "disconnect", "tool_calls"
+]
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -93,6 +96,13 @@ class Fault:
         the entries that is not in the input (a test does not know its period's unmatched
         ids) is replaced by the next input item the entries do not cite yet."""
         return cls("reconciled", content=json.dumps(proposal), body=reason)
+
+    @classmethod
+    def tool_calls(cls, *calls: tuple[str, dict[str, Any]] | dict[str, Any]) -> Fault:
+        """Answer a turn of an agent that acts with these tool calls, each ``(name, arguments)``
+        or ``{"name", "arguments", "id"}`` (the ``final_answer`` call finishes the agent)."""
+        items = [c if isinstance(c, dict) else {"name": c[0], "arguments": c[1]} for c in calls]
+        return cls("tool_calls", content=json.dumps(items))
 
     @classmethod
     def disconnect(cls) -> Fault:
@@ -174,6 +184,8 @@ class ScriptedRequestHandler(ModelRequestHandler):
             self._send_status(fault)
         elif fault.kind in ("malformed", "output"):
             self.send_completion(body, fault.content or "")
+        elif fault.kind == "tool_calls":
+            self.send_json(200, tool_calls_completion(body, json.loads(fault.content or "[]")))
         elif fault.kind == "reconciled":
             self.send_completion(body, json.dumps(complete_proposal(body, fault)))
         elif fault.kind == "delay":
@@ -272,6 +284,14 @@ class ScriptedModelServer(ModelServer):
             if (agent is None or r["agent"] == agent)
             and (match is None or match in searchable_text(r["raw"].encode()))
         )
+
+    def turns(self, agent: str) -> list[list[dict[str, Any]]]:
+        """The messages of each turn ``agent`` (an agent that acts) was asked, oldest first."""
+        return [
+            r["body"]["messages"]
+            for r in self.requests
+            if r["agent"] == agent and isinstance(r["body"], dict) and r["body"].get("tools")
+        ]
 
     def reset(self) -> None:
         """Forget the script and the request log (the server is shared across a session)."""

@@ -1,7 +1,7 @@
 """process_claim: which run owns a business key (activities/claims.py).
 
-Revision ID: 0003_process_claims
-Revises: 0002_posting_workflow_index
+Revision ID: 0004_process_claims
+Revises: 0003_payload_store
 Create Date: 2026-12-07
 
 One row per (process, business key): the owning workflow id and its latest run, and the
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
-revision = "0003_process_claims"
-down_revision = "0002_posting_workflow_index"
+revision = "0004_process_claims"
+down_revision = "0003_payload_store"
 branch_labels = None
 depends_on = None
 

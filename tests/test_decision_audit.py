@@ -1,0 +1,231 @@
+"""Every decision attempt is in the audit ledger while the run still waits: a forged token, an
+unauthorised approver, a payload that is not a decision at all (sent with the raw Temporal
+client), each with the workflow's time at receipt and what was wrong. The run still completes
+after a valid approval."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from baton.identity import init_dev_issuer, issue_token
+from tests.conftest import Harness
+from workflows.contracts import ApprovalDecision
+
+WITHIN_SECONDS = 5.0
+
+
+async def refusals_in_ledger(h: Harness, workflow_id: str, count: int) -> list[Any]:
+    """The run's approval.refused rows once there are ``count`` of them (fails after 5 s)."""
+    deadline = time.monotonic() + WITHIN_SECONDS
+    while True:
+        rows = [r for r in h.runtime.ledger.trail(workflow_id) if r.action == "approval.refused"]
+        if len(rows) >= count:
+            return rows
+        assert time.monotonic() < deadline, (
+            f"{len(rows)} of {count} refused attempts in the ledger after {WITHIN_SECONDS} s"
+        )
+        await asyncio.sleep(0.1)
+
+
+def received_at(row: Any) -> datetime:
+    return datetime.fromisoformat(json.loads(row.detail_json)["received_at"])
+
+
+async def test_refused_and_malformed_signals_are_audited_while_the_run_waits(
+    harness: Harness,
+) -> None:
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+        raw = h.temporal.get_workflow_handle(handle.id)  # the plain Temporal client
+
+        sent = datetime.now().astimezone()
+        await raw.signal(
+            "submit_approval",
+            ApprovalDecision(
+                request_id=request.request_id,
+                approver="erin",  # an accountant: no approver role
+                verdict="approve",
+                rationale="looks fine to me",
+                action_digest=request.action_digest,
+            ),
+        )
+        await raw.signal("submit_approval", "approve it, please")  # JSON, but not a decision
+        await raw.signal(
+            "submit_approval",
+            {"request_id": 42, "approver": "carol", "verdict": "yes", "action_digest": "x"},
+        )
+        rows = await refusals_in_ledger(h, handle.id, 3)
+        # still waiting: nothing else wrote them
+        status = await h.client.status(handle.id)
+        assert status.approval_state == "pending"
+        assert [r.action for r in h.runtime.ledger.trail(handle.id)][-1] == "approval.refused"
+
+        erin, words, typed = rows
+        assert (erin.rationale or "").startswith("claimed by erin (unverified): ")
+        assert "erin may not decide" in (erin.rationale or "")
+        assert "malformed approval signal" in (words.rationale or "")
+        assert "payload: Input should be a valid dictionary" in (words.rationale or "")
+        detail = json.loads(typed.detail_json)
+        assert detail["malformed"] is True and detail["claimed_by"] == "carol"
+        assert "request_id: Input should be a valid string" in (typed.rationale or "")
+        assert "verdict: Input should be 'approve'" in (typed.rationale or "")
+        assert "rationale: Field required" in (typed.rationale or "")
+        for row in rows:
+            # the workflow's time when the signal arrived (not when the row was written)
+            at = received_at(row)
+            assert sent - timedelta(seconds=2) <= at <= datetime.now().astimezone()
+            assert at <= row.recorded_at.replace(tzinfo=at.tzinfo) + timedelta(seconds=1)
+            assert row.actor == "baton:workflow"
+
+        await h.client.approve(handle.id, approver="carol", rationale="checked vs bank")
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.approvals[0].approvers == ["carol"]
+    trail = h.runtime.ledger.trail(handle.id)
+    assert trail[-1].action == "close.completed"
+    assert sum(r.action == "approval.refused" for r in trail) == 3  # written once each
+    assert h.runtime.ledger.verify().ok
+
+
+async def test_a_forged_token_is_audited_while_the_run_waits(
+    harness: Harness, tmp_path: Path
+) -> None:
+    h = harness
+    dev = init_dev_issuer(tmp_path / "issuer")
+    forger = init_dev_issuer(tmp_path / "forger")
+    h.client.approval_trust = dev.trust
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+
+        def decision(directory: Path) -> ApprovalDecision:
+            token = issue_token(
+                directory,
+                user="carol",
+                roles=request.approver_roles,
+                workflow_id=handle.id,
+                request_id=request.request_id,
+                action_digest=request.action_digest,
+            )
+            return ApprovalDecision(
+                request_id=request.request_id,
+                approver="carol",
+                verdict="approve",
+                rationale="ok",
+                action_digest=request.action_digest,
+                assertion=token,
+            )
+
+        await h.temporal.get_workflow_handle(handle.id).signal(
+            "submit_approval", decision(forger.directory)
+        )
+        [forged] = await refusals_in_ledger(h, handle.id, 1)
+        assert "signed approval refused" in (forged.rationale or "")
+        assert "unknown key id" in (forged.rationale or "")
+        assert received_at(forged)
+        assert (await h.client.status(handle.id)).approval_state == "pending"
+
+        ack = await h.client.decide(handle.id, decision(dev.directory))
+        assert ack.accepted
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.approvals[0].approvers == ["carol"]
+
+
+async def test_a_vote_that_still_needs_others_is_audited_while_the_run_waits(
+    harness: Harness,
+) -> None:
+    """An N-of-M request: the first vote is accepted but decides nothing yet; it is in the
+    ledger before the second approver acts."""
+    from tests.test_approvals import script_entries
+
+    h = harness
+    script_entries(h, ("ADJ-CFO", "6900-suspense", "-60000.00"))  # a controller and a cfo
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        await h.wait_for_pending(handle.id)
+        await h.client.approve(handle.id, approver="carol", rationale="first of two")
+        deadline = time.monotonic() + WITHIN_SECONDS
+        while not any(r.action == "approval.vote" for r in h.runtime.ledger.trail(handle.id)):
+            assert time.monotonic() < deadline, "the first vote is not in the ledger"
+            await asyncio.sleep(0.1)
+        await h.client.approve(handle.id, approver="dave", rationale="second of two")
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert sorted(result.approvals[0].approvers) == ["carol", "dave"]
+    votes = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "approval.vote"]
+    assert [v.actor for v in votes] == ["carol", "dave"]
+
+
+async def test_a_refused_update_is_audited_though_it_never_enters_history(
+    harness: Harness,
+) -> None:
+    """The caller hears the refusal at once and the run's history does not grow (decision 5);
+    the worker writes the refusal to the ledger, with the workflow's time at receipt."""
+    import pytest
+
+    from workflows.client import ApprovalRefused
+
+    h = harness
+    async with h.worker():
+        handle = await h.client.start_finance_close(h.start_input())
+        request = (await h.wait_for_pending(handle.id)).pending[0]
+        events_before = len((await handle.fetch_history()).events)
+        bad = ApprovalDecision(
+            request_id=request.request_id,
+            approver="alice",  # the requester
+            verdict="approve",
+            rationale="my own close is fine",
+            action_digest=request.action_digest,
+        )
+        with pytest.raises(ApprovalRefused, match="segregation of duties"):
+            await h.client.decide(handle.id, bad)
+        [row] = await refusals_in_ledger(h, handle.id, 1)
+        detail = json.loads(row.detail_json)
+        assert detail["via"] == "update" and detail["claimed_by"] == "alice"
+        assert (row.rationale or "").startswith("claimed by alice (unverified): ")
+        assert "segregation of duties" in (row.rationale or "")
+        assert received_at(row) <= datetime.now().astimezone()
+        assert len((await handle.fetch_history()).events) == events_before
+
+        await h.client.approve(handle.id, approver="carol", rationale="checked vs bank")
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.approvals[0].approvers == ["carol"]
+    assert h.runtime.ledger.verify().ok
+
+
+async def test_a_flood_of_refused_updates_is_summarised(harness: Harness) -> None:
+    from activities.audit import REFUSED_UPDATE_AUDIT_LIMIT, RefusedUpdateWriter
+    from workflows.contracts import AuditEvent
+
+    h = harness
+    writer = RefusedUpdateWriter(h.runtime.ledger, asyncio.get_running_loop())
+    wid = f"flood-{h.period}"
+
+    def refused(i: int) -> AuditEvent:
+        return AuditEvent(
+            workflow_id=wid,
+            run_id="r1",
+            seq=f"update/u{i}/refused",
+            actor="baton:workflow",
+            action="approval.refused",
+            detail={"via": "update", "received_at": f"2026-12-07T10:00:{i:02d}+00:00"},
+            rationale="claimed by mallory (unverified): mallory may not decide",
+        )
+
+    for i in range(REFUSED_UPDATE_AUDIT_LIMIT + 30):
+        await asyncio.to_thread(writer.submit, refused(i))  # from another thread, as a workflow
+    await asyncio.sleep(0.2)
+    await writer.drain()
+    trail = h.runtime.ledger.trail(wid)
+    one_by_one = [r for r in trail if r.action == "approval.refused"]
+    assert len(one_by_one) == REFUSED_UPDATE_AUDIT_LIMIT
+    assert "rate limit" in json.loads(one_by_one[-1].detail_json)["further_refusals"]
+    [summary] = [json.loads(r.detail_json) for r in trail if r.action != "approval.refused"]
+    assert summary["count"] == 30 and summary["refused_so_far"] == REFUSED_UPDATE_AUDIT_LIMIT + 30
+    assert summary["top_reasons"][0]["count"] == 30
+    assert h.runtime.ledger.verify().ok
