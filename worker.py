@@ -30,6 +30,7 @@ from activities.auction import AuctionActivities
 from activities.audit import AuditActivities, AuditLedger, RefusedUpdateWriter
 from activities.audit_checkpoint import CheckpointWriter, load_checkpoint_key, open_log
 from activities.canary import Canary, CanaryActivities
+from activities.claims import ClaimActivities
 from activities.customer import CustomerActivities
 from activities.customer_agents import CustomerAgentActivities
 from activities.database import Database
@@ -283,6 +284,13 @@ def build_runtime(settings: Settings) -> Runtime:
     activities += ExtensionActivities(db, ledger, policy, switch, agents).activities(
         list(added.actions.values()), list(added.agents.values())
     )
+    # business-key claims: the check at a run's start, the claim's end (activities/claims.py)
+    claims = ClaimActivities(db)
+    activities += [
+        claims.check_business_key,
+        claims.settle_business_key,
+        claims.release_business_keys,
+    ]
     return Runtime(
         db=db,
         ledger=ledger,

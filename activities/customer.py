@@ -27,6 +27,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio import activity
 
 from activities.audit import AuditLedger, activity_event
+from activities.claims import claim_or_check
 from activities.database import Database, utcnow
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import PolicyEngine, decide, in_transaction_decider
@@ -238,6 +239,7 @@ class CustomerActivities:
         wf = activity.info().workflow_id or ""
         action = inp.action
         with self.db.session() as session:
+            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
             stored = session.get(CrmCommitAttempt, inp.idempotency_key)
             if stored is not None:
                 return CommitOutcome.model_validate_json(stored.outcome_json)

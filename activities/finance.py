@@ -27,6 +27,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import AuditLedger, activity_event, unavailable_event
+from activities.claims import claim_or_check
 from activities.database import (
     AccountingPeriod,
     BankStatementLine,
@@ -355,6 +356,7 @@ class FinanceActivities(PolicyGateActivities):
     ) -> PostEntryOutcome:
         wf = activity.info().workflow_id or ""
         with self.db.session() as session:
+            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
             conn = session.connection()  # Core statements: this is every governed step
             stored = conn.execute(_STORED_OUTCOME, {"key": inp.idempotency_key}).scalar()
             if stored is not None:
@@ -589,6 +591,8 @@ class FinanceActivities(PolicyGateActivities):
             )
             return "open" if inp.reopen else "closed"
         with self.db.session() as session:
+            wf = activity.info().workflow_id or ""
+            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
             if self.switch is not None and not inp.reopen:  # reopening is an undo: never stopped
                 self.switch.raise_if_blocking(self._subject(inp.tenant), session)
             conn = session.connection()

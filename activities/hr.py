@@ -32,6 +32,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import AuditLedger, activity_event, unavailable_event
+from activities.claims import claim_or_check
 from activities.database import Database, ShadowAction, utcnow
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
@@ -257,6 +258,7 @@ class HrActivities:
         wf = activity.info().workflow_id or ""
         label = f"{inp.entitlement.system}:{inp.entitlement.name}"
         with self.db.session() as session:
+            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
             stored = session.get(GrantAttempt, inp.idempotency_key)
             if stored is not None:
                 return GrantOutcome.model_validate_json(stored.outcome_json)

@@ -65,6 +65,7 @@ MODEL_MODULES = (
     "activities.customer",
     "activities.payload_store",
     "activities.tools",
+    "activities.claims",
 )
 
 #: Serialises concurrent upgrades on PostgreSQL (two workers starting at once).

@@ -35,6 +35,7 @@ from temporalio import activity
 
 from activities import answer_checks
 from activities.audit import AuditLedger, activity_event
+from activities.claims import claim_or_check
 from activities.database import Database
 from activities.kill_switch import KillSwitch, Subject
 from activities.knowledge import KnowledgeBase
@@ -306,6 +307,7 @@ class SupportActivities:
     ) -> TicketUpdateOutcome:
         wf = activity.info().workflow_id or ""
         with self.db.session() as session:
+            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
             stored = session.get(TicketUpdateAttempt, inp.idempotency_key)
             if stored is not None:
                 return TicketUpdateOutcome.model_validate_json(stored.outcome_json)

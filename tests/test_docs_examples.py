@@ -42,7 +42,8 @@ def table_rows() -> dict[str, list[str]]:
     text = PAGE.read_text()
     assert SECTION in text, f"{PAGE} lost its section {SECTION!r}"
     lines = text[text.index(SECTION) :].splitlines()
-    table = [line for line in lines[1:] if line.startswith("|")]
+    section = next((i for i, line in enumerate(lines[1:], 1) if line.startswith("## ")), None)
+    table = [line for line in lines[1:section] if line.startswith("|")]  # this section's only
     header = [c.strip() for c in table[0].strip("|").split("|")]
     assert header[: len(COLUMNS)] == COLUMNS, header
     rows: dict[str, list[str]] = {}

@@ -3,9 +3,11 @@ moving every process onto them keeps runs in flight working.
 
 The ``*_before_governed.json`` histories were recorded on the code before the processes ran
 through GovernedStep/ApprovalRound (each waited for a human, then finished); they must replay on
-today's code. The ``*_governed.json`` ones were recorded on today's code. Regenerate only for a
-deliberate change behind ``workflow.patched``: ``BATON_REGENERATE_GOLDEN=1`` writes the
-``*_governed.json`` files (``BATON_GOLDEN_SUFFIX=before_governed`` on the old code wrote the
+today's code. The ``*_governed.json`` ones were recorded once every process ran through them,
+and the ``*_claimed.json`` ones once runs claimed their business key (CLAIMS_PATCH: the check at
+the start, the claim before an approval, the claim's end). Regenerate only for a deliberate
+change behind ``workflow.patched``: ``BATON_REGENERATE_GOLDEN=1`` writes the ``*_claimed.json``
+files (``BATON_GOLDEN_SUFFIX=governed`` / ``before_governed`` on the older code wrote the
 others)."""
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from workflows.plugin import BatonPlugin
 from workflows.support import SupportCaseWorkflow
 
 GOLDEN = Path(__file__).parent / "golden"
-SUFFIX = os.environ.get("BATON_GOLDEN_SUFFIX", "governed")
+SUFFIX = os.environ.get("BATON_GOLDEN_SUFFIX", "claimed")
 
 
 # -- the pure rules -------------------------------------------------------------------------
@@ -189,7 +191,7 @@ RUNS: dict[str, tuple[Callable[[Harness], Awaitable[Any]], type]] = {
 }
 
 
-@pytest.mark.parametrize("suffix", ["before_governed", "governed"])
+@pytest.mark.parametrize("suffix", ["before_governed", "governed", "claimed"])
 @pytest.mark.parametrize("name", sorted(RUNS))
 async def test_recorded_history_replays(harness: Harness, name: str, suffix: str) -> None:
     run, workflow_class = RUNS[name]

@@ -91,6 +91,7 @@ def test_a_database_from_before_migrations_is_adopted_with_every_row(tmp_path: P
     added = {table: rows for table, rows in after.items() if table not in before}
     assert all(rows == [] for rows in added.values()), added  # tables later revisions add
     assert {t: r for t, r in after.items() if t in before} == before  # every other table
+    assert "process_claim" in after and "process_claim" not in before
 
 
 def test_a_foreign_table_is_not_adopted_and_nothing_changes(tmp_path: Path) -> None:

@@ -514,6 +514,60 @@ class PolicyBatch(Contract):
 
 
 # --------------------------------------------------------------------------------------------
+# Business-key claims (activities/claims.py): one run of a process per business key
+# --------------------------------------------------------------------------------------------
+
+
+class BusinessClaim(Contract):
+    """A run's claim on its business key (a finance close: tenant + period), carried by every
+    side-effecting activity of the run: the activity claims the key, or checks it still holds
+    it, in the transaction of its side effect (activities/claims.py)."""
+
+    process: Name = Field(description="The process (its BatonProcess value): finance_close.")
+    key: str = Field(
+        min_length=1,
+        max_length=300,
+        description="The business key, spelled as the process's canonical workflow id "
+        "(finance-close/acme/2026-03).",
+    )
+
+
+def _unclaimed(value: Any) -> bool:
+    return value is None
+
+
+def claim_field() -> Any:
+    """The ``claim`` field of a side-effecting activity's input. Left out of the payload when
+    unset, so inputs, digests and idempotency keys built from an unclaimed input are the same
+    as before claims existed (runs in flight and approvals bound to them are unchanged)."""
+    return Field(
+        default=None,
+        exclude_if=_unclaimed,
+        description="The run's business-key claim, set by the governed step runner "
+        "(workflows/process_base.py); the activity claims or checks it in its transaction.",
+    )
+
+
+class ClaimCheckInput(Contract):
+    """A run's look at its business key: read-only at its start (before its agents), or taking
+    the claim before it asks humans to approve (asking them is acting on the key)."""
+
+    claim: BusinessClaim
+    take: bool = Field(default=False, description="Claim the key now, not only look at it.")
+
+
+class SettleClaimInput(Contract):
+    """What happens to a run's claim when the run ends (docs/processes.md, claim rules)."""
+
+    claim: BusinessClaim
+    outcome: Literal["completed", "failed"]
+    keep: bool = Field(
+        description="completed: keep the key claimed for good (a closed period stays closed); "
+        "else release it. A failed run always releases."
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Postings (the sensitive activity) and compensations
 # --------------------------------------------------------------------------------------------
 
@@ -542,6 +596,7 @@ class PostEntryInput(Contract):
     approval: ApprovalGrant | None = None
     idempotency_key: str
     shadow: bool = False  # record the intended posting in the shadow outbox, commit nothing
+    claim: BusinessClaim | None = claim_field()
     audit_events: list[AuditEvent] = Field(
         default_factory=list,
         description="The workflow's own audit events to write in the posting's transaction, "
@@ -568,6 +623,7 @@ class ClosePeriodInput(Contract):
     closed_by: str
     reopen: bool = False
     shadow: bool = False
+    claim: BusinessClaim | None = claim_field()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1174,6 +1230,7 @@ class GrantInput(Contract):
     idempotency_key: str
     #: a shadow run's grant: decided by policy, recorded in the shadow outbox, not granted
     shadow: bool = False
+    claim: BusinessClaim | None = claim_field()
 
 
 class GrantOutcome(Contract):
@@ -1323,6 +1380,7 @@ __all__ = [
     "BoardSlot",
     "BoardWrite",
     "Budget",
+    "BusinessClaim",
     "CANARY_CHANGED_SIGNAL",
     "CANARY_STATUS_QUERY",
     "CanaryConfig",
@@ -1332,6 +1390,7 @@ __all__ = [
     "CanaryMonitorInput",
     "CanarySettings",
     "CanaryStateName",
+    "ClaimCheckInput",
     "CanaryStatus",
     "CanaryVerdict",
     "CloseMemo",
@@ -1403,10 +1462,12 @@ __all__ = [
     "STABLE_VERSION",
     "STATUS_QUERY",
     "ShadowDiff",
+    "SettleClaimInput",
     "ShadowDifference",
     "TokenUsage",
     "VERSION_MEMO",
     "Verdict",
     "check_version",
+    "claim_field",
     "digest",
 ]

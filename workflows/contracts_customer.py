@@ -19,9 +19,11 @@ from workflows.contracts import (
     ApprovalOutcome,
     ApprovalRequest,
     Budget,
+    BusinessClaim,
     Contract,
     PolicyDecision,
     TokenUsage,
+    claim_field,
 )
 from workflows.contracts_knowledge import KnowledgeHit
 from workflows.contracts_security import Id, Name
@@ -229,6 +231,7 @@ class CommitInput(Contract):
     rationale: str
     approval: ApprovalGrant | None = None
     idempotency_key: str
+    claim: BusinessClaim | None = claim_field()
 
 
 class CommitOutcome(Contract):

@@ -17,9 +17,11 @@ from workflows.contracts import (
     ApprovalGrant,
     ApprovalOutcome,
     Budget,
+    BusinessClaim,
     Contract,
     OverBudget,
     PolicyDecision,
+    claim_field,
 )
 from workflows.contracts_security import Document, Id, Name, Text
 
@@ -236,6 +238,7 @@ class TicketUpdateInput(Contract):
     requested_by: str
     approval: ApprovalGrant | None = None
     idempotency_key: str
+    claim: BusinessClaim | None = claim_field()
 
 
 class TicketUpdateOutcome(Contract):

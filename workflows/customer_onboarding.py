@@ -77,6 +77,8 @@ POLICY_QUESTION = (
 
 @workflow.defn(name="CustomerOnboarding")
 class CustomerOnboardingWorkflow(GovernedProcess):
+    keeps_claim_on_completion = True  # a customer is onboarded once
+
     @workflow.init
     def __init__(self, inp: CustomerOnboardingInput) -> None:
         self.govern(inp, PROCESS)

@@ -46,6 +46,9 @@ AUCTION_NO_BIDS = "AuctionNoBids"
 AUCTION_ALL_WINNERS_FAILED = "AuctionAllWinnersFailed"
 NO_ELIGIBLE_MODEL = "NoEligibleModel"
 AGENT_LIMIT = "AgentLimitReached"
+#: Another run (another workflow id) holds the run's business key: nothing was done. Raised
+#: non-retryable by the claim check (activities/claims.py); details name the owner.
+BUSINESS_KEY_CLAIMED = "BusinessKeyClaimed"
 
 #: Every failure type Baton raises, and what it means to the user who reads it.
 FAILURE_TYPES: dict[str, str] = {
@@ -72,6 +75,8 @@ FAILURE_TYPES: dict[str, str] = {
     AGENT_LIMIT: "an agent that acts used its turns, tool calls or tokens without finishing",
     "UnknownTool": "a tool call named no tool the worker offers",
     "UnknownAgentStep": "an agent run named no declared agent step (workflows/agent_steps.py)",
+    BUSINESS_KEY_CLAIMED: "another run owns the business key (e.g. the tenant's period): "
+    "this run did nothing; the failure names the owner's workflow id and run id",
     "AgentOutputInvalid": "the model's answer stayed invalid after its repair turns",
     "LLMUnavailable": "the model endpoint was unreachable or timed out",
     "LLMRateLimited": "the model endpoint rate-limited the call (retried by Temporal)",
@@ -99,6 +104,7 @@ __all__ = [
     "BLACKBOARD_CONFLICTS",
     "BRANCHES_FAILED",
     "BUDGET_EXCEEDED",
+    "BUSINESS_KEY_CLAIMED",
     "BatonError",
     "DEFINITION_ERROR",
     "EVENT_TIMEOUT",

@@ -87,6 +87,8 @@ EXCEPTIONS_PATCH = "denied-entries-held-as-exceptions"
 
 @workflow.defn(name="FinanceClose")
 class FinanceCloseWorkflow(GovernedProcess):
+    keeps_claim_on_completion = True  # a closed period stays closed: a new close is refused
+
     @workflow.init
     def __init__(self, inp: FinanceCloseInput) -> None:
         self.govern(inp, PROCESS, trust=inp.approval_trust, defer_approved_audit=True)

@@ -15,6 +15,12 @@ A process says WHAT to do; this module owns HOW it is done safely, once for ever
   :meth:`Governance.approve` returns the outcome the process can act on (approved, or amended /
   changes requested when the round allows them) and fails the run with ``ApprovalExpired`` or
   ``ApprovalRejected`` otherwise; :func:`grant` is the proof an approved step carries.
+* The run's business-key claim (activities/claims.py): :meth:`Governance.claimed` puts it on
+  every side-effecting activity's input (one with a ``claim`` field), whose transaction claims
+  the key or checks the run still owns it; :meth:`Governance.check_claim` is the read-only look
+  a run takes before it starts working, and the claim it takes before it asks humans;
+  :meth:`Governance.settle_claim` keeps or releases the claim when the run ends
+  (docs/processes.md, "One run per business key").
 
 This module must not know any process: no process's activities or contracts are imported here,
 and nothing here does I/O outside an activity.
@@ -25,9 +31,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
@@ -37,10 +45,13 @@ from workflows.contracts import (
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalOutcomeKind,
+    BusinessClaim,
+    ClaimCheckInput,
     Obligations,
     PolicyBatch,
     PolicyDecision,
     PolicyQuery,
+    SettleClaimInput,
     digest,
 )
 from workflows.kill_switch_gate import KillSwitchGate
@@ -48,12 +59,14 @@ from workflows.presets import ActivityKind
 from workflows.saga import Saga
 
 __all__ = [
+    "CLAIMS_PATCH",
     "ApprovalRound",
     "Compensation",
     "Governance",
     "GovernedStep",
     "UNDO_ONCE_PATCH",
     "amend_entries",
+    "claim_refusal",
     "fail_if_denied",
     "grant",
     "register_compensation",
@@ -65,6 +78,9 @@ R = TypeVar("R")
 #: Replay safety: HR onboarding registered an entitlement's revocation again when the same
 #: entitlement was granted twice under one key; runs started since register it once.
 UNDO_ONCE_PATCH = "governed-step-undo-once"
+#: Replay safety: runs started before business-key claims neither looked at nor claimed their
+#: key (no check at the start or before an approval, no claim on their inputs, no settling).
+CLAIMS_PATCH = "business-key-claims"
 
 
 class Decided(Protocol):
@@ -165,6 +181,16 @@ def fail_if_denied(decisions: Sequence[PolicyDecision], prefix: str = "policy de
         )
 
 
+def claim_refusal(err: BaseException) -> ApplicationError | None:
+    """The ``BusinessKeyClaimed`` failure behind ``err`` (another run owns the key), if any."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type == errors.BUSINESS_KEY_CLAIMED:
+            return cause
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    return None
+
+
 def amend_entries(
     entries: list[AdjustingEntry], outcome: ApprovalOutcome, amended_by: dict[str, str]
 ) -> list[AdjustingEntry]:
@@ -204,6 +230,14 @@ class Governance:
     policy_activity: Callable[[Any, PolicyBatch], Awaitable[list[PolicyDecision]]]
     #: HR onboarding registered a compensation per attempt before UNDO_ONCE_PATCH
     undo_per_attempt_before_patch = False
+    #: the run's claim on its business key (None: a shadow run, or a process without a key)
+    claim: BusinessClaim | None = None
+    #: a completed run keeps its business key claimed (a closed period stays closed: a new
+    #: close of it is refused); False: released on completion. A failed run always releases.
+    keeps_claim_on_completion = False
+    #: the read-only claim check and the claim's end (activities/claims.py)
+    claim_check_activity: Callable[[Any, ClaimCheckInput], Awaitable[None]]
+    claim_settle_activity: Callable[[Any, SettleClaimInput], Awaitable[str | None]]
 
     def govern(
         self,
@@ -225,6 +259,71 @@ class Governance:
         self.held: dict[str, PolicyDecision] = {}  # decisions waiting for a human, by subject
         self.approvals: list[ApprovalOutcome] = []  # every round, in order
         self._undo_keys: set[str] = set()
+        self.claim = self.business_claim(inp, process)
+
+    # -- the business-key claim ----------------------------------------------------------------
+
+    def business_claim(self, inp: Any, process: str) -> BusinessClaim | None:
+        """The run's business key: its input's canonical workflow id (``inp.workflow_id()``,
+        the ProcessSpec's business key). None for a shadow run (it changes nothing) and for a
+        process whose input names no key; a process whose key is spelled otherwise overrides
+        this."""
+        key_of = getattr(inp, "workflow_id", None)
+        if getattr(inp, "shadow", False) or not callable(key_of):
+            return None
+        return BusinessClaim(process=process, key=key_of())
+
+    def claiming(self) -> bool:
+        """Whether this run claims its business key (runs started before claims do not)."""
+        return self.claim is not None and workflow.patched(CLAIMS_PATCH)
+
+    def claimed(self, arg: Any) -> Any:
+        """``arg`` carrying the run's claim, when it is a side effect's input (a ``claim``
+        field still unset); anything else unchanged."""
+        if (
+            self.claim is None
+            or not isinstance(arg, BaseModel)
+            or "claim" not in type(arg).model_fields
+            or getattr(arg, "claim", None) is not None
+            or not self.claiming()
+        ):
+            return arg
+        return arg.model_copy(update={"claim": self.claim})
+
+    async def check_claim(self, when: str, *, take: bool = False) -> None:
+        """Fail fast with ``BusinessKeyClaimed`` (naming the owner) when another run owns the
+        business key: a read before the run works (the side effects' own transactions are the
+        guard against races; this saves the work), or with ``take`` the claim itself, before
+        the run asks humans (so two racing runs never both ask)."""
+        if self.claim is None or not self.claiming():
+            return
+        try:
+            await self._step(
+                "connector",
+                self.claim_check_activity,
+                ClaimCheckInput(claim=self.claim, take=take),
+                f"business key: {'claim' if take else 'is'} {self.claim.key}"
+                f"{'' if take else ' free?'} ({when})",
+            )
+        except Exception as err:
+            refusal = claim_refusal(err)
+            if refusal is None:
+                raise
+            details = refusal.details[0] if refusal.details else {}
+            raise errors.failure(errors.BUSINESS_KEY_CLAIMED, refusal.message, **details) from None
+
+    async def settle_claim(self, outcome: Literal["completed", "failed"]) -> None:
+        """The run ended: keep its claim (a completed run of a process that keeps it) or
+        release it; only the owner's claim changes."""
+        if self.claim is None or not self.claiming():
+            return
+        keep = outcome == "completed" and self.keeps_claim_on_completion
+        await self._step(
+            "audit",  # never holds, retries until it succeeds
+            self.claim_settle_activity,
+            SettleClaimInput(claim=self.claim, outcome=outcome, keep=keep),
+            f"business key: {'keep' if keep else 'release'} {self.claim.key} ({outcome})",
+        )
 
     async def _step(
         self,
@@ -263,7 +362,7 @@ class Governance:
         human after one approved it, fails the run with ``PolicyDenied``."""
         if step.undo is not None:
             self.compensate_with(step.undo, step.key)
-        arg, carried = step.arg, []
+        arg, carried = self.claimed(step.arg), []
         if step.carries_audit and step.grant is not None:
             carried = self.audit.take()
             arg = arg.model_copy(update={"audit_events": carried})
@@ -354,6 +453,8 @@ class Governance:
     async def approve(self, round_: ApprovalRound) -> ApprovalOutcome:
         """Put ``round_`` before humans (a shadow run simulates it from policy's candidates)
         and return its outcome when the round settles on it; fail safe otherwise."""
+        if not getattr(self.inp, "shadow", False):
+            await self.check_claim("before asking for approval", take=True)
         obligations = (
             round_.obligations
             if isinstance(round_.obligations, Obligations)

@@ -79,6 +79,7 @@ CONFLICTS_EXHAUSTED = errors.BLACKBOARD_CONFLICTS
 @workflow.defn(name="HrOnboarding")
 class HrOnboardingWorkflow(GovernedProcess):
     undo_per_attempt_before_patch = True  # see workflows/governed.py UNDO_ONCE_PATCH
+    keeps_claim_on_completion = True  # an onboarded employee is not onboarded again
 
     @workflow.init
     def __init__(self, inp: OnboardingInput) -> None:

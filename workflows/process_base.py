@@ -10,6 +10,7 @@ business steps.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -40,12 +41,13 @@ from workflows.contracts import (
     ProcessStatus,
     TokenUsage,
 )
-from workflows.governed import ApprovalRound, Governance
+from workflows.governed import ApprovalRound, Governance, claim_refusal
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS, ActivityKind
 from workflows.saga import unwind
 
 with workflow.unsafe.imports_passed_through():
+    from activities.claims import ClaimActivities
     from activities.policy_gate import PolicyGateActivities
 
 R = TypeVar("R")
@@ -221,6 +223,8 @@ class GovernedProcess(Governance, ApprovalHandlers):
     #: Who may raise the run's budget, the audit event of a refusal, how many raises one step
     #: may ask for (None: until refused), and the patch older runs ran without.
     policy_activity = staticmethod(PolicyGateActivities.evaluate_policies)
+    claim_check_activity = staticmethod(ClaimActivities.check_business_key)
+    claim_settle_activity = staticmethod(ClaimActivities.settle_business_key)
     budget_policy = BUDGET_RAISE_POLICY
     budget_refused_event = "budget.refused"
     max_budget_raises: int | None = None
@@ -276,10 +280,12 @@ class GovernedProcess(Governance, ApprovalHandlers):
         self.audit.record(self.inp.requested_by, event, detail=detail)
 
     async def finish(self, event: str, detail: dict[str, Any], rationale: str = "") -> None:
-        """The run is done: its last audit event, written before the result is returned."""
+        """The run is done: its last audit event, written before the result is returned; then
+        its business-key claim is kept or released (``keeps_claim_on_completion``)."""
         self.stage = "done"
         self.audit.record("baton:workflow", event, detail=detail, rationale=rationale)
         await self.audit.flush()
+        await self.settle_claim("completed")
 
     async def _undoing_on_failure(
         self,
@@ -293,10 +299,20 @@ class GovernedProcess(Governance, ApprovalHandlers):
         """Run the process's body. On failure, rejection, deny or cancellation (CancelledError is
         a BaseException), withdraw its pending approvals and run its compensations
         (saga.unwind), then re-raise. Not BaseException as a whole: an eviction from the
-        worker's cache closes the coroutine with GeneratorExit, and that must not compensate."""
+        worker's cache closes the coroutine with GeneratorExit, and that must not compensate.
+
+        Before the body, a read-only look at the run's business key: another run owns it, the
+        run fails with ``BusinessKeyClaimed`` before it works or asks anyone. After a failure
+        whose compensations all ran, the run releases its claim (the key may run again); a
+        compensation that failed leaves it claimed until a repair (``baton repair``)."""
+        started = False
         try:
+            await self.check_claim("at start")
+            started = True
             return await body
         except (Exception, asyncio.CancelledError) as err:
+            if not started and inspect.iscoroutine(body):
+                body.close()  # refused before it began: never awaited
             self.stage = "compensating"
             await unwind(
                 err,
@@ -308,6 +324,8 @@ class GovernedProcess(Governance, ApprovalHandlers):
                 before_flush=before_flush,
                 failed_event=failed_event,
             )
+            if not self.saga.failed and claim_refusal(err) is None:
+                await asyncio.shield(asyncio.ensure_future(self.settle_claim("failed")))
             self.stage = "failed"
             raise
 
@@ -325,6 +343,8 @@ class GovernedProcess(Governance, ApprovalHandlers):
         (``budget_policy``): approved, the run's cap is lifted and the step runs again;
         rejected or expired, the run fails (and the process compensates what it did). A
         refusal for the tenant's daily cap fails the step: no approval in the run can lift it."""
+        if kind == "connector":  # a side effect's input carries the run's business-key claim
+            arg = self.claimed(arg)
         if kind != "agent":
             return await self.kill_switch.step(kind, activity, arg, summary)
         if isinstance(arg, AgentInput):

@@ -8,7 +8,9 @@
    ``revoke_entitlement``, ``revert_customer_action``, ``retract_review``) under the idempotency
    key the run's saga would have used (``<key>/reverse`` ...), so nothing is undone twice, even
    if the saga got partway or two repairs race; each writes its own audit row with its change;
-3. ``repair.completed`` (or ``repair.nothing_to_repair`` / ``repair.refused``) in the audit
+3. the run's business-key claims are released (``release_business_keys``, activities/claims.py):
+   nothing of it stands any more, so its tenant's period, employee or customer may run again;
+4. ``repair.completed`` (or ``repair.nothing_to_repair`` / ``repair.refused``) in the audit
    trail of the repair AND of the orphaned run, so ``baton audit show <workflow id>`` tells it.
 
 A second repair finds nothing standing and says so. ``BatonDoctor`` runs ``find_orphans`` once
@@ -41,8 +43,12 @@ from workflows.contracts_integrity import (
 )
 from workflows.presets import PRESETS
 
+#: Replay safety: repairs started before business-key claims released none.
+RELEASE_CLAIMS_PATCH = "repair-releases-business-keys"
+
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities
+    from activities.claims import ClaimActivities
     from activities.orphans import IntegrityActivities
 
 
@@ -120,7 +126,19 @@ class RepairWorkflow:
                 f"{run.workflow_id} run {run.run_id} ({run.status}): "
                 f"{sum(r.undone for r in repaired)} of {len(repaired)} side effect(s) undone"
             )
-        await self._audit(inp, run.run_id, status, message, repaired)
+        released: list[str] = []
+        if found.refusal is None and workflow.patched(RELEASE_CLAIMS_PATCH):
+            preset = PRESETS["compensation"]
+            released = await workflow.execute_activity_method(
+                ClaimActivities.release_business_keys,
+                FindEffectsInput(workflow_id=run.workflow_id, run_id=run.run_id),
+                start_to_close_timeout=preset.start_to_close,
+                retry_policy=preset.retry,
+                summary=f"repair: release the business keys of {run.workflow_id}",
+            )
+            if released:
+                message += f"; business key released: {', '.join(released)}"
+        await self._audit(inp, run.run_id, status, message, repaired, released)
         return RepairResult(
             workflow_id=run.workflow_id,
             run_id=run.run_id,
@@ -136,6 +154,7 @@ class RepairWorkflow:
         status: str,
         message: str,
         repaired: list[RepairedEffect],
+        released: list[str] | None = None,
     ) -> None:
         info = workflow.info()
         detail = {
@@ -147,6 +166,7 @@ class RepairWorkflow:
                 for r in repaired
                 if r.undone
             ],
+            **({"released": released} if released else {}),
         }
         common = {
             "actor": inp.requested_by,
@@ -189,5 +209,6 @@ class DoctorWorkflow:
 
 __all__ = [
     "DoctorWorkflow",
+    "RELEASE_CLAIMS_PATCH",
     "RepairWorkflow",
 ]

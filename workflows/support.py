@@ -29,7 +29,7 @@ from temporalio import workflow
 from workflows import visibility
 from workflows.agent_loop import AgentLoop
 from workflows.agent_steps import L2_RESEARCHER
-from workflows.contracts import digest
+from workflows.contracts import BusinessClaim, digest
 from workflows.contracts_support import (
     SLA_SECONDS,
     SUPPORT_PROCESS,
@@ -88,6 +88,11 @@ class SupportCaseWorkflow(GovernedProcess):
         self.tiers: dict[str, str] = {}
         self.updated = False
         self.sla_breached = False
+
+    def business_claim(self, inp: SupportCaseInput, process: str) -> BusinessClaim:
+        """The case (its workflow id); released when the case run completes, so a case that
+        is reopened may be escalated again, but never by two runs at once."""
+        return BusinessClaim(process=process, key=case_workflow_id(inp.case))
 
     @workflow.run
     async def run(self, inp: SupportCaseInput) -> SupportCaseResult:
