@@ -605,6 +605,7 @@ class McpToolset:
                     text=f"an earlier attempt of {mcp_tool_name(server, tool)} started and did "
                     "not report back; it was not called again (it may have side effects): "
                     "check before retrying",
+                    data={"error_kind": "unknown_outcome"},
                 )
         result = await self.toolbox.call(server, tool, arguments, key=ctx.idempotency_key)
         names = [model_tool_name(t.server, t.name) for t in self.toolbox.tools()]
@@ -613,6 +614,8 @@ class McpToolset:
         data = result.structured
         if data is not None and len(json.dumps(data)) > MAX_DATA_CHARS:
             data = None
+        if result.error_kind is not None:  # a process may branch on it (timeout, tool_error...)
+            data = {**(data or {}), "error_kind": result.error_kind}
         if reasons:
             flagged = activity_event(
                 "mcp/flagged",
