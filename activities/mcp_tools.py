@@ -1,5 +1,5 @@
-"""MCP servers as governed tools: their configuration, a client, and the activity that calls
-a tool after asking policy.
+"""MCP servers as governed tools: their configuration, a client, and the toolset that makes
+their tools tools of the agent loop's registry.
 
 What this module owns:
 
@@ -16,18 +16,19 @@ What this module owns:
   its timeout and nothing more. Failures come back as results the model can read: an
   ``isError`` result, an exception, a timeout, an unreachable server. Any credential a server
   echoes is scrubbed from results and error messages before they leave the worker.
-* **The agent loop's toolset** (:class:`McpToolset`): every server registered with the agent
-  loop's :class:`~activities.tools.ToolRegistry`, its tools offered to models as
+* **The toolset** (:class:`McpToolset`): every server registered with the agent loop's
+  :class:`~activities.tools.ToolRegistry`, its tools offered to models as
   ``mcp__<server>__<tool>`` and run by ``call_tool`` like any other tool (policy
   ``baton/base/mcp_tool``: catalogue, per-process allow-list, roles, limits, sensitive tools
-  refused after untrusted content). This is how agents use MCP tools.
-* **The activity** ``call_mcp_tool`` (:class:`McpActivities`): one MCP call as a governed step
-  of a process without an agent loop. It asks the same policy with the run's MCP history read
-  from the audit trail (so the results it flagged count, whatever the caller says), audits the
-  decision, runs the tool only when allowed and audits the call.
+  refused after untrusted content). This is the one path of an MCP call: an agent's tool call,
+  and a process without an agent loop calling one tool through
+  :class:`~workflows.agent_loop.ToolCaller`, are both the governed step ``call_tool`` runs
+  (policy in the tool's own transaction, idempotency key, audit, compensation).
 
-Both scan a result for instructions aimed at the agent (a prompt injection): flagged results
-get an ``mcp.result_flagged`` audit row.
+A result that reads as instructions to the agent (a prompt injection) gets an
+``mcp.result_flagged`` audit row and ``injection_suspected`` in its data; the run's
+``ToolHistory`` remembers it (``flagged_results``), so policy refuses sensitive tools for the
+rest of the run.
 
 Idempotency: MCP has no idempotency contract, so every tool is treated as side-effecting
 unless the configuration lists it under ``read_only``. A call carries its key as
