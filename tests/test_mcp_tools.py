@@ -651,6 +651,7 @@ async def test_a_side_effecting_call_whose_attempt_died_is_not_made_again(
     env.info = replace(env.info, attempt=2)
     second = await env.run(toolset.call, ctx, name, args)
     assert second.is_error and "was not called again" in second.text
+    assert second.data == {"error_kind": "unknown_outcome"}
     assert len(effects(effects_dir, transport)) == before + 1
     # a read-only tool is simply called again
     lookup = ("mcp__crm__lookup_customer", {"customer_id": "C-1"})

@@ -25,6 +25,9 @@ Temporal suggests it), the run continues as new with its state in ``AgentRunInpu
 
 :class:`AgentRunWorkflow` is a process of one agent step (``AgentRun``), for service teams that
 want an agent that acts without a process around it, the tests and the bench.
+
+:class:`ToolCaller` is the loop's per-call code without model turns: a process without an agent
+loop runs a tool call (e.g. one MCP tool) through it as the same governed step.
 """
 
 from __future__ import annotations
