@@ -750,8 +750,8 @@ async def test_worker_lists_the_configured_servers_tools(
         names = sorted(t.qualified_name for t in await runtime.mcp.start())
         assert names[0] == "mcp:crm/build_report" and len(names) == 6
         # MCP tools run through call_tool like every other tool: there is no second activity
-        names = {getattr(a, "__temporal_activity_definition").name for a in runtime.activities}
-        assert "call_tool" in names and not {n for n in names if "mcp" in n}
+        defined = {getattr(a, "__temporal_activity_definition").name for a in runtime.activities}
+        assert "call_tool" in defined and not {n for n in defined if "mcp" in n}
     finally:
         await runtime.close()
     monkeypatch.delenv(ENV_VAR)
