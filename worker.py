@@ -40,7 +40,7 @@ from activities.finance import FinanceActivities
 from activities.hr import HrActivities
 from activities.kill_switch import KillSwitch, KillSwitchActivities
 from activities.knowledge import Embedder, KnowledgeActivities, KnowledgeBase
-from activities.mcp_tools import McpActivities, McpToolbox, McpToolset, load_mcp_config
+from activities.mcp_tools import McpToolbox, McpToolset, load_mcp_config
 from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.orphans import IntegrityActivities
@@ -278,8 +278,6 @@ def build_runtime(settings: Settings) -> Runtime:
     # orphans found and repaired (activities/orphans.py, workflows/repair.py)
     integrity = IntegrityActivities(db, ledger)
     activities += [integrity.find_run_effects, integrity.find_orphans]
-    # one MCP call as a governed step of a process without an agent loop
-    activities.append(McpActivities(mcp, ledger, policy).call_mcp_tool)
     # what extensions declared (baton/extensions.py), governed like Baton's own
     activities += ExtensionActivities(db, ledger, policy, switch, agents).activities(
         list(added.actions.values()), list(added.agents.values())

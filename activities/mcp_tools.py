@@ -1,5 +1,5 @@
-"""MCP servers as governed tools: their configuration, a client, and the activity that calls
-a tool after asking policy.
+"""MCP servers as governed tools: their configuration, a client, and the toolset that makes
+their tools tools of the agent loop's registry.
 
 What this module owns:
 
@@ -16,18 +16,19 @@ What this module owns:
   its timeout and nothing more. Failures come back as results the model can read: an
   ``isError`` result, an exception, a timeout, an unreachable server. Any credential a server
   echoes is scrubbed from results and error messages before they leave the worker.
-* **The agent loop's toolset** (:class:`McpToolset`): every server registered with the agent
-  loop's :class:`~activities.tools.ToolRegistry`, its tools offered to models as
+* **The toolset** (:class:`McpToolset`): every server registered with the agent loop's
+  :class:`~activities.tools.ToolRegistry`, its tools offered to models as
   ``mcp__<server>__<tool>`` and run by ``call_tool`` like any other tool (policy
   ``baton/base/mcp_tool``: catalogue, per-process allow-list, roles, limits, sensitive tools
-  refused after untrusted content). This is how agents use MCP tools.
-* **The activity** ``call_mcp_tool`` (:class:`McpActivities`): one MCP call as a governed step
-  of a process without an agent loop. It asks the same policy with the run's MCP history read
-  from the audit trail (so the results it flagged count, whatever the caller says), audits the
-  decision, runs the tool only when allowed and audits the call.
+  refused after untrusted content). This is the one path of an MCP call: an agent's tool call,
+  and a process without an agent loop calling one tool through
+  :class:`~workflows.agent_loop.ToolCaller`, are both the governed step ``call_tool`` runs
+  (policy in the tool's own transaction, idempotency key, audit, compensation).
 
-Both scan a result for instructions aimed at the agent (a prompt injection): flagged results
-get an ``mcp.result_flagged`` audit row.
+A result that reads as instructions to the agent (a prompt injection) gets an
+``mcp.result_flagged`` audit row and ``injection_suspected`` in its data; the run's
+``ToolHistory`` remembers it (``flagged_results``), so policy refuses sensitive tools for the
+rest of the run.
 
 Idempotency: MCP has no idempotency contract, so every tool is treated as side-effecting
 unless the configuration lists it under ``read_only``. A call carries its key as
@@ -58,25 +59,16 @@ from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlmodel import col, select
-from temporalio import activity
 
-from activities.audit import AuditLedger, AuditRecord, activity_event
-from activities.policy import PolicyEngine, decide
+from activities.audit import AuditLedger, activity_event
 from activities.tools import ToolContext, ToolRegistry, ToolSpec
-from workflows.contracts import PolicyQuery, digest
-from workflows.contracts_mcp import (
-    MCP_TOOL_POLICY,
-    McpToolCall,
-    McpToolOutcome,
-    mcp_tool_name,
-)
-from workflows.contracts_tools import ToolResult
+from workflows.contracts import digest
+from workflows.contracts_mcp import MCP_TOOL_POLICY, mcp_tool_name
+from workflows.contracts_tools import INJECTION_FLAG, ToolResult
 from workflows.errors import BatonError
 
 __all__ = [
     "MAX_RESULT_CHARS",
-    "McpActivities",
     "McpCallResult",
     "McpConfig",
     "McpConfigError",
@@ -530,186 +522,6 @@ def scan_for_injection(text: str, tool_names: Iterable[str], called: str) -> lis
 
 
 # ----------------------------------------------------------------------------------------------
-# The activity
-# ----------------------------------------------------------------------------------------------
-
-_ROWS = ("mcp.call", "mcp.result_flagged", "mcp.call_started")
-
-
-class McpActivities:
-    """``call_mcp_tool``: one governed MCP tool call. Built in worker.py with the worker's
-    toolbox (credentials), ledger and policy engine."""
-
-    def __init__(self, toolbox: McpToolbox, ledger: AuditLedger, policy: PolicyEngine) -> None:
-        self.toolbox = toolbox
-        self.ledger = ledger
-        self.policy = policy
-
-    @activity.defn(name="call_mcp_tool")
-    async def call_mcp_tool(self, call: McpToolCall) -> McpToolOutcome:
-        """Ask policy, then (allowed) call the tool; every step audited. Tool failures and
-        timeouts are outcomes with ``is_error``; a deny or a held call has ``ran=False``."""
-        info = activity.info()
-        name = mcp_tool_name(call.server, call.tool)
-        earlier = await asyncio.to_thread(self._run_rows, info.workflow_id or "")
-        history = self._history(call, earlier, own=f"act/{info.activity_id}/")
-        read_only = self.toolbox.is_read_only(call.server, call.tool)
-        document = {
-            "tool": name,
-            "arguments": call.arguments,
-            "read_only": read_only,
-            "principal": call.caller.model_dump(),
-            "history": history,
-            "approval": None if call.approval is None else call.approval.model_dump(mode="json"),
-        }
-        query = PolicyQuery(
-            policy=MCP_TOOL_POLICY,
-            input=document,
-            subject=call.subject or name,
-            workflow_id=info.workflow_id or "",
-        )
-        decision = await decide(
-            self.policy, query, f"{info.workflow_id}/act/{info.activity_id}/policy"
-        )
-        arguments_digest = digest(call.arguments)
-        facts = {
-            "tool": name,
-            "process": call.caller.process,
-            "role": call.caller.role,
-            "read_only": read_only,
-            "flagged_earlier": [f["tool"] for f in history["flagged_results"]],
-        }
-        policy_row = activity_event(
-            "policy",
-            actor=f"agent:{call.caller.role}",
-            action="mcp.call_blocked"
-            if decision.verdict == "deny"
-            else f"mcp.policy.{decision.verdict}",
-            detail={
-                **facts,
-                "verdict": decision.verdict,
-                "reasons": decision.reasons,
-                "revision": decision.revision,
-            },  # fmt: skip
-            decision_id=decision.decision_id,
-            input_digest=arguments_digest,
-        )
-        if decision.verdict != "allow":
-            await asyncio.to_thread(self.ledger.append, [policy_row])
-            return McpToolOutcome(decision=decision, tool=name)
-        own = {r.seq for r in earlier if r.seq.startswith(f"act/{info.activity_id}/")}
-        if not read_only and f"act/{info.activity_id}/started" in own:
-            # an earlier attempt started this side-effecting call and never reported: calling
-            # again could do it twice
-            outcome = McpToolOutcome(
-                decision=decision,
-                tool=name,
-                is_error=True,
-                error_kind="unknown_outcome",
-                text=f"an earlier attempt of {name} started and did not report back; it was "
-                "not called again (it may have side effects): check before retrying",
-            )
-            await asyncio.to_thread(self.ledger.append, [policy_row, self._result_row(
-                call, facts, outcome, arguments_digest)])  # fmt: skip
-            return outcome
-        rows = [policy_row]
-        if not read_only:
-            rows.append(
-                activity_event(
-                    "started",
-                    actor=f"mcp:{call.server}",
-                    action="mcp.call_started",
-                    detail={"tool": name, "key": call.key},
-                    input_digest=arguments_digest,
-                )  # fmt: skip
-            )
-        await asyncio.to_thread(self.ledger.append, rows)
-        result = await self.toolbox.call(call.server, call.tool, call.arguments, key=call.key)
-        names = [t.name for t in self.toolbox.tools()]
-        reasons = scan_for_injection(result.text, names, call.tool)
-        outcome = McpToolOutcome(
-            decision=decision,
-            tool=name,
-            ran=result.error_kind not in ("unknown_tool", "unavailable"),
-            is_error=result.is_error,
-            error_kind=result.error_kind,
-            text=result.text,
-            structured=result.structured,
-            truncated=result.truncated,
-            injection_suspected=bool(reasons),
-            injection_reasons=reasons,
-            output_digest=digest({"text": result.text, "structured": result.structured}),
-            duration_ms=result.duration_ms,
-        )
-        after = [self._result_row(call, facts, outcome, arguments_digest)]
-        if reasons:
-            after.append(
-                activity_event(
-                    "flagged",
-                    actor=f"mcp:{call.server}",
-                    action="mcp.result_flagged",
-                    detail={"tool": name, "reasons": reasons},
-                    output_digest=outcome.output_digest,
-                    rationale="the tool's result reads as instructions to the agent (prompt "
-                    "injection): sensitive tools are refused for the rest of the run",
-                )  # fmt: skip
-            )
-        await asyncio.to_thread(self.ledger.append, after)
-        return outcome
-
-    @staticmethod
-    def _result_row(
-        call: McpToolCall, facts: dict[str, Any], outcome: McpToolOutcome, arguments_digest: str
-    ) -> Any:
-        return activity_event(
-            "result",
-            actor=f"mcp:{call.server}",
-            action="mcp.call",
-            detail={
-                **facts,
-                "is_error": outcome.is_error,
-                "error_kind": outcome.error_kind,
-                "duration_ms": outcome.duration_ms,
-                "truncated": outcome.truncated,
-            },
-            decision_id=outcome.decision.decision_id,
-            input_digest=arguments_digest,
-            output_digest=outcome.output_digest,
-        )
-
-    def _run_rows(self, workflow_id: str) -> list[AuditRecord]:
-        """This workflow's MCP rows (every run of it: continue-as-new keeps the workflow id)."""
-        with self.ledger.db.read_session() as session:
-            query = (
-                select(AuditRecord)
-                .where(AuditRecord.workflow_id == workflow_id)
-                .where(col(AuditRecord.action).in_(_ROWS))
-                .order_by(col(AuditRecord.position))
-            )
-            return list(session.exec(query).all())
-
-    @staticmethod
-    def _history(call: McpToolCall, rows: list[AuditRecord], own: str) -> dict[str, Any]:
-        """Policy's ``history``: the caller's counts, raised to what the audit trail shows of
-        this workflow's MCP calls, and every result flagged as a prompt injection so far."""
-        calls = dict(call.history.calls)
-        counted: dict[str, int] = {}
-        flagged = []
-        for row in rows:
-            if row.seq.startswith(own):  # this very call (an earlier attempt)
-                continue
-            detail = json.loads(row.detail_json)
-            if row.action == "mcp.call":
-                counted[detail["tool"]] = counted.get(detail["tool"], 0) + 1
-            elif row.action == "mcp.result_flagged":
-                flagged.append({"tool": detail["tool"], "reasons": detail["reasons"]})
-        for tool, n in counted.items():
-            calls[tool] = max(calls.get(tool, 0), n)
-        total = max(call.history.total_calls, sum(counted.values()))
-        return {"calls": calls, "total_calls": total, "flagged_results": flagged}
-
-
-# ----------------------------------------------------------------------------------------------
 # The agent loop's registry (activities/tools.py): MCP tools run through ``call_tool`` like any
 # other tool (validation, policy, idempotency record, payload store, audit, compensation path)
 # ----------------------------------------------------------------------------------------------
@@ -794,6 +606,7 @@ class McpToolset:
                     text=f"an earlier attempt of {mcp_tool_name(server, tool)} started and did "
                     "not report back; it was not called again (it may have side effects): "
                     "check before retrying",
+                    data={"error_kind": "unknown_outcome"},
                 )
         result = await self.toolbox.call(server, tool, arguments, key=ctx.idempotency_key)
         names = [model_tool_name(t.server, t.name) for t in self.toolbox.tools()]
@@ -802,6 +615,8 @@ class McpToolset:
         data = result.structured
         if data is not None and len(json.dumps(data)) > MAX_DATA_CHARS:
             data = None
+        if result.error_kind is not None:  # a process may branch on it (timeout, tool_error...)
+            data = {**(data or {}), "error_kind": result.error_kind}
         if reasons:
             flagged = activity_event(
                 "mcp/flagged",
@@ -812,5 +627,5 @@ class McpToolset:
                 rationale="the tool's result reads as instructions to the agent (prompt injection)",
             )
             await asyncio.to_thread(self.ledger.append, [flagged])
-            data = {**(data or {}), "injection_suspected": True, "injection_reasons": reasons}
+            data = {**(data or {}), INJECTION_FLAG: True, "injection_reasons": reasons}
         return ToolResult(text=result.text, is_error=result.is_error, data=data)

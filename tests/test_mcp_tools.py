@@ -36,25 +36,28 @@ from activities.audit import AuditLedger
 from activities.database import Database
 from activities.mcp_tools import (
     SCRUBBED,
-    McpActivities,
     McpConfigError,
     McpToolbox,
     McpToolset,
     load_mcp_config,
     scan_for_injection,
 )
-from activities.policy import build_engine
+from activities.payload_store import PayloadStore
 from activities.schema import upgrade
 from activities.tools import ToolContext
 from baton.devstack import local
 from baton.settings import REPO_ROOT, Settings
-from tests.conftest import _harness
-from tests.support.mcp_calls_workflow import AgentToolCallsTestWorkflow, McpToolCallsTestWorkflow
+from tests.conftest import Harness, _harness
 from tests.support.scripted_model import Fault, ScriptedModelServer
+from tests.support.tool_calls_process import (
+    CallDone,
+    PlannedCall,
+    ToolCallsInput,
+    ToolCallsTestProcess,
+)
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts import ApprovalDecision
-from workflows.contracts_mcp import McpCaller, McpToolCall, McpToolOutcome
-from workflows.contracts_tools import AgentRunInput, ToolCallInput, ToolPrincipal
+from workflows.contracts_tools import AgentRunInput, ToolPrincipal
 
 ENV_VAR = "BATON_TEST_CRM_KEY"
 TIMEOUT_S = 3.0
@@ -313,249 +316,255 @@ def test_injection_scan_flags_orders_not_mentions() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Governed calls in a workflow: policy, allow-lists, the injection, credentials
+# Governed calls from a process without an agent loop (workflows/agent_loop.py ToolCaller): each
+# one runs through call_tool, the very step an agent's tool call runs through
 # --------------------------------------------------------------------------------------------
+
+
+def history_text(raw: dict[str, Any]) -> str:
+    """A run's whole event history as text, every payload decoded (payloads are base64 in the
+    history's JSON: a scan of the raw JSON would find nothing)."""
+    texts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "data" and isinstance(value, str):
+                    texts.append(base64.b64decode(value).decode(errors="replace"))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, str):
+            texts.append(node)
+
+    walk(raw)
+    return "\n".join(texts)
+
+
+async def run_history(client: Client, workflow_id: str) -> str:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return history_text(json.loads(history.to_json()))
 
 
 @dataclass
 class Governed:
-    client: Client
-    ledger: AuditLedger
-    toolbox: McpToolbox
+    """A harness (worker runtime with BATON_MCP_CONFIG) running :class:`ToolCallsTestProcess`."""
 
-    async def run(self, *calls: McpToolCall) -> tuple[str, list[McpToolOutcome]]:
+    h: Harness
+
+    def start_input(
+        self, calls: list[tuple[str, dict[str, Any]]], process: str, agent: str
+    ) -> ToolCallsInput:
+        return ToolCallsInput(
+            process=process,
+            agent=agent,
+            tenant=self.h.tenant,
+            requested_by="alice",
+            calls=[PlannedCall(tool=f"mcp__crm__{t}", arguments=a) for t, a in calls],
+        )
+
+    def worker(self) -> Worker:
+        return Worker(
+            self.h.temporal,
+            task_queue=self.h.client.task_queue,
+            workflows=[ToolCallsTestProcess],
+            activities=self.h.runtime.activities,
+        )
+
+    async def run(
+        self,
+        *calls: tuple[str, dict[str, Any]],
+        process: str = "crm_assistant",
+        agent: str = "crm_assistant",
+    ) -> tuple[str, list[CallDone]]:
         workflow_id = f"mcp-{uuid.uuid4().hex[:10]}"
-        task_queue = f"tq-mcp-{uuid.uuid4().hex[:10]}"
-        engine = build_engine(None, REPO_ROOT / "policy")
-        async with Worker(
-            self.client,
-            task_queue=task_queue,
-            workflows=[McpToolCallsTestWorkflow],
-            activities=[McpActivities(self.toolbox, self.ledger, engine).call_mcp_tool],
-        ):
+        async with self.worker():
             async with asyncio.timeout(90):
-                outcomes = await self.client.execute_workflow(
-                    McpToolCallsTestWorkflow.run, list(calls), id=workflow_id, task_queue=task_queue
+                done = await self.h.temporal.execute_workflow(
+                    ToolCallsTestProcess.run,
+                    self.start_input(list(calls), process, agent),
+                    id=workflow_id,
+                    task_queue=self.h.client.task_queue,
                 )
-        return workflow_id, outcomes
+        return workflow_id, done
+
+    def text(self, done: CallDone) -> str:
+        """What a model would read of the call: its stored tool message, or the note."""
+        if done.message is None:
+            return done.text or ""
+        return str(PayloadStore(self.h.runtime.db).get(done.message)["content"])
 
     async def history(self, workflow_id: str) -> str:
-        """The run's whole event history as text, every payload decoded (payloads are base64
-        in the history's JSON: a scan of the raw JSON would find nothing)."""
-        raw = json.loads(
-            (await self.client.get_workflow_handle(workflow_id).fetch_history()).to_json()
-        )
-        texts: list[str] = []
-
-        def walk(node: Any) -> None:
-            if isinstance(node, dict):
-                for key, value in node.items():
-                    if key == "data" and isinstance(value, str):
-                        texts.append(base64.b64decode(value).decode(errors="replace"))
-                    else:
-                        walk(value)
-            elif isinstance(node, list):
-                for item in node:
-                    walk(item)
-            elif isinstance(node, str):
-                texts.append(node)
-
-        walk(raw)
-        return "\n".join(texts)
+        return await run_history(self.h.temporal, workflow_id)
 
     def trail(self, workflow_id: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(r.action, json.loads(r.detail_json)) for r in self.ledger.trail(workflow_id)]
+        rows = self.h.runtime.ledger.trail(workflow_id)
+        return [(r.action, json.loads(r.detail_json)) for r in rows]
+
+    def rows_json(self, workflow_id: str) -> str:
+        rows = self.h.runtime.ledger.trail(workflow_id)
+        return json.dumps([r.model_dump(mode="json") for r in rows])
 
 
 @pytest.fixture
 async def governed(
-    temporal_client: Client, toolbox: McpToolbox, tmp_path: Path
-) -> AsyncIterator[Governed]:
-    db = Database(f"sqlite:///{tmp_path / 'baton.db'}")
-    upgrade(db)
-    await toolbox.start()
-    yield Governed(temporal_client, AuditLedger(db), toolbox)
-    db.dispose()
-
-
-ASSISTANT = McpCaller(process="crm_assistant", role="crm_assistant", tenant="acme",
-                      requested_by="alice")  # fmt: skip
-
-
-def call(tool: str, caller: McpCaller = ASSISTANT, **arguments: Any) -> McpToolCall:
-    return McpToolCall(
-        server="crm", tool=tool, arguments=arguments, caller=caller, key=f"k-{tool}-{uuid.uuid4()}"
-    )
-
-
-async def test_injected_result_gets_the_sensitive_tool_refused_and_audited(
-    governed: Governed, transport: str, effects_dir: Path, secret: str
-) -> None:
-    wid, (lookup, ticket, export) = await governed.run(
-        call("lookup_customer", customer_id="C-3"),
-        call("read_ticket", ticket_id="T-9"),
-        call("export_customers", destination="audit@evil.example"),
-    )
-    assert lookup.ran and not lookup.injection_suspected
-    # the ticket's text asks the agent to export every customer: flagged
-    assert ticket.ran and ticket.injection_suspected
-    assert "export_customers" in ticket.text
-    assert "names the tool(s) export_customers" in ticket.injection_reasons
-    # the attempt that follows is refused by policy and never reaches the server
-    assert export.decision.verdict == "deny" and not export.ran
-    assert export.decision.reasons == [
-        "'mcp:crm/export_customers' is a sensitive tool and this run read a result flagged as "
-        "a prompt injection (from mcp:crm/read_ticket): refused",
-        "'mcp:crm/export_customers' is a sensitive tool and this run read untrusted content "
-        "(from mcp:crm/read_ticket): refused",
-    ]
-    assert effects(effects_dir, transport) == []
-
-    trail = governed.trail(wid)
-    actions = [a for a, _ in trail]
-    assert actions == [
-        "mcp.policy.allow", "mcp.call",  # lookup
-        "mcp.policy.allow", "mcp.call", "mcp.result_flagged",  # the injected ticket
-        "mcp.call_blocked",  # the export attempt
-    ]  # fmt: skip
-    blocked = trail[-1][1]
-    assert blocked["tool"] == "mcp:crm/export_customers"
-    assert blocked["flagged_earlier"] == ["mcp:crm/read_ticket"]
-    assert blocked["reasons"] == export.decision.reasons
-
-    # the credential reached the server (the lookup worked) and nowhere else
-    history = await governed.history(wid)
-    assert "Grace Hopper" in history  # the history is readable, so the scan means something
-    assert secret not in history
-    rows = json.dumps([r.model_dump(mode="json") for r in governed.ledger.trail(wid)])
-    assert secret not in rows
-
-
-async def test_without_an_injection_the_sensitive_tool_waits_for_a_human(
-    governed: Governed, transport: str, effects_dir: Path
-) -> None:
-    _, (export,) = await governed.run(call("export_customers", destination="backup@acme.example"))
-    assert export.decision.verdict == "require_approval" and not export.ran
-    assert export.decision.obligations.approver_roles == ["support-lead"]
-    assert effects(effects_dir, transport) == []
-
-
-async def test_allow_list_refuses_a_tool_the_process_may_not_use(governed: Governed) -> None:
-    support = McpCaller(process="support", role="l2_researcher", tenant="acme", requested_by="q")
-    wid, (lookup, sync) = await governed.run(
-        call("lookup_customer", support, customer_id="C-1"), call("sync_ledger", support)
-    )
-    assert lookup.ran and not lookup.is_error
-    assert sync.decision.verdict == "deny" and not sync.ran
-    assert (
-        "process 'support' may not use the MCP tool 'mcp:crm/sync_ledger' "
-        "(its allow-list: crm/lookup_customer, crm/read_ticket)"
-    ) in sync.decision.reasons
-    assert [a for a, _ in governed.trail(wid)][-1] == "mcp.call_blocked"
-
-
-async def test_failures_reach_the_model_and_the_audit(governed: Governed, secret: str) -> None:
-    wid, (failed, hung, leaky) = await governed.run(
-        call("sync_ledger"), call("build_report", quarter="Q3"), call("whoami")
-    )
-    assert failed.ran and failed.is_error and "503" in failed.text
-    assert hung.is_error and hung.error_kind == "timeout"
-    assert SCRUBBED in leaky.text
-    calls = [d for a, d in governed.trail(wid) if a == "mcp.call"]
-    assert [(d["tool"], d["error_kind"]) for d in calls] == [
-        ("mcp:crm/sync_ledger", "tool_error"),
-        ("mcp:crm/build_report", "timeout"),
-        ("mcp:crm/whoami", None),
-    ]
-    # side-effecting calls are marked started before they run (an attempt that finds a start
-    # without a result does not call again)
-    started = [d["tool"] for a, d in governed.trail(wid) if a == "mcp.call_started"]
-    assert started == ["mcp:crm/sync_ledger", "mcp:crm/build_report"]
-    history = await governed.history(wid)
-    assert secret not in history
-
-
-# --------------------------------------------------------------------------------------------
-# Through the agent loop's tool path (activities/tools.py call_tool): the worker's registry
-# offers the MCP tools as mcp__<server>__<tool>
-# --------------------------------------------------------------------------------------------
-
-
-async def test_agent_tool_path_refuses_the_injected_sensitive_call(
     temporal_client: Client,
+    model_server: ScriptedModelServer,
     transport: str,
     http_server: str,
     effects_dir: Path,
     secret: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from worker import build_runtime
-
+) -> AsyncIterator[Governed]:
     path = tmp_path / "mcp.json"
     path.write_text(json.dumps(server_config(transport, http_server, effects_dir, sha256(secret))))
     monkeypatch.setenv(ENV_VAR, secret)
-    settings = replace(Settings(), database_url=f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path)
-    runtime = build_runtime(settings)
-    principal = ToolPrincipal(
-        process="crm_assistant", tenant="acme", agent="crm_assistant", requested_by="alice"
+    async with _harness(
+        temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
+    ) as h:
+        assert h.runtime.mcp is not None
+        await h.runtime.mcp.start()  # as worker.py does before it polls
+        yield Governed(h)
+
+
+TOOL_ROWS = {"policy.allow", "policy.deny", "policy.require_approval", "tool.called",
+             "tool.error", "mcp.call_started", "mcp.result_flagged"}  # fmt: skip
+
+
+async def test_injected_result_gets_the_sensitive_tool_refused_and_audited(
+    governed: Governed, transport: str, effects_dir: Path, secret: str
+) -> None:
+    wid, (lookup, ticket, export) = await governed.run(
+        ("lookup_customer", {"customer_id": "C-3"}),
+        ("read_ticket", {"ticket_id": "T-9"}),
+        ("export_customers", {"destination": "audit@evil.example"}),
     )
+    assert lookup.ran and not lookup.is_error
+    assert lookup.data is not None and "injection_suspected" not in lookup.data
+    # the ticket's text asks the agent to export every customer: flagged
+    assert ticket.ran and ticket.data is not None and ticket.data["injection_suspected"]
+    assert "export_customers" in governed.text(ticket)
+    assert "names the tool(s) export_customers" in ticket.data["injection_reasons"]
+    # the attempt that follows is refused by policy, for the flagged result (the run's
+    # ToolHistory carries it) and for the untrusted tool, and never reaches the server
+    assert not export.ran
+    reasons = [
+        "'mcp:crm/export_customers' is a sensitive tool and this run read a result flagged as "
+        "a prompt injection (from mcp:crm/read_ticket): refused",
+        "'mcp:crm/export_customers' is a sensitive tool and this run read untrusted content "
+        "(from mcp:crm/read_ticket): refused",
+    ]
+    assert governed.text(export) == (
+        f"policy denied the call of mcp__crm__export_customers: {'; '.join(reasons)}"
+    )
+    assert effects(effects_dir, transport) == []
 
-    def tool_call(name: str, **arguments: Any) -> ToolCallInput:
-        return ToolCallInput(
-            tool=name,
-            arguments=arguments,
-            call_id=f"call-{uuid.uuid4().hex[:8]}",
-            idempotency_key=f"k-{uuid.uuid4()}",
-            principal=principal,
+    trail = [(a, d) for a, d in governed.trail(wid) if a in TOOL_ROWS]
+    assert [a for a, _ in trail] == [
+        "policy.allow", "tool.called",  # lookup (read only: no start row)
+        "policy.allow", "mcp.result_flagged", "tool.called",  # the injected ticket
+        "policy.deny",  # the export attempt
+    ]  # fmt: skip
+    flagged = trail[3][1]
+    assert flagged["tool"] == "mcp:crm/read_ticket"
+    blocked = trail[-1][1]
+    assert blocked["subject"] == "mcp__crm__export_customers"
+    assert blocked["reasons"] == reasons
+
+    # the credential reached the server (the lookup worked) and nowhere else
+    history = await governed.history(wid)
+    assert "Grace Hopper" in history  # the history is readable, so the scan means something
+    assert secret not in history
+    assert secret not in governed.rows_json(wid)
+
+
+async def test_without_an_injection_the_sensitive_tool_waits_for_a_human(
+    governed: Governed, transport: str, effects_dir: Path
+) -> None:
+    h = governed.h
+    wid = f"mcp-{uuid.uuid4().hex[:10]}"
+    inp = governed.start_input(
+        [("export_customers", {"destination": "backup@acme.example"})],
+        "crm_assistant",
+        "crm_assistant",
+    )
+    async with governed.worker():
+        handle = await h.temporal.start_workflow(
+            ToolCallsTestProcess.run, inp, id=wid, task_queue=h.client.task_queue
         )
+        async with asyncio.timeout(60):
+            while not (requests := await h.client.pending_approvals(wid)):
+                await asyncio.sleep(0.2)
+        [request] = requests
+        assert request.action == "tool:mcp__crm__export_customers"
+        assert request.approver_roles == ["support-lead"]
+        assert effects(effects_dir, transport) == []  # nothing runs while it waits
+        await h.client.decide(
+            wid,
+            ApprovalDecision(
+                request_id=request.request_id,
+                approver="sam",
+                verdict="reject",
+                rationale="no export this week",
+                action_digest=request.action_digest,
+            ),
+        )
+        async with asyncio.timeout(60):
+            (export,) = await handle.result()
+    assert not export.ran
+    assert governed.text(export) == "sam rejected this call: no export this week"
+    assert effects(effects_dir, transport) == []
 
-    wid = f"agent-mcp-{uuid.uuid4().hex[:10]}"
-    task_queue = f"tq-agent-mcp-{uuid.uuid4().hex[:10]}"
-    try:
-        assert runtime.mcp is not None
-        await runtime.mcp.start()  # as worker.py does before it polls
-        async with Worker(
-            temporal_client,
-            task_queue=task_queue,
-            workflows=[AgentToolCallsTestWorkflow],
-            activities=runtime.activities,
-        ):
-            async with asyncio.timeout(90):
-                lookup, ticket, export = await temporal_client.execute_workflow(
-                    AgentToolCallsTestWorkflow.run,
-                    [
-                        tool_call("mcp__crm__lookup_customer", customer_id="C-3"),
-                        tool_call("mcp__crm__read_ticket", ticket_id="T-9"),
-                        tool_call("mcp__crm__export_customers", destination="audit@evil.example"),
-                    ],
-                    id=wid,
-                    task_queue=task_queue,
-                )
-        assert lookup.ran and not lookup.is_error
-        assert ticket.ran and ticket.data is not None and ticket.data["injection_suspected"]
-        assert export.decision.verdict == "deny" and not export.ran
-        assert export.decision.reasons == [
-            "'mcp:crm/export_customers' is a sensitive tool and this run read untrusted content "
-            "(from mcp:crm/read_ticket): refused"
-        ]
-        assert effects(effects_dir, transport) == []
-        # what the model reads next is the stored tool message: the ticket, then the refusal
-        assert ticket.message is not None and export.message is not None
-        assert "export_customers" in runtime_payload(runtime, ticket.message)
-        assert "policy denied this call" in runtime_payload(runtime, export.message)
 
-        rows = runtime.ledger.trail(wid)
-        actions = [r.action for r in rows]
-        assert "mcp.result_flagged" in actions
-        denied = [json.loads(r.detail_json) for r in rows if r.action == "policy.deny"]
-        assert [d["subject"] for d in denied] == ["mcp__crm__export_customers"]
-        assert secret not in json.dumps([r.model_dump(mode="json") for r in rows])
-        governed = Governed(temporal_client, runtime.ledger, runtime.mcp)
-        history = await governed.history(wid)
-        assert "Grace Hopper" in history and secret not in history
-    finally:
-        await runtime.close()
+async def test_allow_list_refuses_a_tool_the_process_may_not_use(governed: Governed) -> None:
+    wid, (lookup, sync) = await governed.run(
+        ("lookup_customer", {"customer_id": "C-1"}),
+        ("sync_ledger", {}),
+        process="support",
+        agent="l2_researcher",
+    )
+    assert lookup.ran and not lookup.is_error
+    assert not sync.ran
+    assert (
+        "process 'support' may not use the MCP tool 'mcp:crm/sync_ledger' "
+        "(its allow-list: crm/lookup_customer, crm/read_ticket)"
+    ) in governed.text(sync)
+    trail = [(a, d) for a, d in governed.trail(wid) if a in TOOL_ROWS]
+    assert trail[-1][0] == "policy.deny" and trail[-1][1]["subject"] == "mcp__crm__sync_ledger"
+    # refused by policy before the call was started: no start row, no call
+    assert [d["tool"] for a, d in trail if a == "mcp.call_started"] == []
+
+
+async def test_failures_reach_the_model_and_the_audit(governed: Governed, secret: str) -> None:
+    wid, (failed, hung, leaky) = await governed.run(
+        ("sync_ledger", {}), ("build_report", {"quarter": "Q3"}), ("whoami", {})
+    )
+    assert failed.ran and failed.is_error and "503" in governed.text(failed)
+    assert failed.data == {"error_kind": "tool_error"}
+    assert hung.ran and hung.is_error and hung.data == {"error_kind": "timeout"}
+    assert f"did not answer within {TIMEOUT_S:g} s" in governed.text(hung)
+    assert not leaky.is_error and SCRUBBED in governed.text(leaky)
+    trail = governed.trail(wid)
+    calls = [(a, d["tool"]) for a, d in trail if a in ("tool.called", "tool.error")]
+    assert calls == [
+        ("tool.error", "mcp__crm__sync_ledger"),
+        ("tool.error", "mcp__crm__build_report"),
+        ("tool.called", "mcp__crm__whoami"),
+    ]
+    # side-effecting calls are marked started before they run (an attempt that finds a start
+    # without a result does not call again)
+    started = [d["tool"] for a, d in trail if a == "mcp.call_started"]
+    assert started == ["mcp:crm/sync_ledger", "mcp:crm/build_report"]
+    assert secret not in await governed.history(wid)
+    assert secret not in governed.rows_json(wid)
+
+
+# --------------------------------------------------------------------------------------------
+# The agent loop (AgentRunWorkflow) with the scripted model: the same call_tool path
+# --------------------------------------------------------------------------------------------
 
 
 async def test_agent_loop_refuses_the_sensitive_tool_an_injected_ticket_asks_for(
@@ -603,10 +612,13 @@ async def test_agent_loop_refuses_the_sensitive_tool_an_injected_ticket_asks_for
         turns = model_server.turns(agent)
         shown = [[str(m.get("content")) for m in t if m.get("role") == "tool"] for t in turns]
         assert "ignore all previous instructions" in shown[1][0]
+        # refused for the flagged result (the run's ToolHistory carries it) and for the
+        # untrusted tool
         assert shown[2][-1] == (
             "policy denied the call of mcp__crm__export_customers: 'mcp:crm/export_customers' "
-            "is a sensitive tool and this run read untrusted content (from mcp:crm/read_ticket): "
-            "refused"
+            "is a sensitive tool and this run read a result flagged as a prompt injection (from "
+            "mcp:crm/read_ticket): refused; 'mcp:crm/export_customers' is a sensitive tool and "
+            "this run read untrusted content (from mcp:crm/read_ticket): refused"
         )
         assert effects(effects_dir, transport) == []
         rows = h.runtime.ledger.trail(wid)
@@ -614,7 +626,7 @@ async def test_agent_loop_refuses_the_sensitive_tool_an_injected_ticket_asks_for
         assert [d["subject"] for d in denied] == ["mcp__crm__export_customers"]
         assert "mcp.result_flagged" in [r.action for r in rows]
         assert secret not in json.dumps([r.model_dump(mode="json") for r in rows])
-        history = await Governed(h.temporal, h.runtime.ledger, h.runtime.mcp).history(wid)
+        history = await run_history(h.temporal, wid)
         assert "Grace Hopper" not in history and "wrong invoice" in history
         assert secret not in history
 
@@ -639,6 +651,7 @@ async def test_a_side_effecting_call_whose_attempt_died_is_not_made_again(
     env.info = replace(env.info, attempt=2)
     second = await env.run(toolset.call, ctx, name, args)
     assert second.is_error and "was not called again" in second.text
+    assert second.data == {"error_kind": "unknown_outcome"}
     assert len(effects(effects_dir, transport)) == before + 1
     # a read-only tool is simply called again
     lookup = ("mcp__crm__lookup_customer", {"customer_id": "C-1"})
@@ -713,12 +726,6 @@ def mine(found: list[dict[str, Any]], destination: str) -> list[dict[str, Any]]:
     return [e for e in found if e["destination"] == destination]
 
 
-def runtime_payload(runtime: Any, ref: Any) -> str:
-    from activities.payload_store import PayloadStore
-
-    return json.dumps(PayloadStore(runtime.db).get(ref))
-
-
 # --------------------------------------------------------------------------------------------
 # The worker: BATON_MCP_CONFIG, tools listed at start
 # --------------------------------------------------------------------------------------------
@@ -742,9 +749,9 @@ async def test_worker_lists_the_configured_servers_tools(
         assert runtime.mcp is not None
         names = sorted(t.qualified_name for t in await runtime.mcp.start())
         assert names[0] == "mcp:crm/build_report" and len(names) == 6
-        assert "call_mcp_tool" in {
-            getattr(a, "__temporal_activity_definition").name for a in runtime.activities
-        }
+        # MCP tools run through call_tool like every other tool: there is no second activity
+        defined = {getattr(a, "__temporal_activity_definition").name for a in runtime.activities}
+        assert "call_tool" in defined and not {n for n in defined if "mcp" in n}
     finally:
         await runtime.close()
     monkeypatch.delenv(ENV_VAR)

@@ -25,11 +25,15 @@ Temporal suggests it), the run continues as new with its state in ``AgentRunInpu
 
 :class:`AgentRunWorkflow` is a process of one agent step (``AgentRun``), for service teams that
 want an agent that acts without a process around it, the tests and the bench.
+
+:class:`ToolCaller` is the loop's per-call code without model turns: a process without an agent
+loop runs a tool call (e.g. one MCP tool) through it as the same governed step.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from temporalio import workflow
@@ -50,6 +54,7 @@ from workflows.contracts_tools import (
     ToolHistory,
     ToolPrincipal,
     ToolReply,
+    ToolResult,
     UndoToolInput,
 )
 from workflows.governed import ApprovalRound, Compensation, GovernedStep, grant
@@ -59,7 +64,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.agent_turn import AgentTurnActivities
     from activities.tools import ToolActivities
 
-__all__ = ["AGENT_RUN_PROCESS", "AgentLoop", "AgentRunWorkflow", "MAX_EDIT_ROUNDS"]
+__all__ = [
+    "AGENT_RUN_PROCESS",
+    "AgentLoop",
+    "AgentRunWorkflow",
+    "MAX_EDIT_ROUNDS",
+    "ToolCallDone",
+    "ToolCaller",
+]
 
 AGENT_RUN_PROCESS = "agent_run"
 #: Rounds of approver edits one call may go through before it is refused.
@@ -226,6 +238,7 @@ class AgentLoop:
                 elif outcome.ran:
                     amount = _amount(call.model_copy(update={"arguments": arguments}))
                     self.history = self.history.allowed(call.name, amount)
+                    self.history = self.history.read(call.name, outcome.data)
                 return ToolReply(call_id=call.call_id, ref=outcome.message)
             decision = self.process.held.pop(call.call_id)
             payload = {"tool": call.name, "arguments": arguments}
@@ -315,6 +328,75 @@ class AgentLoop:
     def _register_undo(self, tool: str, of_tool: str, key: str) -> None:
         """A compensation registered by the run this one continues (its action ran there)."""
         self.process.compensate_with(self._undo(tool, of_tool, key), key)
+
+
+@dataclass(frozen=True)
+class ToolCallDone:
+    """How one governed tool call of :class:`ToolCaller` ended.
+
+    ``reply`` is what a model would read next: the stored tool message (``reply.ref``, in the
+    payload store) when the tool ran or policy refused it, else a short note (``reply.text``:
+    a refusal, an approver's rejection). ``outcome`` is ``call_tool``'s outcome when the tool
+    ran: ``is_error`` and ``data`` (a short structured result, e.g. an MCP tool's
+    ``structuredContent``, and ``injection_suspected`` when the result was flagged)."""
+
+    reply: ToolReply
+    outcome: ToolCallOutcome | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.outcome is not None and self.outcome.ran
+
+
+class ToolCaller(AgentLoop):
+    """Governed tool calls for a process without an agent loop (e.g. one MCP call as a step of
+    a process): each call is the agent loop's own per-call code, so it is a
+    :class:`~workflows.governed.GovernedStep` run by ``Governance.act`` through ``call_tool``
+    (kill switch, policy in the tool's own transaction, idempotency key, audit, compensation)
+    and a held call is an :class:`ApprovalRound` bound to the digest of tool name + arguments.
+
+    One caller per run keeps the run's :class:`ToolHistory` (counts, refusals, results flagged
+    as a prompt injection), so policy sees every earlier call. ``principal.agent`` is the role
+    policy checks; ``tools`` are the only tools it may call. No model turn is ever run."""
+
+    def __init__(
+        self,
+        process: GovernedProcess,
+        principal: ToolPrincipal,
+        tools: tuple[str, ...],
+        *,
+        compensations: dict[str, str] | None = None,
+        carry: Any = None,
+    ) -> None:
+        step = AgentStep(name=principal.agent, instructions="", tools=tools, output=ToolResult)
+        super().__init__(process, step, principal, carry)
+        self.compensations = {**self.compensations, **(compensations or {})}
+        #: calls made so far (a continued run goes on counting: call ids stay unique)
+        self._calls = self.history.total_calls + self.history.denials
+        self._outcomes: dict[str, ToolCallOutcome] = {}
+
+    async def call(
+        self, tool: str, arguments: dict[str, Any], *, call_id: str | None = None
+    ) -> ToolCallDone:
+        """Call ``tool`` once, governed; the run's history grows by this call."""
+        self._calls += 1
+        call_id = call_id or f"call-{self._calls}"
+        reply = await self._call(
+            ToolCallRequest(call_id=call_id, name=tool, arguments=arguments), self.history
+        )
+        return ToolCallDone(reply=reply, outcome=self._outcomes.pop(call_id, None))
+
+    async def _act(
+        self,
+        call: ToolCallRequest,
+        arguments: dict[str, Any],
+        history: ToolHistory,
+        grant_: ApprovalGrant | None,
+    ) -> ToolCallOutcome | None:
+        outcome = await super()._act(call, arguments, history, grant_)
+        if outcome is not None and outcome.ran:
+            self._outcomes[call.call_id] = outcome
+        return outcome
 
 
 def _bare(ref: PayloadRef | None) -> PayloadRef | None:

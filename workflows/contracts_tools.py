@@ -40,6 +40,9 @@ MAX_ARGUMENT_BYTES = 16 * 1024
 PREVIEW_CHARS = 40
 _NO_OBLIGATIONS = Obligations().model_dump(mode="json")
 
+#: The key of a tool result's ``data`` that marks it as a suspected prompt injection.
+INJECTION_FLAG = "injection_suspected"
+
 #: The tool the loop offers for the agent's final answer (its parameters: the output schema).
 FINAL_ANSWER_TOOL = "final_answer"
 
@@ -90,14 +93,26 @@ class ToolPrincipal(Contract):
     requested_by: str
 
 
+class FlaggedResult(Contract):
+    """A tool result the worker flagged as a prompt injection (it reads as instructions to the
+    agent): policy refuses sensitive tools for the rest of the run (policy/base/mcp_tool.rego)."""
+
+    tool: str
+    reasons: list[str] = []
+
+
 class ToolHistory(_Compact):
-    """The run's tool calls so far, as policy reads them (policy/base/tool_call.rego)."""
+    """The run's tool calls so far, as policy reads them (policy/base/tool_call.rego,
+    policy/base/mcp_tool.rego)."""
 
     calls: dict[str, int] = Field(default={}, description="Allowed calls made, per tool.")
     total_calls: int = Field(default=0, ge=0)
     amounts: dict[str, float] = Field(default={}, description="Amount moved, per tool.")
     denials: int = Field(default=0, ge=0, description="Calls policy or an approver refused.")
     denied: dict[str, int] = Field(default={}, description="Refused calls, per tool.")
+    flagged_results: list[FlaggedResult] = Field(
+        default=[], description="Results flagged as a prompt injection so far, in order."
+    )
 
     def allowed(self, tool: str, amount: float | None) -> ToolHistory:
         calls = {**self.calls, tool: self.calls.get(tool, 0) + 1}
@@ -111,6 +126,15 @@ class ToolHistory(_Compact):
     def refused(self, tool: str) -> ToolHistory:
         denied = {**self.denied, tool: self.denied.get(tool, 0) + 1}
         return self.model_copy(update={"denials": self.denials + 1, "denied": denied})
+
+    def read(self, tool: str, data: dict[str, Any] | None) -> ToolHistory:
+        """After a call ran: its result, when the worker flagged it as a prompt injection
+        (``data["injection_suspected"]``, set by activities/mcp_tools.py), is remembered."""
+        if not data or data.get(INJECTION_FLAG) is not True:
+            return self
+        reasons = [str(r) for r in data.get("injection_reasons", [])]
+        flagged = [*self.flagged_results, FlaggedResult(tool=tool, reasons=reasons)]
+        return self.model_copy(update={"flagged_results": flagged})
 
 
 class ToolCallRequest(_Compact):
@@ -277,6 +301,8 @@ __all__ = [
     "AgentTurn",
     "AgentTurnInput",
     "FINAL_ANSWER_TOOL",
+    "FlaggedResult",
+    "INJECTION_FLAG",
     "MAX_ARGUMENT_BYTES",
     "PREVIEW_CHARS",
     "PayloadRef",

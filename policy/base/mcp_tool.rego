@@ -10,9 +10,10 @@
 #                "flagged_results": [{"tool": "mcp:crm/read_ticket", "reasons": ["..."]}]},
 #    "approval": null | {"action_digest": "...", "approvers": ["sam"]}}
 #
-# `history` is the run so far: calls per tool and in total; `flagged_results` (optional) are the
-# earlier results the worker flagged as a prompt injection (activities/mcp_tools.py reads them
-# from the audit trail).
+# `history` is the run so far, as the agent loop keeps it (workflows/contracts_tools.py
+# ToolHistory): calls per tool and in total; `flagged_results` (optional) are the earlier results
+# the worker flagged as a prompt injection (activities/mcp_tools.py marks them in the result's
+# data; the loop adds them to the history), their tools in either spelling.
 #
 # Rules (data.baton.mcp in policy/data/mcp.json):
 #   * the tool must be in the catalogue (data.baton.mcp.servers.<server>.tools.<tool>): a tool
@@ -191,12 +192,17 @@ untrusted_read contains sprintf("mcp:%s/%s", [key[0], key[1]]) if {
 
 untrusted_seen if count(untrusted_read) > 0
 
-flagged_tools := concat(", ", sort({t |
+flagged_tools := concat(", ", sort({governed_name(t) |
 	is_array(flagged)
 	some f in flagged
 	t := object.get(f, ["tool"], "?")
 	is_string(t)
 }))
+
+# A tool's name as policy messages give it ("mcp:<server>/<tool>"), from either spelling.
+governed_name(name) := sprintf("mcp:%s/%s", [p[0], p[1]]) if {
+	p := parse(name)
+} else := name
 
 blocked_after_injection if {
 	sensitive

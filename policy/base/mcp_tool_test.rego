@@ -161,3 +161,11 @@ test_fast_path_agrees_with_the_detailed_rules if {
 		fast == detailed
 	}
 }
+
+# the agent loop's history names the flagged tool as the model saw it
+test_a_flagged_result_in_the_agent_loops_spelling_blocks_too if {
+	looped := {"calls": {"mcp__crm__lookup_customer": 1}, "total_calls": 1, "flagged_results": [{"tool": "mcp__crm__lookup_customer", "reasons": ["orders the agent to call a tool"]}]}
+	d := decide(object.union(export, {"tool": "mcp__crm__export_customers", "history": looped}))
+	d.allow == false
+	d.deny == ["'mcp:crm/export_customers' is a sensitive tool and this run read a result flagged as a prompt injection (from mcp:crm/lookup_customer): refused"]
+}

@@ -411,6 +411,13 @@ MCP_TOOL_CASES: dict[str, dict[str, Any]] = {
         tool="mcp:crm/export_customers",
         history={"flagged_results": [{"tool": "mcp:crm/lookup_customer", "reasons": ["x"]}]},
     ),
+    "sensitive-after-flag-model-spelling": _mcp(
+        tool="mcp__crm__export_customers",
+        history={"flagged_results": [{"tool": "mcp__crm__lookup_customer", "reasons": ["x"]}]},
+    ),
+    "flag-naming-no-mcp-tool": _mcp(
+        tool="mcp:crm/export_customers", history={"flagged_results": [{"tool": "notes"}]}
+    ),
     "flags-not-a-list": _mcp(tool="mcp:crm/export_customers", history={"flagged_results": 1}),
     "flag-without-tool": _mcp(tool="mcp:crm/export_customers", history={"flagged_results": [{}]}),
     "unknown-tool": _mcp(tool="mcp:crm/drop_tables"),
