@@ -92,6 +92,37 @@ def instrument() -> None:
     timed(payload_store.PayloadStore, "put_in", "db: payload put_in")
     timed(payload_store.PayloadStore, "get_many", "db: payload get_many")
     timed(Session, "commit", "db: Session.commit")
+    from activities import policy
+    from temporalio.worker import _workflow
+
+    timed(agents, "decide", "      policy: decide (model call)")
+    timed(policy, "decide_sync", "      policy: decide_sync (tool call)")
+    timed(audit.AuditLedger, "append", "db: audit append in its own txn")
+    timed(router, "_heartbeating", "    exchange: model HTTP round trip")
+    timed(_workflow._WorkflowWorker, "_handle_activation", "workflow task (worker side)")
+
+
+WORKFLOW_PROFILE: Any = None
+
+
+def profile_workflow_tasks() -> None:
+    """cProfile every workflow activation (they run on the worker's workflow thread pool)."""
+    import cProfile
+
+    from temporalio.worker import _workflow
+
+    global WORKFLOW_PROFILE
+    WORKFLOW_PROFILE = prof = cProfile.Profile()
+    fn = _workflow._RunningWorkflow.activate
+
+    def activate(self: Any, *a: Any, **k: Any) -> Any:
+        prof.enable()
+        try:
+            return fn(self, *a, **k)
+        finally:
+            prof.disable()
+
+    _workflow._RunningWorkflow.activate = activate  # type: ignore[method-assign]
 
 
 def report(calls: int) -> None:
@@ -106,10 +137,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tool-calls", type=int, default=200)
     parser.add_argument("--no-eager", action="store_true")
+    parser.add_argument("--cprofile-workflow", action="store_true")
     args = parser.parse_args()
     instrument()
+    if args.cprofile_workflow:
+        profile_workflow_tasks()
     asyncio.run(bench.main_async(args.tool_calls, 2000, tuned=not args.no_eager))
     report(args.tool_calls)
+    if WORKFLOW_PROFILE is not None:
+        import pstats
+
+        pstats.Stats(WORKFLOW_PROFILE).sort_stats("cumulative").print_stats(45)
     sys.stdout.flush()
     os._exit(0)
 
