@@ -38,10 +38,9 @@ class Payload(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
-_BODIES = (
-    sql_select(Payload.__table__.c.digest, Payload.__table__.c.body).where(  # type: ignore[attr-defined]
-        Payload.__table__.c.digest.in_(bindparam("digests", expanding=True))
-    )  # type: ignore[attr-defined]
+_TABLE: Any = Payload.__table__  # type: ignore[attr-defined]
+_BODIES = sql_select(_TABLE.c.digest, _TABLE.c.body).where(
+    _TABLE.c.digest.in_(bindparam("digests", expanding=True))
 )
 
 
@@ -105,9 +104,9 @@ class PayloadStore:
         wanted = sorted(set(keys))
         with self.db.read_session() as session:
             conn = session.connection()
-            found: dict[str, bytes] = dict(
-                conn.execute(_BODIES, {"digests": wanted}).tuples().all()  # type: ignore[arg-type]
-            )
+            found: dict[str, bytes] = {
+                row[0]: row[1] for row in conn.execute(_BODIES, {"digests": wanted})
+            }
         missing = [k for k in keys if k not in found]
         if missing:
             raise PayloadMissing(f"the payload store holds no payload {missing[0]}")

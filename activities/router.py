@@ -43,6 +43,7 @@ from typing import Any, Literal, TypeVar
 import openai
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -661,13 +662,20 @@ class Router:
         )
 
     async def settle(
-        self, agent: str, routed: Routed, out: BaseModel, payload: BaseModel
+        self,
+        agent: str,
+        routed: Routed,
+        out: BaseModel,
+        payload: BaseModel,
+        *,
+        also: Callable[[Session], None] | None = None,
     ) -> RoutedUsage:
         """Audit what :meth:`exchange` routed (``model.routed`` with ``out``'s digest) and the
-        run's charged totals."""
+        run's charged totals. ``also(session)`` writes in the audit row's transaction (an
+        agent turn stores its assistant message there: one commit, not two)."""
         state = routed.state
         return await self._finish(
-            agent, state.task_class, state, routed.spec.tier, routed.spec, out, payload
+            agent, state.task_class, state, routed.spec.tier, routed.spec, out, payload, also=also
         )
 
     # -- one request ------------------------------------------------------------------------
@@ -953,6 +961,8 @@ class Router:
         spec: ModelSpec | None,
         out: BaseModel,
         payload: BaseModel,
+        *,
+        also: Callable[[Session], None] | None = None,
     ) -> RoutedUsage:
         await self._charge_audit(agent, task_class, state, payload)
         info = activity.info()
@@ -1002,7 +1012,17 @@ class Router:
             input_digest=digest(payload),
             output_digest=digest(out),
         )
-        await asyncio.to_thread(self.agents.ledger.append, [event])
+        if also is None:
+            await asyncio.to_thread(self.agents.ledger.append, [event])
+        else:
+            ledger = self.agents.ledger
+
+            def write() -> None:
+                with ledger.db.session() as session:
+                    also(session)
+                    ledger.append_in(session, [event])
+
+            await asyncio.to_thread(write)
         # the agent's own audit row (agents.py _audit) names the answering request's decision
         _GOVERNED.set(state.governed if spec is not None else None)
         return usage

@@ -92,8 +92,9 @@ def instrument() -> None:
     timed(payload_store.PayloadStore, "put_in", "db: payload put_in")
     timed(payload_store.PayloadStore, "get_many", "db: payload get_many")
     timed(Session, "commit", "db: Session.commit")
-    from activities import policy
     from temporalio.worker import _workflow
+
+    from activities import policy
 
     timed(agents, "decide", "      policy: decide (model call)")
     timed(policy, "decide_sync", "      policy: decide_sync (tool call)")
