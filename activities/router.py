@@ -837,24 +837,27 @@ class Router:
     async def _remaining(self, payload: BaseModel) -> tuple[float, str] | None:
         """The smaller of the run's and the tenant's remaining budget (USD), with a note."""
         info = activity.info()
-        limits: list[tuple[float, str]] = []
         budget = _budget(payload)
-        if budget.run_usd is not None:
-            _, run_cost = await asyncio.to_thread(
-                spend.run_totals,
-                self.agents.ledger.db,
-                info.workflow_id or "",
-                info.workflow_run_id or "",
-            )
-            left = round(budget.run_usd - run_cost, 8)
-            limits.append((left, f"run budget {budget.run_usd} USD, {run_cost} spent"))
         tenant = _tenant(payload)
         cap = self.caps.get(tenant)
-        if cap is not None:
-            day = spend.utc_day(datetime.now(UTC))
-            spent = await asyncio.to_thread(spend.spent_on, self.agents.ledger.db, tenant, day)
-            limits.append((round(cap - spent, 8), f"tenant daily cap {cap} USD, {spent} spent"))
-        return min(limits) if limits else None
+        if budget.run_usd is None and cap is None:
+            return None
+        db = self.agents.ledger.db
+
+        def read() -> list[tuple[float, str]]:  # both reads in one worker-thread hop
+            limits: list[tuple[float, str]] = []
+            if budget.run_usd is not None:
+                _, run_cost = spend.run_totals(
+                    db, info.workflow_id or "", info.workflow_run_id or ""
+                )
+                left = round(budget.run_usd - run_cost, 8)
+                limits.append((left, f"run budget {budget.run_usd} USD, {run_cost} spent"))
+            if cap is not None:
+                spent = spend.spent_on(db, tenant, spend.utc_day(datetime.now(UTC)))
+                limits.append((round(cap - spent, 8), f"tenant daily cap {cap} USD, {spent} spent"))
+            return limits
+
+        return min(await asyncio.to_thread(read))
 
     def _budget_error(self, agent: str, payload: BaseModel, call: ModelCall) -> ApplicationError:
         return ApplicationError(
