@@ -97,6 +97,8 @@ def instrument() -> None:
     from activities import policy
 
     timed(agents, "decide", "      policy: decide (model call)")
+    if hasattr(agents, "decide_sync"):  # the embedded engine decides on the read's thread
+        timed(agents, "decide_sync", "      policy: decide (model call)")
     timed(policy, "decide_sync", "      policy: decide_sync (tool call)")
     timed(audit.AuditLedger, "append", "db: audit append in its own txn")
     timed(router, "_heartbeating", "    exchange: model HTTP round trip")
