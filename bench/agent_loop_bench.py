@@ -15,10 +15,15 @@ Printed: a table, then exactly three lines::
     largest_payload_bytes=N    the largest single Temporal payload in those histories
     overhead_ms_per_tool_call=X  (wall time of the run - the tool's own time - the model
                                server's own time answering the turns) / N: what Baton adds per
-                               tool call (routing, policy, payload store, audit, Temporal)
+                               tool call (routing, policy, payload store, audit, and the
+                               Temporal dev server's round trips: two workflow tasks and two
+                               activities per call, on the same machine as the worker)
 
 Run: ``.venv/bin/python bench/agent_loop_bench.py --tool-calls 500``. It starts its own Temporal
-dev server, model server, SQLite file and a copy of policy/ whose tool data allows N calls.
+dev server (the finance bench's tuning plus eager activity execution: ``SERVER_TUNING``;
+``--no-eager`` for the server's default), model server, SQLite file and a copy of policy/ whose
+tool data allows N calls. ``bench/profile_agent_loop.py`` runs the same bench with timers per
+phase.
 """
 
 from __future__ import annotations
