@@ -32,11 +32,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -198,9 +200,21 @@ class AgentTurnActivities:
         assistant, calls = (
             _native_answer(routed.response) if native else _structured_answer(routed.response, spec)
         )
-        turn = await asyncio.to_thread(self._settle, inp, step, node, window, assistant, calls)
-        out = _TurnDigest(calls=[c.name for c in turn.tool_calls], final=turn.final is not None)
-        usage = await self.router.settle(step.name, routed, out, inp)
+        judged = _judge_turn(step, window, calls)
+        out = _TurnDigest(calls=[c.name for c in judged.calls], final=judged.final is not None)
+        settled: list[AgentTurn] = []
+        # the assistant message, the conversation node and the ``model.routed`` audit row
+        # commit together (one transaction per turn for what it adds)
+        usage = await self.router.settle(
+            step.name,
+            routed,
+            out,
+            inp,
+            also=lambda session: settled.append(
+                self._settle(session, inp, step, node, assistant, judged)
+            ),
+        )
+        turn = settled[0]
         compensations = {}
         for name in inp.tools:
             declared = self.registry.get(name)
@@ -218,50 +232,38 @@ class AgentTurnActivities:
 
     def _settle(
         self,
+        session: Session,
         inp: AgentTurnInput,
         step: AgentStep,
         node: dict[str, Any],
-        window: list[dict[str, Any]],
         assistant: dict[str, Any],
-        calls: list[ToolCallRequest],
+        judged: _Judged,
     ) -> AgentTurn:
-        """Store the assistant message and the new conversation node; judge a final answer."""
-        final_call = next((c for c in calls if c.name == FINAL_ANSWER_TOOL), None)
-        final: dict[str, Any] | None = None
-        refused_text: str | None = None
-        if final_call is not None:
-            problems = _judge(step, final_call.arguments, window)
-            if problems:
-                refused_text = (
-                    "your final answer was refused: " + "; ".join(problems) + ". Fix every "
-                    "problem and call final_answer again."
-                )
-            else:
-                final = final_call.arguments
-            calls = []  # a final answer ends the turn: other calls of it are not made
+        """Store the assistant message and the new conversation node (the caller's
+        transaction)."""
+        final_call, calls, final = judged.final_call, judged.calls, judged.final
         keep = step.limits.context_messages
         refused: PayloadRef | None = None
-        with self.payloads.db.session() as session:  # one transaction for what the turn adds
-            assistant_ref = self.payloads.put_in(session, assistant)
-            if refused_text is not None and final_call is not None:
-                refused = self.payloads.put_in(
-                    session, tool_message(final_call.call_id, refused_text)
-                )
-            elif final_call is None and not calls:
-                nudge = {
-                    "role": "user",
-                    "content": "Call one of your tools, or finish with final_answer.",
-                }
-                refused = self.payloads.put_in(session, nudge)
-            stored = self.payloads.put_in(
-                session,
-                {
-                    **node,
-                    "added": [*node["added"], assistant_ref.digest],
-                    "count": node["count"] + 1,
-                    "tail": [*node["tail"], assistant_ref.digest][-keep:],
-                },
+        assistant_ref = self.payloads.put_in(session, assistant)
+        if judged.refused_text is not None and final_call is not None:
+            refused = self.payloads.put_in(
+                session, tool_message(final_call.call_id, judged.refused_text)
             )
+        elif final_call is None and not calls:
+            nudge = {
+                "role": "user",
+                "content": "Call one of your tools, or finish with final_answer.",
+            }
+            refused = self.payloads.put_in(session, nudge)
+        stored = self.payloads.put_in(
+            session,
+            {
+                **node,
+                "added": [*node["added"], assistant_ref.digest],
+                "count": node["count"] + 1,
+                "tail": [*node["tail"], assistant_ref.digest][-keep:],
+            },
+        )
         return AgentTurn(
             conversation=stored,
             tool_calls=calls,
@@ -298,6 +300,34 @@ def _create(client: openai.AsyncOpenAI, kwargs: dict[str, Any]) -> Any:
         body=body,
         options={"timeout": kwargs.get("timeout")},
     )
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A turn's calls after its final answer (if any) was judged."""
+
+    calls: list[ToolCallRequest]
+    final_call: ToolCallRequest | None
+    final: dict[str, Any] | None
+    refused_text: str | None
+
+
+def _judge_turn(
+    step: AgentStep, window: list[dict[str, Any]], calls: list[ToolCallRequest]
+) -> _Judged:
+    """A final answer is validated for shape and meaning; it ends the turn (other calls of it
+    are not made); a refused one goes back to the model."""
+    final_call = next((c for c in calls if c.name == FINAL_ANSWER_TOOL), None)
+    if final_call is None:
+        return _Judged(calls, None, None, None)
+    problems = _judge(step, final_call.arguments, window)
+    if problems:
+        refused_text = (
+            "your final answer was refused: " + "; ".join(problems) + ". Fix every "
+            "problem and call final_answer again."
+        )
+        return _Judged([], final_call, None, refused_text)
+    return _Judged([], final_call, final_call.arguments, None)
 
 
 def _judge(step: AgentStep, arguments: dict[str, Any], window: list[dict[str, Any]]) -> list[str]:

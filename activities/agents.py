@@ -66,7 +66,9 @@ from activities.policy import (
     POLICY_UNAVAILABLE_ERROR,
     UNKNOWN_REVISION,
     PolicyEngine,
+    SyncPolicyEngine,
     decide,
+    decide_sync,
     is_unavailable,
     unavailable_error,
 )
@@ -853,29 +855,41 @@ class AgentActivities:
         plain = payload.model_dump_json(exclude=NOT_SENT)
         now = datetime.now(UTC)
         day = spend.utc_day(now)
-        spent = await asyncio.to_thread(spend.spent_on, self.ledger.db, tenant, day)
         estimate = self._estimate(system, plain) if target is None else target.estimate
         region = self.model_region if target is None else target.region
-        query = PolicyQuery(
-            policy=AGENT_CALL_POLICY,
-            input=agent_call_policy_input(
-                role=agent,
-                tenant=tenant,
-                endpoint=str(self.client.base_url) if target is None else target.endpoint,
-                model=chosen.model,
-                region=region,
-                spent_today_usd=spent,
-                estimated_cost_usd=estimate,
-                now=now,
-            ),
-            subject=agent,
-            workflow_id=info.workflow_id or "",
-        )
         # One decision per attempt (and per routed request): a retry asks again, and every
         # answer is audited.
         call = "" if target is None else f"/{target.call_index}"
         decision_id = f"{info.workflow_id}/act/{info.activity_id}/llm/{info.attempt}{call}"
-        if self.policy is None:
+        engine = self.policy
+
+        def ask() -> tuple[float, PolicyQuery, PolicyDecision | None]:
+            """The tenant's spend today and the query; an embedded engine decides here too
+            (one worker-thread hop for both, not one each)."""
+            spent = spend.spent_on(self.ledger.db, tenant, day)
+            query = PolicyQuery(
+                policy=AGENT_CALL_POLICY,
+                input=agent_call_policy_input(
+                    role=agent,
+                    tenant=tenant,
+                    endpoint=str(self.client.base_url) if target is None else target.endpoint,
+                    model=chosen.model,
+                    region=region,
+                    spent_today_usd=spent,
+                    estimated_cost_usd=estimate,
+                    now=now,
+                ),
+                subject=agent,
+                workflow_id=info.workflow_id or "",
+            )
+            if isinstance(engine, SyncPolicyEngine):
+                return spent, query, decide_sync(engine, query, decision_id)
+            return spent, query, None
+
+        spent, query, decided = await asyncio.to_thread(ask)
+        if decided is not None:
+            decision = decided
+        elif engine is None:
             decision = PolicyDecision(
                 decision_id=decision_id,
                 policy=AGENT_CALL_POLICY,
@@ -886,7 +900,7 @@ class AgentActivities:
                 subject=agent,
             )
         else:
-            decision = await decide(self.policy, query, decision_id)
+            decision = await decide(engine, query, decision_id)
 
         content, problem = plain, None
         redacted: dict[str, int] = {}

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import LargeBinary
+from sqlalchemy import LargeBinary, bindparam
+from sqlalchemy import select as sql_select
 from sqlmodel import Column, Field, Session, SQLModel
 
 from activities.database import Database, utcnow
@@ -35,6 +36,12 @@ class Payload(SQLModel, table=True):
     media_type: str = "application/json"
     body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+_TABLE: Any = Payload.__table__  # type: ignore[attr-defined]
+_BODIES = sql_select(_TABLE.c.digest, _TABLE.c.body).where(
+    _TABLE.c.digest.in_(bindparam("digests", expanding=True))
+)
 
 
 class PayloadMissing(LookupError):
@@ -90,12 +97,16 @@ class PayloadStore:
 
     def get_many(self, refs: Sequence[PayloadRef | str]) -> list[Any]:
         keys = [r if isinstance(r, str) else r.digest for r in refs]
+        if not keys:
+            return []
+        # one Core query for the whole window (an ORM get per digest cost ~0.4 ms each: a
+        # 40-message window was 7 ms of every agent turn)
+        wanted = sorted(set(keys))
         with self.db.read_session() as session:
-            found: dict[str, bytes] = {}
-            for key in set(keys):
-                row = session.get(Payload, key)
-                if row is not None:
-                    found[key] = row.body
+            conn = session.connection()
+            found: dict[str, bytes] = {
+                row[0]: row[1] for row in conn.execute(_BODIES, {"digests": wanted})
+            }
         missing = [k for k in keys if k not in found]
         if missing:
             raise PayloadMissing(f"the payload store holds no payload {missing[0]}")

@@ -43,6 +43,7 @@ from typing import Any, Literal, TypeVar
 import openai
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -661,13 +662,20 @@ class Router:
         )
 
     async def settle(
-        self, agent: str, routed: Routed, out: BaseModel, payload: BaseModel
+        self,
+        agent: str,
+        routed: Routed,
+        out: BaseModel,
+        payload: BaseModel,
+        *,
+        also: Callable[[Session], None] | None = None,
     ) -> RoutedUsage:
         """Audit what :meth:`exchange` routed (``model.routed`` with ``out``'s digest) and the
-        run's charged totals."""
+        run's charged totals. ``also(session)`` writes in the audit row's transaction (an
+        agent turn stores its assistant message there: one commit, not two)."""
         state = routed.state
         return await self._finish(
-            agent, state.task_class, state, routed.spec.tier, routed.spec, out, payload
+            agent, state.task_class, state, routed.spec.tier, routed.spec, out, payload, also=also
         )
 
     # -- one request ------------------------------------------------------------------------
@@ -829,24 +837,27 @@ class Router:
     async def _remaining(self, payload: BaseModel) -> tuple[float, str] | None:
         """The smaller of the run's and the tenant's remaining budget (USD), with a note."""
         info = activity.info()
-        limits: list[tuple[float, str]] = []
         budget = _budget(payload)
-        if budget.run_usd is not None:
-            _, run_cost = await asyncio.to_thread(
-                spend.run_totals,
-                self.agents.ledger.db,
-                info.workflow_id or "",
-                info.workflow_run_id or "",
-            )
-            left = round(budget.run_usd - run_cost, 8)
-            limits.append((left, f"run budget {budget.run_usd} USD, {run_cost} spent"))
         tenant = _tenant(payload)
         cap = self.caps.get(tenant)
-        if cap is not None:
-            day = spend.utc_day(datetime.now(UTC))
-            spent = await asyncio.to_thread(spend.spent_on, self.agents.ledger.db, tenant, day)
-            limits.append((round(cap - spent, 8), f"tenant daily cap {cap} USD, {spent} spent"))
-        return min(limits) if limits else None
+        if budget.run_usd is None and cap is None:
+            return None
+        db = self.agents.ledger.db
+
+        def read() -> list[tuple[float, str]]:  # both reads in one worker-thread hop
+            limits: list[tuple[float, str]] = []
+            if budget.run_usd is not None:
+                _, run_cost = spend.run_totals(
+                    db, info.workflow_id or "", info.workflow_run_id or ""
+                )
+                left = round(budget.run_usd - run_cost, 8)
+                limits.append((left, f"run budget {budget.run_usd} USD, {run_cost} spent"))
+            if cap is not None:
+                spent = spend.spent_on(db, tenant, spend.utc_day(datetime.now(UTC)))
+                limits.append((round(cap - spent, 8), f"tenant daily cap {cap} USD, {spent} spent"))
+            return limits
+
+        return min(await asyncio.to_thread(read))
 
     def _budget_error(self, agent: str, payload: BaseModel, call: ModelCall) -> ApplicationError:
         return ApplicationError(
@@ -953,6 +964,8 @@ class Router:
         spec: ModelSpec | None,
         out: BaseModel,
         payload: BaseModel,
+        *,
+        also: Callable[[Session], None] | None = None,
     ) -> RoutedUsage:
         await self._charge_audit(agent, task_class, state, payload)
         info = activity.info()
@@ -1002,7 +1015,17 @@ class Router:
             input_digest=digest(payload),
             output_digest=digest(out),
         )
-        await asyncio.to_thread(self.agents.ledger.append, [event])
+        if also is None:
+            await asyncio.to_thread(self.agents.ledger.append, [event])
+        else:
+            ledger = self.agents.ledger
+
+            def write() -> None:
+                with ledger.db.session() as session:
+                    also(session)
+                    ledger.append_in(session, [event])
+
+            await asyncio.to_thread(write)
         # the agent's own audit row (agents.py _audit) names the answering request's decision
         _GOVERNED.set(state.governed if spec is not None else None)
         return usage

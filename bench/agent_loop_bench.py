@@ -15,10 +15,15 @@ Printed: a table, then exactly three lines::
     largest_payload_bytes=N    the largest single Temporal payload in those histories
     overhead_ms_per_tool_call=X  (wall time of the run - the tool's own time - the model
                                server's own time answering the turns) / N: what Baton adds per
-                               tool call (routing, policy, payload store, audit, Temporal)
+                               tool call (routing, policy, payload store, audit, and the
+                               Temporal dev server's round trips: two workflow tasks and two
+                               activities per call, on the same machine as the worker)
 
 Run: ``.venv/bin/python bench/agent_loop_bench.py --tool-calls 500``. It starts its own Temporal
-dev server, model server, SQLite file and a copy of policy/ whose tool data allows N calls.
+dev server (the finance bench's tuning plus eager activity execution: ``SERVER_TUNING``;
+``--no-eager`` for the server's default), model server, SQLite file and a copy of policy/ whose
+tool data allows N calls. ``bench/profile_agent_loop.py`` runs the same bench with timers per
+phase.
 """
 
 from __future__ import annotations
@@ -260,7 +265,20 @@ async def run_bench(
     return [*lines, f"continued_runs={hist['runs'] - 1}"]
 
 
-async def main_async(tool_calls: int, continue_after: int) -> None:
+#: The dev server's settings: the finance bench's "tuned dev server"
+#: (bench/finance_close_bench.py TUNING), plus eager activity execution, which the server
+#: keeps off by default: with it, a workflow task that schedules an activity on the worker's
+#: own task queue gets the activity back in its completion's answer (the SDK asks for it by
+#: default) instead of the activity going through matching.
+SERVER_TUNING = [
+    "--dynamic-config-value",
+    "history.transferProcessorMaxPollRPS=1000",
+    "--dynamic-config-value",
+    "system.enableActivityEagerExecution=true",
+]
+
+
+async def main_async(tool_calls: int, continue_after: int, *, tuned: bool = True) -> None:
     from temporalio.testing import WorkflowEnvironment
 
     from baton.devstack import local
@@ -274,10 +292,7 @@ async def main_async(tool_calls: int, continue_after: int) -> None:
         port=local.free_port(),
         plugins=[BatonPlugin()],
         search_attributes=visibility.ALL,  # type: ignore[arg-type]
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=1000",
-        ],
+        dev_server_extra_args=SERVER_TUNING if tuned else SERVER_TUNING[:2],
         dev_server_startup_timeout=timedelta(seconds=60),
     )
     model = TimedModelServer()
@@ -290,7 +305,8 @@ async def main_async(tool_calls: int, continue_after: int) -> None:
     )
     print(
         f"# agent loop bench: {tool_calls} tool calls, continue as new after {continue_after} "
-        f"events; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+        f"events; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; dev server: "
+        f"{' '.join(SERVER_TUNING if tuned else SERVER_TUNING[:2])}"
     )
     try:
         await run_bench(
@@ -317,8 +333,13 @@ def main(argv: list[str] | None = None) -> None:
         default=BENCH_AGENT.limits.continue_after_events,
         help="history events after which the run continues as new",
     )
+    parser.add_argument(
+        "--no-eager",
+        action="store_true",
+        help="leave the dev server's eager activity execution off (its default)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(main_async(args.tool_calls, args.continue_after))
+    asyncio.run(main_async(args.tool_calls, args.continue_after, tuned=not args.no_eager))
     sys.stdout.flush()
     os._exit(0)  # docs/architecture.md: temporalio can crash at interpreter exit
 
