@@ -153,7 +153,7 @@ ONBOARDING_EXECUTOR = AgentStep(
     ),
     tools=("grant_customer_entitlement", "send_welcome_email"),
     output=OnboardingDone,
-    limits=AgentLimits(max_turns=8, max_tool_calls=12, continue_after_events=10**9),
+    limits=AgentLimits(max_turns=16, max_tool_calls=16, continue_after_events=10**9),
 )
 
 AGENT_STEPS: dict[str, AgentStep] = {
