@@ -33,6 +33,7 @@ from activities.canary import Canary, CanaryActivities
 from activities.claims import ClaimActivities
 from activities.customer import CustomerActivities
 from activities.customer_agents import CustomerAgentActivities
+from activities.customer_tools import CustomerToolActivities, customer_tools
 from activities.database import Database
 from activities.decision_log import DecisionLogger
 from activities.extensions import ExtensionActivities
@@ -220,7 +221,13 @@ def build_runtime(settings: Settings) -> Runtime:
     supervisor = SupervisorActivities(ledger, policy, switch)
     payloads = PayloadStore(db)
     tools = ToolActivities(
-        ToolRegistry(builtin_tools()), db, ledger, policy, payloads, switch, knowledge_base
+        ToolRegistry([*builtin_tools(), *customer_tools()]),
+        db,
+        ledger,
+        policy,
+        payloads,
+        switch,
+        knowledge_base,
     )
     # MCP tools as governed tools (activities/mcp_tools.py): credentials are resolved here, from
     # the worker's environment, and never leave it; agents call them through call_tool
@@ -228,6 +235,7 @@ def build_runtime(settings: Settings) -> Runtime:
         load_mcp_config(settings.mcp_config, os.environ) if settings.mcp_config else []
     )
     McpToolset(mcp, ledger).register(tools.registry)
+    customer_tools_ = CustomerToolActivities(db, payloads)
     agent_turns = AgentTurnActivities(router, payloads, tools.registry)
     activities = [
         finance.collect_period_data,
@@ -253,6 +261,8 @@ def build_runtime(settings: Settings) -> Runtime:
         customer.check_customer_plan,
         customer.commit_customer_action,
         customer.revert_customer_action,
+        customer_tools_.record_customer_plan,
+        customer_tools_.customer_plan_outcome,
         customer_agents.plan_customer_onboarding,
         customer_agents.write_intro_email,
         customer_agents.assess_discount,

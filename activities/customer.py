@@ -237,85 +237,94 @@ class CustomerActivities:
         self, inp: CommitInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
     ) -> CommitOutcome:
         wf = activity.info().workflow_id or ""
-        action = inp.action
         with self.db.session() as session:
-            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
-            stored = session.get(CrmCommitAttempt, inp.idempotency_key)
-            if stored is not None:
-                return CommitOutcome.model_validate_json(stored.outcome_json)
-            if self.switch is not None:  # inside the transaction: no commit while engaged
-                subject = Subject(
-                    process=PROCESS, agent=PROPOSED_BY[action.kind], tenant=inp.tenant
-                )
-                self.switch.raise_if_blocking(subject, session)
-            decision = decide_now(
-                PolicyQuery(
-                    policy=CUSTOMER_POLICY,
-                    input=customer_policy_input(inp, action),
-                    subject=action.key,
+            return self.commit_in(session, inp, decide_now, wf)
+
+    def commit_in(
+        self,
+        session: Session,
+        inp: CommitInput,
+        decide_now: Callable[[PolicyQuery], PolicyDecision],
+        wf: str,
+    ) -> CommitOutcome:
+        """The commit inside the caller's transaction (the activity's, or a governed tool
+        call's: activities/customer_tools.py)."""
+        action = inp.action
+        claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
+        stored = session.get(CrmCommitAttempt, inp.idempotency_key)
+        if stored is not None:
+            return CommitOutcome.model_validate_json(stored.outcome_json)
+        if self.switch is not None:  # inside the transaction: no commit while engaged
+            subject = Subject(process=PROCESS, agent=PROPOSED_BY[action.kind], tenant=inp.tenant)
+            self.switch.raise_if_blocking(subject, session)
+        decision = decide_now(
+            PolicyQuery(
+                policy=CUSTOMER_POLICY,
+                input=customer_policy_input(inp, action),
+                subject=action.key,
+                workflow_id=wf,
+            )
+        )
+        outcome = CommitOutcome(decision=decision)
+        events = [
+            activity_event(
+                "commit/policy",
+                actor=f"policy:{decision.policy}",
+                action=f"policy.{decision.verdict}",
+                detail={
+                    "subject": action.key,
+                    "customer_id": inp.customer.customer_id,
+                    "reasons": decision.reasons,
+                    "revision": decision.revision,
+                    "engine": decision.engine,
+                    "approval": inp.approval.model_dump() if inp.approval else None,
+                },
+                decision_id=decision.decision_id,
+                input_digest=digest(inp),
+            )
+        ]
+        if decision.verdict == "allow":
+            commit_id = f"C-{uuid.uuid4().hex[:12]}"
+            outcome = CommitOutcome(decision=decision, commit_id=commit_id)
+            approved_by = ", ".join(inp.approval.approvers) if inp.approval else None
+            session.add(
+                CrmCommit(
+                    commit_id=commit_id,
+                    idempotency_key=inp.idempotency_key,
+                    tenant=inp.tenant,
+                    customer_id=inp.customer.customer_id,
+                    kind=action.kind,
+                    action_key=action.key,
+                    summary=action.summary,
+                    payload=action.payload,
+                    approved_by=approved_by,
+                    rationale=inp.rationale,
                     workflow_id=wf,
                 )
             )
-            outcome = CommitOutcome(decision=decision)
-            events = [
+            events.append(
                 activity_event(
-                    "commit/policy",
-                    actor=f"policy:{decision.policy}",
-                    action=f"policy.{decision.verdict}",
+                    "commit/committed",
+                    actor="baton:customer_onboarding",
+                    action=f"crm.committed.{action.kind}",
                     detail={
-                        "subject": action.key,
+                        "commit_id": commit_id,
                         "customer_id": inp.customer.customer_id,
-                        "reasons": decision.reasons,
-                        "revision": decision.revision,
-                        "engine": decision.engine,
-                        "approval": inp.approval.model_dump() if inp.approval else None,
+                        "key": action.key,
+                        "summary": action.summary,
+                        "approved_by": approved_by,
                     },
+                    rationale=inp.rationale,
                     decision_id=decision.decision_id,
-                    input_digest=digest(inp),
-                )
-            ]
-            if decision.verdict == "allow":
-                commit_id = f"C-{uuid.uuid4().hex[:12]}"
-                outcome = CommitOutcome(decision=decision, commit_id=commit_id)
-                approved_by = ", ".join(inp.approval.approvers) if inp.approval else None
-                session.add(
-                    CrmCommit(
-                        commit_id=commit_id,
-                        idempotency_key=inp.idempotency_key,
-                        tenant=inp.tenant,
-                        customer_id=inp.customer.customer_id,
-                        kind=action.kind,
-                        action_key=action.key,
-                        summary=action.summary,
-                        payload=action.payload,
-                        approved_by=approved_by,
-                        rationale=inp.rationale,
-                        workflow_id=wf,
-                    )
-                )
-                events.append(
-                    activity_event(
-                        "commit/committed",
-                        actor="baton:customer_onboarding",
-                        action=f"crm.committed.{action.kind}",
-                        detail={
-                            "commit_id": commit_id,
-                            "customer_id": inp.customer.customer_id,
-                            "key": action.key,
-                            "summary": action.summary,
-                            "approved_by": approved_by,
-                        },
-                        rationale=inp.rationale,
-                        decision_id=decision.decision_id,
-                        output_digest=digest(action.payload),
-                    )
-                )
-            session.add(
-                CrmCommitAttempt(
-                    idempotency_key=inp.idempotency_key, outcome_json=outcome.model_dump_json()
+                    output_digest=digest(action.payload),
                 )
             )
-            self.ledger.append_in(session, events)
+        session.add(
+            CrmCommitAttempt(
+                idempotency_key=inp.idempotency_key, outcome_json=outcome.model_dump_json()
+            )
+        )
+        self.ledger.append_in(session, events)
         return outcome
 
     @activity.defn(name="revert_customer_action")
@@ -327,34 +336,38 @@ class CustomerActivities:
 
     def _revert(self, inp: RevertInput) -> RevertOutcome:
         with self.db.session() as session:
-            row = _by_key(session, inp.original_key)
-            if row is None:
-                return RevertOutcome(reverted=False, detail="nothing was committed")
-            if row.reverted_at is not None:
-                return RevertOutcome(reverted=True, detail=f"{row.commit_id} already reverted")
-            row.reverted_at, row.revert_key, row.revert_reason = (
-                utcnow(),
-                inp.idempotency_key,
-                inp.reason,
-            )
-            session.add(row)
-            self.ledger.append_in(
-                session,
-                [
-                    activity_event(
-                        "revert",
-                        actor="baton:compensation",
-                        action=f"crm.reverted.{row.kind}",
-                        detail={
-                            "commit_id": row.commit_id,
-                            "customer_id": row.customer_id,
-                            "key": row.action_key,
-                        },
-                        rationale=inp.reason,
-                    )
-                ],
-            )
-            return RevertOutcome(reverted=True, detail=f"{row.commit_id} reverted")
+            return self.revert_in(session, inp)
+
+    def revert_in(self, session: Session, inp: RevertInput) -> RevertOutcome:
+        """The revert inside the caller's transaction (the compensation activity's or a tool's)."""
+        row = _by_key(session, inp.original_key)
+        if row is None:
+            return RevertOutcome(reverted=False, detail="nothing was committed")
+        if row.reverted_at is not None:
+            return RevertOutcome(reverted=True, detail=f"{row.commit_id} already reverted")
+        row.reverted_at, row.revert_key, row.revert_reason = (
+            utcnow(),
+            inp.idempotency_key,
+            inp.reason,
+        )
+        session.add(row)
+        self.ledger.append_in(
+            session,
+            [
+                activity_event(
+                    "revert",
+                    actor="baton:compensation",
+                    action=f"crm.reverted.{row.kind}",
+                    detail={
+                        "commit_id": row.commit_id,
+                        "customer_id": row.customer_id,
+                        "key": row.action_key,
+                    },
+                    rationale=inp.reason,
+                )
+            ],
+        )
+        return RevertOutcome(reverted=True, detail=f"{row.commit_id} reverted")
 
 
 def _by_key(session: Session, key: str) -> CrmCommit | None:

@@ -70,6 +70,8 @@ class ToolContext:
     workflow_id: str
     db: Database
     tools: ToolActivities
+    #: policy asked from inside the tool's transaction (a tool whose effect asks its own policy)
+    decide: Callable[[PolicyQuery], PolicyDecision] | None = None
 
 
 ReadTool = Callable[[ToolContext, Any], Awaitable[ToolResult]]
@@ -572,7 +574,17 @@ class ToolActivities:
         decide_now = in_transaction_decider(
             self.policy, f"{info.workflow_id}/act/{info.activity_id}/tool/{info.attempt}"
         )
-        ctx = ToolContext(inp.principal, inp.idempotency_key, info.workflow_id or "", self.db, self)
+        ctx = ToolContext(
+            inp.principal,
+            inp.idempotency_key,
+            info.workflow_id or "",
+            self.db,
+            self,
+            in_transaction_decider(
+                self.policy,
+                f"{info.workflow_id}/act/{info.activity_id}/tool/{info.attempt}/effect",
+            ),
+        )
         try:
             args = spec.validate(inp.arguments)
         except ToolArgumentsInvalid as err:

@@ -201,4 +201,32 @@ async def demo_customer(client: Any, settings: Settings, runtime: Any, tenant: s
         f"{len(result.sources)} sources, {result.tokens} tokens, ${result.cost_usd:.4f}",
         f"   -> baton customer result {mine.workflow_id}",
         f"   web UI: {settings.workflow_url(mine.workflow_id)}",
+        *await asyncio.to_thread(tool_call_lines, runtime.db, mine.workflow_id),
     ]
+
+
+def tool_call_lines(db: Any, workflow_id: str) -> list[str]:
+    """The demo's account of an agent that acts: each governed tool call of the run (the
+    onboarding executor carrying out the plan), its policy verdict and its outcome. In the web
+    UI each is a ``call_tool`` activity whose summary names the tool."""
+    from activities.tools import tool_calls_of
+    from workflows.contracts_tools import ToolCallOutcome
+
+    calls = sorted(tool_calls_of(db, workflow_id), key=lambda c: c.created_at)
+    if not calls:
+        return []
+    lines = [
+        f"   agent that acts: onboarding_executor carried out the plan in {len(calls)} governed "
+        "tool calls (each a call_tool activity named by its tool in the web UI):"
+    ]
+    for call in calls:
+        outcome = ToolCallOutcome.model_validate_json(call.outcome_json)
+        data = outcome.data or {}
+        if not outcome.ran:
+            did = "not run: " + "; ".join(outcome.decision.reasons)
+        elif outcome.is_error:
+            did = "refused by the tool"
+        else:
+            did = f"{data.get('action_key', '?')} committed as {data.get('commit_id', '?')}"
+        lines.append(f"   - tool {call.tool}: policy {call.verdict} -> {did}")
+    return lines

@@ -427,7 +427,11 @@ async def test_demo_runs_with_encryption_and_signed_approvals_on(
 
     issuer = init_dev_issuer(tmp_path / "issuer")
     models = tmp_path / "models.json"
-    models.write_text(json.dumps(catalogue(model_server)))
+    routes = catalogue(model_server)
+    routes["task_classes"]["act"] = {"capability": "tool_use"}  # agents that act (the executor)
+    for m in routes["models"]:
+        m["capabilities"] = [*m["capabilities"], "tool_use"]
+    models.write_text(json.dumps(routes))
     settings = make_settings(
         database_url,
         model_server,
@@ -470,6 +474,16 @@ async def test_demo_runs_with_encryption_and_signed_approvals_on(
     assert "oscar (sales-manager) approved" in lines[customer]
     assert "1 x discount" in lines[customer + 1] and "15% discount" in lines[customer + 1]
     assert "-> baton customer result customer-onboarding/acme/" in lines[customer + 2]
+    # the agent that acts: the plan carried out through governed tool calls, one line each
+    assert lines[customer + 4].startswith("   agent that acts: onboarding_executor carried out")
+    tool_lines = lines[customer + 5 : support]
+    assert tool_lines and all(
+        re.match(r"   - tool (grant_customer_entitlement|send_welcome_email): policy allow -> "
+                 r"(discount|intro_email|task/\d+) committed as C-\w+$", line)
+        for line in tool_lines
+    ), tool_lines  # fmt: skip
+    assert len(tool_lines) == int(re.search(r"in (\d+) governed", lines[customer + 4])[1])  # type: ignore[index]
+    assert sum("send_welcome_email" in line for line in tool_lines) == 1
     assert "via queue support-queue-acme-demo" in lines[support]
     case_id = lines[support].split()[3]
     assert "billing, escalated; sam (support-lead) approved" in lines[support]

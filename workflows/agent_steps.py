@@ -135,8 +135,34 @@ CRM_ASSISTANT = AgentStep(
     output=CrmAnswer,
 )
 
+
+class OnboardingDone(_Wire):
+    """What the onboarding executor finishes with (the workflow checks the systems of record:
+    this is the agent's account, not the proof)."""
+
+    summary: str = WireField(min_length=1, description="What was carried out, in a sentence.")
+    carried_out: list[str] = WireField(description="action_key of each action committed.")
+
+
+#: The customer-onboarding plan carried out by an agent (workflows/customer_onboarding.py): the
+#: entitlement API and the email sender as governed tools (activities/customer_tools.py).
+ONBOARDING_EXECUTOR = AgentStep(
+    name="onboarding_executor",
+    instructions=(
+        "You carry out a customer-onboarding plan that was checked by policy (and approved "
+        "where policy asked). For each action of the plan call its tool with the plan_id and "
+        "the action's key: grant_customer_entitlement for a discount or an onboarding task, "
+        "send_welcome_email for the intro email. Carry out only the plan's actions, each "
+        "once. A call may be denied: read why and adapt. Finish by calling final_answer."
+    ),
+    tools=("grant_customer_entitlement", "send_welcome_email"),
+    output=OnboardingDone,
+    limits=AgentLimits(max_turns=16, max_tool_calls=16, continue_after_events=10**9),
+)
+
 AGENT_STEPS: dict[str, AgentStep] = {
-    s.name: s for s in (CASE_RESOLVER, L2_RESEARCHER, BENCH_AGENT, CRM_ASSISTANT)
+    s.name: s
+    for s in (CASE_RESOLVER, L2_RESEARCHER, BENCH_AGENT, CRM_ASSISTANT, ONBOARDING_EXECUTOR)
 }
 
 
@@ -206,4 +232,6 @@ __all__ = [
     "TextAnswer",
     "answer_of",
     "turn_step",
+    "ONBOARDING_EXECUTOR",
+    "OnboardingDone",
 ]

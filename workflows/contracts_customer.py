@@ -86,6 +86,9 @@ class CustomerOnboardingInput(Contract):
     )
     #: Tests and drills: fail after every action was committed, to see them compensated.
     fail_after_commits: bool = False
+    #: The plan is carried out by an agent through governed tools (onboarding_executor); False:
+    #: committed action by action by the workflow (the path of runs started before the agent).
+    plan_by_agent: bool = True
 
     @field_validator("tenant")
     @classmethod
@@ -250,6 +253,31 @@ class RevertOutcome(Contract):
     detail: str
 
 
+class PlanRecordInput(Contract):
+    """The checked (and, where policy asked, approved) plan the onboarding executor carries
+    out: one CommitInput per action (its idempotency key is replaced by the tool call's)."""
+
+    plan: list[CommitInput]
+
+
+class PlanRecord(Contract):
+    """Where the plan is stored (the payload store) for the tools to find it."""
+
+    plan_id: str
+
+
+class PlanOutcomeInput(Contract):
+    plan_id: str
+    workflow_id: str
+
+
+class PlanOutcome(Contract):
+    """What the tools committed from the plan in this run (read from the systems of record)."""
+
+    committed: list[CommittedAction]
+    missing: list[str]
+
+
 class CommittedAction(Contract):
     kind: ActionKind
     key: str
@@ -290,6 +318,10 @@ class TriggerOutcome(Contract):
 
 
 __all__ = [
+    "PlanOutcome",
+    "PlanOutcomeInput",
+    "PlanRecord",
+    "PlanRecordInput",
     "ActionKind",
     "CommitInput",
     "CommitOutcome",

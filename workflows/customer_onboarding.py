@@ -30,6 +30,8 @@ from typing import Any
 from temporalio import workflow
 
 from workflows import errors
+from workflows.agent_loop import AgentLoop
+from workflows.agent_steps import ONBOARDING_EXECUTOR
 from workflows.approval_gate import reasons_of
 from workflows.contracts import STATUS_QUERY, ApprovalGrant, digest
 from workflows.contracts_customer import (
@@ -46,6 +48,10 @@ from workflows.contracts_customer import (
     IntroEmail,
     OnboardingSequence,
     PlanCheckInput,
+    PlanOutcome,
+    PlanOutcomeInput,
+    PlanRecord,
+    PlanRecordInput,
     RevertInput,
 )
 from workflows.contracts_knowledge import (
@@ -55,6 +61,7 @@ from workflows.contracts_knowledge import (
     RelationQuery,
     RelationResult,
 )
+from workflows.contracts_tools import ToolPrincipal
 from workflows.customer_plan import brief_of, planned_actions
 from workflows.governed import ApprovalRound, Compensation, GovernedStep, fail_if_denied, grant
 from workflows.process_base import GovernedProcess
@@ -62,12 +69,22 @@ from workflows.process_base import GovernedProcess
 with workflow.unsafe.imports_passed_through():
     from activities.customer import CUSTOMER_POLICY, CustomerActivities
     from activities.customer_agents import CustomerAgentActivities
+    from activities.customer_tools import TOOL_OF_KIND, CustomerToolActivities
     from activities.knowledge import KnowledgeActivities
 
-__all__ = ["PLAN_INVALID", "PROCESS", "CustomerOnboardingWorkflow"]
+__all__ = [
+    "PLAN_BY_AGENT_PATCH",
+    "PLAN_INVALID",
+    "PLAN_NOT_CARRIED_OUT",
+    "PROCESS",
+    "CustomerOnboardingWorkflow",
+]
 
 PROCESS = "customer_onboarding"
 PLAN_INVALID = errors.PLAN_INVALID
+PLAN_NOT_CARRIED_OUT = errors.PLAN_NOT_CARRIED_OUT
+#: Replay safety: runs started before the plan was carried out by an agent commit it themselves.
+PLAN_BY_AGENT_PATCH = "customer-plan-carried-out-by-agent"
 NOTES_PER_DOSSIER = 5
 POLICIES_PER_DOSSIER = 4
 POLICY_QUESTION = (
@@ -180,10 +197,16 @@ class CustomerOnboardingWorkflow(GovernedProcess):
 
         self.stage = "committing"
         needs_approval = {a.key for a, _ in exceptions}
-        for action in actions:
-            await self._commit(
-                brief, action, plan.rationale, approval if action.key in needs_approval else None
-            )
+        if self.inp.plan_by_agent and workflow.patched(PLAN_BY_AGENT_PATCH):
+            await self._carry_out_by_agent(brief, actions, plan.rationale, approval, needs_approval)
+        else:
+            for action in actions:
+                await self._commit(
+                    brief,
+                    action,
+                    plan.rationale,
+                    approval if action.key in needs_approval else None,
+                )
         if inp.fail_after_commits:
             raise errors.failure(
                 errors.INJECTED_FAILURE, "injected failure after committing (fail_after_commits)"
@@ -334,6 +357,89 @@ class CustomerOnboardingWorkflow(GovernedProcess):
                 approved_by=approval.approvers if approval else [],
             )
         )
+
+    async def _carry_out_by_agent(
+        self,
+        brief: CustomerBrief,
+        actions: list[CustomerAction],
+        rationale: str,
+        approval: ApprovalGrant | None,
+        needs_approval: set[str],
+    ) -> None:
+        """The plan carried out by the onboarding executor through governed tools (the
+        entitlement API, the email sender: activities/customer_tools.py); what it committed is
+        read back from the systems of record, and a plan not carried out in full fails the run
+        (its grants are revoked in reverse by the saga)."""
+        wid = workflow.info().workflow_id
+        record: PlanRecord = await self._step(
+            "connector",
+            CustomerToolActivities.record_customer_plan,
+            PlanRecordInput(
+                plan=[
+                    CommitInput(
+                        **self._facts(brief),
+                        action=action,
+                        rationale=rationale,
+                        approval=approval if action.key in needs_approval else None,
+                        idempotency_key=f"{wid}/plan/{action.key}",
+                    )
+                    for action in actions
+                ]
+            ),
+            f"the checked plan for {ONBOARDING_EXECUTOR.name}: {len(actions)} actions",
+        )
+        loop = AgentLoop(
+            self,
+            ONBOARDING_EXECUTOR,
+            ToolPrincipal(
+                process=PROCESS,
+                tenant=self.inp.tenant,
+                agent=ONBOARDING_EXECUTOR.name,
+                requested_by=self.inp.requested_by,
+            ),
+            None,
+        )
+        task = {
+            "customer_id": brief.customer_id,
+            "customer": brief.name,
+            "plan_id": record.plan_id,
+            "actions": [
+                {
+                    "action_key": a.key,
+                    "kind": a.kind,
+                    "tool": TOOL_OF_KIND[a.kind],
+                    "summary": a.summary,
+                }
+                for a in actions
+            ],
+        }
+        self.stage = f"{ONBOARDING_EXECUTOR.name} carrying out the plan"
+        answer = await loop.run(task, self._budget or self.inp.budget)
+        assert answer is not None  # the step never continues as new (continue_after_events)
+        outcome: PlanOutcome = await self._step(
+            "connector",
+            CustomerToolActivities.customer_plan_outcome,
+            PlanOutcomeInput(plan_id=record.plan_id, workflow_id=wid),
+            "systems of record: what the plan committed",
+        )
+        self.committed = outcome.committed
+        self.audit.record(
+            f"agent:{ONBOARDING_EXECUTOR.name}",
+            "customer_onboarding.carried_out",
+            detail={
+                "committed": [c.key for c in outcome.committed],
+                "missing": outcome.missing,
+                "turns": loop.turns,
+                "tool_calls": loop.history.total_calls,
+                "denials": loop.history.denials,
+            },
+            rationale=answer.get("summary", ""),
+        )
+        if outcome.missing:
+            raise errors.failure(
+                PLAN_NOT_CARRIED_OUT,
+                f"{ONBOARDING_EXECUTOR.name} did not carry out {', '.join(outcome.missing)}",
+            )
 
     def _facts(self, brief: CustomerBrief) -> dict[str, Any]:
         """What policy decides a customer action on: the same for the plan check and a commit."""

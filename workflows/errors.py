@@ -35,6 +35,7 @@ POLICY_UNAVAILABLE = "PolicyUnavailable"
 KILL_SWITCH_ENGAGED = "KillSwitchEngaged"
 BUDGET_EXCEEDED = "BudgetExceeded"
 PLAN_INVALID = "PlanInvalid"
+PLAN_NOT_CARRIED_OUT = "PlanNotCarriedOut"
 IDENTITY_NOT_VERIFIED = "IdentityNotVerified"
 BLACKBOARD_CONFLICTS = "BlackboardConflicts"
 DEFINITION_ERROR = "ProcessDefinitionError"
@@ -62,6 +63,7 @@ FAILURE_TYPES: dict[str, str] = {
     KILL_SWITCH_ENGAGED: "an activity was stopped by the kill switch (the run holds or cancels)",
     BUDGET_EXCEEDED: "a model call would pass the run's or tenant's budget; nobody raised it",
     PLAN_INVALID: "the planner's plan cannot be run (a step twice, no intro email, not a customer)",
+    PLAN_NOT_CARRIED_OUT: "the agent finished without committing every action of the plan",
     IDENTITY_NOT_VERIFIED: "the new hire's identity is not verified: no access is granted",
     BLACKBOARD_CONFLICTS: "blackboard agents kept writing stale state past the retry limit",
     DEFINITION_ERROR: "a YAML process definition cannot run on this data",
@@ -118,6 +120,7 @@ __all__ = [
     "NO_ELIGIBLE_MODEL",
     "PERIOD_CLOSED",
     "PLAN_INVALID",
+    "PLAN_NOT_CARRIED_OUT",
     "POLICY_DENIED",
     "POLICY_UNAVAILABLE",
     "failure",

@@ -914,6 +914,8 @@ def agent_turn_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
     except json.JSONDecodeError:
         task = {}
     task = task if isinstance(task, dict) else {}
+    if task.get("plan_id") and isinstance(task.get("actions"), list):
+        return _carry_out_plan(task, offered, messages)
     if "bench_lookup" in offered:  # bench/agent_loop_bench.py: calls 1..task["calls"]
         last = [message_text(m) for m in messages if m.get("role") == "tool"][-1:]
         found = re.match(r"bench n=(\d+)", last[0]) if last else None
@@ -942,6 +944,41 @@ def agent_turn_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             final[name] = answer
     return [{"name": FINAL_ANSWER, "arguments": final}]
+
+
+def _carry_out_plan(
+    task: dict[str, Any], offered: dict[str, Any], messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The onboarding executor's rules: call each planned action's tool once, in the plan's
+    order (one call a turn: the commits keep the plan's order), then finish naming the actions
+    whose tool committed them."""
+    asked: set[str] = set()
+    for m in messages:
+        for c in m.get("tool_calls") or [] if m.get("role") == "assistant" else []:
+            raw = c.get("function", {}).get("arguments") if isinstance(c, dict) else None
+            try:
+                args = json.loads(raw) if isinstance(raw, str) else (raw or {})
+            except json.JSONDecodeError:
+                args = {}
+            if isinstance(args, dict) and args.get("action_key"):
+                asked.add(str(args["action_key"]))
+    calls = [
+        {
+            "name": str(a["tool"]),
+            "arguments": {"plan_id": task["plan_id"], "action_key": str(a["action_key"])},
+        }
+        for a in task["actions"]
+        if isinstance(a, dict)
+        and a.get("action_key")
+        and str(a["action_key"]) not in asked
+        and str(a.get("tool")) in offered
+    ]
+    if calls:
+        return calls[:1]
+    results = [message_text(m) for m in messages if m.get("role") == "tool"]
+    done = sorted({r.split(" committed as ", 1)[0] for r in results if " committed as " in r})
+    summary = f"carried out {len(done)} of {len(task['actions'])} planned actions"
+    return [{"name": FINAL_ANSWER, "arguments": {"summary": summary, "carried_out": done}}]
 
 
 def error_body(message: str, kind: str = "invalid_request_error") -> dict[str, Any]:

@@ -170,3 +170,30 @@ test_fast_path_agrees_on_history_rules if {
 		fast == detailed
 	}
 }
+
+# -- customer onboarding's plan carried out by an agent (activities/customer_tools.py)
+
+executor := {
+	"tool": "grant_customer_entitlement",
+	"arguments": {"plan_id": "9f2c", "action_key": "discount"},
+	"principal": {"role": "onboarding_executor", "agent": "onboarding_executor", "process": "customer_onboarding", "tenant": "acme", "requested_by": "crm:trigger"},
+	"history": {"calls": {}, "total_calls": 0},
+	"approval": null,
+}
+
+welcome := object.union(executor, {"tool": "send_welcome_email", "arguments": {"plan_id": "9f2c", "action_key": "intro_email"}})
+
+test_the_onboarding_executor_grants_and_sends_the_welcome_email if {
+	decide(executor) == {"allow": true, "deny": [], "require_approval": []}
+	decide(welcome) == {"allow": true, "deny": [], "require_approval": []}
+}
+
+test_only_the_onboarding_executor_may_grant_entitlements if {
+	d := decide(object.union(resolver, {"tool": "grant_customer_entitlement", "arguments": executor.arguments}))
+	d.deny == ["agent role 'case_resolver' may not call the tool 'grant_customer_entitlement' (allowed: onboarding_executor)"]
+}
+
+test_one_welcome_email_per_run if {
+	d := decide(with_calls(welcome, {"grant_customer_entitlement": 1, "send_welcome_email": 1}))
+	d.deny == ["call limit: 'send_welcome_email' may be called 1 times per run and was called 1 times already"]
+}

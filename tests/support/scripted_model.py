@@ -127,6 +127,26 @@ def searchable_text(raw: bytes) -> str:
     return text
 
 
+def from_task(body: dict[str, Any], calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``calls`` with each argument written ``"$task.<field>"`` replaced by that field of the
+    agent's task (the turn's first user message), for values a test cannot know in advance
+    (the customer onboarding's ``plan_id``)."""
+    users = [m for m in body.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
+    try:
+        task = json.loads(message_text(users[0])) if users else {}
+    except json.JSONDecodeError:
+        task = {}
+    task = task if isinstance(task, dict) else {}
+    for call in calls:
+        args = call.get("arguments")
+        if isinstance(args, dict):
+            call["arguments"] = {
+                k: task.get(v[6:], v) if isinstance(v, str) and v.startswith("$task.") else v
+                for k, v in args.items()
+            }
+    return calls
+
+
 def complete_proposal(body: dict[str, Any], fault: Fault) -> dict[str, Any]:
     """``fault``'s proposal plus ``no_entry_needed`` for every input item its entries skip."""
     proposal = json.loads(fault.content or "{}")
@@ -185,7 +205,8 @@ class ScriptedRequestHandler(ModelRequestHandler):
         elif fault.kind in ("malformed", "output"):
             self.send_completion(body, fault.content or "")
         elif fault.kind == "tool_calls":
-            self.send_json(200, tool_calls_completion(body, json.loads(fault.content or "[]")))
+            calls = from_task(body, json.loads(fault.content or "[]"))
+            self.send_json(200, tool_calls_completion(body, calls))
         elif fault.kind == "reconciled":
             self.send_completion(body, json.dumps(complete_proposal(body, fault)))
         elif fault.kind == "delay":
