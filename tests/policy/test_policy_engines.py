@@ -786,7 +786,7 @@ def test_bundle_separates_tests_and_merges_data() -> None:
     baton = snapshot.data["baton"]
     assert set(baton) == {
         "finance", "directory", "tenants", "agents", "pii", "windows", "hr", "customers",
-        "support_desk", "auction", "supervision", "budget_roles", "tools", "delegation",
+        "support_desk", "auction", "supervision", "budget_roles", "tools", "delegation", "mcp",
     }  # fmt: skip
     assert "base/agent_call.rego" in snapshot.modules
     assert set(baton["finance"]) == {"limits", "escalation"}
