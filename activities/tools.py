@@ -40,6 +40,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import AuditLedger, activity_event
+from activities.claims import claim_or_check
 from activities.database import Database, from_cents, to_cents, utcnow
 from activities.kill_switch import KillSwitch, Subject
 from activities.payload_store import PayloadStore
@@ -750,6 +751,7 @@ class ToolActivities:
             started = time.perf_counter()
             if decision.verdict == "allow":
                 assert spec.write is not None
+                self._claim(session, inp)  # with the effect: another run's key writes nothing
                 result = spec.write(ctx, session, args)
             tool_ms = (time.perf_counter() - started) * 1000
             return self._finish(session, inp, decision, result, tool_ms, events)
@@ -769,11 +771,18 @@ class ToolActivities:
             self._check_switch(inp, session)
             decision = decide_now(self._query(inp, spec))
             if decision.verdict == "allow":
+                if spec.side_effects:  # an external effect: claimed before it is made
+                    self._claim(session, inp)
                 self.ledger.append_in(session, [self._policy_event(inp, decision)])
                 return decision
             return self._finish(
                 session, inp, decision, None, 0.0, [self._policy_event(inp, decision)]
             )
+
+    @staticmethod
+    def _claim(session: Session, inp: ToolCallInput) -> None:
+        info = activity.info()
+        claim_or_check(session, inp.claim, info.workflow_id or "", info.workflow_run_id or "")
 
     def _record(
         self, inp: ToolCallInput, decision: PolicyDecision, result: ToolResult, tool_ms: float

@@ -46,6 +46,7 @@ from activities.customer import CrmCommit, commits
 from activities.database import AccountingPeriod, Database, JournalPosting
 from activities.hr import IdpEntitlement
 from activities.support import SupportTicket
+from activities.tools import CustomerCredit
 from tests.conftest import Harness, _harness
 from tests.support.scripted_model import ScriptedModelServer
 from tests.test_customer_onboarding import customer_like, event
@@ -71,6 +72,7 @@ from workflows.contracts_customer import (
 )
 from workflows.contracts_integrity import RepairInput
 from workflows.contracts_support import SupportCase, SupportCaseInput, TicketUpdateInput
+from workflows.contracts_tools import ToolCallInput, ToolPrincipal
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.governed import Governance
 from workflows.plugin import BatonPlugin
@@ -695,14 +697,25 @@ async def test_every_side_effect_refuses_a_run_that_does_not_own_the_key(
                 idempotency_key=f"k-{uuid.uuid4().hex}",
             ),
         ),
+        # an agent's side-effecting tool call claims through the same governed step
+        "support_escalation/tool": (
+            "call_tool",
+            ToolCallInput(
+                tool="propose_credit",
+                arguments={"customer": "X", "case_id": "C-1", "amount_usd": 20, "reason": "r"},
+                call_id="call-1",
+                idempotency_key=f"k-{uuid.uuid4().hex}",
+                principal=ToolPrincipal(
+                    process="agent_run", tenant=h.tenant, agent="case_resolver", requested_by="q"
+                ),
+            ),
+        ),
     }
+    models = (JournalPosting, IdpEntitlement, CrmCommit, SupportTicket, CustomerCredit, AuditRecord)
 
     def written() -> dict[str, int]:
         with h.db.read_session() as s:
-            return {
-                model.__name__: len(s.exec(select(model)).all())
-                for model in (JournalPosting, IdpEntitlement, CrmCommit, SupportTicket, AuditRecord)
-            }
+            return {model.__name__: len(s.exec(select(model)).all()) for model in models}
 
     before = written()
     for name, (activity_name, inp) in calls.items():

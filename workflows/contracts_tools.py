@@ -26,9 +26,11 @@ from workflows.contracts import (
     AgentInput,
     ApprovalGrant,
     Budget,
+    BusinessClaim,
     Contract,
     Obligations,
     PolicyDecision,
+    claim_field,
 )
 from workflows.contracts_support import RoutedUsage, Tier
 
@@ -164,6 +166,9 @@ class ToolCallInput(_Compact):
     history: ToolHistory = ToolHistory()
     approval: ApprovalGrant | None = None
     policy: str = TOOL_CALL_POLICY
+    #: the run's business-key claim (activities/claims.py): a side-effecting call claims the
+    #: key, or checks the run still owns it, in the transaction policy allows it in
+    claim: BusinessClaim | None = claim_field()
 
 
 class ToolCallOutcome(_Compact):
