@@ -552,3 +552,36 @@ async def test_support_case_l2_researcher_acts_through_governed_searches(
     assert searched["tool"] == "search_knowledge"
     results = [m["content"] for m in h.model.turns("l2_researcher")[-1] if m["role"] == "tool"]
     assert results and results[0].startswith("[KB-")  # the passages the answer had to cite
+
+
+async def test_a_repeated_call_is_not_made_again_and_a_stuck_model_is_stopped(
+    harness: Harness,
+) -> None:
+    """Small models ask for the same call again and again. A call made as asked is not made a
+    second time: the model is told to use the result it has (and adapts); a model that keeps
+    repeating fails AgentLimitReached, and what it did is undone."""
+    h = harness
+    lookup = ("lookup_customer", {"customer": "c-1"})
+    h.model.script(
+        Fault.tool_calls(lookup),
+        Fault.tool_calls(lookup),
+        Fault.tool_calls(final("Your tickets are in order.")),
+        match=MATCH,
+    )
+    async with h.worker():
+        handle = await start(h)
+        result = await handle.result()
+    assert result.output["answer"] == "Your tickets are in order."
+    assert [r.tool for r in tool_calls_of(h.db, handle.id)] == ["lookup_customer"]  # made once
+    assert told(h, 3)[-1].startswith("You already called lookup_customer with these arguments")
+    repeated = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "tool.repeated"]
+    assert len(repeated) == 1
+
+    h.model.script(*[Fault.tool_calls(credit(40))] * 4, match=MATCH)
+    async with h.worker():
+        stuck = await start(h)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await stuck.result()
+    assert "asked 3 times for a call it had already made" in str(failed.value.cause)
+    [made] = credits_of(h.db, h.tenant)
+    assert made.amount_cents == 4000 and made.reversed_at is not None  # once, and undone

@@ -69,6 +69,9 @@ __all__ = [
     "AgentLoop",
     "AgentRunWorkflow",
     "MAX_EDIT_ROUNDS",
+    "MAX_REPEATED_CALLS",
+    "REPEAT_GUARD_PATCH",
+    "REPEAT_WINDOW",
     "ToolCallDone",
     "ToolCaller",
 ]
@@ -76,6 +79,13 @@ __all__ = [
 AGENT_RUN_PROCESS = "agent_run"
 #: Rounds of approver edits one call may go through before it is refused.
 MAX_EDIT_ROUNDS = 3
+#: Small models ask for the same call again and again: a call repeating one of the last
+#: REPEAT_WINDOW calls (same tool, same arguments) is not made again (the model is told to use
+#: the result it has), and a run that repeats MAX_REPEATED_CALLS times fails AgentLimitReached.
+REPEAT_WINDOW = 32
+MAX_REPEATED_CALLS = 3
+#: Replay safety: runs started before the guard made repeated calls again.
+REPEAT_GUARD_PATCH = "agent-loop-repeat-guard"
 
 
 class AgentLoop:
@@ -100,6 +110,9 @@ class AgentLoop:
         self.cost_usd: float = carry.get("cost_usd", 0.0)
         self.continued: int = carry.get("continued", 0)
         self.compensations: dict[str, str] = carry.get("compensations", {})
+        #: signatures (tool + arguments digest) of the latest calls, and the repeats refused
+        self.recent: list[str] = list(carry.get("recent", []))
+        self.repeats: int = carry.get("repeats", 0)
         #: compensations registered so far, as data (re-registered after continue-as-new)
         self.undo_log: list[dict[str, str]] = []
         for undo in carry.get("undo", []):
@@ -204,6 +217,8 @@ class AgentLoop:
             "continued": self.continued + 1,
             "compensations": self.compensations,
             "undo": self.undo_log,
+            "recent": self.recent,
+            "repeats": self.repeats,
         }
 
     # -- one tool call -----------------------------------------------------------------------
@@ -221,6 +236,9 @@ class AgentLoop:
                 call_id=call.call_id,
                 text=f"'{call.name}' is not one of your tools ({', '.join(self.step.tools)})",
             )
+        repeated = self._repeated(call)
+        if repeated is not None:
+            return repeated
         arguments = call.arguments
         grant_: ApprovalGrant | None = None
         excluded = [self.principal.requested_by]
@@ -236,6 +254,9 @@ class AgentLoop:
                 if outcome.decision.verdict == "deny":  # invalid arguments: the model is told
                     self.history = self.history.refused(call.name)
                 elif outcome.ran:
+                    if arguments == call.arguments:  # made as asked: a repeat is not made
+                        signature = _signature(call.name, arguments)
+                        self.recent = [*self.recent, signature][-REPEAT_WINDOW:]
                     amount = _amount(call.model_copy(update={"arguments": arguments}))
                     self.history = self.history.allowed(call.name, amount)
                     self.history = self.history.read(call.name, outcome.data)
@@ -276,6 +297,35 @@ class AgentLoop:
         return ToolReply(
             call_id=call.call_id,
             text=f"no approval after {MAX_EDIT_ROUNDS} rounds of edited arguments",
+        )
+
+    def _repeated(self, call: ToolCallRequest) -> ToolReply | None:
+        """The reply to a call that repeats one of the last calls made as the model asked
+        (same tool, same arguments; not made again), else None. Fails the run after
+        MAX_REPEATED_CALLS repeats: a model that keeps asking for the same thing is stuck, and
+        each turn costs. A call that was denied, rejected or edited may be asked again."""
+        if _signature(call.name, call.arguments) not in self.recent or not workflow.patched(
+            REPEAT_GUARD_PATCH
+        ):
+            return None
+        self.repeats += 1
+        self.process.audit.record(
+            f"agent:{self.step.name}",
+            "tool.repeated",
+            detail={"tool": call.name, "call_id": call.call_id, "repeats": self.repeats},
+            rationale="the same tool with the same arguments was called just before",
+        )
+        if self.repeats >= MAX_REPEATED_CALLS:
+            raise errors.failure(
+                errors.AGENT_LIMIT,
+                f"{self.step.name} asked {self.repeats} times for a call it had already made "
+                f"(last: {call.name}); stopping a loop that does not move",
+            )
+        return ToolReply(
+            call_id=call.call_id,
+            text=f"You already called {call.name} with these arguments; its result is above. "
+            "Do not repeat a call: use that result, call another tool, or give your final "
+            "answer.",
         )
 
     async def _act(
@@ -386,6 +436,10 @@ class ToolCaller(AgentLoop):
         )
         return ToolCallDone(reply=reply, outcome=self._outcomes.pop(call_id, None))
 
+    def _repeated(self, call: ToolCallRequest) -> ToolReply | None:
+        """A process asks for its calls itself: one that repeats a call is made again."""
+        return None
+
     async def _act(
         self,
         call: ToolCallRequest,
@@ -397,6 +451,10 @@ class ToolCaller(AgentLoop):
         if outcome is not None and outcome.ran:
             self._outcomes[call.call_id] = outcome
         return outcome
+
+
+def _signature(tool: str, arguments: dict[str, Any]) -> str:
+    return digest({"tool": tool, "arguments": arguments})[:16]
 
 
 def _bare(ref: PayloadRef | None) -> PayloadRef | None:
