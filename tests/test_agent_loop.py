@@ -464,6 +464,39 @@ async def test_a_model_without_native_tool_calling_carries_the_calls_as_json(
     assert bodies and all("tools" not in b and "response_format" in b for b in bodies)
 
 
+async def test_a_tool_call_document_with_a_raw_newline_in_a_string_is_read(
+    temporal_client: Any, model_server: Any, database_url: str, tmp_path: Path
+) -> None:
+    """Structured mode: a small model (Qwen2.5-Coder-0.5B on llama.cpp, measured) writes a
+    literal newline inside a JSON string of its tool-call document. The call is read and made
+    (JSON's non-strict reading), not refused as AgentOutputInvalid."""
+    from baton.settings import REPO_ROOT
+    from tests.conftest import _harness
+
+    catalogue = json.loads((REPO_ROOT / "config" / "models.json").read_text())
+    for model in catalogue["models"]:
+        model["tool_calling"] = "structured"
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(catalogue))
+    raw = (
+        '{"calls": [{"name": "lookup_customer", "arguments": "{\\"customer\\":\n\\"c-1\\"}"}],'
+        '\n"final": ""}'
+    )
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(raw)  # strict JSON refuses it
+    async with _harness(temporal_client, model_server, database_url, model_catalogue=path) as h:
+        h.model.script(Fault.malformed(raw), match=MATCH)
+        async with h.worker():
+            handle = await start(h)
+            result = await handle.result()
+        calls = tool_calls_of(h.db, handle.id)
+        asked = [r for r in h.model.requests if r["agent"] == AGENT]
+    assert set(result.output) == {"answer", "cited", "actions"}
+    # the first answer was taken: one request per turn, none asked again after a refusal
+    assert len(asked) == result.turns
+    assert ("lookup_customer", "allow") in [(c.tool, c.verdict) for c in calls]
+
+
 async def test_agent_history_stays_small(harness: Harness, tmp_path: Path) -> None:
     """The bench with a few calls: the run continues as new, every history payload stays far
     below 64 KB, and the bench prints its three result lines."""

@@ -31,6 +31,25 @@ async def test_a_close_whose_reconciler_answers_nothing_fails_cleanly(harness: H
     assert "not addressed" in verdict or "refused" in verdict, verdict
 
 
+async def test_a_support_agent_that_never_finishes_fails_cleanly(harness: Harness) -> None:
+    """The support agent proposes a credit, then repeats a lookup until its turns run out (as
+    Qwen tends to): failed cleanly with AgentLimitReached, the credit reversed, every call
+    checked against its policy row."""
+    from activities.tools import credits_of
+
+    credit = {"customer": "Initech", "case_id": "K-1", "amount_usd": 40, "reason": "charged twice"}
+    lookup = ("lookup_customer", {"customer": "Initech"})
+    harness.model.script(
+        Fault.tool_calls(("propose_credit", credit)),
+        *[Fault.tool_calls(lookup)] * 12,
+        match="agent: case_resolver",
+    )
+    verdict = await real_runs.support_agent(harness)
+    assert verdict.startswith(FAILED_CLEANLY + ": ") and "AgentLimitReached" in verdict, verdict
+    [made] = credits_of(harness.db, harness.tenant)
+    assert made.amount_cents == 4000 and made.reversed_at is not None
+
+
 def test_the_bench_classifies_asks_by_how_they_ended() -> None:
     """bench/real_model_bench.py: an ask answered at once, one answered after its repair turn,
     one escalated to the strong model, and one refused to the end."""

@@ -82,10 +82,14 @@ def assert_refusals_say_why(rows: list[tuple[str, dict[str, Any], str]]) -> None
 
 
 async def assert_failed_cleanly(
-    h: Harness, workflow_id: str, undo: dict[str, str] | None = None
+    h: Harness,
+    workflow_id: str,
+    undo: dict[str, str] | None = None,
+    failed_event: str | None = None,
 ) -> str:
     """The run failed with a typed error, every side effect of it is undone, and the audit trail
-    says why. Returns the failure for the report."""
+    says why (``failed_event``: the run's own failure row, naming the error with no
+    compensation failed, says it too). Returns the failure for the report."""
     handle = h.temporal.get_workflow_handle(workflow_id)
     try:
         await handle.result()
@@ -114,6 +118,9 @@ async def assert_failed_cleanly(
         if (action.startswith(("model.", "agent.answer_refused")) and action != "model.ok")
         and str(detail.get("note") or "").strip()
         or action in ("policy.deny", "policy.require_approval")
+        or action == failed_event
+        and str(detail.get("error") or "").strip()
+        and not detail.get("compensation_failures")
     ]
     assert explained, f"{workflow_id} failed and no audit row says why: {rows}"
     return why
@@ -388,6 +395,120 @@ async def _one_support_case(h: Harness, support: SupportClient, queue: str) -> s
     return f"{FAILED_CLEANLY}: {await assert_failed_cleanly(h, ack.workflow_id, undo={})}"
 
 
+# -- support agent (an agent that acts) -----------------------------------------------------
+
+
+#: the failure types an agent run may end in cleanly (workflows/errors.py)
+AGENT_FAILURES = (
+    "AgentLimitReached",
+    "AgentOutputInvalid",
+    "BudgetExceeded",
+    "NoEligibleModel",
+    "LLMUnavailable",
+    "LLMRequestRejected",
+)
+
+
+async def support_agent(real: Harness) -> str:
+    """The support agent users run (``AgentRun`` of ``case_resolver``, workflows/agent_steps.py):
+    it looks the customer up, searches the knowledge base and may propose a credit, draft a
+    reply or email the customer (an email always waits for a support lead: approved here).
+
+    Every tool call is checked against the tool-call records and the audit trail: a call that
+    ran has its policy ``allow`` row (same decision id) and its ``tool.called`` row; a refused
+    call was told to the model (its stored message) with policy's reasons; the credits and
+    emails standing are exactly the calls that ran. Completed: the answer cites only passages
+    its own searches returned. Failed: a typed failure and every credit reversed."""
+    from activities.knowledge import Embedder, KnowledgeBase
+    from activities.payload_store import PayloadStore
+    from activities.support import support_articles
+    from activities.tools import credits_of, emails_of, tool_calls_of
+    from workflows.agent_loop import AgentRunWorkflow
+    from workflows.agent_steps import CaseResolution
+    from workflows.contracts_tools import AgentRunInput, ToolCallOutcome
+
+    h = real
+    kb = KnowledgeBase(
+        h.db, h.runtime.ledger, Embedder(h.runtime.embeddings_client, h.settings.embedding_model)
+    )
+    await kb.ingest(support_articles(h.settings.support_articles, h.tenant))
+    case = f"K-real-{uuid.uuid4().hex[:6]}"
+    inp = AgentRunInput(
+        run_key=f"case-{case}",
+        agent="case_resolver",
+        tenant=h.tenant,
+        requested_by="alice",
+        task={
+            "customer": "Initech",
+            "case_id": case,
+            "subject": "Refund",
+            "question": "Please refund invoice 4411, I was charged twice this month",
+        },
+    )
+    async with h.worker():
+        handle = await h.temporal.start_workflow(
+            AgentRunWorkflow.run,
+            inp,
+            id=f"agent-run-{inp.run_key}",
+            task_queue=h.client.task_queue,
+        )
+        status = await run_to_end(h, handle.id, approver="sam")
+    rows = trail(h, handle.id)
+    assert_refusals_say_why(rows)
+    audit = h.runtime.ledger.trail(handle.id)
+    allowed = {
+        r.decision_id for r in audit if r.action == "policy.allow" and r.actor.startswith("policy:")
+    }
+    ran = {
+        json.loads(r.detail_json)["idempotency_key"]: json.loads(r.detail_json)["tool"]
+        for r in audit
+        if r.action in ("tool.called", "tool.error")
+    }
+    for row in audit:
+        if row.action in ("tool.called", "tool.error"):
+            assert row.decision_id in allowed, f"a tool call ran without its policy row: {row}"
+    calls = tool_calls_of(h.db, handle.id)
+    searched: list[str] = []
+    payloads = PayloadStore(h.db)
+    for call in calls:
+        outcome = ToolCallOutcome.model_validate_json(call.outcome_json)
+        if call.verdict == "allow":
+            assert ran.get(call.idempotency_key) == call.tool, f"no tool.called row for {call}"
+            assert outcome.ran and outcome.message is not None
+            if call.tool == "search_knowledge":
+                searched.append(json.dumps(payloads.get(outcome.message)))
+        else:  # refused: nothing ran, the model was told why
+            assert call.verdict == "deny", call
+            assert not outcome.ran and call.idempotency_key not in ran, call
+            assert outcome.message is not None and outcome.decision.reasons, call
+    made = Counter(ran.values())
+    credits = credits_of(h.db, h.tenant)
+    emails = emails_of(h.db, h.tenant)
+    assert len(credits) == made["propose_credit"], (credits, made)
+    assert len(emails) == made["email_customer"], (emails, made)
+    approved = [
+        json.loads(r.detail_json)
+        for r in audit
+        if r.action == "tool.called" and json.loads(r.detail_json)["tool"] == "email_customer"
+    ]
+    assert all(e["approved_by"] for e in approved), f"an email went out unapproved: {approved}"
+    if status == WorkflowExecutionStatus.COMPLETED:
+        result = await handle.result()
+        answer = CaseResolution.model_validate(result.output)
+        assert answer.answer.strip(), answer
+        for passage in answer.cited:  # cited only what its own searches returned
+            assert any(passage in text for text in searched), (passage, searched)
+        assert all(c.reversed_at is None for c in credits), credits
+        assert result.tool_calls == len(ran), (result.tool_calls, ran)
+        assert any(a == "agent.finished" for a, _, _ in rows)
+        return COMPLETED
+    assert status == WorkflowExecutionStatus.FAILED, status
+    why = await assert_failed_cleanly(h, handle.id, undo={}, failed_event="agent.failed")
+    assert any(kind in why for kind in AGENT_FAILURES), f"not a typed agent failure: {why}"
+    assert all(c.reversed_at is not None for c in credits), f"credits left standing: {credits}"
+    return f"{FAILED_CLEANLY}: {why}"
+
+
 # -- document review by auction -----------------------------------------------------------------
 
 
@@ -436,5 +557,6 @@ FLOWS: dict[str, Callable[[Harness], Awaitable[str]]] = {
     "HR onboarding": hr_onboarding,
     "customer onboarding": customer_onboarding,
     "support case": support_case,
+    "support agent": support_agent,
     "document review": document_review,
 }
