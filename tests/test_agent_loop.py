@@ -252,10 +252,10 @@ async def test_continued_runs_keep_the_history_policy_reads_and_the_compensation
     credit is denied (policy still sees the three: no more than 3 per case), and cancelling
     the new run reverses the three credits the first run made."""
     h = harness
-    lookup = ("lookup_customer", {"customer": "c-1"})
     h.model.script(
         *[Fault.tool_calls(credit(10 + i)) for i in range(3)],
-        *[Fault.tool_calls(lookup) for _ in range(6)],
+        # lookups of other customers (a repeated call would not be made again)
+        *[Fault.tool_calls(("lookup_customer", {"customer": f"c-{i}"})) for i in range(6)],
         Fault.tool_calls(credit(13)),
         Fault.tool_calls(email()),
         match=MATCH,

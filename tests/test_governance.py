@@ -113,7 +113,8 @@ async def test_personal_data_never_reaches_the_model_and_the_close_completes(
     # The audit trail: one policy decision per model call, and each agent row says what was
     # masked, under which decision and policy revision -- never a value.
     trail = h.runtime.ledger.trail(handle.id)
-    revision = EmbeddedOpaEngine(REPO_ROOT / "policy").bundle.revision
+    # the worker's bundle: Baton's policies and installed extensions' (baton/extensions.py)
+    revision = h.runtime.policy.bundle.revision  # type: ignore[attr-defined]
     decisions = [r for r in trail if r.actor == f"policy:{AGENT_CALL_POLICY}"]
     assert len(decisions) == len(sent) and {r.action for r in decisions} == {"policy.allow"}
     assert all(json.loads(r.detail_json)["revision"] == revision for r in decisions)
