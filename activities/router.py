@@ -634,21 +634,7 @@ class Router:
                 )
                 continue
             state.waiting += time.perf_counter() - began
-            usage = response.usage
-            prompt_tokens = usage.prompt_tokens if usage else 0
-            completion_tokens = usage.completion_tokens if usage else 0
-            state.calls.append(
-                ModelCall(
-                    model=spec.name,
-                    endpoint=spec.endpoint,
-                    tier=spec.tier,
-                    region=spec.region,
-                    outcome="ok",
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    cost_usd=spec.cost(prompt_tokens, completion_tokens),
-                )
-            )
+            state.calls.append(_answered(spec, response.usage))
             await self._charge_one(agent, state, payload, len(state.calls) - 1)
             return Routed(response, spec, state)
         await self._charge_audit(agent, task_class, state, payload)
@@ -776,19 +762,7 @@ class Router:
                 )
             ) from err
         state.waiting += time.perf_counter() - began
-        prompt_tokens = response.usage.prompt_tokens if response.usage else 0
-        completion_tokens = response.usage.completion_tokens if response.usage else 0
-        call = ModelCall(
-            model=spec.name,
-            endpoint=spec.endpoint,
-            tier=spec.tier,
-            region=spec.region,
-            outcome="ok",
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=spec.cost(prompt_tokens, completion_tokens),
-        )
-        return response, waited, call
+        return response, waited, _answered(spec, response.usage)
 
     async def _send(
         self,
@@ -1054,6 +1028,22 @@ class _Escalate(Exception):  # noqa: N818 - control flow, never leaves this modu
         self.error = error
         self.answer = answer
         self.governed = governed
+
+
+def _answered(spec: ModelSpec, usage: Any) -> ModelCall:
+    """The record of a call ``spec`` answered, with its tokens and their cost."""
+    prompt_tokens = usage.prompt_tokens if usage else 0
+    completion_tokens = usage.completion_tokens if usage else 0
+    return ModelCall(
+        model=spec.name,
+        endpoint=spec.endpoint,
+        tier=spec.tier,
+        region=spec.region,
+        outcome="ok",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=spec.cost(prompt_tokens, completion_tokens),
+    )
 
 
 def _tenant(payload: BaseModel) -> str:
