@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import select
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowHistory
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
 from activities.knowledge import KnowledgeStore
@@ -25,6 +27,7 @@ from activities.tools import ReplyDraft, credits_of
 from tests.conftest import Harness
 from tests.test_support import audit_actions, case, h, pending  # noqa: F401 - h: the fixture
 from workflows.contracts_support import SupportCaseInput, SupportCaseResult
+from workflows.contracts_tools import ToolCallInput, ToolPrincipal
 from workflows.plugin import BatonPlugin
 from workflows.support import L2_AGENT_DEFAULT_PATCH, SupportCaseWorkflow
 from workflows.support_client import SupportClient
@@ -188,6 +191,41 @@ async def test_a_failed_case_withdraws_the_credit_it_proposed(h: Harness) -> Non
     assert undone.credit_id == made.credit_id and undone.reversed_at is not None
     assert "tool.compensated" in audit_actions(h, handle.id)
     assert ticket_of(h.db, h.tenant, c.case_id) is None
+
+
+async def test_the_contract_lookup_and_the_credit_arguments(h: Harness) -> None:  # noqa: F811
+    """lookup_contract finds a customer by id or name (none on record: said so, not an error);
+    a credit in another currency is refused before policy, naming the field."""
+    KnowledgeStore(h.db).upsert_entities(SEED_ENTITIES)
+    assert h.runtime.tools is not None
+    principal = ToolPrincipal(
+        process="support_escalation", tenant=h.tenant, agent=AGENT, requested_by="support-queue"
+    )
+
+    async def call(tool: str, **arguments: Any) -> Any:
+        key = f"wf-{uuid.uuid4().hex[:6]}/tool/{tool}"
+        inp = ToolCallInput(
+            tool=tool, arguments=arguments, call_id=key, idempotency_key=key, principal=principal
+        )
+        return await ActivityEnvironment().run(h.runtime.tools.call_tool, inp)
+
+    by_id = await call("lookup_contract", customer="cust-stark")
+    by_name = await call("lookup_contract", customer="stark industries")
+    assert by_id.ran and by_id.data == by_name.data
+    [contract] = by_id.data["contracts"]
+    assert contract["contract_id"] == "ctr-stark-expansion" and contract["plan"] == "enterprise"
+    assert contract["source"] == "crm:salesforce/contracts/C-7802"
+    unknown = await call("lookup_contract", customer="Nobody Ltd")
+    assert unknown.ran and not unknown.is_error
+    assert unknown.data == {"customer": "Nobody Ltd", "contracts": []}
+    euro = await call(
+        "propose_credit", customer="c", case_id="C-1", amount_usd=20, currency="EUR", reason="r"
+    )
+    assert not euro.ran and euro.decision.verdict == "deny"
+    assert euro.decision.reasons == [
+        "arguments of 'propose_credit': currency: Input should be 'USD'"
+    ]
+    assert credits_of(h.db, h.tenant) == []
 
 
 async def test_golden_history_of_a_default_case_replays(h: Harness) -> None:  # noqa: F811
