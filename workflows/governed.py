@@ -69,6 +69,7 @@ __all__ = [
     "claim_refusal",
     "fail_if_denied",
     "grant",
+    "held_round",
     "register_compensation",
     "risk_of",
 ]
@@ -142,6 +143,21 @@ class ApprovalRound:
     policy_reasons: Sequence[str] = ()
     action_payload: Any = None
     fields: dict[str, Any] = field(default_factory=dict)  # entries, findings, round, total
+
+
+def held_round(
+    decision: PolicyDecision, *, action: str, payload: Any, summary: str, **rest: Any
+) -> ApprovalRound:
+    """The round for one action policy held back: policy's obligations and reasons (appended
+    to ``summary``, the inbox line); ``rest``: the round's other fields."""
+    return ApprovalRound(
+        action=action,
+        payload=payload,
+        summary=f"{summary}: {'; '.join(decision.reasons)}",
+        obligations=decision.obligations,
+        policy_reasons=decision.reasons,
+        **rest,
+    )
 
 
 def register_compensation(saga: Saga, kill_switch: KillSwitchGate, undo: Compensation) -> None:
@@ -388,6 +404,22 @@ class Governance:
                 )
             self.held[step.subject] = decision
             return None
+        return outcome
+
+    async def act_approved(
+        self,
+        step: Callable[[ApprovalGrant | None], GovernedStep[R]],
+        round_: Callable[[PolicyDecision], ApprovalRound],
+    ) -> R:
+        """Run ``step(None)``; when policy wants a human first, put ``round_(decision)`` before
+        humans and run ``step(grant)`` with the approval (policy checks it again). The outcome;
+        a deny, a rejection or an expiry fails the run (:meth:`act`, :meth:`approve`)."""
+        first = step(None)
+        outcome = await self.act(first)
+        if outcome is None:  # policy wants a human first
+            approval = await self.approve(round_(self.held[first.subject]))
+            outcome = await self.act(step(grant(approval)))
+        assert outcome is not None  # act() fails a step still held after an approval
         return outcome
 
     async def preflight(
