@@ -378,9 +378,14 @@ async def _one_support_case(h: Harness, support: SupportClient, queue: str) -> s
         body="Please refund invoice 4411, I was charged twice this month",
         priority="P1",
     )
+    from activities.tools import credits_of
+
+    began = datetime.now(UTC)
     ack = await support.enqueue(case, queue=queue)
     assert ack.accepted, ack.reason
     status = await run_to_end(h, ack.workflow_id, approver="sam")
+    # the L2 researcher acts by default: a credit it proposed stands only if the case completed
+    credits = [c for c in credits_of(h.db, h.tenant) if c.created_at.replace(tzinfo=UTC) >= began]
     rows = trail(h, ack.workflow_id)
     assert_refusals_say_why(rows)
     if status == WorkflowExecutionStatus.COMPLETED:
@@ -392,7 +397,9 @@ async def _one_support_case(h: Harness, support: SupportClient, queue: str) -> s
             assert any(a == "ticket.updated" for a, _, _ in rows)
         return COMPLETED
     assert status == WorkflowExecutionStatus.FAILED, status
-    return f"{FAILED_CLEANLY}: {await assert_failed_cleanly(h, ack.workflow_id, undo={})}"
+    why = await assert_failed_cleanly(h, ack.workflow_id, undo={})
+    assert all(c.reversed_at is not None for c in credits), f"credits left standing: {credits}"
+    return f"{FAILED_CLEANLY}: {why}"
 
 
 # -- support agent (an agent that acts) -----------------------------------------------------
