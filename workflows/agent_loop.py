@@ -124,6 +124,36 @@ class AgentLoop:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    @classmethod
+    def acting_for(
+        cls, process: GovernedProcess, step: AgentStep, *, tenant: str | None = None
+    ) -> AgentLoop:
+        """A fresh loop of ``step`` acting for ``process``'s run: the tool calls' principal is
+        the process, its run's tenant (or ``tenant``), the agent and the run's requester."""
+        principal = ToolPrincipal(
+            process=process.gate.process,
+            tenant=process.inp.tenant if tenant is None else tenant,
+            agent=step.name,
+            requested_by=process.inp.requested_by,
+        )
+        return cls(process, step, principal, None)
+
+    async def carry_out(self, task: dict[str, Any], *, min_tier: str = "cheap") -> dict[str, Any]:
+        """The step's final answer, with the run's budget as it stands, for a step run inside a
+        process that never continues as new for it (the process's own run is the step's)."""
+        process = self.process
+        answer = await self.run(task, process._budget or process.inp.budget, min_tier=min_tier)
+        assert answer is not None  # the step never continues as new (continue_after_events)
+        return answer
+
+    def facts(self) -> dict[str, int]:
+        """What the loop did, for the audit trail: model turns, tool calls, refused calls."""
+        return {
+            "turns": self.turns,
+            "tool_calls": self.history.total_calls,
+            "denials": self.history.denials,
+        }
+
     async def run(
         self, task: dict[str, Any], budget: Budget, *, min_tier: str = "cheap"
     ) -> dict[str, Any] | None:

@@ -88,6 +88,10 @@ class Blackboard:
         write = BoardWrite(key=key, value=value, expected_version=expected_version, reason=reason)
         return self.apply([write], author)[0]
 
+    def put(self, key: str, value: Any, author: str, reason: str) -> BoardEntry:
+        """Write one key over whatever it holds now (the author read it just before)."""
+        return self.write(key, value, self.read(key).version, author, reason)
+
     def apply(self, writes: Sequence[BoardWrite], author: str) -> list[BoardEntry]:
         """Apply a proposal all-or-nothing: every write must be current, or none is applied."""
         if not author.strip():

@@ -38,7 +38,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from workflows import errors, visibility
-from workflows.approval_gate import ApprovalGate, merge_obligations, new_request
+from workflows.approval_gate import ApprovalGate, merge_obligations, new_request, reasons_of
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
     AdjustingEntry,
@@ -68,13 +68,16 @@ __all__ = [
     "amend_entries",
     "claim_refusal",
     "fail_if_denied",
+    "fail_if_drilled",
     "grant",
     "held_round",
     "register_compensation",
     "risk_of",
+    "step_summary",
 ]
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 #: Replay safety: HR onboarding registered an entitlement's revocation again when the same
 #: entitlement was granted twice under one key; runs started since register it once.
@@ -99,6 +102,13 @@ class Compensation:
     activity: Callable[[Any, Any], Awaitable[Any]]
     arg: Any
     summary: str  # the activity's summary in the Web UI
+
+    @classmethod
+    def by(
+        cls, description: str, activity: Callable[[Any, Any], Awaitable[Any]], arg: Any
+    ) -> Compensation:
+        """The undo ``description`` ("revoke vpn:corp"), shown as "compensation: <it>"."""
+        return cls(description, activity, arg, f"compensation: {description}")
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,16 @@ class ApprovalRound:
     action_payload: Any = None
     fields: dict[str, Any] = field(default_factory=dict)  # entries, findings, round, total
 
+    @classmethod
+    def over(cls, decisions: Sequence[PolicyDecision], **fields: Any) -> ApprovalRound:
+        """One round for every action ``decisions`` held back: their obligations merged,
+        policy's reasons for asking shown once each."""
+        return cls(
+            obligations=[d.obligations for d in decisions],
+            policy_reasons=reasons_of(decisions),
+            **fields,
+        )
+
 
 def held_round(
     decision: PolicyDecision, *, action: str, payload: Any, summary: str, **rest: Any
@@ -181,6 +201,12 @@ def grant(outcome: ApprovalOutcome) -> ApprovalGrant:
     )
 
 
+def step_summary(action: str, policy: str, approval: ApprovalGrant | None) -> str:
+    """A governed step's line in the Web UI: the action, the policy it asks, and whether it
+    carries an approval ("grant vpn:corp (policy baton/hr/entitlements, approved)")."""
+    return f"{action} (policy {policy}{', approved' if approval else ''})"
+
+
 def risk_of(obligations: Obligations) -> str:
     """BatonRisk of a round: a CFO-level approval is high, any other medium."""
     return "high" if "cfo" in obligations.approver_roles else "medium"
@@ -195,6 +221,13 @@ def fail_if_denied(decisions: Sequence[PolicyDecision], prefix: str = "policy de
             prefix + "; ".join(f"{d.subject}: {', '.join(d.reasons)}" for d in denied),
             decision_ids=[d.decision_id for d in denied],
         )
+
+
+def fail_if_drilled(drill: bool, message: str) -> None:
+    """A failure injected on purpose (a ``fail_after_*`` input: tests and drills), to see what
+    the run did compensated."""
+    if drill:
+        raise errors.failure(errors.INJECTED_FAILURE, message)
 
 
 def claim_refusal(err: BaseException) -> ApplicationError | None:
@@ -370,6 +403,49 @@ class Governance:
             undo.description,
             lambda: self._step("compensation", undo.activity, undo.arg, undo.summary),
         )
+
+    def step_key(self, verb: str, name: str, approval: ApprovalGrant | None = None) -> str:
+        """A governed step's idempotency key: the run, the action ("grant", "vpn:corp") and
+        the approval it carries (a retry is the same step; the approved attempt a new one)."""
+        return f"{workflow.info().workflow_id}/{verb}/{name}/{digest(approval)[:12]}"
+
+    async def act_then_approve(
+        self,
+        items: Sequence[T],
+        act: Callable[[T, ApprovalGrant | None], Awaitable[Any]],
+        round_: Callable[[list[T]], ApprovalRound],
+        *,
+        acting: str,
+    ) -> list[T]:
+        """Act on each item in turn (``act(item, None)``: its governed step, None when policy
+        held it back); then put every held item before humans in ONE round (``round_``) and,
+        approved, act on them again with the approval attached (stage ``acting``). The held
+        items; a rejection or expiry fails the run (see :meth:`approve`)."""
+        waiting = [item for item in items if await act(item, None) is None]
+        if waiting:
+            outcome = await self.approve(round_(waiting))
+            self.stage = acting
+            for item in waiting:
+                await act(item, grant(outcome))
+        return waiting
+
+    async def approve_held(
+        self,
+        subjects: Sequence[str],
+        decisions: Sequence[PolicyDecision],
+        round_: Callable[[dict[str, PolicyDecision]], ApprovalRound],
+        *,
+        denied_prefix: str = "policy denied ",
+    ) -> dict[str, ApprovalGrant | None]:
+        """After a preflight (``decisions``: policy's decision on each of ``subjects``, nothing
+        done yet): fail ``PolicyDenied`` when policy denies any; put the ones it held back
+        before humans in ONE round (``round_(held)``, held: the decisions by subject). The
+        approval each subject carries: the round's grant, or None when it needs none."""
+        fail_if_denied(decisions, prefix=denied_prefix)
+        decided = zip(subjects, decisions, strict=True)
+        held = {s: d for s, d in decided if d.verdict == "require_approval"}
+        approval = grant(await self.approve(round_(held))) if held else None
+        return {s: approval if s in held else None for s in subjects}
 
     async def act(self, step: GovernedStep[R]) -> R | None:
         """Run ``step``: its compensation registered first, then the action through the kill

@@ -1,13 +1,10 @@
 """HR onboarding (issue 5, first part): a blackboard of cooperating agents + a manager approval.
 
 1. load the new hire from the HRIS;
-2. three agents cooperate through a versioned blackboard (workflows/blackboard.py), in parallel:
-   the identity verifier writes ``identity``, the policy educator ``policies`` (what applies to
-   the hire's role and country), the entitlement prompter ``entitlements`` (the accesses the role
-   needs); each also adds its item to the shared ``checklist``. Every agent reads a snapshot and
-   proposes writes with the versions it read; a stale write is refused and the agent re-runs on
-   fresh state (bounded). Every accepted write is persisted (table ``blackboard_entry``) and the
-   history is queryable (query ``board_history``);
+2. three agents cooperate in parallel through a versioned blackboard (``BlackboardProcess``,
+   workflows/process_base.py): the identity verifier writes ``identity``, the policy educator
+   ``policies`` (what applies to the hire's role and country), the entitlement prompter
+   ``entitlements`` (the accesses the role needs); each also adds its item to the ``checklist``;
 3. each proposed entitlement is granted through the sensitive activity, which asks policy
    (policy/hr/entitlements.rego) right before it writes; its revocation is registered first.
    Privileged ones (policy says require_approval) go to ONE approval request for the hire's
@@ -26,37 +23,30 @@ so far (saga), audits why, and fails the run with a typed error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from temporalio import workflow
 
 from workflows import errors
-from workflows.approval_gate import reasons_of
-from workflows.blackboard import Blackboard, cooperate_audited
+from workflows.blackboard import Blackboard
 from workflows.contracts import (
-    BOARD_HISTORY_QUERY,
     STATUS_QUERY,
     ApprovalGrant,
     BoardAgentInput,
-    BoardEntry,
-    BoardProposal,
     BoardSlot,
-    BoardWrite,
     Entitlement,
     GrantedEntitlement,
     GrantInput,
+    GrantOutcome,
     LoadHireInput,
     NewHire,
     OnboardingInput,
     OnboardingResult,
     OnboardingStatus,
-    PersistBoardInput,
     RevokeInput,
-    digest,
 )
-from workflows.governed import ApprovalRound, Compensation, GovernedStep, grant
-from workflows.process_base import GovernedProcess
+from workflows.governed import ApprovalRound, Compensation, GovernedStep, step_summary
+from workflows.process_base import BlackboardProcess
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import AgentActivities
@@ -77,9 +67,11 @@ CONFLICTS_EXHAUSTED = errors.BLACKBOARD_CONFLICTS
 
 
 @workflow.defn(name="HrOnboarding")
-class HrOnboardingWorkflow(GovernedProcess):
+class HrOnboardingWorkflow(BlackboardProcess):
+    hire: NewHire  # loaded from the HRIS first
     undo_per_attempt_before_patch = True  # see workflows/governed.py UNDO_ONCE_PATCH
     keeps_claim_on_completion = True  # an onboarded employee is not onboarded again
+    board_persist_activity = staticmethod(HrActivities.persist_blackboard)
 
     @workflow.init
     def __init__(self, inp: OnboardingInput) -> None:
@@ -89,7 +81,8 @@ class HrOnboardingWorkflow(GovernedProcess):
 
     @workflow.run
     async def run(self, inp: OnboardingInput) -> OnboardingResult:
-        self.begin(
+        return await self.run_governed(
+            self._onboard(inp),
             "onboarding.started",
             {
                 "tenant": inp.tenant,
@@ -97,158 +90,86 @@ class HrOnboardingWorkflow(GovernedProcess):
                 "version": inp.version,
                 "shadow": inp.shadow,
             },
-            tenant=inp.tenant,
-            shadow=inp.shadow,
-            version=inp.version,
-        )
-        return await self._undoing_on_failure(
-            self._onboard(inp),
             event="onboarding",
             what="onboarding",
-            before_flush=self._persist_board,
+            before_flush=self.persist_board,
         )
 
     async def _onboard(self, inp: OnboardingInput) -> OnboardingResult:
         self.stage = "loading hire"
-        hire = await self._step(
+        self.hire = hire = await self._step(
             "connector",
             HrActivities.load_new_hire,
             LoadHireInput(tenant=inp.tenant, employee_id=inp.employee_id),
             f"HRIS: load new hire {inp.employee_id}",
         )
-        self.board.write(
-            "hire",
-            {"role": hire.role, "department": hire.department, "country": hire.country},
-            0,
-            "connector:hris",
-            "the HRIS record the onboarding starts from",
-        )
+        hris = {"role": hire.role, "department": hire.department, "country": hire.country}
+        self.board.put("hire", hris, "connector:hris", "the HRIS record the onboarding starts from")
 
         self.stage = "agents working on the blackboard"
-        agents = AgentActivities
+
+        def ask(board: dict[str, BoardSlot]) -> BoardAgentInput:  # the version picks the model
+            return BoardAgentInput(
+                version=inp.version,
+                tenant=inp.tenant,
+                employee_id=inp.employee_id,
+                hire=hire,
+                board=board,
+            )
+
         await asyncio.gather(
-            self._agent("identity_verifier", agents.verify_identity, hire),
-            self._agent("policy_educator", agents.educate_policies, hire),
-            self._agent("entitlement_prompter", agents.prompt_entitlements, hire),
+            self.board_agent("identity_verifier", AgentActivities.verify_identity, ask),
+            self.board_agent("policy_educator", AgentActivities.educate_policies, ask),
+            self.board_agent("entitlement_prompter", AgentActivities.prompt_entitlements, ask),
         )
-        await self._persist_board()
+        await self.persist_board()
 
         identity = self.board.value("identity", [])
         if not identity or not str(identity[0]).startswith("verified"):
             raise errors.failure(
-                NEW_HIRE_NOT_VERIFIED,
-                f"identity of {inp.employee_id} is not verified: {identity}",
+                NEW_HIRE_NOT_VERIFIED, f"identity of {inp.employee_id} is not verified: {identity}"
             )
         proposed = [_entitlement(item) for item in self.board.value("entitlements", [])]
 
-        self.stage = "granting"
-        waiting = [e for e in proposed if await self._grant(hire, e) is None]
-        if waiting:
-            labels = [e.label for e in waiting]
-            outcome = await self.approve(
-                ApprovalRound(
-                    action="grant_entitlements",
-                    payload={"employee_id": hire.employee_id, "entitlements": labels},
-                    summary=f"grant {', '.join(labels)} to {hire.employee_id} "
-                    f"({hire.role}, {hire.department})",
-                    obligations=self.obligations(labels),
-                    policy_reasons=reasons_of([self.held[label] for label in labels]),
-                    action_payload={
-                        "employee_id": hire.employee_id,
-                        "entitlements": [e.model_dump(mode="json") for e in waiting],
-                    },
-                    risk="medium",
-                    waiting="waiting for manager approval",
-                    fail_safe="every access granted is revoked",
-                )
-            )
-            self.stage = "granting approved accesses"
-            for ent in waiting:
-                await self._grant(hire, ent, grant(outcome))
+        self.stage = "granting"  # privileged accesses: ONE request to the hire's manager
+        await self.act_then_approve(
+            proposed, self._grant, self._manager_round, acting="granting approved accesses"
+        )
 
-        slot = self.board.read("grants")
-        self.board.write(
-            "grants",
-            [f"{g.system}:{g.name}" for g in self.granted],
-            slot.version,
-            "baton:workflow",
-            "accesses granted in the identity provider",
+        granted = [f"{g.system}:{g.name}" for g in self.granted]
+        self.board.put(
+            "grants", granted, "baton:workflow", "accesses granted in the identity provider"
         )
-        await self._persist_board()
-        await self.finish(
-            "onboarding.completed",
-            {
-                "granted": [f"{g.system}:{g.name}" for g in self.granted],
-                "board_version": self.board.version,
-                "conflicts": len(self.board.conflicts),
-            },
-        )
-        return OnboardingResult(
+        await self.persist_board()
+        await self.finish("onboarding.completed", {"granted": granted, **self.board_facts()})
+        return self.result_as(
+            OnboardingResult,
             tenant=inp.tenant,
             employee_id=inp.employee_id,
             identity=identity,
             policies=self.board.value("policies", []),
             granted=self.granted,
-            approvals=self.approvals,
-            board_version=self.board.version,
-            conflicts=len(self.board.conflicts),
-            tokens=self.cost.tokens,
-            cost_usd=self.cost.cost_usd,
+            **self.board_facts(),
         )
 
-    # -- the blackboard agents ------------------------------------------------------------
-
-    async def _agent(
-        self,
-        role: str,
-        activity: Callable[[Any, BoardAgentInput], Awaitable[BoardProposal]],
-        hire: NewHire,
-    ) -> None:
-        author = f"agent:{role}"
-
-        async def propose(snapshot: dict[str, BoardSlot]) -> Sequence[BoardWrite]:
-            proposal = await self._step(
-                "agent",
-                activity,
-                BoardAgentInput(
-                    version=self.inp.version,  # picks the agent's prompt and model
-                    tenant=self.inp.tenant,
-                    employee_id=self.inp.employee_id,
-                    hire=hire,
-                    board=snapshot,
-                ),
-                f"{role} (LLM): blackboard v{self.board.version}",
-            )
-            return proposal.writes
-
-        await cooperate_audited(
-            self.board,
-            author,
-            propose,
-            max_retries=self.inp.max_conflict_retries,
-            audit=self.audit,
+    def _manager_round(self, waiting: list[Entitlement]) -> ApprovalRound:
+        hire, labels = self.hire, [e.label for e in waiting]
+        ents = [e.model_dump(mode="json") for e in waiting]
+        return ApprovalRound.over(
+            [self.held[label] for label in labels],
+            action="grant_entitlements",
+            payload={"employee_id": hire.employee_id, "entitlements": labels},
+            summary=f"grant {', '.join(labels)} to {hire.employee_id} "
+            f"({hire.role}, {hire.department})",
+            action_payload={"employee_id": hire.employee_id, "entitlements": ents},
+            risk="medium",
+            waiting="waiting for manager approval",
+            fail_safe="every access granted is revoked",
         )
 
-    async def _persist_board(self) -> None:
-        entries = list(self.board.unpersisted())
-        if not entries:
-            return
-        await self._step(
-            "connector",
-            HrActivities.persist_blackboard,
-            PersistBoardInput(board=BOARD, entries=entries),
-            f"blackboard: persist {len(entries)} entries",
-        )
-        self.board.mark_persisted(len(entries))
-
-    # -- the sensitive step ---------------------------------------------------------------
-
-    async def _grant(
-        self, hire: NewHire, ent: Entitlement, approval: ApprovalGrant | None = None
-    ) -> str | None:
-        """Grant one entitlement; the grant id, or None when policy requires an approval."""
-        key = f"{workflow.info().workflow_id}/grant/{ent.label}/{digest(approval)[:12]}"
-        inp = self.inp
+    async def _grant(self, ent: Entitlement, approval: ApprovalGrant | None) -> GrantOutcome | None:
+        """Grant one entitlement to the hire; None when policy requires an approval first."""
+        inp, hire, key = self.inp, self.hire, self.step_key("grant", ent.label, approval)
         outcome = await self.act(
             GovernedStep(
                 what=f"granting {ent.label}",
@@ -264,11 +185,10 @@ class HrOnboardingWorkflow(GovernedProcess):
                     idempotency_key=key,
                     shadow=inp.shadow,
                 ),
-                summary=f"grant {ent.label} (policy {ENTITLEMENT_POLICY}"
-                f"{', approved' if approval else ''})",
+                summary=step_summary(f"grant {ent.label}", ENTITLEMENT_POLICY, approval),
                 key=key,
                 subject=ent.label,
-                undo=Compensation(
+                undo=Compensation.by(
                     f"revoke {ent.label}",
                     HrActivities.revoke_entitlement,
                     RevokeInput(
@@ -277,43 +197,21 @@ class HrOnboardingWorkflow(GovernedProcess):
                         idempotency_key=f"{key}/revoke",
                         shadow=inp.shadow,
                     ),
-                    f"compensation: revoke {ent.label}",
                 ),
                 grant=approval,
             )
         )
-        if outcome is None:
-            return None
-        assert outcome.grant_id is not None
-        self.granted.append(
-            GrantedEntitlement(
-                system=ent.system,
-                name=ent.name,
-                grant_id=outcome.grant_id,
-                approved_by=approval.approvers if approval else [],
+        if outcome is not None:
+            gid, by = outcome.grant_id, approval.approvers if approval else []
+            assert gid is not None
+            self.granted.append(
+                GrantedEntitlement(**ent.model_dump(), grant_id=gid, approved_by=by)
             )
-        )
-        return outcome.grant_id
-
-    # -- queries --------------------------------------------------------------------------
+        return outcome
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> OnboardingStatus:  # type: ignore[override]  # its own model
-        return OnboardingStatus(
-            workflow_id=workflow.info().workflow_id,
-            process=PROCESS,
-            stage=self.stage,
-            approval_state=self.gate.state,
-            pending=self.gate.pending(),
-            granted=self.granted,
-            compensated=self.saga.compensated,
-            board_version=self.board.version,
-            conflicts=len(self.board.conflicts),
-        )
-
-    @workflow.query(name=BOARD_HISTORY_QUERY)
-    def board_history(self) -> list[BoardEntry]:
-        return self.board.history()
+        return self.status_as(OnboardingStatus, granted=self.granted, **self.board_facts())
 
 
 def _entitlement(item: Any) -> Entitlement:

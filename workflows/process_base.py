@@ -14,17 +14,20 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import errors, visibility
 from workflows.approval_gate import ApprovalGate
+from workflows.blackboard import Blackboard, cooperate_audited
 from workflows.contracts import (
     APPROVAL_COMMENT_UPDATE,
     APPROVAL_DELEGATE_UPDATE,
     APPROVAL_SIGNAL,
     APPROVAL_UPDATE,
+    BOARD_HISTORY_QUERY,
     BUDGET_EXCEEDED,
     KILL_SWITCH_RELEASED_SIGNAL,
     PENDING_APPROVALS_QUERY,
@@ -35,11 +38,22 @@ from workflows.contracts import (
     ApprovalDecision,
     ApprovalDelegationInput,
     ApprovalRequest,
+    BoardEntry,
+    BoardProposal,
+    BoardSlot,
+    BoardWrite,
     Budget,
+    PersistBoardInput,
     PolicyBatch,
     PolicyQuery,
     ProcessStatus,
     TokenUsage,
+)
+from workflows.contracts_knowledge import (
+    KnowledgeHit,
+    KnowledgeQuery,
+    RelationQuery,
+    RelationResult,
 )
 from workflows.governed import ApprovalRound, Governance, claim_refusal
 from workflows.kill_switch_gate import KillSwitchGate
@@ -48,9 +62,11 @@ from workflows.saga import unwind
 
 with workflow.unsafe.imports_passed_through():
     from activities.claims import ClaimActivities
+    from activities.knowledge import KnowledgeActivities
     from activities.policy_gate import PolicyGateActivities
 
 R = TypeVar("R")
+S = TypeVar("S", bound=BaseModel)
 
 #: Replay safety: runs started before this upserted every search attribute they set, changed
 #: or not (a history event and a visibility write each time).
@@ -102,6 +118,10 @@ class RunCost:
         self._direct_tokens += usage.total_tokens
         self._direct_cost = round(self._direct_cost + usage.cost_usd, 8)
         self._publish()
+
+    def facts(self) -> dict[str, Any]:
+        """The run's tokens and cost so far, for an audit event's detail."""
+        return {"tokens": self.tokens, "cost_usd": self.cost_usd}
 
     def charged(self, run_tokens: int, run_cost_usd: float) -> None:
         """The run's routed totals as the database charged them (RoutedUsage.run_*)."""
@@ -252,6 +272,44 @@ class GovernedProcess(Governance, ApprovalHandlers):
             exceptions=getattr(self, "exceptions", []),
         )
 
+    def status_as(self, model: type[S], **fields: Any) -> S:
+        """The run's status as a process's own model (its status query): what every run has
+        (id, process, stage, approvals, compensations), and the process's ``fields``."""
+        return model(
+            workflow_id=workflow.info().workflow_id,
+            process=self.gate.process,
+            stage=self.stage,
+            approval_state=self.gate.state,
+            pending=self.gate.pending(),
+            compensated=self.saga.compensated,
+            **fields,
+        )
+
+    def result_as(self, model: type[S], **fields: Any) -> S:
+        """The run's result as a process's own model: the process's ``fields``, the approval
+        rounds the run went through and what its model calls cost."""
+        return model(
+            **fields, approvals=self.approvals, tokens=self.cost.tokens, cost_usd=self.cost.cost_usd
+        )
+
+    async def look_up(self, entity_id: str, summary: str) -> RelationResult:
+        """An entity of the run's tenant and everything below it in the relation store
+        (activities/knowledge.py), asked as the process: the retrieval's audit row names it."""
+        query = RelationQuery(
+            tenant=self.inp.tenant, entity_id=entity_id, requested_by=self.gate.process
+        )
+        return await self._step(
+            "connector", KnowledgeActivities.knowledge_relations, query, summary
+        )
+
+    async def search(self, summary: str, **query: Any) -> list[KnowledgeHit]:
+        """What the knowledge layer finds in the run's tenant's documents (``query``: the
+        KnowledgeQuery's text, k, kinds, entity), asked as the process; the retrieval's audit
+        row names its sources."""
+        ask = KnowledgeQuery(tenant=self.inp.tenant, requested_by=self.gate.process, **query)
+        found = await self._step("connector", KnowledgeActivities.knowledge_search, ask, summary)
+        return found.hits
+
     def govern(self, inp: Any, process: str, **gates: Any) -> None:
         super().govern(inp, process, **gates)
         self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
@@ -288,6 +346,32 @@ class GovernedProcess(Governance, ApprovalHandlers):
             attrs.append(visibility.VERSION.value_set(version))
         set_search_attributes(attrs)
         self.audit.record(self.inp.requested_by, event, detail=detail)
+
+    async def run_governed(
+        self,
+        body: Awaitable[R],
+        started: str,
+        detail: dict[str, Any],
+        *,
+        event: str,
+        what: str,
+        before_flush: Callable[[], Awaitable[Any]] | None = None,
+        failed_event: str | None = None,
+    ) -> R:
+        """A process's whole run: :meth:`begin` (tenant, and shadow and version when the input
+        has them, from the run's input), then ``body`` on the failure path
+        (:meth:`_undoing_on_failure`)."""
+        inp = self.inp
+        self.begin(
+            started,
+            detail,
+            tenant=inp.tenant,
+            shadow=getattr(inp, "shadow", None),
+            version=getattr(inp, "version", None),
+        )
+        return await self._undoing_on_failure(
+            body, event=event, what=what, before_flush=before_flush, failed_event=failed_event
+        )
 
     async def finish(self, event: str, detail: dict[str, Any], rationale: str = "") -> None:
         """The run is done: its last audit event, written before the result is returned; then
@@ -555,8 +639,65 @@ class GovernedProcess(Governance, ApprovalHandlers):
         }
 
 
+class BlackboardProcess(GovernedProcess):
+    """A governed process whose agents cooperate through a versioned blackboard
+    (workflows/blackboard.py): each agent is a governed agent step that reads a snapshot and
+    proposes writes with the versions it read; a stale write is audited and the agent runs
+    again on fresh state (at most ``inp.max_conflict_retries`` times, then the run fails
+    ``BlackboardConflicts``). Accepted writes are persisted by ``board_persist_activity`` (the
+    process's, idempotent per entry) and queryable (``board_history``). The process sets
+    ``self.board`` in its ``__init__``."""
+
+    board: Blackboard
+    board_persist_activity: Callable[[Any, PersistBoardInput], Awaitable[Any]]
+
+    async def board_agent(
+        self,
+        role: str,
+        activity: Callable[[Any, Any], Awaitable[BoardProposal]],
+        ask: Callable[[dict[str, BoardSlot]], Any],
+    ) -> None:
+        """Run the agent ``role`` on the board until its writes apply; ``ask(snapshot)`` is the
+        activity's input (the snapshot the agent reads)."""
+
+        async def propose(snapshot: dict[str, BoardSlot]) -> Sequence[BoardWrite]:
+            summary = f"{role} (LLM): blackboard v{self.board.version}"
+            proposal = await self._step("agent", activity, ask(snapshot), summary)
+            return proposal.writes
+
+        await cooperate_audited(
+            self.board,
+            f"agent:{role}",
+            propose,
+            max_retries=self.inp.max_conflict_retries,
+            audit=self.audit,
+        )
+
+    async def persist_board(self) -> None:
+        """Persist the board's entries written since the last call (none: nothing runs)."""
+        entries = list(self.board.unpersisted())
+        if not entries:
+            return
+        await self._step(
+            "connector",
+            self.board_persist_activity,
+            PersistBoardInput(board=self.board.name, entries=entries),
+            f"blackboard: persist {len(entries)} entries",
+        )
+        self.board.mark_persisted(len(entries))
+
+    def board_facts(self) -> dict[str, int]:
+        """The board's version and how many writes it refused (status, result, audit)."""
+        return {"board_version": self.board.version, "conflicts": len(self.board.conflicts)}
+
+    @workflow.query(name=BOARD_HISTORY_QUERY)
+    def board_history(self) -> list[BoardEntry]:
+        return self.board.history()
+
+
 __all__ = [
     "ApprovalHandlers",
+    "BlackboardProcess",
     "BUDGET_RAISE_PATCH",
     "BUDGET_RAISE_POLICY",
     "CHANGED_ONLY_PATCH",
