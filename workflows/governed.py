@@ -519,41 +519,27 @@ class Governance:
         subject: Callable[[T], str],
         amend: Callable[[list[T], ApprovalOutcome, dict[str, str]], list[T]] | None = None,
         done: Callable[[T, Any, ApprovalGrant | None, str | None], None] | None = None,
+        held: bool = False,
     ) -> ApprovalOutcome | None:
         """Run the governed step ``step_of(item, grant, amended_by)`` for each item, one after
-        the other; the items policy held back (under ``subject(item)``) go before humans
-        (:meth:`guard_held`) until each is done, or the run fails safe. ``done`` sees each
-        item's outcome (with the grant and the amender it carried)."""
-        waiting = [i for i in items if await self._act_item(step_of, i, None, None, done) is None]
-        return await self.guard_held(
-            waiting, step_of, rounds, revise, subject=subject, amend=amend, done=done
-        )
-
-    async def guard_held(
-        self,
-        waiting: list[T],
-        step_of: Callable[[T, ApprovalGrant | None, str | None], GovernedStep[Any]],
-        rounds: GuardedRounds,
-        revise: Callable[[list[T], ApprovalOutcome], Awaitable[list[T]]],
-        *,
-        subject: Callable[[T], str],
-        amend: Callable[[list[T], ApprovalOutcome, dict[str, str]], list[T]] | None = None,
-        done: Callable[[T, Any, ApprovalGrant | None, str | None], None] | None = None,
-    ) -> ApprovalOutcome | None:
-        """The approval rounds that guard a governed step: the ``waiting`` items (policy held
-        each back under ``subject(item)``, see :meth:`act`) go to ONE request per round, built
-        from the decisions held and bound to the digest of the items (``rounds``); approved,
-        each runs again with the grant; amended or revised, through policy again
-        (:meth:`settle`). The approving outcome, or None when nothing waited."""
+        the other (``held``: they ran already, these are the ones policy held back); the items
+        policy held back (under ``subject(item)``, see :meth:`act`) go to ONE request per round,
+        built from the decisions held and bound to the digest of the items (``rounds``);
+        approved, each runs again with the grant; amended or revised, through policy again
+        (:meth:`settle`). ``done`` sees each item's outcome (with the grant and the amender it
+        carried). The approving outcome, or None when nothing waited."""
         amended_by: dict[str, str] = {}  # who changed which item: they may not approve it
 
         async def act(item: T, grant_: ApprovalGrant | None) -> Any:
             by = amended_by.get(subject(item))
-            return await self._act_item(step_of, item, grant_, by, done)
+            outcome = await self.act(step_of(item, grant_, by))
+            if outcome is not None and done is not None:
+                done(item, outcome, grant_, by)
+            return outcome
 
-        def round_(held: list[T]) -> ApprovalRound:
-            subjects = [subject(i) for i in held]
-            entries = rounds.entries(held) if rounds.entries is not None else []
+        def round_(these: list[T]) -> ApprovalRound:
+            subjects = [subject(i) for i in these]
+            entries = rounds.entries(these) if rounds.entries is not None else []
             fields = entry_fields(entries, rounds.findings, len(self.approvals) + 1)
             if rounds.entries is None:
                 fields = {"round": fields["round"]}
@@ -561,10 +547,8 @@ class Governance:
             return self.round_for(
                 subjects,
                 action=rounds.action,
-                payload=[
-                    i.model_dump(mode="json") if isinstance(i, BaseModel) else i for i in held
-                ],
-                summary=rounds.summary(held, fields),
+                payload=[_jsonable(i) for i in these],
+                summary=rounds.summary(these, fields),
                 excluded=sorted({*rounds.excluded, *amenders}),
                 fail_safe=rounds.fail_safe,
                 fields=fields,
@@ -572,6 +556,7 @@ class Governance:
                 **rounds.more,
             )
 
+        waiting = items if held else [i for i in items if await act(i, None) is None]
         return await self.settle(
             waiting,
             act,
@@ -581,19 +566,6 @@ class Governance:
             max_rounds=rounds.max_rounds,
             amend=amend,
         )
-
-    async def _act_item(
-        self,
-        step_of: Callable[[T, ApprovalGrant | None, str | None], GovernedStep[Any]],
-        item: T,
-        grant_: ApprovalGrant | None,
-        amended_by: str | None,
-        done: Callable[[T, Any, ApprovalGrant | None, str | None], None] | None,
-    ) -> Any:
-        outcome = await self.act(step_of(item, grant_, amended_by))
-        if outcome is not None and done is not None:
-            done(item, outcome, grant_, amended_by)
-        return outcome
 
     def round_for(
         self,

@@ -644,7 +644,7 @@ class ProcessWorkflow(GovernedProcess):
         )
 
     async def guarded_rounds(self, step: ApprovalStep, scope: dict[str, Any], saga: Saga) -> Any:
-        """The approval rounds guarding a governed step (workflows/governed.py: guard_held):
+        """The approval rounds guarding a governed step (workflows/governed.py: govern_each):
         its held items go to one request per round, built from policy's decisions on them
         and bound to the digest of the items; approved, each runs again with the approval;
         amended (``entries``) or revised (``revise``), through policy again."""
@@ -710,13 +710,8 @@ class ProcessWorkflow(GovernedProcess):
                 "waiting": f"{step.id}: waiting for approval of {step.guards}",
             },
         )
-        outcome = await self.guard_held(
-            held,
-            step_of,
-            rounds,
-            revise,
-            subject=subject_of,
-            amend=amend,
+        outcome = await self.govern_each(
+            held, step_of, rounds, revise, subject=subject_of, amend=amend, held=True
         )
         return outcome.model_dump(mode="json") if outcome else {"outcome": "not_needed"}
 
