@@ -694,8 +694,8 @@ class _Checker:
             governed = sorted(n for n, a in catalog.CONNECTORS.items() if a.governed)
             self.error(
                 (*p, "guards"),
-                f"guards {step.guards!r}: that step is no governed step (type: governed) and "
-                f"runs no governed action (governed actions: "
+                f"guards {step.guards!r}: that step runs no governed action: make it "
+                "`type: governed`, or run an extension's governed action (governed actions: "
                 f"{', '.join(governed) or 'none; extensions add them'})",
             )
         elif target.frames != self.infos[step.id].frames:
