@@ -15,6 +15,10 @@ A process says WHAT to do; this module owns HOW it is done safely, once for ever
   :meth:`Governance.approve` returns the outcome the process can act on (approved, or amended /
   changes requested when the round allows them) and fails the run with ``ApprovalExpired`` or
   ``ApprovalRejected`` otherwise; :func:`grant` is the proof an approved step carries.
+* :meth:`Governance.govern_each` with :class:`GuardedRounds`: a governed step run over several
+  items (the close's entries), the ones policy held back put before humans in one round at a
+  time until each is done (amended, or revised by the preparer, through policy again). The
+  YAML language compiles ``type: governed`` and the approval step guarding it to this.
 * The run's business-key claim (activities/claims.py): :meth:`Governance.claimed` puts it on
   every side-effecting activity's input (one with a ``claim`` field), whose transaction claims
   the key or checks the run still owns it; :meth:`Governance.check_claim` is the read-only look
