@@ -560,7 +560,7 @@ class ProcessWorkflow(GovernedProcess):
         back wait for the approval step that guards this step."""
         action = catalog.CONNECTORS.get(step.action)
         output = getattr(action.output, "model_fields", {}) if action is not None else {}
-        if action is None or "decision" not in output:
+        if action is None or action.governed or "decision" not in output:
             raise definition_error(step.id, f"{step.action!r} is no action that asks policy")
         items: list[Any] = [None]
         if step.for_each is not None:
