@@ -14,9 +14,9 @@
   (a compensation: idempotent, a no-op when the call never took effect).
 
 Built-in tools act on Baton's own data: knowledge search (activities/knowledge.py), customer
-lookup (support tickets, credits), internal notes, a reply draft, a credit proposal (a row in
-``customer_credit``) with its reversal, and an email to a customer (the ``customer_email``
-outbox).
+lookup (support tickets, credits), contract lookup (the CRM's relation store), internal notes,
+a reply draft, a credit proposal (a row in ``customer_credit``) with its reversal, and an email
+to a customer (the ``customer_email`` outbox).
 
 Must not: be imported by workflows (it does I/O); decide policy itself (policy/base/tool_call.rego
 does).
@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic import Field as Arg
@@ -316,6 +316,9 @@ class ProposeCreditArgs(_Args):
     customer: str = Arg(min_length=1, max_length=120)
     case_id: str = Arg(min_length=1, max_length=120)
     amount_usd: float = Arg(gt=0, le=1_000_000, description="Credit in USD.")
+    currency: Literal["USD"] = Arg(
+        default="USD", description="The credit's currency: USD (policy's limits are in USD)."
+    )
     reason: str = Arg(min_length=1, max_length=500)
 
 
@@ -376,6 +379,50 @@ async def _lookup_customer(ctx: ToolContext, args: CustomerArgs) -> ToolResult:
             "tickets": [{"case_id": t.case_id, "status": t.status} for t in tickets],
             "credits": len(credits),
             "credit_usd": f"{open_credit:.2f}",
+        }
+        return ToolResult(text=json.dumps(data, sort_keys=True), data=data)
+
+    return await asyncio.to_thread(read)
+
+
+async def _lookup_contract(ctx: ToolContext, args: CustomerArgs) -> ToolResult:
+    """The customer's contracts from the CRM's relation store (customer -> account -> contract,
+    activities/knowledge.py), found by entity id or by name."""
+
+    def read() -> ToolResult:
+        from activities.knowledge import KnowledgeEntityRow, KnowledgeStore
+
+        tenant, wanted = ctx.principal.tenant, args.customer.strip().lower()
+        with ctx.db.read_session() as session:
+            customers = session.exec(
+                select(KnowledgeEntityRow).where(
+                    KnowledgeEntityRow.tenant == tenant, KnowledgeEntityRow.kind == "customer"
+                )
+            ).all()
+        found = next(
+            (
+                c
+                for c in sorted(customers, key=lambda c: c.entity_id)
+                if wanted in (c.entity_id.lower(), c.name.lower())
+                or c.name.lower().startswith(f"{wanted} ")
+            ),
+            None,
+        )
+        if found is None:
+            data: dict[str, Any] = {"customer": args.customer, "contracts": []}
+            return ToolResult(
+                text=f"no customer {args.customer!r} in the CRM: no contract on record", data=data
+            )
+        tree = KnowledgeStore(ctx.db).related(tenant, found.entity_id)
+        contracts = [
+            {"contract_id": c.entity_id, "name": c.name, "source": c.source, **c.attributes}
+            for c in tree.of_kind("contract")
+        ]
+        data = {
+            "customer": found.entity_id,
+            "name": found.name,
+            "segment": found.attributes.get("segment"),
+            "contracts": contracts,
         }
         return ToolResult(text=json.dumps(data, sort_keys=True), data=data)
 
@@ -471,6 +518,13 @@ def builtin_tools() -> list[ToolSpec]:
             "Look a customer up: their support tickets and open credits.",
             CustomerArgs,
             read=_lookup_customer,
+        ),
+        ToolSpec(
+            "lookup_contract",
+            "Look a customer's contracts up in the CRM (plan, annual value, term), by customer "
+            "id or name.",
+            CustomerArgs,
+            read=_lookup_contract,
         ),
         ToolSpec(
             "read_internal_notes",

@@ -19,6 +19,12 @@ Printed: a table, then exactly three lines::
                                Temporal dev server's round trips: two workflow tasks and two
                                activities per call, on the same machine as the worker)
 
+Before Baton's run, the same dev server runs the bare shape of a tool call for comparison:
+``bench/loops.py``'s step loop with two no-op activities per call (a turn and a tool call, so
+two workflow tasks and two activities, as in the agent loop), nothing else. Its ms per call is
+Temporal's floor on this machine; the table prints it and Baton's overhead above it
+(``--no-floor`` skips it).
+
 Run: ``.venv/bin/python bench/agent_loop_bench.py --tool-calls 500``. It starts its own Temporal
 dev server (the finance bench's tuning plus eager activity execution: ``SERVER_TUNING``;
 ``--no-eager`` for the server's default), model server, SQLite file and a copy of policy/ whose
@@ -185,6 +191,25 @@ async def measure_histories(client: Any, workflow_id: str, first_run: str) -> di
     }
 
 
+async def bare_floor(temporal: Any, tool_calls: int) -> float:
+    """ms per tool call of the bare shape: 2 no-op activities per call in one workflow run."""
+    from temporalio.worker import Worker
+
+    from bench.loops import StepLoopWorkflow
+    from bench.stand_ins import LoopInput, noop
+
+    queue = f"agent-bench-floor-{uuid.uuid4().hex[:8]}"
+    async with Worker(temporal, task_queue=queue, workflows=[StepLoopWorkflow], activities=[noop]):
+        began = time.perf_counter()
+        await temporal.execute_workflow(
+            StepLoopWorkflow.run,
+            LoopInput(mode="bare", steps=2 * tool_calls),
+            id=f"agent-bench-floor-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        return (time.perf_counter() - began) * 1000 / max(tool_calls, 1)
+
+
 async def run_bench(
     temporal: Any,
     model: Any,
@@ -193,14 +218,17 @@ async def run_bench(
     tool_calls: int,
     continue_after_events: int,
     out: Callable[[str], None] = print,
+    floor: bool = False,
 ) -> list[str]:
     """One bench run on ``temporal`` (a client) with ``model`` (a model server) and
     ``settings`` (its policy_dir must allow the calls: :func:`bench_policy`). Returns the
-    three result lines (and ``continued_runs=N``)."""
+    three result lines (and ``continued_runs=N``). ``floor``: first measure the bare shape of a
+    tool call on the same server (:func:`bare_floor`) and print Baton's overhead above it."""
     from worker import build_runtime, build_worker
     from workflows.agent_loop import AgentRunWorkflow
     from workflows.contracts_tools import AgentRunInput
 
+    floor_ms = await bare_floor(temporal, tool_calls) if floor else None
     runtime = build_runtime(settings)
     assert runtime.tools is not None
     runtime.tools.registry.register(BENCH_TOOL)
@@ -246,6 +274,11 @@ async def run_bench(
         ("largest payload stored in the database", f"{largest_stored} B"),
         ("tokens / cost", f"{result.tokens} / {result.cost_usd:.6f} USD"),
     ]
+    if floor_ms is not None:
+        rows += [
+            ("bare loop on the same server: 2 no-op activities per call", f"{floor_ms:.2f} ms"),
+            ("Baton's overhead above the bare loop", f"{overhead - floor_ms:.2f} ms per call"),
+        ]
     for kind, ms in sorted(hist["activity_ms"].items(), key=lambda kv: -kv[1]):
         rows.append(
             (f"activity {kind}, scheduled to completed", f"{ms / max(calls, 1):.1f} ms per call")
@@ -278,7 +311,9 @@ SERVER_TUNING = [
 ]
 
 
-async def main_async(tool_calls: int, continue_after: int, *, tuned: bool = True) -> None:
+async def main_async(
+    tool_calls: int, continue_after: int, *, tuned: bool = True, floor: bool = True
+) -> None:
     from temporalio.testing import WorkflowEnvironment
 
     from baton.devstack import local
@@ -315,6 +350,7 @@ async def main_async(tool_calls: int, continue_after: int, *, tuned: bool = True
             settings,
             tool_calls=tool_calls,
             continue_after_events=continue_after,
+            floor=floor,
         )
     finally:
         model.stop()
@@ -338,8 +374,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="leave the dev server's eager activity execution off (its default)",
     )
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the bare loop (2 no-op activities per call) measured before Baton's run",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(main_async(args.tool_calls, args.continue_after, tuned=not args.no_eager))
+    asyncio.run(
+        main_async(
+            args.tool_calls, args.continue_after, tuned=not args.no_eager, floor=not args.no_floor
+        )
+    )
     sys.stdout.flush()
     os._exit(0)  # docs/architecture.md: temporalio can crash at interpreter exit
 

@@ -572,6 +572,10 @@ async def test_support_case_l2_researcher_acts_through_governed_searches(
             "priority": "P3",
         }
     )
+    # the researcher as it was first declared: one search, then the answer citing it
+    search = ("search_knowledge", {"query": "$task.question"})
+    answer = ("final_answer", {"answer": "Refunds take 5 days.", "cited": "$cited"})
+    h.model.script(Fault.tool_calls(search), Fault.tool_calls(answer), match="agent: l2_researcher")
     async with h.worker():
         handle = await SupportClient(h.client).start_case(
             SupportCaseInput(case=case, l2_agent=True)

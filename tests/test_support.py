@@ -43,12 +43,22 @@ async def h(
 ) -> AsyncIterator[Harness]:
     model_server.reset()
     path = tmp_path / "models.json"
-    path.write_text(json.dumps(catalogue(model_server)))
+    path.write_text(json.dumps(support_catalogue(model_server)))
     async with _harness(temporal_client, model_server, database_url, model_catalogue=path) as hh:
         # The researcher reads the knowledge layer (real embeddings from the model server).
         await knowledge_base(hh).ingest(support_articles(hh.settings.support_articles, hh.tenant))
         yield hh
     model_server.reset()
+
+
+def support_catalogue(server: ScriptedModelServer) -> dict[str, Any]:
+    """The router test's catalogue, whose models also serve the turns of an agent that acts
+    (task class ``act``: the L2 researcher acts by default)."""
+    spec = catalogue(server)
+    for m in spec["models"]:
+        m["capabilities"] = [*m["capabilities"], "tool_use"]
+    spec["task_classes"]["act"] = {"capability": "tool_use"}
+    return spec
 
 
 def knowledge_base(h: Harness) -> KnowledgeBase:
@@ -88,10 +98,11 @@ def audit_actions(h: Harness, workflow_id: str) -> list[str]:
 
 
 async def test_an_ordinary_case_is_triaged_for_free_and_updated(h: Harness) -> None:
+    """The routed L2 researcher (``l2_agent=False``: one answer, no tools)."""
     support = SupportClient(h.client)
     c = case(h)
     async with h.worker():
-        handle = await support.start_case(SupportCaseInput(case=c))
+        handle = await support.start_case(SupportCaseInput(case=c, l2_agent=False))
         result = await handle.result()
         desc = await handle.describe()
     assert result.category == "billing" and not result.escalated
@@ -123,8 +134,8 @@ async def test_a_high_value_case_escalates_to_strong_models_and_a_support_lead(
 ) -> None:
     support = SupportClient(h.client)
     c = case(h, customer_value_usd=50000)
-    async with h.worker():
-        handle = await support.start_case(SupportCaseInput(case=c))
+    async with h.worker():  # the routed researcher: every routed step on a strong model
+        handle = await support.start_case(SupportCaseInput(case=c, l2_agent=False))
         request = await pending(h, handle.id)
         assert request.approver_roles == ["support-lead"]
         assert ticket_of(h.db, h.tenant, c.case_id) is None  # nothing written before approval

@@ -42,6 +42,7 @@ from temporalio.exceptions import ApplicationError
 from workflows import errors
 from workflows.agent_steps import AGENT_STEPS, AgentStep
 from workflows.contracts import ApprovalGrant, Budget, digest
+from workflows.contracts_support import RoutedUsage
 from workflows.contracts_tools import (
     AgentRunInput,
     AgentRunResult,
@@ -74,6 +75,7 @@ __all__ = [
     "REPEAT_WINDOW",
     "ToolCallDone",
     "ToolCaller",
+    "act_as_agent",
 ]
 
 AGENT_RUN_PROCESS = "agent_run"
@@ -203,6 +205,16 @@ class AgentLoop:
         return (
             info.is_continue_as_new_suggested()
             or info.get_current_history_length() >= self.max_history_events
+        )
+
+    def usage(self, min_tier: str = "cheap") -> RoutedUsage:
+        """What the loop's turns cost so far, as a routed step reports it (model ``agent``)."""
+        return RoutedUsage(
+            task_class=self.step.task_class,
+            model="agent",
+            tier="strong" if min_tier == "strong" else "cheap",
+            tokens=self.tokens,
+            cost_usd=self.cost_usd,
         )
 
     def carry(self) -> dict[str, Any]:
@@ -378,6 +390,29 @@ class AgentLoop:
     def _register_undo(self, tool: str, of_tool: str, key: str) -> None:
         """A compensation registered by the run this one continues (its action ran there)."""
         self.process.compensate_with(self._undo(tool, of_tool, key), key)
+
+
+async def act_as_agent(
+    process: GovernedProcess,
+    step: AgentStep,
+    task: dict[str, Any],
+    *,
+    tenant: str,
+    min_tier: str = "cheap",
+) -> tuple[dict[str, Any], AgentLoop]:
+    """One agent step as a step of ``process`` (its requester is the principal's, its budget
+    the run's): the final answer and the loop (turns, tokens, cost, the calls it made). The
+    step never continues as new in the middle of a process (its ``continue_after_events``)."""
+    principal = ToolPrincipal(
+        process=process.gate.process,
+        tenant=tenant,
+        agent=step.name,
+        requested_by=process.inp.requested_by,
+    )
+    loop = AgentLoop(process, step, principal, None)
+    answer = await loop.run(task, process._budget or process.inp.budget, min_tier=min_tier)
+    assert answer is not None  # continue_after_events keeps the step in this run
+    return answer, loop
 
 
 @dataclass(frozen=True)

@@ -91,19 +91,31 @@ CASE_RESOLVER = AgentStep(
     check="agent_resolution",
 )
 
-#: The support case's L2 researcher as an agent that acts (SupportCaseInput.l2_agent): it
-#: searches the knowledge base as often as it needs, then answers citing what it found.
+#: The support case's L2 researcher as an agent that acts (the default for new cases,
+#: workflows/support.py): it looks the customer and their contract up, searches the knowledge
+#: base, may propose a credit (policy: a support lead approves above 100 USD, a hard cap
+#: refuses more) and drafts the reply, then answers citing what it found.
 L2_RESEARCHER = AgentStep(
     name="l2_researcher",
     instructions=(
-        "You research a customer's support case. Search the knowledge base (search_knowledge) "
-        "until you can answer from its passages, then finish with final_answer, citing the "
-        "passage_id of each passage you used."
+        "You research a customer's support case and act on it. Look the customer up "
+        "(lookup_customer) and their contract (lookup_contract), search the knowledge base "
+        "(search_knowledge) until you can answer from its passages. When the customer is owed "
+        "money, propose a credit (propose_credit: amount, currency USD, reason); a large credit "
+        "waits for a support lead, who may reject it, and policy refuses credits above its "
+        "cap: read why and adapt. Draft the reply to the customer (draft_reply), then finish "
+        "with final_answer, citing the passage_id of each passage you used."
     ),
-    tools=("search_knowledge",),
+    tools=(
+        "lookup_customer",
+        "lookup_contract",
+        "search_knowledge",
+        "propose_credit",
+        "draft_reply",
+    ),
     output=L2Research,
     check="agent_resolution",
-    limits=AgentLimits(max_turns=6, max_tool_calls=5, continue_after_events=10**9),
+    limits=AgentLimits(max_turns=10, max_tool_calls=10, continue_after_events=10**9),
 )
 
 #: The bench's agent (bench/agent_loop_bench.py): one cheap lookup tool, many calls.

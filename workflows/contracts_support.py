@@ -160,10 +160,12 @@ class SupportCaseInput(Contract):
     #: seconds to a ticket update; None: SLA_SECONDS[priority]
     sla_seconds: float | None = Field(default=None, gt=0)
     approval_timeout_seconds: float = Field(default=4 * 3600, gt=0)
-    l2_agent: bool = Field(
-        default=False,
-        description="The L2 researcher acts: a tool-using agent searching the knowledge base "
-        "through governed tool calls (workflows/agent_loop.py) instead of one routed answer.",
+    l2_agent: bool | None = Field(
+        default=None,
+        description="The L2 researcher acts: a tool-using agent (workflows/agent_loop.py) that "
+        "looks the customer and contract up, searches the knowledge base, may propose a credit "
+        "and drafts the reply, each a governed tool call. None (the default): it acts in cases "
+        "started on code that has it as the default; False: one routed answer instead.",
     )
 
 
@@ -240,6 +242,18 @@ class TicketUpdateInput(Contract):
     idempotency_key: str
     claim: BusinessClaim | None = claim_field()
 
+    @classmethod
+    def probe(cls, case: SupportCase, requested_by: str) -> TicketUpdateInput:
+        """The update as the ticket policy sees it before anything is drafted (preflight)."""
+        return cls(
+            case=case,
+            category="",
+            status="open",
+            reply="x",
+            requested_by=requested_by,
+            idempotency_key="preflight",
+        )
+
 
 class TicketUpdateOutcome(Contract):
     decision: PolicyDecision
@@ -258,6 +272,10 @@ class SupportCaseResult(Contract):
     approvals: list[ApprovalOutcome] = []
     tokens: int = 0
     cost_usd: float = 0.0
+    #: the L2 researcher's governed tool calls when it acted: those that ran, and those policy
+    #: or a support lead refused, per tool
+    tool_calls: dict[str, int] = {}
+    tool_refusals: dict[str, int] = {}
 
 
 class SupportCoordinatorInput(Contract):

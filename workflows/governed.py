@@ -78,6 +78,7 @@ __all__ = [
     "entry_fields",
     "fail_if_denied",
     "grant",
+    "held_round",
     "register_compensation",
     "risk_of",
 ]
@@ -186,6 +187,21 @@ class GuardedRounds:
 
 def _jsonable(item: Any) -> Any:
     return item.model_dump(mode="json") if isinstance(item, BaseModel) else item
+
+
+def held_round(
+    decision: PolicyDecision, *, action: str, payload: Any, summary: str, **rest: Any
+) -> ApprovalRound:
+    """The round for one action policy held back: policy's obligations and reasons (appended
+    to ``summary``, the inbox line); ``rest``: the round's other fields."""
+    return ApprovalRound(
+        action=action,
+        payload=payload,
+        summary=f"{summary}: {'; '.join(decision.reasons)}",
+        obligations=decision.obligations,
+        policy_reasons=decision.reasons,
+        **rest,
+    )
 
 
 def register_compensation(saga: Saga, kill_switch: KillSwitchGate, undo: Compensation) -> None:
@@ -449,6 +465,22 @@ class Governance:
                 )
             self.held[step.subject] = decision
             return None
+        return outcome
+
+    async def act_approved(
+        self,
+        step: Callable[[ApprovalGrant | None], GovernedStep[R]],
+        round_: Callable[[PolicyDecision], ApprovalRound],
+    ) -> R:
+        """Run ``step(None)``; when policy wants a human first, put ``round_(decision)`` before
+        humans and run ``step(grant)`` with the approval (policy checks it again). The outcome;
+        a deny, a rejection or an expiry fails the run (:meth:`act`, :meth:`approve`)."""
+        first = step(None)
+        outcome = await self.act(first)
+        if outcome is None:  # policy wants a human first
+            approval = await self.approve(round_(self.held[first.subject]))
+            outcome = await self.act(step(grant(approval)))
+        assert outcome is not None  # act() fails a step still held after an approval
         return outcome
 
     async def preflight(

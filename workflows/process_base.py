@@ -244,6 +244,8 @@ class GovernedProcess(Governance, ApprovalHandlers):
     budget_raise_patch: str | None = BUDGET_RAISE_PATCH
     #: whether a budget round is listed in the run's approvals (its result)
     budget_rounds_listed = False
+    #: set when the run's SLA passed before it was done (:meth:`within_sla`)
+    sla_breached = False
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> ProcessStatus:
@@ -266,6 +268,14 @@ class GovernedProcess(Governance, ApprovalHandlers):
     def govern(self, inp: Any, process: str, **gates: Any) -> None:
         super().govern(inp, process, **gates)
         self.cost = RunCost()  # the run's model tokens and cost, in its search attributes
+        self.tiers: dict[str, str] = {}  # which tier and model answered each routed step
+
+    async def routed(self, name: str, activity: Any, arg: Any, summary: str) -> Any:
+        """A routed agent step (run with the run's budget, whose refusal goes to the budget
+        role: :meth:`_step`); which tier and model answered is kept in ``tiers[name]``."""
+        out = await self._step("agent", activity, arg, summary)
+        self.tiers[name] = f"{out.usage.tier}:{out.usage.model}"
+        return out
 
     def begin(
         self,
@@ -393,6 +403,52 @@ class GovernedProcess(Governance, ApprovalHandlers):
             refused=f"policy refuses to {what} with exceptions: ",
         )
         workflow.set_current_details(exceptions_details(held))
+
+    async def within_sla(
+        self,
+        body: Awaitable[R],
+        seconds: float,
+        done: Callable[[], bool],
+        *,
+        event: str,
+        detail: dict[str, Any],
+    ) -> R:
+        """Run ``body`` with an SLA timer beside it: when ``done()`` is not true within
+        ``seconds``, the breach is marked (``sla_breached``, search attribute
+        ``BatonRisk=sla_breached``) and audited as ``event`` (``detail`` plus the SLA and the
+        stage the run was in); the body goes on either way."""
+        watcher = asyncio.ensure_future(self._watch_sla(seconds, done, event, detail))
+        try:
+            return await body
+        finally:
+            watcher.cancel()
+
+    async def _watch_sla(
+        self, seconds: float, done: Callable[[], bool], event: str, detail: dict[str, Any]
+    ) -> None:
+        try:
+            await workflow.wait_condition(done, timeout=seconds)
+        except TimeoutError:
+            self.sla_breached = True
+            workflow.upsert_search_attributes([visibility.RISK.value_set("sla_breached")])
+            self.audit.record(
+                "baton:workflow",
+                event,
+                detail={**detail, "sla_seconds": seconds, "stage": self.stage},
+            )
+            await self.audit.flush()
+
+    def escalate(
+        self, reasons: list[str], event: str, detail: dict[str, Any], risk: str = "escalated"
+    ) -> bool:
+        """When there are ``reasons``, mark the run's risk (``BatonRisk``; an SLA breach stays
+        the visible risk) and audit them (``event``); whether the run escalated."""
+        if not reasons:
+            return False
+        if not self.sla_breached:
+            workflow.upsert_search_attributes([visibility.RISK.value_set(risk)])
+        self.audit.record("baton:workflow", event, detail={**detail, "reasons": reasons})
+        return True
 
     async def _undoing_on_failure(
         self,
@@ -531,14 +587,25 @@ class GovernedProcess(Governance, ApprovalHandlers):
             workflow_id=wid,
         )
 
+    def named_by(self) -> tuple[str, str, str] | None:
+        """How budget rounds name the run: ``(tenant, field, id)`` of its business object (a
+        support case: ``("acme", "case_id", "C-1")``); None: the workflow id (``inp.tenant``)."""
+        return None
+
     def _budget_facts(self) -> dict[str, Any]:
         """How the budget policy names the run (a process may name it its own way)."""
+        named = self.named_by()
+        if named is not None:
+            tenant, field, key = named
+            return {"tenant": tenant, field: key, "subject": key}
         return {"tenant": self.inp.tenant, "subject": workflow.info().workflow_id}
 
     def _budget_payload(self, step: str) -> dict[str, Any]:
         """What a budget raise is bound to (its approval's action digest)."""
         budget = self._budget or self.inp.budget
-        return {"workflow": workflow.info().workflow_id, "step": step, "budget": budget.run_usd}
+        named = self.named_by()
+        run = {"workflow": workflow.info().workflow_id} if named is None else {named[1]: named[2]}
+        return {**run, "step": step, "budget": budget.run_usd}
 
     async def _raise_budget(self, step: str, why: str) -> None:
         """Ask who may raise the run's budget (policy), then ask them (an approval round)."""
@@ -579,7 +646,20 @@ class GovernedProcess(Governance, ApprovalHandlers):
         self._budget = Budget(run_usd=None, over_budget=budget.over_budget)
 
     def _budget_subject(self) -> str:
-        return workflow.info().workflow_id
+        named = self.named_by()  # ("acme", "case_id", "C-1") -> "case C-1"
+        return workflow.info().workflow_id if named is None else f"{named[1][:-3]} {named[2]}"
+
+    def brief_status(self) -> dict[str, Any]:
+        """A short status for a process's own query: stage, model tiers, tokens, cost, SLA
+        breach and the pending approval requests."""
+        return {
+            "stage": self.stage,
+            "tiers": self.tiers,
+            "tokens": self.cost.tokens,
+            "cost_usd": self.cost.cost_usd,
+            "sla_breached": self.sla_breached,
+            "pending": [r.request_id for r in self.gate.pending()],
+        }
 
 
 __all__ = [

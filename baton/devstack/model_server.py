@@ -41,6 +41,7 @@ from baton.devstack.embeddings import (
     shared_embedder,
 )
 from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
+from baton.devstack.support_agent_rules import research_case_calls
 from baton.settings import DEFAULT_MODEL_PORT, LOCAL_MODEL_NAME
 
 SUSPENSE = "6900-suspense"
@@ -916,6 +917,9 @@ def agent_turn_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
     task = task if isinstance(task, dict) else {}
     if task.get("plan_id") and isinstance(task.get("actions"), list):
         return _carry_out_plan(task, offered, messages)
+    if agent_name(body) == "l2_researcher":  # the support case's researcher that acts
+        results = [message_text(m) for m in messages if m.get("role") == "tool"]
+        return research_case_calls(task, set(offered), list(zip(called, results, strict=False)))
     if "bench_lookup" in offered:  # bench/agent_loop_bench.py: calls 1..task["calls"]
         last = [message_text(m) for m in messages if m.get("role") == "tool"][-1:]
         found = re.match(r"bench n=(\d+)", last[0]) if last else None

@@ -21,6 +21,7 @@ by the rules.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -130,8 +131,12 @@ def searchable_text(raw: bytes) -> str:
 def from_task(body: dict[str, Any], calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``calls`` with each argument written ``"$task.<field>"`` replaced by that field of the
     agent's task (the turn's first user message), for values a test cannot know in advance
-    (the customer onboarding's ``plan_id``)."""
-    users = [m for m in body.get("messages", []) if isinstance(m, dict) and m.get("role") == "user"]
+    (the customer onboarding's ``plan_id``), and ``"$cited"`` by the passage ids the tool
+    results so far returned (``[KB-...#0] text`` lines)."""
+    messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
+    results = "\n".join(message_text(m) for m in messages if m.get("role") == "tool")
+    cited = sorted(set(re.findall(r"^\[([^\]\s]+)\]", results, re.M)))
+    users = [m for m in messages if m.get("role") == "user"]
     try:
         task = json.loads(message_text(users[0])) if users else {}
     except json.JSONDecodeError:
@@ -140,11 +145,16 @@ def from_task(body: dict[str, Any], calls: list[dict[str, Any]]) -> list[dict[st
     for call in calls:
         args = call.get("arguments")
         if isinstance(args, dict):
-            call["arguments"] = {
-                k: task.get(v[6:], v) if isinstance(v, str) and v.startswith("$task.") else v
-                for k, v in args.items()
-            }
+            call["arguments"] = {k: _filled(v, task, cited) for k, v in args.items()}
     return calls
+
+
+def _filled(value: Any, task: dict[str, Any], cited: list[str]) -> Any:
+    if value == "$cited":
+        return cited
+    if isinstance(value, str) and value.startswith("$task."):
+        return task.get(value[6:], value)
+    return value
 
 
 def complete_proposal(body: dict[str, Any], fault: Fault) -> dict[str, Any]:
