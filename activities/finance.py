@@ -48,6 +48,7 @@ from activities.policy import (
 )
 from activities.policy_gate import PolicyGateActivities
 from workflows.contracts import (
+    POSTING_POLICY,
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
     BankLine,
@@ -64,9 +65,9 @@ from workflows.contracts import (
     Reconciliation,
     ReverseEntryInput,
     digest,
+    posting_policy_input,
 )
 
-POSTING_POLICY = "baton/finance/posting"
 POSTINGS = JournalPosting.__table__  # type: ignore[attr-defined]
 PERIODS = AccountingPeriod.__table__  # type: ignore[attr-defined]
 # The governed step's statements, built once (building one per call cost more than running it).
@@ -101,26 +102,6 @@ _BANK_LINES = (
 _SET_PERIOD_STATUS = update(PERIODS).where(
     PERIODS.c.tenant == bindparam("p_tenant"), PERIODS.c.period == bindparam("p_period")
 )
-
-
-def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, object]:
-    """The exact input document the posting policy sees (see policy/finance/posting.rego)."""
-    return {
-        "action": "post_journal_entry",
-        "tenant": inp.tenant,
-        "period": {"id": inp.period, "status": period_status},
-        "entry": {
-            "entry_id": inp.entry.entry_id,
-            "account": inp.entry.account,
-            "amount": float(inp.entry.amount),
-            "source_ids": inp.entry.source_ids,
-        },
-        "preparer": inp.preparer,
-        "requested_by": inp.requested_by,
-        "compliance_flagged": inp.compliance_flagged,
-        "amended_by": inp.amended_by,
-        "approval": inp.approval.model_dump(mode="json") if inp.approval else None,
-    }
 
 
 def _decide_posting(

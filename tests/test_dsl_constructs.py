@@ -572,3 +572,61 @@ async def test_a_connector_step_holds_while_the_kill_switch_is_engaged(harness: 
     actions = [r.action for r in trail(h, handle.id)]
     assert "kill_switch.held" in actions and "kill_switch.released" in actions
     assert actions.count("ledger.posted") == 1
+
+
+GOVERNED = """  - id: entries
+    type: set
+    values:
+      entries:
+        - {entry_id: G1, account: 6100-bank-fees, amount: "-12.50", source_ids: [B0001],
+           rationale: construct test}
+        - {entry_id: G2, account: 6100-bank-fees, amount: "-7.25", source_ids: [B0002],
+           rationale: construct test}
+  - id: post
+    type: governed
+    action: finance.post_journal_entry
+    for_each: "${vars.entries}"
+    as: entry
+    subject: "${entry.entry_id}"
+    with:
+      tenant: "${input.tenant}"
+      period: "${input.period}"
+      entry: "${entry}"
+      preparer: "agent:reconciler"
+      requested_by: "${input.requested_by}"
+      idempotency_key: "${workflow.id}/${entry.entry_id}"
+    compensation:
+      action: finance.reverse_journal_entry
+      with: {original_key: "${workflow.id}/${entry.entry_id}", reason: undo,
+             idempotency_key: "${workflow.id}/${entry.entry_id}/reverse"}
+  - id: approve
+    type: approval
+    guards: post
+    entries: "${held}"
+"""
+
+
+async def test_a_governed_step_policy_allows_asks_nobody_and_is_undone_once(
+    harness: Harness,
+) -> None:
+    """`type: governed` over two small entries: policy allows both in the postings' own
+    transactions, so the approval guarding the step asks nobody (`not_needed`); a later failure
+    reverses each posting once, newest first (each undo registered before its posting)."""
+    h = harness
+    output = 'output: {approval: "${steps.approve.output.outcome}", ' + (
+        "posted: \"${pluck(steps.post.output, 'posting_id')}\"}"
+    )
+    async with h.worker():
+        handle = await start(h, definition(GOVERNED, output))
+        result = await handle.result()
+        assert (await h.client.status(handle.id)).pending == []
+    assert result.output["approval"] == "not_needed"
+    assert len(result.output["posted"]) == 2 and all(result.output["posted"])
+
+    failing = GOVERNED + "  - {id: boom, type: fail, error: Boom, message: later failure}\n"
+    async with h.worker():
+        handle = await start(h, definition(failing))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert failure_type(failed.value) == "Boom"
+    assert reversed_entries(h, handle.id) == ["G2", "G1"]

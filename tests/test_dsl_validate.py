@@ -503,3 +503,67 @@ steps:
         ":7:" in f and "guards 'collect': that step runs no governed action" in f for f in found
     ), found
     assert any(":8:" in f and "(did you mean `collect`?)" in f for f in found), found
+
+
+GOVERNED_BAD = """\
+name: bad
+version: "1"
+input:
+  tenant: {type: string}
+steps:
+  - id: close
+    type: governed
+    action: finance.close_period
+    with: {tenant: "${input.tenant}"}
+  - id: post
+    type: governed
+    action: finance.post_journal_entry
+    for_each: "${input.tenant}"
+    as: entry
+    timeout_seconds: 5
+    with: {tenant: "${entry.tenant}", nope: 1}
+  - id: by_hand
+    type: approval
+    action: x
+    request_summary: s
+    payload: 1
+    obligations: "${[]}"
+    requested_by: a
+    max_rounds: 3
+  - id: approve
+    type: approval
+    guards: post
+    request_summary: "${len(held)} ${approval.rationale}"
+    revise:
+      - {id: revise, type: fail, error: X, message: "${approval.rationale} ${len(held)}"}
+    revised: "${held}"
+  - id: lonely
+    type: approval
+    guards: post
+    revise:
+      - {id: revise2, type: fail, error: X, message: m}
+"""
+
+
+def test_a_governed_step_and_its_guarding_approval_are_checked() -> None:
+    """`type: governed` and the approval rounds that guard it: each mistake at its line, naming
+    the field (a governed step runs an action that asks policy itself; for_each needs a subject;
+    revise belongs to an approval of a governed step and comes with revised)."""
+    found = issues(GOVERNED_BAD)
+    expected = [
+        "p.yaml:8:13: governed step 'close': 'finance.close_period' is no action for a governed "
+        "step: it does not ask policy itself",
+        "p.yaml:10:5: step 'post' runs the sensitive action 'finance.post_journal_entry' and has "
+        "no compensation",
+        "p.yaml:13:5: governed step 'post' runs for_each and names no subject",
+        "p.yaml:13:15: type mismatch: for_each expects array",
+        "p.yaml:15:22: governed step 'post': timeout_seconds is not supported",
+        "p.yaml:16:39: PostEntryInput has no field 'nope'",
+        "p.yaml:17:5: steps.2.approval: Value error, max_rounds, revise and revised belong to an "
+        "approval step that guards a governed step",
+        "p.yaml:28:38: undefined variable 'approval' (known: input, steps, vars, workflow, held)",
+        "p.yaml:32:5: steps.4.approval: Value error, revise and revised go together",
+    ]
+    for want in expected:
+        assert any(f.startswith(want) for f in found), (want, found)
+    assert not any("revise" in f and ":30:" in f for f in found)  # ${approval} in revise: known

@@ -610,6 +610,31 @@ class PostEntryOutcome(Contract):
     posting_id: str | None = None  # set only when posted
 
 
+#: The policy every posting asks (policy/finance/posting.rego).
+POSTING_POLICY = "baton/finance/posting"
+
+
+def posting_policy_input(inp: PostEntryInput, period_status: str) -> dict[str, object]:
+    """The exact input document the posting policy sees (see policy/finance/posting.rego):
+    asked by the posting's own transaction and by the close's preflight."""
+    return {
+        "action": "post_journal_entry",
+        "tenant": inp.tenant,
+        "period": {"id": inp.period, "status": period_status},
+        "entry": {
+            "entry_id": inp.entry.entry_id,
+            "account": inp.entry.account,
+            "amount": float(inp.entry.amount),
+            "source_ids": inp.entry.source_ids,
+        },
+        "preparer": inp.preparer,
+        "requested_by": inp.requested_by,
+        "compliance_flagged": inp.compliance_flagged,
+        "amended_by": inp.amended_by,
+        "approval": inp.approval.model_dump(mode="json") if inp.approval else None,
+    }
+
+
 class ReverseEntryInput(Contract):
     original_key: str = Field(description="Idempotency key of the posting to reverse.")
     reason: str
@@ -1437,6 +1462,7 @@ __all__ = [
     "PENDING_MEMO",
     "PERIOD_PATTERN",
     "PROCESS_BY_WORKFLOW_TYPE",
+    "POSTING_POLICY",
     "PROCESS_VERSIONS",
     "PendingApproval",
     "PeriodData",
@@ -1470,4 +1496,5 @@ __all__ = [
     "check_version",
     "claim_field",
     "digest",
+    "posting_policy_input",
 ]

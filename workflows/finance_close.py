@@ -1,68 +1,28 @@
-"""Month-end finance close (case study A of our brief), read top to bottom.
-
-1. data collector reads the period's ledger and bank statement;
-2. reconciler matches them deterministically; an LLM agent proposes adjusting entries for the rest;
-3. policy preflight on every proposed entry; an LLM compliance checker reviews entries + verdicts;
-4. an LLM writes the close memo;
-5. each entry is posted through the sensitive activity, which asks policy right before it writes:
-   allowed entries post at once, entries that need a human go to ONE approval request (the
-   approval gate: N-of-M approvers, SLA and escalation, see workflows/approval_gate.py);
-6. approved entries post with the approval attached (policy re-checks it); an amendment or a
-   request for changes sends the changed entries through the policy gate again, and a fresh
-   request if they still need one; then the period is closed.
-
-An entry policy denies is held as an exception: never posted, listed in the result, the memo,
-the run's current details and `baton close exceptions`; the rest of the close goes on. Before the
-period closes, policy baton/finance/close_exceptions decides on the open exceptions: allow (a
-small total), a finance-controller's sign-off (ApprovalRound), or deny (the close fails safe).
-
-A rejection, an expired approval, a deny of the close, a failure or a cancellation (also while
-waiting for the approver) reverses everything posted so far and reopens the period, then the run
-fails with a typed error. Everything goes to the audit ledger.
+"""Month-end finance close (case study A of our brief), read top to bottom: collect the ledger
+and bank statement; match them, an LLM agent proposes adjusting entries for the rest; policy
+preflights each entry, an LLM compliance checker reviews them; an LLM writes the memo; each
+entry posts as a governed step (policy decides in the posting's transaction), the ones held
+back go to ONE approval request per round (workflows/governed.py govern_each: approved, posted
+with the approval; amended or revised by the agent, through policy again); the period closes.
+A denied entry is held as an exception (workflows/held_exceptions.py) that policy
+baton/finance/close_exceptions decides on before the period closes. A rejection, expiry, deny,
+failure or cancellation reverses the postings and reopens the period, then the run fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from decimal import Decimal
-
 from temporalio import workflow
 
+from workflows import contracts as c
 from workflows import errors
-from workflows.approval_gate import reasons_of
-from workflows.contracts import (
-    AdjustingEntry,
-    ApprovalGrant,
-    ApprovalOutcome,
-    CloseException,
-    ClosePeriodInput,
-    CollectPeriodInput,
-    ComplianceFinding,
-    ComplianceInput,
-    FinanceCloseInput,
-    FinanceCloseResult,
-    MemoInput,
-    PolicyDecision,
-    PostedEntry,
-    PostEntryInput,
-    ProposeAdjustmentsInput,
-    ReconcileInput,
-    ReverseEntryInput,
-    ReviseAdjustmentsInput,
-    digest,
-)
-from workflows.governed import (
-    ApprovalRound,
-    Compensation,
-    GovernedStep,
-    fail_if_denied,
-    risk_of,
-)
+from workflows.contracts import POSTING_POLICY, AdjustingEntry, ApprovalGrant, posting_policy_input
+from workflows.governed import Compensation, GovernedStep, GuardedRounds, fail_if_denied
+from workflows.held_exceptions import exceptions_section
 from workflows.process_base import GovernedProcess
 
 with workflow.unsafe.imports_passed_through():
-    from activities.agents import AgentActivities
-    from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input
+    from activities.agents import AgentActivities as Agents
+    from activities.finance import FinanceActivities as Finance
 
 __all__ = [
     "CLOSE_EXCEPTIONS_POLICY",
@@ -90,15 +50,13 @@ class FinanceCloseWorkflow(GovernedProcess):
     keeps_claim_on_completion = True  # a closed period stays closed: a new close is refused
 
     @workflow.init
-    def __init__(self, inp: FinanceCloseInput) -> None:
+    def __init__(self, inp: c.FinanceCloseInput) -> None:
         self.govern(inp, PROCESS, trust=inp.approval_trust, defer_approved_audit=True)
-        self.posted: list[PostedEntry] = []
-        self.exceptions: list[CloseException] = []
-
-    # -- the process -------------------------------------------------------------------------
+        self.posted: list[c.PostedEntry] = []
+        self.exceptions = []
 
     @workflow.run
-    async def run(self, inp: FinanceCloseInput) -> FinanceCloseResult:
+    async def run(self, inp: c.FinanceCloseInput) -> c.FinanceCloseResult:
         self.begin(
             "close.started",
             {"tenant": inp.tenant, "period": inp.period, "version": inp.version},
@@ -108,40 +66,40 @@ class FinanceCloseWorkflow(GovernedProcess):
         )
         return await self._undoing_on_failure(self._close(inp), event="close", what="close")
 
-    async def _close(self, inp: FinanceCloseInput) -> FinanceCloseResult:
-        fin, agents = FinanceActivities, AgentActivities
+    async def _close(self, inp: c.FinanceCloseInput) -> c.FinanceCloseResult:
+        tenant, period = inp.tenant, inp.period
         self.stage = "collecting"
         data = await self._step(
             "connector",
-            fin.collect_period_data,
-            CollectPeriodInput(tenant=inp.tenant, period=inp.period),
+            Finance.collect_period_data,
+            c.CollectPeriodInput(tenant=tenant, period=period),
             "data collector: ledger + bank statement",
         )
         if data.period_status != "open" and not inp.shadow:
             raise errors.failure(
-                errors.PERIOD_CLOSED, f"period {inp.period} of {inp.tenant} is already closed"
+                errors.PERIOD_CLOSED, f"period {period} of {tenant} is already closed"
             )
 
         self.stage = "reconciling"
         recon = await self._step(
             "connector",
-            fin.reconcile_transactions,
-            ReconcileInput(data=data),
+            Finance.reconcile_transactions,
+            c.ReconcileInput(data=data),
             "reconciler: exact + tolerance matching",
         )
+        bank, ledger = recon.unmatched_bank, recon.unmatched_ledger
         proposal = await self._step(
             "agent",
-            agents.propose_adjustments,
-            ProposeAdjustmentsInput(
-                tenant=inp.tenant,
-                period=inp.period,
-                unmatched_bank=recon.unmatched_bank,
-                unmatched_ledger=recon.unmatched_ledger,
+            Agents.propose_adjustments,
+            c.ProposeAdjustmentsInput(
+                tenant=tenant,
+                period=period,
+                unmatched_bank=bank,
+                unmatched_ledger=ledger,
                 duplicate_ledger=recon.duplicate_ledger,
                 duplicate_ledger_ids=[e.entry_id for e in recon.duplicate_ledger],
             ),
-            f"reconciler agent (LLM): explain {len(recon.unmatched_bank)} bank lines, "
-            f"{len(recon.unmatched_ledger)} ledger entries",
+            f"reconciler agent (LLM): explain {len(bank)} bank lines, {len(ledger)} ledger entries",
         )
         entries = proposal.entries
 
@@ -149,260 +107,149 @@ class FinanceCloseWorkflow(GovernedProcess):
         status = "open" if inp.shadow else data.period_status
         preflight = await self.preflight(
             POSTING_POLICY,
-            {e.entry_id: posting_policy_input(self._draft(e), status) for e in entries},
+            {e.entry_id: posting_policy_input(self._posting(e).arg, status) for e in entries},
             f"policy {POSTING_POLICY}: preflight of {len(entries)} entries",
         )
         review = await self._step(
             "agent",
-            agents.review_compliance,
-            ComplianceInput(
-                tenant=inp.tenant, period=inp.period, entries=entries, decisions=preflight
-            ),
+            Agents.review_compliance,
+            c.ComplianceInput(tenant=tenant, period=period, entries=entries, decisions=preflight),
             "compliance checker (LLM): entries + policy verdicts",
         )
         flagged = {f.entry_id for f in review.findings if f.severity != "info"}
         denied = [d for d in preflight if d.verdict == "deny"]
         if denied and workflow.patched(EXCEPTIONS_PATCH):
-            entries = self._hold_as_exceptions(entries, denied)
+            entries = self.hold_exceptions(
+                entries, denied, policy=POSTING_POLICY, event="close.exceptions_held"
+            )
         else:
             fail_if_denied(preflight)  # stop before anything is posted
 
         memo = await self._step(
             "agent",
-            agents.write_close_memo,
-            MemoInput(
-                tenant=inp.tenant,
-                period=inp.period,
+            Agents.write_close_memo,
+            c.MemoInput(
+                tenant=tenant,
+                period=period,
                 matched=len(recon.matches),
-                unmatched_bank=len(recon.unmatched_bank),
-                unmatched_ledger=len(recon.unmatched_ledger),
+                unmatched_bank=len(bank),
+                unmatched_ledger=len(ledger),
                 entries=entries,
                 compliance_summary=review.summary,
             ),
             "summary generator (LLM): close memo",
         )
-        memo_text = memo.memo + exceptions_section(self.exceptions)
 
-        self.stage = "posting"
-        amended_by: dict[str, str] = {}  # who changed which entry: they may not approve it
-
-        def post(entry: AdjustingEntry, approval: ApprovalGrant | None) -> Awaitable[str | None]:
-            by = amended_by.get(entry.entry_id)
-            flag = entry.entry_id in flagged
-            return self._post(entry, flagged=flag, approval=approval, amended_by=by)
-
-        waiting = [e for e in entries if await post(e, None) is None]
-        await self.settle(
-            waiting,
-            post,
-            lambda held: self._round(held, review.findings, amended_by),
+        self.stage = "posting"  # what policy allows posts now; the rest goes to humans
+        await self.govern_each(
+            entries,
+            lambda e, grant, by: self._posting(e, e.entry_id in flagged, grant, by),
+            GuardedRounds(
+                action="post_journal_entries",
+                summary=lambda held, f: (
+                    f"post {len(held)} adjusting entries totalling "
+                    f"{f['total_amount']} for {tenant} {period}"
+                ),
+                excluded=[PREPARER],
+                findings=review.findings,
+                entries=list,
+                max_rounds=MAX_APPROVAL_ROUNDS,
+                fail_safe="nothing stays posted",
+            ),
             self._revise,
-            amended_by=amended_by,
-            max_rounds=MAX_APPROVAL_ROUNDS,
+            subject=lambda e: e.entry_id,
+            done=lambda e, out, grant, by: self.record_posted(e, out.posting_id, grant, by),
         )
-
         if inp.fail_after_posting:
             raise errors.failure(
                 errors.INJECTED_FAILURE, "injected failure after posting (fail_after_posting=true)"
             )
-
         if self.exceptions:
-            await self._sign_off_exceptions()
+            await self.sign_off_exceptions(
+                CLOSE_EXCEPTIONS_POLICY,
+                subject=f"{period}/exceptions",
+                facts=inp.model_dump(include={"tenant", "period", "requested_by"})
+                | {"preparer": PREPARER},
+                what=f"close {period}",
+                asked=f"close {tenant} {period}",
+                excluded=[PREPARER, inp.requested_by],
+            )
 
         self.stage = "closing period"
-        close = ClosePeriodInput(
-            tenant=inp.tenant, period=inp.period, closed_by=inp.requested_by, shadow=inp.shadow
+        close = c.ClosePeriodInput(
+            tenant=tenant, period=period, closed_by=inp.requested_by, shadow=inp.shadow
         )
-        self.compensate_with(
-            Compensation(
-                f"reopen period {inp.period}",
-                fin.close_period,
-                close.model_copy(update={"reopen": True}),
-                f"compensation: reopen period {inp.period}",
-            )
-        )
-        await self._step("connector", fin.close_period, close, f"close period {inp.period}")
-        await self.finish(
-            "close.completed",
-            {
-                "posted": len(self.posted),
-                **({"exceptions": len(self.exceptions)} if self.exceptions else {}),
-                "tokens": self.cost.tokens,
-                "cost_usd": self.cost.cost_usd,
-            },
-        )
-        return FinanceCloseResult(
-            tenant=inp.tenant,
-            period=inp.period,
+        reopen = close.model_copy(update={"reopen": True})
+        self.compensate_with(Compensation(f"reopen period {period}", Finance.close_period, reopen))
+        await self._step("connector", Finance.close_period, close, f"close period {period}")
+        held = {"exceptions": len(self.exceptions)} if self.exceptions else {}
+        tokens, cost_usd = self.cost.tokens, self.cost.cost_usd
+        done = {"posted": len(self.posted), **held, "tokens": tokens, "cost_usd": cost_usd}
+        await self.finish("close.completed", done)
+        return c.FinanceCloseResult(
+            **inp.model_dump(include={"tenant", "period"}),
             ledger_entries=len(data.ledger),
             bank_lines=len(data.bank),
             matched=len(recon.matches),
-            unmatched_bank_lines=len(recon.unmatched_bank),
-            unmatched_ledger_entries=len(recon.unmatched_ledger),
+            unmatched_bank_lines=len(bank),
+            unmatched_ledger_entries=len(ledger),
             posted=self.posted,
-            memo=memo_text,
+            memo=memo.memo + exceptions_section(self.exceptions),
             compliance_summary=review.summary,
             approvals=self.approvals,
-            tokens=self.cost.tokens,
-            cost_usd=self.cost.cost_usd,
+            tokens=tokens,
+            cost_usd=cost_usd,
             exceptions=self.exceptions,
         )
 
-    # -- exceptions: what policy denied is held, not posted ---------------------------------
+    # -- the sensitive step: policy decides in the posting's transaction; its undo first ------
 
-    def _hold_as_exceptions(
-        self, entries: list[AdjustingEntry], denied: list[PolicyDecision]
-    ) -> list[AdjustingEntry]:
-        """Hold the denied entries as exceptions (audited, shown in the Web UI); the rest go on."""
-        by_id = {d.subject: d for d in denied}
-        for entry in entries:
-            decision = by_id.get(entry.entry_id)
-            if decision is not None:
-                self.exceptions.append(
-                    CloseException(
-                        entry_id=entry.entry_id,
-                        account=entry.account,
-                        amount=entry.amount,
-                        reasons=decision.reasons,
-                        decision_id=decision.decision_id,
-                    )
-                )
-        self.audit.record(
-            "baton:workflow",
-            "close.exceptions_held",
-            detail={
-                "exceptions": [e.model_dump(mode="json") for e in self.exceptions],
-                "total": str(exceptions_total(self.exceptions)),
-            },
-            rationale=f"{len(self.exceptions)} entries denied by policy {POSTING_POLICY} are "
-            "held as exceptions and not posted; the rest of the close goes on",
-        )
-        workflow.set_current_details(exceptions_details(self.exceptions))
-        return [e for e in entries if e.entry_id not in by_id]
-
-    async def _sign_off_exceptions(self) -> None:
-        """Ask policy whether the period may close with the open exceptions: allow, a
-        finance-controller's sign-off (a rejection fails safe), or deny (fail safe)."""
-        inp, held = self.inp, self.exceptions
-        self.stage = "deciding on exceptions"
-        workflow.set_current_details(exceptions_details(held))
-        subject = f"{inp.period}/exceptions"
-        [decision] = await self.preflight(
-            CLOSE_EXCEPTIONS_POLICY,
-            {
-                subject: {
-                    "action": "close_with_exceptions",
-                    "tenant": inp.tenant,
-                    "period": inp.period,
-                    "requested_by": inp.requested_by,
-                    "preparer": PREPARER,
-                    "exceptions": [
-                        {
-                            "entry_id": e.entry_id,
-                            "account": e.account,
-                            "amount": float(e.amount),
-                            "reasons": e.reasons,
-                        }
-                        for e in held
-                    ],
-                }
-            },
-            f"policy {CLOSE_EXCEPTIONS_POLICY}: close {inp.period} with {len(held)} exceptions",
-        )
-        fail_if_denied([decision], f"policy refuses to close {inp.period} with exceptions: ")
-        if decision.verdict == "require_approval":
-            total = exceptions_total(held)
-            payload = [e.model_dump(mode="json") for e in held]
-            await self.approve(
-                ApprovalRound(
-                    action="close_with_exceptions",
-                    payload=payload,
-                    summary=f"close {inp.tenant} {inp.period} with {len(held)} open "
-                    f"exceptions totalling {total} (not posted)",
-                    obligations=decision.obligations,
-                    policy_reasons=decision.reasons,
-                    excluded=sorted({PREPARER, inp.requested_by}),
-                    risk=risk_of,
-                    waiting="waiting for a sign-off of the exceptions",
-                    fail_safe="nothing stays posted",
-                    action_payload=payload,
-                    fields={"total_amount": total},
-                )
-            )
-        workflow.set_current_details(exceptions_details(held))
-
-    # -- the sensitive step: policy gate + posting, with its compensation registered first ----
-
-    async def _post(
+    def _posting(
         self,
         entry: AdjustingEntry,
-        *,
-        flagged: bool,
+        flagged: bool = False,
         approval: ApprovalGrant | None = None,
         amended_by: str | None = None,
-    ) -> str | None:
-        """Post one entry; the posting id, or None when policy requires an approval first."""
-        key = f"{workflow.info().workflow_id}/post/{entry.entry_id}/{digest(entry)[:16]}"
+    ) -> GovernedStep[c.PostEntryOutcome]:
+        """Posting one entry as a governed step (its ``arg``: the posting policy sees)."""
+        key = f"{workflow.info().workflow_id}/post/{entry.entry_id}/{c.digest(entry)[:16]}"
         inp = self.inp
-        outcome = await self.act(
-            GovernedStep(
-                what=f"posting {entry.entry_id}",
-                activity=FinanceActivities.post_journal_entry,
-                arg=self._draft(entry).model_copy(
-                    update={
-                        "compliance_flagged": flagged,
-                        "amended_by": amended_by,
-                        "approval": approval,
-                        "idempotency_key": key,
-                        "shadow": inp.shadow,
-                    }
-                ),
-                summary=f"post {entry.entry_id} {entry.amount} to {entry.account} "
-                f"(policy {POSTING_POLICY}{', approved' if approval else ''})",
-                key=key,
-                subject=entry.entry_id,
-                undo=Compensation(
-                    f"reverse {entry.entry_id}",
-                    FinanceActivities.reverse_journal_entry,
-                    ReverseEntryInput(
-                        original_key=key,
-                        reason=f"close of {inp.period} undone",
-                        idempotency_key=f"{key}/reverse",
-                        shadow=inp.shadow,
-                    ),
-                    f"compensation: reverse {entry.entry_id}",
-                ),
-                grant=approval,
-                carries_audit=True,  # the approval's audit events ride in the posting
-            )
+        reverse = c.ReverseEntryInput(
+            original_key=key,
+            reason=f"close of {inp.period} undone",
+            idempotency_key=f"{key}/reverse",
+            shadow=inp.shadow,
         )
-        if outcome is None:
-            return None
-        assert outcome.posting_id is not None
-        self.posted.append(
-            PostedEntry(
-                entry_id=entry.entry_id,
-                account=entry.account,
-                amount=entry.amount,
-                posting_id=outcome.posting_id,
-                approved_by=approval.approvers if approval else [],
+        return GovernedStep(
+            what=f"posting {entry.entry_id}",
+            activity=Finance.post_journal_entry,
+            arg=c.PostEntryInput(
+                **inp.model_dump(include={"tenant", "period", "requested_by", "shadow"}),
+                entry=entry,
+                preparer=PREPARER,
+                compliance_flagged=flagged,
                 amended_by=amended_by,
-            )
+                approval=approval,
+                idempotency_key=key,
+            ),
+            summary=f"post {entry.entry_id} {entry.amount} to {entry.account} "
+            f"(policy {POSTING_POLICY}{', approved' if approval else ''})",
+            key=key,
+            subject=entry.entry_id,
+            undo=Compensation(f"reverse {entry.entry_id}", Finance.reverse_journal_entry, reverse),
+            grant=approval,
+            carries_audit=True,  # the approval's audit events ride in the posting
         )
-        return outcome.posting_id
-
-    # -- the approval ---------------------------------------------------------------------
 
     async def _revise(
-        self, entries: list[AdjustingEntry], outcome: ApprovalOutcome
+        self, entries: list[AdjustingEntry], outcome: c.ApprovalOutcome
     ) -> list[AdjustingEntry]:
         """An approver asked for changes: the reconciler agent revises the entries."""
         proposal = await self._step(
             "agent",
-            AgentActivities.revise_adjustments,
-            ReviseAdjustmentsInput(
-                tenant=self.inp.tenant,
-                period=self.inp.period,
+            Agents.revise_adjustments,
+            c.ReviseAdjustmentsInput(
+                **self.inp.model_dump(include={"tenant", "period"}),
                 entries=entries,
                 comment=outcome.rationale,
                 reviewer=outcome.decided_by or "",
@@ -410,81 +257,3 @@ class FinanceCloseWorkflow(GovernedProcess):
             f"reconciler agent (LLM): revise {len(entries)} entries as {outcome.decided_by} asked",
         )
         return proposal.entries
-
-    def _round(
-        self,
-        entries: list[AdjustingEntry],
-        findings: list[ComplianceFinding],
-        amended_by: dict[str, str],
-    ) -> ApprovalRound:
-        """One request for every entry still waiting; its preparer and amenders may not decide."""
-        total = sum((abs(e.amount) for e in entries), Decimal("0"))
-        ids = {e.entry_id for e in entries}
-        return ApprovalRound(
-            action="post_journal_entries",
-            payload=[e.model_dump(mode="json") for e in entries],
-            summary=f"post {len(entries)} adjusting entries totalling {total} "
-            f"for {self.inp.tenant} {self.inp.period}",
-            obligations=self.obligations([e.entry_id for e in entries]),
-            policy_reasons=reasons_of([self.held[e.entry_id] for e in entries]),
-            excluded=sorted({PREPARER, *(amended_by[i] for i in ids if i in amended_by)}),
-            risk=risk_of,
-            settles=frozenset({"approved", "amended", "changes_requested"}),
-            fail_safe="nothing stays posted",
-            fields={
-                "entries": entries,
-                "total_amount": total,
-                "compliance_findings": [f for f in findings if f.entry_id in ids],
-                "round": len(self.approvals) + 1,
-            },
-        )
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _draft(self, entry: AdjustingEntry) -> PostEntryInput:
-        """The posting as policy sees it before anything is posted."""
-        inp = self.inp
-        return PostEntryInput(
-            tenant=inp.tenant,
-            period=inp.period,
-            entry=entry,
-            preparer=PREPARER,
-            requested_by=inp.requested_by,
-            idempotency_key="preflight",
-        )
-
-
-def exceptions_total(exceptions: list[CloseException]) -> Decimal:
-    """The open exceptions' total, by size whatever the sign (as the close policy counts it)."""
-    return sum((abs(e.amount) for e in exceptions), Decimal("0"))
-
-
-def exceptions_details(exceptions: list[CloseException]) -> str:
-    """The run's current details in the Web UI while it has open exceptions."""
-    lines = [
-        f"**{len(exceptions)} open exceptions** (denied by policy, not posted), "
-        f"total {exceptions_total(exceptions)}:"
-    ]
-    lines += [
-        f"- {e.entry_id} {e.amount} to {e.account}: {'; '.join(e.reasons)} "
-        f"(decision {e.decision_id})"
-        for e in exceptions
-    ]
-    return "\n".join(lines)[:4000]
-
-
-def exceptions_section(exceptions: list[CloseException]) -> str:
-    """The close memo's section on the exceptions (empty when there are none)."""
-    if not exceptions:
-        return ""
-    lines = [
-        "",
-        "",
-        f"Exceptions held (denied by policy, not posted; total {exceptions_total(exceptions)}):",
-    ]
-    lines += [
-        f"- {e.entry_id}: {e.amount} to {e.account}: {'; '.join(e.reasons)} "
-        f"(policy decision {e.decision_id})"
-        for e in exceptions
-    ]
-    return "\n".join(lines)

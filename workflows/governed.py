@@ -15,6 +15,10 @@ A process says WHAT to do; this module owns HOW it is done safely, once for ever
   :meth:`Governance.approve` returns the outcome the process can act on (approved, or amended /
   changes requested when the round allows them) and fails the run with ``ApprovalExpired`` or
   ``ApprovalRejected`` otherwise; :func:`grant` is the proof an approved step carries.
+* :meth:`Governance.govern_each` with :class:`GuardedRounds`: a governed step run over several
+  items (the close's entries), the ones policy held back put before humans in one round at a
+  time until each is done (amended, or revised by the preparer, through policy again). The
+  YAML language compiles ``type: governed`` and the approval step guarding it to this.
 * The run's business-key claim (activities/claims.py): :meth:`Governance.claimed` puts it on
   every side-effecting activity's input (one with a ``claim`` field), whose transaction claims
   the key or checks the run still owns it; :meth:`Governance.check_claim` is the read-only look
@@ -31,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -47,6 +52,7 @@ from workflows.contracts import (
     ApprovalOutcomeKind,
     BusinessClaim,
     ClaimCheckInput,
+    ComplianceFinding,
     Obligations,
     PolicyBatch,
     PolicyDecision,
@@ -62,11 +68,14 @@ __all__ = [
     "CLAIMS_PATCH",
     "ApprovalRound",
     "Compensation",
+    "GuardedRounds",
     "Governance",
     "GovernedStep",
     "UNDO_ONCE_PATCH",
+    "AMEND_OR_REVISE",
     "amend_entries",
     "claim_refusal",
+    "entry_fields",
     "fail_if_denied",
     "fail_if_drilled",
     "grant",
@@ -78,6 +87,12 @@ __all__ = [
 
 R = TypeVar("R")
 T = TypeVar("T")
+
+#: what a round over held entries settles on: approved, or changed (amended by the approver,
+#: or revised by the preparer as the approver asked), then through policy again
+AMEND_OR_REVISE: frozenset[ApprovalOutcomeKind] = frozenset(
+    {"approved", "amended", "changes_requested"}
+)
 
 #: Replay safety: HR onboarding registered an entitlement's revocation again when the same
 #: entitlement was granted twice under one key; runs started since register it once.
@@ -101,7 +116,12 @@ class Compensation:
     description: str  # the saga's line, listed in status.compensated ("reverse ADJ-1")
     activity: Callable[[Any, Any], Awaitable[Any]]
     arg: Any
-    summary: str  # the activity's summary in the Web UI
+    summary: str = ""  # the activity's summary in the Web UI (default "compensation: <line>")
+
+    @property
+    def shown(self) -> str:
+        """The activity's summary in the Web UI."""
+        return self.summary or f"compensation: {self.description}"
 
     @classmethod
     def by(
@@ -128,6 +148,7 @@ class GovernedStep(Generic[R]):
     #: an approved step writes the approval's buffered audit events in its own transaction
     #: (``arg.audit_events``), one round trip fewer between the decision and the action
     carries_audit: bool = False
+    saga: Saga | None = None  # the saga its undo joins (default: the run's)
 
 
 @dataclass(frozen=True)
@@ -165,6 +186,28 @@ class ApprovalRound:
         )
 
 
+@dataclass(frozen=True)
+class GuardedRounds:
+    """The approval rounds that guard a governed step run over several items (entries):
+    every item policy held back goes to ONE request per round, built from the decisions held
+    (obligations, reasons) and bound to the digest of the items (:meth:`Governance.govern_each`).
+    A YAML approval step with ``guards:`` on a ``governed`` step compiles to this."""
+
+    action: str  # what is asked for ("post_journal_entries")
+    summary: Callable[[list[Any], dict[str, Any]], str]  # (held items, request fields) -> line
+    excluded: Sequence[str] = ()  # who may never decide (the preparer); amenders are added
+    findings: Sequence[ComplianceFinding] = ()  # shown with the entries they concern
+    entries: Callable[[list[Any]], list[AdjustingEntry]] | None = None  # the items as entries
+    max_rounds: int = 5  # requests at most (the first + amendments / requested changes)
+    fail_safe: str = "nothing stays done"
+    settles: frozenset[ApprovalOutcomeKind] = AMEND_OR_REVISE  # else rejected (fails safe)
+    more: dict[str, Any] = field(default_factory=dict)  # other ApprovalRound fields (sla, ...)
+
+
+def _jsonable(item: Any) -> Any:
+    return item.model_dump(mode="json") if isinstance(item, BaseModel) else item
+
+
 def held_round(
     decision: PolicyDecision, *, action: str, payload: Any, summary: str, **rest: Any
 ) -> ApprovalRound:
@@ -186,7 +229,7 @@ def register_compensation(saga: Saga, kill_switch: KillSwitchGate, undo: Compens
     with the compensation preset (a compensation never holds)."""
     saga.add(
         undo.description,
-        lambda: kill_switch.step("compensation", undo.activity, undo.arg, undo.summary),
+        lambda: kill_switch.step("compensation", undo.activity, undo.arg, undo.shown),
     )
 
 
@@ -262,6 +305,20 @@ def amend_entries(
             amended_by[entry.entry_id] = outcome.decided_by
         revised.append(entry)
     return revised
+
+
+def entry_fields(
+    entries: Sequence[AdjustingEntry], findings: Sequence[ComplianceFinding], round_: int
+) -> dict[str, Any]:
+    """A round's request fields for adjusting entries: the entries, their total by size, the
+    compliance findings on them and the round's number (1, then +1 per re-ask)."""
+    ids = {e.entry_id for e in entries}
+    return {
+        "entries": list(entries),
+        "total_amount": sum((abs(e.amount) for e in entries), Decimal("0")),
+        "compliance_findings": [f for f in findings if f.entry_id in ids],
+        "round": round_,
+    }
 
 
 class Governance:
@@ -389,9 +446,11 @@ class Governance:
         """Register a compensation with the run's saga (or ``saga``), before its action runs."""
         (self.saga if saga is None else saga).add(description, call)  # an empty Saga is falsy
 
-    def compensate_with(self, undo: Compensation, key: str | None = None) -> None:
-        """Register ``undo`` before its action runs; once per ``key`` (running the same undo
-        twice would undo twice)."""
+    def compensate_with(
+        self, undo: Compensation, key: str | None = None, saga: Saga | None = None
+    ) -> None:
+        """Register ``undo`` before its action runs (with the run's saga, or ``saga``); once
+        per ``key`` (running the same undo twice would undo twice)."""
         if key is not None:
             if key in self._undo_keys and not (
                 # asked only for a repeat: other runs carry no marker
@@ -401,7 +460,8 @@ class Governance:
             self._undo_keys.add(key)
         self.undo(
             undo.description,
-            lambda: self._step("compensation", undo.activity, undo.arg, undo.summary),
+            lambda: self._step("compensation", undo.activity, undo.arg, undo.shown),
+            saga,
         )
 
     def step_key(self, verb: str, name: str, approval: ApprovalGrant | None = None) -> str:
@@ -453,7 +513,7 @@ class Governance:
         decision is kept in ``self.held[step.subject]``); a deny, or a step that still needs a
         human after one approved it, fails the run with ``PolicyDenied``."""
         if step.undo is not None:
-            self.compensate_with(step.undo, step.key)
+            self.compensate_with(step.undo, step.key, step.saga)
         arg, carried = self.claimed(step.arg), []
         if step.carries_audit and step.grant is not None:
             carried = self.audit.take()
@@ -514,20 +574,23 @@ class Governance:
 
     async def settle(
         self,
-        waiting: list[AdjustingEntry],
-        act: Callable[[AdjustingEntry, ApprovalGrant | None], Awaitable[Any]],
-        round_: Callable[[list[AdjustingEntry]], ApprovalRound],
-        revise: Callable[[list[AdjustingEntry], ApprovalOutcome], Awaitable[list[AdjustingEntry]]],
+        waiting: list[T],
+        act: Callable[[T, ApprovalGrant | None], Awaitable[Any]],
+        round_: Callable[[list[T]], ApprovalRound],
+        revise: Callable[[list[T], ApprovalOutcome], Awaitable[list[T]]],
         *,
         amended_by: dict[str, str],
         max_rounds: int,
-    ) -> None:
-        """Put the entries policy held back before humans until every one is done, or fail
-        safe. ``act(entry, grant)`` runs an entry's governed step (None: held again).
+        amend: Callable[[list[T], ApprovalOutcome, dict[str, str]], list[T]] | None = None,
+    ) -> ApprovalOutcome | None:
+        """Put the items policy held back before humans until every one is done, or fail
+        safe. ``act(item, grant)`` runs an item's governed step (None: held again). The
+        approving outcome is returned (None: nothing was waiting).
 
         approve: act on them with the approval attached (policy re-checks it).
-        amend: apply the approver's changes; the amended entries go through policy again and
-          may need a fresh round (the amender may not approve their own change).
+        amend: apply the approver's changes (``amend``, default :func:`amend_entries`); the
+          amended items go through policy again and may need a fresh round (the amender may
+          not approve their own change).
         request_changes: ``revise`` (e.g. the preparing agent) answers the approver's comment;
           the revision goes through policy again.
         reject / expired (or ``max_rounds`` rounds without approval): fail; the saga undoes."""
@@ -543,16 +606,126 @@ class Governance:
             outcome = await self.approve(round_(waiting))
             if outcome.outcome == "approved":
                 self.stage = "acting on the approval"
-                for entry in waiting:
-                    await act(entry, grant(outcome))
-                return
+                for item in waiting:
+                    await act(item, grant(outcome))
+                return outcome
+            revised: list[T]
             if outcome.outcome == "amended":
-                revised = amend_entries(waiting, outcome, amended_by)
+                apply: Callable[..., Any] = amend or amend_entries
+                revised = apply(waiting, outcome, amended_by)
             else:  # changes_requested: back to the preparer
                 self.stage = "revising"
                 revised = await revise(waiting, outcome)
             self.stage = "acting on the revision"
             waiting = [e for e in revised if await act(e, None) is None]
+        return None
+
+    async def govern_each(
+        self,
+        items: list[T],
+        step_of: Callable[[T, ApprovalGrant | None, str | None], GovernedStep[Any]],
+        rounds: GuardedRounds,
+        revise: Callable[[list[T], ApprovalOutcome], Awaitable[list[T]]],
+        *,
+        subject: Callable[[T], str],
+        amend: Callable[[list[T], ApprovalOutcome, dict[str, str]], list[T]] | None = None,
+        done: Callable[[T, Any, ApprovalGrant | None, str | None], None] | None = None,
+        held: bool = False,
+    ) -> ApprovalOutcome | None:
+        """Run the governed step ``step_of(item, grant, amended_by)`` for each item, one after
+        the other (``held``: they ran already, these are the ones policy held back); the items
+        policy held back (under ``subject(item)``, see :meth:`act`) go to ONE request per round,
+        built from the decisions held and bound to the digest of the items (``rounds``);
+        approved, each runs again with the grant; amended or revised, through policy again
+        (:meth:`settle`). ``done`` sees each item's outcome (with the grant and the amender it
+        carried). The approving outcome, or None when nothing waited."""
+        amended_by: dict[str, str] = {}  # who changed which item: they may not approve it
+
+        async def act(item: T, grant_: ApprovalGrant | None) -> Any:
+            by = amended_by.get(subject(item))
+            outcome = await self.act(step_of(item, grant_, by))
+            if outcome is not None and done is not None:
+                done(item, outcome, grant_, by)
+            return outcome
+
+        def round_(these: list[T]) -> ApprovalRound:
+            subjects = [subject(i) for i in these]
+            entries = rounds.entries(these) if rounds.entries is not None else []
+            fields = entry_fields(entries, rounds.findings, len(self.approvals) + 1)
+            if rounds.entries is None:
+                fields = {"round": fields["round"]}
+            amenders = {amended_by[s] for s in subjects if s in amended_by}
+            return self.round_for(
+                subjects,
+                action=rounds.action,
+                payload=[_jsonable(i) for i in these],
+                summary=rounds.summary(these, fields),
+                excluded=sorted({*rounds.excluded, *amenders}),
+                fail_safe=rounds.fail_safe,
+                fields=fields,
+                settles=rounds.settles,
+                **rounds.more,
+            )
+
+        waiting = items if held else [i for i in items if await act(i, None) is None]
+        return await self.settle(
+            waiting,
+            act,
+            round_,
+            revise,
+            amended_by=amended_by,
+            max_rounds=rounds.max_rounds,
+            amend=amend,
+        )
+
+    def round_for(
+        self,
+        subjects: Sequence[str],
+        *,
+        action: str,
+        payload: Any,
+        summary: str,
+        excluded: Sequence[str],
+        fail_safe: str,
+        fields: dict[str, Any] | None = None,
+        settles: frozenset[ApprovalOutcomeKind] = AMEND_OR_REVISE,
+        **more: Any,
+    ) -> ApprovalRound:
+        """One request for the held ``subjects`` (see :meth:`act`): policy's obligations for
+        each (one approval covering them all) and its reasons, bound to the digest of
+        ``payload``; approved, amended or changes requested settle it (:meth:`settle`)."""
+        decisions = [self.held[s] for s in subjects]
+        return ApprovalRound(
+            action=action,
+            payload=payload,
+            summary=summary,
+            obligations=[d.obligations for d in decisions],
+            policy_reasons=reasons_of(decisions),
+            excluded=excluded,
+            risk=risk_of,
+            settles=settles,
+            fail_safe=fail_safe,
+            fields=fields or {},
+            **more,
+        )
+
+    async def sign_off(
+        self,
+        policy: str,
+        subject: str,
+        doc: dict[str, Any],
+        summary: str,
+        round_of: Callable[[PolicyDecision], ApprovalRound],
+        refused: str = "policy denied ",
+    ) -> PolicyDecision:
+        """Ask ``policy`` whether the run may go on: allowed, it goes on; denied, the run fails
+        with ``PolicyDenied`` (``refused`` + policy's reasons); a human first, the round
+        ``round_of(decision)`` is put before them (a rejection or an expiry fails safe)."""
+        [decision] = await self.preflight(policy, {subject: doc}, summary)
+        fail_if_denied([decision], refused)
+        if decision.verdict == "require_approval":
+            await self.approve(round_of(decision))
+        return decision
 
     def obligations(self, subjects: Sequence[str]) -> list[Obligations]:
         """What policy asked for each held subject (for a round covering them all)."""

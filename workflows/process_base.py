@@ -32,20 +32,25 @@ from workflows.contracts import (
     KILL_SWITCH_RELEASED_SIGNAL,
     PENDING_APPROVALS_QUERY,
     STATUS_QUERY,
+    AdjustingEntry,
     AgentInput,
     ApprovalAck,
     ApprovalComment,
     ApprovalDecision,
     ApprovalDelegationInput,
+    ApprovalGrant,
     ApprovalRequest,
     BoardEntry,
     BoardProposal,
     BoardSlot,
     BoardWrite,
     Budget,
+    CloseException,
     PersistBoardInput,
     PolicyBatch,
+    PolicyDecision,
     PolicyQuery,
+    PostedEntry,
     ProcessStatus,
     TokenUsage,
 )
@@ -55,7 +60,13 @@ from workflows.contracts_knowledge import (
     RelationQuery,
     RelationResult,
 )
-from workflows.governed import ApprovalRound, Governance, claim_refusal
+from workflows.governed import ApprovalRound, Governance, claim_refusal, risk_of
+from workflows.held_exceptions import (
+    exceptions_details,
+    exceptions_policy_input,
+    exceptions_total,
+    hold_denied,
+)
 from workflows.kill_switch_gate import KillSwitchGate
 from workflows.presets import PRESETS, ActivityKind
 from workflows.saga import unwind
@@ -234,6 +245,8 @@ class GovernedProcess(Governance, ApprovalHandlers):
 
     inp: Any  # the process's start input: tenant, requested_by, approval_timeout_seconds, budget
     cost: RunCost
+    exceptions: list[CloseException]  # entries policy denied, held (:meth:`hold_exceptions`)
+    posted: list[PostedEntry]  # entries the run posted (:meth:`record_posted`)
     #: The run's model budget as it stands (None: the input's, until a human raised it).
     _budget: Budget | None = None
     #: A raise being asked for (parallel refused steps wait for it instead of asking again),
@@ -380,6 +393,100 @@ class GovernedProcess(Governance, ApprovalHandlers):
         self.audit.record("baton:workflow", event, detail=detail, rationale=rationale)
         await self.audit.flush()
         await self.settle_claim("completed")
+
+    def record_posted(
+        self,
+        entry: AdjustingEntry,
+        posting_id: str | None,
+        approval: ApprovalGrant | None,
+        amended_by: str | None,
+    ) -> None:
+        """Keep an entry the run posted (its status and result list it), with who approved
+        and who amended it."""
+        assert posting_id is not None
+        if not hasattr(self, "posted"):
+            self.posted = []
+        self.posted.append(
+            PostedEntry(
+                entry_id=entry.entry_id,
+                account=entry.account,
+                amount=entry.amount,
+                posting_id=posting_id,
+                approved_by=approval.approvers if approval else [],
+                amended_by=amended_by,
+            )
+        )
+
+    # -- exceptions: entries policy denied are held, not acted on (workflows/held_exceptions.py)
+
+    def hold_exceptions(
+        self,
+        entries: list[AdjustingEntry],
+        denied: list[PolicyDecision],
+        *,
+        policy: str,
+        event: str,
+        run: str = "close",
+    ) -> list[AdjustingEntry]:
+        """Hold the ``denied`` entries as the run's exceptions (audited as ``event``, shown in
+        the Web UI and the run's status): never acted on; the rest, returned, go on."""
+        held, rest = hold_denied(entries, denied)
+        if not hasattr(self, "exceptions"):
+            self.exceptions = []
+        self.exceptions.extend(held)
+        self.audit.record(
+            "baton:workflow",
+            event,
+            detail={
+                "exceptions": [e.model_dump(mode="json") for e in self.exceptions],
+                "total": str(exceptions_total(self.exceptions)),
+            },
+            rationale=f"{len(self.exceptions)} entries denied by policy {policy} are "
+            f"held as exceptions and not posted; the rest of the {run} goes on",
+        )
+        workflow.set_current_details(exceptions_details(self.exceptions))
+        return rest
+
+    async def sign_off_exceptions(
+        self,
+        policy: str,
+        *,
+        subject: str,
+        facts: dict[str, Any],
+        what: str,
+        asked: str,
+        excluded: Sequence[str],
+        action: str = "close_with_exceptions",
+    ) -> None:
+        """May the run ``what`` (e.g. "close 2026-10") with its open exceptions? ``policy``
+        (asked with ``facts`` and the exceptions) allows it, asks for a sign-off (an approval
+        round ``asked`` "... with N open exceptions totalling T"; a rejection fails safe), or
+        denies (``PolicyDenied``, fail safe)."""
+        held, total = self.exceptions, exceptions_total(self.exceptions)
+        self.stage = "deciding on exceptions"
+        workflow.set_current_details(exceptions_details(held))
+        payload = [e.model_dump(mode="json") for e in held]
+        await self.sign_off(
+            policy,
+            subject,
+            exceptions_policy_input(held, **facts),
+            f"policy {policy}: {what} with {len(held)} exceptions",
+            lambda decision: ApprovalRound(
+                action=action,
+                payload=payload,
+                summary=f"{asked} with {len(held)} open exceptions totalling {total} (not posted)",
+                obligations=decision.obligations,
+                policy_reasons=decision.reasons,
+                excluded=sorted(set(excluded)),
+                risk=risk_of,
+                waiting="waiting for a sign-off of the exceptions",
+                fail_safe="nothing stays posted",
+                action_payload=payload,
+                fields={"total_amount": total},
+            ),
+            refused=f"policy refuses to {what} with exceptions: ",
+        )
+        workflow.set_current_details(exceptions_details(held))
 
     async def within_sla(
         self,

@@ -32,6 +32,8 @@ from temporalio.exceptions import ApplicationError
 from workflows import errors, visibility
 from workflows.contracts import (
     AdjustingEntry,
+    ApprovalGrant,
+    ApprovalOutcome,
     ComplianceFinding,
     Obligations,
     PolicyBatch,
@@ -55,6 +57,7 @@ from workflows.dsl.model import (
     ConditionStep,
     ConnectorStep,
     FailStep,
+    GovernedActionStep,
     LoopStep,
     ParallelStep,
     PolicyStep,
@@ -70,8 +73,12 @@ from workflows.dsl.model import (
     bind_inputs,
 )
 from workflows.governed import (
+    AMEND_OR_REVISE,
     ApprovalRound,
+    Compensation,
     GovernedStep,
+    GuardedRounds,
+    amend_entries,
     fail_if_denied,
     grant,
     risk_of,
@@ -143,6 +150,8 @@ def _blocks(step: Any) -> list[list[Step]]:
         return [*(c.steps for c in step.cases), step.default]
     if isinstance(step, LoopStep):
         return [step.steps]
+    if isinstance(step, ApprovalStep):
+        return [step.revise]
     return []
 
 
@@ -181,6 +190,8 @@ class ProcessWorkflow(GovernedProcess):
         self.children: dict[str, int] = {}  # subprocess step id -> children started
         #: governed steps by step id, for the approval step that guards them
         self.guarded: dict[str, tuple[GovernedStep[Any], GovernedActionInput]] = {}
+        #: governed steps (type: governed) by step id: the step of an item, the items held
+        self.held_items: dict[str, tuple[Any, Any, list[Any]]] = {}
 
     @workflow.run
     async def run(self, inp: ProcessRunInput) -> ProcessRunResult:
@@ -251,6 +262,8 @@ class ProcessWorkflow(GovernedProcess):
             scope["steps"][step.id] = {"output": out}
 
     async def step(self, step: Any, scope: dict[str, Any], saga: Saga) -> Any:
+        if isinstance(step, GovernedActionStep):  # its undo is registered per item, per key
+            return await self.governed_step(step, scope, saga)
         if step.compensation is not None:
             self.register(step, scope, saga)
         if isinstance(step, AgentStep):
@@ -265,7 +278,7 @@ class ProcessWorkflow(GovernedProcess):
         if isinstance(step, PolicyStep):
             return await self.policy(step, scope)
         if isinstance(step, ApprovalStep):
-            return await self.approval(step, scope)
+            return await self.approval(step, scope, saga)
         if isinstance(step, SetStep):
             values = {k: self.render(v, scope, step.id) for k, v in step.values.items()}
             scope["vars"].update(values)
@@ -536,6 +549,172 @@ class ProcessWorkflow(GovernedProcess):
         scope["steps"][step.guards] = {"output": done.model_dump(mode="json")}
         return outcome.model_dump(mode="json")
 
+    # -- governed steps (type: governed) and the approval rounds that guard them ---------------
+
+    async def governed_step(
+        self, step: GovernedActionStep, scope: dict[str, Any], saga: Saga
+    ) -> Any:
+        """A connector action that asks policy in its own transaction, as the GovernedStep a
+        hand-written process runs (workflows/governed.py: ``act``): once, or once per item of
+        ``for_each``. Output: each attempt's outcome (its ``decision``); the items policy held
+        back wait for the approval step that guards this step."""
+        action = catalog.CONNECTORS.get(step.action)
+        output = getattr(action.output, "model_fields", {}) if action is not None else {}
+        if action is None or action.governed or "decision" not in output:
+            raise definition_error(step.id, f"{step.action!r} is no action that asks policy")
+        items: list[Any] = [None]
+        if step.for_each is not None:
+            items = self.render(step.for_each, scope, step.id)
+            if not isinstance(items, list):
+                raise definition_error(step.id, "for_each did not give a list")
+
+        def step_of(item: Any, grant_: ApprovalGrant | None, by: str | None) -> GovernedStep[Any]:
+            return self.governed_attempt(step, action, scope, saga, item, grant_, by)
+
+        def subject_of(item: Any) -> str:
+            inner = scope if step.for_each is None else {**scope, step.as_: item}
+            return str(self.render(step.subject, inner, step.id)) if step.subject else step.id
+
+        outputs, held = [], []
+        for item in items:
+            attempt = step_of(item, None, None)
+            outcome = await self.act(attempt)
+            if outcome is None:
+                held.append(item)
+                outputs.append({"decision": self.held[attempt.subject].model_dump(mode="json")})
+            else:
+                outputs.append(outcome.model_dump(mode="json"))
+        self.held_items[step.id] = (step_of, subject_of, held)
+        return outputs if step.for_each is not None else outputs[0]
+
+    def governed_attempt(
+        self,
+        step: GovernedActionStep,
+        action: catalog.Action,
+        scope: dict[str, Any],
+        saga: Saga,
+        item: Any,
+        grant_: ApprovalGrant | None,
+        amended_by: str | None,
+    ) -> GovernedStep[Any]:
+        """One attempt of a governed step on ``item``: its input rendered (carrying the
+        approval and who amended the item, when the action's input has those fields), its
+        undo rendered the same way."""
+        inner = scope if step.for_each is None else {**scope, step.as_: item}
+        args = self.render(step.with_, inner, step.id)
+        fields = action.input.model_fields
+        if grant_ is not None and "approval" in fields:
+            args["approval"] = grant_.model_dump(mode="json")
+        if amended_by is not None and "amended_by" in fields:
+            args["amended_by"] = amended_by
+        arg = self.model(action.input, args, step.id)
+        subject = str(self.render(step.subject, inner, step.id)) if step.subject else step.id
+        key = str(getattr(arg, "idempotency_key", "") or "")
+        if not key:
+            dumped = arg.model_dump(mode="json", exclude={"approval", "amended_by"})
+            key = f"{workflow.info().workflow_id}/{step.id}/{digest(dumped)[:16]}"
+        undo = None
+        if step.compensation is not None:
+            comp = step.compensation
+            comp_action = catalog.CONNECTORS.get(comp.action)
+            if comp_action is None:
+                raise definition_error(step.id, f"unknown compensation action {comp.action!r}")
+            comp_arg = self.model(
+                comp_action.input, self.render(comp.with_, inner, step.id), step.id
+            )
+            text = self.render(comp.summary, inner, step.id) if comp.summary else comp.action
+            undo = Compensation(
+                f"{step.id}: compensation: {text}"[:200],
+                NamedActivity(comp_action.activity, comp_action.output),
+                comp_arg,
+                f"{step.id}: compensation: {text}"[:200],
+            )
+        summary = self.summary(step, inner, f"{step.action} {subject}")
+        return GovernedStep[Any](
+            what=f"{step.action} {subject} (step {step.id})",
+            activity=NamedActivity(action.activity, action.output),
+            arg=arg,
+            summary=summary if grant_ is None else f"{summary} (approved)"[:200],
+            key=key,
+            subject=subject,
+            undo=undo,
+            grant=grant_,
+            carries_audit=grant_ is not None and "audit_events" in fields,
+            saga=saga,
+        )
+
+    async def guarded_rounds(self, step: ApprovalStep, scope: dict[str, Any], saga: Saga) -> Any:
+        """The approval rounds guarding a governed step (workflows/governed.py: govern_each):
+        its held items go to one request per round, built from policy's decisions on them
+        and bound to the digest of the items; approved, each runs again with the approval;
+        amended (``entries``) or revised (``revise``), through policy again."""
+        assert step.guards is not None
+        step_of, subject_of, held = self.held_items.pop(step.guards)
+        if not held:  # policy allowed every item: nobody needs to be asked
+            return {"outcome": "not_needed"}
+
+        def typed(tp: Any, value: Any, what: str) -> Any:
+            try:
+                return TypeAdapter(tp).validate_python(value)
+            except ValidationError as err:
+                raise definition_error(step.id, f"{what}: {err.errors()[0]['msg']}") from None
+
+        def render(value: Any, items: list[Any]) -> Any:
+            return self.render(value, {**scope, "held": items}, step.id)
+
+        def entries(items: list[Any]) -> list[AdjustingEntry]:
+            return typed(list[AdjustingEntry], render(step.entries, items), "entries")  # type: ignore[no-any-return]
+
+        def amend(items: list[Any], outcome: ApprovalOutcome, by: dict[str, str]) -> list[Any]:
+            changed = amend_entries(
+                typed(list[AdjustingEntry], items, "amended items"), outcome, by
+            )
+            return [e.model_dump(mode="json") for e in changed]
+
+        async def revise(items: list[Any], outcome: ApprovalOutcome) -> list[Any]:
+            inner = {**scope, "held": items, "approval": outcome.model_dump(mode="json")}
+            await self.block(step.revise, inner, saga)
+            revised = self.render(step.revised, inner, step.id)
+            if not isinstance(revised, list):
+                raise definition_error(step.id, f"revised must give a list, not {revised!r}")
+            return revised
+
+        sla = self.render(step.sla_seconds, scope, step.id)
+        if isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0:
+            raise definition_error(step.id, f"sla_seconds must be a positive number, got {sla!r}")
+        findings: list[ComplianceFinding] = []
+        if step.findings is not None:
+            findings = typed(
+                list[ComplianceFinding], self.render(step.findings, scope, step.id), "findings"
+            )
+        requested_by = self.inp.requested_by
+        if step.requested_by:
+            requested_by = str(self.render(step.requested_by, scope, step.id))
+        settles = AMEND_OR_REVISE - ({"amended"} if step.entries is None else set())
+        rounds = GuardedRounds(
+            action=step.action or f"{step.guards}",
+            summary=lambda items, _: (
+                str(render(step.request_summary, items))
+                if step.request_summary
+                else f"{step.guards}: {len(items)} held back by policy"
+            ),
+            excluded=list(self.render(step.exclude, scope, step.id)),
+            findings=findings,
+            entries=entries if step.entries is not None else None,
+            max_rounds=step.max_rounds or 5,
+            fail_safe="everything done is undone",
+            settles=settles - ({"changes_requested"} if not step.revise else set()),
+            more={
+                "requested_by": requested_by,
+                "sla_seconds": float(sla),
+                "waiting": f"{step.id}: waiting for approval of {step.guards}",
+            },
+        )
+        outcome = await self.govern_each(
+            held, step_of, rounds, revise, subject=subject_of, amend=amend, held=True
+        )
+        return outcome.model_dump(mode="json") if outcome else {"outcome": "not_needed"}
+
     # -- policy gate and approval ---------------------------------------------------------------
 
     async def policy(self, step: PolicyStep, scope: dict[str, Any]) -> Any:
@@ -565,7 +744,11 @@ class ProcessWorkflow(GovernedProcess):
         dumped = [d.model_dump(mode="json") for d in decisions]
         return dumped if step.for_each is not None else dumped[0]
 
-    async def approval(self, step: ApprovalStep, scope: dict[str, Any]) -> Any:
+    async def approval(
+        self, step: ApprovalStep, scope: dict[str, Any], saga: Saga | None = None
+    ) -> Any:
+        if step.guards is not None and step.guards in self.held_items:
+            return await self.guarded_rounds(step, scope, saga or self.saga)
         if step.guards is not None:
             return await self.guarded_approval(step, scope)
         assert step.action is not None and step.requested_by is not None  # the model checks

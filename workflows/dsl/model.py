@@ -136,6 +136,25 @@ class ConnectorStep(StepBase):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
 
 
+class GovernedActionStep(StepBase):
+    """A governed step: a connector action that asks policy in its own transaction (its output
+    carries the ``decision``), once, or once per item with ``for_each`` (one after the other).
+    Its compensation is registered before each attempt, once per idempotency key. Allowed: done;
+    denied: the run fails with PolicyDenied; a human first: the item waits for the approval step
+    that guards it (``guards: <this step>``), under its ``subject``."""
+
+    type: Literal["governed"]
+    action: str = Field(description="Catalog name of a connector action that asks policy itself.")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    for_each: Expr | None = Field(default=None, description="Run it once per item.")
+    as_: str = Field(default="item", alias="as", pattern=r"^[a-z][a-z0-9_]*$")
+    subject: str = Field(
+        default="",
+        description="What an item's decision is kept under, e.g. '${entry.entry_id}' "
+        "(needed with for_each; default: the step id).",
+    )
+
+
 class PolicyStep(StepBase):
     """A policy gate: ask OPA; deny fails the process unless on_deny is 'continue'."""
 
@@ -180,6 +199,22 @@ class ApprovalStep(StepBase):
         default_factory=list, description="May not decide (preparers, amenders)."
     )
     sla_seconds: Expr | int = 3 * 24 * 3600
+    max_rounds: int | None = Field(
+        default=None,
+        ge=1,
+        le=50,
+        description="guards a governed step: requests at most, the first one and one per "
+        "amendment or requested change (default 5).",
+    )
+    revise: list[Step] = Field(
+        default_factory=list,
+        description="guards a governed step: what answers an approver's requested changes "
+        "(e.g. the preparing agent; ${held} the items, ${approval} the outcome).",
+    )
+    revised: Expr | None = Field(
+        default=None,
+        description="The items the revise steps give back, e.g. '${steps.revise.output.entries}'.",
+    )
 
     @model_validator(mode="after")
     def _guarded_or_complete(self) -> ApprovalStep:
@@ -194,6 +229,16 @@ class ApprovalStep(StepBase):
                     f"an approval step without guards needs {', '.join(missing)} "
                     "(or guards: <the governed step it approves>)"
                 )
+        if self.guards is None and (self.max_rounds or self.revise or self.revised):
+            raise ValueError(
+                "max_rounds, revise and revised belong to an approval step that guards a "
+                "governed step (guards: <its id>)"
+            )
+        if bool(self.revise) != (self.revised is not None):
+            raise ValueError(
+                "revise and revised go together: the steps that answer requested changes, "
+                "and the items they give back"
+            )
         return self
 
 
@@ -279,6 +324,7 @@ class LoopStep(StepBase):
 Step = Annotated[
     AgentStep
     | ConnectorStep
+    | GovernedActionStep
     | PolicyStep
     | ApprovalStep
     | FailStep
@@ -412,6 +458,7 @@ __all__ = [
     "ConnectorStep",
     "Expr",
     "FailStep",
+    "GovernedActionStep",
     "InputField",
     "LANGUAGE_VERSION",
     "LoopStep",

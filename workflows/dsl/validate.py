@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from workflows.contracts import ApprovalOutcome, PolicyDecision
-from workflows.dsl import catalog, validate_agent
+from workflows.dsl import catalog, validate_agent, validate_governed
 from workflows.dsl import expressions as ex
 from workflows.dsl.model import (
     AgentStep,
@@ -37,6 +37,7 @@ from workflows.dsl.model import (
     ConditionStep,
     ConnectorStep,
     FailStep,
+    GovernedActionStep,
     InputField,
     LoopStep,
     ParallelStep,
@@ -495,6 +496,8 @@ class _Checker:
             yield "default", (*p, "default"), step.default
         elif isinstance(step, LoopStep):
             yield "body", (*p, "steps"), step.steps
+        elif isinstance(step, ApprovalStep) and step.revise:
+            yield "revise", (*p, "revise"), step.revise
 
     def loop_vars(self, frames: tuple[tuple[str, str], ...]) -> dict[str, Schema | None]:
         """Loop variables visible in a block (from enclosing loops)."""
@@ -503,6 +506,10 @@ class _Checker:
             step = self.infos[container].step if container in self.infos else None
             if isinstance(step, LoopStep) and key == "body":
                 found[step.as_] = self.item_type(step.for_each, self.infos[container])
+            if isinstance(step, ApprovalStep) and key == "revise":
+                found.update(
+                    validate_governed.guard_vars(self, step.guards, _schema_of(ApprovalOutcome))
+                )
         return found
 
     def item_type(self, expr: str | None, info: _StepInfo) -> Schema | None:
@@ -528,6 +535,9 @@ class _Checker:
     def check_step(self, info: _StepInfo) -> None:
         step, p, frames = info.step, info.path, info.frames
         scope = self.loop_vars(frames)
+        if isinstance(step, GovernedActionStep):  # its fields see the item (for_each)
+            scope = validate_governed.item_scope(self, step, info, scope)
+            validate_governed.check(self, info, scope)
         if isinstance(step, AgentStep) and isinstance(step.agent, AgentThatActs):
             validate_agent.check(self, info)
         elif isinstance(step, AgentStep | ConnectorStep):
@@ -590,6 +600,10 @@ class _Checker:
         elif isinstance(step, ApprovalStep):
             if step.guards is not None:
                 self.check_guards(step, p)
+                validate_governed.check_rounds(self, step, p)
+                scope = {**scope, **validate_governed.guard_vars(self, step.guards)}
+            revise = (*frames, (step.id, "revise"))
+            self.check_value(step.revised, (*p, "revised"), revise, self.loop_vars(revise), info)
             self.check_value(step.request_summary, (*p, "request_summary"), frames, scope, info)
             self.check_value(step.payload, (*p, "payload"), frames, scope, info)
             self.check_value(step.obligations, (*p, "obligations"), frames, scope, info, "array")
@@ -660,7 +674,8 @@ class _Checker:
             self.check_value(step.collect_if, (*p, "collect_if"), body, inner, info)
 
     def check_guards(self, step: ApprovalStep, p: Path_) -> None:
-        """``guards`` names a governed step (an extension action) of the same block."""
+        """``guards`` names a governed step (type: governed, or an extension's governed action)
+        of the same block."""
         target = self.infos.get(step.guards or "")
         if target is None:
             self.error(
@@ -673,11 +688,14 @@ class _Checker:
             if isinstance(target.step, ConnectorStep)
             else None
         )
-        if action is None or not action.governed:
+        if not isinstance(target.step, GovernedActionStep) and (
+            action is None or not action.governed
+        ):
             governed = sorted(n for n, a in catalog.CONNECTORS.items() if a.governed)
             self.error(
                 (*p, "guards"),
-                f"guards {step.guards!r}: that step runs no governed action (governed actions: "
+                f"guards {step.guards!r}: that step runs no governed action: make it "
+                "`type: governed`, or run an extension's governed action (governed actions: "
                 f"{', '.join(governed) or 'none; extensions add them'})",
             )
         elif target.frames != self.infos[step.id].frames:
@@ -1084,6 +1102,12 @@ class _Checker:
         if isinstance(step, ConnectorStep):
             action = catalog.CONNECTORS.get(step.action)
             return _schema_of(action.output) if action else None
+        if isinstance(step, GovernedActionStep):  # each attempt's outcome
+            action = catalog.CONNECTORS.get(step.action)
+            if action is None:
+                return None
+            s, d = _schema_of(action.output)
+            return ({"type": "array", "items": s}, d) if step.for_each else (s, d)
         if isinstance(step, PolicyStep):
             s, d = _schema_of(PolicyDecision)
             return ({"type": "array", "items": s}, d) if step.for_each else (s, d)
@@ -1238,9 +1262,11 @@ def json_schema(catalogue: bool = True, extensions: bool = False) -> dict[str, A
             return {n: a for n, a in sorted(table.items()) if extensions or a.extension is None}
 
         agents, connectors = chosen(catalog.AGENTS), chosen(catalog.CONNECTORS)
+        decided = {n: a for n, a in validate_governed.decided_actions().items() if n in connectors}
         for step, key, table in (
             ("AgentStep", "agent", agents),
             ("ConnectorStep", "action", connectors),
+            ("GovernedActionStep", "action", decided),
         ):
             defs[step]["properties"][key]["enum"] = list(table)
             defs[step]["allOf"] = [
