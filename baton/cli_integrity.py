@@ -16,6 +16,9 @@ import getpass
 from datetime import timedelta
 from typing import Any
 
+import click
+
+from baton.cli_common import json_option, run
 from baton.settings import Settings
 from workflows.contracts_integrity import (
     DOCTOR_SCHEDULE_ID,
@@ -29,28 +32,32 @@ from workflows.contracts_integrity import (
 DOCTOR_EVERY = timedelta(hours=1)
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "doctor", help="list runs that ended leaving side effects standing (orphans)"
-    )
-    p.add_argument("--since", default="7d", help="runs closed within: 24h, 7d, 2w (default 7d)")
-    p.add_argument(
-        "--all-queues", action="store_true", help="every task queue, not only BATON_TASK_QUEUE"
-    )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument(
-        "--schedule", action="store_true", help="create a Temporal Schedule that runs the check"
-    )
-    p.add_argument("--every", default="1h", help="with --schedule: 30m, 1h, 1d (default 1h)")
-    p.add_argument("--unschedule", action="store_true", help="delete the Schedule")
-    p.set_defaults(func=cmd_doctor)
-    p = sub.add_parser("repair", help="run the compensations of an orphaned run (BatonRepair)")
-    p.add_argument("workflow_id", metavar="WORKFLOW_ID", help="the orphaned run's workflow id")
-    p.add_argument("--run-id", default="", help="a run of it (default: its newest run)")
-    p.add_argument("--requested-by", help="who asks for the repair (default: your user name)")
-    p.add_argument("--reason", default="repair of an orphaned run", help="for the audit trail")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_repair)
+@click.command("doctor", help="list runs that ended leaving side effects standing (orphans)")
+@click.option("--since", default="7d", help="runs closed within: 24h, 7d, 2w (default 7d)")
+@click.option("--all-queues", is_flag=True, help="every task queue, not only BATON_TASK_QUEUE")
+@json_option("print the report as JSON")
+@click.option("--schedule", is_flag=True, help="create a Temporal Schedule that runs the check")
+@click.option("--every", default="1h", help="with --schedule: 30m, 1h, 1d (default 1h)")
+@click.option("--unschedule", is_flag=True, help="delete the Schedule")
+def doctor(**params: Any) -> int:
+    return run(cmd_doctor, params)
+
+
+@click.command(
+    "repair",
+    help="run the compensations of an orphaned run (BatonRepair)"
+    "\n\nWORKFLOW_ID: the orphaned run's workflow id",
+)
+@click.argument("workflow_id", metavar="WORKFLOW_ID")
+@click.option("--run-id", default="", help="a run of it (default: its newest run)")
+@click.option("--requested-by", help="who asks for the repair (default: your user name)")
+@click.option("--reason", default="repair of an orphaned run", help="for the audit trail")
+@json_option("print the result as JSON")
+def repair(**params: Any) -> int:
+    return run(cmd_repair, params)
+
+
+COMMANDS = [doctor, repair]
 
 
 def _seconds(text: str, flag: str) -> int:
