@@ -753,15 +753,18 @@ async def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if not rows:
         raise CliError(f"no audit records for {args.workflow_id}")
-    for r in rows:
-        cost = f" {r.model} {r.tokens} tok ${r.cost_usd:.4f}" if r.model else ""
+
+    def detail(r: Any) -> str:
+        cost = f"{r.model} {r.tokens} tok ${r.cost_usd:.4f} " if r.model else ""
         why = f" - {r.rationale}" if r.rationale else ""
-        detail = json.loads(r.detail_json)
-        brief = ", ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, list | dict))
-        print(
-            f"{r.position:>6} {r.recorded_at:%H:%M:%S} {r.actor:<28} {r.action:<28}"
-            f"{cost} {brief}{why}"
-        )
+        fields = json.loads(r.detail_json).items()
+        brief = ", ".join(f"{k}={v}" for k, v in fields if not isinstance(v, list | dict))
+        return f"{cost}{brief}{why}"
+
+    print_table(
+        [("#", "right"), "TIME", "ACTOR", "ACTION", "DETAIL"],
+        ([r.position, f"{r.recorded_at:%H:%M:%S}", r.actor, r.action, detail(r)] for r in rows),
+    )
     return EXIT_OK
 
 

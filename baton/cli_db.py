@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from baton.cli_common import json_option, run
+from baton.cli_common import json_option, print_table, run
 from baton.settings import Settings
 
 
@@ -147,11 +147,18 @@ async def cmd_db_history(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([r.__dict__ for r in revisions]))
     else:
-        for r in revisions:
-            head = " (head)" if r.is_head else ""
-            print(
-                f"{r.down_revision or '<base>'} -> {r.revision}{head}: {r.message.splitlines()[0]}"
-            )
+        print_table(
+            ["FROM", "REVISION", "", "MESSAGE"],
+            (
+                [
+                    r.down_revision or "<base>",
+                    r.revision,
+                    "head" if r.is_head else "",
+                    r.message.splitlines()[0],
+                ]
+                for r in revisions
+            ),
+        )
     return EXIT_OK
 
 

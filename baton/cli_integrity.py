@@ -96,22 +96,40 @@ async def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
         report = await find_orphans(db, baton.client, inp)
     finally:
         db.dispose()
-    print(report.model_dump_json() if args.json else _doctor_text(report, inp))
+    if args.json:
+        print(report.model_dump_json())
+    else:
+        _print_doctor(report, inp)
     return EXIT_OK
 
 
-def _doctor_text(report: DoctorReport, inp: DoctorInput) -> str:
+def _print_doctor(report: DoctorReport, inp: DoctorInput) -> None:
+    """A head line, a table with one row per effect left standing, the repair commands."""
+    from baton.cli_common import print_table
+
     where = f"task queue {inp.task_queue}" if inp.task_queue else "all task queues"
     head = f"checked {report.checked_runs} run(s) that ended without completing ({where})"
     if not report.orphans:
-        return f"{head}: no side effects left standing"
-    lines = [f"{head}: {len(report.orphans)} orphaned run(s)"]
+        print(f"{head}: no side effects left standing")
+        return
+    print(f"{head}: {len(report.orphans)} orphaned run(s)")
+    print_table(
+        ["WORKFLOW", "TYPE", "STATUS", "CLOSED", "EFFECT", "UNDO"],
+        (
+            [
+                o.workflow_id,
+                o.workflow_type,
+                o.status,
+                o.closed_at.isoformat(timespec="seconds") if o.closed_at else "?",
+                f"{e.kind} {e.id}: {e.summary}",
+                e.compensation,
+            ]
+            for o in report.orphans
+            for e in o.effects
+        ),
+    )
     for o in report.orphans:
-        closed = o.closed_at.isoformat(timespec="seconds") if o.closed_at else "?"
-        lines.append(f"{o.workflow_id} ({o.workflow_type}, {o.status} {closed}, run {o.run_id})")
-        lines += [f"  - {e.kind} {e.id}: {e.summary} [undo: {e.compensation}]" for e in o.effects]
-        lines.append(f"  repair: baton repair {o.workflow_id} --run-id {o.run_id}")
-    return "\n".join(lines)
+        print(f"repair: baton repair {o.workflow_id} --run-id {o.run_id}")
 
 
 async def _schedule(client: Any, settings: Settings, inp: DoctorInput, every: timedelta) -> int:
