@@ -40,9 +40,16 @@
     baton doctor [--since 7d] [--json] [--schedule [--every 1h]]   runs that left effects standing
     baton repair WORKFLOW_ID [--run-id R] [--json]  run an orphan's compensations (cli_integrity.py)
 
-Exit codes: 0 success, 1 the operation failed, 2 bad input. Every command leaves through
-``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can crash at interpreter exit in
-short-lived client processes (sdk-python#300), and a successful command must still exit 0.
+Commands are Click commands (click.palletsprojects.com): each one's callback passes its options
+and arguments to an async ``cmd_*(args, settings)`` function through ``cli_common.run``. A
+baton/cli_*.py module defines its own group or commands and attaches nothing itself; COMMANDS
+at the end of this module is the one list that puts them under ``baton``. Lists and statuses
+print rich tables (plain text when piped), every read command takes ``--json``.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad input (Click's usage errors included).
+Every command leaves through ``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can
+crash at interpreter exit in short-lived client processes (sdk-python#300), and a successful
+command must still exit 0.
 """
 
 from __future__ import annotations
@@ -808,6 +815,19 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
             if latest
             else f"no checkpoint in {where} yet"
         )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": not problems,
+                    "rows_checked": report.rows_checked,
+                    "problems": [str(p) for p in problems],
+                    "checkpoints": checked,
+                },
+                indent=2,
+            )
+        )
+        return EXIT_FAILED if problems else EXIT_OK
     if not problems:
         print(f"audit chain OK: {report.rows_checked} rows verified; {checked}")
         if public is None or checked.startswith("no checkpoint"):
@@ -1340,6 +1360,7 @@ def audit_show(**params: Any) -> int:
 @click.option(
     "--public-key", help="auditor's checkpoint key (default BATON_AUDIT_CHECKPOINT_PUBLIC_KEY)"
 )
+@json_option("print the verdict, rows checked and problems as JSON (exit 1 still when broken)")
 def audit_verify(**params: Any) -> int:
     return run(cmd_audit_verify, params)
 

@@ -1,4 +1,4 @@
-"""CLI commands of Baton's security features (wired into baton/cli.py by :func:`register`).
+"""CLI commands of Baton's security features (COMMANDS, attached by baton/cli.py).
 
 baton encryption new-key --id k2        # a KEY_ID:BASE64 item for BATON_ENCRYPTION_KEYS
 baton token init [--rotate] [--no-seal]  # the local dev issuer's key, seal key + trust file
