@@ -94,6 +94,7 @@ from baton.cli_common import (
     print_table,
     run,
     wait_for_result,
+    waiting,
 )
 from baton.settings import REPO_ROOT, Settings
 
@@ -188,7 +189,7 @@ async def cmd_close_status(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_close_result(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
-    _print_json(await client.result(args.workflow_id))
+    _print_json(await waiting(args.workflow_id, client.result(args.workflow_id)))
     return EXIT_OK
 
 

@@ -196,7 +196,7 @@ async def cmd_auction_status(args: argparse.Namespace, settings: Settings) -> in
 
 async def cmd_auction_result(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
-    result = await client.document_review(args.workflow_id).result()
+    result = await wait_for_result(client.document_review(args.workflow_id))
     if args.json:
         _print_json(result)
     else:

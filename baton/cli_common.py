@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -31,9 +31,11 @@ __all__ = [
     "print_table",
     "run",
     "wait_for_result",
+    "waiting",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 class CliError(BatonError):
@@ -178,19 +180,26 @@ def print_table(
 
 
 async def wait_for_result(handle: Any) -> Any:
-    """``--wait``: the run's result. On a terminal a live spinner shows the run and the time
-    waited; otherwise one plain line on stderr before and one after (stdout stays the result)."""
+    """``--wait``: the run's result (``handle.result()``), while ``waiting`` shows it."""
+    return await waiting(handle.id, handle.result())
+
+
+async def waiting(what: str, result: Awaitable[T]) -> T:
+    """``result`` awaited while the user sees that ``what`` is awaited. On a terminal a live
+    spinner with the time waited; otherwise one plain line on stderr before and one after, so
+    stdout stays the result for scripts. A failure propagates as it would without this."""
     import time
 
     started = time.monotonic()
     if not sys.stdout.isatty():
-        print(f"waiting for {handle.id} ...", file=sys.stderr, flush=True)
-        result = await handle.result()
-        print(f"{handle.id} done after {time.monotonic() - started:.0f}s", file=sys.stderr)
-        return result
-    task = asyncio.ensure_future(handle.result())
-    with console().status(f"waiting for {handle.id}") as status:
+        print(f"waiting for {what} ...", file=sys.stderr, flush=True)
+        try:
+            return await result
+        finally:
+            print(f"{what}: waited {time.monotonic() - started:.0f}s", file=sys.stderr)
+    task = asyncio.ensure_future(result)
+    with console().status(f"waiting for {what}") as status:
         while not task.done():
             await asyncio.wait({task}, timeout=1)
-            status.update(f"waiting for {handle.id} ({time.monotonic() - started:.0f}s)")
+            status.update(f"waiting for {what} ({time.monotonic() - started:.0f}s)")
     return task.result()

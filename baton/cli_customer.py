@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from baton.cli_common import json_option, run
+from baton.cli_common import json_option, run, wait_for_result
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -90,7 +90,7 @@ async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
 
     client = await _client(settings)
     try:
-        result = await client.customer_onboarding(args.workflow_id).result()
+        result = await wait_for_result(client.customer_onboarding(args.workflow_id))
     except WorkflowFailureError as err:
         cause = err.cause
         print(f"{args.workflow_id} failed: {getattr(cause, 'message', cause)}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from baton.cli_common import CliError, _client, _print_json, json_option, run
+from baton.cli_common import CliError, _client, _print_json, json_option, run, waiting
 from baton.settings import Settings
 
 
@@ -66,7 +66,7 @@ async def cmd_case(args: argparse.Namespace, settings: Settings) -> int:
 
     support = SupportClient(await _client(settings))
     if args.wait:
-        _print_json(await support.case_result(args.workflow_id))
+        _print_json(await waiting(args.workflow_id, support.case_result(args.workflow_id)))
     else:
         _print_json(await support.case_status(args.workflow_id))
     return 0
