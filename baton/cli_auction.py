@@ -33,7 +33,6 @@ from baton.cli_common import (
     wait_for_result,
 )
 from baton.settings import Settings
-from workflows.contracts_auction import AuctionTask
 
 #: The batch `--sample` reviews: each needs a different tier's capability or size.
 SAMPLE_TASKS: list[dict[str, Any]] = [
@@ -153,7 +152,7 @@ def print_result(result: Any) -> None:
 async def demo_auction(client: Any, tenant: str, tiers: list[Any] | None = None) -> list[str]:
     """`baton demo`'s auction step: the sample batch, one line per task (a worker must run).
     ``tiers``: the demo passes the catalogue's (``catalogue_tiers``)."""
-    from workflows.contracts_auction import DEFAULT_TIERS, DocumentReviewInput
+    from workflows.contracts_auction import DEFAULT_TIERS, AuctionTask, DocumentReviewInput
 
     inp = DocumentReviewInput(
         tenant=tenant,

@@ -30,7 +30,6 @@ from workflows.contracts_supervisor import (
     SUPERVISOR_WORKFLOW_ID,
     SupervisorInput,
 )
-from workflows.supervisor import SupervisorWorkflow
 
 #: How often the Schedule looks whether a supervisor runs (and starts one when none does).
 KEEPER_EVERY = timedelta(minutes=5)
@@ -48,6 +47,9 @@ async def ensure_schedule(
     Every ``every`` it starts the supervisor workflow; overlap policy SKIP: while one runs
     (through its continue-as-new chain) nothing new starts, so a supervisor that failed or was
     terminated is back within ``every``."""
+    # imported here, not at the top: every `baton` command loads this module
+    from workflows.supervisor import SupervisorWorkflow
+
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             SupervisorWorkflow.run,
