@@ -40,9 +40,16 @@
     baton doctor [--since 7d] [--json] [--schedule [--every 1h]]   runs that left effects standing
     baton repair WORKFLOW_ID [--run-id R] [--json]  run an orphan's compensations (cli_integrity.py)
 
-Exit codes: 0 success, 1 the operation failed, 2 bad input. Every command leaves through
-``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can crash at interpreter exit in
-short-lived client processes (sdk-python#300), and a successful command must still exit 0.
+Commands are Click commands (click.palletsprojects.com): each one's callback passes its options
+and arguments to an async ``cmd_*(args, settings)`` function through ``cli_common.run``. A
+baton/cli_*.py module defines its own group or commands and attaches nothing itself; COMMANDS
+at the end of this module is the one list that puts them under ``baton``. Lists and statuses
+print rich tables (plain text when piped), every read command takes ``--json``.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad input (Click's usage errors included).
+Every command leaves through ``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can
+crash at interpreter exit in short-lived client processes (sdk-python#300), and a successful
+command must still exit 0.
 """
 
 from __future__ import annotations
@@ -57,11 +64,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import click
 from pydantic import ValidationError
 
 from baton import (
+    cli_auction,
+    cli_catalog,
     cli_customer,
     cli_db,
+    cli_dsl,
     cli_integrity,
     cli_knowledge,
     cli_kpi,
@@ -69,6 +80,7 @@ from baton import (
     cli_policy,
     cli_security,
     cli_supervisor,
+    cli_support,
 )
 from baton.cli_common import (
     EXIT_FAILED,
@@ -78,6 +90,11 @@ from baton.cli_common import (
     _client,
     _print_json,
     _print_request,
+    json_option,
+    print_table,
+    run,
+    wait_for_result,
+    waiting,
 )
 from baton.settings import REPO_ROOT, Settings
 
@@ -160,8 +177,7 @@ async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
     memo = await (await handle.describe()).memo()
     print(f"version: {memo.get('baton_version', 'stable')}")
     if args.wait:
-        result = await handle.result()
-        _print_json(result)
+        _print_json(await wait_for_result(handle))
     return EXIT_OK
 
 
@@ -173,7 +189,7 @@ async def cmd_close_status(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_close_result(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
-    _print_json(await client.result(args.workflow_id))
+    _print_json(await waiting(args.workflow_id, client.result(args.workflow_id)))
     return EXIT_OK
 
 
@@ -261,7 +277,7 @@ async def cmd_onboard_start(args: argparse.Namespace, settings: Settings) -> int
     memo = await (await handle.describe()).memo()
     print(f"version: {memo.get('baton_version', 'stable')}")
     if args.wait:
-        _print_json(await handle.result())
+        _print_json(await wait_for_result(handle))
     return EXIT_OK
 
 
@@ -311,18 +327,21 @@ async def _inbox(client: Any, args: argparse.Namespace) -> int:
         print(f"no pending approvals{' for ' + scope if scope else ''}")
         return EXIT_OK
     now = datetime.now(UTC)
-    print(
-        f"{'WORKFLOW':<40} {'REQUEST':<13} {'AMOUNT':>13} {'REQUESTER':<10} {'AGE':>7} "
-        f"{'SLA LEFT':>9} {'TIER':>4}  NEEDS (WHO MAY DECIDE)"
-    )
-    for item in items:
-        needs = " + ".join(f"{r.count} x {r.role}" for r in item.still_needed)
-        print(
-            f"{item.workflow_id:<40} {item.request_id:<13} {item.total_amount:>13} "
-            f"{item.requested_by:<10} {_span(now - item.requested_at):>7} "
-            f"{_span(item.deadline - now):>9} {item.escalation_level:>4}  {needs} "
-            f"({', '.join(item.eligible_approvers) or 'nobody'})"
-        )
+    print_table(
+        [
+            "WORKFLOW", "REQUEST", ("AMOUNT", "right"), "REQUESTER", ("AGE", "right"),
+            ("SLA LEFT", "right"), ("TIER", "right"), "NEEDS (WHO MAY DECIDE)",
+        ],
+        (
+            [
+                item.workflow_id, item.request_id, item.total_amount, item.requested_by,
+                _span(now - item.requested_at), _span(item.deadline - now), item.escalation_level,
+                " + ".join(f"{r.count} x {r.role}" for r in item.still_needed)
+                + f" ({', '.join(item.eligible_approvers) or 'nobody'})",
+            ]
+            for item in items
+        ),
+    )  # fmt: skip
     print(f"{len(items)} pending{' for ' + scope if scope else ''}")
     return EXIT_OK
 
@@ -481,11 +500,14 @@ async def cmd_kill_list(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if not active:
         print("kill switch: not engaged")
-    for state in active:
-        print(
-            f"{state.scope:<28} {state.mode:<6} since {state.engaged_at:%Y-%m-%d %H:%M:%S}Z "
-            f"by {state.engaged_by}: {state.reason}"
-        )
+        return EXIT_OK
+    print_table(
+        ["SCOPE", "MODE", "SINCE", "BY", "REASON"],
+        (
+            [s.scope, s.mode, f"{s.engaged_at:%Y-%m-%d %H:%M:%S}Z", s.engaged_by, s.reason]
+            for s in active
+        ),
+    )
     return EXIT_OK
 
 
@@ -646,12 +668,31 @@ async def cmd_canary_versions(args: argparse.Namespace, settings: Settings) -> i
             f"{', '.join(PROCESS_VERSIONS)}",
             EXIT_USAGE,
         )
-    for spec in PROCESS_VERSIONS[args.process].values():
-        routes = [f"{a} prompt {v}" for a, v in spec.prompts.items()]
-        routes += [f"{a} model {m}" for a, m in spec.models.items()]
-        print(
-            f"{spec.name:<24} {spec.description}{' (' + ', '.join(routes) + ')' if routes else ''}"
-        )
+    specs = list(PROCESS_VERSIONS[args.process].values())
+    if args.json:
+        _print_json(
+            [
+                {"version": s.name, "description": s.description, "prompts": s.prompts,
+                 "models": s.models}
+                for s in specs
+            ]
+        )  # fmt: skip
+        return EXIT_OK
+    print_table(
+        ["VERSION", "DESCRIPTION", "ROUTES"],
+        (
+            [
+                s.name,
+                s.description,
+                ", ".join(
+                    [f"{a} prompt {v}" for a, v in s.prompts.items()]
+                    + [f"{a} model {m}" for a, m in s.models.items()]
+                )
+                or "-",
+            ]
+            for s in specs
+        ),
+    )
     return EXIT_OK
 
 
@@ -720,15 +761,18 @@ async def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if not rows:
         raise CliError(f"no audit records for {args.workflow_id}")
-    for r in rows:
-        cost = f" {r.model} {r.tokens} tok ${r.cost_usd:.4f}" if r.model else ""
+
+    def detail(r: Any) -> str:
+        cost = f"{r.model} {r.tokens} tok ${r.cost_usd:.4f} " if r.model else ""
         why = f" - {r.rationale}" if r.rationale else ""
-        detail = json.loads(r.detail_json)
-        brief = ", ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, list | dict))
-        print(
-            f"{r.position:>6} {r.recorded_at:%H:%M:%S} {r.actor:<28} {r.action:<28}"
-            f"{cost} {brief}{why}"
-        )
+        fields = json.loads(r.detail_json).items()
+        brief = ", ".join(f"{k}={v}" for k, v in fields if not isinstance(v, list | dict))
+        return f"{cost}{brief}{why}"
+
+    print_table(
+        [("#", "right"), "TIME", "ACTOR", "ACTION", "DETAIL"],
+        ([r.position, f"{r.recorded_at:%H:%M:%S}", r.actor, r.action, detail(r)] for r in rows),
+    )
     return EXIT_OK
 
 
@@ -772,6 +816,19 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
             if latest
             else f"no checkpoint in {where} yet"
         )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": not problems,
+                    "rows_checked": report.rows_checked,
+                    "problems": [str(p) for p in problems],
+                    "checkpoints": checked,
+                },
+                indent=2,
+            )
+        )
+        return EXIT_FAILED if problems else EXIT_OK
     if not problems:
         print(f"audit chain OK: {report.rows_checked} rows verified; {checked}")
         if public is None or checked.startswith("no checkpoint"):
@@ -836,108 +893,6 @@ async def cmd_audit_checkpoint_key(args: argparse.Namespace, settings: Settings)
     return EXIT_OK
 
 
-async def cmd_policy_test(args: argparse.Namespace, settings: Settings) -> int:
-    from activities.policy import run_rego_tests
-    from baton import extensions
-
-    extra = extensions.load().policy_dirs  # installed extensions' policies and their tests
-    results = run_rego_tests(settings.policy_dir, engine=args.engine, extra_dirs=extra)
-    failed = [r for r in results if not r.passed]
-    for r in results:
-        mark = "PASS" if r.passed else "FAIL"
-        print(f"{mark} {r.name}{': ' + r.error if r.error else ''}")
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    return EXIT_FAILED if failed or not results else EXIT_OK
-
-
-async def cmd_policy_eval(args: argparse.Namespace, settings: Settings) -> int:
-    """Evaluate one policy on one input file, as the gate would: exit 0 allow, 1 anything else
-    (deny, require_approval), 2 bad input. Prints JSON on stdout, a one-line verdict on stderr."""
-    import uuid
-    from pathlib import Path
-
-    from activities.policy import (
-        EmbeddedOpaEngine,
-        PolicyBundle,
-        PolicyError,
-        RegorusEngine,
-        explain_sync,
-        policy_packages,
-        rule_path,
-    )
-    from workflows.contracts import PolicyQuery
-
-    document = _read_json_object(args.input)
-    try:
-        segments = rule_path(args.policy)
-    except ValueError as err:
-        raise CliError(f"--policy: {err}", EXIT_USAGE) from None
-    if segments[-1] == "decision":  # the document's own path names the same policy
-        segments = segments[:-1]
-    policy_dir = Path(args.policy_dir) if args.policy_dir else settings.policy_dir
-    try:
-        snapshot = PolicyBundle(policy_dir, reload_interval=0).current()
-    except PolicyError as err:
-        raise CliError(f"the policies in {policy_dir} do not load: {err}") from None
-    known = policy_packages(snapshot)
-    if ".".join(segments) not in known:
-        raise CliError(
-            f"unknown policy {args.policy!r}: no Rego package {'.'.join(segments)} in "
-            f"{policy_dir}; known policies: {', '.join('/'.join(k.split('.')) for k in known)}",
-            EXIT_USAGE,
-        )
-    engine = (EmbeddedOpaEngine if args.engine == "opa" else RegorusEngine)(policy_dir)
-    query = PolicyQuery(policy="/".join(segments), input=document, subject=Path(args.input).name)
-    value, decision = explain_sync(engine, query, f"cli/{uuid.uuid4().hex[:12]}")
-    print(
-        json.dumps(
-            {
-                "policy": decision.policy,
-                "engine": decision.engine,
-                "revision": decision.revision,
-                "verdict": decision.verdict,
-                "reasons": decision.reasons,
-                "obligations": decision.obligations.model_dump(mode="json"),
-                "decision": value,
-            },
-            indent=2,
-        )
-    )
-    print(f"{decision.verdict} (policy revision {decision.revision})", file=sys.stderr)
-    return EXIT_OK if decision.verdict == "allow" else EXIT_FAILED
-
-
-def _read_json_object(name: str) -> dict[str, Any]:
-    """The JSON object in file ``name``; bad input is a CliError (exit 2) naming the problem."""
-
-    def no_constants(token: str) -> None:
-        raise ValueError(f"{token} is not a JSON number")
-
-    try:
-        with open(name, encoding="utf-8") as file:
-            text = file.read()
-    except OSError as err:
-        raise CliError(f"cannot read --input {name}: {err.strerror or err}", EXIT_USAGE) from None
-    except UnicodeDecodeError:
-        raise CliError(f"--input {name} is not UTF-8 text", EXIT_USAGE) from None
-    try:
-        document = json.loads(text, parse_constant=no_constants)
-    except json.JSONDecodeError as err:
-        raise CliError(
-            f"--input {name} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})",
-            EXIT_USAGE,
-        ) from None
-    except ValueError as err:
-        raise CliError(f"--input {name} is not valid JSON: {err}", EXIT_USAGE) from None
-    if not isinstance(document, dict):
-        kind = "a list" if isinstance(document, list) else type(document).__name__
-        raise CliError(
-            f"--input {name} must hold a JSON object (the policy's input), not {kind}",
-            EXIT_USAGE,
-        )
-    return document
-
-
 async def cmd_processes(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio import workflow as temporal_workflow
 
@@ -957,9 +912,10 @@ async def cmd_processes(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(rows)
         return EXIT_OK
-    print(f"{'PROCESS':<22} {'WORKFLOW TYPE':<20} {'INPUT':<26} START")
-    for r in rows:
-        print(f"{r['process']:<22} {r['workflow_type']:<20} {r['input']:<26} {r['start']}")
+    print_table(
+        ["PROCESS", "WORKFLOW TYPE", "INPUT", "START"],
+        ([r["process"], r["workflow_type"], r["input"], r["start"]] for r in rows),
+    )
     return EXIT_OK
 
 
@@ -994,7 +950,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     print(f"started {handle.id} (run {handle.result_run_id})")
     print(f"web UI: {settings.workflow_url(handle.id)}")
     if args.wait:
-        _print_json(await handle.result())
+        _print_json(await wait_for_result(handle))
     return EXIT_OK
 
 
@@ -1010,368 +966,505 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-# -- parser ----------------------------------------------------------------------------------
+# -- commands as Click sees them ------------------------------------------------------------
+# Each command below (and each baton/cli_*.py module's) is a Click command whose callback hands
+# its parameters to the async ``cmd_*`` function above through ``run``; COMMANDS at the end
+# is the one list that attaches them to ``baton``.
+
+APPROVAL_TIMEOUT = "seconds to wait for an approver"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="baton", description="Durable, governed AI-agent business processes on Temporal."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("demo", help="run a month-end close end to end on the local stack")
-    p.add_argument("--tenant", default="acme")
-    p.add_argument("--approver", default="carol", help="who approves in the demo")
-    p.add_argument(
-        "--interactive",
-        action="store_true",
-        help="wait for you to approve/reject from another terminal",
-    )
-    p.add_argument(
-        "--step-timeout",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="how long each process may take (default 120; the close at least 300); real "
-        "models on a CPU need minutes (make demo LLM=local uses 1800)",
-    )
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser(
-        "processes",
-        help="list the registered processes (workflows/registry.py)",
-        description="List the registered processes: name, workflow type, input model, how a "
-        "run starts. Each is started with BatonClient.start(input) or its own commands.",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_processes)
-
-    p = sub.add_parser(
-        "start",
-        help="start any registered process from its JSON input",
-        description="Start any registered process (see `baton processes`) from its input as "
-        "JSON, under its business key: BatonClient.start(input). The input is validated first: "
-        "a bad field is named and nothing starts.",
-    )
-    p.add_argument("process", help="the process name, e.g. hr_onboarding")
-    p.add_argument("--input", required=True, help="the input as JSON, or @FILE to read it")
-    p.add_argument("--join", action="store_true", help="attach to a run of the same key")
-    p.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    p.set_defaults(func=cmd_start)
-
-    p = sub.add_parser("worker", help="run a worker for all processes")
-    p.set_defaults(func=cmd_worker)
-
-    p = sub.add_parser("seed", help="(re)seed a month of ledger and bank data")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--period", required=True, help="YYYY-MM")
-    p.add_argument(
-        "--pii-samples",
-        action="store_true",
-        help="put sample personal data (email, phone, IBAN, card, national ids) into the memos "
-        "of unmatched items, to see redaction at work",
-    )
-    p.set_defaults(func=cmd_seed)
-
-    close = sub.add_parser("close", help="start and inspect finance closes")
-    close_sub = close.add_subparsers(dest="close_command", required=True, metavar="ACTION")
-    p = close_sub.add_parser("start", help="start the close of a period")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--period", required=True, help="YYYY-MM")
-    p.add_argument("--requested-by", required=True)
-    p.add_argument("--approval-timeout", type=int, help="seconds to wait for an approver")
-    p.add_argument("--join", action="store_true", help="attach to a running close instead")
-    p.add_argument("--run-budget", type=float, help=RUN_BUDGET_HELP)
-    p.add_argument(
-        "--shadow",
-        action="store_true",
-        help="shadow run: agents and policy run, postings are only recorded, approvals simulated",
-    )
-    p.add_argument(
-        "--version", help="pin the process version (default: the canary assigns it, or stable)"
-    )
-    p.add_argument("--wait", action="store_true", help="wait for the result")
-    p.set_defaults(func=cmd_close_start)
-    for name, func, text in [
-        ("status", cmd_close_status, "stage, pending approvals, postings"),
-        ("result", cmd_close_result, "wait for and print the result"),
-        ("cancel", cmd_close_cancel, "cancel (compensates what was posted)"),
-    ]:
-        p = close_sub.add_parser(name, help=text)
-        p.add_argument("workflow_id")
-        p.set_defaults(func=func)
-    p = close_sub.add_parser(
-        "exceptions",
-        help="entries policy denied, held as exceptions (not posted)",
-        description="The entries a close holds as exceptions: policy denied posting them, the "
-        "rest of the close went on. Read from the result of a completed close, else from the "
-        "running (or failed) close's status.",
-    )
-    p.add_argument("id", metavar="RUN_OR_WORKFLOW_ID", help="the close's workflow id or a run id")
-    p.add_argument("--json", action="store_true", help="print the exceptions as JSON")
-    p.set_defaults(func=cmd_close_exceptions)
-
-    onboard = sub.add_parser("onboard", help="HR onboarding: blackboard agents + manager approval")
-    onboard_sub = onboard.add_subparsers(dest="onboard_command", required=True, metavar="ACTION")
-    p = onboard_sub.add_parser("hire", help="put a new hire in the HRIS (demo / tests)")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--employee-id", required=True)
-    p.add_argument("--name", default="New Hire")
-    p.add_argument("--role", required=True, help="e.g. engineer, sales-rep")
-    p.add_argument("--department", required=True, help="e.g. engineering (its manager approves)")
-    p.add_argument("--country", default="DE")
-    p.add_argument("--manager", default="maya")
-    p.add_argument("--start-date", default="2026-12-01")
-    p.add_argument("--unverified", action="store_true", help="no checked identity document")
-    p.set_defaults(func=cmd_onboard_hire)
-    p = onboard_sub.add_parser("start", help="start onboarding a new hire")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--employee-id", required=True)
-    p.add_argument("--requested-by", required=True)
-    p.add_argument("--approval-timeout", type=int, help="seconds to wait for the manager")
-    p.add_argument("--join", action="store_true", help="attach to a running onboarding instead")
-    p.add_argument("--run-budget", type=float, help=RUN_BUDGET_HELP)
-    p.add_argument("--shadow", action="store_true", help="shadow run: grants are only recorded")
-    p.add_argument("--version", help="pin the process version (default: the canary assigns it)")
-    p.add_argument("--wait", action="store_true", help="wait for the result")
-    p.set_defaults(func=cmd_onboard_start)
-    p = onboard_sub.add_parser("status", help="stage, pending approval, grants, board version")
-    p.add_argument("workflow_id")
-    p.set_defaults(func=cmd_onboard_status)
-    p = onboard_sub.add_parser("history", help="the blackboard's full history")
-    p.add_argument("workflow_id")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_onboard_history)
-
-    from baton import cli_auction
-
-    cli_auction.register(sub)
-    from baton import cli_support
-
-    cli_support.add_parser(sub, _client, _print_json, CliError)
-
-    approvals = sub.add_parser("approvals", help="pending approval requests")
-    approvals_sub = approvals.add_subparsers(
-        dest="approvals_command", required=True, metavar="ACTION"
-    )
-    p = approvals_sub.add_parser(
-        "list", help="the approver inbox (all runs), or one run's pending requests in full"
-    )
-    p.add_argument("workflow_id", nargs="?", help="one run; omit for the inbox across all runs")
-    p.add_argument("--role", help="inbox: only requests this role may decide now")
-    p.add_argument("--process", help="inbox: only this process, e.g. finance_close")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_approvals_list)
-
-    inbox = sub.add_parser("inbox", help="the approver inbox web page")
-    inbox_sub = inbox.add_subparsers(dest="inbox_command", required=True, metavar="ACTION")
-    p = inbox_sub.add_parser("serve", help="serve the approver inbox (sign in, decide, delegate)")
-    p.add_argument("--port", type=int, help="port (default BATON_INBOX_PORT, 8240)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    p.add_argument("--temporal-address", help="host:port of Temporal (default TEMPORAL_ADDRESS)")
-    p.set_defaults(func=cmd_inbox_serve)
-
-    for name, text in [
-        ("approve", "approve a pending approval request (counts toward N-of-M)"),
-        ("reject", "reject a pending request: the run compensates and fails"),
-        ("amend", "change entries under review; policy re-checks them"),
-        ("request-changes", "send the entries back to the preparer agent with a comment"),
-    ]:
-        p = sub.add_parser(name, help=text)
-        p.add_argument("workflow_id")
-        p.add_argument("--approver", required=True)
-        if name == "request-changes":
-            p.add_argument("--comment", required=True, help="what should change")
-        else:
-            p.add_argument("--rationale", required=True)
-        if name == "amend":
-            p.add_argument(
-                "--change",
-                action="append",
-                required=True,
-                metavar="'ENTRY_ID amount=X account=Y'",
-                help="one entry's new amount and/or account; repeat for more entries",
-            )
-        p.add_argument("--request-id", help="defaults to the run's only pending request")
-        p.add_argument("--digest", help="action digest you reviewed (defaults to the current one)")
-        p.add_argument("--token", help="your signed identity JWT (default BATON_APPROVAL_TOKEN)")
-        p.set_defaults(func=cmd_decide)
-
-    shadow = sub.add_parser("shadow", help="shadow runs")
-    shadow_sub = shadow.add_subparsers(dest="shadow_command", required=True, metavar="ACTION")
-    p = shadow_sub.add_parser(
-        "diff", help="compare a shadow run with production (exit 1 when actions differ)"
-    )
-    p.add_argument("shadow_id", help="e.g. shadow/finance-close/acme/2026-10")
-    p.add_argument("production_id", nargs="?", help="default: the shadow id without 'shadow/'")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_shadow_diff)
-
-    kill = sub.add_parser("kill", help="the kill switch: stop sensitive steps within seconds")
-    kill_sub = kill.add_subparsers(dest="kill_command", required=True, metavar="ACTION")
-    scope_help = "global | process:<name> | agent:<role> | tenant:<name>"
-    p = kill_sub.add_parser("set", help="engage: running runs hold at their next gate")
-    p.add_argument("--scope", required=True, help=scope_help)
-    p.add_argument("--reason", required=True)
-    p.add_argument("--by", help="who engages it (default: $USER)")
-    p.add_argument(
-        "--cancel", action="store_true", help="cancel running runs in scope (they compensate)"
-    )
-    p.set_defaults(func=cmd_kill_set)
-    p = kill_sub.add_parser("clear", help="clear: held runs resume")
-    p.add_argument("--scope", required=True, help=scope_help)
-    p.add_argument("--reason", required=True)
-    p.add_argument("--by", help="who clears it (default: $USER)")
-    p.set_defaults(func=cmd_kill_clear)
-    p = kill_sub.add_parser("list", help="active engagements")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_kill_list)
-
-    canary = sub.add_parser(
-        "canary", help="canaries: a share of new runs on a new version, rolled back when worse"
-    )
-    canary_sub = canary.add_subparsers(dest="canary_command", required=True, metavar="ACTION")
-    p = canary_sub.add_parser(
-        "start", help="configure a canary (or change its share/margins) and start its monitor"
-    )
-    p.add_argument("--process", default="finance_close")
-    p.add_argument(
-        "--kind",
-        choices=["data", "code"],
-        default="data",
-        help="data: a version of `canary versions` (default); code: a build id of a Worker "
-        "Deployment, ramped by Temporal",
-    )
-    p.add_argument(
-        "--candidate", required=True, help="version under test (code: the candidate build id)"
-    )
-    p.add_argument(
-        "--baseline", help="version to compare with (default: stable; code: the current build)"
-    )
-    p.add_argument("--deployment", help="code canaries: the Worker Deployment name")
-    p.add_argument("--share", type=float, required=True, help="share of new runs, 0..1")
-    p.add_argument("--max-error-rate-increase", type=float, help="absolute, 0..1 (default 0.05)")
-    p.add_argument(
-        "--max-escalation-rate-increase", type=float, help="absolute, 0..1 (default 0.10)"
-    )
-    p.add_argument(
-        "--max-cost-increase", type=float, help="fraction of the baseline's (default 0.20)"
-    )
-    p.add_argument("--min-runs", type=int, help="finished runs per version before judging (20)")
-    p.add_argument(
-        "--interval", type=float, default=60.0, help="seconds between evaluations (default 60)"
-    )
-    p.add_argument("--reason", default="", help="why (goes to the audit trail)")
-    p.add_argument("--by", help="who starts it (default: $USER)")
-    p.set_defaults(func=cmd_canary_start)
-    for name, text in [
-        ("status", "the canary, KPIs per version measured now (changes nothing), the monitor"),
-        ("evaluate", "measure and judge now; roll back when worse (what the monitor does)"),
-    ]:
-        p = canary_sub.add_parser(name, help=text)
-        p.add_argument("--process", default="finance_close")
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=cmd_canary_status)
-    for name, text in [
-        ("rollback", "new runs get the baseline again; runs already on the candidate keep it"),
-        ("promote", "the candidate gets every new run; the canary ends"),
-    ]:
-        p = canary_sub.add_parser(name, help=text)
-        p.add_argument("--process", default="finance_close")
-        p.add_argument("--reason", required=True)
-        p.add_argument("--by", help="who decides (default: $USER)")
-        p.set_defaults(func=cmd_canary_end)
-    p = canary_sub.add_parser("versions", help="the versions a process knows")
-    p.add_argument("--process", default="finance_close")
-    p.set_defaults(func=cmd_canary_versions)
-
-    audit = sub.add_parser("audit", help="audit trail")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    p = audit_sub.add_parser("show", help="print the audit trail of a run")
-    p.add_argument("workflow_id")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_audit_show)
-    p = audit_sub.add_parser(
-        "verify", help="verify the hash chain of the whole audit ledger (and its checkpoints)"
-    )
-    p.add_argument(
-        "--checkpoints", help="checkpoint log (file or URL; default BATON_AUDIT_CHECKPOINT_LOG)"
-    )
-    p.add_argument(
-        "--public-key", help="auditor's checkpoint key (default BATON_AUDIT_CHECKPOINT_PUBLIC_KEY)"
-    )
-    p.set_defaults(func=cmd_audit_verify)
-    p = audit_sub.add_parser("checkpoint", help="write a signed checkpoint of the chain now")
-    p.set_defaults(func=cmd_audit_checkpoint)
-    p = audit_sub.add_parser("checkpoint-key", help="make an Ed25519 checkpoint signing key")
-    p.add_argument(
-        "--out",
-        default=str(REPO_ROOT / ".baton" / "audit" / "checkpoint-key.pem"),
-        help="where to write it (keep it off the database host)",
-    )
-    p.set_defaults(func=cmd_audit_checkpoint_key)
-
-    cli_kpi.add_parser(sub)
-    cli_supervisor.add_parser(sub)
-
-    policy = sub.add_parser("policy", help="policy tools")
-    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
-    p = policy_sub.add_parser("test", help="run the Rego unit tests")
-    p.add_argument("--engine", choices=["opa", "regorus"], default="opa")
-    p.set_defaults(func=cmd_policy_test)
-    p = policy_sub.add_parser(
-        "eval", help="decide one input: print the decision document, verdict and revision"
-    )
-    p.add_argument("--input", required=True, metavar="FILE.json", help="the policy's input")
-    p.add_argument(
-        "--policy",
-        default="baton/base/agent_call",
-        help="Rego package, e.g. baton/base/agent_call or baton/finance/posting",
-    )
-    p.add_argument("--engine", choices=["opa", "regorus"], default="opa")
-    p.add_argument("--policy-dir", help="policy directory (default: BATON_POLICY_DIR or policy/)")
-    p.set_defaults(func=cmd_policy_eval)
-    cli_policy.add_parsers(policy_sub)
-    cli_security.register(sub)
-    cli_knowledge.register(sub)
-    cli_db.register(sub)
-    cli_integrity.register(sub)
-    cli_customer.register(sub)
-    cli_mcp.register(sub)
-    from baton.cli_dsl import add_commands  # baton validate | schema | run | result | event
-
-    add_commands(sub)
-    from baton import cli_catalog  # baton catalog
-
-    cli_catalog.add_commands(sub)
-    return parser
+@click.command("demo", help="run a month-end close end to end on the local stack")
+@click.option("--tenant", default="acme")
+@click.option("--approver", default="carol", help="who approves in the demo")
+@click.option(
+    "--interactive", is_flag=True, help="wait for you to approve/reject from another terminal"
+)
+@click.option(
+    "--step-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="how long each process may take (default 120; the close at least 300); real "
+    "models on a CPU need minutes (make demo LLM=local uses 1800)",
+)
+def demo(**params: Any) -> int:
+    return run(cmd_demo, params)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+@click.command(
+    "processes",
+    short_help="list the registered processes (workflows/registry.py)",
+    help="List the registered processes: name, workflow type, input model, how a "
+    "run starts. Each is started with BatonClient.start(input) or its own commands.",
+)
+@json_option("print JSON instead of a table")
+def processes(**params: Any) -> int:
+    return run(cmd_processes, params)
+
+
+@click.command(
+    "start",
+    short_help="start any registered process from its JSON input",
+    help="Start any registered process (see `baton processes`) from its input as "
+    "JSON, under its business key: BatonClient.start(input). The input is validated first: "
+    "a bad field is named and nothing starts."
+    "\n\nPROCESS: the process name, e.g. hr_onboarding",
+)
+@click.argument("process")
+@click.option("--input", required=True, help="the input as JSON, or @FILE to read it")
+@click.option("--join", is_flag=True, help="attach to a run of the same key")
+@click.option("--wait", is_flag=True, help="wait for the result and print it")
+def start(**params: Any) -> int:
+    return run(cmd_start, params)
+
+
+@click.command("worker", help="run a worker for all processes")
+def worker_command(**params: Any) -> int:
+    return run(cmd_worker, params)
+
+
+@click.command("seed", help="(re)seed a month of ledger and bank data")
+@click.option("--tenant", required=True)
+@click.option("--period", required=True, help="YYYY-MM")
+@click.option(
+    "--pii-samples",
+    is_flag=True,
+    help="put sample personal data (email, phone, IBAN, card, national ids) into the memos "
+    "of unmatched items, to see redaction at work",
+)
+def seed(**params: Any) -> int:
+    return run(cmd_seed, params)
+
+
+@click.group("close", help="start and inspect finance closes")
+def close() -> None:
+    pass
+
+
+@close.command("start", help="start the close of a period")
+@click.option("--tenant", required=True)
+@click.option("--period", required=True, help="YYYY-MM")
+@click.option("--requested-by", required=True)
+@click.option("--approval-timeout", type=int, help=APPROVAL_TIMEOUT)
+@click.option("--join", is_flag=True, help="attach to a running close instead")
+@click.option("--run-budget", type=float, help=RUN_BUDGET_HELP)
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="shadow run: agents and policy run, postings are only recorded, approvals simulated",
+)
+@click.option(
+    "--version", help="pin the process version (default: the canary assigns it, or stable)"
+)
+@click.option("--wait", is_flag=True, help="wait for the result")
+def close_start(**params: Any) -> int:
+    return run(cmd_close_start, params)
+
+
+@close.command("status", help="stage, pending approvals, postings")
+@click.argument("workflow_id")
+@json_option("print JSON (the default; for scripts that say so)")
+def close_status(**params: Any) -> int:
+    return run(cmd_close_status, params)
+
+
+@close.command("result", help="wait for and print the result")
+@click.argument("workflow_id")
+@json_option("print JSON (the default; for scripts that say so)")
+def close_result(**params: Any) -> int:
+    return run(cmd_close_result, params)
+
+
+@close.command("cancel", help="cancel (compensates what was posted)")
+@click.argument("workflow_id")
+def close_cancel(**params: Any) -> int:
+    return run(cmd_close_cancel, params)
+
+
+@close.command(
+    "exceptions",
+    short_help="entries policy denied, held as exceptions (not posted)",
+    help="The entries a close holds as exceptions: policy denied posting them, the "
+    "rest of the close went on. Read from the result of a completed close, else from the "
+    "running (or failed) close's status."
+    "\n\nRUN_OR_WORKFLOW_ID: the close's workflow id or a run id",
+)
+@click.argument("id", metavar="RUN_OR_WORKFLOW_ID")
+@json_option("print the exceptions as JSON")
+def close_exceptions(**params: Any) -> int:
+    return run(cmd_close_exceptions, params)
+
+
+@click.group("onboard", help="HR onboarding: blackboard agents + manager approval")
+def onboard() -> None:
+    pass
+
+
+@onboard.command("hire", help="put a new hire in the HRIS (demo / tests)")
+@click.option("--tenant", required=True)
+@click.option("--employee-id", required=True)
+@click.option("--name", default="New Hire")
+@click.option("--role", required=True, help="e.g. engineer, sales-rep")
+@click.option("--department", required=True, help="e.g. engineering (its manager approves)")
+@click.option("--country", default="DE")
+@click.option("--manager", default="maya")
+@click.option("--start-date", default="2026-12-01")
+@click.option("--unverified", is_flag=True, help="no checked identity document")
+def onboard_hire(**params: Any) -> int:
+    return run(cmd_onboard_hire, params)
+
+
+@onboard.command("start", help="start onboarding a new hire")
+@click.option("--tenant", required=True)
+@click.option("--employee-id", required=True)
+@click.option("--requested-by", required=True)
+@click.option("--approval-timeout", type=int, help="seconds to wait for the manager")
+@click.option("--join", is_flag=True, help="attach to a running onboarding instead")
+@click.option("--run-budget", type=float, help=RUN_BUDGET_HELP)
+@click.option("--shadow", is_flag=True, help="shadow run: grants are only recorded")
+@click.option("--version", help="pin the process version (default: the canary assigns it)")
+@click.option("--wait", is_flag=True, help="wait for the result")
+def onboard_start(**params: Any) -> int:
+    return run(cmd_onboard_start, params)
+
+
+@onboard.command("status", help="stage, pending approval, grants, board version")
+@click.argument("workflow_id")
+@json_option("print JSON (the default; for scripts that say so)")
+def onboard_status(**params: Any) -> int:
+    return run(cmd_onboard_status, params)
+
+
+@onboard.command("history", help="the blackboard's full history")
+@click.argument("workflow_id")
+@json_option("print the history as JSON")
+def onboard_history(**params: Any) -> int:
+    return run(cmd_onboard_history, params)
+
+
+@click.group("approvals", help="pending approval requests")
+def approvals() -> None:
+    pass
+
+
+@approvals.command(
+    "list",
+    help="the approver inbox (all runs), or one run's pending requests in full"
+    "\n\nWORKFLOW_ID: one run; omit for the inbox across all runs",
+)
+@click.argument("workflow_id", required=False)
+@click.option("--role", help="inbox: only requests this role may decide now")
+@click.option("--process", help="inbox: only this process, e.g. finance_close")
+@json_option()
+def approvals_list(**params: Any) -> int:
+    return run(cmd_approvals_list, params)
+
+
+@click.group("inbox", help="the approver inbox web page")
+def inbox() -> None:
+    pass
+
+
+@inbox.command("serve", help="serve the approver inbox (sign in, decide, delegate)")
+@click.option("--port", type=int, help="port (default BATON_INBOX_PORT, 8240)")
+@click.option("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+@click.option("--temporal-address", help="host:port of Temporal (default TEMPORAL_ADDRESS)")
+def inbox_serve(**params: Any) -> int:
+    return run(cmd_inbox_serve, params)
+
+
+def _decision(name: str, text: str) -> click.Command:
+    """``approve``, ``reject``, ``amend`` and ``request-changes``: the same options, but
+    request-changes takes a --comment where the others take a --rationale, and amend takes
+    one --change per entry."""
+
+    def decide(**params: Any) -> int:
+        return run(cmd_decide, params, command=name)
+
+    options = [
+        click.argument("workflow_id"),
+        click.option("--approver", required=True),
+        click.option("--comment", required=True, help="what should change")
+        if name == "request-changes"
+        else click.option("--rationale", required=True),
+        *(
+            [
+                click.option(
+                    "--change",
+                    multiple=True,
+                    required=True,
+                    metavar="'ENTRY_ID amount=X account=Y'",
+                    help="one entry's new amount and/or account; repeat for more entries",
+                )
+            ]
+            if name == "amend"
+            else []
+        ),
+        click.option("--request-id", help="defaults to the run's only pending request"),
+        click.option("--digest", help="action digest you reviewed (defaults to the current one)"),
+        click.option("--token", help="your signed identity JWT (default BATON_APPROVAL_TOKEN)"),
+    ]
+    for option in reversed(options):
+        decide = option(decide)
+    return click.command(name, help=text)(decide)
+
+
+DECISIONS = [
+    _decision("approve", "approve a pending approval request (counts toward N-of-M)"),
+    _decision("reject", "reject a pending request: the run compensates and fails"),
+    _decision("amend", "change entries under review; policy re-checks them"),
+    _decision("request-changes", "send the entries back to the preparer agent with a comment"),
+]
+
+
+@click.group("shadow", help="shadow runs")
+def shadow() -> None:
+    pass
+
+
+@shadow.command(
+    "diff",
+    help="compare a shadow run with production (exit 1 when actions differ)\n\n"
+    "SHADOW_ID: e.g. shadow/finance-close/acme/2026-10; PRODUCTION_ID: default: the shadow id "
+    "without 'shadow/'",
+)
+@click.argument("shadow_id")
+@click.argument("production_id", required=False)
+@json_option("print the comparison as JSON")
+def shadow_diff(**params: Any) -> int:
+    return run(cmd_shadow_diff, params)
+
+
+@click.group("kill", help="the kill switch: stop sensitive steps within seconds")
+def kill() -> None:
+    pass
+
+
+SCOPE_HELP = "global | process:<name> | agent:<role> | tenant:<name>"
+
+
+@kill.command("set", help="engage: running runs hold at their next gate")
+@click.option("--scope", required=True, help=SCOPE_HELP)
+@click.option("--reason", required=True)
+@click.option("--by", help="who engages it (default: $USER)")
+@click.option("--cancel", is_flag=True, help="cancel running runs in scope (they compensate)")
+def kill_set(**params: Any) -> int:
+    return run(cmd_kill_set, params)
+
+
+@kill.command("clear", help="clear: held runs resume")
+@click.option("--scope", required=True, help=SCOPE_HELP)
+@click.option("--reason", required=True)
+@click.option("--by", help="who clears it (default: $USER)")
+def kill_clear(**params: Any) -> int:
+    return run(cmd_kill_clear, params)
+
+
+@kill.command("list", help="active engagements")
+@json_option()
+def kill_list(**params: Any) -> int:
+    return run(cmd_kill_list, params)
+
+
+@click.group(
+    "canary", help="canaries: a share of new runs on a new version, rolled back when worse"
+)
+def canary() -> None:
+    pass
+
+
+@canary.command(
+    "start", help="configure a canary (or change its share/margins) and start its monitor"
+)
+@click.option("--process", default="finance_close")
+@click.option(
+    "--kind",
+    type=click.Choice(["data", "code"]),
+    default="data",
+    help="data: a version of `canary versions` (default); code: a build id of a Worker "
+    "Deployment, ramped by Temporal",
+)
+@click.option(
+    "--candidate", required=True, help="version under test (code: the candidate build id)"
+)
+@click.option(
+    "--baseline", help="version to compare with (default: stable; code: the current build)"
+)
+@click.option("--deployment", help="code canaries: the Worker Deployment name")
+@click.option("--share", type=float, required=True, help="share of new runs, 0..1")
+@click.option("--max-error-rate-increase", type=float, help="absolute, 0..1 (default 0.05)")
+@click.option("--max-escalation-rate-increase", type=float, help="absolute, 0..1 (default 0.10)")
+@click.option("--max-cost-increase", type=float, help="fraction of the baseline's (default 0.20)")
+@click.option("--min-runs", type=int, help="finished runs per version before judging (20)")
+@click.option(
+    "--interval", type=float, default=60.0, help="seconds between evaluations (default 60)"
+)
+@click.option("--reason", default="", help="why (goes to the audit trail)")
+@click.option("--by", help="who starts it (default: $USER)")
+def canary_start(**params: Any) -> int:
+    return run(cmd_canary_start, params)
+
+
+def _canary_reader(name: str, text: str) -> click.Command:
+    @canary.command(name, help=text)
+    @click.option("--process", default="finance_close")
+    @json_option("print the evaluation and the monitor's state as JSON")
+    def read(**params: Any) -> int:
+        return run(cmd_canary_status, params, canary_command=name)
+
+    return read
+
+
+def _canary_ender(name: str, text: str) -> click.Command:
+    @canary.command(name, help=text)
+    @click.option("--process", default="finance_close")
+    @click.option("--reason", required=True)
+    @click.option("--by", help="who decides (default: $USER)")
+    def end(**params: Any) -> int:
+        return run(cmd_canary_end, params, canary_command=name)
+
+    return end
+
+
+_canary_reader("status", "the canary, KPIs per version measured now (changes nothing), the monitor")
+_canary_reader("evaluate", "measure and judge now; roll back when worse (what the monitor does)")
+_canary_ender("rollback", "new runs get the baseline again; runs already on the candidate keep it")
+_canary_ender("promote", "the candidate gets every new run; the canary ends")
+
+
+@canary.command("versions", help="the versions a process knows")
+@click.option("--process", default="finance_close")
+@json_option()
+def canary_versions(**params: Any) -> int:
+    return run(cmd_canary_versions, params)
+
+
+@click.group("audit", help="audit trail")
+def audit() -> None:
+    pass
+
+
+@audit.command("show", help="print the audit trail of a run")
+@click.argument("workflow_id")
+@json_option("print the records as JSON")
+def audit_show(**params: Any) -> int:
+    return run(cmd_audit_show, params)
+
+
+@audit.command(
+    "verify", help="verify the hash chain of the whole audit ledger (and its checkpoints)"
+)
+@click.option(
+    "--checkpoints", help="checkpoint log (file or URL; default BATON_AUDIT_CHECKPOINT_LOG)"
+)
+@click.option(
+    "--public-key", help="auditor's checkpoint key (default BATON_AUDIT_CHECKPOINT_PUBLIC_KEY)"
+)
+@json_option("print the verdict, rows checked and problems as JSON (exit 1 still when broken)")
+def audit_verify(**params: Any) -> int:
+    return run(cmd_audit_verify, params)
+
+
+@audit.command("checkpoint", help="write a signed checkpoint of the chain now")
+def audit_checkpoint(**params: Any) -> int:
+    return run(cmd_audit_checkpoint, params)
+
+
+@audit.command("checkpoint-key", help="make an Ed25519 checkpoint signing key")
+@click.option(
+    "--out",
+    default=str(REPO_ROOT / ".baton" / "audit" / "checkpoint-key.pem"),
+    help="where to write it (keep it off the database host)",
+)
+def audit_checkpoint_key(**params: Any) -> int:
+    return run(cmd_audit_checkpoint_key, params)
+
+
+#: Every top-level command, attached to ``baton`` here and only here: each baton/cli_*.py
+#: module defines its own Click group or commands, and adds nothing itself.
+COMMANDS: list[click.Command] = [
+    demo,
+    processes,
+    start,
+    worker_command,
+    seed,
+    close,
+    onboard,
+    cli_auction.auction,
+    cli_support.support,
+    approvals,
+    inbox,
+    *DECISIONS,
+    shadow,
+    kill,
+    canary,
+    audit,
+    cli_kpi.kpi,
+    cli_supervisor.supervisor,
+    cli_policy.policy,
+    *cli_security.COMMANDS,
+    cli_knowledge.knowledge,
+    cli_db.db,
+    *cli_integrity.COMMANDS,
+    cli_customer.customer,
+    cli_mcp.mcp,
+    *cli_dsl.COMMANDS,
+    cli_catalog.catalog,
+]
+
+
+@click.group(
+    "baton",
+    help="Durable, governed AI-agent business processes on Temporal.",
+    context_settings={"max_content_width": 100},
+)
+def baton() -> None:
+    pass
+
+
+for _command in COMMANDS:
+    baton.add_command(_command)
+
+
+def invoke(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: the process's arguments) and run the command; the exit code.
+    Usage errors print Click's message and give 2; a command's errors are mapped as the module
+    docstring says."""
     try:
-        settings = Settings.from_env()
-        code = asyncio.run(args.func(args, settings))
+        try:
+            code = baton.main(args=argv, prog_name="baton", standalone_mode=False)
+        except click.exceptions.Exit as done:  # --help
+            code = done.exit_code
+        except click.ClickException as err:
+            err.show()
+            code = err.exit_code
+        except click.Abort:
+            code = 130
+        return int(code or 0)
     except ValidationError as err:
         print(_validation_message(err), file=sys.stderr)
-        code = EXIT_USAGE
+        return EXIT_USAGE
     except CliError as err:
         print(f"baton: {err}", file=sys.stderr)
-        code = err.code
+        return err.code
     except ValueError as err:
         print(f"baton: {err}", file=sys.stderr)
-        code = EXIT_USAGE
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        code = 130
+        return 130
     except Exception as err:  # anything unplanned: one readable line, the trace on request
         if os.environ.get("BATON_DEBUG"):
             traceback.print_exc()
         print(
             f"baton: {type(err).__name__}: {err} (set BATON_DEBUG=1 for the trace)", file=sys.stderr
         )
-        code = EXIT_FAILED
-    _exit(code)
+        return EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: ``invoke``, then leave through ``os._exit`` (module docstring)."""
+    _exit(invoke(argv))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from baton.cli_common import EXIT_OK, EXIT_USAGE, CliError, _client, _print_json
+import click
+
+from baton.cli_common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    _client,
+    _print_json,
+    json_option,
+    run,
+    wait_for_result,
+)
 from baton.settings import Settings
-from workflows.contracts_auction import AuctionTask
 
 #: The batch `--sample` reviews: each needs a different tier's capability or size.
 SAMPLE_TASKS: list[dict[str, Any]] = [
@@ -142,7 +152,7 @@ def print_result(result: Any) -> None:
 async def demo_auction(client: Any, tenant: str, tiers: list[Any] | None = None) -> list[str]:
     """`baton demo`'s auction step: the sample batch, one line per task (a worker must run).
     ``tiers``: the demo passes the catalogue's (``catalogue_tiers``)."""
-    from workflows.contracts_auction import DEFAULT_TIERS, DocumentReviewInput
+    from workflows.contracts_auction import DEFAULT_TIERS, AuctionTask, DocumentReviewInput
 
     inp = DocumentReviewInput(
         tenant=tenant,
@@ -173,7 +183,7 @@ async def cmd_auction_review(args: argparse.Namespace, settings: Settings) -> in
     print(f"started {handle.id} (run {handle.result_run_id})")
     print(f"web UI: {settings.workflow_url(handle.id)}")
     if args.wait:
-        print_result(await handle.result())
+        print_result(await wait_for_result(handle))
     return EXIT_OK
 
 
@@ -185,7 +195,11 @@ async def cmd_auction_status(args: argparse.Namespace, settings: Settings) -> in
 
 async def cmd_auction_result(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
-    print_result(await client.document_review(args.workflow_id).result())
+    result = await wait_for_result(client.document_review(args.workflow_id))
+    if args.json:
+        _print_json(result)
+    else:
+        print_result(result)
     return EXIT_OK
 
 
@@ -194,30 +208,43 @@ async def cmd_auction_tiers(args: argparse.Namespace, settings: Settings) -> int
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
-    """Add `baton auction ...` to the top-level subparsers."""
-    auction = sub.add_parser("auction", help="allocate document reviews among agent tiers")
-    auction_sub = auction.add_subparsers(dest="auction_command", required=True, metavar="ACTION")
-    p = auction_sub.add_parser("review", help="auction a batch of document reviews")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--batch-id", required=True)
-    p.add_argument("--requested-by", default="cli")
-    p.add_argument("--docs", help="JSON list of tasks")
-    p.add_argument("--sample", action="store_true", help="the built-in batch of four documents")
-    p.add_argument("--tiers", help="JSON list of tiers (default: `baton auction tiers`)")
-    p.add_argument("--cost-weight", type=float, help="score weight per USD (default 1.0)")
-    p.add_argument("--latency-weight", type=float, help="score weight per second (default 0.01)")
-    p.add_argument("--bid-deadline", type=float, default=30.0, help="seconds (default 30)")
-    p.add_argument("--max-rounds", type=int, default=3, help="auctions per task (default 3)")
-    p.add_argument("--join", action="store_true", help="attach to a running batch instead")
-    p.add_argument("--wait", action="store_true", help="wait and print the allocations")
-    p.set_defaults(func=cmd_auction_review)
-    for name, func, text in (
-        ("status", cmd_auction_status, "stage, current auction, allocations so far"),
-        ("result", cmd_auction_result, "wait for and print the allocations"),
-    ):
-        p = auction_sub.add_parser(name, help=text)
-        p.add_argument("workflow_id")
-        p.set_defaults(func=func)
-    p = auction_sub.add_parser("tiers", help="the default agent tiers, as JSON")
-    p.set_defaults(func=cmd_auction_tiers)
+@click.group("auction", help="allocate document reviews among agent tiers")
+def auction() -> None:
+    pass
+
+
+@auction.command("review", help="auction a batch of document reviews")
+@click.option("--tenant", required=True)
+@click.option("--batch-id", required=True)
+@click.option("--requested-by", default="cli")
+@click.option("--docs", help="JSON list of tasks")
+@click.option("--sample", is_flag=True, help="the built-in batch of four documents")
+@click.option("--tiers", help="JSON list of tiers (default: `baton auction tiers`)")
+@click.option("--cost-weight", type=float, help="score weight per USD (default 1.0)")
+@click.option("--latency-weight", type=float, help="score weight per second (default 0.01)")
+@click.option("--bid-deadline", type=float, default=30.0, help="seconds (default 30)")
+@click.option("--max-rounds", type=int, default=3, help="auctions per task (default 3)")
+@click.option("--join", is_flag=True, help="attach to a running batch instead")
+@click.option("--wait", is_flag=True, help="wait and print the allocations")
+def auction_review(**params: Any) -> int:
+    return run(cmd_auction_review, params)
+
+
+@auction.command("status", help="stage, current auction, allocations so far")
+@click.argument("workflow_id")
+@json_option("print JSON (the default; for scripts that say so)")
+def auction_status(**params: Any) -> int:
+    return run(cmd_auction_status, params)
+
+
+@auction.command("result", help="wait for and print the allocations")
+@click.argument("workflow_id")
+@json_option("print the result as JSON")
+def auction_result(**params: Any) -> int:
+    return run(cmd_auction_result, params)
+
+
+@auction.command("tiers", help="the default agent tiers, as JSON")
+@json_option("print JSON (the default; for scripts that say so)")
+def auction_tiers(**params: Any) -> int:
+    return run(cmd_auction_tiers, params)

@@ -10,10 +10,12 @@ import argparse
 import json
 from typing import Any
 
-from baton.cli_common import EXIT_OK, EXIT_USAGE, CliError
+import click
+
+from baton.cli_common import EXIT_OK, EXIT_USAGE, CliError, json_option, print_table, run
 from baton.settings import Settings
 
-__all__ = ["add_commands", "catalogue_entries", "cmd_catalog"]
+__all__ = ["catalog", "catalogue_entries", "cmd_catalog"]
 
 
 def catalogue_entries() -> list[dict[str, Any]]:
@@ -61,6 +63,23 @@ async def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(entries, indent=2, sort_keys=True, default=str))
         return EXIT_OK
+    if not args.name:
+        print_table(
+            ["KIND", "NAME", "ORIGIN", "POLICY", "UNDO", "WITH", "DESCRIPTION"],
+            (
+                [
+                    e["kind"],
+                    e["name"],
+                    f"extension {e['extension']}" if e["extension"] else "built-in",
+                    e["policy"] or "-",
+                    e["compensation"] or "-",
+                    ", ".join(e["input_schema"].get("properties", {})) or "-",
+                    e["description"] or "",
+                ]
+                for e in entries
+            ),
+        )
+        return EXIT_OK
     for e in entries:
         origin = f"extension {e['extension']}" if e["extension"] else "built-in"
         policy = f"  policy {e['policy']}" if e["policy"] else ""
@@ -70,16 +89,16 @@ async def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
             print(f"        {e['description']}")
         fields = ", ".join(e["input_schema"].get("properties", {}))
         print(f"        with: {fields or '-'}")
-        if args.name:
-            print(json.dumps({"input": e["input_schema"], "output": e["output_schema"]}, indent=2))
+        print(json.dumps({"input": e["input_schema"], "output": e["output_schema"]}, indent=2))
     return EXIT_OK
 
 
-def add_commands(sub: Any) -> None:
-    p = sub.add_parser(
-        "catalog",
-        help="every agent and action a process may call (built-in and extensions), with schemas",
-    )
-    p.add_argument("name", nargs="?", help="show one entry with its input and output JSON Schema")
-    p.add_argument("--json", action="store_true", help="every entry with its JSON Schemas")
-    p.set_defaults(func=cmd_catalog)
+@click.command(
+    "catalog",
+    help="every agent and action a process may call (built-in and extensions), with schemas"
+    "\n\nNAME: show one entry with its input and output JSON Schema",
+)
+@click.argument("name", required=False)
+@json_option("every entry with its JSON Schemas")
+def catalog(**params: Any) -> int:
+    return run(cmd_catalog, params)

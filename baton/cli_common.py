@@ -6,9 +6,14 @@ module imports another in a circle (and `python -m baton.cli` never loads a seco
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-from typing import Any
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import click
 
 from baton.settings import Settings
 from workflows.errors import BatonError
@@ -21,9 +26,16 @@ __all__ = [
     "_client",
     "_print_json",
     "_print_request",
+    "console",
+    "json_option",
+    "print_table",
+    "run",
+    "wait_for_result",
+    "waiting",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 class CliError(BatonError):
@@ -94,3 +106,100 @@ def _print_request(workflow_id: str, request: Any) -> None:
         print(f"    {entry.entry_id:<16} {entry.account:<26} {entry.amount:>14}  {entry.rationale}")
     for finding in request.compliance_findings:
         print(f"    compliance {finding.severity}: {finding.entry_id}: {finding.note}")
+
+
+# -- running a command, and the terminal it prints to ----------------------------------------
+
+
+def run(
+    func: Callable[[argparse.Namespace, Settings], Awaitable[int]],
+    params: dict[str, Any],
+    **extra: Any,
+) -> int:
+    """Run one command: ``func(args, settings)`` on a new event loop, with the options and
+    arguments Click parsed as ``args`` (an argparse-style namespace: repeated options and
+    variadic arguments as lists, an absent repeatable option as None) plus ``extra``. Its
+    exit code is the command's; exceptions go to ``baton.cli.main``, which maps them."""
+    values = {
+        name: (list(value) or None) if isinstance(value, tuple) else value
+        for name, value in {**params, **extra}.items()
+    }
+    return asyncio.run(func(argparse.Namespace(**values), Settings.from_env()))
+
+
+def json_option(help: str = "print JSON instead of a table (for scripts)") -> Any:
+    """The ``--json`` flag every read command has (``args.json``)."""
+    return click.option("--json", "json", is_flag=True, help=help)
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console on stdout (or stderr). On a terminal: colour and the terminal's width;
+    otherwise (a pipe, a file, a test) plain text with no ANSI codes, and wide enough that a
+    table row stays on one line for scripts that grep it."""
+    import os
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(file=stream, highlight=False)
+    width = int(os.environ.get("COLUMNS") or 0) or 1000
+    return Console(
+        file=stream, width=max(width, 1000), color_system=None, highlight=False, soft_wrap=False
+    )
+
+
+def print_table(
+    columns: Sequence[str | tuple[str, str]], rows: Iterable[Sequence[Any]], title: str = ""
+) -> None:
+    """A rich table on stdout: ``columns`` are names, or (name, "right") for numbers."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=title or None,
+        title_justify="left",
+        pad_edge=False,
+        show_edge=False,
+    )
+    for column in columns:
+        name, justify = (column, "left") if isinstance(column, str) else column
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    sys.stdout.flush()
+    out = console()
+    if out.is_terminal:
+        out.print(table)
+        return
+    with out.capture() as captured:
+        out.print(table)
+    for line in captured.get().splitlines():  # no padding after the last cell, for scripts
+        print(line.rstrip())
+
+
+async def wait_for_result(handle: Any) -> Any:
+    """``--wait``: the run's result (``handle.result()``), while ``waiting`` shows it."""
+    return await waiting(handle.id, handle.result())
+
+
+async def waiting(what: str, result: Awaitable[T]) -> T:
+    """``result`` awaited while the user sees that ``what`` is awaited. On a terminal a live
+    spinner with the time waited; otherwise one plain line on stderr before and one after, so
+    stdout stays the result for scripts. A failure propagates as it would without this."""
+    import time
+
+    started = time.monotonic()
+    if not sys.stdout.isatty():
+        print(f"waiting for {what} ...", file=sys.stderr, flush=True)
+        try:
+            return await result
+        finally:
+            print(f"{what}: waited {time.monotonic() - started:.0f}s", file=sys.stderr)
+    task = asyncio.ensure_future(result)
+    with console().status(f"waiting for {what}") as status:
+        while not task.done():
+            await asyncio.wait({task}, timeout=1)
+            status.update(f"waiting for {what} ({time.monotonic() - started:.0f}s)")
+    return task.result()

@@ -18,6 +18,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import click
+
+from baton.cli_common import json_option, run, wait_for_result
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -87,11 +90,14 @@ async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
 
     client = await _client(settings)
     try:
-        result = await client.customer_onboarding(args.workflow_id).result()
+        result = await wait_for_result(client.customer_onboarding(args.workflow_id))
     except WorkflowFailureError as err:
         cause = err.cause
         print(f"{args.workflow_id} failed: {getattr(cause, 'message', cause)}")
         return EXIT_FAILED
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+        return EXIT_OK
     print(f"{result.customer_id}: plan {[s.kind for s in result.plan.steps]}")
     print(f"  rationale: {result.plan.rationale}")
     for c in result.committed:
@@ -101,27 +107,40 @@ async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
-    """Add ``baton customer ...`` to the CLI's subparsers."""
-    customer = sub.add_parser("customer", help="customer onboarding (the brief's blueprint)")
-    csub = customer.add_subparsers(dest="customer_command", required=True, metavar="ACTION")
-    p = csub.add_parser("event", help='put a "new high-value customer" event in the CRM')
-    p.add_argument("--tenant", default="acme")
-    p.add_argument("--customer", required=True, help="customer entity id, e.g. cust-globex")
-    p.add_argument("--event-id", help="the CRM's event id (default: a new one)")
-    p.add_argument("--hosting-region", default="eu")
-    p.add_argument("--not-screened", action="store_true", help="sanctions screening not done")
-    p.add_argument("--dpa-signed", action="store_true")
-    p.add_argument("--requested-by", default="crm:trigger")
-    p.set_defaults(func=cmd_event)
-    p = csub.add_parser("trigger", help="start a run for every new CRM event (idempotent)")
-    p.set_defaults(func=cmd_trigger)
-    p = csub.add_parser("status", help="stage, pending approval, commits")
-    p.add_argument("workflow_id")
-    p.set_defaults(func=cmd_status)
-    p = csub.add_parser("result", help="wait for a run's result")
-    p.add_argument("workflow_id")
-    p.set_defaults(func=cmd_result)
+@click.group("customer", help="customer onboarding (the brief's blueprint)")
+def customer() -> None:
+    pass
+
+
+@customer.command("event", help='put a "new high-value customer" event in the CRM')
+@click.option("--tenant", default="acme")
+@click.option("--customer", required=True, help="customer entity id, e.g. cust-globex")
+@click.option("--event-id", help="the CRM's event id (default: a new one)")
+@click.option("--hosting-region", default="eu")
+@click.option("--not-screened", is_flag=True, help="sanctions screening not done")
+@click.option("--dpa-signed", is_flag=True)
+@click.option("--requested-by", default="crm:trigger")
+def customer_event(**params: Any) -> int:
+    return run(cmd_event, params)
+
+
+@customer.command("trigger", help="start a run for every new CRM event (idempotent)")
+def customer_trigger(**params: Any) -> int:
+    return run(cmd_trigger, params)
+
+
+@customer.command("status", help="stage, pending approval, commits")
+@click.argument("workflow_id")
+@json_option("print JSON (the default; for scripts that say so)")
+def customer_status(**params: Any) -> int:
+    return run(cmd_status, params)
+
+
+@customer.command("result", help="wait for a run's result")
+@click.argument("workflow_id")
+@json_option("print the result as JSON")
+def customer_result(**params: Any) -> int:
+    return run(cmd_result, params)
 
 
 async def copy_seed_customer(kb: Any, tenant: str, template: str, suffix: str) -> str:

@@ -11,31 +11,45 @@ import argparse
 import json
 from typing import Any
 
+import click
+
+from baton.cli_common import json_option, print_table, run
 from baton.settings import Settings
 
 
-def register(sub: Any) -> None:
-    db = sub.add_parser("db", help="database schema migrations: upgrade, current, history, check")
-    s = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    p = s.add_parser("upgrade", help="migrate the database (DATABASE_URL) to the newest schema")
-    p.add_argument("--revision", default="head", help="the revision to reach (default: head)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_db_upgrade)
-    p = s.add_parser("current", help="the revision the database is at, and the newest one")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_db_current)
-    p = s.add_parser("history", help="every migration, oldest first")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_db_history)
-    p = s.add_parser(
-        "check", help="fail (exit 1) if the models differ from the migrated schema (drift)"
-    )
-    p.set_defaults(func=cmd_db_check)
-    p = s.add_parser(
-        "revision", help="draft a migration from the models' changes (for Baton developers)"
-    )
-    p.add_argument("-m", "--message", required=True, help="what the migration changes")
-    p.set_defaults(func=cmd_db_revision)
+@click.group("db", help="database schema migrations: upgrade, current, history, check")
+def db() -> None:
+    pass
+
+
+@db.command("upgrade", help="migrate the database (DATABASE_URL) to the newest schema")
+@click.option("--revision", default="head", help="the revision to reach (default: head)")
+@json_option("print the result as JSON")
+def db_upgrade(**params: Any) -> int:
+    return run(cmd_db_upgrade, params)
+
+
+@db.command("current", help="the revision the database is at, and the newest one")
+@json_option("print the result as JSON")
+def db_current(**params: Any) -> int:
+    return run(cmd_db_current, params)
+
+
+@db.command("history", help="every migration, oldest first")
+@json_option("print the result as JSON")
+def db_history(**params: Any) -> int:
+    return run(cmd_db_history, params)
+
+
+@db.command("check", help="fail (exit 1) if the models differ from the migrated schema (drift)")
+def db_check(**params: Any) -> int:
+    return run(cmd_db_check, params)
+
+
+@db.command("revision", help="draft a migration from the models' changes (for Baton developers)")
+@click.option("-m", "--message", required=True, help="what the migration changes")
+def db_revision(**params: Any) -> int:
+    return run(cmd_db_revision, params)
 
 
 def _database(settings: Settings) -> Any:
@@ -133,11 +147,18 @@ async def cmd_db_history(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([r.__dict__ for r in revisions]))
     else:
-        for r in revisions:
-            head = " (head)" if r.is_head else ""
-            print(
-                f"{r.down_revision or '<base>'} -> {r.revision}{head}: {r.message.splitlines()[0]}"
-            )
+        print_table(
+            ["FROM", "REVISION", "", "MESSAGE"],
+            (
+                [
+                    r.down_revision or "<base>",
+                    r.revision,
+                    "head" if r.is_head else "",
+                    r.message.splitlines()[0],
+                ]
+                for r in revisions
+            ),
+        )
     return EXIT_OK
 
 

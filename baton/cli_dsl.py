@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
+
+from baton.cli_common import json_option, run, wait_for_result
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -130,7 +133,7 @@ async def _print_result(handle: Any) -> int:
     from temporalio.client import WorkflowFailureError
 
     try:
-        result = await handle.result()
+        result = await wait_for_result(handle)
     except WorkflowFailureError as err:
         print(f"{handle.id} failed: {failure_text(err)}", file=sys.stderr)
         return EXIT_FAILED
@@ -160,36 +163,60 @@ async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def add_commands(sub: Any) -> None:
-    p = sub.add_parser("validate", help="check process definitions (YAML): every error")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.set_defaults(func=cmd_validate)
-    p = sub.add_parser(
-        "schema", help="JSON Schema of process definitions, for editors (with the catalogue)"
-    )
-    p.add_argument("--output", help="write it to this file instead of stdout")
-    p.add_argument(
-        "--builtin",
-        action="store_true",
-        help="Baton's catalogue only, not installed extensions' (processes/process.schema.json)",
-    )
-    p.add_argument(
-        "--language-only",
-        action="store_true",
-        help="the language alone, without the catalogue's names and fields",
-    )
-    p.set_defaults(func=cmd_schema)
-    p = sub.add_parser("run", help="start a run of a process definition (YAML)")
-    p.add_argument("file", metavar="FILE", help="a definition, or an extension's process name")
-    p.add_argument("--input", default="{}", help="the process inputs as a JSON object")
-    p.add_argument("--id", help="workflow id (default: <name>-<random>)")
-    p.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    p.set_defaults(func=cmd_run)
-    p = sub.add_parser("result", help="a YAML run's result (waits for it), or why it failed")
-    p.add_argument("run", metavar="RUN", help="the run's workflow id (`baton run` prints it)")
-    p.set_defaults(func=cmd_result)
-    p = sub.add_parser("event", help="deliver an event to a run's wait_event step")
-    p.add_argument("workflow_id")
-    p.add_argument("name")
-    p.add_argument("--data", help="event data as JSON")
-    p.set_defaults(func=cmd_event)
+@click.command("validate", help="check process definitions (YAML): every error")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+def validate(**params: Any) -> int:
+    return run(cmd_validate, params)
+
+
+@click.command(
+    "schema", help="JSON Schema of process definitions, for editors (with the catalogue)"
+)
+@click.option("--output", help="write it to this file instead of stdout")
+@click.option(
+    "--builtin",
+    is_flag=True,
+    help="Baton's catalogue only, not installed extensions' (processes/process.schema.json)",
+)
+@click.option(
+    "--language-only",
+    is_flag=True,
+    help="the language alone, without the catalogue's names and fields",
+)
+def schema(**params: Any) -> int:
+    return run(cmd_schema, params)
+
+
+@click.command(
+    "run",
+    help="start a run of a process definition (YAML)"
+    "\n\nFILE: a definition, or an extension's process name",
+)
+@click.argument("file", metavar="FILE")
+@click.option("--input", default="{}", help="the process inputs as a JSON object")
+@click.option("--id", help="workflow id (default: <name>-<random>)")
+@click.option("--wait", is_flag=True, help="wait for the result and print it")
+def run_command(**params: Any) -> int:
+    return run(cmd_run, params)
+
+
+@click.command(
+    "result",
+    help="a YAML run's result (waits for it), or why it failed"
+    "\n\nRUN: the run's workflow id (`baton run` prints it)",
+)
+@click.argument("run", metavar="RUN")
+@json_option("print the result as JSON")
+def result(**params: Any) -> int:
+    return run(cmd_result, params)
+
+
+@click.command("event", help="deliver an event to a run's wait_event step")
+@click.argument("workflow_id")
+@click.argument("name")
+@click.option("--data", help="event data as JSON")
+def event(**params: Any) -> int:
+    return run(cmd_event, params)
+
+
+COMMANDS = [validate, schema, run_command, result, event]

@@ -16,6 +16,9 @@ import getpass
 from datetime import timedelta
 from typing import Any
 
+import click
+
+from baton.cli_common import json_option, run
 from baton.settings import Settings
 from workflows.contracts_integrity import (
     DOCTOR_SCHEDULE_ID,
@@ -29,28 +32,32 @@ from workflows.contracts_integrity import (
 DOCTOR_EVERY = timedelta(hours=1)
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "doctor", help="list runs that ended leaving side effects standing (orphans)"
-    )
-    p.add_argument("--since", default="7d", help="runs closed within: 24h, 7d, 2w (default 7d)")
-    p.add_argument(
-        "--all-queues", action="store_true", help="every task queue, not only BATON_TASK_QUEUE"
-    )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument(
-        "--schedule", action="store_true", help="create a Temporal Schedule that runs the check"
-    )
-    p.add_argument("--every", default="1h", help="with --schedule: 30m, 1h, 1d (default 1h)")
-    p.add_argument("--unschedule", action="store_true", help="delete the Schedule")
-    p.set_defaults(func=cmd_doctor)
-    p = sub.add_parser("repair", help="run the compensations of an orphaned run (BatonRepair)")
-    p.add_argument("workflow_id", metavar="WORKFLOW_ID", help="the orphaned run's workflow id")
-    p.add_argument("--run-id", default="", help="a run of it (default: its newest run)")
-    p.add_argument("--requested-by", help="who asks for the repair (default: your user name)")
-    p.add_argument("--reason", default="repair of an orphaned run", help="for the audit trail")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_repair)
+@click.command("doctor", help="list runs that ended leaving side effects standing (orphans)")
+@click.option("--since", default="7d", help="runs closed within: 24h, 7d, 2w (default 7d)")
+@click.option("--all-queues", is_flag=True, help="every task queue, not only BATON_TASK_QUEUE")
+@json_option("print the report as JSON")
+@click.option("--schedule", is_flag=True, help="create a Temporal Schedule that runs the check")
+@click.option("--every", default="1h", help="with --schedule: 30m, 1h, 1d (default 1h)")
+@click.option("--unschedule", is_flag=True, help="delete the Schedule")
+def doctor(**params: Any) -> int:
+    return run(cmd_doctor, params)
+
+
+@click.command(
+    "repair",
+    help="run the compensations of an orphaned run (BatonRepair)"
+    "\n\nWORKFLOW_ID: the orphaned run's workflow id",
+)
+@click.argument("workflow_id", metavar="WORKFLOW_ID")
+@click.option("--run-id", default="", help="a run of it (default: its newest run)")
+@click.option("--requested-by", help="who asks for the repair (default: your user name)")
+@click.option("--reason", default="repair of an orphaned run", help="for the audit trail")
+@json_option("print the result as JSON")
+def repair(**params: Any) -> int:
+    return run(cmd_repair, params)
+
+
+COMMANDS = [doctor, repair]
 
 
 def _seconds(text: str, flag: str) -> int:
@@ -89,22 +96,40 @@ async def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
         report = await find_orphans(db, baton.client, inp)
     finally:
         db.dispose()
-    print(report.model_dump_json() if args.json else _doctor_text(report, inp))
+    if args.json:
+        print(report.model_dump_json())
+    else:
+        _print_doctor(report, inp)
     return EXIT_OK
 
 
-def _doctor_text(report: DoctorReport, inp: DoctorInput) -> str:
+def _print_doctor(report: DoctorReport, inp: DoctorInput) -> None:
+    """A head line, a table with one row per effect left standing, the repair commands."""
+    from baton.cli_common import print_table
+
     where = f"task queue {inp.task_queue}" if inp.task_queue else "all task queues"
     head = f"checked {report.checked_runs} run(s) that ended without completing ({where})"
     if not report.orphans:
-        return f"{head}: no side effects left standing"
-    lines = [f"{head}: {len(report.orphans)} orphaned run(s)"]
+        print(f"{head}: no side effects left standing")
+        return
+    print(f"{head}: {len(report.orphans)} orphaned run(s)")
+    print_table(
+        ["WORKFLOW", "TYPE", "STATUS", "CLOSED", "EFFECT", "UNDO"],
+        (
+            [
+                o.workflow_id,
+                o.workflow_type,
+                o.status,
+                o.closed_at.isoformat(timespec="seconds") if o.closed_at else "?",
+                f"{e.kind} {e.id}: {e.summary}",
+                e.compensation,
+            ]
+            for o in report.orphans
+            for e in o.effects
+        ),
+    )
     for o in report.orphans:
-        closed = o.closed_at.isoformat(timespec="seconds") if o.closed_at else "?"
-        lines.append(f"{o.workflow_id} ({o.workflow_type}, {o.status} {closed}, run {o.run_id})")
-        lines += [f"  - {e.kind} {e.id}: {e.summary} [undo: {e.compensation}]" for e in o.effects]
-        lines.append(f"  repair: baton repair {o.workflow_id} --run-id {o.run_id}")
-    return "\n".join(lines)
+        print(f"repair: baton repair {o.workflow_id} --run-id {o.run_id}")
 
 
 async def _schedule(client: Any, settings: Settings, inp: DoctorInput, every: timedelta) -> int:

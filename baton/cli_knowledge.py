@@ -16,8 +16,10 @@ import json
 import sys
 from typing import Any
 
+import click
 from pydantic import ValidationError
 
+from baton.cli_common import json_option, run
 from baton.settings import Settings
 
 # baton/cli.py's exit codes; bad input is a ValueError, which its main() turns into exit 2 (this
@@ -143,6 +145,9 @@ async def cmd_related(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(str(err)) from None
     finally:
         await kb.close()
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+        return EXIT_OK
     for entity in [result.root, *result.descendants]:
         depth = {"customer": 0, "account": 1, "contract": 2}[entity.kind]
         attrs = json.dumps(entity.attributes, sort_keys=True)
@@ -150,23 +155,32 @@ async def cmd_related(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
-    """Add ``baton knowledge ...`` to the CLI's subparsers."""
-    knowledge = sub.add_parser("knowledge", help="knowledge layer: ingest, search, relations")
-    ksub = knowledge.add_subparsers(dest="knowledge_command", required=True, metavar="ACTION")
-    p = ksub.add_parser("ingest", help="embed and store documents (with provenance)")
-    p.add_argument("--seed", action="store_true", help="the demo corpus and relation store")
-    p.add_argument("--file", metavar="DOCS.jsonl", help="one KnowledgeDocument per line")
-    p.set_defaults(func=cmd_ingest)
-    p = ksub.add_parser("search", help="the most similar documents, with provenance")
-    p.add_argument("query")
-    p.add_argument("--tenant", default="acme")
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--kind", action="append", help="only this kind (repeatable)")
-    p.add_argument("--entity", help="only documents about this entity id")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_search)
-    p = ksub.add_parser("related", help="an entity and its accounts and contracts")
-    p.add_argument("entity_id")
-    p.add_argument("--tenant", default="acme")
-    p.set_defaults(func=cmd_related)
+@click.group("knowledge", help="knowledge layer: ingest, search, relations")
+def knowledge() -> None:
+    pass
+
+
+@knowledge.command("ingest", help="embed and store documents (with provenance)")
+@click.option("--seed", is_flag=True, help="the demo corpus and relation store")
+@click.option("--file", metavar="DOCS.jsonl", help="one KnowledgeDocument per line")
+def knowledge_ingest(**params: Any) -> int:
+    return run(cmd_ingest, params)
+
+
+@knowledge.command("search", help="the most similar documents, with provenance")
+@click.argument("query")
+@click.option("--tenant", default="acme")
+@click.option("--k", type=int, default=5)
+@click.option("--kind", multiple=True, help="only this kind (repeatable)")
+@click.option("--entity", help="only documents about this entity id")
+@json_option("print the hits as JSON")
+def knowledge_search(**params: Any) -> int:
+    return run(cmd_search, params)
+
+
+@knowledge.command("related", help="an entity and its accounts and contracts")
+@click.argument("entity_id")
+@click.option("--tenant", default="acme")
+@json_option("print the entity and its relations as JSON")
+def knowledge_related(**params: Any) -> int:
+    return run(cmd_related, params)

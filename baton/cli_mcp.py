@@ -13,19 +13,26 @@ import os
 from pathlib import Path
 from typing import Any
 
+import click
+
+from baton.cli_common import json_option, print_table, run
 from baton.settings import Settings
 
 
-def register(sub: Any) -> None:
-    mcp = sub.add_parser("mcp", help="MCP servers whose tools agents may call")
-    s = mcp.add_subparsers(dest="mcp_command", required=True, metavar="ACTION")
-    p = s.add_parser(
-        "tools", help="check the MCP configuration and list each server's tools (exit 1: a "
-        "server did not answer)"
-    )  # fmt: skip
-    p.add_argument("--config", help="the configuration file (default: BATON_MCP_CONFIG)")
-    p.add_argument("--json", action="store_true", help="print the tools as JSON")
-    p.set_defaults(func=cmd_mcp_tools)
+@click.group("mcp", help="MCP servers whose tools agents may call")
+def mcp() -> None:
+    pass
+
+
+@mcp.command(
+    "tools",
+    help="check the MCP configuration and list each server's tools (exit 1: a server did not "
+    "answer)",
+)
+@click.option("--config", help="the configuration file (default: BATON_MCP_CONFIG)")
+@json_option("print the tools as JSON")
+def mcp_tools(**params: Any) -> int:
+    return run(cmd_mcp_tools, params)
 
 
 async def cmd_mcp_tools(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,9 +66,17 @@ async def cmd_mcp_tools(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"tools": found, "failed": failed}, indent=2))
     else:
-        for t in found:
-            kind = "read-only" if t["read_only"] else "side effects"
-            print(f"{t['governed_as']:<40} {kind:<13} {t['description']}")
+        print_table(
+            ["TOOL", "KIND", "DESCRIPTION"],
+            (
+                [
+                    t["governed_as"],
+                    "read-only" if t["read_only"] else "side effects",
+                    t["description"],
+                ]
+                for t in found
+            ),
+        )
         for server, error in failed.items():
             print(f"{server}: did not list its tools: {error}")
     return EXIT_FAILED if failed else EXIT_OK

@@ -1,4 +1,4 @@
-"""CLI commands of Baton's security features (wired into baton/cli.py by :func:`register`).
+"""CLI commands of Baton's security features (COMMANDS, attached by baton/cli.py).
 
 baton encryption new-key --id k2        # a KEY_ID:BASE64 item for BATON_ENCRYPTION_KEYS
 baton token init [--rotate] [--no-seal]  # the local dev issuer's key, seal key + trust file
@@ -13,6 +13,9 @@ import argparse
 import sys
 from typing import Any
 
+import click
+
+from baton.cli_common import run
 from baton.settings import Settings
 
 
@@ -97,45 +100,59 @@ async def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add the security commands to the CLI's subparsers."""
-    enc = sub.add_parser("encryption", help="payload encryption keys")
-    enc_sub = enc.add_subparsers(dest="encryption_command", required=True, metavar="ACTION")
-    p = enc_sub.add_parser("new-key", help="print a fresh KEY_ID:BASE64 AES-256 key")
-    p.add_argument("--id", required=True, help="key id, e.g. k2 or 2026-11")
-    p.set_defaults(func=cmd_new_key)
+@click.group("encryption", help="payload encryption keys")
+def encryption() -> None:
+    pass
 
-    token = sub.add_parser("token", help="the local dev issuer of signed identity assertions")
-    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    p = token_sub.add_parser("init", help="create the dev signing key and trust file")
-    p.add_argument("--rotate", action="store_true", help="new signing key; old ones stay trusted")
-    p.add_argument(
-        "--no-seal",
-        dest="seal",
-        action="store_false",
-        help="no workers' seal key (approval tokens then travel in clear in decisions)",
-    )
-    p.set_defaults(func=cmd_token_init)
-    p = token_sub.add_parser("issue", help="print a signed JWT for a user and roles")
-    p.add_argument("--user", required=True)
-    p.add_argument("--role", action="append", required=True, help="repeat for several roles")
-    p.add_argument(
-        "--ttl",
-        type=int,
-        default=None,
-        help="seconds until it expires (default 300 for approvals, 3600 for the codec server)",
-    )
-    p.add_argument("--workflow-id", help="approval tokens: the run the decision is for")
-    p.add_argument("--request-id", help="approval tokens: the approval request id")
-    p.add_argument("--action-digest", help="approval tokens: the action digest reviewed")
-    p.add_argument(
-        "--audience",
-        default="baton-approvals",
-        help="baton-approvals (approve/reject) or baton-codec (the codec server)",
-    )
-    p.set_defaults(func=cmd_token_issue)
 
-    p = sub.add_parser("codec-server", help="decrypt payloads for the Web UI (authorised only)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8089)
-    p.set_defaults(func=cmd_codec_server)
+@encryption.command("new-key", help="print a fresh KEY_ID:BASE64 AES-256 key")
+@click.option("--id", required=True, help="key id, e.g. k2 or 2026-11")
+def encryption_new_key(**params: Any) -> int:
+    return run(cmd_new_key, params)
+
+
+@click.group("token", help="the local dev issuer of signed identity assertions")
+def token() -> None:
+    pass
+
+
+@token.command("init", help="create the dev signing key and trust file")
+@click.option("--rotate", is_flag=True, help="new signing key; old ones stay trusted")
+@click.option(
+    "--no-seal",
+    is_flag=True,
+    help="no workers' seal key (approval tokens then travel in clear in decisions)",
+)
+def token_init(no_seal: bool, **params: Any) -> int:
+    return run(cmd_token_init, params, seal=not no_seal)
+
+
+@token.command("issue", help="print a signed JWT for a user and roles")
+@click.option("--user", required=True)
+@click.option("--role", multiple=True, required=True, help="repeat for several roles")
+@click.option(
+    "--ttl",
+    type=int,
+    default=None,
+    help="seconds until it expires (default 300 for approvals, 3600 for the codec server)",
+)
+@click.option("--workflow-id", help="approval tokens: the run the decision is for")
+@click.option("--request-id", help="approval tokens: the approval request id")
+@click.option("--action-digest", help="approval tokens: the action digest reviewed")
+@click.option(
+    "--audience",
+    default="baton-approvals",
+    help="baton-approvals (approve/reject) or baton-codec (the codec server)",
+)
+def token_issue(**params: Any) -> int:
+    return run(cmd_token_issue, params)
+
+
+@click.command("codec-server", help="decrypt payloads for the Web UI (authorised only)")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, default=8089)
+def codec_server(**params: Any) -> int:
+    return run(cmd_codec_server, params)
+
+
+COMMANDS = [encryption, token, codec_server]

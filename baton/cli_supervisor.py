@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 from temporalio.client import (
     Client,
     Schedule,
@@ -22,13 +23,13 @@ from temporalio.client import (
     ScheduleSpec,
 )
 
+from baton.cli_common import run
 from baton.settings import Settings
 from workflows.contracts_supervisor import (
     SUPERVISOR_SCHEDULE_ID,
     SUPERVISOR_WORKFLOW_ID,
     SupervisorInput,
 )
-from workflows.supervisor import SupervisorWorkflow
 
 #: How often the Schedule looks whether a supervisor runs (and starts one when none does).
 KEEPER_EVERY = timedelta(minutes=5)
@@ -46,6 +47,9 @@ async def ensure_schedule(
     Every ``every`` it starts the supervisor workflow; overlap policy SKIP: while one runs
     (through its continue-as-new chain) nothing new starts, so a supervisor that failed or was
     terminated is back within ``every``."""
+    # imported here, not at the top: every `baton` command loads this module
+    from workflows.supervisor import SupervisorWorkflow
+
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             SupervisorWorkflow.run,
@@ -71,17 +75,23 @@ def _update(schedule: Schedule) -> Any:
     return ScheduleUpdate(schedule=schedule)
 
 
-def add_parser(sub: Any) -> None:
-    supervisor = sub.add_parser(
-        "supervisor", help="the supervisor agent: KPIs watched, anomalies alerted and acted on"
-    )
-    s = supervisor.add_subparsers(dest="supervisor_command", required=True, metavar="ACTION")
-    p = s.add_parser("start", help="create the Schedule that keeps a supervisor running")
-    p.add_argument("--config", metavar="FILE.json", help="SupervisorInput fields (thresholds...)")
-    p.add_argument("--interval", type=float, help="seconds between checks (default 300)")
-    p.set_defaults(func=cmd_supervisor_start)
-    p = s.add_parser("stop", help="delete the Schedule and terminate the supervisor")
-    p.set_defaults(func=cmd_supervisor_stop)
+@click.group(
+    "supervisor", help="the supervisor agent: KPIs watched, anomalies alerted and acted on"
+)
+def supervisor() -> None:
+    pass
+
+
+@supervisor.command("start", help="create the Schedule that keeps a supervisor running")
+@click.option("--config", metavar="FILE.json", help="SupervisorInput fields (thresholds...)")
+@click.option("--interval", type=float, help="seconds between checks (default 300)")
+def supervisor_start(**params: Any) -> int:
+    return run(cmd_supervisor_start, params)
+
+
+@supervisor.command("stop", help="delete the Schedule and terminate the supervisor")
+def supervisor_stop(**params: Any) -> int:
+    return run(cmd_supervisor_stop, params)
 
 
 async def cmd_supervisor_start(args: argparse.Namespace, settings: Settings) -> int:

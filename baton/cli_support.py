@@ -6,112 +6,135 @@ import argparse
 import uuid
 from typing import Any
 
+import click
+
+from baton.cli_common import CliError, _client, _print_json, json_option, run, waiting
 from baton.settings import Settings
 
 
-def add_parser(sub: Any, client: Any, print_json: Any, error: type[Exception]) -> None:
-    """Wire `baton support` into the main parser (baton/cli.py)."""
-    support = sub.add_parser("support", help="customer-support escalation: queue, cases")
-    s = support.add_subparsers(dest="support_command", required=True, metavar="ACTION")
+async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.contracts_support import SupportCoordinatorInput
+    from workflows.support_client import SupportClient
 
-    async def start(args: argparse.Namespace, settings: Settings) -> int:
-        from workflows.contracts_support import SupportCoordinatorInput
-        from workflows.support_client import SupportClient
+    inp = SupportCoordinatorInput.model_validate(
+        {
+            "tenant": args.tenant,
+            "name": args.queue,
+            "max_parallel": args.max_parallel,
+            "budget": {"run_usd": args.run_budget} if args.run_budget is not None else {},
+        }
+    )
+    handle = await SupportClient(await _client(settings)).start_queue(inp)
+    print(f"queue {handle.id} is running")
+    print(f"web UI: {settings.workflow_url(handle.id)}")
+    return 0
 
-        inp = SupportCoordinatorInput.model_validate(
-            {
-                "tenant": args.tenant,
-                "name": args.queue,
-                "max_parallel": args.max_parallel,
-                "budget": {"run_usd": args.run_budget} if args.run_budget is not None else {},
-            }
-        )
-        handle = await SupportClient(await client(settings)).start_queue(inp)
-        print(f"queue {handle.id} is running")
-        print(f"web UI: {settings.workflow_url(handle.id)}")
-        return 0
 
-    async def enqueue(args: argparse.Namespace, settings: Settings) -> int:
-        from workflows.contracts_support import SupportCase
-        from workflows.support_client import CaseRefused, SupportClient
+async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.contracts_support import SupportCase
+    from workflows.support_client import CaseRefused, SupportClient
 
-        case = SupportCase.model_validate(
-            {
-                "case_id": args.case_id or f"C-{uuid.uuid4().hex[:8]}",
-                "tenant": args.tenant,
-                "customer": args.customer,
-                "customer_value_usd": args.value,
-                "subject": args.subject,
-                "body": args.body,
-                "priority": args.priority,
-            }
-        )
-        try:
-            ack = await SupportClient(await client(settings)).enqueue(case, queue=args.queue)
-        except CaseRefused as err:
-            raise error(f"refused: {err}") from None
-        print(f"enqueued {ack.case_id} at position {ack.position}; case workflow {ack.workflow_id}")
-        return 0
+    case = SupportCase.model_validate(
+        {
+            "case_id": args.case_id or f"C-{uuid.uuid4().hex[:8]}",
+            "tenant": args.tenant,
+            "customer": args.customer,
+            "customer_value_usd": args.value,
+            "subject": args.subject,
+            "body": args.body,
+            "priority": args.priority,
+        }
+    )
+    try:
+        ack = await SupportClient(await _client(settings)).enqueue(case, queue=args.queue)
+    except CaseRefused as err:
+        raise CliError(f"refused: {err}") from None
+    print(f"enqueued {ack.case_id} at position {ack.position}; case workflow {ack.workflow_id}")
+    return 0
 
-    async def queue(args: argparse.Namespace, settings: Settings) -> int:
-        from workflows.support_client import SupportClient
 
-        support = SupportClient(await client(settings))
-        print_json(await support.queue_status(args.tenant, args.queue))
-        return 0
+async def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.support_client import SupportClient
 
-    async def case(args: argparse.Namespace, settings: Settings) -> int:
-        from workflows.support_client import SupportClient
+    support = SupportClient(await _client(settings))
+    _print_json(await support.queue_status(args.tenant, args.queue))
+    return 0
 
-        support = SupportClient(await client(settings))
-        if args.wait:
-            print_json(await support.case_result(args.workflow_id))
-        else:
-            print_json(await support.case_status(args.workflow_id))
-        return 0
 
-    async def articles(args: argparse.Namespace, settings: Settings) -> int:
-        from activities.support import support_articles
-        from baton.cli_knowledge import _Knowledge
+async def cmd_case(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.support_client import SupportClient
 
-        kb = _Knowledge(settings)
-        try:
-            result = await kb.base.ingest(support_articles(settings.support_articles, args.tenant))
-        finally:
-            await kb.close()
-        print(
-            f"ingested {len(result.ingested)} support articles for {args.tenant} into the "
-            f"knowledge layer ({len(result.unchanged)} unchanged)"
-        )
-        return 0
+    support = SupportClient(await _client(settings))
+    if args.wait:
+        _print_json(await waiting(args.workflow_id, support.case_result(args.workflow_id)))
+    else:
+        _print_json(await support.case_status(args.workflow_id))
+    return 0
 
-    p = s.add_parser("articles", help="ingest the support articles into the knowledge layer")
-    p.add_argument("--tenant", required=True)
-    p.set_defaults(func=articles)
-    p = s.add_parser("start", help="start (or attach to) the tenant's support queue")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--max-parallel", type=int, default=2)
-    p.add_argument("--run-budget", type=float, help="USD per case for model calls")
-    p.add_argument("--queue", default="main", help="queue name (several per tenant)")
-    p.set_defaults(func=start)
-    p = s.add_parser("enqueue", help="put a case on the queue")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--case-id")
-    p.add_argument("--customer", required=True)
-    p.add_argument("--value", type=float, default=0.0, help="customer value in USD")
-    p.add_argument("--subject", required=True)
-    p.add_argument("--body", required=True)
-    p.add_argument("--priority", default="P3", choices=["P1", "P2", "P3", "P4"])
-    p.add_argument("--queue", default="main")
-    p.set_defaults(func=enqueue)
-    p = s.add_parser("queue", help="queued, running and finished cases")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--queue", default="main")
-    p.set_defaults(func=queue)
-    p = s.add_parser("case", help="a case's stage, model tiers, tokens and cost")
-    p.add_argument("workflow_id")
-    p.add_argument("--wait", action="store_true", help="wait for and print the result")
-    p.set_defaults(func=case)
+
+async def cmd_articles(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.support import support_articles
+    from baton.cli_knowledge import _Knowledge
+
+    kb = _Knowledge(settings)
+    try:
+        result = await kb.base.ingest(support_articles(settings.support_articles, args.tenant))
+    finally:
+        await kb.close()
+    print(
+        f"ingested {len(result.ingested)} support articles for {args.tenant} into the "
+        f"knowledge layer ({len(result.unchanged)} unchanged)"
+    )
+    return 0
+
+
+@click.group("support", help="customer-support escalation: queue, cases")
+def support() -> None:
+    pass
+
+
+@support.command("articles", help="ingest the support articles into the knowledge layer")
+@click.option("--tenant", required=True)
+def support_articles_command(**params: Any) -> int:
+    return run(cmd_articles, params)
+
+
+@support.command("start", help="start (or attach to) the tenant's support queue")
+@click.option("--tenant", required=True)
+@click.option("--max-parallel", type=int, default=2)
+@click.option("--run-budget", type=float, help="USD per case for model calls")
+@click.option("--queue", default="main", help="queue name (several per tenant)")
+def support_start(**params: Any) -> int:
+    return run(cmd_start, params)
+
+
+@support.command("enqueue", help="put a case on the queue")
+@click.option("--tenant", required=True)
+@click.option("--case-id")
+@click.option("--customer", required=True)
+@click.option("--value", type=float, default=0.0, help="customer value in USD")
+@click.option("--subject", required=True)
+@click.option("--body", required=True)
+@click.option("--priority", type=click.Choice(["P1", "P2", "P3", "P4"]), default="P3")
+@click.option("--queue", default="main")
+def support_enqueue(**params: Any) -> int:
+    return run(cmd_enqueue, params)
+
+
+@support.command("queue", help="queued, running and finished cases")
+@click.option("--tenant", required=True)
+@click.option("--queue", default="main")
+@json_option("print JSON (the default; for scripts that say so)")
+def support_queue(**params: Any) -> int:
+    return run(cmd_queue, params)
+
+
+@support.command("case", help="a case's stage, model tiers, tokens and cost")
+@click.argument("workflow_id")
+@click.option("--wait", is_flag=True, help="wait for and print the result")
+@json_option("print JSON (the default; for scripts that say so)")
+def support_case(**params: Any) -> int:
+    return run(cmd_case, params)
 
 
 DEMO_QUEUE = "demo"

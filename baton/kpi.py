@@ -339,14 +339,19 @@ def render(rows: Sequence[KpiRow], fmt: str) -> str:
         return out.getvalue().rstrip("\n")
     if not rows:
         return "no runs of a Baton process in the window"
-    header = [title for _, title in _TABLE_COLUMNS]
-    body = [[_cell(name, d[name]) for name, _ in _TABLE_COLUMNS] for d in data]
+    header, body = table(rows)
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
         for line in [header, *body]
     ]
     return "\n".join(lines)
+
+
+def table(rows: Sequence[KpiRow]) -> tuple[list[str], list[list[str]]]:
+    """The table's column titles and its cells (``render`` aligns them; the CLI draws them)."""
+    header = [title for _, title in _TABLE_COLUMNS]
+    return header, [[_cell(name, asdict(r)[name]) for name, _ in _TABLE_COLUMNS] for r in rows]
 
 
 # -- charts ------------------------------------------------------------------------------------

@@ -4,22 +4,25 @@ Run from the repository root after changing a command, an option or a help text:
 
     .venv/bin/python scripts/gen_cli_reference.py
 
-Each command is run as a subprocess (`baton <command> [<action>] --help`, this checkout's code,
-a fixed width of 100 columns) and its help is pasted verbatim; the subcommands are found in the
-help output itself, so a new command needs no edit here. tests/test_cli_reference.py fails when a
-command or option is missing from the page. This script owns the page: edit the text here.
+Each command's help is what `baton <command> [<action>] --help` prints (this checkout's code,
+a fixed width of 100 columns), pasted verbatim; the commands are walked in the Click tree of
+baton/cli.py (its COMMANDS list), so a new command needs no edit here.
+tests/test_cli_reference.py fails when a command or option is missing from the page. This
+script owns the page: edit the text here.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
+import click
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "cli.md"
+WIDTH = 100  # columns of the help pages, whatever the terminal
+Page = tuple[list[str], str]
+sys.path.insert(0, str(ROOT))  # this checkout's baton, not an installed one
 
 HEADER = """\
 # CLI reference
@@ -38,8 +41,15 @@ In short: `demo`, `worker`, `seed`, `close start|status|result|cancel`,
 `canary start|status|evaluate|rollback|promote|versions`, `audit show|verify`, `policy test|eval`,
 `kpi`, `supervisor start|stop`, `encryption new-key`, `token init|issue`, `codec-server`,
 `knowledge ingest|search|related`, `customer event|trigger|status|result`,
-`support articles|start|enqueue|queue|case`, `validate`, `schema`, `run`, `event` (processes as
-YAML).
+`support articles|start|enqueue|queue|case`, `validate`, `schema`, `run`, `result`, `event`
+(processes as YAML), `processes`, `start`, `catalog`, `db`, `doctor`, `repair`, `mcp tools`.
+
+**Output**: lists and statuses print as tables (the approver inbox, `kill list`, `processes`,
+`catalog`, `kpi`, `canary versions`, `mcp tools`); every read command takes `--json` and then
+prints JSON for scripts (where a command prints JSON anyway, `--json` says so explicitly).
+Piped or redirected, the output carries no colour or terminal codes and a table row stays on
+one line. `--wait` shows a live spinner with the time waited on a terminal; otherwise one line
+on stderr when the wait starts and one when it ends, so stdout is only the result.
 
 **Exit codes**: 0 success; 1 the command ran and the answer is no or something failed (a run
 failed, a policy denied, `shadow diff` found differences, `validate` found problems); 2 bad input
@@ -60,49 +70,30 @@ Where each command is explained: processes ([finance close](processes/finance-cl
 """
 
 
-def help_text(path: list[str]) -> str:
-    env = {**os.environ, "COLUMNS": "100", "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
-    code = "import sys; from baton.cli import main; sys.argv[0] = 'baton'; main()"
-    done = subprocess.run(
-        [sys.executable, "-c", code, *path, "--help"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+def walk(
+    command: click.Command, path: list[str], parent: click.Context | None, out: list[Page]
+) -> None:
+    """``command``'s help as `baton ... --help` prints it (100 columns), then its subcommands'."""
+    ctx = click.Context(
+        command,
+        info_name=path[-1] if path else "baton",
+        parent=parent,
+        terminal_width=WIDTH,
+        max_content_width=WIDTH,
     )
-    if done.returncode != 0:
-        raise SystemExit(f"baton {' '.join(path)} --help failed: {done.stderr}")
-    return done.stdout.rstrip()
-
-
-def subcommands(text: str) -> list[str]:
-    """The names listed under the COMMAND/ACTION positional of a help page."""
-    names: list[str] = []
-    inside = False
-    for line in text.splitlines():
-        if re.fullmatch(r"  (COMMAND|ACTION)", line):
-            inside = True
-            continue
-        if inside:
-            match = re.match(r"    (\S+)", line)
-            if match:
-                names.append(match.group(1))
-            elif line.strip() and not line.startswith("      "):
-                break
-    return names
-
-
-def walk(path: list[str], out: list[tuple[list[str], str]]) -> None:
-    text = help_text(path)
-    out.append((path, text))
-    for name in subcommands(text):
-        walk([*path, name], out)
+    out.append((path, command.get_help(ctx).rstrip()))
+    if isinstance(command, click.Group):
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            assert sub is not None
+            walk(sub, [*path, name], ctx, out)
 
 
 def render() -> str:
-    pages: list[tuple[list[str], str]] = []
-    walk([], pages)
+    from baton.cli import baton
+
+    pages: list[Page] = []
+    walk(baton, [], None, pages)
     parts = [HEADER]
     for path, text in pages:
         title = " ".join(["baton", *path])

@@ -1,26 +1,26 @@
 """docs/cli.md (written by scripts/gen_cli_reference.py from the real `--help` output) lists
-every command of the `baton` parser with every option, and no command that is gone: a new or
+every command of the `baton` CLI with every option, and no command that is gone: a new or
 renamed command or option without a regenerated page fails here."""
 
 from __future__ import annotations
 
-import argparse
 import re
 
-from baton.cli import build_parser
+import click
+
+from baton.cli import baton
 from baton.settings import REPO_ROOT
 
 PAGE = REPO_ROOT / "docs" / "cli.md"
 
 
 def commands(
-    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-) -> dict[tuple[str, ...], argparse.ArgumentParser]:
-    found = {path: parser}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                found.update(commands(sub, (*path, name)))
+    command: click.Command, path: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], click.Command]:
+    found = {path: command}
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            found.update(commands(sub, (*path, name)))
     return found
 
 
@@ -37,18 +37,18 @@ def sections() -> dict[tuple[str, ...], str]:
 
 def test_every_command_and_option_is_on_the_page() -> None:
     documented = sections()
-    parsers = commands(build_parser())
-    assert set(documented) == set(parsers), (
-        f"missing: {sorted(set(parsers) - set(documented))}, "
-        f"gone: {sorted(set(documented) - set(parsers))}; run scripts/gen_cli_reference.py"
+    found = commands(baton)
+    assert set(documented) == set(found), (
+        f"missing: {sorted(set(found) - set(documented))}, "
+        f"gone: {sorted(set(documented) - set(found))}; run scripts/gen_cli_reference.py"
     )
-    for path, parser in parsers.items():
-        for action in parser._actions:
-            for option in action.option_strings:
+    for path, command in found.items():
+        for param in command.params:
+            for option in param.opts if isinstance(param, click.Option) else ():
                 assert option in documented[path], (
                     f"`baton {' '.join(path)}` option {option} is not in {PAGE.name}; "
                     "run scripts/gen_cli_reference.py"
                 )
-        if parser.description:
-            first = parser.description.split()[:4]
+        if command.help:
+            first = command.help.split()[:4]
             assert " ".join(first) in " ".join(documented[path].split()), path
