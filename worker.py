@@ -31,6 +31,7 @@ from activities.audit import AuditActivities, AuditLedger, RefusedUpdateWriter
 from activities.audit_checkpoint import CheckpointWriter, load_checkpoint_key, open_log
 from activities.canary import Canary, CanaryActivities
 from activities.claims import ClaimActivities
+from activities.close_data import CloseDataActivities
 from activities.customer import CustomerActivities
 from activities.customer_agents import CustomerAgentActivities
 from activities.customer_tools import CustomerToolActivities, customer_tools
@@ -237,9 +238,12 @@ def build_runtime(settings: Settings) -> Runtime:
     McpToolset(mcp, ledger).register(tools.registry)
     customer_tools_ = CustomerToolActivities(db, payloads)
     agent_turns = AgentTurnActivities(router, payloads, tools.registry)
+    close_data = CloseDataActivities(finance, payloads)  # the close's data by reference
     activities = [
         finance.collect_period_data,
         finance.reconcile_transactions,
+        close_data.collect_period_data_by_reference,
+        close_data.reconcile_stored_period_data,
         policy_gate.evaluate_policies,
         finance.post_journal_entry,
         finance.reverse_journal_entry,

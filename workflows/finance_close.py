@@ -1,12 +1,13 @@
 """Month-end finance close (case study A of our brief), read top to bottom: collect the ledger
-and bank statement; match them, an LLM agent proposes adjusting entries for the rest; policy
-preflights each entry, an LLM compliance checker reviews them; an LLM writes the memo; each
-entry posts as a governed step (policy decides in the posting's transaction), the ones held
-back go to ONE approval request per round (workflows/governed.py govern_each: approved, posted
-with the approval; amended or revised by the agent, through policy again); the period closes.
-A denied entry is held as an exception (workflows/held_exceptions.py) that policy
-baton/finance/close_exceptions decides on before the period closes. A rejection, expiry, deny,
-failure or cancellation reverses the postings and reopens the period, then the run fails.
+and bank statement (kept in the payload store: workflows/close_data.py); match them, an LLM
+agent proposes adjusting entries for the rest; policy preflights each entry, an LLM compliance
+checker reviews them; an LLM writes the memo; each entry posts as a governed step (policy
+decides in the posting's transaction), the ones held back go to ONE approval request per round
+(workflows/governed.py govern_each: approved, posted with the approval; amended or revised by
+the agent, through policy again); the period closes. A denied entry is held as an exception
+(workflows/held_exceptions.py) that policy baton/finance/close_exceptions decides on before the
+period closes. A rejection, expiry, deny, failure or cancellation reverses the postings and
+reopens the period, then the run fails.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from temporalio import workflow
 
 from workflows import contracts as c
 from workflows import errors
+from workflows.close_data import collect_and_reconcile
 from workflows.contracts import POSTING_POLICY, AdjustingEntry, ApprovalGrant, posting_policy_input
 from workflows.governed import Compensation, GovernedStep, GuardedRounds, fail_if_denied
 from workflows.held_exceptions import exceptions_section
@@ -68,24 +70,13 @@ class FinanceCloseWorkflow(GovernedProcess):
 
     async def _close(self, inp: c.FinanceCloseInput) -> c.FinanceCloseResult:
         tenant, period = inp.tenant, inp.period
-        self.stage = "collecting"
-        data = await self._step(
-            "connector",
-            Finance.collect_period_data,
-            c.CollectPeriodInput(tenant=tenant, period=period),
-            "data collector: ledger + bank statement",
-        )
-        if data.period_status != "open" and not inp.shadow:
-            raise errors.failure(
-                errors.PERIOD_CLOSED, f"period {period} of {tenant} is already closed"
-            )
-
-        self.stage = "reconciling"
-        recon = await self._step(
-            "connector",
-            Finance.reconcile_transactions,
-            c.ReconcileInput(data=data),
-            "reconciler: exact + tolerance matching",
+        recon = await collect_and_reconcile(
+            self,
+            tenant,
+            period,
+            shadow=inp.shadow,
+            collect_in_history=Finance.collect_period_data,
+            reconcile_in_history=Finance.reconcile_transactions,
         )
         bank, ledger = recon.unmatched_bank, recon.unmatched_ledger
         proposal = await self._step(
@@ -104,7 +95,7 @@ class FinanceCloseWorkflow(GovernedProcess):
         entries = proposal.entries
 
         self.stage = "reviewing"
-        status = "open" if inp.shadow else data.period_status
+        status = "open" if inp.shadow else recon.period_status
         preflight = await self.preflight(
             POSTING_POLICY,
             {e.entry_id: posting_policy_input(self._posting(e).arg, status) for e in entries},
@@ -131,7 +122,7 @@ class FinanceCloseWorkflow(GovernedProcess):
             c.MemoInput(
                 tenant=tenant,
                 period=period,
-                matched=len(recon.matches),
+                matched=recon.matched,
                 unmatched_bank=len(bank),
                 unmatched_ledger=len(ledger),
                 entries=entries,
@@ -188,9 +179,9 @@ class FinanceCloseWorkflow(GovernedProcess):
         await self.finish("close.completed", done)
         return c.FinanceCloseResult(
             **inp.model_dump(include={"tenant", "period"}),
-            ledger_entries=len(data.ledger),
-            bank_lines=len(data.bank),
-            matched=len(recon.matches),
+            ledger_entries=recon.ledger_entries,
+            bank_lines=recon.bank_lines,
+            matched=recon.matched,
             unmatched_bank_lines=len(bank),
             unmatched_ledger_entries=len(ledger),
             posted=self.posted,
