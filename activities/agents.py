@@ -31,7 +31,7 @@ if they hold personal data. Every decision is an audit row; the call's own audit
 decision id, the policy revision and how many items of each kind were masked (never the values).
 
 Versions (canaries): each agent input names the run's process version (``AgentInput.version``,
-registry ``PROCESS_VERSIONS`` in workflows/contracts.py). The version picks the prompt variant
+registry ``PROCESS_VERSIONS`` in workflows/contracts/base.py). The version picks the prompt variant
 (``PROMPTS``) and the model (a model route) per agent role; "stable" is the worker's configured
 prompt and ``BATON_MODEL``. The version is never sent to the model; the call's audit row records
 it with the model used.

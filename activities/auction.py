@@ -39,7 +39,7 @@ from activities.policy import PolicyEngine, decide
 from activities.prompts import StablePrompts
 from activities.router import Catalogue
 from workflows.contracts import STABLE_VERSION, PolicyDecision, PolicyQuery, digest
-from workflows.contracts_auction import (
+from workflows.contracts.auction import (
     DEFAULT_TIERS,
     AgentTier,
     AwardCheckInput,

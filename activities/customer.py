@@ -32,7 +32,7 @@ from activities.database import Database, utcnow
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import PolicyEngine, decide, in_transaction_decider
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CommitInput,
     CommitOutcome,
     CrmEvent,

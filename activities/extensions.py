@@ -54,7 +54,7 @@ from workflows.contracts import (
     TokenUsage,
     digest,
 )
-from workflows.contracts_extensions import (
+from workflows.contracts.extensions import (
     COMPENSATE_SUFFIX,
     CompensateActionInput,
     CompensateActionOutcome,

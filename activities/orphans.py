@@ -33,7 +33,7 @@ from activities.audit import AuditLedger, activity_event
 from activities.customer import CrmCommit
 from activities.database import Database, JournalPosting, as_utc, from_cents
 from activities.hr import IdpEntitlement
-from workflows.contracts_integrity import (
+from workflows.contracts.integrity import (
     DoctorInput,
     DoctorReport,
     FindEffectsInput,

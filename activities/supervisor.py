@@ -31,7 +31,7 @@ from activities.policy import PolicyEngine, decide
 from baton import kpi
 from workflows import visibility
 from workflows.contracts import PolicyQuery, digest
-from workflows.contracts_supervisor import (
+from workflows.contracts.supervisor import (
     SUPERVISOR_POLICY,
     Anomaly,
     ProcessBaseline,

@@ -43,8 +43,8 @@ from activities.policy import PolicyEngine, in_transaction_decider
 from activities.prompts import StablePrompts
 from activities.router import Router
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
-from workflows.contracts_knowledge import KnowledgeDocument, KnowledgeQuery
-from workflows.contracts_support import (
+from workflows.contracts.knowledge import KnowledgeDocument, KnowledgeQuery
+from workflows.contracts.support import (
     SUPPORT_PROCESS,
     CaseSummary,
     Category,

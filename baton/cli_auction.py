@@ -22,7 +22,7 @@ from typing import Any
 
 from baton.cli_common import EXIT_OK, EXIT_USAGE, CliError, _client, _print_json
 from baton.settings import Settings
-from workflows.contracts_auction import AuctionTask
+from workflows.contracts.auction import AuctionTask
 
 #: The batch `--sample` reviews: each needs a different tier's capability or size.
 SAMPLE_TASKS: list[dict[str, Any]] = [
@@ -94,7 +94,7 @@ def catalogue_tiers(settings: Settings) -> list[Any]:
 
 
 def build_input(args: argparse.Namespace, default_tiers: list[Any] | None = None) -> Any:
-    from workflows.contracts_auction import DEFAULT_TIERS, DocumentReviewInput
+    from workflows.contracts.auction import DEFAULT_TIERS, DocumentReviewInput
 
     if bool(args.docs) == bool(args.sample):
         raise CliError("give exactly one of --docs FILE.json and --sample", EXIT_USAGE)
@@ -142,7 +142,7 @@ def print_result(result: Any) -> None:
 async def demo_auction(client: Any, tenant: str, tiers: list[Any] | None = None) -> list[str]:
     """`baton demo`'s auction step: the sample batch, one line per task (a worker must run).
     ``tiers``: the demo passes the catalogue's (``catalogue_tiers``)."""
-    from workflows.contracts_auction import DEFAULT_TIERS, DocumentReviewInput
+    from workflows.contracts.auction import DEFAULT_TIERS, DocumentReviewInput
 
     inp = DocumentReviewInput(
         tenant=tenant,

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from baton.settings import Settings
-from workflows.contracts_integrity import (
+from workflows.contracts.integrity import (
     DOCTOR_SCHEDULE_ID,
     DoctorInput,
     DoctorReport,

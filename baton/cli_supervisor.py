@@ -23,7 +23,7 @@ from temporalio.client import (
 )
 
 from baton.settings import Settings
-from workflows.contracts_supervisor import (
+from workflows.contracts.supervisor import (
     SUPERVISOR_SCHEDULE_ID,
     SUPERVISOR_WORKFLOW_ID,
     SupervisorInput,

@@ -15,7 +15,7 @@ def add_parser(sub: Any, client: Any, print_json: Any, error: type[Exception]) -
     s = support.add_subparsers(dest="support_command", required=True, metavar="ACTION")
 
     async def start(args: argparse.Namespace, settings: Settings) -> int:
-        from workflows.contracts_support import SupportCoordinatorInput
+        from workflows.contracts.support import SupportCoordinatorInput
         from workflows.support_client import SupportClient
 
         inp = SupportCoordinatorInput.model_validate(
@@ -32,7 +32,7 @@ def add_parser(sub: Any, client: Any, print_json: Any, error: type[Exception]) -
         return 0
 
     async def enqueue(args: argparse.Namespace, settings: Settings) -> int:
-        from workflows.contracts_support import SupportCase
+        from workflows.contracts.support import SupportCase
         from workflows.support_client import CaseRefused, SupportClient
 
         case = SupportCase.model_validate(
@@ -126,7 +126,7 @@ async def demo_support(client: Any, settings: Settings, runtime: Any, tenant: st
     from activities.knowledge import Embedder, KnowledgeBase
     from activities.support import support_articles
     from baton.demo_runs import DemoStepFailed, finish_run
-    from workflows.contracts_support import SupportCase, SupportCoordinatorInput
+    from workflows.contracts.support import SupportCase, SupportCoordinatorInput
     from workflows.support_client import SupportClient
 
     kb = KnowledgeBase(

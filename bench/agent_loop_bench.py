@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 
 from activities.tools import ToolContext, ToolSpec, tool_calls_of  # noqa: E402
-from workflows.contracts_tools import ToolCallOutcome, ToolResult  # noqa: E402
+from workflows.contracts.tools import ToolCallOutcome, ToolResult  # noqa: E402
 
 RESULT_BYTES = 300
 
@@ -199,7 +199,7 @@ async def run_bench(
     three result lines (and ``continued_runs=N``)."""
     from worker import build_runtime, build_worker
     from workflows.agent_loop import AgentRunWorkflow
-    from workflows.contracts_tools import AgentRunInput
+    from workflows.contracts.tools import AgentRunInput
 
     runtime = build_runtime(settings)
     assert runtime.tools is not None

@@ -41,7 +41,7 @@ from baton.settings import Settings  # noqa: E402
 from workflows import visibility  # noqa: E402
 from workflows.auction import award  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
-from workflows.contracts_auction import (  # noqa: E402
+from workflows.contracts.auction import (  # noqa: E402
     DEFAULT_TIERS,
     AuctionTask,
     AwardRule,

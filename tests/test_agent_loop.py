@@ -25,7 +25,7 @@ from tests.conftest import Harness
 from tests.support.scripted_model import Fault
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts import ApprovalDecision, ApprovalRequest, digest
-from workflows.contracts_tools import AgentRunInput, ToolCallInput, ToolPrincipal
+from workflows.contracts.tools import AgentRunInput, ToolCallInput, ToolPrincipal
 
 AGENT = "case_resolver"
 MATCH = f"agent: {AGENT}"
@@ -553,7 +553,7 @@ async def test_support_case_l2_researcher_acts_through_governed_searches(
     is updated from its answer, which cites the passages the search returned."""
     from activities.knowledge import Embedder, KnowledgeBase
     from activities.support import support_articles, ticket_of
-    from workflows.contracts_support import SupportCase, SupportCaseInput
+    from workflows.contracts.support import SupportCase, SupportCaseInput
     from workflows.support_client import SupportClient
 
     h = harness

@@ -64,15 +64,15 @@ from workflows.contracts import (
     SettleClaimInput,
     digest,
 )
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CommitInput,
     CustomerAction,
     CustomerBrief,
     CustomerOnboardingInput,
 )
-from workflows.contracts_integrity import RepairInput
-from workflows.contracts_support import SupportCase, SupportCaseInput, TicketUpdateInput
-from workflows.contracts_tools import ToolCallInput, ToolPrincipal
+from workflows.contracts.integrity import RepairInput
+from workflows.contracts.support import SupportCase, SupportCaseInput, TicketUpdateInput
+from workflows.contracts.tools import ToolCallInput, ToolPrincipal
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.governed import Governance
 from workflows.plugin import BatonPlugin

@@ -23,7 +23,7 @@ from tests.conftest import Harness
 from tests.support.scripted_model import Fault
 from tests.test_customer_onboarding import customer_like, event
 from tests.test_finance_close import failure_type
-from workflows.contracts_customer import CustomerOnboardingInput
+from workflows.contracts.customer import CustomerOnboardingInput
 from workflows.customer_onboarding import CustomerOnboardingWorkflow
 from workflows.plugin import BatonPlugin
 

@@ -23,7 +23,7 @@ from tests.conftest import Harness
 from tests.test_finance_close import failure_type
 from workflows.client import ApprovalRefused
 from workflows.contracts import ApprovalDecision, ApprovalRequest
-from workflows.contracts_customer import CrmEvent, CustomerOnboardingInput
+from workflows.contracts.customer import CrmEvent, CustomerOnboardingInput
 
 
 async def customer_like(h: Harness, template: str) -> str:

@@ -150,7 +150,7 @@ async def _hr_run(h: Harness) -> Any:
 
 async def _customer_run(h: Harness) -> Any:
     from tests.test_customer_onboarding import customer_like, event
-    from workflows.contracts_customer import CustomerOnboardingInput
+    from workflows.contracts.customer import CustomerOnboardingInput
 
     customer = await customer_like(h, "cust-globex")  # 15% discount: a sales manager approves
     handle, _ = await h.client.start_customer_onboarding(
@@ -163,7 +163,7 @@ async def _customer_run(h: Harness) -> Any:
 
 
 async def _support_run(h: Harness) -> Any:
-    from workflows.contracts_support import SupportCase, SupportCaseInput
+    from workflows.contracts.support import SupportCase, SupportCaseInput
     from workflows.support_client import SupportClient
 
     case = SupportCase.model_validate(

@@ -57,7 +57,7 @@ from tests.support.tool_calls_process import (
 )
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts import ApprovalDecision
-from workflows.contracts_tools import AgentRunInput, ToolPrincipal
+from workflows.contracts.tools import AgentRunInput, ToolPrincipal
 
 ENV_VAR = "BATON_TEST_CRM_KEY"
 TIMEOUT_S = 3.0

@@ -24,7 +24,7 @@ from tests.conftest import Harness, _harness, make_settings
 from tests.support.route_once import RouteOnce
 from tests.support.scripted_model import Fault, ScriptedModelServer
 from workflows.contracts import PROCESS_VERSIONS, STABLE_VERSION, ProcessVersion
-from workflows.contracts_support import Triage, TriageInput
+from workflows.contracts.support import Triage, TriageInput
 from workflows.plugin import BatonPlugin
 
 REPO = Path(__file__).resolve().parents[1]

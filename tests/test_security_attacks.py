@@ -21,7 +21,7 @@ from tests.conftest import Harness, _harness
 from tests.support.scripted_model import ScriptedModelServer
 from workflows.client import ApprovalRefused
 from workflows.contracts import APPROVAL_UPDATE, ApprovalDecision
-from workflows.contracts_security import MAX_TEXT_CHARS
+from workflows.contracts.security import MAX_TEXT_CHARS
 from workflows.signed_approval import SEALED_PREFIX, TRUST_REFUSED_ERROR
 
 # -- 1. a starter cannot bring its own issuer ---------------------------------------------------
@@ -282,7 +282,7 @@ async def test_a_signed_run_from_before_the_rules_replays_with_them() -> None:
     from temporalio.client import WorkflowHistory
     from temporalio.worker import Replayer
 
-    from workflows.contracts_security import ApprovalTrust
+    from workflows.contracts.security import ApprovalTrust
     from workflows.finance_close import FinanceCloseWorkflow
     from workflows.plugin import BatonPlugin
     from workflows.signed_approval import RequireSignedApprovals

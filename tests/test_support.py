@@ -26,7 +26,7 @@ from tests.conftest import Harness, _harness
 from tests.support.scripted_model import ScriptedModelServer
 from tests.test_router import catalogue
 from workflows.contracts import ApprovalRequest
-from workflows.contracts_support import (
+from workflows.contracts.support import (
     ENQUEUE_CASE_SIGNAL,
     SupportCase,
     SupportCaseInput,

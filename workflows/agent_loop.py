@@ -42,7 +42,7 @@ from temporalio.exceptions import ApplicationError
 from workflows import errors
 from workflows.agent_steps import AGENT_STEPS, AgentStep
 from workflows.contracts import ApprovalGrant, Budget, digest
-from workflows.contracts_tools import (
+from workflows.contracts.tools import (
     AgentRunInput,
     AgentRunResult,
     AgentTurn,

@@ -52,7 +52,7 @@ from workflows.presets import PRESETS
 with workflow.unsafe.imports_passed_through():
     from activities.auction import AuctionActivities
     from workflows.contracts import PolicyDecision, TokenUsage
-    from workflows.contracts_auction import (
+    from workflows.contracts.auction import (
         ALL_WINNERS_FAILED,
         NO_BIDS,
         AgentTier,

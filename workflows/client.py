@@ -76,12 +76,12 @@ from workflows.contracts import (
     ShadowDiff,
     ShadowDifference,
 )
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CustomerOnboardingInput,
     CustomerOnboardingResult,
     CustomerOnboardingStatus,
 )
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.customer_onboarding import PROCESS as CUSTOMER_ONBOARDING
 from workflows.customer_onboarding import CustomerOnboardingWorkflow
 from workflows.dsl.model import ProcessRunInput

@@ -25,7 +25,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from workflows import visibility
 from workflows.client_errors import ProcessAlreadyStarted
-from workflows.contracts_auction import (
+from workflows.contracts.auction import (
     DOCUMENT_REVIEW_PROCESS,
     AuctionStatus,
     DocumentReviewInput,

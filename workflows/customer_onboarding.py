@@ -34,7 +34,7 @@ from workflows.agent_loop import AgentLoop
 from workflows.agent_steps import ONBOARDING_EXECUTOR
 from workflows.approval_gate import reasons_of
 from workflows.contracts import STATUS_QUERY, ApprovalGrant, digest
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CommitInput,
     CommittedAction,
     CustomerAction,
@@ -54,14 +54,14 @@ from workflows.contracts_customer import (
     PlanRecordInput,
     RevertInput,
 )
-from workflows.contracts_knowledge import (
+from workflows.contracts.knowledge import (
     KnowledgeHit,
     KnowledgeQuery,
     KnowledgeResult,
     RelationQuery,
     RelationResult,
 )
-from workflows.contracts_tools import ToolPrincipal
+from workflows.contracts.tools import ToolPrincipal
 from workflows.customer_plan import brief_of, planned_actions
 from workflows.governed import ApprovalRound, Compensation, GovernedStep, fail_if_denied, grant
 from workflows.process_base import GovernedProcess

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CustomerAction,
     CustomerBrief,
     DiscountAssessment,
     IntroEmail,
     OnboardingSequence,
 )
-from workflows.contracts_knowledge import RelationResult
+from workflows.contracts.knowledge import RelationResult
 
 __all__ = ["brief_of", "planned_actions"]
 

@@ -30,7 +30,7 @@ from workflows import visibility
 from workflows.agent_loop import AgentLoop
 from workflows.agent_steps import L2_RESEARCHER
 from workflows.contracts import BusinessClaim, digest
-from workflows.contracts_support import (
+from workflows.contracts.support import (
     SLA_SECONDS,
     SUPPORT_PROCESS,
     SUPPORT_STATUS_QUERY,
@@ -47,7 +47,7 @@ from workflows.contracts_support import (
     Tier,
     TriageInput,
 )
-from workflows.contracts_tools import ToolPrincipal
+from workflows.contracts.tools import ToolPrincipal
 from workflows.governed import ApprovalRound, GovernedStep, fail_if_denied, grant
 from workflows.process_base import GovernedProcess
 from workflows.support_coordinator import SupportCoordinatorWorkflow, case_workflow_id

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from workflows.contracts import Contract
+from workflows.contracts.base import Contract
 
 #: Kinds of document the seed corpus and the labelled set use; any other kind is allowed too.
 DocumentKind = str

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from workflows.contracts import Contract
+from workflows.contracts.base import Contract
 
 SUPERVISOR_WORKFLOW_ID = "baton-supervisor"
 SUPERVISOR_SCHEDULE_ID = "baton-supervisor-keeper"

@@ -12,21 +12,23 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from workflows.contracts import (
+from workflows.contracts.base import (
     EMPLOYEE_ID_PATTERN,
     NAME_PATTERN,
+    Contract,
+    ProcessInput,
+    TokenUsage,
+)
+from workflows.contracts.governance import (
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalRequest,
-    Budget,
     BusinessClaim,
-    Contract,
     PolicyDecision,
-    TokenUsage,
     claim_field,
 )
-from workflows.contracts_knowledge import KnowledgeHit
-from workflows.contracts_security import Id, Name
+from workflows.contracts.knowledge import KnowledgeHit
+from workflows.contracts.security import Id, Name
 
 NEW_HIGH_VALUE_CUSTOMER = "new_high_value_customer"
 StepKind = Literal["intro_email", "discount_check", "onboarding_sequence"]
@@ -68,22 +70,18 @@ class CrmEvent(Contract):
         return v
 
 
-class CustomerOnboardingInput(Contract):
-    """One run per customer: the business key is ``customer-onboarding/<tenant>/<customer>``."""
+class CustomerOnboardingInput(ProcessInput):
+    """One run per customer: the business key is ``customer-onboarding/<tenant>/<customer>``
+    (``approval_timeout_seconds`` and ``budget``: ProcessInput)."""
 
+    #: the CRM trigger asks by default; any requester that is not empty
+    requested_by: Name = Field(default="crm:trigger", min_length=1)
     tenant: Name
     customer_id: str = Field(min_length=1, max_length=63)
     event_id: Id = Field(min_length=1)
     hosting_region: Name = Field(min_length=1)
     sanctions_screened: bool
     dpa_signed: bool = False
-    requested_by: Name = Field(default="crm:trigger", min_length=1)
-    approval_timeout_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=30 * 24 * 3600)
-    budget: Budget = Field(
-        default_factory=Budget,
-        description="The run's model budget (run_usd, over_budget). A routed call it refuses "
-        "goes to a person holding the process's budget role (policy/data/budget.json).",
-    )
     #: Tests and drills: fail after every action was committed, to see them compensated.
     fail_after_commits: bool = False
     #: The plan is carried out by an agent through governed tools (onboarding_executor); False:
