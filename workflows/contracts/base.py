@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from workflows.contracts.security import Name
+from workflows.contracts.security import ApprovalTrust, Name
 
 # --------------------------------------------------------------------------------------------
 # Names that are part of the public contract (task queues, search attributes, handler names).
@@ -207,6 +207,14 @@ def _requested_by_not_blank(v: str) -> str:
 TenantName = Annotated[Name, AfterValidator(_tenant_is_a_name)]
 #: Who asked for a run: a person or service, stripped, never blank.
 Requester = Annotated[Name, AfterValidator(_requested_by_not_blank)]
+#: A run's approval issuer (the field ``approval_trust`` of the inputs that take one).
+ApprovalIssuer = Annotated[
+    ApprovalTrust | None,
+    Field(
+        description="Approval issuer: when set, every approval decision must carry a valid JWT "
+        "from it (BatonClient fills it in from BATON_APPROVAL_TRUST).",
+    ),
+]
 
 
 class ProcessInput(Contract):
@@ -234,6 +242,7 @@ __all__ = [
     "APPROVAL_DELEGATE_UPDATE",
     "APPROVAL_SIGNAL",
     "APPROVAL_UPDATE",
+    "ApprovalIssuer",
     "AgentInput",
     "BOARD_HISTORY_QUERY",
     "BUDGET_EXCEEDED",

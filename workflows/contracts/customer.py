@@ -8,9 +8,9 @@ record. Imports only pydantic, the standard library and the shared contracts.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from workflows.contracts.base import (
     EMPLOYEE_ID_PATTERN,
@@ -36,10 +36,20 @@ ActionKind = Literal["intro_email", "discount", "onboarding_task"]
 STEP_KINDS: tuple[str, ...] = ("intro_email", "discount_check", "onboarding_sequence")
 
 
-def _name(value: str, field: str) -> str:
+def _tenant(value: str) -> str:
     if not NAME_PATTERN.match(value):
-        raise ValueError(f"{field} must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
+        raise ValueError("tenant must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
     return value
+
+
+def _customer_id(value: str) -> str:
+    if not EMPLOYEE_ID_PATTERN.match(value):
+        raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'cust-globex'")
+    return value
+
+
+#: The customer's id, as the CRM event and the run's input carry it.
+CustomerId = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(_customer_id)]
 
 
 class CrmEvent(Contract):
@@ -47,8 +57,8 @@ class CrmEvent(Contract):
     carries the same one."""
 
     event_id: str = Field(min_length=1, max_length=120)
-    tenant: str
-    customer_id: str = Field(min_length=1, max_length=63)
+    tenant: Annotated[str, AfterValidator(_tenant)]
+    customer_id: CustomerId
     kind: str = NEW_HIGH_VALUE_CUSTOMER
     #: Where the customer's workspace is to be hosted (data residency is checked against it).
     hosting_region: str = Field(min_length=1)
@@ -57,18 +67,6 @@ class CrmEvent(Contract):
     requested_by: Name = Field(default="crm:trigger", min_length=1)
     occurred_at: datetime
 
-    @field_validator("tenant")
-    @classmethod
-    def _tenant(cls, v: str) -> str:
-        return _name(v, "tenant")
-
-    @field_validator("customer_id")
-    @classmethod
-    def _customer(cls, v: str) -> str:
-        if not EMPLOYEE_ID_PATTERN.match(v):
-            raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'cust-globex'")
-        return v
-
 
 class CustomerOnboardingInput(ProcessInput):
     """One run per customer: the business key is ``customer-onboarding/<tenant>/<customer>``
@@ -76,8 +74,8 @@ class CustomerOnboardingInput(ProcessInput):
 
     #: the CRM trigger asks by default; any requester that is not empty
     requested_by: Name = Field(default="crm:trigger", min_length=1)
-    tenant: Name
-    customer_id: str = Field(min_length=1, max_length=63)
+    tenant: Annotated[Name, AfterValidator(_tenant)]
+    customer_id: CustomerId
     event_id: Id = Field(min_length=1)
     hosting_region: Name = Field(min_length=1)
     sanctions_screened: bool
@@ -87,18 +85,6 @@ class CustomerOnboardingInput(ProcessInput):
     #: The plan is carried out by an agent through governed tools (onboarding_executor); False:
     #: committed action by action by the workflow (the path of runs started before the agent).
     plan_by_agent: bool = True
-
-    @field_validator("tenant")
-    @classmethod
-    def _tenant(cls, v: str) -> str:
-        return _name(v, "tenant")
-
-    @field_validator("customer_id")
-    @classmethod
-    def _customer(cls, v: str) -> str:
-        if not EMPLOYEE_ID_PATTERN.match(v):
-            raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'cust-globex'")
-        return v
 
     @classmethod
     def from_event(cls, event: CrmEvent) -> CustomerOnboardingInput:

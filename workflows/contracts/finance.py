@@ -12,6 +12,7 @@ from workflows.contracts.base import (
     PERIOD_PATTERN,
     STABLE_VERSION,
     AgentInput,
+    ApprovalIssuer,
     Contract,
     Money,
     ProcessInput,
@@ -35,7 +36,7 @@ from workflows.contracts.ledger import (
     LedgerLine,
     PostedEntry,
 )
-from workflows.contracts.security import ApprovalTrust, Document, Id, Name, Text
+from workflows.contracts.security import Document, Id, Name, Text
 
 # --------------------------------------------------------------------------------------------
 # Finance close: workflow input and result
@@ -63,11 +64,7 @@ class FinanceCloseInput(ProcessInput):
         "recorded in the shadow outbox, approvals are simulated from policy. Business key "
         "'shadow/finance-close/<tenant>/<period>'.",
     )
-    approval_trust: ApprovalTrust | None = Field(
-        default=None,
-        description="Approval issuer: when set, every approval decision must carry a valid JWT "
-        "from it (BatonClient fills it in from BATON_APPROVAL_TRUST).",
-    )
+    approval_trust: ApprovalIssuer = None
 
     @field_validator("period")
     @classmethod

@@ -12,6 +12,7 @@ from workflows.contracts.base import (
     EMPLOYEE_ID_PATTERN,
     STABLE_VERSION,
     AgentInput,
+    ApprovalIssuer,
     Contract,
     ProcessInput,
     TenantName,
@@ -26,7 +27,7 @@ from workflows.contracts.governance import (
     PolicyDecision,
     claim_field,
 )
-from workflows.contracts.security import ApprovalTrust, Id, Name
+from workflows.contracts.security import Id, Name
 
 # --------------------------------------------------------------------------------------------
 # Blackboard (workflows/blackboard.py) and HR onboarding (workflows/hr_onboarding.py)
@@ -159,11 +160,7 @@ class OnboardingInput(ProcessInput):
         "are only recorded in the shadow outbox, the manager's approval is simulated from "
         "policy. Business key 'shadow/onboarding/<tenant>/<employee id>'.",
     )
-    approval_trust: ApprovalTrust | None = Field(
-        default=None,
-        description="Approval issuer: when set, every approval decision must carry a valid JWT "
-        "from it (BatonClient fills it in from BATON_APPROVAL_TRUST).",
-    )
+    approval_trust: ApprovalIssuer = None
 
     @field_validator("version")
     @classmethod
