@@ -1,8 +1,8 @@
 """Canaries: a new version of a process gets a share of new runs; worse KPIs roll it back.
 
-A version here is data (``PROCESS_VERSIONS`` in workflows/contracts/base.py: a prompt variant and/or a
-model route per agent role), so a canary needs no new worker build: every worker already runs
-every version, and the run's input says which one it uses.
+A version here is data (``PROCESS_VERSIONS`` in workflows/contracts/base.py: a prompt variant
+and/or a model route per agent role), so a canary needs no new worker build: every worker already
+runs every version, and the run's input says which one it uses.
 
 * **Configuration** lives in the database every worker and client shares (table ``canary``; rows
   are never deleted, so the table is the canaries' history; each start, change, rollback and

@@ -26,11 +26,12 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio import activity
 
-from activities.audit import AuditLedger, activity_event
+from activities.audit import activity_event
 from activities.claims import claim_or_check
 from activities.database import Database, utcnow
-from activities.kill_switch import KillSwitch, Subject
-from activities.policy import PolicyEngine, decide, in_transaction_decider
+from activities.kill_switch import Subject
+from activities.policy import decide, in_transaction_decider
+from activities.policy_gate import GovernedWrites
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts.customer import (
     CommitInput,
@@ -175,19 +176,7 @@ def customer_policy_input(inp: PlanCheckInput | CommitInput, action: CustomerAct
     }
 
 
-class CustomerActivities:
-    def __init__(
-        self,
-        db: Database,
-        ledger: AuditLedger,
-        policy: PolicyEngine,
-        switch: KillSwitch | None = None,
-    ) -> None:
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        self.switch = switch
-
+class CustomerActivities(GovernedWrites):
     @activity.defn(name="check_customer_plan")
     async def check_customer_plan(self, inp: PlanCheckInput) -> PlanCheckResult:
         """The policy gate over every planned action (data residency, legal, discounts), before

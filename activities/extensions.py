@@ -46,6 +46,7 @@ from activities.policy import (
     in_transaction_decider,
     unavailable_error,
 )
+from activities.policy_gate import GovernedWrites
 from workflows import errors
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
@@ -192,7 +193,7 @@ def _invalid(what: str, err: ValidationError) -> ApplicationError:
     return ApplicationError(f"{what}: {problems}", type=errors.INPUT_INVALID, non_retryable=True)
 
 
-class ExtensionActivities:
+class ExtensionActivities(GovernedWrites):
     """The activities of every registered action and agent, built once in worker.py."""
 
     def __init__(
@@ -203,10 +204,7 @@ class ExtensionActivities:
         switch: KillSwitch | None,
         agents: AgentActivities,
     ) -> None:
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        self.switch = switch
+        super().__init__(db, ledger, policy, switch)
         self.agents = agents
 
     def activities(

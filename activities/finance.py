@@ -26,12 +26,11 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger, activity_event, unavailable_event
+from activities.audit import activity_event, unavailable_event
 from activities.claims import claim_or_check
 from activities.database import (
     AccountingPeriod,
     BankStatementLine,
-    Database,
     JournalPosting,
     LedgerEntryRow,
     ShadowAction,
@@ -39,14 +38,14 @@ from activities.database import (
     to_cents,
     utcnow,
 )
-from activities.kill_switch import KillSwitch, Subject
+from activities.kill_switch import Subject
 from activities.policy import (
     POLICY_UNAVAILABLE_ERROR,
     PolicyEngine,
     in_transaction_decider,
     unavailable_error,
 )
-from activities.policy_gate import PolicyGateActivities
+from activities.policy_gate import GovernedWrites, PolicyGateActivities
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -219,22 +218,10 @@ def reconcile(inp: ReconcileInput) -> Reconciliation:
     )
 
 
-class FinanceActivities(PolicyGateActivities):
+class FinanceActivities(GovernedWrites, PolicyGateActivities):
     """Activities over the finance systems of record. Built once in worker.py. It inherits the
     policy preflight (``evaluate_policies``, activities/policy_gate.py) so a worker or bench
     built from it alone still answers the preflight of the close."""
-
-    def __init__(
-        self,
-        db: Database,
-        ledger: AuditLedger,
-        policy: PolicyEngine,
-        switch: KillSwitch | None = None,
-    ) -> None:
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        self.switch = switch
 
     @staticmethod
     def _subject(tenant: str, preparer: str = "") -> Subject:

@@ -31,16 +31,16 @@ from sqlmodel import Field, Session, SQLModel, UniqueConstraint, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger, activity_event, unavailable_event
+from activities.audit import activity_event, unavailable_event
 from activities.claims import claim_or_check
 from activities.database import Database, ShadowAction, utcnow
-from activities.kill_switch import KillSwitch, Subject
+from activities.kill_switch import Subject
 from activities.policy import (
     POLICY_UNAVAILABLE_ERROR,
-    PolicyEngine,
     in_transaction_decider,
     unavailable_error,
 )
+from activities.policy_gate import GovernedWrites
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -152,20 +152,8 @@ def grant_policy_input(inp: GrantInput) -> dict[str, object]:
     }
 
 
-class HrActivities:
+class HrActivities(GovernedWrites):
     """Activities over the HRIS and the identity provider. Built once in worker.py."""
-
-    def __init__(
-        self,
-        db: Database,
-        ledger: AuditLedger,
-        policy: PolicyEngine,
-        switch: KillSwitch | None = None,
-    ) -> None:
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        self.switch = switch
 
     @activity.defn(name="load_new_hire")
     async def load_new_hire(self, inp: LoadHireInput) -> NewHire:

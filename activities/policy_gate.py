@@ -11,6 +11,8 @@ import asyncio
 from temporalio import activity
 
 from activities.audit import AuditLedger, activity_event
+from activities.database import Database
+from activities.kill_switch import KillSwitch
 from activities.policy import (
     PolicyEngine,
     SyncPolicyEngine,
@@ -20,7 +22,7 @@ from activities.policy import (
 )
 from workflows.contracts import AuditEvent, PolicyBatch, PolicyDecision, digest
 
-__all__ = ["PolicyGateActivities"]
+__all__ = ["GovernedWrites", "PolicyGateActivities"]
 
 
 def _preflight_events(batch: PolicyBatch, decisions: list[PolicyDecision]) -> list[AuditEvent]:
@@ -75,3 +77,22 @@ class PolicyGateActivities:
         if (unavailable := unavailable_error(policy, decisions)) is not None:
             raise unavailable  # wait mode: the workflow holds and runs the preflight again
         return decisions
+
+
+class GovernedWrites:
+    """Base of the activities that write to a system of record: each write asks policy
+    (``policy``) and the kill switch (``switch``) inside its transaction on ``db`` and appends
+    its audit rows (``ledger``) there. Built once in worker.py."""
+
+    def __init__(
+        self,
+        db: Database,
+        ledger: AuditLedger,
+        policy: PolicyEngine,
+        switch: KillSwitch | None = None,
+    ) -> None:
+        self.db = db
+        self.ledger = ledger
+        self.policy = policy
+        #: Checked inside the write's transaction: no write while engaged.
+        self.switch = switch

@@ -40,6 +40,7 @@ from activities.database import Database
 from activities.kill_switch import KillSwitch, Subject
 from activities.knowledge import KnowledgeBase
 from activities.policy import PolicyEngine, in_transaction_decider
+from activities.policy_gate import GovernedWrites
 from activities.prompts import StablePrompts
 from activities.router import Router
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
@@ -230,7 +231,7 @@ def ticket_updates(db: Database, case_id: str) -> int:
         )
 
 
-class SupportActivities:
+class SupportActivities(GovernedWrites):
     """The support agents and the ticketing connector. Built once in worker.py."""
 
     def __init__(
@@ -242,13 +243,9 @@ class SupportActivities:
         policy: PolicyEngine,
         switch: KillSwitch | None = None,
     ) -> None:
+        super().__init__(db, ledger, policy, switch)
         self.router = router
         self.knowledge = knowledge
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        #: Checked inside the ticket update's transaction: no write while engaged.
-        self.switch = switch
 
     @activity.defn(name="triage_ticket")
     async def triage_ticket(self, inp: TriageInput) -> Triage:
