@@ -60,7 +60,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import answer_checks, spend, tracing
-from activities.audit import AuditLedger, activity_event
+from activities.audit import AuditLedger, activity_event, decision_event
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
     POLICY_UNAVAILABLE_ERROR,
@@ -917,20 +917,20 @@ class AgentActivities:
             else:
                 content = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
-        event = activity_event(
+        event = decision_event(
             f"llm/policy/{info.attempt}{call}",
-            actor=f"policy:{AGENT_CALL_POLICY}",
-            action=f"policy.{decision.verdict}",
-            detail={
+            decision,
+            {
                 "subject": agent,
                 "tenant": tenant,
                 "action": LLM_CALL,
                 "model": chosen.model,
                 "model_region": region,
                 "version": chosen.version,
-                "reasons": decision.reasons,
-                "revision": decision.revision,
-                "engine": decision.engine,
+            },
+            input_digest=digest(query.input),
+            actor=f"policy:{AGENT_CALL_POLICY}",
+            after={
                 "redact": kinds,
                 "redacted": redacted,
                 "redaction_error": problem,
@@ -938,8 +938,6 @@ class AgentActivities:
                 "spent_today_usd": spent,
                 "estimated_cost_usd": estimate,
             },
-            decision_id=decision.decision_id,
-            input_digest=digest(query.input),
         )
         await asyncio.to_thread(self.ledger.append, [event])
         if decision.verdict != "allow":

@@ -33,7 +33,7 @@ from temporalio import activity
 
 from activities import answer_checks
 from activities.agents import AgentActivities, Route
-from activities.audit import AuditLedger, activity_event
+from activities.audit import AuditLedger, activity_event, decision_event
 from activities.database import Database, utcnow
 from activities.policy import PolicyEngine, decide
 from activities.prompts import StablePrompts
@@ -164,20 +164,16 @@ class AuctionActivities:
             workflow_id=info.workflow_id or "",
         )
         decision = await decide(self.policy, query, f"{info.workflow_id}/act/{info.activity_id}")
-        event = activity_event(
+        event = decision_event(
             "award/policy",
-            actor=f"policy:{AWARD_POLICY}",
-            action=f"policy.{decision.verdict}",
-            detail={
+            decision,
+            {
                 "subject": query.subject,
                 "round": inp.round,
                 "classification": inp.task.classification,
-                "reasons": decision.reasons,
-                "revision": decision.revision,
-                "engine": decision.engine,
             },
-            decision_id=decision.decision_id,
             input_digest=digest(query.input),
+            actor=f"policy:{AWARD_POLICY}",
         )
         await asyncio.to_thread(self.ledger.append, [event])
         return decision

@@ -26,7 +26,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio import activity
 
-from activities.audit import activity_event
+from activities.audit import activity_event, decision_event
 from activities.claims import claim_or_check
 from activities.database import Database, utcnow
 from activities.kill_switch import Subject
@@ -193,20 +193,12 @@ class CustomerActivities(GovernedWrites):
             decision_id = f"{info.workflow_id}/act/{info.activity_id}/plan/{action.key}"
             decisions.append(await decide(self.policy, query, decision_id))
         events = [
-            activity_event(
+            decision_event(
                 f"plan-check/{d.subject}",
-                actor=f"policy:{d.policy}",
-                action=f"policy.{d.verdict}",
-                detail={
-                    "subject": d.subject,
-                    "customer_id": inp.customer.customer_id,
-                    "reasons": d.reasons,
-                    "revision": d.revision,
-                    "engine": d.engine,
-                    "stage": "plan check",
-                },
-                decision_id=d.decision_id,
+                d,
+                {"subject": d.subject, "customer_id": inp.customer.customer_id},
                 input_digest=digest(inp),
+                after={"stage": "plan check"},
             )
             for d in decisions
         ]
@@ -256,20 +248,12 @@ class CustomerActivities(GovernedWrites):
         )
         outcome = CommitOutcome(decision=decision)
         events = [
-            activity_event(
+            decision_event(
                 "commit/policy",
-                actor=f"policy:{decision.policy}",
-                action=f"policy.{decision.verdict}",
-                detail={
-                    "subject": action.key,
-                    "customer_id": inp.customer.customer_id,
-                    "reasons": decision.reasons,
-                    "revision": decision.revision,
-                    "engine": decision.engine,
-                    "approval": inp.approval.model_dump() if inp.approval else None,
-                },
-                decision_id=decision.decision_id,
+                decision,
+                {"subject": action.key, "customer_id": inp.customer.customer_id},
                 input_digest=digest(inp),
+                after={"approval": inp.approval.model_dump() if inp.approval else None},
             )
         ]
         if decision.verdict == "allow":

@@ -37,7 +37,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.agents import AgentActivities, Route
-from activities.audit import AuditLedger, activity_event, unavailable_event
+from activities.audit import AuditLedger, activity_event, decision_event, unavailable_event
 from activities.database import Database, GovernedActionRow, utcnow
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
@@ -284,20 +284,15 @@ class ExtensionActivities(GovernedWrites):
                 raise unavailable  # rolls back; the workflow holds and asks again
             events = [
                 *inp.audit_events,  # the approval's, when the step carries them
-                activity_event(
+                decision_event(
                     f"{spec.name}/policy",
-                    actor=f"policy:{decision.policy}",
-                    action=f"policy.{decision.verdict}",
-                    detail={
-                        "action": spec.name,
-                        "reasons": decision.reasons,
-                        "revision": decision.revision,
-                        "engine": decision.engine,
+                    decision,
+                    {"action": spec.name},
+                    input_digest=digest(inp.args),
+                    after={
                         "approval": inp.approval.model_dump() if inp.approval else None,
                         **({"shadow": True} if inp.shadow else {}),
                     },
-                    decision_id=decision.decision_id,
-                    input_digest=digest(inp.args),
                 ),
             ]
             outcome = GovernedActionOutcome(decision=decision)

@@ -26,7 +26,7 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import activity_event, unavailable_event
+from activities.audit import activity_event, decision_event, unavailable_event
 from activities.claims import claim_or_check
 from activities.database import (
     AccountingPeriod,
@@ -140,20 +140,15 @@ def _decide_posting(
     decision = decide_now(query)
     if (unavailable := unavailable_error(engine, [decision])) is not None:
         raise unavailable  # the caller's transaction rolls back; the workflow holds, retries
-    event = activity_event(
+    event = decision_event(
         "post/policy",
-        actor=f"policy:{decision.policy}",
-        action=f"policy.{decision.verdict}",
-        detail={
-            "subject": inp.entry.entry_id,
-            "reasons": decision.reasons,
-            "revision": decision.revision,
-            "engine": decision.engine,
+        decision,
+        {"subject": inp.entry.entry_id},
+        input_digest=digest(inp),
+        after={
             "approval": inp.approval.model_dump() if inp.approval else None,
             **({"shadow": True} if inp.shadow else {}),
         },
-        decision_id=decision.decision_id,
-        input_digest=digest(inp),
     )
     return decision, event
 

@@ -31,7 +31,7 @@ from sqlmodel import Field, Session, SQLModel, UniqueConstraint, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import activity_event, unavailable_event
+from activities.audit import activity_event, decision_event, unavailable_event
 from activities.claims import claim_or_check
 from activities.database import Database, ShadowAction, utcnow
 from activities.kill_switch import Subject
@@ -269,20 +269,12 @@ class HrActivities(GovernedWrites):
                 raise unavailable  # roll back; wait mode: the workflow holds and retries
             outcome = GrantOutcome(decision=decision)
             events = [
-                activity_event(
+                decision_event(
                     "grant/policy",
-                    actor=f"policy:{decision.policy}",
-                    action=f"policy.{decision.verdict}",
-                    detail={
-                        "subject": label,
-                        "employee_id": inp.employee_id,
-                        "reasons": decision.reasons,
-                        "revision": decision.revision,
-                        "engine": decision.engine,
-                        "approval": inp.approval.model_dump() if inp.approval else None,
-                    },
-                    decision_id=decision.decision_id,
+                    decision,
+                    {"subject": label, "employee_id": inp.employee_id},
                     input_digest=digest(inp),
+                    after={"approval": inp.approval.model_dump() if inp.approval else None},
                 )
             ]
             if decision.verdict == "allow" and inp.shadow:

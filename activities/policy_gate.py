@@ -10,7 +10,7 @@ import asyncio
 
 from temporalio import activity
 
-from activities.audit import AuditLedger, activity_event
+from activities.audit import AuditLedger, decision_event
 from activities.database import Database
 from activities.kill_switch import KillSwitch
 from activities.policy import (
@@ -28,19 +28,12 @@ __all__ = ["GovernedWrites", "PolicyGateActivities"]
 def _preflight_events(batch: PolicyBatch, decisions: list[PolicyDecision]) -> list[AuditEvent]:
     """The audit rows of a policy preflight: one per decision."""
     return [
-        activity_event(
+        decision_event(
             f"policy/{i}",
-            actor=f"policy:{d.policy}",
-            action=f"policy.{d.verdict}",
-            detail={
-                "subject": d.subject,
-                "reasons": d.reasons,
-                "revision": d.revision,
-                "engine": d.engine,
-                "preflight": True,
-            },
-            decision_id=d.decision_id,
+            d,
+            {"subject": d.subject},
             input_digest=digest(q.input),
+            after={"preflight": True},
         )
         for i, (q, d) in enumerate(zip(batch.queries, decisions, strict=True))
     ]
