@@ -24,6 +24,7 @@ from workflows.contracts.governance import (
     ApprovalOutcome,
     ApprovalRequest,
     BusinessClaim,
+    CompensationInput,
     PolicyDecision,
     claim_field,
 )
@@ -226,10 +227,8 @@ class CommitOutcome(Contract):
     commit_id: str | None = None
 
 
-class RevertInput(Contract):
-    original_key: str
-    reason: str
-    idempotency_key: str
+class RevertInput(CompensationInput):
+    """Revert the action committed under ``original_key``."""
 
 
 class RevertOutcome(Contract):

@@ -25,6 +25,7 @@ from workflows.contracts.governance import (
     ApprovalOutcome,
     AuditEvent,
     BusinessClaim,
+    CompensationInput,
     PolicyDecision,
     claim_field,
 )
@@ -218,10 +219,9 @@ class PostEntryOutcome(Contract):
     posting_id: str | None = None  # set only when posted
 
 
-class ReverseEntryInput(Contract):
-    original_key: str = Field(description="Idempotency key of the posting to reverse.")
-    reason: str
-    idempotency_key: str
+class ReverseEntryInput(CompensationInput):
+    """Reverse the posting made under ``original_key``."""
+
     shadow: bool = False
 
 

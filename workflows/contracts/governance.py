@@ -151,6 +151,17 @@ class SettleClaimInput(Contract):
 # --------------------------------------------------------------------------------------------
 
 
+class CompensationInput(Contract):
+    """A compensation: undo, once, what an earlier action did under its idempotency key (a
+    no-op when it did nothing: denied, waiting for approval, or never ran)."""
+
+    original_key: str = Field(
+        description="Idempotency key of the action to undo (a posting, a grant, a commit)."
+    )
+    reason: str
+    idempotency_key: str
+
+
 class ApprovalGrant(Contract):
     """Proof of a human approval, attached to the sensitive call so policy can re-check it."""
 
@@ -698,6 +709,7 @@ __all__ = [
     "CanaryStatus",
     "CanaryVerdict",
     "ClaimCheckInput",
+    "CompensationInput",
     "DecisionVerdict",
     "Delegation",
     "EntryAmendment",

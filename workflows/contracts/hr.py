@@ -24,6 +24,7 @@ from workflows.contracts.governance import (
     ApprovalOutcome,
     ApprovalRequest,
     BusinessClaim,
+    CompensationInput,
     PolicyDecision,
     claim_field,
 )
@@ -128,10 +129,9 @@ class GrantOutcome(Contract):
     grant_id: str | None = None  # set only when granted
 
 
-class RevokeInput(Contract):
-    original_key: str = Field(description="Idempotency key of the grant to revoke.")
-    reason: str
-    idempotency_key: str
+class RevokeInput(CompensationInput):
+    """Revoke the grant made under ``original_key``."""
+
     shadow: bool = False
 
 
