@@ -30,7 +30,7 @@ from activities.audit import activity_event, decision_event
 from activities.claims import claim_or_check
 from activities.database import Database, utcnow
 from activities.kill_switch import Subject
-from activities.policy import decide, in_transaction_decider
+from activities.policy import decide
 from activities.policy_gate import GovernedWrites
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts.customer import (
@@ -208,11 +208,7 @@ class CustomerActivities(GovernedWrites):
     @activity.defn(name="commit_customer_action")
     async def commit_customer_action(self, inp: CommitInput) -> CommitOutcome:
         """Commit one action if, and only if, policy allows it right now (one transaction)."""
-        info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/commit"
-        )
-        return await asyncio.to_thread(self._commit, inp, decide_now)
+        return await asyncio.to_thread(self._commit, inp, self.decider("commit"))
 
     def _commit(
         self, inp: CommitInput, decide_now: Callable[[PolicyQuery], PolicyDecision]

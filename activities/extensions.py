@@ -37,13 +37,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.agents import AgentActivities, Route
-from activities.audit import AuditLedger, activity_event, decision_event, unavailable_event
+from activities.audit import AuditLedger, activity_event, decision_event
 from activities.database import Database, GovernedActionRow, utcnow
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
-    POLICY_UNAVAILABLE_ERROR,
     PolicyEngine,
-    in_transaction_decider,
     unavailable_error,
 )
 from activities.policy_gate import GovernedWrites
@@ -227,17 +225,11 @@ class ExtensionActivities(GovernedWrites):
                 args = spec.args.model_validate(inp.args)
             except ValidationError as err:
                 raise _invalid(f"{spec.name}: arguments", err) from None
-            info = activity.info()
-            decide_now = in_transaction_decider(
-                self.policy, f"{info.workflow_id}/act/{info.activity_id}/{spec.name}"
+            return await self.write_governed(
+                spec.name,
+                inp.idempotency_key,
+                lambda decide_now: self._act(spec, inp, args, decide_now),
             )
-            try:
-                return await asyncio.to_thread(self._act, spec, inp, args, decide_now)
-            except ApplicationError as err:
-                if err.type == POLICY_UNAVAILABLE_ERROR:  # nothing was written: say why
-                    event = unavailable_event(f"{spec.name}/policy", err, inp.idempotency_key)
-                    await asyncio.to_thread(self.ledger.append, [event])
-                raise
 
         return activity.defn(name=spec.name)(governed_action)
 

@@ -26,7 +26,7 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import activity_event, decision_event, unavailable_event
+from activities.audit import activity_event, decision_event
 from activities.claims import claim_or_check
 from activities.database import (
     AccountingPeriod,
@@ -40,9 +40,7 @@ from activities.database import (
 )
 from activities.kill_switch import Subject
 from activities.policy import (
-    POLICY_UNAVAILABLE_ERROR,
     PolicyEngine,
-    in_transaction_decider,
     unavailable_error,
 )
 from activities.policy_gate import GovernedWrites, PolicyGateActivities
@@ -320,18 +318,10 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
         cannot change before the posting commits, and a retry of an attempt that did post
         finds its posting and returns the same outcome instead of posting again.
         """
-        info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/post"
-        )
         post = self._post_shadow if inp.shadow else self._post
-        try:
-            return await asyncio.to_thread(post, inp, decide_now)
-        except ApplicationError as err:
-            if err.type == POLICY_UNAVAILABLE_ERROR:  # nothing was written: say why in the trail
-                event = unavailable_event("post/policy", err, inp.entry.entry_id)
-                await asyncio.to_thread(self.ledger.append, [event])
-            raise
+        return await self.write_governed(
+            "post", inp.entry.entry_id, lambda decide_now: post(inp, decide_now)
+        )
 
     def _post(
         self, inp: PostEntryInput, decide_now: Callable[[PolicyQuery], PolicyDecision]

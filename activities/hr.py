@@ -31,13 +31,11 @@ from sqlmodel import Field, Session, SQLModel, UniqueConstraint, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import activity_event, decision_event, unavailable_event
+from activities.audit import activity_event, decision_event
 from activities.claims import claim_or_check
 from activities.database import Database, ShadowAction, utcnow
 from activities.kill_switch import Subject
 from activities.policy import (
-    POLICY_UNAVAILABLE_ERROR,
-    in_transaction_decider,
     unavailable_error,
 )
 from activities.policy_gate import GovernedWrites
@@ -227,18 +225,10 @@ class HrActivities(GovernedWrites):
     @activity.defn(name="grant_entitlement")
     async def grant_entitlement(self, inp: GrantInput) -> GrantOutcome:
         """Grant one entitlement if, and only if, policy allows it right now (one transaction)."""
-        info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/grant"
+        label = f"{inp.entitlement.system}:{inp.entitlement.name}"
+        return await self.write_governed(
+            "grant", label, lambda decide_now: self._grant(inp, decide_now)
         )
-        try:
-            return await asyncio.to_thread(self._grant, inp, decide_now)
-        except ApplicationError as err:
-            if err.type == POLICY_UNAVAILABLE_ERROR:  # nothing was written: say why in the trail
-                label = f"{inp.entitlement.system}:{inp.entitlement.name}"
-                event = unavailable_event("grant/policy", err, label)
-                await asyncio.to_thread(self.ledger.append, [event])
-            raise
 
     def _grant(
         self, inp: GrantInput, decide_now: Callable[[PolicyQuery], PolicyDecision]

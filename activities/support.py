@@ -39,7 +39,7 @@ from activities.claims import claim_or_check
 from activities.database import Database
 from activities.kill_switch import KillSwitch, Subject
 from activities.knowledge import KnowledgeBase
-from activities.policy import PolicyEngine, in_transaction_decider
+from activities.policy import PolicyEngine
 from activities.policy_gate import GovernedWrites
 from activities.prompts import StablePrompts
 from activities.router import Router
@@ -293,11 +293,7 @@ class SupportActivities(GovernedWrites):
     @activity.defn(name="apply_ticket_update")
     async def apply_ticket_update(self, inp: TicketUpdateInput) -> TicketUpdateOutcome:
         """Update the ticket if, and only if, policy allows it now (one transaction)."""
-        info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/ticket"
-        )
-        return await asyncio.to_thread(self._apply, inp, decide_now)
+        return await asyncio.to_thread(self._apply, inp, self.decider("ticket"))
 
     def _apply(
         self, inp: TicketUpdateInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
