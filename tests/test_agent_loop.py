@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.tools import credits_of, emails_of, tool_calls_of
 from tests.conftest import Harness
+from tests.support import golden
 from tests.support.scripted_model import Fault
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts import ApprovalDecision, ApprovalRequest, digest
@@ -29,7 +29,7 @@ from workflows.contracts.tools import AgentRunInput, ToolCallInput, ToolPrincipa
 
 AGENT = "case_resolver"
 MATCH = f"agent: {AGENT}"
-GOLDEN = Path(__file__).parent / "golden" / "agent_run_credit_approved.json"
+GOLDEN = golden.GOLDEN / "agent_run_credit_approved.json"
 
 
 def credit(amount: float, case: str = "K-1") -> tuple[str, dict[str, Any]]:
@@ -522,13 +522,9 @@ async def test_golden_history_of_an_agent_run_replays(harness: Harness) -> None:
     """A recorded agent run (a credit approved by a support lead, then the final answer)
     replays with today's loop: regenerate only for a deliberate, patched change
     (BATON_REGENERATE_GOLDEN=1)."""
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
-
-    from workflows.plugin import BatonPlugin
 
     h = harness
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         h.model.script(Fault.tool_calls(credit(250)), Fault.tool_calls(final()), match=MATCH)
         async with h.worker():
             handle = await start(h)
@@ -536,13 +532,9 @@ async def test_golden_history_of_an_agent_run_replays(harness: Harness) -> None:
             await h.client.decide(handle.id, decision(request, "approve", "golden"))
             await handle.result()
         history = await handle.fetch_history()
-        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
-    if not GOLDEN.exists():
-        pytest.fail(f"{GOLDEN} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    history = WorkflowHistory.from_json("golden-agent-run", GOLDEN.read_text())
-    replayer = Replayer(workflows=[AgentRunWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+        golden.write(GOLDEN, history)
+    history = golden.load(GOLDEN, "golden-agent-run")
+    await golden.assert_replays(history, AgentRunWorkflow)
 
 
 async def test_support_case_l2_researcher_acts_through_governed_searches(

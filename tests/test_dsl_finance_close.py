@@ -6,14 +6,11 @@ the same postings, approvals, compensations and audit-trail shape."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlmodel import select
 from temporalio.client import WorkflowFailureError
 
@@ -21,6 +18,7 @@ from activities.database import AccountingPeriod, JournalPosting
 from activities.seed import seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, make_settings
+from tests.support import golden
 from workflows import visibility
 from workflows.client import BatonClient
 from workflows.dsl.client import start_process
@@ -237,21 +235,18 @@ async def test_yaml_close_undoes_approved_postings_once_like_the_hand_written_cl
     assert posted and len(reversals) == len(posted)
 
 
-GOLDEN = Path(__file__).parent / "golden" / "dsl_finance_close_approved.json"
+GOLDEN = golden.GOLDEN / "dsl_finance_close_approved.json"
 
 
 async def test_golden_history_of_the_yaml_close_replays(harness: Harness) -> None:
     """A recorded run of processes/finance_close.yaml (its definition is inside the history)
     replays with today's interpreter: a change to workflows/dsl/ that would break in-flight runs
     fails here. Regenerate only for a deliberate, patched change: BATON_REGENERATE_GOLDEN=1."""
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
 
     from workflows.dsl.interpreter import ProcessWorkflow
-    from workflows.plugin import BatonPlugin
 
     h = harness
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         async with h.worker():
             handle = await start_process(
                 h.temporal,
@@ -264,13 +259,9 @@ async def test_golden_history_of_the_yaml_close_replays(harness: Harness) -> Non
             await h.client.approve(handle.id, approver="carol", rationale="golden")
             await handle.result()
         history = await handle.fetch_history()
-        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
-    if not GOLDEN.exists():
-        pytest.fail(f"{GOLDEN} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    history = WorkflowHistory.from_json("golden-dsl-finance-close", GOLDEN.read_text())
-    replayer = Replayer(workflows=[ProcessWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+        golden.write(GOLDEN, history)
+    history = golden.load(GOLDEN, "golden-dsl-finance-close")
+    await golden.assert_replays(history, ProcessWorkflow)
 
 
 async def _wait_round(client: BatonClient, workflow_id: str, round_: int) -> Any:

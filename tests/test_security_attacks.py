@@ -280,11 +280,9 @@ async def test_a_signed_run_from_before_the_rules_replays_with_them() -> None:
     workflow.patched (worker-approval-trust-wins, approval-tokens-bound-and-single-use,
     refused-signals-rate-limited), so runs in flight are not broken by the upgrade."""
     from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
 
     from workflows.contracts.security import ApprovalTrust
     from workflows.finance_close import FinanceCloseWorkflow
-    from workflows.plugin import BatonPlugin
     from workflows.signed_approval import RequireSignedApprovals
 
     golden = Path(__file__).parent / "golden"
@@ -294,13 +292,9 @@ async def test_a_signed_run_from_before_the_rules_replays_with_them() -> None:
     history = WorkflowHistory.from_json(
         "golden-signed-unbound", (golden / "finance_close_signed_unbound.json").read_text()
     )
-    replayer = Replayer(
-        workflows=[FinanceCloseWorkflow],
-        interceptors=[RequireSignedApprovals(trust)],
-        plugins=[BatonPlugin()],
+    await golden.assert_replays(
+        history, FinanceCloseWorkflow, interceptors=[RequireSignedApprovals(trust)]
     )
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
 
 
 # -- 5. the dev stack ---------------------------------------------------------------------------

@@ -168,27 +168,8 @@ async def test_an_sla_breach_is_audited(h: Harness) -> None:
     assert desc.search_attributes["BatonRisk"] == ["sla_breached"]
 
 
-async def test_ticket_updates_are_idempotent(h: Harness) -> None:
-    support = h.runtime.activities
-    apply = next(a for a in support if getattr(a, "__name__", "") == "apply_ticket_update")
-    update = TicketUpdateInput(
-        case=case(h),
-        category="billing",
-        status="resolved",
-        reply="Refunded.",
-        requested_by="support-queue",
-        idempotency_key=f"k-{uuid.uuid4().hex}",
-    )
-    env = ActivityEnvironment()
-    first = await env.run(apply, update)
-    again = await env.run(apply, update)
-    assert first == again and first.applied and first.ticket_version == 1
-    assert ticket_updates(h.db, update.case.case_id) == 1
-    with h.db.read_session() as s:
-        assert len(s.exec(select(SupportTicket)).all()) == 1
-
-
-async def test_an_engaged_kill_switch_stops_the_ticket_update_until_cleared(h: Harness) -> None:
+def ticket_update(h: Harness) -> tuple[Any, TicketUpdateInput]:
+    """The worker's ``apply_ticket_update`` activity and a fresh update of a new case."""
     apply = next(
         a for a in h.runtime.activities if getattr(a, "__name__", "") == "apply_ticket_update"
     )
@@ -200,6 +181,22 @@ async def test_an_engaged_kill_switch_stops_the_ticket_update_until_cleared(h: H
         requested_by="support-queue",
         idempotency_key=f"k-{uuid.uuid4().hex}",
     )
+    return apply, update
+
+
+async def test_ticket_updates_are_idempotent(h: Harness) -> None:
+    apply, update = ticket_update(h)
+    env = ActivityEnvironment()
+    first = await env.run(apply, update)
+    again = await env.run(apply, update)
+    assert first == again and first.applied and first.ticket_version == 1
+    assert ticket_updates(h.db, update.case.case_id) == 1
+    with h.db.read_session() as s:
+        assert len(s.exec(select(SupportTicket)).all()) == 1
+
+
+async def test_an_engaged_kill_switch_stops_the_ticket_update_until_cleared(h: Harness) -> None:
+    apply, update = ticket_update(h)
     env = ActivityEnvironment()
     switch = h.runtime.switch
     scope = "agent:ticketing_integrator"
