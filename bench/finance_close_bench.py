@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from importlib.metadata import version
 from pathlib import Path
@@ -70,7 +70,6 @@ from bench.stand_ins import (  # noqa: E402
     noop,
 )
 from worker import Runtime, build_runtime, build_worker  # noqa: E402
-from workflows import visibility  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
 from workflows.contracts import (  # noqa: E402
     AuditBatch,
@@ -86,9 +85,8 @@ from workflows.contracts import (  # noqa: E402
     ProposeAdjustmentsInput,
     ReconcileInput,
 )
-from workflows.plugin import BatonPlugin  # noqa: E402
 
-TUNING = ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
+TUNING = list(local.TUNED_DEV_SERVER)
 WAL = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
 
 
@@ -746,14 +744,11 @@ async def start_server(
 ) -> tuple[WorkflowEnvironment, int, int | None]:
     port = local.free_port()
     db_file = state_dir / f"temporal-{port}.db" if setting.db_file else None
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
+    env = await local.start_dev_server(
+        extra_args=setting.extra,
         port=port,
-        plugins=[BatonPlugin()],
-        search_attributes=visibility.ALL,  # type: ignore[arg-type]
+        existing_path=temporal_binary(),
         dev_server_database_filename=str(db_file) if db_file else None,
-        dev_server_extra_args=setting.extra,
-        dev_server_startup_timeout=timedelta(seconds=60),
     )
     return env, port, dev_server_pid(port)
 

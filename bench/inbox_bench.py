@@ -32,7 +32,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +40,6 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from baton.devstack import local  # noqa: E402
 from baton.devstack.webui import Browser, browser_binaries  # noqa: E402
@@ -53,10 +51,8 @@ from baton.settings import REPO_ROOT, Settings  # noqa: E402
 from bench.finance_close_bench import machine_facts  # noqa: E402
 from bench.seeding import period_names, seed_periods  # noqa: E402
 from bench.soak import Workers  # noqa: E402
-from workflows import visibility  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
 from workflows.contracts import FinanceCloseInput  # noqa: E402
-from workflows.plugin import BatonPlugin  # noqa: E402
 
 TARGET_MS = 500.0
 RESULTS = REPO / "bench" / "inbox_results.md"
@@ -110,17 +106,7 @@ async def main(runs: int, loads: int) -> list[Row]:
         issuer_dir=tmp / "issuer",
     )
     port = local.free_port()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=local.temporal_binary(),
-        port=port,
-        plugins=[BatonPlugin()],
-        search_attributes=visibility.ALL,  # type: ignore[arg-type]
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=1000",
-        ],
-        dev_server_startup_timeout=timedelta(seconds=60),
-    )
+    env = await local.start_dev_server(port=port)
     from worker import build_runtime
 
     runtime = build_runtime(settings)
