@@ -279,18 +279,16 @@ async def test_a_signed_run_from_before_the_rules_replays_with_them() -> None:
     worker's trust interceptor it takes the same steps: the new rules sit behind
     workflow.patched (worker-approval-trust-wins, approval-tokens-bound-and-single-use,
     refused-signals-rate-limited), so runs in flight are not broken by the upgrade."""
-    from temporalio.client import WorkflowHistory
-
+    from tests.support import golden
     from workflows.contracts.security import ApprovalTrust
     from workflows.finance_close import FinanceCloseWorkflow
     from workflows.signed_approval import RequireSignedApprovals
 
-    golden = Path(__file__).parent / "golden"
     trust = ApprovalTrust.model_validate_json(
-        (golden / "finance_close_signed_unbound.trust.json").read_text()
+        (golden.GOLDEN / "finance_close_signed_unbound.trust.json").read_text()
     )
-    history = WorkflowHistory.from_json(
-        "golden-signed-unbound", (golden / "finance_close_signed_unbound.json").read_text()
+    history = golden.load(
+        golden.GOLDEN / "finance_close_signed_unbound.json", "golden-signed-unbound"
     )
     await golden.assert_replays(
         history, FinanceCloseWorkflow, interceptors=[RequireSignedApprovals(trust)]
