@@ -22,6 +22,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.tools import credits_of, emails_of, tool_calls_of
 from tests.conftest import Harness
 from tests.support import golden
+from tests.support.approvals import pending_approvals
 from tests.support.scripted_model import Fault
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts import ApprovalDecision, ApprovalRequest, digest
@@ -64,15 +65,7 @@ async def start(h: Harness, **overrides: Any) -> WorkflowHandle[Any, Any]:
     )
 
 
-async def pending(
-    h: Harness, wid: str, count: int = 1, timeout: float = 30
-) -> list[ApprovalRequest]:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = await h.client.pending_approvals(wid)
-            if len(found) >= count:
-                return found
-            await asyncio.sleep(0.1)
+pending = pending_approvals
 
 
 def decision(

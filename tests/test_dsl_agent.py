@@ -19,6 +19,7 @@ from temporalio.client import WorkflowFailureError
 from activities.tools import credits_of
 from tests.conftest import Harness, _harness
 from tests.support import golden
+from tests.support.approvals import pending_approvals
 from tests.support.scripted_model import Fault
 from tests.test_mcp_tools import effects_dir, http_server, secret  # noqa: F401 - fixtures
 from workflows.contracts import ApprovalDecision, ApprovalRequest
@@ -51,12 +52,7 @@ def told(h: Harness, turn: int) -> list[str]:
 
 
 async def pending(h: Harness, wid: str) -> ApprovalRequest:
-    async with asyncio.timeout(30):
-        while True:
-            found = await h.client.pending_approvals(wid)
-            if found:
-                return found[0]
-            await asyncio.sleep(0.1)
+    return (await pending_approvals(h, wid))[0]
 
 
 def approve(request: ApprovalRequest) -> ApprovalDecision:

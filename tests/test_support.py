@@ -23,6 +23,7 @@ from activities.audit import AuditRecord
 from activities.knowledge import Embedder, KnowledgeBase
 from activities.support import SupportTicket, support_articles, ticket_of, ticket_updates
 from tests.conftest import Harness, _harness
+from tests.support.approvals import pending_approvals
 from tests.support.scripted_model import ScriptedModelServer
 from tests.test_router import catalogue
 from workflows.contracts import ApprovalRequest
@@ -73,12 +74,7 @@ def case(h: Harness, **overrides: Any) -> SupportCase:
 
 
 async def pending(h: Harness, workflow_id: str) -> ApprovalRequest:
-    async with asyncio.timeout(30):
-        while True:
-            found = await h.client.pending_approvals(workflow_id)
-            if found:
-                return found[0]
-            await asyncio.sleep(0.1)
+    return (await pending_approvals(h, workflow_id))[0]
 
 
 def audit_actions(h: Harness, workflow_id: str) -> list[str]:
