@@ -194,13 +194,19 @@ class CustomerAction(Contract):
     discount_pct: float = 0.0
 
 
-class PlanCheckInput(Contract):
+class CustomerCase(Contract):
+    """What policy weighs with every action for a customer (the plan check and each commit):
+    the customer, where it is hosted, its legal state, and who asked."""
+
     tenant: str
     customer: CustomerBrief
     hosting_region: str
     sanctions_screened: bool
     dpa_signed: bool
     requested_by: str
+
+
+class PlanCheckInput(CustomerCase):
     actions: list[CustomerAction] = Field(min_length=1)
 
 
@@ -208,13 +214,7 @@ class PlanCheckResult(Contract):
     decisions: list[PolicyDecision]
 
 
-class CommitInput(Contract):
-    tenant: str
-    customer: CustomerBrief
-    hosting_region: str
-    sanctions_screened: bool
-    dpa_signed: bool
-    requested_by: str
+class CommitInput(CustomerCase):
     action: CustomerAction
     rationale: str
     approval: ApprovalGrant | None = None
@@ -313,6 +313,7 @@ __all__ = [
     "CustomerAction",
     "CustomerAgentInput",
     "CustomerBrief",
+    "CustomerCase",
     "CustomerDossier",
     "CustomerOnboardingInput",
     "CustomerOnboardingResult",
