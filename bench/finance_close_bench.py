@@ -267,6 +267,20 @@ class Bench:
     next_period: Callable[[], tuple[str, str]] = field(init=False)
     plain: PlainPosting = field(init=False)
 
+    @classmethod
+    def of(cls, size: Size, runtime: Runtime, periods: list[tuple[str, str]]) -> Bench:
+        """A bench on ``runtime``'s activities: the first period loops, the others are taken in
+        turn."""
+        return cls(
+            size=size,
+            runtime=runtime,
+            finance=find_activity_owner(runtime, FinanceActivities),
+            audit=find_activity_owner(runtime, AuditActivities),
+            recorder=Recorder(),
+            periods=periods[1:],
+            loop_period=periods[0],
+        )
+
     def __post_init__(self) -> None:
         self.plain = PlainPosting(self.runtime.db)
         it = iter(self.periods)
@@ -798,15 +812,7 @@ async def main(quick: bool) -> Results:
             f" bank lines each) in {time.perf_counter() - t0:.1f} s"
         )
         print(results.notes[-1], flush=True)
-        bench = Bench(
-            size=size,
-            runtime=runtime,
-            finance=find_activity_owner(runtime, FinanceActivities),
-            audit=find_activity_owner(runtime, AuditActivities),
-            recorder=Recorder(),
-            periods=periods[1:],
-            loop_period=periods[0],
-        )
+        bench = Bench.of(size, runtime, periods)
 
         print("(d) policy decision latency", flush=True)
         results.policy_latency = await scale.measure_policy_latency(size.policy_decisions)
@@ -1119,15 +1125,7 @@ async def main_governance(quick: bool) -> Results:
     try:
         periods = period_names(2, first_year=3000)
         seed_periods(runtime.db, periods)
-        bench = Bench(
-            size=size,
-            runtime=runtime,
-            finance=find_activity_owner(runtime, FinanceActivities),
-            audit=find_activity_owner(runtime, AuditActivities),
-            recorder=Recorder(),
-            periods=periods[1:],
-            loop_period=periods[0],
-        )
+        bench = Bench.of(size, runtime, periods)
         results.direct = await measure_direct(bench)
         for base in SERVER_SETTINGS[:2]:  # default, and tuned (where a step is least orchestration)
             setting = dataclasses.replace(base, modes=("bare", "governed", "plain"))
