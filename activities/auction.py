@@ -142,6 +142,11 @@ def price(tokens: int, per_1k: float) -> float:
     return round(tokens / 1000 * per_1k, 8)
 
 
+def _route(agent: str, tier: AgentTier) -> Route:
+    """An auction agent's prompt on the model of the tier it answers for (not a version's)."""
+    return Route(STABLE_VERSION, f"tier:{tier.name}", AUCTION_PROMPTS[agent], tier.model)
+
+
 class AuctionActivities:
     """Built once in worker.py on the shared agent plumbing and the database."""
 
@@ -181,10 +186,8 @@ class AuctionActivities:
     @activity.defn(name="bid_on_task")
     async def bid_on_task(self, inp: BidRequest) -> BidResponse:
         tier = inp.bidder
-        prompt = AUCTION_PROMPTS["auction_bidder"]
-        chosen = Route(STABLE_VERSION, f"tier:{tier.name}", prompt, tier.model)
         wire, usage = await self.agents._ask(
-            "auction_bidder", inp, _WireBid, chosen, check=answer_checks.bid
+            "auction_bidder", inp, _WireBid, _route("auction_bidder", tier), check=answer_checks.bid
         )
         if not wire.bid:
             response = BidResponse(declined=wire.reason or "no reason given", usage=usage)
@@ -219,8 +222,7 @@ class AuctionActivities:
     @activity.defn(name="review_document")
     async def review_document(self, inp: ReviewInput) -> ReviewResult:
         tier = inp.tier
-        prompt = AUCTION_PROMPTS["document_reviewer"]
-        chosen = Route(STABLE_VERSION, f"tier:{tier.name}", prompt, tier.model)
+        chosen = _route("document_reviewer", tier)
         wire, usage = await self.agents._ask(
             "document_reviewer", inp, _WireReview, chosen, check=answer_checks.review
         )
