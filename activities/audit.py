@@ -239,6 +239,22 @@ def decision_event(
     )
 
 
+def operator_event(
+    trail: str, seq: str, *, by: str, action: str, detail: Mapping[str, object], reason: str
+) -> AuditEvent:
+    """The audit row of an operator's change outside any run (the kill switch engaged, a canary
+    started or rolled back), kept under the workflow id ``trail`` of its own."""
+    return AuditEvent(
+        workflow_id=trail,
+        run_id="",
+        seq=seq,
+        actor=by,
+        action=action,
+        detail=dict(detail),
+        rationale=reason.strip(),
+    )
+
+
 def unavailable_event(step: str, error: Exception, subject: str) -> AuditEvent:
     """The audit row of a governed step that found no policy engine to ask (wait mode: the
     workflow holds and asks again; the step did nothing)."""
@@ -369,6 +385,7 @@ __all__ = [
     "activity_event",
     "decision_event",
     "hashed_content",
+    "operator_event",
     "row_hash",
     "unavailable_event",
 ]

@@ -54,7 +54,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.audit import AuditLedger, AuditRecord
+from activities.audit import AuditLedger, AuditRecord, operator_event
 from activities.database import Database, as_utc, utcnow
 from workflows import visibility
 from workflows.contracts import (
@@ -352,14 +352,13 @@ class Canary:
 def _event(
     row: CanaryRow, step: str, by: str, reason: str, detail: Mapping[str, object]
 ) -> AuditEvent:
-    return AuditEvent(
-        workflow_id=AUDIT_WORKFLOW_ID,
-        run_id="",
-        seq=f"{row.id}/{row.revision}/{step}",
-        actor=by,
+    return operator_event(
+        AUDIT_WORKFLOW_ID,
+        f"{row.id}/{row.revision}/{step}",
+        by=by,
         action=f"canary.{step}",
         detail={"process": row.process, "canary_id": row.id, **detail},
-        rationale=reason.strip(),
+        reason=reason,
     )
 
 
