@@ -154,6 +154,16 @@ class Harness:
                     return status
                 await asyncio.sleep(0.1)
 
+    async def approve_close(self, workflow_id: str, approver: str = "carol") -> None:
+        """``approver`` approves the close's first pending request (the action it shows)."""
+        status = await self.wait_for_pending(workflow_id)
+        await self.client.approve(
+            workflow_id,
+            approver=approver,
+            rationale="ok",
+            action_digest=status.pending[0].action_digest,
+        )
+
     def worker(self, **options: Any) -> Worker:
         from worker import build_worker
 
