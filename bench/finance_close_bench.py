@@ -54,7 +54,6 @@ from temporalio.worker import Worker  # noqa: E402
 from activities.audit import AuditActivities  # noqa: E402
 from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input  # noqa: E402
 from baton.devstack import local  # noqa: E402
-from baton.settings import Settings  # noqa: E402
 from bench import scale  # noqa: E402
 from bench.loops import BareCloseWorkflow, StepLoopWorkflow, bank_fee_posting  # noqa: E402
 from bench.recorder import Mark, Recorder, TimingInterceptor  # noqa: E402
@@ -68,6 +67,7 @@ from bench.stand_ins import (  # noqa: E402
     NoopInput,
     PlainPosting,
     noop,
+    stand_in_settings,
 )
 from worker import Runtime, build_runtime, build_worker  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
@@ -787,12 +787,7 @@ async def main(quick: bool) -> Results:
     command = ".venv/bin/python bench/finance_close_bench.py" + (" --quick" if quick else "")
     results = Results(machine_facts(command))
     tmp = Path(tempfile.mkdtemp(prefix="baton-bench-"))
-    settings = dataclasses.replace(
-        Settings(),
-        database_url=f"sqlite:///{tmp / 'baton.db'}",
-        policy_dir=REPO_ROOT / "policy",
-        openai_base_url="http://127.0.0.1:9/v1",  # never called: agents are instant stand-ins
-    )
+    settings = stand_in_settings(tmp)
     runtime = build_runtime(settings)
     try:
         # one period for the step loops, then one per close run (each close is its own period)
@@ -1115,12 +1110,7 @@ async def main_governance(quick: bool) -> Results:
     command = ".venv/bin/python bench/finance_close_bench.py --governance"
     results = Results(machine_facts(command + (" --quick" if quick else "")))
     tmp = Path(tempfile.mkdtemp(prefix="baton-bench-"))
-    settings = dataclasses.replace(
-        Settings(),
-        database_url=f"sqlite:///{tmp / 'baton.db'}",
-        policy_dir=REPO_ROOT / "policy",
-        openai_base_url="http://127.0.0.1:9/v1",
-    )
+    settings = stand_in_settings(tmp)
     runtime = build_runtime(settings)
     try:
         periods = period_names(2, first_year=3000)

@@ -47,10 +47,10 @@ from baton.inbox import create_app, request_path  # noqa: E402
 from baton.inbox.app import PAGE_ROWS  # noqa: E402
 from baton.inbox.auth import SESSION_COOKIE  # noqa: E402
 from baton.inbox.server import build_config  # noqa: E402
-from baton.settings import REPO_ROOT, Settings  # noqa: E402
 from bench.finance_close_bench import machine_facts  # noqa: E402
 from bench.seeding import period_names, seed_periods  # noqa: E402
 from bench.soak import Workers  # noqa: E402
+from bench.stand_ins import stand_in_settings  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
 from workflows.contracts import FinanceCloseInput  # noqa: E402
 
@@ -98,13 +98,7 @@ async def start_pending(baton: BatonClient, periods: list[tuple[str, str]], lane
 
 async def main(runs: int, loads: int) -> list[Row]:
     tmp = Path(tempfile.mkdtemp(prefix="baton-inbox-bench-"))
-    settings = dataclasses.replace(
-        Settings(),
-        database_url=f"sqlite:///{tmp / 'baton.db'}",
-        policy_dir=REPO_ROOT / "policy",
-        openai_base_url="http://127.0.0.1:9/v1",  # never called: agents are instant stand-ins
-        issuer_dir=tmp / "issuer",
-    )
+    settings = stand_in_settings(tmp, issuer_dir=tmp / "issuer")
     port = local.free_port()
     env = await local.start_dev_server(port=port)
     from worker import build_runtime
