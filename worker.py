@@ -65,7 +65,7 @@ from baton.telemetry import (
 )
 from workflows.canary_monitor import AutoUpgradeCanaryMonitorWorkflow
 from workflows.client import connect_client
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.registry import workflow_classes
 from workflows.signed_approval import RequireSignedApprovals

@@ -54,8 +54,8 @@ from activities.structured import (
 )
 from activities.tools import ToolRegistry, tool_message
 from workflows.agent_steps import AGENT_STEPS, ANSWERS, AgentStep, turn_step
-from workflows.contracts_support import RoutedUsage
-from workflows.contracts_tools import (
+from workflows.contracts.support import RoutedUsage
+from workflows.contracts.tools import (
     FINAL_ANSWER_TOOL,
     AgentTurn,
     AgentTurnInput,

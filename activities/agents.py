@@ -31,7 +31,7 @@ if they hold personal data. Every decision is an audit row; the call's own audit
 decision id, the policy revision and how many items of each kind were masked (never the values).
 
 Versions (canaries): each agent input names the run's process version (``AgentInput.version``,
-registry ``PROCESS_VERSIONS`` in workflows/contracts.py). The version picks the prompt variant
+registry ``PROCESS_VERSIONS`` in workflows/contracts/base.py). The version picks the prompt variant
 (``PROMPTS``) and the model (a model route) per agent role; "stable" is the worker's configured
 prompt and ``BATON_MODEL``. The version is never sent to the model; the call's audit row records
 it with the model used.
@@ -60,7 +60,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import answer_checks, spend, tracing
-from activities.audit import AuditLedger, activity_event
+from activities.audit import AuditLedger, activity_event, decision_event
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
     POLICY_UNAVAILABLE_ERROR,
@@ -917,20 +917,20 @@ class AgentActivities:
             else:
                 content = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
-        event = activity_event(
+        event = decision_event(
             f"llm/policy/{info.attempt}{call}",
-            actor=f"policy:{AGENT_CALL_POLICY}",
-            action=f"policy.{decision.verdict}",
-            detail={
+            decision,
+            {
                 "subject": agent,
                 "tenant": tenant,
                 "action": LLM_CALL,
                 "model": chosen.model,
                 "model_region": region,
                 "version": chosen.version,
-                "reasons": decision.reasons,
-                "revision": decision.revision,
-                "engine": decision.engine,
+            },
+            input_digest=digest(query.input),
+            actor=f"policy:{AGENT_CALL_POLICY}",
+            after={
                 "redact": kinds,
                 "redacted": redacted,
                 "redaction_error": problem,
@@ -938,8 +938,6 @@ class AgentActivities:
                 "spent_today_usd": spent,
                 "estimated_cost_usd": estimate,
             },
-            decision_id=decision.decision_id,
-            input_digest=digest(query.input),
         )
         await asyncio.to_thread(self.ledger.append, [event])
         if decision.verdict != "allow":

@@ -33,13 +33,13 @@ from temporalio import activity
 
 from activities import answer_checks
 from activities.agents import AgentActivities, Route
-from activities.audit import AuditLedger, activity_event
+from activities.audit import AuditLedger, activity_event, decision_event
 from activities.database import Database, utcnow
 from activities.policy import PolicyEngine, decide
 from activities.prompts import StablePrompts
 from activities.router import Catalogue
 from workflows.contracts import STABLE_VERSION, PolicyDecision, PolicyQuery, digest
-from workflows.contracts_auction import (
+from workflows.contracts.auction import (
     DEFAULT_TIERS,
     AgentTier,
     AwardCheckInput,
@@ -142,6 +142,11 @@ def price(tokens: int, per_1k: float) -> float:
     return round(tokens / 1000 * per_1k, 8)
 
 
+def _route(agent: str, tier: AgentTier) -> Route:
+    """An auction agent's prompt on the model of the tier it answers for (not a version's)."""
+    return Route(STABLE_VERSION, f"tier:{tier.name}", AUCTION_PROMPTS[agent], tier.model)
+
+
 class AuctionActivities:
     """Built once in worker.py on the shared agent plumbing and the database."""
 
@@ -164,20 +169,16 @@ class AuctionActivities:
             workflow_id=info.workflow_id or "",
         )
         decision = await decide(self.policy, query, f"{info.workflow_id}/act/{info.activity_id}")
-        event = activity_event(
+        event = decision_event(
             "award/policy",
-            actor=f"policy:{AWARD_POLICY}",
-            action=f"policy.{decision.verdict}",
-            detail={
+            decision,
+            {
                 "subject": query.subject,
                 "round": inp.round,
                 "classification": inp.task.classification,
-                "reasons": decision.reasons,
-                "revision": decision.revision,
-                "engine": decision.engine,
             },
-            decision_id=decision.decision_id,
             input_digest=digest(query.input),
+            actor=f"policy:{AWARD_POLICY}",
         )
         await asyncio.to_thread(self.ledger.append, [event])
         return decision
@@ -185,10 +186,8 @@ class AuctionActivities:
     @activity.defn(name="bid_on_task")
     async def bid_on_task(self, inp: BidRequest) -> BidResponse:
         tier = inp.bidder
-        prompt = AUCTION_PROMPTS["auction_bidder"]
-        chosen = Route(STABLE_VERSION, f"tier:{tier.name}", prompt, tier.model)
         wire, usage = await self.agents._ask(
-            "auction_bidder", inp, _WireBid, chosen, check=answer_checks.bid
+            "auction_bidder", inp, _WireBid, _route("auction_bidder", tier), check=answer_checks.bid
         )
         if not wire.bid:
             response = BidResponse(declined=wire.reason or "no reason given", usage=usage)
@@ -223,8 +222,7 @@ class AuctionActivities:
     @activity.defn(name="review_document")
     async def review_document(self, inp: ReviewInput) -> ReviewResult:
         tier = inp.tier
-        prompt = AUCTION_PROMPTS["document_reviewer"]
-        chosen = Route(STABLE_VERSION, f"tier:{tier.name}", prompt, tier.model)
+        chosen = _route("document_reviewer", tier)
         wire, usage = await self.agents._ask(
             "document_reviewer", inp, _WireReview, chosen, check=answer_checks.review
         )

@@ -28,7 +28,7 @@ from sqlmodel import Field, Session, SQLModel, UniqueConstraint, col, select
 from temporalio import activity
 
 from activities.database import Database, as_utc, utcnow
-from workflows.contracts import AuditBatch, AuditEvent, AuditWriteResult
+from workflows.contracts import AuditBatch, AuditEvent, AuditWriteResult, PolicyDecision
 
 GENESIS_HASH = "0" * 64
 log = logging.getLogger("baton.audit")
@@ -211,6 +211,50 @@ def activity_event(step: str, **fields: Any) -> AuditEvent:
     )
 
 
+def decision_event(
+    step: str,
+    decision: PolicyDecision,
+    about: dict[str, Any],
+    *,
+    input_digest: str,
+    actor: str | None = None,
+    after: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """The audit row of a policy decision an activity asked for: its detail is ``about`` (what
+    was decided on, the subject first), the decision's reasons, revision and engine, then
+    ``after`` (the approval the action carried, a shadow flag, ...)."""
+    return activity_event(
+        step,
+        actor=actor or f"policy:{decision.policy}",
+        action=f"policy.{decision.verdict}",
+        detail={
+            **about,
+            "reasons": decision.reasons,
+            "revision": decision.revision,
+            "engine": decision.engine,
+            **(after or {}),
+        },
+        decision_id=decision.decision_id,
+        input_digest=input_digest,
+    )
+
+
+def operator_event(
+    trail: str, seq: str, *, by: str, action: str, detail: Mapping[str, object], reason: str
+) -> AuditEvent:
+    """The audit row of an operator's change outside any run (the kill switch engaged, a canary
+    started or rolled back), kept under the workflow id ``trail`` of its own."""
+    return AuditEvent(
+        workflow_id=trail,
+        run_id="",
+        seq=seq,
+        actor=by,
+        action=action,
+        detail=dict(detail),
+        rationale=reason.strip(),
+    )
+
+
 def unavailable_event(step: str, error: Exception, subject: str) -> AuditEvent:
     """The audit row of a governed step that found no policy engine to ask (wait mode: the
     workflow holds and asks again; the step did nothing)."""
@@ -339,7 +383,9 @@ __all__ = [
     "TABLE",
     "VerifyReport",
     "activity_event",
+    "decision_event",
     "hashed_content",
+    "operator_event",
     "row_hash",
     "unavailable_event",
 ]

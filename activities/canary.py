@@ -1,8 +1,8 @@
 """Canaries: a new version of a process gets a share of new runs; worse KPIs roll it back.
 
-A version here is data (``PROCESS_VERSIONS`` in workflows/contracts.py: a prompt variant and/or a
-model route per agent role), so a canary needs no new worker build: every worker already runs
-every version, and the run's input says which one it uses.
+A version here is data (``PROCESS_VERSIONS`` in workflows/contracts/base.py: a prompt variant
+and/or a model route per agent role), so a canary needs no new worker build: every worker already
+runs every version, and the run's input says which one it uses.
 
 * **Configuration** lives in the database every worker and client shares (table ``canary``; rows
   are never deleted, so the table is the canaries' history; each start, change, rollback and
@@ -54,7 +54,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.audit import AuditLedger, AuditRecord
+from activities.audit import AuditLedger, AuditRecord, operator_event
 from activities.database import Database, as_utc, utcnow
 from workflows import visibility
 from workflows.contracts import (
@@ -352,14 +352,13 @@ class Canary:
 def _event(
     row: CanaryRow, step: str, by: str, reason: str, detail: Mapping[str, object]
 ) -> AuditEvent:
-    return AuditEvent(
-        workflow_id=AUDIT_WORKFLOW_ID,
-        run_id="",
-        seq=f"{row.id}/{row.revision}/{step}",
-        actor=by,
+    return operator_event(
+        AUDIT_WORKFLOW_ID,
+        f"{row.id}/{row.revision}/{step}",
+        by=by,
         action=f"canary.{step}",
         detail={"process": row.process, "canary_id": row.id, **detail},
-        rationale=reason.strip(),
+        reason=reason,
     )
 
 

@@ -45,7 +45,7 @@ from temporalio.exceptions import ApplicationError
 from activities.database import Database, as_utc, utcnow
 from workflows import errors
 from workflows.contracts import BusinessClaim, ClaimCheckInput, SettleClaimInput
-from workflows.contracts_integrity import FindEffectsInput
+from workflows.contracts.integrity import FindEffectsInput
 
 ClaimState = Literal["active", "released", "kept"]
 

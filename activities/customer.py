@@ -26,13 +26,14 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio import activity
 
-from activities.audit import AuditLedger, activity_event
+from activities.audit import activity_event, decision_event
 from activities.claims import claim_or_check
 from activities.database import Database, utcnow
-from activities.kill_switch import KillSwitch, Subject
-from activities.policy import PolicyEngine, decide, in_transaction_decider
+from activities.kill_switch import Subject
+from activities.policy import decide
+from activities.policy_gate import GovernedWrites
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CommitInput,
     CommitOutcome,
     CrmEvent,
@@ -175,19 +176,7 @@ def customer_policy_input(inp: PlanCheckInput | CommitInput, action: CustomerAct
     }
 
 
-class CustomerActivities:
-    def __init__(
-        self,
-        db: Database,
-        ledger: AuditLedger,
-        policy: PolicyEngine,
-        switch: KillSwitch | None = None,
-    ) -> None:
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        self.switch = switch
-
+class CustomerActivities(GovernedWrites):
     @activity.defn(name="check_customer_plan")
     async def check_customer_plan(self, inp: PlanCheckInput) -> PlanCheckResult:
         """The policy gate over every planned action (data residency, legal, discounts), before
@@ -204,20 +193,12 @@ class CustomerActivities:
             decision_id = f"{info.workflow_id}/act/{info.activity_id}/plan/{action.key}"
             decisions.append(await decide(self.policy, query, decision_id))
         events = [
-            activity_event(
+            decision_event(
                 f"plan-check/{d.subject}",
-                actor=f"policy:{d.policy}",
-                action=f"policy.{d.verdict}",
-                detail={
-                    "subject": d.subject,
-                    "customer_id": inp.customer.customer_id,
-                    "reasons": d.reasons,
-                    "revision": d.revision,
-                    "engine": d.engine,
-                    "stage": "plan check",
-                },
-                decision_id=d.decision_id,
+                d,
+                {"subject": d.subject, "customer_id": inp.customer.customer_id},
                 input_digest=digest(inp),
+                after={"stage": "plan check"},
             )
             for d in decisions
         ]
@@ -227,11 +208,7 @@ class CustomerActivities:
     @activity.defn(name="commit_customer_action")
     async def commit_customer_action(self, inp: CommitInput) -> CommitOutcome:
         """Commit one action if, and only if, policy allows it right now (one transaction)."""
-        info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/commit"
-        )
-        return await asyncio.to_thread(self._commit, inp, decide_now)
+        return await asyncio.to_thread(self._commit, inp, self.decider("commit"))
 
     def _commit(
         self, inp: CommitInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
@@ -267,20 +244,12 @@ class CustomerActivities:
         )
         outcome = CommitOutcome(decision=decision)
         events = [
-            activity_event(
+            decision_event(
                 "commit/policy",
-                actor=f"policy:{decision.policy}",
-                action=f"policy.{decision.verdict}",
-                detail={
-                    "subject": action.key,
-                    "customer_id": inp.customer.customer_id,
-                    "reasons": decision.reasons,
-                    "revision": decision.revision,
-                    "engine": decision.engine,
-                    "approval": inp.approval.model_dump() if inp.approval else None,
-                },
-                decision_id=decision.decision_id,
+                decision,
+                {"subject": action.key, "customer_id": inp.customer.customer_id},
                 input_digest=digest(inp),
+                after={"approval": inp.approval.model_dump() if inp.approval else None},
             )
         ]
         if decision.verdict == "allow":

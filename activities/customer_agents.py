@@ -21,7 +21,7 @@ from activities import answer_checks
 from activities.agents import PROMPTS, AgentActivities, _invalid_output, _Wire
 from activities.prompts import StablePrompts
 from workflows.contracts import STABLE_VERSION
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CustomerAgentInput,
     DiscountAssessment,
     IntroEmail,

@@ -36,7 +36,7 @@ from activities.payload_store import PayloadMissing, PayloadStore
 from activities.policy import SyncPolicyEngine, decide_sync
 from activities.tools import ToolContext, ToolSpec
 from workflows.contracts import PolicyDecision, PolicyQuery
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CommitInput,
     CommittedAction,
     PlanOutcome,
@@ -45,7 +45,7 @@ from workflows.contracts_customer import (
     PlanRecordInput,
     RevertInput,
 )
-from workflows.contracts_tools import ToolResult
+from workflows.contracts.tools import ToolResult
 
 GRANT_TOOL = "grant_customer_entitlement"
 EMAIL_TOOL = "send_welcome_email"

@@ -37,15 +37,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.agents import AgentActivities, Route
-from activities.audit import AuditLedger, activity_event, unavailable_event
+from activities.audit import AuditLedger, activity_event, decision_event
 from activities.database import Database, GovernedActionRow, utcnow
 from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
-    POLICY_UNAVAILABLE_ERROR,
     PolicyEngine,
-    in_transaction_decider,
     unavailable_error,
 )
+from activities.policy_gate import GovernedWrites
 from workflows import errors
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
@@ -54,7 +53,7 @@ from workflows.contracts import (
     TokenUsage,
     digest,
 )
-from workflows.contracts_extensions import (
+from workflows.contracts.extensions import (
     COMPENSATE_SUFFIX,
     CompensateActionInput,
     CompensateActionOutcome,
@@ -192,7 +191,7 @@ def _invalid(what: str, err: ValidationError) -> ApplicationError:
     return ApplicationError(f"{what}: {problems}", type=errors.INPUT_INVALID, non_retryable=True)
 
 
-class ExtensionActivities:
+class ExtensionActivities(GovernedWrites):
     """The activities of every registered action and agent, built once in worker.py."""
 
     def __init__(
@@ -203,10 +202,7 @@ class ExtensionActivities:
         switch: KillSwitch | None,
         agents: AgentActivities,
     ) -> None:
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        self.switch = switch
+        super().__init__(db, ledger, policy, switch)
         self.agents = agents
 
     def activities(
@@ -229,17 +225,11 @@ class ExtensionActivities:
                 args = spec.args.model_validate(inp.args)
             except ValidationError as err:
                 raise _invalid(f"{spec.name}: arguments", err) from None
-            info = activity.info()
-            decide_now = in_transaction_decider(
-                self.policy, f"{info.workflow_id}/act/{info.activity_id}/{spec.name}"
+            return await self.write_governed(
+                spec.name,
+                inp.idempotency_key,
+                lambda decide_now: self._act(spec, inp, args, decide_now),
             )
-            try:
-                return await asyncio.to_thread(self._act, spec, inp, args, decide_now)
-            except ApplicationError as err:
-                if err.type == POLICY_UNAVAILABLE_ERROR:  # nothing was written: say why
-                    event = unavailable_event(f"{spec.name}/policy", err, inp.idempotency_key)
-                    await asyncio.to_thread(self.ledger.append, [event])
-                raise
 
         return activity.defn(name=spec.name)(governed_action)
 
@@ -286,20 +276,15 @@ class ExtensionActivities:
                 raise unavailable  # rolls back; the workflow holds and asks again
             events = [
                 *inp.audit_events,  # the approval's, when the step carries them
-                activity_event(
+                decision_event(
                     f"{spec.name}/policy",
-                    actor=f"policy:{decision.policy}",
-                    action=f"policy.{decision.verdict}",
-                    detail={
-                        "action": spec.name,
-                        "reasons": decision.reasons,
-                        "revision": decision.revision,
-                        "engine": decision.engine,
+                    decision,
+                    {"action": spec.name},
+                    input_digest=digest(inp.args),
+                    after={
                         "approval": inp.approval.model_dump() if inp.approval else None,
                         **({"shadow": True} if inp.shadow else {}),
                     },
-                    decision_id=decision.decision_id,
-                    input_digest=digest(inp.args),
                 ),
             ]
             outcome = GovernedActionOutcome(decision=decision)

@@ -26,12 +26,11 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger, activity_event, unavailable_event
+from activities.audit import activity_event, decision_event
 from activities.claims import claim_or_check
 from activities.database import (
     AccountingPeriod,
     BankStatementLine,
-    Database,
     JournalPosting,
     LedgerEntryRow,
     ShadowAction,
@@ -39,14 +38,12 @@ from activities.database import (
     to_cents,
     utcnow,
 )
-from activities.kill_switch import KillSwitch, Subject
+from activities.kill_switch import Subject
 from activities.policy import (
-    POLICY_UNAVAILABLE_ERROR,
     PolicyEngine,
-    in_transaction_decider,
     unavailable_error,
 )
-from activities.policy_gate import PolicyGateActivities
+from activities.policy_gate import GovernedWrites, PolicyGateActivities
 from workflows.contracts import (
     POSTING_POLICY,
     PROCESS_BY_WORKFLOW_TYPE,
@@ -122,20 +119,15 @@ def _decide_posting(
     decision = decide_now(query)
     if (unavailable := unavailable_error(engine, [decision])) is not None:
         raise unavailable  # the caller's transaction rolls back; the workflow holds, retries
-    event = activity_event(
+    event = decision_event(
         "post/policy",
-        actor=f"policy:{decision.policy}",
-        action=f"policy.{decision.verdict}",
-        detail={
-            "subject": inp.entry.entry_id,
-            "reasons": decision.reasons,
-            "revision": decision.revision,
-            "engine": decision.engine,
+        decision,
+        {"subject": inp.entry.entry_id},
+        input_digest=digest(inp),
+        after={
             "approval": inp.approval.model_dump() if inp.approval else None,
             **({"shadow": True} if inp.shadow else {}),
         },
-        decision_id=decision.decision_id,
-        input_digest=digest(inp),
     )
     return decision, event
 
@@ -200,22 +192,10 @@ def reconcile(inp: ReconcileInput) -> Reconciliation:
     )
 
 
-class FinanceActivities(PolicyGateActivities):
+class FinanceActivities(GovernedWrites, PolicyGateActivities):
     """Activities over the finance systems of record. Built once in worker.py. It inherits the
     policy preflight (``evaluate_policies``, activities/policy_gate.py) so a worker or bench
     built from it alone still answers the preflight of the close."""
-
-    def __init__(
-        self,
-        db: Database,
-        ledger: AuditLedger,
-        policy: PolicyEngine,
-        switch: KillSwitch | None = None,
-    ) -> None:
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        self.switch = switch
 
     @staticmethod
     def _subject(tenant: str, preparer: str = "") -> Subject:
@@ -319,18 +299,10 @@ class FinanceActivities(PolicyGateActivities):
         cannot change before the posting commits, and a retry of an attempt that did post
         finds its posting and returns the same outcome instead of posting again.
         """
-        info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/post"
-        )
         post = self._post_shadow if inp.shadow else self._post
-        try:
-            return await asyncio.to_thread(post, inp, decide_now)
-        except ApplicationError as err:
-            if err.type == POLICY_UNAVAILABLE_ERROR:  # nothing was written: say why in the trail
-                event = unavailable_event("post/policy", err, inp.entry.entry_id)
-                await asyncio.to_thread(self.ledger.append, [event])
-            raise
+        return await self.write_governed(
+            "post", inp.entry.entry_id, lambda decide_now: post(inp, decide_now)
+        )
 
     def _post(
         self, inp: PostEntryInput, decide_now: Callable[[PolicyQuery], PolicyDecision]

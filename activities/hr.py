@@ -31,16 +31,14 @@ from sqlmodel import Field, Session, SQLModel, UniqueConstraint, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger, activity_event, unavailable_event
+from activities.audit import activity_event, decision_event
 from activities.claims import claim_or_check
 from activities.database import Database, ShadowAction, utcnow
-from activities.kill_switch import KillSwitch, Subject
+from activities.kill_switch import Subject
 from activities.policy import (
-    POLICY_UNAVAILABLE_ERROR,
-    PolicyEngine,
-    in_transaction_decider,
     unavailable_error,
 )
+from activities.policy_gate import GovernedWrites
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -152,20 +150,8 @@ def grant_policy_input(inp: GrantInput) -> dict[str, object]:
     }
 
 
-class HrActivities:
+class HrActivities(GovernedWrites):
     """Activities over the HRIS and the identity provider. Built once in worker.py."""
-
-    def __init__(
-        self,
-        db: Database,
-        ledger: AuditLedger,
-        policy: PolicyEngine,
-        switch: KillSwitch | None = None,
-    ) -> None:
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        self.switch = switch
 
     @activity.defn(name="load_new_hire")
     async def load_new_hire(self, inp: LoadHireInput) -> NewHire:
@@ -239,18 +225,10 @@ class HrActivities:
     @activity.defn(name="grant_entitlement")
     async def grant_entitlement(self, inp: GrantInput) -> GrantOutcome:
         """Grant one entitlement if, and only if, policy allows it right now (one transaction)."""
-        info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/grant"
+        label = f"{inp.entitlement.system}:{inp.entitlement.name}"
+        return await self.write_governed(
+            "grant", label, lambda decide_now: self._grant(inp, decide_now)
         )
-        try:
-            return await asyncio.to_thread(self._grant, inp, decide_now)
-        except ApplicationError as err:
-            if err.type == POLICY_UNAVAILABLE_ERROR:  # nothing was written: say why in the trail
-                label = f"{inp.entitlement.system}:{inp.entitlement.name}"
-                event = unavailable_event("grant/policy", err, label)
-                await asyncio.to_thread(self.ledger.append, [event])
-            raise
 
     def _grant(
         self, inp: GrantInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
@@ -281,20 +259,12 @@ class HrActivities:
                 raise unavailable  # roll back; wait mode: the workflow holds and retries
             outcome = GrantOutcome(decision=decision)
             events = [
-                activity_event(
+                decision_event(
                     "grant/policy",
-                    actor=f"policy:{decision.policy}",
-                    action=f"policy.{decision.verdict}",
-                    detail={
-                        "subject": label,
-                        "employee_id": inp.employee_id,
-                        "reasons": decision.reasons,
-                        "revision": decision.revision,
-                        "engine": decision.engine,
-                        "approval": inp.approval.model_dump() if inp.approval else None,
-                    },
-                    decision_id=decision.decision_id,
+                    decision,
+                    {"subject": label, "employee_id": inp.employee_id},
                     input_digest=digest(inp),
+                    after={"approval": inp.approval.model_dump() if inp.approval else None},
                 )
             ]
             if decision.verdict == "allow" and inp.shadow:

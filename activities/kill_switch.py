@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger
+from activities.audit import AuditLedger, operator_event
 from activities.database import Database, KillSwitchRow, utcnow
 from workflows.contracts import (
     KILL_SWITCH_ERROR,
@@ -211,14 +211,13 @@ class KillSwitch:
     def _event(
         row: KillSwitchRow, step: str, by: str, reason: str, extra: dict[str, str]
     ) -> AuditEvent:
-        return AuditEvent(
-            workflow_id=AUDIT_WORKFLOW_ID,
-            run_id="",
-            seq=f"{row.id}/{step}",
-            actor=by,
+        return operator_event(
+            AUDIT_WORKFLOW_ID,
+            f"{row.id}/{step}",
+            by=by,
             action=f"kill_switch.{step}",
             detail={"scope": state_of(row).scope, **extra},
-            rationale=reason.strip(),
+            reason=reason,
         )
 
 

@@ -36,7 +36,7 @@ from activities.agents import _map_status_error
 from activities.audit import AuditLedger, activity_event
 from activities.database import Database, as_utc, utcnow
 from workflows.contracts import AuditEvent, digest
-from workflows.contracts_knowledge import (
+from workflows.contracts.knowledge import (
     Entity,
     IngestInput,
     IngestResult,

@@ -14,7 +14,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from workflows.contracts_knowledge import Entity, IngestResult, KnowledgeDocument
+from workflows.contracts.knowledge import Entity, IngestResult, KnowledgeDocument
 
 if TYPE_CHECKING:
     from activities.knowledge import KnowledgeBase

@@ -63,8 +63,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from activities.audit import AuditLedger, activity_event
 from activities.tools import ToolContext, ToolRegistry, ToolSpec
 from workflows.contracts import digest
-from workflows.contracts_mcp import MCP_TOOL_POLICY, mcp_tool_name
-from workflows.contracts_tools import INJECTION_FLAG, ToolResult
+from workflows.contracts.mcp import MCP_TOOL_POLICY, mcp_tool_name
+from workflows.contracts.tools import INJECTION_FLAG, ToolResult
 from workflows.errors import BatonError
 
 __all__ = [

@@ -22,7 +22,9 @@ means differently from the sagas.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlmodel import col, select
 from temporalio import activity
@@ -33,7 +35,7 @@ from activities.audit import AuditLedger, activity_event
 from activities.customer import CrmCommit
 from activities.database import Database, JournalPosting, as_utc, from_cents
 from activities.hr import IdpEntitlement
-from workflows.contracts_integrity import (
+from workflows.contracts.integrity import (
     DoctorInput,
     DoctorReport,
     FindEffectsInput,
@@ -55,81 +57,80 @@ def standing_effects(
         moment = as_utc(moment)
         return moment >= since and (until is None or moment < until)
 
-    effects: list[StandingEffect] = []
-    with db.read_session() as s:
-        reversed_ids = select(JournalPosting.reverses_posting_id).where(
-            col(JournalPosting.reverses_posting_id).is_not(None)
-        )
-        for p in s.exec(
+    reversed_ids = select(JournalPosting.reverses_posting_id).where(
+        col(JournalPosting.reverses_posting_id).is_not(None)
+    )
+    #: kind, compensation, the rows still in force, and per row: (id, made at, summary)
+    sources: list[tuple[str, str, Any, Callable[[Any], tuple[str, datetime, str]]]] = [
+        (
+            "journal_posting",
+            "reverse_journal_entry",
             select(JournalPosting).where(
                 JournalPosting.workflow_id == workflow_id,
                 col(JournalPosting.reverses_posting_id).is_(None),
                 col(JournalPosting.posting_id).not_in(reversed_ids),
-            )
-        ):
-            if owned(p.posted_at):
-                effects.append(
-                    StandingEffect(
-                        kind="journal_posting",
-                        id=p.posting_id,
-                        key=p.idempotency_key,
-                        summary=f"{p.entry_id}: {from_cents(p.amount_cents)} to {p.account} "
-                        f"({p.tenant} {p.period}) not reversed",
-                        at=as_utc(p.posted_at),
-                        compensation="reverse_journal_entry",
-                    )
-                )
-        for g in s.exec(
+            ),
+            lambda p: (
+                p.posting_id,
+                p.posted_at,
+                f"{p.entry_id}: {from_cents(p.amount_cents)} to {p.account} "
+                f"({p.tenant} {p.period}) not reversed",
+            ),
+        ),
+        (
+            "entitlement",
+            "revoke_entitlement",
             select(IdpEntitlement).where(
                 IdpEntitlement.workflow_id == workflow_id, col(IdpEntitlement.revoked_at).is_(None)
-            )
-        ):
-            if owned(g.granted_at):
-                effects.append(
-                    StandingEffect(
-                        kind="entitlement",
-                        id=g.grant_id,
-                        key=g.idempotency_key,
-                        summary=f"{g.system}:{g.name} granted to {g.employee_id} ({g.tenant}) "
-                        "not revoked",
-                        at=as_utc(g.granted_at),
-                        compensation="revoke_entitlement",
-                    )
-                )
-        for c in s.exec(
+            ),
+            lambda g: (
+                g.grant_id,
+                g.granted_at,
+                f"{g.system}:{g.name} granted to {g.employee_id} ({g.tenant}) not revoked",
+            ),
+        ),
+        (
+            "customer_action",
+            "revert_customer_action",
             select(CrmCommit).where(
                 CrmCommit.workflow_id == workflow_id, col(CrmCommit.reverted_at).is_(None)
-            )
-        ):
-            if owned(c.committed_at):
-                effects.append(
-                    StandingEffect(
-                        kind="customer_action",
-                        id=c.commit_id,
-                        key=c.idempotency_key,
-                        summary=f"{c.kind} for {c.customer_id} ({c.tenant}): {c.summary} "
-                        "not reverted",
-                        at=as_utc(c.committed_at),
-                        compensation="revert_customer_action",
-                    )
-                )
-        for r in s.exec(
+            ),
+            lambda c: (
+                c.commit_id,
+                c.committed_at,
+                f"{c.kind} for {c.customer_id} ({c.tenant}): {c.summary} not reverted",
+            ),
+        ),
+        (
+            "document_review",
+            "retract_review",
             select(DocumentReviewRow).where(
                 DocumentReviewRow.workflow_id == workflow_id,
                 col(DocumentReviewRow.retracted_at).is_(None),
-            )
-        ):
-            if owned(r.published_at):
-                effects.append(
-                    StandingEffect(
-                        kind="document_review",
-                        id=r.task_id,
-                        key=r.idempotency_key,
-                        summary=f"review of {r.doc_id} ({r.tier}, {r.verdict}) not retracted",
-                        at=as_utc(r.published_at),
-                        compensation="retract_review",
+            ),
+            lambda r: (
+                r.task_id,
+                r.published_at,
+                f"review of {r.doc_id} ({r.tier}, {r.verdict}) not retracted",
+            ),
+        ),
+    ]
+    effects: list[StandingEffect] = []
+    with db.read_session() as s:
+        for kind, compensation, statement, about in sources:
+            for row in s.exec(statement):
+                effect_id, made_at, summary = about(row)
+                if owned(made_at):
+                    effects.append(
+                        StandingEffect(
+                            kind=kind,
+                            id=effect_id,
+                            key=row.idempotency_key,
+                            summary=summary,
+                            at=as_utc(made_at),
+                            compensation=compensation,
+                        )
                     )
-                )
     return sorted(effects, key=lambda e: (e.at, e.kind, e.id))
 
 

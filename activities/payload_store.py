@@ -21,7 +21,7 @@ from sqlalchemy import select as sql_select
 from sqlmodel import Column, Field, Session, SQLModel
 
 from activities.database import Database, utcnow
-from workflows.contracts_tools import PREVIEW_CHARS, PayloadRef
+from workflows.contracts.tools import PREVIEW_CHARS, PayloadRef
 
 #: The largest payload stored (bytes): a tool result above it is cut, and says so.
 MAX_PAYLOAD_BYTES = 1024 * 1024

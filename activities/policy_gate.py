@@ -7,38 +7,40 @@ transaction. Must not write to any system of record: it only decides and audits.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import TypeVar
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.audit import AuditLedger, activity_event
+from activities.audit import AuditLedger, decision_event, unavailable_event
+from activities.database import Database
+from activities.kill_switch import KillSwitch
 from activities.policy import (
+    POLICY_UNAVAILABLE_ERROR,
     PolicyEngine,
     SyncPolicyEngine,
     decide,
     decide_sync,
+    in_transaction_decider,
     unavailable_error,
 )
-from workflows.contracts import AuditEvent, PolicyBatch, PolicyDecision, digest
+from workflows.contracts import AuditEvent, PolicyBatch, PolicyDecision, PolicyQuery, digest
 
-__all__ = ["PolicyGateActivities"]
+__all__ = ["GovernedWrites", "PolicyGateActivities"]
+
+T = TypeVar("T")
 
 
 def _preflight_events(batch: PolicyBatch, decisions: list[PolicyDecision]) -> list[AuditEvent]:
     """The audit rows of a policy preflight: one per decision."""
     return [
-        activity_event(
+        decision_event(
             f"policy/{i}",
-            actor=f"policy:{d.policy}",
-            action=f"policy.{d.verdict}",
-            detail={
-                "subject": d.subject,
-                "reasons": d.reasons,
-                "revision": d.revision,
-                "engine": d.engine,
-                "preflight": True,
-            },
-            decision_id=d.decision_id,
+            d,
+            {"subject": d.subject},
             input_digest=digest(q.input),
+            after={"preflight": True},
         )
         for i, (q, d) in enumerate(zip(batch.queries, decisions, strict=True))
     ]
@@ -75,3 +77,46 @@ class PolicyGateActivities:
         if (unavailable := unavailable_error(policy, decisions)) is not None:
             raise unavailable  # wait mode: the workflow holds and runs the preflight again
         return decisions
+
+
+class GovernedWrites:
+    """Base of the activities that write to a system of record: each write asks policy
+    (``policy``) and the kill switch (``switch``) inside its transaction on ``db`` and appends
+    its audit rows (``ledger``) there. Built once in worker.py."""
+
+    def __init__(
+        self,
+        db: Database,
+        ledger: AuditLedger,
+        policy: PolicyEngine,
+        switch: KillSwitch | None = None,
+    ) -> None:
+        self.db = db
+        self.ledger = ledger
+        self.policy = policy
+        #: Checked inside the write's transaction: no write while engaged.
+        self.switch = switch
+
+    def decider(self, step: str) -> Callable[[PolicyQuery], PolicyDecision]:
+        """The running activity's in-transaction ``decide`` for ``step``: its decisions are
+        keyed ``<workflow id>/act/<activity id>/<step>``. Call it on the event loop."""
+        info = activity.info()
+        return in_transaction_decider(
+            self.policy, f"{info.workflow_id}/act/{info.activity_id}/{step}"
+        )
+
+    async def write_governed(
+        self, step: str, subject: str, write: Callable[[Callable[[PolicyQuery], PolicyDecision]], T]
+    ) -> T:
+        """Run ``write`` (one transaction that asks policy through the ``decide`` it is given,
+        see :meth:`decider`) in a worker thread. When the engine could not be asked (wait
+        mode), nothing was written: the trail says so (``<step>/policy``, about ``subject``)
+        before the error goes to the workflow, which holds and retries."""
+        decide_now = self.decider(step)
+        try:
+            return await asyncio.to_thread(write, decide_now)
+        except ApplicationError as err:
+            if err.type == POLICY_UNAVAILABLE_ERROR:  # nothing was written: say why in the trail
+                event = unavailable_event(f"{step}/policy", err, subject)
+                await asyncio.to_thread(self.ledger.append, [event])
+            raise

@@ -74,7 +74,7 @@ from activities.structured import (
 )
 from activities.tier0 import TIER0_RULES
 from workflows.contracts import STABLE_VERSION, digest
-from workflows.contracts_support import (
+from workflows.contracts.support import (
     BUDGET_EXCEEDED,
     NO_ELIGIBLE_MODEL,
     TIER_ORDER,
@@ -439,9 +439,9 @@ class Router:
         RoutedAgentInput, or any agent input with a ``tenant``: no run budget, no min tier).
 
         ``route``: the process version's prompt variant, for the audit trail; when it pins the
-        agent's model (workflows/contracts.py PROCESS_VERSIONS ``models``), only the catalogue's
-        entries of that model are asked (fallback between their endpoints, residency, budgets
-        and charges still apply).
+        agent's model (workflows/contracts/base.py PROCESS_VERSIONS ``models``), only the
+        catalogue's entries of that model are asked (fallback between their endpoints,
+        residency, budgets and charges still apply).
 
         ``check`` (activities/answer_checks.py) judges a schema-valid answer's content;
         ``schema_wire``: the model whose schema is sent, when narrower than ``wire`` (enums

@@ -15,6 +15,7 @@ Must not: be imported by workflows (it does I/O).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, insert
 from sqlmodel import Field, Session, SQLModel, UniqueConstraint, select
@@ -112,38 +113,26 @@ def charges_of(db: Database, workflow_id: str) -> list[ModelCharge]:
         return [ModelCharge.model_validate(r.model_dump()) for r in rows]
 
 
+def _insert_once(session: Session, table: Any, row: SQLModel, keys: tuple[str, ...]) -> bool:
+    """Insert ``row`` into ``table`` inside the caller's transaction, unless a row with the same
+    ``keys`` is there already (a retry): False then."""
+    conn = session.connection()
+    same = [table.c[key] == getattr(row, key) for key in keys]
+    if conn.execute(select(table.c.id).where(*same)).first() is not None:
+        return False
+    conn.execute(insert(table), [row.model_dump(exclude={"id"})])
+    return True
+
+
 def charge_in(session: Session, row: ModelCharge) -> bool:
     """Record one model request inside the caller's transaction; False if already recorded."""
-    conn = session.connection()
-    present = conn.execute(
-        select(CHARGES.c.id).where(
-            CHARGES.c.workflow_id == row.workflow_id,
-            CHARGES.c.run_id == row.run_id,
-            CHARGES.c.activity_id == row.activity_id,
-            CHARGES.c.attempt == row.attempt,
-            CHARGES.c.call_index == row.call_index,
-        )
-    ).first()
-    if present is not None:
-        return False
-    conn.execute(insert(CHARGES), [row.model_dump(exclude={"id"})])
-    return True
+    keys = ("workflow_id", "run_id", "activity_id", "attempt", "call_index")
+    return _insert_once(session, CHARGES, row, keys)
 
 
 def record_in(session: Session, row: AgentSpend) -> bool:
     """Add one call's cost inside the caller's transaction; False if it was recorded before."""
-    conn = session.connection()
-    present = conn.execute(
-        select(TABLE.c.id).where(
-            TABLE.c.workflow_id == row.workflow_id,
-            TABLE.c.run_id == row.run_id,
-            TABLE.c.seq == row.seq,
-        )
-    ).first()
-    if present is not None:
-        return False
-    conn.execute(insert(TABLE), [row.model_dump(exclude={"id"})])
-    return True
+    return _insert_once(session, TABLE, row, ("workflow_id", "run_id", "seq"))
 
 
 __all__ = [

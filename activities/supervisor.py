@@ -24,14 +24,14 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
 
-from activities.audit import AuditLedger, activity_event
+from activities.audit import AuditLedger, activity_event, decision_event
 from activities.kill_switch import KillSwitch, KillSwitchError
 from activities.metrics import open_requests_since
 from activities.policy import PolicyEngine, decide
 from baton import kpi
 from workflows import visibility
 from workflows.contracts import PolicyQuery, digest
-from workflows.contracts_supervisor import (
+from workflows.contracts.supervisor import (
     SUPERVISOR_POLICY,
     Anomaly,
     ProcessBaseline,
@@ -208,21 +208,17 @@ class SupervisorActivities:
         await asyncio.to_thread(
             self.ledger.append,
             [
-                activity_event(
+                decision_event(
                     f"supervisor/policy/{info.attempt}",
-                    actor=f"policy:{SUPERVISOR_POLICY}",
-                    action=f"policy.{decision.verdict}",
-                    detail={
+                    decision,
+                    {
                         "subject": "supervisor",
                         "action": ENGAGE,
                         "scope": scope,
                         "anomaly": anomaly.key,
-                        "reasons": decision.reasons,
-                        "revision": decision.revision,
-                        "engine": decision.engine,
                     },
-                    decision_id=decision.decision_id,
                     input_digest=digest(query.input),
+                    actor=f"policy:{SUPERVISOR_POLICY}",
                 )
             ],
         )

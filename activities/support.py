@@ -39,12 +39,13 @@ from activities.claims import claim_or_check
 from activities.database import Database
 from activities.kill_switch import KillSwitch, Subject
 from activities.knowledge import KnowledgeBase
-from activities.policy import PolicyEngine, in_transaction_decider
+from activities.policy import PolicyEngine
+from activities.policy_gate import GovernedWrites
 from activities.prompts import StablePrompts
 from activities.router import Router
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
-from workflows.contracts_knowledge import KnowledgeDocument, KnowledgeQuery
-from workflows.contracts_support import (
+from workflows.contracts.knowledge import KnowledgeDocument, KnowledgeQuery
+from workflows.contracts.support import (
     SUPPORT_PROCESS,
     CaseSummary,
     Category,
@@ -230,7 +231,7 @@ def ticket_updates(db: Database, case_id: str) -> int:
         )
 
 
-class SupportActivities:
+class SupportActivities(GovernedWrites):
     """The support agents and the ticketing connector. Built once in worker.py."""
 
     def __init__(
@@ -242,13 +243,9 @@ class SupportActivities:
         policy: PolicyEngine,
         switch: KillSwitch | None = None,
     ) -> None:
+        super().__init__(db, ledger, policy, switch)
         self.router = router
         self.knowledge = knowledge
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
-        #: Checked inside the ticket update's transaction: no write while engaged.
-        self.switch = switch
 
     @activity.defn(name="triage_ticket")
     async def triage_ticket(self, inp: TriageInput) -> Triage:
@@ -296,11 +293,7 @@ class SupportActivities:
     @activity.defn(name="apply_ticket_update")
     async def apply_ticket_update(self, inp: TicketUpdateInput) -> TicketUpdateOutcome:
         """Update the ticket if, and only if, policy allows it now (one transaction)."""
-        info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/ticket"
-        )
-        return await asyncio.to_thread(self._apply, inp, decide_now)
+        return await asyncio.to_thread(self._apply, inp, self.decider("ticket"))
 
     def _apply(
         self, inp: TicketUpdateInput, decide_now: Callable[[PolicyQuery], PolicyDecision]

@@ -46,7 +46,7 @@ from activities.kill_switch import KillSwitch, Subject
 from activities.payload_store import PayloadStore
 from activities.policy import PolicyEngine, in_transaction_decider
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
-from workflows.contracts_tools import (
+from workflows.contracts.tools import (
     TOOL_CALL_POLICY,
     PayloadRef,
     ToolCallInput,
@@ -336,7 +336,7 @@ async def _search_knowledge(ctx: ToolContext, args: SearchKnowledgeArgs) -> Tool
     kb = ctx.tools.knowledge
     if kb is None:
         return ToolResult(text="the knowledge layer is not configured", is_error=True)
-    from workflows.contracts_knowledge import KnowledgeQuery
+    from workflows.contracts.knowledge import KnowledgeQuery
 
     result = await kb.search(
         KnowledgeQuery(

@@ -104,7 +104,7 @@ def catalogue_tiers(settings: Settings) -> list[Any]:
 
 
 def build_input(args: argparse.Namespace, default_tiers: list[Any] | None = None) -> Any:
-    from workflows.contracts_auction import DEFAULT_TIERS, DocumentReviewInput
+    from workflows.contracts.auction import DEFAULT_TIERS, DocumentReviewInput
 
     if bool(args.docs) == bool(args.sample):
         raise CliError("give exactly one of --docs FILE.json and --sample", EXIT_USAGE)
@@ -152,7 +152,7 @@ def print_result(result: Any) -> None:
 async def demo_auction(client: Any, tenant: str, tiers: list[Any] | None = None) -> list[str]:
     """`baton demo`'s auction step: the sample batch, one line per task (a worker must run).
     ``tiers``: the demo passes the catalogue's (``catalogue_tiers``)."""
-    from workflows.contracts_auction import DEFAULT_TIERS, AuctionTask, DocumentReviewInput
+    from workflows.contracts.auction import DEFAULT_TIERS, AuctionTask, DocumentReviewInput
 
     inp = DocumentReviewInput(
         tenant=tenant,

@@ -36,7 +36,7 @@ def _db(settings: Settings) -> Any:
 
 async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
     from activities.customer import record_crm_event
-    from workflows.contracts_customer import CrmEvent
+    from workflows.contracts.customer import CrmEvent
 
     event = CrmEvent(
         event_id=args.event_id or f"crm-{uuid.uuid4().hex[:12]}",
@@ -147,7 +147,7 @@ async def copy_seed_customer(kb: Any, tenant: str, template: str, suffix: str) -
     """Seed the knowledge layer, then copy seed customer ``template`` (its entity tree and CRM
     notes) under ids ending in ``-<suffix>``: a new customer, so a new business key."""
     from activities.knowledge_seed import SEED_DOCUMENTS, seed_knowledge
-    from workflows.contracts_knowledge import Entity
+    from workflows.contracts.knowledge import Entity
 
     await seed_knowledge(kb)
     tree = kb.store.related(tenant, template)
@@ -183,7 +183,7 @@ async def demo_customer(client: Any, settings: Settings, runtime: Any, tenant: s
     from activities.knowledge import Embedder, KnowledgeBase
     from baton.crm_trigger import dispatch_new_customers
     from baton.demo_runs import DemoStepFailed, finish_run
-    from workflows.contracts_customer import CrmEvent
+    from workflows.contracts.customer import CrmEvent
 
     kb = KnowledgeBase(
         runtime.db, runtime.ledger, Embedder(runtime.embeddings_client, settings.embedding_model)
@@ -229,7 +229,7 @@ def tool_call_lines(db: Any, workflow_id: str) -> list[str]:
     onboarding executor carrying out the plan), its policy verdict and its outcome. In the web
     UI each is a ``call_tool`` activity whose summary names the tool."""
     from activities.tools import tool_calls_of
-    from workflows.contracts_tools import ToolCallOutcome
+    from workflows.contracts.tools import ToolCallOutcome
 
     calls = sorted(tool_calls_of(db, workflow_id), key=lambda c: c.created_at)
     if not calls:

@@ -20,7 +20,7 @@ import click
 
 from baton.cli_common import json_option, run
 from baton.settings import Settings
-from workflows.contracts_integrity import (
+from workflows.contracts.integrity import (
     DOCTOR_SCHEDULE_ID,
     DoctorInput,
     DoctorReport,

@@ -52,7 +52,7 @@ class _Knowledge:
 
 
 def _read_documents(name: str) -> list[Any]:
-    from workflows.contracts_knowledge import KnowledgeDocument
+    from workflows.contracts.knowledge import KnowledgeDocument
 
     try:
         with open(name, encoding="utf-8") as file:
@@ -102,7 +102,7 @@ async def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.contracts_knowledge import KnowledgeQuery
+    from workflows.contracts.knowledge import KnowledgeQuery
 
     query = KnowledgeQuery(
         tenant=args.tenant,

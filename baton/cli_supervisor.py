@@ -25,7 +25,7 @@ from temporalio.client import (
 
 from baton.cli_common import run
 from baton.settings import Settings
-from workflows.contracts_supervisor import (
+from workflows.contracts.supervisor import (
     SUPERVISOR_SCHEDULE_ID,
     SUPERVISOR_WORKFLOW_ID,
     SupervisorInput,

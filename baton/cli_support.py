@@ -13,7 +13,7 @@ from baton.settings import Settings
 
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.contracts_support import SupportCoordinatorInput
+    from workflows.contracts.support import SupportCoordinatorInput
     from workflows.support_client import SupportClient
 
     inp = SupportCoordinatorInput.model_validate(
@@ -31,7 +31,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.contracts_support import SupportCase
+    from workflows.contracts.support import SupportCase
     from workflows.support_client import CaseRefused, SupportClient
 
     case = SupportCase.model_validate(
@@ -149,7 +149,7 @@ async def demo_support(client: Any, settings: Settings, runtime: Any, tenant: st
     from activities.knowledge import Embedder, KnowledgeBase
     from activities.support import support_articles
     from baton.demo_runs import DemoStepFailed, finish_run
-    from workflows.contracts_support import SupportCase, SupportCoordinatorInput
+    from workflows.contracts.support import SupportCase, SupportCoordinatorInput
     from workflows.support_client import SupportClient
 
     kb = KnowledgeBase(

@@ -29,7 +29,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
 from baton.encryption import EncryptionCodec
 from baton.identity import CODEC_AUDIENCE
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.signed_approval import AssertionRefused, verify_assertion
 
 MAX_BODY_BYTES = 8 * 1024 * 1024

@@ -20,7 +20,7 @@ import asyncio
 from activities.customer import mark_handled, unhandled_events
 from activities.database import Database
 from workflows.client import BatonClient
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     NEW_HIGH_VALUE_CUSTOMER,
     CustomerOnboardingInput,
     TriggerOutcome,

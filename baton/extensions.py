@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, create_model
 
 from activities.extensions import ActionContext, ActionSpec, AgentSpec, prompt_file
-from workflows.contracts_extensions import (
+from workflows.contracts.extensions import (
     COMPENSATE_SUFFIX,
     CompensateActionInput,
     CompensateActionOutcome,

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
 
 from baton.devstack.local import private_dir
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.signed_approval import BINDING_CLAIMS
 
 DEV_ISSUER = "baton-dev-issuer"

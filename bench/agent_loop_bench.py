@@ -55,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 
 from activities.tools import ToolContext, ToolSpec, tool_calls_of  # noqa: E402
-from workflows.contracts_tools import ToolCallOutcome, ToolResult  # noqa: E402
+from workflows.contracts.tools import ToolCallOutcome, ToolResult  # noqa: E402
 
 RESULT_BYTES = 300
 
@@ -226,7 +226,7 @@ async def run_bench(
     tool call on the same server (:func:`bare_floor`) and print Baton's overhead above it."""
     from worker import build_runtime, build_worker
     from workflows.agent_loop import AgentRunWorkflow
-    from workflows.contracts_tools import AgentRunInput
+    from workflows.contracts.tools import AgentRunInput
 
     floor_ms = await bare_floor(temporal, tool_calls) if floor else None
     runtime = build_runtime(settings)

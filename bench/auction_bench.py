@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,23 +31,20 @@ if sys.path and Path(sys.path[0]).resolve() == REPO_ROOT / "bench":
 elif str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from baton.cli_auction import SAMPLE_TASKS  # noqa: E402
 from baton.devstack import local  # noqa: E402
 from baton.devstack.model_server import ModelServer  # noqa: E402
 from baton.settings import Settings  # noqa: E402
-from workflows import visibility  # noqa: E402
 from workflows.auction import award  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
-from workflows.contracts_auction import (  # noqa: E402
+from workflows.contracts.auction import (  # noqa: E402
     DEFAULT_TIERS,
     AuctionTask,
     AwardRule,
     Bid,
     DocumentReviewInput,
 )
-from workflows.plugin import BatonPlugin  # noqa: E402
 
 
 def award_timing(n: int, repeats: int = 2000) -> float:
@@ -87,17 +83,7 @@ async def end_to_end(batches: int) -> list[str]:
         policy_dir=REPO_ROOT / "policy",
         openai_base_url=model.url,
     )
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=local.temporal_binary(),
-        port=local.free_port(),
-        plugins=[BatonPlugin()],
-        search_attributes=visibility.ALL,  # type: ignore[arg-type]
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=1000",
-        ],
-        dev_server_startup_timeout=timedelta(seconds=60),
-    )
+    env = await local.start_dev_server()
     runtime = build_runtime(settings)
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     client = BatonClient(env.client, task_queue=queue)

@@ -21,7 +21,6 @@ import tempfile
 import time
 import uuid
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,17 +28,14 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from temporalio.client import Client, WorkflowHandle  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.seed import seed_period  # noqa: E402
 from baton.devstack import local  # noqa: E402
 from baton.devstack.model_server import ModelServer  # noqa: E402
 from baton.settings import Settings  # noqa: E402
-from workflows import visibility  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
 from workflows.dsl.client import start_process  # noqa: E402
 from workflows.dsl.validate import load_definition, validate_file  # noqa: E402
-from workflows.plugin import BatonPlugin  # noqa: E402
 
 FINANCE_YAML = REPO_ROOT / "processes" / "finance_close.yaml"
 
@@ -66,13 +62,7 @@ async def main(runs: int) -> None:
     validate_ms = statistics.median(timings) * 1000
 
     temporal = shutil.which("temporal") or local.temporal_binary()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal,
-        port=local.free_port(),
-        plugins=[BatonPlugin()],
-        search_attributes=visibility.ALL,
-        dev_server_startup_timeout=timedelta(seconds=60),
-    )
+    env = await local.start_dev_server(extra_args=(), existing_path=temporal)
     model = ModelServer()
     model.start("127.0.0.1", 0)
     tmp = Path(tempfile.mkdtemp(prefix="baton-dsl-bench-"))

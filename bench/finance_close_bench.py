@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from importlib.metadata import version
 from pathlib import Path
@@ -54,7 +54,6 @@ from temporalio.worker import Worker  # noqa: E402
 from activities.audit import AuditActivities  # noqa: E402
 from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input  # noqa: E402
 from baton.devstack import local  # noqa: E402
-from baton.settings import Settings  # noqa: E402
 from bench import scale  # noqa: E402
 from bench.loops import BareCloseWorkflow, StepLoopWorkflow, bank_fee_posting  # noqa: E402
 from bench.recorder import Mark, Recorder, TimingInterceptor  # noqa: E402
@@ -68,9 +67,9 @@ from bench.stand_ins import (  # noqa: E402
     NoopInput,
     PlainPosting,
     noop,
+    stand_in_settings,
 )
 from worker import Runtime, build_runtime, build_worker  # noqa: E402
-from workflows import visibility  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
 from workflows.contracts import (  # noqa: E402
     AuditBatch,
@@ -86,9 +85,8 @@ from workflows.contracts import (  # noqa: E402
     ProposeAdjustmentsInput,
     ReconcileInput,
 )
-from workflows.plugin import BatonPlugin  # noqa: E402
 
-TUNING = ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
+TUNING = list(local.TUNED_DEV_SERVER)
 WAL = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
 
 
@@ -268,6 +266,20 @@ class Bench:
     loop_period: tuple[str, str]
     next_period: Callable[[], tuple[str, str]] = field(init=False)
     plain: PlainPosting = field(init=False)
+
+    @classmethod
+    def of(cls, size: Size, runtime: Runtime, periods: list[tuple[str, str]]) -> Bench:
+        """A bench on ``runtime``'s activities: the first period loops, the others are taken in
+        turn."""
+        return cls(
+            size=size,
+            runtime=runtime,
+            finance=find_activity_owner(runtime, FinanceActivities),
+            audit=find_activity_owner(runtime, AuditActivities),
+            recorder=Recorder(),
+            periods=periods[1:],
+            loop_period=periods[0],
+        )
 
     def __post_init__(self) -> None:
         self.plain = PlainPosting(self.runtime.db)
@@ -746,14 +758,11 @@ async def start_server(
 ) -> tuple[WorkflowEnvironment, int, int | None]:
     port = local.free_port()
     db_file = state_dir / f"temporal-{port}.db" if setting.db_file else None
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
+    env = await local.start_dev_server(
+        extra_args=setting.extra,
         port=port,
-        plugins=[BatonPlugin()],
-        search_attributes=visibility.ALL,  # type: ignore[arg-type]
+        existing_path=temporal_binary(),
         dev_server_database_filename=str(db_file) if db_file else None,
-        dev_server_extra_args=setting.extra,
-        dev_server_startup_timeout=timedelta(seconds=60),
     )
     return env, port, dev_server_pid(port)
 
@@ -778,12 +787,7 @@ async def main(quick: bool) -> Results:
     command = ".venv/bin/python bench/finance_close_bench.py" + (" --quick" if quick else "")
     results = Results(machine_facts(command))
     tmp = Path(tempfile.mkdtemp(prefix="baton-bench-"))
-    settings = dataclasses.replace(
-        Settings(),
-        database_url=f"sqlite:///{tmp / 'baton.db'}",
-        policy_dir=REPO_ROOT / "policy",
-        openai_base_url="http://127.0.0.1:9/v1",  # never called: agents are instant stand-ins
-    )
+    settings = stand_in_settings(tmp)
     runtime = build_runtime(settings)
     try:
         # one period for the step loops, then one per close run (each close is its own period)
@@ -803,15 +807,7 @@ async def main(quick: bool) -> Results:
             f" bank lines each) in {time.perf_counter() - t0:.1f} s"
         )
         print(results.notes[-1], flush=True)
-        bench = Bench(
-            size=size,
-            runtime=runtime,
-            finance=find_activity_owner(runtime, FinanceActivities),
-            audit=find_activity_owner(runtime, AuditActivities),
-            recorder=Recorder(),
-            periods=periods[1:],
-            loop_period=periods[0],
-        )
+        bench = Bench.of(size, runtime, periods)
 
         print("(d) policy decision latency", flush=True)
         results.policy_latency = await scale.measure_policy_latency(size.policy_decisions)
@@ -1114,25 +1110,12 @@ async def main_governance(quick: bool) -> Results:
     command = ".venv/bin/python bench/finance_close_bench.py --governance"
     results = Results(machine_facts(command + (" --quick" if quick else "")))
     tmp = Path(tempfile.mkdtemp(prefix="baton-bench-"))
-    settings = dataclasses.replace(
-        Settings(),
-        database_url=f"sqlite:///{tmp / 'baton.db'}",
-        policy_dir=REPO_ROOT / "policy",
-        openai_base_url="http://127.0.0.1:9/v1",
-    )
+    settings = stand_in_settings(tmp)
     runtime = build_runtime(settings)
     try:
         periods = period_names(2, first_year=3000)
         seed_periods(runtime.db, periods)
-        bench = Bench(
-            size=size,
-            runtime=runtime,
-            finance=find_activity_owner(runtime, FinanceActivities),
-            audit=find_activity_owner(runtime, AuditActivities),
-            recorder=Recorder(),
-            periods=periods[1:],
-            loop_period=periods[0],
-        )
+        bench = Bench.of(size, runtime, periods)
         results.direct = await measure_direct(bench)
         for base in SERVER_SETTINGS[:2]:  # default, and tuned (where a step is least orchestration)
             setting = dataclasses.replace(base, modes=("bare", "governed", "plain"))

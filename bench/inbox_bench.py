@@ -32,7 +32,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +40,6 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from baton.devstack import local  # noqa: E402
 from baton.devstack.webui import Browser, browser_binaries  # noqa: E402
@@ -49,14 +47,12 @@ from baton.inbox import create_app, request_path  # noqa: E402
 from baton.inbox.app import PAGE_ROWS  # noqa: E402
 from baton.inbox.auth import SESSION_COOKIE  # noqa: E402
 from baton.inbox.server import build_config  # noqa: E402
-from baton.settings import REPO_ROOT, Settings  # noqa: E402
 from bench.finance_close_bench import machine_facts  # noqa: E402
 from bench.seeding import period_names, seed_periods  # noqa: E402
 from bench.soak import Workers  # noqa: E402
-from workflows import visibility  # noqa: E402
+from bench.stand_ins import stand_in_settings  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
 from workflows.contracts import FinanceCloseInput  # noqa: E402
-from workflows.plugin import BatonPlugin  # noqa: E402
 
 TARGET_MS = 500.0
 RESULTS = REPO / "bench" / "inbox_results.md"
@@ -102,25 +98,9 @@ async def start_pending(baton: BatonClient, periods: list[tuple[str, str]], lane
 
 async def main(runs: int, loads: int) -> list[Row]:
     tmp = Path(tempfile.mkdtemp(prefix="baton-inbox-bench-"))
-    settings = dataclasses.replace(
-        Settings(),
-        database_url=f"sqlite:///{tmp / 'baton.db'}",
-        policy_dir=REPO_ROOT / "policy",
-        openai_base_url="http://127.0.0.1:9/v1",  # never called: agents are instant stand-ins
-        issuer_dir=tmp / "issuer",
-    )
+    settings = stand_in_settings(tmp, issuer_dir=tmp / "issuer")
     port = local.free_port()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=local.temporal_binary(),
-        port=port,
-        plugins=[BatonPlugin()],
-        search_attributes=visibility.ALL,  # type: ignore[arg-type]
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=1000",
-        ],
-        dev_server_startup_timeout=timedelta(seconds=60),
-    )
+    env = await local.start_dev_server(port=port)
     from worker import build_runtime
 
     runtime = build_runtime(settings)

@@ -42,7 +42,7 @@ from activities.knowledge_seed import SEED_DOCUMENTS, TENANT  # noqa: E402
 from baton.devstack.embeddings import EMBEDDING_MODEL_NAME  # noqa: E402
 from baton.devstack.model_server import ModelServer  # noqa: E402
 from bench.knowledge_labels import LABELLED_QUERIES  # noqa: E402
-from workflows.contracts_knowledge import KnowledgeQuery  # noqa: E402
+from workflows.contracts.knowledge import KnowledgeQuery  # noqa: E402
 
 KS = (1, 3, 5)
 

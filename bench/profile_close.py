@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import dataclasses
 import os
 import shutil
 import signal
@@ -33,9 +32,8 @@ from temporalio.worker import Worker  # noqa: E402
 import bench.finance_close_bench as fcb  # noqa: E402
 from activities.audit import AuditActivities  # noqa: E402
 from activities.finance import FinanceActivities  # noqa: E402
-from baton.settings import Settings  # noqa: E402
 from bench.loops import BareCloseWorkflow  # noqa: E402
-from bench.stand_ins import BareCloseInput, noop  # noqa: E402
+from bench.stand_ins import BareCloseInput, noop, stand_in_settings  # noqa: E402
 from worker import build_runtime, build_worker  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
 from workflows.contracts import FinanceCloseInput  # noqa: E402
@@ -68,14 +66,7 @@ def categorize(stack: str) -> str:
 
 async def main(py_spy: str, runs: int, concurrency: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="baton-profile-"))
-    runtime = build_runtime(
-        dataclasses.replace(
-            Settings(),
-            database_url=f"sqlite:///{tmp / 'baton.db'}",
-            policy_dir=REPO_ROOT / "policy",
-            openai_base_url="http://127.0.0.1:9/v1",
-        )
-    )
+    runtime = build_runtime(stand_in_settings(tmp))
     periods = fcb.period_names(runs + 10, first_year=3000)
     fcb.seed_periods(runtime.db, periods)
     bench = fcb.Bench(

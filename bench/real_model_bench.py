@@ -38,21 +38,17 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from datetime import timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from baton.demo_runs import DemoStepFailed  # noqa: E402
 from baton.devstack import local, local_llm  # noqa: E402
 from tests.support import real_runs  # noqa: E402
 from tests.support.recording_proxy import Exchange, RecordingProxy  # noqa: E402
-from workflows import visibility  # noqa: E402
-from workflows.plugin import BatonPlugin  # noqa: E402
 
 PROCESSES = real_runs.FLOWS
 
@@ -238,13 +234,7 @@ async def bench(runs: int, names: list[str], timeout_s: float | None = None) -> 
     proxy.start()
     embeddings = ScriptedModelServer()  # the local model server: only its embeddings are used
     embeddings.start("127.0.0.1", 0)
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=local.temporal_binary(),
-        port=local.free_port(),
-        plugins=[BatonPlugin()],
-        search_attributes=visibility.ALL,  # type: ignore[arg-type]
-        dev_server_startup_timeout=timedelta(seconds=60),
-    )
+    env = await local.start_dev_server(extra_args=())
     db_url = f"sqlite:///{state / 'baton.db'}"
     catalogue_path = catalogue_with_timeout(timeout_s, state)
     verdicts: dict[str, Counter[str]] = defaultdict(Counter)

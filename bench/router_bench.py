@@ -55,7 +55,7 @@ async def run() -> str:
     from baton.devstack.model_server import ModelServer
     from baton.settings import Settings
     from worker import build_runtime
-    from workflows.contracts_support import Triage, TriageInput
+    from workflows.contracts.support import Triage, TriageInput
 
     tickets = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
     server = ModelServer()

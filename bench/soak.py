@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydantic import BaseModel  # noqa: E402
 from temporalio.client import Client, WorkflowFailureError  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.agents import AnswerCheck, Route  # noqa: E402
 from baton.devstack import local  # noqa: E402
@@ -55,7 +54,6 @@ from baton.settings import REPO_ROOT, Settings  # noqa: E402
 from bench import invariants  # noqa: E402
 from bench.seeding import period_names, seed_periods  # noqa: E402
 from bench.stand_ins import AGENT_ACTIVITY_NAMES, InstantAgents  # noqa: E402
-from workflows import visibility  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
 from workflows.contracts import FinanceCloseInput, TokenUsage  # noqa: E402
 from workflows.plugin import BatonPlugin  # noqa: E402
@@ -300,17 +298,7 @@ async def main(args: argparse.Namespace) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="baton-soak-"))
     database_url = f"sqlite:///{tmp / 'baton.db'}"
     port = local.free_port()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=local.which_in_venv("temporal"),
-        port=port,
-        plugins=[BatonPlugin()],
-        search_attributes=visibility.ALL,  # type: ignore[arg-type]
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=1000",
-        ],
-        dev_server_startup_timeout=timedelta(seconds=60),
-    )
+    env = await local.start_dev_server(port=port, existing_path=local.which_in_venv("temporal"))
     from activities.database import Database
 
     db = Database(database_url)

@@ -17,8 +17,10 @@ Must not: do work at import time (the workflow sandbox imports this module).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
@@ -27,9 +29,23 @@ from temporalio import activity
 from activities.agents import AgentActivities, AnswerCheck, Route
 from activities.audit import AuditLedger
 from activities.database import Database, JournalPosting, to_cents, utcnow
+from baton.settings import REPO_ROOT, Settings
 from workflows.contracts import PostEntryInput, TokenUsage
 
 T = TypeVar("T", bound=BaseModel)
+
+
+def stand_in_settings(state: Path, **overrides: Any) -> Settings:
+    """Worker settings of a bench whose agents are instant stand-ins: a SQLite database in
+    ``state``, the repository's policies, and a model URL nothing listens on (never called)."""
+    return dataclasses.replace(
+        Settings(),
+        database_url=f"sqlite:///{state / 'baton.db'}",
+        policy_dir=REPO_ROOT / "policy",
+        openai_base_url="http://127.0.0.1:9/v1",
+        **overrides,
+    )
+
 
 INSTANT_MODEL = "bench-instant-agent-not-an-llm"
 AGENT_ACTIVITY_NAMES = ("propose_adjustments", "review_compliance", "write_close_memo")

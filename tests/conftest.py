@@ -14,7 +14,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,6 @@ from activities.database import Database
 from activities.seed import seed_period
 from baton.devstack import local
 from baton.settings import REPO_ROOT, Settings
-from workflows import visibility
 from workflows.client import BatonClient
 from workflows.plugin import BatonPlugin
 
@@ -46,17 +44,7 @@ def temporal_binary() -> str:
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        port=local.free_port(),
-        plugins=[BatonPlugin()],
-        search_attributes=visibility.ALL,
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "history.transferProcessorMaxPollRPS=1000",
-        ],
-        dev_server_startup_timeout=timedelta(seconds=60),
-    )
+    env = await local.start_dev_server(existing_path=temporal_binary())
     yield env
     await env.shutdown()
 
@@ -165,6 +153,16 @@ class Harness:
                 if status.pending:
                     return status
                 await asyncio.sleep(0.1)
+
+    async def approve_close(self, workflow_id: str, approver: str = "carol") -> None:
+        """``approver`` approves the close's first pending request (the action it shows)."""
+        status = await self.wait_for_pending(workflow_id)
+        await self.client.approve(
+            workflow_id,
+            approver=approver,
+            rationale="ok",
+            action_digest=status.pending[0].action_digest,
+        )
 
     def worker(self, **options: Any) -> Worker:
         from worker import build_worker

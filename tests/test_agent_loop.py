@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,16 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.tools import credits_of, emails_of, tool_calls_of
 from tests.conftest import Harness
+from tests.support import golden
+from tests.support.approvals import pending_approvals
 from tests.support.scripted_model import Fault
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts import ApprovalDecision, ApprovalRequest, digest
-from workflows.contracts_tools import AgentRunInput, ToolCallInput, ToolPrincipal
+from workflows.contracts.tools import AgentRunInput, ToolCallInput, ToolPrincipal
 
 AGENT = "case_resolver"
 MATCH = f"agent: {AGENT}"
-GOLDEN = Path(__file__).parent / "golden" / "agent_run_credit_approved.json"
+GOLDEN = golden.GOLDEN / "agent_run_credit_approved.json"
 
 
 def credit(amount: float, case: str = "K-1") -> tuple[str, dict[str, Any]]:
@@ -64,15 +65,7 @@ async def start(h: Harness, **overrides: Any) -> WorkflowHandle[Any, Any]:
     )
 
 
-async def pending(
-    h: Harness, wid: str, count: int = 1, timeout: float = 30
-) -> list[ApprovalRequest]:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = await h.client.pending_approvals(wid)
-            if len(found) >= count:
-                return found
-            await asyncio.sleep(0.1)
+pending = pending_approvals
 
 
 def decision(
@@ -522,13 +515,9 @@ async def test_golden_history_of_an_agent_run_replays(harness: Harness) -> None:
     """A recorded agent run (a credit approved by a support lead, then the final answer)
     replays with today's loop: regenerate only for a deliberate, patched change
     (BATON_REGENERATE_GOLDEN=1)."""
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
-
-    from workflows.plugin import BatonPlugin
 
     h = harness
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         h.model.script(Fault.tool_calls(credit(250)), Fault.tool_calls(final()), match=MATCH)
         async with h.worker():
             handle = await start(h)
@@ -536,13 +525,9 @@ async def test_golden_history_of_an_agent_run_replays(harness: Harness) -> None:
             await h.client.decide(handle.id, decision(request, "approve", "golden"))
             await handle.result()
         history = await handle.fetch_history()
-        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
-    if not GOLDEN.exists():
-        pytest.fail(f"{GOLDEN} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    history = WorkflowHistory.from_json("golden-agent-run", GOLDEN.read_text())
-    replayer = Replayer(workflows=[AgentRunWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+        golden.write(GOLDEN, history)
+    history = golden.load(GOLDEN, "golden-agent-run")
+    await golden.assert_replays(history, AgentRunWorkflow)
 
 
 async def test_support_case_l2_researcher_acts_through_governed_searches(
@@ -553,7 +538,7 @@ async def test_support_case_l2_researcher_acts_through_governed_searches(
     is updated from its answer, which cites the passages the search returned."""
     from activities.knowledge import Embedder, KnowledgeBase
     from activities.support import support_articles, ticket_of
-    from workflows.contracts_support import SupportCase, SupportCaseInput
+    from workflows.contracts.support import SupportCase, SupportCaseInput
     from workflows.support_client import SupportClient
 
     h = harness

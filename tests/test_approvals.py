@@ -31,13 +31,13 @@ from activities.database import JournalPosting, NotificationOutbox, from_cents
 from activities.seed import seed_period
 from baton.devstack import local
 from tests.conftest import Harness, _harness
+from tests.support.approvals import decision
 from tests.support.scripted_model import Fault
 from tests.test_finance_close import actions, failure_type, net_by_entry, postings
 from workflows import visibility
 from workflows.client import ApprovalRefused, BatonClient
 from workflows.contracts import (
     SEARCH_ATTRIBUTES,
-    ApprovalDecision,
     ApprovalRequest,
     PendingApproval,
 )
@@ -65,19 +65,6 @@ def script_entries(h: Harness, *entries: tuple[str, str, str], period: str | Non
             }
         ),
         match=f'"period":"{period or h.period}"',
-    )
-
-
-def decision(request: ApprovalRequest, approver: str, **overrides: Any) -> ApprovalDecision:
-    return ApprovalDecision.model_validate(
-        {
-            "request_id": request.request_id,
-            "approver": approver,
-            "verdict": "approve",
-            "rationale": f"{approver} checked it",
-            "action_digest": request.action_digest,
-            **overrides,
-        }
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from workflows.auction import award, score
-from workflows.contracts_auction import AuctionTask, AwardRule, Bid, ReviewDocument
+from workflows.contracts.auction import AuctionTask, AwardRule, Bid, ReviewDocument
 
 RULE = AwardRule()
 

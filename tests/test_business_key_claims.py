@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,11 +26,9 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
-    WorkflowHistory,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
-from temporalio.worker import Replayer
 
 from activities.audit import AuditRecord
 from activities.claims import (
@@ -48,6 +44,7 @@ from activities.hr import IdpEntitlement
 from activities.support import SupportTicket
 from activities.tools import CustomerCredit
 from tests.conftest import Harness, _harness
+from tests.support import golden
 from tests.support.scripted_model import ScriptedModelServer
 from tests.test_customer_onboarding import customer_like, event
 from workflows import errors
@@ -64,18 +61,17 @@ from workflows.contracts import (
     SettleClaimInput,
     digest,
 )
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CommitInput,
     CustomerAction,
     CustomerBrief,
     CustomerOnboardingInput,
 )
-from workflows.contracts_integrity import RepairInput
-from workflows.contracts_support import SupportCase, SupportCaseInput, TicketUpdateInput
-from workflows.contracts_tools import ToolCallInput, ToolPrincipal
+from workflows.contracts.integrity import RepairInput
+from workflows.contracts.support import SupportCase, SupportCaseInput, TicketUpdateInput
+from workflows.contracts.tools import ToolCallInput, ToolPrincipal
 from workflows.finance_close import FinanceCloseWorkflow
 from workflows.governed import Governance
-from workflows.plugin import BatonPlugin
 from workflows.registry import PROCESSES, spec_named
 from workflows.repair import RepairWorkflow
 
@@ -411,6 +407,25 @@ async def start_close_elsewhere(h: Harness, **overrides: Any) -> WorkflowHandle[
     )
 
 
+async def a_new_close_runs_once_released(h: Harness, first_id: str) -> WorkflowHandle[Any, Any]:
+    """``first_id``'s claim is released: a close started elsewhere runs to the end."""
+    released = claim_of(h.db, "finance_close", first_id)
+    assert released is not None and released.state == "released"
+    second = await start_close_elsewhere(h)
+    await approve_close(h, second.id)
+    await second.result()
+    return second
+
+
+def net_cents(rows: list[JournalPosting], *workflow_ids: str) -> Counter[str]:
+    """Per entry, what the postings of ``workflow_ids`` add up to (0: undone)."""
+    net: Counter[str] = Counter()
+    for r in rows:
+        if r.workflow_id in workflow_ids:
+            net[r.entry_id] += r.amount_cents
+    return net
+
+
 async def approve_close(h: Harness, workflow_id: str) -> None:
     status = await h.wait_for_pending(workflow_id, timeout=60)
     request = status.pending[0]
@@ -451,17 +466,10 @@ async def test_a_failed_close_releases_its_period_and_a_new_close_runs(
         await approve_close(h, first.id)
         with pytest.raises(WorkflowFailureError):
             await first.result()
-        released = claim_of(h.db, "finance_close", first.id)
-        assert released is not None and released.state == "released"
-        second = await start_close_elsewhere(h)
-        await approve_close(h, second.id)
-        await second.result()
+        second = await a_new_close_runs_once_released(h, first.id)
 
     rows = close_postings(h)
-    net: Counter[str] = Counter()
-    for r in rows:
-        if r.workflow_id == first.id:
-            net[r.entry_id] += r.amount_cents
+    net = net_cents(rows, first.id)
     assert net and all(v == 0 for v in net.values())  # the failed close undid its postings
     originals = Counter(
         r.entry_id for r in rows if r.workflow_id == second.id and r.reverses_posting_id is None
@@ -597,18 +605,10 @@ async def test_a_repaired_terminated_close_releases_its_period(harness: Harness)
         )
         assert repair.status == "repaired"
         assert f"business key released: finance_close:{first.id}" in repair.message
-        released = claim_of(h.db, "finance_close", first.id)
-        assert released is not None and released.state == "released"
-
-        second = await start_close_elsewhere(h)
-        await approve_close(h, second.id)
-        await second.result()
+        second = await a_new_close_runs_once_released(h, first.id)
 
     rows = close_postings(h)
-    net: Counter[str] = Counter()
-    for r in rows:
-        if r.workflow_id in (first.id, f"repair/{first.id}"):
-            net[r.entry_id] += r.amount_cents
+    net = net_cents(rows, first.id, f"repair/{first.id}")
     assert net and set(net.values()) == {0}
     assert [r for r in rows if r.workflow_id == second.id]
     [released_event] = [
@@ -735,7 +735,7 @@ async def test_every_side_effect_refuses_a_run_that_does_not_own_the_key(
 
 # -- runs in flight: histories of claiming runs replay --------------------------------------------
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = golden.GOLDEN
 
 
 async def _approved_close(h: Harness) -> WorkflowHandle[Any, Any]:
@@ -765,15 +765,10 @@ async def test_histories_of_claiming_closes_replay(
     kept at the end) and a close refused for it replay on today's code. Regenerate only for a
     deliberate change behind ``workflow.patched``: ``BATON_REGENERATE_GOLDEN=1``."""
     path = GOLDEN / f"{name}.json"
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         async with harness.worker():
             handle = await record(harness)
-        path.write_text(json.dumps((await handle.fetch_history()).to_json_dict(), indent=1))
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    text = path.read_text()
-    assert "check_business_key" in text
-    history = WorkflowHistory.from_json(f"golden-{name}", text)
-    replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+        golden.write(path, await handle.fetch_history())
+    history = golden.load(path, f"golden-{name}")
+    assert "check_business_key" in path.read_text()
+    await golden.assert_replays(history, FinanceCloseWorkflow)

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHistory
-from temporalio.worker import Replayer
+from temporalio.client import WorkflowFailureError
 
 from activities.database import from_cents
 from tests.conftest import Harness
+from tests.support import golden
 from tests.test_approvals import FEE, current_details, decision, script_entries
 from tests.test_finance_close import actions, failure_type, net_by_entry, period_status, postings
 from tests.test_operations import run_cli
 from workflows.finance_close import FinanceCloseWorkflow
-from workflows.plugin import BatonPlugin
 
 FORBIDDEN = "9999-crypto-wallet"
 
@@ -134,7 +131,7 @@ async def test_exceptions_above_the_maximum_fail_the_close_safe(harness: Harness
     assert period_status(h) == "open"
 
 
-GOLDEN = Path(__file__).parent / "golden" / "finance_close_exceptions_signed_off.json"
+GOLDEN = golden.GOLDEN / "finance_close_exceptions_signed_off.json"
 
 
 async def test_a_recorded_close_with_exceptions_and_refused_signals_replays(
@@ -146,7 +143,7 @@ async def test_a_recorded_close_with_exceptions_and_refused_signals_replays(
     that would break such runs in flight fails this replay. Regenerate with
     BATON_REGENERATE_GOLDEN=1."""
     h = harness
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         script_entries(h, FEE, ("ADJ-X5", FORBIDDEN, "-5000.00"))
         async with h.worker():
             handle = await h.client.start_finance_close(h.start_input())
@@ -161,11 +158,9 @@ async def test_a_recorded_close_with_exceptions_and_refused_signals_replays(
             await h.client.approve(handle.id, approver="carol", rationale="golden")
             await handle.result()
         history = await handle.fetch_history()
-        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
-    history = WorkflowHistory.from_json("golden-exceptions", GOLDEN.read_text())
-    replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+        golden.write(GOLDEN, history)
+    history = golden.load(GOLDEN, "golden-exceptions")
+    await golden.assert_replays(history, FinanceCloseWorkflow)
     # both patches' markers are in it
     patches = {
         json.loads(p.data)["id"]

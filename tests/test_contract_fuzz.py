@@ -30,7 +30,7 @@ from workflows.contracts import (
     OnboardingInput,
     PolicyQuery,
 )
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.plugin import baton_data_converter
 from workflows.signed_approval import AssertionRefused, verify_assertion
 

@@ -9,23 +9,20 @@ planned action once, in order); a scripted turn writes ``"$task.plan_id"`` for t
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHistory
-from temporalio.worker import Replayer
+from temporalio.client import WorkflowFailureError
 
 from activities.customer import commits
 from activities.tools import tool_calls_of
 from tests.conftest import Harness
+from tests.support import golden
 from tests.support.scripted_model import Fault
 from tests.test_customer_onboarding import customer_like, event
 from tests.test_finance_close import failure_type
-from workflows.contracts_customer import CustomerOnboardingInput
+from workflows.contracts.customer import CustomerOnboardingInput
 from workflows.customer_onboarding import CustomerOnboardingWorkflow
-from workflows.plugin import BatonPlugin
 
 AGENT = "onboarding_executor"
 MATCH = f"agent: {AGENT}"
@@ -171,7 +168,7 @@ async def test_runs_asking_for_the_old_path_commit_without_the_agent(harness: Ha
     assert [r.commit_id for r in commits(h.db, customer)] == [c.commit_id for c in result.committed]
 
 
-GOLDEN = Path(__file__).parent / "golden" / "customer_onboarding_approved_by_agent.json"
+GOLDEN = golden.GOLDEN / "customer_onboarding_approved_by_agent.json"
 
 
 async def test_a_recorded_agent_run_replays(harness: Harness) -> None:
@@ -180,12 +177,12 @@ async def test_a_recorded_agent_run_replays(harness: Harness) -> None:
     patched. Regenerate with BATON_REGENERATE_GOLDEN=1."""
     from tests.test_governed import _customer_run
 
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         async with harness.worker():
             handle = await _customer_run(harness)
         history = await handle.fetch_history()
-        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
-    history = WorkflowHistory.from_json("golden-customer-agent", GOLDEN.read_text())
+        golden.write(GOLDEN, history)
+    history = golden.load(GOLDEN, "golden-customer-agent")
     names = {
         e.activity_task_scheduled_event_attributes.activity_type.name
         for e in history.events
@@ -193,6 +190,4 @@ async def test_a_recorded_agent_run_replays(harness: Harness) -> None:
     }
     assert {"record_customer_plan", "agent_turn", "call_tool"} <= names
     assert "commit_customer_action" not in names
-    replayer = Replayer(workflows=[CustomerOnboardingWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+    await golden.assert_replays(history, CustomerOnboardingWorkflow)

@@ -20,10 +20,12 @@ from activities.knowledge import Embedder, KnowledgeBase
 from baton.cli_customer import copy_seed_customer
 from baton.crm_trigger import dispatch_new_customers
 from tests.conftest import Harness
+from tests.support import approvals
+from tests.support.approvals import first_pending
 from tests.test_finance_close import failure_type
 from workflows.client import ApprovalRefused
 from workflows.contracts import ApprovalDecision, ApprovalRequest
-from workflows.contracts_customer import CrmEvent, CustomerOnboardingInput
+from workflows.contracts.customer import CrmEvent, CustomerOnboardingInput
 
 
 async def customer_like(h: Harness, template: str) -> str:
@@ -48,14 +50,7 @@ def event(h: Harness, customer_id: str, **overrides: Any) -> CrmEvent:
 
 
 async def wait_for_pending(h: Harness, workflow_id: str) -> ApprovalRequest:
-    import asyncio
-
-    async with asyncio.timeout(60):
-        while True:
-            status = await h.client.customer_onboarding_status(workflow_id)
-            if status.pending:
-                return status.pending[0]
-            await asyncio.sleep(0.1)
+    return await first_pending(lambda: h.client.customer_onboarding_status(workflow_id), 60)
 
 
 def trail(h: Harness, workflow_id: str) -> list[tuple[str, dict[str, Any], str]]:
@@ -66,16 +61,8 @@ def trail(h: Harness, workflow_id: str) -> list[tuple[str, dict[str, Any], str]]
 
 
 def decision(request: ApprovalRequest, approver: str, **overrides: Any) -> ApprovalDecision:
-    return ApprovalDecision.model_validate(
-        {
-            "request_id": request.request_id,
-            "approver": approver,
-            "verdict": "approve",
-            "rationale": f"{approver}: the three-year commitment justifies it",
-            "action_digest": request.action_digest,
-            **overrides,
-        }
-    )
+    rationale = f"{approver}: the three-year commitment justifies it"
+    return approvals.decision(request, approver, **{"rationale": rationale, **overrides})
 
 
 async def test_happy_path_from_crm_event_to_commits_with_rationale_and_sources(

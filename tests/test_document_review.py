@@ -19,7 +19,7 @@ from temporalio.client import WorkflowFailureError
 from activities.auction import DocumentReviewRow
 from tests.conftest import Harness
 from tests.support.scripted_model import Fault
-from workflows.contracts_auction import DEFAULT_TIERS
+from workflows.contracts.auction import DEFAULT_TIERS
 
 NDA = "Mutual NDA. Each party keeps the other's information confidential for two years."
 CONTRACT = (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from temporalio.client import WorkflowFailureError
 
 from activities.tools import credits_of
 from tests.conftest import Harness, _harness
+from tests.support import golden
+from tests.support.approvals import pending_approvals
 from tests.support.scripted_model import Fault
 from tests.test_mcp_tools import effects_dir, http_server, secret  # noqa: F401 - fixtures
 from workflows.contracts import ApprovalDecision, ApprovalRequest
@@ -28,7 +29,7 @@ from workflows.dsl.validate import load_definition, validate_text
 from workflows.dsl.validate_agent import mcp_config, notes
 
 PROCESS = Path(__file__).parents[1] / "processes" / "support_agent.yaml"
-GOLDEN = Path(__file__).parent / "golden" / "dsl_support_agent_approved.json"
+GOLDEN = golden.GOLDEN / "dsl_support_agent_approved.json"
 AGENT = "case_resolver"
 MATCH = f"agent: {AGENT}"
 
@@ -51,12 +52,7 @@ def told(h: Harness, turn: int) -> list[str]:
 
 
 async def pending(h: Harness, wid: str) -> ApprovalRequest:
-    async with asyncio.timeout(30):
-        while True:
-            found = await h.client.pending_approvals(wid)
-            if found:
-                return found[0]
-            await asyncio.sleep(0.1)
+    return (await pending_approvals(h, wid))[0]
 
 
 def approve(request: ApprovalRequest) -> ApprovalDecision:
@@ -199,14 +195,11 @@ async def test_golden_history_of_a_yaml_agent_run_replays(harness: Harness) -> N
     """A recorded run of processes/support_agent.yaml (a lookup, a denied credit, an approved
     one, the answer) replays with today's interpreter and loop: regenerate only for a
     deliberate, patched change (BATON_REGENERATE_GOLDEN=1)."""
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
 
     from workflows.dsl.interpreter import ProcessWorkflow
-    from workflows.plugin import BatonPlugin
 
     h = harness
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         h.model.script(
             Fault.tool_calls(LOOKUP, credit(5000)),
             Fault.tool_calls(credit(300)),
@@ -215,13 +208,9 @@ async def test_golden_history_of_a_yaml_agent_run_replays(harness: Harness) -> N
         )
         wid, _ = await run(h, load_definition(PROCESS))
         history = await h.temporal.get_workflow_handle(wid).fetch_history()
-        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
-    if not GOLDEN.exists():
-        pytest.fail(f"{GOLDEN} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    history = WorkflowHistory.from_json("golden-dsl-agent", GOLDEN.read_text())
-    replayer = Replayer(workflows=[ProcessWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+        golden.write(GOLDEN, history)
+    history = golden.load(GOLDEN, "golden-dsl-agent")
+    await golden.assert_replays(history, ProcessWorkflow)
 
 
 # -- baton validate ------------------------------------------------------------------------------

@@ -177,10 +177,8 @@ async def test_cancellation_mid_step_compensates_and_stops_the_agent(harness: Ha
     assert "ledger.posted" in actions and actions.count("ledger.posted") == 1
 
 
-async def test_loop_switch_condition_and_collect(harness: Harness) -> None:
-    h = harness
-    steps = (
-        """  - id: each
+#: a loop over 1, 2, 3 collecting n * 10 except for 1, whose body switches on n (cases follow)
+LOOP_OVER_1_2_3 = """  - id: each
     type: loop
     for_each: "${[1, 2, 3]}"
     as: n
@@ -192,7 +190,14 @@ async def test_loop_switch_condition_and_collect(harness: Harness) -> None:
         type: switch
         expression: "${n}"
         cases:
-          - value: 2
+"""
+
+
+async def test_loop_switch_condition_and_collect(harness: Harness) -> None:
+    h = harness
+    steps = (
+        LOOP_OVER_1_2_3
+        + """          - value: 2
             steps:
 """
         + post("post_two", "E-TWO", indent=14)
@@ -216,22 +221,13 @@ async def test_loop_switch_condition_and_collect(harness: Harness) -> None:
     assert "n=3" in str(failed.value.cause)
     assert reversed_entries(h, handle.id) == ["E-TWO"]
 
-    ok = """  - id: each
-    type: loop
-    for_each: "${[1, 2, 3]}"
-    as: n
-    max_iterations: 5
-    collect: "${n * 10}"
-    collect_if: "${n != 1}"
-    steps:
-      - id: pick
-        type: switch
-        expression: "${n}"
-        cases:
-          - {value: 2, steps: [{id: two, type: wait_event, event: x, timeout: 0.1,
+    ok = (
+        LOOP_OVER_1_2_3
+        + """          - {value: 2, steps: [{id: two, type: wait_event, event: x, timeout: 0.1,
                                 on_timeout: continue}]}
         default: []
 """
+    )
     d = definition(ok, 'output: "${steps.each.output}"')
     async with h.worker():
         result = await (await start(h, d)).result()

@@ -247,38 +247,14 @@ async def test_history_holds_no_business_data_or_secrets(
         reader = issue_token(
             issuer.directory, user="audra", roles=["payload-reader"], audience=CODEC_AUDIENCE
         )
-        shown = await temporal_cli(
-            "workflow",
-            "show",
-            "-w",
-            handle.id,
-            "-o",
-            "json",
-            "--address",
-            temporal_client.service_client.config.target_host,
-            "--namespace",
-            temporal_client.namespace,
-            "--codec-endpoint",
-            server.base_url,
-            "--codec-auth",
-            f"Bearer {reader}",
+        show = (
+            *("workflow", "show", "-w", handle.id, "-o", "json"),
+            *("--address", temporal_client.service_client.config.target_host),
+            *("--namespace", temporal_client.namespace, "--codec-endpoint", server.base_url),
         )
+        shown = await temporal_cli(*show, "--codec-auth", f"Bearer {reader}")
         assert secret_rationale.encode() in payload_bytes(shown)
-        refused = await temporal_cli(
-            "workflow",
-            "show",
-            "-w",
-            handle.id,
-            "-o",
-            "json",
-            "--address",
-            temporal_client.service_client.config.target_host,
-            "--namespace",
-            temporal_client.namespace,
-            "--codec-endpoint",
-            server.base_url,
-            check=False,
-        )
+        refused = await temporal_cli(*show, check=False)
         assert secret_rationale.encode() not in payload_bytes(refused)
     finally:
         server.stop()

@@ -339,7 +339,7 @@ async def test_a_retried_payment_pays_once_and_its_undo_runs_once(
     the first outcome; the undo voids once, then is a no-op; an undo of what never ran too."""
     from temporalio.testing import ActivityEnvironment
 
-    from workflows.contracts_extensions import CompensateActionInput, GovernedActionInput
+    from workflows.contracts.extensions import CompensateActionInput, GovernedActionInput
 
     h = harness
     by_name = {

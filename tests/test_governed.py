@@ -18,15 +18,13 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHistory
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer
 
 from tests.conftest import Harness
+from tests.support import golden
 from workflows.contracts import (
     AdjustingEntry,
     ApprovalOutcome,
@@ -38,10 +36,9 @@ from workflows.contracts import (
 from workflows.customer_onboarding import CustomerOnboardingWorkflow
 from workflows.governed import amend_entries, fail_if_denied, risk_of
 from workflows.hr_onboarding import HrOnboardingWorkflow
-from workflows.plugin import BatonPlugin
 from workflows.support import SupportCaseWorkflow
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = golden.GOLDEN
 SUFFIX = os.environ.get("BATON_GOLDEN_SUFFIX", "claimed")
 
 
@@ -150,7 +147,7 @@ async def _hr_run(h: Harness) -> Any:
 
 async def _customer_run(h: Harness) -> Any:
     from tests.test_customer_onboarding import customer_like, event
-    from workflows.contracts_customer import CustomerOnboardingInput
+    from workflows.contracts.customer import CustomerOnboardingInput
 
     customer = await customer_like(h, "cust-globex")  # 15% discount: a sales manager approves
     handle, _ = await h.client.start_customer_onboarding(
@@ -163,7 +160,7 @@ async def _customer_run(h: Harness) -> Any:
 
 
 async def _support_run(h: Harness) -> Any:
-    from workflows.contracts_support import SupportCase, SupportCaseInput
+    from workflows.contracts.support import SupportCase, SupportCaseInput
     from workflows.support_client import SupportClient
 
     case = SupportCase.model_validate(
@@ -196,17 +193,13 @@ RUNS: dict[str, tuple[Callable[[Harness], Awaitable[Any]], type]] = {
 async def test_recorded_history_replays(harness: Harness, name: str, suffix: str) -> None:
     run, workflow_class = RUNS[name]
     path = GOLDEN / f"{name}_{suffix}.json"
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1" and suffix == SUFFIX:
+    if golden.regenerating() and suffix == SUFFIX:
         async with harness.worker():
             handle = await run(harness)
         history = await handle.fetch_history()
-        path.write_text(json.dumps(history.to_json_dict(), indent=1))
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    history = WorkflowHistory.from_json(f"golden-{name}", path.read_text())
-    replayer = Replayer(workflows=[workflow_class], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+        golden.write(path, history)
+    history = golden.load(path, f"golden-{name}")
+    await golden.assert_replays(history, workflow_class)
 
 
 # -- the process registry --------------------------------------------------------------------

@@ -16,9 +16,10 @@ from temporalio.client import WorkflowFailureError
 
 from activities.hr import BlackboardEntryRow, IdpEntitlement, seed_new_hire
 from tests.conftest import Harness
+from tests.support.approvals import decision, first_pending
 from tests.test_finance_close import actions, failure_type
 from workflows.client import ApprovalRefused
-from workflows.contracts import ApprovalDecision, ApprovalRequest, NewHire
+from workflows.contracts import ApprovalRequest, NewHire
 
 ENGINEER_ACCESS = ["email:mailbox", "sso:user", "github:member", "jira:user", "aws:admin"]
 
@@ -46,28 +47,8 @@ def start(h: Harness, hire: NewHire) -> dict[str, Any]:
     return {"tenant": hire.tenant, "employee_id": hire.employee_id, "requested_by": "hana"}
 
 
-def decision(request: ApprovalRequest, approver: str, **overrides: Any) -> ApprovalDecision:
-    return ApprovalDecision.model_validate(
-        {
-            "request_id": request.request_id,
-            "approver": approver,
-            "verdict": "approve",
-            "rationale": f"{approver} checked it",
-            "action_digest": request.action_digest,
-            **overrides,
-        }
-    )
-
-
 async def wait_for_pending(h: Harness, workflow_id: str) -> ApprovalRequest:
-    import asyncio
-
-    async with asyncio.timeout(30):
-        while True:
-            status = await h.client.onboarding_status(workflow_id)
-            if status.pending:
-                return status.pending[0]
-            await asyncio.sleep(0.1)
+    return await first_pending(lambda: h.client.onboarding_status(workflow_id), 30)
 
 
 def grants(h: Harness, employee_id: str) -> list[IdpEntitlement]:

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
-from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
 
 from activities.database import NotificationOutbox
 from activities.notify import with_link
@@ -24,6 +20,7 @@ from baton.inbox.backend import InboxBackend, refusal_for
 from baton.inbox.forms import parse_amendments, schema_fields
 from baton.settings import Settings
 from tests.conftest import Harness
+from tests.support import golden
 from tests.test_approvals import script_entries
 from workflows.contracts import (
     AdjustingEntry,
@@ -33,10 +30,9 @@ from workflows.contracts import (
     PendingApproval,
 )
 from workflows.finance_close import FinanceCloseWorkflow
-from workflows.plugin import BatonPlugin
 from workflows.signed_approval import VerifiedIdentity
 
-GOLDEN = Path(__file__).parent / "golden" / "finance_close_commented_delegated.json"
+GOLDEN = golden.GOLDEN / "finance_close_commented_delegated.json"
 BIG = ("ADJ-BIG", "6100-bank-fees", "-1500.00")
 
 
@@ -151,15 +147,13 @@ async def test_history_with_comments_and_a_delegation_replays(harness: Harness) 
     """A committed history of a close with a comment, a delegation and an approval from the
     inbox replays on the current code (regenerate with BATON_REGENERATE_GOLDEN=1)."""
     h = harness
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         backend = InboxBackend(h.temporal, trust=None, tokens=None)
         async with h.worker():
             workflow_id = await comment_delegate_approve(h, backend)
         history = await h.temporal.get_workflow_handle(workflow_id).fetch_history()
-        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
-    if not GOLDEN.exists():
-        pytest.fail(f"{GOLDEN} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    history = WorkflowHistory.from_json("golden-commented-delegated", GOLDEN.read_text())
+        golden.write(GOLDEN, history)
+    history = golden.load(GOLDEN, "golden-commented-delegated")
     events = json.loads(GOLDEN.read_text())["events"]
     updates = [
         e["workflowExecutionUpdateAcceptedEventAttributes"]["acceptedRequest"]["input"]["name"]
@@ -167,9 +161,7 @@ async def test_history_with_comments_and_a_delegation_replays(harness: Harness) 
         if "workflowExecutionUpdateAcceptedEventAttributes" in e
     ]
     assert updates == ["comment_approval", "delegate_approval", "decide_approval"]
-    replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+    await golden.assert_replays(history, FinanceCloseWorkflow)
 
 
 # -- the amend form --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from tests.conftest import Harness
 from tests.test_finance_close import actions, net_by_entry, postings
 from tests.test_hr_onboarding import grants, new_hire, start, wait_for_pending
 from tests.test_operations import run_cli
-from workflows.contracts_integrity import DoctorInput, DoctorReport
+from workflows.contracts.integrity import DoctorInput, DoctorReport
 
 
 async def doctor(h: Harness, until: Callable[[DoctorReport], bool]) -> DoctorReport:

@@ -38,7 +38,7 @@ from baton.devstack.embeddings import EMBEDDING_DIMENSIONS, EMBEDDING_MODEL_NAME
 from baton.settings import REPO_ROOT
 from bench.knowledge_labels import LABELLED_QUERIES
 from tests.support.scripted_model import ScriptedModelServer
-from workflows.contracts_knowledge import (
+from workflows.contracts.knowledge import (
     Entity,
     KnowledgeDocument,
     KnowledgeQuery,

@@ -57,7 +57,7 @@ from tests.support.tool_calls_process import (
 )
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts import ApprovalDecision
-from workflows.contracts_tools import AgentRunInput, ToolPrincipal
+from workflows.contracts.tools import AgentRunInput, ToolPrincipal
 
 ENV_VAR = "BATON_TEST_CRM_KEY"
 TIMEOUT_S = 3.0
@@ -138,6 +138,34 @@ def server_config(
     else:
         crm |= {"url": http_url, "headers": {"Authorization": f"Bearer ${{{ENV_VAR}}}"}}
     return {"servers": [crm]}
+
+
+def write_config(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+    http_server: str,
+    effects_dir: Path,
+    secret: str,
+) -> Path:
+    """The MCP configuration of the test servers in ``tmp_path/mcp.json``, its secret in the
+    environment (as an operator sets BATON_MCP_CONFIG and the token)."""
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps(server_config(transport, http_server, effects_dir, sha256(secret))))
+    monkeypatch.setenv(ENV_VAR, secret)
+    return path
+
+
+def crm_run(h: Harness, task: dict[str, Any]) -> tuple[AgentRunInput, str]:
+    """An agent run of the CRM assistant on ``task`` (alice asks), and its workflow id."""
+    inp = AgentRunInput(
+        run_key=f"crm-{uuid.uuid4().hex[:8]}",
+        agent="crm_assistant",
+        tenant=h.tenant,
+        requested_by="alice",
+        task=task,
+    )
+    return inp, f"agent-run-{inp.run_key}"
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -419,9 +447,7 @@ async def governed(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Governed]:
-    path = tmp_path / "mcp.json"
-    path.write_text(json.dumps(server_config(transport, http_server, effects_dir, sha256(secret))))
-    monkeypatch.setenv(ENV_VAR, secret)
+    path = write_config(tmp_path, monkeypatch, transport, http_server, effects_dir, secret)
     async with _harness(
         temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
     ) as h:
@@ -581,9 +607,7 @@ async def test_agent_loop_refuses_the_sensitive_tool_an_injected_ticket_asks_for
     injected ticket and then does what it says, calling export_customers. Policy refuses the
     call, the model is told so and finishes; nothing is exported, the audit shows the attempt,
     and the credential is nowhere in the run's history or audit rows."""
-    path = tmp_path / "mcp.json"
-    path.write_text(json.dumps(server_config(transport, http_server, effects_dir, sha256(secret))))
-    monkeypatch.setenv(ENV_VAR, secret)
+    path = write_config(tmp_path, monkeypatch, transport, http_server, effects_dir, secret)
     agent = "crm_assistant"
     model_server.script(
         Fault.tool_calls(("mcp__crm__read_ticket", {"ticket_id": "T-9"})),
@@ -594,14 +618,7 @@ async def test_agent_loop_refuses_the_sensitive_tool_an_injected_ticket_asks_for
     async with _harness(
         temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
     ) as h:
-        inp = AgentRunInput(
-            run_key=f"crm-{uuid.uuid4().hex[:8]}",
-            agent=agent,
-            tenant=h.tenant,
-            requested_by="alice",
-            task={"ticket_id": "T-9"},
-        )
-        wid = f"agent-run-{inp.run_key}"
+        inp, wid = crm_run(h, {"ticket_id": "T-9"})
         async with h.worker():
             async with asyncio.timeout(120):
                 result = await h.temporal.execute_workflow(
@@ -670,9 +687,7 @@ async def test_agent_loop_runs_a_sensitive_tool_once_a_support_lead_approves(
 ) -> None:
     """No untrusted content read: export_customers waits for a support lead, bound to the
     call's digest; approved by sam, it runs once (over streamable HTTP)."""
-    path = tmp_path / "mcp.json"
-    path.write_text(json.dumps(server_config("http", http_server, effects_dir, sha256(secret))))
-    monkeypatch.setenv(ENV_VAR, secret)
+    path = write_config(tmp_path, monkeypatch, "http", http_server, effects_dir, secret)
     agent = "crm_assistant"
     destination = f"backup-{uuid.uuid4().hex[:6]}@acme.example"
     model_server.script(
@@ -684,14 +699,7 @@ async def test_agent_loop_runs_a_sensitive_tool_once_a_support_lead_approves(
     async with _harness(
         temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
     ) as h:
-        inp = AgentRunInput(
-            run_key=f"crm-{uuid.uuid4().hex[:8]}",
-            agent=agent,
-            tenant=h.tenant,
-            requested_by="alice",
-            task={"ask": "back up the customer list"},
-        )
-        wid = f"agent-run-{inp.run_key}"
+        inp, wid = crm_run(h, {"ask": "back up the customer list"})
         async with h.worker():
             handle = await h.temporal.start_workflow(
                 AgentRunWorkflow.run, inp, id=wid, task_queue=h.client.task_queue
@@ -740,9 +748,7 @@ async def test_worker_lists_the_configured_servers_tools(
 ) -> None:
     from worker import build_runtime
 
-    path = tmp_path / "mcp.json"
-    path.write_text(json.dumps(server_config("http", http_server, effects_dir, sha256(secret))))
-    monkeypatch.setenv(ENV_VAR, secret)
+    path = write_config(tmp_path, monkeypatch, "http", http_server, effects_dir, secret)
     settings = replace(Settings(), database_url=f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path)
     runtime = build_runtime(settings)
     try:

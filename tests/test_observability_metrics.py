@@ -24,7 +24,7 @@ from baton.telemetry import prometheus_runtime
 from tests.conftest import Harness, _harness
 from tests.support import prometheus
 from tests.support.scripted_model import Fault
-from tests.test_kpi import another_period
+from tests.test_kpi import BAD_PROPOSAL, another_period
 from workflows.plugin import BatonPlugin
 
 
@@ -91,18 +91,7 @@ async def test_worker_metrics_are_scraped_and_agree_with_the_ledger(metered: Met
     # a second period whose reconciler proposes a posting the policy denies, too large to
     # close the period with as an exception: the close fails safe
     denied_period = another_period(h)
-    bad = {
-        "entries": [
-            {
-                "entry_id": "ADJ-X1",
-                "account": "9999-crypto-wallet",
-                "amount": "-2000000.00",
-                "source_ids": ["B0001"],
-                "rationale": "move cash to a wallet",
-            }
-        ]
-    }
-    h.model.script(Fault.reconciled(bad), match=denied_period)
+    h.model.script(Fault.reconciled(BAD_PROPOSAL), match=denied_period)
     async with h.worker():
         handle = await h.client.start_finance_close(h.start_input())
         await h.wait_for_pending(handle.id)

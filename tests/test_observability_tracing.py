@@ -41,13 +41,7 @@ async def test_a_close_is_one_trace_with_agent_policy_and_approval_spans(
     async with _harness(client, model_server, database_url) as h:
         async with h.worker():
             handle = await h.client.start_finance_close(h.start_input())
-            status = await h.wait_for_pending(handle.id)
-            await h.client.approve(
-                handle.id,
-                approver="carol",
-                rationale="ok",
-                action_digest=status.pending[0].action_digest,
-            )
+            await h.approve_close(handle.id)
             await handle.result()
         trail = h.runtime.ledger.trail(handle.id)
 

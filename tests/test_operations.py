@@ -11,18 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from sqlmodel import select, text
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
 
 from activities.database import JournalPosting
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, temporal_binary
+from tests.support import golden
 from workflows.finance_close import FinanceCloseWorkflow
-from workflows.plugin import BatonPlugin
 
-GOLDEN = Path(__file__).parent / "golden" / "finance_close_approved.json"
+GOLDEN = golden.GOLDEN / "finance_close_approved.json"
 BATON = str(Path(sys.executable).parent / "baton")
 
 
@@ -278,21 +276,16 @@ async def test_golden_history_replays(harness: Harness) -> None:
     workflow.patched) with BATON_REGENERATE_GOLDEN=1.
     """
     h = harness
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         async with h.worker():
             handle = await h.client.start_finance_close(h.start_input())
             await h.wait_for_pending(handle.id)
             await h.client.approve(handle.id, approver="carol", rationale="golden")
             await handle.result()
         history = await handle.fetch_history()
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
-    if not GOLDEN.exists():
-        pytest.fail(f"{GOLDEN} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    history = WorkflowHistory.from_json("golden-finance-close", GOLDEN.read_text())
-    replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+        golden.write(GOLDEN, history)
+    history = golden.load(GOLDEN, "golden-finance-close")
+    await golden.assert_replays(history, FinanceCloseWorkflow)
 
 
 async def test_history_with_unchanged_search_attribute_writes_replays() -> None:
@@ -303,6 +296,4 @@ async def test_history_with_unchanged_search_attribute_writes_replays() -> None:
     history = WorkflowHistory.from_json("golden-unchanged-upserts", path.read_text())
     kinds = [e.WhichOneof("attributes") for e in history.events]
     assert kinds.count("upsert_workflow_search_attributes_event_attributes") == 4
-    replayer = Replayer(workflows=[FinanceCloseWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+    await golden.assert_replays(history, FinanceCloseWorkflow)

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from activities.database import Database
 from activities.payload_store import PayloadMissing, PayloadStore
-from workflows.contracts_tools import PayloadRef
+from workflows.contracts.tools import PayloadRef
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.conftest import Harness, _harness, make_settings
 from tests.support.route_once import RouteOnce
 from tests.support.scripted_model import Fault, ScriptedModelServer
 from workflows.contracts import PROCESS_VERSIONS, STABLE_VERSION, ProcessVersion
-from workflows.contracts_support import Triage, TriageInput
+from workflows.contracts.support import Triage, TriageInput
 from workflows.plugin import BatonPlugin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -392,13 +392,7 @@ async def test_finance_agents_listed_in_the_catalogue_are_routed(
     model_server.script(Fault.status(503), match="/primary/")  # one fallback on the way
     async with routed(spec) as h, h.worker():
         handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id)
-        await h.client.approve(
-            handle.id,
-            approver="carol",
-            rationale="ok",
-            action_digest=status.pending[0].action_digest,
-        )
+        await h.approve_close(handle.id)
         result = await handle.result()
     charges = spend.charges_of(h.db, handle.id)
     assert sorted({c.agent for c in charges}) == [

@@ -21,7 +21,7 @@ from tests.conftest import Harness, _harness
 from tests.support.scripted_model import ScriptedModelServer
 from workflows.client import ApprovalRefused
 from workflows.contracts import APPROVAL_UPDATE, ApprovalDecision
-from workflows.contracts_security import MAX_TEXT_CHARS
+from workflows.contracts.security import MAX_TEXT_CHARS
 from workflows.signed_approval import SEALED_PREFIX, TRUST_REFUSED_ERROR
 
 # -- 1. a starter cannot bring its own issuer ---------------------------------------------------
@@ -279,28 +279,20 @@ async def test_a_signed_run_from_before_the_rules_replays_with_them() -> None:
     worker's trust interceptor it takes the same steps: the new rules sit behind
     workflow.patched (worker-approval-trust-wins, approval-tokens-bound-and-single-use,
     refused-signals-rate-limited), so runs in flight are not broken by the upgrade."""
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
-
-    from workflows.contracts_security import ApprovalTrust
+    from tests.support import golden
+    from workflows.contracts.security import ApprovalTrust
     from workflows.finance_close import FinanceCloseWorkflow
-    from workflows.plugin import BatonPlugin
     from workflows.signed_approval import RequireSignedApprovals
 
-    golden = Path(__file__).parent / "golden"
     trust = ApprovalTrust.model_validate_json(
-        (golden / "finance_close_signed_unbound.trust.json").read_text()
+        (golden.GOLDEN / "finance_close_signed_unbound.trust.json").read_text()
     )
-    history = WorkflowHistory.from_json(
-        "golden-signed-unbound", (golden / "finance_close_signed_unbound.json").read_text()
+    history = golden.load(
+        golden.GOLDEN / "finance_close_signed_unbound.json", "golden-signed-unbound"
     )
-    replayer = Replayer(
-        workflows=[FinanceCloseWorkflow],
-        interceptors=[RequireSignedApprovals(trust)],
-        plugins=[BatonPlugin()],
+    await golden.assert_replays(
+        history, FinanceCloseWorkflow, interceptors=[RequireSignedApprovals(trust)]
     )
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
 
 
 # -- 5. the dev stack ---------------------------------------------------------------------------

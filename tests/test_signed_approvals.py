@@ -32,7 +32,7 @@ from tests.conftest import Harness, _harness
 from tests.support.scripted_model import ScriptedModelServer
 from workflows.client import ApprovalRefused
 from workflows.contracts import ApprovalDecision
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.signed_approval import AssertionRefused, approver_refusal, verify_assertion
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -27,7 +27,7 @@ from tests.support.scripted_model import Fault, ScriptedModelServer
 from tests.test_finance_close import failure_type, postings
 from tests.test_router import CHEAP_CONFIDENT, catalogue, model, route
 from workflows.contracts import LedgerLine, MemoInput, ProposeAdjustmentsInput
-from workflows.contracts_support import TriageInput
+from workflows.contracts.support import TriageInput
 
 MODES = ["json_schema", "json_object_schema", "tool_call", "prompt"]
 routed = test_router.routed  # the fixture of tests/test_router.py, registered here too

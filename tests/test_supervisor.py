@@ -24,7 +24,7 @@ from tests.conftest import Harness
 from tests.support.scripted_model import Fault
 from tests.test_kpi import BAD_PROPOSAL, another_period
 from tests.test_operations import run_cli
-from workflows.contracts_supervisor import (
+from workflows.contracts.supervisor import (
     ProcessBaseline,
     SupervisorInput,
     SupervisorThresholds,

@@ -23,10 +23,11 @@ from activities.audit import AuditRecord
 from activities.knowledge import Embedder, KnowledgeBase
 from activities.support import SupportTicket, support_articles, ticket_of, ticket_updates
 from tests.conftest import Harness, _harness
+from tests.support.approvals import pending_approvals
 from tests.support.scripted_model import ScriptedModelServer
 from tests.test_router import catalogue
 from workflows.contracts import ApprovalRequest
-from workflows.contracts_support import (
+from workflows.contracts.support import (
     ENQUEUE_CASE_SIGNAL,
     SupportCase,
     SupportCaseInput,
@@ -83,12 +84,7 @@ def case(h: Harness, **overrides: Any) -> SupportCase:
 
 
 async def pending(h: Harness, workflow_id: str) -> ApprovalRequest:
-    async with asyncio.timeout(30):
-        while True:
-            found = await h.client.pending_approvals(workflow_id)
-            if found:
-                return found[0]
-            await asyncio.sleep(0.1)
+    return (await pending_approvals(h, workflow_id))[0]
 
 
 def audit_actions(h: Harness, workflow_id: str) -> list[str]:
@@ -179,27 +175,8 @@ async def test_an_sla_breach_is_audited(h: Harness) -> None:
     assert desc.search_attributes["BatonRisk"] == ["sla_breached"]
 
 
-async def test_ticket_updates_are_idempotent(h: Harness) -> None:
-    support = h.runtime.activities
-    apply = next(a for a in support if getattr(a, "__name__", "") == "apply_ticket_update")
-    update = TicketUpdateInput(
-        case=case(h),
-        category="billing",
-        status="resolved",
-        reply="Refunded.",
-        requested_by="support-queue",
-        idempotency_key=f"k-{uuid.uuid4().hex}",
-    )
-    env = ActivityEnvironment()
-    first = await env.run(apply, update)
-    again = await env.run(apply, update)
-    assert first == again and first.applied and first.ticket_version == 1
-    assert ticket_updates(h.db, update.case.case_id) == 1
-    with h.db.read_session() as s:
-        assert len(s.exec(select(SupportTicket)).all()) == 1
-
-
-async def test_an_engaged_kill_switch_stops_the_ticket_update_until_cleared(h: Harness) -> None:
+def ticket_update(h: Harness) -> tuple[Any, TicketUpdateInput]:
+    """The worker's ``apply_ticket_update`` activity and a fresh update of a new case."""
     apply = next(
         a for a in h.runtime.activities if getattr(a, "__name__", "") == "apply_ticket_update"
     )
@@ -211,6 +188,22 @@ async def test_an_engaged_kill_switch_stops_the_ticket_update_until_cleared(h: H
         requested_by="support-queue",
         idempotency_key=f"k-{uuid.uuid4().hex}",
     )
+    return apply, update
+
+
+async def test_ticket_updates_are_idempotent(h: Harness) -> None:
+    apply, update = ticket_update(h)
+    env = ActivityEnvironment()
+    first = await env.run(apply, update)
+    again = await env.run(apply, update)
+    assert first == again and first.applied and first.ticket_version == 1
+    assert ticket_updates(h.db, update.case.case_id) == 1
+    with h.db.read_session() as s:
+        assert len(s.exec(select(SupportTicket)).all()) == 1
+
+
+async def test_an_engaged_kill_switch_stops_the_ticket_update_until_cleared(h: Harness) -> None:
+    apply, update = ticket_update(h)
     env = ActivityEnvironment()
     switch = h.runtime.switch
     scope = "agent:ticketing_integrator"

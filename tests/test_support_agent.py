@@ -26,8 +26,8 @@ from activities.support import ticket_of
 from activities.tools import ReplyDraft, credits_of
 from tests.conftest import Harness
 from tests.test_support import audit_actions, case, h, pending  # noqa: F401 - h: the fixture
-from workflows.contracts_support import SupportCaseInput, SupportCaseResult
-from workflows.contracts_tools import ToolCallInput, ToolPrincipal
+from workflows.contracts.support import SupportCaseInput, SupportCaseResult
+from workflows.contracts.tools import ToolCallInput, ToolPrincipal
 from workflows.plugin import BatonPlugin
 from workflows.support import L2_AGENT_DEFAULT_PATCH, SupportCaseWorkflow
 from workflows.support_client import SupportClient

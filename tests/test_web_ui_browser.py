@@ -55,11 +55,7 @@ async def test_web_ui_shows_summaries_of_a_finished_and_a_waiting_run(
     async with _harness(env.client, model_server, database_url) as h:
         async with h.worker():
             done = await h.client.start_finance_close(h.start_input())
-            status = await h.wait_for_pending(done.id)
-            await h.client.approve(
-                done.id, approver="carol", rationale="ok",
-                action_digest=status.pending[0].action_digest,
-            )  # fmt: skip
+            await h.approve_close(done.id)
             await done.result()
             waiting_period = another_period(h)
             waiting = await h.client.start_finance_close(h.start_input(period=waiting_period))

@@ -42,8 +42,8 @@ from temporalio.exceptions import ApplicationError
 from workflows import errors
 from workflows.agent_steps import AGENT_STEPS, AgentStep
 from workflows.contracts import ApprovalGrant, Budget, digest
-from workflows.contracts_support import RoutedUsage
-from workflows.contracts_tools import (
+from workflows.contracts.support import RoutedUsage
+from workflows.contracts.tools import (
     AgentRunInput,
     AgentRunResult,
     AgentTurn,

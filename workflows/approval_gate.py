@@ -57,7 +57,7 @@ from workflows.contracts import (
     PendingApproval,
     PolicyDecision,
 )
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.presets import PRESETS
 from workflows.signed_approval import (
     AssertionRefused,

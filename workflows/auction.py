@@ -52,7 +52,7 @@ from workflows.presets import PRESETS
 with workflow.unsafe.imports_passed_through():
     from activities.auction import AuctionActivities
     from workflows.contracts import PolicyDecision, TokenUsage
-    from workflows.contracts_auction import (
+    from workflows.contracts.auction import (
         ALL_WINNERS_FAILED,
         NO_BIDS,
         AgentTier,
@@ -295,23 +295,11 @@ class Auction:
             if isinstance(answer, BaseException):
                 if is_cancelled_exception(answer) and not isinstance(answer, ActivityError):
                     raise answer
-                no_bids[tier.name] = _no_bid_reason(answer, deadline)
-                self.audit.record(
-                    f"bidder:{tier.name}",
-                    "auction.no_bid",
-                    detail={"task_id": task.task_id, "round": rnd},
-                    rationale=no_bids[tier.name],
-                )
+                self._no_bid(no_bids, tier.name, _no_bid_reason(answer, deadline), task, rnd)
                 continue
             self.usage.append(answer.usage)
             if answer.bid is None:
-                no_bids[tier.name] = f"declined: {answer.declined}"
-                self.audit.record(
-                    f"bidder:{tier.name}",
-                    "auction.no_bid",
-                    detail={"task_id": task.task_id, "round": rnd},
-                    rationale=no_bids[tier.name],
-                )
+                self._no_bid(no_bids, tier.name, f"declined: {answer.declined}", task, rnd)
                 continue
             bid = answer.bid
             bids.append(bid)
@@ -322,6 +310,18 @@ class Auction:
                 rationale=bid.note,
             )
         return bids, no_bids
+
+    def _no_bid(
+        self, no_bids: dict[str, str], tier: str, reason: str, task: AuctionTask, rnd: int
+    ) -> None:
+        """``tier`` made no bid on ``task`` this round (failed, timed out or declined)."""
+        no_bids[tier] = reason
+        self.audit.record(
+            f"bidder:{tier}",
+            "auction.no_bid",
+            detail={"task_id": task.task_id, "round": rnd},
+            rationale=reason,
+        )
 
     def _record_award(self, decision: Award, no_bids: dict[str, str]) -> None:
         if decision.winner is None:

@@ -49,6 +49,7 @@ from workflows.client_errors import (
     BatonClientError,
     NoPendingApproval,
     ProcessAlreadyStarted,
+    start_keyed,
 )
 from workflows.contracts import (
     CANARY_CHANGED_SIGNAL,
@@ -76,12 +77,12 @@ from workflows.contracts import (
     ShadowDiff,
     ShadowDifference,
 )
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CustomerOnboardingInput,
     CustomerOnboardingResult,
     CustomerOnboardingStatus,
 )
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.customer_onboarding import PROCESS as CUSTOMER_ONBOARDING
 from workflows.customer_onboarding import CustomerOnboardingWorkflow
 from workflows.dsl.model import ProcessRunInput
@@ -196,16 +197,14 @@ class BatonClient(DocumentReviewClient):
                 "a YAML process starts with workflows.dsl.client.start_process (or `baton run`): "
                 "its run id is not a business key"
             )
-        try:
-            return await self.client.start_workflow(
-                spec.workflow.run,  # type: ignore[attr-defined]
-                inp,
-                id=spec.business_key(inp),
-                task_queue=self.task_queue,
-                static_summary=spec.summary(inp),
-            )
-        except WorkflowAlreadyStartedError:
-            raise ProcessAlreadyStarted(spec.business_key(inp)) from None
+        return await start_keyed(
+            self.client,
+            spec.workflow.run,  # type: ignore[attr-defined]
+            inp,
+            workflow_id=spec.business_key(inp),
+            task_queue=self.task_queue,
+            static_summary=spec.summary(inp),
+        )
 
     async def start_finance_close(
         self, inp: FinanceCloseInput | dict[str, Any], *, join_existing: bool = False
@@ -239,40 +238,34 @@ class BatonClient(DocumentReviewClient):
             key = workflow_id.removeprefix("shadow/")
             version = await asyncio.to_thread(self.canary.assign, spec.name, key)
             inp = spec.input.model_validate({**inp.model_dump(), "version": version})
-        try:
-            return await self.client.start_workflow(
-                spec.workflow.run,  # type: ignore[attr-defined]
-                inp,
-                id=workflow_id,
-                task_queue=self.task_queue,
-                id_conflict_policy=(
-                    WorkflowIDConflictPolicy.USE_EXISTING
-                    if join_existing
-                    else WorkflowIDConflictPolicy.FAIL
-                ),
-                # a failed, rejected or cancelled run may run again; a completed one may not
-                # (a shadow run may always be repeated: it changes nothing)
-                id_reuse_policy=(
-                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                    if inp.shadow
-                    else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-                ),
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(visibility.VERSION, inp.version),
-                        SearchAttributePair(visibility.PROCESS, spec.name),
-                        SearchAttributePair(visibility.TENANT, inp.tenant),
-                        SearchAttributePair(visibility.APPROVAL_STATE, "none"),
-                        *_UNSPENT,
-                        SearchAttributePair(visibility.SHADOW, inp.shadow),
-                    ]
-                ),
-                memo={VERSION_MEMO: inp.version, **spec.memo(inp)},
-                static_summary=spec.summary(inp),
-                static_details=spec.details(inp),
-            )
-        except WorkflowAlreadyStartedError:
-            raise ProcessAlreadyStarted(workflow_id) from None
+        return await start_keyed(
+            self.client,
+            spec.workflow.run,  # type: ignore[attr-defined]
+            inp,
+            workflow_id=workflow_id,
+            task_queue=self.task_queue,
+            join_existing=join_existing,
+            # a failed, rejected or cancelled run may run again; a completed one may not
+            # (a shadow run may always be repeated: it changes nothing)
+            id_reuse_policy=(
+                WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if inp.shadow
+                else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+            ),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(visibility.VERSION, inp.version),
+                    SearchAttributePair(visibility.PROCESS, spec.name),
+                    SearchAttributePair(visibility.TENANT, inp.tenant),
+                    SearchAttributePair(visibility.APPROVAL_STATE, "none"),
+                    *_UNSPENT,
+                    SearchAttributePair(visibility.SHADOW, inp.shadow),
+                ]
+            ),
+            memo={VERSION_MEMO: inp.version, **spec.memo(inp)},
+            static_summary=spec.summary(inp),
+            static_details=spec.details(inp),
+        )
 
     async def start_customer_onboarding(
         self, inp: CustomerOnboardingInput | dict[str, Any]

@@ -18,14 +18,12 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from workflows import visibility
-from workflows.client_errors import ProcessAlreadyStarted
-from workflows.contracts_auction import (
+from workflows.client_errors import start_keyed
+from workflows.contracts.auction import (
     DOCUMENT_REVIEW_PROCESS,
     AuctionStatus,
     DocumentReviewInput,
@@ -47,35 +45,29 @@ class DocumentReviewClient:
         if not isinstance(inp, DocumentReviewInput):
             inp = DocumentReviewInput.model_validate(inp)
         workflow_id = inp.workflow_id()
-        try:
-            return await self.client.start_workflow(
-                DocumentReviewWorkflow.run,
-                inp,
-                id=workflow_id,
-                task_queue=self.task_queue,
-                id_conflict_policy=(
-                    WorkflowIDConflictPolicy.USE_EXISTING
-                    if join_existing
-                    else WorkflowIDConflictPolicy.FAIL
-                ),
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(visibility.PROCESS, DOCUMENT_REVIEW_PROCESS),
-                        SearchAttributePair(visibility.TENANT, inp.tenant),
-                    ]
-                ),
-                memo={"requested_by": inp.requested_by, "batch_id": inp.batch_id},
-                static_summary=f"Document review {inp.tenant} {inp.batch_id} "
-                f"({len(inp.tasks)} tasks, {len(inp.tiers)} tiers)",
-                static_details=(
-                    f"Each of the {len(inp.tasks)} reviews is auctioned among the tiers "
-                    f"{', '.join(t.name for t in inp.tiers)}; see the `auction_status` query "
-                    "and the audit trail (auction.bid / auction.awarded)."
-                ),
-            )
-        except WorkflowAlreadyStartedError:
-            raise ProcessAlreadyStarted(workflow_id) from None
+        return await start_keyed(
+            self.client,
+            DocumentReviewWorkflow.run,
+            inp,
+            workflow_id=workflow_id,
+            task_queue=self.task_queue,
+            join_existing=join_existing,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(visibility.PROCESS, DOCUMENT_REVIEW_PROCESS),
+                    SearchAttributePair(visibility.TENANT, inp.tenant),
+                ]
+            ),
+            memo={"requested_by": inp.requested_by, "batch_id": inp.batch_id},
+            static_summary=f"Document review {inp.tenant} {inp.batch_id} "
+            f"({len(inp.tasks)} tasks, {len(inp.tiers)} tiers)",
+            static_details=(
+                f"Each of the {len(inp.tasks)} reviews is auctioned among the tiers "
+                f"{', '.join(t.name for t in inp.tiers)}; see the `auction_status` query "
+                "and the audit trail (auction.bid / auction.awarded)."
+            ),
+        )
 
     def document_review(
         self, workflow_id: str

@@ -30,7 +30,7 @@ from workflows import errors
 from workflows.agent_loop import AgentLoop
 from workflows.agent_steps import ONBOARDING_EXECUTOR
 from workflows.contracts import STATUS_QUERY, ApprovalGrant
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CommittedAction,
     CustomerAction,
     CustomerAgentInput,

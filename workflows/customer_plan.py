@@ -12,7 +12,7 @@ from typing import Any
 
 from workflows import errors
 from workflows.contracts import ApprovalGrant, PolicyDecision
-from workflows.contracts_customer import (
+from workflows.contracts.customer import (
     CommitInput,
     CustomerAction,
     CustomerAgentInput,
@@ -24,7 +24,7 @@ from workflows.contracts_customer import (
     OnboardingPlan,
     OnboardingSequence,
 )
-from workflows.contracts_knowledge import RelationResult
+from workflows.contracts.knowledge import RelationResult
 from workflows.governed import ApprovalRound
 
 __all__ = [

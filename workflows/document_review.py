@@ -37,7 +37,7 @@ from workflows.saga import Saga, unwind
 with workflow.unsafe.imports_passed_through():
     from activities.auction import AWARD_POLICY, AuctionActivities
     from workflows.contracts import KILL_SWITCH_RELEASED_SIGNAL, PolicyDecision
-    from workflows.contracts_auction import (
+    from workflows.contracts.auction import (
         AUCTION_STATUS_QUERY,
         DOCUMENT_REVIEW_PROCESS,
         DOCUMENT_REVIEW_WORKFLOW,

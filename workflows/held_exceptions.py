@@ -3,7 +3,7 @@ run's result, its memo, its current details (the Web UI) and its status (``Proce
 `baton close exceptions`); before the process finishes, policy decides on them
 (:meth:`workflows.process_base.GovernedProcess.sign_off_exceptions`).
 
-Pure functions over the contracts (workflows/contracts.py): no I/O, safe in workflow code.
+Pure functions over the contracts (workflows/contracts/): no I/O, safe in workflow code.
 """
 
 from __future__ import annotations

@@ -39,21 +39,15 @@ PASSTHROUGH = [
     "pydantic",  # the contracts' base; pure, and re-importing it per workflow is slow
     "pydantic_core",  # pydantic's compiled core
     "annotated_types",  # pydantic dependency
-    # pure models (pydantic + stdlib only). Activities, imported through the sandbox, use the
-    # same classes; re-importing them inside would make PeriodData != PeriodData.
+    # pure models (pydantic + stdlib only), the package and every module in it (the sandbox
+    # passes a passed-through package's submodules through too). Activities, imported through
+    # the sandbox, use the same classes; re-importing them inside would make PeriodData !=
+    # PeriodData. The DSL catalogue (passed through) holds models built on the extension
+    # actions' envelopes (workflows/contracts/extensions.py): the same classes inside and out.
     "workflows.contracts",
-    "workflows.contracts_security",
     # the Ed25519 signature check of signed approvals (a compiled extension: load it once)
     "cryptography",
-    "workflows.contracts_knowledge",
-    "workflows.contracts_customer",
-    "workflows.contracts_supervisor",
-    "workflows.contracts_integrity",
-    "workflows.contracts_tools",
     "workflows.agent_steps",  # agent step declarations (dataclasses + output models)
-    # extension actions' envelopes (pydantic + stdlib); the catalogue (passed through) holds
-    # models built on them, so inside and outside must be the same classes
-    "workflows.contracts_extensions",
     # constants only (timeouts and retry policies, search attribute keys, failure type names and
     # the BatonError root, so a workflow failure type is the same class inside and outside):
     # no workflow logic, nothing done at import but defining them. Re-creating the Preset

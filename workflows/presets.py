@@ -43,6 +43,10 @@ class Preset:
     heartbeat: timedelta | None = None
 
 
+_UNTIL_DONE = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+)
+
 PRESETS: dict[ActivityKind, Preset] = {
     "agent": Preset(
         start_to_close=timedelta(minutes=15),
@@ -68,18 +72,9 @@ PRESETS: dict[ActivityKind, Preset] = {
             non_retryable_error_types=NON_RETRYABLE,
         ),
     ),
-    "compensation": Preset(
-        start_to_close=timedelta(seconds=30),
-        retry=RetryPolicy(
-            initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
-        ),
-    ),
-    "audit": Preset(
-        start_to_close=timedelta(seconds=30),
-        retry=RetryPolicy(
-            initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
-        ),
-    ),
+    # an undo and an audit write must happen: retried until they do (no attempt limit)
+    "compensation": Preset(start_to_close=timedelta(seconds=30), retry=_UNTIL_DONE),
+    "audit": Preset(start_to_close=timedelta(seconds=30), retry=_UNTIL_DONE),
     "notification": Preset(
         start_to_close=timedelta(seconds=15),
         retry=RetryPolicy(

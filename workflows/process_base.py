@@ -3,7 +3,7 @@ and the same decision by Signal), the kill-switch release signal, the pending-ap
 the governed step and approval round (workflows/governed.py), the step runner with the run's
 model budget and its raise, the failure path, and the run's cost. A process calls
 ``self.govern(inp, PROCESS)`` in its ``__init__`` and inherits these; the handler names are the
-ones a stock `temporal` CLI user types (workflows/contracts.py). This module holds no process's
+ones a stock `temporal` CLI user types (workflows/contracts/). This module holds no process's
 business steps.
 """
 
@@ -54,7 +54,7 @@ from workflows.contracts import (
     ProcessStatus,
     TokenUsage,
 )
-from workflows.contracts_knowledge import (
+from workflows.contracts.knowledge import (
     KnowledgeHit,
     KnowledgeQuery,
     RelationQuery,

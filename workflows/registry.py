@@ -21,8 +21,8 @@ from pydantic import BaseModel
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.canary_monitor import CanaryMonitorWorkflow
 from workflows.contracts import FinanceCloseInput, OnboardingInput
-from workflows.contracts_customer import CustomerOnboardingInput
-from workflows.contracts_support import SupportCaseInput
+from workflows.contracts.customer import CustomerOnboardingInput
+from workflows.contracts.support import SupportCaseInput
 from workflows.customer_onboarding import CustomerOnboardingWorkflow
 from workflows.document_review import DocumentReviewWorkflow
 from workflows.dsl.interpreter import ProcessWorkflow

@@ -27,9 +27,9 @@ from typing import Any
 from temporalio import workflow
 
 from workflows.contracts import AuditBatch, AuditEvent, ReverseEntryInput, RevokeInput
-from workflows.contracts_auction import RetractReviewInput
-from workflows.contracts_customer import RevertInput
-from workflows.contracts_integrity import (
+from workflows.contracts.auction import RetractReviewInput
+from workflows.contracts.customer import RevertInput
+from workflows.contracts.integrity import (
     DOCTOR_WORKFLOW,
     REPAIR_WORKFLOW,
     DoctorInput,

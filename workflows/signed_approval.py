@@ -42,7 +42,7 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 
 with workflow.unsafe.imports_passed_through():
     from cryptography.exceptions import InvalidSignature, InvalidTag

@@ -28,7 +28,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import Notification
-from workflows.contracts_supervisor import (
+from workflows.contracts.supervisor import (
     Anomaly,
     SupervisorActInput,
     SupervisorActResult,

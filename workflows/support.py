@@ -21,7 +21,7 @@ from temporalio import workflow
 from workflows.agent_loop import act_as_agent
 from workflows.agent_steps import L2_RESEARCHER
 from workflows.contracts import BusinessClaim, PolicyDecision, digest
-from workflows.contracts_support import (
+from workflows.contracts.support import (
     SLA_SECONDS,
     SUPPORT_PROCESS,
     SUPPORT_STATUS_QUERY,

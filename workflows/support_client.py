@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 
 from workflows.client import BatonClient, BatonClientError
-from workflows.contracts_support import (
+from workflows.contracts.support import (
     ENQUEUE_CASE_UPDATE,
     SUPPORT_STATUS_QUERY,
     CoordinatorStatus,

@@ -14,7 +14,7 @@ import heapq
 from temporalio import workflow
 
 from workflows import visibility
-from workflows.contracts_support import (
+from workflows.contracts.support import (
     ENQUEUE_CASE_SIGNAL,
     ENQUEUE_CASE_UPDATE,
     SUPPORT_STATUS_QUERY,

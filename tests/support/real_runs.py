@@ -296,7 +296,7 @@ async def customer_onboarding(real: Harness) -> str:
     from activities.knowledge import Embedder, KnowledgeBase
     from baton.cli_customer import copy_seed_customer
     from baton.crm_trigger import dispatch_new_customers
-    from workflows.contracts_customer import CrmEvent
+    from workflows.contracts.customer import CrmEvent
 
     h = real
     kb = KnowledgeBase(
@@ -345,7 +345,7 @@ async def customer_onboarding(real: Harness) -> str:
 async def support_case(real: Harness) -> str:
     from activities.knowledge import Embedder, KnowledgeBase
     from activities.support import support_articles
-    from workflows.contracts_support import SupportCoordinatorInput
+    from workflows.contracts.support import SupportCoordinatorInput
 
     h = real
     kb = KnowledgeBase(
@@ -367,7 +367,7 @@ async def support_case(real: Harness) -> str:
 
 
 async def _one_support_case(h: Harness, support: SupportClient, queue: str) -> str:
-    from workflows.contracts_support import SupportCase
+    from workflows.contracts.support import SupportCase
 
     case = SupportCase(
         case_id=f"C-real-{uuid.uuid4().hex[:6]}",
@@ -432,7 +432,7 @@ async def support_agent(real: Harness) -> str:
     from activities.tools import credits_of, emails_of, tool_calls_of
     from workflows.agent_loop import AgentRunWorkflow
     from workflows.agent_steps import CaseResolution
-    from workflows.contracts_tools import AgentRunInput, ToolCallOutcome
+    from workflows.contracts.tools import AgentRunInput, ToolCallOutcome
 
     h = real
     kb = KnowledgeBase(
@@ -522,7 +522,7 @@ async def support_agent(real: Harness) -> str:
 async def document_review(real: Harness) -> str:
     from activities.auction import catalogue_tiers
     from baton.cli_auction import SAMPLE_TASKS
-    from workflows.contracts_auction import AuctionTask, DocumentReviewInput
+    from workflows.contracts.auction import AuctionTask, DocumentReviewInput
 
     h = real
     assert h.runtime.router is not None

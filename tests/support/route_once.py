@@ -8,7 +8,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from workflows.contracts_support import Triage, TriageInput
+from workflows.contracts.support import Triage, TriageInput
 
 
 @workflow.defn(name="RouteOnceForTests")

@@ -11,7 +11,7 @@ from temporalio import workflow
 
 from workflows.agent_loop import ToolCaller
 from workflows.contracts import Budget, Contract
-from workflows.contracts_tools import PayloadRef, ToolPrincipal
+from workflows.contracts.tools import PayloadRef, ToolPrincipal
 from workflows.process_base import GovernedProcess
 
 

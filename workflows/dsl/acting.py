@@ -21,7 +21,7 @@ from workflows.agent_loop import AgentLoop
 from workflows.agent_steps import AGENT_STEPS, ANSWERS, AgentLimits, answer_of
 from workflows.agent_steps import AgentStep as DeclaredAgentStep
 from workflows.contracts import ApprovalGrant, Budget, digest
-from workflows.contracts_tools import (
+from workflows.contracts.tools import (
     ToolCallOutcome,
     ToolCallRequest,
     ToolHistory,

@@ -41,13 +41,13 @@ from workflows.contracts import (
     PolicyQuery,
     digest,
 )
-from workflows.contracts_extensions import (
+from workflows.contracts.extensions import (
     CompensateActionInput,
     CompensateActionOutcome,
     GovernedActionInput,
     GovernedActionOutcome,
 )
-from workflows.contracts_tools import ToolPrincipal
+from workflows.contracts.tools import ToolPrincipal
 from workflows.dsl import acting, catalog
 from workflows.dsl import expressions as ex
 from workflows.dsl.model import (

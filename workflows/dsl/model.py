@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from workflows.contracts_security import Name, bounded_json
+from workflows.contracts.security import Name, bounded_json
 
 LANGUAGE_VERSION = 1
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"

@@ -1,8 +1,8 @@
 """Contracts of the auction building block (workflows/auction.py) and the document-review
 allocation process (workflows/document_review.py) that uses it.
 
-Kept apart from workflows/contracts.py so the areas merge cleanly; like it, this module imports
-only pydantic, the standard library and workflows.contracts, and does nothing at import.
+Like the rest of workflows/contracts/, this module imports only pydantic, the standard library
+and its sibling modules, and does nothing at import.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from workflows.contracts import NAME_PATTERN, Contract, TokenUsage
-from workflows.contracts_security import Id, Name
+from workflows.contracts.base import NAME_PATTERN, Contract, Requester, TenantName, TokenUsage
+from workflows.contracts.security import Id
 
 #: Workflow type and process name (search attribute BatonProcess, kill-switch scope).
 DOCUMENT_REVIEW_WORKFLOW = "DocumentReviewAllocation"
@@ -248,33 +248,19 @@ class TaskAllocation(Contract):
 class DocumentReviewInput(Contract):
     """Allocate a batch of document reviews among agent tiers by auction."""
 
-    tenant: Name
+    tenant: TenantName
     batch_id: Id
-    requested_by: Name
+    requested_by: Requester
     tiers: list[AgentTier] = Field(min_length=1)
     tasks: list[AuctionTask] = Field(min_length=1, max_length=200)
     rule: AwardRule = AwardRule()
     bid_deadline_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     max_rounds: int = Field(default=3, ge=1, le=10, description="Auctions per task at most.")
 
-    @field_validator("tenant")
-    @classmethod
-    def _tenant(cls, v: str) -> str:
-        if not NAME_PATTERN.match(v):
-            raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
-        return v
-
     @field_validator("batch_id")
     @classmethod
     def _batch(cls, v: str) -> str:
         return _check_id("batch_id", v)
-
-    @field_validator("requested_by")
-    @classmethod
-    def _requested_by(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must name a person or service, not be blank")
-        return v.strip()
 
     @model_validator(mode="after")
     def _unique(self) -> DocumentReviewInput:

@@ -1,6 +1,6 @@
 """Contracts of the supervisor (workflows/supervisor.py, activities/supervisor.py).
 
-Pydantic and the standard library only, like workflows/contracts.py.
+Pydantic and the standard library only, like the rest of workflows/contracts/.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from workflows.contracts import Contract
+from workflows.contracts.base import Contract
 
 SUPERVISOR_WORKFLOW_ID = "baton-supervisor"
 SUPERVISOR_SCHEDULE_ID = "baton-supervisor-keeper"

@@ -22,17 +22,15 @@ from pydantic import (
     model_serializer,
 )
 
-from workflows.contracts import (
-    AgentInput,
+from workflows.contracts.base import AgentInput, Budget, Contract
+from workflows.contracts.governance import (
     ApprovalGrant,
-    Budget,
     BusinessClaim,
-    Contract,
     Obligations,
     PolicyDecision,
     claim_field,
 )
-from workflows.contracts_support import RoutedUsage, Tier
+from workflows.contracts.support import RoutedUsage, Tier
 
 #: The policy every tool call asks unless its ToolSpec names another (policy/base/tool_call.rego).
 TOOL_CALL_POLICY = "baton/base/tool_call"

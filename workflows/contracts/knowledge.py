@@ -1,7 +1,7 @@
 """Contracts of the knowledge layer: documents with provenance, retrieval, the relation store.
 
 Everything here crosses a Temporal boundary (activity inputs and outputs) or the CLI. Imports
-only pydantic, the standard library and the shared base in workflows/contracts.py.
+only pydantic, the standard library and the shared base in workflows/contracts/base.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from workflows.contracts import Contract
+from workflows.contracts.base import Contract
 
 #: Kinds of document the seed corpus and the labelled set use; any other kind is allowed too.
 DocumentKind = str

@@ -1,7 +1,7 @@
 """Contracts of the model router (issue 6) and the customer-support escalation (issue 5).
 
-Kept apart from workflows/contracts.py (which they build on) so the areas merge cleanly. Imports
-only pydantic, the standard library and workflows.contracts.
+Built on workflows/contracts/base.py and governance.py; imports only pydantic, the standard
+library and those modules.
 """
 
 from __future__ import annotations
@@ -11,19 +11,22 @@ from typing import Literal
 
 from pydantic import Field
 
-from workflows.contracts import (
+from workflows.contracts.base import (
     BUDGET_EXCEEDED,
     AgentInput,
-    ApprovalGrant,
-    ApprovalOutcome,
     Budget,
-    BusinessClaim,
     Contract,
     OverBudget,
+    ProcessInput,
+)
+from workflows.contracts.governance import (
+    ApprovalGrant,
+    ApprovalOutcome,
+    BusinessClaim,
     PolicyDecision,
     claim_field,
 )
-from workflows.contracts_security import Document, Id, Name, Text
+from workflows.contracts.security import Document, Id, Name, Text
 
 # ---------------------------------------------------------------------------------------------
 # Router
@@ -37,7 +40,7 @@ CallOutcome = Literal[
 ]
 
 #: ApplicationError type of a routed call no catalogue model may serve (BUDGET_EXCEEDED, the
-#: other one a workflow may handle, lives in workflows/contracts.py with Budget).
+#: other one a workflow may handle, lives in workflows/contracts/base.py with Budget).
 NO_ELIGIBLE_MODEL = "NoEligibleModel"
 #: the module's public names (Budget, OverBudget and BUDGET_EXCEEDED are re-exported: older
 #: imports keep working)
@@ -72,6 +75,7 @@ __all__ = [
     "SupportCaseInput",
     "SupportCaseResult",
     "SupportCoordinatorInput",
+    "SupportInput",
     "TIER_ORDER",
     "TicketDraft",
     "TicketDraftInput",
@@ -153,13 +157,19 @@ class SupportCase(Contract):
     priority: Priority = "P3"
 
 
-class SupportCaseInput(Contract):
-    case: SupportCase
+class SupportInput(ProcessInput):
+    """What a support case and the support queue's coordinator take from ProcessInput, narrowed:
+    the support queue asks, and an approval is waited for 4 hours (in seconds, a float)."""
+
     requested_by: Name = "support-queue"
-    budget: Budget = Budget()
+    #: a float, as support runs have always carried it (stored inputs keep decoding the same)
+    approval_timeout_seconds: float = Field(default=4 * 3600, gt=0)  # type: ignore[assignment]
+
+
+class SupportCaseInput(SupportInput):
+    case: SupportCase
     #: seconds to a ticket update; None: SLA_SECONDS[priority]
     sla_seconds: float | None = Field(default=None, gt=0)
-    approval_timeout_seconds: float = Field(default=4 * 3600, gt=0)
     l2_agent: bool | None = Field(
         default=None,
         description="The L2 researcher acts: a tool-using agent (workflows/agent_loop.py) that "
@@ -278,17 +288,14 @@ class SupportCaseResult(Contract):
     tool_refusals: dict[str, int] = {}
 
 
-class SupportCoordinatorInput(Contract):
+class SupportCoordinatorInput(SupportInput):
     tenant: str
     #: a tenant may run several queues (e.g. per region); workflow id support-queue-<tenant>-<name>
     name: Name = Field(default="main", pattern=r"^[A-Za-z0-9._-]+$")
-    requested_by: Name = "support-queue"
-    budget: Budget = Budget()
     #: cases this run handles before it continues as new (history stays bounded)
     continue_after: int = Field(default=200, ge=1)
     max_parallel: int = Field(default=2, ge=1)
     sla_seconds: dict[str, float] = {}
-    approval_timeout_seconds: float = Field(default=4 * 3600, gt=0)
     #: carried across continue-as-new
     queue: list[QueuedCase] = []
     handled: int = 0

@@ -15,8 +15,9 @@ from typing import Any
 
 from pydantic import Field
 
-from workflows.contracts import ApprovalGrant, AuditEvent, Contract, PolicyDecision
-from workflows.contracts_security import Id, Name
+from workflows.contracts.base import Contract
+from workflows.contracts.governance import ApprovalGrant, AuditEvent, PolicyDecision
+from workflows.contracts.security import Id, Name
 
 __all__ = [
     "COMPENSATE_SUFFIX",

@@ -1,6 +1,6 @@
 """Names of governed MCP tool calls: the policy package that decides them and the name policy
 and the audit trail give a tool. An MCP tool is called like every other tool, through the agent
-loop's ``call_tool`` (workflows/contracts_tools.py has its contracts). Imports only the standard
+loop's ``call_tool`` (workflows/contracts/tools.py has its contracts). Imports only the standard
 library.
 
 No credential ever appears here: a call names a server and a tool; the worker that runs it

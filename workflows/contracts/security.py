@@ -1,6 +1,6 @@
 """Contracts of Baton's security features: the approval issuer's trust anchor.
 
-Imports only pydantic and the standard library (like workflows/contracts.py, which uses these),
+Imports only pydantic and the standard library (like the rest of workflows/contracts/),
 so it passes through the workflow sandbox.
 """
 

@@ -8,25 +8,28 @@ record. Imports only pydantic, the standard library and the shared contracts.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
-from workflows.contracts import (
+from workflows.contracts.base import (
     EMPLOYEE_ID_PATTERN,
     NAME_PATTERN,
+    Contract,
+    ProcessInput,
+    TokenUsage,
+)
+from workflows.contracts.governance import (
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalRequest,
-    Budget,
     BusinessClaim,
-    Contract,
+    CompensationInput,
     PolicyDecision,
-    TokenUsage,
     claim_field,
 )
-from workflows.contracts_knowledge import KnowledgeHit
-from workflows.contracts_security import Id, Name
+from workflows.contracts.knowledge import KnowledgeHit
+from workflows.contracts.security import Id, Name
 
 NEW_HIGH_VALUE_CUSTOMER = "new_high_value_customer"
 StepKind = Literal["intro_email", "discount_check", "onboarding_sequence"]
@@ -34,10 +37,20 @@ ActionKind = Literal["intro_email", "discount", "onboarding_task"]
 STEP_KINDS: tuple[str, ...] = ("intro_email", "discount_check", "onboarding_sequence")
 
 
-def _name(value: str, field: str) -> str:
+def _tenant(value: str) -> str:
     if not NAME_PATTERN.match(value):
-        raise ValueError(f"{field} must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
+        raise ValueError("tenant must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
     return value
+
+
+def _customer_id(value: str) -> str:
+    if not EMPLOYEE_ID_PATTERN.match(value):
+        raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'cust-globex'")
+    return value
+
+
+#: The customer's id, as the CRM event and the run's input carry it.
+CustomerId = Annotated[str, Field(min_length=1, max_length=63), AfterValidator(_customer_id)]
 
 
 class CrmEvent(Contract):
@@ -45,8 +58,8 @@ class CrmEvent(Contract):
     carries the same one."""
 
     event_id: str = Field(min_length=1, max_length=120)
-    tenant: str
-    customer_id: str = Field(min_length=1, max_length=63)
+    tenant: Annotated[str, AfterValidator(_tenant)]
+    customer_id: CustomerId
     kind: str = NEW_HIGH_VALUE_CUSTOMER
     #: Where the customer's workspace is to be hosted (data residency is checked against it).
     hosting_region: str = Field(min_length=1)
@@ -55,52 +68,24 @@ class CrmEvent(Contract):
     requested_by: Name = Field(default="crm:trigger", min_length=1)
     occurred_at: datetime
 
-    @field_validator("tenant")
-    @classmethod
-    def _tenant(cls, v: str) -> str:
-        return _name(v, "tenant")
 
-    @field_validator("customer_id")
-    @classmethod
-    def _customer(cls, v: str) -> str:
-        if not EMPLOYEE_ID_PATTERN.match(v):
-            raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'cust-globex'")
-        return v
+class CustomerOnboardingInput(ProcessInput):
+    """One run per customer: the business key is ``customer-onboarding/<tenant>/<customer>``
+    (``approval_timeout_seconds`` and ``budget``: ProcessInput)."""
 
-
-class CustomerOnboardingInput(Contract):
-    """One run per customer: the business key is ``customer-onboarding/<tenant>/<customer>``."""
-
-    tenant: Name
-    customer_id: str = Field(min_length=1, max_length=63)
+    #: the CRM trigger asks by default; any requester that is not empty
+    requested_by: Name = Field(default="crm:trigger", min_length=1)
+    tenant: Annotated[Name, AfterValidator(_tenant)]
+    customer_id: CustomerId
     event_id: Id = Field(min_length=1)
     hosting_region: Name = Field(min_length=1)
     sanctions_screened: bool
     dpa_signed: bool = False
-    requested_by: Name = Field(default="crm:trigger", min_length=1)
-    approval_timeout_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=30 * 24 * 3600)
-    budget: Budget = Field(
-        default_factory=Budget,
-        description="The run's model budget (run_usd, over_budget). A routed call it refuses "
-        "goes to a person holding the process's budget role (policy/data/budget.json).",
-    )
     #: Tests and drills: fail after every action was committed, to see them compensated.
     fail_after_commits: bool = False
     #: The plan is carried out by an agent through governed tools (onboarding_executor); False:
     #: committed action by action by the workflow (the path of runs started before the agent).
     plan_by_agent: bool = True
-
-    @field_validator("tenant")
-    @classmethod
-    def _tenant(cls, v: str) -> str:
-        return _name(v, "tenant")
-
-    @field_validator("customer_id")
-    @classmethod
-    def _customer(cls, v: str) -> str:
-        if not EMPLOYEE_ID_PATTERN.match(v):
-            raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'cust-globex'")
-        return v
 
     @classmethod
     def from_event(cls, event: CrmEvent) -> CustomerOnboardingInput:
@@ -209,13 +194,19 @@ class CustomerAction(Contract):
     discount_pct: float = 0.0
 
 
-class PlanCheckInput(Contract):
+class CustomerCase(Contract):
+    """What policy weighs with every action for a customer (the plan check and each commit):
+    the customer, where it is hosted, its legal state, and who asked."""
+
     tenant: str
     customer: CustomerBrief
     hosting_region: str
     sanctions_screened: bool
     dpa_signed: bool
     requested_by: str
+
+
+class PlanCheckInput(CustomerCase):
     actions: list[CustomerAction] = Field(min_length=1)
 
 
@@ -223,13 +214,7 @@ class PlanCheckResult(Contract):
     decisions: list[PolicyDecision]
 
 
-class CommitInput(Contract):
-    tenant: str
-    customer: CustomerBrief
-    hosting_region: str
-    sanctions_screened: bool
-    dpa_signed: bool
-    requested_by: str
+class CommitInput(CustomerCase):
     action: CustomerAction
     rationale: str
     approval: ApprovalGrant | None = None
@@ -242,10 +227,8 @@ class CommitOutcome(Contract):
     commit_id: str | None = None
 
 
-class RevertInput(Contract):
-    original_key: str
-    reason: str
-    idempotency_key: str
+class RevertInput(CompensationInput):
+    """Revert the action committed under ``original_key``."""
 
 
 class RevertOutcome(Contract):
@@ -330,6 +313,7 @@ __all__ = [
     "CustomerAction",
     "CustomerAgentInput",
     "CustomerBrief",
+    "CustomerCase",
     "CustomerDossier",
     "CustomerOnboardingInput",
     "CustomerOnboardingResult",

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from workflows.contracts import Contract
+from workflows.contracts.base import Contract
 
 REPAIR_WORKFLOW = "BatonRepair"
 DOCTOR_WORKFLOW = "BatonDoctor"
