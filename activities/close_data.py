@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from activities.finance import FinanceActivities
 from activities.payload_store import PayloadMissing, PayloadStore
 from workflows.contracts import CollectPeriodInput, PeriodData, ReconcileInput
-from workflows.contracts_close import (
+from workflows.contracts.close import (
     PeriodDataSummary,
     ReconcileByRefInput,
     ReconciliationSummary,

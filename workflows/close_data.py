@@ -22,7 +22,7 @@ from workflows.contracts import (
     ReconcileInput,
     Reconciliation,
 )
-from workflows.contracts_close import CloseData, ReconcileByRefInput
+from workflows.contracts.close import CloseData, ReconcileByRefInput
 from workflows.process_base import GovernedProcess
 
 with workflow.unsafe.imports_passed_through():

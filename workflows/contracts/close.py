@@ -3,7 +3,8 @@ ledger and bank statement, and the full reconciliation, stay in the payload stor
 (activities/payload_store.py); the close's history carries their :class:`PayloadRef`, the
 counts and only the lines an agent has to explain.
 
-Imports only pydantic, the standard library and other contract modules.
+Imports only pydantic, the standard library and other contract modules (never the package's
+``__init__``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from workflows.contracts import BankLine, Contract, LedgerLine, Money
-from workflows.contracts_tools import PayloadRef
+from workflows.contracts.base import Contract, Money
+from workflows.contracts.ledger import BankLine, LedgerLine
+from workflows.contracts.tools import PayloadRef
 
 
 class PeriodDataSummary(Contract):
