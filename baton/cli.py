@@ -60,6 +60,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ from baton.cli_common import (
     json_option,
     print_table,
     run,
-    wait_for_result,
+    start_run,
     waiting,
 )
 from baton.settings import REPO_ROOT, Settings
@@ -149,14 +150,12 @@ RUN_BUDGET_HELP = (
 )
 
 
-async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.client import ProcessAlreadyStarted
-    from workflows.contracts import FinanceCloseInput
-
-    inp = FinanceCloseInput.model_validate(
+def _versioned_input(model: Any, args: argparse.Namespace, **fields: Any) -> Any:
+    """The input of a versioned process (close, onboarding) from its start command's options:
+    ``fields`` plus requested-by, shadow and the optional timeout, version and run budget."""
+    return model.model_validate(
         {
-            "tenant": args.tenant,
-            "period": args.period,
+            **fields,
             "requested_by": args.requested_by,
             "shadow": args.shadow,
             **(
@@ -166,19 +165,25 @@ async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
             **({"budget": {"run_usd": args.run_budget}} if args.run_budget is not None else {}),
         }
     )
+
+
+async def _start_versioned(
+    args: argparse.Namespace, settings: Settings, start: Callable[[Any], Awaitable[Any]]
+) -> int:
+    """Start a versioned run with ``start(client)``; the canary assigns its version unless
+    --version pins one, and the version it got is printed."""
     client = await _client(settings)
-    client.canary = _canary(settings)  # assigns the version unless --version pins one
-    try:
-        handle = await client.start_finance_close(inp, join_existing=args.join)
-    except ProcessAlreadyStarted as err:
-        raise CliError(str(err)) from None
-    print(f"started {handle.id} (run {handle.result_run_id})")
-    print(f"web UI: {settings.workflow_url(handle.id)}")
-    memo = await (await handle.describe()).memo()
-    print(f"version: {memo.get('baton_version', 'stable')}")
-    if args.wait:
-        _print_json(await wait_for_result(handle))
-    return EXIT_OK
+    client.canary = _canary(settings)
+    return await start_run(start(client), settings, wait=args.wait, version=True)
+
+
+async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.contracts import FinanceCloseInput
+
+    inp = _versioned_input(FinanceCloseInput, args, tenant=args.tenant, period=args.period)
+    return await _start_versioned(
+        args, settings, lambda client: client.start_finance_close(inp, join_existing=args.join)
+    )
 
 
 async def cmd_close_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -250,35 +255,12 @@ async def cmd_onboard_hire(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_onboard_start(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.client import ProcessAlreadyStarted
     from workflows.contracts import OnboardingInput
 
-    inp = OnboardingInput.model_validate(
-        {
-            "tenant": args.tenant,
-            "employee_id": args.employee_id,
-            "requested_by": args.requested_by,
-            "shadow": args.shadow,
-            **(
-                {"approval_timeout_seconds": args.approval_timeout} if args.approval_timeout else {}
-            ),
-            **({"version": args.version} if args.version else {}),
-            **({"budget": {"run_usd": args.run_budget}} if args.run_budget is not None else {}),
-        }
+    inp = _versioned_input(OnboardingInput, args, tenant=args.tenant, employee_id=args.employee_id)
+    return await _start_versioned(
+        args, settings, lambda client: client.start_onboarding(inp, join_existing=args.join)
     )
-    client = await _client(settings)
-    client.canary = _canary(settings)  # assigns the version unless --version pins one
-    try:
-        handle = await client.start_onboarding(inp, join_existing=args.join)
-    except ProcessAlreadyStarted as err:
-        raise CliError(str(err)) from None
-    print(f"started {handle.id} (run {handle.result_run_id})")
-    print(f"web UI: {settings.workflow_url(handle.id)}")
-    memo = await (await handle.describe()).memo()
-    print(f"version: {memo.get('baton_version', 'stable')}")
-    if args.wait:
-        _print_json(await wait_for_result(handle))
-    return EXIT_OK
 
 
 async def cmd_onboard_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -921,7 +903,6 @@ async def cmd_processes(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     from baton import extensions
-    from workflows.client import ProcessAlreadyStarted
     from workflows.registry import UnknownProcess, spec_named
 
     extensions.load()
@@ -943,15 +924,12 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
     if spec.start == "versioned":
         client.canary = _canary(settings)  # assigns the version unless the input pins one
-    try:
-        handle = await client.start(inp, join_existing=args.join)
-    except (ProcessAlreadyStarted, UnknownProcess) as err:
-        raise CliError(str(err)) from None
-    print(f"started {handle.id} (run {handle.result_run_id})")
-    print(f"web UI: {settings.workflow_url(handle.id)}")
-    if args.wait:
-        _print_json(await wait_for_result(handle))
-    return EXIT_OK
+    return await start_run(
+        client.start(inp, join_existing=args.join),
+        settings,
+        wait=args.wait,
+        refused=(UnknownProcess,),
+    )
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -30,6 +30,7 @@ from baton.cli_common import (
     _print_json,
     json_option,
     run,
+    start_run,
     wait_for_result,
 )
 from baton.settings import Settings
@@ -172,19 +173,10 @@ async def demo_auction(client: Any, tenant: str, tiers: list[Any] | None = None)
 
 
 async def cmd_auction_review(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.client import ProcessAlreadyStarted
-
     inp = build_input(args, None if args.tiers else catalogue_tiers(settings))
     client = await _client(settings)
-    try:
-        handle = await client.start_document_review(inp, join_existing=args.join)
-    except ProcessAlreadyStarted as err:
-        raise CliError(str(err)) from None
-    print(f"started {handle.id} (run {handle.result_run_id})")
-    print(f"web UI: {settings.workflow_url(handle.id)}")
-    if args.wait:
-        print_result(await wait_for_result(handle))
-    return EXIT_OK
+    start = client.start_document_review(inp, join_existing=args.join)
+    return await start_run(start, settings, wait=args.wait, show=print_result)
 
 
 async def cmd_auction_status(args: argparse.Namespace, settings: Settings) -> int:

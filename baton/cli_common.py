@@ -27,9 +27,14 @@ __all__ = [
     "_print_json",
     "_print_request",
     "console",
+    "JSON_ANYWAY",
     "json_option",
+    "options",
     "print_table",
     "run",
+    "start_run",
+    "wait_option",
+    "workflow_reader",
     "wait_for_result",
     "waiting",
 ]
@@ -130,6 +135,72 @@ def run(
 def json_option(help: str = "print JSON instead of a table (for scripts)") -> Any:
     """The ``--json`` flag every read command has (``args.json``)."""
     return click.option("--json", "json", is_flag=True, help=help)
+
+
+#: ``--json``'s help on a command that prints JSON anyway.
+JSON_ANYWAY = "print JSON (the default; for scripts that say so)"
+
+
+def wait_option(help: str = "wait for the result") -> Any:
+    """The ``--wait`` flag of a command that starts a run (``args.wait``)."""
+    return click.option("--wait", is_flag=True, help=help)
+
+
+def options(*decorators: Callable[[Any], Any]) -> Callable[[T], T]:
+    """Several Click decorators as one, applied in the order listed (as if stacked)."""
+
+    def apply(func: T) -> T:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+def workflow_reader(
+    group: click.Group,
+    name: str,
+    help: str,
+    func: Callable[[argparse.Namespace, Settings], Awaitable[int]],
+    json_help: str = JSON_ANYWAY,
+) -> click.Command:
+    """``GROUP NAME WORKFLOW_ID [--json]``: the status and result commands of a process."""
+
+    @group.command(name, help=help)
+    @click.argument("workflow_id")
+    @json_option(json_help)
+    def read(**params: Any) -> int:
+        return run(func, params)
+
+    return read
+
+
+async def start_run(
+    start: Awaitable[Any],
+    settings: Settings,
+    *,
+    wait: bool,
+    show: Callable[[Any], None] = _print_json,
+    version: bool = False,
+    refused: tuple[type[Exception], ...] = (),
+) -> int:
+    """The one start-and-wait path: await ``start`` (a refusal to start a second run of the
+    same key, or one of ``refused``, exits 1 with its message), print the run's id and web UI
+    (and the version the run got, with ``version``), then with ``wait`` ``show`` its result."""
+    from workflows.client import ProcessAlreadyStarted
+
+    try:
+        handle = await start
+    except (ProcessAlreadyStarted, *refused) as err:
+        raise CliError(str(err)) from None
+    print(f"started {handle.id} (run {handle.result_run_id})")
+    print(f"web UI: {settings.workflow_url(handle.id)}")
+    if version:
+        memo = await (await handle.describe()).memo()
+        print(f"version: {memo.get('baton_version', 'stable')}")
+    if wait:
+        show(await wait_for_result(handle))
+    return EXIT_OK
 
 
 def console(stderr: bool = False) -> Any:
