@@ -92,10 +92,13 @@ from baton.cli_common import (
     _print_json,
     _print_request,
     json_option,
+    options,
     print_table,
     run,
     start_run,
+    wait_option,
     waiting,
+    workflow_reader,
 )
 from baton.settings import REPO_ROOT, Settings
 
@@ -951,6 +954,32 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 APPROVAL_TIMEOUT = "seconds to wait for an approver"
 
+#: --tenant and --period, as `seed` and `close start` take them.
+tenant_period = options(
+    click.option("--tenant", required=True), click.option("--period", required=True, help="YYYY-MM")
+)
+
+
+def versioned_start_options(
+    timeout_help: str, join_help: str, shadow_help: str, version_help: str
+) -> Callable[[Any], Any]:
+    """The options `close start` and `onboard start` share, each process with its own words:
+    who asks, the approval timeout, --join, the run budget, --shadow, --version and --wait."""
+    return options(
+        click.option("--requested-by", required=True),
+        click.option("--approval-timeout", type=int, help=timeout_help),
+        click.option("--join", is_flag=True, help=join_help),
+        click.option("--run-budget", type=float, help=RUN_BUDGET_HELP),
+        click.option("--shadow", is_flag=True, help=shadow_help),
+        click.option("--version", help=version_help),
+        wait_option(),
+    )
+
+
+def reason_by(by_help: str) -> Callable[[Any], Any]:
+    """--reason (required, for the audit trail) and --by (default $USER: ``_operator``)."""
+    return options(click.option("--reason", required=True), click.option("--by", help=by_help))
+
 
 @click.command("demo", help="run a month-end close end to end on the local stack")
 @click.option("--tenant", default="acme")
@@ -992,7 +1021,7 @@ def processes(**params: Any) -> int:
 @click.argument("process")
 @click.option("--input", required=True, help="the input as JSON, or @FILE to read it")
 @click.option("--join", is_flag=True, help="attach to a run of the same key")
-@click.option("--wait", is_flag=True, help="wait for the result and print it")
+@wait_option("wait for the result and print it")
 def start(**params: Any) -> int:
     return run(cmd_start, params)
 
@@ -1003,8 +1032,7 @@ def worker_command(**params: Any) -> int:
 
 
 @click.command("seed", help="(re)seed a month of ledger and bank data")
-@click.option("--tenant", required=True)
-@click.option("--period", required=True, help="YYYY-MM")
+@tenant_period
 @click.option(
     "--pii-samples",
     is_flag=True,
@@ -1021,37 +1049,19 @@ def close() -> None:
 
 
 @close.command("start", help="start the close of a period")
-@click.option("--tenant", required=True)
-@click.option("--period", required=True, help="YYYY-MM")
-@click.option("--requested-by", required=True)
-@click.option("--approval-timeout", type=int, help=APPROVAL_TIMEOUT)
-@click.option("--join", is_flag=True, help="attach to a running close instead")
-@click.option("--run-budget", type=float, help=RUN_BUDGET_HELP)
-@click.option(
-    "--shadow",
-    is_flag=True,
-    help="shadow run: agents and policy run, postings are only recorded, approvals simulated",
+@tenant_period
+@versioned_start_options(
+    APPROVAL_TIMEOUT,
+    "attach to a running close instead",
+    "shadow run: agents and policy run, postings are only recorded, approvals simulated",
+    "pin the process version (default: the canary assigns it, or stable)",
 )
-@click.option(
-    "--version", help="pin the process version (default: the canary assigns it, or stable)"
-)
-@click.option("--wait", is_flag=True, help="wait for the result")
 def close_start(**params: Any) -> int:
     return run(cmd_close_start, params)
 
 
-@close.command("status", help="stage, pending approvals, postings")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def close_status(**params: Any) -> int:
-    return run(cmd_close_status, params)
-
-
-@close.command("result", help="wait for and print the result")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def close_result(**params: Any) -> int:
-    return run(cmd_close_result, params)
+workflow_reader(close, "status", "stage, pending approvals, postings", cmd_close_status)
+workflow_reader(close, "result", "wait for and print the result", cmd_close_result)
 
 
 @close.command("cancel", help="cancel (compensates what was posted)")
@@ -1096,29 +1106,26 @@ def onboard_hire(**params: Any) -> int:
 @onboard.command("start", help="start onboarding a new hire")
 @click.option("--tenant", required=True)
 @click.option("--employee-id", required=True)
-@click.option("--requested-by", required=True)
-@click.option("--approval-timeout", type=int, help="seconds to wait for the manager")
-@click.option("--join", is_flag=True, help="attach to a running onboarding instead")
-@click.option("--run-budget", type=float, help=RUN_BUDGET_HELP)
-@click.option("--shadow", is_flag=True, help="shadow run: grants are only recorded")
-@click.option("--version", help="pin the process version (default: the canary assigns it)")
-@click.option("--wait", is_flag=True, help="wait for the result")
+@versioned_start_options(
+    "seconds to wait for the manager",
+    "attach to a running onboarding instead",
+    "shadow run: grants are only recorded",
+    "pin the process version (default: the canary assigns it)",
+)
 def onboard_start(**params: Any) -> int:
     return run(cmd_onboard_start, params)
 
 
-@onboard.command("status", help="stage, pending approval, grants, board version")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def onboard_status(**params: Any) -> int:
-    return run(cmd_onboard_status, params)
-
-
-@onboard.command("history", help="the blackboard's full history")
-@click.argument("workflow_id")
-@json_option("print the history as JSON")
-def onboard_history(**params: Any) -> int:
-    return run(cmd_onboard_history, params)
+workflow_reader(
+    onboard, "status", "stage, pending approval, grants, board version", cmd_onboard_status
+)
+workflow_reader(
+    onboard,
+    "history",
+    "the blackboard's full history",
+    cmd_onboard_history,
+    "print the history as JSON",
+)
 
 
 @click.group("approvals", help="pending approval requests")
@@ -1224,8 +1231,7 @@ SCOPE_HELP = "global | process:<name> | agent:<role> | tenant:<name>"
 
 @kill.command("set", help="engage: running runs hold at their next gate")
 @click.option("--scope", required=True, help=SCOPE_HELP)
-@click.option("--reason", required=True)
-@click.option("--by", help="who engages it (default: $USER)")
+@reason_by("who engages it (default: $USER)")
 @click.option("--cancel", is_flag=True, help="cancel running runs in scope (they compensate)")
 def kill_set(**params: Any) -> int:
     return run(cmd_kill_set, params)
@@ -1233,8 +1239,7 @@ def kill_set(**params: Any) -> int:
 
 @kill.command("clear", help="clear: held runs resume")
 @click.option("--scope", required=True, help=SCOPE_HELP)
-@click.option("--reason", required=True)
-@click.option("--by", help="who clears it (default: $USER)")
+@reason_by("who clears it (default: $USER)")
 def kill_clear(**params: Any) -> int:
     return run(cmd_kill_clear, params)
 
@@ -1297,8 +1302,7 @@ def _canary_reader(name: str, text: str) -> click.Command:
 def _canary_ender(name: str, text: str) -> click.Command:
     @canary.command(name, help=text)
     @click.option("--process", default="finance_close")
-    @click.option("--reason", required=True)
-    @click.option("--by", help="who decides (default: $USER)")
+    @reason_by("who decides (default: $USER)")
     def end(**params: Any) -> int:
         return run(cmd_canary_end, params, canary_command=name)
 
@@ -1323,11 +1327,9 @@ def audit() -> None:
     pass
 
 
-@audit.command("show", help="print the audit trail of a run")
-@click.argument("workflow_id")
-@json_option("print the records as JSON")
-def audit_show(**params: Any) -> int:
-    return run(cmd_audit_show, params)
+workflow_reader(
+    audit, "show", "print the audit trail of a run", cmd_audit_show, "print the records as JSON"
+)
 
 
 @audit.command(

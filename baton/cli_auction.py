@@ -25,6 +25,7 @@ import click
 from baton.cli_common import (
     EXIT_OK,
     EXIT_USAGE,
+    JSON_ANYWAY,
     CliError,
     _client,
     _print_json,
@@ -32,6 +33,8 @@ from baton.cli_common import (
     run,
     start_run,
     wait_for_result,
+    wait_option,
+    workflow_reader,
 )
 from baton.settings import Settings
 
@@ -217,26 +220,22 @@ def auction() -> None:
 @click.option("--bid-deadline", type=float, default=30.0, help="seconds (default 30)")
 @click.option("--max-rounds", type=int, default=3, help="auctions per task (default 3)")
 @click.option("--join", is_flag=True, help="attach to a running batch instead")
-@click.option("--wait", is_flag=True, help="wait and print the allocations")
+@wait_option("wait and print the allocations")
 def auction_review(**params: Any) -> int:
     return run(cmd_auction_review, params)
 
 
-@auction.command("status", help="stage, current auction, allocations so far")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def auction_status(**params: Any) -> int:
-    return run(cmd_auction_status, params)
-
-
-@auction.command("result", help="wait for and print the allocations")
-@click.argument("workflow_id")
-@json_option("print the result as JSON")
-def auction_result(**params: Any) -> int:
-    return run(cmd_auction_result, params)
+workflow_reader(auction, "status", "stage, current auction, allocations so far", cmd_auction_status)
+workflow_reader(
+    auction,
+    "result",
+    "wait for and print the allocations",
+    cmd_auction_result,
+    "print the result as JSON",
+)
 
 
 @auction.command("tiers", help="the default agent tiers, as JSON")
-@json_option("print JSON (the default; for scripts that say so)")
+@json_option(JSON_ANYWAY)
 def auction_tiers(**params: Any) -> int:
     return run(cmd_auction_tiers, params)

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from baton.cli_common import json_option, run, wait_for_result
+from baton.cli_common import run, wait_for_result, workflow_reader
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -129,18 +129,10 @@ def customer_trigger(**params: Any) -> int:
     return run(cmd_trigger, params)
 
 
-@customer.command("status", help="stage, pending approval, commits")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def customer_status(**params: Any) -> int:
-    return run(cmd_status, params)
-
-
-@customer.command("result", help="wait for a run's result")
-@click.argument("workflow_id")
-@json_option("print the result as JSON")
-def customer_result(**params: Any) -> int:
-    return run(cmd_result, params)
+workflow_reader(customer, "status", "stage, pending approval, commits", cmd_status)
+workflow_reader(
+    customer, "result", "wait for a run's result", cmd_result, "print the result as JSON"
+)
 
 
 async def copy_seed_customer(kb: Any, tenant: str, template: str, suffix: str) -> str:
