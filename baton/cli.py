@@ -93,6 +93,7 @@ from baton.cli_common import (
     _print_request,
     json_option,
     options,
+    print_query,
     print_table,
     run,
     start_run,
@@ -189,10 +190,7 @@ async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-async def cmd_close_status(args: argparse.Namespace, settings: Settings) -> int:
-    client = await _client(settings)
-    _print_json(await client.status(args.workflow_id))
-    return EXIT_OK
+cmd_close_status = print_query(lambda client, workflow_id: client.status(workflow_id))
 
 
 async def cmd_close_result(args: argparse.Namespace, settings: Settings) -> int:
@@ -266,10 +264,7 @@ async def cmd_onboard_start(args: argparse.Namespace, settings: Settings) -> int
     )
 
 
-async def cmd_onboard_status(args: argparse.Namespace, settings: Settings) -> int:
-    client = await _client(settings)
-    _print_json(await client.onboarding_status(args.workflow_id))
-    return EXIT_OK
+cmd_onboard_status = print_query(lambda client, workflow_id: client.onboarding_status(workflow_id))
 
 
 async def cmd_onboard_history(args: argparse.Namespace, settings: Settings) -> int:
@@ -303,6 +298,8 @@ async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> in
 async def _inbox(client: Any, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from baton.inbox.backend import span as _span  # the web inbox's durations, the same
+
     items = await client.inbox(role=args.role, process=args.process)
     if args.json:
         _print_json(items)
@@ -329,16 +326,6 @@ async def _inbox(client: Any, args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"{len(items)} pending{' for ' + scope if scope else ''}")
     return EXIT_OK
-
-
-def _span(delta: Any) -> str:
-    """A duration as 45s / 12m / 5h / 3d; negative (overdue) with a leading '-'."""
-    seconds = int(delta.total_seconds())
-    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{sign}{seconds // size}{unit}"
-    return f"{sign}{seconds}s"
 
 
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:

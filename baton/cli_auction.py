@@ -30,6 +30,7 @@ from baton.cli_common import (
     _client,
     _print_json,
     json_option,
+    print_query,
     run,
     start_run,
     wait_for_result,
@@ -182,10 +183,9 @@ async def cmd_auction_review(args: argparse.Namespace, settings: Settings) -> in
     return await start_run(start, settings, wait=args.wait, show=print_result)
 
 
-async def cmd_auction_status(args: argparse.Namespace, settings: Settings) -> int:
-    client = await _client(settings)
-    _print_json(await client.document_review_status(args.workflow_id))
-    return EXIT_OK
+cmd_auction_status = print_query(
+    lambda client, workflow_id: client.document_review_status(workflow_id)
+)
 
 
 async def cmd_auction_result(args: argparse.Namespace, settings: Settings) -> int:

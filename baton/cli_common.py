@@ -30,6 +30,7 @@ __all__ = [
     "JSON_ANYWAY",
     "json_option",
     "options",
+    "print_query",
     "print_table",
     "run",
     "start_run",
@@ -155,6 +156,19 @@ def options(*decorators: Callable[[Any], Any]) -> Callable[[T], T]:
         return func
 
     return apply
+
+
+def print_query(
+    query: Callable[[Any, str], Awaitable[Any]],
+) -> Callable[[argparse.Namespace, Settings], Awaitable[int]]:
+    """A status command's ``cmd_*``: print, as JSON, ``query(client, args.workflow_id)``."""
+
+    async def cmd(args: argparse.Namespace, settings: Settings) -> int:
+        client = await _client(settings)
+        _print_json(await query(client, args.workflow_id))
+        return EXIT_OK
+
+    return cmd
 
 
 def workflow_reader(

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from baton.cli_common import run, wait_for_result, workflow_reader
+from baton.cli_common import print_query, run, wait_for_result, workflow_reader
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -74,13 +74,7 @@ async def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from baton.cli_common import _client
-
-    client = await _client(settings)
-    status = await client.customer_onboarding_status(args.workflow_id)
-    print(json.dumps(status.model_dump(mode="json"), indent=2))
-    return EXIT_OK
+cmd_status = print_query(lambda client, workflow_id: client.customer_onboarding_status(workflow_id))
 
 
 async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
