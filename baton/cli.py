@@ -91,6 +91,7 @@ from baton.cli_common import (
     _client,
     _print_json,
     _print_request,
+    database,
     json_option,
     options,
     print_query,
@@ -125,13 +126,11 @@ def _validation_message(err: ValidationError) -> str:
 
 
 async def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    from activities.database import Database
     from activities.seed import seed_period
     from workflows.contracts import FinanceCloseInput
 
     FinanceCloseInput(tenant=args.tenant, period=args.period, requested_by="seed")  # validates
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     summary = seed_period(db, args.tenant, args.period, pii_samples=args.pii_samples)
     print(
         f"seeded {summary.tenant} {summary.period}: {summary.ledger_entries} ledger entries, "
@@ -229,7 +228,6 @@ async def cmd_close_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_onboard_hire(args: argparse.Namespace, settings: Settings) -> int:
-    from activities.database import Database
     from activities.hr import seed_new_hire
     from workflows.contracts import NewHire, OnboardingInput
 
@@ -245,8 +243,7 @@ async def cmd_onboard_hire(args: argparse.Namespace, settings: Settings) -> int:
         start_date=args.start_date,
         id_document_verified=not args.unverified,
     )
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     seed_new_hire(db, hire)
     print(
         f"HRIS: {hire.employee_id} ({hire.role}, {hire.department}, {hire.country}) "
@@ -409,11 +406,9 @@ async def cmd_shadow_diff(args: argparse.Namespace, settings: Settings) -> int:
 
 def _kill_switch(settings: Settings) -> Any:
     from activities.audit import AuditLedger
-    from activities.database import Database
     from activities.kill_switch import KillSwitch
 
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     return KillSwitch(db, AuditLedger(db))
 
 
@@ -489,10 +484,8 @@ async def cmd_kill_list(args: argparse.Namespace, settings: Settings) -> int:
 def _canary(settings: Settings) -> Any:
     from activities.audit import AuditLedger
     from activities.canary import Canary
-    from activities.database import Database
 
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     return Canary(db, AuditLedger(db))
 
 
@@ -723,10 +716,8 @@ def _print_evaluation(evaluation: Any) -> None:
 
 async def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> int:
     from activities.audit import AuditLedger
-    from activities.database import Database
 
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     rows = AuditLedger(db).trail(args.workflow_id)
     if args.json:
         print(json.dumps([{**r.content(), "row_hash": r.row_hash} for r in rows], indent=2))
@@ -759,10 +750,8 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
         open_log,
         verify_against,
     )
-    from activities.database import Database
 
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     ledger = AuditLedger(db)
     report = ledger.verify()
     problems = list(report.problems)
@@ -822,7 +811,6 @@ async def cmd_audit_checkpoint(args: argparse.Namespace, settings: Settings) -> 
     this is for cron jobs, before a backup, or an auditor's visit)."""
     from activities.audit import AuditLedger
     from activities.audit_checkpoint import CheckpointWriter, load_checkpoint_key, open_log
-    from activities.database import Database
 
     if settings.audit_checkpoint_key_file is None:
         raise CliError(
@@ -833,8 +821,7 @@ async def cmd_audit_checkpoint(args: argparse.Namespace, settings: Settings) -> 
         key = load_checkpoint_key(settings.audit_checkpoint_key_file)
     except ValueError as err:
         raise CliError(str(err), EXIT_USAGE) from None
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     writer = CheckpointWriter(AuditLedger(db), key, open_log(settings.audit_checkpoint_log))
     checkpoint = writer.write()
     if checkpoint is None:

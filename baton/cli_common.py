@@ -27,6 +27,7 @@ __all__ = [
     "_print_json",
     "_print_request",
     "console",
+    "database",
     "JSON_ANYWAY",
     "json_option",
     "options",
@@ -78,6 +79,15 @@ async def _client(settings: Settings):  # type: ignore[no-untyped-def]
         ) from None
     client.approval_trust = trust
     return client
+
+
+def database(settings: Settings) -> Any:
+    """The database of DATABASE_URL (``activities.database.Database``), its tables made."""
+    from activities.database import Database
+
+    db = Database(settings.database_url)
+    db.create_tables()
+    return db
 
 
 def _print_json(value: Any) -> None:

@@ -20,18 +20,10 @@ from typing import Any
 
 import click
 
-from baton.cli_common import print_query, run, wait_for_result, workflow_reader
+from baton.cli_common import database, print_query, run, wait_for_result, workflow_reader
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def _db(settings: Settings) -> Any:
-    from activities.database import Database
-
-    db = Database(settings.database_url)
-    db.create_tables()
-    return db
 
 
 async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
@@ -48,7 +40,7 @@ async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
         requested_by=args.requested_by,
         occurred_at=datetime.now(UTC),
     )
-    db = _db(settings)
+    db = database(settings)
     try:
         new = record_crm_event(db, event)
     finally:
@@ -62,7 +54,7 @@ async def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
     from baton.crm_trigger import dispatch_new_customers
 
     client = await _client(settings)
-    db = _db(settings)
+    db = database(settings)
     try:
         outcomes = await dispatch_new_customers(client, db)
     finally:
