@@ -44,7 +44,11 @@ Commands are Click commands (click.palletsprojects.com): each one's callback pas
 and arguments to an async ``cmd_*(args, settings)`` function through ``cli_common.run``. A
 baton/cli_*.py module defines its own group or commands and attaches nothing itself; COMMANDS
 at the end of this module is the one list that puts them under ``baton``. Lists and statuses
-print rich tables (plain text when piped), every read command takes ``--json``.
+print rich tables (plain text when piped), every read command takes ``--json``. What commands
+share is written once in cli_common: the option decorators (``json_option``, ``wait_option``,
+``options`` to stack several), ``workflow_reader`` (``NAME WORKFLOW_ID [--json]``),
+``print_query`` (a status printed as JSON), ``start_run`` (the one start-and-wait path),
+``print_table`` and ``database``.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad input (Click's usage errors included).
 Every command leaves through ``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can

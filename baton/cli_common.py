@@ -1,7 +1,9 @@
 """What every `baton` command module shares: the exit codes, the error a command raises to exit
-with a message, the typed client built from settings, and the printers. Sub-command modules
-(baton/cli_*.py) and the demo import these from here, never from baton/cli.py, so no CLI
-module imports another in a circle (and `python -m baton.cli` never loads a second copy).
+with a message, the typed client and the database built from settings, the printers, the
+option decorators several commands take, and the one path that starts a run and waits for it.
+Sub-command modules (baton/cli_*.py) and the demo import these from here, never from
+baton/cli.py, so no CLI module imports another in a circle (and `python -m baton.cli` never
+loads a second copy).
 """
 
 from __future__ import annotations
