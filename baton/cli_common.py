@@ -215,9 +215,10 @@ async def start_run(
     (and the version the run got, with ``version``), then with ``wait`` ``show`` its result."""
     from workflows.client import ProcessAlreadyStarted
 
+    errors: tuple[type[Exception], ...] = (ProcessAlreadyStarted, *refused)
     try:
         handle = await start
-    except (ProcessAlreadyStarted, *refused) as err:
+    except errors as err:
         raise CliError(str(err)) from None
     print(f"started {handle.id} (run {handle.result_run_id})")
     print(f"web UI: {settings.workflow_url(handle.id)}")
