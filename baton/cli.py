@@ -44,7 +44,11 @@ Commands are Click commands (click.palletsprojects.com): each one's callback pas
 and arguments to an async ``cmd_*(args, settings)`` function through ``cli_common.run``. A
 baton/cli_*.py module defines its own group or commands and attaches nothing itself; COMMANDS
 at the end of this module is the one list that puts them under ``baton``. Lists and statuses
-print rich tables (plain text when piped), every read command takes ``--json``.
+print rich tables (plain text when piped), every read command takes ``--json``. What commands
+share is written once in cli_common: the option decorators (``json_option``, ``wait_option``,
+``options`` to stack several), ``workflow_reader`` (``NAME WORKFLOW_ID [--json]``),
+``print_query`` (a status printed as JSON), ``start_run`` (the one start-and-wait path),
+``print_table`` and ``database``.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad input (Click's usage errors included).
 Every command leaves through ``os._exit`` after flushing: temporalio 1.35 on CPython 3.11 can
@@ -60,6 +64,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -90,11 +95,16 @@ from baton.cli_common import (
     _client,
     _print_json,
     _print_request,
+    database,
     json_option,
+    options,
+    print_query,
     print_table,
     run,
-    wait_for_result,
+    start_run,
+    wait_option,
     waiting,
+    workflow_reader,
 )
 from baton.settings import REPO_ROOT, Settings
 
@@ -120,13 +130,11 @@ def _validation_message(err: ValidationError) -> str:
 
 
 async def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    from activities.database import Database
     from activities.seed import seed_period
     from workflows.contracts import FinanceCloseInput
 
     FinanceCloseInput(tenant=args.tenant, period=args.period, requested_by="seed")  # validates
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     summary = seed_period(db, args.tenant, args.period, pii_samples=args.pii_samples)
     print(
         f"seeded {summary.tenant} {summary.period}: {summary.ledger_entries} ledger entries, "
@@ -149,14 +157,12 @@ RUN_BUDGET_HELP = (
 )
 
 
-async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.client import ProcessAlreadyStarted
-    from workflows.contracts import FinanceCloseInput
-
-    inp = FinanceCloseInput.model_validate(
+def _versioned_input(model: Any, args: argparse.Namespace, **fields: Any) -> Any:
+    """The input of a versioned process (close, onboarding) from its start command's options:
+    ``fields`` plus requested-by, shadow and the optional timeout, version and run budget."""
+    return model.model_validate(
         {
-            "tenant": args.tenant,
-            "period": args.period,
+            **fields,
             "requested_by": args.requested_by,
             "shadow": args.shadow,
             **(
@@ -166,25 +172,28 @@ async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
             **({"budget": {"run_usd": args.run_budget}} if args.run_budget is not None else {}),
         }
     )
-    client = await _client(settings)
-    client.canary = _canary(settings)  # assigns the version unless --version pins one
-    try:
-        handle = await client.start_finance_close(inp, join_existing=args.join)
-    except ProcessAlreadyStarted as err:
-        raise CliError(str(err)) from None
-    print(f"started {handle.id} (run {handle.result_run_id})")
-    print(f"web UI: {settings.workflow_url(handle.id)}")
-    memo = await (await handle.describe()).memo()
-    print(f"version: {memo.get('baton_version', 'stable')}")
-    if args.wait:
-        _print_json(await wait_for_result(handle))
-    return EXIT_OK
 
 
-async def cmd_close_status(args: argparse.Namespace, settings: Settings) -> int:
+async def _start_versioned(
+    args: argparse.Namespace, settings: Settings, start: Callable[[Any], Awaitable[Any]]
+) -> int:
+    """Start a versioned run with ``start(client)``; the canary assigns its version unless
+    --version pins one, and the version it got is printed."""
     client = await _client(settings)
-    _print_json(await client.status(args.workflow_id))
-    return EXIT_OK
+    client.canary = _canary(settings)
+    return await start_run(start(client), settings, wait=args.wait, version=True)
+
+
+async def cmd_close_start(args: argparse.Namespace, settings: Settings) -> int:
+    from workflows.contracts import FinanceCloseInput
+
+    inp = _versioned_input(FinanceCloseInput, args, tenant=args.tenant, period=args.period)
+    return await _start_versioned(
+        args, settings, lambda client: client.start_finance_close(inp, join_existing=args.join)
+    )
+
+
+cmd_close_status = print_query(lambda client, workflow_id: client.status(workflow_id))
 
 
 async def cmd_close_result(args: argparse.Namespace, settings: Settings) -> int:
@@ -223,7 +232,6 @@ async def cmd_close_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_onboard_hire(args: argparse.Namespace, settings: Settings) -> int:
-    from activities.database import Database
     from activities.hr import seed_new_hire
     from workflows.contracts import NewHire, OnboardingInput
 
@@ -239,8 +247,7 @@ async def cmd_onboard_hire(args: argparse.Namespace, settings: Settings) -> int:
         start_date=args.start_date,
         id_document_verified=not args.unverified,
     )
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     seed_new_hire(db, hire)
     print(
         f"HRIS: {hire.employee_id} ({hire.role}, {hire.department}, {hire.country}) "
@@ -250,41 +257,15 @@ async def cmd_onboard_hire(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_onboard_start(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.client import ProcessAlreadyStarted
     from workflows.contracts import OnboardingInput
 
-    inp = OnboardingInput.model_validate(
-        {
-            "tenant": args.tenant,
-            "employee_id": args.employee_id,
-            "requested_by": args.requested_by,
-            "shadow": args.shadow,
-            **(
-                {"approval_timeout_seconds": args.approval_timeout} if args.approval_timeout else {}
-            ),
-            **({"version": args.version} if args.version else {}),
-            **({"budget": {"run_usd": args.run_budget}} if args.run_budget is not None else {}),
-        }
+    inp = _versioned_input(OnboardingInput, args, tenant=args.tenant, employee_id=args.employee_id)
+    return await _start_versioned(
+        args, settings, lambda client: client.start_onboarding(inp, join_existing=args.join)
     )
-    client = await _client(settings)
-    client.canary = _canary(settings)  # assigns the version unless --version pins one
-    try:
-        handle = await client.start_onboarding(inp, join_existing=args.join)
-    except ProcessAlreadyStarted as err:
-        raise CliError(str(err)) from None
-    print(f"started {handle.id} (run {handle.result_run_id})")
-    print(f"web UI: {settings.workflow_url(handle.id)}")
-    memo = await (await handle.describe()).memo()
-    print(f"version: {memo.get('baton_version', 'stable')}")
-    if args.wait:
-        _print_json(await wait_for_result(handle))
-    return EXIT_OK
 
 
-async def cmd_onboard_status(args: argparse.Namespace, settings: Settings) -> int:
-    client = await _client(settings)
-    _print_json(await client.onboarding_status(args.workflow_id))
-    return EXIT_OK
+cmd_onboard_status = print_query(lambda client, workflow_id: client.onboarding_status(workflow_id))
 
 
 async def cmd_onboard_history(args: argparse.Namespace, settings: Settings) -> int:
@@ -318,6 +299,8 @@ async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> in
 async def _inbox(client: Any, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from baton.inbox.backend import span as _span  # the web inbox's durations, the same
+
     items = await client.inbox(role=args.role, process=args.process)
     if args.json:
         _print_json(items)
@@ -344,16 +327,6 @@ async def _inbox(client: Any, args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"{len(items)} pending{' for ' + scope if scope else ''}")
     return EXIT_OK
-
-
-def _span(delta: Any) -> str:
-    """A duration as 45s / 12m / 5h / 3d; negative (overdue) with a leading '-'."""
-    seconds = int(delta.total_seconds())
-    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{sign}{seconds // size}{unit}"
-    return f"{sign}{seconds}s"
 
 
 async def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
@@ -437,11 +410,9 @@ async def cmd_shadow_diff(args: argparse.Namespace, settings: Settings) -> int:
 
 def _kill_switch(settings: Settings) -> Any:
     from activities.audit import AuditLedger
-    from activities.database import Database
     from activities.kill_switch import KillSwitch
 
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     return KillSwitch(db, AuditLedger(db))
 
 
@@ -517,10 +488,8 @@ async def cmd_kill_list(args: argparse.Namespace, settings: Settings) -> int:
 def _canary(settings: Settings) -> Any:
     from activities.audit import AuditLedger
     from activities.canary import Canary
-    from activities.database import Database
 
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     return Canary(db, AuditLedger(db))
 
 
@@ -751,10 +720,8 @@ def _print_evaluation(evaluation: Any) -> None:
 
 async def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> int:
     from activities.audit import AuditLedger
-    from activities.database import Database
 
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     rows = AuditLedger(db).trail(args.workflow_id)
     if args.json:
         print(json.dumps([{**r.content(), "row_hash": r.row_hash} for r in rows], indent=2))
@@ -787,10 +754,8 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
         open_log,
         verify_against,
     )
-    from activities.database import Database
 
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     ledger = AuditLedger(db)
     report = ledger.verify()
     problems = list(report.problems)
@@ -850,7 +815,6 @@ async def cmd_audit_checkpoint(args: argparse.Namespace, settings: Settings) -> 
     this is for cron jobs, before a backup, or an auditor's visit)."""
     from activities.audit import AuditLedger
     from activities.audit_checkpoint import CheckpointWriter, load_checkpoint_key, open_log
-    from activities.database import Database
 
     if settings.audit_checkpoint_key_file is None:
         raise CliError(
@@ -861,8 +825,7 @@ async def cmd_audit_checkpoint(args: argparse.Namespace, settings: Settings) -> 
         key = load_checkpoint_key(settings.audit_checkpoint_key_file)
     except ValueError as err:
         raise CliError(str(err), EXIT_USAGE) from None
-    db = Database(settings.database_url)
-    db.create_tables()
+    db = database(settings)
     writer = CheckpointWriter(AuditLedger(db), key, open_log(settings.audit_checkpoint_log))
     checkpoint = writer.write()
     if checkpoint is None:
@@ -921,7 +884,6 @@ async def cmd_processes(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     from baton import extensions
-    from workflows.client import ProcessAlreadyStarted
     from workflows.registry import UnknownProcess, spec_named
 
     extensions.load()
@@ -943,15 +905,12 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
     if spec.start == "versioned":
         client.canary = _canary(settings)  # assigns the version unless the input pins one
-    try:
-        handle = await client.start(inp, join_existing=args.join)
-    except (ProcessAlreadyStarted, UnknownProcess) as err:
-        raise CliError(str(err)) from None
-    print(f"started {handle.id} (run {handle.result_run_id})")
-    print(f"web UI: {settings.workflow_url(handle.id)}")
-    if args.wait:
-        _print_json(await wait_for_result(handle))
-    return EXIT_OK
+    return await start_run(
+        client.start(inp, join_existing=args.join),
+        settings,
+        wait=args.wait,
+        refused=(UnknownProcess,),
+    )
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -972,6 +931,32 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 # is the one list that attaches them to ``baton``.
 
 APPROVAL_TIMEOUT = "seconds to wait for an approver"
+
+#: --tenant and --period, as `seed` and `close start` take them.
+tenant_period = options(
+    click.option("--tenant", required=True), click.option("--period", required=True, help="YYYY-MM")
+)
+
+
+def versioned_start_options(
+    timeout_help: str, join_help: str, shadow_help: str, version_help: str
+) -> Callable[[Any], Any]:
+    """The options `close start` and `onboard start` share, each process with its own words:
+    who asks, the approval timeout, --join, the run budget, --shadow, --version and --wait."""
+    return options(
+        click.option("--requested-by", required=True),
+        click.option("--approval-timeout", type=int, help=timeout_help),
+        click.option("--join", is_flag=True, help=join_help),
+        click.option("--run-budget", type=float, help=RUN_BUDGET_HELP),
+        click.option("--shadow", is_flag=True, help=shadow_help),
+        click.option("--version", help=version_help),
+        wait_option(),
+    )
+
+
+def reason_by(by_help: str) -> Callable[[Any], Any]:
+    """--reason (required, for the audit trail) and --by (default $USER: ``_operator``)."""
+    return options(click.option("--reason", required=True), click.option("--by", help=by_help))
 
 
 @click.command("demo", help="run a month-end close end to end on the local stack")
@@ -1014,7 +999,7 @@ def processes(**params: Any) -> int:
 @click.argument("process")
 @click.option("--input", required=True, help="the input as JSON, or @FILE to read it")
 @click.option("--join", is_flag=True, help="attach to a run of the same key")
-@click.option("--wait", is_flag=True, help="wait for the result and print it")
+@wait_option("wait for the result and print it")
 def start(**params: Any) -> int:
     return run(cmd_start, params)
 
@@ -1025,8 +1010,7 @@ def worker_command(**params: Any) -> int:
 
 
 @click.command("seed", help="(re)seed a month of ledger and bank data")
-@click.option("--tenant", required=True)
-@click.option("--period", required=True, help="YYYY-MM")
+@tenant_period
 @click.option(
     "--pii-samples",
     is_flag=True,
@@ -1043,37 +1027,19 @@ def close() -> None:
 
 
 @close.command("start", help="start the close of a period")
-@click.option("--tenant", required=True)
-@click.option("--period", required=True, help="YYYY-MM")
-@click.option("--requested-by", required=True)
-@click.option("--approval-timeout", type=int, help=APPROVAL_TIMEOUT)
-@click.option("--join", is_flag=True, help="attach to a running close instead")
-@click.option("--run-budget", type=float, help=RUN_BUDGET_HELP)
-@click.option(
-    "--shadow",
-    is_flag=True,
-    help="shadow run: agents and policy run, postings are only recorded, approvals simulated",
+@tenant_period
+@versioned_start_options(
+    APPROVAL_TIMEOUT,
+    "attach to a running close instead",
+    "shadow run: agents and policy run, postings are only recorded, approvals simulated",
+    "pin the process version (default: the canary assigns it, or stable)",
 )
-@click.option(
-    "--version", help="pin the process version (default: the canary assigns it, or stable)"
-)
-@click.option("--wait", is_flag=True, help="wait for the result")
 def close_start(**params: Any) -> int:
     return run(cmd_close_start, params)
 
 
-@close.command("status", help="stage, pending approvals, postings")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def close_status(**params: Any) -> int:
-    return run(cmd_close_status, params)
-
-
-@close.command("result", help="wait for and print the result")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def close_result(**params: Any) -> int:
-    return run(cmd_close_result, params)
+workflow_reader(close, "status", "stage, pending approvals, postings", cmd_close_status)
+workflow_reader(close, "result", "wait for and print the result", cmd_close_result)
 
 
 @close.command("cancel", help="cancel (compensates what was posted)")
@@ -1118,29 +1084,26 @@ def onboard_hire(**params: Any) -> int:
 @onboard.command("start", help="start onboarding a new hire")
 @click.option("--tenant", required=True)
 @click.option("--employee-id", required=True)
-@click.option("--requested-by", required=True)
-@click.option("--approval-timeout", type=int, help="seconds to wait for the manager")
-@click.option("--join", is_flag=True, help="attach to a running onboarding instead")
-@click.option("--run-budget", type=float, help=RUN_BUDGET_HELP)
-@click.option("--shadow", is_flag=True, help="shadow run: grants are only recorded")
-@click.option("--version", help="pin the process version (default: the canary assigns it)")
-@click.option("--wait", is_flag=True, help="wait for the result")
+@versioned_start_options(
+    "seconds to wait for the manager",
+    "attach to a running onboarding instead",
+    "shadow run: grants are only recorded",
+    "pin the process version (default: the canary assigns it)",
+)
 def onboard_start(**params: Any) -> int:
     return run(cmd_onboard_start, params)
 
 
-@onboard.command("status", help="stage, pending approval, grants, board version")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def onboard_status(**params: Any) -> int:
-    return run(cmd_onboard_status, params)
-
-
-@onboard.command("history", help="the blackboard's full history")
-@click.argument("workflow_id")
-@json_option("print the history as JSON")
-def onboard_history(**params: Any) -> int:
-    return run(cmd_onboard_history, params)
+workflow_reader(
+    onboard, "status", "stage, pending approval, grants, board version", cmd_onboard_status
+)
+workflow_reader(
+    onboard,
+    "history",
+    "the blackboard's full history",
+    cmd_onboard_history,
+    "print the history as JSON",
+)
 
 
 @click.group("approvals", help="pending approval requests")
@@ -1246,8 +1209,7 @@ SCOPE_HELP = "global | process:<name> | agent:<role> | tenant:<name>"
 
 @kill.command("set", help="engage: running runs hold at their next gate")
 @click.option("--scope", required=True, help=SCOPE_HELP)
-@click.option("--reason", required=True)
-@click.option("--by", help="who engages it (default: $USER)")
+@reason_by("who engages it (default: $USER)")
 @click.option("--cancel", is_flag=True, help="cancel running runs in scope (they compensate)")
 def kill_set(**params: Any) -> int:
     return run(cmd_kill_set, params)
@@ -1255,8 +1217,7 @@ def kill_set(**params: Any) -> int:
 
 @kill.command("clear", help="clear: held runs resume")
 @click.option("--scope", required=True, help=SCOPE_HELP)
-@click.option("--reason", required=True)
-@click.option("--by", help="who clears it (default: $USER)")
+@reason_by("who clears it (default: $USER)")
 def kill_clear(**params: Any) -> int:
     return run(cmd_kill_clear, params)
 
@@ -1319,8 +1280,7 @@ def _canary_reader(name: str, text: str) -> click.Command:
 def _canary_ender(name: str, text: str) -> click.Command:
     @canary.command(name, help=text)
     @click.option("--process", default="finance_close")
-    @click.option("--reason", required=True)
-    @click.option("--by", help="who decides (default: $USER)")
+    @reason_by("who decides (default: $USER)")
     def end(**params: Any) -> int:
         return run(cmd_canary_end, params, canary_command=name)
 
@@ -1345,11 +1305,9 @@ def audit() -> None:
     pass
 
 
-@audit.command("show", help="print the audit trail of a run")
-@click.argument("workflow_id")
-@json_option("print the records as JSON")
-def audit_show(**params: Any) -> int:
-    return run(cmd_audit_show, params)
+workflow_reader(
+    audit, "show", "print the audit trail of a run", cmd_audit_show, "print the records as JSON"
+)
 
 
 @audit.command(

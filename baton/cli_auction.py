@@ -25,12 +25,17 @@ import click
 from baton.cli_common import (
     EXIT_OK,
     EXIT_USAGE,
+    JSON_ANYWAY,
     CliError,
     _client,
     _print_json,
     json_option,
+    print_query,
     run,
+    start_run,
     wait_for_result,
+    wait_option,
+    workflow_reader,
 )
 from baton.settings import Settings
 
@@ -172,25 +177,15 @@ async def demo_auction(client: Any, tenant: str, tiers: list[Any] | None = None)
 
 
 async def cmd_auction_review(args: argparse.Namespace, settings: Settings) -> int:
-    from workflows.client import ProcessAlreadyStarted
-
     inp = build_input(args, None if args.tiers else catalogue_tiers(settings))
     client = await _client(settings)
-    try:
-        handle = await client.start_document_review(inp, join_existing=args.join)
-    except ProcessAlreadyStarted as err:
-        raise CliError(str(err)) from None
-    print(f"started {handle.id} (run {handle.result_run_id})")
-    print(f"web UI: {settings.workflow_url(handle.id)}")
-    if args.wait:
-        print_result(await wait_for_result(handle))
-    return EXIT_OK
+    start = client.start_document_review(inp, join_existing=args.join)
+    return await start_run(start, settings, wait=args.wait, show=print_result)
 
 
-async def cmd_auction_status(args: argparse.Namespace, settings: Settings) -> int:
-    client = await _client(settings)
-    _print_json(await client.document_review_status(args.workflow_id))
-    return EXIT_OK
+cmd_auction_status = print_query(
+    lambda client, workflow_id: client.document_review_status(workflow_id)
+)
 
 
 async def cmd_auction_result(args: argparse.Namespace, settings: Settings) -> int:
@@ -225,26 +220,22 @@ def auction() -> None:
 @click.option("--bid-deadline", type=float, default=30.0, help="seconds (default 30)")
 @click.option("--max-rounds", type=int, default=3, help="auctions per task (default 3)")
 @click.option("--join", is_flag=True, help="attach to a running batch instead")
-@click.option("--wait", is_flag=True, help="wait and print the allocations")
+@wait_option("wait and print the allocations")
 def auction_review(**params: Any) -> int:
     return run(cmd_auction_review, params)
 
 
-@auction.command("status", help="stage, current auction, allocations so far")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def auction_status(**params: Any) -> int:
-    return run(cmd_auction_status, params)
-
-
-@auction.command("result", help="wait for and print the allocations")
-@click.argument("workflow_id")
-@json_option("print the result as JSON")
-def auction_result(**params: Any) -> int:
-    return run(cmd_auction_result, params)
+workflow_reader(auction, "status", "stage, current auction, allocations so far", cmd_auction_status)
+workflow_reader(
+    auction,
+    "result",
+    "wait for and print the allocations",
+    cmd_auction_result,
+    "print the result as JSON",
+)
 
 
 @auction.command("tiers", help="the default agent tiers, as JSON")
-@json_option("print JSON (the default; for scripts that say so)")
+@json_option(JSON_ANYWAY)
 def auction_tiers(**params: Any) -> int:
     return run(cmd_auction_tiers, params)

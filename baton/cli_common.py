@@ -1,7 +1,9 @@
 """What every `baton` command module shares: the exit codes, the error a command raises to exit
-with a message, the typed client built from settings, and the printers. Sub-command modules
-(baton/cli_*.py) and the demo import these from here, never from baton/cli.py, so no CLI
-module imports another in a circle (and `python -m baton.cli` never loads a second copy).
+with a message, the typed client and the database built from settings, the printers, the
+option decorators several commands take, and the one path that starts a run and waits for it.
+Sub-command modules (baton/cli_*.py) and the demo import these from here, never from
+baton/cli.py, so no CLI module imports another in a circle (and `python -m baton.cli` never
+loads a second copy).
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ __all__ = [
     "_print_json",
     "_print_request",
     "console",
+    "database",
+    "JSON_ANYWAY",
     "json_option",
+    "options",
+    "print_query",
     "print_table",
     "run",
+    "start_run",
+    "wait_option",
+    "workflow_reader",
     "wait_for_result",
     "waiting",
 ]
@@ -72,6 +81,15 @@ async def _client(settings: Settings):  # type: ignore[no-untyped-def]
         ) from None
     client.approval_trust = trust
     return client
+
+
+def database(settings: Settings) -> Any:
+    """The database of DATABASE_URL (``activities.database.Database``), its tables made."""
+    from activities.database import Database
+
+    db = Database(settings.database_url)
+    db.create_tables()
+    return db
 
 
 def _print_json(value: Any) -> None:
@@ -130,6 +148,86 @@ def run(
 def json_option(help: str = "print JSON instead of a table (for scripts)") -> Any:
     """The ``--json`` flag every read command has (``args.json``)."""
     return click.option("--json", "json", is_flag=True, help=help)
+
+
+#: ``--json``'s help on a command that prints JSON anyway.
+JSON_ANYWAY = "print JSON (the default; for scripts that say so)"
+
+
+def wait_option(help: str = "wait for the result") -> Any:
+    """The ``--wait`` flag of a command that starts a run (``args.wait``)."""
+    return click.option("--wait", is_flag=True, help=help)
+
+
+def options(*decorators: Callable[[Any], Any]) -> Callable[[T], T]:
+    """Several Click decorators as one, applied in the order listed (as if stacked)."""
+
+    def apply(func: T) -> T:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+def print_query(
+    query: Callable[[Any, str], Awaitable[Any]],
+) -> Callable[[argparse.Namespace, Settings], Awaitable[int]]:
+    """A status command's ``cmd_*``: print, as JSON, ``query(client, args.workflow_id)``."""
+
+    async def cmd(args: argparse.Namespace, settings: Settings) -> int:
+        client = await _client(settings)
+        _print_json(await query(client, args.workflow_id))
+        return EXIT_OK
+
+    return cmd
+
+
+def workflow_reader(
+    group: click.Group,
+    name: str,
+    help: str,
+    func: Callable[[argparse.Namespace, Settings], Awaitable[int]],
+    json_help: str = JSON_ANYWAY,
+) -> click.Command:
+    """``GROUP NAME WORKFLOW_ID [--json]``: the status and result commands of a process."""
+
+    @group.command(name, help=help)
+    @click.argument("workflow_id")
+    @json_option(json_help)
+    def read(**params: Any) -> int:
+        return run(func, params)
+
+    return read
+
+
+async def start_run(
+    start: Awaitable[Any],
+    settings: Settings,
+    *,
+    wait: bool,
+    show: Callable[[Any], None] = _print_json,
+    version: bool = False,
+    refused: tuple[type[Exception], ...] = (),
+) -> int:
+    """The one start-and-wait path: await ``start`` (a refusal to start a second run of the
+    same key, or one of ``refused``, exits 1 with its message), print the run's id and web UI
+    (and the version the run got, with ``version``), then with ``wait`` ``show`` its result."""
+    from workflows.client import ProcessAlreadyStarted
+
+    errors: tuple[type[Exception], ...] = (ProcessAlreadyStarted, *refused)
+    try:
+        handle = await start
+    except errors as err:
+        raise CliError(str(err)) from None
+    print(f"started {handle.id} (run {handle.result_run_id})")
+    print(f"web UI: {settings.workflow_url(handle.id)}")
+    if version:
+        memo = await (await handle.describe()).memo()
+        print(f"version: {memo.get('baton_version', 'stable')}")
+    if wait:
+        show(await wait_for_result(handle))
+    return EXIT_OK
 
 
 def console(stderr: bool = False) -> Any:

@@ -20,18 +20,10 @@ from typing import Any
 
 import click
 
-from baton.cli_common import json_option, run, wait_for_result
+from baton.cli_common import database, print_query, run, wait_for_result, workflow_reader
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def _db(settings: Settings) -> Any:
-    from activities.database import Database
-
-    db = Database(settings.database_url)
-    db.create_tables()
-    return db
 
 
 async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
@@ -48,7 +40,7 @@ async def cmd_event(args: argparse.Namespace, settings: Settings) -> int:
         requested_by=args.requested_by,
         occurred_at=datetime.now(UTC),
     )
-    db = _db(settings)
+    db = database(settings)
     try:
         new = record_crm_event(db, event)
     finally:
@@ -62,7 +54,7 @@ async def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
     from baton.crm_trigger import dispatch_new_customers
 
     client = await _client(settings)
-    db = _db(settings)
+    db = database(settings)
     try:
         outcomes = await dispatch_new_customers(client, db)
     finally:
@@ -74,13 +66,7 @@ async def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from baton.cli_common import _client
-
-    client = await _client(settings)
-    status = await client.customer_onboarding_status(args.workflow_id)
-    print(json.dumps(status.model_dump(mode="json"), indent=2))
-    return EXIT_OK
+cmd_status = print_query(lambda client, workflow_id: client.customer_onboarding_status(workflow_id))
 
 
 async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
@@ -129,18 +115,10 @@ def customer_trigger(**params: Any) -> int:
     return run(cmd_trigger, params)
 
 
-@customer.command("status", help="stage, pending approval, commits")
-@click.argument("workflow_id")
-@json_option("print JSON (the default; for scripts that say so)")
-def customer_status(**params: Any) -> int:
-    return run(cmd_status, params)
-
-
-@customer.command("result", help="wait for a run's result")
-@click.argument("workflow_id")
-@json_option("print the result as JSON")
-def customer_result(**params: Any) -> int:
-    return run(cmd_result, params)
+workflow_reader(customer, "status", "stage, pending approval, commits", cmd_status)
+workflow_reader(
+    customer, "result", "wait for a run's result", cmd_result, "print the result as JSON"
+)
 
 
 async def copy_seed_customer(kb: Any, tenant: str, template: str, suffix: str) -> str:

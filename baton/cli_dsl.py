@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from baton.cli_common import json_option, run, wait_for_result
+from baton.cli_common import json_option, run, wait_for_result, wait_option
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -195,7 +195,7 @@ def schema(**params: Any) -> int:
 @click.argument("file", metavar="FILE")
 @click.option("--input", default="{}", help="the process inputs as a JSON object")
 @click.option("--id", help="workflow id (default: <name>-<random>)")
-@click.option("--wait", is_flag=True, help="wait for the result and print it")
+@wait_option("wait for the result and print it")
 def run_command(**params: Any) -> int:
     return run(cmd_run, params)
 

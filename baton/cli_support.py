@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from baton.cli_common import CliError, _client, _print_json, json_option, run, waiting
+from baton.cli_common import (
+    JSON_ANYWAY,
+    CliError,
+    _client,
+    _print_json,
+    json_option,
+    run,
+    wait_option,
+    waiting,
+)
 from baton.settings import Settings
 
 
@@ -124,15 +133,15 @@ def support_enqueue(**params: Any) -> int:
 @support.command("queue", help="queued, running and finished cases")
 @click.option("--tenant", required=True)
 @click.option("--queue", default="main")
-@json_option("print JSON (the default; for scripts that say so)")
+@json_option(JSON_ANYWAY)
 def support_queue(**params: Any) -> int:
     return run(cmd_queue, params)
 
 
 @support.command("case", help="a case's stage, model tiers, tokens and cost")
 @click.argument("workflow_id")
-@click.option("--wait", is_flag=True, help="wait for and print the result")
-@json_option("print JSON (the default; for scripts that say so)")
+@wait_option("wait for and print the result")
+@json_option(JSON_ANYWAY)
 def support_case(**params: Any) -> int:
     return run(cmd_case, params)
 

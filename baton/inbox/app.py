@@ -493,6 +493,20 @@ def create_app(config: InboxConfig) -> FastAPI:
         workflow_id = request.query_params.get("workflow")
         return (workflow_id, request_id) if workflow_id else None
 
+    def no_workflow(viewer: Viewer) -> Response:
+        return render("error.html", 400, viewer=viewer, message="workflow: missing in the URL")
+
+    async def guarded_request_post(
+        request: Request, request_id: str
+    ) -> tuple[Viewer, dict[str, list[str]], tuple[str, str]] | Response:
+        """``guarded_post`` of a form on one request: also its (workflow, request) ids, or 400."""
+        guarded = await guarded_post(request)
+        if isinstance(guarded, Response):
+            return guarded
+        viewer, form = guarded
+        ids = ids_of(request, request_id)
+        return no_workflow(viewer) if ids is None else (viewer, form, ids)
+
     @app.get("/requests/{request_id}", response_class=HTMLResponse)
     async def show_request(request: Request, request_id: str) -> Response:
         try:
@@ -501,7 +515,7 @@ def create_app(config: InboxConfig) -> FastAPI:
             return unauthorised(err.reason)
         ids = ids_of(request, request_id)
         if ids is None:
-            return render("error.html", 400, viewer=viewer, message="workflow: missing in the URL")
+            return no_workflow(viewer)
         return await request_page(viewer, *ids)
 
     @app.get("/fragments/request")
@@ -531,13 +545,10 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.post("/requests/{request_id}/decide", response_class=HTMLResponse)
     async def decide(request: Request, request_id: str) -> Response:
-        guarded = await guarded_post(request)
+        guarded = await guarded_request_post(request, request_id)
         if isinstance(guarded, Response):
             return guarded
-        viewer, form = guarded
-        ids = ids_of(request, request_id)
-        if ids is None:
-            return render("error.html", 400, viewer=viewer, message="workflow: missing in the URL")
+        viewer, form, ids = guarded
         workflow_id, _ = ids
         verdict = first(form, "verdict") or ""
         rationale = (first(form, "rationale") or "").strip()
@@ -589,13 +600,10 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.post("/requests/{request_id}/comment", response_class=HTMLResponse)
     async def comment(request: Request, request_id: str) -> Response:
-        guarded = await guarded_post(request)
+        guarded = await guarded_request_post(request, request_id)
         if isinstance(guarded, Response):
             return guarded
-        viewer, form = guarded
-        ids = ids_of(request, request_id)
-        if ids is None:
-            return render("error.html", 400, viewer=viewer, message="workflow: missing in the URL")
+        viewer, form, ids = guarded
         text = (first(form, "text") or "").strip()
         if not text:
             return await request_page(
@@ -615,13 +623,10 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.post("/requests/{request_id}/delegate", response_class=HTMLResponse)
     async def delegate(request: Request, request_id: str) -> Response:
-        guarded = await guarded_post(request)
+        guarded = await guarded_request_post(request, request_id)
         if isinstance(guarded, Response):
             return guarded
-        viewer, form = guarded
-        ids = ids_of(request, request_id)
-        if ids is None:
-            return render("error.html", 400, viewer=viewer, message="workflow: missing in the URL")
+        viewer, form, ids = guarded
         to = (first(form, "delegate") or "").strip()
         rationale = (first(form, "rationale") or "").strip()
         errors = {}
