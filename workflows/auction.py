@@ -296,16 +296,11 @@ class Auction:
                 if is_cancelled_exception(answer) and not isinstance(answer, ActivityError):
                     raise answer
                 no_bids[tier.name] = _no_bid_reason(answer, deadline)
-                self.audit.record(
-                    f"bidder:{tier.name}",
-                    "auction.no_bid",
-                    detail={"task_id": task.task_id, "round": rnd},
-                    rationale=no_bids[tier.name],
-                )
-                continue
-            self.usage.append(answer.usage)
-            if answer.bid is None:
-                no_bids[tier.name] = f"declined: {answer.declined}"
+            else:
+                self.usage.append(answer.usage)
+                if answer.bid is None:
+                    no_bids[tier.name] = f"declined: {answer.declined}"
+            if isinstance(answer, BaseException) or answer.bid is None:
                 self.audit.record(
                     f"bidder:{tier.name}",
                     "auction.no_bid",
