@@ -239,40 +239,32 @@ class BatonClient(DocumentReviewClient):
             key = workflow_id.removeprefix("shadow/")
             version = await asyncio.to_thread(self.canary.assign, spec.name, key)
             inp = spec.input.model_validate({**inp.model_dump(), "version": version})
-        try:
-            return await self.client.start_workflow(
-                spec.workflow.run,  # type: ignore[attr-defined]
-                inp,
-                id=workflow_id,
-                task_queue=self.task_queue,
-                id_conflict_policy=(
-                    WorkflowIDConflictPolicy.USE_EXISTING
-                    if join_existing
-                    else WorkflowIDConflictPolicy.FAIL
-                ),
-                # a failed, rejected or cancelled run may run again; a completed one may not
-                # (a shadow run may always be repeated: it changes nothing)
-                id_reuse_policy=(
-                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                    if inp.shadow
-                    else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-                ),
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(visibility.VERSION, inp.version),
-                        SearchAttributePair(visibility.PROCESS, spec.name),
-                        SearchAttributePair(visibility.TENANT, inp.tenant),
-                        SearchAttributePair(visibility.APPROVAL_STATE, "none"),
-                        *_UNSPENT,
-                        SearchAttributePair(visibility.SHADOW, inp.shadow),
-                    ]
-                ),
-                memo={VERSION_MEMO: inp.version, **spec.memo(inp)},
-                static_summary=spec.summary(inp),
-                static_details=spec.details(inp),
-            )
-        except WorkflowAlreadyStartedError:
-            raise ProcessAlreadyStarted(workflow_id) from None
+        return await self._start_keyed(
+            spec.workflow.run,  # type: ignore[attr-defined]
+            inp,
+            workflow_id,
+            join_existing=join_existing,
+            # a failed, rejected or cancelled run may run again; a completed one may not
+            # (a shadow run may always be repeated: it changes nothing)
+            id_reuse_policy=(
+                WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if inp.shadow
+                else WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+            ),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(visibility.VERSION, inp.version),
+                    SearchAttributePair(visibility.PROCESS, spec.name),
+                    SearchAttributePair(visibility.TENANT, inp.tenant),
+                    SearchAttributePair(visibility.APPROVAL_STATE, "none"),
+                    *_UNSPENT,
+                    SearchAttributePair(visibility.SHADOW, inp.shadow),
+                ]
+            ),
+            memo={VERSION_MEMO: inp.version, **spec.memo(inp)},
+            static_summary=spec.summary(inp),
+            static_details=spec.details(inp),
+        )
 
     async def start_customer_onboarding(
         self, inp: CustomerOnboardingInput | dict[str, Any]

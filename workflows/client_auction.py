@@ -38,6 +38,27 @@ class DocumentReviewClient:
     client: Client
     task_queue: str
 
+    async def _start_keyed(
+        self, run: Any, inp: Any, workflow_id: str, *, join_existing: bool, **options: Any
+    ) -> Any:
+        """Start ``run`` under its business key ``workflow_id``: a run of that key still
+        running is attached to with ``join_existing``, else refused (ProcessAlreadyStarted)."""
+        try:
+            return await self.client.start_workflow(
+                run,
+                inp,
+                id=workflow_id,
+                task_queue=self.task_queue,
+                id_conflict_policy=(
+                    WorkflowIDConflictPolicy.USE_EXISTING
+                    if join_existing
+                    else WorkflowIDConflictPolicy.FAIL
+                ),
+                **options,
+            )
+        except WorkflowAlreadyStartedError:
+            raise ProcessAlreadyStarted(workflow_id) from None
+
     async def start_document_review(
         self, inp: DocumentReviewInput | dict[str, Any], *, join_existing: bool = False
     ) -> WorkflowHandle[DocumentReviewWorkflow, DocumentReviewResult]:
@@ -47,35 +68,27 @@ class DocumentReviewClient:
         if not isinstance(inp, DocumentReviewInput):
             inp = DocumentReviewInput.model_validate(inp)
         workflow_id = inp.workflow_id()
-        try:
-            return await self.client.start_workflow(
-                DocumentReviewWorkflow.run,
-                inp,
-                id=workflow_id,
-                task_queue=self.task_queue,
-                id_conflict_policy=(
-                    WorkflowIDConflictPolicy.USE_EXISTING
-                    if join_existing
-                    else WorkflowIDConflictPolicy.FAIL
-                ),
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(visibility.PROCESS, DOCUMENT_REVIEW_PROCESS),
-                        SearchAttributePair(visibility.TENANT, inp.tenant),
-                    ]
-                ),
-                memo={"requested_by": inp.requested_by, "batch_id": inp.batch_id},
-                static_summary=f"Document review {inp.tenant} {inp.batch_id} "
-                f"({len(inp.tasks)} tasks, {len(inp.tiers)} tiers)",
-                static_details=(
-                    f"Each of the {len(inp.tasks)} reviews is auctioned among the tiers "
-                    f"{', '.join(t.name for t in inp.tiers)}; see the `auction_status` query "
-                    "and the audit trail (auction.bid / auction.awarded)."
-                ),
-            )
-        except WorkflowAlreadyStartedError:
-            raise ProcessAlreadyStarted(workflow_id) from None
+        return await self._start_keyed(
+            DocumentReviewWorkflow.run,
+            inp,
+            workflow_id,
+            join_existing=join_existing,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(visibility.PROCESS, DOCUMENT_REVIEW_PROCESS),
+                    SearchAttributePair(visibility.TENANT, inp.tenant),
+                ]
+            ),
+            memo={"requested_by": inp.requested_by, "batch_id": inp.batch_id},
+            static_summary=f"Document review {inp.tenant} {inp.batch_id} "
+            f"({len(inp.tasks)} tasks, {len(inp.tiers)} tiers)",
+            static_details=(
+                f"Each of the {len(inp.tasks)} reviews is auctioned among the tiers "
+                f"{', '.join(t.name for t in inp.tiers)}; see the `auction_status` query "
+                "and the audit trail (auction.bid / auction.awarded)."
+            ),
+        )
 
     def document_review(
         self, workflow_id: str
