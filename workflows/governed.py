@@ -653,15 +653,16 @@ class Governance:
             if rounds.entries is None:
                 fields = {"round": fields["round"]}
             amenders = {amended_by[s] for s in subjects if s in amended_by}
-            return self.round_for(
-                subjects,
+            return ApprovalRound.over(  # policy's obligations for each held item, merged
+                [self.held[s] for s in subjects],
                 action=rounds.action,
                 payload=[_jsonable(i) for i in these],
                 summary=rounds.summary(these, fields),
                 excluded=sorted({*rounds.excluded, *amenders}),
+                risk=risk_of,
+                settles=rounds.settles,
                 fail_safe=rounds.fail_safe,
                 fields=fields,
-                settles=rounds.settles,
                 **rounds.more,
             )
 
@@ -674,35 +675,6 @@ class Governance:
             amended_by=amended_by,
             max_rounds=rounds.max_rounds,
             amend=amend,
-        )
-
-    def round_for(
-        self,
-        subjects: Sequence[str],
-        *,
-        action: str,
-        payload: Any,
-        summary: str,
-        excluded: Sequence[str],
-        fail_safe: str,
-        fields: dict[str, Any] | None = None,
-        settles: frozenset[ApprovalOutcomeKind] = AMEND_OR_REVISE,
-        **more: Any,
-    ) -> ApprovalRound:
-        """One request for the held ``subjects`` (see :meth:`act`): policy's obligations for
-        each (one approval covering them all) and its reasons, bound to the digest of
-        ``payload``; approved, amended or changes requested settle it (:meth:`settle`)."""
-        return ApprovalRound.over(
-            [self.held[s] for s in subjects],
-            action=action,
-            payload=payload,
-            summary=summary,
-            excluded=excluded,
-            risk=risk_of,
-            settles=settles,
-            fail_safe=fail_safe,
-            fields=fields or {},
-            **more,
         )
 
     async def sign_off(
