@@ -43,6 +43,14 @@ class Preset:
     heartbeat: timedelta | None = None
 
 
+#: compensation and audit: they must eventually happen, so retried until they succeed
+_UNTIL_DONE = Preset(
+    start_to_close=timedelta(seconds=30),
+    retry=RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+    ),
+)
+
 PRESETS: dict[ActivityKind, Preset] = {
     "agent": Preset(
         start_to_close=timedelta(minutes=15),
@@ -68,18 +76,8 @@ PRESETS: dict[ActivityKind, Preset] = {
             non_retryable_error_types=NON_RETRYABLE,
         ),
     ),
-    "compensation": Preset(
-        start_to_close=timedelta(seconds=30),
-        retry=RetryPolicy(
-            initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
-        ),
-    ),
-    "audit": Preset(
-        start_to_close=timedelta(seconds=30),
-        retry=RetryPolicy(
-            initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
-        ),
-    ),
+    "compensation": _UNTIL_DONE,
+    "audit": _UNTIL_DONE,
     "notification": Preset(
         start_to_close=timedelta(seconds=15),
         retry=RetryPolicy(
