@@ -63,13 +63,19 @@ class AuditTrail:
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
+        await self.write(batch, f"audit: {', '.join(e.action for e in batch)}")
+
+    @staticmethod
+    async def write(events: list[AuditEvent], summary: str) -> None:
+        """Write ``events`` in one audit activity (the audit preset: retried until it
+        succeeds); ``summary``: its line in the Web UI."""
         preset = PRESETS["audit"]
         await workflow.execute_activity_method(
             AuditActivities.record_audit,
-            AuditBatch(events=batch),
+            AuditBatch(events=events),
             start_to_close_timeout=preset.start_to_close,
             retry_policy=preset.retry,
-            summary=f"audit: {', '.join(e.action for e in batch)}"[:200],
+            summary=summary[:200],
         )
 
 

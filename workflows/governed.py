@@ -482,11 +482,7 @@ class Governance:
         approved, act on them again with the approval attached (stage ``acting``). The held
         items; a rejection or expiry fails the run (see :meth:`approve`)."""
         waiting = [item for item in items if await act(item, None) is None]
-        if waiting:
-            outcome = await self.approve(round_(waiting))
-            self.stage = acting
-            for item in waiting:
-                await act(item, grant(outcome))
+        await self.settle(waiting, act, round_, None, amended_by={}, max_rounds=1, acting=acting)
         return waiting
 
     async def approve_held(
@@ -577,11 +573,12 @@ class Governance:
         waiting: list[T],
         act: Callable[[T, ApprovalGrant | None], Awaitable[Any]],
         round_: Callable[[list[T]], ApprovalRound],
-        revise: Callable[[list[T], ApprovalOutcome], Awaitable[list[T]]],
+        revise: Callable[[list[T], ApprovalOutcome], Awaitable[list[T]]] | None,
         *,
         amended_by: dict[str, str],
         max_rounds: int,
         amend: Callable[[list[T], ApprovalOutcome, dict[str, str]], list[T]] | None = None,
+        acting: str = "acting on the approval",
     ) -> ApprovalOutcome | None:
         """Put the items policy held back before humans until every one is done, or fail
         safe. ``act(item, grant)`` runs an item's governed step (None: held again). The
@@ -592,7 +589,7 @@ class Governance:
           amended items go through policy again and may need a fresh round (the amender may
           not approve their own change).
         request_changes: ``revise`` (e.g. the preparing agent) answers the approver's comment;
-          the revision goes through policy again.
+          the revision goes through policy again (None: the rounds settle on approval only).
         reject / expired (or ``max_rounds`` rounds without approval): fail; the saga undoes."""
         rounds = 0
         while waiting:
@@ -605,7 +602,7 @@ class Governance:
             rounds += 1
             outcome = await self.approve(round_(waiting))
             if outcome.outcome == "approved":
-                self.stage = "acting on the approval"
+                self.stage = acting  # the run's stage while it acts on the approval
                 for item in waiting:
                     await act(item, grant(outcome))
                 return outcome
@@ -614,6 +611,7 @@ class Governance:
                 apply: Callable[..., Any] = amend or amend_entries
                 revised = apply(waiting, outcome, amended_by)
             else:  # changes_requested: back to the preparer
+                assert revise is not None, "a round settling on requested changes needs revise"
                 self.stage = "revising"
                 revised = await revise(waiting, outcome)
             self.stage = "acting on the revision"
@@ -655,15 +653,16 @@ class Governance:
             if rounds.entries is None:
                 fields = {"round": fields["round"]}
             amenders = {amended_by[s] for s in subjects if s in amended_by}
-            return self.round_for(
-                subjects,
+            return ApprovalRound.over(  # policy's obligations for each held item, merged
+                [self.held[s] for s in subjects],
                 action=rounds.action,
                 payload=[_jsonable(i) for i in these],
                 summary=rounds.summary(these, fields),
                 excluded=sorted({*rounds.excluded, *amenders}),
+                risk=risk_of,
+                settles=rounds.settles,
                 fail_safe=rounds.fail_safe,
                 fields=fields,
-                settles=rounds.settles,
                 **rounds.more,
             )
 
@@ -676,37 +675,6 @@ class Governance:
             amended_by=amended_by,
             max_rounds=rounds.max_rounds,
             amend=amend,
-        )
-
-    def round_for(
-        self,
-        subjects: Sequence[str],
-        *,
-        action: str,
-        payload: Any,
-        summary: str,
-        excluded: Sequence[str],
-        fail_safe: str,
-        fields: dict[str, Any] | None = None,
-        settles: frozenset[ApprovalOutcomeKind] = AMEND_OR_REVISE,
-        **more: Any,
-    ) -> ApprovalRound:
-        """One request for the held ``subjects`` (see :meth:`act`): policy's obligations for
-        each (one approval covering them all) and its reasons, bound to the digest of
-        ``payload``; approved, amended or changes requested settle it (:meth:`settle`)."""
-        decisions = [self.held[s] for s in subjects]
-        return ApprovalRound(
-            action=action,
-            payload=payload,
-            summary=summary,
-            obligations=[d.obligations for d in decisions],
-            policy_reasons=reasons_of(decisions),
-            excluded=excluded,
-            risk=risk_of,
-            settles=settles,
-            fail_safe=fail_safe,
-            fields=fields or {},
-            **more,
         )
 
     async def sign_off(
@@ -722,14 +690,10 @@ class Governance:
         with ``PolicyDenied`` (``refused`` + policy's reasons); a human first, the round
         ``round_of(decision)`` is put before them (a rejection or an expiry fails safe)."""
         [decision] = await self.preflight(policy, {subject: doc}, summary)
-        fail_if_denied([decision], refused)
-        if decision.verdict == "require_approval":
-            await self.approve(round_of(decision))
+        await self.approve_held(
+            [subject], [decision], lambda held: round_of(held[subject]), denied_prefix=refused
+        )
         return decision
-
-    def obligations(self, subjects: Sequence[str]) -> list[Obligations]:
-        """What policy asked for each held subject (for a round covering them all)."""
-        return [self.held[s].obligations for s in subjects]
 
     async def approve(self, round_: ApprovalRound) -> ApprovalOutcome:
         """Put ``round_`` before humans (a shadow run simulates it from policy's candidates)

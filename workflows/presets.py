@@ -43,8 +43,12 @@ class Preset:
     heartbeat: timedelta | None = None
 
 
-_UNTIL_DONE = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+#: compensation and audit: they must eventually happen, so retried until they succeed
+_UNTIL_DONE = Preset(
+    start_to_close=timedelta(seconds=30),
+    retry=RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+    ),
 )
 
 PRESETS: dict[ActivityKind, Preset] = {
@@ -72,9 +76,8 @@ PRESETS: dict[ActivityKind, Preset] = {
             non_retryable_error_types=NON_RETRYABLE,
         ),
     ),
-    # an undo and an audit write must happen: retried until they do (no attempt limit)
-    "compensation": Preset(start_to_close=timedelta(seconds=30), retry=_UNTIL_DONE),
-    "audit": Preset(start_to_close=timedelta(seconds=30), retry=_UNTIL_DONE),
+    "compensation": _UNTIL_DONE,
+    "audit": _UNTIL_DONE,
     "notification": Preset(
         start_to_close=timedelta(seconds=15),
         retry=RetryPolicy(

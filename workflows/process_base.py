@@ -271,14 +271,9 @@ class GovernedProcess(Governance, ApprovalHandlers):
     def status(self) -> ProcessStatus:
         """Where the run stands (a process with its own status model overrides this). The
         annotation is the query's result type for clients: keep it a model."""
-        return ProcessStatus(
-            workflow_id=workflow.info().workflow_id,
-            process=getattr(self, "name", self.gate.process),
-            stage=self.stage,
-            approval_state=self.gate.state,  # type: ignore[arg-type]
-            pending=self.gate.pending(),
+        return self.status_as(
+            ProcessStatus,
             posted=getattr(self, "posted", []),
-            compensated=self.saga.compensated,
             tokens=self.cost.tokens,
             cost_usd=self.cost.cost_usd,
             held_by=self.kill_switch.held_by,
@@ -290,7 +285,7 @@ class GovernedProcess(Governance, ApprovalHandlers):
         (id, process, stage, approvals, compensations), and the process's ``fields``."""
         return model(
             workflow_id=workflow.info().workflow_id,
-            process=self.gate.process,
+            process=getattr(self, "name", self.gate.process),  # a YAML process: its name
             stage=self.stage,
             approval_state=self.gate.state,
             pending=self.gate.pending(),

@@ -26,7 +26,8 @@ from typing import Any
 
 from temporalio import workflow
 
-from workflows.contracts import AuditBatch, AuditEvent, ReverseEntryInput, RevokeInput
+from workflows.audit_trail import AuditTrail
+from workflows.contracts import AuditEvent, ReverseEntryInput, RevokeInput
 from workflows.contracts.auction import RetractReviewInput
 from workflows.contracts.customer import RevertInput
 from workflows.contracts.integrity import (
@@ -47,7 +48,6 @@ from workflows.presets import PRESETS
 RELEASE_CLAIMS_PATCH = "repair-releases-business-keys"
 
 with workflow.unsafe.imports_passed_through():
-    from activities.audit import AuditActivities
     from activities.claims import ClaimActivities
     from activities.orphans import IntegrityActivities
 
@@ -184,14 +184,7 @@ class RepairWorkflow:
                 **common,
             ),
         ]
-        preset = PRESETS["audit"]
-        await workflow.execute_activity_method(
-            AuditActivities.record_audit,
-            AuditBatch(events=events),
-            start_to_close_timeout=preset.start_to_close,
-            retry_policy=preset.retry,
-            summary=f"audit: repair.{status}",
-        )
+        await AuditTrail.write(events, f"audit: repair.{status}")
 
 
 @workflow.defn(name=DOCTOR_WORKFLOW)

@@ -37,7 +37,7 @@ from workflows.contracts.support import (
     Tier,
     TriageInput,
 )
-from workflows.governed import ApprovalRound, GovernedStep, fail_if_denied, held_round
+from workflows.governed import ApprovalRound, GovernedStep, fail_if_denied, held_round, step_summary
 from workflows.process_base import GovernedProcess
 from workflows.support_coordinator import SupportCoordinatorWorkflow, case_workflow_id
 
@@ -223,8 +223,9 @@ class SupportCaseWorkflow(GovernedProcess):
             what=f"updating ticket {update.case.case_id}",
             activity=SupportActivities.apply_ticket_update,
             arg=update.model_copy(update={"idempotency_key": key}),
-            summary=f"ticketing: update {update.case.case_id} (policy {TICKET_POLICY}"
-            f"{', approved' if update.approval else ''})",
+            summary=step_summary(
+                f"ticketing: update {update.case.case_id}", TICKET_POLICY, update.approval
+            ),
             key=key,
             subject=update.case.case_id,
             grant=update.approval,

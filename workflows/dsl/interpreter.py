@@ -102,6 +102,14 @@ def definition_error(step: str, message: str) -> ApplicationError:
     return errors.failure(DEFINITION_ERROR, f"step {step!r}: {message}")
 
 
+def typed(step: str, tp: Any, value: Any, what: str) -> Any:
+    """``value`` read as ``tp``; a definition error naming the step and ``what`` otherwise."""
+    try:
+        return TypeAdapter(tp).validate_python(value)
+    except ValidationError as err:
+        raise definition_error(step, f"{what}: {err.errors()[0]['msg']}") from None
+
+
 class _Block:
     """Run order of a block's steps: declaration order, after what each reads or needs."""
 
@@ -317,6 +325,13 @@ class ProcessWorkflow(GovernedProcess):
         text = self.render(step.summary, scope, step.id) if step.summary else default
         return f"{step.id}: {text}"[:200]
 
+    def sla(self, step: ApprovalStep, scope: dict[str, Any]) -> float:
+        """An approval step's ``sla_seconds``, rendered: a positive number of seconds."""
+        sla = self.render(step.sla_seconds, scope, step.id)
+        if isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0:
+            raise definition_error(step.id, f"sla_seconds must be a positive number, got {sla!r}")
+        return float(sla)
+
     # -- an agent that acts ---------------------------------------------------------------------
 
     async def agent_that_acts(
@@ -510,9 +525,7 @@ class ProcessWorkflow(GovernedProcess):
             if step.request_summary
             else f"{inp.action} {inp.args}"[:300]
         )
-        sla = self.render(step.sla_seconds, scope, step.id)
-        if isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0:
-            raise definition_error(step.id, f"sla_seconds must be a positive number, got {sla!r}")
+        sla = self.sla(step, scope)
         requested_by = (
             str(self.render(step.requested_by, scope, step.id))
             if step.requested_by
@@ -528,7 +541,7 @@ class ProcessWorkflow(GovernedProcess):
                 policy_reasons=decision.reasons,
                 requested_by=requested_by,
                 excluded=sorted({requested_by, *self.render(step.exclude, scope, step.id)}),
-                sla_seconds=float(sla),
+                sla_seconds=sla,
                 risk=risk_of,
                 waiting=f"{step.id}: waiting for approval of {step.guards}",
                 fail_safe="everything done is undone",
@@ -653,21 +666,15 @@ class ProcessWorkflow(GovernedProcess):
         if not held:  # policy allowed every item: nobody needs to be asked
             return {"outcome": "not_needed"}
 
-        def typed(tp: Any, value: Any, what: str) -> Any:
-            try:
-                return TypeAdapter(tp).validate_python(value)
-            except ValidationError as err:
-                raise definition_error(step.id, f"{what}: {err.errors()[0]['msg']}") from None
-
         def render(value: Any, items: list[Any]) -> Any:
             return self.render(value, {**scope, "held": items}, step.id)
 
         def entries(items: list[Any]) -> list[AdjustingEntry]:
-            return typed(list[AdjustingEntry], render(step.entries, items), "entries")  # type: ignore[no-any-return]
+            return typed(step.id, list[AdjustingEntry], render(step.entries, items), "entries")  # type: ignore[no-any-return]
 
         def amend(items: list[Any], outcome: ApprovalOutcome, by: dict[str, str]) -> list[Any]:
             changed = amend_entries(
-                typed(list[AdjustingEntry], items, "amended items"), outcome, by
+                typed(step.id, list[AdjustingEntry], items, "amended items"), outcome, by
             )
             return [e.model_dump(mode="json") for e in changed]
 
@@ -679,14 +686,11 @@ class ProcessWorkflow(GovernedProcess):
                 raise definition_error(step.id, f"revised must give a list, not {revised!r}")
             return revised
 
-        sla = self.render(step.sla_seconds, scope, step.id)
-        if isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0:
-            raise definition_error(step.id, f"sla_seconds must be a positive number, got {sla!r}")
+        sla = self.sla(step, scope)
         findings: list[ComplianceFinding] = []
         if step.findings is not None:
-            findings = typed(
-                list[ComplianceFinding], self.render(step.findings, scope, step.id), "findings"
-            )
+            raw = self.render(step.findings, scope, step.id)
+            findings = typed(step.id, list[ComplianceFinding], raw, "findings")
         requested_by = self.inp.requested_by
         if step.requested_by:
             requested_by = str(self.render(step.requested_by, scope, step.id))
@@ -706,7 +710,7 @@ class ProcessWorkflow(GovernedProcess):
             settles=settles - ({"changes_requested"} if not step.revise else set()),
             more={
                 "requested_by": requested_by,
-                "sla_seconds": float(sla),
+                "sla_seconds": sla,
                 "waiting": f"{step.id}: waiting for approval of {step.guards}",
             },
         )
@@ -753,29 +757,20 @@ class ProcessWorkflow(GovernedProcess):
             return await self.guarded_approval(step, scope)
         assert step.action is not None and step.requested_by is not None  # the model checks
 
-        def typed(tp: Any, value: Any, what: str) -> Any:
-            try:
-                return TypeAdapter(tp).validate_python(value)
-            except ValidationError as err:
-                raise definition_error(step.id, f"{what}: {err.errors()[0]['msg']}") from None
-
-        obligations = typed(
-            list[Obligations], self.render(step.obligations, scope, step.id), "obligations"
-        )
+        raw = self.render(step.obligations, scope, step.id)
+        obligations = typed(step.id, list[Obligations], raw, "obligations")
         if not any(o.required_approvals for o in obligations):
             raise definition_error(step.id, "the obligations name no required approvals")
         entries: list[AdjustingEntry] = []
         if step.entries is not None:
             raw = self.render(step.entries, scope, step.id)
-            entries = typed(list[AdjustingEntry], raw, "entries")
+            entries = typed(step.id, list[AdjustingEntry], raw, "entries")
         findings: list[ComplianceFinding] = []
         if step.findings is not None:
             raw = self.render(step.findings, scope, step.id)
-            findings = typed(list[ComplianceFinding], raw, "findings")
+            findings = typed(step.id, list[ComplianceFinding], raw, "findings")
         payload = self.render(step.payload, scope, step.id)
-        sla = self.render(step.sla_seconds, scope, step.id)
-        if isinstance(sla, bool) or not isinstance(sla, int | float) or sla <= 0:
-            raise definition_error(step.id, f"sla_seconds must be a positive number, got {sla!r}")
+        sla = self.sla(step, scope)
         outcome = await self.approve(
             ApprovalRound(
                 action=step.action,
@@ -785,7 +780,7 @@ class ProcessWorkflow(GovernedProcess):
                 obligations=obligations,
                 requested_by=str(self.render(step.requested_by, scope, step.id)),
                 excluded=sorted(set(self.render(step.exclude, scope, step.id))),
-                sla_seconds=float(sla),
+                sla_seconds=sla,
                 risk=risk_of,
                 waiting=f"{step.id}: waiting for approval",
                 settles=frozenset({"approved", "amended", "changes_requested"}),
