@@ -18,7 +18,13 @@ from workflows import contracts as c
 from workflows import errors
 from workflows.close_data import collect_and_reconcile
 from workflows.contracts import POSTING_POLICY, AdjustingEntry, ApprovalGrant, posting_policy_input
-from workflows.governed import Compensation, GovernedStep, GuardedRounds, fail_if_denied
+from workflows.governed import (
+    Compensation,
+    GovernedStep,
+    GuardedRounds,
+    fail_if_denied,
+    step_summary,
+)
 from workflows.held_exceptions import exceptions_section
 from workflows.process_base import GovernedProcess
 
@@ -223,8 +229,9 @@ class FinanceCloseWorkflow(GovernedProcess):
                 approval=approval,
                 idempotency_key=key,
             ),
-            summary=f"post {entry.entry_id} {entry.amount} to {entry.account} "
-            f"(policy {POSTING_POLICY}{', approved' if approval else ''})",
+            summary=step_summary(
+                f"post {entry.entry_id} {entry.amount} to {entry.account}", POSTING_POLICY, approval
+            ),
             key=key,
             subject=entry.entry_id,
             undo=Compensation(f"reverse {entry.entry_id}", Finance.reverse_journal_entry, reverse),
