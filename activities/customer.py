@@ -6,8 +6,8 @@ Owns:
 * ``crm_commit``: the actions committed for a customer (the intro email sent through the CRM,
   the discount recorded on the contract, the onboarding tasks scheduled), one row per
   idempotency key, reverted (never deleted) by the compensation;
-* the activities ``check_customer_plan`` (the policy gate over every planned action, before
-  any is committed, kept for the runs started before they asked the generic preflight,
+* the activities ``check_customer_plan`` (the policy gate over every planned action before any
+  is committed, for the runs started before their plan check became the generic preflight,
   ``evaluate_policies``), ``commit_customer_action`` (asks policy/customer/onboarding.rego again
   inside the write transaction and commits only on ``allow``; the outcome is stored per key so a
   retry never commits twice) and ``revert_customer_action`` (the compensation).
@@ -160,7 +160,8 @@ class CustomerActivities(GovernedWrites):
     @activity.defn(name="check_customer_plan")
     async def check_customer_plan(self, inp: PlanCheckInput) -> PlanCheckResult:
         """The policy gate over every planned action (data residency, legal, discounts), before
-        anything is committed; each decision is an audit row."""
+        anything is committed; each decision is an audit row. Asked by the runs started before
+        ``customer-plan-check-by-preflight`` (later ones ask ``evaluate_policies``)."""
         info = activity.info()
         decisions: list[PolicyDecision] = []
         for action in inp.actions:

@@ -81,7 +81,7 @@ PLAN_INVALID = errors.PLAN_INVALID
 PLAN_NOT_CARRIED_OUT = errors.PLAN_NOT_CARRIED_OUT
 #: Replay safety: runs started before the plan was carried out by an agent commit it themselves.
 PLAN_BY_AGENT_PATCH = "customer-plan-carried-out-by-agent"
-#: Replay safety: runs started before the plan check was the generic preflight ask the process's.
+#: Replay safety: runs started before the plan check became the preflight ask check_customer_plan.
 PLAN_CHECK_PATCH = "customer-plan-check-by-preflight"
 NOTES_PER_DOSSIER = 5
 POLICIES_PER_DOSSIER = 4
