@@ -6,8 +6,9 @@ Owns:
 * ``crm_commit``: the actions committed for a customer (the intro email sent through the CRM,
   the discount recorded on the contract, the onboarding tasks scheduled), one row per
   idempotency key, reverted (never deleted) by the compensation;
-* the activities ``check_customer_plan`` (the policy gate over every planned action, before
-  any is committed), ``commit_customer_action`` (asks policy/customer/onboarding.rego again
+* the activities ``check_customer_plan`` (the policy gate over every planned action before any
+  is committed, for the runs started before their plan check became the generic preflight,
+  ``evaluate_policies``), ``commit_customer_action`` (asks policy/customer/onboarding.rego again
   inside the write transaction and commits only on ``allow``; the outcome is stored per key so a
   retry never commits twice) and ``revert_customer_action`` (the compensation).
 
@@ -34,18 +35,18 @@ from activities.policy import decide
 from activities.policy_gate import GovernedWrites
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts.customer import (
+    COMMIT_ACTION,
+    CUSTOMER_POLICY,
     CommitInput,
     CommitOutcome,
     CrmEvent,
-    CustomerAction,
     PlanCheckInput,
     PlanCheckResult,
     RevertInput,
     RevertOutcome,
+    customer_policy_input,
 )
 
-CUSTOMER_POLICY = "baton/customer/onboarding"
-COMMIT_ACTION = "commit_customer_action"
 PROCESS = "customer_onboarding"
 #: The agent whose output each kind of action commits (the kill switch's "agent" scope).
 PROPOSED_BY = {
@@ -155,32 +156,12 @@ def commits(db: Database, customer_id: str) -> list[CrmCommit]:
         )
 
 
-def customer_policy_input(inp: PlanCheckInput | CommitInput, action: CustomerAction) -> dict:
-    """The exact input document policy/customer/onboarding.rego sees for one action."""
-    approval = getattr(inp, "approval", None)
-    return {
-        "action": COMMIT_ACTION,
-        "tenant": inp.tenant,
-        "kind": action.kind,
-        "customer": {
-            "id": inp.customer.customer_id,
-            "country": inp.customer.country,
-            "region": inp.customer.region,
-        },
-        "hosting_region": inp.hosting_region,
-        "sanctions_screened": inp.sanctions_screened,
-        "dpa_signed": inp.dpa_signed,
-        "discount_pct": action.discount_pct,
-        "requested_by": inp.requested_by,
-        "approval": approval.model_dump(mode="json") if approval is not None else None,
-    }
-
-
 class CustomerActivities(GovernedWrites):
     @activity.defn(name="check_customer_plan")
     async def check_customer_plan(self, inp: PlanCheckInput) -> PlanCheckResult:
         """The policy gate over every planned action (data residency, legal, discounts), before
-        anything is committed; each decision is an audit row."""
+        anything is committed; each decision is an audit row. Asked by the runs started before
+        ``customer-plan-check-by-preflight`` (later ones ask ``evaluate_policies``)."""
         info = activity.info()
         decisions: list[PolicyDecision] = []
         for action in inp.actions:

@@ -20,12 +20,13 @@ from activities.knowledge import Embedder, KnowledgeBase
 from baton.cli_customer import copy_seed_customer
 from baton.crm_trigger import dispatch_new_customers
 from tests.conftest import Harness
-from tests.support import approvals
+from tests.support import approvals, golden
 from tests.support.approvals import first_pending
 from tests.test_finance_close import failure_type
 from workflows.client import ApprovalRefused
 from workflows.contracts import ApprovalDecision, ApprovalRequest
 from workflows.contracts.customer import CrmEvent, CustomerOnboardingInput
+from workflows.customer_onboarding import CustomerOnboardingWorkflow
 
 
 async def customer_like(h: Harness, template: str) -> str:
@@ -102,6 +103,9 @@ async def test_happy_path_from_crm_event_to_commits_with_rationale_and_sources(
     [planned] = [(d, why) for a, d, why in audit if a == "customer_onboarding.planned"]
     assert "Umbrella SAS" in planned[1] and planned[0]["sources"] == result.sources
     assert actions.count("crm.committed.onboarding_task") == len(kinds) - 2
+    # the plan check: the governed preflight audited policy's decision on every planned action
+    checked = [d["subject"] for a, d, _ in audit if a == "policy.allow" and d.get("preflight")]
+    assert sorted(checked) == sorted(c.key for c in result.committed)
     assert "customer_onboarding.completed" in actions
     assert {"agent.planned_customer_onboarding", "agent.assessed_discount"} <= set(actions)
     assert h.runtime.ledger.verify().ok
@@ -303,3 +307,24 @@ async def test_the_kill_switch_holds_commits_until_cleared(harness: Harness) -> 
         result = await handle.result()
     assert "intro_email" in [c.kind for c in result.committed]
     assert "kill_switch.released" in [a for a, _, _ in trail(h, handle.id)]
+
+
+GOLDEN = golden.GOLDEN / "customer_onboarding_approved_by_preflight.json"
+
+
+async def test_a_recorded_run_checking_its_plan_by_preflight_replays(harness: Harness) -> None:
+    """A run whose plan check is the governed preflight (patch
+    ``customer-plan-check-by-preflight``: ``evaluate_policies``, not ``check_customer_plan``;
+    the 15% discount approved, the plan carried out by the executor) recorded once, replayed on
+    today's code. Regenerate with BATON_REGENERATE_GOLDEN=1."""
+    from tests.test_governed import _customer_run
+
+    if golden.regenerating():
+        async with harness.worker():
+            handle = await _customer_run(harness)
+        golden.write(GOLDEN, await handle.fetch_history())
+    history = golden.load(GOLDEN, "golden-customer-preflight")
+    scheduled = [e.activity_task_scheduled_event_attributes for e in history.events]
+    names = {s.activity_type.name for s in scheduled}
+    assert "evaluate_policies" in names and "check_customer_plan" not in names
+    await golden.assert_replays(history, CustomerOnboardingWorkflow)

@@ -8,7 +8,9 @@
    eligibility check when a discount was requested, onboarding sequence);
 4. execute: a specialist agent per step (email writer, discount analyst, sequencer), in parallel;
 5. policy check: every final action goes through policy/customer/onboarding.rego (data
-   residency, legal constraints, discount limits); a deny stops the run with nothing committed;
+   residency, legal constraints, discount limits) in the generic preflight, each decision audited
+   (runs started before ``customer-plan-check-by-preflight`` ask ``check_customer_plan``, the
+   process's own activity); a deny stops the run with nothing committed;
 6. human approval: plan exceptions (a discount above the self-approval limit) go to ONE request
    for the role policy names;
 7. commit & log: the onboarding executor carries the plan out through governed tools (runs
@@ -31,6 +33,7 @@ from workflows.agent_loop import AgentLoop
 from workflows.agent_steps import ONBOARDING_EXECUTOR
 from workflows.contracts import STATUS_QUERY, ApprovalGrant
 from workflows.contracts.customer import (
+    CUSTOMER_POLICY,
     CommittedAction,
     CustomerAction,
     CustomerAgentInput,
@@ -43,11 +46,13 @@ from workflows.contracts.customer import (
     PlanRecordInput,
     PlanStep,
     RevertInput,
+    customer_policy_input,
 )
 from workflows.customer_plan import (
     agent_input,
     brief_of,
     commit_input,
+    committed_action,
     exceptions_round,
     executor_task,
     plan_kinds,
@@ -58,12 +63,13 @@ from workflows.governed import Compensation, GovernedStep, fail_if_drilled, step
 from workflows.process_base import GovernedProcess
 
 with workflow.unsafe.imports_passed_through():
-    from activities.customer import CUSTOMER_POLICY, CustomerActivities
+    from activities.customer import CustomerActivities
     from activities.customer_agents import CustomerAgentActivities as Agents
     from activities.customer_tools import TOOL_OF_KIND, CustomerToolActivities
 
 __all__ = [
     "PLAN_BY_AGENT_PATCH",
+    "PLAN_CHECK_PATCH",
     "PLAN_INVALID",
     "PLAN_NOT_CARRIED_OUT",
     "PROCESS",
@@ -75,6 +81,8 @@ PLAN_INVALID = errors.PLAN_INVALID
 PLAN_NOT_CARRIED_OUT = errors.PLAN_NOT_CARRIED_OUT
 #: Replay safety: runs started before the plan was carried out by an agent commit it themselves.
 PLAN_BY_AGENT_PATCH = "customer-plan-carried-out-by-agent"
+#: Replay safety: runs started before the plan check became the preflight ask check_customer_plan.
+PLAN_CHECK_PATCH = "customer-plan-check-by-preflight"
 NOTES_PER_DOSSIER = 5
 POLICIES_PER_DOSSIER = 4
 POLICY_QUESTION = (
@@ -133,15 +141,17 @@ class CustomerOnboardingWorkflow(GovernedProcess):
         actions = planned_actions(brief, dossier.contact, dict(zip(kinds, outputs, strict=True)))
 
         self.stage = "policy check"  # a deny stops the run with nothing committed
-        check = await self._step(
-            "policy",
-            CustomerActivities.check_customer_plan,
-            PlanCheckInput(**policy_facts(inp, brief), actions=actions),
-            f"policy {CUSTOMER_POLICY}: {len(actions)} planned actions",
-        )
+        check = PlanCheckInput(**policy_facts(inp, brief), actions=actions)
+        summary = f"policy {CUSTOMER_POLICY}: {len(actions)} planned actions"
+        if workflow.patched(PLAN_CHECK_PATCH):  # the generic preflight audits each decision
+            docs = {a.key: customer_policy_input(check, a) for a in actions}
+            decisions = await self.preflight(CUSTOMER_POLICY, docs, summary)
+        else:  # runs started before it: the process's own plan check
+            old = await self._step("policy", CustomerActivities.check_customer_plan, check, summary)
+            decisions = old.decisions
         approvals = await self.approve_held(  # plan exceptions: ONE request, to policy's role
             [a.key for a in actions],
-            check.decisions,
+            decisions,
             lambda held: exceptions_round(brief, actions, held),
             denied_prefix="",
         )
@@ -225,14 +235,7 @@ class CustomerOnboardingWorkflow(GovernedProcess):
                 grant=approval,
             )
         )
-        if outcome is None or outcome.commit_id is None:  # the plan check let it through
-            raise errors.failure(
-                errors.POLICY_DENIED,
-                f"policy did not allow committing {action.key} without an approval",
-            )
-        done = action.model_dump(include={"kind", "key", "summary"})
-        by = approval.approvers if approval else []
-        self.committed.append(CommittedAction(**done, commit_id=outcome.commit_id, approved_by=by))
+        self.committed.append(committed_action(action, outcome, approval))
 
     async def _carry_out_by_agent(
         self, actions: list[CustomerAction], approvals: dict[str, ApprovalGrant | None]

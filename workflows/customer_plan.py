@@ -14,6 +14,8 @@ from workflows import errors
 from workflows.contracts import ApprovalGrant, PolicyDecision
 from workflows.contracts.customer import (
     CommitInput,
+    CommitOutcome,
+    CommittedAction,
     CustomerAction,
     CustomerAgentInput,
     CustomerBrief,
@@ -31,6 +33,7 @@ __all__ = [
     "agent_input",
     "brief_of",
     "commit_input",
+    "committed_action",
     "exceptions_round",
     "executor_task",
     "plan_kinds",
@@ -198,3 +201,18 @@ def commit_input(
         approval=approval,
         idempotency_key=key,
     )
+
+
+def committed_action(
+    action: CustomerAction, outcome: CommitOutcome | None, approval: ApprovalGrant | None
+) -> CommittedAction:
+    """What committing ``action`` (with ``approval``, None: it needed none) committed; fails
+    ``PolicyDenied`` when policy did not let it through (``outcome`` None: it wants a human)."""
+    if outcome is None or outcome.commit_id is None:  # the plan check let it through
+        raise errors.failure(
+            errors.POLICY_DENIED,
+            f"policy did not allow committing {action.key} without an approval",
+        )
+    done = action.model_dump(include={"kind", "key", "summary"})
+    by = approval.approvers if approval else []
+    return CommittedAction(**done, commit_id=outcome.commit_id, approved_by=by)

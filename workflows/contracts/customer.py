@@ -227,6 +227,35 @@ class CommitOutcome(Contract):
     commit_id: str | None = None
 
 
+#: The policy every customer action asks (policy/customer/onboarding.rego).
+CUSTOMER_POLICY = "baton/customer/onboarding"
+#: The action policy is asked about: committing one planned action to a system of record.
+COMMIT_ACTION = "commit_customer_action"
+
+
+def customer_policy_input(case: CustomerCase, action: CustomerAction) -> dict[str, Any]:
+    """The exact input document policy/customer/onboarding.rego sees for one action: asked by
+    the plan check before anything is committed and again by each commit's own transaction
+    (``case`` a CommitInput: the approval it carries)."""
+    approval = case.approval if isinstance(case, CommitInput) else None
+    return {
+        "action": COMMIT_ACTION,
+        "tenant": case.tenant,
+        "kind": action.kind,
+        "customer": {
+            "id": case.customer.customer_id,
+            "country": case.customer.country,
+            "region": case.customer.region,
+        },
+        "hosting_region": case.hosting_region,
+        "sanctions_screened": case.sanctions_screened,
+        "dpa_signed": case.dpa_signed,
+        "discount_pct": action.discount_pct,
+        "requested_by": case.requested_by,
+        "approval": approval.model_dump(mode="json") if approval is not None else None,
+    }
+
+
 class RevertInput(CompensationInput):
     """Revert the action committed under ``original_key``."""
 
@@ -306,6 +335,8 @@ __all__ = [
     "PlanRecord",
     "PlanRecordInput",
     "ActionKind",
+    "COMMIT_ACTION",
+    "CUSTOMER_POLICY",
     "CommitInput",
     "CommitOutcome",
     "CommittedAction",
@@ -332,5 +363,6 @@ __all__ = [
     "STEP_KINDS",
     "StepKind",
     "TriggerOutcome",
+    "customer_policy_input",
     "customer_workflow_id",
 ]
