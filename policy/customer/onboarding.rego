@@ -1,9 +1,9 @@
 # Decides whether ONE final action of a customer onboarding may be committed to a system of
 # record, and whether a human must approve it first. Asked twice: over the whole plan before any
-# commit (activities/customer.py check_customer_plan), then again inside each commit's write
+# commit (the workflow's policy preflight), then again inside each commit's write
 # transaction, as data.baton.customer.onboarding.decision.
 #
-# Input (built by activities/customer.py customer_policy_input):
+# Input (built by workflows/contracts/customer.py customer_policy_input):
 #   {"action": "commit_customer_action", "tenant": "acme",
 #    "kind": "intro_email" | "discount" | "onboarding_task",
 #    "customer": {"id": "cust-globex", "country": "DE", "region": "eu"},
