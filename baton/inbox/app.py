@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -369,7 +369,7 @@ def create_app(config: InboxConfig) -> FastAPI:
         if isinstance(guarded, Response):
             return guarded
         viewer, form = guarded
-        rationale = (first(form, "rationale") or "").strip()
+        rationale = stripped(form, "rationale")
         chosen = []
         for value in form.get("item", []):
             try:
@@ -507,6 +507,22 @@ def create_app(config: InboxConfig) -> FastAPI:
         ids = ids_of(request, request_id)
         return no_workflow(viewer) if ids is None else (viewer, form, ids)
 
+    async def page_after(
+        viewer: Viewer, ids: tuple[str, str], sent: Awaitable[Outcome], *, invalid_under: str
+    ) -> Response:
+        """The request's page once ``sent`` (a comment or delegation) is awaited: its outcome
+        (409 when the workflow refused it), or 400 with the validation error shown under the
+        form field ``invalid_under``."""
+        try:
+            outcome = await sent
+        except ValidationError as err:
+            return await request_page(
+                viewer, *ids, errors={invalid_under: validation_text(err)}, status=400
+            )
+        return await request_page(
+            viewer, *ids, outcome=outcome, status=200 if outcome.accepted else 409
+        )
+
     @app.get("/requests/{request_id}", response_class=HTMLResponse)
     async def show_request(request: Request, request_id: str) -> Response:
         try:
@@ -551,7 +567,7 @@ def create_app(config: InboxConfig) -> FastAPI:
         viewer, form, ids = guarded
         workflow_id, _ = ids
         verdict = first(form, "verdict") or ""
-        rationale = (first(form, "rationale") or "").strip()
+        rationale = stripped(form, "rationale")
         action_digest = first(form, "digest") or ""
         errors: dict[str, str] = {}
         if verdict not in ("approve", "reject", "amend", "request_changes"):
@@ -604,22 +620,15 @@ def create_app(config: InboxConfig) -> FastAPI:
         if isinstance(guarded, Response):
             return guarded
         viewer, form, ids = guarded
-        text = (first(form, "text") or "").strip()
+        text = stripped(form, "text")
         if not text:
             return await request_page(
                 viewer, *ids, errors={"comment": "comment: write something"}, status=400
             )
-        try:
-            outcome = await backend.comment(
-                viewer, ids[0], request_id=request_id, text=text, action_digest=first_digest(form)
-            )
-        except ValidationError as err:
-            return await request_page(
-                viewer, *ids, errors={"comment": validation_text(err)}, status=400
-            )
-        return await request_page(
-            viewer, *ids, outcome=outcome, status=200 if outcome.accepted else 409
+        sent = backend.comment(
+            viewer, ids[0], request_id=request_id, text=text, action_digest=first_digest(form)
         )
+        return await page_after(viewer, ids, sent, invalid_under="comment")
 
     @app.post("/requests/{request_id}/delegate", response_class=HTMLResponse)
     async def delegate(request: Request, request_id: str) -> Response:
@@ -627,8 +636,8 @@ def create_app(config: InboxConfig) -> FastAPI:
         if isinstance(guarded, Response):
             return guarded
         viewer, form, ids = guarded
-        to = (first(form, "delegate") or "").strip()
-        rationale = (first(form, "rationale") or "").strip()
+        to = stripped(form, "delegate")
+        rationale = stripped(form, "rationale")
         errors = {}
         if not to:
             errors["delegate"] = "delegate: choose who receives the request"
@@ -636,22 +645,15 @@ def create_app(config: InboxConfig) -> FastAPI:
             errors["delegate_rationale"] = "rationale: required (it goes to the audit trail)"
         if errors:
             return await request_page(viewer, *ids, errors=errors, form=form, status=400)
-        try:
-            outcome = await backend.delegate(
-                viewer,
-                ids[0],
-                request_id=request_id,
-                delegate=to,
-                rationale=rationale,
-                action_digest=first_digest(form),
-            )
-        except ValidationError as err:
-            return await request_page(
-                viewer, *ids, errors={"delegate": validation_text(err)}, status=400
-            )
-        return await request_page(
-            viewer, *ids, outcome=outcome, status=200 if outcome.accepted else 409
+        sent = backend.delegate(
+            viewer,
+            ids[0],
+            request_id=request_id,
+            delegate=to,
+            rationale=rationale,
+            action_digest=first_digest(form),
         )
+        return await page_after(viewer, ids, sent, invalid_under="delegate")
 
     # -- audit trail -----------------------------------------------------------------------------
 
@@ -692,6 +694,11 @@ CLOSING_ACTIONS = {
 def first(form: dict[str, list[str]], key: str) -> str | None:
     values = form.get(key)
     return values[0] if values else None
+
+
+def stripped(form: dict[str, list[str]], key: str) -> str:
+    """A form field's first value without surrounding white space; "" when it is missing."""
+    return (first(form, key) or "").strip()
 
 
 def first_digest(form: dict[str, list[str]]) -> str:
