@@ -110,29 +110,31 @@ class ProcessVersion(Contract):
     models: dict[str, str] = {}
 
 
+def _versions(*candidates: ProcessVersion) -> dict[str, ProcessVersion]:
+    """A process's versions by name: "stable" first, then its canary candidates."""
+    stable = ProcessVersion(
+        name=STABLE_VERSION, description="the prompts and model the workers are configured with"
+    )
+    return {version.name: version for version in (stable, *candidates)}
+
+
 #: The versions each process knows, by process name. "stable" is what workers are configured
 #: with; every other entry is a candidate a canary can route a share of new runs to.
 PROCESS_VERSIONS: dict[str, dict[str, ProcessVersion]] = {
-    "finance_close": {
-        STABLE_VERSION: ProcessVersion(
-            name=STABLE_VERSION, description="the prompts and model the workers are configured with"
-        ),
-        "reconciler-prompt-v2": ProcessVersion(
+    "finance_close": _versions(
+        ProcessVersion(
             name="reconciler-prompt-v2",
             description="reworded reconciler prompt (prefers no entry over a guess)",
             prompts={"reconciler": "v2"},
         ),
-    },
-    "hr_onboarding": {
-        STABLE_VERSION: ProcessVersion(
-            name=STABLE_VERSION, description="the prompts and model the workers are configured with"
-        ),
-        "policy-educator-prompt-v2": ProcessVersion(
+    ),
+    "hr_onboarding": _versions(
+        ProcessVersion(
             name="policy-educator-prompt-v2",
             description="reworded policy educator prompt (country policies first)",
             prompts={"policy_educator": "v2"},
         ),
-    },
+    ),
 }
 
 
