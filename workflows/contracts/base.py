@@ -69,6 +69,17 @@ BOARD_HISTORY_QUERY = "board_history"
 PERIOD_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 EMPLOYEE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+#: What NAME_PATTERN takes, as a validation error says it.
+NAME_RULE = "lowercase letters, digits, '.', '_' or '-' (1-63 chars)"
+
+
+def must_match(pattern: re.Pattern[str], value: str, rule: str) -> str:
+    """``value`` when ``pattern`` matches it; else a ValueError: "must be <rule>" (a field
+    validator's answer for an id or name of a fixed form)."""
+    if not pattern.match(value):
+        raise ValueError(f"must be {rule}")
+    return value
+
 
 Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
 
@@ -194,9 +205,7 @@ class AgentInput(Contract):
 
 
 def _tenant_is_a_name(v: str) -> str:
-    if not NAME_PATTERN.match(v):
-        raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
-    return v
+    return must_match(NAME_PATTERN, v, NAME_RULE)
 
 
 def _requested_by_not_blank(v: str) -> str:
