@@ -1021,9 +1021,7 @@ def seed(**params: Any) -> int:
     return run(cmd_seed, params)
 
 
-@click.group("close", help="start and inspect finance closes")
-def close() -> None:
-    pass
+close = click.Group("close", help="start and inspect finance closes")
 
 
 @close.command("start", help="start the close of a period")
@@ -1062,9 +1060,7 @@ def close_exceptions(**params: Any) -> int:
     return run(cmd_close_exceptions, params)
 
 
-@click.group("onboard", help="HR onboarding: blackboard agents + manager approval")
-def onboard() -> None:
-    pass
+onboard = click.Group("onboard", help="HR onboarding: blackboard agents + manager approval")
 
 
 @onboard.command("hire", help="put a new hire in the HRIS (demo / tests)")
@@ -1106,9 +1102,7 @@ workflow_reader(
 )
 
 
-@click.group("approvals", help="pending approval requests")
-def approvals() -> None:
-    pass
+approvals = click.Group("approvals", help="pending approval requests")
 
 
 @approvals.command(
@@ -1124,9 +1118,7 @@ def approvals_list(**params: Any) -> int:
     return run(cmd_approvals_list, params)
 
 
-@click.group("inbox", help="the approver inbox web page")
-def inbox() -> None:
-    pass
+inbox = click.Group("inbox", help="the approver inbox web page")
 
 
 @inbox.command("serve", help="serve the approver inbox (sign in, decide, delegate)")
@@ -1181,9 +1173,7 @@ DECISIONS = [
 ]
 
 
-@click.group("shadow", help="shadow runs")
-def shadow() -> None:
-    pass
+shadow = click.Group("shadow", help="shadow runs")
 
 
 @shadow.command(
@@ -1199,9 +1189,7 @@ def shadow_diff(**params: Any) -> int:
     return run(cmd_shadow_diff, params)
 
 
-@click.group("kill", help="the kill switch: stop sensitive steps within seconds")
-def kill() -> None:
-    pass
+kill = click.Group("kill", help="the kill switch: stop sensitive steps within seconds")
 
 
 SCOPE_HELP = "global | process:<name> | agent:<role> | tenant:<name>"
@@ -1228,11 +1216,9 @@ def kill_list(**params: Any) -> int:
     return run(cmd_kill_list, params)
 
 
-@click.group(
+canary = click.Group(
     "canary", help="canaries: a share of new runs on a new version, rolled back when worse"
 )
-def canary() -> None:
-    pass
 
 
 @canary.command(
@@ -1300,9 +1286,7 @@ def canary_versions(**params: Any) -> int:
     return run(cmd_canary_versions, params)
 
 
-@click.group("audit", help="audit trail")
-def audit() -> None:
-    pass
+audit = click.Group("audit", help="audit trail")
 
 
 workflow_reader(

@@ -203,9 +203,7 @@ async def cmd_auction_tiers(args: argparse.Namespace, settings: Settings) -> int
     return EXIT_OK
 
 
-@click.group("auction", help="allocate document reviews among agent tiers")
-def auction() -> None:
-    pass
+auction = click.Group("auction", help="allocate document reviews among agent tiers")
 
 
 @auction.command("review", help="auction a batch of document reviews")

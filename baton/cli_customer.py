@@ -93,9 +93,7 @@ async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-@click.group("customer", help="customer onboarding (the brief's blueprint)")
-def customer() -> None:
-    pass
+customer = click.Group("customer", help="customer onboarding (the brief's blueprint)")
 
 
 @customer.command("event", help='put a "new high-value customer" event in the CRM')

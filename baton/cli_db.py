@@ -16,10 +16,7 @@ import click
 from baton.cli_common import json_option, print_table, run
 from baton.settings import Settings
 
-
-@click.group("db", help="database schema migrations: upgrade, current, history, check")
-def db() -> None:
-    pass
+db = click.Group("db", help="database schema migrations: upgrade, current, history, check")
 
 
 @db.command("upgrade", help="migrate the database (DATABASE_URL) to the newest schema")

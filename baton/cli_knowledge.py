@@ -155,9 +155,7 @@ async def cmd_related(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-@click.group("knowledge", help="knowledge layer: ingest, search, relations")
-def knowledge() -> None:
-    pass
+knowledge = click.Group("knowledge", help="knowledge layer: ingest, search, relations")
 
 
 @knowledge.command("ingest", help="embed and store documents (with provenance)")

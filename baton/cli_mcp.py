@@ -18,10 +18,7 @@ import click
 from baton.cli_common import json_option, print_table, run
 from baton.settings import Settings
 
-
-@click.group("mcp", help="MCP servers whose tools agents may call")
-def mcp() -> None:
-    pass
+mcp = click.Group("mcp", help="MCP servers whose tools agents may call")
 
 
 @mcp.command(

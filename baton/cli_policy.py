@@ -28,9 +28,7 @@ from baton.settings import Settings
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-@click.group("policy", help="policy tools")
-def policy() -> None:
-    pass
+policy = click.Group("policy", help="policy tools")
 
 
 @policy.command("test", help="run the Rego unit tests")

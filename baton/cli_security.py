@@ -100,9 +100,7 @@ async def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@click.group("encryption", help="payload encryption keys")
-def encryption() -> None:
-    pass
+encryption = click.Group("encryption", help="payload encryption keys")
 
 
 @encryption.command("new-key", help="print a fresh KEY_ID:BASE64 AES-256 key")
@@ -111,9 +109,7 @@ def encryption_new_key(**params: Any) -> int:
     return run(cmd_new_key, params)
 
 
-@click.group("token", help="the local dev issuer of signed identity assertions")
-def token() -> None:
-    pass
+token = click.Group("token", help="the local dev issuer of signed identity assertions")
 
 
 @token.command("init", help="create the dev signing key and trust file")

@@ -75,11 +75,9 @@ def _update(schedule: Schedule) -> Any:
     return ScheduleUpdate(schedule=schedule)
 
 
-@click.group(
+supervisor = click.Group(
     "supervisor", help="the supervisor agent: KPIs watched, anomalies alerted and acted on"
 )
-def supervisor() -> None:
-    pass
 
 
 @supervisor.command("start", help="create the Schedule that keeps a supervisor running")

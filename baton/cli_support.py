@@ -97,9 +97,7 @@ async def cmd_articles(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@click.group("support", help="customer-support escalation: queue, cases")
-def support() -> None:
-    pass
+support = click.Group("support", help="customer-support escalation: queue, cases")
 
 
 @support.command("articles", help="ingest the support articles into the knowledge layer")

@@ -760,42 +760,18 @@ class ApprovalGate:
         action_digest: str,
         assertion: str | None,
         roles: list[str] | None,
+        *,
+        bound: bool = True,
     ) -> tuple[str | None, VerifiedIdentity | None]:
+        """Open (if sealed) and verify ``actor``'s approval token, bound (unless ``bound`` is
+        False: runs from before tokens were bound) to this workflow, ``request_id`` and
+        ``action_digest``, and holding one of ``roles`` (any, when None); (refusal, identity)."""
         assert self.trust is not None
         try:
             token = unseal_assertion(assertion, self.seal_key) if assertion else None
         except AssertionRefused as err:
             return str(err), None
         if token is not None and self.seal_key is not None and token == assertion:
-            return "this worker takes approval tokens sealed to its seal key only", None
-        return approver_refusal(
-            token,
-            self.trust,
-            workflow.now(),
-            approver=actor,
-            acceptable_roles=roles,
-            binding={
-                "workflow_id": workflow.info().workflow_id,
-                "request_id": request_id,
-                "action_digest": action_digest,
-            },
-        )
-
-    # -- internals -----------------------------------------------------------------------------
-
-    def _verify(
-        self, decision: ApprovalDecision, request: ApprovalRequest | None
-    ) -> tuple[str | None, VerifiedIdentity | None]:
-        """Open (if sealed) and verify the decision's approval token, bound to this workflow,
-        the decision's request id and action digest; (refusal, identity)."""
-        assert self.trust is not None
-        try:
-            token = (
-                unseal_assertion(decision.assertion, self.seal_key) if decision.assertion else None
-            )
-        except AssertionRefused as err:
-            return str(err), None
-        if token is not None and self.seal_key is not None and token == decision.assertion:
             return (
                 "this worker takes approval tokens sealed to its seal key only (a plain token "
                 "would be written to workflow history): send it with `baton approve --token` or "
@@ -806,17 +782,33 @@ class ApprovalGate:
             token,
             self.trust,
             workflow.now(),
-            approver=decision.approver,
-            # a request this run does not know: the token must still verify before the caller
-            # hears anything about the run's requests; roles are checked against a request
-            acceptable_roles=request.approver_roles if request is not None else None,
+            approver=actor,
+            acceptable_roles=roles,
             binding={
                 "workflow_id": workflow.info().workflow_id,
-                "request_id": decision.request_id,
-                "action_digest": decision.action_digest,
+                "request_id": request_id,
+                "action_digest": action_digest,
             }
-            if self.bound_tokens is not False
+            if bound
             else None,
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _verify(
+        self, decision: ApprovalDecision, request: ApprovalRequest | None
+    ) -> tuple[str | None, VerifiedIdentity | None]:
+        """Open (if sealed) and verify the decision's approval token, bound to this workflow,
+        the decision's request id and action digest; (refusal, identity)."""
+        return self._verify_token(
+            decision.approver,
+            decision.request_id,
+            decision.action_digest,
+            decision.assertion,
+            # a request this run does not know: the token must still verify before the caller
+            # hears anything about the run's requests; roles are checked against a request
+            request.approver_roles if request is not None else None,
+            bound=self.bound_tokens is not False,
         )
 
     def _signer(self, decision: ApprovalDecision) -> dict[str, str]:

@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -83,8 +83,22 @@ def request_path(workflow_id: str, request_id: str) -> str:
     return f"/requests/{quote(request_id, safe='')}?workflow={quote(workflow_id, safe='')}"
 
 
+class Refused(Exception):
+    """A form POST refused before its handler acts (not signed in, cross-site, too large, a
+    wrong CSRF token, no workflow in the URL): ``response`` is the page the app answers with."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 def create_app(config: InboxConfig) -> FastAPI:
     app = FastAPI(title="Baton approver inbox", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, err: Refused) -> Response:
+        return err.response
+
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html"]),
@@ -117,15 +131,23 @@ def create_app(config: InboxConfig) -> FastAPI:
             return header[7:].strip()
         return request.cookies.get(SESSION_COOKIE)
 
-    def signed_in(request: Request) -> Viewer:
-        return gate.viewer(token_of(request))
-
     def unauthorised(reason: str) -> HTMLResponse:
         response = render(
             "signed_out.html", 401, reason=reason, dev=config.dev_issuer is not None, viewer=None
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="baton-inbox"'
         return response
+
+    def json_unauthorised(reason: str) -> JSONResponse:
+        return JSONResponse({"error": reason}, status_code=401)
+
+    def signed_in(request: Request, unsigned: Callable[[str], Response] = unauthorised) -> Viewer:
+        """Who is signed in; else ``Refused`` with ``unsigned(reason)``: the 401 sign-in page
+        (a live fragment's poll: ``json_unauthorised``)."""
+        try:
+            return gate.viewer(token_of(request))
+        except NotSignedIn as err:
+            raise Refused(unsigned(err.reason)) from None
 
     def same_origin(request: Request) -> bool:
         """A form post must come from this site (Origin/Referer, when the browser sends one)."""
@@ -140,24 +162,26 @@ def create_app(config: InboxConfig) -> FastAPI:
             raise ValueError(f"form too large: {len(body)} bytes (at most {MAX_FORM_BYTES})")
         return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
-    async def guarded_post(request: Request) -> tuple[Viewer, dict[str, list[str]]] | Response:
-        """The viewer and form of a POST, or the refusal (401 not signed in, 403 CSRF)."""
-        try:
-            viewer = signed_in(request)
-        except NotSignedIn as err:
-            return unauthorised(err.reason)
+    async def guarded_post(request: Request) -> tuple[Viewer, dict[str, list[str]]]:
+        """The viewer and form of a POST; else ``Refused`` (401 not signed in, 403 CSRF)."""
+        viewer = signed_in(request)
         if not same_origin(request):
-            return render("error.html", 403, viewer=viewer, message="cross-site form refused")
+            raise Refused(
+                render("error.html", 403, viewer=viewer, message="cross-site form refused")
+            )
         try:
             form = await form_of(request)
         except ValueError as err:
-            return render("error.html", 413, viewer=viewer, message=str(err))
+            raise Refused(render("error.html", 413, viewer=viewer, message=str(err))) from None
         if not gate.csrf_ok(viewer, first(form, "csrf")):
-            return render(
-                "error.html",
-                403,
-                viewer=viewer,
-                message="the form's CSRF token is missing or wrong: reload the page and try again",
+            raise Refused(
+                render(
+                    "error.html",
+                    403,
+                    viewer=viewer,
+                    message="the form's CSRF token is missing or wrong: reload the page and try "
+                    "again",
+                )
             )
         return viewer, form
 
@@ -259,9 +283,7 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.post("/sign-out")
     async def sign_out(request: Request) -> Response:
-        guarded = await guarded_post(request)
-        if isinstance(guarded, Response):
-            return guarded
+        await guarded_post(request)
         response = RedirectResponse("/sign-in", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
@@ -336,10 +358,7 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     async def inbox(request: Request) -> Response:
-        try:
-            viewer = signed_in(request)
-        except NotSignedIn as err:
-            return unauthorised(err.reason)
+        viewer = signed_in(request)
         data = await listing(viewer, params_of(request))
         return render(
             "inbox.html",
@@ -352,10 +371,7 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.get("/fragments/inbox")
     async def inbox_fragment(request: Request) -> Response:
-        try:
-            viewer = signed_in(request)
-        except NotSignedIn as err:
-            return JSONResponse({"error": err.reason}, status_code=401)
+        viewer = signed_in(request, json_unauthorised)
         data = await listing(viewer, params_of(request))
         html = env.get_template("_rows.html").render(viewer=viewer, **data)
         return JSONResponse(
@@ -365,11 +381,8 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.post("/bulk-approve", response_class=HTMLResponse)
     async def bulk_approve(request: Request) -> Response:
-        guarded = await guarded_post(request)
-        if isinstance(guarded, Response):
-            return guarded
-        viewer, form = guarded
-        rationale = (first(form, "rationale") or "").strip()
+        viewer, form = await guarded_post(request)
+        rationale = stripped(form, "rationale")
         chosen = []
         for value in form.get("item", []):
             try:
@@ -498,21 +511,34 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     async def guarded_request_post(
         request: Request, request_id: str
-    ) -> tuple[Viewer, dict[str, list[str]], tuple[str, str]] | Response:
-        """``guarded_post`` of a form on one request: also its (workflow, request) ids, or 400."""
-        guarded = await guarded_post(request)
-        if isinstance(guarded, Response):
-            return guarded
-        viewer, form = guarded
+    ) -> tuple[Viewer, dict[str, list[str]], tuple[str, str]]:
+        """``guarded_post`` of a form on one request: also its (workflow, request) ids (else
+        ``Refused`` with 400)."""
+        viewer, form = await guarded_post(request)
         ids = ids_of(request, request_id)
-        return no_workflow(viewer) if ids is None else (viewer, form, ids)
+        if ids is None:
+            raise Refused(no_workflow(viewer))
+        return viewer, form, ids
+
+    async def page_after(
+        viewer: Viewer, ids: tuple[str, str], sent: Awaitable[Outcome], *, invalid_under: str
+    ) -> Response:
+        """The request's page once ``sent`` (a comment or delegation) is awaited: its outcome
+        (409 when the workflow refused it), or 400 with the validation error shown under the
+        form field ``invalid_under``."""
+        try:
+            outcome = await sent
+        except ValidationError as err:
+            return await request_page(
+                viewer, *ids, errors={invalid_under: validation_text(err)}, status=400
+            )
+        return await request_page(
+            viewer, *ids, outcome=outcome, status=200 if outcome.accepted else 409
+        )
 
     @app.get("/requests/{request_id}", response_class=HTMLResponse)
     async def show_request(request: Request, request_id: str) -> Response:
-        try:
-            viewer = signed_in(request)
-        except NotSignedIn as err:
-            return unauthorised(err.reason)
+        viewer = signed_in(request)
         ids = ids_of(request, request_id)
         if ids is None:
             return no_workflow(viewer)
@@ -520,10 +546,7 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.get("/fragments/request")
     async def request_fragment(request: Request) -> Response:
-        try:
-            viewer = signed_in(request)
-        except NotSignedIn as err:
-            return JSONResponse({"error": err.reason}, status_code=401)
+        viewer = signed_in(request, json_unauthorised)
         workflow_id = request.query_params.get("workflow", "")
         request_id = request.query_params.get("id", "")
         view = await backend.view(workflow_id, request_id)
@@ -545,13 +568,10 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.post("/requests/{request_id}/decide", response_class=HTMLResponse)
     async def decide(request: Request, request_id: str) -> Response:
-        guarded = await guarded_request_post(request, request_id)
-        if isinstance(guarded, Response):
-            return guarded
-        viewer, form, ids = guarded
+        viewer, form, ids = await guarded_request_post(request, request_id)
         workflow_id, _ = ids
         verdict = first(form, "verdict") or ""
-        rationale = (first(form, "rationale") or "").strip()
+        rationale = stripped(form, "rationale")
         action_digest = first(form, "digest") or ""
         errors: dict[str, str] = {}
         if verdict not in ("approve", "reject", "amend", "request_changes"):
@@ -600,35 +620,22 @@ def create_app(config: InboxConfig) -> FastAPI:
 
     @app.post("/requests/{request_id}/comment", response_class=HTMLResponse)
     async def comment(request: Request, request_id: str) -> Response:
-        guarded = await guarded_request_post(request, request_id)
-        if isinstance(guarded, Response):
-            return guarded
-        viewer, form, ids = guarded
-        text = (first(form, "text") or "").strip()
+        viewer, form, ids = await guarded_request_post(request, request_id)
+        text = stripped(form, "text")
         if not text:
             return await request_page(
                 viewer, *ids, errors={"comment": "comment: write something"}, status=400
             )
-        try:
-            outcome = await backend.comment(
-                viewer, ids[0], request_id=request_id, text=text, action_digest=first_digest(form)
-            )
-        except ValidationError as err:
-            return await request_page(
-                viewer, *ids, errors={"comment": validation_text(err)}, status=400
-            )
-        return await request_page(
-            viewer, *ids, outcome=outcome, status=200 if outcome.accepted else 409
+        sent = backend.comment(
+            viewer, ids[0], request_id=request_id, text=text, action_digest=first_digest(form)
         )
+        return await page_after(viewer, ids, sent, invalid_under="comment")
 
     @app.post("/requests/{request_id}/delegate", response_class=HTMLResponse)
     async def delegate(request: Request, request_id: str) -> Response:
-        guarded = await guarded_request_post(request, request_id)
-        if isinstance(guarded, Response):
-            return guarded
-        viewer, form, ids = guarded
-        to = (first(form, "delegate") or "").strip()
-        rationale = (first(form, "rationale") or "").strip()
+        viewer, form, ids = await guarded_request_post(request, request_id)
+        to = stripped(form, "delegate")
+        rationale = stripped(form, "rationale")
         errors = {}
         if not to:
             errors["delegate"] = "delegate: choose who receives the request"
@@ -636,31 +643,21 @@ def create_app(config: InboxConfig) -> FastAPI:
             errors["delegate_rationale"] = "rationale: required (it goes to the audit trail)"
         if errors:
             return await request_page(viewer, *ids, errors=errors, form=form, status=400)
-        try:
-            outcome = await backend.delegate(
-                viewer,
-                ids[0],
-                request_id=request_id,
-                delegate=to,
-                rationale=rationale,
-                action_digest=first_digest(form),
-            )
-        except ValidationError as err:
-            return await request_page(
-                viewer, *ids, errors={"delegate": validation_text(err)}, status=400
-            )
-        return await request_page(
-            viewer, *ids, outcome=outcome, status=200 if outcome.accepted else 409
+        sent = backend.delegate(
+            viewer,
+            ids[0],
+            request_id=request_id,
+            delegate=to,
+            rationale=rationale,
+            action_digest=first_digest(form),
         )
+        return await page_after(viewer, ids, sent, invalid_under="delegate")
 
     # -- audit trail -----------------------------------------------------------------------------
 
     @app.get("/audit", response_class=HTMLResponse)
     async def audit(request: Request) -> Response:
-        try:
-            viewer = signed_in(request)
-        except NotSignedIn as err:
-            return unauthorised(err.reason)
+        viewer = signed_in(request)
         workflow_id = request.query_params.get("workflow", "")
         if config.audit_trail is None:
             return render(
@@ -692,6 +689,11 @@ CLOSING_ACTIONS = {
 def first(form: dict[str, list[str]], key: str) -> str | None:
     values = form.get(key)
     return values[0] if values else None
+
+
+def stripped(form: dict[str, list[str]], key: str) -> str:
+    """A form field's first value without surrounding white space; "" when it is missing."""
+    return (first(form, key) or "").strip()
 
 
 def first_digest(form: dict[str, list[str]]) -> str:

@@ -13,7 +13,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from workflows.contracts.base import NAME_PATTERN, Contract, Requester, TenantName, TokenUsage
+from workflows.contracts.base import (
+    NAME_PATTERN,
+    NAME_RULE,
+    Contract,
+    Requester,
+    TenantName,
+    TokenUsage,
+    must_match,
+)
 from workflows.contracts.security import Id
 
 #: Workflow type and process name (search attribute BatonProcess, kill-switch scope).
@@ -66,9 +74,7 @@ class AgentTier(Contract):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_PATTERN.match(v):
-            raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
-        return v
+        return must_match(NAME_PATTERN, v, NAME_RULE)
 
     @field_validator("capabilities")
     @classmethod

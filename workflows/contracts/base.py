@@ -69,6 +69,17 @@ BOARD_HISTORY_QUERY = "board_history"
 PERIOD_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 EMPLOYEE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+#: What NAME_PATTERN takes, as a validation error says it.
+NAME_RULE = "lowercase letters, digits, '.', '_' or '-' (1-63 chars)"
+
+
+def must_match(pattern: re.Pattern[str], value: str, rule: str) -> str:
+    """``value`` when ``pattern`` matches it; else a ValueError: "must be <rule>" (a field
+    validator's answer for an id or name of a fixed form)."""
+    if not pattern.match(value):
+        raise ValueError(f"must be {rule}")
+    return value
+
 
 Money = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
 
@@ -110,29 +121,31 @@ class ProcessVersion(Contract):
     models: dict[str, str] = {}
 
 
+def _versions(*candidates: ProcessVersion) -> dict[str, ProcessVersion]:
+    """A process's versions by name: "stable" first, then its canary candidates."""
+    stable = ProcessVersion(
+        name=STABLE_VERSION, description="the prompts and model the workers are configured with"
+    )
+    return {version.name: version for version in (stable, *candidates)}
+
+
 #: The versions each process knows, by process name. "stable" is what workers are configured
 #: with; every other entry is a candidate a canary can route a share of new runs to.
 PROCESS_VERSIONS: dict[str, dict[str, ProcessVersion]] = {
-    "finance_close": {
-        STABLE_VERSION: ProcessVersion(
-            name=STABLE_VERSION, description="the prompts and model the workers are configured with"
-        ),
-        "reconciler-prompt-v2": ProcessVersion(
+    "finance_close": _versions(
+        ProcessVersion(
             name="reconciler-prompt-v2",
             description="reworded reconciler prompt (prefers no entry over a guess)",
             prompts={"reconciler": "v2"},
         ),
-    },
-    "hr_onboarding": {
-        STABLE_VERSION: ProcessVersion(
-            name=STABLE_VERSION, description="the prompts and model the workers are configured with"
-        ),
-        "policy-educator-prompt-v2": ProcessVersion(
+    ),
+    "hr_onboarding": _versions(
+        ProcessVersion(
             name="policy-educator-prompt-v2",
             description="reworded policy educator prompt (country policies first)",
             prompts={"policy_educator": "v2"},
         ),
-    },
+    ),
 }
 
 
@@ -192,9 +205,7 @@ class AgentInput(Contract):
 
 
 def _tenant_is_a_name(v: str) -> str:
-    if not NAME_PATTERN.match(v):
-        raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (1-63 chars)")
-    return v
+    return must_match(NAME_PATTERN, v, NAME_RULE)
 
 
 def _requested_by_not_blank(v: str) -> str:

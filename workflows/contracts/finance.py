@@ -19,6 +19,7 @@ from workflows.contracts.base import (
     TenantName,
     TokenUsage,
     check_version,
+    must_match,
 )
 from workflows.contracts.governance import (
     ApprovalGrant,
@@ -70,9 +71,7 @@ class FinanceCloseInput(ProcessInput):
     @field_validator("period")
     @classmethod
     def _period_is_yyyy_mm(cls, v: str) -> str:
-        if not PERIOD_PATTERN.match(v):
-            raise ValueError("must be YYYY-MM with a month from 01 to 12, e.g. '2026-10'")
-        return v
+        return must_match(PERIOD_PATTERN, v, "YYYY-MM with a month from 01 to 12, e.g. '2026-10'")
 
     @field_validator("version")
     @classmethod

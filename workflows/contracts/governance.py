@@ -661,12 +661,17 @@ class AuditEvent(Contract):
     action: str
     detail: dict[str, Any] = {}
     rationale: str = ""
-    decision_id: str | None = None
-    model: str | None = None
-    tokens: int = 0
-    cost_usd: float = 0.0
-    input_digest: str | None = None
-    output_digest: str | None = None
+    decision_id: str | None = Field(
+        default=None, description="The policy decision the row records or the step ran under."
+    )
+    model: str | None = Field(default=None, description="The model that answered (agent rows).")
+    tokens: int = Field(default=0, description="The tokens the model calls took (agent rows).")
+    cost_usd: float = Field(default=0.0, description="What the model calls cost (agent rows).")
+    input_digest: str | None = Field(
+        default=None,
+        description="digest() of what was decided on or sent to the model: never the data.",
+    )
+    output_digest: str | None = Field(default=None, description="digest() of the answer.")
 
 
 class AuditBatch(Contract):

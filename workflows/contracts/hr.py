@@ -18,6 +18,7 @@ from workflows.contracts.base import (
     TenantName,
     TokenUsage,
     check_version,
+    must_match,
 )
 from workflows.contracts.governance import (
     ApprovalGrant,
@@ -74,12 +75,14 @@ class NewHire(Contract):
     tenant: str
     employee_id: str
     full_name: str
-    role: str
+    role: str = Field(description="e.g. engineer: which entitlements policy lets the hire have.")
     department: str
-    country: str
+    country: str = Field(description="Where the hire works, e.g. 'DE'.")
     manager: str
-    start_date: str
-    id_document_verified: bool
+    start_date: str = Field(description="First working day, YYYY-MM-DD.")
+    id_document_verified: bool = Field(
+        description="An identity document was checked; policy grants nothing until it was."
+    )
 
 
 class LoadHireInput(Contract):
@@ -170,9 +173,9 @@ class OnboardingInput(ProcessInput):
     @field_validator("employee_id")
     @classmethod
     def _employee_id(cls, v: str) -> str:
-        if not EMPLOYEE_ID_PATTERN.match(v):
-            raise ValueError("must be letters, digits, '_' or '-' (1-63 chars), e.g. 'E1001'")
-        return v
+        return must_match(
+            EMPLOYEE_ID_PATTERN, v, "letters, digits, '_' or '-' (1-63 chars), e.g. 'E1001'"
+        )
 
     def workflow_id(self) -> str:
         key = f"onboarding/{self.tenant}/{self.employee_id}"

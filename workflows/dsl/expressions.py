@@ -122,10 +122,14 @@ class _Parser:
             raise ExpressionError(f"unexpected {tok.text!r} after the expression", tok.offset)
         return node
 
-    def expr(self) -> Node:
+    def deeper(self) -> None:
+        """One level of nesting more: past MAX_DEPTH, an ExpressionError (the parse is bounded)."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise ExpressionError("expression nests too deeply", self.peek().offset)
+
+    def expr(self) -> Node:
+        self.deeper()
         try:
             return self.or_()
         finally:
@@ -148,9 +152,7 @@ class _Parser:
     def not_(self) -> Node:
         if self.at("not"):
             self.take()
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise ExpressionError("expression nests too deeply", self.peek().offset)
+            self.deeper()
             return ("not", self.not_())
         return self.cmp()
 
@@ -178,9 +180,7 @@ class _Parser:
     def unary(self) -> Node:
         if self.at("-"):
             self.take()
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise ExpressionError("expression nests too deeply", self.peek().offset)
+            self.deeper()
             return ("neg", self.unary())
         return self.postfix()
 
