@@ -45,6 +45,11 @@ def _duplicates(values: list[str]) -> list[str]:
     return sorted(v for v, n in Counter(values).items() if n > 1)
 
 
+def _empty(what: str, text: str) -> list[str]:
+    """The problem "the <what> is empty" when ``text`` is empty or blank, else none."""
+    return [] if text.strip() else [f"the {what} is empty"]
+
+
 def _amount(value: str) -> Decimal | None:
     try:
         return Decimal(value)
@@ -141,9 +146,7 @@ def compliance(entry_ids: Iterable[str]) -> Check:
                 f"findings name entry ids that are not under review: {_ids(unknown)} (the "
                 f"entries are: {_ids(known) or 'none'})"
             )
-        if not answer.summary.strip():
-            problems.append("the summary is empty")
-        return problems
+        return problems + _empty("summary", answer.summary)
 
     return check
 
@@ -240,9 +243,7 @@ def intro_email(language: str) -> Check:
     """A subject and a body, in the customer's language."""
 
     def check(answer: Any) -> list[str]:
-        problems = []
-        if not answer.subject.strip():
-            problems.append("the subject is empty")
+        problems = _empty("subject", answer.subject)
         if len(answer.body.strip()) < 20:
             problems.append("the body is empty or too short to be an introduction email")
         if answer.language.strip().lower() != language.lower():
@@ -264,9 +265,7 @@ def discount(requested_pct: float) -> Check:
             )
         if answer.eligible != (answer.recommended_pct > 0):
             problems.append("eligible must be true exactly when recommended_pct is above 0")
-        if not answer.rationale.strip():
-            problems.append("the rationale is empty")
-        return problems
+        return problems + _empty("rationale", answer.rationale)
 
     return check
 
@@ -299,9 +298,7 @@ def research(passage_ids: Iterable[str]) -> Check:
                 f"cited passage ids that are not in the input: {_ids(unknown)} (the passages "
                 f"are: {_ids(known) or 'none'})"
             )
-        if not answer.answer.strip():
-            problems.append("the answer is empty")
-        return problems
+        return problems + _empty("answer", answer.answer)
 
     return check
 
@@ -313,18 +310,18 @@ def agent_resolution(passage_ids: Iterable[str]) -> Check:
 
 
 def summary(answer: Any) -> list[str]:
-    return [] if answer.summary.strip() else ["the summary is empty"]
+    return _empty("summary", answer.summary)
 
 
 def ticket(answer: Any) -> list[str]:
-    return [] if answer.reply.strip() else ["the reply to the customer is empty"]
+    return _empty("reply to the customer", answer.reply)
 
 
 # -- auction ---------------------------------------------------------------------------------
 
 
 def bid(answer: Any) -> list[str]:
-    problems = [] if answer.reason.strip() else ["the reason is empty"]
+    problems = _empty("reason", answer.reason)
     if answer.bid and answer.expected_completion_tokens <= 0:
         problems.append("a bid must expect at least one completion token")
     return problems
@@ -335,9 +332,7 @@ def review(answer: Any) -> list[str]:
     problems = []
     if answer.verdict == "flag" and not answer.findings:
         problems.append("verdict 'flag' needs at least one finding naming the risky clause")
-    if not answer.summary.strip():
-        problems.append("the summary is empty")
-    return problems
+    return problems + _empty("summary", answer.summary)
 
 
 __all__ = [

@@ -73,7 +73,7 @@ from activities.structured import (
     wire_schema,
 )
 from activities.tier0 import TIER0_RULES
-from workflows.contracts import STABLE_VERSION, digest
+from workflows.contracts import STABLE_VERSION, AuditEvent, digest
 from workflows.contracts.support import (
     BUDGET_EXCEEDED,
     NO_ELIGIBLE_MODEL,
@@ -872,19 +872,13 @@ class Router:
             call_index=index,
             agent=agent,
             task_class=state.task_class,
-            model=call.model,
-            endpoint=call.endpoint,
-            tier=call.tier,
-            outcome=call.outcome,
-            prompt_tokens=call.prompt_tokens,
-            completion_tokens=call.completion_tokens,
-            cost_usd=call.cost_usd,
+            **call.model_dump(exclude={"region", "note"}),  # the model, outcome, tokens, cost
         )
-        event = activity_event(
-            f"route/{info.attempt}/{index}",
-            actor=f"agent:{agent}",
-            action=f"model.{call.outcome}",
-            detail={
+        event = _request_event(
+            agent,
+            index,
+            call,
+            {
                 "endpoint": call.endpoint,
                 "tier": call.tier,
                 "region": call.region,
@@ -892,7 +886,6 @@ class Router:
                 "note": call.note,
                 "tenant": _tenant(payload),
             },
-            model=call.model,
             tokens=call.prompt_tokens + call.completion_tokens,
             cost_usd=call.cost_usd,
             input_digest=digest(payload),
@@ -911,17 +904,11 @@ class Router:
     ) -> None:
         """Audit the requests that were not answered (fallbacks, refusals): they cost nothing."""
         events = [
-            activity_event(
-                f"route/{activity.info().attempt}/{i}",
-                actor=f"agent:{agent}",
-                action=f"model.{c.outcome}",
-                detail={
-                    "endpoint": c.endpoint,
-                    "tier": c.tier,
-                    "note": c.note,
-                    "task_class": task_class,
-                },
-                model=c.model,
+            _request_event(
+                agent,
+                i,
+                c,
+                {"endpoint": c.endpoint, "tier": c.tier, "note": c.note, "task_class": task_class},
             )  # fmt: skip
             for i, c in enumerate(state.calls)
             if c.outcome in ("server_error", "residency_denied", "over_budget")
@@ -1028,6 +1015,21 @@ class _Escalate(Exception):  # noqa: N818 - control flow, never leaves this modu
         self.error = error
         self.answer = answer
         self.governed = governed
+
+
+def _request_event(
+    agent: str, index: int, call: ModelCall, detail: dict[str, Any], **fields: Any
+) -> AuditEvent:
+    """The audit row of the ``index``-th model request of this activity attempt: ``agent``
+    asked ``call.model``, with ``call.outcome``; ``fields``: what it cost, when charged."""
+    return activity_event(
+        f"route/{activity.info().attempt}/{index}",
+        actor=f"agent:{agent}",
+        action=f"model.{call.outcome}",
+        detail=detail,
+        model=call.model,
+        **fields,
+    )
 
 
 def _answered(spec: ModelSpec, usage: Any) -> ModelCall:
