@@ -41,8 +41,10 @@ def _ids(values: Iterable[str]) -> str:
     return shown + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
-def _duplicates(values: list[str]) -> list[str]:
-    return sorted(v for v, n in Counter(values).items() if n > 1)
+def _repeated(what: str, ids: list[str]) -> list[str]:
+    """The problem "<what> used more than once: <the ids>" when an id repeats, else none."""
+    repeated = sorted(v for v, n in Counter(ids).items() if n > 1)
+    return [f"{what} used more than once: {_ids(repeated)}"] if repeated else []
 
 
 def _empty(what: str, text: str) -> list[str]:
@@ -88,9 +90,7 @@ def reconciler(inp: ProposeAdjustmentsInput) -> Check:
         unknown = addressed - known
         if unknown:
             problems.append(f"ids that are not in the input: {_ids(unknown)}")
-        repeated = _duplicates([e.entry_id for e in answer.entries])
-        if repeated:
-            problems.append(f"entry ids used more than once: {_ids(repeated)}")
+        problems += _repeated("entry ids", [e.entry_id for e in answer.entries])
         for e in answer.entries:
             if not e.source_ids:
                 problems.append(f"entry {e.entry_id} cites no source id")
@@ -119,9 +119,7 @@ def reviser(inp: ReviseAdjustmentsInput) -> Check:
                 "the revision has no entries; dropping every entry is a rejection, which only "
                 "an approver can decide"
             )
-        repeated = _duplicates([e.entry_id for e in answer.entries])
-        if repeated:
-            problems.append(f"entry ids used more than once: {_ids(repeated)}")
+        problems += _repeated("entry ids", [e.entry_id for e in answer.entries])
         unknown = {s for e in answer.entries for s in e.source_ids} - sources
         if unknown:
             problems.append(f"source ids that none of the entries sent back cites: {_ids(unknown)}")
@@ -228,9 +226,7 @@ def customer_plan(requested_discount_pct: float) -> Check:
             )
         if requested_discount_pct <= 0 and "discount_check" in kinds:
             problems.append("the plan has a discount_check step but no discount was requested")
-        repeated = _duplicates([s.step_id for s in answer.steps])
-        if repeated:
-            problems.append(f"step ids used more than once: {_ids(repeated)}")
+        problems += _repeated("step ids", [s.step_id for s in answer.steps])
         for s in answer.steps:
             if not s.instructions.strip():
                 problems.append(f"step {s.step_id} has no instructions")

@@ -453,14 +453,7 @@ class Router:
         (activities/agents.py ``_GOVERNED``, marked charged) for the agent's own audit row."""
         _GOVERNED.set(None)
         model = route.model if route is not None and route.pinned else None
-        if task_class not in self.catalogue.task_classes:
-            raise ApplicationError(
-                f"{agent}: unknown task class {task_class!r}; the catalogue has "
-                f"{sorted(self.catalogue.task_classes)}",
-                type=NO_ELIGIBLE_MODEL,
-                non_retryable=True,
-            )
-        tc = self.catalogue.task_classes[task_class]
+        tc = self._task_class(agent, task_class)
         state = _Attempt(task_class=task_class)
         tier0 = TIER0_RULES[tc.tier0] if tc.tier0 else None
         min_tier = _min_tier(payload)
@@ -586,13 +579,7 @@ class Router:
         not fit), the base policy on it, fallback to the next endpoint on 5xx and timeouts,
         and the answered request charged with its audit row. ``content`` is what the request
         carries besides ``prompt`` (for the estimate). Finish with :meth:`settle`."""
-        if task_class not in self.catalogue.task_classes:
-            raise ApplicationError(
-                f"{agent}: unknown task class {task_class!r}; the catalogue has "
-                f"{sorted(self.catalogue.task_classes)}",
-                type=NO_ELIGIBLE_MODEL,
-                non_retryable=True,
-            )
+        self._task_class(agent, task_class)
         if self.agents.switch is not None:
             subject = Subject(process=_process(), agent=agent, tenant=_tenant(payload))
             await asyncio.to_thread(self.agents.switch.raise_if_blocking, subject)
@@ -763,6 +750,18 @@ class Router:
             ) from err
         state.waiting += time.perf_counter() - began
         return response, waited, _answered(spec, response.usage)
+
+    def _task_class(self, agent: str, task_class: str) -> TaskClass:
+        """The catalogue's ``task_class``; a non-retryable error naming the known ones when
+        there is no such class (no model can be eligible)."""
+        if task_class not in self.catalogue.task_classes:
+            raise ApplicationError(
+                f"{agent}: unknown task class {task_class!r}; the catalogue has "
+                f"{sorted(self.catalogue.task_classes)}",
+                type=NO_ELIGIBLE_MODEL,
+                non_retryable=True,
+            )
+        return self.catalogue.task_classes[task_class]
 
     async def _send(
         self,
