@@ -99,10 +99,11 @@ def reconciler(inp: ProposeAdjustmentsInput) -> Check:
                 problems.append(f"entry {e.entry_id}: amount {e.amount!r} is not a non-zero amount")
             if not e.rationale.strip():
                 problems.append(f"entry {e.entry_id} gives no rationale")
-        for n in answer.no_entry_needed:
-            if not n.reason.strip():
-                problems.append(f"no_entry_needed {n.source_id} gives no reason")
-        return problems
+        return problems + [
+            f"no_entry_needed {n.source_id} gives no reason"
+            for n in answer.no_entry_needed
+            if not n.reason.strip()
+        ]
 
     return check
 
@@ -227,10 +228,11 @@ def customer_plan(requested_discount_pct: float) -> Check:
         if requested_discount_pct <= 0 and "discount_check" in kinds:
             problems.append("the plan has a discount_check step but no discount was requested")
         problems += _repeated("step ids", [s.step_id for s in answer.steps])
-        for s in answer.steps:
-            if not s.instructions.strip():
-                problems.append(f"step {s.step_id} has no instructions")
-        return problems
+        return problems + [
+            f"step {s.step_id} has no instructions"
+            for s in answer.steps
+            if not s.instructions.strip()
+        ]
 
     return check
 

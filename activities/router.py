@@ -551,15 +551,12 @@ class Router:
                 return out, usage
             await self._charge_audit(agent, task_class, state, payload)
             raise self._budget_error(agent, payload, state.calls[-1])
-        await self._charge_audit(agent, task_class, state, payload)
-        if failure is not None:
-            raise failure
-        raise ApplicationError(
-            f"{agent}: no model in the catalogue can serve task class {task_class!r} for tenant "
-            f"{tenant!r} (regions allowed: {sorted(allowed_regions or []) or 'any'})",
-            type=NO_ELIGIBLE_MODEL,
-            non_retryable=True,
-        )
+        regions = sorted(allowed_regions or []) or "any"
+        raise await self._unanswered(
+            agent, task_class, state, payload, failure,
+            f"can serve task class {task_class!r} for tenant {tenant!r} "
+            f"(regions allowed: {regions})",
+        )  # fmt: skip
 
     # -- a request the caller makes (a turn of an agent that acts) ---------------------------
 
@@ -624,15 +621,10 @@ class Router:
             state.calls.append(_answered(spec, response.usage))
             await self._charge_one(agent, state, payload, len(state.calls) - 1)
             return Routed(response, spec, state)
-        await self._charge_audit(agent, task_class, state, payload)
-        if failure is not None:
-            raise failure
-        raise ApplicationError(
-            f"{agent}: no model in the catalogue serves task class {task_class!r} at or above "
-            f"tier {_min_tier(payload)!r}",
-            type=NO_ELIGIBLE_MODEL,
-            non_retryable=True,
-        )
+        raise await self._unanswered(
+            agent, task_class, state, payload, failure,
+            f"serves task class {task_class!r} at or above tier {_min_tier(payload)!r}",
+        )  # fmt: skip
 
     async def settle(
         self,
@@ -750,6 +742,27 @@ class Router:
             ) from err
         state.waiting += time.perf_counter() - began
         return response, waited, _answered(spec, response.usage)
+
+    async def _unanswered(
+        self,
+        agent: str,
+        task_class: str,
+        state: _Attempt,
+        payload: BaseModel,
+        failure: ApplicationError | None,
+        no_model: str,
+    ) -> ApplicationError:
+        """When no candidate answered: audit the requests made, and the error to raise: the
+        last request's ``failure``, or, when there was none, that no model in the catalogue
+        ``no_model`` (what the call needed)."""
+        await self._charge_audit(agent, task_class, state, payload)
+        if failure is not None:
+            return failure
+        return ApplicationError(
+            f"{agent}: no model in the catalogue {no_model}",
+            type=NO_ELIGIBLE_MODEL,
+            non_retryable=True,
+        )
 
     def _task_class(self, agent: str, task_class: str) -> TaskClass:
         """The catalogue's ``task_class``; a non-retryable error naming the known ones when
