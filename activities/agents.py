@@ -49,7 +49,6 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -559,39 +558,44 @@ class AgentActivities:
     async def propose_adjustments(self, inp: ProposeAdjustmentsInput) -> AdjustmentProposal:
         accounts = await asyncio.to_thread(allowed_accounts, self.policy_dir)
         payload = _ReconcilerPayload(**inp.model_dump(), allowed_accounts=list(accounts))
-        wire, usage = await self._ask(
-            "reconciler", payload, _WireProposal, check=answer_checks.reconciler(inp),
-            schema_wire=proposal_wire(accounts),
+        return await self._ask_for_entries(
+            "reconciler", "agent.proposed_adjustments", inp, payload,
+            answer_checks.reconciler(inp), accounts,
         )  # fmt: skip
-        entries = _entries("reconciler", wire)
-        await self._audit(
-            "reconciler",
-            "agent.proposed_adjustments",
-            inp,
-            wire,
-            usage,
-            {
-                "entries": len(entries),
-                "no_entry_needed": {n.source_id: n.reason for n in wire.no_entry_needed},
-            },
-        )
-        return AdjustmentProposal(entries=entries, usage=usage)
 
     @activity.defn(name="revise_adjustments")
     async def revise_adjustments(self, inp: ReviseAdjustmentsInput) -> AdjustmentProposal:
         accounts = await asyncio.to_thread(allowed_accounts, self.policy_dir)
-        wire, usage = await self._ask(
-            "reviser", inp, _WireProposal, check=answer_checks.reviser(inp),
-            schema_wire=proposal_wire(accounts),
+        return await self._ask_for_entries(
+            "reviser", "agent.revised_adjustments", inp, inp, answer_checks.reviser(inp),
+            accounts, reviewer=inp.reviewer,
         )  # fmt: skip
-        entries = _entries("reviser", wire)
+
+    async def _ask_for_entries(
+        self,
+        agent: str,
+        action: str,
+        inp: BaseModel,
+        payload: BaseModel,
+        check: AnswerCheck,
+        accounts: tuple[str, ...],
+        **detail: Any,
+    ) -> AdjustmentProposal:
+        """Ask the reconciler or the reviser for adjusting entries on ``accounts`` (the schema
+        allows no other) and audit the answer as ``action``: how many entries, the items it
+        says need none (with the reason) and ``detail``."""
+        wire, usage = await self._ask(
+            agent, payload, _WireProposal, check=check, schema_wire=proposal_wire(accounts)
+        )
+        entries = _entries(agent, wire)
+        no_entry_needed = {n.source_id: n.reason for n in wire.no_entry_needed}
         await self._audit(
-            "reviser",
-            "agent.revised_adjustments",
+            agent,
+            action,
             inp,
             wire,
             usage,
-            {"entries": len(entries), "reviewer": inp.reviewer},
+            {"entries": len(entries), "no_entry_needed": no_entry_needed, **detail},
         )
         return AdjustmentProposal(entries=entries, usage=usage)
 
@@ -1009,11 +1013,10 @@ class AgentActivities:
         cost = spend.AgentSpend(
             tenant=governed.tenant,
             day=governed.day,
-            workflow_id=event.workflow_id,
-            run_id=event.run_id,
-            seq=event.seq,
             agent=agent,
             cost_usd=usage.cost_usd,
+            # keyed like the audit row, so a retried write of the same call changes nothing
+            **event.model_dump(include={"workflow_id", "run_id", "seq"}),
         )
 
         def write() -> None:  # the call's audit row and its cost commit together
@@ -1052,18 +1055,10 @@ def _denied(agent: str, decision: PolicyDecision, engine: PolicyEngine | None) -
 
 
 def _entries(agent: str, wire: _WireProposal) -> list[AdjustingEntry]:
+    """The answer's entries as contracts (the contract parses the wire's decimal string)."""
     try:
-        return [
-            AdjustingEntry(
-                entry_id=e.entry_id,
-                account=e.account,
-                amount=Decimal(e.amount),
-                source_ids=e.source_ids,
-                rationale=e.rationale,
-            )
-            for e in wire.entries
-        ]
-    except (ValidationError, ArithmeticError, ValueError) as err:
+        return [AdjustingEntry(**e.model_dump()) for e in wire.entries]
+    except ValidationError as err:
         raise _invalid_output(agent, err) from err
 
 

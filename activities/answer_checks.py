@@ -41,8 +41,15 @@ def _ids(values: Iterable[str]) -> str:
     return shown + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
-def _duplicates(values: list[str]) -> list[str]:
-    return sorted(v for v, n in Counter(values).items() if n > 1)
+def _repeated(what: str, ids: list[str]) -> list[str]:
+    """The problem "<what> used more than once: <the ids>" when an id repeats, else none."""
+    repeated = sorted(v for v, n in Counter(ids).items() if n > 1)
+    return [f"{what} used more than once: {_ids(repeated)}"] if repeated else []
+
+
+def _empty(what: str, text: str) -> list[str]:
+    """The problem "the <what> is empty" when ``text`` is empty or blank, else none."""
+    return [] if text.strip() else [f"the {what} is empty"]
 
 
 def _amount(value: str) -> Decimal | None:
@@ -83,9 +90,7 @@ def reconciler(inp: ProposeAdjustmentsInput) -> Check:
         unknown = addressed - known
         if unknown:
             problems.append(f"ids that are not in the input: {_ids(unknown)}")
-        repeated = _duplicates([e.entry_id for e in answer.entries])
-        if repeated:
-            problems.append(f"entry ids used more than once: {_ids(repeated)}")
+        problems += _repeated("entry ids", [e.entry_id for e in answer.entries])
         for e in answer.entries:
             if not e.source_ids:
                 problems.append(f"entry {e.entry_id} cites no source id")
@@ -94,10 +99,11 @@ def reconciler(inp: ProposeAdjustmentsInput) -> Check:
                 problems.append(f"entry {e.entry_id}: amount {e.amount!r} is not a non-zero amount")
             if not e.rationale.strip():
                 problems.append(f"entry {e.entry_id} gives no rationale")
-        for n in answer.no_entry_needed:
-            if not n.reason.strip():
-                problems.append(f"no_entry_needed {n.source_id} gives no reason")
-        return problems
+        return problems + [
+            f"no_entry_needed {n.source_id} gives no reason"
+            for n in answer.no_entry_needed
+            if not n.reason.strip()
+        ]
 
     return check
 
@@ -114,9 +120,7 @@ def reviser(inp: ReviseAdjustmentsInput) -> Check:
                 "the revision has no entries; dropping every entry is a rejection, which only "
                 "an approver can decide"
             )
-        repeated = _duplicates([e.entry_id for e in answer.entries])
-        if repeated:
-            problems.append(f"entry ids used more than once: {_ids(repeated)}")
+        problems += _repeated("entry ids", [e.entry_id for e in answer.entries])
         unknown = {s for e in answer.entries for s in e.source_ids} - sources
         if unknown:
             problems.append(f"source ids that none of the entries sent back cites: {_ids(unknown)}")
@@ -141,9 +145,7 @@ def compliance(entry_ids: Iterable[str]) -> Check:
                 f"findings name entry ids that are not under review: {_ids(unknown)} (the "
                 f"entries are: {_ids(known) or 'none'})"
             )
-        if not answer.summary.strip():
-            problems.append("the summary is empty")
-        return problems
+        return problems + _empty("summary", answer.summary)
 
     return check
 
@@ -225,13 +227,12 @@ def customer_plan(requested_discount_pct: float) -> Check:
             )
         if requested_discount_pct <= 0 and "discount_check" in kinds:
             problems.append("the plan has a discount_check step but no discount was requested")
-        repeated = _duplicates([s.step_id for s in answer.steps])
-        if repeated:
-            problems.append(f"step ids used more than once: {_ids(repeated)}")
-        for s in answer.steps:
-            if not s.instructions.strip():
-                problems.append(f"step {s.step_id} has no instructions")
-        return problems
+        problems += _repeated("step ids", [s.step_id for s in answer.steps])
+        return problems + [
+            f"step {s.step_id} has no instructions"
+            for s in answer.steps
+            if not s.instructions.strip()
+        ]
 
     return check
 
@@ -240,9 +241,7 @@ def intro_email(language: str) -> Check:
     """A subject and a body, in the customer's language."""
 
     def check(answer: Any) -> list[str]:
-        problems = []
-        if not answer.subject.strip():
-            problems.append("the subject is empty")
+        problems = _empty("subject", answer.subject)
         if len(answer.body.strip()) < 20:
             problems.append("the body is empty or too short to be an introduction email")
         if answer.language.strip().lower() != language.lower():
@@ -264,9 +263,7 @@ def discount(requested_pct: float) -> Check:
             )
         if answer.eligible != (answer.recommended_pct > 0):
             problems.append("eligible must be true exactly when recommended_pct is above 0")
-        if not answer.rationale.strip():
-            problems.append("the rationale is empty")
-        return problems
+        return problems + _empty("rationale", answer.rationale)
 
     return check
 
@@ -299,9 +296,7 @@ def research(passage_ids: Iterable[str]) -> Check:
                 f"cited passage ids that are not in the input: {_ids(unknown)} (the passages "
                 f"are: {_ids(known) or 'none'})"
             )
-        if not answer.answer.strip():
-            problems.append("the answer is empty")
-        return problems
+        return problems + _empty("answer", answer.answer)
 
     return check
 
@@ -313,18 +308,18 @@ def agent_resolution(passage_ids: Iterable[str]) -> Check:
 
 
 def summary(answer: Any) -> list[str]:
-    return [] if answer.summary.strip() else ["the summary is empty"]
+    return _empty("summary", answer.summary)
 
 
 def ticket(answer: Any) -> list[str]:
-    return [] if answer.reply.strip() else ["the reply to the customer is empty"]
+    return _empty("reply to the customer", answer.reply)
 
 
 # -- auction ---------------------------------------------------------------------------------
 
 
 def bid(answer: Any) -> list[str]:
-    problems = [] if answer.reason.strip() else ["the reason is empty"]
+    problems = _empty("reason", answer.reason)
     if answer.bid and answer.expected_completion_tokens <= 0:
         problems.append("a bid must expect at least one completion token")
     return problems
@@ -335,9 +330,7 @@ def review(answer: Any) -> list[str]:
     problems = []
     if answer.verdict == "flag" and not answer.findings:
         problems.append("verdict 'flag' needs at least one finding naming the risky clause")
-    if not answer.summary.strip():
-        problems.append("the summary is empty")
-    return problems
+    return problems + _empty("summary", answer.summary)
 
 
 __all__ = [

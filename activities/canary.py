@@ -41,6 +41,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Column, Text
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -233,16 +234,8 @@ class Canary:
                 self.ledger.append_in(session, [_event(row, "updated", by, reason, detail)])
                 return status_of(row), "updated"
             row = CanaryRow(
-                process=config.process,
-                kind=config.kind,
-                candidate=config.candidate,
+                **config.model_dump(exclude={"baseline"}),  # the settings, as configured
                 baseline=baseline,
-                deployment=config.deployment,
-                share=config.share,
-                max_error_rate_increase=config.max_error_rate_increase,
-                max_escalation_rate_increase=config.max_escalation_rate_increase,
-                max_cost_increase=config.max_cost_increase,
-                min_runs=config.min_runs,
                 started_by=by,
                 reason=reason.strip(),
             )
@@ -592,25 +585,20 @@ async def apply_routing(client: Client, status: CanaryStatus) -> str | None:
         _, ramping, percentage = await routing(client, deployment)
         if ramping != status.candidate or (status.state == "rolled_back" and not percentage):
             return None
+    version: dict[str, Any] = {  # the candidate at the deployment, as both requests name it
+        "namespace": namespace,
+        "deployment_name": deployment,
+        "build_id": status.candidate,
+        "identity": IDENTITY,
+    }
     if status.state == "promoted":
         await service.set_worker_deployment_current_version(
-            SetWorkerDeploymentCurrentVersionRequest(
-                namespace=namespace,
-                deployment_name=deployment,
-                build_id=status.candidate,
-                identity=IDENTITY,
-            )
+            SetWorkerDeploymentCurrentVersionRequest(**version)
         )
         return f"{deployment}:{status.candidate} is the current version"
     percentage = round(status.share * 100, 3) if status.state == "active" else 0.0
     await service.set_worker_deployment_ramping_version(
-        SetWorkerDeploymentRampingVersionRequest(
-            namespace=namespace,
-            deployment_name=deployment,
-            build_id=status.candidate,
-            percentage=percentage,
-            identity=IDENTITY,
-        )
+        SetWorkerDeploymentRampingVersionRequest(**version, percentage=percentage)
     )
     return f"{deployment}:{status.candidate} ramps at {percentage:g}%"
 

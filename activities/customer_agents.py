@@ -14,11 +14,15 @@ Must not: write to systems of record (activities/customer.py commits, under poli
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import activity
 
 from activities import answer_checks
 from activities.agents import PROMPTS, AgentActivities, _invalid_output, _Wire
+from activities.answer_checks import Check
 from activities.prompts import StablePrompts
 from workflows.contracts import STABLE_VERSION
 from workflows.contracts.customer import (
@@ -27,10 +31,10 @@ from workflows.contracts.customer import (
     IntroEmail,
     OnboardingPlan,
     OnboardingSequence,
-    OnboardingTask,
-    PlanStep,
     StepKind,
 )
+
+C = TypeVar("C", bound=BaseModel)
 
 #: The agents' prompts (activities/prompts/<role>.md, read on first use).
 CUSTOMER_PROMPTS = StablePrompts(
@@ -92,94 +96,67 @@ class CustomerAgentActivities(AgentActivities):
 
     @activity.defn(name="plan_customer_onboarding")
     async def plan_customer_onboarding(self, inp: CustomerAgentInput) -> OnboardingPlan:
-        wire, usage = await self._ask(
-            "customer_planner", inp, _WirePlan,
-            check=answer_checks.customer_plan(inp.customer.requested_discount_pct),
+        return await self._ask_customer_agent(
+            "customer_planner", "agent.planned_customer_onboarding", inp, _WirePlan,
+            OnboardingPlan, answer_checks.customer_plan(inp.customer.requested_discount_pct),
+            lambda plan: {"steps": [s.kind for s in plan.steps]},
         )  # fmt: skip
-        try:
-            plan = OnboardingPlan(
-                steps=[PlanStep.model_validate(s.model_dump()) for s in wire.steps],
-                rationale=wire.rationale,
-                usage=usage,
-            )
-        except ValidationError as err:
-            raise _invalid_output("customer_planner", err) from err
-        await self._audit(
-            "customer_planner",
-            "agent.planned_customer_onboarding",
-            inp,
-            wire,
-            usage,
-            {"customer_id": inp.customer.customer_id, "steps": [s.kind for s in plan.steps]},
-        )
-        return plan
 
     @activity.defn(name="write_intro_email")
     async def write_intro_email(self, inp: CustomerAgentInput) -> IntroEmail:
-        wire, usage = await self._ask(
-            "intro_email_writer", inp, _WireEmail,
-            check=answer_checks.intro_email(inp.customer.language),
+        return await self._ask_customer_agent(
+            "intro_email_writer", "agent.wrote_intro_email", inp, _WireEmail, IntroEmail,
+            answer_checks.intro_email(inp.customer.language),
+            lambda email: {"language": email.language},
         )  # fmt: skip
-        try:
-            email = IntroEmail(**wire.model_dump(), usage=usage)
-        except ValidationError as err:
-            raise _invalid_output("intro_email_writer", err) from err
-        await self._audit(
-            "intro_email_writer",
-            "agent.wrote_intro_email",
-            inp,
-            wire,
-            usage,
-            {"customer_id": inp.customer.customer_id, "language": email.language},
-        )
-        return email
 
     @activity.defn(name="assess_discount")
     async def assess_discount(self, inp: CustomerAgentInput) -> DiscountAssessment:
-        wire, usage = await self._ask(
-            "discount_analyst", inp, _WireDiscount,
-            check=answer_checks.discount(inp.customer.requested_discount_pct),
-        )  # fmt: skip
-        try:
-            assessment = DiscountAssessment(**wire.model_dump(), usage=usage)
-        except ValidationError as err:
-            raise _invalid_output("discount_analyst", err) from err
-        await self._audit(
-            "discount_analyst",
-            "agent.assessed_discount",
-            inp,
-            wire,
-            usage,
-            {
-                "customer_id": inp.customer.customer_id,
+        return await self._ask_customer_agent(
+            "discount_analyst", "agent.assessed_discount", inp, _WireDiscount,
+            DiscountAssessment, answer_checks.discount(inp.customer.requested_discount_pct),
+            lambda assessment: {
                 "requested_pct": inp.customer.requested_discount_pct,
                 "recommended_pct": assessment.recommended_pct,
                 "eligible": assessment.eligible,
             },
-        )
-        return assessment
+        )  # fmt: skip
 
     @activity.defn(name="plan_onboarding_sequence")
     async def plan_onboarding_sequence(self, inp: CustomerAgentInput) -> OnboardingSequence:
-        wire, usage = await self._ask(
-            "onboarding_sequencer", inp, _WireSequence, check=answer_checks.sequence
-        )
+        return await self._ask_customer_agent(
+            "onboarding_sequencer", "agent.planned_onboarding_sequence", inp, _WireSequence,
+            OnboardingSequence, answer_checks.sequence,
+            lambda sequence: {"tasks": len(sequence.tasks)},
+        )  # fmt: skip
+
+    async def _ask_customer_agent(
+        self,
+        agent: str,
+        action: str,
+        inp: CustomerAgentInput,
+        wire_type: type[BaseModel],
+        contract: type[C],
+        check: Check,
+        detail: Callable[[C], dict[str, Any]],
+    ) -> C:
+        """Ask ``agent``, read its answer as ``contract`` (the wire's fields and the usage) and
+        audit it as ``action``: the customer id and ``detail`` of the answer. An answer the
+        contract refuses fails the step (a non-retryable error naming the agent)."""
+        wire, usage = await self._ask(agent, inp, wire_type, check=check)
         try:
-            sequence = OnboardingSequence(
-                tasks=[OnboardingTask.model_validate(t.model_dump()) for t in wire.tasks],
-                usage=usage,
-            )
+            answer = contract(**wire.model_dump(), usage=usage)
         except ValidationError as err:
-            raise _invalid_output("onboarding_sequencer", err) from err
+            raise _invalid_output(agent, err) from err
         await self._audit(
-            "onboarding_sequencer",
-            "agent.planned_onboarding_sequence",
+            agent,
+            action,
             inp,
             wire,
             usage,
-            {"customer_id": inp.customer.customer_id, "tasks": len(sequence.tasks)},
+            {"customer_id": inp.customer.customer_id, **detail(answer)},
         )
-        return sequence
+        return answer
 
 
 __all__ = [

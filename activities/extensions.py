@@ -234,6 +234,8 @@ class ExtensionActivities(GovernedWrites):
         return activity.defn(name=spec.name)(governed_action)
 
     def _context(self, session: Session, spec: ActionSpec, inp: Any, key: str) -> ActionContext:
+        """The context of ``spec`` run for ``inp`` (a step's input, or what an action ran with,
+        for its undo: no approval then, and never a shadow run) under idempotency ``key``."""
         return ActionContext(
             session=session,
             action=spec.name,
@@ -344,16 +346,7 @@ class ExtensionActivities(GovernedWrites):
             done = GovernedActionOutcome.model_validate_json(outcome_json)
             original = _Original.model_validate_json(args_json)
             if spec.compensate is not None:
-                ctx = ActionContext(
-                    session=session,
-                    action=spec.name,
-                    tenant=original.tenant,
-                    requested_by=original.requested_by,
-                    idempotency_key=inp.original_key,
-                    workflow_id=activity.info().workflow_id or "",
-                    approval=None,
-                    shadow=False,
-                )
+                ctx = self._context(session, spec, original, inp.original_key)
                 args = spec.args.model_validate(original.args)
                 result = spec.result.model_validate(done.result or {})
                 spec.compensate(args, result, ctx)

@@ -73,7 +73,7 @@ from activities.structured import (
     wire_schema,
 )
 from activities.tier0 import TIER0_RULES
-from workflows.contracts import STABLE_VERSION, digest
+from workflows.contracts import STABLE_VERSION, AuditEvent, digest
 from workflows.contracts.support import (
     BUDGET_EXCEEDED,
     NO_ELIGIBLE_MODEL,
@@ -453,14 +453,7 @@ class Router:
         (activities/agents.py ``_GOVERNED``, marked charged) for the agent's own audit row."""
         _GOVERNED.set(None)
         model = route.model if route is not None and route.pinned else None
-        if task_class not in self.catalogue.task_classes:
-            raise ApplicationError(
-                f"{agent}: unknown task class {task_class!r}; the catalogue has "
-                f"{sorted(self.catalogue.task_classes)}",
-                type=NO_ELIGIBLE_MODEL,
-                non_retryable=True,
-            )
-        tc = self.catalogue.task_classes[task_class]
+        tc = self._task_class(agent, task_class)
         state = _Attempt(task_class=task_class)
         tier0 = TIER0_RULES[tc.tier0] if tc.tier0 else None
         min_tier = _min_tier(payload)
@@ -558,15 +551,12 @@ class Router:
                 return out, usage
             await self._charge_audit(agent, task_class, state, payload)
             raise self._budget_error(agent, payload, state.calls[-1])
-        await self._charge_audit(agent, task_class, state, payload)
-        if failure is not None:
-            raise failure
-        raise ApplicationError(
-            f"{agent}: no model in the catalogue can serve task class {task_class!r} for tenant "
-            f"{tenant!r} (regions allowed: {sorted(allowed_regions or []) or 'any'})",
-            type=NO_ELIGIBLE_MODEL,
-            non_retryable=True,
-        )
+        regions = sorted(allowed_regions or []) or "any"
+        raise await self._unanswered(
+            agent, task_class, state, payload, failure,
+            f"can serve task class {task_class!r} for tenant {tenant!r} "
+            f"(regions allowed: {regions})",
+        )  # fmt: skip
 
     # -- a request the caller makes (a turn of an agent that acts) ---------------------------
 
@@ -586,13 +576,7 @@ class Router:
         not fit), the base policy on it, fallback to the next endpoint on 5xx and timeouts,
         and the answered request charged with its audit row. ``content`` is what the request
         carries besides ``prompt`` (for the estimate). Finish with :meth:`settle`."""
-        if task_class not in self.catalogue.task_classes:
-            raise ApplicationError(
-                f"{agent}: unknown task class {task_class!r}; the catalogue has "
-                f"{sorted(self.catalogue.task_classes)}",
-                type=NO_ELIGIBLE_MODEL,
-                non_retryable=True,
-            )
+        self._task_class(agent, task_class)
         if self.agents.switch is not None:
             subject = Subject(process=_process(), agent=agent, tenant=_tenant(payload))
             await asyncio.to_thread(self.agents.switch.raise_if_blocking, subject)
@@ -637,15 +621,10 @@ class Router:
             state.calls.append(_answered(spec, response.usage))
             await self._charge_one(agent, state, payload, len(state.calls) - 1)
             return Routed(response, spec, state)
-        await self._charge_audit(agent, task_class, state, payload)
-        if failure is not None:
-            raise failure
-        raise ApplicationError(
-            f"{agent}: no model in the catalogue serves task class {task_class!r} at or above "
-            f"tier {_min_tier(payload)!r}",
-            type=NO_ELIGIBLE_MODEL,
-            non_retryable=True,
-        )
+        raise await self._unanswered(
+            agent, task_class, state, payload, failure,
+            f"serves task class {task_class!r} at or above tier {_min_tier(payload)!r}",
+        )  # fmt: skip
 
     async def settle(
         self,
@@ -764,6 +743,39 @@ class Router:
         state.waiting += time.perf_counter() - began
         return response, waited, _answered(spec, response.usage)
 
+    async def _unanswered(
+        self,
+        agent: str,
+        task_class: str,
+        state: _Attempt,
+        payload: BaseModel,
+        failure: ApplicationError | None,
+        no_model: str,
+    ) -> ApplicationError:
+        """When no candidate answered: audit the requests made, and the error to raise: the
+        last request's ``failure``, or, when there was none, that no model in the catalogue
+        ``no_model`` (what the call needed)."""
+        await self._charge_audit(agent, task_class, state, payload)
+        if failure is not None:
+            return failure
+        return ApplicationError(
+            f"{agent}: no model in the catalogue {no_model}",
+            type=NO_ELIGIBLE_MODEL,
+            non_retryable=True,
+        )
+
+    def _task_class(self, agent: str, task_class: str) -> TaskClass:
+        """The catalogue's ``task_class``; a non-retryable error naming the known ones when
+        there is no such class (no model can be eligible)."""
+        if task_class not in self.catalogue.task_classes:
+            raise ApplicationError(
+                f"{agent}: unknown task class {task_class!r}; the catalogue has "
+                f"{sorted(self.catalogue.task_classes)}",
+                type=NO_ELIGIBLE_MODEL,
+                non_retryable=True,
+            )
+        return self.catalogue.task_classes[task_class]
+
     async def _send(
         self,
         agent: str,
@@ -872,19 +884,13 @@ class Router:
             call_index=index,
             agent=agent,
             task_class=state.task_class,
-            model=call.model,
-            endpoint=call.endpoint,
-            tier=call.tier,
-            outcome=call.outcome,
-            prompt_tokens=call.prompt_tokens,
-            completion_tokens=call.completion_tokens,
-            cost_usd=call.cost_usd,
+            **call.model_dump(exclude={"region", "note"}),  # the model, outcome, tokens, cost
         )
-        event = activity_event(
-            f"route/{info.attempt}/{index}",
-            actor=f"agent:{agent}",
-            action=f"model.{call.outcome}",
-            detail={
+        event = _request_event(
+            agent,
+            index,
+            call,
+            {
                 "endpoint": call.endpoint,
                 "tier": call.tier,
                 "region": call.region,
@@ -892,7 +898,6 @@ class Router:
                 "note": call.note,
                 "tenant": _tenant(payload),
             },
-            model=call.model,
             tokens=call.prompt_tokens + call.completion_tokens,
             cost_usd=call.cost_usd,
             input_digest=digest(payload),
@@ -911,17 +916,11 @@ class Router:
     ) -> None:
         """Audit the requests that were not answered (fallbacks, refusals): they cost nothing."""
         events = [
-            activity_event(
-                f"route/{activity.info().attempt}/{i}",
-                actor=f"agent:{agent}",
-                action=f"model.{c.outcome}",
-                detail={
-                    "endpoint": c.endpoint,
-                    "tier": c.tier,
-                    "note": c.note,
-                    "task_class": task_class,
-                },
-                model=c.model,
+            _request_event(
+                agent,
+                i,
+                c,
+                {"endpoint": c.endpoint, "tier": c.tier, "note": c.note, "task_class": task_class},
             )  # fmt: skip
             for i, c in enumerate(state.calls)
             if c.outcome in ("server_error", "residency_denied", "over_budget")
@@ -1028,6 +1027,21 @@ class _Escalate(Exception):  # noqa: N818 - control flow, never leaves this modu
         self.error = error
         self.answer = answer
         self.governed = governed
+
+
+def _request_event(
+    agent: str, index: int, call: ModelCall, detail: dict[str, Any], **fields: Any
+) -> AuditEvent:
+    """The audit row of the ``index``-th model request of this activity attempt: ``agent``
+    asked ``call.model``, with ``call.outcome``; ``fields``: what it cost, when charged."""
+    return activity_event(
+        f"route/{activity.info().attempt}/{index}",
+        actor=f"agent:{agent}",
+        action=f"model.{call.outcome}",
+        detail=detail,
+        model=call.model,
+        **fields,
+    )
 
 
 def _answered(spec: ModelSpec, usage: Any) -> ModelCall:

@@ -26,10 +26,7 @@ import uuid
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if sys.path and Path(sys.path[0]).resolve() == REPO_ROOT / "bench":
-    sys.path[0] = str(REPO_ROOT)
-elif str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT))  # run as a script: the project's packages are at the root
 
 
 from baton.cli_auction import SAMPLE_TASKS  # noqa: E402

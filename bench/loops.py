@@ -65,6 +65,33 @@ def bank_fee_posting(tenant: str, period: str, i: int, idempotency_key: str) -> 
     )
 
 
+def naive_policy_batch(request: PostEntryInput, workflow_id: str) -> PolicyBatch:
+    """The naive gate's first activity's input (evaluate_policies): may ``request`` post?"""
+    query = PolicyQuery(
+        policy=POSTING_POLICY,
+        input=posting_policy_input(request, "open"),
+        subject=request.entry.entry_id,
+        workflow_id=workflow_id,
+    )
+    return PolicyBatch(queries=[query])
+
+
+def naive_audit_batch(
+    request: PostEntryInput, workflow_id: str, run_id: str, i: int, decision_id: str | None
+) -> AuditBatch:
+    """The naive gate's last activity's input (record_audit): the ``i``-th posting's row."""
+    event = AuditEvent(
+        workflow_id=workflow_id,
+        run_id=run_id,
+        seq=f"wf/naive/{i}",
+        actor=request.preparer,
+        action="ledger.posted",
+        detail={"entry_id": request.entry.entry_id, "naive": True},
+        decision_id=decision_id,
+    )
+    return AuditBatch(events=[event])
+
+
 @workflow.defn(name="BenchStepLoop")
 class StepLoopWorkflow:
     @workflow.run
@@ -113,16 +140,7 @@ class StepLoopWorkflow:
         policy = PRESETS["policy"]
         [decision] = await workflow.execute_activity_method(
             FinanceActivities.evaluate_policies,
-            PolicyBatch(
-                queries=[
-                    PolicyQuery(
-                        policy=POSTING_POLICY,
-                        input=posting_policy_input(request, "open"),
-                        subject=request.entry.entry_id,
-                        workflow_id=info.workflow_id,
-                    )
-                ]
-            ),
+            naive_policy_batch(request, info.workflow_id),
             start_to_close_timeout=policy.start_to_close,
             retry_policy=policy.retry,
         )
@@ -134,19 +152,7 @@ class StepLoopWorkflow:
         audit = PRESETS["audit"]
         await workflow.execute_activity_method(
             AuditActivities.record_audit,
-            AuditBatch(
-                events=[
-                    AuditEvent(
-                        workflow_id=info.workflow_id,
-                        run_id=info.run_id,
-                        seq=f"wf/naive/{i}",
-                        actor=request.preparer,
-                        action="ledger.posted",
-                        detail={"entry_id": request.entry.entry_id, "naive": True},
-                        decision_id=decision.decision_id,
-                    )
-                ]
-            ),
+            naive_audit_batch(request, info.workflow_id, info.run_id, i, decision.decision_id),
             start_to_close_timeout=audit.start_to_close,
             retry_policy=audit.retry,
         )

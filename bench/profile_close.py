@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +32,10 @@ import bench.finance_close_bench as fcb  # noqa: E402
 from activities.audit import AuditActivities  # noqa: E402
 from activities.finance import FinanceActivities  # noqa: E402
 from bench.loops import BareCloseWorkflow  # noqa: E402
-from bench.stand_ins import BareCloseInput, noop, stand_in_settings  # noqa: E402
+from bench.scale import bare_close_runner, close_runner  # noqa: E402
+from bench.stand_ins import noop, stand_in_settings  # noqa: E402
 from worker import build_runtime, build_worker  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
-from workflows.contracts import FinanceCloseInput  # noqa: E402
 
 RATE = 200  # samples per second
 
@@ -94,14 +93,7 @@ async def main(py_spy: str, runs: int, concurrency: int) -> None:
                     **fcb.WORKER_OPTIONS,
                 )
 
-                async def close_run(baton: BatonClient = baton) -> None:
-                    tenant, period = bench.next_period()
-                    handle = await baton.start_finance_close(
-                        FinanceCloseInput(tenant=tenant, period=period, requested_by="alice")
-                    )
-                    await handle.result()
-
-                one_run: Callable[[], Awaitable[None]] = close_run
+                one_run = close_runner(baton, bench.next_period)
             else:
                 worker = Worker(
                     client,
@@ -110,16 +102,7 @@ async def main(py_spy: str, runs: int, concurrency: int) -> None:
                     activities=[noop],
                     **fcb.WORKER_OPTIONS,
                 )
-
-                async def bare_run(queue: str = queue) -> None:
-                    await client.execute_workflow(
-                        BareCloseWorkflow.run,
-                        BareCloseInput(),
-                        id=f"profile-bare/{uuid.uuid4().hex}",
-                        task_queue=queue,
-                    )
-
-                one_run = bare_run
+                one_run = bare_close_runner(client, queue, "profile-bare")
 
             out = tmp / f"{kind.split()[0]}.txt"
             async with worker:

@@ -34,6 +34,37 @@ from workflows.client import BatonClient
 from workflows.contracts import FinanceCloseInput, PolicyQuery
 
 
+def close_runner(
+    baton: BatonClient, next_period: Callable[[], tuple[str, str]]
+) -> Callable[[], Awaitable[None]]:
+    """One run, for a lane: a finance close of the next (tenant, period) on ``baton``'s queue,
+    awaited to its end."""
+
+    async def one_close() -> None:
+        tenant, period = next_period()
+        handle = await baton.start_finance_close(
+            FinanceCloseInput(tenant=tenant, period=period, requested_by="alice")
+        )
+        await handle.result()
+
+    return one_close
+
+
+def bare_close_runner(client: Client, queue: str, id_prefix: str) -> Callable[[], Awaitable[None]]:
+    """One run, for a lane: the no-op close shape (BareCloseWorkflow) on ``queue``, awaited to
+    its end; its workflow id is ``id_prefix``/<random>."""
+
+    async def one_bare() -> None:
+        await client.execute_workflow(
+            BareCloseWorkflow.run,
+            BareCloseInput(),
+            id=f"{id_prefix}/{uuid.uuid4().hex}",
+            task_queue=queue,
+        )
+
+    return one_bare
+
+
 @dataclass
 class ProcessLevel:
     kind: str  # "finance close" | "bare activities"
@@ -126,24 +157,11 @@ async def measure_processes(
             mode = "bare" if kind == "bare activities" else "plain"
             workers = Workers(address, queue, database_url, mode)
             workers.start(processes)
-            baton = BatonClient(client, task_queue=queue)
 
-            async def one_close(baton: BatonClient = baton) -> None:
-                tenant, period = next_period()
-                handle = await baton.start_finance_close(
-                    FinanceCloseInput(tenant=tenant, period=period, requested_by="alice")
-                )
-                await handle.result()
-
-            async def one_bare(queue: str = queue) -> None:
-                await client.execute_workflow(
-                    BareCloseWorkflow.run,
-                    BareCloseInput(),
-                    id=f"bench-bare/{uuid.uuid4().hex}",
-                    task_queue=queue,
-                )
-
-            one = one_close if kind == "finance close" else one_bare
+            if kind == "finance close":
+                one = close_runner(BatonClient(client, task_queue=queue), next_period)
+            else:
+                one = bare_close_runner(client, queue, "bench-bare")
             try:
                 await one()  # warm-up
                 for concurrency, runs in levels:

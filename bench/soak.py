@@ -48,17 +48,15 @@ from pydantic import BaseModel  # noqa: E402
 from temporalio.client import Client, WorkflowFailureError  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
-from activities.agents import AnswerCheck, Route  # noqa: E402
 from baton.devstack import local  # noqa: E402
 from baton.settings import REPO_ROOT, Settings  # noqa: E402
 from bench import invariants  # noqa: E402
 from bench.seeding import period_names, seed_periods  # noqa: E402
 from bench.stand_ins import AGENT_ACTIVITY_NAMES, InstantAgents  # noqa: E402
 from workflows.client import BatonClient  # noqa: E402
-from workflows.contracts import FinanceCloseInput, TokenUsage  # noqa: E402
+from workflows.contracts import FinanceCloseInput  # noqa: E402
 from workflows.plugin import BatonPlugin  # noqa: E402
 
-T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 APPROVAL_AMOUNT = Decimal("1845.00")
 RESULTS = REPO_ROOT / "bench" / "soak_results.md"
@@ -76,24 +74,14 @@ class SoakAgents(InstantAgents):
         super().__init__(ledger)
         self.mode = mode
 
-    async def _ask(
-        self,
-        agent: str,
-        payload: BaseModel,
-        wire: type[T],
-        chosen: Route | None = None,
-        *,
-        check: AnswerCheck | None = None,
-        schema_wire: type[BaseModel] | None = None,
-    ) -> tuple[T, TokenUsage]:
+    async def _ask(self, agent: str, payload: BaseModel, *args: Any, **kwargs: Any) -> Any:
+        """InstantAgents' answer, with the approval entry in the periods ``mode`` names."""
         period = str(getattr(payload, "period", ""))
         needs = self.mode == "approval" or (
             self.mode == "mixed" and period.endswith(("-11", "-12"))
         )
         self.approval_amount = APPROVAL_AMOUNT if needs else None
-        return await super()._ask(
-            agent, payload, wire, chosen, check=check, schema_wire=schema_wire
-        )
+        return await super()._ask(agent, payload, *args, **kwargs)
 
 
 WORKER_OPTIONS: dict[str, Any] = dict(

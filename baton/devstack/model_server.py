@@ -897,6 +897,17 @@ def tool_calls_completion(
     return answer
 
 
+def first_user_task(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON object of the first user message (an acting agent's task); {} when there is no
+    user message or it is not a JSON object."""
+    users = [m for m in messages if m.get("role") == "user"]
+    try:
+        task = json.loads(message_text(users[0])) if users else {}
+    except json.JSONDecodeError:
+        return {}
+    return task if isinstance(task, dict) else {}
+
+
 def agent_turn_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The rules of an agent that acts: look the customer up, search the knowledge base, then
     finish with ``final_answer`` built from what the tools answered (its schema's fields)."""
@@ -909,12 +920,7 @@ def agent_turn_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
         for c in m.get("tool_calls") or []
         if isinstance(c, dict)
     ]
-    users = [m for m in messages if m.get("role") == "user"]
-    try:
-        task = json.loads(message_text(users[0])) if users else {}
-    except json.JSONDecodeError:
-        task = {}
-    task = task if isinstance(task, dict) else {}
+    task = first_user_task(messages)
     if task.get("plan_id") and isinstance(task.get("actions"), list):
         return _carry_out_plan(task, offered, messages)
     if agent_name(body) == "l2_researcher":  # the support case's researcher that acts
@@ -1073,11 +1079,8 @@ class ModelRequestHandler(JsonRequestHandler):
             _, texts, encoding = parse_embeddings_request(json.loads(raw or b"null"))
             self.log_note = f"embeddings={len(texts)}"
             answer = embeddings_response(texts, encoding)
-        except json.JSONDecodeError as err:
-            self.send_json(400, error_body(f"the request body is not valid JSON ({err})"))
-            return
-        except AgentInputError as err:
-            self.send_json(400, error_body(str(err)))
+        except (json.JSONDecodeError, AgentInputError) as err:
+            self.send_bad_request(err)
             return
         except EmbeddingsUnavailable as err:
             self.send_json(501, error_body(str(err), "server_error"))
@@ -1103,13 +1106,17 @@ class ModelRequestHandler(JsonRequestHandler):
             agent, payload = parse_chat_request(body)
             self.log_note = f"agent={agent}"
             answer = respond(agent, payload, str(body.get("model") or LOCAL_MODEL_NAME))
-        except json.JSONDecodeError as err:
-            self.send_json(400, error_body(f"the request body is not valid JSON ({err})"))
-            return
-        except AgentInputError as err:
-            self.send_json(400, error_body(str(err)))
+        except (json.JSONDecodeError, AgentInputError) as err:
+            self.send_bad_request(err)
             return
         self.send_completion(body, json.dumps(answer))
+
+    def send_bad_request(self, err: json.JSONDecodeError | AgentInputError) -> None:
+        """A 400 for a body that is not JSON, or not what the route takes (the error says)."""
+        if isinstance(err, json.JSONDecodeError):
+            self.send_json(400, error_body(f"the request body is not valid JSON ({err})"))
+        else:
+            self.send_json(400, error_body(str(err)))
 
     def send_completion(self, body: dict[str, Any], content: str) -> None:
         self.send_json(200, chat_completion(body, content))
