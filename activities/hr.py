@@ -39,6 +39,7 @@ from activities.policy import (
     unavailable_error,
 )
 from activities.policy_gate import GovernedWrites
+from activities.store_base import StoredOutcome, stored_outcome
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -99,13 +100,11 @@ class IdpEntitlement(SQLModel, table=True):
     revoke_reason: str | None = None
 
 
-class GrantAttempt(SQLModel, table=True):
+class GrantAttempt(StoredOutcome, table=True):
     """The outcome of every grant call by idempotency key (also denials and approval holds), so
     a retried attempt returns the same decision."""
 
     __tablename__ = "idp_grant_attempt"
-    idempotency_key: str = Field(primary_key=True)
-    outcome_json: str
 
 
 class BlackboardEntryRow(SQLModel, table=True):
@@ -237,9 +236,9 @@ class HrActivities(GovernedWrites):
         label = f"{inp.entitlement.system}:{inp.entitlement.name}"
         with self.db.session() as session:
             claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
-            stored = session.get(GrantAttempt, inp.idempotency_key)
+            stored = stored_outcome(session, GrantAttempt, inp.idempotency_key, GrantOutcome)
             if stored is not None:
-                return GrantOutcome.model_validate_json(stored.outcome_json)
+                return stored
             if self.switch is not None and not inp.shadow:  # no grant while engaged
                 workflow_type = activity.info().workflow_type or ""
                 subject = Subject(
@@ -303,11 +302,7 @@ class HrActivities(GovernedWrites):
                         decision_id=decision.decision_id,
                     )
                 )
-            session.add(
-                GrantAttempt(
-                    idempotency_key=inp.idempotency_key, outcome_json=outcome.model_dump_json()
-                )
-            )
+            session.add(GrantAttempt.of(inp.idempotency_key, outcome))
             self.ledger.append_in(session, events)
         return outcome
 

@@ -44,7 +44,9 @@ from activities.claims import claim_or_check
 from activities.database import Database, from_cents, to_cents, utcnow
 from activities.kill_switch import KillSwitch, Subject
 from activities.payload_store import PayloadStore
-from activities.policy import PolicyEngine, in_transaction_decider
+from activities.policy import PolicyEngine
+from activities.policy_gate import GovernedWrites
+from activities.store_base import StoredOutcome, stored_outcome
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts.tools import (
     TOOL_CALL_POLICY,
@@ -216,15 +218,13 @@ class ToolRegistry:
 # ---------------------------------------------------------------------------------------------
 
 
-class ToolCallRecord(SQLModel, table=True):
+class ToolCallRecord(StoredOutcome, table=True):
     """One tool call's idempotency key and stored outcome: a retry returns it, runs nothing."""
 
     __tablename__ = "tool_call"
-    idempotency_key: str = Field(primary_key=True)
     workflow_id: str = Field(index=True)
     tool: str
     verdict: str
-    outcome_json: str
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -596,8 +596,9 @@ def denial_text(decision: PolicyDecision) -> str:
     return f"policy denied this call: {'; '.join(decision.reasons) or 'no reason given'}"
 
 
-class ToolActivities:
-    """``call_tool`` and ``undo_tool``. Built once in worker.py."""
+class ToolActivities(GovernedWrites):
+    """``call_tool`` and ``undo_tool``. Built once in worker.py. A governed writer: a call asks
+    policy (and the kill switch) inside the transaction that records it."""
 
     def __init__(
         self,
@@ -609,12 +610,9 @@ class ToolActivities:
         switch: KillSwitch | None = None,
         knowledge: Any = None,
     ) -> None:
+        super().__init__(db, ledger, policy, switch)
         self.registry = registry
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
         self.payloads = payloads
-        self.switch = switch
         self.knowledge = knowledge  # activities.knowledge.KnowledgeBase, for search_knowledge
 
     @activity.defn(name="call_tool")
@@ -626,19 +624,14 @@ class ToolActivities:
         except UnknownToolError as err:
             raise ApplicationError(str(err), type=UNKNOWN_TOOL, non_retryable=True) from None
         info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/tool/{info.attempt}"
-        )
+        decide_now = self.decider(f"tool/{info.attempt}")
         ctx = ToolContext(
             inp.principal,
             inp.idempotency_key,
             info.workflow_id or "",
             self.db,
             self,
-            in_transaction_decider(
-                self.policy,
-                f"{info.workflow_id}/act/{info.activity_id}/tool/{info.attempt}/effect",
-            ),
+            self.decider(f"tool/{info.attempt}/effect"),
         )
         try:
             args = spec.validate(inp.arguments)
@@ -669,8 +662,7 @@ class ToolActivities:
     # -- one transaction per step -----------------------------------------------------------
 
     def _stored(self, session: Session, key: str) -> ToolCallOutcome | None:
-        row = session.get(ToolCallRecord, key)
-        return None if row is None else ToolCallOutcome.model_validate_json(row.outcome_json)
+        return stored_outcome(session, ToolCallRecord, key, ToolCallOutcome)
 
     def _check_switch(self, inp: ToolCallInput, session: Session) -> None:
         if self.switch is not None:
@@ -756,12 +748,12 @@ class ToolActivities:
             )
         if decision.verdict != "require_approval":  # a held call runs again under its key
             session.add(
-                ToolCallRecord(
-                    idempotency_key=inp.idempotency_key,
+                ToolCallRecord.of(
+                    inp.idempotency_key,
+                    outcome,
                     workflow_id=activity.info().workflow_id or "",
                     tool=inp.tool,
                     verdict=decision.verdict,
-                    outcome_json=outcome.model_dump_json(),
                 )
             )
         self.ledger.append_in(session, events)
