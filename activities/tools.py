@@ -76,6 +76,15 @@ class ToolContext:
     #: policy asked from inside the tool's transaction (a tool whose effect asks its own policy)
     decide: Callable[[PolicyQuery], PolicyDecision] | None = None
 
+    def effect_id(self, prefix: str) -> str:
+        """The id of the row this call writes: derived from the call's key, so the same on
+        every retry."""
+        return f"{prefix}-{uuid.uuid5(uuid.NAMESPACE_URL, self.idempotency_key).hex[:12]}"
+
+    def effect_columns(self) -> dict[str, Any]:
+        """The :class:`ToolEffectRow` columns of the row this call writes."""
+        return {"tenant": self.principal.tenant, "call_key": self.idempotency_key}
+
 
 ReadTool = Callable[[ToolContext, Any], Awaitable[ToolResult]]
 WriteTool = Callable[[ToolContext, Session, Any], ToolResult]
@@ -228,45 +237,46 @@ class ToolCallRecord(StoredOutcome, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class CustomerCredit(SQLModel, table=True):
+class ToolEffectRow(SQLModel):
+    """The columns every row a built-in write tool adds to its system of record has: the tenant
+    and the key of the call that wrote it (unique: a retried call adds nothing, and the call's
+    compensation finds the row by it), see :meth:`ToolContext.effect_columns`."""
+
+    tenant: str = Field(index=True)
+    call_key: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CustomerCredit(ToolEffectRow, table=True):
     """A credit proposed to a customer by an agent (reversed by its compensation)."""
 
     __tablename__ = "customer_credit"
     credit_id: str = Field(primary_key=True)
-    tenant: str = Field(index=True)
     customer: str = Field(index=True)
     case_id: str
     amount_cents: int
     reason: str
-    call_key: str = Field(unique=True)
     proposed_by: str
-    created_at: datetime = Field(default_factory=utcnow)
     reversed_at: datetime | None = None
 
 
-class CustomerEmail(SQLModel, table=True):
+class CustomerEmail(ToolEffectRow, table=True):
     """The outbox of emails agents send to customers."""
 
     __tablename__ = "customer_email"
     email_id: str = Field(primary_key=True)
-    tenant: str = Field(index=True)
     customer: str = Field(index=True)
     subject: str
     body: str
-    call_key: str = Field(unique=True)
-    created_at: datetime = Field(default_factory=utcnow)
 
 
-class ReplyDraft(SQLModel, table=True):
+class ReplyDraft(ToolEffectRow, table=True):
     """A reply drafted by an agent for a human to send (or not)."""
 
     __tablename__ = "reply_draft"
     draft_id: str = Field(primary_key=True)
-    tenant: str = Field(index=True)
     case_id: str = Field(index=True)
     text: str
-    call_key: str = Field(unique=True)
-    created_at: datetime = Field(default_factory=utcnow)
 
 
 def credits_of(db: Database, tenant: str, customer: str | None = None) -> list[CustomerCredit]:
@@ -438,15 +448,9 @@ async def _read_internal_notes(ctx: ToolContext, args: CustomerArgs) -> ToolResu
 
 
 def _draft_reply(ctx: ToolContext, session: Session, args: DraftReplyArgs) -> ToolResult:
-    draft_id = f"draft-{uuid.uuid5(uuid.NAMESPACE_URL, ctx.idempotency_key).hex[:12]}"
+    draft_id = ctx.effect_id("draft")
     session.add(
-        ReplyDraft(
-            draft_id=draft_id,
-            tenant=ctx.principal.tenant,
-            case_id=args.case_id,
-            text=args.text,
-            call_key=ctx.idempotency_key,
-        )
+        ReplyDraft(**ctx.effect_columns(), draft_id=draft_id, case_id=args.case_id, text=args.text)
     )
     return ToolResult(
         text=f"draft {draft_id} saved for {args.case_id}", data={"draft_id": draft_id}
@@ -454,17 +458,16 @@ def _draft_reply(ctx: ToolContext, session: Session, args: DraftReplyArgs) -> To
 
 
 def _propose_credit(ctx: ToolContext, session: Session, args: ProposeCreditArgs) -> ToolResult:
-    credit_id = f"cr-{uuid.uuid5(uuid.NAMESPACE_URL, ctx.idempotency_key).hex[:12]}"
+    credit_id = ctx.effect_id("cr")
     cents = to_cents(from_cents(round(args.amount_usd * 100)))
     session.add(
         CustomerCredit(
+            **ctx.effect_columns(),
             credit_id=credit_id,
-            tenant=ctx.principal.tenant,
             customer=args.customer,
             case_id=args.case_id,
             amount_cents=cents,
             reason=args.reason,
-            call_key=ctx.idempotency_key,
             proposed_by=f"agent:{ctx.principal.agent}",
         )
     )
@@ -488,15 +491,14 @@ def _reverse_credit(ctx: ToolContext, session: Session, args: UndoArgs) -> ToolR
 
 
 def _send_customer_email(ctx: ToolContext, session: Session, args: SendEmailArgs) -> ToolResult:
-    email_id = f"em-{uuid.uuid5(uuid.NAMESPACE_URL, ctx.idempotency_key).hex[:12]}"
+    email_id = ctx.effect_id("em")
     session.add(
         CustomerEmail(
+            **ctx.effect_columns(),
             email_id=email_id,
-            tenant=ctx.principal.tenant,
             customer=args.customer,
             subject=args.subject,
             body=args.body,
-            call_key=ctx.idempotency_key,
         )
     )
     return ToolResult(
@@ -891,6 +893,7 @@ __all__ = [
     "ToolActivities",
     "ToolArgumentsInvalid",
     "ToolCallRecord",
+    "ToolEffectRow",
     "ToolContext",
     "ToolRegistry",
     "ToolSpec",
