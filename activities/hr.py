@@ -136,13 +136,9 @@ def grant_policy_input(inp: GrantInput) -> dict[str, object]:
     return {
         "action": "grant_entitlement",
         "tenant": inp.tenant,
-        "hire": {
-            "employee_id": inp.hire.employee_id,
-            "role": inp.hire.role,
-            "department": inp.hire.department,
-            "country": inp.hire.country,
-            "id_document_verified": inp.hire.id_document_verified,
-        },
+        "hire": inp.hire.model_dump(
+            include={"employee_id", "role", "department", "country", "id_document_verified"}
+        ),
         "entitlement": {"system": inp.entitlement.system, "name": inp.entitlement.name},
         "requested_by": inp.requested_by,
         "approval": inp.approval.model_dump(mode="json") if inp.approval else None,
@@ -202,18 +198,11 @@ class HrActivities(GovernedWrites):
             for e in inp.entries:
                 if e.seq in have:
                     continue
+                # the entry's key, value, version, seq, author and reason, where and when
+                entry = e.model_dump(exclude={"at"})
                 session.add(
                     BlackboardEntryRow(
-                        workflow_id=wf,
-                        run_id=run,
-                        board=inp.board,
-                        seq=e.seq,
-                        key=e.key,
-                        version=e.version,
-                        value=e.value,
-                        author=e.author,
-                        reason=e.reason,
-                        written_at=e.at,
+                        **entry, workflow_id=wf, run_id=run, board=inp.board, written_at=e.at
                     )
                 )
                 written += 1
@@ -224,16 +213,15 @@ class HrActivities(GovernedWrites):
     @activity.defn(name="grant_entitlement")
     async def grant_entitlement(self, inp: GrantInput) -> GrantOutcome:
         """Grant one entitlement if, and only if, policy allows it right now (one transaction)."""
-        label = f"{inp.entitlement.system}:{inp.entitlement.name}"
         return await self.write_governed(
-            "grant", label, lambda decide_now: self._grant(inp, decide_now)
+            "grant", inp.entitlement.label, lambda decide_now: self._grant(inp, decide_now)
         )
 
     def _grant(
         self, inp: GrantInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
     ) -> GrantOutcome:
         wf = activity.info().workflow_id or ""
-        label = f"{inp.entitlement.system}:{inp.entitlement.name}"
+        label = inp.entitlement.label
         with self.db.session() as session:
             claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
             stored = stored_outcome(session, GrantAttempt, inp.idempotency_key, GrantOutcome)
@@ -277,12 +265,11 @@ class HrActivities(GovernedWrites):
                     session.add(IdpAccount(tenant=inp.tenant, employee_id=inp.employee_id))
                 session.add(
                     IdpEntitlement(
+                        **inp.entitlement.model_dump(),  # its system and name
                         grant_id=grant_id,
                         idempotency_key=inp.idempotency_key,
                         tenant=inp.tenant,
                         employee_id=inp.employee_id,
-                        system=inp.entitlement.system,
-                        name=inp.entitlement.name,
                         approved_by=approved_by,
                         workflow_id=wf,
                     )
