@@ -33,6 +33,7 @@ never check claims (undoing is always allowed).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -205,11 +206,11 @@ def claim_of(db: Database, process: str, business_key: str) -> ProcessClaim | No
         return row
 
 
+@dataclass
 class ClaimActivities:
     """The claim check at a run's start and the claim's end. Built once in worker.py."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    db: Database
 
     @activity.defn(name="check_business_key")
     async def check_business_key(self, inp: ClaimCheckInput) -> None:
