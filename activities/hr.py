@@ -32,7 +32,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import activity_event, decision_event
-from activities.claims import claim_or_check
+from activities.claims import claimed_session
 from activities.database import Database, ShadowAction, utcnow
 from activities.kill_switch import Subject
 from activities.policy import (
@@ -222,8 +222,7 @@ class HrActivities(GovernedWrites):
     ) -> GrantOutcome:
         wf = activity.info().workflow_id or ""
         label = inp.entitlement.label
-        with self.db.session() as session:
-            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
+        with claimed_session(self.db, inp.claim) as session:
             stored = stored_outcome(session, GrantAttempt, inp.idempotency_key, GrantOutcome)
             if stored is not None:
                 return stored

@@ -35,7 +35,7 @@ from temporalio import activity
 
 from activities import answer_checks
 from activities.audit import AuditLedger, activity_event
-from activities.claims import claim_or_check
+from activities.claims import claimed_session
 from activities.database import Database
 from activities.kill_switch import KillSwitch, Subject
 from activities.knowledge import KnowledgeBase
@@ -298,8 +298,7 @@ class SupportActivities(GovernedWrites):
         self, inp: TicketUpdateInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
     ) -> TicketUpdateOutcome:
         wf = activity.info().workflow_id or ""
-        with self.db.session() as session:
-            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
+        with claimed_session(self.db, inp.claim) as session:
             stored = stored_outcome(
                 session, TicketUpdateAttempt, inp.idempotency_key, TicketUpdateOutcome
             )
