@@ -39,7 +39,7 @@ from activities.policy import (
     unavailable_error,
 )
 from activities.policy_gate import GovernedWrites
-from activities.store_base import StoredOutcome, stored_outcome
+from activities.store_base import StoredOutcome, by_idempotency_key, stored_outcome
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -302,7 +302,7 @@ class HrActivities(GovernedWrites):
         if inp.shadow:
             return self._revoke_shadow(inp)
         with self.db.session() as session:
-            row = _by_key(session, inp.original_key)
+            row = by_idempotency_key(session, IdpEntitlement, inp.original_key)
             if row is None:
                 return RevokeOutcome(revoked=False, detail="nothing was granted")
             if row.revoked_at is not None:
@@ -332,10 +332,10 @@ class HrActivities(GovernedWrites):
     def _revoke_shadow(self, inp: RevokeInput) -> RevokeOutcome:
         """A shadow run's revocation: recorded in the shadow outbox, once, like its grant."""
         with self.db.session() as session:
-            original = _shadow_by_key(session, inp.original_key)
+            original = by_idempotency_key(session, ShadowAction, inp.original_key)
             if original is None:
                 return RevokeOutcome(revoked=False, detail="nothing was granted (shadow)")
-            if _shadow_by_key(session, inp.idempotency_key) is not None:
+            if by_idempotency_key(session, ShadowAction, inp.idempotency_key) is not None:
                 return RevokeOutcome(revoked=True, detail=f"{original.entry_id} already revoked")
             session.add(
                 ShadowAction(
@@ -396,14 +396,6 @@ def _record_shadow_grant(
         rationale=inp.reason,
         decision_id=outcome.decision.decision_id,
     )
-
-
-def _shadow_by_key(session: Session, key: str) -> ShadowAction | None:
-    return session.exec(select(ShadowAction).where(ShadowAction.idempotency_key == key)).first()
-
-
-def _by_key(session: Session, key: str) -> IdpEntitlement | None:
-    return session.exec(select(IdpEntitlement).where(IdpEntitlement.idempotency_key == key)).first()
 
 
 __all__ = [

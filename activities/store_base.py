@@ -1,4 +1,5 @@
-"""What the idempotent writers' tables share: the outcome of a call kept under its key.
+"""What the idempotent writers' tables share: the outcome of a call kept under its key, and
+the look-up of a row by the idempotency key it was written under.
 
 A governed write (a grant, a ticket update, a tool call, a CRM commit) decides and writes once
 per idempotency key. It stores the outcome it returned, denials and approval holds included,
@@ -13,9 +14,10 @@ from __future__ import annotations
 from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, select
 
 Outcome = TypeVar("Outcome", bound=BaseModel)
+Row = TypeVar("Row", bound=SQLModel)
 
 
 class StoredOutcome(SQLModel):
@@ -45,4 +47,11 @@ def stored_outcome(
     return None if row is None else outcome.model_validate_json(row.outcome_json)
 
 
-__all__ = ["StoredOutcome", "stored_outcome"]
+def by_idempotency_key(session: Session, table: type[Row], idempotency_key: str) -> Row | None:
+    """The row of ``table`` an effect wrote under ``idempotency_key`` (a unique column of the
+    table), or None when no call with that key wrote one."""
+    column = table.__table__.c["idempotency_key"]  # type: ignore[attr-defined]
+    return session.exec(select(table).where(column == idempotency_key)).first()
+
+
+__all__ = ["StoredOutcome", "by_idempotency_key", "stored_outcome"]
