@@ -1,7 +1,7 @@
 """What the idempotent writers' tables share: the outcome of a call kept under its key, and
 the look-up of a row by the idempotency key it was written under.
 
-A governed write (a grant, a ticket update, a tool call, a CRM commit) decides and writes once
+A governed write (a grant, a ticket update, a tool call) decides and writes once
 per idempotency key. It stores the outcome it returned, denials and approval holds included,
 in a table of its own built on :class:`StoredOutcome`; a retry of the call finds that row and
 returns the same outcome instead of asking policy and writing again.
