@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -147,16 +148,14 @@ def _route(agent: str, tier: AgentTier) -> Route:
     return Route(STABLE_VERSION, f"tier:{tier.name}", AUCTION_PROMPTS[agent], tier.model)
 
 
+@dataclass
 class AuctionActivities:
     """Built once in worker.py on the shared agent plumbing and the database."""
 
-    def __init__(
-        self, agents: AgentActivities, db: Database, ledger: AuditLedger, policy: PolicyEngine
-    ) -> None:
-        self.agents = agents
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
+    agents: AgentActivities
+    db: Database
+    ledger: AuditLedger
+    policy: PolicyEngine
 
     @activity.defn(name="check_award")
     async def check_award(self, inp: AwardCheckInput) -> PolicyDecision:

@@ -33,6 +33,9 @@ never check claims (undoing is always allowed).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -154,6 +157,17 @@ def claim_or_check(
         conn.execute(_NEW_RUN, {**key, "run_id": run_id, "now": now})
 
 
+@contextmanager
+def claimed_session(db: Database, claim: BusinessClaim | None) -> Iterator[Session]:
+    """The running activity's write transaction on ``db``, ``claim`` taken (or checked) for its
+    run first (:func:`claim_or_check`): what the activity writes in it commits only while the
+    run owns its business key."""
+    info = activity.info()
+    with db.session() as session:
+        claim_or_check(session, claim, info.workflow_id or "", info.workflow_run_id or "")
+        yield session
+
+
 def check(session: Session, claim: BusinessClaim, workflow_id: str, run_id: str) -> None:
     """The read-only look: raise ``BusinessKeyClaimed`` if another run owns ``claim`` now."""
     row = (
@@ -205,11 +219,11 @@ def claim_of(db: Database, process: str, business_key: str) -> ProcessClaim | No
         return row
 
 
+@dataclass
 class ClaimActivities:
     """The claim check at a run's start and the claim's end. Built once in worker.py."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    db: Database
 
     @activity.defn(name="check_business_key")
     async def check_business_key(self, inp: ClaimCheckInput) -> None:
@@ -259,6 +273,7 @@ __all__ = [
     "claim_of",
     "claim_or_check",
     "claimed_error",
+    "claimed_session",
     "release_claims_of",
     "settle",
 ]

@@ -23,6 +23,7 @@ Must not: be imported by workflows except through ``imports_passed_through``; ca
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -181,12 +182,12 @@ def customer_tools() -> list[ToolSpec]:
     ]
 
 
+@dataclass
 class CustomerToolActivities:
     """Store the plan for the tools; read back what they committed. Built once in worker.py."""
 
-    def __init__(self, db: Database, payloads: PayloadStore) -> None:
-        self.db = db
-        self.payloads = payloads
+    db: Database
+    payloads: PayloadStore
 
     @activity.defn(name="record_customer_plan")
     async def record_customer_plan(self, inp: PlanRecordInput) -> PlanRecord:

@@ -50,34 +50,35 @@ class AccountingPeriod(SQLModel, table=True):
     closed_at: datetime | None = None
 
 
-class LedgerEntryRow(SQLModel, table=True):
+class PeriodLine(SQLModel):
+    """The columns a line of one tenant's period has in the books and on the bank statement
+    alike: the amount (cents) and the reference reconciliation matches the two by."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(index=True)
+    period: str = Field(index=True)
+    amount_cents: int
+    reference: str
+
+
+class LedgerEntryRow(PeriodLine, table=True):
     """A general-ledger cash entry as booked by accountants (the books)."""
 
     __tablename__ = "ledger_entry"
     __table_args__ = (UniqueConstraint("tenant", "period", "entry_id"),)
-    id: int | None = Field(default=None, primary_key=True)
-    tenant: str = Field(index=True)
-    period: str = Field(index=True)
     entry_id: str
     booked_on: str
     account: str
-    amount_cents: int
-    reference: str
     description: str
 
 
-class BankStatementLine(SQLModel, table=True):
+class BankStatementLine(PeriodLine, table=True):
     """A line of the bank statement for the period (what really moved)."""
 
     __tablename__ = "bank_statement_line"
     __table_args__ = (UniqueConstraint("tenant", "period", "line_id"),)
-    id: int | None = Field(default=None, primary_key=True)
-    tenant: str = Field(index=True)
-    period: str = Field(index=True)
     line_id: str
     value_date: str
-    amount_cents: int
-    reference: str
     memo: str
 
 
@@ -303,6 +304,7 @@ __all__ = [
     "KillSwitchRow",
     "LedgerEntryRow",
     "NotificationOutbox",
+    "PeriodLine",
     "ShadowAction",
     "ThrottleBucket",
     "ThrottleLease",

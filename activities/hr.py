@@ -32,13 +32,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import activity_event, decision_event
-from activities.claims import claim_or_check
+from activities.claims import claimed_session
 from activities.database import Database, ShadowAction, utcnow
 from activities.kill_switch import Subject
 from activities.policy import (
     unavailable_error,
 )
 from activities.policy_gate import GovernedWrites
+from activities.store_base import StoredOutcome, by_idempotency_key, stored_outcome
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -99,13 +100,11 @@ class IdpEntitlement(SQLModel, table=True):
     revoke_reason: str | None = None
 
 
-class GrantAttempt(SQLModel, table=True):
+class GrantAttempt(StoredOutcome, table=True):
     """The outcome of every grant call by idempotency key (also denials and approval holds), so
     a retried attempt returns the same decision."""
 
     __tablename__ = "idp_grant_attempt"
-    idempotency_key: str = Field(primary_key=True)
-    outcome_json: str
 
 
 class BlackboardEntryRow(SQLModel, table=True):
@@ -137,13 +136,9 @@ def grant_policy_input(inp: GrantInput) -> dict[str, object]:
     return {
         "action": "grant_entitlement",
         "tenant": inp.tenant,
-        "hire": {
-            "employee_id": inp.hire.employee_id,
-            "role": inp.hire.role,
-            "department": inp.hire.department,
-            "country": inp.hire.country,
-            "id_document_verified": inp.hire.id_document_verified,
-        },
+        "hire": inp.hire.model_dump(
+            include={"employee_id", "role", "department", "country", "id_document_verified"}
+        ),
         "entitlement": {"system": inp.entitlement.system, "name": inp.entitlement.name},
         "requested_by": inp.requested_by,
         "approval": inp.approval.model_dump(mode="json") if inp.approval else None,
@@ -203,18 +198,11 @@ class HrActivities(GovernedWrites):
             for e in inp.entries:
                 if e.seq in have:
                     continue
+                # the entry's key, value, version, seq, author and reason, where and when
+                entry = e.model_dump(exclude={"at"})
                 session.add(
                     BlackboardEntryRow(
-                        workflow_id=wf,
-                        run_id=run,
-                        board=inp.board,
-                        seq=e.seq,
-                        key=e.key,
-                        version=e.version,
-                        value=e.value,
-                        author=e.author,
-                        reason=e.reason,
-                        written_at=e.at,
+                        **entry, workflow_id=wf, run_id=run, board=inp.board, written_at=e.at
                     )
                 )
                 written += 1
@@ -225,21 +213,19 @@ class HrActivities(GovernedWrites):
     @activity.defn(name="grant_entitlement")
     async def grant_entitlement(self, inp: GrantInput) -> GrantOutcome:
         """Grant one entitlement if, and only if, policy allows it right now (one transaction)."""
-        label = f"{inp.entitlement.system}:{inp.entitlement.name}"
         return await self.write_governed(
-            "grant", label, lambda decide_now: self._grant(inp, decide_now)
+            "grant", inp.entitlement.label, lambda decide_now: self._grant(inp, decide_now)
         )
 
     def _grant(
         self, inp: GrantInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
     ) -> GrantOutcome:
         wf = activity.info().workflow_id or ""
-        label = f"{inp.entitlement.system}:{inp.entitlement.name}"
-        with self.db.session() as session:
-            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
-            stored = session.get(GrantAttempt, inp.idempotency_key)
+        label = inp.entitlement.label
+        with claimed_session(self.db, inp.claim) as session:
+            stored = stored_outcome(session, GrantAttempt, inp.idempotency_key, GrantOutcome)
             if stored is not None:
-                return GrantOutcome.model_validate_json(stored.outcome_json)
+                return stored
             if self.switch is not None and not inp.shadow:  # no grant while engaged
                 workflow_type = activity.info().workflow_type or ""
                 subject = Subject(
@@ -278,12 +264,11 @@ class HrActivities(GovernedWrites):
                     session.add(IdpAccount(tenant=inp.tenant, employee_id=inp.employee_id))
                 session.add(
                     IdpEntitlement(
+                        **inp.entitlement.model_dump(),  # its system and name
                         grant_id=grant_id,
                         idempotency_key=inp.idempotency_key,
                         tenant=inp.tenant,
                         employee_id=inp.employee_id,
-                        system=inp.entitlement.system,
-                        name=inp.entitlement.name,
                         approved_by=approved_by,
                         workflow_id=wf,
                     )
@@ -303,11 +288,7 @@ class HrActivities(GovernedWrites):
                         decision_id=decision.decision_id,
                     )
                 )
-            session.add(
-                GrantAttempt(
-                    idempotency_key=inp.idempotency_key, outcome_json=outcome.model_dump_json()
-                )
-            )
+            session.add(GrantAttempt.of(inp.idempotency_key, outcome))
             self.ledger.append_in(session, events)
         return outcome
 
@@ -321,7 +302,7 @@ class HrActivities(GovernedWrites):
         if inp.shadow:
             return self._revoke_shadow(inp)
         with self.db.session() as session:
-            row = _by_key(session, inp.original_key)
+            row = by_idempotency_key(session, IdpEntitlement, inp.original_key)
             if row is None:
                 return RevokeOutcome(revoked=False, detail="nothing was granted")
             if row.revoked_at is not None:
@@ -351,10 +332,10 @@ class HrActivities(GovernedWrites):
     def _revoke_shadow(self, inp: RevokeInput) -> RevokeOutcome:
         """A shadow run's revocation: recorded in the shadow outbox, once, like its grant."""
         with self.db.session() as session:
-            original = _shadow_by_key(session, inp.original_key)
+            original = by_idempotency_key(session, ShadowAction, inp.original_key)
             if original is None:
                 return RevokeOutcome(revoked=False, detail="nothing was granted (shadow)")
-            if _shadow_by_key(session, inp.idempotency_key) is not None:
+            if by_idempotency_key(session, ShadowAction, inp.idempotency_key) is not None:
                 return RevokeOutcome(revoked=True, detail=f"{original.entry_id} already revoked")
             session.add(
                 ShadowAction(
@@ -415,14 +396,6 @@ def _record_shadow_grant(
         rationale=inp.reason,
         decision_id=outcome.decision.decision_id,
     )
-
-
-def _shadow_by_key(session: Session, key: str) -> ShadowAction | None:
-    return session.exec(select(ShadowAction).where(ShadowAction.idempotency_key == key)).first()
-
-
-def _by_key(session: Session, key: str) -> IdpEntitlement | None:
-    return session.exec(select(IdpEntitlement).where(IdpEntitlement.idempotency_key == key)).first()
 
 
 __all__ = [

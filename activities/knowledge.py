@@ -214,16 +214,10 @@ class KnowledgeStore:
                 row += 1
                 session.add(
                     KnowledgeChunkRow(
-                        tenant=doc.tenant,
-                        doc_id=doc.doc_id,
+                        # the document's id, tenant, title, kind, entity and provenance
+                        **doc.model_dump(exclude={"text"}),
                         chunk=i,
-                        title=doc.title,
                         text=text,
-                        kind=doc.kind,
-                        entity_id=doc.entity_id,
-                        source=doc.source,
-                        author=doc.author,
-                        created_at=doc.created_at,
                         content_digest=_doc_digest(doc),
                         model=model,
                         dimensions=int(vector.shape[0]),
@@ -344,21 +338,11 @@ def _doc_digest(doc: KnowledgeDocument) -> str:
 
 
 def _hit(score: float, row: KnowledgeChunkRow) -> KnowledgeHit:
-    return KnowledgeHit(
-        doc_id=row.doc_id,
-        chunk=row.chunk,
-        title=row.title,
-        text=row.text,
-        kind=row.kind,
-        score=round(score, 6),
-        entity_id=row.entity_id,
-        provenance=Provenance(
-            source=row.source,
-            author=row.author,
-            created_at=as_utc(row.created_at),
-            tenant=row.tenant,
-        ),
+    shown = row.model_dump(include={"doc_id", "chunk", "title", "text", "kind", "entity_id"})
+    provenance = Provenance(
+        source=row.source, author=row.author, created_at=as_utc(row.created_at), tenant=row.tenant
     )
+    return KnowledgeHit(**shown, score=round(score, 6), provenance=provenance)
 
 
 def retrieval_detail(result: KnowledgeResult, requested_by: str) -> dict[str, Any]:

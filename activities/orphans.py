@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,12 +207,12 @@ async def effects_of(db: Database, client: Client, inp: FindEffectsInput) -> Run
     return RunEffects(run=run, refusal=refusal)
 
 
+@dataclass
 class IntegrityActivities:
     """The doctor's and the repair's reads, on the worker (its database, its Temporal client)."""
 
-    def __init__(self, db: Database, ledger: AuditLedger) -> None:
-        self.db = db
-        self.ledger = ledger
+    db: Database
+    ledger: AuditLedger
 
     @activity.defn(name="find_run_effects")
     async def find_run_effects(self, inp: FindEffectsInput) -> RunEffects:

@@ -191,11 +191,7 @@ def upgrade(db: Database, revision: str = "head") -> UpgradeReport:
         report.after = target
         return report
     script = _script()
-
-    def steps(rev: Any, context: MigrationContext) -> Any:
-        return script._upgrade_revs(target, rev)
-
-    _run(db, target, steps, report.applied)
+    _run(db, target, lambda rev, _ctx: script._upgrade_revs(target, rev), report.applied)
     report.after = current(db)
     return report
 
@@ -242,11 +238,7 @@ def downgrade(db: Database, revision: str) -> UpgradeReport:
     before = current(db)
     report = UpgradeReport(before=before, after=before)
     script = _script()
-
-    def steps(rev: Any, context: MigrationContext) -> Any:
-        return script._downgrade_revs(revision, rev)
-
-    _run(db, revision, steps, report.applied)
+    _run(db, revision, lambda rev, _ctx: script._downgrade_revs(revision, rev), report.applied)
     report.after = current(db)
     return report
 

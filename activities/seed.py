@@ -15,6 +15,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from sqlmodel import delete, select
 
@@ -73,15 +74,16 @@ def seed_period(
     def day(n: int) -> str:
         return (first + timedelta(days=min(max(n, 0), days - 1))).isoformat()
 
+    def line(cents: int, ref: str) -> dict[str, Any]:
+        """The columns a ledger entry and a bank line share (``PeriodLine``)."""
+        return {"tenant": tenant, "period": period, "amount_cents": cents, "reference": ref}
+
     def add_ledger(booked: int, account: str, cents: int, ref: str, desc: str) -> LedgerEntryRow:
         row = LedgerEntryRow(
-            tenant=tenant,
-            period=period,
+            **line(cents, ref),
             entry_id=f"L{len(ledger) + 1:04d}",
             booked_on=day(booked),
             account=account,
-            amount_cents=cents,
-            reference=ref,
             description=desc,
         )
         ledger.append(row)
@@ -90,12 +92,9 @@ def seed_period(
     def add_bank(value: int, cents: int, ref: str, memo: str) -> None:
         bank.append(
             BankStatementLine(
-                tenant=tenant,
-                period=period,
+                **line(cents, ref),
                 line_id=f"B{len(bank) + 1:04d}",
                 value_date=day(value),
-                amount_cents=cents,
-                reference=ref,
                 memo=memo,
             )
         )

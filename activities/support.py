@@ -35,7 +35,7 @@ from temporalio import activity
 
 from activities import answer_checks
 from activities.audit import AuditLedger, activity_event
-from activities.claims import claim_or_check
+from activities.claims import claimed_session
 from activities.database import Database
 from activities.kill_switch import KillSwitch, Subject
 from activities.knowledge import KnowledgeBase
@@ -43,6 +43,7 @@ from activities.policy import PolicyEngine
 from activities.policy_gate import GovernedWrites
 from activities.prompts import StablePrompts
 from activities.router import Router
+from activities.store_base import StoredOutcome, stored_outcome
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts.knowledge import KnowledgeDocument, KnowledgeQuery
 from workflows.contracts.support import (
@@ -190,13 +191,11 @@ class SupportTicket(SQLModel, table=True):
     updated_at: datetime
 
 
-class TicketUpdateAttempt(SQLModel, table=True):
+class TicketUpdateAttempt(StoredOutcome, table=True):
     """One idempotency key's stored outcome: a retry returns it instead of writing again."""
 
     __tablename__ = "support_ticket_update"
-    idempotency_key: str = Field(primary_key=True)
     case_id: str = Field(index=True)
-    outcome_json: str
 
 
 def ticket_policy_input(inp: TicketUpdateInput) -> dict[str, object]:
@@ -299,11 +298,12 @@ class SupportActivities(GovernedWrites):
         self, inp: TicketUpdateInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
     ) -> TicketUpdateOutcome:
         wf = activity.info().workflow_id or ""
-        with self.db.session() as session:
-            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
-            stored = session.get(TicketUpdateAttempt, inp.idempotency_key)
+        with claimed_session(self.db, inp.claim) as session:
+            stored = stored_outcome(
+                session, TicketUpdateAttempt, inp.idempotency_key, TicketUpdateOutcome
+            )
             if stored is not None:
-                return TicketUpdateOutcome.model_validate_json(stored.outcome_json)
+                return stored
             if self.switch is not None:  # engaged for the process, the tenant or the integrator?
                 subject = Subject(
                     process=SUPPORT_PROCESS, agent="ticketing_integrator", tenant=inp.case.tenant
@@ -375,11 +375,7 @@ class SupportActivities(GovernedWrites):
                     )
                 )
             session.add(
-                TicketUpdateAttempt(
-                    idempotency_key=inp.idempotency_key,
-                    case_id=inp.case.case_id,
-                    outcome_json=outcome.model_dump_json(),
-                )
+                TicketUpdateAttempt.of(inp.idempotency_key, outcome, case_id=inp.case.case_id)
             )
             self.ledger.append_in(session, events)
             return outcome

@@ -44,7 +44,9 @@ from activities.claims import claim_or_check
 from activities.database import Database, from_cents, to_cents, utcnow
 from activities.kill_switch import KillSwitch, Subject
 from activities.payload_store import PayloadStore
-from activities.policy import PolicyEngine, in_transaction_decider
+from activities.policy import PolicyEngine
+from activities.policy_gate import GovernedWrites
+from activities.store_base import StoredOutcome, stored_outcome
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts.tools import (
     TOOL_CALL_POLICY,
@@ -73,6 +75,15 @@ class ToolContext:
     tools: ToolActivities
     #: policy asked from inside the tool's transaction (a tool whose effect asks its own policy)
     decide: Callable[[PolicyQuery], PolicyDecision] | None = None
+
+    def effect_id(self, prefix: str) -> str:
+        """The id of the row this call writes: derived from the call's key, so the same on
+        every retry."""
+        return f"{prefix}-{uuid.uuid5(uuid.NAMESPACE_URL, self.idempotency_key).hex[:12]}"
+
+    def effect_columns(self) -> dict[str, Any]:
+        """The :class:`ToolEffectRow` columns of the row this call writes."""
+        return {"tenant": self.principal.tenant, "call_key": self.idempotency_key}
 
 
 ReadTool = Callable[[ToolContext, Any], Awaitable[ToolResult]]
@@ -216,57 +227,56 @@ class ToolRegistry:
 # ---------------------------------------------------------------------------------------------
 
 
-class ToolCallRecord(SQLModel, table=True):
+class ToolCallRecord(StoredOutcome, table=True):
     """One tool call's idempotency key and stored outcome: a retry returns it, runs nothing."""
 
     __tablename__ = "tool_call"
-    idempotency_key: str = Field(primary_key=True)
     workflow_id: str = Field(index=True)
     tool: str
     verdict: str
-    outcome_json: str
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class CustomerCredit(SQLModel, table=True):
+class ToolEffectRow(SQLModel):
+    """The columns every row a built-in write tool adds to its system of record has: the tenant
+    and the key of the call that wrote it (unique: a retried call adds nothing, and the call's
+    compensation finds the row by it), see :meth:`ToolContext.effect_columns`."""
+
+    tenant: str = Field(index=True)
+    call_key: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CustomerCredit(ToolEffectRow, table=True):
     """A credit proposed to a customer by an agent (reversed by its compensation)."""
 
     __tablename__ = "customer_credit"
     credit_id: str = Field(primary_key=True)
-    tenant: str = Field(index=True)
     customer: str = Field(index=True)
     case_id: str
     amount_cents: int
     reason: str
-    call_key: str = Field(unique=True)
     proposed_by: str
-    created_at: datetime = Field(default_factory=utcnow)
     reversed_at: datetime | None = None
 
 
-class CustomerEmail(SQLModel, table=True):
+class CustomerEmail(ToolEffectRow, table=True):
     """The outbox of emails agents send to customers."""
 
     __tablename__ = "customer_email"
     email_id: str = Field(primary_key=True)
-    tenant: str = Field(index=True)
     customer: str = Field(index=True)
     subject: str
     body: str
-    call_key: str = Field(unique=True)
-    created_at: datetime = Field(default_factory=utcnow)
 
 
-class ReplyDraft(SQLModel, table=True):
+class ReplyDraft(ToolEffectRow, table=True):
     """A reply drafted by an agent for a human to send (or not)."""
 
     __tablename__ = "reply_draft"
     draft_id: str = Field(primary_key=True)
-    tenant: str = Field(index=True)
     case_id: str = Field(index=True)
     text: str
-    call_key: str = Field(unique=True)
-    created_at: datetime = Field(default_factory=utcnow)
 
 
 def credits_of(db: Database, tenant: str, customer: str | None = None) -> list[CustomerCredit]:
@@ -438,15 +448,9 @@ async def _read_internal_notes(ctx: ToolContext, args: CustomerArgs) -> ToolResu
 
 
 def _draft_reply(ctx: ToolContext, session: Session, args: DraftReplyArgs) -> ToolResult:
-    draft_id = f"draft-{uuid.uuid5(uuid.NAMESPACE_URL, ctx.idempotency_key).hex[:12]}"
+    draft_id = ctx.effect_id("draft")
     session.add(
-        ReplyDraft(
-            draft_id=draft_id,
-            tenant=ctx.principal.tenant,
-            case_id=args.case_id,
-            text=args.text,
-            call_key=ctx.idempotency_key,
-        )
+        ReplyDraft(**ctx.effect_columns(), draft_id=draft_id, case_id=args.case_id, text=args.text)
     )
     return ToolResult(
         text=f"draft {draft_id} saved for {args.case_id}", data={"draft_id": draft_id}
@@ -454,17 +458,16 @@ def _draft_reply(ctx: ToolContext, session: Session, args: DraftReplyArgs) -> To
 
 
 def _propose_credit(ctx: ToolContext, session: Session, args: ProposeCreditArgs) -> ToolResult:
-    credit_id = f"cr-{uuid.uuid5(uuid.NAMESPACE_URL, ctx.idempotency_key).hex[:12]}"
+    credit_id = ctx.effect_id("cr")
     cents = to_cents(from_cents(round(args.amount_usd * 100)))
     session.add(
         CustomerCredit(
+            **ctx.effect_columns(),
             credit_id=credit_id,
-            tenant=ctx.principal.tenant,
             customer=args.customer,
             case_id=args.case_id,
             amount_cents=cents,
             reason=args.reason,
-            call_key=ctx.idempotency_key,
             proposed_by=f"agent:{ctx.principal.agent}",
         )
     )
@@ -488,15 +491,14 @@ def _reverse_credit(ctx: ToolContext, session: Session, args: UndoArgs) -> ToolR
 
 
 def _send_customer_email(ctx: ToolContext, session: Session, args: SendEmailArgs) -> ToolResult:
-    email_id = f"em-{uuid.uuid5(uuid.NAMESPACE_URL, ctx.idempotency_key).hex[:12]}"
+    email_id = ctx.effect_id("em")
     session.add(
         CustomerEmail(
+            **ctx.effect_columns(),
             email_id=email_id,
-            tenant=ctx.principal.tenant,
             customer=args.customer,
             subject=args.subject,
             body=args.body,
-            call_key=ctx.idempotency_key,
         )
     )
     return ToolResult(
@@ -596,8 +598,9 @@ def denial_text(decision: PolicyDecision) -> str:
     return f"policy denied this call: {'; '.join(decision.reasons) or 'no reason given'}"
 
 
-class ToolActivities:
-    """``call_tool`` and ``undo_tool``. Built once in worker.py."""
+class ToolActivities(GovernedWrites):
+    """``call_tool`` and ``undo_tool``. Built once in worker.py. A governed writer: a call asks
+    policy (and the kill switch) inside the transaction that records it."""
 
     def __init__(
         self,
@@ -609,12 +612,9 @@ class ToolActivities:
         switch: KillSwitch | None = None,
         knowledge: Any = None,
     ) -> None:
+        super().__init__(db, ledger, policy, switch)
         self.registry = registry
-        self.db = db
-        self.ledger = ledger
-        self.policy = policy
         self.payloads = payloads
-        self.switch = switch
         self.knowledge = knowledge  # activities.knowledge.KnowledgeBase, for search_knowledge
 
     @activity.defn(name="call_tool")
@@ -626,19 +626,14 @@ class ToolActivities:
         except UnknownToolError as err:
             raise ApplicationError(str(err), type=UNKNOWN_TOOL, non_retryable=True) from None
         info = activity.info()
-        decide_now = in_transaction_decider(
-            self.policy, f"{info.workflow_id}/act/{info.activity_id}/tool/{info.attempt}"
-        )
+        decide_now = self.decider(f"tool/{info.attempt}")
         ctx = ToolContext(
             inp.principal,
             inp.idempotency_key,
             info.workflow_id or "",
             self.db,
             self,
-            in_transaction_decider(
-                self.policy,
-                f"{info.workflow_id}/act/{info.activity_id}/tool/{info.attempt}/effect",
-            ),
+            self.decider(f"tool/{info.attempt}/effect"),
         )
         try:
             args = spec.validate(inp.arguments)
@@ -669,8 +664,7 @@ class ToolActivities:
     # -- one transaction per step -----------------------------------------------------------
 
     def _stored(self, session: Session, key: str) -> ToolCallOutcome | None:
-        row = session.get(ToolCallRecord, key)
-        return None if row is None else ToolCallOutcome.model_validate_json(row.outcome_json)
+        return stored_outcome(session, ToolCallRecord, key, ToolCallOutcome)
 
     def _check_switch(self, inp: ToolCallInput, session: Session) -> None:
         if self.switch is not None:
@@ -756,12 +750,12 @@ class ToolActivities:
             )
         if decision.verdict != "require_approval":  # a held call runs again under its key
             session.add(
-                ToolCallRecord(
-                    idempotency_key=inp.idempotency_key,
+                ToolCallRecord.of(
+                    inp.idempotency_key,
+                    outcome,
                     workflow_id=activity.info().workflow_id or "",
                     tool=inp.tool,
                     verdict=decision.verdict,
-                    outcome_json=outcome.model_dump_json(),
                 )
             )
         self.ledger.append_in(session, events)
@@ -899,6 +893,7 @@ __all__ = [
     "ToolActivities",
     "ToolArgumentsInvalid",
     "ToolCallRecord",
+    "ToolEffectRow",
     "ToolContext",
     "ToolRegistry",
     "ToolSpec",
