@@ -148,7 +148,7 @@ def _route(agent: str, tier: AgentTier) -> Route:
     return Route(STABLE_VERSION, f"tier:{tier.name}", AUCTION_PROMPTS[agent], tier.model)
 
 
-@dataclass
+@dataclass(eq=False)  # one instance per worker: identity, not field equality
 class AuctionActivities:
     """Built once in worker.py on the shared agent plumbing and the database."""
 

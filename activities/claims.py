@@ -219,7 +219,7 @@ def claim_of(db: Database, process: str, business_key: str) -> ProcessClaim | No
         return row
 
 
-@dataclass
+@dataclass(eq=False)  # one instance per worker: identity, not field equality
 class ClaimActivities:
     """The claim check at a run's start and the claim's end. Built once in worker.py."""
 

@@ -182,7 +182,7 @@ def customer_tools() -> list[ToolSpec]:
     ]
 
 
-@dataclass
+@dataclass(eq=False)  # one instance per worker: identity, not field equality
 class CustomerToolActivities:
     """Store the plan for the tools; read back what they committed. Built once in worker.py."""
 

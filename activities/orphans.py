@@ -207,7 +207,7 @@ async def effects_of(db: Database, client: Client, inp: FindEffectsInput) -> Run
     return RunEffects(run=run, refusal=refusal)
 
 
-@dataclass
+@dataclass(eq=False)  # one instance per worker: identity, not field equality
 class IntegrityActivities:
     """The doctor's and the repair's reads, on the worker (its database, its Temporal client)."""
 
