@@ -74,6 +74,11 @@ _STORED_OUTCOME = select(POSTINGS.c.decision_json).where(
 _PERIOD_STATUS = select(PERIODS.c.status).where(
     PERIODS.c.tenant == bindparam("tenant"), PERIODS.c.period == bindparam("period")
 )
+# The two reads of a posting in one round trip: the outcome an earlier attempt stored under the
+# idempotency key (if any) and the period's status, which policy is asked about.
+_STORED_OUTCOME_AND_STATUS = core_select(
+    _STORED_OUTCOME.scalar_subquery(), _PERIOD_STATUS.scalar_subquery()
+)
 _INSERT_POSTING = insert(POSTINGS)
 LEDGER = LedgerEntryRow.__table__  # type: ignore[attr-defined]
 BANK = BankStatementLine.__table__  # type: ignore[attr-defined]
@@ -311,14 +316,14 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
         with self.db.session() as session:
             claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
             conn = session.connection()  # Core statements: this is every governed step
-            stored = conn.execute(_STORED_OUTCOME, {"key": inp.idempotency_key}).scalar()
+            stored, status = conn.execute(
+                _STORED_OUTCOME_AND_STATUS,
+                {"key": inp.idempotency_key, "tenant": inp.tenant, "period": inp.period},
+            ).one()
             if stored is not None:
                 return PostEntryOutcome.model_validate_json(stored)
             if self.switch is not None:  # inside the transaction: no write while engaged
                 self.switch.raise_if_blocking(self._subject(inp.tenant, inp.preparer), session)
-            status = conn.execute(
-                _PERIOD_STATUS, {"tenant": inp.tenant, "period": inp.period}
-            ).scalar()
             decision, policy_event = _decide_posting(
                 inp, status or "unknown", decide_now, wf, self.policy
             )
