@@ -137,6 +137,33 @@ def _decide_posting(
     return decision, event
 
 
+def posting_row(
+    inp: PostEntryInput,
+    posting_id: str,
+    workflow_id: str,
+    *,
+    approved_by: str | None,
+    decision_json: str,
+) -> dict[str, object]:
+    """The JournalPosting row that posts ``inp``, as a Core insert takes it (no model built)."""
+    return dict(
+        posting_id=posting_id,
+        idempotency_key=inp.idempotency_key,
+        tenant=inp.tenant,
+        period=inp.period,
+        entry_id=inp.entry.entry_id,
+        account=inp.entry.account,
+        amount_cents=to_cents(inp.entry.amount),
+        rationale=inp.entry.rationale,
+        prepared_by=inp.preparer,
+        approved_by=approved_by,
+        workflow_id=workflow_id,
+        reverses_posting_id=None,
+        decision_json=decision_json,
+        posted_at=utcnow(),
+    )
+
+
 def reconcile(inp: ReconcileInput) -> Reconciliation:
     """Match bank lines to ledger entries deterministically.
 
@@ -334,23 +361,14 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
                 outcome = PostEntryOutcome(decision=decision, posting_id=posting_id)
                 # Everyone whose approval the posting carried (N-of-M), in one text column.
                 approved_by = ", ".join(inp.approval.approvers) if inp.approval else None
-                conn.execute(  # the JournalPosting row, without building the model
+                conn.execute(
                     _INSERT_POSTING,
-                    dict(
-                        posting_id=posting_id,
-                        idempotency_key=inp.idempotency_key,
-                        tenant=inp.tenant,
-                        period=inp.period,
-                        entry_id=inp.entry.entry_id,
-                        account=inp.entry.account,
-                        amount_cents=to_cents(inp.entry.amount),
-                        rationale=inp.entry.rationale,
-                        prepared_by=inp.preparer,
+                    posting_row(
+                        inp,
+                        posting_id,
+                        wf,
                         approved_by=approved_by,
-                        workflow_id=wf,
-                        reverses_posting_id=None,
                         decision_json=outcome.model_dump_json(),
-                        posted_at=utcnow(),
                     ),
                 )
                 events.append(

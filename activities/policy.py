@@ -1130,20 +1130,17 @@ def _obligations(value: dict[str, Any]) -> Obligations:
 
 
 def _requirements(document: dict[str, Any]) -> list[ApprovalRequirement]:
-    items = document.get("required_approvals", [])
-    shape = "a list of {role: non-empty string, count: whole number >= 1}"
-    if not isinstance(items, list):
-        raise _Malformed(f"policy 'required_approvals' is not {shape}: {_shorten(repr(items))}")
-    required: list[ApprovalRequirement] = []
-    for item in items:
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"role", "count"}
-            or not _name(item["role"])
-            or not _whole(item["count"], minimum=1)
-        ):
-            raise _Malformed(f"policy 'required_approvals' is not {shape}: {_shorten(repr(item))}")
-        required.append(_model(ApprovalRequirement, "required_approvals", item))
+    required = _parsed_list(
+        document,
+        "required_approvals",
+        "a list of {role: non-empty string, count: whole number >= 1}",
+        ApprovalRequirement,
+        lambda item: (
+            set(item) == {"role", "count"}
+            and _name(item["role"])
+            and _whole(item["count"], minimum=1)
+        ),
+    )
     roles = [r.role for r in required]
     if duplicates := sorted({role for role in roles if roles.count(role) > 1}):
         raise _Malformed(f"policy 'required_approvals' names the roles {duplicates!r} twice")
@@ -1151,23 +1148,40 @@ def _requirements(document: dict[str, Any]) -> list[ApprovalRequirement]:
 
 
 def _escalation(document: dict[str, Any]) -> list[EscalationTier]:
-    items = document.get("escalation", [])
-    shape = "a list of {roles: non-empty list of names, sla_seconds: whole number >= 1}"
+    return _parsed_list(
+        document,
+        "escalation",
+        "a list of {roles: non-empty list of names, sla_seconds: whole number >= 1}",
+        EscalationTier,
+        lambda item: (
+            set(item) == {"roles", "sla_seconds"}
+            and isinstance(item["roles"], list)
+            and bool(item["roles"])
+            and all(_name(role) for role in item["roles"])
+            and _whole(item["sla_seconds"], minimum=1)
+        ),
+    )
+
+
+def _parsed_list(
+    document: dict[str, Any],
+    field: str,
+    shape: str,
+    model: type[_M],
+    well_formed: Callable[[dict[str, Any]], bool],
+) -> list[_M]:
+    """The list ``field`` of a decision document (empty when absent) as ``model`` items. Malformed,
+    naming ``shape``, when it is not a list or one of its items is not an object that is
+    ``well_formed``."""
+    items = document.get(field, [])
     if not isinstance(items, list):
-        raise _Malformed(f"policy 'escalation' is not {shape}: {_shorten(repr(items))}")
-    tiers: list[EscalationTier] = []
+        raise _Malformed(f"policy '{field}' is not {shape}: {_shorten(repr(items))}")
+    parsed: list[_M] = []
     for item in items:
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"roles", "sla_seconds"}
-            or not isinstance(item["roles"], list)
-            or not item["roles"]
-            or not all(_name(role) for role in item["roles"])
-            or not _whole(item["sla_seconds"], minimum=1)
-        ):
-            raise _Malformed(f"policy 'escalation' is not {shape}: {_shorten(repr(item))}")
-        tiers.append(_model(EscalationTier, "escalation", item))
-    return tiers
+        if not isinstance(item, dict) or not well_formed(item):
+            raise _Malformed(f"policy '{field}' is not {shape}: {_shorten(repr(item))}")
+        parsed.append(_model(model, field, item))
+    return parsed
 
 
 def _candidates(document: dict[str, Any]) -> dict[str, list[str]]:
