@@ -19,8 +19,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
+from typing import TypeVar
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import RowMapping, bindparam, insert, update
 from sqlalchemy import select as core_select  # any number of columns (sqlmodel's stops at 4)
 from sqlmodel import select
 from temporalio import activity
@@ -64,6 +65,8 @@ from workflows.contracts import (
     digest,
     posting_policy_input,
 )
+
+_L = TypeVar("_L", LedgerLine, BankLine)
 
 POSTINGS = JournalPosting.__table__  # type: ignore[attr-defined]
 PERIODS = AccountingPeriod.__table__  # type: ignore[attr-defined]
@@ -135,6 +138,14 @@ def _decide_posting(
         },
     )
     return decision, event
+
+
+def _line(model: type[_L], columns: RowMapping) -> _L:
+    """A ledger or bank line from its row (``_LEDGER_LINES``, ``_BANK_LINES``): each column is
+    the field of the same name, but ``amount_cents``, which becomes ``amount``."""
+    fields = dict(columns)
+    fields["amount"] = from_cents(fields.pop("amount_cents"))
+    return model(**fields)
 
 
 def posting_row(
@@ -263,27 +274,8 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
                 tenant=inp.tenant,
                 period=inp.period,
                 period_status="closed" if status == "closed" else "open",
-                ledger=[
-                    LedgerLine(
-                        entry_id=r.entry_id,
-                        booked_on=r.booked_on,
-                        account=r.account,
-                        amount=from_cents(r.amount_cents),
-                        reference=r.reference,
-                        description=r.description,
-                    )
-                    for r in ledger
-                ],
-                bank=[
-                    BankLine(
-                        line_id=r.line_id,
-                        value_date=r.value_date,
-                        amount=from_cents(r.amount_cents),
-                        reference=r.reference,
-                        memo=r.memo,
-                    )
-                    for r in bank
-                ],
+                ledger=[_line(LedgerLine, r._mapping) for r in ledger],
+                bank=[_line(BankLine, r._mapping) for r in bank],
             )
             self.ledger.append_in(
                 session,

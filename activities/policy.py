@@ -910,6 +910,18 @@ class _Decision:
             return self.denied(f"invalid policy name: {exc}")
         return None
 
+    def failed(self, exc: BaseException) -> PolicyDecision:
+        """The fail-closed deny for what the engine raised instead of answering (an undefined
+        document, an evaluation error, any engine failure). A request to stop (cancellation)
+        is raised again: it is not a failure of the engine."""
+        if isinstance(exc, PolicyUndefined):
+            return self.denied(UNDEFINED_DECISION, str(exc.revision))
+        if isinstance(exc, PolicyEvalError):
+            return self.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
+        if not _is_engine_failure(exc):
+            raise exc
+        return self.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+
     def from_value(self, value: Any, revision: object) -> PolicyDecision:
         try:
             verdict, reasons, obligations = _verdict(value)
@@ -988,18 +1000,10 @@ async def _decide(
     try:
         async with deadline:
             value, revision = await engine.evaluate(decision.path, query.input)
-    except PolicyUndefined as exc:
-        return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
-    except PolicyEvalError as exc:
-        return None, decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
-    except TimeoutError as exc:
-        if deadline.expired():
-            return None, decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
-        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
     except BaseException as exc:
-        if not _is_engine_failure(exc):
-            raise
-        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            return None, decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
+        return None, decision.failed(exc)
     return value, decision.from_value(value, revision)
 
 
@@ -1045,14 +1049,8 @@ def explain_sync(
         return None, early
     try:
         value, revision = engine.evaluate_sync(decision.path, query.input)
-    except PolicyUndefined as exc:
-        return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
-    except PolicyEvalError as exc:
-        return None, decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
     except BaseException as exc:
-        if not _is_engine_failure(exc):
-            raise
-        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+        return None, decision.failed(exc)
     return value, decision.from_value(value, revision)
 
 
