@@ -97,12 +97,22 @@ TABLE = AuditRecord.__table__  # type: ignore[attr-defined]
 # Built once: these run inside every governed step, and building a statement per call cost more
 # than executing it (SQLAlchemy caches the compiled form by the statement's structure).
 _HEAD = select(TABLE.c.position, TABLE.c.row_hash).order_by(TABLE.c.position.desc()).limit(1)
+_INSERT = insert(TABLE)
 _PRESENT = select(TABLE.c.seq).where(
     TABLE.c.workflow_id == bindparam("workflow_id"),
     TABLE.c.run_id == bindparam("run_id"),
     TABLE.c.seq.in_(bindparam("seqs", expanding=True)),
 )
-_INSERT = insert(TABLE)
+# The same for the few rows of a governed step, with plain bound parameters s0, s1, ...: an
+# expanding IN is rendered again on every execution, which cost more than the query itself.
+_PRESENT_FEW = {
+    count: select(TABLE.c.seq).where(
+        TABLE.c.workflow_id == bindparam("workflow_id"),
+        TABLE.c.run_id == bindparam("run_id"),
+        TABLE.c.seq.in_([bindparam(f"s{i}") for i in range(count)]),
+    )
+    for count in range(1, 5)
+}
 
 
 def _present_keys(conn: Connection, events: list[AuditEvent]) -> set[tuple[str, str, str]]:
@@ -112,7 +122,12 @@ def _present_keys(conn: Connection, events: list[AuditEvent]) -> set[tuple[str, 
         runs.setdefault((e.workflow_id, e.run_id), []).append(e.seq)
     present: set[tuple[str, str, str]] = set()
     for (workflow_id, run_id), seqs in runs.items():
-        found = conn.execute(_PRESENT, {"workflow_id": workflow_id, "run_id": run_id, "seqs": seqs})
+        params: dict[str, object] = {"workflow_id": workflow_id, "run_id": run_id}
+        if (few := _PRESENT_FEW.get(len(seqs))) is not None:
+            params.update((f"s{i}", seq) for i, seq in enumerate(seqs))
+            found = conn.execute(few, params)
+        else:
+            found = conn.execute(_PRESENT, {**params, "seqs": seqs})
         present.update((workflow_id, run_id, seq) for (seq,) in found)
     return present
 

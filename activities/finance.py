@@ -19,8 +19,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
+from typing import TypeVar
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import RowMapping, bindparam, insert, update
 from sqlalchemy import select as core_select  # any number of columns (sqlmodel's stops at 4)
 from sqlmodel import select
 from temporalio import activity
@@ -65,6 +66,8 @@ from workflows.contracts import (
     posting_policy_input,
 )
 
+_L = TypeVar("_L", LedgerLine, BankLine)
+
 POSTINGS = JournalPosting.__table__  # type: ignore[attr-defined]
 PERIODS = AccountingPeriod.__table__  # type: ignore[attr-defined]
 # The governed step's statements, built once (building one per call cost more than running it).
@@ -73,6 +76,11 @@ _STORED_OUTCOME = select(POSTINGS.c.decision_json).where(
 )
 _PERIOD_STATUS = select(PERIODS.c.status).where(
     PERIODS.c.tenant == bindparam("tenant"), PERIODS.c.period == bindparam("period")
+)
+# The two reads of a posting in one round trip: the outcome an earlier attempt stored under the
+# idempotency key (if any) and the period's status, which policy is asked about.
+_STORED_OUTCOME_AND_STATUS = core_select(
+    _STORED_OUTCOME.scalar_subquery(), _PERIOD_STATUS.scalar_subquery()
 )
 _INSERT_POSTING = insert(POSTINGS)
 LEDGER = LedgerEntryRow.__table__  # type: ignore[attr-defined]
@@ -130,6 +138,41 @@ def _decide_posting(
         },
     )
     return decision, event
+
+
+def _line(model: type[_L], columns: RowMapping) -> _L:
+    """A ledger or bank line from its row (``_LEDGER_LINES``, ``_BANK_LINES``): each column is
+    the field of the same name, but ``amount_cents``, which becomes ``amount``."""
+    fields = dict(columns)
+    fields["amount"] = from_cents(fields.pop("amount_cents"))
+    return model(**fields)
+
+
+def posting_row(
+    inp: PostEntryInput,
+    posting_id: str,
+    workflow_id: str,
+    *,
+    approved_by: str | None,
+    decision_json: str,
+) -> dict[str, object]:
+    """The JournalPosting row that posts ``inp``, as a Core insert takes it (no model built)."""
+    return dict(
+        posting_id=posting_id,
+        idempotency_key=inp.idempotency_key,
+        tenant=inp.tenant,
+        period=inp.period,
+        entry_id=inp.entry.entry_id,
+        account=inp.entry.account,
+        amount_cents=to_cents(inp.entry.amount),
+        rationale=inp.entry.rationale,
+        prepared_by=inp.preparer,
+        approved_by=approved_by,
+        workflow_id=workflow_id,
+        reverses_posting_id=None,
+        decision_json=decision_json,
+        posted_at=utcnow(),
+    )
 
 
 def reconcile(inp: ReconcileInput) -> Reconciliation:
@@ -231,27 +274,8 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
                 tenant=inp.tenant,
                 period=inp.period,
                 period_status="closed" if status == "closed" else "open",
-                ledger=[
-                    LedgerLine(
-                        entry_id=r.entry_id,
-                        booked_on=r.booked_on,
-                        account=r.account,
-                        amount=from_cents(r.amount_cents),
-                        reference=r.reference,
-                        description=r.description,
-                    )
-                    for r in ledger
-                ],
-                bank=[
-                    BankLine(
-                        line_id=r.line_id,
-                        value_date=r.value_date,
-                        amount=from_cents(r.amount_cents),
-                        reference=r.reference,
-                        memo=r.memo,
-                    )
-                    for r in bank
-                ],
+                ledger=[_line(LedgerLine, r._mapping) for r in ledger],
+                bank=[_line(BankLine, r._mapping) for r in bank],
             )
             self.ledger.append_in(
                 session,
@@ -311,14 +335,14 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
         with self.db.session() as session:
             claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
             conn = session.connection()  # Core statements: this is every governed step
-            stored = conn.execute(_STORED_OUTCOME, {"key": inp.idempotency_key}).scalar()
+            stored, status = conn.execute(
+                _STORED_OUTCOME_AND_STATUS,
+                {"key": inp.idempotency_key, "tenant": inp.tenant, "period": inp.period},
+            ).one()
             if stored is not None:
                 return PostEntryOutcome.model_validate_json(stored)
             if self.switch is not None:  # inside the transaction: no write while engaged
                 self.switch.raise_if_blocking(self._subject(inp.tenant, inp.preparer), session)
-            status = conn.execute(
-                _PERIOD_STATUS, {"tenant": inp.tenant, "period": inp.period}
-            ).scalar()
             decision, policy_event = _decide_posting(
                 inp, status or "unknown", decide_now, wf, self.policy
             )
@@ -329,23 +353,14 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
                 outcome = PostEntryOutcome(decision=decision, posting_id=posting_id)
                 # Everyone whose approval the posting carried (N-of-M), in one text column.
                 approved_by = ", ".join(inp.approval.approvers) if inp.approval else None
-                conn.execute(  # the JournalPosting row, without building the model
+                conn.execute(
                     _INSERT_POSTING,
-                    dict(
-                        posting_id=posting_id,
-                        idempotency_key=inp.idempotency_key,
-                        tenant=inp.tenant,
-                        period=inp.period,
-                        entry_id=inp.entry.entry_id,
-                        account=inp.entry.account,
-                        amount_cents=to_cents(inp.entry.amount),
-                        rationale=inp.entry.rationale,
-                        prepared_by=inp.preparer,
+                    posting_row(
+                        inp,
+                        posting_id,
+                        wf,
                         approved_by=approved_by,
-                        workflow_id=wf,
-                        reverses_posting_id=None,
                         decision_json=outcome.model_dump_json(),
-                        posted_at=utcnow(),
                     ),
                 )
                 events.append(

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -44,6 +45,11 @@ from workflows.errors import BatonError
 
 SCOPES = ("global", "process", "agent", "tenant")
 AUDIT_WORKFLOW_ID = "baton:kill-switch"
+
+_TABLE = KillSwitchRow.__table__  # type: ignore[attr-defined]
+# Built once, read with Core: every sensitive step runs it inside its transaction, where the
+# ORM's query and identity map cost several times the query itself (usually no row at all).
+_ACTIVE = core_select(_TABLE).where(_TABLE.c.cleared_at.is_(None)).order_by(_TABLE.c.id)
 
 
 class KillSwitchError(BatonError, ValueError):
@@ -188,14 +194,9 @@ class KillSwitch:
 
     @staticmethod
     def _active_rows(session: Session) -> list[KillSwitchRow]:
-        rows = session.exec(
-            select(KillSwitchRow)
-            .where(col(KillSwitchRow.cleared_at).is_(None))
-            .order_by(col(KillSwitchRow.id))
-        ).all()
-        for row in rows:
-            session.expunge(row)
-        return list(rows)
+        """The active engagements, oldest first, as rows detached from ``session``."""
+        found = session.connection().execute(_ACTIVE).mappings().all()
+        return [KillSwitchRow(**row) for row in found]
 
     @staticmethod
     def _active_row(session: Session, scope: str, value: str) -> KillSwitchRow | None:

@@ -910,6 +910,18 @@ class _Decision:
             return self.denied(f"invalid policy name: {exc}")
         return None
 
+    def failed(self, exc: BaseException) -> PolicyDecision:
+        """The fail-closed deny for what the engine raised instead of answering (an undefined
+        document, an evaluation error, any engine failure). A request to stop (cancellation)
+        is raised again: it is not a failure of the engine."""
+        if isinstance(exc, PolicyUndefined):
+            return self.denied(UNDEFINED_DECISION, str(exc.revision))
+        if isinstance(exc, PolicyEvalError):
+            return self.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
+        if not _is_engine_failure(exc):
+            raise exc
+        return self.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+
     def from_value(self, value: Any, revision: object) -> PolicyDecision:
         try:
             verdict, reasons, obligations = _verdict(value)
@@ -988,18 +1000,10 @@ async def _decide(
     try:
         async with deadline:
             value, revision = await engine.evaluate(decision.path, query.input)
-    except PolicyUndefined as exc:
-        return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
-    except PolicyEvalError as exc:
-        return None, decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
-    except TimeoutError as exc:
-        if deadline.expired():
-            return None, decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
-        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
     except BaseException as exc:
-        if not _is_engine_failure(exc):
-            raise
-        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            return None, decision.denied(f"{ENGINE_UNAVAILABLE}: no answer within {timeout:g} s")
+        return None, decision.failed(exc)
     return value, decision.from_value(value, revision)
 
 
@@ -1045,14 +1049,8 @@ def explain_sync(
         return None, early
     try:
         value, revision = engine.evaluate_sync(decision.path, query.input)
-    except PolicyUndefined as exc:
-        return None, decision.denied(UNDEFINED_DECISION, str(exc.revision))
-    except PolicyEvalError as exc:
-        return None, decision.denied(f"{EVALUATION_FAILED}: {_shorten(str(exc))}", exc.revision)
     except BaseException as exc:
-        if not _is_engine_failure(exc):
-            raise
-        return None, decision.denied(f"{ENGINE_UNAVAILABLE}: {_describe(exc)}")
+        return None, decision.failed(exc)
     return value, decision.from_value(value, revision)
 
 
@@ -1130,20 +1128,17 @@ def _obligations(value: dict[str, Any]) -> Obligations:
 
 
 def _requirements(document: dict[str, Any]) -> list[ApprovalRequirement]:
-    items = document.get("required_approvals", [])
-    shape = "a list of {role: non-empty string, count: whole number >= 1}"
-    if not isinstance(items, list):
-        raise _Malformed(f"policy 'required_approvals' is not {shape}: {_shorten(repr(items))}")
-    required: list[ApprovalRequirement] = []
-    for item in items:
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"role", "count"}
-            or not _name(item["role"])
-            or not _whole(item["count"], minimum=1)
-        ):
-            raise _Malformed(f"policy 'required_approvals' is not {shape}: {_shorten(repr(item))}")
-        required.append(_model(ApprovalRequirement, "required_approvals", item))
+    required = _parsed_list(
+        document,
+        "required_approvals",
+        "a list of {role: non-empty string, count: whole number >= 1}",
+        ApprovalRequirement,
+        lambda item: (
+            set(item) == {"role", "count"}
+            and _name(item["role"])
+            and _whole(item["count"], minimum=1)
+        ),
+    )
     roles = [r.role for r in required]
     if duplicates := sorted({role for role in roles if roles.count(role) > 1}):
         raise _Malformed(f"policy 'required_approvals' names the roles {duplicates!r} twice")
@@ -1151,23 +1146,40 @@ def _requirements(document: dict[str, Any]) -> list[ApprovalRequirement]:
 
 
 def _escalation(document: dict[str, Any]) -> list[EscalationTier]:
-    items = document.get("escalation", [])
-    shape = "a list of {roles: non-empty list of names, sla_seconds: whole number >= 1}"
+    return _parsed_list(
+        document,
+        "escalation",
+        "a list of {roles: non-empty list of names, sla_seconds: whole number >= 1}",
+        EscalationTier,
+        lambda item: (
+            set(item) == {"roles", "sla_seconds"}
+            and isinstance(item["roles"], list)
+            and bool(item["roles"])
+            and all(_name(role) for role in item["roles"])
+            and _whole(item["sla_seconds"], minimum=1)
+        ),
+    )
+
+
+def _parsed_list(
+    document: dict[str, Any],
+    field: str,
+    shape: str,
+    model: type[_M],
+    well_formed: Callable[[dict[str, Any]], bool],
+) -> list[_M]:
+    """The list ``field`` of a decision document (empty when absent) as ``model`` items. Malformed,
+    naming ``shape``, when it is not a list or one of its items is not an object that is
+    ``well_formed``."""
+    items = document.get(field, [])
     if not isinstance(items, list):
-        raise _Malformed(f"policy 'escalation' is not {shape}: {_shorten(repr(items))}")
-    tiers: list[EscalationTier] = []
+        raise _Malformed(f"policy '{field}' is not {shape}: {_shorten(repr(items))}")
+    parsed: list[_M] = []
     for item in items:
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"roles", "sla_seconds"}
-            or not isinstance(item["roles"], list)
-            or not item["roles"]
-            or not all(_name(role) for role in item["roles"])
-            or not _whole(item["sla_seconds"], minimum=1)
-        ):
-            raise _Malformed(f"policy 'escalation' is not {shape}: {_shorten(repr(item))}")
-        tiers.append(_model(EscalationTier, "escalation", item))
-    return tiers
+        if not isinstance(item, dict) or not well_formed(item):
+            raise _Malformed(f"policy '{field}' is not {shape}: {_shorten(repr(item))}")
+        parsed.append(_model(model, field, item))
+    return parsed
 
 
 def _candidates(document: dict[str, Any]) -> dict[str, list[str]]:

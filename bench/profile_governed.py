@@ -34,6 +34,7 @@ if sys.path and Path(sys.path[0]).resolve() == REPO_ROOT / "bench":
 from temporalio.testing import ActivityEnvironment  # noqa: E402
 
 import activities.finance as finance_module  # noqa: E402
+import activities.policy as policy_module  # noqa: E402
 from activities.finance import FinanceActivities  # noqa: E402
 from baton.settings import Settings  # noqa: E402
 from bench.seeding import seed_periods  # noqa: E402
@@ -105,8 +106,10 @@ async def main(calls: int, profile: bool) -> None:
     # (owner, attribute, label): the parts of the governed step as the code stands
     parts: list[tuple[Any, str, str]] = [
         (fin, "_post", "transaction on the worker thread (lookup, decide, write, audit)"),
-        (finance_module, "decide_sync", "  policy decision inside it (embedded OPA)"),
-        (finance_module, "decide", "  policy decision inside it (async engine)"),
+        (fin.switch, "raise_if_blocking", "  kill switch read inside it"),
+        (finance_module, "_decide_posting", "  policy decision and its audit event inside it"),
+        (policy_module, "decide_sync", "    of which the decision (embedded OPA, traced, logged)"),
+        (fin.policy, "evaluate_sync", "      of which the evaluation (OPA's own call)"),
         (fin.ledger, "append_in", "  audit append inside it (2 hash-chained rows)"),
     ]
     missing = []
@@ -124,8 +127,8 @@ async def main(calls: int, profile: bool) -> None:
         TIMES[WHOLE].append(time.perf_counter() - t0)
         assert outcome.posting_id is not None, outcome.decision.reasons
     print(f"post_journal_entry, {calls} calls after {warm} warm-up (median / p95 ms):")
-    for name, values in TIMES.items():
-        v = sorted(values[warm:])
+    for name in [WHOLE, *(label for _, _, label in parts)]:
+        v = sorted(TIMES[name][warm:])
         if not v:
             continue
         med, p95 = 1000 * statistics.median(v), 1000 * v[int(0.95 * len(v)) - 1]

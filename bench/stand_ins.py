@@ -28,7 +28,8 @@ from temporalio import activity
 
 from activities.agents import AgentActivities, AnswerCheck, Route
 from activities.audit import AuditLedger
-from activities.database import Database, JournalPosting, to_cents, utcnow
+from activities.database import Database, JournalPosting
+from activities.finance import posting_row
 from baton.settings import REPO_ROOT, Settings
 from workflows.contracts import PostEntryInput, TokenUsage
 
@@ -106,24 +107,10 @@ class PlainPosting:
             if stored is not None:
                 return str(stored)
             posting_id = f"P-{uuid.uuid4().hex[:12]}"
+            workflow_id = activity.info().workflow_id or ""
             conn.execute(
                 insert(table),
-                dict(
-                    posting_id=posting_id,
-                    idempotency_key=inp.idempotency_key,
-                    tenant=inp.tenant,
-                    period=inp.period,
-                    entry_id=inp.entry.entry_id,
-                    account=inp.entry.account,
-                    amount_cents=to_cents(inp.entry.amount),
-                    rationale=inp.entry.rationale,
-                    prepared_by=inp.preparer,
-                    approved_by=None,
-                    workflow_id=activity.info().workflow_id or "",
-                    reverses_posting_id=None,
-                    decision_json="",
-                    posted_at=utcnow(),
-                ),
+                posting_row(inp, posting_id, workflow_id, approved_by=None, decision_json=""),
             )
         return posting_id
 
