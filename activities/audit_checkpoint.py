@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlmodel import select
 
 from activities.audit import AuditLedger, AuditRecord
+from activities.keys import load_ed25519_key, private_pem
 
 log = logging.getLogger(__name__)
 
@@ -71,28 +72,19 @@ def new_checkpoint_key(path: Path) -> Ed25519PublicKey:
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+        f.write(private_pem(key))
     return key.public_key()
 
 
 def load_checkpoint_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except FileNotFoundError:
-        raise ValueError(
-            f"BATON_AUDIT_CHECKPOINT_KEY names {path}, which does not exist "
-            "(`baton audit checkpoint-key --out PATH` makes one)"
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"BATON_AUDIT_CHECKPOINT_KEY file {path} is not an Ed25519 private key")
-    return key
+    """The signing key in ``path`` (BATON_AUDIT_CHECKPOINT_KEY); a clear error when unusable."""
+    return load_ed25519_key(
+        path,
+        "BATON_AUDIT_CHECKPOINT_KEY",
+        "`baton audit checkpoint-key --out PATH` makes one",
+    )
 
 
 def load_public_key(text: str) -> Ed25519PublicKey:

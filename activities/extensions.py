@@ -116,6 +116,12 @@ class ActionSpec:
     #: the kill switch's "agent" scope for this action (default: the action's name)
     actor: str = ""
 
+    @property
+    def undo_name(self) -> str:
+        """The name of the activity (and catalogue action) that undoes this one, e.g.
+        ``ap.pay_invoice.compensate``; it exists only when the action has a ``compensate``."""
+        return self.name + COMPENSATE_SUFFIX
+
 
 @dataclass(frozen=True)
 class AgentSpec:
@@ -332,7 +338,7 @@ class ExtensionActivities(GovernedWrites):
         async def compensate_action(inp: CompensateActionInput) -> CompensateActionOutcome:
             return await asyncio.to_thread(self._compensate, spec, inp)
 
-        return activity.defn(name=spec.name + COMPENSATE_SUFFIX)(compensate_action)
+        return activity.defn(name=spec.undo_name)(compensate_action)
 
     def _compensate(self, spec: ActionSpec, inp: CompensateActionInput) -> CompensateActionOutcome:
         with self.db.session() as session:

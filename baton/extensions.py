@@ -35,7 +35,6 @@ from pydantic import BaseModel, create_model
 
 from activities.extensions import ActionContext, ActionSpec, AgentSpec, prompt_file
 from workflows.contracts.extensions import (
-    COMPENSATE_SUFFIX,
     CompensateActionInput,
     CompensateActionOutcome,
     GovernedActionInput,
@@ -136,16 +135,16 @@ class Registry:
                 args=args,
                 result=result,
                 policy=policy,
-                undo=(name + COMPENSATE_SUFFIX) if compensate is not None else None,
+                undo=spec.undo_name if compensate is not None else None,
                 extension=self._current,
             ),
         )
         if compensate is not None:
             catalog.register(
                 "connector",
-                name + COMPENSATE_SUFFIX,
+                spec.undo_name,
                 catalog.Action(
-                    name + COMPENSATE_SUFFIX,
+                    spec.undo_name,
                     CompensateActionInput,
                     CompensateActionOutcome,
                     description=f"undo {name} (a no-op when it never ran or was undone)",

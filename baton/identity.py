@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
 
+from activities.keys import load_x25519_key, private_pem
 from baton.devstack.local import private_dir
 from workflows.contracts.security import ApprovalTrust
 from workflows.signed_approval import BINDING_CLAIMS
@@ -107,12 +108,7 @@ def init_dev_issuer(directory: Path, *, rotate: bool = False, seal: bool = False
         key = _load_signing_key(key_path)
     else:
         key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        _write_private(key_path, pem)
+        _write_private(key_path, private_pem(key))
     kid = key_id_of(key)
     known[kid] = _b64url(_public_raw(key))
     trust = ApprovalTrust(
@@ -135,31 +131,17 @@ def _seal_key(path: Path) -> X25519PrivateKey:
     if path.exists():
         return load_seal_key(path)
     key = X25519PrivateKey.generate()
-    _write_private(
-        path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    _write_private(path, private_pem(key))
     return key
 
 
 def load_seal_key(path: Path) -> X25519PrivateKey:
     """The workers' X25519 seal key (BATON_APPROVAL_SEAL_KEY); a clear error when unusable."""
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except FileNotFoundError:
-        raise ValueError(
-            f"BATON_APPROVAL_SEAL_KEY names {path}, which does not exist "
-            "(`baton token init --seal` makes one for the local stack)"
-        ) from None
-    except ValueError as err:
-        raise ValueError(f"BATON_APPROVAL_SEAL_KEY file {path} is not a PEM key: {err}") from None
-    if not isinstance(key, X25519PrivateKey):
-        raise ValueError(f"BATON_APPROVAL_SEAL_KEY file {path} is not an X25519 private key")
-    return key
+    return load_x25519_key(
+        path,
+        "BATON_APPROVAL_SEAL_KEY",
+        "`baton token init --seal` makes one for the local stack",
+    )
 
 
 def _load_signing_key(path: Path) -> Ed25519PrivateKey:

@@ -61,7 +61,7 @@ from workflows.contracts import (
     digest,
 )
 from workflows.kill_switch_gate import KillSwitchGate
-from workflows.presets import ActivityKind
+from workflows.presets import ActivityKind, ActivityMethod
 from workflows.saga import Saga
 
 __all__ = [
@@ -114,7 +114,7 @@ class Compensation:
     """How to undo a step: one activity (idempotent, a no-op when the step never happened)."""
 
     description: str  # the saga's line, listed in status.compensated ("reverse ADJ-1")
-    activity: Callable[[Any, Any], Awaitable[Any]]
+    activity: ActivityMethod[Any]
     arg: Any
     summary: str = ""  # the activity's summary in the Web UI (default "compensation: <line>")
 
@@ -124,9 +124,7 @@ class Compensation:
         return self.summary or f"compensation: {self.description}"
 
     @classmethod
-    def by(
-        cls, description: str, activity: Callable[[Any, Any], Awaitable[Any]], arg: Any
-    ) -> Compensation:
+    def by(cls, description: str, activity: ActivityMethod[Any], arg: Any) -> Compensation:
         """The undo ``description`` ("revoke vpn:corp"), shown as "compensation: <it>"."""
         return cls(description, activity, arg, f"compensation: {description}")
 
@@ -137,7 +135,7 @@ class GovernedStep(Generic[R]):
     the decision with the outcome (``outcome.decision``)."""
 
     what: str  # names the action in failures: "posting ADJ-1" -> "policy denied posting ADJ-1"
-    activity: Callable[[Any, Any], Awaitable[R]]
+    activity: ActivityMethod[R]
     arg: Any  # carries the idempotency key, the grant and the shadow flag the activity needs
     summary: str  # the activity's summary in the Web UI
     key: str  # idempotency key: the compensation is registered once per key
@@ -432,11 +430,7 @@ class Governance:
         )
 
     async def _step(
-        self,
-        kind: ActivityKind,
-        activity: Callable[[Any, Any], Awaitable[R]],
-        arg: Any,
-        summary: str,
+        self, kind: ActivityKind, activity: ActivityMethod[R], arg: Any, summary: str
     ) -> R:
         return await self.kill_switch.step(kind, activity, arg, summary)
 

@@ -31,7 +31,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from workflows import errors, visibility
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import KILL_SWITCH_ERROR, KillSwitchCheck, KillSwitchState
-from workflows.presets import PRESETS, ActivityKind
+from workflows.presets import PRESETS, ActivityKind, ActivityMethod
 
 with workflow.unsafe.imports_passed_through():
     from activities.kill_switch import KillSwitchActivities
@@ -110,11 +110,7 @@ class KillSwitchGate:
             return result
 
     async def step(
-        self,
-        kind: ActivityKind,
-        activity: Callable[[Any, Any], Awaitable[R]],
-        arg: Any,
-        summary: str,
+        self, kind: ActivityKind, activity: ActivityMethod[R], arg: Any, summary: str
     ) -> R:
         """Run one activity method with its kind's timeouts and retries (workflows/presets.py).
         Agent and connector steps are the ones the kill switch can stop: they hold, then run

@@ -22,15 +22,21 @@ Why these numbers:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from temporalio.common import RetryPolicy
 
 ActivityKind = Literal[
     "agent", "policy", "connector", "compensation", "audit", "notification", "canary"
 ]
+
+R = TypeVar("R")
+
+#: an activity method as workflows pass it (unbound, ``SomeActivities.method``): ``(self, arg)``
+ActivityMethod = Callable[[Any, Any], Awaitable[R]]
 
 # Errors that no retry can fix: stop at once.
 NON_RETRYABLE = ["LLMRequestRejected", "PeriodNotFound", "ValidationError"]
@@ -100,6 +106,7 @@ PRESETS: dict[ActivityKind, Preset] = {
 
 __all__ = [
     "ActivityKind",
+    "ActivityMethod",
     "NON_RETRYABLE",
     "PRESETS",
     "Preset",

@@ -68,7 +68,7 @@ from workflows.held_exceptions import (
     hold_denied,
 )
 from workflows.kill_switch_gate import KillSwitchGate
-from workflows.presets import PRESETS, ActivityKind
+from workflows.presets import PRESETS, ActivityKind, ActivityMethod
 from workflows.saga import unwind
 
 with workflow.unsafe.imports_passed_through():
@@ -572,11 +572,7 @@ class GovernedProcess(Governance, ApprovalHandlers):
             raise
 
     async def _step(
-        self,
-        kind: ActivityKind,
-        activity: Callable[[Any, Any], Awaitable[R]],
-        arg: Any,
-        summary: str,
+        self, kind: ActivityKind, activity: ActivityMethod[R], arg: Any, summary: str
     ) -> R:
         """One activity with its kind's preset, holding for the kill switch / policy engine.
 
@@ -598,9 +594,7 @@ class GovernedProcess(Governance, ApprovalHandlers):
             self.cost.add(usage)
         return answer
 
-    async def _budgeted(
-        self, activity: Callable[[Any, Any], Awaitable[R]], arg: Any, summary: str
-    ) -> R:
+    async def _budgeted(self, activity: ActivityMethod[R], arg: Any, summary: str) -> R:
         """An agent step with the run's budget, asking a human when the budget refuses it."""
         kind: ActivityKind = "agent"
         raises = 0
