@@ -47,7 +47,7 @@ from activities.metrics import StateGauges, observe_audit
 from activities.notify import Notifier, NotifyActivities, build_notifier
 from activities.orphans import IntegrityActivities
 from activities.payload_store import PayloadStore
-from activities.policy import PolicyEngine, build_engine
+from activities.policy import EmbeddedOpaEngine, PolicyEngine, build_engine
 from activities.policy_gate import PolicyGateActivities
 from activities.router import Router, load_catalogue, tenant_caps
 from activities.schema import upgrade as upgrade_schema
@@ -411,6 +411,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         interceptors=[tracing_interceptor()] if tracing else [],
     )
     runtime = build_runtime(settings)
+    if isinstance(runtime.policy, EmbeddedOpaEngine):  # compiled before the first decision
+        took = await asyncio.to_thread(runtime.policy.warm)
+        log.info("policy bundle compiled in %.1f s", took)
     if runtime.mcp is not None and runtime.mcp.servers:  # listed before the worker polls
         tools = await runtime.mcp.start()
         log.info("MCP: %d tools from %d servers", len(tools), len(runtime.mcp.servers))
