@@ -45,6 +45,7 @@ from activities.support import SupportTicket
 from activities.tools import CustomerCredit
 from tests.conftest import Harness, _harness
 from tests.support import golden
+from tests.support.hr import a_hire
 from tests.support.scripted_model import ScriptedModelServer
 from tests.test_customer_onboarding import customer_like, event
 from workflows import errors
@@ -55,7 +56,6 @@ from workflows.contracts import (
     Entitlement,
     FinanceCloseInput,
     GrantInput,
-    NewHire,
     OnboardingInput,
     PostEntryInput,
     SettleClaimInput,
@@ -627,17 +627,7 @@ async def test_every_side_effect_refuses_a_run_that_does_not_own_the_key(
     h = harness
     acts = {getattr(a, "__name__", ""): a for a in h.runtime.activities}
     case = sample_inputs()["support_escalation"].case.model_copy(update={"tenant": h.tenant})
-    hire = NewHire(
-        tenant=h.tenant,
-        employee_id="E1001",
-        full_name="Ada Lovelace",
-        role="engineer",
-        department="R&D",
-        country="DE",
-        manager="m1",
-        start_date="2101-01-01",
-        id_document_verified=True,
-    )
+    hire = a_hire(h.tenant, employee_id="E1001")
     customer = CustomerBrief(customer_id="cust-x", name="X", country="FR", region="eu")
     entry = AdjustingEntry(
         entry_id="ADJ-1", account="6100", amount=Decimal("12.00"), source_ids=["B1"], rationale="r"

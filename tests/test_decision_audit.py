@@ -16,6 +16,7 @@ from temporalio.api.enums.v1 import EventType
 
 from baton.identity import init_dev_issuer, issue_token
 from tests.conftest import Harness
+from tests.support import approvals
 from workflows.contracts import ApprovalDecision
 
 WITHIN_SECONDS = 5.0
@@ -50,13 +51,8 @@ async def test_refused_and_malformed_signals_are_audited_while_the_run_waits(
         sent = datetime.now().astimezone()
         await raw.signal(
             "submit_approval",
-            ApprovalDecision(
-                request_id=request.request_id,
-                approver="erin",  # an accountant: no approver role
-                verdict="approve",
-                rationale="looks fine to me",
-                action_digest=request.action_digest,
-            ),
+            # erin is an accountant: no approver role
+            approvals.decision(request, "erin", rationale="looks fine to me"),
         )
         await raw.signal("submit_approval", "approve it, please")  # JSON, but not a decision
         await raw.signal(
@@ -115,14 +111,7 @@ async def test_a_forged_token_is_audited_while_the_run_waits(
                 request_id=request.request_id,
                 action_digest=request.action_digest,
             )
-            return ApprovalDecision(
-                request_id=request.request_id,
-                approver="carol",
-                verdict="approve",
-                rationale="ok",
-                action_digest=request.action_digest,
-                assertion=token,
-            )
+            return approvals.decision(request, "carol", rationale="ok", assertion=token)
 
         await h.temporal.get_workflow_handle(handle.id).signal(
             "submit_approval", decision(forger.directory)
@@ -195,13 +184,7 @@ async def test_a_refused_update_is_audited_though_it_never_enters_history(
         handle = await h.client.start_finance_close(h.start_input())
         request = (await h.wait_for_pending(handle.id)).pending[0]
         events_before = len(await settled_history(handle))
-        bad = ApprovalDecision(
-            request_id=request.request_id,
-            approver="alice",  # the requester
-            verdict="approve",
-            rationale="my own close is fine",
-            action_digest=request.action_digest,
-        )
+        bad = approvals.decision(request, "alice", rationale="my own close is fine")  # requester
         with pytest.raises(ApprovalRefused, match="segregation of duties"):
             await h.client.decide(handle.id, bad)
         [row] = await refusals_in_ledger(h, handle.id, 1)

@@ -19,7 +19,7 @@ from temporalio.client import WorkflowFailureError
 from activities.tools import credits_of
 from tests.conftest import Harness, _harness
 from tests.support import golden
-from tests.support.approvals import pending_approvals
+from tests.support.approvals import decision, pending_approvals
 from tests.support.scripted_model import Fault
 from tests.test_mcp_tools import effects_dir, http_server, secret  # noqa: F401 - fixtures
 from workflows.contracts import ApprovalDecision, ApprovalRequest
@@ -56,13 +56,7 @@ async def pending(h: Harness, wid: str) -> ApprovalRequest:
 
 
 def approve(request: ApprovalRequest) -> ApprovalDecision:
-    return ApprovalDecision(
-        request_id=request.request_id,
-        approver="sam",
-        verdict="approve",
-        rationale="late parcel, 300 is fair",
-        action_digest=request.action_digest,
-    )
+    return decision(request, "sam", rationale="late parcel, 300 is fair")
 
 
 async def run(h: Harness, d: ProcessDefinition, approve_credit: bool = True) -> Any:
@@ -167,13 +161,7 @@ async def test_rejected_and_edited_calls_are_told_to_the_agent_and_in_the_output
         first = await pending(h, handle.id)
         await h.client.decide(
             handle.id,
-            ApprovalDecision(
-                request_id=first.request_id,
-                approver="sam",
-                verdict="reject",
-                rationale="too much for a late parcel",
-                action_digest=first.action_digest,
-            ),
+            decision(first, "sam", verdict="reject", rationale="too much for a late parcel"),
         )
         async with asyncio.timeout(30):
             while (second := await pending(h, handle.id)).request_id == first.request_id:

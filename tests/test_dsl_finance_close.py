@@ -21,6 +21,7 @@ from activities.database import AccountingPeriod, JournalPosting
 from activities.seed import seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, make_settings
+from tests.support.approvals import decision
 from workflows import visibility
 from workflows.client import BatonClient
 from workflows.dsl.client import start_process
@@ -323,13 +324,7 @@ async def test_yaml_close_handles_an_amendment_like_the_hand_written_close(
         second = await _wait_round(client, wid, 2)
         assert [e.entry_id for e in second.entries] == ["ADJ-B"]
         assert "carol" not in second.eligible_approvers and "carol" in second.excluded
-        await client.approve(
-            wid,
-            approver="frank",
-            rationale="ok",
-            request_id=second.request_id,
-            action_digest=second.action_digest,
-        )
+        await client.decide(wid, decision(second, "frank", rationale="ok"))
 
     results = await run_both(h, amend_then_approve, prepare)
     compare(h, results)
@@ -360,13 +355,7 @@ async def test_yaml_close_sends_requested_changes_to_the_agent_like_the_hand_wri
         )
         second = await _wait_round(client, wid, 2)
         assert second.entries[0].account == "1200-accounts-receivable"
-        await client.approve(
-            wid,
-            approver="carol",
-            rationale="ok",
-            request_id=second.request_id,
-            action_digest=second.action_digest,
-        )
+        await client.decide(wid, decision(second, "carol", rationale="ok"))
 
     results = await run_both(h, request_changes_then_approve, prepare)
     compare(h, results)

@@ -22,6 +22,7 @@ from activities.database import AccountingPeriod, JournalPosting, from_cents
 from activities.seed import seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness
+from tests.support.approvals import decision
 from tests.support.scripted_model import Fault
 from workflows import visibility
 from workflows.client import ApprovalRefused, ProcessAlreadyStarted
@@ -346,13 +347,7 @@ async def test_signal_approval_works_like_the_update(harness: Harness) -> None:
         request = (await h.wait_for_pending(handle.id)).pending[0]
         await handle.signal(
             "submit_approval",
-            ApprovalDecision(
-                request_id=request.request_id,
-                approver="dave",
-                verdict="approve",
-                rationale="signed off",
-                action_digest=request.action_digest,
-            ),
+            decision(request, "dave", rationale="signed off"),
         )
         result = await handle.result()
     assert result.approvals[0].approvers == ["dave"]

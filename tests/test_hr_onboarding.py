@@ -14,37 +14,15 @@ import pytest
 from sqlmodel import select
 from temporalio.client import WorkflowFailureError
 
-from activities.hr import BlackboardEntryRow, IdpEntitlement, seed_new_hire
+from activities.hr import BlackboardEntryRow, IdpEntitlement
 from tests.conftest import Harness
 from tests.support.approvals import decision, first_pending
+from tests.support.hr import new_hire, start
 from tests.test_finance_close import actions, failure_type
 from workflows.client import ApprovalRefused
-from workflows.contracts import ApprovalRequest, NewHire
+from workflows.contracts import ApprovalRequest
 
 ENGINEER_ACCESS = ["email:mailbox", "sso:user", "github:member", "jira:user", "aws:admin"]
-
-
-def new_hire(h: Harness, **overrides: Any) -> NewHire:
-    hire = NewHire.model_validate(
-        {
-            "tenant": h.tenant,
-            "employee_id": f"E{uuid.uuid4().hex[:8]}",
-            "full_name": "Sam Okafor",
-            "role": "engineer",
-            "department": "engineering",
-            "country": "DE",
-            "manager": "maya",
-            "start_date": "2026-12-01",
-            "id_document_verified": True,
-            **overrides,
-        }
-    )
-    seed_new_hire(h.db, hire)
-    return hire
-
-
-def start(h: Harness, hire: NewHire) -> dict[str, Any]:
-    return {"tenant": hire.tenant, "employee_id": hire.employee_id, "requested_by": "hana"}
 
 
 async def wait_for_pending(h: Harness, workflow_id: str) -> ApprovalRequest:

@@ -48,6 +48,7 @@ from activities.tools import ToolContext
 from baton.devstack import local
 from baton.settings import REPO_ROOT, Settings
 from tests.conftest import Harness, _harness
+from tests.support.approvals import decision, pending_approvals
 from tests.support.scripted_model import Fault, ScriptedModelServer
 from tests.support.tool_calls_process import (
     CallDone,
@@ -56,7 +57,6 @@ from tests.support.tool_calls_process import (
     ToolCallsTestProcess,
 )
 from workflows.agent_loop import AgentRunWorkflow
-from workflows.contracts import ApprovalDecision
 from workflows.contracts.tools import AgentRunInput, ToolPrincipal
 
 ENV_VAR = "BATON_TEST_CRM_KEY"
@@ -521,22 +521,12 @@ async def test_without_an_injection_the_sensitive_tool_waits_for_a_human(
         handle = await h.temporal.start_workflow(
             ToolCallsTestProcess.run, inp, id=wid, task_queue=h.client.task_queue
         )
-        async with asyncio.timeout(60):
-            while not (requests := await h.client.pending_approvals(wid)):
-                await asyncio.sleep(0.2)
-        [request] = requests
+        [request] = await pending_approvals(h, wid, timeout=60)
         assert request.action == "tool:mcp__crm__export_customers"
         assert request.approver_roles == ["support-lead"]
         assert effects(effects_dir, transport) == []  # nothing runs while it waits
         await h.client.decide(
-            wid,
-            ApprovalDecision(
-                request_id=request.request_id,
-                approver="sam",
-                verdict="reject",
-                rationale="no export this week",
-                action_digest=request.action_digest,
-            ),
+            wid, decision(request, "sam", verdict="reject", rationale="no export this week")
         )
         async with asyncio.timeout(60):
             (export,) = await handle.result()
@@ -704,23 +694,11 @@ async def test_agent_loop_runs_a_sensitive_tool_once_a_support_lead_approves(
             handle = await h.temporal.start_workflow(
                 AgentRunWorkflow.run, inp, id=wid, task_queue=h.client.task_queue
             )
-            async with asyncio.timeout(60):
-                while not (requests := await h.client.pending_approvals(wid)):
-                    await asyncio.sleep(0.2)
-            [request] = requests
+            [request] = await pending_approvals(h, wid, timeout=60)
             assert request.action == "tool:mcp__crm__export_customers"
             assert request.action_payload["arguments"] == {"destination": destination}
             assert mine(effects(effects_dir, "http"), destination) == []  # nothing before
-            await h.client.decide(
-                wid,
-                ApprovalDecision(
-                    request_id=request.request_id,
-                    approver="sam",
-                    verdict="approve",
-                    rationale="weekly backup",
-                    action_digest=request.action_digest,
-                ),
-            )
+            await h.client.decide(wid, decision(request, "sam", rationale="weekly backup"))
             async with asyncio.timeout(90):
                 result = await handle.result()
         assert result.output == {"answer": "Exported."}

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from baton.identity import SEAL_KEY_FILE, init_dev_issuer, issue_token
 from tests.conftest import Harness, _harness
+from tests.support.approvals import decision
 from tests.support.scripted_model import ScriptedModelServer
 from workflows.client import ApprovalRefused
 from workflows.contracts import APPROVAL_UPDATE, ApprovalDecision
@@ -242,13 +243,7 @@ async def test_a_flood_of_refused_signals_is_audited_as_claims_and_rate_limited(
     async with h.worker():
         handle = await h.client.start_finance_close(h.start_input())
         request = (await h.wait_for_pending(handle.id)).pending[0]
-        forged = ApprovalDecision(
-            request_id=request.request_id,
-            approver="mallory",
-            verdict="approve",
-            rationale="let me in",
-            action_digest=request.action_digest,
-        )
+        forged = decision(request, "mallory", rationale="let me in")
         for _ in range(REFUSED_SIGNAL_AUDIT_LIMIT + 15):
             await handle.signal("submit_approval", forged)
         await h.client.approve(handle.id, approver="carol", rationale="ok")

@@ -29,6 +29,7 @@ from baton.identity import (
 )
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, _harness
+from tests.support import approvals
 from tests.support.scripted_model import ScriptedModelServer
 from workflows.client import ApprovalRefused
 from workflows.contracts import ApprovalDecision
@@ -201,14 +202,7 @@ async def test_unsigned_or_forged_approvals_are_refused_in_a_run(
         roles = request.approver_roles
 
         def decision(token: str | None, approver: str = "carol") -> ApprovalDecision:
-            return ApprovalDecision(
-                request_id=request.request_id,
-                approver=approver,
-                verdict="approve",
-                rationale="ok",
-                action_digest=request.action_digest,
-                assertion=token,
-            )
+            return approvals.decision(request, approver, rationale="ok", assertion=token)
 
         def token(directory: Path = dev.directory, **kw: object) -> str:
             return issue_token(
