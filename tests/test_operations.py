@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from sqlmodel import select, text
 from temporalio.client import WorkflowHistory
@@ -18,10 +17,10 @@ from activities.database import JournalPosting
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, temporal_binary
 from tests.support import golden
+from tests.support.paths import BATON
 from workflows.finance_close import FinanceCloseWorkflow
 
 GOLDEN = golden.GOLDEN / "finance_close_approved.json"
-BATON = str(Path(sys.executable).parent / "baton")
 
 
 def stack_env(h: Harness) -> dict[str, str]:
