@@ -106,8 +106,7 @@ async def test_cfo_level_entry_needs_a_controller_and_a_cfo_and_survives_a_worke
         ("ADJ-MID", "6100-bank-fees", "-1500.00"),
     )
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         assert [(r.role, r.count) for r in request.requirements] == [
             ("cfo", 1),
             ("finance-controller", 1),
@@ -162,8 +161,7 @@ async def test_refused_signals_are_audited_and_ignored(harness: Harness) -> None
     h = harness
     script_entries(h, FEE, ("ADJ-MID", "6100-bank-fees", "-1500.00"))
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         wf = h.client.handle(handle.id)
         await wf.signal("submit_approval", decision(request, "alice"))  # requester
         await wf.signal("submit_approval", decision(request, "erin"))  # no approver role
@@ -195,8 +193,7 @@ async def test_amendment_reruns_policy_and_posts_the_amended_values(harness: Har
         ("ADJ-B", "6100-bank-fees", "-2500.00"),
     )
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        first = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, first = await h.start_close_awaiting_approval()
         ack = await h.client.amend(
             handle.id,
             approver="carol",
@@ -244,8 +241,7 @@ async def test_request_changes_sends_entries_back_to_the_agent(harness: Harness)
     h = harness
     script_entries(h, FEE, ("ADJ-X", "6900-suspense", "1500.00"))
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        first = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, first = await h.start_close_awaiting_approval()
         await h.client.request_changes(
             handle.id,
             approver="carol",
@@ -338,8 +334,7 @@ async def test_web_ui_shows_what_is_pending_for_whom_and_since_when(harness: Har
     h = harness
     script_entries(h, FEE, ("ADJ-MID", "6100-bank-fees", "-1500.00"))
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         details = await current_details(h, handle.id)
         assert f"Waiting for approval** `{request.request_id}`" in details
         assert "needs: 1 x finance-controller" in details
@@ -568,8 +563,7 @@ async def test_a_pending_approval_and_its_votes_survive_a_server_kill(
         async with _harness(client, model_server, database_url) as h:
             script_entries(h, FEE, ("ADJ-BIG", "6900-suspense", "60000.00"))
             async with h.worker():
-                handle = await h.client.start_finance_close(h.start_input())
-                request = (await h.wait_for_pending(handle.id)).pending[0]
+                handle, request = await h.start_close_awaiting_approval()
                 await h.client.decide(handle.id, decision(request, "carol"))  # 1 of 2
             server.kill()
             client = await server.start()

@@ -44,8 +44,7 @@ async def test_refused_and_malformed_signals_are_audited_while_the_run_waits(
 ) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         raw = h.temporal.get_workflow_handle(handle.id)  # the plain Temporal client
 
         sent = datetime.now().astimezone()
@@ -99,8 +98,7 @@ async def test_a_forged_token_is_audited_while_the_run_waits(
     forger = init_dev_issuer(tmp_path / "forger")
     h.client.approval_trust = dev.trust
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
 
         def decision(directory: Path) -> ApprovalDecision:
             token = issue_token(
@@ -181,8 +179,7 @@ async def test_a_refused_update_is_audited_though_it_never_enters_history(
 
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         events_before = len(await settled_history(handle))
         bad = approvals.decision(request, "alice", rationale="my own close is fine")  # requester
         with pytest.raises(ApprovalRefused, match="segregation of duties"):

@@ -302,8 +302,7 @@ async def test_the_runs_cost_counts_every_charged_request_of_a_retried_agent_cal
 async def test_approval_validator_refuses_bad_decisions(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
 
         def decision(**kw: str) -> ApprovalDecision:
             base = {
@@ -343,8 +342,7 @@ async def test_approval_validator_refuses_bad_decisions(harness: Harness) -> Non
 async def test_signal_approval_works_like_the_update(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         await handle.signal(
             "submit_approval",
             decision(request, "dave", rationale="signed off"),

@@ -197,8 +197,7 @@ async def test_unsigned_or_forged_approvals_are_refused_in_a_run(
     forger = init_dev_issuer(tmp_path / "forger")
     h.client.approval_trust = dev.trust
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         roles = request.approver_roles
 
         def decision(token: str | None, approver: str = "carol") -> ApprovalDecision:
@@ -287,8 +286,7 @@ async def test_cli_approve_attaches_the_token(harness: Harness, tmp_path: Path) 
         return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         unsigned = await baton("approve", handle.id, "--approver", "carol", "--rationale", "ok")
         assert unsigned.returncode == 1, unsigned.stderr
         assert "signed identity assertion" in unsigned.stderr
@@ -320,8 +318,7 @@ async def test_the_worker_configuration_enforces_signatures_whatever_the_starter
     ) as h:
         assert h.client.approval_trust is None  # the starter sends no trust anchor
         async with h.worker():
-            handle = await h.client.start_finance_close(h.start_input())
-            request = (await h.wait_for_pending(handle.id)).pending[0]
+            handle, request = await h.start_close_awaiting_approval()
             with pytest.raises(ApprovalRefused, match="signed identity assertion .* is required"):
                 await h.client.approve(handle.id, approver="carol", rationale="ok")
             h.client.approval_token = issue_token(
