@@ -31,7 +31,7 @@ from activities.database import JournalPosting, NotificationOutbox, from_cents
 from activities.seed import seed_period
 from baton.devstack import local
 from tests.conftest import Harness, _harness
-from tests.support.approvals import decision
+from tests.support.approvals import decision, request_of_round
 from tests.support.scripted_model import Fault
 from tests.test_finance_close import actions, failure_type, net_by_entry, postings
 from workflows import visibility
@@ -81,15 +81,6 @@ def posted(h: Harness, period: str | None = None) -> dict[str, JournalPosting]:
 
 def detail(row: Any) -> dict[str, Any]:
     return dict(json.loads(row.detail_json))
-
-
-async def wait_for_round(h: Harness, workflow_id: str, round_: int) -> ApprovalRequest:
-    async with asyncio.timeout(30):
-        while True:
-            pending = (await h.client.status(workflow_id)).pending
-            if pending and pending[0].round == round_:
-                return pending[0]
-            await asyncio.sleep(0.1)
 
 
 # -- N-of-M ------------------------------------------------------------------------------------
@@ -205,7 +196,7 @@ async def test_amendment_reruns_policy_and_posts_the_amended_values(harness: Har
             action_digest=first.action_digest,
         )
         assert ack.accepted
-        second = await wait_for_round(h, handle.id, 2)
+        second = await request_of_round(h.client, handle.id, 2)
         assert [e.entry_id for e in second.entries] == ["ADJ-B"]
         assert second.entries[0].amount == Decimal("-1200.00")
         assert second.action_digest != first.action_digest
@@ -248,7 +239,7 @@ async def test_request_changes_sends_entries_back_to_the_agent(harness: Harness)
             comment="this is a fee refund, book it to 1200-accounts-receivable",
             action_digest=first.action_digest,
         )
-        second = await wait_for_round(h, handle.id, 2)
+        second = await request_of_round(h.client, handle.id, 2)
         (revised,) = second.entries
         assert revised.account == "1200-accounts-receivable"  # the reviser agent's change
         assert "Revised after review" in revised.rationale

@@ -14,9 +14,9 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 
-from baton.identity import init_dev_issuer, issue_token
 from tests.conftest import Harness
 from tests.support import approvals
+from tests.test_signed_approvals import carol_token, trusted_and_forger
 from workflows.contracts import ApprovalDecision
 
 WITHIN_SECONDS = 5.0
@@ -94,21 +94,12 @@ async def test_a_forged_token_is_audited_while_the_run_waits(
     harness: Harness, tmp_path: Path
 ) -> None:
     h = harness
-    dev = init_dev_issuer(tmp_path / "issuer")
-    forger = init_dev_issuer(tmp_path / "forger")
-    h.client.approval_trust = dev.trust
+    dev, forger = trusted_and_forger(h, tmp_path)
     async with h.worker():
         handle, request = await h.start_close_awaiting_approval()
 
         def decision(directory: Path) -> ApprovalDecision:
-            token = issue_token(
-                directory,
-                user="carol",
-                roles=request.approver_roles,
-                workflow_id=handle.id,
-                request_id=request.request_id,
-                action_digest=request.action_digest,
-            )
+            token = carol_token(directory, handle.id, request)
             return approvals.decision(request, "carol", rationale="ok", assertion=token)
 
         await h.temporal.get_workflow_handle(handle.id).signal(
