@@ -77,6 +77,17 @@ async def run(h: Harness, d: ProcessDefinition, approve_credit: bool = True) -> 
             return handle.id, err
 
 
+def script_denied_then_approved_credit(h: Harness) -> None:
+    """The agent's turns: look the customer up and ask a 5000 USD credit (above the hard
+    limit), then ask 300 USD (a support lead must approve), then answer."""
+    h.model.script(
+        Fault.tool_calls(LOOKUP, credit(5000)),
+        Fault.tool_calls(credit(300)),
+        Fault.tool_calls(FINAL),
+        match=MATCH,
+    )
+
+
 async def test_yaml_agent_is_denied_adapts_and_its_approved_credit_is_made(
     harness: Harness,
 ) -> None:
@@ -85,12 +96,7 @@ async def test_yaml_agent_is_denied_adapts_and_its_approved_credit_is_made(
     support lead must approve: sam does), then answers. One 300 USD credit is made; the
     process output lists each call with its verdict; the audit trail has every decision."""
     h = harness
-    h.model.script(
-        Fault.tool_calls(LOOKUP, credit(5000)),
-        Fault.tool_calls(credit(300)),
-        Fault.tool_calls(FINAL),
-        match=MATCH,
-    )
+    script_denied_then_approved_credit(h)
     wid, result = await run(h, load_definition(PROCESS))
     out = result.output
     assert out["answer"] == "We credited your account."
@@ -188,12 +194,7 @@ async def test_golden_history_of_a_yaml_agent_run_replays(harness: Harness) -> N
 
     h = harness
     if golden.regenerating():
-        h.model.script(
-            Fault.tool_calls(LOOKUP, credit(5000)),
-            Fault.tool_calls(credit(300)),
-            Fault.tool_calls(FINAL),
-            match=MATCH,
-        )
+        script_denied_then_approved_credit(h)
         wid, _ = await run(h, load_definition(PROCESS))
         history = await h.temporal.get_workflow_handle(wid).fetch_history()
         golden.write(GOLDEN, history)
