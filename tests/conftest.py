@@ -30,7 +30,11 @@ from workflows.client import BatonClient
 from workflows.plugin import BatonPlugin
 
 if TYPE_CHECKING:
+    from temporalio.client import WorkflowHandle
+
     from tests.support.scripted_model import ScriptedModelServer
+    from workflows.contracts import ApprovalRequest, FinanceCloseResult
+    from workflows.finance_close import FinanceCloseWorkflow
 
 _years = itertools.count(2101)
 
@@ -153,6 +157,14 @@ class Harness:
                 if status.pending:
                     return status
                 await asyncio.sleep(0.1)
+
+    async def start_close_awaiting_approval(
+        self, **overrides: Any
+    ) -> tuple[WorkflowHandle[FinanceCloseWorkflow, FinanceCloseResult], ApprovalRequest]:
+        """Start this test's finance close (``overrides``: fields of its start input) and wait
+        until it asks for an approval: its handle and the first pending request."""
+        handle = await self.client.start_finance_close(self.start_input(**overrides))
+        return handle, (await self.wait_for_pending(handle.id)).pending[0]
 
     async def approve_close(self, workflow_id: str, approver: str = "carol") -> None:
         """``approver`` approves the close's first pending request (the action it shows)."""

@@ -21,8 +21,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.tools import credits_of, emails_of, tool_calls_of
 from tests.conftest import Harness
-from tests.support import golden
+from tests.support import approvals, golden
 from tests.support.approvals import pending_approvals
+from tests.support.pg_lock import TableWriteLock
 from tests.support.scripted_model import Fault
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts import ApprovalDecision, ApprovalRequest, digest
@@ -71,14 +72,8 @@ pending = pending_approvals
 def decision(
     request: ApprovalRequest, verdict: str, rationale: str, **extra: Any
 ) -> ApprovalDecision:
-    return ApprovalDecision(
-        request_id=request.request_id,
-        approver="sam",
-        verdict=verdict,  # type: ignore[arg-type]
-        rationale=rationale,
-        action_digest=request.action_digest,
-        **extra,
-    )
+    """sam (a support lead) decides ``request``."""
+    return approvals.decision(request, "sam", verdict=verdict, rationale=rationale, **extra)
 
 
 def told(h: Harness, turn: int) -> list[str]:
@@ -326,28 +321,6 @@ async def test_worker_sigkilled_mid_tool_call_credits_once(
         assert result.tool_calls == 1
 
 
-class TableWriteLock:
-    """Another PostgreSQL session holding ``table`` in EXCLUSIVE mode: reads go on, writes to
-    it wait (a tool call is held inside its transaction)."""
-
-    def __init__(self, database_url: str, table: str) -> None:
-        import psycopg
-
-        self.conn = psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql"))
-        self.conn.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
-
-    def release(self) -> None:
-        if not self.conn.closed:
-            self.conn.rollback()
-            self.conn.close()
-
-    def __enter__(self) -> TableWriteLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 async def test_worker_killed_mid_loop_finishes_on_a_new_worker(harness: Harness) -> None:
     """The worker stops while the run waits for an approval; a new worker picks the run up
     where it was: the approved credit is made once and the run finishes."""
@@ -538,7 +511,8 @@ async def test_support_case_l2_researcher_acts_through_governed_searches(
     is updated from its answer, which cites the passages the search returned."""
     from activities.knowledge import Embedder, KnowledgeBase
     from activities.support import support_articles, ticket_of
-    from workflows.contracts.support import SupportCase, SupportCaseInput
+    from tests.test_support import case as a_case
+    from workflows.contracts.support import SupportCaseInput
     from workflows.support_client import SupportClient
 
     h = harness
@@ -546,17 +520,7 @@ async def test_support_case_l2_researcher_acts_through_governed_searches(
         h.db, h.runtime.ledger, Embedder(h.runtime.openai, h.settings.embedding_model)
     )
     await kb.ingest(support_articles(h.settings.support_articles, h.tenant))
-    case = SupportCase.model_validate(
-        {
-            "case_id": f"C-{uuid.uuid4().hex[:8]}",
-            "tenant": h.tenant,
-            "customer": "Initech",
-            "customer_value_usd": 1200,
-            "subject": "Refund",
-            "body": "Please refund invoice 4411, I was charged twice this month",
-            "priority": "P3",
-        }
-    )
+    case = a_case(h)
     # the researcher as it was first declared: one search, then the answer citing it
     search = ("search_knowledge", {"query": "$task.question"})
     answer = ("final_answer", {"answer": "Refunds take 5 days.", "cited": "$cited"})

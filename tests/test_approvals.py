@@ -31,7 +31,7 @@ from activities.database import JournalPosting, NotificationOutbox, from_cents
 from activities.seed import seed_period
 from baton.devstack import local
 from tests.conftest import Harness, _harness
-from tests.support.approvals import decision
+from tests.support.approvals import decision, request_of_round
 from tests.support.scripted_model import Fault
 from tests.test_finance_close import actions, failure_type, net_by_entry, postings
 from workflows import visibility
@@ -83,15 +83,6 @@ def detail(row: Any) -> dict[str, Any]:
     return dict(json.loads(row.detail_json))
 
 
-async def wait_for_round(h: Harness, workflow_id: str, round_: int) -> ApprovalRequest:
-    async with asyncio.timeout(30):
-        while True:
-            pending = (await h.client.status(workflow_id)).pending
-            if pending and pending[0].round == round_:
-                return pending[0]
-            await asyncio.sleep(0.1)
-
-
 # -- N-of-M ------------------------------------------------------------------------------------
 
 
@@ -106,8 +97,7 @@ async def test_cfo_level_entry_needs_a_controller_and_a_cfo_and_survives_a_worke
         ("ADJ-MID", "6100-bank-fees", "-1500.00"),
     )
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         assert [(r.role, r.count) for r in request.requirements] == [
             ("cfo", 1),
             ("finance-controller", 1),
@@ -162,8 +152,7 @@ async def test_refused_signals_are_audited_and_ignored(harness: Harness) -> None
     h = harness
     script_entries(h, FEE, ("ADJ-MID", "6100-bank-fees", "-1500.00"))
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         wf = h.client.handle(handle.id)
         await wf.signal("submit_approval", decision(request, "alice"))  # requester
         await wf.signal("submit_approval", decision(request, "erin"))  # no approver role
@@ -195,8 +184,7 @@ async def test_amendment_reruns_policy_and_posts_the_amended_values(harness: Har
         ("ADJ-B", "6100-bank-fees", "-2500.00"),
     )
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        first = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, first = await h.start_close_awaiting_approval()
         ack = await h.client.amend(
             handle.id,
             approver="carol",
@@ -208,7 +196,7 @@ async def test_amendment_reruns_policy_and_posts_the_amended_values(harness: Har
             action_digest=first.action_digest,
         )
         assert ack.accepted
-        second = await wait_for_round(h, handle.id, 2)
+        second = await request_of_round(h.client, handle.id, 2)
         assert [e.entry_id for e in second.entries] == ["ADJ-B"]
         assert second.entries[0].amount == Decimal("-1200.00")
         assert second.action_digest != first.action_digest
@@ -244,15 +232,14 @@ async def test_request_changes_sends_entries_back_to_the_agent(harness: Harness)
     h = harness
     script_entries(h, FEE, ("ADJ-X", "6900-suspense", "1500.00"))
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        first = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, first = await h.start_close_awaiting_approval()
         await h.client.request_changes(
             handle.id,
             approver="carol",
             comment="this is a fee refund, book it to 1200-accounts-receivable",
             action_digest=first.action_digest,
         )
-        second = await wait_for_round(h, handle.id, 2)
+        second = await request_of_round(h.client, handle.id, 2)
         (revised,) = second.entries
         assert revised.account == "1200-accounts-receivable"  # the reviser agent's change
         assert "Revised after review" in revised.rationale
@@ -338,8 +325,7 @@ async def test_web_ui_shows_what_is_pending_for_whom_and_since_when(harness: Har
     h = harness
     script_entries(h, FEE, ("ADJ-MID", "6100-bank-fees", "-1500.00"))
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         details = await current_details(h, handle.id)
         assert f"Waiting for approval** `{request.request_id}`" in details
         assert "needs: 1 x finance-controller" in details
@@ -568,8 +554,7 @@ async def test_a_pending_approval_and_its_votes_survive_a_server_kill(
         async with _harness(client, model_server, database_url) as h:
             script_entries(h, FEE, ("ADJ-BIG", "6900-suspense", "60000.00"))
             async with h.worker():
-                handle = await h.client.start_finance_close(h.start_input())
-                request = (await h.wait_for_pending(handle.id)).pending[0]
+                handle, request = await h.start_close_awaiting_approval()
                 await h.client.decide(handle.id, decision(request, "carol"))  # 1 of 2
             server.kill()
             client = await server.start()

@@ -45,6 +45,7 @@ from activities.support import SupportTicket
 from activities.tools import CustomerCredit
 from tests.conftest import Harness, _harness
 from tests.support import golden
+from tests.support.hr import a_hire
 from tests.support.scripted_model import ScriptedModelServer
 from tests.test_customer_onboarding import customer_like, event
 from workflows import errors
@@ -55,7 +56,6 @@ from workflows.contracts import (
     Entitlement,
     FinanceCloseInput,
     GrantInput,
-    NewHire,
     OnboardingInput,
     PostEntryInput,
     SettleClaimInput,
@@ -91,6 +91,13 @@ def a_claim(process: str = "finance_close") -> BusinessClaim:
     return BusinessClaim(process=process, key=f"finance-close/acme/{uuid.uuid4().hex[:8]}")
 
 
+def holder(db: Database, claim: BusinessClaim) -> tuple[str, str, str]:
+    """Who holds ``claim`` now: (workflow id, run id, state) of its row."""
+    row = claim_of(db, claim.process, claim.key)
+    assert row is not None
+    return row.workflow_id, row.run_id, row.state
+
+
 def refusal(err: pytest.ExceptionInfo[ApplicationError]) -> dict[str, Any]:
     assert err.value.type == errors.BUSINESS_KEY_CLAIMED and err.value.non_retryable
     details: dict[str, Any] = err.value.details[0]
@@ -122,12 +129,7 @@ def test_the_first_side_effect_claims_and_the_owner_keeps_acting(db: Database) -
     claim = a_claim()
     with db.session() as s:
         claim_or_check(s, claim, "wf-a", "run-1")
-    row = claim_of(db, claim.process, claim.key)
-    assert row is not None and (row.workflow_id, row.run_id, row.state) == (
-        "wf-a",
-        "run-1",
-        "active",
-    )
+    assert holder(db, claim) == ("wf-a", "run-1", "active")
     # an activity retry and a later side effect of the same run
     with db.session() as s:
         claim_or_check(s, claim, "wf-a", "run-1")
@@ -196,12 +198,7 @@ def test_a_failed_run_releases_and_the_key_may_run_again(db: Database) -> None:
     ClaimActivities(db)._check(claim, "wf-b", "run-7")  # free again
     with db.session() as s:
         claim_or_check(s, claim, "wf-b", "run-7")
-    row = claim_of(db, claim.process, claim.key)
-    assert row is not None and (row.workflow_id, row.run_id, row.state) == (
-        "wf-b",
-        "run-7",
-        "active",
-    )
+    assert holder(db, claim) == ("wf-b", "run-7", "active")
     with pytest.raises(ApplicationError) as refused, db.session() as s:
         claim_or_check(s, claim, "wf-a", "run-1")  # the failed run is not the owner any more
     assert refusal(refused)["owner_workflow_id"] == "wf-b"
@@ -627,17 +624,7 @@ async def test_every_side_effect_refuses_a_run_that_does_not_own_the_key(
     h = harness
     acts = {getattr(a, "__name__", ""): a for a in h.runtime.activities}
     case = sample_inputs()["support_escalation"].case.model_copy(update={"tenant": h.tenant})
-    hire = NewHire(
-        tenant=h.tenant,
-        employee_id="E1001",
-        full_name="Ada Lovelace",
-        role="engineer",
-        department="R&D",
-        country="DE",
-        manager="m1",
-        start_date="2101-01-01",
-        id_document_verified=True,
-    )
+    hire = a_hire(h.tenant, employee_id="E1001")
     customer = CustomerBrief(customer_id="cust-x", name="X", country="FR", region="eu")
     entry = AdjustingEntry(
         entry_id="ADJ-1", account="6100", amount=Decimal("12.00"), source_ids=["B1"], rationale="r"

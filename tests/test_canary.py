@@ -11,8 +11,8 @@ phrase only the v2 prompt has with malformed output, so candidate runs fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -43,7 +43,7 @@ from activities.database import Database
 from activities.seed import seed_period
 from baton.settings import Settings
 from tests import conftest
-from tests.conftest import Harness, postgres_url
+from tests.conftest import Harness, fresh_pg_database
 from tests.support.scripted_model import Fault, searchable_text
 from tests.test_approvals import FEE, script_entries
 from tests.test_operations import run_cli
@@ -76,23 +76,13 @@ def canary(database_url: str, request: pytest.FixtureRequest) -> Iterator[Canary
         yield Canary(db, AuditLedger(db))
         db.dispose()
         return
-    base = postgres_url()
-    if base is None:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    import psycopg
-
-    name = f"baton_canary_{uuid.uuid4().hex[:8]}"
-    admin = base.replace("postgresql+psycopg", "postgresql") + "postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    db = Database(base + name)
-    db.create_tables()
-    try:
-        yield Canary(db, AuditLedger(db))
-    finally:
-        db.dispose()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with contextlib.contextmanager(fresh_pg_database)("baton_canary") as url:
+        db = Database(url)
+        db.create_tables()
+        try:
+            yield Canary(db, AuditLedger(db))
+        finally:
+            db.dispose()
 
 
 def config(**overrides: Any) -> CanaryConfig:

@@ -27,6 +27,7 @@ from baton.devstack.opa_server import OpaCompatibleServer
 from baton.settings import REPO_ROOT
 from bench import invariants
 from tests.conftest import Harness, _harness
+from tests.support.pg_lock import TableWriteLock
 from tests.support.scripted_model import Fault, ScriptedModelServer
 from tests.support.tcp_proxy import TcpProxy
 from tests.test_approvals import current_details
@@ -69,32 +70,12 @@ async def started_activity(handle: WorkflowHandle[Any, Any], activity_type: str)
     )
 
 
+#: the ledger table: postings and reversals wait while a TableWriteLock holds it
+LEDGER = "journal_posting"
+
+
 def actions(h: Harness, workflow_id: str) -> list[str]:
     return [r.action for r in h.runtime.ledger.trail(workflow_id)]
-
-
-class LedgerWriteLock:
-    """Another session holding the ledger table (``journal_posting``) in EXCLUSIVE mode on
-    PostgreSQL: reads and every other table go on, postings and reversals wait behind it, as
-    they would behind a long batch job. So a test can hold a run exactly inside its posting (or
-    its compensation) while the audit trail is still written."""
-
-    def __init__(self, database_url: str) -> None:
-        import psycopg
-
-        self.conn = psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql"))
-        self.conn.execute("LOCK TABLE journal_posting IN EXCLUSIVE MODE")
-
-    def release(self) -> None:
-        if not self.conn.closed:
-            self.conn.rollback()
-            self.conn.close()
-
-    def __enter__(self) -> LedgerWriteLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 @pytest.fixture
@@ -141,7 +122,7 @@ async def test_worker_killed_mid_posting_posts_exactly_once(pg_harness: Harness)
     try:
         handle = await h.client.start_finance_close(h.start_input())
         status = await h.wait_for_pending(handle.id, timeout=60)
-        with LedgerWriteLock(h.settings.database_url) as lock:
+        with TableWriteLock(h.settings.database_url, LEDGER) as lock:
             await h.client.approve(handle.id, approver="carol", rationale="ok")
             # the approved posting is now inside its transaction, waiting for the write lock
             await wait_until(
@@ -168,7 +149,7 @@ async def test_worker_killed_mid_compensation_reverses_exactly_once(
         handle = await h.client.start_finance_close(h.start_input())
         status = await h.wait_for_pending(handle.id, timeout=60)
         assert status.posted
-        with LedgerWriteLock(h.settings.database_url) as lock:
+        with TableWriteLock(h.settings.database_url, LEDGER) as lock:
             await h.client.reject(handle.id, approver="carol", rationale="not this month")
             await wait_until(
                 lambda: started_activity(handle, "reverse_journal_entry"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from temporalio.api.common.v1 import Payload
 from activities.policy import EmbeddedOpaEngine, decide_sync
 from baton.encryption import EncryptionCodec, KeyRing, new_key_line
 from baton.identity import init_dev_issuer, issue_token
+from tests.support.paths import POLICY_DIR
 from workflows.contracts import (
     AdjustingEntry,
     ApprovalDecision,
@@ -34,7 +34,6 @@ from workflows.contracts.security import ApprovalTrust
 from workflows.plugin import baton_data_converter
 from workflows.signed_approval import AssertionRefused, verify_assertion
 
-POLICY_DIR = Path(__file__).resolve().parents[1] / "policy"
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # JSON-like values, with the unicode tricks an attacker would use

@@ -14,8 +14,9 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 
-from baton.identity import init_dev_issuer, issue_token
 from tests.conftest import Harness
+from tests.support import approvals
+from tests.test_signed_approvals import carol_token, trusted_and_forger
 from workflows.contracts import ApprovalDecision
 
 WITHIN_SECONDS = 5.0
@@ -43,20 +44,14 @@ async def test_refused_and_malformed_signals_are_audited_while_the_run_waits(
 ) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         raw = h.temporal.get_workflow_handle(handle.id)  # the plain Temporal client
 
         sent = datetime.now().astimezone()
         await raw.signal(
             "submit_approval",
-            ApprovalDecision(
-                request_id=request.request_id,
-                approver="erin",  # an accountant: no approver role
-                verdict="approve",
-                rationale="looks fine to me",
-                action_digest=request.action_digest,
-            ),
+            # erin is an accountant: no approver role
+            approvals.decision(request, "erin", rationale="looks fine to me"),
         )
         await raw.signal("submit_approval", "approve it, please")  # JSON, but not a decision
         await raw.signal(
@@ -99,30 +94,13 @@ async def test_a_forged_token_is_audited_while_the_run_waits(
     harness: Harness, tmp_path: Path
 ) -> None:
     h = harness
-    dev = init_dev_issuer(tmp_path / "issuer")
-    forger = init_dev_issuer(tmp_path / "forger")
-    h.client.approval_trust = dev.trust
+    dev, forger = trusted_and_forger(h, tmp_path)
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
 
         def decision(directory: Path) -> ApprovalDecision:
-            token = issue_token(
-                directory,
-                user="carol",
-                roles=request.approver_roles,
-                workflow_id=handle.id,
-                request_id=request.request_id,
-                action_digest=request.action_digest,
-            )
-            return ApprovalDecision(
-                request_id=request.request_id,
-                approver="carol",
-                verdict="approve",
-                rationale="ok",
-                action_digest=request.action_digest,
-                assertion=token,
-            )
+            token = carol_token(directory, handle.id, request)
+            return approvals.decision(request, "carol", rationale="ok", assertion=token)
 
         await h.temporal.get_workflow_handle(handle.id).signal(
             "submit_approval", decision(forger.directory)
@@ -192,16 +170,9 @@ async def test_a_refused_update_is_audited_though_it_never_enters_history(
 
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         events_before = len(await settled_history(handle))
-        bad = ApprovalDecision(
-            request_id=request.request_id,
-            approver="alice",  # the requester
-            verdict="approve",
-            rationale="my own close is fine",
-            action_digest=request.action_digest,
-        )
+        bad = approvals.decision(request, "alice", rationale="my own close is fine")  # requester
         with pytest.raises(ApprovalRefused, match="segregation of duties"):
             await h.client.decide(handle.id, bad)
         [row] = await refusals_in_ledger(h, handle.id, 1)

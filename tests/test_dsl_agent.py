@@ -19,7 +19,7 @@ from temporalio.client import WorkflowFailureError
 from activities.tools import credits_of
 from tests.conftest import Harness, _harness
 from tests.support import golden
-from tests.support.approvals import pending_approvals
+from tests.support.approvals import decision, pending_approvals
 from tests.support.scripted_model import Fault
 from tests.test_mcp_tools import effects_dir, http_server, secret  # noqa: F401 - fixtures
 from workflows.contracts import ApprovalDecision, ApprovalRequest
@@ -56,13 +56,7 @@ async def pending(h: Harness, wid: str) -> ApprovalRequest:
 
 
 def approve(request: ApprovalRequest) -> ApprovalDecision:
-    return ApprovalDecision(
-        request_id=request.request_id,
-        approver="sam",
-        verdict="approve",
-        rationale="late parcel, 300 is fair",
-        action_digest=request.action_digest,
-    )
+    return decision(request, "sam", rationale="late parcel, 300 is fair")
 
 
 async def run(h: Harness, d: ProcessDefinition, approve_credit: bool = True) -> Any:
@@ -83,6 +77,17 @@ async def run(h: Harness, d: ProcessDefinition, approve_credit: bool = True) -> 
             return handle.id, err
 
 
+def script_denied_then_approved_credit(h: Harness) -> None:
+    """The agent's turns: look the customer up and ask a 5000 USD credit (above the hard
+    limit), then ask 300 USD (a support lead must approve), then answer."""
+    h.model.script(
+        Fault.tool_calls(LOOKUP, credit(5000)),
+        Fault.tool_calls(credit(300)),
+        Fault.tool_calls(FINAL),
+        match=MATCH,
+    )
+
+
 async def test_yaml_agent_is_denied_adapts_and_its_approved_credit_is_made(
     harness: Harness,
 ) -> None:
@@ -91,12 +96,7 @@ async def test_yaml_agent_is_denied_adapts_and_its_approved_credit_is_made(
     support lead must approve: sam does), then answers. One 300 USD credit is made; the
     process output lists each call with its verdict; the audit trail has every decision."""
     h = harness
-    h.model.script(
-        Fault.tool_calls(LOOKUP, credit(5000)),
-        Fault.tool_calls(credit(300)),
-        Fault.tool_calls(FINAL),
-        match=MATCH,
-    )
+    script_denied_then_approved_credit(h)
     wid, result = await run(h, load_definition(PROCESS))
     out = result.output
     assert out["answer"] == "We credited your account."
@@ -167,13 +167,7 @@ async def test_rejected_and_edited_calls_are_told_to_the_agent_and_in_the_output
         first = await pending(h, handle.id)
         await h.client.decide(
             handle.id,
-            ApprovalDecision(
-                request_id=first.request_id,
-                approver="sam",
-                verdict="reject",
-                rationale="too much for a late parcel",
-                action_digest=first.action_digest,
-            ),
+            decision(first, "sam", verdict="reject", rationale="too much for a late parcel"),
         )
         async with asyncio.timeout(30):
             while (second := await pending(h, handle.id)).request_id == first.request_id:
@@ -200,12 +194,7 @@ async def test_golden_history_of_a_yaml_agent_run_replays(harness: Harness) -> N
 
     h = harness
     if golden.regenerating():
-        h.model.script(
-            Fault.tool_calls(LOOKUP, credit(5000)),
-            Fault.tool_calls(credit(300)),
-            Fault.tool_calls(FINAL),
-            match=MATCH,
-        )
+        script_denied_then_approved_credit(h)
         wid, _ = await run(h, load_definition(PROCESS))
         history = await h.temporal.get_workflow_handle(wid).fetch_history()
         golden.write(GOLDEN, history)

@@ -143,26 +143,19 @@ async def test_compensation_order_in_nested_parallel_branches(harness: Harness) 
     assert actions[-1] == "process.failed" and "process.started" in actions
 
 
+#: the memo agent's step (YAML, a top-level step), given a period with nothing to report
+MEMO = """  - id: memo
+    type: agent
+    agent: memo.write
+    with: {tenant: "${input.tenant}", period: "${input.period}", matched: 0,
+           unmatched_bank: 0, unmatched_ledger: 0, entries: [], compliance_summary: none}
+"""
+
+
 async def test_cancellation_mid_step_compensates_and_stops_the_agent(harness: Harness) -> None:
     h = harness
     h.model.script(Fault.delay(30), match=h.period)
-    steps = (
-        post("before", "E-C1", indent=2)
-        + """
-  - id: memo
-    type: agent
-    agent: memo.write
-    with:
-      tenant: "${input.tenant}"
-      period: "${input.period}"
-      matched: 0
-      unmatched_bank: 0
-      unmatched_ledger: 0
-      entries: []
-      compliance_summary: nothing
-"""
-        + post("after", "E-C2", indent=2)
-    )
+    steps = post("before", "E-C1", indent=2) + "\n" + MEMO + post("after", "E-C2", indent=2)
     async with h.worker():
         handle = await start(h, definition(steps))
         await wait_stage(h, handle.id, "memo")
@@ -434,13 +427,7 @@ async def test_policy_gate_deny_fails_and_retry_override_is_obeyed(harness: Harn
     assert "9999-crypto-wallet" in str(failed.value.cause)
 
     h.model.script(Fault.status(500), Fault.status(500), Fault.status(500), match=h.period)
-    agent = """  - id: memo
-    type: agent
-    agent: memo.write
-    retry: {maximum_attempts: 1}
-    with: {tenant: "${input.tenant}", period: "${input.period}", matched: 0,
-           unmatched_bank: 0, unmatched_ledger: 0, entries: [], compliance_summary: none}
-"""
+    agent = MEMO + "    retry: {maximum_attempts: 1}\n"
     async with h.worker():
         handle = await start(h, definition(agent))
         with pytest.raises(WorkflowFailureError):

@@ -6,7 +6,6 @@ the same postings, approvals, compensations and audit-trail shape."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,8 @@ from activities.database import AccountingPeriod, JournalPosting
 from activities.seed import seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, make_settings
+from tests.support import golden
+from tests.support.approvals import decision, request_of_round
 from workflows import visibility
 from workflows.client import BatonClient
 from workflows.dsl.client import start_process
@@ -253,14 +254,10 @@ async def test_golden_history_of_the_yaml_close_replays(harness: Harness, which:
     replays with today's interpreter: a change to workflows/dsl/ that would break in-flight runs
     fails here. Regenerate only for a deliberate, patched change: BATON_REGENERATE_GOLDEN=1
     (it records the committed definition's run; the older definition's history stays)."""
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
-
     from workflows.dsl.interpreter import ProcessWorkflow
-    from workflows.plugin import BatonPlugin
 
-    h, golden = harness, GOLDENS[which]
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1" and which == "governed":
+    h, path = harness, GOLDENS[which]
+    if golden.regenerating() and which == "governed":
         async with h.worker():
             handle = await start_process(
                 h.temporal,
@@ -272,25 +269,9 @@ async def test_golden_history_of_the_yaml_close_replays(harness: Harness, which:
             await _wait_pending(h.client, handle.id)
             await h.client.approve(handle.id, approver="carol", rationale="golden")
             await handle.result()
-        history = await handle.fetch_history()
-        golden.write_text(json.dumps(history.to_json_dict(), indent=1))
-    if not golden.exists():
-        pytest.fail(f"{golden} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    history = WorkflowHistory.from_json("golden-dsl-finance-close", golden.read_text())
-    replayer = Replayer(workflows=[ProcessWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
-
-
-async def _wait_round(client: BatonClient, workflow_id: str, round_: int) -> Any:
-    import asyncio
-
-    async with asyncio.timeout(30):
-        while True:
-            pending = (await client.status(workflow_id)).pending
-            if pending and pending[0].round == round_:
-                return pending[0]
-            await asyncio.sleep(0.1)
+        golden.write(path, await handle.fetch_history())
+    history = golden.load(path, "golden-dsl-finance-close")
+    await golden.assert_replays(history, ProcessWorkflow)
 
 
 async def test_yaml_close_handles_an_amendment_like_the_hand_written_close(
@@ -320,16 +301,10 @@ async def test_yaml_close_handles_an_amendment_like_the_hand_written_close(
             ],
             action_digest=first.action_digest,
         )
-        second = await _wait_round(client, wid, 2)
+        second = await request_of_round(client, wid, 2)
         assert [e.entry_id for e in second.entries] == ["ADJ-B"]
         assert "carol" not in second.eligible_approvers and "carol" in second.excluded
-        await client.approve(
-            wid,
-            approver="frank",
-            rationale="ok",
-            request_id=second.request_id,
-            action_digest=second.action_digest,
-        )
+        await client.decide(wid, decision(second, "frank", rationale="ok"))
 
     results = await run_both(h, amend_then_approve, prepare)
     compare(h, results)
@@ -358,15 +333,9 @@ async def test_yaml_close_sends_requested_changes_to_the_agent_like_the_hand_wri
             comment="this is a fee refund, book it to 1200-accounts-receivable",
             action_digest=first.action_digest,
         )
-        second = await _wait_round(client, wid, 2)
+        second = await request_of_round(client, wid, 2)
         assert second.entries[0].account == "1200-accounts-receivable"
-        await client.approve(
-            wid,
-            approver="carol",
-            rationale="ok",
-            request_id=second.request_id,
-            action_digest=second.action_digest,
-        )
+        await client.decide(wid, decision(second, "carol", rationale="ok"))
 
     results = await run_both(h, request_changes_then_approve, prepare)
     compare(h, results)

@@ -62,6 +62,13 @@ def issues(text: str) -> list[str]:
     return [str(i) for i in found]
 
 
+def assert_each_starts_with(found: list[str], expected: list[str]) -> None:
+    """As many messages as expected, each starting with its expected text (in order)."""
+    assert len(found) == len(expected), "\n".join(found)
+    for line, want in zip(found, expected, strict=True):
+        assert line.startswith(want), f"{line!r} does not start with {want!r}"
+
+
 def test_the_finance_close_definition_is_valid() -> None:
     assert issues(FINANCE) == []
 
@@ -82,9 +89,7 @@ def test_every_error_is_reported_with_line_and_column() -> None:
         "p.yaml:33:51: undefined variable item.nothing",
         "p.yaml:33:67: undefined variable 'foo'",
     ]
-    assert len(found) == len(expected), "\n".join(found)
-    for line, want in zip(found, expected, strict=True):
-        assert line.startswith(want), f"{line!r} does not start with {want!r}"
+    assert_each_starts_with(found, expected)
 
 
 @pytest.mark.parametrize(
@@ -478,9 +483,7 @@ def test_types_of_comparisons_arithmetic_and_literal_list_items() -> None:
         "p.yaml:38:12: unknown agent task 'memo.writ' (did you mean `memo.write`?)",
         "p.yaml:39:13: unknown step reference 'colect' in needs (did you mean `collect`?)",
     ]
-    assert len(found) == len(expected), "\n".join(found)
-    for line, want in zip(found, expected, strict=True):
-        assert line.startswith(want), f"{line!r} does not start with {want!r}"
+    assert_each_starts_with(found, expected)
 
 
 def test_an_approval_without_guards_needs_its_fields_and_guards_needs_a_governed_step() -> None:

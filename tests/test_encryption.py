@@ -171,15 +171,20 @@ def payloads_in(message: Message) -> Iterator[Payload]:
             yield from payloads_in(item)
 
 
-async def test_history_holds_no_business_data_or_secrets(
-    temporal_client: Client, model_server: ScriptedModelServer, database_url: str, tmp_path: Path
-) -> None:
-    codec = EncryptionCodec(ring("k1"))
-    encrypted = await Client.connect(
+async def encrypting(temporal_client: Client, codec: EncryptionCodec) -> Client:
+    """A client of the same server and namespace whose payloads go through ``codec``."""
+    return await Client.connect(
         temporal_client.service_client.config.target_host,
         namespace=temporal_client.namespace,
         plugins=[BatonPlugin(codec)],
     )
+
+
+async def test_history_holds_no_business_data_or_secrets(
+    temporal_client: Client, model_server: ScriptedModelServer, database_url: str, tmp_path: Path
+) -> None:
+    codec = EncryptionCodec(ring("k1"))
+    encrypted = await encrypting(temporal_client, codec)
     api_key = f"sk-test-{uuid.uuid4().hex}"
     issuer = init_dev_issuer(tmp_path / "issuer")
     secret_rationale = f"reviewed with bank statement ref CONFIDENTIAL-{uuid.uuid4().hex[:10]}"
@@ -539,11 +544,7 @@ async def test_failure_messages_are_encrypted_too(
     from tests.support.scripted_model import Fault
 
     codec = EncryptionCodec(ring("k1"))
-    encrypted = await Client.connect(
-        temporal_client.service_client.config.target_host,
-        namespace=temporal_client.namespace,
-        plugins=[BatonPlugin(codec)],
-    )
+    encrypted = await encrypting(temporal_client, codec)
     account = f"9999-wallet-{uuid.uuid4().hex[:8]}"
     bad = {
         "entries": [

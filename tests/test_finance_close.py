@@ -22,6 +22,7 @@ from activities.database import AccountingPeriod, JournalPosting, from_cents
 from activities.seed import seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness
+from tests.support.approvals import decision
 from tests.support.scripted_model import Fault
 from workflows import visibility
 from workflows.client import ApprovalRefused, ProcessAlreadyStarted
@@ -301,8 +302,7 @@ async def test_the_runs_cost_counts_every_charged_request_of_a_retried_agent_cal
 async def test_approval_validator_refuses_bad_decisions(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
 
         def decision(**kw: str) -> ApprovalDecision:
             base = {
@@ -342,17 +342,10 @@ async def test_approval_validator_refuses_bad_decisions(harness: Harness) -> Non
 async def test_signal_approval_works_like_the_update(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         await handle.signal(
             "submit_approval",
-            ApprovalDecision(
-                request_id=request.request_id,
-                approver="dave",
-                verdict="approve",
-                rationale="signed off",
-                action_digest=request.action_digest,
-            ),
+            decision(request, "dave", rationale="signed off"),
         )
         result = await handle.result()
     assert result.approvals[0].approvers == ["dave"]

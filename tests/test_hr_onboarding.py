@@ -12,43 +12,31 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 
-from activities.hr import BlackboardEntryRow, IdpEntitlement, seed_new_hire
+from activities.hr import BlackboardEntryRow, IdpEntitlement
 from tests.conftest import Harness
 from tests.support.approvals import decision, first_pending
+from tests.support.hr import new_hire, start
 from tests.test_finance_close import actions, failure_type
 from workflows.client import ApprovalRefused
-from workflows.contracts import ApprovalRequest, NewHire
+from workflows.contracts import ApprovalRequest, NewHire, OnboardingResult
+from workflows.hr_onboarding import HrOnboardingWorkflow
 
 ENGINEER_ACCESS = ["email:mailbox", "sso:user", "github:member", "jira:user", "aws:admin"]
 
 
-def new_hire(h: Harness, **overrides: Any) -> NewHire:
-    hire = NewHire.model_validate(
-        {
-            "tenant": h.tenant,
-            "employee_id": f"E{uuid.uuid4().hex[:8]}",
-            "full_name": "Sam Okafor",
-            "role": "engineer",
-            "department": "engineering",
-            "country": "DE",
-            "manager": "maya",
-            "start_date": "2026-12-01",
-            "id_document_verified": True,
-            **overrides,
-        }
-    )
-    seed_new_hire(h.db, hire)
-    return hire
-
-
-def start(h: Harness, hire: NewHire) -> dict[str, Any]:
-    return {"tenant": hire.tenant, "employee_id": hire.employee_id, "requested_by": "hana"}
-
-
 async def wait_for_pending(h: Harness, workflow_id: str) -> ApprovalRequest:
     return await first_pending(lambda: h.client.onboarding_status(workflow_id), 30)
+
+
+async def start_awaiting_approval(
+    h: Harness, hire: NewHire
+) -> tuple[WorkflowHandle[HrOnboardingWorkflow, OnboardingResult], ApprovalRequest]:
+    """Start ``hire``'s onboarding and wait until it asks for an approval (the privileged
+    access, its ordinary accesses granted by then): its handle and the pending request."""
+    handle = await h.client.start_onboarding(start(h, hire))
+    return handle, await wait_for_pending(h, handle.id)
 
 
 def grants(h: Harness, employee_id: str) -> list[IdpEntitlement]:
@@ -140,8 +128,7 @@ async def test_a_rejection_revokes_every_access_granted_and_the_audit_says_why(
     h = harness
     hire = new_hire(h)
     async with h.worker():
-        handle = await h.client.start_onboarding(start(h, hire))
-        request = await wait_for_pending(h, handle.id)
+        handle, request = await start_awaiting_approval(h, hire)
         await h.client.decide(
             handle.id,
             decision(request, "maya", verdict="reject", rationale="no production admin yet"),
@@ -249,8 +236,7 @@ async def test_cancelling_during_the_approval_wait_revokes_every_access(harness:
     h = harness
     hire = new_hire(h)
     async with h.worker():
-        handle = await h.client.start_onboarding(start(h, hire))
-        await wait_for_pending(h, handle.id)
+        handle, _ = await start_awaiting_approval(h, hire)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
@@ -269,8 +255,8 @@ async def test_the_kill_switch_holds_grants_until_cleared(harness: Harness) -> N
     hire = new_hire(h)
     switch = KillSwitch(h.db, h.runtime.ledger)
     async with h.worker():
-        handle = await h.client.start_onboarding(start(h, hire))
-        request = await wait_for_pending(h, handle.id)  # ordinary accesses granted already
+        # the ordinary accesses are granted by then
+        handle, request = await start_awaiting_approval(h, hire)
         switch.engage("agent:entitlement_prompter", reason="access review", by="ops")
         await h.client.decide(handle.id, decision(request, "maya"))
         async with asyncio.timeout(30):  # the approved privileged grant holds

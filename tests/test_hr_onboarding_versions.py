@@ -25,6 +25,7 @@ from tests.test_hr_onboarding import (
     grants,
     new_hire,
     start,
+    start_awaiting_approval,
     wait_for_pending,
 )
 from workflows import visibility
@@ -47,8 +48,7 @@ async def test_a_shadow_onboarding_grants_nothing_simulates_the_manager_and_diff
     h = harness
     hire = new_hire(h)
     async with h.worker():
-        prod = await h.client.start_onboarding(start(h, hire))
-        request = await wait_for_pending(h, prod.id)
+        prod, request = await start_awaiting_approval(h, hire)
         await h.client.decide(prod.id, decision(request, "maya"))
         await prod.result()
         shadow = await h.client.start_onboarding({**start(h, hire), "shadow": True})

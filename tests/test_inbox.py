@@ -43,8 +43,7 @@ def viewer(name: str, *roles: str) -> Viewer:
 async def comment_delegate_approve(h: Harness, backend: InboxBackend) -> str:
     """A close where the requester comments, carol delegates to frank, frank approves."""
     script_entries(h, BIG)
-    handle = await h.client.start_finance_close(h.start_input())
-    request = (await h.wait_for_pending(handle.id)).pending[0]
+    handle, request = await h.start_close_awaiting_approval()
     ids = {"request_id": request.request_id, "action_digest": request.action_digest}
     said = await backend.comment(viewer("alice", "accountant"), handle.id, text="urgent", **ids)
     assert said.accepted, said.message
@@ -73,8 +72,7 @@ async def test_comments_and_delegation_in_a_run(harness: Harness) -> None:
     backend = InboxBackend(h.temporal, trust=None, tokens=None, task_queue=h.client.task_queue)
     script_entries(h, BIG)
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         ids = {"request_id": request.request_id, "action_digest": request.action_digest}
         carol = viewer("carol", "finance-controller")
 

@@ -17,7 +17,11 @@ from activities.orphans import find_orphans
 from activities.seed import seed_period
 from tests.conftest import Harness
 from tests.test_finance_close import actions, net_by_entry, postings
-from tests.test_hr_onboarding import grants, new_hire, start, wait_for_pending
+from tests.test_hr_onboarding import (
+    grants,
+    new_hire,
+    start_awaiting_approval,
+)
 from tests.test_operations import run_cli
 from workflows.contracts.integrity import DoctorInput, DoctorReport
 
@@ -50,8 +54,7 @@ async def test_a_terminated_close_is_found_and_repaired_exactly_once(harness: Ha
     done_period = f"{int(h.period[:4]) + 5000}-10"  # a close of its own that completes
     seed_period(h.db, h.tenant, done_period)
     async with h.worker():
-        completed = await h.client.start_finance_close(h.start_input(period=done_period))
-        request = (await h.wait_for_pending(completed.id)).pending[0]
+        completed, request = await h.start_close_awaiting_approval(period=done_period)
         await h.client.approve(
             completed.id, approver="carol", rationale="ok", action_digest=request.action_digest
         )
@@ -141,8 +144,7 @@ async def test_a_terminated_onboarding_has_its_grants_revoked_once(harness: Harn
     h = harness
     hire = new_hire(h)
     async with h.worker():
-        handle = await h.client.start_onboarding(start(h, hire))
-        await wait_for_pending(h, handle.id)
+        handle, _ = await start_awaiting_approval(h, hire)
         granted = grants(h, hire.employee_id)
         assert len(granted) == 4 and all(g.revoked_at is None for g in granted)
         await h.temporal.get_workflow_handle(handle.id).terminate("stuck")

@@ -86,8 +86,7 @@ async def test_running_close_holds_at_the_posting_until_cleared_from_the_cli(
     h = harness
     script_entries(h, FEE, ("ADJ-MID", "6100-bank-fees", "-1500.00"))
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         engaged = await run_cli(
             h, "kill", "set", "--scope", scope, "--reason", "ledger migration", "--by", "ops",
         )  # fmt: skip

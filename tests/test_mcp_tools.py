@@ -48,6 +48,7 @@ from activities.tools import ToolContext
 from baton.devstack import local
 from baton.settings import REPO_ROOT, Settings
 from tests.conftest import Harness, _harness
+from tests.support.approvals import decision, pending_approvals
 from tests.support.scripted_model import Fault, ScriptedModelServer
 from tests.support.tool_calls_process import (
     CallDone,
@@ -56,7 +57,6 @@ from tests.support.tool_calls_process import (
     ToolCallsTestProcess,
 )
 from workflows.agent_loop import AgentRunWorkflow
-from workflows.contracts import ApprovalDecision
 from workflows.contracts.tools import AgentRunInput, ToolPrincipal
 
 ENV_VAR = "BATON_TEST_CRM_KEY"
@@ -437,7 +437,7 @@ class Governed:
 
 
 @pytest.fixture
-async def governed(
+async def mcp_harness(
     temporal_client: Client,
     model_server: ScriptedModelServer,
     transport: str,
@@ -446,14 +446,21 @@ async def governed(
     secret: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[Governed]:
+) -> AsyncIterator[Harness]:
+    """A harness whose runtime has the test CRM server configured (over ``transport``)."""
     path = write_config(tmp_path, monkeypatch, transport, http_server, effects_dir, secret)
     async with _harness(
         temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
     ) as h:
-        assert h.runtime.mcp is not None
-        await h.runtime.mcp.start()  # as worker.py does before it polls
-        yield Governed(h)
+        yield h
+
+
+@pytest.fixture
+async def governed(mcp_harness: Harness) -> Governed:
+    h = mcp_harness
+    assert h.runtime.mcp is not None
+    await h.runtime.mcp.start()  # as worker.py does before it polls
+    return Governed(h)
 
 
 TOOL_ROWS = {"policy.allow", "policy.deny", "policy.require_approval", "tool.called",
@@ -521,22 +528,12 @@ async def test_without_an_injection_the_sensitive_tool_waits_for_a_human(
         handle = await h.temporal.start_workflow(
             ToolCallsTestProcess.run, inp, id=wid, task_queue=h.client.task_queue
         )
-        async with asyncio.timeout(60):
-            while not (requests := await h.client.pending_approvals(wid)):
-                await asyncio.sleep(0.2)
-        [request] = requests
+        [request] = await pending_approvals(h, wid, timeout=60)
         assert request.action == "tool:mcp__crm__export_customers"
         assert request.approver_roles == ["support-lead"]
         assert effects(effects_dir, transport) == []  # nothing runs while it waits
         await h.client.decide(
-            wid,
-            ApprovalDecision(
-                request_id=request.request_id,
-                approver="sam",
-                verdict="reject",
-                rationale="no export this week",
-                action_digest=request.action_digest,
-            ),
+            wid, decision(request, "sam", verdict="reject", rationale="no export this week")
         )
         async with asyncio.timeout(60):
             (export,) = await handle.result()
@@ -594,20 +591,17 @@ async def test_failures_reach_the_model_and_the_audit(governed: Governed, secret
 
 
 async def test_agent_loop_refuses_the_sensitive_tool_an_injected_ticket_asks_for(
-    temporal_client: Client,
+    mcp_harness: Harness,
     model_server: ScriptedModelServer,
     transport: str,
-    http_server: str,
     effects_dir: Path,
     secret: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The real agent loop (AgentRunWorkflow) with the scripted model: the model reads the
     injected ticket and then does what it says, calling export_customers. Policy refuses the
     call, the model is told so and finishes; nothing is exported, the audit shows the attempt,
     and the credential is nowhere in the run's history or audit rows."""
-    path = write_config(tmp_path, monkeypatch, transport, http_server, effects_dir, secret)
+    h = mcp_harness
     agent = "crm_assistant"
     model_server.script(
         Fault.tool_calls(("mcp__crm__read_ticket", {"ticket_id": "T-9"})),
@@ -615,37 +609,34 @@ async def test_agent_loop_refuses_the_sensitive_tool_an_injected_ticket_asks_for
         Fault.tool_calls(("final_answer", {"answer": "The ticket is about a wrong invoice."})),
         match=f"agent: {agent}",
     )
-    async with _harness(
-        temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
-    ) as h:
-        inp, wid = crm_run(h, {"ticket_id": "T-9"})
-        async with h.worker():
-            async with asyncio.timeout(120):
-                result = await h.temporal.execute_workflow(
-                    AgentRunWorkflow.run, inp, id=wid, task_queue=h.client.task_queue
-                )
-        assert result.output == {"answer": "The ticket is about a wrong invoice."}
-        assert (result.tool_calls, result.denials) == (1, 1)
-        turns = model_server.turns(agent)
-        shown = [[str(m.get("content")) for m in t if m.get("role") == "tool"] for t in turns]
-        assert "ignore all previous instructions" in shown[1][0]
-        # refused for the flagged result (the run's ToolHistory carries it) and for the
-        # untrusted tool
-        assert shown[2][-1] == (
-            "policy denied the call of mcp__crm__export_customers: 'mcp:crm/export_customers' "
-            "is a sensitive tool and this run read a result flagged as a prompt injection (from "
-            "mcp:crm/read_ticket): refused; 'mcp:crm/export_customers' is a sensitive tool and "
-            "this run read untrusted content (from mcp:crm/read_ticket): refused"
-        )
-        assert effects(effects_dir, transport) == []
-        rows = h.runtime.ledger.trail(wid)
-        denied = [json.loads(r.detail_json) for r in rows if r.action == "policy.deny"]
-        assert [d["subject"] for d in denied] == ["mcp__crm__export_customers"]
-        assert "mcp.result_flagged" in [r.action for r in rows]
-        assert secret not in json.dumps([r.model_dump(mode="json") for r in rows])
-        history = await run_history(h.temporal, wid)
-        assert "Grace Hopper" not in history and "wrong invoice" in history
-        assert secret not in history
+    inp, wid = crm_run(h, {"ticket_id": "T-9"})
+    async with h.worker():
+        async with asyncio.timeout(120):
+            result = await h.temporal.execute_workflow(
+                AgentRunWorkflow.run, inp, id=wid, task_queue=h.client.task_queue
+            )
+    assert result.output == {"answer": "The ticket is about a wrong invoice."}
+    assert (result.tool_calls, result.denials) == (1, 1)
+    turns = model_server.turns(agent)
+    shown = [[str(m.get("content")) for m in t if m.get("role") == "tool"] for t in turns]
+    assert "ignore all previous instructions" in shown[1][0]
+    # refused for the flagged result (the run's ToolHistory carries it) and for the
+    # untrusted tool
+    assert shown[2][-1] == (
+        "policy denied the call of mcp__crm__export_customers: 'mcp:crm/export_customers' "
+        "is a sensitive tool and this run read a result flagged as a prompt injection (from "
+        "mcp:crm/read_ticket): refused; 'mcp:crm/export_customers' is a sensitive tool and "
+        "this run read untrusted content (from mcp:crm/read_ticket): refused"
+    )
+    assert effects(effects_dir, transport) == []
+    rows = h.runtime.ledger.trail(wid)
+    denied = [json.loads(r.detail_json) for r in rows if r.action == "policy.deny"]
+    assert [d["subject"] for d in denied] == ["mcp__crm__export_customers"]
+    assert "mcp.result_flagged" in [r.action for r in rows]
+    assert secret not in json.dumps([r.model_dump(mode="json") for r in rows])
+    history = await run_history(h.temporal, wid)
+    assert "Grace Hopper" not in history and "wrong invoice" in history
+    assert secret not in history
 
 
 async def test_a_side_effecting_call_whose_attempt_died_is_not_made_again(
@@ -676,18 +667,13 @@ async def test_a_side_effecting_call_whose_attempt_died_is_not_made_again(
     db.dispose()
 
 
+@pytest.mark.parametrize("transport", ["http"], indirect=True)
 async def test_agent_loop_runs_a_sensitive_tool_once_a_support_lead_approves(
-    temporal_client: Client,
-    model_server: ScriptedModelServer,
-    http_server: str,
-    effects_dir: Path,
-    secret: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    mcp_harness: Harness, model_server: ScriptedModelServer, effects_dir: Path
 ) -> None:
     """No untrusted content read: export_customers waits for a support lead, bound to the
     call's digest; approved by sam, it runs once (over streamable HTTP)."""
-    path = write_config(tmp_path, monkeypatch, "http", http_server, effects_dir, secret)
+    h = mcp_harness
     agent = "crm_assistant"
     destination = f"backup-{uuid.uuid4().hex[:6]}@acme.example"
     model_server.script(
@@ -696,38 +682,23 @@ async def test_agent_loop_runs_a_sensitive_tool_once_a_support_lead_approves(
         Fault.tool_calls(("final_answer", {"answer": "Exported."})),
         match=f"agent: {agent}",
     )
-    async with _harness(
-        temporal_client, model_server, f"sqlite:///{tmp_path / 'b.db'}", mcp_config=path
-    ) as h:
-        inp, wid = crm_run(h, {"ask": "back up the customer list"})
-        async with h.worker():
-            handle = await h.temporal.start_workflow(
-                AgentRunWorkflow.run, inp, id=wid, task_queue=h.client.task_queue
-            )
-            async with asyncio.timeout(60):
-                while not (requests := await h.client.pending_approvals(wid)):
-                    await asyncio.sleep(0.2)
-            [request] = requests
-            assert request.action == "tool:mcp__crm__export_customers"
-            assert request.action_payload["arguments"] == {"destination": destination}
-            assert mine(effects(effects_dir, "http"), destination) == []  # nothing before
-            await h.client.decide(
-                wid,
-                ApprovalDecision(
-                    request_id=request.request_id,
-                    approver="sam",
-                    verdict="approve",
-                    rationale="weekly backup",
-                    action_digest=request.action_digest,
-                ),
-            )
-            async with asyncio.timeout(90):
-                result = await handle.result()
-        assert result.output == {"answer": "Exported."}
-        assert (result.tool_calls, result.denials) == (2, 0)
-        assert mine(effects(effects_dir, "http"), destination) == [
-            {"tool": "export_customers", "destination": destination}
-        ]
+    inp, wid = crm_run(h, {"ask": "back up the customer list"})
+    async with h.worker():
+        handle = await h.temporal.start_workflow(
+            AgentRunWorkflow.run, inp, id=wid, task_queue=h.client.task_queue
+        )
+        [request] = await pending_approvals(h, wid, timeout=60)
+        assert request.action == "tool:mcp__crm__export_customers"
+        assert request.action_payload["arguments"] == {"destination": destination}
+        assert mine(effects(effects_dir, "http"), destination) == []  # nothing before
+        await h.client.decide(wid, decision(request, "sam", rationale="weekly backup"))
+        async with asyncio.timeout(90):
+            result = await handle.result()
+    assert result.output == {"answer": "Exported."}
+    assert (result.tool_calls, result.denials) == (2, 0)
+    assert mine(effects(effects_dir, "http"), destination) == [
+        {"tool": "export_customers", "destination": destination}
+    ]
 
 
 def mine(found: list[dict[str, Any]], destination: str) -> list[dict[str, Any]]:

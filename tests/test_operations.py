@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from sqlmodel import select, text
 from temporalio.client import WorkflowHistory
@@ -18,10 +17,10 @@ from activities.database import JournalPosting
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, temporal_binary
 from tests.support import golden
+from tests.support.paths import BATON
 from workflows.finance_close import FinanceCloseWorkflow
 
 GOLDEN = golden.GOLDEN / "finance_close_approved.json"
-BATON = str(Path(sys.executable).parent / "baton")
 
 
 def stack_env(h: Harness) -> dict[str, str]:
@@ -143,8 +142,7 @@ async def test_baton_worker_command_runs_a_close_and_stops_on_sigterm(harness: H
 async def test_cli_and_stock_temporal_cli_drive_an_approval(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
 
         # the CLI exits 0, run after run (sdk-python#300 exit crash guard)
         for _ in range(30):
@@ -202,8 +200,7 @@ async def test_cli_and_stock_temporal_cli_drive_an_approval(harness: Harness) ->
 async def test_cli_inbox_amend_and_request_changes(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         entry = next(e for e in request.entries if abs(e.amount) >= 1000)
 
         # the inbox across runs (other tests' runs may be listed too; this one must be)

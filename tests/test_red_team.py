@@ -22,12 +22,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.database import BankStatementLine, JournalPosting
 from activities.finance import reconcile
-from activities.hr import IdpEntitlement
 from tests.conftest import Harness
 from tests.support.scripted_model import Fault
 from tests.test_finance_close import failure_type, postings
-from tests.test_hr_onboarding import audit_rows, new_hire, start
-from workflows.contracts import CollectPeriodInput, ReconcileInput
+from tests.test_hr_onboarding import audit_rows, grants, new_hire, start
+from workflows.contracts import CollectPeriodInput, NewHire, ReconcileInput
 
 HOMOGLYPH = "6100-bank-f\u0435\u0435s"  # Cyrillic 'е' twice: renders as 6100-bank-fees
 ZERO_WIDTH = "6100-bank\u200b-fees"  # a zero-width space inside an allowed account
@@ -178,6 +177,21 @@ async def test_an_injection_cannot_skip_the_approval_or_the_compliance_flag(
     ]
 
 
+async def onboarding_denied(
+    h: Harness, hire: NewHire, marker: str, fooled: dict[str, Any]
+) -> list[str]:
+    """The entitlement prompter (asked about ``hire``, whose name carries ``marker``) answers
+    ``fooled``: the onboarding fails as PolicyDenied. The reasons its policy.deny rows give."""
+    h.model.script(Fault.output(fooled), match=PROMPTER)
+    async with h.worker():
+        handle = await h.client.start_onboarding(start(h, hire))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert h.model.attempts(agent="entitlement_prompter", match=marker) >= 1
+    assert failure_type(failed.value) == "PolicyDenied"
+    return [r for d in audit_rows(h, handle.id, "policy.deny") for r in d["detail"]["reasons"]]
+
+
 async def test_injected_hris_notes_cannot_grant_privileged_or_look_alike_access(
     harness: Harness,
 ) -> None:
@@ -200,19 +214,10 @@ async def test_injected_hris_notes_cannot_grant_privileged_or_look_alike_access(
         ]
     }
     # three agents read the hire in parallel; the one that proposes accesses is fooled
-    h.model.script(Fault.output(fooled), match=PROMPTER)
-    async with h.worker():
-        handle = await h.client.start_onboarding(start(h, hire))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert h.model.attempts(agent="entitlement_prompter", match=marker) >= 1
-    assert failure_type(failed.value) == "PolicyDenied"
-    with h.db.session() as s:
-        rows = s.exec(select(IdpEntitlement).where(IdpEntitlement.employee_id == hire.employee_id))
-        granted = {f"{r.system}:{r.name}": r.revoked_at for r in rows}
+    reasons = await onboarding_denied(h, hire, marker, fooled)
+    granted = {f"{r.system}:{r.name}": r.revoked_at for r in grants(h, hire.employee_id)}
     assert "payroll:admin" not in granted
     assert all(revoked is not None for revoked in granted.values())  # the saga took back the rest
-    reasons = [r for d in audit_rows(h, handle.id, "policy.deny") for r in d["detail"]["reasons"]]
     assert any("role 'engineer' may not get payroll:admin" in r for r in reasons)
 
 
@@ -231,18 +236,8 @@ async def test_look_alike_entitlements_are_denied(
     marker = f"RT-{uuid.uuid4().hex[:8]}"
     hire = new_hire(h, full_name=f"Kim Lee {marker}")
     fooled = {"writes": [{"key": "entitlements", "items": [label], "reason": "needed"}]}
-    h.model.script(Fault.output(fooled), match=PROMPTER)
-    async with h.worker():
-        handle = await h.client.start_onboarding(start(h, hire))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert h.model.attempts(agent="entitlement_prompter", match=marker) >= 1
-    assert failure_type(failed.value) == "PolicyDenied"
-    reasons = [r for d in audit_rows(h, handle.id, "policy.deny") for r in d["detail"]["reasons"]]
+    reasons = await onboarding_denied(h, hire, marker, fooled)
     assert any(reason in r for r in reasons), reasons
-    with h.db.session() as s:
-        rows = list(
-            s.exec(select(IdpEntitlement).where(IdpEntitlement.employee_id == hire.employee_id))
-        )
+    rows = grants(h, hire.employee_id)
     assert all(r.revoked_at is not None for r in rows)
     assert json.dumps(label) not in {json.dumps(f"{r.system}:{r.name}") for r in rows}

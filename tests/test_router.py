@@ -118,6 +118,17 @@ def cause_of(err: WorkflowFailureError) -> ApplicationError:
     return cause.cause
 
 
+def assert_refused_before_sending(
+    err: WorkflowFailureError, model_server: Any, error_type: str, says: str
+) -> None:
+    """The run failed with ``error_type`` saying ``says``, and the classifier's model was
+    never sent a request."""
+    cause = cause_of(err)
+    assert cause.type == error_type
+    assert says in str(cause)
+    assert model_server.attempts("triage_classifier") == 0
+
+
 # -- the catalogue ----------------------------------------------------------------------------
 
 
@@ -263,10 +274,7 @@ async def test_budget_refusal_sends_nothing(routed: Any, model_server: Any) -> N
     async with routed(catalogue(model_server)) as h:
         with pytest.raises(WorkflowFailureError) as err:
             await route(h, AMBIGUOUS, budget={"run_usd": 0.00001})
-    cause = cause_of(err.value)
-    assert cause.type == "BudgetExceeded"
-    assert "run budget" in str(cause)
-    assert model_server.attempts("triage_classifier") == 0
+    assert_refused_before_sending(err.value, model_server, "BudgetExceeded", "run budget")
 
 
 async def test_over_budget_routes_cheaper_when_configured(routed: Any, model_server: Any) -> None:
@@ -338,10 +346,7 @@ async def test_residency_deny_without_an_allowed_endpoint_fails(
     async with routed(spec) as h:
         with pytest.raises(WorkflowFailureError) as err:
             await route(h, AMBIGUOUS)
-    cause = cause_of(err.value)
-    assert cause.type == "PolicyDenied"
-    assert "data residency" in str(cause)
-    assert model_server.attempts("triage_classifier") == 0
+    assert_refused_before_sending(err.value, model_server, "PolicyDenied", "data residency")
 
 
 async def test_a_spent_tenant_day_refuses_before_sending(routed: Any, model_server: Any) -> None:
@@ -361,10 +366,7 @@ async def test_a_spent_tenant_day_refuses_before_sending(routed: Any, model_serv
             )  # fmt: skip
         with pytest.raises(WorkflowFailureError) as err:
             await route(h, AMBIGUOUS)
-    cause = cause_of(err.value)
-    assert cause.type == "BudgetExceeded"
-    assert "tenant daily cap" in str(cause)
-    assert model_server.attempts("triage_classifier") == 0
+    assert_refused_before_sending(err.value, model_server, "BudgetExceeded", "tenant daily cap")
 
 
 def test_a_bad_catalogue_stops_the_worker_at_start(tmp_path: Path, model_server: Any) -> None:

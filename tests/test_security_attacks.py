@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from baton.identity import SEAL_KEY_FILE, init_dev_issuer, issue_token
 from tests.conftest import Harness, _harness
+from tests.support.approvals import decision
 from tests.support.scripted_model import ScriptedModelServer
 from workflows.client import ApprovalRefused
 from workflows.contracts import APPROVAL_UPDATE, ApprovalDecision
@@ -78,8 +79,7 @@ async def test_approval_tokens_are_bound_single_use_and_kept_out_of_history(
     ) as h:
         h.client.approval_trust = issuer.trust  # the client seals tokens to the workers
         async with h.worker():
-            handle = await h.client.start_finance_close(h.start_input())
-            request = (await h.wait_for_pending(handle.id)).pending[0]
+            handle, request = await h.start_close_awaiting_approval()
 
             def token(**bound: Any) -> str:
                 claims: dict[str, Any] = {
@@ -177,8 +177,7 @@ async def test_a_huge_rationale_is_refused_and_the_run_still_finishes(harness: H
     h = harness
     huge = "x" * 1_200_000
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         fields = {
             "request_id": request.request_id,
             "approver": "carol",
@@ -240,15 +239,8 @@ async def test_a_flood_of_refused_signals_is_audited_as_claims_and_rate_limited(
 
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
-        forged = ApprovalDecision(
-            request_id=request.request_id,
-            approver="mallory",
-            verdict="approve",
-            rationale="let me in",
-            action_digest=request.action_digest,
-        )
+        handle, request = await h.start_close_awaiting_approval()
+        forged = decision(request, "mallory", rationale="let me in")
         for _ in range(REFUSED_SIGNAL_AUDIT_LIMIT + 15):
             await handle.signal("submit_approval", forged)
         await h.client.approve(handle.id, approver="carol", rationale="ok")
@@ -363,8 +355,7 @@ async def test_an_unknown_request_id_learns_nothing_before_the_token_is_checked(
         temporal_client, model_server, database_url, approval_trust_file=issuer.trust_file
     ) as h:
         async with h.worker():
-            handle = await h.client.start_finance_close(h.start_input())
-            request = (await h.wait_for_pending(handle.id)).pending[0]
+            handle, request = await h.start_close_awaiting_approval()
             probe = ApprovalDecision(
                 request_id="apr-guess",
                 approver="carol",

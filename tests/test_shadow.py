@@ -44,8 +44,7 @@ async def test_shadow_run_commits_nothing_and_matches_production(harness: Harnes
     # production, same input, real approvals
     script_entries(h, FEE, big)
     async with h.worker():
-        prod = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(prod.id)).pending[0]
+        prod, request = await h.start_close_awaiting_approval()
         await h.client.decide(prod.id, decision(request, "carol"))
         await h.client.decide(prod.id, decision(request, "ivan"))
         await prod.result()
@@ -63,8 +62,7 @@ async def test_diff_names_what_the_shadow_run_would_do_differently(harness: Harn
     h = harness
     script_entries(h, FEE, ("ADJ-MID", "6100-bank-fees", "-1500.00"))
     async with h.worker():
-        prod = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(prod.id)).pending[0]
+        prod, request = await h.start_close_awaiting_approval()
         await h.client.decide(prod.id, decision(request, "carol"))
         await prod.result()
         # the candidate prompt/model answers differently: a smaller fee, no approval needed

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -22,6 +23,7 @@ from temporalio.client import Client
 from baton.identity import (
     APPROVAL_AUDIENCE,
     DEV_ISSUER,
+    DevIssuer,
     init_dev_issuer,
     issue_token,
     key_id_of,
@@ -29,13 +31,37 @@ from baton.identity import (
 )
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, _harness
+from tests.support import approvals
 from tests.support.scripted_model import ScriptedModelServer
 from workflows.client import ApprovalRefused
-from workflows.contracts import ApprovalDecision
+from workflows.contracts import ApprovalDecision, ApprovalRequest
 from workflows.contracts.security import ApprovalTrust
 from workflows.signed_approval import AssertionRefused, approver_refusal, verify_assertion
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def carol_token(directory: Path, workflow_id: str, request: ApprovalRequest, **claims: Any) -> str:
+    """A token from the issuer in ``directory`` for carol's decision on ``request`` in
+    ``workflow_id``, with the roles the request asks for; ``claims``: any of it changed."""
+    return issue_token(
+        directory,
+        **{
+            "user": "carol",
+            "roles": request.approver_roles,
+            "workflow_id": workflow_id,
+            "request_id": request.request_id,
+            "action_digest": request.action_digest,
+            **claims,
+        },
+    )
+
+
+def trusted_and_forger(h: Harness, tmp_path: Path) -> tuple[DevIssuer, DevIssuer]:
+    """The dev issuer, which the harness's client now trusts, and a forger's it does not."""
+    dev = init_dev_issuer(tmp_path / "issuer")
+    h.client.approval_trust = dev.trust
+    return dev, init_dev_issuer(tmp_path / "forger")
 
 
 def b64url(raw: bytes) -> str:
@@ -192,36 +218,15 @@ async def test_unsigned_or_forged_approvals_are_refused_in_a_run(
     harness: Harness, tmp_path: Path
 ) -> None:
     h = harness
-    dev = init_dev_issuer(tmp_path / "issuer")
-    forger = init_dev_issuer(tmp_path / "forger")
-    h.client.approval_trust = dev.trust
+    dev, forger = trusted_and_forger(h, tmp_path)
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
-        roles = request.approver_roles
+        handle, request = await h.start_close_awaiting_approval()
 
         def decision(token: str | None, approver: str = "carol") -> ApprovalDecision:
-            return ApprovalDecision(
-                request_id=request.request_id,
-                approver=approver,
-                verdict="approve",
-                rationale="ok",
-                action_digest=request.action_digest,
-                assertion=token,
-            )
+            return approvals.decision(request, approver, rationale="ok", assertion=token)
 
         def token(directory: Path = dev.directory, **kw: object) -> str:
-            return issue_token(
-                directory,
-                **{  # type: ignore[arg-type]
-                    "user": "carol",
-                    "roles": roles,
-                    "workflow_id": handle.id,
-                    "request_id": request.request_id,
-                    "action_digest": request.action_digest,
-                    **kw,
-                },
-            )
+            return carol_token(directory, handle.id, request, **kw)
 
         expired = token(now=(datetime.now(UTC) - timedelta(hours=2)).timestamp())
         cases = {
@@ -293,8 +298,7 @@ async def test_cli_approve_attaches_the_token(harness: Harness, tmp_path: Path) 
         return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
 
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        request = (await h.wait_for_pending(handle.id)).pending[0]
+        handle, request = await h.start_close_awaiting_approval()
         unsigned = await baton("approve", handle.id, "--approver", "carol", "--rationale", "ok")
         assert unsigned.returncode == 1, unsigned.stderr
         assert "signed identity assertion" in unsigned.stderr
@@ -326,18 +330,10 @@ async def test_the_worker_configuration_enforces_signatures_whatever_the_starter
     ) as h:
         assert h.client.approval_trust is None  # the starter sends no trust anchor
         async with h.worker():
-            handle = await h.client.start_finance_close(h.start_input())
-            request = (await h.wait_for_pending(handle.id)).pending[0]
+            handle, request = await h.start_close_awaiting_approval()
             with pytest.raises(ApprovalRefused, match="signed identity assertion .* is required"):
                 await h.client.approve(handle.id, approver="carol", rationale="ok")
-            h.client.approval_token = issue_token(
-                dev.directory,
-                user="carol",
-                roles=request.approver_roles,
-                workflow_id=handle.id,
-                request_id=request.request_id,
-                action_digest=request.action_digest,
-            )
+            h.client.approval_token = carol_token(dev.directory, handle.id, request)
             await h.client.approve(handle.id, approver="carol", rationale="ok")
             result = await handle.result()
         assert result.approvals[0].approvers == ["carol"]

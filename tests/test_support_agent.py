@@ -9,26 +9,24 @@ call (policy/base/tool_call.rego, policy/data/tools.json: a support lead approve
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import select
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowHistory
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import ActivityEnvironment
-from temporalio.worker import Replayer
 
 from activities.knowledge import KnowledgeStore
 from activities.knowledge_seed import SEED_ENTITIES
 from activities.support import ticket_of
 from activities.tools import ReplyDraft, credits_of
 from tests.conftest import Harness
+from tests.support import golden
 from tests.test_support import audit_actions, case, h, pending  # noqa: F401 - h: the fixture
 from workflows.contracts.support import SupportCaseInput, SupportCaseResult
 from workflows.contracts.tools import ToolCallInput, ToolPrincipal
-from workflows.plugin import BatonPlugin
 from workflows.support import L2_AGENT_DEFAULT_PATCH, SupportCaseWorkflow
 from workflows.support_client import SupportClient
 
@@ -233,24 +231,19 @@ async def test_golden_history_of_a_default_case_replays(h: Harness) -> None:  # 
     lead) replays on today's code; the histories recorded before the researcher acted by
     default replay too (tests/test_governed.py). Regenerate only for a deliberate, patched
     change: BATON_REGENERATE_GOLDEN=1."""
-    if os.environ.get("BATON_REGENERATE_GOLDEN") == "1":
+    if golden.regenerating():
         c = globex_case(h, "I was charged twice: please credit the 250 USD back")
         async with h.worker():
             handle = await start(h, c)
             await pending(h, handle.id)
             await h.client.approve(handle.id, approver="sam", rationale="golden")
             await handle.result()
-        history = await handle.fetch_history()
-        GOLDEN.write_text(json.dumps(history.to_json_dict(), indent=1))
-    if not GOLDEN.exists():
-        pytest.fail(f"{GOLDEN} is missing: run with BATON_REGENERATE_GOLDEN=1")
-    history = WorkflowHistory.from_json("golden-support-agent", GOLDEN.read_text())
+        golden.write(GOLDEN, await handle.fetch_history())
+    history = golden.load(GOLDEN, "golden-support-agent")
     patches = [
         json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
         for e in history.events
         if e.HasField("marker_recorded_event_attributes")
     ]
     assert L2_AGENT_DEFAULT_PATCH in patches  # recorded on the default's own path
-    replayer = Replayer(workflows=[SupportCaseWorkflow], plugins=[BatonPlugin()])
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+    await golden.assert_replays(history, SupportCaseWorkflow)

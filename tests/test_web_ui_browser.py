@@ -58,8 +58,7 @@ async def test_web_ui_shows_summaries_of_a_finished_and_a_waiting_run(
             await h.approve_close(done.id)
             await done.result()
             waiting_period = another_period(h)
-            waiting = await h.client.start_finance_close(h.start_input(period=waiting_period))
-            pending = (await h.wait_for_pending(waiting.id)).pending[0]
+            waiting, pending = await h.start_close_awaiting_approval(period=waiting_period)
 
             def look() -> None:
                 with Browser() as browser:

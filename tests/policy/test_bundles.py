@@ -9,7 +9,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -27,10 +26,9 @@ from activities.policy import (
 )
 from baton.devstack.opa_server import OpaCompatibleServer
 from tests.policy.test_rego import BASE, POSTING_CASES
+from tests.support.paths import BATON, POLICY_DIR
 from workflows.contracts import PolicyQuery
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
-BATON = str(Path(sys.executable).parent / "baton")
 POSTING = "baton/finance/posting"
 
 

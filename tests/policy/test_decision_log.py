@@ -9,7 +9,6 @@ import gzip
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,10 +28,9 @@ from activities.decision_log import (
 from activities.policy import EmbeddedOpaEngine, decide, decide_sync
 from tests.policy.test_parity import TOOL_CALL, refund
 from tests.policy.test_rego import BASE
+from tests.support.paths import BATON, POLICY_DIR
 from workflows.contracts import PolicyQuery
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
-BATON = str(Path(sys.executable).parent / "baton")
 OPA_FIELDS = {
     "decision_id",
     "path",

@@ -11,7 +11,6 @@ input: the fast path may only skip work, never change a verdict.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,9 +24,8 @@ from activities.policy import (
 )
 from baton.devstack.opa_server import OpaCompatibleServer
 from tests.policy.test_rego import AGENT_CALL_CASES, APPROVAL_CASES, POSTING_CASES
+from tests.support.paths import POLICY_DIR
 from workflows.contracts import PolicyQuery
-
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 
 TOOL_CALL: dict[str, Any] = {
     "tool": "lookup_order",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ import pytest
 
 from activities.policy import PolicyBundle
 from tests.policy.test_rego import AGENT_CALL, POSTING_CASES
-
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
-BATON = str(Path(sys.executable).parent / "baton")
+from tests.support.paths import BATON, POLICY_DIR
 
 
 def baton(*args: str) -> subprocess.CompletedProcess[str]:

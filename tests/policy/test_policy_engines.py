@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import shutil
 import socket
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -40,6 +39,7 @@ from activities.policy import (
     rule_path,
 )
 from tests.policy.test_rego import APPROVAL_CASES, BASE, POSTING_CASES, approval, posting
+from tests.support.paths import POLICY_DIR
 from workflows.contracts import (
     ApprovalRequirement,
     EscalationTier,
@@ -48,7 +48,6 @@ from workflows.contracts import (
     PolicyQuery,
 )
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 POSTING = "baton/finance/posting"
 
 
@@ -677,11 +676,6 @@ def test_build_engine_picks_rest_only_when_a_url_is_set() -> None:
 # ---------------------------------------------------------------------------------------------
 # Bundle: revision and hot reload
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def policy_copy(tmp_path: Path) -> Path:
-    return Path(shutil.copytree(POLICY_DIR, tmp_path / "policy"))
 
 
 def edit_json(path: Path, change: Any) -> None:

@@ -24,8 +24,8 @@ from activities.policy import (
     run_rego_tests,
 )
 from bench.policy_bench import POSTING
+from tests.support.paths import POLICY_DIR
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 TEST_NAMES = discover_rego_tests(POLICY_DIR)
 Engine = Literal["opa", "regorus"]
 ENGINES: list[Engine] = ["opa", "regorus"]

@@ -5,16 +5,15 @@ decisions compare instead of re-checking, and anything else is still checked in 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from activities.policy import EmbeddedOpaEngine, PolicyBundle, PolicyLoadError, decide_sync
 from tests.policy.test_rego import BASE
+from tests.support.paths import POLICY_DIR
 from workflows.contracts import PolicyQuery
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 ESCALATION_DENY = (
     "policy data is incomplete: data.baton.finance.escalation must be a list of tiers, each "
     "with a non-empty list of roles and a whole number sla_seconds >= 1"
@@ -41,13 +40,11 @@ def test_well_formed_data_is_verified_once_at_load() -> None:
         engine.close()
 
 
-def test_malformed_data_is_not_verified_and_still_denies(tmp_path: Path) -> None:
-    policies = tmp_path / "policy"
-    shutil.copytree(POLICY_DIR, policies)
-    (policies / "data" / "escalation.json").write_text(
+def test_malformed_data_is_not_verified_and_still_denies(policy_copy: Path) -> None:
+    (policy_copy / "data" / "escalation.json").write_text(
         json.dumps({"baton": {"finance": {"escalation": [{"roles": [], "sla_seconds": 1}]}}})
     )
-    engine = EmbeddedOpaEngine(policies)
+    engine = EmbeddedOpaEngine(policy_copy)
     try:
         assert "finance_escalation" not in verified(engine)
         decision = decide_sync(
@@ -58,11 +55,9 @@ def test_malformed_data_is_not_verified_and_still_denies(tmp_path: Path) -> None
         engine.close()
 
 
-def test_no_data_file_may_claim_the_verified_document(tmp_path: Path) -> None:
-    policies = tmp_path / "policy"
-    shutil.copytree(POLICY_DIR, policies)
-    (policies / "data" / "sneaky.json").write_text(
+def test_no_data_file_may_claim_the_verified_document(policy_copy: Path) -> None:
+    (policy_copy / "data" / "sneaky.json").write_text(
         json.dumps({"baton_verified": {"finance_escalation": None}})
     )
     with pytest.raises(PolicyLoadError, match="data.baton_verified is reserved"):
-        PolicyBundle(policies).current()
+        PolicyBundle(policy_copy).current()

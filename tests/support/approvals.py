@@ -1,5 +1,5 @@
 """What the process tests do as approvers: build a decision on a pending request, and wait for
-a run's first pending request."""
+a run's first pending request (or the first of a later round)."""
 
 from __future__ import annotations
 
@@ -45,4 +45,15 @@ async def pending_approvals(
             found: list[ApprovalRequest] = await h.client.pending_approvals(workflow_id)
             if len(found) >= count:
                 return found
+            await asyncio.sleep(0.1)
+
+
+async def request_of_round(client: Any, workflow_id: str, round_: int) -> ApprovalRequest:
+    """The close's first pending request (through ``client``, a BatonClient), once it is of
+    round ``round_`` (a new round follows an amendment or requested changes)."""
+    async with asyncio.timeout(30):
+        while True:
+            pending: list[ApprovalRequest] = (await client.status(workflow_id)).pending
+            if pending and pending[0].round == round_:
+                return pending[0]
             await asyncio.sleep(0.1)

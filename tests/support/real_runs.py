@@ -253,26 +253,12 @@ async def finance_close(real: Harness) -> str:
 
 
 async def hr_onboarding(real: Harness) -> str:
-    from activities.hr import seed_new_hire
-    from workflows.contracts import NewHire, OnboardingInput
+    from tests.support.hr import new_hire, start
 
     h = real
-    hire = NewHire(
-        tenant=h.tenant,
-        employee_id=f"E{uuid.uuid4().hex[:8]}",
-        full_name="Sam Okafor",
-        role="engineer",
-        department="engineering",
-        country="DE",
-        manager="maya",
-        start_date="2026-12-01",
-        id_document_verified=True,
-    )
-    seed_new_hire(h.db, hire)
+    hire = new_hire(h)
     async with h.worker():
-        handle = await h.client.start_onboarding(
-            OnboardingInput(tenant=h.tenant, employee_id=hire.employee_id, requested_by="hana")
-        )
+        handle = await h.client.start_onboarding(start(h, hire))
         status = await run_to_end(h, handle.id, approver="maya")
         rows = trail(h, handle.id)
         assert_refusals_say_why(rows)
