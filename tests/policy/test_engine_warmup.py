@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from activities.policy import ENGINE_UNAVAILABLE, EmbeddedOpaEngine, PolicyLoadError, decide
-from tests.policy.test_policy_engines import POLICY_DIR, POSTING, query
+from tests.policy.test_policy_engines import POSTING, query
+from tests.support.paths import POLICY_DIR
 
 #: Far below a compile of Baton's bundle (about a second on 2 cores), far above an evaluation.
 TIMEOUT = 0.1
