@@ -33,6 +33,7 @@ from activities.database import Database, utcnow
 from activities.kill_switch import Subject
 from activities.policy import decide
 from activities.policy_gate import GovernedWrites
+from activities.store_base import StoredOutcome, by_idempotency_key, stored_outcome
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts.customer import (
     COMMIT_ACTION,
@@ -95,12 +96,10 @@ class CrmCommit(SQLModel, table=True):
     revert_reason: str | None = None
 
 
-class CrmCommitAttempt(SQLModel, table=True):
+class CrmCommitAttempt(StoredOutcome, table=True):
     """The outcome of every commit call by idempotency key (denials and approval holds too)."""
 
     __tablename__ = "crm_commit_attempt"
-    idempotency_key: str = Field(primary_key=True)
-    outcome_json: str
 
 
 def record_crm_event(db: Database, event: CrmEvent) -> bool:
@@ -209,9 +208,9 @@ class CustomerActivities(GovernedWrites):
         call's: activities/customer_tools.py)."""
         action = inp.action
         claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
-        stored = session.get(CrmCommitAttempt, inp.idempotency_key)
+        stored = stored_outcome(session, CrmCommitAttempt, inp.idempotency_key, CommitOutcome)
         if stored is not None:
-            return CommitOutcome.model_validate_json(stored.outcome_json)
+            return stored
         if self.switch is not None:  # inside the transaction: no commit while engaged
             subject = Subject(process=PROCESS, agent=PROPOSED_BY[action.kind], tenant=inp.tenant)
             self.switch.raise_if_blocking(subject, session)
@@ -269,11 +268,7 @@ class CustomerActivities(GovernedWrites):
                     output_digest=digest(action.payload),
                 )
             )
-        session.add(
-            CrmCommitAttempt(
-                idempotency_key=inp.idempotency_key, outcome_json=outcome.model_dump_json()
-            )
-        )
+        session.add(CrmCommitAttempt.of(inp.idempotency_key, outcome))
         self.ledger.append_in(session, events)
         return outcome
 
@@ -290,7 +285,7 @@ class CustomerActivities(GovernedWrites):
 
     def revert_in(self, session: Session, inp: RevertInput) -> RevertOutcome:
         """The revert inside the caller's transaction (the compensation activity's or a tool's)."""
-        row = _by_key(session, inp.original_key)
+        row = by_idempotency_key(session, CrmCommit, inp.original_key)
         if row is None:
             return RevertOutcome(reverted=False, detail="nothing was committed")
         if row.reverted_at is not None:
@@ -318,10 +313,6 @@ class CustomerActivities(GovernedWrites):
             ],
         )
         return RevertOutcome(reverted=True, detail=f"{row.commit_id} reverted")
-
-
-def _by_key(session: Session, key: str) -> CrmCommit | None:
-    return session.exec(select(CrmCommit).where(CrmCommit.idempotency_key == key)).first()
 
 
 __all__ = [

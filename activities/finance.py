@@ -28,7 +28,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import activity_event, decision_event
-from activities.claims import claim_or_check
+from activities.claims import claimed_session
 from activities.database import (
     AccountingPeriod,
     BankStatementLine,
@@ -45,6 +45,7 @@ from activities.policy import (
     unavailable_error,
 )
 from activities.policy_gate import GovernedWrites, PolicyGateActivities
+from activities.store_base import by_idempotency_key
 from workflows.contracts import (
     POSTING_POLICY,
     PROCESS_BY_WORKFLOW_TYPE,
@@ -173,6 +174,17 @@ def posting_row(
         decision_json=decision_json,
         posted_at=utcnow(),
     )
+
+
+def _entry_detail(inp: PostEntryInput, approved_by: str | list[str] | None) -> dict[str, object]:
+    """What the audit row of a posting, real or shadow, says about the entry posted: its id,
+    account and amount, and who approved it."""
+    return {
+        "entry_id": inp.entry.entry_id,
+        "account": inp.entry.account,
+        "amount": str(inp.entry.amount),
+        "approved_by": approved_by,
+    }
 
 
 def reconcile(inp: ReconcileInput) -> Reconciliation:
@@ -332,8 +344,7 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
         self, inp: PostEntryInput, decide_now: Callable[[PolicyQuery], PolicyDecision]
     ) -> PostEntryOutcome:
         wf = activity.info().workflow_id or ""
-        with self.db.session() as session:
-            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
+        with claimed_session(self.db, inp.claim) as session:
             conn = session.connection()  # Core statements: this is every governed step
             stored, status = conn.execute(
                 _STORED_OUTCOME_AND_STATUS,
@@ -368,13 +379,7 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
                         "post/posted",
                         actor=inp.preparer,
                         action="ledger.posted",
-                        detail={
-                            "posting_id": posting_id,
-                            "entry_id": inp.entry.entry_id,
-                            "account": inp.entry.account,
-                            "amount": str(inp.entry.amount),
-                            "approved_by": approved_by,
-                        },
+                        detail={"posting_id": posting_id, **_entry_detail(inp, approved_by)},
                         rationale=inp.entry.rationale,
                         decision_id=decision.decision_id,
                         input_digest=digest(inp.entry),
@@ -391,9 +396,7 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
         shadow run can replay a close that production already finished."""
         wf = activity.info().workflow_id or ""
         with self.db.session() as session:
-            done = session.exec(
-                select(ShadowAction).where(ShadowAction.idempotency_key == inp.idempotency_key)
-            ).first()
+            done = by_idempotency_key(session, ShadowAction, inp.idempotency_key)
             if done is not None:
                 return PostEntryOutcome.model_validate(done.detail["outcome"])
             decision, policy_event = _decide_posting(inp, "open", decide_now, wf, self.policy)
@@ -421,12 +424,7 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
                         "post/shadow",
                         actor=inp.preparer,
                         action="shadow.posted",
-                        detail={
-                            "entry_id": inp.entry.entry_id,
-                            "account": inp.entry.account,
-                            "amount": str(inp.entry.amount),
-                            "approved_by": approvers,
-                        },
+                        detail=_entry_detail(inp, approvers),
                         rationale=inp.entry.rationale,
                         decision_id=decision.decision_id,
                     )
@@ -437,9 +435,7 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
     def _shadow_record(self, action: ShadowAction, event: AuditEvent) -> None:
         """Record an intended action once per idempotency key, with its audit row."""
         with self.db.session() as session:
-            done = session.exec(
-                select(ShadowAction).where(ShadowAction.idempotency_key == action.idempotency_key)
-            ).first()
+            done = by_idempotency_key(session, ShadowAction, action.idempotency_key)
             if done is None:
                 session.add(action)
                 self.ledger.append_in(session, [event])
@@ -457,9 +453,7 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
 
     def _reverse_shadow(self, inp: ReverseEntryInput) -> str | None:
         with self.db.read_session() as session:
-            original = session.exec(
-                select(ShadowAction).where(ShadowAction.idempotency_key == inp.original_key)
-            ).first()
+            original = by_idempotency_key(session, ShadowAction, inp.original_key)
             if original is None:
                 return None
             session.expunge(original)
@@ -489,14 +483,10 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
     def _reverse(self, inp: ReverseEntryInput) -> str | None:
         wf = activity.info().workflow_id or ""
         with self.db.session() as session:
-            original = session.exec(
-                select(JournalPosting).where(JournalPosting.idempotency_key == inp.original_key)
-            ).first()
+            original = by_idempotency_key(session, JournalPosting, inp.original_key)
             if original is None:
                 return None
-            done = session.exec(
-                select(JournalPosting).where(JournalPosting.idempotency_key == inp.idempotency_key)
-            ).first()
+            done = by_idempotency_key(session, JournalPosting, inp.idempotency_key)
             if done is not None:
                 return done.posting_id
             reversal = JournalPosting(
@@ -558,9 +548,7 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
                 ),
             )
             return "open" if inp.reopen else "closed"
-        with self.db.session() as session:
-            wf = activity.info().workflow_id or ""
-            claim_or_check(session, inp.claim, wf, activity.info().workflow_run_id or "")
+        with claimed_session(self.db, inp.claim) as session:
             if self.switch is not None and not inp.reopen:  # reopening is an undo: never stopped
                 self.switch.raise_if_blocking(self._subject(inp.tenant), session)
             conn = session.connection()
