@@ -164,17 +164,17 @@ class _Parser:
         return node
 
     def add(self) -> Node:
-        node = self.mul()
-        while self.at("+", "-"):
-            op = self.take().text
-            node = ("arith", op, node, self.mul())
-        return node
+        return self._arith(("+", "-"), self.mul)
 
     def mul(self) -> Node:
-        node = self.unary()
-        while self.at("*", "/"):
+        return self._arith(("*", "/"), self.unary)
+
+    def _arith(self, ops: tuple[str, ...], operand: Callable[[], Node]) -> Node:
+        """One precedence level of arithmetic: ``operand (op operand)*``, left-associative."""
+        node = operand()
+        while self.at(*ops):
             op = self.take().text
-            node = ("arith", op, node, self.unary())
+            node = ("arith", op, node, operand())
         return node
 
     def unary(self) -> Node:
