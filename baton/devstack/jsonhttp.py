@@ -10,6 +10,7 @@ Must not: know anything about models or policies (model_server.py and opa_server
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import sys
@@ -205,3 +206,12 @@ class BackgroundHTTPServer:
             done.wait()
         finally:
             self.stop()
+
+
+def server_arguments(prog: str, description: str, default_port: int) -> argparse.ArgumentParser:
+    """The command line a dev server's ``main()`` starts from: ``--host`` (default loopback)
+    and ``--port``, what ``serve_until_signalled`` binds; a server adds its own options."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port)
+    return parser

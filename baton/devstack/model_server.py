@@ -19,7 +19,6 @@ Must not: be imported by workflows; pretend to be anything but rules.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import math
@@ -40,7 +39,7 @@ from baton.devstack.embeddings import (
     EmbeddingsUnavailable,
     shared_embedder,
 )
-from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
+from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler, server_arguments
 from baton.devstack.support_agent_rules import research_case_calls
 from baton.settings import DEFAULT_MODEL_PORT, LOCAL_MODEL_NAME
 
@@ -1133,12 +1132,11 @@ class ModelServer(BackgroundHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m baton.devstack.model_server",
-        description="Local OpenAI-compatible model server (deterministic rules, not an LLM).",
+    parser = server_arguments(
+        "python -m baton.devstack.model_server",
+        "Local OpenAI-compatible model server (deterministic rules, not an LLM).",
+        DEFAULT_MODEL_PORT,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_MODEL_PORT)
     args = parser.parse_args(argv)
     banner = f"model server (rules, not an LLM) serving {LOCAL_MODEL_NAME!r} at {{url}}/v1"
     ModelServer(log_requests=True).serve_until_signalled(args.host, args.port, banner)

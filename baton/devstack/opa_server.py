@@ -39,7 +39,6 @@ Must not: be used in production (use a real OPA there); be imported by workflows
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import hmac
@@ -56,7 +55,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from opa_bindings import OpaEngine, OpaError
 
 from baton.devstack import opa_api
-from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler
+from baton.devstack.jsonhttp import BackgroundHTTPServer, JsonRequestHandler, server_arguments
 from baton.devstack.opa_api import StoreError
 from baton.settings import DEFAULT_OPA_PORT, REPO_ROOT
 
@@ -563,12 +562,11 @@ def write_token_from(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m baton.devstack.opa_server",
-        description="OPA-REST-compatible server over OPA's embedded evaluator (for local use).",
+    parser = server_arguments(
+        "python -m baton.devstack.opa_server",
+        "OPA-REST-compatible server over OPA's embedded evaluator (for local use).",
+        DEFAULT_OPA_PORT,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_OPA_PORT)
     parser.add_argument(
         "--policy-dir", type=Path, default=None, help="a policy directory or an OPA bundle .tar.gz"
     )

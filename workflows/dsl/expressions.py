@@ -136,25 +136,21 @@ class _Parser:
             self.depth -= 1
 
     def or_(self) -> Node:
-        node = self.and_()
-        while self.at("or"):
-            self.take()
-            node = ("or", node, self.and_())
-        return node
+        return self._logical("or", self.and_)
 
     def and_(self) -> Node:
-        node = self.not_()
-        while self.at("and"):
+        return self._logical("and", self.not_)
+
+    def _logical(self, word: str, operand: Callable[[], Node]) -> Node:
+        """``operand (word operand)*`` for ``or`` and ``and``, left-associative."""
+        node = operand()
+        while self.at(word):
             self.take()
-            node = ("and", node, self.not_())
+            node = (word, node, operand())
         return node
 
     def not_(self) -> Node:
-        if self.at("not"):
-            self.take()
-            self.deeper()
-            return ("not", self.not_())
-        return self.cmp()
+        return self._prefix("not", "not", self.cmp)
 
     def cmp(self) -> Node:
         node = self.add()
@@ -164,25 +160,30 @@ class _Parser:
         return node
 
     def add(self) -> Node:
-        node = self.mul()
-        while self.at("+", "-"):
-            op = self.take().text
-            node = ("arith", op, node, self.mul())
-        return node
+        return self._arith(("+", "-"), self.mul)
 
     def mul(self) -> Node:
-        node = self.unary()
-        while self.at("*", "/"):
+        return self._arith(("*", "/"), self.unary)
+
+    def _arith(self, ops: tuple[str, ...], operand: Callable[[], Node]) -> Node:
+        """One precedence level of arithmetic: ``operand (op operand)*``, left-associative."""
+        node = operand()
+        while self.at(*ops):
             op = self.take().text
-            node = ("arith", op, node, self.unary())
+            node = ("arith", op, node, operand())
         return node
 
     def unary(self) -> Node:
-        if self.at("-"):
-            self.take()
-            self.deeper()
-            return ("neg", self.unary())
-        return self.postfix()
+        return self._prefix("-", "neg", self.postfix)
+
+    def _prefix(self, op: str, kind: str, operand: Callable[[], Node]) -> Node:
+        """``op* operand``: each ``op`` wraps what follows in a ``kind`` node, one level of
+        nesting deeper (see :meth:`deeper`)."""
+        if not self.at(op):
+            return operand()
+        self.take()
+        self.deeper()
+        return (kind, self._prefix(op, kind, operand))
 
     def postfix(self) -> Node:
         node = self.primary()
