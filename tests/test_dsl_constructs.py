@@ -52,6 +52,22 @@ def post(step_id: str, entry: str, amount: str = "-12.50", indent: int = 0) -> s
     return "\n".join(" " * indent + line for line in text.strip("\n").splitlines())
 
 
+def indented(text: str, by: int) -> str:
+    """``text`` (YAML) with each line moved ``by`` spaces to the right."""
+    return "\n".join(" " * by + line for line in text.strip("\n").splitlines())
+
+
+def parallel(step_id: str, branches: dict[str, str], options: str = "") -> str:
+    """A parallel step (YAML at indent 0): ``options`` (its other keys, e.g. ``mode: any``)
+    and its branches, each a name and its steps (YAML at indent 0)."""
+    lines = [f"- id: {step_id}", "  type: parallel"]
+    lines += ["  " + option for option in options.splitlines()]
+    lines.append("  branches:")
+    for name, branch_steps in branches.items():
+        lines += [f"    - name: {name}", "      steps:", indented(branch_steps, 8)]
+    return "\n".join(lines)
+
+
 def definition(steps: str, extra: str = "") -> ProcessDefinition:
     text = HEADER + "steps:\n" + steps + "\n" + extra
     parsed, issues = validate_text(text, "test.yaml")
@@ -92,38 +108,26 @@ async def wait_stage(h: Harness, wid: str, stage: str, timeout: float = 20) -> N
 
 async def test_compensation_order_in_nested_parallel_branches(harness: Harness) -> None:
     h = harness
-    steps = "\n".join(
-        [
-            post("before", "E-BEFORE", indent=2),
-            """  - id: fan_out
-    type: parallel
-    branches:
-      - name: x
-        steps:
-""",
-            post("x1", "E-X1", indent=10),
-            post("x2", "E-X2", indent=10),
-            """      - name: y
-        steps:
-          - id: inner
-            type: parallel
-            branches:
-              - name: y1
-                steps:
-""",
-            post("y1a", "E-Y1A", indent=18),
-            post("y1b", "E-Y1B", indent=18),
-            """              - name: y2
-                steps:
-""",
-            post("y2a", "E-Y2A", indent=18),
-            post("after", "E-AFTER", indent=2),
-            """  - id: boom
-    type: fail
-    error: InjectedFailure
-    message: "fail after ${len(steps.fan_out.output.completed)} branches"
-""",
-        ]
+    fan_out = parallel(
+        "fan_out",
+        {
+            "x": post("x1", "E-X1") + "\n" + post("x2", "E-X2"),
+            "y": parallel(
+                "inner",
+                {
+                    "y1": post("y1a", "E-Y1A") + "\n" + post("y1b", "E-Y1B"),
+                    "y2": post("y2a", "E-Y2A"),
+                },
+            ),
+        },
+    )
+    boom = """- id: boom
+  type: fail
+  error: InjectedFailure
+  message: "fail after ${len(steps.fan_out.output.completed)} branches"
+"""
+    steps = indented(
+        "\n".join([post("before", "E-BEFORE"), fan_out, post("after", "E-AFTER"), boom]), 2
     )
     async with h.worker():
         handle = await start(h, definition(steps))
@@ -313,16 +317,10 @@ async def test_parallel_any_cancels_and_undoes_the_losing_branch(harness: Harnes
 
 async def test_parallel_n_of_tolerates_a_failed_branch(harness: Harness) -> None:
     h = harness
-
-    def branch(name: str, body: str) -> str:
-        return f"      - name: {name}\n        steps:\n{body}\n"
-
-    steps = (
-        "  - id: quorum\n    type: parallel\n    mode: n_of\n    n: 2\n    branches:\n"
-        + branch("a", post("pa", "E-NA", indent=10))
-        + branch("b", "          - {id: pb, type: fail, error: Broken, message: b broke}")
-        + branch("c", post("pc", "E-NC", indent=10))
-    )
+    n_of_2 = "mode: n_of\nn: 2"
+    broken = "- {id: pb, type: fail, error: Broken, message: b broke}"
+    quorum = {"a": post("pa", "E-NA"), "b": broken, "c": post("pc", "E-NC")}
+    steps = indented(parallel("quorum", quorum, n_of_2), 2)
     d = definition(steps, 'output: "${steps.quorum.output}"')
     async with h.worker():
         result = await (await start(h, d)).result()
@@ -331,21 +329,16 @@ async def test_parallel_n_of_tolerates_a_failed_branch(harness: Harness) -> None
 
     def pause(step_id: str) -> str:  # lets branch a post first
         return (
-            f"          - {{id: {step_id}, type: wait_event, event: x, timeout: 1.5,"
-            " on_timeout: continue}\n"
+            f"- {{id: {step_id}, type: wait_event, event: x, timeout: 1.5, on_timeout: continue}}\n"
         )
 
     # two of three failing: no quorum, the run fails and the branch that posted is undone
-    steps = (
-        "  - id: quorum\n    type: parallel\n    mode: n_of\n    n: 2\n    branches:\n"
-        + branch("a", post("pa", "E-NQ", indent=10))
-        + branch(
-            "b", pause("wb") + "          - {id: pb, type: fail, error: Broken, message: b broke}"
-        )
-        + branch(
-            "c", pause("wc") + "          - {id: pc, type: fail, error: Broken, message: c broke}"
-        )
-    )
+    quorum = {
+        "a": post("pa", "E-NQ"),
+        "b": pause("wb") + "- {id: pb, type: fail, error: Broken, message: b broke}",
+        "c": pause("wc") + "- {id: pc, type: fail, error: Broken, message: c broke}",
+    }
+    steps = indented(parallel("quorum", quorum, n_of_2), 2)
     async with h.worker():
         handle = await start(h, definition(steps))
         with pytest.raises(WorkflowFailureError) as failed:
@@ -503,27 +496,17 @@ async def test_histories_replay_deterministically(harness: Harness) -> None:
     from workflows.plugin import BatonPlugin
 
     h = harness
-    steps = (
-        """  - id: fan
-    type: parallel
-    branches:
-      - name: a
-        steps:
+    loop = """- id: each
+  type: loop
+  for_each: "${['E-RB1', 'E-RB2']}"
+  as: e
+  max_iterations: 2
+  steps:
+    - {id: pause, type: wait_event, event: x, timeout: 0.1, on_timeout: continue}
 """
-        + post("pa", "E-RA", indent=10)
-        + """
-      - name: b
-        steps:
-          - id: each
-            type: loop
-            for_each: "${['E-RB1', 'E-RB2']}"
-            as: e
-            max_iterations: 2
-            steps:
-              - {id: pause, type: wait_event, event: x, timeout: 0.1, on_timeout: continue}
-  - {id: stop, type: fail, error: InjectedFailure, message: stop}
-"""
-    )
+    fan = parallel("fan", {"a": post("pa", "E-RA"), "b": loop})
+    stop = "- {id: stop, type: fail, error: InjectedFailure, message: stop}"
+    steps = indented(fan + "\n" + stop, 2)
     async with h.worker():
         handle = await start(h, definition(steps))
         with pytest.raises(WorkflowFailureError):
