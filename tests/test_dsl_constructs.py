@@ -81,6 +81,17 @@ async def start(h: Harness, d: ProcessDefinition) -> WorkflowHandle[Any, Any]:
     )
 
 
+async def failed_run(
+    h: Harness, d: ProcessDefinition
+) -> tuple[WorkflowHandle[Any, Any], WorkflowFailureError]:
+    """Start ``d`` and await its end, which must be a failure: the run's handle and its failure
+    (call it inside ``h.worker()``)."""
+    handle = await start(h, d)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    return handle, failed.value
+
+
 def trail(h: Harness, wid: str) -> list[Any]:
     return h.runtime.ledger.trail(wid)
 
@@ -130,10 +141,8 @@ async def test_compensation_order_in_nested_parallel_branches(harness: Harness) 
         "\n".join([post("before", "E-BEFORE"), fan_out, post("after", "E-AFTER"), boom]), 2
     )
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "InjectedFailure"
+        handle, failure = await failed_run(h, definition(steps))
+    assert failure_type(failure) == "InjectedFailure"
     order = reversed_entries(h, handle.id)
     assert sorted(order) == sorted(
         ["E-BEFORE", "E-X1", "E-X2", "E-Y1A", "E-Y1B", "E-Y2A", "E-AFTER"]
@@ -211,11 +220,9 @@ async def test_loop_switch_condition_and_collect(harness: Harness) -> None:
     )
     # the condition's then-branch fails for n=3: the posting for n=2 is undone
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "NotReached"
-    assert "n=3" in str(failed.value.cause)
+        handle, failure = await failed_run(h, definition(steps))
+    assert failure_type(failure) == "NotReached"
+    assert "n=3" in str(failure.cause)
     assert reversed_entries(h, handle.id) == ["E-TWO"]
 
     ok = (
@@ -241,10 +248,8 @@ async def test_while_loop_is_bounded(harness: Harness) -> None:
       - {id: body, type: wait_event, event: x, timeout: 0.1, on_timeout: continue}
 """
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "LoopLimitExceeded"
+        handle, failure = await failed_run(h, definition(steps))
+    assert failure_type(failure) == "LoopLimitExceeded"
 
 
 async def test_wait_for_event_keeps_the_definition_it_started_with(
@@ -277,10 +282,8 @@ output: {got: "${steps.invoice.output.amount}", version: one}
     )
     carry_on = timed_out.replace("timeout: 0.5}", "timeout: 0.5, on_timeout: continue}")
     async with h.worker():
-        handle = await start(h, definition(timed_out.split("steps:\n")[1]))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-        assert failure_type(failed.value) == "EventTimeout"
+        handle, failure = await failed_run(h, definition(timed_out.split("steps:\n")[1]))
+        assert failure_type(failure) == "EventTimeout"
         d = definition(carry_on.split("steps:\n")[1], 'output: "${steps.invoice.output}"')
         assert (await (await start(h, d)).result()).output is None
 
@@ -340,11 +343,9 @@ async def test_parallel_n_of_tolerates_a_failed_branch(harness: Harness) -> None
     }
     steps = indented(parallel("quorum", quorum, n_of_2), 2)
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "ParallelBranchesFailed"
-    assert "b broke" in str(failed.value.cause) and "c broke" in str(failed.value.cause)
+        handle, failure = await failed_run(h, definition(steps))
+    assert failure_type(failure) == "ParallelBranchesFailed"
+    assert "b broke" in str(failure.cause) and "c broke" in str(failure.cause)
     assert reversed_entries(h, handle.id) == ["E-NQ"]
 
 
@@ -413,18 +414,14 @@ async def test_policy_gate_deny_fails_and_retry_override_is_obeyed(harness: Harn
       compliance_flagged: false
 """
     async with h.worker():
-        handle = await start(h, definition(deny))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "PolicyDenied"
-    assert "9999-crypto-wallet" in str(failed.value.cause)
+        handle, failure = await failed_run(h, definition(deny))
+    assert failure_type(failure) == "PolicyDenied"
+    assert "9999-crypto-wallet" in str(failure.cause)
 
     h.model.script(Fault.status(500), Fault.status(500), Fault.status(500), match=h.period)
     agent = MEMO + "    retry: {maximum_attempts: 1}\n"
     async with h.worker():
-        handle = await start(h, definition(agent))
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        handle, _ = await failed_run(h, definition(agent))
     # one attempt (the preset would have made 3, and the second would have been answered): the
     # router's requests within it go to the cheap model, its backup endpoint, then the strong
     # model (its us endpoint is outside the tenant's residency, so nothing is sent there)
@@ -508,9 +505,7 @@ async def test_histories_replay_deterministically(harness: Harness) -> None:
     stop = "- {id: stop, type: fail, error: InjectedFailure, message: stop}"
     steps = indented(fan + "\n" + stop, 2)
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        handle, _ = await failed_run(h, definition(steps))
     history = await handle.fetch_history()
     await Replayer(workflows=[ProcessWorkflow], plugins=[BatonPlugin()]).replay_workflow(history)
     assert reversed_entries(h, handle.id) == ["E-RA"]
@@ -591,8 +586,6 @@ async def test_a_governed_step_policy_allows_asks_nobody_and_is_undone_once(
 
     failing = GOVERNED + "  - {id: boom, type: fail, error: Boom, message: later failure}\n"
     async with h.worker():
-        handle = await start(h, definition(failing))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "Boom"
+        handle, failure = await failed_run(h, definition(failing))
+    assert failure_type(failure) == "Boom"
     assert reversed_entries(h, handle.id) == ["G2", "G1"]
