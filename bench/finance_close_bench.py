@@ -55,13 +55,18 @@ from activities.audit import AuditActivities  # noqa: E402
 from activities.finance import POSTING_POLICY, FinanceActivities, posting_policy_input  # noqa: E402
 from baton.devstack import local  # noqa: E402
 from bench import scale  # noqa: E402
-from bench.loops import BareCloseWorkflow, StepLoopWorkflow, bank_fee_posting  # noqa: E402
+from bench.loops import (  # noqa: E402
+    BareCloseWorkflow,
+    StepLoopWorkflow,
+    bank_fee_posting,
+    naive_audit_batch,
+    naive_policy_batch,
+)
 from bench.recorder import Mark, Recorder, TimingInterceptor  # noqa: E402
 from bench.seeding import period_names, seed_periods  # noqa: E402
 from bench.stand_ins import (  # noqa: E402
     AGENT_ACTIVITY_NAMES,
     SMALL_ENTRIES,
-    BareCloseInput,
     InstantAgents,
     LoopInput,
     NoopInput,
@@ -423,34 +428,12 @@ async def measure_direct(bench: Bench) -> dict[str, list[float]]:
         naive = request(10_000 + i)
         env.info = dataclasses.replace(env.info, activity_id=f"n{i}")
         [decision] = await env.run(
-            bench.finance.evaluate_policies,
-            PolicyBatch(
-                queries=[
-                    PolicyQuery(
-                        policy=POSTING_POLICY,
-                        input=posting_policy_input(naive, "open"),
-                        subject=naive.entry.entry_id,
-                        workflow_id=workflow_id,
-                    )
-                ]
-            ),
+            bench.finance.evaluate_policies, naive_policy_batch(naive, workflow_id)
         )
         await env.run(noop, NoopInput(step=i, label="post"))
         await env.run(
             bench.audit.record_audit,
-            AuditBatch(
-                events=[
-                    AuditEvent(
-                        workflow_id=workflow_id,
-                        run_id=tag,
-                        seq=f"wf/naive/{i}",
-                        actor=naive.preparer,
-                        action="ledger.posted",
-                        detail={"entry_id": naive.entry.entry_id, "naive": True},
-                        decision_id=decision.decision_id,
-                    )
-                ]
-            ),
+            naive_audit_batch(naive, workflow_id, tag, i, decision.decision_id),
         )
         t3 = time.perf_counter()
         env.info = dataclasses.replace(env.info, activity_id=f"p{i}")
@@ -649,13 +632,7 @@ async def measure_throughput(
         if len(result.posted) != len(SMALL_ENTRIES):
             raise RuntimeError(f"close of {tenant} {period} posted {len(result.posted)} entries")
 
-    async def one_bare() -> None:
-        await client.execute_workflow(
-            BareCloseWorkflow.run,
-            BareCloseInput(),
-            id=f"bench-bare/{uuid.uuid4().hex}",
-            task_queue=bare_queue,
-        )
+    one_bare = scale.bare_close_runner(client, bare_queue, "bench-bare")
 
     results: list[Throughput] = []
     for level in bench.size.levels:

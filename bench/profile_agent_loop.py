@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import os
 import sys
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.timers import with_timer  # noqa: E402
 
 TOTALS: dict[str, float] = defaultdict(float)
 COUNTS: dict[str, int] = defaultdict(int)
@@ -37,29 +37,7 @@ def _add(name: str, seconds: float) -> None:
 
 def timed(owner: Any, attr: str, name: str) -> None:
     """Wrap ``owner.attr`` (a function, sync or async) with a timer called ``name``."""
-    fn = getattr(owner, attr)
-    if asyncio.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def wrapped_async(*a: Any, **k: Any) -> Any:
-            began = time.perf_counter()
-            try:
-                return await fn(*a, **k)
-            finally:
-                _add(name, time.perf_counter() - began)
-
-        setattr(owner, attr, wrapped_async)
-    else:
-
-        @functools.wraps(fn)
-        def wrapped(*a: Any, **k: Any) -> Any:
-            began = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                _add(name, time.perf_counter() - began)
-
-        setattr(owner, attr, wrapped)
+    setattr(owner, attr, with_timer(getattr(owner, attr), lambda seconds: _add(name, seconds)))
 
 
 def instrument() -> None:

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import cProfile
 import dataclasses
-import functools
 import pstats
 import statistics
 import sys
@@ -38,6 +37,7 @@ import activities.policy as policy_module  # noqa: E402
 from activities.finance import FinanceActivities  # noqa: E402
 from baton.settings import Settings  # noqa: E402
 from bench.seeding import seed_periods  # noqa: E402
+from bench.timers import with_timer  # noqa: E402
 from worker import build_runtime  # noqa: E402
 from workflows.contracts import AdjustingEntry, PostEntryInput  # noqa: E402
 
@@ -46,27 +46,8 @@ WHOLE = "whole post_journal_entry (direct call, includes the thread hop)"
 
 
 def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    if asyncio.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def awrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                TIMES[name].append(time.perf_counter() - t0)
-
-        return awrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            TIMES[name].append(time.perf_counter() - t0)
-
-    return wrapper
+    """``fn`` with a timer: each call's duration goes to ``TIMES[name]``."""
+    return with_timer(fn, lambda seconds: TIMES[name].append(seconds))
 
 
 def request(tenant: str, period: str, key: str) -> PostEntryInput:

@@ -23,7 +23,6 @@ from activities.tools import credits_of, emails_of, tool_calls_of
 from tests.conftest import Harness
 from tests.support import approvals, golden
 from tests.support.approvals import pending_approvals
-from tests.support.pg_lock import TableWriteLock
 from tests.support.scripted_model import Fault
 from workflows.agent_loop import AgentRunWorkflow
 from workflows.contracts import ApprovalDecision, ApprovalRequest, digest
@@ -294,7 +293,7 @@ async def test_worker_sigkilled_mid_tool_call_credits_once(
     when the worker process is SIGKILLed: its transaction dies with it; the killed attempt
     times out (connector start-to-close, 30 s) and runs again on a new worker: one credit."""
     from tests.conftest import _harness
-    from tests.test_chaos import kill, started_activity, wait_until
+    from tests.test_chaos import kill, kill_inside_transaction
     from tests.test_operations import start_worker_process
 
     async with _harness(temporal_client, model_server, pg_database) as h:
@@ -303,15 +302,14 @@ async def test_worker_sigkilled_mid_tool_call_credits_once(
         try:
             handle = await start(h)
             [request] = await pending(h, handle.id, timeout=60)
-            with TableWriteLock(h.settings.database_url, "customer_credit") as lock:
-                await h.client.decide(handle.id, decision(request, "approve", "ok"))
-                await wait_until(
-                    lambda: started_activity(handle, "call_tool"), 30, "the approved call started"
-                )
-                await asyncio.sleep(0.5)  # inside its transaction, waiting for the lock
-                kill(worker)
-                lock.release()
-            worker = start_worker_process(h)
+            worker = await kill_inside_transaction(
+                h,
+                worker,
+                handle,
+                activity="call_tool",
+                table="customer_credit",
+                act=lambda: h.client.decide(handle.id, decision(request, "approve", "ok")),
+            )
             result = await asyncio.wait_for(handle.result(), 120)
         finally:
             kill(worker)

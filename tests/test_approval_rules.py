@@ -6,11 +6,11 @@ These run without Temporal; tests/test_approvals.py proves the same rules throug
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from tests.support.approvals import fee_request
 from workflows.approval_gate import (
     ApprovalGate,
     assign,
@@ -21,7 +21,6 @@ from workflows.approval_gate import (
 )
 from workflows.audit_trail import AuditTrail
 from workflows.contracts import (
-    AdjustingEntry,
     ApprovalDecision,
     ApprovalRequest,
     ApprovalRequirement,
@@ -46,28 +45,17 @@ ESCALATION = [
 def request(
     *requirements: tuple[str, int], level: int = 0, voters: tuple[str, ...] = ()
 ) -> ApprovalRequest:
-    r = ApprovalRequest(
-        request_id="apr-1",
-        process="finance_close",
-        action="post_journal_entries",
-        action_digest="d" * 64,
+    r = fee_request(
+        "ADJ-1",
+        "-1200.00",
+        "B1",
         summary="post 2 entries",
-        entries=[
-            AdjustingEntry(
-                entry_id="ADJ-1",
-                account="6100-bank-fees",
-                amount=Decimal("-1200.00"),
-                source_ids=["B1"],
-                rationale="fee",
-            )
-        ],
         requirements=[ApprovalRequirement(role=role, count=n) for role, n in requirements],
         approver_roles=[],
         eligible_approvers=[],
         candidates=CANDIDATES,
         escalation=ESCALATION,
         escalation_level=level,
-        requested_by="alice",
         excluded=["agent:reconciler"],
         requested_at=NOW,
         deadline=NOW,

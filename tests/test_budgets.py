@@ -67,8 +67,7 @@ async def test_a_refused_call_asks_the_budget_role_and_an_approval_lets_the_clos
 async def test_a_rejected_budget_fails_the_close_and_nothing_is_posted(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input(budget=TINY))
-        await h.wait_for_pending(handle.id)
+        handle, _ = await h.start_close_awaiting_approval(budget=TINY)
         await h.client.reject(handle.id, approver="frank", rationale="not worth it this month")
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()

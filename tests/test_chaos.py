@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,28 @@ def kill(worker: subprocess.Popen[bytes]) -> None:
     worker.wait(10)
 
 
+async def kill_inside_transaction(
+    h: Harness,
+    worker: subprocess.Popen[bytes],
+    handle: WorkflowHandle[Any, Any],
+    *,
+    activity: str,
+    table: str,
+    act: Callable[[], Awaitable[Any]],
+) -> subprocess.Popen[bytes]:
+    """With ``table`` write-locked, ``act()`` (the decision that lets the run's ``activity``
+    run), wait until the activity has started (it then waits for the lock inside its
+    transaction), SIGKILL ``worker`` and release the lock: a new worker process, returned. The
+    killed attempt times out (connector start-to-close, 30 s) and runs again on it."""
+    with TableWriteLock(h.settings.database_url, table) as lock:
+        await act()
+        await wait_until(lambda: started_activity(handle, activity), 30, f"{activity} started")
+        await asyncio.sleep(0.5)  # inside its transaction, waiting for the lock
+        kill(worker)
+        lock.release()
+    return start_worker_process(h)
+
+
 # -- workers SIGKILLed mid-step --------------------------------------------------------------
 
 
@@ -122,16 +144,14 @@ async def test_worker_killed_mid_posting_posts_exactly_once(pg_harness: Harness)
     try:
         handle = await h.client.start_finance_close(h.start_input())
         status = await h.wait_for_pending(handle.id, timeout=60)
-        with TableWriteLock(h.settings.database_url, LEDGER) as lock:
-            await h.client.approve(handle.id, approver="carol", rationale="ok")
-            # the approved posting is now inside its transaction, waiting for the write lock
-            await wait_until(
-                lambda: started_activity(handle, "post_journal_entry"), 30, "posting started"
-            )
-            kill(worker)
-            lock.release()
-        worker = start_worker_process(h)
-        # the killed attempt times out (connector start-to-close, 30 s) and runs again
+        worker = await kill_inside_transaction(
+            h,
+            worker,
+            handle,
+            activity="post_journal_entry",
+            table=LEDGER,
+            act=lambda: h.client.approve(handle.id, approver="carol", rationale="ok"),
+        )
         result = await asyncio.wait_for(handle.result(), 90)
     finally:
         kill(worker)
@@ -149,16 +169,14 @@ async def test_worker_killed_mid_compensation_reverses_exactly_once(
         handle = await h.client.start_finance_close(h.start_input())
         status = await h.wait_for_pending(handle.id, timeout=60)
         assert status.posted
-        with TableWriteLock(h.settings.database_url, LEDGER) as lock:
-            await h.client.reject(handle.id, approver="carol", rationale="not this month")
-            await wait_until(
-                lambda: started_activity(handle, "reverse_journal_entry"),
-                30,
-                "compensation started",
-            )
-            kill(worker)
-            lock.release()
-        worker = start_worker_process(h)
+        worker = await kill_inside_transaction(
+            h,
+            worker,
+            handle,
+            activity="reverse_journal_entry",
+            table=LEDGER,
+            act=lambda: h.client.reject(handle.id, approver="carol", rationale="not this month"),
+        )
         with pytest.raises(WorkflowFailureError) as failed:
             await asyncio.wait_for(handle.result(), 90)
     finally:

@@ -52,6 +52,22 @@ def post(step_id: str, entry: str, amount: str = "-12.50", indent: int = 0) -> s
     return "\n".join(" " * indent + line for line in text.strip("\n").splitlines())
 
 
+def indented(text: str, by: int) -> str:
+    """``text`` (YAML) with each line moved ``by`` spaces to the right."""
+    return "\n".join(" " * by + line for line in text.strip("\n").splitlines())
+
+
+def parallel(step_id: str, branches: dict[str, str], options: str = "") -> str:
+    """A parallel step (YAML at indent 0): ``options`` (its other keys, e.g. ``mode: any``)
+    and its branches, each a name and its steps (YAML at indent 0)."""
+    lines = [f"- id: {step_id}", "  type: parallel"]
+    lines += ["  " + option for option in options.splitlines()]
+    lines.append("  branches:")
+    for name, branch_steps in branches.items():
+        lines += [f"    - name: {name}", "      steps:", indented(branch_steps, 8)]
+    return "\n".join(lines)
+
+
 def definition(steps: str, extra: str = "") -> ProcessDefinition:
     text = HEADER + "steps:\n" + steps + "\n" + extra
     parsed, issues = validate_text(text, "test.yaml")
@@ -63,6 +79,17 @@ async def start(h: Harness, d: ProcessDefinition) -> WorkflowHandle[Any, Any]:
     return await start_process(
         h.temporal, d, h.start_input(), task_queue=h.client.task_queue, source="test"
     )
+
+
+async def failed_run(
+    h: Harness, d: ProcessDefinition
+) -> tuple[WorkflowHandle[Any, Any], WorkflowFailureError]:
+    """Start ``d`` and await its end, which must be a failure: the run's handle and its failure
+    (call it inside ``h.worker()``)."""
+    handle = await start(h, d)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    return handle, failed.value
 
 
 def trail(h: Harness, wid: str) -> list[Any]:
@@ -92,44 +119,30 @@ async def wait_stage(h: Harness, wid: str, stage: str, timeout: float = 20) -> N
 
 async def test_compensation_order_in_nested_parallel_branches(harness: Harness) -> None:
     h = harness
-    steps = "\n".join(
-        [
-            post("before", "E-BEFORE", indent=2),
-            """  - id: fan_out
-    type: parallel
-    branches:
-      - name: x
-        steps:
-""",
-            post("x1", "E-X1", indent=10),
-            post("x2", "E-X2", indent=10),
-            """      - name: y
-        steps:
-          - id: inner
-            type: parallel
-            branches:
-              - name: y1
-                steps:
-""",
-            post("y1a", "E-Y1A", indent=18),
-            post("y1b", "E-Y1B", indent=18),
-            """              - name: y2
-                steps:
-""",
-            post("y2a", "E-Y2A", indent=18),
-            post("after", "E-AFTER", indent=2),
-            """  - id: boom
-    type: fail
-    error: InjectedFailure
-    message: "fail after ${len(steps.fan_out.output.completed)} branches"
-""",
-        ]
+    fan_out = parallel(
+        "fan_out",
+        {
+            "x": post("x1", "E-X1") + "\n" + post("x2", "E-X2"),
+            "y": parallel(
+                "inner",
+                {
+                    "y1": post("y1a", "E-Y1A") + "\n" + post("y1b", "E-Y1B"),
+                    "y2": post("y2a", "E-Y2A"),
+                },
+            ),
+        },
+    )
+    boom = """- id: boom
+  type: fail
+  error: InjectedFailure
+  message: "fail after ${len(steps.fan_out.output.completed)} branches"
+"""
+    steps = indented(
+        "\n".join([post("before", "E-BEFORE"), fan_out, post("after", "E-AFTER"), boom]), 2
     )
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "InjectedFailure"
+        handle, failure = await failed_run(h, definition(steps))
+    assert failure_type(failure) == "InjectedFailure"
     order = reversed_entries(h, handle.id)
     assert sorted(order) == sorted(
         ["E-BEFORE", "E-X1", "E-X2", "E-Y1A", "E-Y1B", "E-Y2A", "E-AFTER"]
@@ -207,11 +220,9 @@ async def test_loop_switch_condition_and_collect(harness: Harness) -> None:
     )
     # the condition's then-branch fails for n=3: the posting for n=2 is undone
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "NotReached"
-    assert "n=3" in str(failed.value.cause)
+        handle, failure = await failed_run(h, definition(steps))
+    assert failure_type(failure) == "NotReached"
+    assert "n=3" in str(failure.cause)
     assert reversed_entries(h, handle.id) == ["E-TWO"]
 
     ok = (
@@ -237,10 +248,8 @@ async def test_while_loop_is_bounded(harness: Harness) -> None:
       - {id: body, type: wait_event, event: x, timeout: 0.1, on_timeout: continue}
 """
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "LoopLimitExceeded"
+        handle, failure = await failed_run(h, definition(steps))
+    assert failure_type(failure) == "LoopLimitExceeded"
 
 
 async def test_wait_for_event_keeps_the_definition_it_started_with(
@@ -273,10 +282,8 @@ output: {got: "${steps.invoice.output.amount}", version: one}
     )
     carry_on = timed_out.replace("timeout: 0.5}", "timeout: 0.5, on_timeout: continue}")
     async with h.worker():
-        handle = await start(h, definition(timed_out.split("steps:\n")[1]))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-        assert failure_type(failed.value) == "EventTimeout"
+        handle, failure = await failed_run(h, definition(timed_out.split("steps:\n")[1]))
+        assert failure_type(failure) == "EventTimeout"
         d = definition(carry_on.split("steps:\n")[1], 'output: "${steps.invoice.output}"')
         assert (await (await start(h, d)).result()).output is None
 
@@ -313,16 +320,10 @@ async def test_parallel_any_cancels_and_undoes_the_losing_branch(harness: Harnes
 
 async def test_parallel_n_of_tolerates_a_failed_branch(harness: Harness) -> None:
     h = harness
-
-    def branch(name: str, body: str) -> str:
-        return f"      - name: {name}\n        steps:\n{body}\n"
-
-    steps = (
-        "  - id: quorum\n    type: parallel\n    mode: n_of\n    n: 2\n    branches:\n"
-        + branch("a", post("pa", "E-NA", indent=10))
-        + branch("b", "          - {id: pb, type: fail, error: Broken, message: b broke}")
-        + branch("c", post("pc", "E-NC", indent=10))
-    )
+    n_of_2 = "mode: n_of\nn: 2"
+    broken = "- {id: pb, type: fail, error: Broken, message: b broke}"
+    quorum = {"a": post("pa", "E-NA"), "b": broken, "c": post("pc", "E-NC")}
+    steps = indented(parallel("quorum", quorum, n_of_2), 2)
     d = definition(steps, 'output: "${steps.quorum.output}"')
     async with h.worker():
         result = await (await start(h, d)).result()
@@ -331,27 +332,20 @@ async def test_parallel_n_of_tolerates_a_failed_branch(harness: Harness) -> None
 
     def pause(step_id: str) -> str:  # lets branch a post first
         return (
-            f"          - {{id: {step_id}, type: wait_event, event: x, timeout: 1.5,"
-            " on_timeout: continue}\n"
+            f"- {{id: {step_id}, type: wait_event, event: x, timeout: 1.5, on_timeout: continue}}\n"
         )
 
     # two of three failing: no quorum, the run fails and the branch that posted is undone
-    steps = (
-        "  - id: quorum\n    type: parallel\n    mode: n_of\n    n: 2\n    branches:\n"
-        + branch("a", post("pa", "E-NQ", indent=10))
-        + branch(
-            "b", pause("wb") + "          - {id: pb, type: fail, error: Broken, message: b broke}"
-        )
-        + branch(
-            "c", pause("wc") + "          - {id: pc, type: fail, error: Broken, message: c broke}"
-        )
-    )
+    quorum = {
+        "a": post("pa", "E-NQ"),
+        "b": pause("wb") + "- {id: pb, type: fail, error: Broken, message: b broke}",
+        "c": pause("wc") + "- {id: pc, type: fail, error: Broken, message: c broke}",
+    }
+    steps = indented(parallel("quorum", quorum, n_of_2), 2)
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "ParallelBranchesFailed"
-    assert "b broke" in str(failed.value.cause) and "c broke" in str(failed.value.cause)
+        handle, failure = await failed_run(h, definition(steps))
+    assert failure_type(failure) == "ParallelBranchesFailed"
+    assert "b broke" in str(failure.cause) and "c broke" in str(failure.cause)
     assert reversed_entries(h, handle.id) == ["E-NQ"]
 
 
@@ -420,18 +414,14 @@ async def test_policy_gate_deny_fails_and_retry_override_is_obeyed(harness: Harn
       compliance_flagged: false
 """
     async with h.worker():
-        handle = await start(h, definition(deny))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "PolicyDenied"
-    assert "9999-crypto-wallet" in str(failed.value.cause)
+        handle, failure = await failed_run(h, definition(deny))
+    assert failure_type(failure) == "PolicyDenied"
+    assert "9999-crypto-wallet" in str(failure.cause)
 
     h.model.script(Fault.status(500), Fault.status(500), Fault.status(500), match=h.period)
     agent = MEMO + "    retry: {maximum_attempts: 1}\n"
     async with h.worker():
-        handle = await start(h, definition(agent))
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        handle, _ = await failed_run(h, definition(agent))
     # one attempt (the preset would have made 3, and the second would have been answered): the
     # router's requests within it go to the cheap model, its backup endpoint, then the strong
     # model (its us endpoint is outside the tenant's residency, so nothing is sent there)
@@ -503,31 +493,19 @@ async def test_histories_replay_deterministically(harness: Harness) -> None:
     from workflows.plugin import BatonPlugin
 
     h = harness
-    steps = (
-        """  - id: fan
-    type: parallel
-    branches:
-      - name: a
-        steps:
+    loop = """- id: each
+  type: loop
+  for_each: "${['E-RB1', 'E-RB2']}"
+  as: e
+  max_iterations: 2
+  steps:
+    - {id: pause, type: wait_event, event: x, timeout: 0.1, on_timeout: continue}
 """
-        + post("pa", "E-RA", indent=10)
-        + """
-      - name: b
-        steps:
-          - id: each
-            type: loop
-            for_each: "${['E-RB1', 'E-RB2']}"
-            as: e
-            max_iterations: 2
-            steps:
-              - {id: pause, type: wait_event, event: x, timeout: 0.1, on_timeout: continue}
-  - {id: stop, type: fail, error: InjectedFailure, message: stop}
-"""
-    )
+    fan = parallel("fan", {"a": post("pa", "E-RA"), "b": loop})
+    stop = "- {id: stop, type: fail, error: InjectedFailure, message: stop}"
+    steps = indented(fan + "\n" + stop, 2)
     async with h.worker():
-        handle = await start(h, definition(steps))
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        handle, _ = await failed_run(h, definition(steps))
     history = await handle.fetch_history()
     await Replayer(workflows=[ProcessWorkflow], plugins=[BatonPlugin()]).replay_workflow(history)
     assert reversed_entries(h, handle.id) == ["E-RA"]
@@ -608,8 +586,6 @@ async def test_a_governed_step_policy_allows_asks_nobody_and_is_undone_once(
 
     failing = GOVERNED + "  - {id: boom, type: fail, error: Boom, message: later failure}\n"
     async with h.worker():
-        handle = await start(h, definition(failing))
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    assert failure_type(failed.value) == "Boom"
+        handle, failure = await failed_run(h, definition(failing))
+    assert failure_type(failure) == "Boom"
     assert reversed_entries(h, handle.id) == ["G2", "G1"]

@@ -382,8 +382,7 @@ async def test_second_start_of_the_same_period_is_refused_or_joined(harness: Har
 async def test_failure_after_posting_reverses_everything(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input(fail_after_posting=True))
-        await h.wait_for_pending(handle.id)
+        handle, _ = await h.start_close_awaiting_approval(fail_after_posting=True)
         await h.client.approve(handle.id, approver="carol", rationale="ok")
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()

@@ -21,9 +21,9 @@ from baton.inbox.forms import parse_amendments, schema_fields
 from baton.settings import Settings
 from tests.conftest import Harness
 from tests.support import golden
+from tests.support.approvals import fee_request
 from tests.test_approvals import script_entries
 from workflows.contracts import (
-    AdjustingEntry,
     ApprovalRequest,
     ApprovalRequirement,
     Notification,
@@ -166,28 +166,13 @@ async def test_history_with_comments_and_a_delegation_replays(harness: Harness) 
 
 
 def entry_request() -> ApprovalRequest:
-    now = datetime.now(UTC)
-    return ApprovalRequest(
-        request_id="apr-1",
-        process="finance_close",
-        action="post_journal_entries",
-        action_digest="d" * 64,
-        summary="s",
-        entries=[
-            AdjustingEntry(
-                entry_id="ADJ-A",
-                account="6100-bank-fees",
-                amount="-1500.00",
-                source_ids=["A"],
-                rationale="fee",
-            )
-        ],
+    return fee_request(
+        "ADJ-A",
+        "-1500.00",
+        "A",
         requirements=[ApprovalRequirement(role="finance-controller")],
         approver_roles=["finance-controller"],
         eligible_approvers=["carol"],
-        requested_by="alice",
-        requested_at=now,
-        deadline=now,
     )
 
 

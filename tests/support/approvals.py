@@ -1,13 +1,16 @@
 """What the process tests do as approvers: build a decision on a pending request, and wait for
-a run's first pending request (or the first of a later round)."""
+a run's first pending request (or the first of a later round); and a sample request for tests
+without a run."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from workflows.contracts import ApprovalDecision, ApprovalRequest
+from workflows.contracts import AdjustingEntry, ApprovalDecision, ApprovalRequest
 
 
 def decision(request: ApprovalRequest, approver: str, **overrides: Any) -> ApprovalDecision:
@@ -23,6 +26,34 @@ def decision(request: ApprovalRequest, approver: str, **overrides: Any) -> Appro
             **overrides,
         }
     )
+
+
+def fee_request(
+    entry_id: str, amount: Decimal | str, source_id: str, **overrides: Any
+) -> ApprovalRequest:
+    """Request "apr-1" of a finance close, asked by alice now, to post one bank-fee entry
+    (``entry_id`` of ``amount``, from bank line ``source_id``); ``overrides``: any other field
+    (``requirements``, ``approver_roles`` and ``eligible_approvers`` have no default)."""
+    now = datetime.now(UTC)
+    fee = AdjustingEntry(
+        entry_id=entry_id,
+        account="6100-bank-fees",
+        amount=Decimal(amount),
+        source_ids=[source_id],
+        rationale="fee",
+    )
+    fields: dict[str, Any] = {
+        "request_id": "apr-1",
+        "process": "finance_close",
+        "action": "post_journal_entries",
+        "action_digest": "d" * 64,
+        "summary": "s",
+        "entries": [fee],
+        "requested_by": "alice",
+        "requested_at": now,
+        "deadline": now,
+    }
+    return ApprovalRequest(**{**fields, **overrides})
 
 
 async def first_pending(status: Callable[[], Awaitable[Any]], timeout: float) -> ApprovalRequest:

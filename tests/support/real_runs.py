@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel import select
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
@@ -31,7 +31,10 @@ from activities.database import BankStatementLine, JournalPosting, LedgerEntryRo
 from activities.seed import seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness
+from workflows.contracts import BankLine, LedgerLine
 from workflows.support_client import SupportClient
+
+_Line = TypeVar("_Line", LedgerLine, BankLine)
 
 LLAMA_CATALOGUE = REPO_ROOT / "config" / "models.llama-cpp.json"
 #: a run on a 0.5B model on 2 CPU cores, with repairs and escalations, ends within this
@@ -166,9 +169,15 @@ async def proposal_from_history(h: Harness, workflow_id: str) -> list[dict[str, 
     return results
 
 
+def stored_line(model: type[_Line], row: Any, *fields: str) -> _Line:
+    """A ``LedgerLine`` or ``BankLine`` from its stored row: the named ``fields`` as they are,
+    and ``amount`` from the row's ``amount_cents``."""
+    return model(amount=Decimal(row.amount_cents) / 100, **{f: getattr(row, f) for f in fields})
+
+
 async def finance_close(real: Harness) -> str:
     from activities.finance import reconcile
-    from workflows.contracts import BankLine, LedgerLine, PeriodData, ReconcileInput
+    from workflows.contracts import PeriodData, ReconcileInput
 
     h = real
     small_period(h)
@@ -180,25 +189,13 @@ async def finance_close(real: Harness) -> str:
             period=h.period,
             period_status="open",
             ledger=[
-                LedgerLine(
-                    entry_id=e.entry_id,
-                    booked_on=e.booked_on,
-                    account=e.account,
-                    amount=Decimal(e.amount_cents) / 100,
-                    reference=e.reference,
-                    description=e.description,
+                stored_line(
+                    LedgerLine, e, "entry_id", "booked_on", "account", "reference", "description"
                 )
                 for e in ledger
             ],
             bank=[
-                BankLine(
-                    line_id=b.line_id,
-                    value_date=b.value_date,
-                    amount=Decimal(b.amount_cents) / 100,
-                    reference=b.reference,
-                    memo=b.memo,
-                )
-                for b in bank
+                stored_line(BankLine, b, "line_id", "value_date", "reference", "memo") for b in bank
             ],
         )
     recon = reconcile(ReconcileInput(data=data))
