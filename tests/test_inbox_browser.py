@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from baton.devstack.local import free_port
@@ -204,6 +205,31 @@ async def test_no_token_no_access(ui: Inbox) -> None:
     await ui.open(page)
     await ui.see("Sign in required", "no identity token")
     assert (await ui.h.client.pending_approvals(handle.id))[0].approvals == []
+
+
+async def test_temporal_not_answering_is_a_503_page_not_a_500(ui: Inbox) -> None:
+    """A visibility list that Temporal fails (seen under load) gives the approver a page that
+    says so, and the live poll a JSON 503 it ignores until the next poll."""
+    config = await build_config(
+        ui.h.settings, task_queue=ui.h.client.task_queue, client=ui.h.client.client
+    )
+
+    async def unavailable(*, fresh: bool = False) -> Any:
+        raise RPCError("operation was canceled", RPCStatusCode.CANCELLED, b"")
+
+    config.backend.pending = unavailable  # type: ignore[method-assign]
+    good = issue_token(
+        ui.dev.directory, user="carol", roles=["finance-controller"], audience=INBOX_AUDIENCE
+    )
+    transport = httpx.ASGITransport(app=create_app(config))
+    headers = {"Authorization": f"Bearer {good}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://inbox") as http:
+        page = await http.get("/", headers=headers)
+        assert page.status_code == 503
+        assert "Temporal did not answer (CANCELLED: operation was canceled)" in page.text
+        assert "Internal Server Error" not in page.text
+        poll = await http.get("/fragments/inbox", headers=headers)
+        assert poll.status_code == 503 and "Temporal did not answer" in poll.json()["error"]
 
 
 async def test_a_forged_token_is_refused(ui: Inbox) -> None:

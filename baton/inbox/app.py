@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
+from temporalio.service import RPCError
 
 from baton.inbox.auth import (
     SESSION_COOKIE,
@@ -124,6 +125,18 @@ def create_app(config: InboxConfig) -> FastAPI:
         )
         response.headers["Referrer-Policy"] = "same-origin"
         return response
+
+    @app.exception_handler(RPCError)
+    async def temporal_did_not_answer(request: Request, err: RPCError) -> Response:
+        """Temporal failed a list, query or Update: say so (503), not a bare 500; the page's
+        next poll or a reload asks again."""
+        message = (
+            f"Temporal did not answer ({err.status.name}: {err.message}); "
+            "reload the page in a moment to see the current state"
+        )
+        if request.url.path.startswith("/fragments/"):
+            return JSONResponse({"error": message}, status_code=503)
+        return render("error.html", 503, viewer=None, message=message, heading="Unavailable")
 
     def token_of(request: Request) -> str | None:
         header = request.headers.get("authorization", "")
