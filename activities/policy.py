@@ -164,14 +164,33 @@ class PolicyBundle:
         """The loaded bundle, reloaded first if files changed since the last check."""
         with self._lock:
             now = time.monotonic()
-            due = self._checked_at is None or now - self._checked_at >= self.reload_interval
-            if due:
+            if self._check_due(now):
                 self._checked_at = now
                 self._reload_if_changed()
             if self._error is not None:
                 raise self._error
             assert self._snapshot is not None  # set whenever _error is None after a check
             return self._snapshot
+
+    def settled_revision(self) -> str | None:
+        """The loaded revision when no check of the files is due, without touching the files
+        (safe on an event loop); None when a check is due, the bundle is broken or another
+        thread is checking it right now (``current()`` then says what is loaded)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if (
+                self._check_due(time.monotonic())
+                or self._snapshot is None
+                or self._error is not None
+            ):
+                return None
+            return self._snapshot.revision
+        finally:
+            self._lock.release()
+
+    def _check_due(self, now: float) -> bool:
+        return self._checked_at is None or now - self._checked_at >= self.reload_interval
 
     @property
     def is_archive(self) -> bool:
@@ -680,31 +699,29 @@ class EmbeddedOpaEngine:
 
     def warm(self) -> float:
         """Compile the current bundle now (a worker does at start), so the first decision does
-        not wait for it; returns the seconds it took."""
+        not wait for it; returns the seconds it took. A bundle that does not compile is logged,
+        not raised: the worker starts, and each decision denies naming the error."""
         started = time.perf_counter()
-        self._compile_current()
-        return time.perf_counter() - started
-
-    async def prepare(self) -> None:
-        """Compile the bundle if it changed since the last compile, before ``decide()`` starts
-        its timeout: compiling is this process's own work (1-2 s for Baton's bundle on 2 busy
-        cores), not an engine that does not answer, and must not turn into a deny."""
-        try:
-            revision = self.bundle.current().revision
-        except PolicyLoadError:
-            return  # unreadable files: the evaluation says so (a deny naming the file)
-        done = (self._loaded, self._failed)  # compiled, or known not to compile
-        if all(d is None or d[0] != revision for d in done):
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._compile_current)
-
-    def _compile_current(self) -> None:
-        # A bundle that does not compile is logged here and reported by every evaluation (a
-        # deny naming the error), as before.
         try:
             self._engine()
         except PolicyLoadError as exc:
             log.warning("policy bundle does not compile: %s", exc)
+        return time.perf_counter() - started
+
+    async def prepare(self) -> None:
+        """Check the files and compile a changed bundle before ``decide()`` starts its timeout:
+        compiling is this process's own work (1-2 s for Baton's bundle on 2 busy cores), not an
+        engine that does not answer, and must not turn into a deny. Between the bundle's file
+        checks (``reload_interval``), a compiled bundle costs no thread hop and no file I/O."""
+        loaded = self._loaded
+        if loaded is not None and loaded[0] == self.bundle.settled_revision():
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._compile_quietly)
+
+    def _compile_quietly(self) -> None:
+        with contextlib.suppress(PolicyLoadError):  # the evaluation reports it: a deny naming it
+            self._engine()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
