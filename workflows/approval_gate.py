@@ -80,6 +80,8 @@ REFUSAL_SUMMARY_EVERY = 100
 #: Comments and delegations one request keeps (history stays small; a flood is refused).
 MAX_COMMENTS_PER_REQUEST = 50
 MAX_DELEGATIONS_PER_REQUEST = 10
+#: An approver inbox Update whose sender may sign it: a comment or a delegation.
+_InboxUpdate = ApprovalComment | ApprovalDelegationInput
 
 CLOSING_VERDICTS: dict[str, ApprovalOutcomeKind] = {
     "reject": "rejected",
@@ -572,9 +574,7 @@ class ApprovalGate:
         the pending request (signed, when the run has an approval issuer), looking at the
         current action."""
         request = self.requests.get(comment.request_id)
-        refusal = self._actor_refusal(
-            comment.author, comment.request_id, comment.action_digest, comment.assertion, None
-        )
+        refusal = self._actor_refusal(comment.author, comment, None)
         if refusal is None:
             refusal = _pending_refusal(self, request, comment.request_id, comment.action_digest)
         if refusal is None:
@@ -597,9 +597,7 @@ class ApprovalGate:
         """Record a comment the validator passed: on the request (every approver sees it in the
         inbox), in the memo's count and in the audit trail."""
         request = self.requests[comment.request_id]
-        signer = self._spend(
-            comment.author, comment.request_id, comment.action_digest, comment.assertion
-        )
+        signer = self._spend(comment.author, comment)
         request.comments.append(
             ApprovalNote(author=comment.author, at=workflow.now(), text=comment.text)
         )
@@ -624,11 +622,7 @@ class ApprovalGate:
         may receive it is policy's question, asked by the handler."""
         request = self.requests.get(inp.request_id)
         refusal = self._actor_refusal(
-            inp.approver,
-            inp.request_id,
-            inp.action_digest,
-            inp.assertion,
-            request.approver_roles if request is not None else None,
+            inp.approver, inp, request.approver_roles if request is not None else None
         )
         if refusal is None:
             refusal = _pending_refusal(self, request, inp.request_id, inp.action_digest)
@@ -659,7 +653,7 @@ class ApprovalGate:
         becomes eligible for the roles they hold and is notified; denied, the refusal is audited
         and the Update fails with policy's reasons. Either way the decision is audited."""
         request = self.requests[inp.request_id]
-        signer = self._spend(inp.approver, inp.request_id, inp.action_digest, inp.assertion)
+        signer = self._spend(inp.approver, inp)
         policy = {"policy_decision": decision.decision_id, "policy_revision": decision.revision}
         # the request may have closed (or changed) while policy was asked
         refusal = _pending_refusal(self, request, inp.request_id, inp.action_digest)
@@ -717,18 +711,15 @@ class ApprovalGate:
         )
 
     def _actor_refusal(
-        self,
-        actor: str,
-        request_id: str,
-        action_digest: str,
-        assertion: str | None,
-        roles: list[str] | None,
+        self, actor: str, update: _InboxUpdate, roles: list[str] | None
     ) -> str | None:
         """A comment's or delegation's signed identity, checked like a decision's: bound to
         this workflow, the request and the digest, sealed, and each token used once."""
         if self.trust is None:
             return None
-        refusal, identity = self._verify_token(actor, request_id, action_digest, assertion, roles)
+        refusal, identity = self._verify_token(
+            actor, update.request_id, update.action_digest, update.assertion, roles
+        )
         if refusal is not None:
             return f"signed approval refused: {refusal}"
         assert identity is not None and identity.token_id is not None
@@ -740,17 +731,17 @@ class ApprovalGate:
             )
         return None
 
-    def _spend(
-        self, actor: str, request_id: str, action_digest: str, assertion: str | None
-    ) -> dict[str, str]:
+    def _spend(self, actor: str, update: _InboxUpdate) -> dict[str, str]:
         """Mark a comment's or delegation's token used; its audit detail (never the token)."""
         if self.trust is None:
             return {}
-        _, identity = self._verify_token(actor, request_id, action_digest, assertion, None)
+        _, identity = self._verify_token(
+            actor, update.request_id, update.action_digest, update.assertion, None
+        )
         if identity is None:
             return {}
         if identity.token_id:
-            self.used_tokens[identity.token_id] = request_id
+            self.used_tokens[identity.token_id] = update.request_id
         return identity.audit_detail()
 
     def _verify_token(

@@ -71,13 +71,8 @@ async def collect_and_reconcile(
             f"entries, {summary.bank_lines} bank lines (stored)",
         )
         return CloseData(
-            period_status=summary.period_status,
-            ledger_entries=summary.ledger_entries,
-            bank_lines=summary.bank_lines,
-            matched=recon.matched,
-            unmatched_bank=recon.unmatched_bank,
-            unmatched_ledger=recon.unmatched_ledger,
-            duplicate_ledger=recon.duplicate_ledger,
+            **summary.model_dump(include={"period_status", "ledger_entries", "bank_lines"}),
+            **recon.model_dump(exclude={"reconciliation"}),  # the reference stays behind
         )
     data = await process._step(
         "connector", collect_in_history, collect, "data collector: ledger + bank statement"

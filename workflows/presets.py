@@ -49,25 +49,34 @@ class Preset:
     heartbeat: timedelta | None = None
 
 
+def _backoff(
+    first: timedelta,
+    attempts: int = 0,
+    *,
+    ceiling: timedelta = timedelta(seconds=30),
+    stop_on: list[str] | None = None,
+) -> RetryPolicy:
+    """Retry ``first`` after a failure, then doubling the wait up to ``ceiling``, for at most
+    ``attempts`` attempts (0: until one succeeds); an error type in ``stop_on`` stops at once."""
+    return RetryPolicy(
+        initial_interval=first,
+        backoff_coefficient=2.0,
+        maximum_interval=ceiling,
+        maximum_attempts=attempts,
+        non_retryable_error_types=stop_on,
+    )
+
+
 #: compensation and audit: they must eventually happen, so retried until they succeed
 _UNTIL_DONE = Preset(
-    start_to_close=timedelta(seconds=30),
-    retry=RetryPolicy(
-        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
-    ),
+    start_to_close=timedelta(seconds=30), retry=_backoff(timedelta(milliseconds=200))
 )
 
 PRESETS: dict[ActivityKind, Preset] = {
     "agent": Preset(
         start_to_close=timedelta(minutes=15),
         heartbeat=timedelta(seconds=20),
-        retry=RetryPolicy(
-            initial_interval=timedelta(milliseconds=500),
-            backoff_coefficient=2.0,
-            maximum_interval=timedelta(seconds=30),
-            maximum_attempts=3,
-            non_retryable_error_types=NON_RETRYABLE,
-        ),
+        retry=_backoff(timedelta(milliseconds=500), 3, stop_on=NON_RETRYABLE),
     ),
     "policy": Preset(
         start_to_close=timedelta(seconds=10),
@@ -75,32 +84,17 @@ PRESETS: dict[ActivityKind, Preset] = {
     ),
     "connector": Preset(
         start_to_close=timedelta(seconds=30),
-        retry=RetryPolicy(
-            initial_interval=timedelta(milliseconds=200),
-            maximum_interval=timedelta(seconds=30),
-            maximum_attempts=30,
-            non_retryable_error_types=NON_RETRYABLE,
-        ),
+        retry=_backoff(timedelta(milliseconds=200), 30, stop_on=NON_RETRYABLE),
     ),
     "compensation": _UNTIL_DONE,
     "audit": _UNTIL_DONE,
     "notification": Preset(
         start_to_close=timedelta(seconds=15),
-        retry=RetryPolicy(
-            initial_interval=timedelta(seconds=1),
-            backoff_coefficient=2.0,
-            maximum_interval=timedelta(seconds=30),
-            maximum_attempts=8,
-            non_retryable_error_types=[*NON_RETRYABLE, "NotificationRejected"],
-        ),
+        retry=_backoff(timedelta(seconds=1), 8, stop_on=[*NON_RETRYABLE, "NotificationRejected"]),
     ),
     "canary": Preset(
         start_to_close=timedelta(seconds=30),
-        retry=RetryPolicy(
-            initial_interval=timedelta(seconds=1),
-            maximum_interval=timedelta(seconds=10),
-            maximum_attempts=6,
-        ),
+        retry=_backoff(timedelta(seconds=1), 6, ceiling=timedelta(seconds=10)),
     ),
 }
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from workflows.contracts.base import (
     NAME_PATTERN,
@@ -37,10 +37,11 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CAPABILITY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,62}$")
 
 
-def _check_id(field: str, v: str) -> str:
+def _check_id(v: str, info: ValidationInfo) -> str:
     if not _ID_PATTERN.match(v):
         raise ValueError(
-            f"{field} must be letters, digits, '_', '.' or '-' (1-63 chars), got {v!r:.40}"
+            f"{info.field_name} must be letters, digits, '_', '.' or '-' (1-63 chars), "
+            f"got {v!r:.40}"
         )
     return v
 
@@ -54,6 +55,12 @@ def _check_capabilities(v: list[str]) -> list[str]:
     return sorted(set(v))
 
 
+#: A document's, task's or batch's id (the error names the field).
+_AuctionId = Annotated[str, AfterValidator(_check_id)]
+#: Capabilities such as 'review:contract', sorted and without repeats.
+_Capabilities = Annotated[list[str], AfterValidator(_check_capabilities)]
+
+
 class AgentTier(Contract):
     """One bidder: an agent pool on one model tier, with its declared price and speed.
 
@@ -63,7 +70,7 @@ class AgentTier(Contract):
 
     name: str = Field(description="Bidder id, e.g. 'small'.")
     model: str = Field(min_length=1, description="Model the tier's agents call.")
-    capabilities: list[str] = Field(
+    capabilities: _Capabilities = Field(
         min_length=1, description="Kinds of work it can do, e.g. ['review:contract']."
     )
     price_per_1k_tokens: float = Field(ge=0, description="USD per 1000 tokens (in + out).")
@@ -75,11 +82,6 @@ class AgentTier(Contract):
     @classmethod
     def _name(cls, v: str) -> str:
         return must_match(NAME_PATTERN, v, NAME_RULE)
-
-    @field_validator("capabilities")
-    @classmethod
-    def _capabilities(cls, v: list[str]) -> list[str]:
-        return _check_capabilities(v)
 
     @field_validator("price_per_1k_tokens", "latency_ms_per_1k_tokens")
     @classmethod
@@ -106,35 +108,20 @@ class AwardRule(Contract):
 
 
 class ReviewDocument(Contract):
-    doc_id: str
+    doc_id: _AuctionId
     title: str = Field(min_length=1, max_length=200)
     text: str = Field(min_length=1, max_length=200_000)
-
-    @field_validator("doc_id")
-    @classmethod
-    def _doc_id(cls, v: str) -> str:
-        return _check_id("doc_id", v)
 
 
 class AuctionTask(Contract):
     """One piece of work to allocate: review one document, needing these capabilities."""
 
-    task_id: str
-    requires: list[str] = Field(min_length=1, description="Capabilities a winner must have.")
+    task_id: _AuctionId
+    requires: _Capabilities = Field(min_length=1, description="Capabilities a winner must have.")
     document: ReviewDocument
     classification: Literal["public", "internal", "confidential"] = Field(
         default="internal", description="Which tiers policy clears for it (policy/auction)."
     )
-
-    @field_validator("task_id")
-    @classmethod
-    def _task_id(cls, v: str) -> str:
-        return _check_id("task_id", v)
-
-    @field_validator("requires")
-    @classmethod
-    def _requires(cls, v: list[str]) -> list[str]:
-        return _check_capabilities(v)
 
 
 class BidRequest(Contract):
@@ -255,18 +242,13 @@ class DocumentReviewInput(Contract):
     """Allocate a batch of document reviews among agent tiers by auction."""
 
     tenant: TenantName
-    batch_id: Id
+    batch_id: Annotated[Id, AfterValidator(_check_id)]
     requested_by: Requester
     tiers: list[AgentTier] = Field(min_length=1)
     tasks: list[AuctionTask] = Field(min_length=1, max_length=200)
     rule: AwardRule = AwardRule()
     bid_deadline_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     max_rounds: int = Field(default=3, ge=1, le=10, description="Auctions per task at most.")
-
-    @field_validator("batch_id")
-    @classmethod
-    def _batch(cls, v: str) -> str:
-        return _check_id("batch_id", v)
 
     @model_validator(mode="after")
     def _unique(self) -> DocumentReviewInput:

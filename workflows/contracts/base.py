@@ -159,6 +159,12 @@ def check_version(process: str, version: str) -> str:
     return version
 
 
+def known_version(process: str) -> AfterValidator:
+    """The check of a process input's ``version`` field: ``Annotated[Name,
+    known_version("finance_close")]`` takes only a version ``process`` knows."""
+    return AfterValidator(lambda version: check_version(process, version))
+
+
 #: ApplicationError type of a routed agent call the run's or the tenant's budget refuses
 #: (activities/router.py); non-retryable: the workflow asks a human (GovernedProcess.agent_step).
 BUDGET_EXCEEDED = "BudgetExceeded"
@@ -283,4 +289,5 @@ __all__ = [
     "VERSION_MEMO",
     "check_version",
     "digest",
+    "known_version",
 ]

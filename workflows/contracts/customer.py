@@ -89,15 +89,7 @@ class CustomerOnboardingInput(ProcessInput):
 
     @classmethod
     def from_event(cls, event: CrmEvent) -> CustomerOnboardingInput:
-        return cls(
-            tenant=event.tenant,
-            customer_id=event.customer_id,
-            event_id=event.event_id,
-            hosting_region=event.hosting_region,
-            sanctions_screened=event.sanctions_screened,
-            dpa_signed=event.dpa_signed,
-            requested_by=event.requested_by,
-        )
+        return cls(**event.model_dump(exclude={"kind", "occurred_at"}))
 
     def workflow_id(self) -> str:
         return customer_workflow_id(self.tenant, self.customer_id)

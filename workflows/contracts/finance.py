@@ -4,7 +4,7 @@ reconciliation, its agents' inputs and outputs, postings, reversals and the peri
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -18,7 +18,7 @@ from workflows.contracts.base import (
     ProcessInput,
     TenantName,
     TokenUsage,
-    check_version,
+    known_version,
     must_match,
 )
 from workflows.contracts.governance import (
@@ -53,7 +53,7 @@ class FinanceCloseInput(ProcessInput):
         description="Tenant (legal entity) whose books are closed, e.g. 'acme'."
     )
     period: Id = Field(description="Accounting period as YYYY-MM, e.g. '2026-10'.")
-    version: Name = Field(
+    version: Annotated[Name, known_version("finance_close")] = Field(
         default=STABLE_VERSION,
         description="Process version (PROCESS_VERSIONS): prompts and model routes of the agents. "
         "Left out, BatonClient asks the process's canary (sticky per business key).",
@@ -72,11 +72,6 @@ class FinanceCloseInput(ProcessInput):
     @classmethod
     def _period_is_yyyy_mm(cls, v: str) -> str:
         return must_match(PERIOD_PATTERN, v, "YYYY-MM with a month from 01 to 12, e.g. '2026-10'")
-
-    @field_validator("version")
-    @classmethod
-    def _version_is_known(cls, v: str) -> str:
-        return check_version("finance_close", v)
 
     def workflow_id(self) -> str:
         """The business key: one close per tenant and period, ever running at once (a shadow

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -505,6 +505,8 @@ CanaryStateName = Literal["active", "rolled_back", "promoted"]
 #: data: a version from PROCESS_VERSIONS, assigned per business key by Baton's client;
 #: code: a Worker Deployment Version (a build id), ramped by Temporal (pinned workflows)
 CanaryKind = Literal["data", "code"]
+#: A share of runs, or a margin on a rate: 0..1.
+_Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class CanarySettings(Contract):
@@ -525,14 +527,12 @@ class CanarySettings(Contract):
     deployment: str | None = Field(
         default=None, description="Code canaries: the Worker Deployment whose version ramps."
     )
-    share: float = Field(ge=0.0, le=1.0, description="Share of new business keys, 0..1.")
-    max_error_rate_increase: float = Field(
-        default=0.05, ge=0.0, le=1.0, description="Allowed error rate above the baseline's."
+    share: _Fraction = Field(description="Share of new business keys, 0..1.")
+    max_error_rate_increase: _Fraction = Field(
+        default=0.05, description="Allowed error rate above the baseline's."
     )
-    max_escalation_rate_increase: float = Field(
+    max_escalation_rate_increase: _Fraction = Field(
         default=0.10,
-        ge=0.0,
-        le=1.0,
         description="Allowed share of runs escalated past an approval SLA, above the baseline's.",
     )
     max_cost_increase: float = Field(

@@ -4,7 +4,7 @@ new hire, board entries and writes, entitlements, grants and revokes, the input,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
@@ -17,7 +17,7 @@ from workflows.contracts.base import (
     ProcessInput,
     TenantName,
     TokenUsage,
-    check_version,
+    known_version,
     must_match,
 )
 from workflows.contracts.governance import (
@@ -152,7 +152,7 @@ class OnboardingInput(ProcessInput):
     max_conflict_retries: int = Field(
         default=5, ge=0, le=20, description="Re-runs of an agent whose write was stale."
     )
-    version: Name = Field(
+    version: Annotated[Name, known_version("hr_onboarding")] = Field(
         default=STABLE_VERSION,
         description="Process version (PROCESS_VERSIONS['hr_onboarding']). Left out, BatonClient "
         "asks the process's canary (sticky per business key).",
@@ -164,11 +164,6 @@ class OnboardingInput(ProcessInput):
         "policy. Business key 'shadow/onboarding/<tenant>/<employee id>'.",
     )
     approval_trust: ApprovalIssuer = None
-
-    @field_validator("version")
-    @classmethod
-    def _onboarding_version_is_known(cls, v: str) -> str:
-        return check_version("hr_onboarding", v)
 
     @field_validator("employee_id")
     @classmethod

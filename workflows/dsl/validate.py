@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -408,6 +408,13 @@ class _Checker:
         if offset and pos.single_line and key is None:
             column += offset + (1 if pos.style in ("'", '"') else 0)
         self.issues.append(Issue(pos.line, column, message))
+
+    def refuse_presets(self, step: Any, p: Path_, why: Callable[[str], str]) -> None:
+        """An error at each of ``retry`` and ``timeout_seconds`` that ``step`` sets although it
+        does not run with them, saying ``why(field)``."""
+        for name in ("retry", "timeout_seconds"):
+            if getattr(step, name) is not None:
+                self.error((*p, name), why(name))
 
     def run(self) -> None:
         self.check_process(

@@ -70,14 +70,14 @@ def check(checker: Any, info: Any) -> None:
         checker.error(
             (*p, "with"), "an agent that acts takes its task as agent.input, not with:", key=None
         )
-    for unused in ("retry", "timeout_seconds"):
-        if getattr(step, unused) is not None:
-            checker.error(
-                (*p, unused),
-                f"{unused} does not apply to an agent that acts (its turns and tool calls use "
-                "their presets): bound it with agent.limits",
-                key=None,
-            )
+    checker.refuse_presets(
+        step,
+        p,
+        lambda name: (
+            f"{name} does not apply to an agent that acts (its turns and tool calls "
+            "use their presets): bound it with agent.limits"
+        ),
+    )
     if "tenant" not in checker.inputs:
         checker.error(
             p,

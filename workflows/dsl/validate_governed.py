@@ -83,13 +83,14 @@ def check(checker: Any, info: Any, scope: dict[str, Any]) -> None:
             "(what an item's decision is kept under, e.g. its id)",
             key="for_each",
         )
-    for name in ("retry", "timeout_seconds"):
-        if getattr(step, name) is not None:
-            checker.error(
-                (*p, name),
-                f"governed step {step.id!r}: {name} is not supported (it runs with the "
-                "connector preset, workflows/presets.py)",
-            )
+    checker.refuse_presets(
+        step,
+        p,
+        lambda name: (
+            f"governed step {step.id!r}: {name} is not supported (it runs with the "
+            "connector preset, workflows/presets.py)"
+        ),
+    )
     outer = checker.loop_vars(frames)
     checker.check_value(step.for_each, (*p, "for_each"), frames, outer, info, "array")
     checker.check_value(step.subject, (*p, "subject"), frames, scope, info, "string")
