@@ -2,6 +2,10 @@
 before any of them is done, and audit every decision. Any process uses it (``evaluate_policies``
 is a public activity name); its sensitive actions still ask policy again inside their own write
 transaction. Must not write to any system of record: it only decides and audits.
+
+Also here: :class:`GovernedWrites`, the base of the activities that do write, and the rows of
+the shadow outbox a shadow run records instead of writing (:func:`allowed_shadow`,
+:func:`shadow_undo`).
 """
 
 from __future__ import annotations
