@@ -47,6 +47,15 @@ def _repeated(what: str, ids: list[str]) -> list[str]:
     return [f"{what} used more than once: {_ids(repeated)}"] if repeated else []
 
 
+def _unknown(what: str, named: Iterable[str], known: set[str], known_as: str) -> list[str]:
+    """The problem "<what>: <the ids> (the <known_as> are: <the known ids>)" when ``named``
+    has ids that are not ``known``, else none."""
+    unknown = set(named) - known
+    if not unknown:
+        return []
+    return [f"{what}: {_ids(unknown)} (the {known_as} are: {_ids(known) or 'none'})"]
+
+
 def _empty(what: str, text: str) -> list[str]:
     """The problem "the <what> is empty" when ``text`` is empty or blank, else none."""
     return [] if text.strip() else [f"the {what} is empty"]
@@ -138,13 +147,10 @@ def compliance(entry_ids: Iterable[str]) -> Check:
     known = set(entry_ids)
 
     def check(answer: Any) -> list[str]:
-        problems: list[str] = []
-        unknown = {f.entry_id for f in answer.findings} - known
-        if unknown:
-            problems.append(
-                f"findings name entry ids that are not under review: {_ids(unknown)} (the "
-                f"entries are: {_ids(known) or 'none'})"
-            )
+        named = [f.entry_id for f in answer.findings]
+        problems = _unknown(
+            "findings name entry ids that are not under review", named, known, "entries"
+        )
         return problems + _empty("summary", answer.summary)
 
     return check
@@ -289,13 +295,9 @@ def research(passage_ids: Iterable[str]) -> Check:
     known = set(passage_ids)
 
     def check(answer: Any) -> list[str]:
-        problems = []
-        unknown = set(answer.cited) - known
-        if unknown:
-            problems.append(
-                f"cited passage ids that are not in the input: {_ids(unknown)} (the passages "
-                f"are: {_ids(known) or 'none'})"
-            )
+        problems = _unknown(
+            "cited passage ids that are not in the input", answer.cited, known, "passages"
+        )
         return problems + _empty("answer", answer.answer)
 
     return check

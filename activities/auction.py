@@ -34,7 +34,7 @@ from temporalio import activity
 
 from activities import answer_checks
 from activities.agents import AgentActivities, Route
-from activities.audit import AuditLedger, activity_event, decision_event
+from activities.audit import AuditLedger, activity_event, compensation_event, decision_event
 from activities.database import Database, utcnow
 from activities.policy import PolicyEngine, decide
 from activities.prompts import StablePrompts
@@ -310,12 +310,11 @@ class AuctionActivities:
             self.ledger.append_in(
                 session,
                 [
-                    activity_event(
+                    compensation_event(
                         "retract",
-                        actor="baton:compensation",
-                        action="review.retracted",
-                        detail={"task_id": row.task_id, "doc_id": row.doc_id, "tier": row.tier},
-                        rationale=inp.reason,
+                        "review.retracted",
+                        {"task_id": row.task_id, "doc_id": row.doc_id, "tier": row.tier},
+                        inp.reason,
                     )
                 ],
             )

@@ -226,6 +226,14 @@ def activity_event(step: str, **fields: Any) -> AuditEvent:
     )
 
 
+def compensation_event(step: str, action: str, detail: dict[str, Any], reason: str) -> AuditEvent:
+    """The audit row of a compensation of the running activity (a saga's undo, actor
+    ``baton:compensation``): what it undid (``detail``) and why (``reason``, its rationale)."""
+    return activity_event(
+        step, actor="baton:compensation", action=action, detail=detail, rationale=reason
+    )
+
+
 def decision_event(
     step: str,
     decision: PolicyDecision,
@@ -398,6 +406,7 @@ __all__ = [
     "TABLE",
     "VerifyReport",
     "activity_event",
+    "compensation_event",
     "decision_event",
     "hashed_content",
     "operator_event",

@@ -27,7 +27,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio import activity
 
-from activities.audit import activity_event, decision_event
+from activities.audit import activity_event, compensation_event, decision_event
 from activities.claims import claim_or_check
 from activities.database import Database, utcnow
 from activities.kill_switch import Subject
@@ -299,16 +299,15 @@ class CustomerActivities(GovernedWrites):
         self.ledger.append_in(
             session,
             [
-                activity_event(
+                compensation_event(
                     "revert",
-                    actor="baton:compensation",
-                    action=f"crm.reverted.{row.kind}",
-                    detail={
+                    f"crm.reverted.{row.kind}",
+                    {
                         "commit_id": row.commit_id,
                         "customer_id": row.customer_id,
                         "key": row.action_key,
                     },
-                    rationale=inp.reason,
+                    inp.reason,
                 )
             ],
         )

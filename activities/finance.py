@@ -27,7 +27,7 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import activity_event, decision_event
+from activities.audit import activity_event, compensation_event, decision_event
 from activities.claims import claimed_session
 from activities.database import (
     AccountingPeriod,
@@ -44,7 +44,12 @@ from activities.policy import (
     PolicyEngine,
     unavailable_error,
 )
-from activities.policy_gate import GovernedWrites, PolicyGateActivities
+from activities.policy_gate import (
+    GovernedWrites,
+    PolicyGateActivities,
+    allowed_shadow,
+    shadow_undo,
+)
 from activities.store_base import by_idempotency_key
 from workflows.contracts import (
     POSTING_POLICY,
@@ -407,16 +412,15 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
                 outcome = PostEntryOutcome(decision=decision, posting_id=shadow_id)
                 approvers = inp.approval.approvers if inp.approval else []
                 session.add(
-                    ShadowAction(
-                        idempotency_key=inp.idempotency_key,
-                        workflow_id=wf,
-                        action="post",
-                        tenant=inp.tenant,
+                    allowed_shadow(
+                        inp,
+                        "post",
+                        outcome,
+                        approvers,
                         period=inp.period,
                         entry_id=inp.entry.entry_id,
                         account=inp.entry.account,
                         amount_cents=to_cents(inp.entry.amount),
-                        detail={"outcome": outcome.model_dump(mode="json"), "approvers": approvers},
                     )
                 )
                 events.append(
@@ -432,14 +436,6 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
             self.ledger.append_in(session, events)
         return outcome
 
-    def _shadow_record(self, action: ShadowAction, event: AuditEvent) -> None:
-        """Record an intended action once per idempotency key, with its audit row."""
-        with self.db.session() as session:
-            done = by_idempotency_key(session, ShadowAction, action.idempotency_key)
-            if done is None:
-                session.add(action)
-                self.ledger.append_in(session, [event])
-
     @activity.defn(name="reverse_journal_entry")
     async def reverse_journal_entry(self, inp: ReverseEntryInput) -> str | None:
         """Compensation: post the reversal of what was posted under ``original_key``, if anything.
@@ -452,30 +448,16 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
         return await asyncio.to_thread(self._reverse, inp)
 
     def _reverse_shadow(self, inp: ReverseEntryInput) -> str | None:
-        with self.db.read_session() as session:
-            original = by_idempotency_key(session, ShadowAction, inp.original_key)
-            if original is None:
-                return None
-            session.expunge(original)
-        wf = activity.info().workflow_id or ""
-        self._shadow_record(
-            ShadowAction(
-                idempotency_key=inp.idempotency_key,
-                workflow_id=wf,
-                action="reverse",
-                tenant=original.tenant,
-                period=original.period,
-                entry_id=original.entry_id,
-                account=original.account,
-                amount_cents=-original.amount_cents,
-                detail={"reason": inp.reason},
-            ),
-            activity_event(
+        original = self.shadow_original(inp.original_key)
+        if original is None:
+            return None
+        self.record_shadow(
+            shadow_undo(original, inp, "reverse", activity.info().workflow_id or ""),
+            compensation_event(
                 "reverse",
-                actor="baton:compensation",
-                action="shadow.reversed",
-                detail={"entry_id": original.entry_id, "key": inp.original_key},
-                rationale=inp.reason,
+                "shadow.reversed",
+                {"entry_id": original.entry_id, "key": inp.original_key},
+                inp.reason,
             ),
         )
         return f"shadow reversal of {original.entry_id}"
@@ -507,17 +489,16 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
             self.ledger.append_in(
                 session,
                 [
-                    activity_event(
+                    compensation_event(
                         "reverse",
-                        actor="baton:compensation",
-                        action="ledger.reversed",
-                        detail={
+                        "ledger.reversed",
+                        {
                             "posting_id": reversal.posting_id,
                             "reverses": original.posting_id,
                             "entry_id": original.entry_id,
                             "amount": str(from_cents(reversal.amount_cents)),
                         },
-                        rationale=inp.reason,
+                        inp.reason,
                     )
                 ],
             )
@@ -532,7 +513,7 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
         if inp.shadow:
             wf = activity.info().workflow_id or ""
             step = "reopen" if inp.reopen else "close"
-            self._shadow_record(
+            self.record_shadow(
                 ShadowAction(
                     idempotency_key=f"{wf}/{step}-period",
                     workflow_id=wf,

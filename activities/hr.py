@@ -31,14 +31,14 @@ from sqlmodel import Field, Session, SQLModel, UniqueConstraint, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import activity_event, decision_event
+from activities.audit import activity_event, compensation_event, decision_event
 from activities.claims import claimed_session
-from activities.database import Database, ShadowAction, utcnow
+from activities.database import Database, utcnow
 from activities.kill_switch import Subject
 from activities.policy import (
     unavailable_error,
 )
-from activities.policy_gate import GovernedWrites
+from activities.policy_gate import GovernedWrites, allowed_shadow, shadow_undo
 from activities.store_base import StoredOutcome, by_idempotency_key, stored_outcome
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
@@ -255,7 +255,7 @@ class HrActivities(GovernedWrites):
             ]
             if decision.verdict == "allow" and inp.shadow:
                 outcome = GrantOutcome(decision=decision, grant_id=f"S-{uuid.uuid4().hex[:12]}")
-                events.append(_record_shadow_grant(session, inp, outcome, label, wf))
+                events.append(_record_shadow_grant(session, inp, outcome, label))
             elif decision.verdict == "allow":
                 grant_id = f"G-{uuid.uuid4().hex[:12]}"
                 outcome = GrantOutcome(decision=decision, grant_id=grant_id)
@@ -314,16 +314,15 @@ class HrActivities(GovernedWrites):
             self.ledger.append_in(
                 session,
                 [
-                    activity_event(
+                    compensation_event(
                         "revoke",
-                        actor="baton:compensation",
-                        action="idp.revoked",
-                        detail={
+                        "idp.revoked",
+                        {
                             "grant_id": row.grant_id,
                             "employee_id": row.employee_id,
                             "entitlement": f"{row.system}:{row.name}",
                         },
-                        rationale=inp.reason,
+                        inp.reason,
                     )
                 ],
             )
@@ -331,58 +330,31 @@ class HrActivities(GovernedWrites):
 
     def _revoke_shadow(self, inp: RevokeInput) -> RevokeOutcome:
         """A shadow run's revocation: recorded in the shadow outbox, once, like its grant."""
-        with self.db.session() as session:
-            original = by_idempotency_key(session, ShadowAction, inp.original_key)
-            if original is None:
-                return RevokeOutcome(revoked=False, detail="nothing was granted (shadow)")
-            if by_idempotency_key(session, ShadowAction, inp.idempotency_key) is not None:
-                return RevokeOutcome(revoked=True, detail=f"{original.entry_id} already revoked")
-            session.add(
-                ShadowAction(
-                    idempotency_key=inp.idempotency_key,
-                    workflow_id=original.workflow_id,
-                    action="revoke",
-                    tenant=original.tenant,
-                    period="",
-                    entry_id=original.entry_id,
-                    detail={"reason": inp.reason, "employee_id": original.detail["employee_id"]},
-                )
-            )
-            self.ledger.append_in(
-                session,
-                [
-                    activity_event(
-                        "revoke",
-                        actor="baton:compensation",
-                        action="shadow.revoked",
-                        detail={"entitlement": original.entry_id, "key": inp.original_key},
-                        rationale=inp.reason,
-                    )
-                ],
-            )
-            return RevokeOutcome(revoked=True, detail=f"shadow revocation of {original.entry_id}")
+        original = self.shadow_original(inp.original_key)
+        if original is None:
+            return RevokeOutcome(revoked=False, detail="nothing was granted (shadow)")
+        employee_id = original.detail["employee_id"]
+        recorded = self.record_shadow(
+            shadow_undo(original, inp, "revoke", original.workflow_id, employee_id=employee_id),
+            compensation_event(
+                "revoke",
+                "shadow.revoked",
+                {"entitlement": original.entry_id, "key": inp.original_key},
+                inp.reason,
+            ),
+        )
+        if not recorded:
+            return RevokeOutcome(revoked=True, detail=f"{original.entry_id} already revoked")
+        return RevokeOutcome(revoked=True, detail=f"shadow revocation of {original.entry_id}")
 
 
 def _record_shadow_grant(
-    session: Session, inp: GrantInput, outcome: GrantOutcome, label: str, wf: str
+    session: Session, inp: GrantInput, outcome: GrantOutcome, label: str
 ) -> AuditEvent:
     """Record what a shadow run would have granted (shadow outbox) and return its audit event."""
     approvers = inp.approval.approvers if inp.approval else []
-    session.add(
-        ShadowAction(
-            idempotency_key=inp.idempotency_key,
-            workflow_id=wf,
-            action="grant",
-            tenant=inp.tenant,
-            period="",
-            entry_id=label,
-            detail={
-                "employee_id": inp.employee_id,
-                "approvers": approvers,
-                "outcome": outcome.model_dump(mode="json"),
-            },
-        )
-    )
+    about = {"employee_id": inp.employee_id}
+    session.add(allowed_shadow(inp, "grant", outcome, approvers, about, period="", entry_id=label))
     return activity_event(
         "grant/shadow",
         actor="agent:entitlement_prompter",

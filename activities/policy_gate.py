@@ -2,19 +2,24 @@
 before any of them is done, and audit every decision. Any process uses it (``evaluate_policies``
 is a public activity name); its sensitive actions still ask policy again inside their own write
 transaction. Must not write to any system of record: it only decides and audits.
+
+Also here: :class:`GovernedWrites`, the base of the activities that do write, and the rows of
+the shadow outbox a shadow run records instead of writing (:func:`allowed_shadow`,
+:func:`shadow_undo`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.audit import AuditLedger, decision_event, unavailable_event
-from activities.database import Database
+from activities.database import Database, ShadowAction
 from activities.kill_switch import KillSwitch
 from activities.policy import (
     POLICY_UNAVAILABLE_ERROR,
@@ -25,9 +30,17 @@ from activities.policy import (
     in_transaction_decider,
     unavailable_error,
 )
-from workflows.contracts import AuditEvent, PolicyBatch, PolicyDecision, PolicyQuery, digest
+from activities.store_base import by_idempotency_key
+from workflows.contracts import (
+    AuditEvent,
+    CompensationInput,
+    PolicyBatch,
+    PolicyDecision,
+    PolicyQuery,
+    digest,
+)
 
-__all__ = ["GovernedWrites", "PolicyGateActivities"]
+__all__ = ["GovernedWrites", "PolicyGateActivities", "allowed_shadow", "shadow_undo"]
 
 T = TypeVar("T")
 
@@ -120,3 +133,75 @@ class GovernedWrites:
                 event = unavailable_event(f"{step}/policy", err, subject)
                 await asyncio.to_thread(self.ledger.append, [event])
             raise
+
+    def shadow_original(self, idempotency_key: str) -> ShadowAction | None:
+        """The shadow outbox's row recorded under ``idempotency_key`` (detached from its
+        session), or None: what a shadow run's compensation undoes."""
+        with self.db.read_session() as session:
+            original = by_idempotency_key(session, ShadowAction, idempotency_key)
+            if original is not None:
+                session.expunge(original)
+            return original
+
+    def record_shadow(self, action: ShadowAction, event: AuditEvent) -> bool:
+        """Record what a shadow run would have done (the shadow outbox) with its audit row,
+        once per idempotency key: False when that key was recorded before."""
+        with self.db.session() as session:
+            if by_idempotency_key(session, ShadowAction, action.idempotency_key) is not None:
+                return False
+            session.add(action)
+            self.ledger.append_in(session, [event])
+        return True
+
+
+class _GovernedInput(Protocol):
+    """What every governed write's input carries (a posting's, a grant's)."""
+
+    @property
+    def idempotency_key(self) -> str: ...
+
+    @property
+    def tenant(self) -> str: ...
+
+
+def allowed_shadow(
+    inp: _GovernedInput,
+    action: str,
+    outcome: BaseModel,
+    approvers: list[str],
+    about: dict[str, Any] | None = None,
+    **columns: Any,
+) -> ShadowAction:
+    """The shadow outbox's row of a write that policy allowed in a shadow run, under the
+    write's idempotency key: ``about`` it, who approved it and its outcome (a retry returns it).
+    ``columns``: the row's period, entry, account and amount, where the write has them."""
+    return ShadowAction(
+        idempotency_key=inp.idempotency_key,
+        workflow_id=activity.info().workflow_id or "",
+        action=action,
+        tenant=inp.tenant,
+        detail={
+            **(about or {}),
+            "approvers": approvers,
+            "outcome": outcome.model_dump(mode="json"),
+        },
+        **columns,
+    )
+
+
+def shadow_undo(
+    original: ShadowAction, inp: CompensationInput, action: str, workflow_id: str, **detail: Any
+) -> ShadowAction:
+    """The shadow outbox's row of a compensation that undoes ``original``: the same tenant,
+    period, entry and account, the amount negated; its detail is the reason, then ``detail``."""
+    return ShadowAction(
+        idempotency_key=inp.idempotency_key,
+        workflow_id=workflow_id,
+        action=action,
+        tenant=original.tenant,
+        period=original.period,
+        entry_id=original.entry_id,
+        account=original.account,
+        amount_cents=-original.amount_cents,
+        detail={"reason": inp.reason, **detail},
+    )

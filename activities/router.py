@@ -681,7 +681,7 @@ class Router:
         # is refused; the repair rides on the policy decision of the request it repairs.
         for _turn in (1, 2):
             response, waited, call = await self._exchange(
-                agent, spec, governed, prompt, schema, repair, state
+                agent, spec, state, self._send(agent, spec, governed, prompt, schema, repair)
             )
             governed = replace(governed, throttled_seconds=round(waited, 3), charged=True)
             text = answer_text(response, spec.structured_output)
@@ -709,21 +709,14 @@ class Router:
         raise _Escalate(refusal.error(agent), None)
 
     async def _exchange(
-        self,
-        agent: str,
-        spec: ModelSpec,
-        governed: GovernedCall,
-        prompt: str,
-        schema: dict[str, Any],
-        repair: tuple[str, str] | None,
-        state: _Attempt,
+        self, agent: str, spec: ModelSpec, state: _Attempt, sent: Awaitable[tuple[Any, float]]
     ) -> tuple[Any, float, ModelCall]:
-        """One request and its answer (the response, seconds waited for a slot, the call as
-        charged); a provider error becomes a fallback to the next endpoint (5xx, timeouts) or
-        the mapped error (other 4xx)."""
+        """One request (``sent``: :meth:`_send` to ``spec``) and its answer (the response,
+        seconds waited for a slot, the call as charged); a provider error becomes a fallback to
+        the next endpoint (5xx, timeouts) or the mapped error (other 4xx)."""
         began = time.perf_counter()
         try:
-            response, waited = await self._send(agent, spec, governed, prompt, schema, repair)
+            response, waited = await sent
         except openai.APIStatusError as err:
             state.waiting += time.perf_counter() - began
             mapped = _map_status_error(agent, err)
