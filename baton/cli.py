@@ -101,6 +101,7 @@ from baton.cli_common import (
     print_query,
     print_table,
     run,
+    runner,
     start_run,
     wait_option,
     waiting,
@@ -205,7 +206,7 @@ async def cmd_close_result(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_close_exceptions(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
     try:
-        workflow_id, status, held = await client.close_exceptions(args.id)
+        workflow_id, status, held = await client.close_exceptions(args.workflow_id)
     except LookupError as err:
         raise CliError(str(err)) from None
     if args.json:
@@ -1004,9 +1005,7 @@ def start(**params: Any) -> int:
     return run(cmd_start, params)
 
 
-@click.command("worker", help="run a worker for all processes")
-def worker_command(**params: Any) -> int:
-    return run(cmd_worker, params)
+worker_command = click.command("worker", help="run a worker for all processes")(runner(cmd_worker))
 
 
 @click.command("seed", help="(re)seed a month of ledger and bank data")
@@ -1046,18 +1045,18 @@ def close_cancel(**params: Any) -> int:
     return run(cmd_close_cancel, params)
 
 
-@close.command(
+workflow_reader(
+    close,
     "exceptions",
-    short_help="entries policy denied, held as exceptions (not posted)",
-    help="The entries a close holds as exceptions: policy denied posting them, the "
+    "The entries a close holds as exceptions: policy denied posting them, the "
     "rest of the close went on. Read from the result of a completed close, else from the "
     "running (or failed) close's status."
     "\n\nRUN_OR_WORKFLOW_ID: the close's workflow id or a run id",
+    cmd_close_exceptions,
+    "print the exceptions as JSON",
+    metavar="RUN_OR_WORKFLOW_ID",
+    short_help="entries policy denied, held as exceptions (not posted)",
 )
-@click.argument("id", metavar="RUN_OR_WORKFLOW_ID")
-@json_option("print the exceptions as JSON")
-def close_exceptions(**params: Any) -> int:
-    return run(cmd_close_exceptions, params)
 
 
 onboard = click.Group("onboard", help="HR onboarding: blackboard agents + manager approval")
@@ -1134,9 +1133,7 @@ def _decision(name: str, text: str) -> click.Command:
     request-changes takes a --comment where the others take a --rationale, and amend takes
     one --change per entry."""
 
-    def decide(**params: Any) -> int:
-        return run(cmd_decide, params, command=name)
-
+    decide = runner(cmd_decide, command=name)
     options = [
         click.argument("workflow_id"),
         click.option("--approver", required=True),
@@ -1308,9 +1305,9 @@ def audit_verify(**params: Any) -> int:
     return run(cmd_audit_verify, params)
 
 
-@audit.command("checkpoint", help="write a signed checkpoint of the chain now")
-def audit_checkpoint(**params: Any) -> int:
-    return run(cmd_audit_checkpoint, params)
+audit.command("checkpoint", help="write a signed checkpoint of the chain now")(
+    runner(cmd_audit_checkpoint)
+)
 
 
 @audit.command("checkpoint-key", help="make an Ed25519 checkpoint signing key")
