@@ -237,15 +237,11 @@ async def cmd_onboard_hire(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.contracts import NewHire, OnboardingInput
 
     OnboardingInput(tenant=args.tenant, employee_id=args.employee_id, requested_by="seed")
+    # the options named as NewHire's fields (--name and --unverified are not)
+    named = ("tenant", "employee_id", "role", "department", "country", "manager", "start_date")
     hire = NewHire(
-        tenant=args.tenant,
-        employee_id=args.employee_id,
+        **{field: getattr(args, field) for field in named},
         full_name=args.name,
-        role=args.role,
-        department=args.department,
-        country=args.country,
-        manager=args.manager,
-        start_date=args.start_date,
         id_document_verified=not args.unverified,
     )
     db = database(settings)
