@@ -46,7 +46,8 @@ baton/cli_*.py module defines its own group or commands and attaches nothing its
 at the end of this module is the one list that puts them under ``baton``. Lists and statuses
 print rich tables (plain text when piped), every read command takes ``--json``. What commands
 share is written once in cli_common: the option decorators (``json_option``, ``wait_option``,
-``options`` to stack several), ``workflow_reader`` (``NAME WORKFLOW_ID [--json]``),
+``options`` to stack several), ``runner`` (the callback that runs a ``cmd_*``),
+``workflow_reader`` (``NAME WORKFLOW_ID [--json]``),
 ``print_query`` (a status printed as JSON), ``start_run`` (the one start-and-wait path),
 ``print_table`` and ``database``.
 
@@ -1213,11 +1214,14 @@ canary = click.Group(
     "canary", help="canaries: a share of new runs on a new version, rolled back when worse"
 )
 
+#: --process of every canary command: the process whose canary it is.
+canary_process = click.option("--process", default="finance_close")
+
 
 @canary.command(
     "start", help="configure a canary (or change its share/margins) and start its monitor"
 )
-@click.option("--process", default="finance_close")
+@canary_process
 @click.option(
     "--kind",
     type=click.Choice(["data", "code"]),
@@ -1246,24 +1250,22 @@ def canary_start(**params: Any) -> int:
     return run(cmd_canary_start, params)
 
 
-def _canary_reader(name: str, text: str) -> click.Command:
-    @canary.command(name, help=text)
-    @click.option("--process", default="finance_close")
-    @json_option("print the evaluation and the monitor's state as JSON")
-    def read(**params: Any) -> int:
-        return run(cmd_canary_status, params, canary_command=name)
+def _canary_command(
+    name: str, text: str, func: Callable[..., Awaitable[int]], option: Callable[[Any], Any]
+) -> click.Command:
+    """``canary NAME --process P`` and ``option``: ``func``, told which command it runs
+    (``args.canary_command``)."""
+    callback = options(canary_process, option)(runner(func, canary_command=name))
+    return canary.command(name, help=text)(callback)
 
-    return read
+
+def _canary_reader(name: str, text: str) -> click.Command:
+    state_json = json_option("print the evaluation and the monitor's state as JSON")
+    return _canary_command(name, text, cmd_canary_status, state_json)
 
 
 def _canary_ender(name: str, text: str) -> click.Command:
-    @canary.command(name, help=text)
-    @click.option("--process", default="finance_close")
-    @reason_by("who decides (default: $USER)")
-    def end(**params: Any) -> int:
-        return run(cmd_canary_end, params, canary_command=name)
-
-    return end
+    return _canary_command(name, text, cmd_canary_end, reason_by("who decides (default: $USER)"))
 
 
 _canary_reader("status", "the canary, KPIs per version measured now (changes nothing), the monitor")
@@ -1273,7 +1275,7 @@ _canary_ender("promote", "the candidate gets every new run; the canary ends")
 
 
 @canary.command("versions", help="the versions a process knows")
-@click.option("--process", default="finance_close")
+@canary_process
 @json_option()
 def canary_versions(**params: Any) -> int:
     return run(cmd_canary_versions, params)
