@@ -46,7 +46,8 @@ baton/cli_*.py module defines its own group or commands and attaches nothing its
 at the end of this module is the one list that puts them under ``baton``. Lists and statuses
 print rich tables (plain text when piped), every read command takes ``--json``. What commands
 share is written once in cli_common: the option decorators (``json_option``, ``wait_option``,
-``options`` to stack several), ``workflow_reader`` (``NAME WORKFLOW_ID [--json]``),
+``options`` to stack several), ``runner`` (the callback that runs a ``cmd_*``),
+``workflow_reader`` (``NAME WORKFLOW_ID [--json]``),
 ``print_query`` (a status printed as JSON), ``start_run`` (the one start-and-wait path),
 ``print_table`` and ``database``.
 
@@ -101,6 +102,7 @@ from baton.cli_common import (
     print_query,
     print_table,
     run,
+    runner,
     start_run,
     wait_option,
     waiting,
@@ -205,7 +207,7 @@ async def cmd_close_result(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_close_exceptions(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings)
     try:
-        workflow_id, status, held = await client.close_exceptions(args.id)
+        workflow_id, status, held = await client.close_exceptions(args.workflow_id)
     except LookupError as err:
         raise CliError(str(err)) from None
     if args.json:
@@ -236,15 +238,11 @@ async def cmd_onboard_hire(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.contracts import NewHire, OnboardingInput
 
     OnboardingInput(tenant=args.tenant, employee_id=args.employee_id, requested_by="seed")
+    # the options named as NewHire's fields (--name and --unverified are not)
+    named = ("tenant", "employee_id", "role", "department", "country", "manager", "start_date")
     hire = NewHire(
-        tenant=args.tenant,
-        employee_id=args.employee_id,
+        **{field: getattr(args, field) for field in named},
         full_name=args.name,
-        role=args.role,
-        department=args.department,
-        country=args.country,
-        manager=args.manager,
-        start_date=args.start_date,
         id_document_verified=not args.unverified,
     )
     db = database(settings)
@@ -1004,9 +1002,7 @@ def start(**params: Any) -> int:
     return run(cmd_start, params)
 
 
-@click.command("worker", help="run a worker for all processes")
-def worker_command(**params: Any) -> int:
-    return run(cmd_worker, params)
+worker_command = click.command("worker", help="run a worker for all processes")(runner(cmd_worker))
 
 
 @click.command("seed", help="(re)seed a month of ledger and bank data")
@@ -1046,18 +1042,18 @@ def close_cancel(**params: Any) -> int:
     return run(cmd_close_cancel, params)
 
 
-@close.command(
+workflow_reader(
+    close,
     "exceptions",
-    short_help="entries policy denied, held as exceptions (not posted)",
-    help="The entries a close holds as exceptions: policy denied posting them, the "
+    "The entries a close holds as exceptions: policy denied posting them, the "
     "rest of the close went on. Read from the result of a completed close, else from the "
     "running (or failed) close's status."
     "\n\nRUN_OR_WORKFLOW_ID: the close's workflow id or a run id",
+    cmd_close_exceptions,
+    "print the exceptions as JSON",
+    metavar="RUN_OR_WORKFLOW_ID",
+    short_help="entries policy denied, held as exceptions (not posted)",
 )
-@click.argument("id", metavar="RUN_OR_WORKFLOW_ID")
-@json_option("print the exceptions as JSON")
-def close_exceptions(**params: Any) -> int:
-    return run(cmd_close_exceptions, params)
 
 
 onboard = click.Group("onboard", help="HR onboarding: blackboard agents + manager approval")
@@ -1134,9 +1130,7 @@ def _decision(name: str, text: str) -> click.Command:
     request-changes takes a --comment where the others take a --rationale, and amend takes
     one --change per entry."""
 
-    def decide(**params: Any) -> int:
-        return run(cmd_decide, params, command=name)
-
+    decide = runner(cmd_decide, command=name)
     options = [
         click.argument("workflow_id"),
         click.option("--approver", required=True),
@@ -1220,11 +1214,14 @@ canary = click.Group(
     "canary", help="canaries: a share of new runs on a new version, rolled back when worse"
 )
 
+#: --process of every canary command: the process whose canary it is.
+canary_process = click.option("--process", default="finance_close")
+
 
 @canary.command(
     "start", help="configure a canary (or change its share/margins) and start its monitor"
 )
-@click.option("--process", default="finance_close")
+@canary_process
 @click.option(
     "--kind",
     type=click.Choice(["data", "code"]),
@@ -1253,24 +1250,22 @@ def canary_start(**params: Any) -> int:
     return run(cmd_canary_start, params)
 
 
-def _canary_reader(name: str, text: str) -> click.Command:
-    @canary.command(name, help=text)
-    @click.option("--process", default="finance_close")
-    @json_option("print the evaluation and the monitor's state as JSON")
-    def read(**params: Any) -> int:
-        return run(cmd_canary_status, params, canary_command=name)
+def _canary_command(
+    name: str, text: str, func: Callable[..., Awaitable[int]], option: Callable[[Any], Any]
+) -> click.Command:
+    """``canary NAME --process P`` and ``option``: ``func``, told which command it runs
+    (``args.canary_command``)."""
+    callback = options(canary_process, option)(runner(func, canary_command=name))
+    return canary.command(name, help=text)(callback)
 
-    return read
+
+def _canary_reader(name: str, text: str) -> click.Command:
+    state_json = json_option("print the evaluation and the monitor's state as JSON")
+    return _canary_command(name, text, cmd_canary_status, state_json)
 
 
 def _canary_ender(name: str, text: str) -> click.Command:
-    @canary.command(name, help=text)
-    @click.option("--process", default="finance_close")
-    @reason_by("who decides (default: $USER)")
-    def end(**params: Any) -> int:
-        return run(cmd_canary_end, params, canary_command=name)
-
-    return end
+    return _canary_command(name, text, cmd_canary_end, reason_by("who decides (default: $USER)"))
 
 
 _canary_reader("status", "the canary, KPIs per version measured now (changes nothing), the monitor")
@@ -1280,7 +1275,7 @@ _canary_ender("promote", "the candidate gets every new run; the canary ends")
 
 
 @canary.command("versions", help="the versions a process knows")
-@click.option("--process", default="finance_close")
+@canary_process
 @json_option()
 def canary_versions(**params: Any) -> int:
     return run(cmd_canary_versions, params)
@@ -1308,9 +1303,9 @@ def audit_verify(**params: Any) -> int:
     return run(cmd_audit_verify, params)
 
 
-@audit.command("checkpoint", help="write a signed checkpoint of the chain now")
-def audit_checkpoint(**params: Any) -> int:
-    return run(cmd_audit_checkpoint, params)
+audit.command("checkpoint", help="write a signed checkpoint of the chain now")(
+    runner(cmd_audit_checkpoint)
+)
 
 
 @audit.command("checkpoint-key", help="make an Ed25519 checkpoint signing key")

@@ -36,6 +36,7 @@ __all__ = [
     "print_query",
     "print_table",
     "run",
+    "runner",
     "start_run",
     "wait_option",
     "workflow_reader",
@@ -145,6 +146,17 @@ def run(
     return asyncio.run(func(argparse.Namespace(**values), Settings.from_env()))
 
 
+def runner(
+    func: Callable[[argparse.Namespace, Settings], Awaitable[int]], **extra: Any
+) -> Callable[..., int]:
+    """The callback of a command that runs ``func``: ``run(func, params, **extra)``."""
+
+    def callback(**params: Any) -> int:
+        return run(func, params, **extra)
+
+    return callback
+
+
 def json_option(help: str = "print JSON instead of a table (for scripts)") -> Any:
     """The ``--json`` flag every read command has (``args.json``)."""
     return click.option("--json", "json", is_flag=True, help=help)
@@ -184,21 +196,20 @@ def print_query(
 
 
 def workflow_reader(
-    group: click.Group,
+    group: click.Group | None,
     name: str,
     help: str,
     func: Callable[[argparse.Namespace, Settings], Awaitable[int]],
     json_help: str = JSON_ANYWAY,
+    metavar: str | None = None,
+    **attrs: Any,
 ) -> click.Command:
-    """``GROUP NAME WORKFLOW_ID [--json]``: the status and result commands of a process."""
-
-    @group.command(name, help=help)
-    @click.argument("workflow_id")
-    @json_option(json_help)
-    def read(**params: Any) -> int:
-        return run(func, params)
-
-    return read
+    """``[GROUP] NAME WORKFLOW_ID [--json]``: a command that reads one run (a process's status
+    or result, an audit trail): ``group``'s, or a top-level command when it is None. ``metavar``
+    names the argument in --help; ``attrs`` are Click's (short_help)."""
+    command = group.command if group is not None else click.command
+    read = options(click.argument("workflow_id", metavar=metavar), json_option(json_help))
+    return command(name, help=help, **attrs)(read(runner(func)))
 
 
 async def start_run(

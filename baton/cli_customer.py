@@ -20,7 +20,14 @@ from typing import Any
 
 import click
 
-from baton.cli_common import database, print_query, run, wait_for_result, workflow_reader
+from baton.cli_common import (
+    database,
+    print_query,
+    run,
+    runner,
+    wait_for_result,
+    workflow_reader,
+)
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -108,9 +115,9 @@ def customer_event(**params: Any) -> int:
     return run(cmd_event, params)
 
 
-@customer.command("trigger", help="start a run for every new CRM event (idempotent)")
-def customer_trigger(**params: Any) -> int:
-    return run(cmd_trigger, params)
+customer.command("trigger", help="start a run for every new CRM event (idempotent)")(
+    runner(cmd_trigger)
+)
 
 
 workflow_reader(customer, "status", "stage, pending approval, commits", cmd_status)

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from baton.cli_common import json_option, run, wait_for_result, wait_option
+from baton.cli_common import run, wait_for_result, wait_option, workflow_reader
 from baton.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -148,7 +148,7 @@ async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
     from workflows.dsl.model import ProcessRunResult
 
     baton = await _client(settings)
-    handle = baton.client.get_workflow_handle(args.run, result_type=ProcessRunResult)
+    handle = baton.client.get_workflow_handle(args.workflow_id, result_type=ProcessRunResult)
     return await _print_result(handle)
 
 
@@ -200,15 +200,15 @@ def run_command(**params: Any) -> int:
     return run(cmd_run, params)
 
 
-@click.command(
+result = workflow_reader(
+    None,
     "result",
-    help="a YAML run's result (waits for it), or why it failed"
+    "a YAML run's result (waits for it), or why it failed"
     "\n\nRUN: the run's workflow id (`baton run` prints it)",
+    cmd_result,
+    "print the result as JSON",
+    metavar="RUN",
 )
-@click.argument("run", metavar="RUN")
-@json_option("print the result as JSON")
-def result(**params: Any) -> int:
-    return run(cmd_result, params)
 
 
 @click.command("event", help="deliver an event to a run's wait_event step")

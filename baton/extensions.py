@@ -123,33 +123,25 @@ class Registry:
             description=description,
         )
         self.actions[name] = spec
-        catalog.register(
+        self._catalogue(
             "connector",
             name,
-            catalog.Action(
-                name,
-                GovernedActionInput,
-                _typed_outcome(name, result),
-                sensitive=True,
-                description=description,
-                args=args,
-                result=result,
-                policy=policy,
-                undo=spec.undo_name if compensate is not None else None,
-                extension=self._current,
-            ),
+            GovernedActionInput,
+            _typed_outcome(name, result),
+            sensitive=True,
+            description=description,
+            args=args,
+            result=result,
+            policy=policy,
+            undo=spec.undo_name if compensate is not None else None,
         )
         if compensate is not None:
-            catalog.register(
+            self._catalogue(
                 "connector",
                 spec.undo_name,
-                catalog.Action(
-                    spec.undo_name,
-                    CompensateActionInput,
-                    CompensateActionOutcome,
-                    description=f"undo {name} (a no-op when it never ran or was undone)",
-                    extension=self._current,
-                ),
+                CompensateActionInput,
+                CompensateActionOutcome,
+                description=f"undo {name} (a no-op when it never ran or was undone)",
             )
         return spec
 
@@ -188,18 +180,7 @@ class Registry:
             stand_in=stand_in,
         )
         self.agents[name] = spec
-        catalog.register(
-            "agent",
-            name,
-            catalog.Action(
-                name,
-                input,
-                spec.outcome,
-                description=description,
-                result=answer,
-                extension=self._current,
-            ),
-        )
+        self._catalogue("agent", name, input, spec.outcome, description=description, result=answer)
         return spec
 
     def process(self, spec: ProcessSpec) -> None:
@@ -228,6 +209,14 @@ class Registry:
             self.policy_dirs.append(path)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _catalogue(
+        self, kind: str, name: str, input: type[BaseModel], output: Any, **fields: Any
+    ) -> None:
+        """Put ``name`` in the YAML catalogue (``kind``: "agent" or "connector") as this
+        extension's: ``fields`` are the rest of its ``catalog.Action``."""
+        action = catalog.Action(name, input, output, extension=self._current, **fields)
+        catalog.register(kind, name, action)
 
     def _claim(self, name: str, what: str) -> None:
         taken = self.origin.get(name)

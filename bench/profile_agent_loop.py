@@ -47,29 +47,42 @@ def instrument() -> None:
     from activities.kill_switch import KillSwitch
     from workflows.process_base import GovernedProcess  # noqa: F401
 
-    A = agent_turn.AgentTurnActivities
-    timed(A, "agent_turn", "agent_turn (activity body)")
-    timed(A, "_extend", "  turn: load conversation + window")
-    timed(A, "_settle", "  turn: store assistant message + node")
-    timed(agent_turn, "_create", "  turn: build request (SDK post, not awaited)")
-    R = router.Router
-    timed(R, "exchange", "  turn: router.exchange (incl. model HTTP)")
-    timed(R, "_remaining", "    exchange: budget remaining (reads)")
-    timed(R, "_charge_one", "    exchange: charge + audit row (txn)")
-    timed(R, "settle", "  turn: router.settle")
-    timed(agents.AgentActivities, "_govern", "    exchange: base policy + audit (txn)")
-    timed(spend, "run_totals", "    db: spend.run_totals (read)")
-    timed(spend, "spent_on", "    db: spend.spent_on (read)")
-    timed(KillSwitch, "raise_if_blocking", "    db: kill switch check")
-    T = tools.ToolActivities
-    timed(T, "call_tool", "call_tool (activity body)")
-    timed(T, "_decide", "  tool: switch + policy + audit (txn 1)")
-    timed(T, "_record", "  tool: result + record + audit (txn 2)")
-    timed(tools.ToolRegistry, "load", "  registry.load")
-    timed(audit.AuditLedger, "append_in", "db: audit append_in")
-    timed(payload_store.PayloadStore, "put_in", "db: payload put_in")
-    timed(payload_store.PayloadStore, "get_many", "db: payload get_many")
-    timed(Session, "commit", "db: Session.commit")
+    # owner: {attribute: timer name}
+    phases: dict[Any, dict[str, str]] = {
+        agent_turn.AgentTurnActivities: {
+            "agent_turn": "agent_turn (activity body)",
+            "_extend": "  turn: load conversation + window",
+            "_settle": "  turn: store assistant message + node",
+        },
+        agent_turn: {"_create": "  turn: build request (SDK post, not awaited)"},
+        router.Router: {
+            "exchange": "  turn: router.exchange (incl. model HTTP)",
+            "_remaining": "    exchange: budget remaining (reads)",
+            "_charge_one": "    exchange: charge + audit row (txn)",
+            "settle": "  turn: router.settle",
+        },
+        agents.AgentActivities: {"_govern": "    exchange: base policy + audit (txn)"},
+        spend: {
+            "run_totals": "    db: spend.run_totals (read)",
+            "spent_on": "    db: spend.spent_on (read)",
+        },
+        KillSwitch: {"raise_if_blocking": "    db: kill switch check"},
+        tools.ToolActivities: {
+            "call_tool": "call_tool (activity body)",
+            "_decide": "  tool: switch + policy + audit (txn 1)",
+            "_record": "  tool: result + record + audit (txn 2)",
+        },
+        tools.ToolRegistry: {"load": "  registry.load"},
+        audit.AuditLedger: {"append_in": "db: audit append_in"},
+        payload_store.PayloadStore: {
+            "put_in": "db: payload put_in",
+            "get_many": "db: payload get_many",
+        },
+        Session: {"commit": "db: Session.commit"},
+    }
+    for owner, names in phases.items():
+        for attr, name in names.items():
+            timed(owner, attr, name)
     from temporalio.worker import _workflow
 
     from activities import policy

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload
 from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -316,15 +317,16 @@ class InboxBackend:
     async def comment(
         self, viewer: Viewer, workflow_id: str, *, request_id: str, text: str, action_digest: str
     ) -> Outcome:
-        assertion = await self._assertion(viewer, workflow_id, request_id, action_digest)
-        comment = ApprovalComment(
+        return await self._signed(
+            viewer,
+            workflow_id,
+            APPROVAL_COMMENT_UPDATE,
+            ApprovalComment,
             request_id=request_id,
             author=viewer.name,
             text=text,
             action_digest=action_digest,
-            assertion=assertion,
         )
-        return await self._update(workflow_id, request_id, APPROVAL_COMMENT_UPDATE, comment)
 
     async def delegate(
         self,
@@ -336,16 +338,27 @@ class InboxBackend:
         rationale: str,
         action_digest: str,
     ) -> Outcome:
-        assertion = await self._assertion(viewer, workflow_id, request_id, action_digest)
-        inp = ApprovalDelegationInput(
+        return await self._signed(
+            viewer,
+            workflow_id,
+            APPROVAL_DELEGATE_UPDATE,
+            ApprovalDelegationInput,
             request_id=request_id,
             approver=viewer.name,
             delegate=delegate,
             rationale=rationale,
             action_digest=action_digest,
-            assertion=assertion,
         )
-        return await self._update(workflow_id, request_id, APPROVAL_DELEGATE_UPDATE, inp)
+
+    async def _signed(
+        self, viewer: Viewer, workflow_id: str, update: str, model: type[BaseModel], **fields: Any
+    ) -> Outcome:
+        """Send the Update ``update`` with ``model(**fields)``, carrying the viewer's approval
+        token for that request and action (``fields``' request_id and action_digest)."""
+        request_id = fields["request_id"]
+        assertion = await self._assertion(viewer, workflow_id, request_id, fields["action_digest"])
+        arg = model(**fields, assertion=assertion)
+        return await self._update(workflow_id, request_id, update, arg)
 
     async def _update(self, workflow_id: str, request_id: str, name: str, arg: Any) -> Outcome:
         handle = self.client.get_workflow_handle(workflow_id)
