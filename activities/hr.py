@@ -39,7 +39,12 @@ from activities.policy import (
     unavailable_error,
 )
 from activities.policy_gate import GovernedWrites
-from activities.store_base import StoredOutcome, by_idempotency_key, stored_outcome
+from activities.store_base import (
+    GovernedEffect,
+    StoredOutcome,
+    by_idempotency_key,
+    stored_outcome,
+)
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -82,17 +87,14 @@ class IdpAccount(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class IdpEntitlement(SQLModel, table=True):
+class IdpEntitlement(GovernedEffect, table=True):
     """One entitlement granted (and perhaps later revoked) in the identity provider."""
 
     __tablename__ = "idp_entitlement"
     grant_id: str = Field(primary_key=True)
-    idempotency_key: str = Field(unique=True)
-    tenant: str = Field(index=True)
     employee_id: str = Field(index=True)
     system: str
     name: str
-    approved_by: str | None = None
     workflow_id: str = ""
     granted_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
