@@ -63,12 +63,18 @@ from workflows.contracts import (
 ENTITLEMENT_POLICY = "baton/hr/entitlements"
 
 
-class HrisNewHire(SQLModel, table=True):
+class EmployeeKeyed(SQLModel):
+    """The primary key of a person's row in the HRIS and in the identity provider alike: the
+    tenant and the employee id the HRIS gave them."""
+
+    tenant: str = Field(primary_key=True)
+    employee_id: str = Field(primary_key=True)
+
+
+class HrisNewHire(EmployeeKeyed, table=True):
     """A new hire in the HRIS (the system of record for people)."""
 
     __tablename__ = "hris_new_hire"
-    tenant: str = Field(primary_key=True)
-    employee_id: str = Field(primary_key=True)
     full_name: str
     role: str
     department: str
@@ -78,12 +84,10 @@ class HrisNewHire(SQLModel, table=True):
     id_document_verified: bool = False
 
 
-class IdpAccount(SQLModel, table=True):
+class IdpAccount(EmployeeKeyed, table=True):
     """An account in the identity provider's directory, created with the first grant."""
 
     __tablename__ = "idp_account"
-    tenant: str = Field(primary_key=True)
-    employee_id: str = Field(primary_key=True)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -403,6 +407,7 @@ def _record_shadow_grant(
 __all__ = [
     "BlackboardEntryRow",
     "ENTITLEMENT_POLICY",
+    "EmployeeKeyed",
     "GrantAttempt",
     "HrActivities",
     "HrisNewHire",
