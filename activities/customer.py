@@ -91,7 +91,6 @@ class CrmCommit(GovernedEffect, table=True):
     summary: str
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     rationale: str = ""
-    workflow_id: str = ""
     committed_at: datetime = Field(default_factory=utcnow)
     reverted_at: datetime | None = None
     revert_key: str | None = Field(default=None, unique=True)

@@ -95,7 +95,7 @@ class JournalPosting(GovernedEffect, table=True):
     amount_cents: int
     rationale: str
     prepared_by: str
-    workflow_id: str = Field(default="", index=True)  # baton doctor looks postings up by run
+    workflow_id: str = Field(default="", index=True)  # indexed: baton doctor finds postings by run
     reverses_posting_id: str | None = Field(default=None, index=True)
     decision_json: str = ""  # the policy outcome it was posted under, returned again on retry
     posted_at: datetime = Field(default_factory=utcnow)

@@ -99,7 +99,6 @@ class IdpEntitlement(GovernedEffect, table=True):
     employee_id: str = Field(index=True)
     system: str
     name: str
-    workflow_id: str = ""
     granted_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
     revoke_key: str | None = Field(default=None, unique=True)

@@ -49,11 +49,12 @@ class KeyedEffect(SQLModel):
 
 class GovernedEffect(KeyedEffect):
     """The columns of a row a governed write added to a tenant's system of record: besides its
-    key, the tenant, and who approved the write when policy held it for approval (their names
-    joined by ", "; None when policy allowed it outright)."""
+    key, the tenant, who approved the write when policy held it for approval (their names joined
+    by ", "; None when policy allowed it outright), and the workflow whose activity wrote it."""
 
     tenant: str = Field(index=True)
     approved_by: str | None = None
+    workflow_id: str = ""
 
 
 Effect = TypeVar("Effect", bound=KeyedEffect)
