@@ -33,7 +33,12 @@ from activities.database import Database, utcnow
 from activities.kill_switch import Subject
 from activities.policy import decide
 from activities.policy_gate import GovernedWrites
-from activities.store_base import StoredOutcome, by_idempotency_key, stored_outcome
+from activities.store_base import (
+    GovernedEffect,
+    StoredOutcome,
+    by_idempotency_key,
+    stored_outcome,
+)
 from workflows.contracts import PolicyDecision, PolicyQuery, digest
 from workflows.contracts.customer import (
     COMMIT_ACTION,
@@ -75,21 +80,17 @@ class CrmEventRow(SQLModel, table=True):
     outcome: str | None = None
 
 
-class CrmCommit(SQLModel, table=True):
+class CrmCommit(GovernedEffect, table=True):
     """One action committed to a system of record for a customer."""
 
     __tablename__ = "crm_commit"
     commit_id: str = Field(primary_key=True)
-    idempotency_key: str = Field(unique=True)
-    tenant: str = Field(index=True)
     customer_id: str = Field(index=True)
     kind: str  # intro_email | discount | onboarding_task
     action_key: str
     summary: str
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    approved_by: str | None = None
     rationale: str = ""
-    workflow_id: str = ""
     committed_at: datetime = Field(default_factory=utcnow)
     reverted_at: datetime | None = None
     revert_key: str | None = Field(default=None, unique=True)

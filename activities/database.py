@@ -23,6 +23,8 @@ from sqlalchemy import JSON, Column, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, UniqueConstraint, create_engine, text
 
+from activities.store_base import GovernedEffect, KeyedEffect
+
 
 def to_cents(amount: Decimal) -> int:
     return int((amount * 100).to_integral_value())
@@ -82,27 +84,24 @@ class BankStatementLine(PeriodLine, table=True):
     memo: str
 
 
-class JournalPosting(SQLModel, table=True):
+class JournalPosting(GovernedEffect, table=True):
     """An adjusting entry Baton posted (or a reversal of one). Unique per idempotency key."""
 
     __tablename__ = "journal_posting"
     posting_id: str = Field(primary_key=True)
-    idempotency_key: str = Field(unique=True)
-    tenant: str = Field(index=True)
     period: str = Field(index=True)
     entry_id: str
     account: str
     amount_cents: int
     rationale: str
     prepared_by: str
-    approved_by: str | None = None
-    workflow_id: str = Field(default="", index=True)  # baton doctor looks postings up by run
+    workflow_id: str = Field(default="", index=True)  # indexed: baton doctor finds postings by run
     reverses_posting_id: str | None = Field(default=None, index=True)
     decision_json: str = ""  # the policy outcome it was posted under, returned again on retry
     posted_at: datetime = Field(default_factory=utcnow)
 
 
-class NotificationOutbox(SQLModel, table=True):
+class NotificationOutbox(KeyedEffect, table=True):
     """A notification queued for delivery (activities/notify.py), one row per idempotency key.
 
     Written in the same transaction as its ``notification.queued`` audit row. A relay (or the
@@ -112,7 +111,6 @@ class NotificationOutbox(SQLModel, table=True):
 
     __tablename__ = "notification_outbox"
     id: int | None = Field(default=None, primary_key=True)
-    idempotency_key: str = Field(unique=True)
     kind: str
     workflow_id: str = Field(index=True)
     request_id: str
@@ -140,13 +138,12 @@ class KillSwitchRow(SQLModel, table=True):
     clear_reason: str | None = None
 
 
-class ShadowAction(SQLModel, table=True):
+class ShadowAction(KeyedEffect, table=True):
     """What a shadow run would have done to a system of record (a posting, a reversal, closing
     a period), recorded instead of doing it. One row per idempotency key."""
 
     __tablename__ = "shadow_action"
     id: int | None = Field(default=None, primary_key=True)
-    idempotency_key: str = Field(unique=True)
     workflow_id: str = Field(index=True)
     action: str  # post | reverse | close_period
     tenant: str
@@ -158,14 +155,13 @@ class ShadowAction(SQLModel, table=True):
     recorded_at: datetime = Field(default_factory=utcnow)
 
 
-class GovernedActionRow(SQLModel, table=True):
+class GovernedActionRow(KeyedEffect, table=True):
     """A governed action of an extension (baton/extensions.py) that policy allowed and that ran:
     its outcome is returned again on a retry (one row per idempotency key), and its undo marks
     it compensated (once)."""
 
     __tablename__ = "governed_action"
     action_id: str = Field(primary_key=True)
-    idempotency_key: str = Field(unique=True)
     action: str = Field(index=True)
     tenant: str = ""
     workflow_id: str = Field(default="", index=True)

@@ -39,7 +39,12 @@ from activities.policy import (
     unavailable_error,
 )
 from activities.policy_gate import GovernedWrites, allowed_shadow, shadow_undo
-from activities.store_base import StoredOutcome, by_idempotency_key, stored_outcome
+from activities.store_base import (
+    GovernedEffect,
+    StoredOutcome,
+    by_idempotency_key,
+    stored_outcome,
+)
 from workflows.contracts import (
     PROCESS_BY_WORKFLOW_TYPE,
     AuditEvent,
@@ -58,12 +63,18 @@ from workflows.contracts import (
 ENTITLEMENT_POLICY = "baton/hr/entitlements"
 
 
-class HrisNewHire(SQLModel, table=True):
+class EmployeeKeyed(SQLModel):
+    """The primary key of a person's row in the HRIS and in the identity provider alike: the
+    tenant and the employee id the HRIS gave them."""
+
+    tenant: str = Field(primary_key=True)
+    employee_id: str = Field(primary_key=True)
+
+
+class HrisNewHire(EmployeeKeyed, table=True):
     """A new hire in the HRIS (the system of record for people)."""
 
     __tablename__ = "hris_new_hire"
-    tenant: str = Field(primary_key=True)
-    employee_id: str = Field(primary_key=True)
     full_name: str
     role: str
     department: str
@@ -73,27 +84,21 @@ class HrisNewHire(SQLModel, table=True):
     id_document_verified: bool = False
 
 
-class IdpAccount(SQLModel, table=True):
+class IdpAccount(EmployeeKeyed, table=True):
     """An account in the identity provider's directory, created with the first grant."""
 
     __tablename__ = "idp_account"
-    tenant: str = Field(primary_key=True)
-    employee_id: str = Field(primary_key=True)
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class IdpEntitlement(SQLModel, table=True):
+class IdpEntitlement(GovernedEffect, table=True):
     """One entitlement granted (and perhaps later revoked) in the identity provider."""
 
     __tablename__ = "idp_entitlement"
     grant_id: str = Field(primary_key=True)
-    idempotency_key: str = Field(unique=True)
-    tenant: str = Field(index=True)
     employee_id: str = Field(index=True)
     system: str
     name: str
-    approved_by: str | None = None
-    workflow_id: str = ""
     granted_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
     revoke_key: str | None = Field(default=None, unique=True)
@@ -373,6 +378,7 @@ def _record_shadow_grant(
 __all__ = [
     "BlackboardEntryRow",
     "ENTITLEMENT_POLICY",
+    "EmployeeKeyed",
     "GrantAttempt",
     "HrActivities",
     "HrisNewHire",

@@ -1,10 +1,12 @@
-"""What the idempotent writers' tables share: the outcome of a call kept under its key, and
-the look-up of a row by the idempotency key it was written under.
+"""What the idempotent writers' tables share: the outcome of a call kept under its key, the
+columns of a row an effect wrote under its key, and the look-up of that row by the key.
 
 A governed write (a grant, a ticket update, a tool call) decides and writes once
 per idempotency key. It stores the outcome it returned, denials and approval holds included,
 in a table of its own built on :class:`StoredOutcome`; a retry of the call finds that row and
-returns the same outcome instead of asking policy and writing again.
+returns the same outcome instead of asking policy and writing again. The row the write adds to
+its system of record (a posting, a grant, a commit) is built on :class:`KeyedEffect`, or on
+:class:`GovernedEffect` when policy governs it for a tenant.
 
 Must not: declare tables itself (each writer's module does, see activities/schema.py).
 """
@@ -17,7 +19,6 @@ from pydantic import BaseModel
 from sqlmodel import Field, Session, SQLModel, select
 
 Outcome = TypeVar("Outcome", bound=BaseModel)
-Row = TypeVar("Row", bound=SQLModel)
 
 
 class StoredOutcome(SQLModel):
@@ -38,6 +39,27 @@ class StoredOutcome(SQLModel):
         )
 
 
+class KeyedEffect(SQLModel):
+    """The column of a row an effect wrote: the idempotency key of the call that wrote it
+    (unique: a retried call writes nothing more, and a reversal or compensation finds the row by
+    it, see :func:`by_idempotency_key`)."""
+
+    idempotency_key: str = Field(unique=True)
+
+
+class GovernedEffect(KeyedEffect):
+    """The columns of a row a governed write added to a tenant's system of record: besides its
+    key, the tenant, who approved the write when policy held it for approval (their names joined
+    by ", "; None when policy allowed it outright), and the workflow whose activity wrote it."""
+
+    tenant: str = Field(index=True)
+    approved_by: str | None = None
+    workflow_id: str = ""
+
+
+Effect = TypeVar("Effect", bound=KeyedEffect)
+
+
 def stored_outcome(
     session: Session, table: type[StoredOutcome], idempotency_key: str, outcome: type[Outcome]
 ) -> Outcome | None:
@@ -47,11 +69,18 @@ def stored_outcome(
     return None if row is None else outcome.model_validate_json(row.outcome_json)
 
 
-def by_idempotency_key(session: Session, table: type[Row], idempotency_key: str) -> Row | None:
-    """The row of ``table`` an effect wrote under ``idempotency_key`` (a unique column of the
-    table), or None when no call with that key wrote one."""
-    column = table.__table__.c["idempotency_key"]  # type: ignore[attr-defined]
-    return session.exec(select(table).where(column == idempotency_key)).first()
+def by_idempotency_key(
+    session: Session, table: type[Effect], idempotency_key: str
+) -> Effect | None:
+    """The row of ``table`` an effect wrote under ``idempotency_key``, or None when no call with
+    that key wrote one."""
+    return session.exec(select(table).where(table.idempotency_key == idempotency_key)).first()
 
 
-__all__ = ["StoredOutcome", "by_idempotency_key", "stored_outcome"]
+__all__ = [
+    "GovernedEffect",
+    "KeyedEffect",
+    "StoredOutcome",
+    "by_idempotency_key",
+    "stored_outcome",
+]
