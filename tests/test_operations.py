@@ -70,8 +70,7 @@ async def test_worker_killed_mid_run_then_restarted_completes_without_double_pos
     h = harness
     worker = start_worker_process(h)
     try:
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id, timeout=60)
+        handle, status = await h.start_close_until_pending(timeout=60)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         # the approval lands while no worker runs at all: it is durable in the server
@@ -126,8 +125,7 @@ async def test_baton_worker_command_runs_a_close_and_stops_on_sigterm(harness: H
     worker = start_worker_process(h, [BATON, "worker"])
     try:
         await wait_until_polling(worker)
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id, timeout=60)
+        handle, status = await h.start_close_until_pending(timeout=60)
         await h.client.approve(handle.id, approver="carol", rationale="reviewed")
         result = await asyncio.wait_for(handle.result(), 90)
         assert len(result.posted) == len(status.posted) + len(status.pending[0].entries) > 0
