@@ -484,10 +484,8 @@ async def test_golden_history_of_an_agent_run_replays(harness: Harness) -> None:
             [request] = await pending(h, handle.id)
             await h.client.decide(handle.id, decision(request, "approve", "golden"))
             await handle.result()
-        history = await handle.fetch_history()
-        golden.write(GOLDEN, history)
-    history = golden.load(GOLDEN, "golden-agent-run")
-    await golden.assert_replays(history, AgentRunWorkflow)
+        await golden.record(GOLDEN, handle)
+    await golden.load_and_replay(GOLDEN, "golden-agent-run", AgentRunWorkflow)
 
 
 async def test_support_case_l2_researcher_acts_through_governed_searches(

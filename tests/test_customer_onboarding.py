@@ -322,7 +322,7 @@ async def test_a_recorded_run_checking_its_plan_by_preflight_replays(harness: Ha
     if golden.regenerating():
         async with harness.worker():
             handle = await _customer_run(harness)
-        golden.write(GOLDEN, await handle.fetch_history())
+        await golden.record(GOLDEN, handle)
     history = golden.load(GOLDEN, "golden-customer-preflight")
     scheduled = [e.activity_task_scheduled_event_attributes for e in history.events]
     names = {s.activity_type.name for s in scheduled}

@@ -149,8 +149,7 @@ async def test_history_with_comments_and_a_delegation_replays(harness: Harness) 
         backend = InboxBackend(h.temporal, trust=None, tokens=None)
         async with h.worker():
             workflow_id = await comment_delegate_approve(h, backend)
-        history = await h.temporal.get_workflow_handle(workflow_id).fetch_history()
-        golden.write(GOLDEN, history)
+        await golden.record(GOLDEN, h.temporal.get_workflow_handle(workflow_id))
     history = golden.load(GOLDEN, "golden-commented-delegated")
     events = json.loads(GOLDEN.read_text())["events"]
     updates = [

@@ -277,10 +277,8 @@ async def test_golden_history_replays(harness: Harness) -> None:
             await h.wait_for_pending(handle.id)
             await h.client.approve(handle.id, approver="carol", rationale="golden")
             await handle.result()
-        history = await handle.fetch_history()
-        golden.write(GOLDEN, history)
-    history = golden.load(GOLDEN, "golden-finance-close")
-    await golden.assert_replays(history, FinanceCloseWorkflow)
+        await golden.record(GOLDEN, handle)
+    await golden.load_and_replay(GOLDEN, "golden-finance-close", FinanceCloseWorkflow)
 
 
 async def test_history_with_unchanged_search_attribute_writes_replays() -> None:
