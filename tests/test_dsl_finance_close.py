@@ -280,27 +280,16 @@ async def test_yaml_close_handles_an_amendment_like_the_hand_written_close(
     """Round 1 amended by carol (one entry drops below the threshold and posts, one still needs
     an approver, whom carol may no longer be), round 2 approved by frank: the same postings
     (amounts, amended rationale, approver) and the same trail in both versions."""
-    from tests.test_approvals import FEE, script_entries
+    from tests.test_approvals import FEE, TWO_FEES, amend_partly_refunded, script_entries
 
     h = harness
 
     def prepare() -> None:  # the reconciler of each run proposes these entries
-        script_entries(
-            h, FEE, ("ADJ-A", "6100-bank-fees", "-1500.00"), ("ADJ-B", "6100-bank-fees", "-2500.00")
-        )
+        script_entries(h, FEE, *TWO_FEES)
 
     async def amend_then_approve(client: BatonClient, wid: str) -> None:
         first = (await client.status(wid)).pending[0]
-        await client.amend(
-            wid,
-            approver="carol",
-            rationale="fees were partly refunded",
-            amendments=[
-                {"entry_id": "ADJ-A", "amount": "-900.00"},
-                {"entry_id": "ADJ-B", "amount": "-1200.00"},
-            ],
-            action_digest=first.action_digest,
-        )
+        await amend_partly_refunded(client, wid, first)
         second = await request_of_round(client, wid, 2)
         assert [e.entry_id for e in second.entries] == ["ADJ-B"]
         assert "carol" not in second.eligible_approvers and "carol" in second.excluded
