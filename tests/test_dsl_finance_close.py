@@ -200,7 +200,7 @@ def test_the_committed_yaml_is_valid() -> None:
 
 async def test_baton_run_and_approve_from_the_cli(harness: Harness) -> None:
     """The real CLI: `baton run FILE --input JSON`, then `baton approve` on the YAML run."""
-    from tests.test_operations import run_cli
+    from tests.test_operations import approve_by_cli, run_cli
 
     h = harness
     wid = f"yaml-close-{uuid.uuid4().hex[:8]}"
@@ -211,8 +211,7 @@ async def test_baton_run_and_approve_from_the_cli(harness: Harness) -> None:
         assert started.returncode == 0, started.stderr
         assert f"started {wid} (finance_close v" in started.stdout
         await _wait_pending(h.client, wid)
-        approved = await run_cli(h, "approve", wid, "--approver", "carol", "--rationale", "ok")
-        assert approved.returncode == 0, approved.stderr
+        await approve_by_cli(h, wid, "carol", "ok")
         result = await h.temporal.get_workflow_handle(wid).result()
     assert result["output"]["period"] == h.period
     assert period_status(h.runtime, h.tenant, h.period) == "closed"

@@ -48,6 +48,14 @@ async def run_cli(h: Harness, *args: str) -> subprocess.CompletedProcess[str]:
     return await run([BATON, *args], env=stack_env(h))
 
 
+async def approve_by_cli(h: Harness, workflow_id: str, approver: str, rationale: str) -> None:
+    """``approver`` approves the request ``workflow_id`` waits on with `baton approve`."""
+    approved = await run_cli(
+        h, "approve", workflow_id, "--approver", approver, "--rationale", rationale
+    )
+    assert approved.returncode == 0, approved.stderr
+
+
 def start_worker_process(h: Harness, argv: list[str] | None = None) -> subprocess.Popen[bytes]:
     """``python worker.py`` by default; ``argv`` runs another entry point (``baton worker``)."""
     return subprocess.Popen(
