@@ -26,6 +26,7 @@ from activities.database import Database
 from activities.seed import seed_period
 from baton.devstack import local
 from baton.settings import REPO_ROOT, Settings
+from tests.support.serving import serving
 from workflows.client import BatonClient
 from workflows.plugin import BatonPlugin
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from temporalio.client import WorkflowHandle
 
     from tests.support.scripted_model import ScriptedModelServer
-    from workflows.contracts import ApprovalRequest, FinanceCloseResult
+    from workflows.contracts import ApprovalRequest, FinanceCloseResult, ProcessStatus
     from workflows.finance_close import FinanceCloseWorkflow
 
 _years = itertools.count(2101)
@@ -76,10 +77,8 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
 def model_server() -> Iterator[ScriptedModelServer]:
     from tests.support.scripted_model import ScriptedModelServer
 
-    server = ScriptedModelServer()
-    server.start("127.0.0.1", 0)
-    yield server
-    server.stop()
+    with serving(ScriptedModelServer()) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -158,13 +157,21 @@ class Harness:
                     return status
                 await asyncio.sleep(0.1)
 
+    async def start_close_until_pending(
+        self, *, timeout: float = 30.0, **overrides: Any
+    ) -> tuple[WorkflowHandle[FinanceCloseWorkflow, FinanceCloseResult], ProcessStatus]:
+        """Start this test's finance close (``overrides``: fields of its start input) and wait
+        (up to ``timeout`` seconds) until it asks for an approval: its handle and its status
+        then (what it posted already, what is pending)."""
+        handle = await self.client.start_finance_close(self.start_input(**overrides))
+        return handle, await self.wait_for_pending(handle.id, timeout)
+
     async def start_close_awaiting_approval(
         self, **overrides: Any
     ) -> tuple[WorkflowHandle[FinanceCloseWorkflow, FinanceCloseResult], ApprovalRequest]:
-        """Start this test's finance close (``overrides``: fields of its start input) and wait
-        until it asks for an approval: its handle and the first pending request."""
-        handle = await self.client.start_finance_close(self.start_input(**overrides))
-        return handle, (await self.wait_for_pending(handle.id)).pending[0]
+        """``start_close_until_pending``: the handle and the first pending request."""
+        handle, status = await self.start_close_until_pending(**overrides)
+        return handle, status.pending[0]
 
     async def approve_close(self, workflow_id: str, approver: str = "carol") -> None:
         """``approver`` approves the close's first pending request (the action it shows)."""

@@ -48,6 +48,17 @@ def email(body: str = "Your credit is on its way.") -> tuple[str, dict[str, Any]
     return ("email_customer", {"customer": "c-1", "subject": "Your case", "body": body})
 
 
+def script_turns(
+    h: Harness, *turns: tuple[str, dict[str, Any]] | list[tuple[str, dict[str, Any]]]
+) -> None:
+    """The model answers the agent's next turns in order: each with one tool call (a list: with
+    these calls in one turn)."""
+    h.model.script(
+        *(Fault.tool_calls(*t) if isinstance(t, list) else Fault.tool_calls(t) for t in turns),
+        match=MATCH,
+    )
+
+
 async def start(h: Harness, **overrides: Any) -> WorkflowHandle[Any, Any]:
     inp = AgentRunInput(
         run_key=f"case-{uuid.uuid4().hex[:8]}",
@@ -85,12 +96,7 @@ async def test_deny_is_told_to_the_model_and_it_adapts(harness: Harness) -> None
     """A credit above the hard limit is denied: nothing is written, the model reads policy's
     reason as the call's result, proposes a smaller credit, and that one is made."""
     h = harness
-    h.model.script(
-        Fault.tool_calls(credit(5000)),
-        Fault.tool_calls(credit(40)),
-        Fault.tool_calls(final()),
-        match=MATCH,
-    )
+    script_turns(h, credit(5000), credit(40), final())
     async with h.worker():
         handle = await start(h)
         result = await handle.result()
@@ -121,12 +127,7 @@ async def test_approval_with_edited_arguments_is_checked_by_policy_again(harness
     hard limit, the model is told), then the model asks 300 again and sam edits it to 80,
     which policy allows without another round: 80 USD is credited, never 300 or 2000."""
     h = harness
-    h.model.script(
-        Fault.tool_calls(credit(300)),
-        Fault.tool_calls(credit(300)),
-        Fault.tool_calls(final()),
-        match=MATCH,
-    )
+    script_turns(h, credit(300), credit(300), final())
     async with h.worker():
         handle = await start(h)
         [request] = await pending(h, handle.id)
@@ -157,11 +158,8 @@ async def test_rejection_message_reaches_the_model(harness: Harness) -> None:
     """Every email to a customer needs approval; sam rejects with a message, the model reads it
     and drafts a reply instead. No email is sent."""
     h = harness
-    h.model.script(
-        Fault.tool_calls(email()),
-        Fault.tool_calls(("draft_reply", {"case_id": "K-1", "text": "Sorry for the delay."})),
-        Fault.tool_calls(final()),
-        match=MATCH,
+    script_turns(
+        h, email(), ("draft_reply", {"case_id": "K-1", "text": "Sorry for the delay."}), final()
     )
     async with h.worker():
         handle = await start(h)
@@ -183,11 +181,7 @@ async def test_two_parallel_calls_wait_for_separate_approvals(harness: Harness) 
     """Two credits asked in one turn run concurrently: each is its own approval request (bound
     to its own arguments); one approved, one rejected: one credit is made."""
     h = harness
-    h.model.script(
-        Fault.tool_calls(credit(150, "K-1"), credit(200, "K-2")),
-        Fault.tool_calls(final()),
-        match=MATCH,
-    )
+    script_turns(h, [credit(150, "K-1"), credit(200, "K-2")], final())
     async with h.worker():
         handle = await start(h)
         requests = await pending(h, handle.id, count=2)
@@ -209,12 +203,7 @@ async def test_cancellation_undoes_credits_in_reverse(harness: Harness) -> None:
     """Two credits made, then the run waits for an email approval and is cancelled: both credits
     are reversed, the later one first, and the audit trail says so."""
     h = harness
-    h.model.script(
-        Fault.tool_calls(credit(40)),
-        Fault.tool_calls(credit(50)),
-        Fault.tool_calls(email()),
-        match=MATCH,
-    )
+    script_turns(h, credit(40), credit(50), email())
     async with h.worker():
         handle = await start(h)
         await pending(h, handle.id)
@@ -239,13 +228,13 @@ async def test_continued_runs_keep_the_history_policy_reads_and_the_compensation
     credit is denied (policy still sees the three: no more than 3 per case), and cancelling
     the new run reverses the three credits the first run made."""
     h = harness
-    h.model.script(
-        *[Fault.tool_calls(credit(10 + i)) for i in range(3)],
+    script_turns(
+        h,
+        *[credit(10 + i) for i in range(3)],
         # lookups of other customers (a repeated call would not be made again)
-        *[Fault.tool_calls(("lookup_customer", {"customer": f"c-{i}"})) for i in range(6)],
-        Fault.tool_calls(credit(13)),
-        Fault.tool_calls(email()),
-        match=MATCH,
+        *[("lookup_customer", {"customer": f"c-{i}"}) for i in range(6)],
+        credit(13),
+        email(),
     )
     async with h.worker():
         handle = await start(h, max_history_events=100)
@@ -297,7 +286,7 @@ async def test_worker_sigkilled_mid_tool_call_credits_once(
     from tests.test_operations import start_worker_process
 
     async with _harness(temporal_client, model_server, pg_database) as h:
-        h.model.script(Fault.tool_calls(credit(250)), Fault.tool_calls(final()), match=MATCH)
+        script_turns(h, credit(250), final())
         worker = start_worker_process(h)
         try:
             handle = await start(h)
@@ -323,7 +312,7 @@ async def test_worker_killed_mid_loop_finishes_on_a_new_worker(harness: Harness)
     """The worker stops while the run waits for an approval; a new worker picks the run up
     where it was: the approved credit is made once and the run finishes."""
     h = harness
-    h.model.script(Fault.tool_calls(credit(250)), Fault.tool_calls(final()), match=MATCH)
+    script_turns(h, credit(250), final())
     async with h.worker():
         handle = await start(h)
         [request] = await pending(h, handle.id)
@@ -340,7 +329,7 @@ async def test_kill_switch_holds_the_loop_until_cleared(harness: Harness) -> Non
     (nothing is credited); cleared, the call runs and the run finishes."""
     h = harness
     switch = h.runtime.switch
-    h.model.script(Fault.tool_calls(credit(250)), Fault.tool_calls(final()), match=MATCH)
+    script_turns(h, credit(250), final())
     async with h.worker():
         handle = await start(h)
         [request] = await pending(h, handle.id)
@@ -363,7 +352,7 @@ async def test_budget_spent_mid_loop_asks_the_budget_role(harness: Harness) -> N
     """The run's model budget is spent after the first turn: a support lead (the budget role
     of agent_run) is asked; approved, the loop goes on and finishes."""
     h = harness
-    h.model.script(Fault.tool_calls(credit(20)), Fault.tool_calls(final()), match=MATCH)
+    script_turns(h, credit(20), final())
     async with h.worker():
         handle = await start(h, budget_usd=0.00029)
         [request] = await pending(h, handle.id)
@@ -382,7 +371,7 @@ async def test_a_model_turn_falls_back_to_the_next_endpoint(harness: Harness) ->
     next endpoint (config/models.json: /backup/v1) and the loop goes on."""
     h = harness
     h.model.script(Fault.status(503), match=MATCH)
-    h.model.script(Fault.tool_calls(credit(30)), Fault.tool_calls(final()), match=MATCH)
+    script_turns(h, credit(30), final())
     async with h.worker():
         handle = await start(h)
         result = await handle.result()
@@ -489,16 +478,14 @@ async def test_golden_history_of_an_agent_run_replays(harness: Harness) -> None:
 
     h = harness
     if golden.regenerating():
-        h.model.script(Fault.tool_calls(credit(250)), Fault.tool_calls(final()), match=MATCH)
+        script_turns(h, credit(250), final())
         async with h.worker():
             handle = await start(h)
             [request] = await pending(h, handle.id)
             await h.client.decide(handle.id, decision(request, "approve", "golden"))
             await handle.result()
-        history = await handle.fetch_history()
-        golden.write(GOLDEN, history)
-    history = golden.load(GOLDEN, "golden-agent-run")
-    await golden.assert_replays(history, AgentRunWorkflow)
+        await golden.record(GOLDEN, handle)
+    await golden.load_and_replay(GOLDEN, "golden-agent-run", AgentRunWorkflow)
 
 
 async def test_support_case_l2_researcher_acts_through_governed_searches(
@@ -546,12 +533,7 @@ async def test_a_repeated_call_is_not_made_again_and_a_stuck_model_is_stopped(
     repeating fails AgentLimitReached, and what it did is undone."""
     h = harness
     lookup = ("lookup_customer", {"customer": "c-1"})
-    h.model.script(
-        Fault.tool_calls(lookup),
-        Fault.tool_calls(lookup),
-        Fault.tool_calls(final("Your tickets are in order.")),
-        match=MATCH,
-    )
+    script_turns(h, lookup, lookup, final("Your tickets are in order."))
     async with h.worker():
         handle = await start(h)
         result = await handle.result()
@@ -561,7 +543,7 @@ async def test_a_repeated_call_is_not_made_again_and_a_stuck_model_is_stopped(
     repeated = [r for r in h.runtime.ledger.trail(handle.id) if r.action == "tool.repeated"]
     assert len(repeated) == 1
 
-    h.model.script(*[Fault.tool_calls(credit(40))] * 4, match=MATCH)
+    script_turns(h, *[credit(40)] * 4)
     async with h.worker():
         stuck = await start(h)
         with pytest.raises(WorkflowFailureError) as failed:

@@ -38,12 +38,15 @@ from workflows import visibility
 from workflows.client import ApprovalRefused, BatonClient
 from workflows.contracts import (
     SEARCH_ATTRIBUTES,
+    ApprovalAck,
     ApprovalRequest,
     PendingApproval,
 )
 from workflows.plugin import BatonPlugin
 
 FEE = ("ADJ-FEE", "6100-bank-fees", "-25.00")  # posts without approval
+#: two fees that need a finance-controller; ``amend_partly_refunded`` amends both
+TWO_FEES = (("ADJ-A", "6100-bank-fees", "-1500.00"), ("ADJ-B", "6100-bank-fees", "-2500.00"))
 
 
 def script_entries(h: Harness, *entries: tuple[str, str, str], period: str | None = None) -> None:
@@ -65,6 +68,23 @@ def script_entries(h: Harness, *entries: tuple[str, str, str], period: str | Non
             }
         ),
         match=f'"period":"{period or h.period}"',
+    )
+
+
+async def amend_partly_refunded(
+    client: BatonClient, workflow_id: str, request: ApprovalRequest
+) -> ApprovalAck:
+    """carol amends ``request`` (of a close with ``TWO_FEES``): ADJ-A to -900.00, now below the
+    threshold, and ADJ-B to -1200.00, which still needs an approver."""
+    return await client.amend(
+        workflow_id,
+        approver="carol",
+        rationale="fees were partly refunded",
+        amendments=[
+            {"entry_id": "ADJ-A", "amount": "-900.00"},  # now below the threshold
+            {"entry_id": "ADJ-B", "amount": "-1200.00"},  # still needs an approver
+        ],
+        action_digest=request.action_digest,
     )
 
 
@@ -177,24 +197,10 @@ async def test_refused_signals_are_audited_and_ignored(harness: Harness) -> None
 
 async def test_amendment_reruns_policy_and_posts_the_amended_values(harness: Harness) -> None:
     h = harness
-    script_entries(
-        h,
-        FEE,
-        ("ADJ-A", "6100-bank-fees", "-1500.00"),
-        ("ADJ-B", "6100-bank-fees", "-2500.00"),
-    )
+    script_entries(h, FEE, *TWO_FEES)
     async with h.worker():
         handle, first = await h.start_close_awaiting_approval()
-        ack = await h.client.amend(
-            handle.id,
-            approver="carol",
-            rationale="fees were partly refunded",
-            amendments=[
-                {"entry_id": "ADJ-A", "amount": "-900.00"},  # now below the threshold
-                {"entry_id": "ADJ-B", "amount": "-1200.00"},  # still needs an approver
-            ],
-            action_digest=first.action_digest,
-        )
+        ack = await amend_partly_refunded(h.client, handle.id, first)
         assert ack.accepted
         second = await request_of_round(h.client, handle.id, 2)
         assert [e.entry_id for e in second.entries] == ["ADJ-B"]

@@ -34,8 +34,7 @@ async def test_a_refused_call_asks_the_budget_role_and_an_approval_lets_the_clos
 ) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input(budget=TINY))
-        status = await h.wait_for_pending(handle.id)
+        handle, status = await h.start_close_until_pending(budget=TINY)
         [request] = status.pending
         assert request.action == "raise_model_budget"
         assert request.approver_roles == ["finance-controller"]

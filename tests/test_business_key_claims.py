@@ -755,7 +755,7 @@ async def test_histories_of_claiming_closes_replay(
     if golden.regenerating():
         async with harness.worker():
             handle = await record(harness)
-        golden.write(path, await handle.fetch_history())
+        await golden.record(path, handle)
     history = golden.load(path, f"golden-{name}")
     assert "check_business_key" in path.read_text()
     await golden.assert_replays(history, FinanceCloseWorkflow)

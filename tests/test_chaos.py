@@ -142,8 +142,7 @@ async def test_worker_killed_mid_posting_posts_exactly_once(pg_harness: Harness)
     h = pg_harness
     worker = start_worker_process(h)
     try:
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id, timeout=60)
+        handle, status = await h.start_close_until_pending(timeout=60)
         worker = await kill_inside_transaction(
             h,
             worker,
@@ -166,8 +165,7 @@ async def test_worker_killed_mid_compensation_reverses_exactly_once(
     h = pg_harness
     worker = start_worker_process(h)
     try:
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id, timeout=60)
+        handle, status = await h.start_close_until_pending(timeout=60)
         assert status.posted
         worker = await kill_inside_transaction(
             h,
@@ -232,8 +230,7 @@ async def test_policy_server_down_mid_run_holds_the_posting_then_recovers(
 ) -> None:
     h = waiting_harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id, timeout=60)
+        handle, status = await h.start_close_until_pending(timeout=60)
         policy_outage.proxy.cut()
         await h.client.approve(handle.id, approver="carol", rationale="ok")
         # fail closed: the approved entry is not posted while no policy decision can be had
@@ -301,8 +298,7 @@ async def test_database_unreachable_for_a_while_loses_and_duplicates_nothing(
     try:
         async with _harness(temporal_client, model_server, url) as h:
             async with h.worker():
-                handle = await h.client.start_finance_close(h.start_input())
-                status = await h.wait_for_pending(handle.id, timeout=60)
+                handle, status = await h.start_close_until_pending(timeout=60)
                 proxy.cut()
                 await h.client.approve(handle.id, approver="carol", rationale="ok")
                 await asyncio.sleep(5)
@@ -364,8 +360,7 @@ async def test_model_endpoint_down_for_longer_than_the_retries_fails_cleanly(
 async def test_duplicate_and_out_of_order_decisions_post_once(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id)
+        handle, status = await h.start_close_until_pending()
         pending = status.pending[0]
         decision = {
             "request_id": pending.request_id,

@@ -157,10 +157,8 @@ async def test_a_recorded_close_with_exceptions_and_refused_signals_replays(
             await asyncio.sleep(1.0)  # both written while it waits
             await h.client.approve(handle.id, approver="carol", rationale="golden")
             await handle.result()
-        history = await handle.fetch_history()
-        golden.write(GOLDEN, history)
-    history = golden.load(GOLDEN, "golden-exceptions")
-    await golden.assert_replays(history, FinanceCloseWorkflow)
+        await golden.record(GOLDEN, handle)
+    history = await golden.load_and_replay(GOLDEN, "golden-exceptions", FinanceCloseWorkflow)
     # both patches' markers are in it
     patches = {
         json.loads(p.data)["id"]

@@ -180,8 +180,7 @@ async def test_a_recorded_agent_run_replays(harness: Harness) -> None:
     if golden.regenerating():
         async with harness.worker():
             handle = await _customer_run(harness)
-        history = await handle.fetch_history()
-        golden.write(GOLDEN, history)
+        await golden.record(GOLDEN, handle)
     history = golden.load(GOLDEN, "golden-customer-agent")
     names = {
         e.activity_task_scheduled_event_attributes.activity_type.name

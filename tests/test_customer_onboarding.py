@@ -255,7 +255,7 @@ async def test_a_rejected_exception_commits_nothing(harness: Harness) -> None:
 
 
 async def test_cli_records_an_event_triggers_and_approves(harness: Harness) -> None:
-    from tests.test_operations import run_cli
+    from tests.test_operations import approve_by_cli, run_cli
 
     h = harness
     customer = await customer_like(h, "cust-globex")
@@ -271,10 +271,7 @@ async def test_cli_records_an_event_triggers_and_approves(harness: Harness) -> N
         await wait_for_pending(h, workflow_id)
         status = await run_cli(h, "customer", "status", workflow_id)
         assert status.returncode == 0 and '"sales-manager"' in status.stdout
-        approved = await run_cli(
-            h, "approve", workflow_id, "--approver", "oscar", "--rationale", "3-year deal"
-        )
-        assert approved.returncode == 0, approved.stderr
+        await approve_by_cli(h, workflow_id, "oscar", "3-year deal")
         result = await run_cli(h, "customer", "result", workflow_id)
     assert result.returncode == 0, result.stderr
     assert "discount: 15% discount on ctr-globex-2026" in result.stdout
@@ -322,7 +319,7 @@ async def test_a_recorded_run_checking_its_plan_by_preflight_replays(harness: Ha
     if golden.regenerating():
         async with harness.worker():
             handle = await _customer_run(harness)
-        golden.write(GOLDEN, await handle.fetch_history())
+        await golden.record(GOLDEN, handle)
     history = golden.load(GOLDEN, "golden-customer-preflight")
     scheduled = [e.activity_task_scheduled_event_attributes for e in history.events]
     names = {s.activity_type.name for s in scheduled}

@@ -196,10 +196,8 @@ async def test_golden_history_of_a_yaml_agent_run_replays(harness: Harness) -> N
     if golden.regenerating():
         script_denied_then_approved_credit(h)
         wid, _ = await run(h, load_definition(PROCESS))
-        history = await h.temporal.get_workflow_handle(wid).fetch_history()
-        golden.write(GOLDEN, history)
-    history = golden.load(GOLDEN, "golden-dsl-agent")
-    await golden.assert_replays(history, ProcessWorkflow)
+        await golden.record(GOLDEN, h.temporal.get_workflow_handle(wid))
+    await golden.load_and_replay(GOLDEN, "golden-dsl-agent", ProcessWorkflow)
 
 
 # -- baton validate ------------------------------------------------------------------------------

@@ -200,7 +200,7 @@ def test_the_committed_yaml_is_valid() -> None:
 
 async def test_baton_run_and_approve_from_the_cli(harness: Harness) -> None:
     """The real CLI: `baton run FILE --input JSON`, then `baton approve` on the YAML run."""
-    from tests.test_operations import run_cli
+    from tests.test_operations import approve_by_cli, run_cli
 
     h = harness
     wid = f"yaml-close-{uuid.uuid4().hex[:8]}"
@@ -211,8 +211,7 @@ async def test_baton_run_and_approve_from_the_cli(harness: Harness) -> None:
         assert started.returncode == 0, started.stderr
         assert f"started {wid} (finance_close v" in started.stdout
         await _wait_pending(h.client, wid)
-        approved = await run_cli(h, "approve", wid, "--approver", "carol", "--rationale", "ok")
-        assert approved.returncode == 0, approved.stderr
+        await approve_by_cli(h, wid, "carol", "ok")
         result = await h.temporal.get_workflow_handle(wid).result()
     assert result["output"]["period"] == h.period
     assert period_status(h.runtime, h.tenant, h.period) == "closed"
@@ -280,27 +279,16 @@ async def test_yaml_close_handles_an_amendment_like_the_hand_written_close(
     """Round 1 amended by carol (one entry drops below the threshold and posts, one still needs
     an approver, whom carol may no longer be), round 2 approved by frank: the same postings
     (amounts, amended rationale, approver) and the same trail in both versions."""
-    from tests.test_approvals import FEE, script_entries
+    from tests.test_approvals import FEE, TWO_FEES, amend_partly_refunded, script_entries
 
     h = harness
 
     def prepare() -> None:  # the reconciler of each run proposes these entries
-        script_entries(
-            h, FEE, ("ADJ-A", "6100-bank-fees", "-1500.00"), ("ADJ-B", "6100-bank-fees", "-2500.00")
-        )
+        script_entries(h, FEE, *TWO_FEES)
 
     async def amend_then_approve(client: BatonClient, wid: str) -> None:
         first = (await client.status(wid)).pending[0]
-        await client.amend(
-            wid,
-            approver="carol",
-            rationale="fees were partly refunded",
-            amendments=[
-                {"entry_id": "ADJ-A", "amount": "-900.00"},
-                {"entry_id": "ADJ-B", "amount": "-1200.00"},
-            ],
-            action_digest=first.action_digest,
-        )
+        await amend_partly_refunded(client, wid, first)
         second = await request_of_round(client, wid, 2)
         assert [e.entry_id for e in second.entries] == ["ADJ-B"]
         assert "carol" not in second.eligible_approvers and "carol" in second.excluded

@@ -40,6 +40,7 @@ from baton.identity import CODEC_AUDIENCE, init_dev_issuer, issue_token
 from baton.settings import Settings
 from tests.conftest import _harness
 from tests.support.scripted_model import ScriptedModelServer
+from tests.support.serving import serving
 from workflows.plugin import BatonPlugin
 
 
@@ -311,9 +312,8 @@ def codec_server(tmp_path: Path) -> Iterator[tuple[CodecServer, Path]]:
         roles=["payload-reader"],
         cors_origins=["http://localhost:8233"],
     )
-    server.start()
-    yield server, issuer.directory
-    server.stop()
+    with serving(server):
+        yield server, issuer.directory
 
 
 def body_of(payloads: list[Payload]) -> dict[str, Any]:

@@ -62,8 +62,7 @@ def failure_type(err: WorkflowFailureError) -> str | None:
 async def test_happy_path_with_approval(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id)
+        handle, status = await h.start_close_until_pending()
         request = status.pending[0]
         # entries below the threshold were posted before the approval; big ones wait
         auto_posted = {p.entry_id for p in status.posted}
@@ -127,8 +126,7 @@ async def test_happy_path_with_approval(harness: Harness) -> None:
 async def test_rejection_reverses_postings_and_audit_says_why(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id)
+        handle, status = await h.start_close_until_pending()
         assert status.posted, "small entries are posted before the approval"
         await h.client.reject(
             handle.id, approver="carol", rationale="suspense items need an explanation first"
@@ -178,8 +176,7 @@ async def test_policy_deny_posts_nothing(harness: Harness) -> None:
 async def test_cancel_while_waiting_for_approval_compensates(harness: Harness) -> None:
     h = harness
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id)
+        handle, status = await h.start_close_until_pending()
         await h.client.cancel(handle.id)
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()
@@ -236,8 +233,7 @@ async def test_llm_429_is_retried_and_posts_once(harness: Harness) -> None:
     h = harness
     h.model.script(Fault.status(429, retry_after=0.2), match=h.period)
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id)
+        handle, status = await h.start_close_until_pending()
         await h.client.approve(handle.id, approver="carol", rationale="ok")
         result = await handle.result()
     calls = [r for r in h.model.requests if h.period in r["raw"]]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from activities import spend
@@ -34,6 +34,7 @@ from activities.policy import EmbeddedOpaEngine, build_engine, decide
 from activities.seed import PII_SAMPLES, seed_period
 from baton.settings import REPO_ROOT
 from tests.conftest import Harness, _harness
+from tests.support.failures import expect_failure
 from tests.support.scripted_model import ScriptedModelServer, searchable_text
 from workflows.contracts import Obligations, PolicyDecision, PolicyQuery
 
@@ -45,6 +46,18 @@ def failure(err: WorkflowFailureError) -> ApplicationError | None:
     while cause is not None and not isinstance(cause, ApplicationError):
         cause = cause.cause
     return cause
+
+
+async def close_fails_with(
+    h: Harness, error_type: str, message: str
+) -> tuple[WorkflowHandle[Any, Any], ApplicationError]:
+    """Run this test's close (its worker running): it fails with a non-retryable
+    ``error_type`` whose message has ``message``. Its handle and that error."""
+    handle = await h.client.start_finance_close(h.start_input())
+    error = failure(await expect_failure(handle))
+    assert error is not None and error.type == error_type and error.non_retryable
+    assert message in str(error)
+    return handle, error
 
 
 def raw_forms(value: str) -> set[str]:
@@ -162,12 +175,11 @@ async def test_model_region_outside_the_tenants_regions_denies_the_agent_step(
         temporal_client, model_server, database_url, model_catalogue=tmp_path / "models.json"
     ) as h:
         async with h.worker():
-            handle = await h.client.start_finance_close(h.start_input())
-            with pytest.raises(WorkflowFailureError) as failed:
-                await handle.result()
-        error = failure(failed.value)
-        assert error is not None and error.type == "PolicyDenied" and error.non_retryable
-        assert "data residency: tenant 'acme' allows model endpoints in [eu] only" in str(error)
+            handle, error = await close_fails_with(
+                h,
+                "PolicyDenied",
+                "data residency: tenant 'acme' allows model endpoints in [eu] only",
+            )
         assert list(error.details)[0]["reroute_regions"] == ["eu"]
         assert period_requests(h) == []  # nothing was sent
         assert postings(h) == []  # nothing was posted
@@ -195,13 +207,8 @@ async def test_a_tenant_at_its_spend_cap_gets_no_model_call(harness: Harness) ->
             ),
         )
     async with h.worker():
-        handle = await h.client.start_finance_close(h.start_input())
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-    # the router knows the tenant's remaining day before the request and refuses it
-    error = failure(failed.value)
-    assert error is not None and error.type == "BudgetExceeded" and error.non_retryable
-    assert "tenant daily cap 250.0 USD, 250.0 spent" in str(error)
+        # the router knows the tenant's remaining day before the request and refuses it
+        await close_fails_with(h, "BudgetExceeded", "tenant daily cap 250.0 USD, 250.0 spent")
     assert period_requests(h) == [] and postings(h) == []
 
 

@@ -196,10 +196,8 @@ async def test_recorded_history_replays(harness: Harness, name: str, suffix: str
     if golden.regenerating() and suffix == SUFFIX:
         async with harness.worker():
             handle = await run(harness)
-        history = await handle.fetch_history()
-        golden.write(path, history)
-    history = golden.load(path, f"golden-{name}")
-    await golden.assert_replays(history, workflow_class)
+        await golden.record(path, handle)
+    await golden.load_and_replay(path, f"golden-{name}", workflow_class)
 
 
 # -- the process registry --------------------------------------------------------------------

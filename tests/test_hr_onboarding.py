@@ -202,7 +202,7 @@ async def test_bad_input_fails_fast_and_an_unknown_hire_fails_clearly(harness: H
 
 
 async def test_cli_drives_an_onboarding_end_to_end(harness: Harness) -> None:
-    from tests.test_operations import run_cli
+    from tests.test_operations import approve_by_cli, run_cli
 
     h = harness
     employee = f"E{uuid.uuid4().hex[:8]}"
@@ -221,10 +221,7 @@ async def test_cli_drives_an_onboarding_end_to_end(harness: Harness) -> None:
         await wait_for_pending(h, workflow_id)
         status = await run_cli(h, "onboard", "status", workflow_id)
         assert status.returncode == 0 and '"engineering-manager"' in status.stdout
-        approved = await run_cli(
-            h, "approve", workflow_id, "--approver", "maya", "--rationale", "needs prod access"
-        )
-        assert approved.returncode == 0, approved.stderr
+        await approve_by_cli(h, workflow_id, "maya", "needs prod access")
         result = await h.client.onboarding(workflow_id).result()
         history = await run_cli(h, "onboard", "history", workflow_id)
     assert [g.name for g in result.granted if g.system == "aws"] == ["admin"]

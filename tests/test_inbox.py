@@ -40,28 +40,23 @@ def viewer(name: str, *roles: str) -> Viewer:
     return Viewer(VerifiedIdentity(subject=name, roles=roles, key_id="k", token_id=None), "")
 
 
+#: the close's requester, two finance-controllers and an accountant who may not approve
+ALICE = viewer("alice", "accountant")
+CAROL = viewer("carol", "finance-controller")
+FRANK = viewer("frank", "finance-controller")
+ERIN = viewer("erin", "accountant")
+
+
 async def comment_delegate_approve(h: Harness, backend: InboxBackend) -> str:
     """A close where the requester comments, carol delegates to frank, frank approves."""
     script_entries(h, BIG)
     handle, request = await h.start_close_awaiting_approval()
     ids = {"request_id": request.request_id, "action_digest": request.action_digest}
-    said = await backend.comment(viewer("alice", "accountant"), handle.id, text="urgent", **ids)
+    said = await backend.comment(ALICE, handle.id, text="urgent", **ids)
     assert said.accepted, said.message
-    handed = await backend.delegate(
-        viewer("carol", "finance-controller"),
-        handle.id,
-        delegate="frank",
-        rationale="on leave",
-        **ids,
-    )
+    handed = await backend.delegate(CAROL, handle.id, delegate="frank", rationale="on leave", **ids)
     assert handed.accepted, handed.message
-    done = await backend.decide(
-        viewer("frank", "finance-controller"),
-        handle.id,
-        verdict="approve",
-        rationale="checked",
-        **ids,
-    )
+    done = await backend.decide(FRANK, handle.id, verdict="approve", rationale="checked", **ids)
     assert done.accepted, done.message
     await handle.result()
     return handle.id
@@ -74,30 +69,29 @@ async def test_comments_and_delegation_in_a_run(harness: Harness) -> None:
     async with h.worker():
         handle, request = await h.start_close_awaiting_approval()
         ids = {"request_id": request.request_id, "action_digest": request.action_digest}
-        carol = viewer("carol", "finance-controller")
 
         stranger = await backend.comment(viewer("mallory"), handle.id, text="hi", **ids)
         assert not stranger.accepted
         assert "mallory may not comment on" in stranger.message
-        ok = await backend.comment(carol, handle.id, text="which vendor?", **ids)
+        ok = await backend.comment(CAROL, handle.id, text="which vendor?", **ids)
         assert ok.accepted
         stale = await backend.comment(
-            carol, handle.id, text="x", request_id=request.request_id, action_digest="0" * 64
+            CAROL, handle.id, text="x", request_id=request.request_id, action_digest="0" * 64
         )
         assert "action digest mismatch" in stale.message
 
         # who may receive a delegation is policy's answer, audited
         to_requester = await backend.delegate(
-            carol, handle.id, delegate="alice", rationale="r", **ids
+            CAROL, handle.id, delegate="alice", rationale="r", **ids
         )
         assert not to_requester.accepted
         assert "segregation of duties: alice requested this action" in to_requester.message
         by_stranger = await backend.delegate(
-            viewer("erin", "accountant"), handle.id, delegate="frank", rationale="r", **ids
+            ERIN, handle.id, delegate="frank", rationale="r", **ids
         )
         assert "erin may not delegate" in by_stranger.message
 
-        handed = await backend.delegate(carol, handle.id, delegate="frank", rationale="away", **ids)
+        handed = await backend.delegate(CAROL, handle.id, delegate="frank", rationale="away", **ids)
         assert handed.accepted and "carol delegated" in handed.message
         [pending] = await h.client.pending_approvals(handle.id)
         assert [c.text for c in pending.comments] == ["which vendor?"]
@@ -105,18 +99,14 @@ async def test_comments_and_delegation_in_a_run(harness: Harness) -> None:
         assert "carol" not in pending.eligible_approvers
         [item] = await backend.pending()
         assert item.line.comments == 1 and item.line.delegated_to == {"frank": "carol"}
-        assert refusal_for(carol, item.line) == "you delegated this request to frank"
-        assert refusal_for(viewer("frank", "finance-controller"), item.line) is None
+        assert refusal_for(CAROL, item.line) == "you delegated this request to frank"
+        assert refusal_for(FRANK, item.line) is None
 
-        refused = await backend.decide(carol, handle.id, verdict="approve", rationale="r", **ids)
+        refused = await backend.decide(CAROL, handle.id, verdict="approve", rationale="r", **ids)
         assert not refused.accepted
         assert "carol delegated" in refused.message and "no longer decides" in refused.message
         approved = await backend.decide(
-            viewer("frank", "finance-controller"),
-            handle.id,
-            verdict="approve",
-            rationale="vendor known",
-            **ids,
+            FRANK, handle.id, verdict="approve", rationale="vendor known", **ids
         )
         assert approved.accepted
         result = await handle.result()
@@ -149,8 +139,7 @@ async def test_history_with_comments_and_a_delegation_replays(harness: Harness) 
         backend = InboxBackend(h.temporal, trust=None, tokens=None)
         async with h.worker():
             workflow_id = await comment_delegate_approve(h, backend)
-        history = await h.temporal.get_workflow_handle(workflow_id).fetch_history()
-        golden.write(GOLDEN, history)
+        await golden.record(GOLDEN, h.temporal.get_workflow_handle(workflow_id))
     history = golden.load(GOLDEN, "golden-commented-delegated")
     events = json.loads(GOLDEN.read_text())["events"]
     updates = [
@@ -223,11 +212,11 @@ def line(**overrides: object) -> PendingApproval:
 
 
 def test_read_only_reasons_mirror_the_validator() -> None:
-    assert refusal_for(viewer("carol", "finance-controller"), line()) is None
-    assert "you requested this action" in str(refusal_for(viewer("alice", "accountant"), line()))
-    assert "policy does not allow you" in str(refusal_for(viewer("erin", "accountant"), line()))
+    assert refusal_for(CAROL, line()) is None
+    assert "you requested this action" in str(refusal_for(ALICE, line()))
+    assert "policy does not allow you" in str(refusal_for(ERIN, line()))
     done = line(approved_by=["carol"])
-    assert "already approved" in str(refusal_for(viewer("carol", "finance-controller"), done))
+    assert "already approved" in str(refusal_for(CAROL, done))
 
 
 def test_notifications_carry_the_request_page() -> None:

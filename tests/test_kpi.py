@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import WorkflowExecutionStatus
 
 from activities import audit_facts
 from activities.seed import seed_period
 from baton import kpi
 from tests.conftest import Harness, _years
+from tests.support.failures import expect_failure
 from tests.support.scripted_model import Fault
 from tests.test_operations import run_cli
 
@@ -64,12 +65,21 @@ def another_period(h: Harness) -> str:
     return period
 
 
+def a_denied_period(h: Harness) -> str:
+    """``another_period`` whose reconciler proposes ``BAD_PROPOSAL``: policy denies the posting
+    and it is too large to close the period with as an exception, so the close fails safe."""
+    period = another_period(h)
+    h.model.script(Fault.reconciled(BAD_PROPOSAL), match=period)
+    return period
+
+
 async def test_kpis_of_real_runs_match_visibility_and_the_ledger(
     harness: Harness, tmp_path: Path
 ) -> None:
     h = harness
-    rejected_period, denied_period, last_period = (another_period(h) for _ in range(3))
-    h.model.script(Fault.reconciled(BAD_PROPOSAL), match=denied_period)
+    rejected_period = another_period(h)
+    denied_period = a_denied_period(h)
+    last_period = another_period(h)
     async with h.worker():
         first = await h.client.start_finance_close(h.start_input())
         await approve_all(h, first.id)
@@ -78,12 +88,10 @@ async def test_kpis_of_real_runs_match_visibility_and_the_ledger(
         rejected = await h.client.start_finance_close(h.start_input(period=rejected_period))
         await h.wait_for_pending(rejected.id)
         await h.client.reject(rejected.id, approver="carol", rationale="not yet")
-        with pytest.raises(WorkflowFailureError):
-            await rejected.result()
+        await expect_failure(rejected)
 
         denied = await h.client.start_finance_close(h.start_input(period=denied_period))
-        with pytest.raises(WorkflowFailureError):
-            await denied.result()
+        await expect_failure(denied)
 
         last = await h.client.start_finance_close(h.start_input(period=last_period))
         await approve_all(h, last.id)

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         retry_after_seconds,
     )
     from baton.settings import Settings
+    from tests.support.serving import serving
     from workflows.contracts import Notification, NotifyResult
     from workflows.presets import PRESETS
 
@@ -113,10 +114,8 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
+    with serving(Receiver()) as r:
+        yield r
 
 
 @pytest.fixture

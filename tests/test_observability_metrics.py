@@ -23,8 +23,8 @@ from baton.settings import Settings
 from baton.telemetry import prometheus_runtime
 from tests.conftest import Harness, _harness
 from tests.support import prometheus
-from tests.support.scripted_model import Fault
-from tests.test_kpi import BAD_PROPOSAL, another_period
+from tests.support.failures import expect_failure
+from tests.test_kpi import a_denied_period
 from workflows.plugin import BatonPlugin
 
 
@@ -88,10 +88,7 @@ def ledger_rows(h: Harness) -> list[AuditRecord]:
 
 async def test_worker_metrics_are_scraped_and_agree_with_the_ledger(metered: Metered) -> None:
     m, h = metered, metered.h
-    # a second period whose reconciler proposes a posting the policy denies, too large to
-    # close the period with as an exception: the close fails safe
-    denied_period = another_period(h)
-    h.model.script(Fault.reconciled(BAD_PROPOSAL), match=denied_period)
+    denied_period = a_denied_period(h)  # a second period, whose close fails safe
     async with h.worker():
         handle = await h.client.start_finance_close(h.start_input())
         await h.wait_for_pending(handle.id)
@@ -108,11 +105,9 @@ async def test_worker_metrics_are_scraped_and_agree_with_the_ledger(metered: Met
         assert prometheus.total(waiting, "baton_approvals_requested_total") == 1
 
         await h.client.reject(handle.id, approver="carol", rationale="not today")
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        await expect_failure(handle)
         denied = await h.client.start_finance_close(h.start_input(period=denied_period))
-        with pytest.raises(WorkflowFailureError):
-            await denied.result()
+        await expect_failure(denied)
         h.runtime.switch.clear("tenant:metrics-other", reason="drill over", by="ops")
         await collect_until(
             m,

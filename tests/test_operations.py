@@ -48,6 +48,14 @@ async def run_cli(h: Harness, *args: str) -> subprocess.CompletedProcess[str]:
     return await run([BATON, *args], env=stack_env(h))
 
 
+async def approve_by_cli(h: Harness, workflow_id: str, approver: str, rationale: str) -> None:
+    """``approver`` approves the request ``workflow_id`` waits on with `baton approve`."""
+    approved = await run_cli(
+        h, "approve", workflow_id, "--approver", approver, "--rationale", rationale
+    )
+    assert approved.returncode == 0, approved.stderr
+
+
 def start_worker_process(h: Harness, argv: list[str] | None = None) -> subprocess.Popen[bytes]:
     """``python worker.py`` by default; ``argv`` runs another entry point (``baton worker``)."""
     return subprocess.Popen(
@@ -70,8 +78,7 @@ async def test_worker_killed_mid_run_then_restarted_completes_without_double_pos
     h = harness
     worker = start_worker_process(h)
     try:
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id, timeout=60)
+        handle, status = await h.start_close_until_pending(timeout=60)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         # the approval lands while no worker runs at all: it is durable in the server
@@ -126,8 +133,7 @@ async def test_baton_worker_command_runs_a_close_and_stops_on_sigterm(harness: H
     worker = start_worker_process(h, [BATON, "worker"])
     try:
         await wait_until_polling(worker)
-        handle = await h.client.start_finance_close(h.start_input())
-        status = await h.wait_for_pending(handle.id, timeout=60)
+        handle, status = await h.start_close_until_pending(timeout=60)
         await h.client.approve(handle.id, approver="carol", rationale="reviewed")
         result = await asyncio.wait_for(handle.result(), 90)
         assert len(result.posted) == len(status.posted) + len(status.pending[0].entries) > 0
@@ -279,10 +285,8 @@ async def test_golden_history_replays(harness: Harness) -> None:
             await h.wait_for_pending(handle.id)
             await h.client.approve(handle.id, approver="carol", rationale="golden")
             await handle.result()
-        history = await handle.fetch_history()
-        golden.write(GOLDEN, history)
-    history = golden.load(GOLDEN, "golden-finance-close")
-    await golden.assert_replays(history, FinanceCloseWorkflow)
+        await golden.record(GOLDEN, handle)
+    await golden.load_and_replay(GOLDEN, "golden-finance-close", FinanceCloseWorkflow)
 
 
 async def test_history_with_unchanged_search_attribute_writes_replays() -> None:

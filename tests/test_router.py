@@ -21,6 +21,7 @@ from activities.customer_agents import CUSTOMER_PROMPTS
 from activities.router import CatalogueError, Router, load_catalogue, parse_catalogue
 from activities.seed import seed_period
 from tests.conftest import Harness, _harness, make_settings
+from tests.support.config_files import assert_refuses_missing_and_broken
 from tests.support.route_once import RouteOnce
 from tests.support.scripted_model import Fault, ScriptedModelServer
 from workflows.contracts import PROCESS_VERSIONS, STABLE_VERSION, ProcessVersion
@@ -198,11 +199,9 @@ def test_catalogue_errors_name_the_field(change: Any, names: str) -> None:
 
 
 def test_a_missing_or_broken_catalogue_file_says_so(tmp_path: Path) -> None:
-    with pytest.raises(CatalogueError, match="does not exist"):
-        load_catalogue(tmp_path / "nope.json")
-    (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(CatalogueError, match="not valid JSON"):
-        load_catalogue(tmp_path / "bad.json")
+    assert_refuses_missing_and_broken(
+        load_catalogue, CatalogueError, tmp_path, missing="does not exist"
+    )
 
 
 # -- routing ----------------------------------------------------------------------------------

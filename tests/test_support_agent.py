@@ -238,7 +238,7 @@ async def test_golden_history_of_a_default_case_replays(h: Harness) -> None:  # 
             await pending(h, handle.id)
             await h.client.approve(handle.id, approver="sam", rationale="golden")
             await handle.result()
-        golden.write(GOLDEN, await handle.fetch_history())
+        await golden.record(GOLDEN, handle)
     history = golden.load(GOLDEN, "golden-support-agent")
     patches = [
         json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]

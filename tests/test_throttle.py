@@ -13,6 +13,7 @@ import pytest
 from activities.database import Database
 from activities.throttle import Throttle, ThrottleConfig, load_config
 from tests.conftest import Harness, _harness
+from tests.support.config_files import assert_refuses_missing_and_broken
 from tests.support.scripted_model import Fault
 from tests.test_approvals import decision
 
@@ -102,11 +103,7 @@ def test_bad_limits_files_name_the_field(tmp_path: Path, document: object, messa
 
 
 def test_unreadable_or_invalid_json_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="cannot read it"):
-        load_config(tmp_path / "missing.json")
-    (tmp_path / "bad.json").write_text("{nope")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        load_config(tmp_path / "bad.json")
+    assert_refuses_missing_and_broken(load_config, ValueError, tmp_path, missing="cannot read it")
 
 
 async def test_an_edited_limits_file_applies_without_a_restart(

@@ -22,6 +22,7 @@ from baton.devstack.embeddings import EMBEDDING_MODEL_NAME
 from baton.devstack.model_server import AgentInputError, ModelServer, respond
 from baton.settings import LOCAL_MODEL_NAME
 from tests.support.scripted_model import Fault, ScriptedModelServer
+from tests.support.serving import serving
 from workflows.contracts import (
     AdjustingEntry,
     BankLine,
@@ -223,10 +224,8 @@ def test_bad_input_is_an_agent_input_error(agent: str, payload: Any, message: st
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ModelServer]:
-    srv = ModelServer()
-    srv.start("127.0.0.1", 0)
-    yield srv
-    srv.stop()
+    with serving(ModelServer()) as srv:
+        yield srv
 
 
 @pytest.fixture

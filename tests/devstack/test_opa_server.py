@@ -16,6 +16,7 @@ from opa_client.errors import DeletePolicyError, PolicyNotFoundError, RegoParseE
 from opa_client.opa_async import AsyncOpaClient
 
 from baton.devstack.opa_server import OpaCompatibleServer, PolicyStore, StoreError
+from tests.support.serving import serving
 
 EXAMPLE = """package example
 
@@ -45,10 +46,8 @@ def policy_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(policy_dir: Path) -> Iterator[OpaCompatibleServer]:
-    srv = OpaCompatibleServer(policy_dir)
-    srv.start("127.0.0.1", 0)
-    yield srv
-    srv.stop()
+    with serving(OpaCompatibleServer(policy_dir)) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from activities.policy import EmbeddedOpaEngine, OpaRestEngine, RegorusEngine, d
 from baton.devstack.opa_server import OpaCompatibleServer
 from tests.policy.test_policy_engines import FakeAnsweringEngine, held
 from tests.policy.test_rego import AGENT_CALL, AGENT_CALL_CASES
+from tests.support.cases import named_cases
 from tests.support.paths import POLICY_DIR
 from workflows.contracts import Obligations, PolicyDecision, PolicyQuery
 
@@ -186,11 +187,7 @@ MALFORMED_BASE_OBLIGATIONS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("document", "reason"),
-    [(document, reason) for _, document, reason in MALFORMED_BASE_OBLIGATIONS],
-    ids=[case for case, _, _ in MALFORMED_BASE_OBLIGATIONS],
-)
+@pytest.mark.parametrize(("document", "reason"), named_cases(MALFORMED_BASE_OBLIGATIONS))
 async def test_malformed_base_obligations_deny_naming_the_field(
     document: dict[str, Any], reason: str
 ) -> None:
@@ -211,18 +208,16 @@ def edit_tenants(policy_dir: Path, tenant: str, **fields: Any) -> None:
     path.write_text(json.dumps(document, indent=2))
 
 
-@pytest.mark.parametrize("engine_class", [EmbeddedOpaEngine, RegorusEngine], ids=["opa", "regorus"])
 async def test_editing_base_data_changes_decisions_without_a_new_engine(
-    policy_copy: Path, engine_class: type[EmbeddedOpaEngine] | type[RegorusEngine]
+    policy_copy: Path, reloading_engine: EmbeddedOpaEngine | RegorusEngine
 ) -> None:
-    engine = engine_class(policy_copy, reload_interval=0)
     spender = {**AGENT_CALL, "spent_today_usd": 120.0, "estimated_cost_usd": 1.0}
 
-    first = await decide(engine, query(spender), "hot-1")
+    first = await decide(reloading_engine, query(spender), "hot-1")
     assert first.verdict == "allow"
 
     edit_tenants(policy_copy, "acme", daily_spend_cap_usd=100)  # a lower cap
-    second = await decide(engine, query(spender), "hot-2")
+    second = await decide(reloading_engine, query(spender), "hot-2")
     assert second.verdict == "deny"
     assert second.reasons == [
         "spend cap: tenant 'acme' may spend 100.00 USD a day on models; 120.00 spent today + "
@@ -231,10 +226,10 @@ async def test_editing_base_data_changes_decisions_without_a_new_engine(
     assert second.revision != first.revision
 
     edit_tenants(policy_copy, "acme", daily_spend_cap_usd=500, allowed_model_regions=["us"])
-    third = await decide(engine, query(spender), "hot-3")
+    third = await decide(reloading_engine, query(spender), "hot-3")
     assert (third.verdict, third.obligations.reroute_regions) == ("deny", ["us"])
 
     edit_tenants(policy_copy, "acme", allowed_model_regions=["eu"], pii="none")
-    fourth = await decide(engine, query(spender), "hot-4")
+    fourth = await decide(reloading_engine, query(spender), "hot-4")
     assert (fourth.verdict, fourth.obligations.redact) == ("allow", [])
     assert len({first.revision, second.revision, third.revision, fourth.revision}) == 4

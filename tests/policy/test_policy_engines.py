@@ -39,6 +39,7 @@ from activities.policy import (
     rule_path,
 )
 from tests.policy.test_rego import APPROVAL_CASES, BASE, POSTING_CASES, approval, posting
+from tests.support.cases import named_cases
 from tests.support.paths import POLICY_DIR
 from workflows.contracts import (
     ApprovalRequirement,
@@ -359,11 +360,7 @@ MALFORMED_OBLIGATIONS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("engine", "reason"),
-    [(engine, reason) for _, engine, reason in FAIL_CLOSED_CASES],
-    ids=[case for case, _, _ in FAIL_CLOSED_CASES],
-)
+@pytest.mark.parametrize(("engine", "reason"), named_cases(FAIL_CLOSED_CASES))
 async def test_decide_fails_closed(engine: PolicyEngine, reason: str) -> None:
     decision = await decide(engine, query(), "dec-1")
     assert decision.verdict == "deny"
@@ -416,11 +413,7 @@ async def test_decide_asks_for_the_decision_document_and_maps_each_verdict() -> 
     )
 
 
-@pytest.mark.parametrize(
-    ("document", "reason"),
-    [(document, reason) for _, document, reason in MALFORMED_OBLIGATIONS],
-    ids=[case for case, _, _ in MALFORMED_OBLIGATIONS],
-)
+@pytest.mark.parametrize(("document", "reason"), named_cases(MALFORMED_OBLIGATIONS))
 async def test_malformed_obligations_deny_naming_the_field(
     document: dict[str, Any], reason: str
 ) -> None:
@@ -684,12 +677,10 @@ def edit_json(path: Path, change: Any) -> None:
     path.write_text(json.dumps(document, indent=2))
 
 
-@pytest.mark.parametrize("engine_class", [EmbeddedOpaEngine, RegorusEngine], ids=["opa", "regorus"])
 async def test_data_edit_changes_revision_and_is_used_without_a_new_engine(
-    policy_copy: Path, engine_class: type[EmbeddedOpaEngine] | type[RegorusEngine]
+    policy_copy: Path, reloading_engine: EmbeddedOpaEngine | RegorusEngine
 ) -> None:
-    engine = engine_class(policy_copy, reload_interval=0)
-    before = await decide(engine, query(posting(1500)), "reload-1")
+    before = await decide(reloading_engine, query(posting(1500)), "reload-1")
     assert before.verdict == "require_approval"
     assert before.obligations.escalation[0].sla_seconds == 14400
     assert before.obligations.eligible_approvers == ["carol", "dave", "frank"]
@@ -698,7 +689,7 @@ async def test_data_edit_changes_revision_and_is_used_without_a_new_engine(
         doc["baton"]["finance"]["limits"]["approval_threshold"] = 2000
 
     edit_json(policy_copy / "data" / "finance_limits.json", raise_threshold)
-    after = await decide(engine, query(posting(1500)), "reload-2")
+    after = await decide(reloading_engine, query(posting(1500)), "reload-2")
     assert after.verdict == "allow"
     assert after.revision != before.revision
 
@@ -706,7 +697,7 @@ async def test_data_edit_changes_revision_and_is_used_without_a_new_engine(
         policy_copy / "data" / "directory.json",
         lambda doc: doc["baton"]["directory"]["people"].pop("carol"),
     )
-    third = await decide(engine, query(posting(2500)), "reload-3")
+    third = await decide(reloading_engine, query(posting(2500)), "reload-3")
     assert third.obligations.eligible_approvers == ["dave", "frank"]
     assert len({before.revision, after.revision, third.revision}) == 3
 
@@ -714,7 +705,7 @@ async def test_data_edit_changes_revision_and_is_used_without_a_new_engine(
         doc["baton"]["finance"]["escalation"][0]["sla_seconds"] = 600
 
     edit_json(policy_copy / "data" / "escalation.json", shorten_sla)
-    fourth = await decide(engine, query(posting(2500)), "reload-4")
+    fourth = await decide(reloading_engine, query(posting(2500)), "reload-4")
     assert fourth.obligations.escalation[0].sla_seconds == 600
 
 
@@ -729,18 +720,16 @@ async def test_reload_is_checked_at_most_once_per_interval(policy_copy: Path) ->
     assert (second.verdict, second.revision) == (first.verdict, first.revision)
 
 
-@pytest.mark.parametrize("engine_class", [EmbeddedOpaEngine, RegorusEngine], ids=["opa", "regorus"])
 async def test_broken_edit_denies_until_fixed(
-    policy_copy: Path, engine_class: type[EmbeddedOpaEngine] | type[RegorusEngine]
+    policy_copy: Path, reloading_engine: EmbeddedOpaEngine | RegorusEngine
 ) -> None:
-    engine = engine_class(policy_copy, reload_interval=0)
-    good = await decide(engine, query(), "broken-0")
+    good = await decide(reloading_engine, query(), "broken-0")
     assert good.verdict == "allow"
 
     limits = policy_copy / "data" / "finance_limits.json"
     original = limits.read_text()
     limits.write_text(original[:-20])
-    bad_data = await decide(engine, query(), "broken-1")
+    bad_data = await decide(reloading_engine, query(), "broken-1")
     assert bad_data.verdict == "deny"
     assert bad_data.reasons[0].startswith(
         "policy engine unavailable: PolicyLoadError: data/finance_limits.json is not valid JSON"
@@ -750,13 +739,13 @@ async def test_broken_edit_denies_until_fixed(
     rego = policy_copy / "finance" / "posting.rego"
     source = rego.read_text()
     rego.write_text(source + "\nbroken := if {\n")
-    bad_rego = await decide(engine, query(), "broken-2")
+    bad_rego = await decide(reloading_engine, query(), "broken-2")
     assert bad_rego.verdict == "deny"
     assert "does not compile" in bad_rego.reasons[0]
     assert "Stack backtrace" not in bad_rego.reasons[0]
 
     rego.write_text(source)
-    fixed = await decide(engine, query(), "broken-3")
+    fixed = await decide(reloading_engine, query(), "broken-3")
     # The revision is content-addressed: the same files give the same revision again.
     assert (fixed.verdict, fixed.revision) == ("allow", good.revision)
 

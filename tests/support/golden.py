@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.worker import Replayer
 
 from workflows.plugin import BatonPlugin
@@ -32,6 +32,11 @@ def write(path: Path, history: WorkflowHistory) -> None:
     path.write_text(json.dumps(history.to_json_dict(), indent=1))
 
 
+async def record(path: Path, handle: WorkflowHandle[Any, Any]) -> None:
+    """Write the history of ``handle``'s run (once it has finished) to ``path``."""
+    write(path, await handle.fetch_history())
+
+
 def load(path: Path, name: str) -> WorkflowHistory:
     """The committed history at ``path`` (a missing file fails the test, saying how to record
     it)."""
@@ -46,3 +51,11 @@ async def assert_replays(history: WorkflowHistory, workflow: type, **options: An
     replayer = Replayer(workflows=[workflow], plugins=[BatonPlugin()], **options)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+async def load_and_replay(path: Path, name: str, workflow: type) -> WorkflowHistory:
+    """The committed history at ``path`` (``load``), once it replayed on the current code of
+    ``workflow`` (``assert_replays``)."""
+    history = load(path, name)
+    await assert_replays(history, workflow)
+    return history
