@@ -90,7 +90,7 @@ def decision_record(
     record: dict[str, Any] = {
         "decision_id": decision.decision_id,
         "path": f"{query.policy.strip('/').replace('.', '/')}/decision",
-        "input": copy.deepcopy(query.input),
+        "input": _copied(query.input),
         "bundles": {"baton": {"revision": decision.revision}},
         "labels": dict(labels or {}),
         "timestamp": (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
@@ -103,11 +103,28 @@ def decision_record(
         },
     }
     if result is not None:
-        record["result"] = copy.deepcopy(result)
+        record["result"] = _copied(result)
     erased = [pointer for pointer in mask if _erase(record, pointer)]
     if erased:
         record["erased"] = erased
     return record
+
+
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of a decision's input or result: JSON's dicts, lists and scalars are copied
+    (or, immutable, kept) directly, anything else by ``copy.deepcopy``. Several times faster
+    than deepcopy on a whole document, and every decision makes two."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copied(v) for k, v in value.items()}
+    if kind is list:
+        return [_copied(v) for v in value]
+    if kind in _IMMUTABLE:
+        return value
+    return copy.deepcopy(value)
 
 
 def _erase(record: dict[str, Any], pointer: str) -> bool:

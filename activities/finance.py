@@ -39,7 +39,7 @@ from activities.database import (
     to_cents,
     utcnow,
 )
-from activities.kill_switch import Subject
+from activities.kill_switch import KillSwitch, Subject
 from activities.policy import (
     PolicyEngine,
     unavailable_error,
@@ -83,10 +83,13 @@ _STORED_OUTCOME = select(POSTINGS.c.decision_json).where(
 _PERIOD_STATUS = select(PERIODS.c.status).where(
     PERIODS.c.tenant == bindparam("tenant"), PERIODS.c.period == bindparam("period")
 )
-# The two reads of a posting in one round trip: the outcome an earlier attempt stored under the
-# idempotency key (if any) and the period's status, which policy is asked about.
+# The reads of a posting in one round trip: the outcome an earlier attempt stored under the
+# idempotency key (if any), the period's status, which policy is asked about, and whether any
+# kill switch is engaged (only then are the engagements read and matched, in this transaction).
 _STORED_OUTCOME_AND_STATUS = core_select(
-    _STORED_OUTCOME.scalar_subquery(), _PERIOD_STATUS.scalar_subquery()
+    _STORED_OUTCOME.scalar_subquery(),
+    _PERIOD_STATUS.scalar_subquery(),
+    KillSwitch.ENGAGED_ANY.label("switch_engaged"),
 )
 _INSERT_POSTING = insert(POSTINGS)
 LEDGER = LedgerEntryRow.__table__  # type: ignore[attr-defined]
@@ -351,13 +354,15 @@ class FinanceActivities(GovernedWrites, PolicyGateActivities):
         wf = activity.info().workflow_id or ""
         with claimed_session(self.db, inp.claim) as session:
             conn = session.connection()  # Core statements: this is every governed step
-            stored, status = conn.execute(
+            stored, status, switch_engaged = conn.execute(
                 _STORED_OUTCOME_AND_STATUS,
                 {"key": inp.idempotency_key, "tenant": inp.tenant, "period": inp.period},
             ).one()
             if stored is not None:
                 return PostEntryOutcome.model_validate_json(stored)
-            if self.switch is not None:  # inside the transaction: no write while engaged
+            # Inside the transaction: no write while engaged. The switch was read just now, in
+            # the statement above; an engagement is matched to this posting only if there is one.
+            if self.switch is not None and switch_engaged:
                 self.switch.raise_if_blocking(self._subject(inp.tenant, inp.preparer), session)
             decision, policy_event = _decide_posting(
                 inp, status or "unknown", decide_now, wf, self.policy

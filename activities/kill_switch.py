@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sqlalchemy import exists
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 from temporalio import activity
@@ -97,6 +98,11 @@ def state_of(row: KillSwitchRow) -> KillSwitchState:
 
 
 class KillSwitch:
+    #: True while any engagement is active: a column a sensitive step can read in its first
+    #: statement (activities/finance.py) and take the full look (:meth:`raise_if_blocking`, in
+    #: the same transaction) only when it is true. Usually no switch is engaged at all.
+    ENGAGED_ANY = exists().where(_TABLE.c.cleared_at.is_(None))
+
     def __init__(self, db: Database, ledger: AuditLedger, *, ttl_seconds: float = 2.0) -> None:
         self.db = db
         self.ledger = ledger
