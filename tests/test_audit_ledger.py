@@ -48,6 +48,22 @@ def test_writes_are_idempotent_per_workflow_run_and_seq(ledger: AuditLedger) -> 
     assert ledger.verify().ok
 
 
+def test_a_few_rows_of_one_run_or_of_several_are_checked_against_the_ledger_alike(
+    ledger: AuditLedger,
+) -> None:
+    """Up to four rows of one run are looked up together with the chain head (one statement);
+    other batches the long way: the same rows are written either way."""
+    ledger.append([event("wf/1"), event("wf/1", workflow_id="wf-2")])
+    mixed = ledger.append([event("wf/1"), event("wf/2", workflow_id="wf-2"), event("wf/2")])
+    repeated = ledger.append([event("wf/3"), event("wf/3"), event("wf/2")])
+    assert (mixed.written, mixed.already_present) == (2, 1)
+    assert (repeated.written, repeated.already_present) == (1, 2)
+    assert [r.seq for r in ledger.trail("wf-1")] == ["wf/1", "wf/2", "wf/3"]
+    assert [r.seq for r in ledger.trail("wf-2")] == ["wf/1", "wf/2"]
+    assert [r.position for r in ledger.trail("wf-1")] == [1, 4, 5]
+    assert ledger.verify().ok
+
+
 def test_verifier_names_an_edited_row(ledger: AuditLedger) -> None:
     ledger.append([event(f"wf/{i}") for i in range(1, 6)])
     with ledger.db.session() as s:
