@@ -87,7 +87,7 @@ async def main(calls: int, profile: bool) -> None:
     # (owner, attribute, label): the parts of the governed step as the code stands
     parts: list[tuple[Any, str, str]] = [
         (fin, "_post", "transaction on the worker thread (lookup, decide, write, audit)"),
-        (fin.switch, "raise_if_blocking", "  kill switch read inside it"),
+        (fin.switch, "raise_if_blocking", "  kill switch matched (only while one is engaged)"),
         (finance_module, "_decide_posting", "  policy decision and its audit event inside it"),
         (policy_module, "decide_sync", "    of which the decision (embedded OPA, traced, logged)"),
         (fin.policy, "evaluate_sync", "      of which the evaluation (OPA's own call)"),
